@@ -1,0 +1,351 @@
+//! Streaming Matroska (EBML) splitter.
+//!
+//! [`Splitter`] takes `matroskamux` output in buffers cut anywhere and turns it into
+//! [`Event`]s: the stream header (everything before the first Cluster), then one fragment
+//! per Cluster (start, data, end) and the Segment-level elements found between clusters.
+//! It never allocates according to a declared size: block payloads are passed through as
+//! slices of the input (`Bytes::slice`), and the only elements held in memory (header
+//! children, Tags and other Segment-level elements) are bounded by [`Limits`].
+//!
+//! Decisions worth knowing:
+//! * Fragment ordering: a cluster whose Timecode is *strictly lower* than the previous
+//!   cluster's Timecode is refused ([`MkvError::TimecodeBackwards`]); equal timecodes are
+//!   allowed. Block times are not compared across clusters: with B-frames, Matroska block
+//!   times are presentation times and are legitimately non-monotonic. The check restarts
+//!   after a new stream header.
+//! * A block before the cluster's Timecode, a cluster without Timecode, an unknown-size
+//!   element other than Segment/Cluster, or a child overrunning its parent are
+//!   [`MkvError::UnexpectedElement`].
+//! * In an unknown-size cluster, any Segment-level ID (or an EBML header) ends the
+//!   cluster. A `Tags` element there is parsed first, so that its
+//!   `AWS_KINESISVIDEO_END_OF_FRAGMENT` flag can be set on the `FragmentEnd` that precedes
+//!   the `Interstitial`. In a known-size cluster every child is part of the cluster.
+//! * Errors poison the splitter: later `push` calls return the same error until
+//!   [`Splitter::reset`] is called.
+
+pub mod ebml;
+
+use bytes::Bytes;
+
+/// EBML header.
+pub const ID_EBML: u32 = 0x1A45DFA3;
+/// DocType (inside the EBML header).
+pub const ID_DOC_TYPE: u32 = 0x4282;
+/// Segment.
+pub const ID_SEGMENT: u32 = 0x18538067;
+/// SeekHead.
+pub const ID_SEEK_HEAD: u32 = 0x114D9B74;
+/// Segment Info.
+pub const ID_INFO: u32 = 0x1549A966;
+/// TimecodeScale (inside Info).
+pub const ID_TIMECODE_SCALE: u32 = 0x2AD7B1;
+/// Tracks.
+pub const ID_TRACKS: u32 = 0x1654AE6B;
+/// TrackEntry.
+pub const ID_TRACK_ENTRY: u32 = 0xAE;
+/// TrackNumber.
+pub const ID_TRACK_NUMBER: u32 = 0xD7;
+/// TrackType (1 video, 2 audio).
+pub const ID_TRACK_TYPE: u32 = 0x83;
+/// CodecID.
+pub const ID_CODEC_ID: u32 = 0x86;
+/// CodecPrivate.
+pub const ID_CODEC_PRIVATE: u32 = 0x63A2;
+/// Cluster.
+pub const ID_CLUSTER: u32 = 0x1F43B675;
+/// Cluster Timecode.
+pub const ID_TIMECODE: u32 = 0xE7;
+/// PrevSize.
+pub const ID_PREV_SIZE: u32 = 0xAB;
+/// Position.
+pub const ID_POSITION: u32 = 0xA7;
+/// SimpleBlock.
+pub const ID_SIMPLE_BLOCK: u32 = 0xA3;
+/// BlockGroup.
+pub const ID_BLOCK_GROUP: u32 = 0xA0;
+/// Block (inside BlockGroup).
+pub const ID_BLOCK: u32 = 0xA1;
+/// ReferenceBlock (inside BlockGroup): its presence makes the block a delta frame.
+pub const ID_REFERENCE_BLOCK: u32 = 0xFB;
+/// BlockDuration (inside BlockGroup).
+pub const ID_BLOCK_DURATION: u32 = 0x9B;
+/// Void.
+pub const ID_VOID: u32 = 0xEC;
+/// Tags.
+pub const ID_TAGS: u32 = 0x1254C367;
+/// Tag.
+pub const ID_TAG: u32 = 0x7373;
+/// SimpleTag.
+pub const ID_SIMPLE_TAG: u32 = 0x67C8;
+/// TagName.
+pub const ID_TAG_NAME: u32 = 0x45A3;
+/// TagString.
+pub const ID_TAG_STRING: u32 = 0x4487;
+/// Cues.
+pub const ID_CUES: u32 = 0x1C53BB6B;
+/// Chapters.
+pub const ID_CHAPTERS: u32 = 0x1043A770;
+/// Attachments.
+pub const ID_ATTACHMENTS: u32 = 0x1941A469;
+
+/// SimpleTag name that closes the open fragment (AWS producer convention).
+pub const END_OF_FRAGMENT_TAG: &str = "AWS_KINESISVIDEO_END_OF_FRAGMENT";
+/// TrackType value for video.
+pub const TRACK_TYPE_VIDEO: u64 = 1;
+/// TrackType value for audio.
+pub const TRACK_TYPE_AUDIO: u64 = 2;
+/// Kinesis Video Streams accepts at most this many tracks.
+pub const MAX_TRACKS: usize = 3;
+
+const EBML_MAGIC: [u8; 4] = [0x1A, 0x45, 0xDF, 0xA3];
+/// Prefix pieces up to this total are coalesced into one `FragmentData`.
+const PREFIX_COALESCE: u64 = 4096;
+
+/// One entry of the Tracks element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackInfo {
+    /// TrackNumber, as used in blocks.
+    pub number: u64,
+    /// TrackType: 1 video, 2 audio (0 if absent).
+    pub track_type: u64,
+    /// CodecID, e.g. `V_MPEG4/ISO/AVC`, `A_AAC` (empty if absent).
+    pub codec_id: String,
+}
+
+/// The stream header: what must be sent before the first fragment of every session.
+#[derive(Debug, Clone)]
+pub struct StreamHeader {
+    /// EBML header + Segment element header + every Segment child before the first
+    /// Cluster, verbatim.
+    pub bytes: Bytes,
+    /// `"matroska"` or `"webm"`.
+    pub doc_type: String,
+    /// Nanoseconds per timecode unit (default 1 000 000).
+    pub timecode_scale: u64,
+    /// The tracks, in header order.
+    pub tracks: Vec<TrackInfo>,
+}
+
+/// A cluster (fragment) is about to start; none of its bytes has been emitted yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FragmentStart {
+    /// Cluster Timecode, raw units (see [`StreamHeader::timecode_scale`]).
+    pub timecode: u64,
+    /// The first block of the first video track in this cluster is a key frame. `true`
+    /// when the stream has no video track; `false` when the cluster ended without a
+    /// block of that track.
+    pub key_frame: bool,
+}
+
+/// Figures of a cluster, running while it is open, final in `FragmentEnd`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FragmentSummary {
+    /// Cluster Timecode, raw units.
+    pub timecode: u64,
+    /// Earliest absolute block time (cluster timecode + relative), raw units; equals
+    /// `timecode` while the cluster has no block.
+    pub first_block_time: i64,
+    /// Latest (maximum) absolute block time, raw units; `timecode` without blocks.
+    pub last_block_time: i64,
+    /// Bytes of the cluster emitted so far, its ID and size included.
+    pub size: u64,
+    /// Number of blocks (SimpleBlocks and BlockGroups) seen.
+    pub blocks: u64,
+    /// Same as [`FragmentStart::key_frame`] (valid once the fragment started).
+    pub key_frame: bool,
+    /// The cluster was closed by an `AWS_KINESISVIDEO_END_OF_FRAGMENT` tag.
+    pub end_of_fragment_tag: bool,
+}
+
+/// Output of the splitter, in stream order.
+#[derive(Debug)]
+pub enum Event {
+    /// Complete stream header; at start and after every new EBML header (upstream
+    /// restarted its muxer; the open fragment is ended first). Emitted when the first
+    /// Cluster begins.
+    Header(StreamHeader),
+    /// Emitted once the cluster's Timecode and its first video block header (first block
+    /// of any track without video) are known, before any of the cluster's bytes.
+    FragmentStart(FragmentStart),
+    /// Cluster bytes in order; the first one after `FragmentStart` begins with the Cluster
+    /// ID. Slices of the pushed buffers, except a small coalesced cluster prefix.
+    FragmentData(Bytes),
+    /// The cluster ended.
+    FragmentEnd(FragmentSummary),
+    /// A Segment-level element other than Cluster after the header (Tags, Cues, Void,
+    /// SeekHead...), verbatim.
+    Interstitial(Bytes),
+}
+
+/// Why the splitter refused the stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MkvError {
+    /// The data does not start with an EBML header.
+    #[error("not a Matroska stream: the data starts with {found}; kvssink needs matroskamux output")]
+    NotMatroska {
+        /// What the first bytes look like, with their hex dump.
+        found: String,
+    },
+    /// Malformed element ID or size.
+    #[error("invalid Matroska data at byte {offset}: malformed EBML element ID or size")]
+    InvalidVint {
+        /// Stream offset of the element header.
+        offset: u64,
+    },
+    /// An element is larger than the configured limit.
+    #[error(
+        "Matroska element 0x{id:X} at byte {offset} is {size} bytes, over the limit of {limit} bytes"
+    )]
+    ElementTooLarge {
+        /// Element ID.
+        id: u32,
+        /// Declared size.
+        size: u64,
+        /// The limit that applies.
+        limit: u64,
+        /// Stream offset of the element.
+        offset: u64,
+    },
+    /// An element that cannot appear here.
+    #[error("unexpected Matroska element 0x{id:X} at byte {offset}: {context}")]
+    UnexpectedElement {
+        /// Element ID.
+        id: u32,
+        /// Stream offset of the element.
+        offset: u64,
+        /// What was wrong.
+        context: &'static str,
+    },
+    /// The EBML DocType is neither `matroska` nor `webm`.
+    #[error("unsupported EBML DocType \"{0}\": kvssink needs \"matroska\" or \"webm\"")]
+    DocType(String),
+    /// No (or empty) Tracks element before the first Cluster.
+    #[error("the Matroska header has no Tracks element before the first Cluster")]
+    MissingTracks,
+    /// More tracks than Kinesis Video Streams accepts.
+    #[error("the stream has {0} tracks; Kinesis Video Streams accepts at most 3")]
+    TooManyTracks(usize),
+    /// A block refers to a track that is not in Tracks.
+    #[error("a block at byte {offset} belongs to track {track}, which is not declared in Tracks")]
+    UnknownTrack {
+        /// The block's track number.
+        track: u64,
+        /// Stream offset of the block header.
+        offset: u64,
+    },
+    /// A cluster's Timecode is lower than the previous cluster's.
+    #[error(
+        "cluster timecode {current} is lower than the previous cluster's {previous}: Kinesis Video \
+         Streams needs increasing fragment timecodes (did upstream timestamps go backwards?)"
+    )]
+    TimecodeBackwards {
+        /// Previous cluster Timecode.
+        previous: i64,
+        /// This cluster's Timecode.
+        current: i64,
+    },
+    /// The stream ended inside an element.
+    #[error("the stream ended in the middle of a Matroska element (at byte {offset})")]
+    Truncated {
+        /// Stream offset of the end.
+        offset: u64,
+    },
+}
+
+/// Bounds on what the splitter holds or accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Total size of the stream header (EBML header .. first Cluster).
+    pub max_header_size: u64,
+    /// Size of a Segment-level element held whole after the header (Tags, Cues, ...).
+    pub max_element_size: u64,
+    /// Size of any element inside a Cluster (blocks are counted through, not held).
+    pub max_block_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_size: 1 << 20,
+            max_element_size: 16 << 20,
+            max_block_size: 64 << 20,
+        }
+    }
+}
+
+mod splitter;
+pub use splitter::Splitter;
+
+/// Builds a `Tags` element carrying the `AWS_KINESISVIDEO_END_OF_FRAGMENT` SimpleTag,
+/// which closes the open fragment on the service side (what AWS's producer sends on EOS).
+pub fn end_of_fragment_tags() -> Bytes {
+    let mut simple = Vec::new();
+    ebml::write_string(&mut simple, ID_TAG_NAME, END_OF_FRAGMENT_TAG);
+    ebml::write_string(&mut simple, ID_TAG_STRING, "");
+    let mut tag = Vec::new();
+    ebml::write_element(&mut tag, ID_SIMPLE_TAG, &simple);
+    let mut tags = Vec::new();
+    ebml::write_element(&mut tags, ID_TAG, &tag);
+    let mut out = Vec::new();
+    ebml::write_element(&mut out, ID_TAGS, &tags);
+    Bytes::from(out)
+}
+
+/// Whether a Tags element body carries a SimpleTag named `AWS_KINESISVIDEO_END_OF_FRAGMENT`
+/// (nested SimpleTags included). Malformed parts are ignored.
+pub fn tags_have_end_of_fragment(tags_body: &[u8]) -> bool {
+    fn simple_tag(body: &[u8], depth: u32) -> bool {
+        ebml::children(body).map_while(Result::ok).any(|(id, b)| match id {
+            ID_TAG_NAME => ebml::read_string(b) == END_OF_FRAGMENT_TAG,
+            ID_SIMPLE_TAG if depth < 8 => simple_tag(b, depth + 1),
+            _ => false,
+        })
+    }
+    ebml::children(tags_body)
+        .map_while(Result::ok)
+        .filter(|(id, _)| *id == ID_TAG)
+        .any(|(_, tag)| {
+            ebml::children(tag)
+                .map_while(Result::ok)
+                .any(|(id, b)| id == ID_SIMPLE_TAG && simple_tag(b, 0))
+        })
+}
+
+/// Describes what the first bytes of a non-Matroska stream look like.
+fn describe_magic(b: &[u8]) -> String {
+    let hex: Vec<String> = b.iter().map(|x| format!("{x:02X}")).collect();
+    let hex = hex.join(" ");
+    let kind = if b.starts_with(&[0xFF, 0xD8]) {
+        "a JPEG image".to_string()
+    } else if b.starts_with(&[0x89, b'P', b'N', b'G']) {
+        "a PNG image".to_string()
+    } else if b.starts_with(b"GIF8") {
+        "a GIF image".to_string()
+    } else if b.starts_with(&[0, 0, 0, 1]) || b.starts_with(&[0, 0, 1]) {
+        "an H.264/H.265 Annex B start code (raw video, not muxed)".to_string()
+    } else if b.len() >= 8 && &b[4..8] == b"ftyp" {
+        "an MP4/QuickTime file".to_string()
+    } else if b.starts_with(b"OggS") {
+        "an Ogg stream".to_string()
+    } else if b.starts_with(b"RIFF") {
+        "a RIFF (WAV/AVI) file".to_string()
+    } else if b.starts_with(b"FLV") {
+        "an FLV stream".to_string()
+    } else if b.starts_with(b"ID3") {
+        "an MP3 file (ID3 tag)".to_string()
+    } else if !b.is_empty()
+        && b
+            .iter()
+            .all(|&c| c.is_ascii_graphic() || c.is_ascii_whitespace())
+    {
+        format!("text {:?}", String::from_utf8_lossy(b))
+    } else if b.first() == Some(&0x47) {
+        "an MPEG transport stream (sync byte 0x47)".to_string()
+    } else {
+        "unrecognised data".to_string()
+    };
+    format!("{kind} ({hex})")
+}
+
+#[cfg(test)]
+mod tests;

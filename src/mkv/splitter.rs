@@ -1,0 +1,910 @@
+//! The [`Splitter`] state machine.
+
+use super::ebml::{self, ElementHeader, MAX_HEADER_LEN};
+use super::*;
+
+/// Where the parser stands between two bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum St {
+    /// At an element boundary, reading the next element header (possibly partial).
+    Head,
+    /// Passing cluster bytes through up to `end`.
+    Skip { end: u64 },
+    /// Reading the cluster Timecode value (cluster bytes).
+    Value { end: u64 },
+    /// Reading a block header: track vint, int16 timecode, flags (cluster bytes).
+    BlockHead { end: u64, simple: bool, start: u64 },
+    /// Copying a whole element into memory.
+    Hold { end: u64, id: u32, dest: Dest },
+}
+
+/// Where a held element goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    /// The EBML header (into the header buffer).
+    EbmlHeader,
+    /// A Segment child before the first Cluster (into the header buffer).
+    Header,
+    /// A Segment-level element after the header; `in_cluster`: it interrupted an
+    /// unknown-size cluster, which ends once the element is parsed.
+    Interstitial { in_cluster: bool },
+}
+
+/// Position in the top-level structure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Top {
+    ExpectEbml,
+    ExpectSegment,
+    InSegment,
+}
+
+/// The open cluster.
+#[derive(Debug)]
+struct Cluster {
+    start: u64,
+    end: Option<u64>,
+    summary: FragmentSummary,
+    has_timecode: bool,
+    started: bool,
+    /// End of the open BlockGroup.
+    group_end: Option<u64>,
+    /// The open BlockGroup has a ReferenceBlock.
+    group_ref: bool,
+    /// The open BlockGroup holds the block that decides `FragmentStart`.
+    group_decides: bool,
+}
+
+/// Streaming splitter of a Matroska byte stream into header and fragments.
+///
+/// See the [module documentation](super) for the rules it enforces.
+pub struct Splitter {
+    limits: Limits,
+    st: St,
+    failed: Option<MkvError>,
+    /// Stream offset of the first byte of the buffer being pushed.
+    base: u64,
+    /// Still checking the first bytes of the stream.
+    sniffing: bool,
+    /// Partial element header (bytes also kept as slices in `carry`).
+    scratch: [u8; 16],
+    sl: usize,
+    carry: Vec<Bytes>,
+    /// Small value being read (Timecode, block header).
+    vbuf: [u8; 16],
+    vl: usize,
+    top: Top,
+    segment_end: Option<u64>,
+    header_done: bool,
+    header_buf: Vec<u8>,
+    hold_buf: Vec<u8>,
+    /// Offset of the held element's body in its buffer.
+    body_start: usize,
+    doc_type: String,
+    timecode_scale: u64,
+    tracks: Vec<TrackInfo>,
+    have_tracks: bool,
+    video_track: Option<u64>,
+    header: Option<StreamHeader>,
+    cluster: Option<Cluster>,
+    prev_timecode: Option<u64>,
+    /// Index in the current buffer where not-yet-emitted cluster bytes begin.
+    run: Option<usize>,
+    /// Cluster bytes held until `FragmentStart`.
+    prefix: Vec<Bytes>,
+}
+
+impl Splitter {
+    /// A splitter expecting the start of a stream (an EBML header).
+    pub fn new(limits: Limits) -> Self {
+        Splitter {
+            limits,
+            st: St::Head,
+            failed: None,
+            base: 0,
+            sniffing: true,
+            scratch: [0; 16],
+            sl: 0,
+            carry: Vec::with_capacity(MAX_HEADER_LEN),
+            vbuf: [0; 16],
+            vl: 0,
+            top: Top::ExpectEbml,
+            segment_end: None,
+            header_done: false,
+            header_buf: Vec::new(),
+            hold_buf: Vec::new(),
+            body_start: 0,
+            doc_type: String::new(),
+            timecode_scale: 1_000_000,
+            tracks: Vec::new(),
+            have_tracks: false,
+            video_track: None,
+            header: None,
+            cluster: None,
+            prev_timecode: None,
+            run: None,
+            prefix: Vec::new(),
+        }
+    }
+
+    /// Feeds the next bytes, cut anywhere. Events are appended to `out`.
+    ///
+    /// On error, events produced before the faulty element are in `out`, and the splitter
+    /// is poisoned (returns the same error) until [`Splitter::reset`].
+    pub fn push(&mut self, data: Bytes, out: &mut Vec<Event>) -> Result<(), MkvError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let r = self.push_inner(&data, out);
+        self.base += data.len() as u64;
+        if let Err(e) = &r {
+            self.failed = Some(e.clone());
+        }
+        r
+    }
+
+    /// End of stream. An open unknown-size cluster ends normally (`FragmentEnd`).
+    ///
+    /// If the stream stops inside an element: when the open cluster's `FragmentStart` was
+    /// already emitted, its `FragmentEnd` (with the figures so far) is emitted first, then
+    /// `Err(Truncated)` is returned; a cluster that had not started is dropped silently
+    /// (none of its bytes was emitted). A known-size Segment cut short is tolerated.
+    ///
+    /// Afterwards the splitter expects a new stream (EBML header); [`Splitter::header`]
+    /// keeps returning the last header.
+    pub fn finish(&mut self, out: &mut Vec<Event>) -> Result<(), MkvError> {
+        if let Some(e) = self.failed.take() {
+            self.restart_stream();
+            return Err(e);
+        }
+        let r = self.finish_inner(out);
+        self.restart_stream();
+        r
+    }
+
+    /// The last complete stream header, if any.
+    pub fn header(&self) -> Option<&StreamHeader> {
+        self.header.as_ref()
+    }
+
+    /// Running figures of the open cluster (size so far, block times).
+    pub fn current_fragment(&self) -> Option<&FragmentSummary> {
+        self.cluster.as_ref().map(|c| &c.summary)
+    }
+
+    /// Total bytes pushed so far.
+    pub fn bytes_consumed(&self) -> u64 {
+        self.base
+    }
+
+    /// Forgets the current stream (and any error): the next bytes must start with an EBML
+    /// header. Nothing is emitted for a cluster left open. `header()` is kept.
+    pub fn reset(&mut self) {
+        self.failed = None;
+        self.restart_stream();
+    }
+
+    fn restart_stream(&mut self) {
+        self.st = St::Head;
+        self.sniffing = true;
+        self.sl = 0;
+        self.carry.clear();
+        self.vl = 0;
+        self.top = Top::ExpectEbml;
+        self.segment_end = None;
+        self.header_done = false;
+        self.header_buf.clear();
+        self.hold_buf.clear();
+        self.cluster = None;
+        self.prev_timecode = None;
+        self.run = None;
+        self.prefix.clear();
+    }
+
+    fn finish_inner(&mut self, out: &mut Vec<Event>) -> Result<(), MkvError> {
+        let offset = self.base;
+        if self.sniffing {
+            return match self.sl {
+                0 => Ok(()),
+                n if EBML_MAGIC.starts_with(&self.scratch[..n]) => {
+                    Err(MkvError::Truncated { offset })
+                }
+                n => Err(MkvError::NotMatroska {
+                    found: describe_magic(&self.scratch[..n]),
+                }),
+            };
+        }
+        let mid_element = self.sl > 0
+            || self.st != St::Head
+            || self
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.end.is_some() || c.group_end.is_some());
+        if !mid_element {
+            if self.cluster.is_some() {
+                self.end_cluster(false, &Bytes::new(), 0, out)?;
+            }
+            return Ok(());
+        }
+        if let Some(c) = self.cluster.take()
+            && c.started
+        {
+            out.push(Event::FragmentEnd(c.summary));
+        }
+        Err(MkvError::Truncated { offset })
+    }
+
+    fn push_inner(&mut self, data: &Bytes, out: &mut Vec<Event>) -> Result<(), MkvError> {
+        let len = data.len();
+        let mut pos = 0usize;
+        loop {
+            let off = self.base + pos as u64;
+            match self.st {
+                St::Head => {
+                    if self.sl == 0 && self.at_boundary(off, data, pos, out)? {
+                        continue;
+                    }
+                    if pos == len {
+                        break;
+                    }
+                    if self.sniffing && !self.sniff(data, &mut pos)? {
+                        continue;
+                    }
+                    let (h, from_data) = if self.sl == 0 {
+                        match ebml::read_header(&data[pos..]) {
+                            Err(_) => return Err(MkvError::InvalidVint { offset: off }),
+                            Ok(Some(h)) => (h, h.len),
+                            Ok(None) => {
+                                self.stash(data, &mut pos);
+                                continue;
+                            }
+                        }
+                    } else {
+                        let sl = self.sl;
+                        let take = (MAX_HEADER_LEN - sl).min(len - pos);
+                        self.scratch[sl..sl + take].copy_from_slice(&data[pos..pos + take]);
+                        let hdr_off = off - sl as u64;
+                        match ebml::read_header(&self.scratch[..sl + take]) {
+                            Err(_) => return Err(MkvError::InvalidVint { offset: hdr_off }),
+                            Ok(Some(h)) => (h, h.len - sl),
+                            Ok(None) => {
+                                self.stash(data, &mut pos);
+                                continue;
+                            }
+                        }
+                    };
+                    self.on_header(h, from_data, data, &mut pos, out)?;
+                }
+                St::Skip { end } => {
+                    if off == end {
+                        self.st = St::Head;
+                        continue;
+                    }
+                    if pos == len {
+                        break;
+                    }
+                    let n = (end - off).min((len - pos) as u64) as usize;
+                    self.take_cluster(pos);
+                    pos += n;
+                }
+                St::Value { end } => {
+                    if off == end {
+                        self.st = St::Head;
+                        self.on_timecode()?;
+                        continue;
+                    }
+                    if pos == len {
+                        break;
+                    }
+                    let n = (end - off).min((len - pos) as u64) as usize;
+                    self.vbuf[self.vl..self.vl + n].copy_from_slice(&data[pos..pos + n]);
+                    self.vl += n;
+                    self.take_cluster(pos);
+                    pos += n;
+                }
+                St::BlockHead { end, simple, start } => {
+                    let need = match self.vl {
+                        0 => 1,
+                        _ => match ebml::vint_len(self.vbuf[0]) {
+                            Some(l) => l + 3,
+                            None => return Err(MkvError::InvalidVint { offset: start }),
+                        },
+                    };
+                    if self.vl == need && self.vl > 1 {
+                        self.st = St::Skip { end };
+                        self.on_block_header(simple, start, data, pos, out)?;
+                        continue;
+                    }
+                    if off == end {
+                        let id = if simple { ID_SIMPLE_BLOCK } else { ID_BLOCK };
+                        let context = "block shorter than its header";
+                        return Err(MkvError::UnexpectedElement { id, offset: start, context });
+                    }
+                    if pos == len {
+                        break;
+                    }
+                    let n = ((need - self.vl) as u64).min(end - off).min((len - pos) as u64);
+                    let n = n as usize;
+                    self.vbuf[self.vl..self.vl + n].copy_from_slice(&data[pos..pos + n]);
+                    self.vl += n;
+                    self.take_cluster(pos);
+                    pos += n;
+                }
+                St::Hold { end, id, dest } => {
+                    if off == end {
+                        self.st = St::Head;
+                        self.on_held(id, dest, data, pos, out)?;
+                        continue;
+                    }
+                    if pos == len {
+                        break;
+                    }
+                    let n = (end - off).min((len - pos) as u64) as usize;
+                    let chunk = &data[pos..pos + n];
+                    match dest {
+                        Dest::Interstitial { .. } => self.hold_buf.extend_from_slice(chunk),
+                        _ => self.header_buf.extend_from_slice(chunk),
+                    }
+                    pos += n;
+                }
+            }
+        }
+        self.flush_run(data, len, out);
+        Ok(())
+    }
+
+    /// Checks the first bytes of the stream. Returns `false` when it stashed them to wait
+    /// for more.
+    fn sniff(&mut self, data: &Bytes, pos: &mut usize) -> Result<bool, MkvError> {
+        let mut buf = [0u8; 8];
+        let n0 = self.sl.min(8);
+        buf[..n0].copy_from_slice(&self.scratch[..n0]);
+        let extra = (8 - n0).min(data.len() - *pos);
+        buf[n0..n0 + extra].copy_from_slice(&data[*pos..*pos + extra]);
+        let n = n0 + extra;
+        let m = n.min(4);
+        if buf[..m] != EBML_MAGIC[..m] {
+            if n >= 8 {
+                return Err(MkvError::NotMatroska {
+                    found: describe_magic(&buf[..n]),
+                });
+            }
+        } else if n >= 4 {
+            self.sniffing = false;
+            return Ok(true);
+        }
+        self.stash(data, pos);
+        Ok(false)
+    }
+
+    /// Keeps the rest of the buffer (the start of an element header) for the next push.
+    fn stash(&mut self, data: &Bytes, pos: &mut usize) {
+        let n = data.len() - *pos;
+        debug_assert!(self.sl + n <= MAX_HEADER_LEN);
+        self.scratch[self.sl..self.sl + n].copy_from_slice(&data[*pos..]);
+        self.sl += n;
+        self.carry.push(data.slice(*pos..));
+        *pos = data.len();
+    }
+
+    /// Handles the ends of known-size containers at `off`; `true` if something ended.
+    fn at_boundary(
+        &mut self,
+        off: u64,
+        data: &Bytes,
+        pos: usize,
+        out: &mut Vec<Event>,
+    ) -> Result<bool, MkvError> {
+        if let Some(c) = &mut self.cluster {
+            if let Some(ge) = c.group_end {
+                if ge != off {
+                    return Ok(false);
+                }
+                c.group_end = None;
+                if c.group_decides && !c.started {
+                    let key = !c.group_ref;
+                    self.start_fragment(key, data, pos, out);
+                }
+                return Ok(true);
+            }
+            if c.end == Some(off) {
+                self.end_cluster(false, data, pos, out)?;
+                return Ok(true);
+            }
+        }
+        if self.top == Top::InSegment && self.segment_end == Some(off) {
+            if self.cluster.is_some() {
+                self.end_cluster(false, data, pos, out)?;
+            }
+            self.top = Top::ExpectEbml;
+            self.segment_end = None;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Dispatches a complete element header. `from_data` of its bytes are at
+    /// `data[*pos..]`, the others (if any) are in `scratch`/`carry`.
+    fn on_header(
+        &mut self,
+        h: ElementHeader,
+        from_data: usize,
+        data: &Bytes,
+        pos: &mut usize,
+        out: &mut Vec<Event>,
+    ) -> Result<(), MkvError> {
+        let start = self.base + *pos as u64 + from_data as u64 - h.len as u64;
+        let body = start + h.len as u64;
+        let end = h.size.map(|s| body.saturating_add(s));
+        let unexpected = |context| MkvError::UnexpectedElement { id: h.id, offset: start, context };
+        let too_large = |size, limit| MkvError::ElementTooLarge { id: h.id, size, limit, offset: start };
+
+        if self.cluster.is_some() {
+            return self.on_cluster_child(h, from_data, data, pos, out);
+        }
+
+        match self.top {
+            Top::InSegment => match h.id {
+                ID_CLUSTER => {
+                    self.check_in_segment(end, start, h.id)?;
+                    if !self.header_done {
+                        self.complete_header(out)?;
+                    }
+                    self.cluster = Some(Cluster {
+                        start,
+                        end,
+                        summary: FragmentSummary::default(),
+                        has_timecode: false,
+                        started: false,
+                        group_end: None,
+                        group_ref: false,
+                        group_decides: false,
+                    });
+                    self.attach_cluster(from_data, pos, out);
+                    Ok(())
+                }
+                ID_EBML => {
+                    // Upstream restarted: a new stream header follows.
+                    self.top = Top::ExpectEbml;
+                    self.segment_end = None;
+                    self.on_header(h, from_data, data, pos, out)
+                }
+                ID_SEGMENT => Err(unexpected("a Segment inside a Segment")),
+                _ => {
+                    let size = h.size.ok_or_else(|| unexpected("unknown size outside a Cluster"))?;
+                    self.check_in_segment(end, start, h.id)?;
+                    let total = size.saturating_add(h.len as u64);
+                    if self.header_done {
+                        let limit = self.limits.max_element_size;
+                        if total > limit {
+                            return Err(too_large(size, limit));
+                        }
+                        self.begin_hold(h, from_data, data, pos, Dest::Interstitial { in_cluster: false }, out);
+                    } else {
+                        let limit = self.limits.max_header_size;
+                        if total.saturating_add(self.header_buf.len() as u64) > limit {
+                            return Err(too_large(size, limit));
+                        }
+                        self.begin_hold(h, from_data, data, pos, Dest::Header, out);
+                    }
+                    Ok(())
+                }
+            },
+            Top::ExpectEbml | Top::ExpectSegment => match h.id {
+                ID_EBML => {
+                    let size = h.size.ok_or_else(|| unexpected("EBML header with unknown size"))?;
+                    let limit = self.limits.max_header_size;
+                    if size.saturating_add(h.len as u64) > limit {
+                        return Err(too_large(size, limit));
+                    }
+                    self.header_buf.clear();
+                    self.header_done = false;
+                    self.doc_type = "matroska".into();
+                    self.timecode_scale = 1_000_000;
+                    self.tracks.clear();
+                    self.have_tracks = false;
+                    self.prev_timecode = None;
+                    self.begin_hold(h, from_data, data, pos, Dest::EbmlHeader, out);
+                    Ok(())
+                }
+                ID_SEGMENT if self.top == Top::ExpectSegment => {
+                    self.copy_header_bytes(h, from_data, data, pos, false);
+                    self.top = Top::InSegment;
+                    self.segment_end = end;
+                    Ok(())
+                }
+                _ if self.top == Top::ExpectSegment => Err(unexpected("expected a Segment after the EBML header")),
+                _ => Err(unexpected("expected an EBML header (start of a new stream)")),
+            },
+        }
+    }
+
+    /// An element header inside the open cluster (or BlockGroup).
+    fn on_cluster_child(
+        &mut self,
+        h: ElementHeader,
+        from_data: usize,
+        data: &Bytes,
+        pos: &mut usize,
+        out: &mut Vec<Event>,
+    ) -> Result<(), MkvError> {
+        let start = self.base + *pos as u64 + from_data as u64 - h.len as u64;
+        let body = start + h.len as u64;
+        let unexpected = |context| MkvError::UnexpectedElement { id: h.id, offset: start, context };
+        let too_large = |size, limit| MkvError::ElementTooLarge { id: h.id, size, limit, offset: start };
+        let Some(c) = &self.cluster else { return Ok(()) };
+        let (cluster_end, group_end, started, has_timecode) = (c.end, c.group_end, c.started, c.has_timecode);
+
+        if group_end.is_none() && cluster_end.is_none() && is_segment_level(h.id) {
+            if h.id != ID_TAGS {
+                self.end_cluster(false, data, *pos, out)?;
+                return self.on_header(h, from_data, data, pos, out);
+            }
+            // Tags: parse it before ending the cluster (end-of-fragment flag).
+            let size = h.size.ok_or_else(|| unexpected("Tags with unknown size"))?;
+            self.check_in_segment(Some(body.saturating_add(size)), start, h.id)?;
+            let limit = self.limits.max_element_size;
+            if size.saturating_add(h.len as u64) > limit {
+                return Err(too_large(size, limit));
+            }
+            self.begin_hold(h, from_data, data, pos, Dest::Interstitial { in_cluster: true }, out);
+            return Ok(());
+        }
+        if cluster_end.is_some() && matches!(h.id, ID_EBML | ID_SEGMENT | ID_CLUSTER) {
+            return Err(unexpected("inside a known-size Cluster"));
+        }
+        let size = h.size.ok_or_else(|| unexpected("unknown size inside a Cluster"))?;
+        let end = body.saturating_add(size);
+        if group_end.or(cluster_end).is_some_and(|p| end > p) {
+            return Err(unexpected("element extends past the end of its parent"));
+        }
+        self.check_in_segment(Some(end), start, h.id)?;
+        if size > self.limits.max_block_size {
+            return Err(too_large(size, self.limits.max_block_size));
+        }
+        let in_group = group_end.is_some();
+        let st = match (h.id, in_group) {
+            (ID_TIMECODE, false) if !started => {
+                if size > 8 {
+                    return Err(unexpected("Timecode longer than 8 bytes"));
+                }
+                self.vl = 0;
+                St::Value { end }
+            }
+            (ID_SIMPLE_BLOCK, false) | (ID_BLOCK, true) => {
+                if !has_timecode {
+                    return Err(unexpected("block before the Cluster Timecode"));
+                }
+                self.vl = 0;
+                St::BlockHead { end, simple: !in_group, start: body }
+            }
+            (ID_BLOCK_GROUP, false) => {
+                if let Some(c) = &mut self.cluster {
+                    c.group_end = Some(end);
+                    c.group_ref = false;
+                    c.group_decides = false;
+                }
+                St::Head
+            }
+            (ID_REFERENCE_BLOCK, true) => {
+                if let Some(c) = &mut self.cluster {
+                    c.group_ref = true;
+                }
+                St::Skip { end }
+            }
+            _ => St::Skip { end },
+        };
+        self.st = st;
+        self.attach_cluster(from_data, pos, out);
+        Ok(())
+    }
+
+    fn check_in_segment(&self, end: Option<u64>, start: u64, id: u32) -> Result<(), MkvError> {
+        match (self.segment_end, end) {
+            (Some(s), Some(e)) if e > s => Err(MkvError::UnexpectedElement {
+                id,
+                offset: start,
+                context: "element extends past the end of the Segment",
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Copies the element header into the header or hold buffer and enters `Hold`.
+    fn begin_hold(
+        &mut self,
+        h: ElementHeader,
+        from_data: usize,
+        data: &Bytes,
+        pos: &mut usize,
+        dest: Dest,
+        out: &mut Vec<Event>,
+    ) {
+        let end = self.base + (*pos + from_data) as u64 + h.size.unwrap_or(0);
+        self.flush_run(data, *pos, out);
+        let hold = matches!(dest, Dest::Interstitial { .. });
+        self.copy_header_bytes(h, from_data, data, pos, hold);
+        self.st = St::Hold { end, id: h.id, dest };
+    }
+
+    /// Copies the element header bytes to a buffer and consumes them.
+    fn copy_header_bytes(&mut self, h: ElementHeader, from_data: usize, data: &Bytes, pos: &mut usize, hold: bool) {
+        let buf = if hold {
+            self.hold_buf.clear();
+            &mut self.hold_buf
+        } else {
+            &mut self.header_buf
+        };
+        if self.sl > 0 {
+            buf.extend_from_slice(&self.scratch[..h.len]);
+        } else {
+            buf.extend_from_slice(&data[*pos..*pos + h.len]);
+        }
+        self.body_start = buf.len();
+        self.sl = 0;
+        self.carry.clear();
+        *pos += from_data;
+    }
+
+    /// Attributes the element header bytes to the open cluster and consumes them.
+    fn attach_cluster(&mut self, from_data: usize, pos: &mut usize, out: &mut Vec<Event>) {
+        if self.sl > 0 {
+            self.sl = 0;
+            let carry = std::mem::take(&mut self.carry);
+            for piece in &carry {
+                self.emit_cluster(piece.clone(), out);
+            }
+            self.carry = carry;
+            self.carry.clear();
+        }
+        self.take_cluster(*pos);
+        *pos += from_data;
+    }
+
+    #[inline]
+    fn take_cluster(&mut self, pos: usize) {
+        if self.run.is_none() {
+            self.run = Some(pos);
+        }
+    }
+
+    #[inline]
+    fn flush_run(&mut self, data: &Bytes, pos: usize, out: &mut Vec<Event>) {
+        if let Some(start) = self.run.take()
+            && pos > start
+        {
+            self.emit_cluster(data.slice(start..pos), out);
+        }
+    }
+
+    #[inline]
+    fn emit_cluster(&mut self, bytes: Bytes, out: &mut Vec<Event>) {
+        if let Some(c) = &mut self.cluster {
+            c.summary.size += bytes.len() as u64;
+            if c.started {
+                out.push(Event::FragmentData(bytes));
+            } else {
+                self.prefix.push(bytes);
+            }
+        }
+    }
+
+    /// Emits `FragmentStart` and the held prefix (cluster bytes up to `pos`).
+    fn start_fragment(&mut self, key_frame: bool, data: &Bytes, pos: usize, out: &mut Vec<Event>) {
+        self.flush_run(data, pos, out);
+        let Some(c) = &mut self.cluster else { return };
+        c.started = true;
+        c.summary.key_frame = key_frame;
+        out.push(Event::FragmentStart(FragmentStart {
+            timecode: c.summary.timecode,
+            key_frame,
+        }));
+        if self.prefix.len() > 1 && c.summary.size <= PREFIX_COALESCE {
+            let mut v = Vec::with_capacity(c.summary.size as usize);
+            for p in &self.prefix {
+                v.extend_from_slice(p);
+            }
+            out.push(Event::FragmentData(Bytes::from(v)));
+        } else {
+            out.extend(self.prefix.iter().cloned().map(Event::FragmentData));
+        }
+        self.prefix.clear();
+    }
+
+    fn end_cluster(&mut self, eof_tag: bool, data: &Bytes, pos: usize, out: &mut Vec<Event>) -> Result<(), MkvError> {
+        self.flush_run(data, pos, out);
+        let Some(c) = &self.cluster else { return Ok(()) };
+        if !c.started {
+            if !c.has_timecode {
+                return Err(MkvError::UnexpectedElement {
+                    id: ID_CLUSTER,
+                    offset: c.start,
+                    context: "Cluster without a Timecode",
+                });
+            }
+            let key = self.video_track.is_none();
+            self.start_fragment(key, data, pos, out);
+        }
+        let mut c = self.cluster.take().expect("open cluster");
+        c.summary.end_of_fragment_tag = eof_tag;
+        self.prev_timecode = Some(c.summary.timecode);
+        out.push(Event::FragmentEnd(c.summary));
+        Ok(())
+    }
+
+    fn on_timecode(&mut self) -> Result<(), MkvError> {
+        let tc = ebml::read_uint(&self.vbuf[..self.vl]).unwrap_or(0);
+        let Some(c) = &mut self.cluster else { return Ok(()) };
+        if c.has_timecode {
+            return Ok(());
+        }
+        if let Some(prev) = self.prev_timecode
+            && tc < prev
+        {
+            return Err(MkvError::TimecodeBackwards {
+                previous: i64::try_from(prev).unwrap_or(i64::MAX),
+                current: i64::try_from(tc).unwrap_or(i64::MAX),
+            });
+        }
+        c.has_timecode = true;
+        c.summary.timecode = tc;
+        let t = i64::try_from(tc).unwrap_or(i64::MAX);
+        c.summary.first_block_time = t;
+        c.summary.last_block_time = t;
+        Ok(())
+    }
+
+    fn on_block_header(
+        &mut self,
+        simple: bool,
+        start: u64,
+        data: &Bytes,
+        pos: usize,
+        out: &mut Vec<Event>,
+    ) -> Result<(), MkvError> {
+        let (track, l) = match ebml::read_vint(&self.vbuf[..self.vl]) {
+            Ok(Some(v)) => v,
+            _ => return Err(MkvError::InvalidVint { offset: start }),
+        };
+        let rel = i16::from_be_bytes([self.vbuf[l], self.vbuf[l + 1]]);
+        let flags = self.vbuf[l + 2];
+        if !self.tracks.iter().any(|t| t.number == track) {
+            return Err(MkvError::UnknownTrack { track, offset: start });
+        }
+        let video = self.video_track;
+        let Some(c) = &mut self.cluster else { return Ok(()) };
+        let t = i64::try_from(c.summary.timecode)
+            .unwrap_or(i64::MAX)
+            .saturating_add(i64::from(rel));
+        if c.summary.blocks == 0 {
+            c.summary.first_block_time = t;
+            c.summary.last_block_time = t;
+        } else {
+            c.summary.first_block_time = c.summary.first_block_time.min(t);
+            c.summary.last_block_time = c.summary.last_block_time.max(t);
+        }
+        c.summary.blocks += 1;
+        if c.started {
+            return Ok(());
+        }
+        match video {
+            None => self.start_fragment(true, data, pos, out),
+            Some(v) if v == track => {
+                if simple {
+                    self.start_fragment(flags & 0x80 != 0, data, pos, out);
+                } else {
+                    c.group_decides = true;
+                }
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    fn on_held(&mut self, id: u32, dest: Dest, data: &Bytes, pos: usize, out: &mut Vec<Event>) -> Result<(), MkvError> {
+        match dest {
+            Dest::EbmlHeader => {
+                let body = &self.header_buf[self.body_start..];
+                for child in ebml::children(body) {
+                    let Ok((cid, b)) = child else { break };
+                    if cid == ID_DOC_TYPE {
+                        self.doc_type = ebml::read_string(b);
+                    }
+                }
+                if self.doc_type != "matroska" && self.doc_type != "webm" {
+                    return Err(MkvError::DocType(self.doc_type.clone()));
+                }
+                self.top = Top::ExpectSegment;
+            }
+            Dest::Header => match id {
+                ID_INFO => self.parse_info(),
+                ID_TRACKS => self.parse_tracks()?,
+                _ => {}
+            },
+            Dest::Interstitial { in_cluster } => {
+                let eof = id == ID_TAGS && tags_have_end_of_fragment(&self.hold_buf[self.body_start..]);
+                if in_cluster {
+                    self.end_cluster(eof, data, pos, out)?;
+                }
+                let bytes = Bytes::from(std::mem::take(&mut self.hold_buf));
+                out.push(Event::Interstitial(bytes));
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_info(&mut self) {
+        let body = &self.header_buf[self.body_start..];
+        for (id, b) in ebml::children(body).map_while(Result::ok) {
+            if id == ID_TIMECODE_SCALE {
+                // 0 is meaningless: keep the default.
+                self.timecode_scale = ebml::read_uint(b).filter(|&v| v > 0).unwrap_or(1_000_000);
+            }
+        }
+    }
+
+    fn parse_tracks(&mut self) -> Result<(), MkvError> {
+        let body = &self.header_buf[self.body_start..];
+        let mut tracks = Vec::new();
+        for (id, entry) in ebml::children(body).map_while(Result::ok) {
+            if id != ID_TRACK_ENTRY {
+                continue;
+            }
+            let mut t = TrackInfo { number: 0, track_type: 0, codec_id: String::new() };
+            for (cid, b) in ebml::children(entry).map_while(Result::ok) {
+                match cid {
+                    ID_TRACK_NUMBER => t.number = ebml::read_uint(b).unwrap_or(0),
+                    ID_TRACK_TYPE => t.track_type = ebml::read_uint(b).unwrap_or(0),
+                    ID_CODEC_ID => t.codec_id = ebml::read_string(b),
+                    _ => {}
+                }
+            }
+            tracks.push(t);
+        }
+        if tracks.len() > MAX_TRACKS {
+            return Err(MkvError::TooManyTracks(tracks.len()));
+        }
+        self.have_tracks = !tracks.is_empty();
+        self.tracks = tracks;
+        Ok(())
+    }
+
+    fn complete_header(&mut self, out: &mut Vec<Event>) -> Result<(), MkvError> {
+        if !self.have_tracks {
+            return Err(MkvError::MissingTracks);
+        }
+        let header = StreamHeader {
+            bytes: Bytes::copy_from_slice(&self.header_buf),
+            doc_type: self.doc_type.clone(),
+            timecode_scale: self.timecode_scale,
+            tracks: self.tracks.clone(),
+        };
+        self.video_track = self
+            .tracks
+            .iter()
+            .find(|t| t.track_type == TRACK_TYPE_VIDEO)
+            .map(|t| t.number);
+        self.header_buf.clear();
+        self.header_done = true;
+        self.prev_timecode = None;
+        self.header = Some(header.clone());
+        out.push(Event::Header(header));
+        Ok(())
+    }
+}
+
+/// IDs that end an unknown-size Cluster.
+fn is_segment_level(id: u32) -> bool {
+    matches!(
+        id,
+        ID_CLUSTER
+            | ID_TAGS
+            | ID_CUES
+            | ID_SEEK_HEAD
+            | ID_INFO
+            | ID_TRACKS
+            | ID_CHAPTERS
+            | ID_ATTACHMENTS
+            | ID_EBML
+            | ID_SEGMENT
+    )
+}
