@@ -254,6 +254,7 @@ impl Splitter {
                             Err(_) => return Err(MkvError::InvalidVint { offset: off }),
                             Ok(Some(h)) => (h, h.len),
                             Ok(None) => {
+                                self.flush_run(data, pos, out);
                                 self.stash(data, &mut pos);
                                 continue;
                             }

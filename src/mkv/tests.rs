@@ -1,1 +1,820 @@
+//! Splitter tests: synthetic streams, every kind of cut, errors, fuzzing, and real
+//! `matroskamux` output when GStreamer's command-line tools are installed.
 
+use super::ebml::*;
+use super::*;
+
+// ---------------------------------------------------------------- stream builder
+
+fn ebml_header(doc_type: &str) -> Vec<u8> {
+    // Like matroskamux: 8-byte size, NUL-terminated DocType, no EBMLVersion.
+    let mut body = Vec::new();
+    let mut dt = doc_type.as_bytes().to_vec();
+    dt.push(0);
+    write_element(&mut body, ID_DOC_TYPE, &dt);
+    write_uint(&mut body, 0x4287, 2);
+    write_uint(&mut body, 0x4285, 2);
+    let mut out = Vec::new();
+    write_id(&mut out, ID_EBML);
+    write_size_len(&mut out, body.len() as u64, 8);
+    out.extend_from_slice(&body);
+    out
+}
+
+fn segment_unknown() -> Vec<u8> {
+    let mut out = Vec::new();
+    write_id(&mut out, ID_SEGMENT);
+    write_unknown_size(&mut out);
+    out
+}
+
+fn info(scale: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    write_uint(&mut body, ID_TIMECODE_SCALE, scale);
+    write_string(&mut body, 0x4D80, "test muxer");
+    let mut out = Vec::new();
+    write_element(&mut out, ID_INFO, &body);
+    out
+}
+
+fn tracks(list: &[(u64, u64, &str)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for &(number, kind, codec) in list {
+        let mut e = Vec::new();
+        write_uint(&mut e, ID_TRACK_NUMBER, number);
+        write_uint(&mut e, ID_TRACK_TYPE, kind);
+        write_string(&mut e, ID_CODEC_ID, codec);
+        write_element(&mut e, ID_CODEC_PRIVATE, &[1, 2, 3, 4]);
+        write_element(&mut body, ID_TRACK_ENTRY, &e);
+    }
+    let mut out = Vec::new();
+    write_element(&mut out, ID_TRACKS, &body);
+    out
+}
+
+fn block_body(track: u64, rel: i16, flags: u8, payload: usize, seed: u8) -> Vec<u8> {
+    let mut b = Vec::with_capacity(payload + 8);
+    write_size(&mut b, track); // a vint with the marker: same encoding as a size
+    b.extend_from_slice(&rel.to_be_bytes());
+    b.push(flags);
+    b.extend((0..payload).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
+    b
+}
+
+fn simple_block(track: u64, rel: i16, key: bool, payload: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let body = block_body(track, rel, if key { 0x80 } else { 0 }, payload, rel as u8);
+    write_element(&mut out, ID_SIMPLE_BLOCK, &body);
+    out
+}
+
+fn block_group(track: u64, rel: i16, reference: bool, payload: usize) -> Vec<u8> {
+    let mut g = Vec::new();
+    write_element(&mut g, ID_BLOCK, &block_body(track, rel, 0, payload, 7));
+    write_uint(&mut g, ID_BLOCK_DURATION, 33);
+    if reference {
+        write_element(&mut g, ID_REFERENCE_BLOCK, &[0xDF]);
+    }
+    let mut out = Vec::new();
+    write_element(&mut out, ID_BLOCK_GROUP, &g);
+    out
+}
+
+fn cluster(timecode: u64, known: bool, children: &[Vec<u8>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    write_uint(&mut body, ID_TIMECODE, timecode);
+    write_uint(&mut body, ID_PREV_SIZE, 1234);
+    for c in children {
+        body.extend_from_slice(c);
+    }
+    let mut out = Vec::new();
+    write_id(&mut out, ID_CLUSTER);
+    if known {
+        write_size(&mut out, body.len() as u64);
+    } else {
+        write_unknown_size(&mut out);
+    }
+    out.extend_from_slice(&body);
+    out
+}
+
+fn tags(name: &str) -> Vec<u8> {
+    let mut st = Vec::new();
+    write_string(&mut st, ID_TAG_NAME, name);
+    write_string(&mut st, ID_TAG_STRING, "x");
+    let mut tag = Vec::new();
+    write_element(&mut tag, ID_SIMPLE_TAG, &st);
+    let mut t = Vec::new();
+    write_element(&mut t, ID_TAG, &tag);
+    let mut out = Vec::new();
+    write_element(&mut out, ID_TAGS, &t);
+    out
+}
+
+const AVC: &str = "V_MPEG4/ISO/AVC";
+
+fn header_av() -> Vec<u8> {
+    let mut h = ebml_header("matroska");
+    h.extend(segment_unknown());
+    h.extend(tags("ENCODER"));
+    h.extend(info(1_000_000));
+    h.extend(tracks(&[(1, 1, AVC), (2, 2, "A_AAC")]));
+    h
+}
+
+/// Header + `n` unknown-size clusters of 2 s: key frame first, audio interleaved.
+fn stream_av(n: u64, known: bool) -> (Vec<u8>, Vec<u8>) {
+    let header = header_av();
+    let mut s = header.clone();
+    for i in 0..n {
+        let mut kids = Vec::new();
+        for f in 0..10i16 {
+            kids.push(simple_block(1, f * 200, f == 0, 500 + f as usize * 37));
+            kids.push(simple_block(2, f * 200 + 10, true, 90));
+        }
+        s.extend(cluster(i * 2000, known, &kids));
+    }
+    (header, s)
+}
+
+// ---------------------------------------------------------------- running and comparing
+
+#[derive(Clone, PartialEq, Eq)]
+enum N {
+    Header(Vec<u8>, String, u64, Vec<TrackInfo>),
+    Start(FragmentStart),
+    Data(Vec<u8>),
+    End(FragmentSummary),
+    Inter(Vec<u8>),
+}
+
+impl std::fmt::Debug for N {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sum = |b: &[u8]| b.iter().fold(0u32, |h, &x| h.wrapping_mul(31).wrapping_add(x as u32));
+        match self {
+            N::Header(b, d, s, t) => write!(f, "Header({} bytes #{:x}, {d}, {s}, {t:?})", b.len(), sum(b)),
+            N::Start(s) => write!(f, "{s:?}"),
+            N::Data(b) => write!(f, "Data({} bytes #{:x})", b.len(), sum(b)),
+            N::End(s) => write!(f, "{s:?}"),
+            N::Inter(b) => write!(f, "Inter({} bytes #{:x})", b.len(), sum(b)),
+        }
+    }
+}
+
+fn normalize(events: &[Event]) -> Vec<N> {
+    let mut v: Vec<N> = Vec::new();
+    for e in events {
+        match e {
+            Event::Header(h) => v.push(N::Header(
+                h.bytes.to_vec(),
+                h.doc_type.clone(),
+                h.timecode_scale,
+                h.tracks.clone(),
+            )),
+            Event::FragmentStart(s) => v.push(N::Start(s.clone())),
+            Event::FragmentData(d) => {
+                if let Some(N::Data(prev)) = v.last_mut() {
+                    prev.extend_from_slice(d);
+                } else {
+                    v.push(N::Data(d.to_vec()));
+                }
+            }
+            Event::FragmentEnd(s) => v.push(N::End(s.clone())),
+            Event::Interstitial(b) => v.push(N::Inter(b.to_vec())),
+        }
+    }
+    v
+}
+
+/// Feeds `data` cut at `cuts` (sorted positions) and finishes.
+fn run_cuts(data: &[u8], cuts: &[usize], limits: Limits) -> (Vec<Event>, Result<(), MkvError>) {
+    let mut sp = Splitter::new(limits);
+    let mut out = Vec::new();
+    let mut last = 0;
+    for &c in cuts.iter().chain(std::iter::once(&data.len())) {
+        if c < last {
+            continue;
+        }
+        if let Err(e) = sp.push(Bytes::copy_from_slice(&data[last..c]), &mut out) {
+            return (out, Err(e));
+        }
+        last = c;
+    }
+    let r = sp.finish(&mut out);
+    (out, r)
+}
+
+fn run(data: &[u8]) -> (Vec<Event>, Result<(), MkvError>) {
+    run_cuts(data, &[], Limits::default())
+}
+
+fn every(n: usize, len: usize) -> Vec<usize> {
+    (1..len).step_by(n).collect()
+}
+
+/// Tiny deterministic PRNG (xorshift64*).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545F4914F6CDD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn cuts(&mut self, len: usize, max_gap: usize) -> Vec<usize> {
+        let mut v = Vec::new();
+        let mut p = 0;
+        while p < len {
+            p += 1 + self.below(max_gap);
+            v.push(p.min(len));
+        }
+        v
+    }
+}
+
+/// The cuts `matroskamux` produces: each element header and block header (plus the
+/// small elements) in one buffer, each block payload in another.
+fn muxer_cuts(data: &[u8], header_len: usize) -> Vec<usize> {
+    let mut cuts = vec![header_len];
+    let mut p = header_len;
+    while p < data.len() {
+        let h = read_header(&data[p..]).unwrap().unwrap();
+        match h.id {
+            ID_CLUSTER => {
+                p += h.len;
+                cuts.push(p);
+            }
+            ID_SIMPLE_BLOCK => {
+                let track_len = vint_len(data[p + h.len]).unwrap();
+                p += h.len + track_len + 3;
+                cuts.push(p);
+                p += h.size.unwrap() as usize - track_len - 3;
+                cuts.push(p);
+            }
+            _ => {
+                p += h.len + h.size.unwrap() as usize;
+                cuts.push(p);
+            }
+        }
+    }
+    cuts
+}
+
+fn fragments(n: &[N]) -> usize {
+    n.iter().filter(|e| matches!(e, N::End(_))).count()
+}
+
+// ---------------------------------------------------------------- tests
+
+#[test]
+fn splits_header_and_fragments() {
+    let (header, s) = stream_av(3, false);
+    let (events, r) = run(&s);
+    r.unwrap();
+    let n = normalize(&events);
+    let N::Header(bytes, doc, scale, tr) = &n[0] else { panic!("{n:?}") };
+    assert_eq!(bytes, &header);
+    assert_eq!((doc.as_str(), *scale), ("matroska", 1_000_000));
+    assert_eq!(tr.len(), 2);
+    assert_eq!(tr[0], TrackInfo { number: 1, track_type: 1, codec_id: AVC.into() });
+    assert_eq!(tr[1].codec_id, "A_AAC");
+    assert_eq!(n.len(), 1 + 3 * 3);
+    let mut rebuilt = bytes.clone();
+    let mut off = header.len();
+    for i in 0..3 {
+        let N::Start(st) = &n[1 + 3 * i] else { panic!() };
+        let N::Data(d) = &n[2 + 3 * i] else { panic!() };
+        let N::End(sum) = &n[3 + 3 * i] else { panic!() };
+        assert_eq!(*st, FragmentStart { timecode: i as u64 * 2000, key_frame: true });
+        assert_eq!(&d[..4], &[0x1F, 0x43, 0xB6, 0x75]);
+        assert_eq!(sum.size, d.len() as u64);
+        assert_eq!(sum.blocks, 20);
+        assert_eq!(sum.first_block_time, i as i64 * 2000);
+        assert_eq!(sum.last_block_time, i as i64 * 2000 + 1810);
+        assert!(sum.key_frame && !sum.end_of_fragment_tag);
+        assert_eq!(&s[off..off + d.len()], &d[..]);
+        off += d.len();
+        rebuilt.extend_from_slice(d);
+    }
+    assert_eq!(rebuilt, s);
+}
+
+#[test]
+fn any_cut_gives_the_same_events() {
+    for known in [false, true] {
+        let (header, s) = stream_av(3, known);
+        let (reference, r) = run(&s);
+        r.unwrap();
+        let reference = normalize(&reference);
+        assert_eq!(fragments(&reference), 3);
+        let mut rng = Rng(0x1234_5678 + known as u64);
+        let mut cut_sets = vec![every(1, s.len()), every(2, s.len()), every(7, s.len()), every(13, s.len())];
+        cut_sets.push(muxer_cuts(&s, header.len()));
+        cut_sets.push(every(65536, s.len()));
+        for _ in 0..50 {
+            let gap = 1 + rng.below(300);
+            cut_sets.push(rng.cuts(s.len(), gap));
+        }
+        for cuts in cut_sets {
+            let (ev, r) = run_cuts(&s, &cuts, Limits::default());
+            r.unwrap();
+            assert_eq!(normalize(&ev), reference, "cuts {:?}", &cuts[..cuts.len().min(20)]);
+        }
+    }
+}
+
+#[test]
+fn muxer_cuts_are_zero_copy_and_start_before_data() {
+    let (header, s) = stream_av(2, false);
+    let cuts = muxer_cuts(&s, header.len());
+    let mut sp = Splitter::new(Limits::default());
+    let mut out = Vec::new();
+    let mut last = 0;
+    let mut zero_copy = 0;
+    for c in cuts.into_iter().chain([s.len()]) {
+        let buf = Bytes::copy_from_slice(&s[last..c]);
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        let before = out.len();
+        sp.push(buf, &mut out).unwrap();
+        for e in &out[before..] {
+            if let Event::FragmentData(d) = e
+                && range.contains(&(d.as_ptr() as usize))
+            {
+                zero_copy += d.len();
+            }
+        }
+        last = c;
+        if let Some(f) = sp.current_fragment() {
+            assert!(f.size > 0 && f.size < s.len() as u64);
+        }
+    }
+    sp.finish(&mut out).unwrap();
+    // Everything but the held cluster prefixes is a slice of the input.
+    let data: usize = out.iter().map(|e| if let Event::FragmentData(d) = e { d.len() } else { 0 }).sum();
+    assert!(zero_copy > data - 200, "{zero_copy} of {data}");
+    // The cluster prefix is coalesced into a single small piece right after FragmentStart.
+    let i = out.iter().position(|e| matches!(e, Event::FragmentStart(_))).unwrap();
+    let Event::FragmentData(first) = &out[i + 1] else { panic!() };
+    assert!(first.starts_with(&[0x1F, 0x43, 0xB6, 0x75]) && first.len() < 64, "{first:?}");
+    assert_eq!(sp.bytes_consumed(), s.len() as u64);
+}
+
+#[test]
+fn fragment_start_waits_for_the_video_block() {
+    let mut s = header_av();
+    // Audio first, then a delta video frame: not a key-frame fragment.
+    s.extend(cluster(0, false, &[simple_block(2, 0, true, 50), simple_block(1, 5, false, 50)]));
+    s.extend(cluster(100, false, &[simple_block(2, 0, true, 50), simple_block(1, 5, true, 50)]));
+    // Only audio: the cluster ends without a video block.
+    s.extend(cluster(200, true, &[simple_block(2, 0, true, 50)]));
+    let (ev, r) = run(&s);
+    r.unwrap();
+    let starts: Vec<_> = ev
+        .iter()
+        .filter_map(|e| if let Event::FragmentStart(f) = e { Some(f.key_frame) } else { None })
+        .collect();
+    assert_eq!(starts, [false, true, false]);
+    // The held audio block is emitted after FragmentStart, in order.
+    let n = normalize(&ev);
+    let N::Data(d) = &n[2] else { panic!() };
+    assert_eq!(d, &s[header_av().len()..header_av().len() + d.len()]);
+}
+
+#[test]
+fn block_groups_and_reference_blocks() {
+    let mut s = header_av();
+    s.extend(cluster(0, false, &[block_group(1, 0, false, 300), block_group(1, 33, true, 200)]));
+    s.extend(cluster(66, true, &[block_group(1, 0, true, 300)]));
+    s.extend(cluster(99, false, &[block_group(2, 0, false, 30), simple_block(1, 0, true, 40)]));
+    for cuts in [vec![], every(1, s.len()), every(5, s.len())] {
+        let (ev, r) = run_cuts(&s, &cuts, Limits::default());
+        r.unwrap();
+        let n = normalize(&ev);
+        let starts: Vec<_> = n.iter().filter_map(|e| if let N::Start(f) = e { Some(f.key_frame) } else { None }).collect();
+        assert_eq!(starts, [true, false, true]);
+        let ends: Vec<_> = n.iter().filter_map(|e| if let N::End(f) = e { Some(f.blocks) } else { None }).collect();
+        assert_eq!(ends, [2, 1, 2]);
+    }
+}
+
+#[test]
+fn no_video_track_means_key_frame() {
+    let mut s = ebml_header("webm");
+    s.extend(segment_unknown());
+    s.extend(info(1_000_000));
+    s.extend(tracks(&[(1, 2, "A_OPUS")]));
+    s.extend(cluster(0, false, &[simple_block(1, 0, false, 20)]));
+    s.extend(cluster(20, false, &[]));
+    let (ev, r) = run(&s);
+    r.unwrap();
+    let n = normalize(&ev);
+    assert!(matches!(&n[0], N::Header(_, d, _, _) if d == "webm"));
+    assert_eq!(n[1], N::Start(FragmentStart { timecode: 0, key_frame: true }));
+    assert_eq!(n[4], N::Start(FragmentStart { timecode: 20, key_frame: true }));
+    let N::End(empty) = &n[6] else { panic!("{n:?}") };
+    assert_eq!((empty.blocks, empty.first_block_time, empty.last_block_time), (0, 20, 20));
+}
+
+#[test]
+fn end_of_fragment_tags() {
+    let mut s = header_av();
+    s.extend(cluster(0, false, &[simple_block(1, 0, true, 100)]));
+    s.extend(super::end_of_fragment_tags().to_vec());
+    s.extend(cluster(100, false, &[simple_block(1, 0, true, 100)]));
+    s.extend(tags("OTHER"));
+    s.extend(cluster(200, true, &[simple_block(1, 0, true, 100)]));
+    s.extend(super::end_of_fragment_tags().to_vec()); // no fragment open: just interstitial
+    let mut v = Vec::new();
+    write_element(&mut v, ID_VOID, &[0; 10]);
+    s.extend(&v);
+    s.extend(cluster(300, false, &[simple_block(1, 0, true, 100)]));
+    for cuts in [vec![], every(1, s.len()), every(3, s.len())] {
+        let (ev, r) = run_cuts(&s, &cuts, Limits::default());
+        r.unwrap();
+        let kinds: Vec<String> = normalize(&ev)
+            .iter()
+            .map(|e| match e {
+                N::Header(..) => "H".into(),
+                N::Start(_) => "S".into(),
+                N::Data(_) => "D".into(),
+                N::End(f) => format!("E{}", f.end_of_fragment_tag as u8),
+                N::Inter(b) => format!("I{}", b.len()),
+            })
+            .collect();
+        let eof = super::end_of_fragment_tags().len();
+        let other = tags("OTHER").len();
+        let expected = format!(
+            "H S D E1 I{eof} S D E0 I{other} S D E0 I{eof} I{} S D E0",
+            v.len()
+        );
+        assert_eq!(kinds.join(" "), expected);
+    }
+    assert!(tags_have_end_of_fragment(&super::end_of_fragment_tags()[4 + 1..]));
+}
+
+#[test]
+fn restart_emits_a_new_header() {
+    let (_, mut s) = stream_av(2, false);
+    let (h2, s2) = stream_av(2, false); // timecodes start again at 0
+    s.extend(&s2);
+    let (ev, r) = run_cuts(&s, &every(1000, s.len()), Limits::default());
+    r.unwrap();
+    let n = normalize(&ev);
+    let headers: Vec<usize> = n.iter().enumerate().filter(|(_, e)| matches!(e, N::Header(..))).map(|(i, _)| i).collect();
+    assert_eq!(headers, [0, 7]);
+    assert!(matches!(&n[6], N::End(_)), "open fragment ended before the new header");
+    assert!(matches!(&n[7], N::Header(b, ..) if *b == h2));
+    assert_eq!(fragments(&n), 4);
+}
+
+#[test]
+fn timecode_rules() {
+    let mut s = header_av();
+    s.extend(cluster(1000, false, &[simple_block(1, 0, true, 10)]));
+    s.extend(cluster(1000, false, &[simple_block(1, 0, true, 10)])); // equal: allowed
+    s.extend(cluster(999, false, &[simple_block(1, 0, true, 10)]));
+    let (ev, r) = run(&s);
+    assert_eq!(r, Err(MkvError::TimecodeBackwards { previous: 1000, current: 999 }));
+    // Refused before any byte of the bad cluster went out.
+    assert_eq!(fragments(&normalize(&ev)), 2);
+    assert!(matches!(ev.last(), Some(Event::FragmentEnd(_))));
+    // Negative relative timecodes (B-frames) are fine.
+    let mut s = header_av();
+    s.extend(cluster(1000, false, &[simple_block(1, 0, true, 10), simple_block(1, -66, false, 10)]));
+    let (ev, r) = run(&s);
+    r.unwrap();
+    let N::End(f) = &normalize(&ev)[3] else { panic!() };
+    assert_eq!((f.first_block_time, f.last_block_time), (934, 1000));
+}
+
+#[test]
+fn structural_errors() {
+    let head = |tr: &[(u64, u64, &str)]| {
+        let mut s = ebml_header("matroska");
+        s.extend(segment_unknown());
+        s.extend(info(1_000_000));
+        s.extend(tracks(tr));
+        s
+    };
+    let mut s = head(&[(1, 1, AVC)]);
+    s.extend(cluster(0, false, &[simple_block(1, 0, true, 10), simple_block(5, 0, true, 10)]));
+    assert!(matches!(run(&s).1, Err(MkvError::UnknownTrack { track: 5, .. })));
+
+    let mut s = head(&[(1, 1, AVC), (2, 2, "A_AAC"), (3, 2, "A_AAC"), (4, 2, "A_AAC")]);
+    s.extend(cluster(0, false, &[]));
+    assert_eq!(run(&s).1, Err(MkvError::TooManyTracks(4)));
+
+    let mut s = ebml_header("matroska");
+    s.extend(segment_unknown());
+    s.extend(info(1_000_000));
+    s.extend(cluster(0, false, &[]));
+    assert_eq!(run(&s).1, Err(MkvError::MissingTracks));
+
+    let s = ebml_header("mp4");
+    let e = run(&s).1.unwrap_err();
+    assert_eq!(e, MkvError::DocType("mp4".into()));
+    assert!(e.to_string().contains("\"mp4\""), "{e}");
+
+    let mut s = head(&[(1, 1, AVC)]);
+    s.extend([0x1F, 0x43, 0xB6, 0x75, 0x00]); // size with a 0x00 lead byte
+    assert!(matches!(run(&s).1, Err(MkvError::InvalidVint { .. })));
+
+    // Block before Timecode.
+    let mut s = head(&[(1, 1, AVC)]);
+    let mut c = Vec::new();
+    write_id(&mut c, ID_CLUSTER);
+    write_unknown_size(&mut c);
+    c.extend(simple_block(1, 0, true, 10));
+    s.extend(c);
+    assert!(matches!(
+        run(&s).1,
+        Err(MkvError::UnexpectedElement { id: ID_SIMPLE_BLOCK, context: "block before the Cluster Timecode", .. })
+    ));
+
+    // Child overrunning a known-size cluster.
+    let mut s = head(&[(1, 1, AVC)]);
+    let mut c = cluster(0, true, &[simple_block(1, 0, true, 10)]);
+    c[4] -= 2; // shrink the cluster's declared size
+    s.extend(c);
+    assert!(matches!(run(&s).1, Err(MkvError::UnexpectedElement { .. })));
+
+    // Data after the Segment header that is not an element of the Segment.
+    let s = [ebml_header("matroska"), vec![0xA3, 0x81, 0x00]].concat();
+    assert!(matches!(run(&s).1, Err(MkvError::UnexpectedElement { id: 0xA3, .. })));
+}
+
+#[test]
+fn not_matroska_says_what_it_is() {
+    let cases: [(&[u8], &str); 6] = [
+        (&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F'], "JPEG"),
+        (&[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0], "PNG"),
+        (&[0, 0, 0, 1, 0x67, 0x42, 0, 0x1E, 0x95], "Annex B"),
+        (b"GET / HTTP/1.1\r\n", "text"),
+        (&[0, 0, 0, 0x18, b'f', b't', b'y', b'p', b'i', b's', b'o', b'm'], "MP4"),
+        (&[0x12, 0x34], "unrecognised"),
+    ];
+    for (data, word) in cases {
+        for cuts in [vec![], every(1, data.len())] {
+            let (ev, r) = run_cuts(data, &cuts, Limits::default());
+            assert!(ev.is_empty());
+            let e = r.unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, MkvError::NotMatroska { .. }), "{msg}");
+            assert!(msg.contains(word) && msg.contains("not a Matroska stream"), "{msg}");
+        }
+    }
+    let msg = run(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, 0x4A, 0x46]).1.unwrap_err().to_string();
+    assert_eq!(
+        msg,
+        "not a Matroska stream: the data starts with a JPEG image (FF D8 FF E0 00 10 4A 46); kvssink needs matroskamux output"
+    );
+    // A stream cut inside the EBML magic is truncated, not foreign; empty is fine.
+    assert_eq!(run(&[0x1A, 0x45]).1, Err(MkvError::Truncated { offset: 2 }));
+    assert_eq!(run(&[]).1, Ok(()));
+}
+
+#[test]
+fn huge_declared_sizes_do_not_allocate() {
+    let limits = Limits::default();
+    // A 100 GB SimpleBlock: refused by max_block_size, before reading it.
+    let mut s = header_av();
+    let mut c = Vec::new();
+    write_id(&mut c, ID_CLUSTER);
+    write_unknown_size(&mut c);
+    write_uint(&mut c, ID_TIMECODE, 0);
+    write_id(&mut c, ID_SIMPLE_BLOCK);
+    write_size(&mut c, 100 << 30);
+    s.extend(&c);
+    let e = run(&s).1.unwrap_err();
+    assert!(matches!(e, MkvError::ElementTooLarge { id: ID_SIMPLE_BLOCK, size, .. } if size == 100 << 30));
+    // A 100 GB known-size Cluster is counted through, not held: stream 32 MB of it.
+    let mut s = header_av();
+    write_id(&mut s, ID_CLUSTER);
+    write_size(&mut s, 100 << 30);
+    write_uint(&mut s, ID_TIMECODE, 0);
+    let mut sp = Splitter::new(limits);
+    let mut out = Vec::new();
+    sp.push(Bytes::from(s), &mut out).unwrap();
+    let chunk = Bytes::from(simple_block(1, 0, true, (1 << 20) - 16));
+    for _ in 0..32 {
+        sp.push(chunk.clone(), &mut out).unwrap();
+        out.retain(|e| !matches!(e, Event::FragmentData(_)));
+    }
+    assert!(sp.current_fragment().unwrap().size > 31 << 20);
+    assert_eq!(sp.current_fragment().unwrap().blocks, 32);
+    // Truncated: the started fragment is ended first.
+    out.clear();
+    assert!(matches!(sp.finish(&mut out), Err(MkvError::Truncated { .. })));
+    assert!(matches!(out.as_slice(), [Event::FragmentEnd(f)] if f.blocks == 32));
+    // Header children and interstitials are bounded too.
+    let mut s = ebml_header("matroska");
+    s.extend(segment_unknown());
+    write_id(&mut s, ID_VOID);
+    write_size(&mut s, 100 << 30);
+    assert!(matches!(run(&s).1, Err(MkvError::ElementTooLarge { id: ID_VOID, .. })));
+    let (_, mut s) = stream_av(1, false);
+    write_id(&mut s, ID_CUES);
+    write_size(&mut s, 17 << 20);
+    assert!(matches!(run(&s).1, Err(MkvError::ElementTooLarge { id: ID_CUES, limit, .. }) if limit == 16 << 20));
+}
+
+#[test]
+fn finish_and_truncation() {
+    let (_, s) = stream_av(2, false);
+    // Truncated inside the first cluster before its FragmentStart: nothing of it emitted.
+    let cut = header_av().len() + 20;
+    let (ev, r) = run(&s[..cut]);
+    assert_eq!(r, Err(MkvError::Truncated { offset: cut as u64 }));
+    assert_eq!(normalize(&ev).len(), 1); // header only
+    // Truncated mid-block after the start: FragmentEnd, then the error.
+    let (ev, r) = run(&s[..s.len() - 5]);
+    assert!(matches!(r, Err(MkvError::Truncated { .. })));
+    assert!(matches!(ev.last(), Some(Event::FragmentEnd(_))));
+    assert_eq!(fragments(&normalize(&ev)), 2);
+    // After finish the splitter takes a new stream.
+    let mut sp = Splitter::new(Limits::default());
+    let mut out = Vec::new();
+    sp.push(Bytes::from(s.clone()), &mut out).unwrap();
+    assert!(sp.current_fragment().is_some());
+    sp.finish(&mut out).unwrap();
+    assert!(sp.current_fragment().is_none());
+    sp.push(Bytes::from(s.clone()), &mut out).unwrap();
+    sp.finish(&mut out).unwrap();
+    assert_eq!(fragments(&normalize(&out)), 4);
+    // Errors poison until reset.
+    let mut sp = Splitter::new(Limits::default());
+    assert!(sp.push(Bytes::from_static(b"hello, world"), &mut out).is_err());
+    assert!(sp.push(Bytes::from(s.clone()), &mut out).is_err());
+    sp.reset();
+    sp.push(Bytes::from(s), &mut out).unwrap();
+}
+
+#[test]
+fn known_size_segment() {
+    let mut body = Vec::new();
+    body.extend(info(1_000_000));
+    body.extend(tracks(&[(1, 1, AVC)]));
+    body.extend(cluster(0, false, &[simple_block(1, 0, true, 100)]));
+    body.extend(cluster(40, false, &[simple_block(1, 0, true, 100)]));
+    let mut s = ebml_header("matroska");
+    write_id(&mut s, ID_SEGMENT);
+    write_size(&mut s, body.len() as u64);
+    s.extend(&body);
+    let one = s.clone();
+    s.extend(&one); // a second complete stream
+    let (ev, r) = run_cuts(&s, &every(9, s.len()), Limits::default());
+    r.unwrap();
+    let n = normalize(&ev);
+    assert_eq!(fragments(&n), 4);
+    assert_eq!(n.iter().filter(|e| matches!(e, N::Header(..))).count(), 2);
+}
+
+#[test]
+fn random_input_never_panics_and_is_cut_independent() {
+    let (header, valid) = stream_av(3, false);
+    let (_, known) = stream_av(2, true);
+    let mut rng = Rng(42);
+    let small = Limits { max_header_size: 4096, max_element_size: 4096, max_block_size: 1 << 16 };
+    for round in 0..1500 {
+        let mut data = match round % 3 {
+            0 => valid.clone(),
+            1 => known.clone(),
+            _ => (0..rng.below(3000)).map(|_| rng.next() as u8).collect(),
+        };
+        if round % 3 != 2 {
+            for _ in 0..1 + rng.below(4) {
+                let i = header.len().saturating_sub(100) + rng.below(data.len() - header.len() + 100);
+                data[i] = rng.next() as u8;
+            }
+            if rng.below(4) == 0 {
+                data.truncate(rng.below(data.len()));
+            }
+        }
+        let limits = if round % 5 == 0 { small } else { Limits::default() };
+        let (ev_a, ra) = run_cuts(&data, &[], limits);
+        let gap = 1 + rng.below(64);
+        let cuts = rng.cuts(data.len(), gap);
+        let (ev_b, rb) = run_cuts(&data, &cuts, limits);
+        assert_eq!(ra, rb, "round {round}");
+        let (na, nb) = (normalize(&ev_a), normalize(&ev_b));
+        if ra.is_ok() {
+            assert_eq!(na, nb, "round {round}");
+        } else {
+            // Data emitted before the error depends on the cuts; the rest must agree.
+            let strip = |n: &[N]| n.iter().filter(|e| !matches!(e, N::Data(_))).cloned().collect::<Vec<_>>();
+            let (sa, sb) = (strip(&na), strip(&nb));
+            assert_eq!(sa, sb, "round {round}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- real matroskamux output
+
+fn gst_available() -> bool {
+    std::process::Command::new("gst-launch-1.0")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn gst_element_exists(name: &str) -> bool {
+    std::process::Command::new("gst-inspect-1.0")
+        .arg(name)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs a gst-launch pipeline ending in `filesink location=<file>`; returns the bytes.
+fn gst_record(pipeline: &str, name: &str) -> Vec<u8> {
+    let dir = std::env::temp_dir().join(format!("gstkvs-mkv-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    let launch = format!("{pipeline} ! filesink location={}", file.display());
+    let status = std::process::Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(launch.split_whitespace())
+        .status()
+        .unwrap();
+    assert!(status.success(), "gst-launch-1.0 failed: {launch}");
+    let data = std::fs::read(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    data
+}
+
+fn check_real(data: &[u8], n_tracks: usize, n_fragments: usize) {
+    let (reference, r) = run(data);
+    r.unwrap();
+    let n = normalize(&reference);
+    let N::Header(hb, doc, scale, tr) = &n[0] else { panic!() };
+    assert_eq!((doc.as_str(), *scale, tr.len()), ("matroska", 1_000_000, n_tracks));
+    assert_eq!(tr[0].track_type, TRACK_TYPE_VIDEO);
+    assert_eq!(tr[0].codec_id, AVC);
+    assert_eq!(fragments(&n), n_fragments);
+    let mut rebuilt = hb.clone();
+    let mut prev_tc = None;
+    for e in &n[1..] {
+        match e {
+            N::Start(s) => {
+                assert!(s.key_frame, "{s:?}");
+                assert!(prev_tc.is_none_or(|p| s.timecode > p));
+                prev_tc = Some(s.timecode);
+            }
+            N::Data(d) => rebuilt.extend_from_slice(d),
+            N::End(f) => assert!(f.blocks > 0 && f.key_frame && f.size > 0),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(rebuilt, data, "header + fragment data == file");
+    let mut rng = Rng(7);
+    for cuts in [every(1, data.len()), every(7, data.len()), every(65536, data.len()), rng.cuts(data.len(), 5000)] {
+        let (ev, r) = run_cuts(data, &cuts, Limits::default());
+        r.unwrap();
+        assert_eq!(normalize(&ev), n);
+    }
+}
+
+#[test]
+fn real_matroskamux_video() {
+    if !gst_available() {
+        eprintln!("gst-launch-1.0 not found: skipping");
+        return;
+    }
+    let data = gst_record(
+        "videotestsrc num-buffers=60 ! video/x-raw,width=320,height=240 ! x264enc key-int-max=15 \
+         tune=zerolatency ! h264parse ! matroskamux streamable=true",
+        "v.mkv",
+    );
+    check_real(&data, 1, 4);
+}
+
+#[test]
+fn real_matroskamux_audio_video() {
+    if !gst_available() {
+        eprintln!("gst-launch-1.0 not found: skipping");
+        return;
+    }
+    let Some(aac) = ["avenc_aac", "voaacenc", "fdkaacenc"].into_iter().find(|e| gst_element_exists(e)) else {
+        eprintln!("no AAC encoder: skipping");
+        return;
+    };
+    let data = gst_record(
+        &format!(
+            "videotestsrc num-buffers=60 ! video/x-raw,width=320,height=240,framerate=30/1 ! x264enc \
+             key-int-max=15 tune=zerolatency ! h264parse ! queue ! mux. \
+             audiotestsrc num-buffers=87 samplesperbuffer=1024 ! audio/x-raw,rate=44100 ! {aac} ! \
+             aacparse ! queue ! mux. matroskamux name=mux streamable=true"
+        ),
+        "av.mkv",
+    );
+    let (ev, r) = run(&data);
+    r.unwrap();
+    let n = normalize(&ev);
+    let N::Header(_, _, _, tr) = &n[0] else { panic!() };
+    assert_eq!(tr[1].track_type, TRACK_TYPE_AUDIO);
+    assert_eq!(tr[1].codec_id, "A_AAC");
+    check_real(&data, 2, fragments(&n));
+    assert!(fragments(&n) >= 4, "{}", fragments(&n));
+}
