@@ -1,0 +1,392 @@
+//! Fragment store: fragments are kept, in order, from their first byte until the ack
+//! that releases them (PERSISTED, or RECEIVED per [`AckLevel`]), so that they can be
+//! replayed after a reconnect.
+//!
+//! The store is bounded by bytes and by duration. When a bound is exceeded, whole oldest
+//! fragments are dropped (never part of one, never the open one) and counted. The open
+//! fragment is never evicted, so the store may exceed `max_bytes` by at most the size of
+//! the fragment being received (the element bounds fragments separately, e.g. KVS's
+//! 50 MB). Operations on the hot path (`append`, an in-order `ack`) are O(1) amortised;
+//! releasing a fragment drops its buffers at once.
+
+use bytes::Bytes;
+use std::collections::VecDeque;
+
+/// Bounds of the store. Use `u64::MAX` for "unbounded".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Total bytes of the stored fragments.
+    pub max_bytes: u64,
+    /// Span from the start of the oldest fragment to the end of the newest (or the start
+    /// of the open one), in nanoseconds.
+    pub max_duration_ns: u64,
+}
+
+/// Which ack releases a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AckLevel {
+    /// RECEIVED: the service has the whole fragment (enough when the stream keeps no data).
+    Received,
+    /// PERSISTED: the fragment is durably stored.
+    Persisted,
+}
+
+/// A stored fragment: one cluster's bytes, as received from the splitter.
+#[derive(Debug, Clone)]
+pub struct Fragment {
+    /// Monotonic sequence number, unique for the life of the store.
+    pub seq: u64,
+    /// Raw cluster timecode: what acks echo as `FragmentTimecode`.
+    pub timecode: u64,
+    /// Start, in nanoseconds (any clock; used for duration accounting).
+    pub start_ns: u64,
+    /// The fragment's bytes, in order.
+    pub chunks: Vec<Bytes>,
+    /// Sum of the chunk lengths.
+    pub size: u64,
+    /// All its bytes have been appended (`finish` was called).
+    pub complete: bool,
+    /// End, in nanoseconds (equals `start_ns` until complete).
+    pub end_ns: u64,
+}
+
+/// Fragments dropped to stay within the limits.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted {
+    /// Number of whole fragments dropped.
+    pub fragments: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// What the store holds now.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Unreleased fragments (the open one included).
+    pub fragments: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// From the start of the oldest to the end of the newest (or the start of the open
+    /// one), in nanoseconds.
+    pub duration_ns: u64,
+}
+
+/// Counters over the life of the store (not reset by [`FragmentStore::clear`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Fragments opened with `begin`.
+    pub stored_fragments: u64,
+    /// Bytes appended.
+    pub stored_bytes: u64,
+    /// Fragments evicted because the store was full.
+    pub dropped_fragments: u64,
+    /// Their bytes.
+    pub dropped_bytes: u64,
+    /// Fragments released by an ack.
+    pub released_fragments: u64,
+    /// Their bytes.
+    pub released_bytes: u64,
+    /// Fragments removed by `discard`.
+    pub discarded_fragments: u64,
+    /// Their bytes.
+    pub discarded_bytes: u64,
+    /// Bytes passed to `append` while no fragment was open (ignored).
+    pub orphan_bytes: u64,
+}
+
+/// Bounded, ordered store of unacknowledged fragments.
+#[derive(Debug)]
+pub struct FragmentStore {
+    limits: StoreLimits,
+    release_on: AckLevel,
+    frags: VecDeque<Fragment>,
+    /// The back fragment is open (receiving bytes).
+    open: bool,
+    bytes: u64,
+    next_seq: u64,
+    stats: StoreStats,
+}
+
+impl FragmentStore {
+    /// An empty store; fragments are released by acks of level `release_on`.
+    pub fn new(limits: StoreLimits, release_on: AckLevel) -> Self {
+        FragmentStore {
+            limits,
+            release_on,
+            frags: VecDeque::new(),
+            open: false,
+            bytes: 0,
+            next_seq: 0,
+            stats: StoreStats::default(),
+        }
+    }
+
+    /// The ack level that releases fragments.
+    pub fn release_on(&self) -> AckLevel {
+        self.release_on
+    }
+
+    /// Opens a fragment (closing the previous open one, if any, at `start_ns`), then
+    /// evicts oldest whole fragments while over the duration or byte limit.
+    pub fn begin(&mut self, timecode: u64, start_ns: u64) -> Evicted {
+        if self.open {
+            self.finish(start_ns);
+        }
+        self.frags.push_back(Fragment {
+            seq: self.next_seq,
+            timecode,
+            start_ns,
+            chunks: Vec::new(),
+            size: 0,
+            complete: false,
+            end_ns: start_ns,
+        });
+        self.next_seq += 1;
+        self.open = true;
+        self.stats.stored_fragments += 1;
+        self.evict()
+    }
+
+    /// Appends bytes to the open fragment (ignored, and counted as orphan bytes, if none is
+    /// open), then evicts oldest whole fragments while over the byte limit.
+    pub fn append(&mut self, data: Bytes) -> Evicted {
+        let len = data.len() as u64;
+        let Some(f) = self.frags.back_mut().filter(|_| self.open) else {
+            self.stats.orphan_bytes += len;
+            return Evicted::default();
+        };
+        f.size += len;
+        f.chunks.push(data);
+        self.bytes += len;
+        self.stats.stored_bytes += len;
+        if self.bytes > self.limits.max_bytes {
+            self.evict()
+        } else {
+            Evicted::default()
+        }
+    }
+
+    /// Closes the open fragment (no-op if none).
+    pub fn finish(&mut self, end_ns: u64) {
+        if self.open
+            && let Some(f) = self.frags.back_mut()
+        {
+            f.complete = true;
+            f.end_ns = end_ns.max(f.start_ns);
+            self.open = false;
+        }
+    }
+
+    /// An ack of `level` for `timecode`: when `level` is the release level, removes and
+    /// returns the oldest unreleased fragment with that timecode (timecodes may repeat
+    /// after an upstream restart). Other levels, and unknown timecodes, return `None`.
+    /// Releasing the open fragment is allowed; its remaining bytes are then ignored.
+    pub fn ack(&mut self, level: AckLevel, timecode: u64) -> Option<Fragment> {
+        if level != self.release_on {
+            return None;
+        }
+        let f = self.remove(timecode)?;
+        self.stats.released_fragments += 1;
+        self.stats.released_bytes += f.size;
+        Some(f)
+    }
+
+    /// Drops the oldest unreleased fragment with `timecode` (e.g. after an ERROR ack of
+    /// class `BadFragment`: it will never succeed) and returns it.
+    pub fn discard(&mut self, timecode: u64) -> Option<Fragment> {
+        let f = self.remove(timecode)?;
+        self.stats.discarded_fragments += 1;
+        self.stats.discarded_bytes += f.size;
+        Some(f)
+    }
+
+    /// Unreleased fragments in order (complete ones, then the open one), for replay.
+    pub fn pending(&self) -> impl Iterator<Item = &Fragment> {
+        self.frags.iter()
+    }
+
+    /// The open fragment, if any.
+    pub fn open_fragment(&self) -> Option<&Fragment> {
+        self.frags.back().filter(|_| self.open)
+    }
+
+    /// What the store holds now.
+    pub fn backlog(&self) -> Backlog {
+        Backlog {
+            fragments: self.frags.len() as u64,
+            bytes: self.bytes,
+            duration_ns: self.duration(),
+        }
+    }
+
+    /// Counters over the life of the store.
+    pub fn stats(&self) -> StoreStats {
+        self.stats
+    }
+
+    /// Drops every fragment (the open one too) without counting them as dropped; the
+    /// bytes of a fragment that was open are then ignored until the next `begin`.
+    pub fn clear(&mut self) {
+        self.frags.clear();
+        self.open = false;
+        self.bytes = 0;
+    }
+
+    fn duration(&self) -> u64 {
+        match (self.frags.front(), self.frags.back()) {
+            (Some(first), Some(last)) => last.end_ns.saturating_sub(first.start_ns),
+            _ => 0,
+        }
+    }
+
+    fn remove(&mut self, timecode: u64) -> Option<Fragment> {
+        let i = self.frags.iter().position(|f| f.timecode == timecode)?;
+        if self.open && i + 1 == self.frags.len() {
+            self.open = false;
+        }
+        let f = self.frags.remove(i)?;
+        self.bytes -= f.size;
+        Some(f)
+    }
+
+    /// Drops oldest fragments (never the open one) while over a limit.
+    fn evict(&mut self) -> Evicted {
+        let mut ev = Evicted::default();
+        let keep = usize::from(self.open);
+        while self.frags.len() > keep
+            && (self.bytes > self.limits.max_bytes || self.duration() > self.limits.max_duration_ns)
+        {
+            let f = self.frags.pop_front().expect("non-empty");
+            self.bytes -= f.size;
+            ev.fragments += 1;
+            ev.bytes += f.size;
+        }
+        self.stats.dropped_fragments += ev.fragments;
+        self.stats.dropped_bytes += ev.bytes;
+        ev
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn store(max_bytes: u64, max_ms: u64) -> FragmentStore {
+        let max_duration_ns = max_ms.saturating_mul(MS);
+        FragmentStore::new(StoreLimits { max_bytes, max_duration_ns }, AckLevel::Persisted)
+    }
+
+    fn add(s: &mut FragmentStore, tc: u64, chunks: &[usize]) -> Evicted {
+        let mut ev = s.begin(tc, tc * MS);
+        for &n in chunks {
+            let e = s.append(Bytes::from(vec![tc as u8; n]));
+            ev.fragments += e.fragments;
+            ev.bytes += e.bytes;
+        }
+        s.finish((tc + 1000) * MS);
+        ev
+    }
+
+    #[test]
+    fn keeps_until_the_release_ack() {
+        let mut s = store(u64::MAX, u64::MAX);
+        add(&mut s, 0, &[10, 20]);
+        add(&mut s, 1000, &[5]);
+        assert_eq!(s.backlog(), Backlog { fragments: 2, bytes: 35, duration_ns: 2000 * MS });
+        assert!(s.ack(AckLevel::Received, 0).is_none(), "RECEIVED does not release in Persisted mode");
+        assert!(s.ack(AckLevel::Persisted, 12345).is_none());
+        let f = s.ack(AckLevel::Persisted, 0).unwrap();
+        assert_eq!((f.seq, f.size, f.chunks.len(), f.complete), (0, 30, 2, true));
+        assert_eq!(s.backlog().bytes, 5);
+        assert_eq!(s.stats().released_fragments, 1);
+        assert_eq!(s.stats().released_bytes, 30);
+        let mut r = FragmentStore::new(StoreLimits { max_bytes: 100, max_duration_ns: u64::MAX }, AckLevel::Received);
+        add(&mut r, 7, &[1]);
+        assert!(r.ack(AckLevel::Persisted, 7).is_none());
+        assert!(r.ack(AckLevel::Received, 7).is_some());
+        assert_eq!(r.backlog(), Backlog::default());
+    }
+
+    #[test]
+    fn evicts_whole_oldest_fragments_by_bytes() {
+        let mut s = store(100, u64::MAX);
+        assert_eq!(add(&mut s, 0, &[30, 10]), Evicted::default());
+        assert_eq!(add(&mut s, 1000, &[40]), Evicted::default());
+        // The third fragment pushes the total to 110: the first (40 bytes) goes, whole.
+        let ev = add(&mut s, 2000, &[15, 15]);
+        assert_eq!(ev, Evicted { fragments: 1, bytes: 40 });
+        let tcs: Vec<_> = s.pending().map(|f| f.timecode).collect();
+        assert_eq!(tcs, [1000, 2000]);
+        // An open fragment larger than the limit is kept; everything older goes.
+        s.begin(3000, 3000 * MS);
+        let ev = s.append(Bytes::from(vec![0; 150]));
+        assert_eq!(ev, Evicted { fragments: 2, bytes: 70 });
+        assert_eq!(s.backlog().fragments, 1);
+        assert_eq!(s.open_fragment().unwrap().size, 150);
+        assert_eq!(s.stats().dropped_fragments, 3);
+        assert_eq!(s.stats().dropped_bytes, 110);
+    }
+
+    #[test]
+    fn evicts_by_duration() {
+        let mut s = store(u64::MAX, 2500);
+        add(&mut s, 0, &[1]);
+        add(&mut s, 1000, &[1]);
+        assert_eq!(s.backlog().duration_ns, 2000 * MS);
+        // Opening a fragment at 3000 ms makes the span 0..3000: the first one goes.
+        let ev = s.begin(3000, 3000 * MS);
+        assert_eq!(ev.fragments, 1);
+        assert_eq!(s.pending().next().unwrap().timecode, 1000);
+        assert_eq!(s.backlog().duration_ns, 2000 * MS);
+    }
+
+    #[test]
+    fn repeated_timecodes_release_the_oldest() {
+        let mut s = store(u64::MAX, u64::MAX);
+        add(&mut s, 0, &[1]);
+        add(&mut s, 1000, &[1]);
+        add(&mut s, 0, &[2]); // upstream restarted
+        assert_eq!(s.ack(AckLevel::Persisted, 0).unwrap().seq, 0);
+        assert_eq!(s.ack(AckLevel::Persisted, 0).unwrap().seq, 2);
+        assert_eq!(s.pending().map(|f| f.seq).collect::<Vec<_>>(), [1]);
+    }
+
+    #[test]
+    fn discard_and_open_fragment() {
+        let mut s = store(u64::MAX, u64::MAX);
+        add(&mut s, 0, &[4]);
+        s.begin(1000, 1000 * MS);
+        s.append(Bytes::from_static(b"abc"));
+        assert_eq!(s.pending().map(|f| f.complete).collect::<Vec<_>>(), [true, false]);
+        // An ERROR ack for the fragment in flight: it goes, the rest of its bytes are ignored.
+        let f = s.discard(1000).unwrap();
+        assert_eq!((f.size, f.complete), (3, false));
+        assert!(s.append(Bytes::from_static(b"def")) == Evicted::default());
+        assert_eq!(s.stats().orphan_bytes, 3);
+        assert_eq!(s.backlog().bytes, 4);
+        assert_eq!(s.stats().discarded_fragments, 1);
+        // begin() closes a still-open fragment.
+        s.begin(2000, 2000 * MS);
+        s.begin(3000, 3000 * MS);
+        let v: Vec<_> = s.pending().map(|f| (f.timecode, f.complete)).collect();
+        assert_eq!(v, [(0, true), (2000, true), (3000, false)]);
+        s.clear();
+        assert_eq!(s.backlog(), Backlog::default());
+        assert_eq!(s.begin(4000, 0), Evicted::default());
+        assert_eq!(s.pending().next().unwrap().seq, 4);
+    }
+
+    #[test]
+    fn released_bytes_are_freed() {
+        let mut s = store(u64::MAX, u64::MAX);
+        let data = Bytes::from(vec![0u8; 1000]);
+        s.begin(0, 0);
+        s.append(data.clone());
+        s.finish(1);
+        assert!(!data.is_unique());
+        drop(s.ack(AckLevel::Persisted, 0));
+        assert!(data.is_unique(), "the store keeps no reference after release");
+    }
+}
