@@ -161,7 +161,9 @@ impl AckParser {
                 if self.buf.len() + (i - start) > MAX_ACK_SIZE {
                     self.skipping = true;
                     self.buf = Vec::new();
-                    out.push(Err(AckError::TooLarge { limit: MAX_ACK_SIZE }));
+                    out.push(Err(AckError::TooLarge {
+                        limit: MAX_ACK_SIZE,
+                    }));
                 } else {
                     self.buf.extend_from_slice(&data[start..i]);
                 }
@@ -194,7 +196,8 @@ pub fn decode(object: &[u8]) -> Result<Ack, AckError> {
             snippet: String::from_utf8_lossy(&object[..object.len().min(200)]).into_owned(),
         });
     };
-    let event_type = AckEventType::parse(&et).ok_or_else(|| AckError::UnknownEventType(et.into_owned()))?;
+    let event_type =
+        AckEventType::parse(&et).ok_or_else(|| AckError::UnknownEventType(et.into_owned()))?;
     Ok(Ack {
         event_type,
         fragment_timecode: raw.fragment_timecode.map(|v| v.0),
@@ -233,7 +236,9 @@ impl<'de> Deserialize<'de> for LenientU64 {
                 Ok(LenientU64(v))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<LenientU64, E> {
-                u64::try_from(v).map(LenientU64).map_err(|_| E::custom("negative number"))
+                u64::try_from(v)
+                    .map(LenientU64)
+                    .map_err(|_| E::custom("negative number"))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LenientU64, E> {
                 v.trim().parse().map(LenientU64).map_err(E::custom)
@@ -322,34 +327,110 @@ pub fn classify(id: u32) -> ErrorClass {
     }
 }
 
+/// Advice for the known `ErrorId`s.
+const ADVICE: &[(u32, &str)] = &[
+    (
+        4000,
+        "the service could not read the upload (network trouble?); kvssink reconnects and resends",
+    ),
+    (
+        4001,
+        "a fragment is over 50 MB: lower the bitrate or make key frames more frequent (x264enc key-int-max) so clusters are smaller",
+    ),
+    (
+        4002,
+        "fragments are longer than 10 s: set the encoder's key-int-max (x264enc) so a key frame comes at least every few seconds",
+    ),
+    (
+        4003,
+        "the PutMedia session reached its maximum duration; kvssink opens a new one (nothing to do)",
+    ),
+    (
+        4004,
+        "fragment timecodes went backwards: check upstream timestamps (a restarted source, or a live source without do-timestamp=true)",
+    ),
+    (
+        4005,
+        "the stream has more than 3 tracks: mux at most three tracks (e.g. one video and one audio)",
+    ),
+    (
+        4006,
+        "the service rejected the Matroska data: feed kvssink from matroskamux streamable=true (not JPEG, raw H.264 or another container)",
+    ),
+    (
+        4007,
+        "the producer timestamp is invalid: check the system clock and the fragment timecode type (absolute vs relative)",
+    ),
+    (
+        4008,
+        "the stream is not active (deleted or still being created): check the stream name and its status in the console",
+    ),
+    (
+        4009,
+        "too many fragment metadata tags: at most 10 per fragment",
+    ),
+    (
+        4010,
+        "a frame's track number is not in the header: the stream header and the clusters come from different muxers",
+    ),
+    (
+        4011,
+        "a fragment has no frame for one of the header's tracks: every track needs a frame in every fragment",
+    ),
+    (
+        4012,
+        "the stream has more than 3 tracks: mux at most three tracks (e.g. one video and one audio)",
+    ),
+    (
+        4500,
+        "access to the stream's KMS key was denied: allow kms:GenerateDataKey to these credentials",
+    ),
+    (
+        4501,
+        "the stream's KMS key is disabled: enable it or change the stream's key",
+    ),
+    (
+        4502,
+        "the stream's KMS key failed validation: check its key policy",
+    ),
+    (
+        4503,
+        "the stream's KMS key is unavailable: retry later or check KMS in this region",
+    ),
+    (
+        4504,
+        "the stream's KMS key cannot be used for encryption: use a symmetric encryption key",
+    ),
+    (
+        4505,
+        "the stream's KMS key is in an invalid state (pending deletion?): restore or replace it",
+    ),
+    (
+        4506,
+        "the stream's KMS key was not found: check the key ID/ARN configured on the stream",
+    ),
+    (
+        4507,
+        "the stream was deleted: create it again or use another stream name",
+    ),
+    (5000, "internal service error; kvssink retries"),
+    (
+        5001,
+        "the service failed to persist the fragment; kvssink retries",
+    ),
+];
+
 /// One line telling the user what to do about a PutMedia `ErrorId`.
 pub fn error_advice(id: u32) -> &'static str {
-    match id {
-        4000 => "the service could not read the upload (network trouble?); kvssink reconnects and resends",
-        4001 => "a fragment is over 50 MB: lower the bitrate or make key frames more frequent (x264enc key-int-max) so clusters are smaller",
-        4002 => "fragments are longer than 10 s: set the encoder's key-int-max (x264enc) so a key frame comes at least every few seconds",
-        4003 => "the PutMedia session reached its maximum duration; kvssink opens a new one (nothing to do)",
-        4004 => "fragment timecodes went backwards: check upstream timestamps (a restarted source or a live source without do-timestamp)",
-        4005 | 4012 => "the stream has more than 3 tracks: mux at most one video and two audio tracks",
-        4006 => "the service rejected the Matroska data: feed kvssink from matroskamux streamable=true (not JPEG, raw H.264 or another container)",
-        4007 => "the producer timestamp is invalid: check the system clock and the fragment timecode type (absolute-fragment-times)",
-        4008 => "the stream is not active (deleted or being created): check the stream name and its status in the console",
-        4009 => "too many fragment metadata tags: at most 10 per fragment",
-        4010 => "a frame's track number is not in the header: the stream header and clusters come from different muxers",
-        4011 => "a fragment has no frame for one of the header's tracks: every track must have a frame in every fragment",
-        4500 => "access to the stream's KMS key was denied: allow kms:GenerateDataKey for these credentials",
-        4501 => "the stream's KMS key is disabled: enable it or change the stream's key",
-        4502 => "the stream's KMS key failed validation: check its key policy",
-        4503 => "the stream's KMS key is unavailable: retry later or check KMS in this region",
-        4504 => "the stream's KMS key cannot be used for encryption: use a symmetric encryption key",
-        4505 => "the stream's KMS key is in an invalid state (pending deletion?): restore or replace it",
-        4506 => "the stream's KMS key was not found: check the key ID/ARN configured on the stream",
-        4507 => "the stream was deleted: create it again or use another stream name",
-        5000 => "internal service error; kvssink retries",
-        5001 => "the service failed to persist the fragment; kvssink retries",
-        4001..=4499 => "unknown fragment error: this fragment is dropped",
-        4500..=4599 => "unknown error about the stream's KMS key: check the key configured on the stream",
-        _ => "unknown service error; kvssink retries",
+    if let Some((_, advice)) = ADVICE.iter().find(|(i, _)| *i == id) {
+        return advice;
+    }
+    match classify(id) {
+        ErrorClass::BadFragment => "unknown fragment error: this fragment is dropped",
+        ErrorClass::Fatal => {
+            "unknown error about the stream's KMS key: check the key configured on the stream"
+        }
+        ErrorClass::Retriable => "unknown service error; kvssink retries",
     }
 }
 
@@ -381,10 +462,14 @@ mod tests {
                 error_code: None,
             })]
         );
-        let out = parse_all(&[br#"{"EventType":"ERROR","ErrorCode":"INVALID_MKV_DATA","ErrorId":4006}"#]);
+        let out =
+            parse_all(&[br#"{"EventType":"ERROR","ErrorCode":"INVALID_MKV_DATA","ErrorId":4006}"#]);
         let ack = out[0].as_ref().unwrap();
         assert_eq!(ack.event_type, AckEventType::Error);
-        assert_eq!((ack.error_id, ack.error_code.as_deref()), (Some(4006), Some("INVALID_MKV_DATA")));
+        assert_eq!(
+            (ack.error_id, ack.error_code.as_deref()),
+            (Some(4006), Some("INVALID_MKV_DATA"))
+        );
         assert_eq!(ack.fragment_timecode, None);
         let out = parse_all(&[b"{\"EventType\":\"IDLE\"}\n"]);
         assert_eq!(out[0].as_ref().unwrap().event_type, AckEventType::Idle);
@@ -409,14 +494,21 @@ mod tests {
             }
             // Every single split point.
             for cut in 0..bytes.len() {
-                assert_eq!(parse_all(&[&bytes[..cut], &bytes[cut..]]), expected, "cut {cut}");
+                assert_eq!(
+                    parse_all(&[&bytes[..cut], &bytes[cut..]]),
+                    expected,
+                    "cut {cut}"
+                );
             }
         }
     }
 
     #[test]
     fn errors_and_resync() {
-        let big = format!(r#"{{"EventType":"IDLE","Pad":"{}"}}"#, "x".repeat(MAX_ACK_SIZE));
+        let big = format!(
+            r#"{{"EventType":"IDLE","Pad":"{}"}}"#,
+            "x".repeat(MAX_ACK_SIZE)
+        );
         let stream = format!(
             "{{\"EventType\":\"WHATEVER\"}}\n{{not json}}\n{{\"FragmentTimecode\":1}}\n{big}\n{PERSISTED}\n{{\"EventType\":\"ERROR\",\"ErrorId\":\"4002\"}}"
         );
@@ -426,8 +518,15 @@ mod tests {
             assert_eq!(out.len(), 6, "chunk {chunk}");
             assert_eq!(out[0], Err(AckError::UnknownEventType("WHATEVER".into())));
             assert!(matches!(&out[1], Err(AckError::Malformed { .. })));
-            assert!(matches!(&out[2], Err(AckError::Malformed { reason, .. }) if reason == "no EventType"));
-            assert_eq!(out[3], Err(AckError::TooLarge { limit: MAX_ACK_SIZE }));
+            assert!(
+                matches!(&out[2], Err(AckError::Malformed { reason, .. }) if reason == "no EventType")
+            );
+            assert_eq!(
+                out[3],
+                Err(AckError::TooLarge {
+                    limit: MAX_ACK_SIZE
+                })
+            );
             assert_eq!(out[4].as_ref().unwrap().fragment_timecode, Some(12000));
             assert_eq!(out[5].as_ref().unwrap().error_id, Some(4002));
         }
@@ -437,15 +536,23 @@ mod tests {
 
     #[test]
     fn lenient_field_types() {
-        let a = decode(br#"{"EventType":"persisted","FragmentTimecode":"77","FragmentNumber":123}"#).unwrap();
+        let a =
+            decode(br#"{"EventType":"persisted","FragmentTimecode":"77","FragmentNumber":123}"#)
+                .unwrap();
         assert_eq!(a.event_type, AckEventType::Persisted);
-        assert_eq!((a.fragment_timecode, a.fragment_number.as_deref()), (Some(77), Some("123")));
+        assert_eq!(
+            (a.fragment_timecode, a.fragment_number.as_deref()),
+            (Some(77), Some("123"))
+        );
         assert!(decode(br#"{"EventType":"ERROR","ErrorId":-1}"#).is_err());
     }
 
     #[test]
     fn error_table() {
-        assert_eq!(error_name(4004), Some("FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS"));
+        assert_eq!(
+            error_name(4004),
+            Some("FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS")
+        );
         assert_eq!(error_name(4012), Some("MORE_THAN_ALLOWED_TRACKS_FOUND"));
         assert_eq!(error_name(4506), Some("KMS_KEY_NOT_FOUND"));
         assert_eq!(error_name(4999), None);
@@ -465,6 +572,9 @@ mod tests {
             assert!(!error_advice(id).starts_with("unknown"), "{id}");
         }
         assert_eq!(AckEventType::Buffering.as_str(), "BUFFERING");
-        assert_eq!(AckEventType::parse("RECEIVED"), Some(AckEventType::Received));
+        assert_eq!(
+            AckEventType::parse("RECEIVED"),
+            Some(AckEventType::Received)
+        );
     }
 }

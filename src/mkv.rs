@@ -181,7 +181,9 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MkvError {
     /// The data does not start with an EBML header.
-    #[error("not a Matroska stream: the data starts with {found}; kvssink needs matroskamux output")]
+    #[error(
+        "not a Matroska stream: the data starts with {found}; kvssink needs matroskamux output"
+    )]
     NotMatroska {
         /// What the first bytes look like, with their hex dump.
         found: String,
@@ -295,11 +297,13 @@ pub fn end_of_fragment_tags() -> Bytes {
 /// (nested SimpleTags included). Malformed parts are ignored.
 pub fn tags_have_end_of_fragment(tags_body: &[u8]) -> bool {
     fn simple_tag(body: &[u8], depth: u32) -> bool {
-        ebml::children(body).map_while(Result::ok).any(|(id, b)| match id {
-            ID_TAG_NAME => ebml::read_string(b) == END_OF_FRAGMENT_TAG,
-            ID_SIMPLE_TAG if depth < 8 => simple_tag(b, depth + 1),
-            _ => false,
-        })
+        ebml::children(body)
+            .map_while(Result::ok)
+            .any(|(id, b)| match id {
+                ID_TAG_NAME => ebml::read_string(b) == END_OF_FRAGMENT_TAG,
+                ID_SIMPLE_TAG if depth < 8 => simple_tag(b, depth + 1),
+                _ => false,
+            })
     }
     ebml::children(tags_body)
         .map_while(Result::ok)
@@ -334,8 +338,7 @@ fn describe_magic(b: &[u8]) -> String {
     } else if b.starts_with(b"ID3") {
         "an MP3 file (ID3 tag)".to_string()
     } else if !b.is_empty()
-        && b
-            .iter()
+        && b.iter()
             .all(|&c| c.is_ascii_graphic() || c.is_ascii_whitespace())
     {
         format!("text {:?}", String::from_utf8_lossy(b))

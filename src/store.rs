@@ -275,7 +275,13 @@ mod tests {
 
     fn store(max_bytes: u64, max_ms: u64) -> FragmentStore {
         let max_duration_ns = max_ms.saturating_mul(MS);
-        FragmentStore::new(StoreLimits { max_bytes, max_duration_ns }, AckLevel::Persisted)
+        FragmentStore::new(
+            StoreLimits {
+                max_bytes,
+                max_duration_ns,
+            },
+            AckLevel::Persisted,
+        )
     }
 
     fn add(s: &mut FragmentStore, tc: u64, chunks: &[usize]) -> Evicted {
@@ -294,15 +300,34 @@ mod tests {
         let mut s = store(u64::MAX, u64::MAX);
         add(&mut s, 0, &[10, 20]);
         add(&mut s, 1000, &[5]);
-        assert_eq!(s.backlog(), Backlog { fragments: 2, bytes: 35, duration_ns: 2000 * MS });
-        assert!(s.ack(AckLevel::Received, 0).is_none(), "RECEIVED does not release in Persisted mode");
+        assert_eq!(
+            s.backlog(),
+            Backlog {
+                fragments: 2,
+                bytes: 35,
+                duration_ns: 2000 * MS
+            }
+        );
+        assert!(
+            s.ack(AckLevel::Received, 0).is_none(),
+            "RECEIVED does not release in Persisted mode"
+        );
         assert!(s.ack(AckLevel::Persisted, 12345).is_none());
         let f = s.ack(AckLevel::Persisted, 0).unwrap();
-        assert_eq!((f.seq, f.size, f.chunks.len(), f.complete), (0, 30, 2, true));
+        assert_eq!(
+            (f.seq, f.size, f.chunks.len(), f.complete),
+            (0, 30, 2, true)
+        );
         assert_eq!(s.backlog().bytes, 5);
         assert_eq!(s.stats().released_fragments, 1);
         assert_eq!(s.stats().released_bytes, 30);
-        let mut r = FragmentStore::new(StoreLimits { max_bytes: 100, max_duration_ns: u64::MAX }, AckLevel::Received);
+        let mut r = FragmentStore::new(
+            StoreLimits {
+                max_bytes: 100,
+                max_duration_ns: u64::MAX,
+            },
+            AckLevel::Received,
+        );
         add(&mut r, 7, &[1]);
         assert!(r.ack(AckLevel::Persisted, 7).is_none());
         assert!(r.ack(AckLevel::Received, 7).is_some());
@@ -316,13 +341,25 @@ mod tests {
         assert_eq!(add(&mut s, 1000, &[40]), Evicted::default());
         // The third fragment pushes the total to 110: the first (40 bytes) goes, whole.
         let ev = add(&mut s, 2000, &[15, 15]);
-        assert_eq!(ev, Evicted { fragments: 1, bytes: 40 });
+        assert_eq!(
+            ev,
+            Evicted {
+                fragments: 1,
+                bytes: 40
+            }
+        );
         let tcs: Vec<_> = s.pending().map(|f| f.timecode).collect();
         assert_eq!(tcs, [1000, 2000]);
         // An open fragment larger than the limit is kept; everything older goes.
         s.begin(3000, 3000 * MS);
         let ev = s.append(Bytes::from(vec![0; 150]));
-        assert_eq!(ev, Evicted { fragments: 2, bytes: 70 });
+        assert_eq!(
+            ev,
+            Evicted {
+                fragments: 2,
+                bytes: 70
+            }
+        );
         assert_eq!(s.backlog().fragments, 1);
         assert_eq!(s.open_fragment().unwrap().size, 150);
         assert_eq!(s.stats().dropped_fragments, 3);
@@ -359,7 +396,10 @@ mod tests {
         add(&mut s, 0, &[4]);
         s.begin(1000, 1000 * MS);
         s.append(Bytes::from_static(b"abc"));
-        assert_eq!(s.pending().map(|f| f.complete).collect::<Vec<_>>(), [true, false]);
+        assert_eq!(
+            s.pending().map(|f| f.complete).collect::<Vec<_>>(),
+            [true, false]
+        );
         // An ERROR ack for the fragment in flight: it goes, the rest of its bytes are ignored.
         let f = s.discard(1000).unwrap();
         assert_eq!((f.size, f.complete), (3, false));
@@ -387,6 +427,9 @@ mod tests {
         s.finish(1);
         assert!(!data.is_unique());
         drop(s.ack(AckLevel::Persisted, 0));
-        assert!(data.is_unique(), "the store keeps no reference after release");
+        assert!(
+            data.is_unique(),
+            "the store keeps no reference after release"
+        );
     }
 }

@@ -221,7 +221,11 @@ mod tests {
 
     #[test]
     fn unknown_sizes_and_bad_vints() {
-        for unknown in [&[0xFFu8][..], &[0x7F, 0xFF], &[0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]] {
+        for unknown in [
+            &[0xFFu8][..],
+            &[0x7F, 0xFF],
+            &[0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+        ] {
             let mut v = vec![0x1F, 0x43, 0xB6, 0x75];
             v.extend_from_slice(unknown);
             assert_eq!(read_header(&v).unwrap().unwrap().size, None);

@@ -318,12 +318,18 @@ impl Splitter {
                     if off == end {
                         let id = if simple { ID_SIMPLE_BLOCK } else { ID_BLOCK };
                         let context = "block shorter than its header";
-                        return Err(MkvError::UnexpectedElement { id, offset: start, context });
+                        return Err(MkvError::UnexpectedElement {
+                            id,
+                            offset: start,
+                            context,
+                        });
                     }
                     if pos == len {
                         break;
                     }
-                    let n = ((need - self.vl) as u64).min(end - off).min((len - pos) as u64);
+                    let n = ((need - self.vl) as u64)
+                        .min(end - off)
+                        .min((len - pos) as u64);
                     let n = n as usize;
                     self.vbuf[self.vl..self.vl + n].copy_from_slice(&data[pos..pos + n]);
                     self.vl += n;
@@ -436,8 +442,17 @@ impl Splitter {
         let start = self.base + *pos as u64 + from_data as u64 - h.len as u64;
         let body = start + h.len as u64;
         let end = h.size.map(|s| body.saturating_add(s));
-        let unexpected = |context| MkvError::UnexpectedElement { id: h.id, offset: start, context };
-        let too_large = |size, limit| MkvError::ElementTooLarge { id: h.id, size, limit, offset: start };
+        let unexpected = |context| MkvError::UnexpectedElement {
+            id: h.id,
+            offset: start,
+            context,
+        };
+        let too_large = |size, limit| MkvError::ElementTooLarge {
+            id: h.id,
+            size,
+            limit,
+            offset: start,
+        };
 
         if self.cluster.is_some() {
             return self.on_cluster_child(h, from_data, data, pos, out);
@@ -471,7 +486,9 @@ impl Splitter {
                 }
                 ID_SEGMENT => Err(unexpected("a Segment inside a Segment")),
                 _ => {
-                    let size = h.size.ok_or_else(|| unexpected("unknown size outside a Cluster"))?;
+                    let size = h
+                        .size
+                        .ok_or_else(|| unexpected("unknown size outside a Cluster"))?;
                     self.check_in_segment(end, start, h.id)?;
                     let total = size.saturating_add(h.len as u64);
                     if self.header_done {
@@ -479,7 +496,14 @@ impl Splitter {
                         if total > limit {
                             return Err(too_large(size, limit));
                         }
-                        self.begin_hold(h, from_data, data, pos, Dest::Interstitial { in_cluster: false }, out);
+                        self.begin_hold(
+                            h,
+                            from_data,
+                            data,
+                            pos,
+                            Dest::Interstitial { in_cluster: false },
+                            out,
+                        );
                     } else {
                         let limit = self.limits.max_header_size;
                         if total.saturating_add(self.header_buf.len() as u64) > limit {
@@ -492,7 +516,9 @@ impl Splitter {
             },
             Top::ExpectEbml | Top::ExpectSegment => match h.id {
                 ID_EBML => {
-                    let size = h.size.ok_or_else(|| unexpected("EBML header with unknown size"))?;
+                    let size = h
+                        .size
+                        .ok_or_else(|| unexpected("EBML header with unknown size"))?;
                     let limit = self.limits.max_header_size;
                     if size.saturating_add(h.len as u64) > limit {
                         return Err(too_large(size, limit));
@@ -513,8 +539,12 @@ impl Splitter {
                     self.segment_end = end;
                     Ok(())
                 }
-                _ if self.top == Top::ExpectSegment => Err(unexpected("expected a Segment after the EBML header")),
-                _ => Err(unexpected("expected an EBML header (start of a new stream)")),
+                _ if self.top == Top::ExpectSegment => {
+                    Err(unexpected("expected a Segment after the EBML header"))
+                }
+                _ => Err(unexpected(
+                    "expected an EBML header (start of a new stream)",
+                )),
             },
         }
     }
@@ -530,10 +560,22 @@ impl Splitter {
     ) -> Result<(), MkvError> {
         let start = self.base + *pos as u64 + from_data as u64 - h.len as u64;
         let body = start + h.len as u64;
-        let unexpected = |context| MkvError::UnexpectedElement { id: h.id, offset: start, context };
-        let too_large = |size, limit| MkvError::ElementTooLarge { id: h.id, size, limit, offset: start };
-        let Some(c) = &self.cluster else { return Ok(()) };
-        let (cluster_end, group_end, started, has_timecode) = (c.end, c.group_end, c.started, c.has_timecode);
+        let unexpected = |context| MkvError::UnexpectedElement {
+            id: h.id,
+            offset: start,
+            context,
+        };
+        let too_large = |size, limit| MkvError::ElementTooLarge {
+            id: h.id,
+            size,
+            limit,
+            offset: start,
+        };
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        let (cluster_end, group_end, started, has_timecode) =
+            (c.end, c.group_end, c.started, c.has_timecode);
 
         if group_end.is_none() && cluster_end.is_none() && is_segment_level(h.id) {
             if h.id != ID_TAGS {
@@ -547,13 +589,22 @@ impl Splitter {
             if size.saturating_add(h.len as u64) > limit {
                 return Err(too_large(size, limit));
             }
-            self.begin_hold(h, from_data, data, pos, Dest::Interstitial { in_cluster: true }, out);
+            self.begin_hold(
+                h,
+                from_data,
+                data,
+                pos,
+                Dest::Interstitial { in_cluster: true },
+                out,
+            );
             return Ok(());
         }
         if cluster_end.is_some() && matches!(h.id, ID_EBML | ID_SEGMENT | ID_CLUSTER) {
             return Err(unexpected("inside a known-size Cluster"));
         }
-        let size = h.size.ok_or_else(|| unexpected("unknown size inside a Cluster"))?;
+        let size = h
+            .size
+            .ok_or_else(|| unexpected("unknown size inside a Cluster"))?;
         let end = body.saturating_add(size);
         if group_end.or(cluster_end).is_some_and(|p| end > p) {
             return Err(unexpected("element extends past the end of its parent"));
@@ -576,7 +627,11 @@ impl Splitter {
                     return Err(unexpected("block before the Cluster Timecode"));
                 }
                 self.vl = 0;
-                St::BlockHead { end, simple: !in_group, start: body }
+                St::BlockHead {
+                    end,
+                    simple: !in_group,
+                    start: body,
+                }
             }
             (ID_BLOCK_GROUP, false) => {
                 if let Some(c) = &mut self.cluster {
@@ -624,11 +679,22 @@ impl Splitter {
         self.flush_run(data, *pos, out);
         let hold = matches!(dest, Dest::Interstitial { .. });
         self.copy_header_bytes(h, from_data, data, pos, hold);
-        self.st = St::Hold { end, id: h.id, dest };
+        self.st = St::Hold {
+            end,
+            id: h.id,
+            dest,
+        };
     }
 
     /// Copies the element header bytes to a buffer and consumes them.
-    fn copy_header_bytes(&mut self, h: ElementHeader, from_data: usize, data: &Bytes, pos: &mut usize, hold: bool) {
+    fn copy_header_bytes(
+        &mut self,
+        h: ElementHeader,
+        from_data: usize,
+        data: &Bytes,
+        pos: &mut usize,
+        hold: bool,
+    ) {
         let buf = if hold {
             self.hold_buf.clear();
             &mut self.hold_buf
@@ -711,9 +777,17 @@ impl Splitter {
         self.prefix.clear();
     }
 
-    fn end_cluster(&mut self, eof_tag: bool, data: &Bytes, pos: usize, out: &mut Vec<Event>) -> Result<(), MkvError> {
+    fn end_cluster(
+        &mut self,
+        eof_tag: bool,
+        data: &Bytes,
+        pos: usize,
+        out: &mut Vec<Event>,
+    ) -> Result<(), MkvError> {
         self.flush_run(data, pos, out);
-        let Some(c) = &self.cluster else { return Ok(()) };
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
         if !c.started {
             if !c.has_timecode {
                 return Err(MkvError::UnexpectedElement {
@@ -734,7 +808,9 @@ impl Splitter {
 
     fn on_timecode(&mut self) -> Result<(), MkvError> {
         let tc = ebml::read_uint(&self.vbuf[..self.vl]).unwrap_or(0);
-        let Some(c) = &mut self.cluster else { return Ok(()) };
+        let Some(c) = &mut self.cluster else {
+            return Ok(());
+        };
         if c.has_timecode {
             return Ok(());
         }
@@ -769,10 +845,15 @@ impl Splitter {
         let rel = i16::from_be_bytes([self.vbuf[l], self.vbuf[l + 1]]);
         let flags = self.vbuf[l + 2];
         if !self.tracks.iter().any(|t| t.number == track) {
-            return Err(MkvError::UnknownTrack { track, offset: start });
+            return Err(MkvError::UnknownTrack {
+                track,
+                offset: start,
+            });
         }
         let video = self.video_track;
-        let Some(c) = &mut self.cluster else { return Ok(()) };
+        let Some(c) = &mut self.cluster else {
+            return Ok(());
+        };
         let t = i64::try_from(c.summary.timecode)
             .unwrap_or(i64::MAX)
             .saturating_add(i64::from(rel));
@@ -801,7 +882,14 @@ impl Splitter {
         Ok(())
     }
 
-    fn on_held(&mut self, id: u32, dest: Dest, data: &Bytes, pos: usize, out: &mut Vec<Event>) -> Result<(), MkvError> {
+    fn on_held(
+        &mut self,
+        id: u32,
+        dest: Dest,
+        data: &Bytes,
+        pos: usize,
+        out: &mut Vec<Event>,
+    ) -> Result<(), MkvError> {
         match dest {
             Dest::EbmlHeader => {
                 let body = &self.header_buf[self.body_start..];
@@ -822,7 +910,8 @@ impl Splitter {
                 _ => {}
             },
             Dest::Interstitial { in_cluster } => {
-                let eof = id == ID_TAGS && tags_have_end_of_fragment(&self.hold_buf[self.body_start..]);
+                let eof =
+                    id == ID_TAGS && tags_have_end_of_fragment(&self.hold_buf[self.body_start..]);
                 if in_cluster {
                     self.end_cluster(eof, data, pos, out)?;
                 }
@@ -850,7 +939,11 @@ impl Splitter {
             if id != ID_TRACK_ENTRY {
                 continue;
             }
-            let mut t = TrackInfo { number: 0, track_type: 0, codec_id: String::new() };
+            let mut t = TrackInfo {
+                number: 0,
+                track_type: 0,
+                codec_id: String::new(),
+            };
             for (cid, b) in ebml::children(entry).map_while(Result::ok) {
                 match cid {
                     ID_TRACK_NUMBER => t.number = ebml::read_uint(b).unwrap_or(0),

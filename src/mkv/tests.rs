@@ -150,9 +150,17 @@ enum N {
 
 impl std::fmt::Debug for N {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sum = |b: &[u8]| b.iter().fold(0u32, |h, &x| h.wrapping_mul(31).wrapping_add(x as u32));
+        let sum = |b: &[u8]| {
+            b.iter()
+                .fold(0u32, |h, &x| h.wrapping_mul(31).wrapping_add(x as u32))
+        };
         match self {
-            N::Header(b, d, s, t) => write!(f, "Header({} bytes #{:x}, {d}, {s}, {t:?})", b.len(), sum(b)),
+            N::Header(b, d, s, t) => write!(
+                f,
+                "Header({} bytes #{:x}, {d}, {s}, {t:?})",
+                b.len(),
+                sum(b)
+            ),
             N::Start(s) => write!(f, "{s:?}"),
             N::Data(b) => write!(f, "Data({} bytes #{:x})", b.len(), sum(b)),
             N::End(s) => write!(f, "{s:?}"),
@@ -275,20 +283,37 @@ fn splits_header_and_fragments() {
     let (events, r) = run(&s);
     r.unwrap();
     let n = normalize(&events);
-    let N::Header(bytes, doc, scale, tr) = &n[0] else { panic!("{n:?}") };
+    let N::Header(bytes, doc, scale, tr) = &n[0] else {
+        panic!("{n:?}")
+    };
     assert_eq!(bytes, &header);
     assert_eq!((doc.as_str(), *scale), ("matroska", 1_000_000));
     assert_eq!(tr.len(), 2);
-    assert_eq!(tr[0], TrackInfo { number: 1, track_type: 1, codec_id: AVC.into() });
+    assert_eq!(
+        tr[0],
+        TrackInfo {
+            number: 1,
+            track_type: 1,
+            codec_id: AVC.into()
+        }
+    );
     assert_eq!(tr[1].codec_id, "A_AAC");
     assert_eq!(n.len(), 1 + 3 * 3);
     let mut rebuilt = bytes.clone();
     let mut off = header.len();
     for i in 0..3 {
-        let N::Start(st) = &n[1 + 3 * i] else { panic!() };
+        let N::Start(st) = &n[1 + 3 * i] else {
+            panic!()
+        };
         let N::Data(d) = &n[2 + 3 * i] else { panic!() };
         let N::End(sum) = &n[3 + 3 * i] else { panic!() };
-        assert_eq!(*st, FragmentStart { timecode: i as u64 * 2000, key_frame: true });
+        assert_eq!(
+            *st,
+            FragmentStart {
+                timecode: i as u64 * 2000,
+                key_frame: true
+            }
+        );
         assert_eq!(&d[..4], &[0x1F, 0x43, 0xB6, 0x75]);
         assert_eq!(sum.size, d.len() as u64);
         assert_eq!(sum.blocks, 20);
@@ -311,7 +336,12 @@ fn any_cut_gives_the_same_events() {
         let reference = normalize(&reference);
         assert_eq!(fragments(&reference), 3);
         let mut rng = Rng(0x1234_5678 + known as u64);
-        let mut cut_sets = vec![every(1, s.len()), every(2, s.len()), every(7, s.len()), every(13, s.len())];
+        let mut cut_sets = vec![
+            every(1, s.len()),
+            every(2, s.len()),
+            every(7, s.len()),
+            every(13, s.len()),
+        ];
         cut_sets.push(muxer_cuts(&s, header.len()));
         cut_sets.push(every(65536, s.len()));
         for _ in 0..50 {
@@ -321,7 +351,12 @@ fn any_cut_gives_the_same_events() {
         for cuts in cut_sets {
             let (ev, r) = run_cuts(&s, &cuts, Limits::default());
             r.unwrap();
-            assert_eq!(normalize(&ev), reference, "cuts {:?}", &cuts[..cuts.len().min(20)]);
+            assert_eq!(
+                normalize(&ev),
+                reference,
+                "cuts {:?}",
+                &cuts[..cuts.len().min(20)]
+            );
         }
     }
 }
@@ -353,12 +388,29 @@ fn muxer_cuts_are_zero_copy_and_start_before_data() {
     }
     sp.finish(&mut out).unwrap();
     // Everything but the held cluster prefixes is a slice of the input.
-    let data: usize = out.iter().map(|e| if let Event::FragmentData(d) = e { d.len() } else { 0 }).sum();
+    let data: usize = out
+        .iter()
+        .map(|e| {
+            if let Event::FragmentData(d) = e {
+                d.len()
+            } else {
+                0
+            }
+        })
+        .sum();
     assert!(zero_copy > data - 200, "{zero_copy} of {data}");
     // The cluster prefix is coalesced into a single small piece right after FragmentStart.
-    let i = out.iter().position(|e| matches!(e, Event::FragmentStart(_))).unwrap();
-    let Event::FragmentData(first) = &out[i + 1] else { panic!() };
-    assert!(first.starts_with(&[0x1F, 0x43, 0xB6, 0x75]) && first.len() < 64, "{first:?}");
+    let i = out
+        .iter()
+        .position(|e| matches!(e, Event::FragmentStart(_)))
+        .unwrap();
+    let Event::FragmentData(first) = &out[i + 1] else {
+        panic!()
+    };
+    assert!(
+        first.starts_with(&[0x1F, 0x43, 0xB6, 0x75]) && first.len() < 64,
+        "{first:?}"
+    );
     assert_eq!(sp.bytes_consumed(), s.len() as u64);
 }
 
@@ -366,15 +418,29 @@ fn muxer_cuts_are_zero_copy_and_start_before_data() {
 fn fragment_start_waits_for_the_video_block() {
     let mut s = header_av();
     // Audio first, then a delta video frame: not a key-frame fragment.
-    s.extend(cluster(0, false, &[simple_block(2, 0, true, 50), simple_block(1, 5, false, 50)]));
-    s.extend(cluster(100, false, &[simple_block(2, 0, true, 50), simple_block(1, 5, true, 50)]));
+    s.extend(cluster(
+        0,
+        false,
+        &[simple_block(2, 0, true, 50), simple_block(1, 5, false, 50)],
+    ));
+    s.extend(cluster(
+        100,
+        false,
+        &[simple_block(2, 0, true, 50), simple_block(1, 5, true, 50)],
+    ));
     // Only audio: the cluster ends without a video block.
     s.extend(cluster(200, true, &[simple_block(2, 0, true, 50)]));
     let (ev, r) = run(&s);
     r.unwrap();
     let starts: Vec<_> = ev
         .iter()
-        .filter_map(|e| if let Event::FragmentStart(f) = e { Some(f.key_frame) } else { None })
+        .filter_map(|e| {
+            if let Event::FragmentStart(f) = e {
+                Some(f.key_frame)
+            } else {
+                None
+            }
+        })
         .collect();
     assert_eq!(starts, [false, true, false]);
     // The held audio block is emitted after FragmentStart, in order.
@@ -386,16 +452,42 @@ fn fragment_start_waits_for_the_video_block() {
 #[test]
 fn block_groups_and_reference_blocks() {
     let mut s = header_av();
-    s.extend(cluster(0, false, &[block_group(1, 0, false, 300), block_group(1, 33, true, 200)]));
+    s.extend(cluster(
+        0,
+        false,
+        &[block_group(1, 0, false, 300), block_group(1, 33, true, 200)],
+    ));
     s.extend(cluster(66, true, &[block_group(1, 0, true, 300)]));
-    s.extend(cluster(99, false, &[block_group(2, 0, false, 30), simple_block(1, 0, true, 40)]));
+    s.extend(cluster(
+        99,
+        false,
+        &[block_group(2, 0, false, 30), simple_block(1, 0, true, 40)],
+    ));
     for cuts in [vec![], every(1, s.len()), every(5, s.len())] {
         let (ev, r) = run_cuts(&s, &cuts, Limits::default());
         r.unwrap();
         let n = normalize(&ev);
-        let starts: Vec<_> = n.iter().filter_map(|e| if let N::Start(f) = e { Some(f.key_frame) } else { None }).collect();
+        let starts: Vec<_> = n
+            .iter()
+            .filter_map(|e| {
+                if let N::Start(f) = e {
+                    Some(f.key_frame)
+                } else {
+                    None
+                }
+            })
+            .collect();
         assert_eq!(starts, [true, false, true]);
-        let ends: Vec<_> = n.iter().filter_map(|e| if let N::End(f) = e { Some(f.blocks) } else { None }).collect();
+        let ends: Vec<_> = n
+            .iter()
+            .filter_map(|e| {
+                if let N::End(f) = e {
+                    Some(f.blocks)
+                } else {
+                    None
+                }
+            })
+            .collect();
         assert_eq!(ends, [2, 1, 2]);
     }
 }
@@ -412,10 +504,27 @@ fn no_video_track_means_key_frame() {
     r.unwrap();
     let n = normalize(&ev);
     assert!(matches!(&n[0], N::Header(_, d, _, _) if d == "webm"));
-    assert_eq!(n[1], N::Start(FragmentStart { timecode: 0, key_frame: true }));
-    assert_eq!(n[4], N::Start(FragmentStart { timecode: 20, key_frame: true }));
-    let N::End(empty) = &n[6] else { panic!("{n:?}") };
-    assert_eq!((empty.blocks, empty.first_block_time, empty.last_block_time), (0, 20, 20));
+    assert_eq!(
+        n[1],
+        N::Start(FragmentStart {
+            timecode: 0,
+            key_frame: true
+        })
+    );
+    assert_eq!(
+        n[4],
+        N::Start(FragmentStart {
+            timecode: 20,
+            key_frame: true
+        })
+    );
+    let N::End(empty) = &n[6] else {
+        panic!("{n:?}")
+    };
+    assert_eq!(
+        (empty.blocks, empty.first_block_time, empty.last_block_time),
+        (0, 20, 20)
+    );
 }
 
 #[test]
@@ -452,7 +561,9 @@ fn end_of_fragment_tags() {
         );
         assert_eq!(kinds.join(" "), expected);
     }
-    assert!(tags_have_end_of_fragment(&super::end_of_fragment_tags()[4 + 1..]));
+    assert!(tags_have_end_of_fragment(
+        &super::end_of_fragment_tags()[4 + 1..]
+    ));
 }
 
 #[test]
@@ -463,9 +574,17 @@ fn restart_emits_a_new_header() {
     let (ev, r) = run_cuts(&s, &every(1000, s.len()), Limits::default());
     r.unwrap();
     let n = normalize(&ev);
-    let headers: Vec<usize> = n.iter().enumerate().filter(|(_, e)| matches!(e, N::Header(..))).map(|(i, _)| i).collect();
+    let headers: Vec<usize> = n
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, N::Header(..)))
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(headers, [0, 7]);
-    assert!(matches!(&n[6], N::End(_)), "open fragment ended before the new header");
+    assert!(
+        matches!(&n[6], N::End(_)),
+        "open fragment ended before the new header"
+    );
     assert!(matches!(&n[7], N::Header(b, ..) if *b == h2));
     assert_eq!(fragments(&n), 4);
 }
@@ -477,16 +596,31 @@ fn timecode_rules() {
     s.extend(cluster(1000, false, &[simple_block(1, 0, true, 10)])); // equal: allowed
     s.extend(cluster(999, false, &[simple_block(1, 0, true, 10)]));
     let (ev, r) = run(&s);
-    assert_eq!(r, Err(MkvError::TimecodeBackwards { previous: 1000, current: 999 }));
+    assert_eq!(
+        r,
+        Err(MkvError::TimecodeBackwards {
+            previous: 1000,
+            current: 999
+        })
+    );
     // Refused before any byte of the bad cluster went out.
     assert_eq!(fragments(&normalize(&ev)), 2);
     assert!(matches!(ev.last(), Some(Event::FragmentEnd(_))));
     // Negative relative timecodes (B-frames) are fine.
     let mut s = header_av();
-    s.extend(cluster(1000, false, &[simple_block(1, 0, true, 10), simple_block(1, -66, false, 10)]));
+    s.extend(cluster(
+        1000,
+        false,
+        &[
+            simple_block(1, 0, true, 10),
+            simple_block(1, -66, false, 10),
+        ],
+    ));
     let (ev, r) = run(&s);
     r.unwrap();
-    let N::End(f) = &normalize(&ev)[3] else { panic!() };
+    let N::End(f) = &normalize(&ev)[3] else {
+        panic!()
+    };
     assert_eq!((f.first_block_time, f.last_block_time), (934, 1000));
 }
 
@@ -500,10 +634,22 @@ fn structural_errors() {
         s
     };
     let mut s = head(&[(1, 1, AVC)]);
-    s.extend(cluster(0, false, &[simple_block(1, 0, true, 10), simple_block(5, 0, true, 10)]));
-    assert!(matches!(run(&s).1, Err(MkvError::UnknownTrack { track: 5, .. })));
+    s.extend(cluster(
+        0,
+        false,
+        &[simple_block(1, 0, true, 10), simple_block(5, 0, true, 10)],
+    ));
+    assert!(matches!(
+        run(&s).1,
+        Err(MkvError::UnknownTrack { track: 5, .. })
+    ));
 
-    let mut s = head(&[(1, 1, AVC), (2, 2, "A_AAC"), (3, 2, "A_AAC"), (4, 2, "A_AAC")]);
+    let mut s = head(&[
+        (1, 1, AVC),
+        (2, 2, "A_AAC"),
+        (3, 2, "A_AAC"),
+        (4, 2, "A_AAC"),
+    ]);
     s.extend(cluster(0, false, &[]));
     assert_eq!(run(&s).1, Err(MkvError::TooManyTracks(4)));
 
@@ -531,7 +677,11 @@ fn structural_errors() {
     s.extend(c);
     assert!(matches!(
         run(&s).1,
-        Err(MkvError::UnexpectedElement { id: ID_SIMPLE_BLOCK, context: "block before the Cluster Timecode", .. })
+        Err(MkvError::UnexpectedElement {
+            id: ID_SIMPLE_BLOCK,
+            context: "block before the Cluster Timecode",
+            ..
+        })
     ));
 
     // Child overrunning a known-size cluster.
@@ -543,17 +693,28 @@ fn structural_errors() {
 
     // Data after the Segment header that is not an element of the Segment.
     let s = [ebml_header("matroska"), vec![0xA3, 0x81, 0x00]].concat();
-    assert!(matches!(run(&s).1, Err(MkvError::UnexpectedElement { id: 0xA3, .. })));
+    assert!(matches!(
+        run(&s).1,
+        Err(MkvError::UnexpectedElement { id: 0xA3, .. })
+    ));
 }
 
 #[test]
 fn not_matroska_says_what_it_is() {
     let cases: [(&[u8], &str); 6] = [
-        (&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F'], "JPEG"),
+        (
+            &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F'],
+            "JPEG",
+        ),
         (&[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0], "PNG"),
         (&[0, 0, 0, 1, 0x67, 0x42, 0, 0x1E, 0x95], "Annex B"),
         (b"GET / HTTP/1.1\r\n", "text"),
-        (&[0, 0, 0, 0x18, b'f', b't', b'y', b'p', b'i', b's', b'o', b'm'], "MP4"),
+        (
+            &[
+                0, 0, 0, 0x18, b'f', b't', b'y', b'p', b'i', b's', b'o', b'm',
+            ],
+            "MP4",
+        ),
         (&[0x12, 0x34], "unrecognised"),
     ];
     for (data, word) in cases {
@@ -563,10 +724,16 @@ fn not_matroska_says_what_it_is() {
             let e = r.unwrap_err();
             let msg = e.to_string();
             assert!(matches!(e, MkvError::NotMatroska { .. }), "{msg}");
-            assert!(msg.contains(word) && msg.contains("not a Matroska stream"), "{msg}");
+            assert!(
+                msg.contains(word) && msg.contains("not a Matroska stream"),
+                "{msg}"
+            );
         }
     }
-    let msg = run(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, 0x4A, 0x46]).1.unwrap_err().to_string();
+    let msg = run(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, 0x4A, 0x46])
+        .1
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         msg,
         "not a Matroska stream: the data starts with a JPEG image (FF D8 FF E0 00 10 4A 46); kvssink needs matroskamux output"
@@ -589,7 +756,9 @@ fn huge_declared_sizes_do_not_allocate() {
     write_size(&mut c, 100 << 30);
     s.extend(&c);
     let e = run(&s).1.unwrap_err();
-    assert!(matches!(e, MkvError::ElementTooLarge { id: ID_SIMPLE_BLOCK, size, .. } if size == 100 << 30));
+    assert!(
+        matches!(e, MkvError::ElementTooLarge { id: ID_SIMPLE_BLOCK, size, .. } if size == 100 << 30)
+    );
     // A 100 GB known-size Cluster is counted through, not held: stream 32 MB of it.
     let mut s = header_av();
     write_id(&mut s, ID_CLUSTER);
@@ -607,18 +776,26 @@ fn huge_declared_sizes_do_not_allocate() {
     assert_eq!(sp.current_fragment().unwrap().blocks, 32);
     // Truncated: the started fragment is ended first.
     out.clear();
-    assert!(matches!(sp.finish(&mut out), Err(MkvError::Truncated { .. })));
+    assert!(matches!(
+        sp.finish(&mut out),
+        Err(MkvError::Truncated { .. })
+    ));
     assert!(matches!(out.as_slice(), [Event::FragmentEnd(f)] if f.blocks == 32));
     // Header children and interstitials are bounded too.
     let mut s = ebml_header("matroska");
     s.extend(segment_unknown());
     write_id(&mut s, ID_VOID);
     write_size(&mut s, 100 << 30);
-    assert!(matches!(run(&s).1, Err(MkvError::ElementTooLarge { id: ID_VOID, .. })));
+    assert!(matches!(
+        run(&s).1,
+        Err(MkvError::ElementTooLarge { id: ID_VOID, .. })
+    ));
     let (_, mut s) = stream_av(1, false);
     write_id(&mut s, ID_CUES);
     write_size(&mut s, 17 << 20);
-    assert!(matches!(run(&s).1, Err(MkvError::ElementTooLarge { id: ID_CUES, limit, .. }) if limit == 16 << 20));
+    assert!(
+        matches!(run(&s).1, Err(MkvError::ElementTooLarge { id: ID_CUES, limit, .. }) if limit == 16 << 20)
+    );
 }
 
 #[test]
@@ -646,7 +823,10 @@ fn finish_and_truncation() {
     assert_eq!(fragments(&normalize(&out)), 4);
     // Errors poison until reset.
     let mut sp = Splitter::new(Limits::default());
-    assert!(sp.push(Bytes::from_static(b"hello, world"), &mut out).is_err());
+    assert!(
+        sp.push(Bytes::from_static(b"hello, world"), &mut out)
+            .is_err()
+    );
     assert!(sp.push(Bytes::from(s.clone()), &mut out).is_err());
     sp.reset();
     sp.push(Bytes::from(s), &mut out).unwrap();
@@ -677,7 +857,11 @@ fn random_input_never_panics_and_is_cut_independent() {
     let (header, valid) = stream_av(3, false);
     let (_, known) = stream_av(2, true);
     let mut rng = Rng(42);
-    let small = Limits { max_header_size: 4096, max_element_size: 4096, max_block_size: 1 << 16 };
+    let small = Limits {
+        max_header_size: 4096,
+        max_element_size: 4096,
+        max_block_size: 1 << 16,
+    };
     for round in 0..1500 {
         let mut data = match round % 3 {
             0 => valid.clone(),
@@ -686,14 +870,19 @@ fn random_input_never_panics_and_is_cut_independent() {
         };
         if round % 3 != 2 {
             for _ in 0..1 + rng.below(4) {
-                let i = header.len().saturating_sub(100) + rng.below(data.len() - header.len() + 100);
+                let i =
+                    header.len().saturating_sub(100) + rng.below(data.len() - header.len() + 100);
                 data[i] = rng.next() as u8;
             }
             if rng.below(4) == 0 {
                 data.truncate(rng.below(data.len()));
             }
         }
-        let limits = if round % 5 == 0 { small } else { Limits::default() };
+        let limits = if round % 5 == 0 {
+            small
+        } else {
+            Limits::default()
+        };
         let (ev_a, ra) = run_cuts(&data, &[], limits);
         let gap = 1 + rng.below(64);
         let cuts = rng.cuts(data.len(), gap);
@@ -704,7 +893,12 @@ fn random_input_never_panics_and_is_cut_independent() {
             assert_eq!(na, nb, "round {round}");
         } else {
             // Data emitted before the error depends on the cuts; the rest must agree.
-            let strip = |n: &[N]| n.iter().filter(|e| !matches!(e, N::Data(_))).cloned().collect::<Vec<_>>();
+            let strip = |n: &[N]| {
+                n.iter()
+                    .filter(|e| !matches!(e, N::Data(_)))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
             let (sa, sb) = (strip(&na), strip(&nb));
             assert_eq!(sa, sb, "round {round}");
         }
@@ -748,8 +942,13 @@ fn check_real(data: &[u8], n_tracks: usize, n_fragments: usize) {
     let (reference, r) = run(data);
     r.unwrap();
     let n = normalize(&reference);
-    let N::Header(hb, doc, scale, tr) = &n[0] else { panic!() };
-    assert_eq!((doc.as_str(), *scale, tr.len()), ("matroska", 1_000_000, n_tracks));
+    let N::Header(hb, doc, scale, tr) = &n[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (doc.as_str(), *scale, tr.len()),
+        ("matroska", 1_000_000, n_tracks)
+    );
     assert_eq!(tr[0].track_type, TRACK_TYPE_VIDEO);
     assert_eq!(tr[0].codec_id, AVC);
     assert_eq!(fragments(&n), n_fragments);
@@ -769,7 +968,12 @@ fn check_real(data: &[u8], n_tracks: usize, n_fragments: usize) {
     }
     assert_eq!(rebuilt, data, "header + fragment data == file");
     let mut rng = Rng(7);
-    for cuts in [every(1, data.len()), every(7, data.len()), every(65536, data.len()), rng.cuts(data.len(), 5000)] {
+    for cuts in [
+        every(1, data.len()),
+        every(7, data.len()),
+        every(65536, data.len()),
+        rng.cuts(data.len(), 5000),
+    ] {
         let (ev, r) = run_cuts(data, &cuts, Limits::default());
         r.unwrap();
         assert_eq!(normalize(&ev), n);
@@ -796,7 +1000,10 @@ fn real_matroskamux_audio_video() {
         eprintln!("gst-launch-1.0 not found: skipping");
         return;
     }
-    let Some(aac) = ["avenc_aac", "voaacenc", "fdkaacenc"].into_iter().find(|e| gst_element_exists(e)) else {
+    let Some(aac) = ["avenc_aac", "voaacenc", "fdkaacenc"]
+        .into_iter()
+        .find(|e| gst_element_exists(e))
+    else {
         eprintln!("no AAC encoder: skipping");
         return;
     };
@@ -812,7 +1019,9 @@ fn real_matroskamux_audio_video() {
     let (ev, r) = run(&data);
     r.unwrap();
     let n = normalize(&ev);
-    let N::Header(_, _, _, tr) = &n[0] else { panic!() };
+    let N::Header(_, _, _, tr) = &n[0] else {
+        panic!()
+    };
     assert_eq!(tr[1].track_type, TRACK_TYPE_AUDIO);
     assert_eq!(tr[1].codec_id, "A_AAC");
     check_real(&data, 2, fragments(&n));

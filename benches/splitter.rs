@@ -1,0 +1,224 @@
+//! Throughput of the pure parts of kvssink: the Matroska splitter, the ack parser and the
+//! fragment store. `cargo bench --bench splitter` prints the median of several runs.
+
+use bytes::Bytes;
+use gstkvs::ack::AckParser;
+use gstkvs::mkv::{self, Event, Limits, Splitter, ebml};
+use gstkvs::store::{AckLevel, FragmentStore, StoreLimits};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const CLUSTERS: usize = 64;
+const FPS: usize = 30;
+const RUNS: usize = 11;
+
+/// A synthetic matroskamux-like stream: header, then 1 s clusters of about 1 MB (one
+/// 100 KB key frame, 29 delta frames of about 31 KB, 43 AAC frames of 300 bytes).
+/// Returns the stream and the matroskamux-style cut points.
+fn synthetic_stream() -> (Vec<u8>, Vec<usize>) {
+    let mut s = Vec::new();
+    let mut body = Vec::new();
+    ebml::write_string(&mut body, mkv::ID_DOC_TYPE, "matroska");
+    ebml::write_element(&mut s, mkv::ID_EBML, &body);
+    ebml::write_id(&mut s, mkv::ID_SEGMENT);
+    ebml::write_unknown_size(&mut s);
+    let mut info = Vec::new();
+    ebml::write_uint(&mut info, mkv::ID_TIMECODE_SCALE, 1_000_000);
+    ebml::write_element(&mut s, mkv::ID_INFO, &info);
+    let mut tracks = Vec::new();
+    for (n, kind, codec) in [(1u64, 1u64, "V_MPEG4/ISO/AVC"), (2, 2, "A_AAC")] {
+        let mut e = Vec::new();
+        ebml::write_uint(&mut e, mkv::ID_TRACK_NUMBER, n);
+        ebml::write_uint(&mut e, mkv::ID_TRACK_TYPE, kind);
+        ebml::write_string(&mut e, mkv::ID_CODEC_ID, codec);
+        ebml::write_element(&mut tracks, mkv::ID_TRACK_ENTRY, &e);
+    }
+    ebml::write_element(&mut s, mkv::ID_TRACKS, &tracks);
+    let mut cuts = vec![s.len()];
+    for c in 0..CLUSTERS {
+        ebml::write_id(&mut s, mkv::ID_CLUSTER);
+        ebml::write_unknown_size(&mut s);
+        ebml::write_uint(&mut s, mkv::ID_TIMECODE, c as u64 * 1000);
+        cuts.push(s.len());
+        let mut audio = 0;
+        for f in 0..FPS {
+            let t = (f * 1000 / FPS) as i16;
+            let len = if f == 0 {
+                100_000
+            } else {
+                31_000 + (f * 397) % 2000
+            };
+            block(&mut s, &mut cuts, 1, t, f == 0, len);
+            while audio * 1000 / 43 <= f * 1000 / FPS {
+                block(&mut s, &mut cuts, 2, (audio * 1000 / 43) as i16, true, 300);
+                audio += 1;
+            }
+        }
+    }
+    (s, cuts)
+}
+
+/// Appends a SimpleBlock, recording matroskamux's cuts: element + block header (7 or 8
+/// bytes) in one buffer, the frame in another.
+fn block(s: &mut Vec<u8>, cuts: &mut Vec<usize>, track: u8, rel: i16, key: bool, len: usize) {
+    ebml::write_id(s, mkv::ID_SIMPLE_BLOCK);
+    ebml::write_size_len(s, len as u64 + 4, if len + 4 < 16383 { 2 } else { 3 });
+    s.push(0x80 | track);
+    s.extend_from_slice(&rel.to_be_bytes());
+    s.push(if key { 0x80 } else { 0 });
+    cuts.push(s.len());
+    s.resize(s.len() + len, track);
+    cuts.push(s.len());
+}
+
+fn cut(data: &Bytes, cuts: &[usize]) -> Vec<Bytes> {
+    let mut pieces = Vec::with_capacity(cuts.len() + 1);
+    let mut last = 0;
+    for &c in cuts.iter().chain([data.len()].iter()) {
+        if c > last {
+            pieces.push(data.slice(last..c));
+            last = c;
+        }
+    }
+    pieces
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time<F: FnMut()>(mut f: F) -> Duration {
+    f(); // warm-up
+    median(
+        (0..RUNS)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn bench_splitter(pieces: &[Bytes], total: usize) -> Duration {
+    let mut out = Vec::with_capacity(256);
+    time(|| {
+        let mut sp = Splitter::new(Limits::default());
+        let mut fragments = 0;
+        for p in pieces {
+            sp.push(p.clone(), &mut out).unwrap();
+            for e in out.drain(..) {
+                if let Event::FragmentEnd(f) = black_box(e) {
+                    fragments += 1;
+                    black_box(f.size);
+                }
+            }
+        }
+        sp.finish(&mut out).unwrap();
+        out.clear();
+        assert_eq!(fragments, CLUSTERS - 1);
+        assert_eq!(sp.bytes_consumed(), total as u64);
+    })
+}
+
+fn row(name: &str, d: Duration, figure: String) {
+    println!("{name:<46} {:>10.3} ms  {figure}", d.as_secs_f64() * 1e3);
+}
+
+fn main() {
+    let (stream, mux_cuts) = synthetic_stream();
+    let data = Bytes::from(stream);
+    let total = data.len();
+    let gbps = |d: Duration| format!("{:>7.2} GB/s", total as f64 / d.as_secs_f64() / 1e9);
+    println!(
+        "synthetic stream: {:.1} MB, {CLUSTERS} clusters of ~{:.2} MB; median of {RUNS} runs\n",
+        total as f64 / 1e6,
+        total as f64 / CLUSTERS as f64 / 1e6
+    );
+    println!("{:<46} {:>13}  throughput", "benchmark", "median");
+
+    let mux = cut(&data, &mux_cuts);
+    let d = bench_splitter(&mux, total);
+    let name = format!("splitter, matroskamux cuts ({} buffers)", mux.len());
+    row(
+        &name,
+        d,
+        format!(
+            "{}  ({:.1} M buffers/s)",
+            gbps(d),
+            mux.len() as f64 / d.as_secs_f64() / 1e6
+        ),
+    );
+    for size in [64 * 1024, 4096] {
+        let cuts: Vec<usize> = (size..total).step_by(size).collect();
+        let pieces = cut(&data, &cuts);
+        let d = bench_splitter(&pieces, total);
+        row(&format!("splitter, {} KiB chunks", size / 1024), d, gbps(d));
+    }
+
+    // Ack parser: BUFFERING/RECEIVED/PERSISTED per fragment, read in 1400-byte chunks.
+    let n_frag = 50_000u64;
+    let mut acks = String::new();
+    for i in 0..n_frag {
+        let tc = i * 2000;
+        for ev in ["BUFFERING", "RECEIVED", "PERSISTED"] {
+            acks.push_str(&format!(
+                "{{\"EventType\":\"{ev}\",\"FragmentTimecode\":{tc},\"FragmentNumber\":\"9134385233318143239268206260774392014626486{i:04}\"}}\n"
+            ));
+        }
+    }
+    let mut results = Vec::with_capacity(64);
+    let d = time(|| {
+        let mut p = AckParser::new();
+        let mut count = 0u64;
+        for chunk in acks.as_bytes().chunks(1400) {
+            p.push(chunk, &mut results);
+            for r in results.drain(..) {
+                black_box(r.unwrap());
+                count += 1;
+            }
+        }
+        assert_eq!(count, n_frag * 3);
+    });
+    let rate = (n_frag * 3) as f64 / d.as_secs_f64();
+    row(
+        "ack parser (1400-byte reads)",
+        d,
+        format!("{:>7.2} M acks/s", rate / 1e6),
+    );
+
+    // Store: one fragment per cluster, appended in matroskamux-sized buffers, released by
+    // PERSISTED, with a bounded backlog of ~8 fragments.
+    let limits = StoreLimits {
+        max_bytes: 8 << 20,
+        max_duration_ns: u64::MAX,
+    };
+    let per_cluster = mux.len() / CLUSTERS;
+    let d = time(|| {
+        let mut s = FragmentStore::new(limits, AckLevel::Persisted);
+        let mut pieces = mux.iter();
+        for c in 0..CLUSTERS as u64 {
+            black_box(s.begin(c * 1000, c * 1_000_000_000));
+            for p in pieces.by_ref().take(per_cluster) {
+                black_box(s.append(p.clone()));
+            }
+            s.finish((c + 1) * 1_000_000_000);
+            if c >= 4 {
+                black_box(s.ack(AckLevel::Received, (c - 4) * 1000));
+                black_box(s.ack(AckLevel::Persisted, (c - 4) * 1000));
+            }
+        }
+        black_box(s.backlog());
+    });
+    let appends = (per_cluster * CLUSTERS) as f64;
+    row(
+        "store begin+append+ack (matroskamux buffers)",
+        d,
+        format!(
+            "{}  ({:.1} M appends/s)",
+            gbps(d),
+            appends / d.as_secs_f64() / 1e6
+        ),
+    );
+}
