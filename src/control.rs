@@ -1,0 +1,369 @@
+//! Kinesis Video Streams control plane: DescribeStream, CreateStream, TagStream and
+//! GetDataEndpoint, signed with SigV4. GStreamer-free.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::sigv4::{self, Payload};
+
+/// An error from a Kinesis Video Streams API call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// The service answered with an error status.
+    #[error("{kind} (HTTP {status}): {message}")]
+    Service {
+        status: u16,
+        /// The AWS error name, e.g. `ResourceNotFoundException`.
+        kind: String,
+        message: String,
+    },
+    /// The request did not reach the service or no answer came back.
+    #[error("cannot reach {url}: {reason}")]
+    Transport { url: String, reason: String },
+    /// The answer could not be understood.
+    #[error("unexpected answer from the service: {0}")]
+    Decode(String),
+    /// The request could not be signed.
+    #[error(transparent)]
+    Sign(#[from] sigv4::SignError),
+}
+
+impl ApiError {
+    /// Whether trying again later may succeed (network trouble, throttling, service errors).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ApiError::Transport { .. } => true,
+            ApiError::Service { status, kind, .. } => {
+                *status >= 500
+                    || matches!(
+                        kind.as_str(),
+                        "ClientLimitExceededException"
+                            | "ConnectionLimitExceededException"
+                            | "ThrottlingException"
+                            | "InvalidEndpointException"
+                    )
+            }
+            ApiError::Decode(_) | ApiError::Sign(_) => false,
+        }
+    }
+
+    /// Whether the service refused the credentials or the caller's rights.
+    pub fn is_auth(&self) -> bool {
+        matches!(self, ApiError::Service { status, kind, .. }
+            if *status == 401 || *status == 403 || kind.contains("NotAuthorized")
+                || kind.contains("AccessDenied") || kind.contains("Signature")
+                || kind.contains("UnrecognizedClient") || kind.contains("ExpiredToken"))
+    }
+
+    /// The AWS error name, if the service answered.
+    pub fn kind(&self) -> Option<&str> {
+        match self {
+            ApiError::Service { kind, .. } => Some(kind),
+            _ => None,
+        }
+    }
+
+    /// Builds the error from a failed response's status, headers and body.
+    pub fn from_response(status: u16, error_type_header: Option<&str>, body: &[u8]) -> Self {
+        #[derive(Deserialize)]
+        struct Body {
+            #[serde(rename = "__type")]
+            kind: Option<String>,
+            #[serde(rename = "Message", alias = "message")]
+            message: Option<String>,
+        }
+        let parsed: Option<Body> = serde_json::from_slice(body).ok();
+        let kind = error_type_header
+            .map(str::to_owned)
+            .or_else(|| parsed.as_ref().and_then(|b| b.kind.clone()))
+            .map(|k| {
+                // Both "ResourceNotFoundException:http://..." and "prefix#Name" occur.
+                let k = k.split(':').next().unwrap_or(&k);
+                k.rsplit('#').next().unwrap_or(k).to_owned()
+            })
+            .unwrap_or_else(|| format!("HTTP{status}"));
+        let message = parsed
+            .and_then(|b| b.message)
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
+        ApiError::Service {
+            status,
+            kind,
+            message,
+        }
+    }
+
+    pub(crate) fn transport(url: &Url, err: &reqwest::Error) -> Self {
+        let mut reason = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(s) = source {
+            reason.push_str(": ");
+            reason.push_str(&s.to_string());
+            source = s.source();
+        }
+        ApiError::Transport {
+            url: url.origin().ascii_serialization(),
+            reason,
+        }
+    }
+}
+
+/// The control-plane endpoint for `region`, in the partition the region belongs to.
+pub fn default_control_plane_url(region: &str) -> String {
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("https://kinesisvideo.{region}.{suffix}")
+}
+
+/// What DescribeStream says about a stream.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct StreamInfo {
+    pub stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: Option<String>,
+    pub status: Option<String>,
+    pub media_type: Option<String>,
+    pub data_retention_in_hours: Option<u64>,
+}
+
+/// Parameters of CreateStream.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateStream<'a> {
+    pub stream_name: &'a str,
+    pub data_retention_in_hours: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A signed client for one region's control plane.
+#[derive(Clone)]
+pub struct ControlPlane {
+    client: reqwest::Client,
+    base: Url,
+    region: String,
+}
+
+impl ControlPlane {
+    /// A client for `base` (e.g. `https://kinesisvideo.eu-west-1.amazonaws.com`).
+    pub fn new(client: reqwest::Client, base: &str, region: &str) -> Result<Self, ApiError> {
+        let base = Url::parse(base)
+            .map_err(|e| ApiError::Decode(format!("invalid control-plane URL {base:?}: {e}")))?;
+        Ok(ControlPlane {
+            client,
+            base,
+            region: region.to_owned(),
+        })
+    }
+
+    /// The control-plane base URL.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    async fn call<T: for<'de> Deserialize<'de>>(
+        &self,
+        credentials: &Credentials,
+        operation: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<T, ApiError> {
+        let url = self
+            .base
+            .join(operation)
+            .map_err(|e| ApiError::Decode(e.to_string()))?;
+        let body = serde_json::to_vec(body).map_err(|e| ApiError::Decode(e.to_string()))?;
+        let mut request = self
+            .client
+            .post(url.clone())
+            .header("content-type", "application/json")
+            .timeout(timeout)
+            .body(body.clone())
+            .build()
+            .map_err(|e| ApiError::transport(&url, &e))?;
+        sigv4::sign_request(
+            &mut request,
+            credentials,
+            &self.region,
+            Payload::Bytes(&body),
+            SystemTime::now(),
+        )?;
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(|e| ApiError::transport(&url, &e))?;
+        let status = response.status().as_u16();
+        let error_type = response
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ApiError::transport(&url, &e))?;
+        if !(200..300).contains(&status) {
+            return Err(ApiError::from_response(
+                status,
+                error_type.as_deref(),
+                &bytes,
+            ));
+        }
+        let bytes = if bytes.is_empty() { &b"{}"[..] } else { &bytes };
+        serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(format!("{operation}: {e}")))
+    }
+
+    /// DescribeStream; `Ok(None)` when the stream does not exist.
+    pub async fn describe_stream(
+        &self,
+        credentials: &Credentials,
+        stream: &str,
+        timeout: Duration,
+    ) -> Result<Option<StreamInfo>, ApiError> {
+        #[derive(Deserialize)]
+        struct Out {
+            #[serde(rename = "StreamInfo")]
+            info: StreamInfo,
+        }
+        let body = serde_json::json!({ "StreamName": stream });
+        match self
+            .call::<Out>(credentials, "describeStream", &body, timeout)
+            .await
+        {
+            Ok(out) => Ok(Some(out.info)),
+            Err(e) if e.kind() == Some("ResourceNotFoundException") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// CreateStream; returns the new stream's ARN.
+    pub async fn create_stream(
+        &self,
+        credentials: &Credentials,
+        params: &CreateStream<'_>,
+        timeout: Duration,
+    ) -> Result<String, ApiError> {
+        #[derive(Deserialize)]
+        struct Out {
+            #[serde(rename = "StreamARN")]
+            arn: String,
+        }
+        let body = serde_json::to_value(params).map_err(|e| ApiError::Decode(e.to_string()))?;
+        Ok(self
+            .call::<Out>(credentials, "createStream", &body, timeout)
+            .await?
+            .arn)
+    }
+
+    /// TagStream.
+    pub async fn tag_stream(
+        &self,
+        credentials: &Credentials,
+        stream: &str,
+        tags: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Result<(), ApiError> {
+        let body = serde_json::json!({ "StreamName": stream, "Tags": tags });
+        self.call::<serde_json::Value>(credentials, "tagStream", &body, timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// GetDataEndpoint for `api` (e.g. `PUT_MEDIA`).
+    pub async fn get_data_endpoint(
+        &self,
+        credentials: &Credentials,
+        stream: &str,
+        api: &str,
+        timeout: Duration,
+    ) -> Result<String, ApiError> {
+        #[derive(Deserialize)]
+        struct Out {
+            #[serde(rename = "DataEndpoint")]
+            endpoint: String,
+        }
+        let body = serde_json::json!({ "StreamName": stream, "APIName": api });
+        Ok(self
+            .call::<Out>(credentials, "getDataEndpoint", &body, timeout)
+            .await?
+            .endpoint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_name_from_header_or_body() {
+        let e = ApiError::from_response(
+            404,
+            None,
+            br#"{"__type":"ResourceNotFoundException","Message":"Stream x not found"}"#,
+        );
+        assert_eq!(e.kind(), Some("ResourceNotFoundException"));
+        assert!(!e.is_retriable());
+        assert!(e.to_string().contains("Stream x not found"));
+
+        let e = ApiError::from_response(
+            403,
+            Some("InvalidSignatureException:http://internal.amazon.com/coral/"),
+            br#"{"message":"The request signature we calculated does not match"}"#,
+        );
+        assert_eq!(e.kind(), Some("InvalidSignatureException"));
+        assert!(e.is_auth());
+        assert!(e.to_string().contains("does not match"));
+
+        let e = ApiError::from_response(400, None, br#"{"__type":"ClientLimitExceededException"}"#);
+        assert!(e.is_retriable());
+        let e = ApiError::from_response(503, None, b"<html>busy</html>");
+        assert!(e.is_retriable());
+        assert_eq!(e.kind(), Some("HTTP503"));
+    }
+
+    #[test]
+    fn partition_endpoints() {
+        assert_eq!(
+            default_control_plane_url("eu-west-1"),
+            "https://kinesisvideo.eu-west-1.amazonaws.com"
+        );
+        assert_eq!(
+            default_control_plane_url("cn-north-1"),
+            "https://kinesisvideo.cn-north-1.amazonaws.com.cn"
+        );
+    }
+
+    #[test]
+    fn create_stream_body_has_aws_field_names() {
+        let mut tags = BTreeMap::new();
+        tags.insert("site".to_owned(), "lab".to_owned());
+        let body = serde_json::to_value(CreateStream {
+            stream_name: "cam1",
+            data_retention_in_hours: 2,
+            media_type: Some("video/h264"),
+            device_name: None,
+            kms_key_id: None,
+            tags,
+        })
+        .unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"StreamName":"cam1","DataRetentionInHours":2,
+                "MediaType":"video/h264","Tags":{"site":"lab"}})
+        );
+    }
+}

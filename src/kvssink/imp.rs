@@ -1,0 +1,635 @@
+//! The kvssink element: splits the Matroska byte stream into fragments and hands them to the
+//! [`Uploader`], turning what the uploader reports into bus messages, warnings and errors.
+
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use bytes::Bytes;
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+
+use super::settings::{self, Settings, non_empty_env};
+use crate::mkv::{self, Splitter, StreamHeader};
+use crate::store::{AckLevel, StoreLimits};
+use crate::uploader::{self, ConnectionState, Event, Uploader, WaitOutcome};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "kvssink",
+        gst::DebugColorFlags::empty(),
+        Some("Amazon Kinesis Video Streams sink"),
+    )
+});
+
+/// The service's limits on one fragment.
+const MAX_FRAGMENT_DURATION_NS: u64 = 10_000_000_000;
+const MAX_FRAGMENT_SIZE: u64 = 50 * 1024 * 1024;
+
+struct Started {
+    splitter: Splitter,
+    uploader: Arc<Uploader>,
+    /// Header waiting for its first fragment, which fixes the producer start time.
+    pending_header: Option<StreamHeader>,
+    timecode_scale: u64,
+    media_type: Option<String>,
+    stream_name: String,
+    fragment_duration_ns: u64,
+    /// Key unit already requested / limit warning already posted for the open fragment.
+    key_unit_requested: bool,
+    limit_warned: bool,
+    events: Vec<mkv::Event>,
+}
+
+#[derive(Default)]
+enum State {
+    #[default]
+    Stopped,
+    Started(Box<Started>),
+}
+
+#[derive(Default)]
+pub struct KvsSink {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    /// The running uploader, reachable from `unlock()` without the state lock.
+    uploader: Mutex<Option<Arc<Uploader>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for KvsSink {
+    const NAME: &'static str = "GstKvsSink";
+    type Type = super::KvsSink;
+    type ParentType = gst_base::BaseSink;
+}
+
+impl ObjectImpl for KvsSink {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(settings::properties);
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        // Values are not logged: some are secrets.
+        gst::debug!(CAT, imp = self, "setting property {}", pspec.name());
+        settings::set(&mut lock(&self.settings), value, pspec);
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == "stats" {
+            return self.stats().to_value();
+        }
+        settings::get(&lock(&self.settings), pspec)
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        // A network sink must not wait on the clock.
+        self.obj().set_sync(false);
+    }
+}
+
+impl GstObjectImpl for KvsSink {}
+
+impl ElementImpl for KvsSink {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Kinesis Video Streams sink",
+                "Sink/Network",
+                "Streams Matroska (matroskamux output) into Amazon Kinesis Video Streams \
+                 with PutMedia, posting every acknowledgement on the bus",
+                "kvssink developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = [
+                "video/x-matroska",
+                "audio/x-matroska",
+                "video/webm",
+                "audio/webm",
+            ]
+            .into_iter()
+            .map(|name| gst::Structure::new_empty(name))
+            .collect::<gst::Caps>();
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("valid sink template"),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl BaseSinkImpl for KvsSink {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        let stream = settings.stream_name.clone();
+        if stream.is_empty() {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ["kvssink needs a stream-name"]
+            ));
+        }
+        let credentials = credentials(&settings).ok_or_else(|| {
+            gst::error_msg!(
+                gst::ResourceError::NotAuthorized,
+                [
+                    "stream {}: no AWS credentials found. Tried the access-key/secret-key \
+                     properties and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+                    stream
+                ]
+            )
+        })?;
+        let region = settings.region();
+        let config = uploader::Config {
+            stream_name: stream.clone(),
+            control_plane_url: settings.control_plane_url(&region),
+            region,
+            allow_create_stream: settings.allow_create_stream,
+            retention_hours: settings.retention_period.into(),
+            stream_tags: settings.tags(),
+            kms_key_id: None,
+            media_type: settings.content_type.clone(),
+            user_agent: settings.user_agent.clone(),
+            connection_timeout: Duration::from_secs(settings.connection_timeout.into()),
+            connection_staleness: Duration::from_secs(settings.connection_staleness.into()),
+            max_session_duration: Duration::from_secs(settings.rotation_period.into()),
+            store_limits: StoreLimits {
+                max_bytes: u64::from(settings.storage_size) * 1024 * 1024,
+                max_duration_ns: u64::from(settings.buffer_duration) * 1_000_000_000,
+            },
+            release_on: if settings.fragment_acks {
+                AckLevel::Persisted
+            } else {
+                AckLevel::Received
+            },
+            max_backoff: Duration::from_secs(30),
+            ca_file: settings.ca_file().map(Into::into),
+        };
+        gst::info!(
+            CAT,
+            imp = self,
+            "starting: stream {}, region {}, control plane {}",
+            config.stream_name,
+            config.region,
+            config.control_plane_url
+        );
+        let weak = self.obj().downgrade();
+        let events: uploader::EventSink = Arc::new(move |event| {
+            if let Some(obj) = weak.upgrade() {
+                obj.imp().on_uploader_event(event);
+            }
+        });
+        let uploader = Arc::new(Uploader::start(
+            crate::runtime::RUNTIME.handle(),
+            config,
+            credentials,
+            events,
+        ));
+        *lock(&self.uploader) = Some(uploader.clone());
+        *lock(&self.state) = State::Started(Box::new(Started {
+            splitter: Splitter::new(mkv::Limits::default()),
+            uploader,
+            pending_header: None,
+            timecode_scale: 1_000_000,
+            media_type: settings.content_type,
+            stream_name: stream,
+            fragment_duration_ns: u64::from(settings.fragment_duration) * 1_000_000,
+            key_unit_requested: false,
+            limit_warned: false,
+            events: Vec::with_capacity(8),
+        }));
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *lock(&self.state) = State::Stopped;
+        if let Some(uploader) = lock(&self.uploader).take() {
+            let stats = uploader.stats();
+            gst::info!(
+                CAT,
+                imp = self,
+                "stopped: {} fragments sent, {} persisted, {} dropped",
+                stats.fragments_sent,
+                stats.fragments_persisted,
+                stats.fragments_dropped
+            );
+        }
+        Ok(())
+    }
+
+    fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut state = lock(&self.state);
+        let State::Started(started) = &mut *state else {
+            return Err(gst::FlowError::Flushing);
+        };
+        if started.uploader.fatal().is_some() {
+            // Already posted as an error message.
+            return Err(gst::FlowError::Error);
+        }
+        let mapped = buffer.clone().into_mapped_buffer_readable().map_err(|_| {
+            gst::element_imp_error!(self, gst::ResourceError::Read, ["cannot map buffer"]);
+            gst::FlowError::Error
+        })?;
+        let data = Bytes::from_owner(mapped);
+        let mut events = std::mem::take(&mut started.events);
+        let result = started.splitter.push(data, &mut events);
+        let handled = self.handle_events(started, &mut events);
+        started.events = events;
+        handled?;
+        result.map_err(|e| self.matroska_error(&started.stream_name, &e))?;
+        self.check_fragment_limits(started);
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::Eos(_) = event.view()
+            && !self.drain_at_eos()
+        {
+            return false;
+        }
+        self.parent_event(event)
+    }
+
+    fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        if let Some(uploader) = &*lock(&self.uploader) {
+            uploader.set_flushing(true);
+        }
+        Ok(())
+    }
+
+    fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        if let Some(uploader) = &*lock(&self.uploader) {
+            uploader.set_flushing(false);
+        }
+        Ok(())
+    }
+}
+
+impl KvsSink {
+    fn handle_events(
+        &self,
+        started: &mut Started,
+        events: &mut Vec<mkv::Event>,
+    ) -> Result<(), gst::FlowError> {
+        for event in events.drain(..) {
+            match event {
+                mkv::Event::Header(header) => {
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "stream header: {} bytes, doc type {}, tracks {:?}",
+                        header.bytes.len(),
+                        header.doc_type,
+                        header.tracks
+                    );
+                    started.timecode_scale = header.timecode_scale;
+                    started.pending_header = Some(header);
+                }
+                mkv::Event::FragmentStart(start) => {
+                    if !start.key_frame {
+                        gst::element_imp_error!(
+                            self,
+                            gst::StreamError::Format,
+                            [
+                                "stream {}: the cluster at timecode {} does not start with a key \
+                                 frame; Kinesis Video Streams needs every fragment to start with \
+                                 one. Do not set matroskamux max-cluster-duration below the \
+                                 encoder's key frame interval",
+                                started.stream_name,
+                                start.timecode
+                            ]
+                        );
+                        return Err(gst::FlowError::Error);
+                    }
+                    let start_ns = start.timecode.saturating_mul(started.timecode_scale);
+                    if let Some(header) = started.pending_header.take() {
+                        let producer_start_ms =
+                            uploader::now_ms().saturating_sub(start_ns / 1_000_000);
+                        let media_type = started.media_type.clone().unwrap_or_else(|| {
+                            let ids: Vec<&str> =
+                                header.tracks.iter().map(|t| t.codec_id.as_str()).collect();
+                            uploader::media_type_for(&ids)
+                        });
+                        started
+                            .uploader
+                            .push_header(header.bytes, producer_start_ms, media_type);
+                    }
+                    gst::debug!(CAT, imp = self, "fragment {} starts", start.timecode);
+                    started.key_unit_requested = false;
+                    started.limit_warned = false;
+                    started.uploader.begin_fragment(start.timecode, start_ns, 0);
+                }
+                mkv::Event::FragmentData(bytes) => started.uploader.append(bytes),
+                mkv::Event::FragmentEnd(summary) => {
+                    let end_ns = (summary.last_block_time.max(0) as u64)
+                        .saturating_mul(started.timecode_scale);
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "fragment {} ends: {} bytes, {} blocks",
+                        summary.timecode,
+                        summary.size,
+                        summary.blocks
+                    );
+                    started.uploader.end_fragment(end_ns);
+                }
+                mkv::Event::Interstitial(bytes) => {
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "skipping {} bytes of top-level elements between clusters",
+                        bytes.len()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks upstream for a key frame before the open fragment gets too long, and warns when
+    /// it grows past the service's limits anyway.
+    fn check_fragment_limits(&self, started: &mut Started) {
+        let Some(current) = started.splitter.current_fragment() else {
+            return;
+        };
+        let span = (current.last_block_time - current.timecode as i64).max(0) as u64;
+        let duration_ns = span.saturating_mul(started.timecode_scale);
+        if duration_ns >= started.fragment_duration_ns && !started.key_unit_requested {
+            started.key_unit_requested = true;
+            gst::debug!(
+                CAT,
+                imp = self,
+                "fragment at {:?}: requesting a key unit",
+                duration_ns
+            );
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            self.obj().sink_pad().push_event(event);
+        }
+        if (duration_ns > MAX_FRAGMENT_DURATION_NS || current.size > MAX_FRAGMENT_SIZE)
+            && !started.limit_warned
+        {
+            started.limit_warned = true;
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Encode,
+                [
+                    "stream {}: the fragment at timecode {} is {} ms and {} bytes long, over the \
+                     service's limits (10 s, 50 MB) and will be rejected. Make the encoder emit \
+                     key frames more often (x264enc key-int-max, e.g. 2 s of frames)",
+                    started.stream_name,
+                    current.timecode,
+                    duration_ns / 1_000_000,
+                    current.size
+                ]
+            );
+        }
+    }
+
+    fn matroska_error(&self, stream: &str, error: &mkv::MkvError) -> gst::FlowError {
+        gst::element_imp_error!(
+            self,
+            gst::StreamError::Format,
+            ("stream {}: {}", stream, error),
+            ["kvssink takes the output of matroskamux (streamable=true)"]
+        );
+        gst::FlowError::Error
+    }
+
+    /// At EOS: ends the last fragment and waits (bounded by `stop-stream-timeout`) until the
+    /// service has persisted everything. Returns false on failure.
+    fn drain_at_eos(&self) -> bool {
+        let (uploader, stream) = {
+            let mut state = lock(&self.state);
+            let State::Started(started) = &mut *state else {
+                return true;
+            };
+            let mut events = std::mem::take(&mut started.events);
+            let result = started.splitter.finish(&mut events);
+            let handled = self.handle_events(started, &mut events);
+            started.events = events;
+            if handled.is_err() {
+                return false;
+            }
+            if let Err(e) = result {
+                let _ = self.matroska_error(&started.stream_name, &e);
+                return false;
+            }
+            started.uploader.finish();
+            (started.uploader.clone(), started.stream_name.clone())
+        };
+        let timeout = lock(&self.settings).stop_stream_timeout();
+        gst::info!(
+            CAT,
+            imp = self,
+            "EOS: waiting up to {:?} for the last acks",
+            timeout
+        );
+        let outcome = uploader.wait_persisted(timeout);
+        let stats = uploader.stats();
+        let outcome_name = match &outcome {
+            WaitOutcome::AllPersisted => "all-persisted",
+            WaitOutcome::TimedOut { .. } => "timed-out",
+            WaitOutcome::Cancelled => "cancelled",
+            WaitOutcome::Failed => "failed",
+        };
+        let summary = gst::Structure::builder("kvs-summary")
+            .field("stream-name", &stream)
+            .field("outcome", outcome_name)
+            .field("fragments-sent", stats.fragments_sent)
+            .field("fragments-persisted", stats.fragments_persisted)
+            .field("fragments-dropped", stats.fragments_dropped)
+            .field("fragments-rejected", stats.fragments_rejected)
+            .field("fragments-pending", stats.backlog.fragments)
+            .field("bytes-sent", stats.bytes_sent)
+            .build();
+        self.post_element_message(summary);
+        match outcome {
+            WaitOutcome::AllPersisted | WaitOutcome::Cancelled => true,
+            WaitOutcome::TimedOut { pending } => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    [
+                        "stream {}: {} fragments were not persisted within stop-stream-timeout \
+                         ({} s)",
+                        stream,
+                        pending,
+                        timeout.as_secs()
+                    ]
+                );
+                true
+            }
+            // The error itself was posted when it happened.
+            WaitOutcome::Failed => false,
+        }
+    }
+
+    fn post_element_message(&self, structure: gst::Structure) {
+        let msg = gst::message::Element::builder(structure)
+            .src(&*self.obj())
+            .build();
+        let _ = self.obj().post_message(msg);
+    }
+
+    /// Called from the runtime's threads.
+    fn on_uploader_event(&self, event: Event) {
+        match event {
+            Event::Ack(ack) => {
+                gst::log!(CAT, imp = self, "ack {:?}", ack);
+                let mut s = gst::Structure::builder("kvs-ack")
+                    .field("event-type", ack.event_type.as_str())
+                    .build();
+                if let Some(tc) = ack.fragment_timecode {
+                    s.set("fragment-timecode", tc);
+                }
+                if let Some(n) = &ack.fragment_number {
+                    s.set("fragment-number", n);
+                }
+                if let Some(id) = ack.error_id {
+                    s.set("error-id", id as i32);
+                    let name = ack
+                        .error_code
+                        .clone()
+                        .or_else(|| crate::ack::error_name(id).map(str::to_owned))
+                        .unwrap_or_default();
+                    s.set("error-name", name);
+                }
+                self.post_element_message(s);
+            }
+            Event::State(state) => {
+                gst::info!(CAT, imp = self, "connection: {:?}", state);
+                let backlog = lock(&self.uploader)
+                    .as_ref()
+                    .map(|u| u.stats().backlog)
+                    .unwrap_or_default();
+                let mut s = gst::Structure::builder("kvs-connection")
+                    .field("backlog-fragments", backlog.fragments)
+                    .field("backlog-bytes", backlog.bytes)
+                    .field("backlog-duration", backlog.duration_ns)
+                    .build();
+                match state {
+                    ConnectionState::Connecting { attempt } => {
+                        s.set("state", "connecting");
+                        s.set("attempt", attempt);
+                    }
+                    ConnectionState::Streaming => s.set("state", "streaming"),
+                    ConnectionState::Reconnecting {
+                        attempt,
+                        delay,
+                        reason,
+                    } => {
+                        gst::element_imp_warning!(
+                            self,
+                            gst::ResourceError::Write,
+                            [
+                                "reconnecting in {} ms (attempt {}): {}",
+                                delay.as_millis(),
+                                attempt,
+                                reason
+                            ]
+                        );
+                        s.set("state", "reconnecting");
+                        s.set("attempt", attempt);
+                        s.set("delay", delay.as_millis() as u64);
+                        s.set("reason", reason);
+                    }
+                    ConnectionState::Finished => s.set("state", "finished"),
+                }
+                self.post_element_message(s);
+            }
+            Event::Warning(message) => {
+                gst::element_imp_warning!(self, gst::ResourceError::Write, ["{}", message]);
+            }
+            Event::Dropped(evicted) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::NoSpaceLeft,
+                    [
+                        "the fragment store is full (storage-size / buffer-duration): dropped \
+                         the {} oldest fragments ({} bytes) that were not acknowledged",
+                        evicted.fragments,
+                        evicted.bytes
+                    ]
+                );
+                let s = gst::Structure::builder("kvs-fragments-dropped")
+                    .field("fragments", evicted.fragments)
+                    .field("bytes", evicted.bytes)
+                    .build();
+                self.post_element_message(s);
+            }
+            Event::Fatal(error) => {
+                let kind = if error.auth {
+                    gst::ResourceError::NotAuthorized
+                } else {
+                    gst::ResourceError::Write
+                };
+                gst::element_imp_error!(self, kind, ["{}", error.message]);
+            }
+        }
+    }
+
+    fn stats(&self) -> gst::Structure {
+        let stats = lock(&self.uploader)
+            .as_ref()
+            .map(|u| u.stats())
+            .unwrap_or_default();
+        gst::Structure::builder("stats")
+            .field("bytes-sent", stats.bytes_sent)
+            .field("bytes-persisted", stats.bytes_persisted)
+            .field("bytes-dropped", stats.bytes_dropped)
+            .field("fragments-sent", stats.fragments_sent)
+            .field("fragments-received", stats.fragments_received)
+            .field("fragments-persisted", stats.fragments_persisted)
+            .field("fragments-dropped", stats.fragments_dropped)
+            .field("fragments-rejected", stats.fragments_rejected)
+            .field("fragments-replayed", stats.fragments_replayed)
+            .field("connections", stats.connections)
+            .field("reconnects", stats.reconnects)
+            .field("errors", stats.errors)
+            .field("backlog-fragments", stats.backlog.fragments)
+            .field("backlog-bytes", stats.backlog.bytes)
+            .field("backlog-duration", stats.backlog.duration_ns)
+            .field("last-error", stats.last_error.unwrap_or_default())
+            .build()
+    }
+}
+
+/// Static credentials: the properties, else the environment.
+fn credentials(settings: &Settings) -> Option<SharedCredentialsProvider> {
+    let (access, secret, token) = match (&settings.access_key, &settings.secret_key) {
+        (Some(a), Some(s)) => (
+            a.0.clone(),
+            s.0.clone(),
+            settings.session_token.as_ref().map(|t| t.0.clone()),
+        ),
+        _ => (
+            non_empty_env("AWS_ACCESS_KEY_ID")?,
+            non_empty_env("AWS_SECRET_ACCESS_KEY")?,
+            non_empty_env("AWS_SESSION_TOKEN"),
+        ),
+    };
+    Some(SharedCredentialsProvider::new(Credentials::new(
+        access, secret, token, None, "kvssink",
+    )))
+}

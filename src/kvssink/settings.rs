@@ -1,0 +1,368 @@
+//! kvssink's properties: names and meanings follow AWS's C++ kvssink where it has them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gst::glib;
+use gst::prelude::*;
+
+pub const DEFAULT_STREAM_NAME: &str = "DEFAULT_STREAM";
+pub const DEFAULT_REGION: &str = "us-west-2";
+pub const DEFAULT_RETENTION_HOURS: u32 = 2;
+pub const DEFAULT_STOP_STREAM_TIMEOUT: u32 = 120;
+pub const DEFAULT_CONNECTION_TIMEOUT: u32 = 10;
+pub const DEFAULT_CONNECTION_STALENESS: u32 = 60;
+pub const DEFAULT_STORAGE_SIZE_MB: u32 = 128;
+pub const DEFAULT_BUFFER_DURATION: u32 = 120;
+pub const DEFAULT_FRAGMENT_DURATION_MS: u32 = 8000;
+pub const DEFAULT_ROTATION_PERIOD: u32 = 2400;
+/// What reading a secret property gives when it is set.
+pub const REDACTED: &str = "<redacted>";
+
+/// Property values, copied out under the lock and read once per start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub stream_name: String,
+    pub aws_region: Option<String>,
+    pub access_key: Option<Secret>,
+    pub secret_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+    pub retention_period: u32,
+    pub allow_create_stream: bool,
+    pub stream_tags: Option<gst::Structure>,
+    pub stop_stream_timeout: u32,
+    pub connection_timeout: u32,
+    pub connection_staleness: u32,
+    pub user_agent: String,
+    pub content_type: Option<String>,
+    pub control_plane_uri: Option<String>,
+    pub storage_size: u32,
+    pub buffer_duration: u32,
+    pub fragment_duration: u32,
+    pub fragment_acks: bool,
+    pub rotation_period: u32,
+    pub ca_file: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            stream_name: DEFAULT_STREAM_NAME.to_owned(),
+            aws_region: None,
+            access_key: None,
+            secret_key: None,
+            session_token: None,
+            retention_period: DEFAULT_RETENTION_HOURS,
+            allow_create_stream: true,
+            stream_tags: None,
+            stop_stream_timeout: DEFAULT_STOP_STREAM_TIMEOUT,
+            connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
+            connection_staleness: DEFAULT_CONNECTION_STALENESS,
+            user_agent: default_user_agent(),
+            content_type: None,
+            control_plane_uri: None,
+            storage_size: DEFAULT_STORAGE_SIZE_MB,
+            buffer_duration: DEFAULT_BUFFER_DURATION,
+            fragment_duration: DEFAULT_FRAGMENT_DURATION_MS,
+            fragment_acks: true,
+            rotation_period: DEFAULT_ROTATION_PERIOD,
+            ca_file: None,
+        }
+    }
+}
+
+/// A string that never shows itself in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+pub fn default_user_agent() -> String {
+    format!("kvssink-rs/{} GStreamer", env!("CARGO_PKG_VERSION"))
+}
+
+impl Settings {
+    /// The region: the property, then `AWS_REGION`, `AWS_DEFAULT_REGION`, then us-west-2.
+    pub fn region(&self) -> String {
+        self.aws_region
+            .clone()
+            .or_else(|| non_empty_env("AWS_REGION"))
+            .or_else(|| non_empty_env("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|| DEFAULT_REGION.to_owned())
+    }
+
+    /// The control-plane URL: the property, then `CONTROL_PLANE_URI`, then the region's.
+    pub fn control_plane_url(&self, region: &str) -> String {
+        self.control_plane_uri
+            .clone()
+            .or_else(|| non_empty_env("CONTROL_PLANE_URI"))
+            .unwrap_or_else(|| crate::control::default_control_plane_url(region))
+    }
+
+    pub fn ca_file(&self) -> Option<String> {
+        self.ca_file
+            .clone()
+            .or_else(|| non_empty_env("KVSSINK_CA_CERT_PATH"))
+    }
+
+    /// `stream-tags` as a name → value map (every field's value as a string).
+    pub fn tags(&self) -> BTreeMap<String, String> {
+        let Some(s) = &self.stream_tags else {
+            return BTreeMap::new();
+        };
+        s.iter()
+            .map(|(name, value)| {
+                let text = value.get::<String>().unwrap_or_else(|_| {
+                    value.serialize().map(|s| s.to_string()).unwrap_or_default()
+                });
+                (name.to_string(), text)
+            })
+            .collect()
+    }
+
+    pub fn stop_stream_timeout(&self) -> Duration {
+        Duration::from_secs(self.stop_stream_timeout.into())
+    }
+}
+
+pub fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The property specifications; the blurbs are what gst-inspect-1.0 shows users.
+pub fn properties() -> Vec<glib::ParamSpec> {
+    vec![
+        glib::ParamSpecString::builder("stream-name")
+            .nick("Stream name")
+            .blurb("Name of the Kinesis video stream to write to")
+            .default_value(Some(DEFAULT_STREAM_NAME))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("aws-region")
+            .nick("AWS region")
+            .blurb(
+                "AWS region of the stream. When unset: AWS_REGION, then AWS_DEFAULT_REGION, \
+                 then us-west-2. The property wins over the environment",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("access-key")
+            .nick("Access key")
+            .blurb(
+                "AWS access key id (else AWS_ACCESS_KEY_ID). Write-only in effect: reading \
+                 it gives <redacted>",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("secret-key")
+            .nick("Secret key")
+            .blurb(
+                "AWS secret access key (else AWS_SECRET_ACCESS_KEY). Write-only in effect: \
+                 reading it gives <redacted>",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("session-token")
+            .nick("Session token")
+            .blurb(
+                "AWS session token for temporary credentials (else AWS_SESSION_TOKEN). \
+                 Write-only in effect",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("retention-period")
+            .nick("Retention period")
+            .blurb("Data retention of a stream created by kvssink, in hours")
+            .default_value(DEFAULT_RETENTION_HOURS)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("allow-create-stream")
+            .nick("Allow create stream")
+            .blurb("Create the stream when it does not exist")
+            .default_value(true)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoxed::builder::<gst::Structure>("stream-tags")
+            .nick("Stream tags")
+            .blurb(
+                "Tags set on the stream (TagStream, or with CreateStream), e.g. \
+                 \"tags,site=lab,camera=door\"",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("stop-stream-timeout")
+            .nick("Stop stream timeout")
+            .blurb("Seconds to wait at EOS for every fragment to be persisted")
+            .default_value(DEFAULT_STOP_STREAM_TIMEOUT)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("connection-timeout")
+            .nick("Connection timeout")
+            .blurb("Seconds allowed to connect and get an answer from the service")
+            .minimum(1)
+            .default_value(DEFAULT_CONNECTION_TIMEOUT)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("connection-staleness")
+            .nick("Connection staleness")
+            .blurb(
+                "Seconds without any acknowledgement, while fragments are outstanding, after \
+                 which the connection is considered dead and reopened",
+            )
+            .minimum(1)
+            .default_value(DEFAULT_CONNECTION_STALENESS)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("user-agent")
+            .nick("User agent")
+            .blurb("User-Agent header sent to the service")
+            .default_value(Some(default_user_agent().as_str()))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("content-type")
+            .nick("Content type")
+            .blurb(
+                "Media type of a stream created by kvssink (e.g. video/h264,audio/aac); \
+                 derived from the Matroska tracks when unset",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("control-plane-uri")
+            .nick("Control plane URI")
+            .blurb(
+                "Kinesis Video Streams control-plane URL (else CONTROL_PLANE_URI, else the \
+                 region's endpoint); http:// is allowed, e.g. for kvs-local",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("storage-size")
+            .nick("Storage size")
+            .blurb(
+                "MB of fragments kept until acknowledged; when full the oldest whole fragments \
+                 are dropped",
+            )
+            .minimum(1)
+            .default_value(DEFAULT_STORAGE_SIZE_MB)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("buffer-duration")
+            .nick("Buffer duration")
+            .blurb(
+                "Seconds of fragments kept until acknowledged; older whole fragments are \
+                 dropped",
+            )
+            .minimum(1)
+            .default_value(DEFAULT_BUFFER_DURATION)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("fragment-duration")
+            .nick("Fragment duration")
+            .blurb(
+                "Milliseconds after which kvssink asks upstream for a key frame so a new \
+                 fragment starts (the service allows at most 10000)",
+            )
+            .minimum(100)
+            .maximum(10_000)
+            .default_value(DEFAULT_FRAGMENT_DURATION_MS)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("fragment-acks")
+            .nick("Fragment acks")
+            .blurb(
+                "Keep each fragment until the service says PERSISTED (true) or only until \
+                 RECEIVED (false)",
+            )
+            .default_value(true)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("rotation-period")
+            .nick("Rotation period")
+            .blurb("Seconds after which the PutMedia session is renewed at a fragment boundary")
+            .minimum(10)
+            .default_value(DEFAULT_ROTATION_PERIOD)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("ca-file")
+            .nick("CA file")
+            .blurb(
+                "PEM file of extra CA certificates to trust (else KVSSINK_CA_CERT_PATH); TLS \
+                 is always verified",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+            .nick("Statistics")
+            .blurb(
+                "Counters: bytes and fragments sent, received, persisted, dropped, rejected, \
+                 replayed, connections, reconnects, backlog, last error",
+            )
+            .read_only()
+            .build(),
+    ]
+}
+
+/// Applies a property write.
+pub fn set(settings: &mut Settings, value: &glib::Value, pspec: &glib::ParamSpec) {
+    let string = || {
+        value
+            .get::<Option<String>>()
+            .expect("type checked upstream")
+            .filter(|s| !s.is_empty())
+    };
+    let uint = || value.get::<u32>().expect("type checked upstream");
+    match pspec.name() {
+        "stream-name" => settings.stream_name = string().unwrap_or_default(),
+        "aws-region" => settings.aws_region = string(),
+        "access-key" => settings.access_key = string().map(Secret),
+        "secret-key" => settings.secret_key = string().map(Secret),
+        "session-token" => settings.session_token = string().map(Secret),
+        "retention-period" => settings.retention_period = uint(),
+        "allow-create-stream" => settings.allow_create_stream = value.get().expect("bool"),
+        "stream-tags" => settings.stream_tags = value.get().expect("structure"),
+        "stop-stream-timeout" => settings.stop_stream_timeout = uint(),
+        "connection-timeout" => settings.connection_timeout = uint(),
+        "connection-staleness" => settings.connection_staleness = uint(),
+        "user-agent" => settings.user_agent = string().unwrap_or_else(default_user_agent),
+        "content-type" => settings.content_type = string(),
+        "control-plane-uri" => settings.control_plane_uri = string(),
+        "storage-size" => settings.storage_size = uint(),
+        "buffer-duration" => settings.buffer_duration = uint(),
+        "fragment-duration" => settings.fragment_duration = uint(),
+        "fragment-acks" => settings.fragment_acks = value.get().expect("bool"),
+        "rotation-period" => settings.rotation_period = uint(),
+        "ca-file" => settings.ca_file = string(),
+        name => unreachable!("unknown property {name}"),
+    }
+}
+
+/// Reads a property; secrets read back as `<redacted>` when set.
+pub fn get(settings: &Settings, pspec: &glib::ParamSpec) -> glib::Value {
+    let redacted = |s: &Option<Secret>| s.as_ref().map(|_| REDACTED).to_value();
+    match pspec.name() {
+        "stream-name" => settings.stream_name.to_value(),
+        "aws-region" => settings.aws_region.to_value(),
+        "access-key" => redacted(&settings.access_key),
+        "secret-key" => redacted(&settings.secret_key),
+        "session-token" => redacted(&settings.session_token),
+        "retention-period" => settings.retention_period.to_value(),
+        "allow-create-stream" => settings.allow_create_stream.to_value(),
+        "stream-tags" => settings.stream_tags.to_value(),
+        "stop-stream-timeout" => settings.stop_stream_timeout.to_value(),
+        "connection-timeout" => settings.connection_timeout.to_value(),
+        "connection-staleness" => settings.connection_staleness.to_value(),
+        "user-agent" => settings.user_agent.to_value(),
+        "content-type" => settings.content_type.to_value(),
+        "control-plane-uri" => settings.control_plane_uri.to_value(),
+        "storage-size" => settings.storage_size.to_value(),
+        "buffer-duration" => settings.buffer_duration.to_value(),
+        "fragment-duration" => settings.fragment_duration.to_value(),
+        "fragment-acks" => settings.fragment_acks.to_value(),
+        "rotation-period" => settings.rotation_period.to_value(),
+        "ca-file" => settings.ca_file.to_value(),
+        name => unreachable!("unknown property {name}"),
+    }
+}

@@ -1,0 +1,427 @@
+//! The uploader: everything between the Matroska splitter and Kinesis Video Streams, free of
+//! GStreamer so it can be tested and benchmarked alone.
+//!
+//! The streaming thread puts stream headers and fragment bytes into a [`FragmentStore`] shared
+//! with a driver task on the shared tokio runtime. The driver runs the control plane, then one
+//! PutMedia connection after another; each connection's body reads the store from the first
+//! fragment not yet acknowledged, header first, so a reconnect replays exactly what the service
+//! has not confirmed and then continues live. Acks release fragments from the store.
+
+mod connection;
+mod driver;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use aws_credential_types::provider::SharedCredentialsProvider;
+use bytes::Bytes;
+
+use crate::ack::Ack;
+use crate::store::{AckLevel, Backlog, Evicted, FragmentStore, StoreLimits};
+
+/// Everything the uploader needs to know, read once at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub stream_name: String,
+    pub region: String,
+    /// Control-plane base URL (`https://kinesisvideo.<region>.amazonaws.com` or an override).
+    pub control_plane_url: String,
+    pub allow_create_stream: bool,
+    pub retention_hours: u64,
+    pub stream_tags: BTreeMap<String, String>,
+    pub kms_key_id: Option<String>,
+    /// Media type for CreateStream; derived from the Tracks when `None`.
+    pub media_type: Option<String>,
+    pub user_agent: String,
+    /// Time allowed to connect and get the response headers of one request.
+    pub connection_timeout: Duration,
+    /// Reconnect when no ack arrived for this long while fragments were outstanding.
+    pub connection_staleness: Duration,
+    /// Renew the PutMedia session at a fragment boundary after this long.
+    pub max_session_duration: Duration,
+    pub store_limits: StoreLimits,
+    /// Which ack releases a fragment from the store.
+    pub release_on: AckLevel,
+    /// Longest pause between reconnection attempts.
+    pub max_backoff: Duration,
+    /// Extra PEM CA certificates to trust.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The connection's state, as posted on the bus.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectionState {
+    /// Running the control plane or opening a PutMedia connection.
+    Connecting { attempt: u32 },
+    /// A PutMedia session is open and sending.
+    Streaming,
+    /// The last attempt failed; the next one starts after `delay`.
+    Reconnecting {
+        attempt: u32,
+        delay: Duration,
+        reason: String,
+    },
+    /// Everything was sent and acknowledged after the end of the stream.
+    Finished,
+}
+
+/// A failure the uploader cannot recover from.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct FatalError {
+    /// What went wrong, naming the stream, the service's error and what to do.
+    pub message: String,
+    /// Service error name or KVS ErrorCode when there is one.
+    pub kind: Option<String>,
+    /// Whether the credentials or rights were refused.
+    pub auth: bool,
+}
+
+/// What the uploader tells the element, from the runtime's threads.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// An ack from the service, as received.
+    Ack(Ack),
+    State(ConnectionState),
+    /// Something recoverable went wrong (a reconnect follows, a fragment was rejected...).
+    Warning(String),
+    /// The store was full: these oldest whole fragments were dropped.
+    Dropped(Evicted),
+    /// The stream cannot continue.
+    Fatal(FatalError),
+}
+
+/// Receives [`Event`]s; called from runtime threads, must not block.
+pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// Counters behind the element's `stats` property.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub bytes_sent: u64,
+    pub fragments_sent: u64,
+    pub fragments_received: u64,
+    pub fragments_persisted: u64,
+    pub fragments_dropped: u64,
+    pub fragments_rejected: u64,
+    pub bytes_dropped: u64,
+    pub bytes_persisted: u64,
+    pub fragments_replayed: u64,
+    pub connections: u64,
+    pub reconnects: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub backlog: Backlog,
+}
+
+/// Why [`Uploader::wait_persisted`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitOutcome {
+    AllPersisted,
+    TimedOut { pending: usize },
+    Cancelled,
+    Failed,
+}
+
+/// A stream header and the fragments it applies to.
+#[derive(Debug, Clone)]
+pub(crate) struct HeaderGen {
+    /// Sequence number of the first fragment sent with this header.
+    pub first_seq: u64,
+    pub bytes: Bytes,
+    /// `x-amzn-producer-start-timestamp` for RELATIVE timecodes, in ms since the epoch.
+    pub producer_start_ms: u64,
+    /// Media type derived from the header's tracks.
+    pub media_type: String,
+}
+
+pub(crate) struct Inner {
+    pub store: FragmentStore,
+    pub headers: VecDeque<HeaderGen>,
+    /// No more data will come (EOS).
+    pub eos: bool,
+    /// The streaming thread must not wait (flushing / shutting down).
+    pub flushing: bool,
+    /// A connection is streaming; back-pressure instead of eviction while true.
+    pub streaming: bool,
+    pub fatal: Option<FatalError>,
+    pub stats: Stats,
+    /// Sequence number of the open or next fragment.
+    pub next_seq: u64,
+    /// Highest fragment sequence number that has gone out on any connection.
+    pub max_seq_sent: Option<u64>,
+    pub last_ack: Instant,
+}
+
+pub(crate) struct Shared {
+    pub inner: Mutex<Inner>,
+    /// Streaming thread waits here for room in the store and for the final acks.
+    pub changed: Condvar,
+    /// Body streams wait here for new data.
+    pub data_ready: tokio::sync::Notify,
+    /// Wakes the driver (header arrived, EOS).
+    pub wake_driver: tokio::sync::Notify,
+    pub events: EventSink,
+    pub config: Config,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn emit(&self, event: Event) {
+        (self.events)(event)
+    }
+
+    /// Records a fatal error once and wakes everyone waiting.
+    pub fn fail(&self, error: FatalError) {
+        {
+            let mut inner = self.lock();
+            if inner.fatal.is_some() {
+                return;
+            }
+            inner.stats.last_error = Some(error.message.clone());
+            inner.fatal = Some(error.clone());
+        }
+        self.changed.notify_all();
+        self.data_ready.notify_waiters();
+        self.emit(Event::Fatal(error));
+    }
+}
+
+/// Handle owned by the element; dropping it stops the driver.
+pub struct Uploader {
+    shared: Arc<Shared>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl Uploader {
+    /// Starts the driver on `runtime`: control plane first, then PutMedia connections. Never
+    /// blocks on the network.
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        config: Config,
+        credentials: SharedCredentialsProvider,
+        events: EventSink,
+    ) -> Uploader {
+        let store = FragmentStore::new(config.store_limits, config.release_on);
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                store,
+                headers: VecDeque::new(),
+                eos: false,
+                flushing: false,
+                streaming: false,
+                fatal: None,
+                stats: Stats::default(),
+                next_seq: 0,
+                max_seq_sent: None,
+                last_ack: Instant::now(),
+            }),
+            changed: Condvar::new(),
+            data_ready: tokio::sync::Notify::new(),
+            wake_driver: tokio::sync::Notify::new(),
+            events,
+            config,
+        });
+        let driver = runtime.spawn(driver::run(shared.clone(), credentials));
+        Uploader { shared, driver }
+    }
+
+    /// A new stream header: fragments from now on are sent after it, in a new session if one
+    /// with another header is open.
+    pub fn push_header(&self, bytes: Bytes, producer_start_ms: u64, media_type: String) {
+        {
+            let mut inner = self.shared.lock();
+            let first_seq = inner.next_seq;
+            // A header with no fragment yet is simply replaced.
+            if inner
+                .headers
+                .back()
+                .is_some_and(|h| h.first_seq == first_seq)
+            {
+                inner.headers.pop_back();
+            }
+            inner.headers.push_back(HeaderGen {
+                first_seq,
+                bytes,
+                producer_start_ms,
+                media_type,
+            });
+        }
+        self.shared.wake_driver.notify_one();
+        self.shared.data_ready.notify_waiters();
+    }
+
+    /// Opens a fragment (a Matroska cluster with this timecode, starting at `start_ns`).
+    pub fn begin_fragment(&self, timecode: u64, start_ns: u64, size_hint: u64) {
+        let mut inner = self.wait_for_room(size_hint);
+        let evicted = inner.store.begin(timecode, start_ns);
+        inner.next_seq += 1;
+        self.after_store_change(inner, evicted);
+    }
+
+    /// Appends bytes to the open fragment.
+    pub fn append(&self, data: Bytes) {
+        let mut inner = self.wait_for_room(data.len() as u64);
+        let evicted = inner.store.append(data);
+        self.after_store_change(inner, evicted);
+    }
+
+    /// Closes the open fragment.
+    pub fn end_fragment(&self, end_ns: u64) {
+        let mut inner = self.shared.lock();
+        inner.store.finish(end_ns);
+        inner.stats.backlog = inner.store.backlog();
+        drop(inner);
+        self.shared.data_ready.notify_waiters();
+    }
+
+    fn after_store_change(&self, mut inner: MutexGuard<'_, Inner>, evicted: Evicted) {
+        if evicted.fragments > 0 {
+            inner.stats.fragments_dropped += evicted.fragments;
+            inner.stats.bytes_dropped += evicted.bytes;
+        }
+        inner.stats.backlog = inner.store.backlog();
+        drop(inner);
+        self.shared.data_ready.notify_waiters();
+        if evicted.fragments > 0 {
+            self.shared.emit(Event::Dropped(evicted));
+        }
+    }
+
+    /// While a session is streaming, waits for the service to catch up rather than dropping
+    /// fragments; while disconnected, lets the store drop its oldest fragments.
+    fn wait_for_room(&self, extra: u64) -> MutexGuard<'_, Inner> {
+        let max = self.shared.config.store_limits.max_bytes;
+        let mut inner = self.shared.lock();
+        while inner.streaming
+            && !inner.flushing
+            && inner.fatal.is_none()
+            && inner.store.backlog().bytes + extra > max
+            && inner.store.backlog().fragments > 1
+        {
+            inner = self
+                .shared
+                .changed
+                .wait_timeout(inner, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        inner
+    }
+
+    /// No more data: the open fragment is closed and the session ends once everything is sent.
+    pub fn finish(&self) {
+        self.shared.lock().eos = true;
+        self.shared.data_ready.notify_waiters();
+        self.shared.wake_driver.notify_one();
+    }
+
+    /// Blocks until every fragment is released by its ack, the timeout passes, the wait is
+    /// cancelled by [`Uploader::set_flushing`] or the stream fails.
+    pub fn wait_persisted(&self, timeout: Duration) -> WaitOutcome {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.shared.lock();
+        loop {
+            if inner.flushing {
+                return WaitOutcome::Cancelled;
+            }
+            if inner.fatal.is_some() {
+                return WaitOutcome::Failed;
+            }
+            let pending = inner.store.backlog().fragments as usize;
+            if pending == 0 {
+                return WaitOutcome::AllPersisted;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return WaitOutcome::TimedOut { pending };
+            }
+            inner = self
+                .shared
+                .changed
+                .wait_timeout(inner, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// While set, nothing on the streaming thread waits (BaseSink `unlock`).
+    pub fn set_flushing(&self, flushing: bool) {
+        self.shared.lock().flushing = flushing;
+        self.shared.changed.notify_all();
+    }
+
+    /// The fatal error, if the stream failed.
+    pub fn fatal(&self) -> Option<FatalError> {
+        self.shared.lock().fatal.clone()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let inner = self.shared.lock();
+        let mut stats = inner.stats.clone();
+        stats.backlog = inner.store.backlog();
+        stats
+    }
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        self.set_flushing(true);
+        self.driver.abort();
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The Kinesis Video Streams media type for a set of Matroska codec ids.
+pub fn media_type_for(codec_ids: &[&str]) -> String {
+    let mut types: Vec<&str> = Vec::new();
+    for id in codec_ids {
+        let t = match *id {
+            "V_MPEG4/ISO/AVC" => "video/h264",
+            "V_MPEGH/ISO/HEVC" => "video/h265",
+            "V_VP8" => "video/x-vp8",
+            "V_VP9" => "video/x-vp9",
+            "V_AV1" => "video/av1",
+            "V_MJPEG" => "video/x-motion-jpeg",
+            "A_AAC" => "audio/aac",
+            "A_OPUS" => "audio/opus",
+            "A_MS/ACM" => "audio/alaw",
+            other if other.starts_with("A_AAC") => "audio/aac",
+            other if other.starts_with("V_") => "video/x-matroska",
+            _ => "audio/x-matroska",
+        };
+        if !types.contains(&t) {
+            types.push(t);
+        }
+    }
+    if types.is_empty() {
+        "video/x-matroska".to_owned()
+    } else {
+        types.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types() {
+        assert_eq!(media_type_for(&["V_MPEG4/ISO/AVC"]), "video/h264");
+        assert_eq!(
+            media_type_for(&["V_MPEG4/ISO/AVC", "A_AAC"]),
+            "video/h264,audio/aac"
+        );
+        assert_eq!(media_type_for(&[]), "video/x-matroska");
+    }
+}

@@ -1,0 +1,449 @@
+//! One PutMedia connection: a signed streaming request whose body reads the fragment store,
+//! and the ack stream that comes back on the same connection.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use aws_credential_types::Credentials;
+use bytes::{Bytes, BytesMut};
+use url::Url;
+
+use super::{Event, FatalError, Shared};
+use crate::ack::{Ack, AckEventType, AckParser, ErrorClass, classify, error_advice, error_name};
+use crate::control::ApiError;
+use crate::sigv4::{self, Payload};
+use crate::store::AckLevel;
+
+/// Chunks smaller than this are copied together into one write; larger ones go out as they are.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// How a connection that did not fail ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum End {
+    /// End of stream reached and every fragment acknowledged.
+    Finished,
+    /// The service closed the response (or the body ended for a new header or a session
+    /// renewal); continue with a new connection.
+    Closed { acked: bool },
+}
+
+/// Why a connection failed.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The request failed or the service answered with an error status.
+    Api(ApiError),
+    /// No ack arrived for `connection-staleness` while data was outstanding.
+    Stale,
+    /// An ERROR ack the service says is worth retrying (4003, 5xxx).
+    RetriableAck(String),
+    Fatal(FatalError),
+}
+
+/// Opens one PutMedia connection and runs it until it ends.
+pub(super) async fn run(
+    shared: &Arc<Shared>,
+    client: &reqwest::Client,
+    endpoint: &Url,
+    credentials: &Credentials,
+) -> Result<End, Failure> {
+    let config = &shared.config;
+    let body = BodyCursor::new(shared.clone());
+    let producer_start_ms = body.producer_start_ms;
+    let url = endpoint
+        .join("putMedia")
+        .map_err(|e| Failure::Api(ApiError::Decode(e.to_string())))?;
+
+    let stream = futures_util::stream::unfold(body, |mut body| async move {
+        let shared = body.shared.clone();
+        loop {
+            let notified = shared.data_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match body.next() {
+                Next::Data(bytes) => return Some((Ok::<_, std::io::Error>(bytes), body)),
+                Next::End => return None,
+                Next::Wait => notified.await,
+            }
+        }
+    });
+
+    let mut request = client
+        .post(url.clone())
+        .header("x-amzn-stream-name", &config.stream_name)
+        .header("x-amzn-fragment-timecode-type", "RELATIVE")
+        .header(
+            "x-amzn-producer-start-timestamp",
+            format!(
+                "{}.{:03}",
+                producer_start_ms / 1000,
+                producer_start_ms % 1000
+            ),
+        )
+        .header("x-amzn-fragment-acknowledgment-required", "1")
+        .header("user-agent", &config.user_agent)
+        .body(reqwest::Body::wrap_stream(stream))
+        .build()
+        .map_err(|e| Failure::Api(ApiError::transport(&url, &e)))?;
+    sigv4::sign_request(
+        &mut request,
+        credentials,
+        &config.region,
+        Payload::Unsigned,
+        SystemTime::now(),
+    )
+    .map_err(|e| Failure::Api(e.into()))?;
+
+    let mut response = tokio::time::timeout(config.connection_timeout, client.execute(request))
+        .await
+        .map_err(|_| {
+            Failure::Api(ApiError::Transport {
+                url: url.origin().ascii_serialization(),
+                reason: format!(
+                    "no answer within the connection timeout ({:?})",
+                    config.connection_timeout
+                ),
+            })
+        })?
+        .map_err(|e| Failure::Api(ApiError::transport(&url, &e)))?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        let kind = response
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes().await.unwrap_or_default();
+        return Err(Failure::Api(ApiError::from_response(
+            status,
+            kind.as_deref(),
+            &body,
+        )));
+    }
+
+    {
+        let mut inner = shared.lock();
+        inner.streaming = true;
+        inner.stats.connections += 1;
+        inner.last_ack = Instant::now();
+    }
+    shared.emit(Event::State(super::ConnectionState::Streaming));
+    let result = read_acks(shared, &mut response).await;
+    shared.lock().streaming = false;
+    shared.changed.notify_all();
+    result
+}
+
+async fn read_acks(shared: &Arc<Shared>, response: &mut reqwest::Response) -> Result<End, Failure> {
+    let staleness = shared.config.connection_staleness;
+    let mut parser = AckParser::new();
+    let mut acks = Vec::new();
+    let mut acked = false;
+    loop {
+        let chunk = match tokio::time::timeout(staleness, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => chunk,
+            Ok(Ok(None)) => {
+                let inner = shared.lock();
+                let finished = inner.eos && inner.store.backlog().fragments == 0;
+                return Ok(if finished {
+                    End::Finished
+                } else {
+                    End::Closed { acked }
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(Failure::Api(ApiError::Transport {
+                    url: String::from("PutMedia"),
+                    reason: format!("connection lost: {e}"),
+                }));
+            }
+            Err(_) => {
+                if shared.lock().store.backlog().fragments > 0 {
+                    return Err(Failure::Stale);
+                }
+                continue;
+            }
+        };
+        parser.push(&chunk, &mut acks);
+        for ack in acks.drain(..) {
+            match ack {
+                Ok(ack) => {
+                    acked = true;
+                    handle_ack(shared, ack)?;
+                }
+                Err(e) => shared.emit(Event::Warning(format!(
+                    "stream {}: unreadable acknowledgement from the service: {e}",
+                    shared.config.stream_name
+                ))),
+            }
+        }
+    }
+}
+
+/// Applies one ack to the store and the counters, and tells the element.
+fn handle_ack(shared: &Arc<Shared>, ack: Ack) -> Result<(), Failure> {
+    let stream = &shared.config.stream_name;
+    let mut failure = None;
+    let mut warning = None;
+    {
+        let mut inner = shared.lock();
+        inner.last_ack = Instant::now();
+        let release = shared.config.release_on;
+        match (ack.event_type, ack.fragment_timecode) {
+            (AckEventType::Received, Some(tc)) => {
+                inner.stats.fragments_received += 1;
+                if release == AckLevel::Received {
+                    inner.store.ack(AckLevel::Received, tc);
+                }
+            }
+            (AckEventType::Persisted, Some(tc)) => {
+                inner.stats.fragments_persisted += 1;
+                if let Some(fragment) = inner.store.ack(AckLevel::Persisted, tc) {
+                    inner.stats.bytes_persisted += fragment.size;
+                }
+            }
+            (AckEventType::Error, tc) => {
+                let id = ack.error_id.unwrap_or(0);
+                let name = ack
+                    .error_code
+                    .clone()
+                    .or_else(|| error_name(id).map(str::to_owned))
+                    .unwrap_or_else(|| format!("error {id}"));
+                inner.stats.errors += 1;
+                let message = format!(
+                    "stream {stream}: Kinesis Video Streams rejected {} with {name} ({id}): {}",
+                    tc.map_or_else(|| "the stream".to_owned(), |t| format!("fragment {t}")),
+                    error_advice(id)
+                );
+                inner.stats.last_error = Some(message.clone());
+                match classify(id) {
+                    ErrorClass::Retriable => failure = Some(Failure::RetriableAck(message)),
+                    ErrorClass::BadFragment => {
+                        // Sending it again would fail again: drop it. With a timecode the
+                        // session goes on; without one the stream is in doubt, so restart it.
+                        let dropped = match tc {
+                            Some(tc) => inner.store.discard(tc),
+                            None => {
+                                let oldest = inner.store.pending().next().map(|f| f.timecode);
+                                oldest.and_then(|t| inner.store.discard(t))
+                            }
+                        };
+                        if dropped.is_some() {
+                            inner.stats.fragments_rejected += 1;
+                        }
+                        if tc.is_none() {
+                            failure = Some(Failure::RetriableAck(message.clone()));
+                        }
+                        warning = Some(message);
+                    }
+                    ErrorClass::Fatal => {
+                        failure = Some(Failure::Fatal(FatalError {
+                            message,
+                            kind: Some(name),
+                            auth: false,
+                        }))
+                    }
+                }
+            }
+            _ => {}
+        }
+        inner.stats.backlog = inner.store.backlog();
+    }
+    shared.changed.notify_all();
+    shared.emit(Event::Ack(ack));
+    if let Some(warning) = warning {
+        shared.emit(Event::Warning(warning));
+    }
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+enum Next {
+    Data(Bytes),
+    Wait,
+    End,
+}
+
+/// Where a connection's body is in the store: the stream header first, then every pending
+/// fragment from the oldest, then live data as it arrives.
+struct BodyCursor {
+    shared: Arc<Shared>,
+    header: Option<Bytes>,
+    /// First fragment of the header generation this session sends.
+    gen_first_seq: u64,
+    producer_start_ms: u64,
+    seq: u64,
+    chunk: usize,
+    /// Whether the fragment at `seq` has started going out on this connection.
+    started: bool,
+    opened: Instant,
+}
+
+impl BodyCursor {
+    fn new(shared: Arc<Shared>) -> Self {
+        let inner = shared.lock();
+        let seq = inner
+            .store
+            .pending()
+            .next()
+            .map_or(inner.next_seq, |f| f.seq);
+        let header = inner
+            .headers
+            .iter()
+            .rev()
+            .find(|h| h.first_seq <= seq)
+            .or(inner.headers.front())
+            .cloned()
+            .expect("the driver opens a connection only once a header is known");
+        drop(inner);
+        BodyCursor {
+            shared,
+            gen_first_seq: header.first_seq,
+            producer_start_ms: header.producer_start_ms,
+            header: Some(header.bytes),
+            seq,
+            chunk: 0,
+            started: false,
+            opened: Instant::now(),
+        }
+    }
+
+    fn next(&mut self) -> Next {
+        if let Some(header) = self.header.take() {
+            self.shared.lock().stats.bytes_sent += header.len() as u64;
+            return Next::Data(header);
+        }
+        let max_age = self.shared.config.max_session_duration;
+        let mut inner = self.shared.lock();
+        if inner.fatal.is_some() {
+            return Next::End;
+        }
+        let mut gather = Gather::default();
+        let mut newly_started = 0;
+        let mut replayed = 0;
+        let mut end = false;
+        loop {
+            let Some(fragment) = inner.store.pending().find(|f| f.seq >= self.seq) else {
+                end = inner.eos;
+                break;
+            };
+            if fragment.seq != self.seq || !self.started {
+                // A new fragment: the place to end for a new header or a session renewal.
+                let new_header = inner
+                    .headers
+                    .iter()
+                    .any(|h| h.first_seq > self.gen_first_seq && h.first_seq <= fragment.seq);
+                if new_header || (self.started && self.opened.elapsed() >= max_age) {
+                    end = true;
+                    break;
+                }
+                if fragment.seq != self.seq {
+                    self.seq = fragment.seq;
+                    self.chunk = 0;
+                }
+                self.started = true;
+                newly_started += 1;
+                if inner.max_seq_sent.is_some_and(|m| fragment.seq <= m) {
+                    replayed += 1;
+                }
+            }
+            if self.chunk < fragment.chunks.len() {
+                let chunk = &fragment.chunks[self.chunk];
+                if !gather.take(chunk) {
+                    break;
+                }
+                self.chunk += 1;
+                if gather.full() {
+                    break;
+                }
+            } else if fragment.complete {
+                self.seq += 1;
+                self.chunk = 0;
+                self.started = false;
+            } else {
+                break;
+            }
+        }
+        let seq = self.seq;
+        inner.stats.fragments_sent += newly_started;
+        inner.stats.fragments_replayed += replayed;
+        if newly_started > 0 {
+            inner.max_seq_sent = Some(inner.max_seq_sent.map_or(seq, |m| m.max(seq)));
+        }
+        match gather.finish() {
+            Some(bytes) => {
+                inner.stats.bytes_sent += bytes.len() as u64;
+                Next::Data(bytes)
+            }
+            None if end => Next::End,
+            None => Next::Wait,
+        }
+    }
+}
+
+/// Collects what is ready into one write: a large chunk as it is, small ones copied together.
+#[derive(Default)]
+struct Gather {
+    first: Option<Bytes>,
+    buf: Option<BytesMut>,
+}
+
+impl Gather {
+    /// Takes `chunk` unless it would be better sent on its own in the next write.
+    fn take(&mut self, chunk: &Bytes) -> bool {
+        match (&self.first, &mut self.buf) {
+            (None, None) => {
+                self.first = Some(chunk.clone());
+                true
+            }
+            _ if chunk.len() >= COALESCE_LIMIT => false,
+            (Some(first), None) => {
+                let mut buf = BytesMut::with_capacity(COALESCE_LIMIT * 2);
+                buf.extend_from_slice(first);
+                buf.extend_from_slice(chunk);
+                self.first = None;
+                self.buf = Some(buf);
+                true
+            }
+            (_, Some(buf)) => {
+                buf.extend_from_slice(chunk);
+                true
+            }
+        }
+    }
+
+    fn full(&self) -> bool {
+        let len = match (&self.first, &self.buf) {
+            (_, Some(buf)) => buf.len(),
+            (Some(first), None) => first.len(),
+            (None, None) => 0,
+        };
+        len >= COALESCE_LIMIT
+    }
+
+    fn finish(self) -> Option<Bytes> {
+        self.buf.map(BytesMut::freeze).or(self.first)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gather_passes_large_chunks_through_and_merges_small_ones() {
+        let big = Bytes::from(vec![1u8; COALESCE_LIMIT]);
+        let mut g = Gather::default();
+        assert!(g.take(&big));
+        assert!(g.full());
+        let out = g.finish().unwrap();
+        assert_eq!(out.as_ptr(), big.as_ptr(), "a large chunk is not copied");
+
+        let mut g = Gather::default();
+        assert!(g.take(&Bytes::from_static(b"abc")));
+        assert!(g.take(&Bytes::from_static(b"defg")));
+        assert!(!g.take(&big), "a large chunk waits for its own write");
+        assert_eq!(g.finish().unwrap(), Bytes::from_static(b"abcdefg"));
+    }
+}

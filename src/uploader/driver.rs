@@ -1,0 +1,309 @@
+//! The driver task: control plane, then PutMedia connections one after another, with
+//! exponential backoff and jitter between failed attempts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use rand::Rng;
+use url::Url;
+
+use super::connection::{self, End, Failure};
+use super::{ConnectionState, Event, FatalError, Shared};
+use crate::control::{ApiError, ControlPlane, CreateStream};
+
+/// First pause after a failure; doubles up to `Config::max_backoff`.
+const BASE_BACKOFF: Duration = Duration::from_millis(250);
+/// How long a new stream may stay CREATING.
+const CREATE_WAIT: Duration = Duration::from_secs(60);
+/// At start, give up when the service was not reached within this many connection timeouts.
+const START_ATTEMPT_FACTOR: u32 = 3;
+/// Consecutive refusals of the credentials after which the stream fails.
+const MAX_AUTH_FAILURES: u32 = 3;
+
+pub(super) async fn run(shared: Arc<Shared>, credentials: SharedCredentialsProvider) {
+    if let Err(error) = drive(&shared, &credentials).await {
+        shared.fail(error);
+    }
+}
+
+async fn drive(
+    shared: &Arc<Shared>,
+    provider: &SharedCredentialsProvider,
+) -> Result<(), FatalError> {
+    let config = &shared.config;
+    let client = build_client(config).map_err(|message| FatalError {
+        message,
+        kind: None,
+        auth: false,
+    })?;
+    let control = ControlPlane::new(client.clone(), &config.control_plane_url, &config.region)
+        .map_err(|e| fatal(shared, &e, "the control-plane URL is invalid"))?;
+
+    // Nothing to do until the first stream header: it names the tracks CreateStream needs.
+    loop {
+        let notified = shared.wake_driver.notified();
+        {
+            let inner = shared.lock();
+            if !inner.headers.is_empty() {
+                break;
+            }
+            if inner.eos {
+                shared.emit(Event::State(ConnectionState::Finished));
+                return Ok(());
+            }
+        }
+        notified.await;
+    }
+
+    let mut attempt = 0u32;
+    let mut auth_failures = 0u32;
+    let mut ever_authorised = false;
+    let mut endpoint: Option<Url> = None;
+    let started = tokio::time::Instant::now();
+    loop {
+        shared.emit(Event::State(ConnectionState::Connecting { attempt }));
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| FatalError {
+                message: format!(
+                    "stream {}: no AWS credentials: {e}. Set the access-key and secret-key \
+                     properties or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                    config.stream_name
+                ),
+                kind: None,
+                auth: true,
+            })?;
+
+        let result = match &endpoint {
+            Some(url) => connection::run(shared, &client, url, &credentials).await,
+            None => match prepare_stream(shared, &control, &credentials).await {
+                Ok(url) => {
+                    ever_authorised = true;
+                    endpoint = Some(url);
+                    continue;
+                }
+                Err(e) => Err(Failure::Api(e)),
+            },
+        };
+
+        let reason = match result {
+            Ok(End::Finished) => {
+                shared.emit(Event::State(ConnectionState::Finished));
+                return Ok(());
+            }
+            Ok(End::Closed { acked }) => {
+                ever_authorised = true;
+                auth_failures = 0;
+                if acked {
+                    attempt = 0;
+                    continue;
+                }
+                "the service closed the connection".to_owned()
+            }
+            Err(Failure::Fatal(error)) => return Err(error),
+            Err(Failure::Stale) => {
+                format!("no acknowledgement for {:?}", config.connection_staleness)
+            }
+            Err(Failure::RetriableAck(message)) => message,
+            Err(Failure::Api(error)) => {
+                if error.is_auth() {
+                    auth_failures += 1;
+                    if !ever_authorised || auth_failures >= MAX_AUTH_FAILURES {
+                        return Err(fatal(shared, &error, auth_advice(&error)));
+                    }
+                } else if !error.is_retriable() {
+                    return Err(fatal(shared, &error, "check the stream name and region"));
+                } else if !ever_authorised
+                    && started.elapsed() >= config.connection_timeout * START_ATTEMPT_FACTOR
+                {
+                    // Never reached the service since start: most likely a wrong endpoint.
+                    return Err(fatal(
+                        shared,
+                        &error,
+                        "check the network, aws-region and control-plane-uri",
+                    ));
+                }
+                if matches!(
+                    error.kind(),
+                    Some("InvalidEndpointException" | "ResourceNotFoundException")
+                ) || matches!(error, ApiError::Transport { .. })
+                {
+                    // Ask the control plane again: the stream may have moved.
+                    endpoint = None;
+                }
+                error.to_string()
+            }
+        };
+
+        attempt += 1;
+        let delay = backoff(attempt, config.max_backoff);
+        {
+            let mut inner = shared.lock();
+            inner.stats.reconnects += 1;
+            inner.stats.last_error = Some(reason.clone());
+        }
+        shared.emit(Event::State(ConnectionState::Reconnecting {
+            attempt,
+            delay,
+            reason,
+        }));
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// DescribeStream, CreateStream when allowed, TagStream, GetDataEndpoint(PUT_MEDIA).
+async fn prepare_stream(
+    shared: &Arc<Shared>,
+    control: &ControlPlane,
+    credentials: &Credentials,
+) -> Result<Url, ApiError> {
+    let config = &shared.config;
+    let timeout = config.connection_timeout;
+    let stream = config.stream_name.as_str();
+    let mut info = control
+        .describe_stream(credentials, stream, timeout)
+        .await?;
+    if info.is_none() {
+        if !config.allow_create_stream {
+            return Err(ApiError::Service {
+                status: 404,
+                kind: "ResourceNotFoundException".into(),
+                message: format!("stream {stream} does not exist and allow-create-stream is false"),
+            });
+        }
+        let media_type = config.media_type.clone().unwrap_or_else(|| {
+            let inner = shared.lock();
+            inner
+                .headers
+                .front()
+                .map(|h| h.media_type.clone())
+                .unwrap_or_default()
+        });
+        let params = CreateStream {
+            stream_name: stream,
+            data_retention_in_hours: config.retention_hours,
+            media_type: Some(&media_type),
+            device_name: Some("kvssink"),
+            kms_key_id: config.kms_key_id.as_deref(),
+            tags: config.stream_tags.clone(),
+        };
+        match control.create_stream(credentials, &params, timeout).await {
+            Ok(_) => {}
+            // Another producer created it meanwhile.
+            Err(e) if e.kind() == Some("ResourceInUseException") => {}
+            Err(e) => return Err(e),
+        }
+        let deadline = tokio::time::Instant::now() + CREATE_WAIT;
+        loop {
+            info = control
+                .describe_stream(credentials, stream, timeout)
+                .await?;
+            let status = info.as_ref().and_then(|i| i.status.as_deref());
+            if status == Some("ACTIVE") || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    } else if !config.stream_tags.is_empty() {
+        control
+            .tag_stream(credentials, stream, &config.stream_tags, timeout)
+            .await?;
+    }
+    if let Some(status) = info.as_ref().and_then(|i| i.status.as_deref())
+        && status != "ACTIVE"
+        && status != "UPDATING"
+    {
+        return Err(ApiError::Service {
+            status: 400,
+            kind: "ResourceInUseException".into(),
+            message: format!("stream {stream} is {status}, not ACTIVE"),
+        });
+    }
+    let endpoint = control
+        .get_data_endpoint(credentials, stream, "PUT_MEDIA", timeout)
+        .await?;
+    let mut url = Url::parse(&endpoint)
+        .map_err(|e| ApiError::Decode(format!("GetDataEndpoint returned {endpoint:?}: {e}")))?;
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn build_client(config: &super::Config) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(config.connection_timeout)
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(2)
+        .user_agent(config.user_agent.clone());
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("the CA file {} is not PEM: {e}", path.display()))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot set up HTTPS: {e}"))
+}
+
+fn auth_advice(error: &ApiError) -> &'static str {
+    match error.kind() {
+        Some("UnrecognizedClientException") => {
+            "the access key is not known to AWS: check access-key or AWS_ACCESS_KEY_ID"
+        }
+        Some("InvalidSignatureException") => {
+            "the signature does not match: usually a wrong secret key, or the clock is off \
+             by more than 5 minutes"
+        }
+        Some("ExpiredTokenException") => "the session token has expired: renew the credentials",
+        _ => {
+            "check the credentials and the IAM policy (kinesisvideo:PutMedia, DescribeStream, \
+              GetDataEndpoint, CreateStream, TagStream)"
+        }
+    }
+}
+
+fn fatal(shared: &Shared, error: &ApiError, advice: &str) -> FatalError {
+    FatalError {
+        message: format!("stream {}: {error}; {advice}", shared.config.stream_name),
+        kind: error.kind().map(str::to_owned),
+        auth: error.is_auth(),
+    }
+}
+
+/// Exponential backoff with jitter: between half and all of `BASE * 2^(attempt-1)`, capped.
+pub(crate) fn backoff(attempt: u32, max: Duration) -> Duration {
+    let exp = BASE_BACKOFF.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let capped = exp.min(max);
+    let jitter = rand::rng().random_range(0.5..=1.0);
+    capped.mul_f64(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let max = Duration::from_secs(10);
+        for attempt in 1..30 {
+            let d = backoff(attempt, max);
+            assert!(d <= max, "{attempt}: {d:?}");
+            let nominal = BASE_BACKOFF
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(max);
+            assert!(d >= nominal / 2, "{attempt}: {d:?}");
+        }
+        assert!(backoff(1, max) <= BASE_BACKOFF);
+        assert!(backoff(8, max) >= Duration::from_secs(5));
+    }
+}
