@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Sets up the machine and runs every test: formatting, lints, unit tests, and integration tests
+# that run real GStreamer pipelines against kvs-local on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+export CARGO_TERM_COLOR=never
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# Benchmarks are built (so they cannot rot) but only run by scripts/bench.sh.
+cargo build --workspace --benches --locked
+cargo test --workspace --locked -- --test-threads=2
