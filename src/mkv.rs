@@ -20,6 +20,11 @@
 //!   cluster. A `Tags` element there is parsed first, so that its
 //!   `AWS_KINESISVIDEO_END_OF_FRAGMENT` flag can be set on the `FragmentEnd` that precedes
 //!   the `Interstitial`. In a known-size cluster every child is part of the cluster.
+//! * A cluster's bytes are held back (as slices) until its `FragmentStart`; if its first
+//!   video block has not appeared after `Limits::max_block_size` bytes, the fragment starts
+//!   anyway with `key_frame: false`, so that memory stays bounded.
+//! * `finish()` in the middle of an element: a fragment that already started gets its
+//!   `FragmentEnd`, then `Err(Truncated)` is returned (see [`Splitter::finish`]).
 //! * Errors poison the splitter: later `push` calls return the same error until
 //!   [`Splitter::reset`] is called.
 

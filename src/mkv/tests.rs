@@ -450,6 +450,40 @@ fn fragment_start_waits_for_the_video_block() {
 }
 
 #[test]
+fn held_prefix_is_bounded() {
+    // A video stream whose cluster carries only audio: without a video block, the cluster
+    // starts (as a non-key-frame fragment) once max_block_size bytes are held.
+    let limits = Limits {
+        max_block_size: 10_000,
+        ..Limits::default()
+    };
+    let mut s = header_av();
+    let audio: Vec<_> = (0..100).map(|i| simple_block(2, i, true, 500)).collect();
+    s.extend(cluster(0, false, &audio));
+    for cuts in [vec![], every(600, s.len())] {
+        let (ev, r) = run_cuts(&s, &cuts, limits);
+        r.unwrap();
+        let n = normalize(&ev);
+        assert_eq!(n.len(), 4, "{n:?}");
+        assert_eq!(
+            n[1],
+            N::Start(FragmentStart {
+                timecode: 0,
+                key_frame: false
+            })
+        );
+        let N::Data(d) = &n[2] else { panic!() };
+        assert_eq!(d, &s[header_av().len()..]);
+    }
+    let mut sp = Splitter::new(limits);
+    let mut out = Vec::new();
+    for piece in s.chunks(600) {
+        sp.push(Bytes::copy_from_slice(piece), &mut out).unwrap();
+        assert!(sp.held_bytes() <= 10_000 + 600);
+    }
+}
+
+#[test]
 fn block_groups_and_reference_blocks() {
     let mut s = header_av();
     s.extend(cluster(

@@ -1,0 +1,108 @@
+//! Stream header handling: EBML header, Info, Tracks, held Segment-level elements.
+
+use super::*;
+
+impl Splitter {
+    pub(super) fn on_held(
+        &mut self,
+        id: u32,
+        dest: Dest,
+        data: &Bytes,
+        pos: usize,
+        out: &mut Vec<Event>,
+    ) -> Result<(), MkvError> {
+        match dest {
+            Dest::EbmlHeader => {
+                let body = &self.header_buf[self.body_start..];
+                for child in ebml::children(body) {
+                    let Ok((cid, b)) = child else { break };
+                    if cid == ID_DOC_TYPE {
+                        self.doc_type = ebml::read_string(b);
+                    }
+                }
+                if self.doc_type != "matroska" && self.doc_type != "webm" {
+                    return Err(MkvError::DocType(self.doc_type.clone()));
+                }
+                self.top = Top::ExpectSegment;
+            }
+            Dest::Header => match id {
+                ID_INFO => self.parse_info(),
+                ID_TRACKS => self.parse_tracks()?,
+                _ => {}
+            },
+            Dest::Interstitial { in_cluster } => {
+                let eof =
+                    id == ID_TAGS && tags_have_end_of_fragment(&self.hold_buf[self.body_start..]);
+                if in_cluster {
+                    self.end_cluster(eof, data, pos, out)?;
+                }
+                let bytes = Bytes::from(std::mem::take(&mut self.hold_buf));
+                out.push(Event::Interstitial(bytes));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn parse_info(&mut self) {
+        let body = &self.header_buf[self.body_start..];
+        for (id, b) in ebml::children(body).map_while(Result::ok) {
+            if id == ID_TIMECODE_SCALE {
+                // 0 is meaningless: keep the default.
+                self.timecode_scale = ebml::read_uint(b).filter(|&v| v > 0).unwrap_or(1_000_000);
+            }
+        }
+    }
+
+    pub(super) fn parse_tracks(&mut self) -> Result<(), MkvError> {
+        let body = &self.header_buf[self.body_start..];
+        let mut tracks = Vec::new();
+        for (id, entry) in ebml::children(body).map_while(Result::ok) {
+            if id != ID_TRACK_ENTRY {
+                continue;
+            }
+            let mut t = TrackInfo {
+                number: 0,
+                track_type: 0,
+                codec_id: String::new(),
+            };
+            for (cid, b) in ebml::children(entry).map_while(Result::ok) {
+                match cid {
+                    ID_TRACK_NUMBER => t.number = ebml::read_uint(b).unwrap_or(0),
+                    ID_TRACK_TYPE => t.track_type = ebml::read_uint(b).unwrap_or(0),
+                    ID_CODEC_ID => t.codec_id = ebml::read_string(b),
+                    _ => {}
+                }
+            }
+            tracks.push(t);
+        }
+        if tracks.len() > MAX_TRACKS {
+            return Err(MkvError::TooManyTracks(tracks.len()));
+        }
+        self.have_tracks = !tracks.is_empty();
+        self.tracks = tracks;
+        Ok(())
+    }
+
+    pub(super) fn complete_header(&mut self, out: &mut Vec<Event>) -> Result<(), MkvError> {
+        if !self.have_tracks {
+            return Err(MkvError::MissingTracks);
+        }
+        let header = StreamHeader {
+            bytes: Bytes::copy_from_slice(&self.header_buf),
+            doc_type: self.doc_type.clone(),
+            timecode_scale: self.timecode_scale,
+            tracks: self.tracks.clone(),
+        };
+        self.video_track = self
+            .tracks
+            .iter()
+            .find(|t| t.track_type == TRACK_TYPE_VIDEO)
+            .map(|t| t.number);
+        self.header_buf.clear();
+        self.header_done = true;
+        self.prev_timecode = None;
+        self.header = Some(header.clone());
+        out.push(Event::Header(header));
+        Ok(())
+    }
+}
