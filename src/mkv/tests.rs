@@ -1029,6 +1029,40 @@ fn real_matroskamux_video() {
 }
 
 #[test]
+fn real_matroskamux_b_frames() {
+    if !gst_available() {
+        eprintln!("gst-launch-1.0 not found: skipping");
+        return;
+    }
+    // B-frames: block times (PTS) are not monotonic inside a cluster.
+    let data = gst_record(
+        "videotestsrc num-buffers=90 ! video/x-raw,width=320,height=240,framerate=30/1 ! x264enc \
+         key-int-max=30 bframes=2 b-adapt=false speed-preset=ultrafast ! h264parse ! \
+         matroskamux streamable=true",
+        "b.mkv",
+    );
+    check_real(&data, 1, 3);
+    let (ev, _) = run(&data);
+    let ends: Vec<_> = ev
+        .iter()
+        .filter_map(|e| {
+            if let Event::FragmentEnd(f) = e {
+                Some(f.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    for (i, f) in ends.iter().enumerate() {
+        let t = i as i64 * 1000;
+        assert_eq!(
+            (f.blocks, f.first_block_time, f.last_block_time),
+            (30, t, t + 967)
+        );
+    }
+}
+
+#[test]
 fn real_matroskamux_audio_video() {
     if !gst_available() {
         eprintln!("gst-launch-1.0 not found: skipping");
