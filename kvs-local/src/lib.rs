@@ -1,0 +1,256 @@
+//! # kvs-local
+//!
+//! A local, strict, Amazon Kinesis Video Streams compatible HTTP endpoint
+//! for development and tests: the control plane (CreateStream,
+//! DescribeStream, ...), SigV4 verification, PutMedia with streamed acks and
+//! incremental MKV validation, storage in memory or in a data directory,
+//! GetMedia/ListFragments/GetMediaForFragmentList, fault injection and a JSON
+//! report of everything it saw.
+//!
+//! ```no_run
+//! use kvs_local::{Config, Server};
+//! let server = Server::spawn(Config::default()).unwrap();
+//! server.create_stream("cam1").unwrap();
+//! println!("point your producer at {}", server.url());
+//! ```
+
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod faults;
+pub mod getmedia;
+pub mod http;
+pub mod mkv;
+pub mod mkvbuild;
+mod persist;
+pub mod putmedia;
+pub mod report;
+pub mod server;
+pub mod sigv4;
+pub mod store;
+pub mod util;
+
+pub use config::{Config, DEMO_ACCESS_KEY, DEMO_SECRET_KEY, KeyPair};
+pub use faults::Fault;
+pub use report::Report;
+pub use store::{StoreError, StoredFragment, StreamSnapshot};
+
+use server::{Shared, accept_loop, bind};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// A running endpoint. Dropping it shuts it down.
+pub struct Server {
+    shared: Arc<Shared>,
+    runtime: Option<tokio::runtime::Runtime>,
+    addr: SocketAddr,
+    stopped: bool,
+}
+
+fn build_shared(config: Config, addr: SocketAddr) -> std::io::Result<Shared> {
+    let store = store::Store::open(config.data_dir.clone(), config.creating_delay)?;
+    let host = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    let base_url = format!("http://{}", SocketAddr::new(host, addr.port()));
+    Ok(Shared {
+        verifier: sigv4::Verifier {
+            keys: config.effective_keys(),
+            region: config.region.clone(),
+            max_skew: config.max_clock_skew,
+        },
+        log: util::Logger::new(config.log),
+        store,
+        faults: faults::Faults::default(),
+        recorder: report::Recorder::default(),
+        base_url,
+        session_ids: AtomicU64::new(0),
+        epoch: tokio::sync::watch::channel(0).0,
+        paused: tokio::sync::watch::channel(false).0,
+        shutdown: tokio::sync::watch::channel(false).0,
+        listening: (Mutex::new(true), Condvar::new()),
+        digests: Mutex::new(HashMap::new()),
+        config,
+    })
+}
+
+impl Server {
+    /// Starts the server on its own tokio runtime (background threads).
+    /// Usable from synchronous code and from inside another runtime.
+    pub fn spawn(config: Config) -> std::io::Result<Server> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kvs-local")
+            .enable_all()
+            .build()?;
+        let listener = {
+            let _g = rt.enter();
+            bind(SocketAddr::new(config.bind, config.port))?
+        };
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(build_shared(config, addr)?);
+        rt.spawn(accept_loop(shared.clone(), listener, addr));
+        Ok(Server {
+            shared,
+            runtime: Some(rt),
+            addr,
+            stopped: false,
+        })
+    }
+
+    /// Starts the server inside the current tokio runtime.
+    pub async fn start(config: Config) -> std::io::Result<Server> {
+        let listener = bind(SocketAddr::new(config.bind, config.port))?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(build_shared(config, addr)?);
+        tokio::spawn(accept_loop(shared.clone(), listener, addr));
+        Ok(Server {
+            shared,
+            runtime: None,
+            addr,
+            stopped: false,
+        })
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:43123`.
+    pub fn url(&self) -> String {
+        self.shared.base_url.clone()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Creates a stream directly (no HTTP), ACTIVE at once.
+    pub fn create_stream(&self, name: &str) -> Result<StreamSnapshot, StoreError> {
+        let region = self.shared.config.region.as_deref().unwrap_or("us-west-2");
+        let meta = control::new_meta(name, region);
+        self.shared.store.create(meta, Some(Duration::ZERO))?;
+        self.shared.store.describe(name).ok_or(StoreError::NotFound)
+    }
+
+    /// Deletes a stream directly (no HTTP).
+    pub fn delete_stream(&self, name: &str) -> Result<(), StoreError> {
+        self.shared.store.delete(name, None)
+    }
+
+    /// Status, tags, retention, media type... of a stream.
+    pub fn stream(&self, name: &str) -> Option<StreamSnapshot> {
+        self.shared.store.describe(name)
+    }
+
+    /// Stored fragments of a stream, in order, with their raw bytes.
+    pub fn fragments(&self, name: &str) -> Vec<StoredFragment> {
+        self.shared.store.fragments_where(name, |_, _| true)
+    }
+
+    /// Distinct stream headers of a stream, in order of first use
+    /// (`StoredFragment::header_index` indexes this list).
+    pub fn stream_headers(&self, name: &str) -> Vec<bytes::Bytes> {
+        self.shared.store.headers(name)
+    }
+
+    /// Injects a fault.
+    pub fn inject(&self, fault: Fault) {
+        self.shared.faults.inject(fault);
+    }
+
+    /// Clears all faults.
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// The report of all requests and sessions so far.
+    pub fn report(&self) -> Report {
+        Self::report_of(&self.shared)
+    }
+
+    /// Builds the report, filling in SHA-256 digests of stored fragments.
+    pub fn report_of(shared: &Shared) -> Report {
+        let mut rep = shared.recorder.snapshot();
+        let mut digests = shared.digests.lock().unwrap_or_else(|e| e.into_inner());
+        let mut missing: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for s in &rep.sessions {
+            for f in &s.fragments {
+                if let Some(n) = &f.number
+                    && f.outcome == "persisted"
+                    && !digests.contains_key(n)
+                {
+                    missing.entry(s.stream.clone()).or_default().insert(n.clone());
+                }
+            }
+        }
+        for (stream, numbers) in missing {
+            for f in shared
+                .store
+                .fragments_where(&stream, |_, m| numbers.contains(&m.number))
+            {
+                digests.insert(f.number.clone(), hex::encode(Sha256::digest(&f.bytes)));
+            }
+        }
+        for s in &mut rep.sessions {
+            for f in &mut s.fragments {
+                if let Some(n) = &f.number {
+                    f.sha256 = digests.get(n).cloned();
+                }
+            }
+        }
+        rep
+    }
+
+    /// Waits until `name` has at least `n` stored fragments.
+    pub fn wait_for_fragments(&self, name: &str, n: usize, timeout: Duration) -> bool {
+        self.shared.store.wait_for_fragments(name, n, timeout)
+    }
+
+    /// Stops listening (new connections are refused) and closes every live
+    /// connection. Returns once the listener is closed.
+    pub fn pause_listening(&self) {
+        self.shared.paused.send_replace(true);
+        self.shared.wait_listening(false, Duration::from_secs(5));
+    }
+
+    /// Listens again on the same port. Returns once the listener is bound.
+    pub fn resume_listening(&self) {
+        self.shared.paused.send_replace(false);
+        self.shared.wait_listening(true, Duration::from_secs(5));
+    }
+
+    /// Stops the server and closes every connection.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        self.shared.shutdown.send_replace(true);
+        self.shared.wait_listening(false, Duration::from_secs(5));
+        if let Some(rt) = self.runtime.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                rt.shutdown_background();
+            } else {
+                rt.shutdown_timeout(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,157 @@
+//! `kvs-local` command line: run the endpoint, or export a stored stream.
+
+use kvs_local::{Config, KeyPair, Server};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage:
+  kvs-local [--port N] [--bind IP] [--data-dir DIR] [--key AKID:SECRET[:TOKEN]]...
+            [--region REGION] [--creating-delay-ms N] [--idle-ack-interval-ms N]
+            [--idle-timeout-s N] [--report FILE] [--verbose]
+  kvs-local export --data-dir DIR --stream NAME OUT.mkv
+
+Without --key (or KVS_LOCAL_KEYS=AKID:SECRET,...) the demo key pair
+KVSLOCALDEMOACCESSKEY / kvs-local-demo-secret-key is accepted.
+KVS_LOCAL_LOG=1 or --verbose logs every request and rejection to stderr.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = if args.first().map(String::as_str) == Some("export") {
+        export(&args[1..])
+    } else {
+        serve(&args)
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kvs-local: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str, String> {
+    *i += 1;
+    args.get(*i)
+        .map(String::as_str)
+        .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+}
+
+fn number<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T, String> {
+    s.parse().map_err(|_| format!("{flag}: invalid number {s:?}"))
+}
+
+fn serve(args: &[String]) -> Result<(), String> {
+    let mut cfg = Config {
+        port: 4566,
+        ..Config::default()
+    };
+    let mut report_file: Option<PathBuf> = None;
+    if let Ok(keys) = std::env::var("KVS_LOCAL_KEYS") {
+        cfg.keys.extend(KeyPair::parse_list(&keys)?);
+    }
+    let mut i = 0;
+    while i < args.len() {
+        let flag = args[i].as_str();
+        match flag {
+            "--port" | "-p" => cfg.port = number(value(args, &mut i, flag)?, flag)?,
+            "--bind" => cfg.bind = number(value(args, &mut i, flag)?, flag)?,
+            "--data-dir" => cfg.data_dir = Some(value(args, &mut i, flag)?.into()),
+            "--key" => cfg.keys.push(KeyPair::parse(value(args, &mut i, flag)?)?),
+            "--region" => cfg.region = Some(value(args, &mut i, flag)?.into()),
+            "--creating-delay-ms" => {
+                cfg.creating_delay =
+                    Duration::from_millis(number(value(args, &mut i, flag)?, flag)?)
+            }
+            "--idle-ack-interval-ms" => {
+                cfg.idle_ack_interval =
+                    Duration::from_millis(number(value(args, &mut i, flag)?, flag)?)
+            }
+            "--idle-timeout-s" => {
+                cfg.idle_timeout = Duration::from_secs(number(value(args, &mut i, flag)?, flag)?)
+            }
+            "--report" => report_file = Some(value(args, &mut i, flag)?.into()),
+            "--verbose" | "-v" => cfg.log = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    let data_dir = cfg.data_dir.clone();
+    let server = Server::spawn(cfg).map_err(|e| format!("cannot start: {e}"))?;
+    println!("kvs-local listening on {}", server.url());
+    let _ = std::io::stdout().flush();
+    wait_for_signal()?;
+    eprintln!("kvs-local: shutting down");
+    let report = serde_json::to_vec_pretty(&server.report()).map_err(|e| e.to_string())?;
+    server.shutdown();
+    let target = report_file.or_else(|| data_dir.map(|d| d.join("report.json")));
+    match target {
+        Some(path) => {
+            std::fs::write(&path, &report)
+                .map_err(|e| format!("cannot write report {}: {e}", path.display()))?;
+            eprintln!("kvs-local: report written to {}", path.display());
+        }
+        None => {
+            let mut err = std::io::stderr();
+            let _ = err.write_all(&report);
+            let _ = err.write_all(b"\n");
+        }
+    }
+    Ok(())
+}
+
+fn wait_for_signal() -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string()),
+            _ = term.recv() => Ok(()),
+        }
+    })
+}
+
+fn export(args: &[String]) -> Result<(), String> {
+    let (mut dir, mut stream, mut out) = (None, None, None);
+    let mut i = 0;
+    while i < args.len() {
+        let flag = args[i].as_str();
+        match flag {
+            "--data-dir" => dir = Some(PathBuf::from(value(args, &mut i, flag)?)),
+            "--stream" => stream = Some(value(args, &mut i, flag)?.to_string()),
+            s if !s.starts_with('-') && out.is_none() => out = Some(PathBuf::from(s)),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+        i += 1;
+    }
+    let (Some(dir), Some(stream), Some(out)) = (dir, stream, out) else {
+        return Err(format!("export needs --data-dir, --stream and an output file\n{USAGE}"));
+    };
+    let stats = kvs_local::store::export_stream(&dir, &stream, &out).map_err(|e| e.to_string())?;
+    eprintln!(
+        "kvs-local: wrote {} fragments ({} bytes) of {stream} to {}{}",
+        stats.fragments,
+        stats.bytes,
+        out.display(),
+        if stats.skipped > 0 {
+            format!(
+                " ({} fragments with a different stream header skipped)",
+                stats.skipped
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

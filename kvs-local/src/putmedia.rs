@@ -1,0 +1,322 @@
+//! PutMedia: request checks, the streaming ack response, and the ingest
+//! session that parses the body incrementally and stores fragments.
+
+use crate::control::accepted;
+use crate::faults::SessionFaults;
+use crate::http::{ApiError, ChannelBody, Delivery, RespBody};
+use crate::mkv::{Event, MkvError, Parser, StreamHeader};
+use crate::report::{AuthVerdict, FragmentRecord, RequestRecord};
+use crate::server::{ConnCtl, Shared, new_record, record_error};
+use crate::sigv4::{Payload, Verified};
+use crate::store::{FragMeta, SessionHandle, SessionState, StoreError};
+use crate::util::{error_code_name, now_ms};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+use tokio::time::sleep_until;
+
+/// Verifies credentials (with credential/request faults) and fills the
+/// record's auth fields.
+pub fn check_auth(
+    shared: &Shared,
+    req: &crate::sigv4::Request<'_>,
+    op: &str,
+    stream: Option<&str>,
+    rec: &mut RequestRecord,
+) -> Result<Verified, ApiError> {
+    if let Some(t) = shared.faults.take_reject_credentials(stream) {
+        rec.auth = AuthVerdict::Rejected;
+        rec.auth_reason = Some(format!("rejected by injected fault ({t})"));
+        shared.log(format_args!("{op}: credentials rejected by injected fault"));
+        let msg = if t == "ExpiredTokenException" {
+            "The security token included in the request is expired"
+        } else {
+            "The security token included in the request is invalid."
+        };
+        let mut e = ApiError::new(403, &t, msg);
+        e.lower_case_message = true;
+        return Err(e);
+    }
+    let v = match shared.verifier.verify(req, SystemTime::now()) {
+        Ok(v) => v,
+        Err(r) => {
+            rec.auth = AuthVerdict::Rejected;
+            rec.auth_reason = Some(r.reason.clone());
+            shared.log(format_args!(
+                "{op} stream={} rejected: {} ({})",
+                stream.unwrap_or("-"),
+                r.error_type,
+                r.reason
+            ));
+            let mut e = ApiError::new(r.status, r.error_type, r.message);
+            e.lower_case_message = true;
+            return Err(e);
+        }
+    };
+    accepted(rec, &v);
+    if let Some(inj) = shared.faults.take_request_failure(op, stream) {
+        shared.log(format_args!("{op}: answering with injected {}", inj.status));
+        return Err(ApiError::new(
+            inj.status,
+            &inj.error_type,
+            format!("Injected fault: {}", inj.error_type),
+        ));
+    }
+    Ok(v)
+}
+
+/// The producer start timestamp in ms, or why it is unusable.
+type StartTs = Result<u64, String>;
+
+struct Prepared {
+    name: String,
+    relative: bool,
+    start_ts: StartTs,
+}
+
+fn header<'a>(parts: &'a http::request::Parts, name: &str) -> Option<&'a str> {
+    parts.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn parse_start_ts(v: Option<&str>) -> StartTs {
+    let v = v.ok_or("x-amzn-producer-start-timestamp missing")?;
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok((s * 1000.0).round() as u64),
+        _ => Err(format!("invalid x-amzn-producer-start-timestamp {v:?}")),
+    }
+}
+
+fn prepare(
+    shared: &Shared,
+    parts: &http::request::Parts,
+    rec: &mut RequestRecord,
+) -> Result<Prepared, ApiError> {
+    let name_h = header(parts, "x-amzn-stream-name");
+    let arn_h = header(parts, "x-amzn-stream-arn");
+    let hint = name_h
+        .map(str::to_string)
+        .or_else(|| arn_h.and_then(|a| shared.store.name_for_arn(a)));
+    rec.stream = hint.clone().or(arn_h.map(str::to_string));
+    let req = crate::sigv4::Request {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        payload: Payload::Streaming,
+    };
+    check_auth(shared, &req, "PutMedia", hint.as_deref(), rec)?;
+    let name = match (name_h, arn_h) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_argument(
+                "Specify either x-amzn-stream-name or x-amzn-stream-arn, not both.",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::invalid_argument(
+                "Either x-amzn-stream-name or x-amzn-stream-arn must be specified.",
+            ));
+        }
+        (Some(n), None) => {
+            crate::control::validate_name(n)?;
+            n.to_string()
+        }
+        (None, Some(a)) => hint.ok_or_else(|| {
+            ApiError::not_found(format!("The requested stream is not found: {a}"))
+        })?,
+    };
+    let relative = match header(parts, "x-amzn-fragment-timecode-type") {
+        Some("RELATIVE") => true,
+        Some("ABSOLUTE") => false,
+        other => {
+            return Err(ApiError::invalid_argument(format!(
+                "x-amzn-fragment-timecode-type must be ABSOLUTE or RELATIVE, got {other:?}"
+            )));
+        }
+    };
+    let start_ts = parse_start_ts(header(parts, "x-amzn-producer-start-timestamp"));
+    if shared.store.describe(&name).is_none() {
+        return Err(ApiError::not_found(format!(
+            "The requested stream is not found or not active: {name}"
+        )));
+    }
+    Ok(Prepared {
+        name,
+        relative,
+        start_ts,
+    })
+}
+
+/// Handles `POST /putMedia`.
+pub async fn handle(
+    shared: Arc<Shared>,
+    ctl: Arc<ConnCtl>,
+    req: Request<Incoming>,
+    rid: String,
+) -> Response<RespBody> {
+    let mut rec = new_record(&req, &ctl, "PutMedia");
+    let (parts, body) = req.into_parts();
+    let p = match prepare(&shared, &parts, &mut rec) {
+        Ok(p) => p,
+        Err(e) => {
+            record_error(&mut rec, &e);
+            shared.log(format_args!(
+                "PutMedia stream={} -> {} {}: {}",
+                rec.stream.as_deref().unwrap_or("-"),
+                e.status,
+                e.error_type,
+                e.message
+            ));
+            shared.recorder.request(rec);
+            return e.response(&rid);
+        }
+    };
+    rec.status = 200;
+    let request_id = shared.recorder.request(rec);
+    let sid = shared.session_ids.fetch_add(1, Ordering::Relaxed) + 1;
+    let Some((handle, state)) = shared.store.begin_session(&p.name, sid) else {
+        return ApiError::not_found(format!("The requested stream is not found: {}", p.name))
+            .response(&rid);
+    };
+    let report_id = shared.recorder.start_session(request_id, &p.name);
+    shared.log(format_args!(
+        "PutMedia stream={} session {sid} started ({})",
+        p.name,
+        if p.relative { "RELATIVE" } else { "ABSOLUTE" }
+    ));
+    let delivery = Arc::new(Delivery::default());
+    let (body_tx, resp_body) = ChannelBody::new(16, delivery.clone());
+    let (ack_tx, ack_rx) = mpsc::channel(1024);
+    tokio::spawn(forward_acks(
+        shared.clone(),
+        p.name.clone(),
+        report_id,
+        ack_rx,
+        body_tx,
+        delivery.clone(),
+    ));
+    let session = Session {
+        sfaults: shared.faults.claim_session(&p.name),
+        parser: Parser::new(shared.config.max_fragment_size),
+        shared: shared.clone(),
+        ctl,
+        handle,
+        report_id,
+        events: Vec::new(),
+        header: None,
+        relative: p.relative,
+        start_ts: p.start_ts,
+        acks: ack_tx,
+        queued: 0,
+        delivery,
+        frag: None,
+        prev_start_ns: None,
+        index: 0,
+        bytes: 0,
+        stored: 0,
+        started: Instant::now(),
+        last_data: Instant::now(),
+    };
+    tokio::spawn(session.run(body, state));
+    let mut resp = Response::new(http_body_util::BodyExt::boxed(resp_body));
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        h.insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+async fn forward_acks(
+    shared: Arc<Shared>,
+    stream: String,
+    report_id: u64,
+    mut rx: mpsc::Receiver<(Instant, Bytes)>,
+    tx: mpsc::Sender<Bytes>,
+    delivery: Arc<Delivery>,
+) {
+    while let Some((at, ack)) = rx.recv().await {
+        let policy = shared.faults.ack_policy(&stream);
+        if policy.stop {
+            delivery.mark();
+            continue;
+        }
+        if !policy.delay.is_zero() {
+            sleep_until((at + policy.delay).into()).await;
+        }
+        let text = String::from_utf8_lossy(ack.trim_ascii_end()).into_owned();
+        shared.recorder.session(report_id, |s| s.acks.push(text));
+        if tx.send(ack).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Builds one ack line.
+pub fn ack_json(event: &str, tc: Option<u64>, number: Option<&str>, error: Option<u32>) -> Bytes {
+    let mut s = String::with_capacity(128);
+    let _ = write!(s, "{{\"EventType\":\"{event}\"");
+    if let Some(t) = tc {
+        let _ = write!(s, ",\"FragmentTimecode\":{t}");
+    }
+    if let Some(n) = number {
+        let _ = write!(s, ",\"FragmentNumber\":\"{n}\"");
+    }
+    if let Some(id) = error {
+        let _ = write!(s, ",\"ErrorId\":{id},\"ErrorCode\":\"{}\"", error_code_name(id));
+    }
+    s.push_str("}\n");
+    Bytes::from(s)
+}
+
+struct Frag {
+    seq: u64,
+    index: u64,
+    timecode: Option<u64>,
+    number: Option<(u128, String)>,
+    producer_ms: u64,
+    first_checked: bool,
+    key_frame: bool,
+    min_tc: i64,
+    max_tc: i64,
+    any_block: bool,
+    tracks_seen: Vec<u64>,
+    error: bool,
+}
+
+enum Flow {
+    Continue,
+    End(String),
+    Kill(String),
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    ctl: Arc<ConnCtl>,
+    handle: SessionHandle,
+    report_id: u64,
+    parser: Parser,
+    events: Vec<Event>,
+    header: Option<(Arc<StreamHeader>, String)>,
+    relative: bool,
+    start_ts: StartTs,
+    acks: mpsc::Sender<(Instant, Bytes)>,
+    queued: u64,
+    delivery: Arc<Delivery>,
+    frag: Option<Frag>,
+    prev_start_ns: Option<u128>,
+    index: u64,
+    bytes: u64,
+    stored: u64,
+    sfaults: SessionFaults,
+    started: Instant,
+    last_data: Instant,
+}
+
+#[path = "session.rs"]
+mod session;
