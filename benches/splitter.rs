@@ -5,8 +5,37 @@ use bytes::Bytes;
 use gstkvs::ack::AckParser;
 use gstkvs::mkv::{self, Event, Limits, Splitter, ebml};
 use gstkvs::store::{AckLevel, FragmentStore, StoreLimits};
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Counts heap allocations, to show the splitter's steady state does not allocate per
+/// buffer.
+struct CountingAlloc;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 const CLUSTERS: usize = 64;
 const FPS: usize = 30;
@@ -101,9 +130,12 @@ fn time<F: FnMut()>(mut f: F) -> Duration {
     )
 }
 
-fn bench_splitter(pieces: &[Bytes], total: usize) -> Duration {
+/// Median time of a full run, and heap allocations per pushed buffer.
+fn bench_splitter(pieces: &[Bytes], total: usize) -> (Duration, f64) {
     let mut out = Vec::with_capacity(256);
-    time(|| {
+    let mut allocs = 0;
+    let d = time(|| {
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
         let mut sp = Splitter::new(Limits::default());
         let mut fragments = 0;
         for p in pieces {
@@ -119,7 +151,9 @@ fn bench_splitter(pieces: &[Bytes], total: usize) -> Duration {
         out.clear();
         assert_eq!(fragments, CLUSTERS - 1);
         assert_eq!(sp.bytes_consumed(), total as u64);
-    })
+        allocs = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    });
+    (d, allocs as f64 / pieces.len() as f64)
 }
 
 fn row(name: &str, d: Duration, figure: String) {
@@ -139,22 +173,24 @@ fn main() {
     println!("{:<46} {:>13}  throughput", "benchmark", "median");
 
     let mux = cut(&data, &mux_cuts);
-    let d = bench_splitter(&mux, total);
+    let (d, allocs) = bench_splitter(&mux, total);
     let name = format!("splitter, matroskamux cuts ({} buffers)", mux.len());
-    row(
-        &name,
-        d,
-        format!(
-            "{}  ({:.1} M buffers/s)",
-            gbps(d),
-            mux.len() as f64 / d.as_secs_f64() / 1e6
-        ),
+    let rate = mux.len() as f64 / d.as_secs_f64() / 1e6;
+    let figure = format!(
+        "{}  ({rate:.1} M buffers/s, {allocs:.4} allocs/buffer)",
+        gbps(d)
     );
+    row(&name, d, figure);
     for size in [64 * 1024, 4096] {
         let cuts: Vec<usize> = (size..total).step_by(size).collect();
         let pieces = cut(&data, &cuts);
-        let d = bench_splitter(&pieces, total);
-        row(&format!("splitter, {} KiB chunks", size / 1024), d, gbps(d));
+        let (d, allocs) = bench_splitter(&pieces, total);
+        let name = format!("splitter, {} KiB chunks", size / 1024);
+        row(
+            &name,
+            d,
+            format!("{}  ({allocs:.4} allocs/buffer)", gbps(d)),
+        );
     }
 
     // Ack parser: BUFFERING/RECEIVED/PERSISTED per fragment, read in 1400-byte chunks.
