@@ -1,6 +1,6 @@
 //! Control-plane operations (`POST /createStream`, `/describeStream`, ...).
 
-use crate::http::{ApiError, RespBody, json_response};
+use crate::http::{ApiError, RespBody};
 use crate::report::AuthVerdict;
 use crate::server::{ConnCtl, Shared, new_record, record_error};
 use crate::sigv4::{Payload, Verified};
@@ -99,7 +99,7 @@ pub async fn handle(
     let resp = match result {
         Ok(v) => {
             rec.status = 200;
-            json_response(200, &v, &rid)
+            crate::http::json_bytes_response(200, v, &rid)
         }
         Err(e) => {
             record_error(&mut rec, &e);
@@ -190,19 +190,42 @@ pub fn resolve(shared: &Shared, v: &Value) -> Result<String, ApiError> {
     }
 }
 
-fn stream_info(s: &StreamSnapshot, region: &str) -> Value {
+/// The `StreamInfo` shape (serialized with `CreationTime` in exponent form).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct StreamInfo {
+    creation_time: Box<serde_json::value::RawValue>,
+    data_retention_in_hours: u64,
+    device_name: Option<String>,
+    kms_key_id: String,
+    media_type: Option<String>,
+    status: String,
+    #[serde(rename = "StreamARN")]
+    stream_arn: String,
+    stream_name: String,
+    version: String,
+}
+
+fn stream_info(s: &StreamSnapshot, region: &str) -> StreamInfo {
     let m = &s.meta;
-    json!({
-        "CreationTime": epoch_seconds_json(m.creation_time_ms),
-        "DataRetentionInHours": m.data_retention_hours,
-        "DeviceName": m.device_name,
-        "KmsKeyId": m.kms_key_id.clone().unwrap_or_else(|| format!("arn:aws:kms:{region}:{ACCOUNT_ID}:alias/aws/kinesisvideo")),
-        "MediaType": m.media_type,
-        "Status": s.status,
-        "StreamARN": m.arn,
-        "StreamName": m.name,
-        "Version": m.version,
-    })
+    StreamInfo {
+        creation_time: epoch_seconds_json(m.creation_time_ms),
+        data_retention_in_hours: m.data_retention_hours,
+        device_name: m.device_name.clone(),
+        kms_key_id: m.kms_key_id.clone().unwrap_or_else(|| {
+            format!("arn:aws:kms:{region}:{ACCOUNT_ID}:alias/aws/kinesisvideo")
+        }),
+        media_type: m.media_type.clone(),
+        status: s.status.clone(),
+        stream_arn: m.arn.clone(),
+        stream_name: m.name.clone(),
+        version: m.version.clone(),
+    }
+}
+
+/// Serializes a reply body.
+fn body(v: &impl serde::Serialize) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(v).map_err(|e| ApiError::new(500, "InternalFailure", e.to_string()))
 }
 
 fn tags_field(v: &Value, k: &str) -> Result<Map<String, Value>, ApiError> {
@@ -243,7 +266,7 @@ fn dispatch(
     v: &Value,
     who: &Verified,
     parts: &http::request::Parts,
-) -> Result<Value, ApiError> {
+) -> Result<Vec<u8>, ApiError> {
     let store = &shared.store;
     match op {
         "CreateStream" => {
@@ -271,13 +294,20 @@ fn dispatch(
                 .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
                 .collect();
             let meta = store.create(meta, None).map_err(|e| store_err(e, name))?;
-            Ok(json!({ "StreamARN": meta.arn }))
+            body(&json!({ "StreamARN": meta.arn }))
         }
         "DescribeStream" => {
             let name = resolve(shared, v)?;
             let s = store.describe(&name).ok_or_else(|| not_found(&name))?;
             let region = arn_region(&s.meta.arn).to_string();
-            Ok(json!({ "StreamInfo": stream_info(&s, &region) }))
+            #[derive(serde::Serialize)]
+            struct Out {
+                #[serde(rename = "StreamInfo")]
+                info: StreamInfo,
+            }
+            body(&Out {
+                info: stream_info(&s, &region),
+            })
         }
         "ListStreams" => {
             let max = v.get("MaxResults").and_then(Value::as_u64).unwrap_or(10_000).clamp(1, 10_000) as usize;
@@ -295,17 +325,23 @@ fn dispatch(
                 .into_iter()
                 .filter(|s| s.meta.name.starts_with(prefix))
                 .collect();
-            let page: Vec<Value> = all
+            let page: Vec<StreamInfo> = all
                 .iter()
                 .skip(start)
                 .take(max)
                 .map(|s| stream_info(s, arn_region(&s.meta.arn)))
                 .collect();
-            let mut out = json!({ "StreamInfoList": page });
-            if start + max < all.len() {
-                out["NextToken"] = json!((start + max).to_string());
+            #[derive(serde::Serialize)]
+            struct Out {
+                #[serde(rename = "StreamInfoList")]
+                list: Vec<StreamInfo>,
+                #[serde(rename = "NextToken", skip_serializing_if = "Option::is_none")]
+                next: Option<String>,
             }
-            Ok(out)
+            body(&Out {
+                list: page,
+                next: (start + max < all.len()).then(|| (start + max).to_string()),
+            })
         }
         "DeleteStream" => {
             let arn = str_field(v, "StreamARN")?.ok_or_else(|| {
@@ -315,7 +351,7 @@ fn dispatch(
             store
                 .delete(&name, str_field(v, "CurrentVersion")?)
                 .map_err(|e| store_err(e, &name))?;
-            Ok(json!({}))
+            body(&json!({}))
         }
         "GetDataEndpoint" => {
             resolve(shared, v)?;
@@ -333,7 +369,7 @@ fn dispatch(
                 Some(h) if !h.is_empty() => format!("http://{h}"),
                 _ => shared.base_url.clone(),
             };
-            Ok(json!({ "DataEndpoint": endpoint }))
+            body(&json!({ "DataEndpoint": endpoint }))
         }
         "TagStream" => {
             let name = resolve(shared, v)?;
@@ -354,7 +390,7 @@ fn dispatch(
                     StoreError::InUse => ApiError::new(400, "TagsPerResourceExceededLimitException", "A stream can have at most 50 tags."),
                     e => store_err(e, &name),
                 })?;
-            Ok(json!({}))
+            body(&json!({}))
         }
         "UntagStream" => {
             let name = resolve(shared, v)?;
@@ -370,12 +406,12 @@ fn dispatch(
                     Ok(())
                 })
                 .map_err(|e| store_err(e, &name))?;
-            Ok(json!({}))
+            body(&json!({}))
         }
         "ListTagsForStream" => {
             let name = resolve(shared, v)?;
             let s = store.describe(&name).ok_or_else(|| not_found(&name))?;
-            Ok(json!({ "Tags": s.meta.tags }))
+            body(&json!({ "Tags": s.meta.tags }))
         }
         "UpdateDataRetention" => {
             let name = resolve(shared, v)?;
@@ -419,7 +455,7 @@ fn dispatch(
                         store_err(e, &name)
                     }
                 })?;
-            Ok(json!({}))
+            body(&json!({}))
         }
         _ => Err(ApiError::new(404, "UnknownOperationException", op.to_string())),
     }

@@ -76,6 +76,11 @@ pub fn json_response(
     request_id: &str,
 ) -> Response<RespBody> {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    json_bytes_response(status, bytes, request_id)
+}
+
+/// A response with an already serialized JSON body.
+pub fn json_bytes_response(status: u16, bytes: Vec<u8>, request_id: &str) -> Response<RespBody> {
     let mut r = Response::new(full(bytes));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = r.headers_mut();

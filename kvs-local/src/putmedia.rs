@@ -13,7 +13,7 @@ use crate::util::{error_code_name, now_ms};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Frame, Incoming};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -70,6 +70,9 @@ pub fn check_auth(
     }
     Ok(v)
 }
+
+/// A body frame polled before the session started.
+type FirstFrame = Option<Option<Result<Frame<Bytes>, hyper::Error>>>;
 
 /// The producer start timestamp in ms, or why it is unusable.
 type StartTs = Result<u64, String>;
@@ -160,7 +163,7 @@ pub async fn handle(
     rid: String,
 ) -> Response<RespBody> {
     let mut rec = new_record(&req, &ctl, "PutMedia");
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
     let p = match prepare(&shared, &parts, &mut rec) {
         Ok(p) => p,
         Err(e) => {
@@ -222,7 +225,25 @@ pub async fn handle(
         started: Instant::now(),
         last_data: Instant::now(),
     };
-    tokio::spawn(session.run(body, state));
+    // With `Expect: 100-continue`, poll the body once and yield before
+    // answering, so that hyper writes `100 Continue` ahead of the 200 head
+    // (it only sends it while no response has been written).
+    let mut first = None;
+    if parts
+        .headers
+        .get("expect")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut body).poll_frame(cx) {
+                std::task::Poll::Ready(f) => Some(f),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await;
+        tokio::task::yield_now().await;
+    }
+    tokio::spawn(session.run(body, state, first));
     let mut resp = Response::new(http_body_util::BodyExt::boxed(resp_body));
     let h = resp.headers_mut();
     h.insert("content-type", HeaderValue::from_static("application/json"));

@@ -6,12 +6,18 @@ use sha2::{Digest, Sha256};
 impl Session {
     /// Runs the session until the body ends, an error ends it, the idle
     /// timeout passes, or a fault closes it.
-    pub(super) async fn run(mut self, mut body: Incoming, state: SessionState) {
+    pub(super) async fn run(mut self, mut body: Incoming, state: SessionState, first: FirstFrame) {
         let flow = if state != SessionState::Ok {
             self.ack(ack_json("ERROR", None, None, Some(4008))).await;
             Flow::End(format!("stream {} is not ACTIVE", self.handle.name))
         } else {
-            self.ingest(&mut body).await
+            match first {
+                Some(frame) => match self.on_frame(frame).await {
+                    Flow::Continue => self.ingest(&mut body).await,
+                    other => other,
+                },
+                None => self.ingest(&mut body).await,
+            }
         };
         let (reason, kill) = match flow {
             Flow::End(r) => (r, false),
@@ -47,18 +53,9 @@ impl Session {
             let max_age = shared.faults.max_connection_duration(&self.handle.name);
             let deadline = max_age.map(|d| self.started + d);
             tokio::select! {
-                frame = body.frame() => match frame {
-                    Some(Ok(f)) => {
-                        if let Ok(data) = f.into_data() {
-                            self.last_data = Instant::now();
-                            match self.on_data(data).await {
-                                Flow::Continue => {}
-                                other => return other,
-                            }
-                        }
-                    }
-                    Some(Err(e)) => return Flow::End(format!("request body error: {e}")),
-                    None => return self.on_end().await,
+                frame = body.frame() => match self.on_frame(frame).await {
+                    Flow::Continue => {}
+                    other => return other,
                 },
                 _ = idle.tick() => {
                     let quiet = self.last_data.elapsed();
@@ -75,6 +72,20 @@ impl Session {
                 }
                 _ = faults_rx.changed() => {}
             }
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Option<Result<Frame<Bytes>, hyper::Error>>) -> Flow {
+        match frame {
+            Some(Ok(f)) => match f.into_data() {
+                Ok(data) => {
+                    self.last_data = Instant::now();
+                    self.on_data(data).await
+                }
+                Err(_) => Flow::Continue, // trailers
+            },
+            Some(Err(e)) => Flow::End(format!("request body error: {e}")),
+            None => self.on_end().await,
         }
     }
 

@@ -1,0 +1,267 @@
+//! Control plane and SigV4 over HTTP.
+
+mod common;
+use common::*;
+use kvs_local::client::{SignOptions, SignPayload};
+use kvs_local::report::AuthVerdict;
+use kvs_local::{Config, KeyPair};
+use serde_json::json;
+use std::time::{Duration, SystemTime};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_lifecycle() {
+    let s = server(Config {
+        creating_delay: Duration::from_millis(300),
+        ..cfg()
+    });
+    let u = s.url();
+    let r = call(&u, "/describeStream", json!({"StreamName": "cam"})).await;
+    assert_eq!((r.status, r.error_type()), (404, "ResourceNotFoundException"));
+    assert_eq!(
+        r.headers["x-amzn-errortype"].to_str().unwrap(),
+        "ResourceNotFoundException"
+    );
+    assert!(!r.message().is_empty());
+
+    let r = call(
+        &u,
+        "/createStream",
+        json!({"StreamName": "cam", "DataRetentionInHours": 2, "MediaType": "video/h264", "Tags": {"a": "1"}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    let arn = r.json["StreamARN"].as_str().unwrap().to_string();
+    assert!(arn.starts_with("arn:aws:kinesisvideo:us-west-2:"), "{arn}");
+
+    let r = call(&u, "/createStream", json!({"StreamName": "cam"})).await;
+    assert_eq!((r.status, r.error_type()), (400, "ResourceInUseException"));
+
+    let r = call(&u, "/describeStream", json!({"StreamName": "cam"})).await;
+    assert_eq!(r.json["StreamInfo"]["Status"], "CREATING");
+    // ACTIVE after the delay (bounded wait, polling the API like a producer)
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let info = loop {
+        let r = call(&u, "/describeStream", json!({"StreamARN": arn})).await;
+        if r.json["StreamInfo"]["Status"] == "ACTIVE" || std::time::Instant::now() > deadline {
+            break r.json["StreamInfo"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(info["Status"], "ACTIVE");
+    assert_eq!(info["StreamName"], "cam");
+    assert_eq!(info["MediaType"], "video/h264");
+    assert_eq!(info["DeviceName"], serde_json::Value::Null);
+    assert_eq!(info["DataRetentionInHours"], 2);
+    assert!(info["CreationTime"].is_f64());
+    assert!(info["Version"].is_string());
+
+    // CreationTime in exponent form on the wire
+    let raw = reqwest_raw_describe(&u).await;
+    assert!(
+        raw.contains("\"CreationTime\":1.") && raw.contains("E9"),
+        "{raw}"
+    );
+
+    let r = call(&u, "/getDataEndpoint", json!({"StreamName": "cam", "APIName": "PUT_MEDIA"})).await;
+    assert_eq!(r.json["DataEndpoint"], u.as_str());
+    let r = call(&u, "/getDataEndpoint", json!({"StreamName": "cam", "APIName": "NOPE"})).await;
+    assert_eq!((r.status, r.error_type()), (400, "InvalidArgumentException"));
+    let r = call(&u, "/getDataEndpoint", json!({"StreamName": "x", "APIName": "GET_MEDIA"})).await;
+    assert_eq!(r.status, 404);
+
+    let r = call(&u, "/tagStream", json!({"StreamName": "cam", "Tags": {"b": "2"}})).await;
+    assert_eq!(r.status, 200);
+    let r = call(&u, "/untagStream", json!({"StreamARN": arn, "TagKeyList": ["a"]})).await;
+    assert_eq!(r.status, 200);
+    let r = call(&u, "/listTagsForStream", json!({"StreamName": "cam"})).await;
+    assert_eq!(r.json["Tags"], json!({"b": "2"}));
+    let many: serde_json::Map<_, _> = (0..60).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let r = call(&u, "/tagStream", json!({"StreamName": "cam", "Tags": many})).await;
+    assert_eq!(r.error_type(), "TagsPerResourceExceededLimitException");
+
+    let version = info["Version"].as_str().unwrap().to_string();
+    let r = call(
+        &u,
+        "/updateDataRetention",
+        json!({"StreamName": "cam", "CurrentVersion": "bogus", "Operation": "INCREASE_DATA_RETENTION", "DataRetentionChangeInHours": 1}),
+    )
+    .await;
+    assert_eq!((r.status, r.error_type()), (400, "VersionMismatchException"));
+    let cur = s.stream("cam").unwrap().meta.version;
+    assert_ne!(cur, version, "tagging bumped the version");
+    let r = call(
+        &u,
+        "/updateDataRetention",
+        json!({"StreamName": "cam", "CurrentVersion": cur, "Operation": "INCREASE_DATA_RETENTION", "DataRetentionChangeInHours": 3}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    assert_eq!(s.stream("cam").unwrap().meta.data_retention_hours, 5);
+
+    call(&u, "/createStream", json!({"StreamName": "cam2"})).await;
+    call(&u, "/createStream", json!({"StreamName": "other"})).await;
+    let r = call(&u, "/listStreams", json!({})).await;
+    assert_eq!(r.json["StreamInfoList"].as_array().unwrap().len(), 3);
+    let r = call(
+        &u,
+        "/listStreams",
+        json!({"StreamNameCondition": {"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "cam"}, "MaxResults": 1}),
+    )
+    .await;
+    assert_eq!(r.json["StreamInfoList"].as_array().unwrap().len(), 1);
+    assert_eq!(r.json["NextToken"], "1");
+
+    let r = call(&u, "/deleteStream", json!({"StreamName": "cam"})).await;
+    assert_eq!((r.status, r.error_type()), (400, "InvalidArgumentException"));
+    let r = call(&u, "/deleteStream", json!({"StreamARN": arn})).await;
+    assert_eq!(r.status, 200);
+    assert!(s.stream("cam").is_none());
+}
+
+async fn reqwest_raw_describe(u: &str) -> String {
+    let body = br#"{"StreamName":"cam"}"#;
+    let url = format!("{u}/describeStream");
+    let signed = kvs_local::client::sign_json(&url, body);
+    let mut req = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    for (k, v) in signed {
+        req = req.header(k, v);
+    }
+    req.send().await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validation_errors() {
+    let s = server(cfg());
+    let u = s.url();
+    let r = call(&u, "/createStream", json!({"StreamName": "bad name!"})).await;
+    assert_eq!((r.status, r.error_type()), (400, "InvalidArgumentException"));
+    let r = call(&u, "/createStream", json!({})).await;
+    assert_eq!(r.error_type(), "InvalidArgumentException");
+    let r = call(&u, "/describeStream", json!({"StreamName": "a", "StreamARN": "b"})).await;
+    assert_eq!(r.error_type(), "InvalidArgumentException");
+    let b = b"{not json";
+    let r = call_with(&u, "/describeStream", b, &KeyPair::demo(), &SignOptions::json(b)).await;
+    assert_eq!((r.status, r.error_type()), (400, "SerializationException"));
+    let r = call(&u, "/noSuchOperation", json!({})).await;
+    assert_eq!(r.status, 404);
+}
+
+const BODY: &[u8] = br#"{"StreamName":"cam"}"#;
+
+async fn describe_with(u: &str, key: &KeyPair, opts: SignOptions) -> Reply {
+    call_with(u, "/describeStream", BODY, key, &opts).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signatures() {
+    let tok_key = KeyPair::new("TESTKEYTOKEN", "tok-secret").with_session_token("the-token");
+    let expired = KeyPair::new("TESTKEYEXPIRED", "old-secret")
+        .with_session_token("old-token")
+        .with_expiry(SystemTime::now() - Duration::from_secs(5));
+    let s = server(Config {
+        keys: vec![KeyPair::demo(), tok_key.clone(), expired.clone()],
+        ..cfg()
+    });
+    s.create_stream("cam").unwrap();
+    let u = s.url();
+    let demo = KeyPair::demo();
+
+    // accepted styles
+    let r = describe_with(&u, &demo, SignOptions::json(BODY)).await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    let hashed = SignOptions {
+        payload: SignPayload::Hashed(BODY.to_vec()),
+        ..Default::default()
+    };
+    assert_eq!(describe_with(&u, &demo, hashed).await.status, 200);
+    let unsigned = SignOptions::default();
+    assert_eq!(describe_with(&u, &demo, unsigned).await.status, 200);
+    let no_port = SignOptions {
+        host_without_port: true,
+        ..SignOptions::json(BODY)
+    };
+    assert_eq!(describe_with(&u, &demo, no_port).await.status, 200);
+    assert_eq!(describe_with(&u, &tok_key, SignOptions::json(BODY)).await.status, 200);
+    let unsigned_token = SignOptions {
+        sign_token: false,
+        ..SignOptions::json(BODY)
+    };
+    assert_eq!(describe_with(&u, &tok_key, unsigned_token).await.status, 200);
+
+    // rejections
+    let r = call_unsigned(&u, "/describeStream", BODY).await;
+    assert_eq!((r.status, r.error_type()), (403, "MissingAuthenticationTokenException"));
+    let r = describe_with(&u, &KeyPair::new("NOSUCHKEY", "x"), SignOptions::json(BODY)).await;
+    assert_eq!((r.status, r.error_type()), (403, "UnrecognizedClientException"));
+    assert_eq!(r.headers["x-amzn-errortype"], "UnrecognizedClientException");
+    assert!(r.json["message"].is_string(), "SigV4 errors use lower-case message");
+    let r = describe_with(
+        &u,
+        &KeyPair::new(kvs_local::DEMO_ACCESS_KEY, "wrong"),
+        SignOptions::json(BODY),
+    )
+    .await;
+    assert_eq!((r.status, r.error_type()), (403, "InvalidSignatureException"));
+    assert!(r.message().starts_with("The request signature we calculated does not match"));
+    let skewed = SignOptions {
+        time: SystemTime::now() - Duration::from_secs(360),
+        ..SignOptions::json(BODY)
+    };
+    let r = describe_with(&u, &demo, skewed).await;
+    assert_eq!((r.status, r.error_type()), (403, "InvalidSignatureException"));
+    assert!(r.message().contains("Signature expired"), "{}", r.message());
+    let r = describe_with(&u, &expired, SignOptions::json(BODY)).await;
+    assert_eq!((r.status, r.error_type()), (403, "ExpiredTokenException"));
+    let wrong_token = KeyPair::new("TESTKEYTOKEN", "tok-secret").with_session_token("nope");
+    let r = describe_with(&u, &wrong_token, SignOptions::json(BODY)).await;
+    assert_eq!(r.error_type(), "UnrecognizedClientException");
+    // body hash header that does not match the body
+    let lying = SignOptions {
+        payload: SignPayload::Hashed(b"{}".to_vec()),
+        ..Default::default()
+    };
+    let r = describe_with(&u, &demo, lying).await;
+    assert_eq!(r.error_type(), "InvalidSignatureException");
+
+    // the report records verdicts and reasons
+    let rep = s.report();
+    let rejected: Vec<_> = rep
+        .requests
+        .iter()
+        .filter(|r| r.auth == AuthVerdict::Rejected)
+        .collect();
+    assert_eq!(rejected.len(), 7);
+    assert!(rejected.iter().all(|r| r.auth_reason.is_some() && r.status >= 400));
+    assert!(rejected
+        .iter()
+        .any(|r| r.auth_reason.as_deref().unwrap().contains("unknown access key")));
+    let ok = rep.requests.iter().filter(|r| r.auth == AuthVerdict::Accepted).count();
+    assert_eq!(ok, 6);
+    assert!(rep.requests.iter().any(|r| r.auth_reason.as_deref() == Some("host signed without port")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn region_restriction_and_custom_keys() {
+    let s = server(Config {
+        keys: vec![KeyPair::new("MYKEY", "mysecret")],
+        region: Some("eu-west-1".into()),
+        ..cfg()
+    });
+    s.create_stream("cam").unwrap();
+    let u = s.url();
+    // the demo key is not accepted once keys are configured
+    let r = describe_with(&u, &KeyPair::demo(), SignOptions::json(BODY)).await;
+    assert_eq!(r.error_type(), "UnrecognizedClientException");
+    let key = KeyPair::new("MYKEY", "mysecret");
+    let r = describe_with(&u, &key, SignOptions::json(BODY)).await;
+    assert_eq!(r.error_type(), "InvalidSignatureException");
+    assert!(r.message().contains("region"));
+    let eu = SignOptions {
+        region: "eu-west-1".into(),
+        ..SignOptions::json(BODY)
+    };
+    assert_eq!(describe_with(&u, &key, eu).await.status, 200);
+}
