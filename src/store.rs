@@ -205,6 +205,12 @@ impl FragmentStore {
         self.frags.iter()
     }
 
+    /// The first unreleased fragment whose sequence number is `seq` or later (O(log n)).
+    pub fn first_from(&self, seq: u64) -> Option<&Fragment> {
+        let i = self.frags.partition_point(|f| f.seq < seq);
+        self.frags.get(i)
+    }
+
     /// The open fragment, if any.
     pub fn open_fragment(&self) -> Option<&Fragment> {
         self.frags.back().filter(|_| self.open)
@@ -293,6 +299,19 @@ mod tests {
         }
         s.finish((tc + 1000) * MS);
         ev
+    }
+
+    #[test]
+    fn first_from_skips_released_fragments() {
+        let mut s = store(u64::MAX, u64::MAX);
+        for tc in [0, 1000, 2000, 3000] {
+            add(&mut s, tc, &[4]);
+        }
+        assert!(s.ack(AckLevel::Persisted, 1000).is_some());
+        assert_eq!(s.first_from(0).map(|f| f.seq), Some(0));
+        assert_eq!(s.first_from(1).map(|f| f.seq), Some(2), "seq 1 was released");
+        assert_eq!(s.first_from(3).map(|f| f.timecode), Some(3000));
+        assert!(s.first_from(4).is_none());
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl ElementImpl for KvsSink {
                 "audio/webm",
             ]
             .into_iter()
-            .map(|name| gst::Structure::new_empty(name))
+            .map(gst::Structure::new_empty)
             .collect::<gst::Caps>();
             vec![
                 gst::PadTemplate::new(
@@ -222,7 +222,8 @@ impl BaseSinkImpl for KvsSink {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         *lock(&self.state) = State::Stopped;
-        if let Some(uploader) = lock(&self.uploader).take() {
+        let uploader = lock(&self.uploader).take();
+        if let Some(uploader) = uploader {
             let stats = uploader.stats();
             gst::info!(
                 CAT,

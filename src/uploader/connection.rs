@@ -324,7 +324,7 @@ impl BodyCursor {
         let mut replayed = 0;
         let mut end = false;
         loop {
-            let Some(fragment) = inner.store.pending().find(|f| f.seq >= self.seq) else {
+            let Some(fragment) = inner.store.first_from(self.seq) else {
                 end = inner.eos;
                 break;
             };
