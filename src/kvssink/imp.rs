@@ -58,6 +58,8 @@ pub struct KvsSink {
     state: Mutex<State>,
     /// The running uploader, reachable from `unlock()` without the state lock.
     uploader: Mutex<Option<Arc<Uploader>>>,
+    /// Counters of the last run, kept for `stats` after stop.
+    last_stats: Mutex<uploader::Stats>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -225,6 +227,7 @@ impl BaseSinkImpl for KvsSink {
         let uploader = lock(&self.uploader).take();
         if let Some(uploader) = uploader {
             let stats = uploader.stats();
+            *lock(&self.last_stats) = stats.clone();
             gst::info!(
                 CAT,
                 imp = self,
@@ -591,10 +594,10 @@ impl KvsSink {
     }
 
     fn stats(&self) -> gst::Structure {
-        let stats = lock(&self.uploader)
-            .as_ref()
-            .map(|u| u.stats())
-            .unwrap_or_default();
+        let stats = match &*lock(&self.uploader) {
+            Some(uploader) => uploader.stats(),
+            None => lock(&self.last_stats).clone(),
+        };
         gst::Structure::builder("stats")
             .field("bytes-sent", stats.bytes_sent)
             .field("bytes-persisted", stats.bytes_persisted)

@@ -1,0 +1,194 @@
+//! Shared test tooling: GStreamer set-up, kvs-local on loopback, recorded matroskamux output,
+//! and running pipelines to EOS or error while collecting bus messages.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+pub use kvs_local::{Config, DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Server};
+
+/// Initialises GStreamer and registers the plugin from this build, once per test binary.
+pub fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstkvs::plugin_register_static().expect("register the kvs plugin");
+    });
+}
+
+/// A kvs-local on a free loopback port, in memory.
+pub fn server() -> Server {
+    Server::spawn(Config::default()).expect("start kvs-local")
+}
+
+/// Points `sink` at `server` with the demo key pair.
+pub fn configure_sink(sink: &gst::Element, server: &Server, stream: &str) {
+    sink.set_property("stream-name", stream);
+    sink.set_property("aws-region", "us-east-1");
+    sink.set_property("control-plane-uri", server.url());
+    sink.set_property("access-key", DEMO_ACCESS_KEY);
+    sink.set_property("secret-key", DEMO_SECRET_KEY);
+}
+
+/// Reads `pipelines/<name>.launch` and substitutes `${KEY}` placeholders.
+pub fn launch_line(name: &str, vars: &[(&str, &str)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("pipelines")
+        .join(format!("{name}.launch"));
+    let mut line = std::fs::read_to_string(&path).expect("read launch line");
+    for (key, value) in vars {
+        line = line.replace(&format!("${{{key}}}"), value);
+    }
+    assert!(!line.contains("${"), "unsubstituted placeholder in {line}");
+    line.trim().to_owned()
+}
+
+/// Parses a launch line into a pipeline and configures its `sink` element for `server`.
+pub fn pipeline(line: &str, server: &Server, stream: &str) -> (gst::Pipeline, gst::Element) {
+    let pipeline = gst::parse::launch(line)
+        .expect("parse launch line")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+    let sink = pipeline.by_name("sink").expect("an element named sink");
+    configure_sink(&sink, server, stream);
+    (pipeline, sink)
+}
+
+/// What a pipeline run produced.
+#[derive(Debug, Default)]
+pub struct Run {
+    pub eos: bool,
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Element messages posted by kvssink.
+    pub messages: Vec<gst::Structure>,
+}
+
+impl Run {
+    /// `kvs-ack` messages of one event type.
+    pub fn acks(&self, event_type: &str) -> Vec<&gst::Structure> {
+        self.messages
+            .iter()
+            .filter(|s| s.name() == "kvs-ack")
+            .filter(|s| s.get::<&str>("event-type").ok() == Some(event_type))
+            .collect()
+    }
+
+    pub fn named(&self, name: &str) -> Vec<&gst::Structure> {
+        self.messages.iter().filter(|s| s.name() == name).collect()
+    }
+
+    pub fn error_text(&self) -> String {
+        self.errors.join("\n")
+    }
+}
+
+/// Plays `pipeline` until EOS, an error, or `timeout`, then sets it to NULL.
+pub fn run(pipeline: &gst::Pipeline, timeout: Duration) -> Run {
+    pipeline
+        .set_state(gst::State::Playing)
+        .expect("set PLAYING");
+    let run = collect(pipeline, timeout, |_| false);
+    pipeline.set_state(gst::State::Null).expect("set NULL");
+    run
+}
+
+/// Collects bus messages until EOS, an error, `stop` says so, or `timeout`.
+pub fn collect(
+    pipeline: &gst::Pipeline,
+    timeout: Duration,
+    mut stop: impl FnMut(&Run) -> bool,
+) -> Run {
+    let bus = pipeline.bus().unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut run = Run::default();
+    while Instant::now() < deadline {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
+            if stop(&run) {
+                break;
+            }
+            continue;
+        };
+        use gst::MessageView;
+        match msg.view() {
+            MessageView::Eos(_) => {
+                run.eos = true;
+                break;
+            }
+            MessageView::Error(e) => {
+                run.errors.push(format!("{} ({:?})", e.error(), e.debug()));
+                break;
+            }
+            MessageView::Warning(w) => {
+                run.warnings
+                    .push(format!("{} ({:?})", w.error(), w.debug()))
+            }
+            MessageView::Element(e) => {
+                if let Some(s) = e.structure()
+                    && s.name().starts_with("kvs-")
+                {
+                    run.messages.push(s.to_owned());
+                }
+            }
+            _ => {}
+        }
+        if stop(&run) {
+            break;
+        }
+    }
+    run
+}
+
+/// A temporary directory for a test.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Records `seconds` of H.264 test video through matroskamux (streamable) into a file, with a
+/// key frame every `key_int` frames at 30 fps; extra matroskamux properties may be given.
+pub fn record(dir: &Path, name: &str, frames: u32, key_int: u32, mux_props: &str) -> PathBuf {
+    let path = dir.join(name);
+    let status = Command::new("gst-launch-1.0")
+        .args(["-q"])
+        .args(
+            format!(
+                "videotestsrc num-buffers={frames} ! video/x-raw,width=320,height=240,framerate=30/1 \
+                 ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max={key_int} \
+                 ! h264parse ! matroskamux streamable=true {mux_props}"
+            )
+            .split_whitespace(),
+        )
+        .args(["!", "filesink", &format!("location={}", path.display())])
+        .status()
+        .expect("run gst-launch-1.0");
+    assert!(status.success(), "recording {name} failed");
+    path
+}
+
+/// Splits a recorded Matroska file into its header and clusters with the plugin's splitter.
+pub fn split_file(path: &Path) -> (bytes::Bytes, Vec<bytes::Bytes>) {
+    use gstkvs::mkv::{Event, Limits, Splitter};
+    let data = bytes::Bytes::from(std::fs::read(path).unwrap());
+    let mut splitter = Splitter::new(Limits::default());
+    let mut events = Vec::new();
+    splitter.push(data, &mut events).unwrap();
+    splitter.finish(&mut events).unwrap();
+    let mut header = bytes::Bytes::new();
+    let mut clusters: Vec<Vec<u8>> = Vec::new();
+    for event in events {
+        match event {
+            Event::Header(h) => header = h.bytes,
+            Event::FragmentStart(_) => clusters.push(Vec::new()),
+            Event::FragmentData(b) => clusters.last_mut().unwrap().extend_from_slice(&b),
+            _ => {}
+        }
+    }
+    (
+        header,
+        clusters.into_iter().map(bytes::Bytes::from).collect(),
+    )
+}

@@ -1,0 +1,404 @@
+//! kvssink end to end: real pipelines (x264enc ! matroskamux ! kvssink) streaming into
+//! kvs-local over loopback.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use gst::prelude::*;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Records every byte that reaches kvssink's sink pad.
+fn capture(sink: &gst::Element) -> Arc<Mutex<Vec<u8>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    sink.static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buffer) = info.buffer() {
+                seen2
+                    .lock()
+                    .unwrap()
+                    .extend_from_slice(&buffer.map_readable().unwrap());
+            }
+            gst::PadProbeReturn::Ok
+        });
+    seen
+}
+
+/// Header + every stored fragment, in order, as kvs-local keeps them.
+fn stored_bytes(server: &Server, stream: &str) -> Vec<u8> {
+    let headers = server.stream_headers(stream);
+    let mut out = headers.first().map(|h| h.to_vec()).unwrap_or_default();
+    for fragment in server.fragments(stream) {
+        out.extend_from_slice(&fragment.bytes);
+    }
+    out
+}
+
+#[test]
+fn live_video_is_persisted_byte_for_byte_with_acks_on_the_bus() {
+    init();
+    let server = server();
+    let line = launch_line("testsrc", &[("STREAM", "cam1")]);
+    let (pipeline, sink) = pipeline(&line, &server, "cam1");
+    let sent = capture(&sink);
+
+    let run = run(&pipeline, TIMEOUT);
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos, "EOS must complete");
+
+    // 90 frames with a key frame every 30: three fragments.
+    let fragments = server.fragments("cam1");
+    assert_eq!(fragments.len(), 3);
+    assert!(fragments.iter().all(|f| f.key_frame));
+    assert_eq!(stored_bytes(&server, "cam1"), *sent.lock().unwrap());
+
+    // Every fragment was acknowledged on the bus, with kvs-local's fragment numbers.
+    let persisted = run.acks("PERSISTED");
+    assert_eq!(persisted.len(), 3);
+    for (ack, fragment) in persisted.iter().zip(&fragments) {
+        assert_eq!(
+            ack.get::<u64>("fragment-timecode").unwrap(),
+            fragment.timecode
+        );
+        assert_eq!(ack.get::<&str>("fragment-number").unwrap(), fragment.number);
+    }
+    assert_eq!(run.acks("BUFFERING").len(), 3);
+    assert_eq!(run.acks("RECEIVED").len(), 3);
+
+    // The stream was created (it did not exist) with the media type of its track.
+    let stream = server.stream("cam1").expect("stream created");
+    assert_eq!(stream.meta.media_type.as_deref(), Some("video/h264"));
+
+    // Producer timestamps are wall-clock times (RELATIVE timecodes from a start timestamp).
+    let now_ms = gstkvs::uploader::now_ms();
+    for f in &fragments {
+        assert!(f.producer_timestamp_ms <= now_ms + 5_000);
+        assert!(f.producer_timestamp_ms + 60_000 > now_ms, "{f:?}");
+    }
+
+    let summary = run.named("kvs-summary");
+    assert_eq!(summary.len(), 1);
+    assert_eq!(summary[0].get::<&str>("outcome").unwrap(), "all-persisted");
+    assert_eq!(summary[0].get::<u64>("fragments-persisted").unwrap(), 3);
+
+    let stats = sink.property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("fragments-persisted").unwrap(), 3);
+    assert_eq!(stats.get::<u64>("backlog-fragments").unwrap(), 0);
+    server.shutdown();
+}
+
+#[test]
+fn audio_and_video_tracks_are_persisted() {
+    init();
+    let server = server();
+    let line = launch_line("audio-video", &[("STREAM", "av")]);
+    let (pipeline, sink) = pipeline(&line, &server, "av");
+    let sent = capture(&sink);
+    let run = run(&pipeline, TIMEOUT);
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    let fragments = server.fragments("av");
+    assert!(fragments.len() >= 3, "{} fragments", fragments.len());
+    assert_eq!(stored_bytes(&server, "av"), *sent.lock().unwrap());
+    assert_eq!(
+        server.stream("av").unwrap().meta.media_type.as_deref(),
+        Some("video/h264,audio/aac")
+    );
+    server.shutdown();
+}
+
+#[test]
+fn a_recorded_file_streams_through_filesrc() {
+    init();
+    let dir = tempdir();
+    let file = record(dir.path(), "rec.mkv", 60, 15, "");
+    let server = server();
+    let line = launch_line(
+        "file",
+        &[("STREAM", "file"), ("FILE", file.to_str().unwrap())],
+    );
+    let (pipeline, _sink) = pipeline(&line, &server, "file");
+    let run = run(&pipeline, TIMEOUT);
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    assert_eq!(server.fragments("file").len(), 4);
+    assert_eq!(stored_bytes(&server, "file"), std::fs::read(&file).unwrap());
+}
+
+#[test]
+fn the_camera_launch_line_is_valid() {
+    init();
+    let server = server();
+    let device = std::env::var("KVSSINK_TEST_CAMERA").unwrap_or_else(|_| "/dev/video0".into());
+    let line = launch_line("camera", &[("STREAM", "camera"), ("CAMERA", &device)]);
+    // Parsing checks every element and property exists; it streams only with a camera.
+    let (pipeline, _sink) = pipeline(&line, &server, "camera");
+    if std::path::Path::new(&device).exists() {
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let run = collect(&pipeline, TIMEOUT, |r| !r.acks("PERSISTED").is_empty());
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert!(run.errors.is_empty(), "{}", run.error_text());
+        assert!(!server.fragments("camera").is_empty());
+    }
+}
+
+#[test]
+fn a_missing_stream_is_an_error_when_creation_is_not_allowed() {
+    init();
+    let server = server();
+    let line = launch_line("testsrc", &[("STREAM", "absent")]);
+    let (pipeline, sink) = pipeline(&line, &server, "absent");
+    sink.set_property("allow-create-stream", false);
+    let run = run(&pipeline, TIMEOUT);
+    let text = run.error_text();
+    assert!(text.contains("absent"), "{text}");
+    assert!(text.contains("ResourceNotFoundException"), "{text}");
+    assert!(text.contains("allow-create-stream"), "{text}");
+    assert!(server.stream("absent").is_none());
+}
+
+#[test]
+fn an_existing_stream_is_used_and_tagged() {
+    init();
+    let server = server();
+    server.create_stream("tagged").unwrap();
+    let line = launch_line("testsrc", &[("STREAM", "tagged")]);
+    let (pipeline, sink) = pipeline(&line, &server, "tagged");
+    sink.set_property("allow-create-stream", false);
+    let tags = gst::Structure::builder("tags").field("site", "lab").build();
+    sink.set_property("stream-tags", tags);
+    let run = run(&pipeline, TIMEOUT);
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert_eq!(server.fragments("tagged").len(), 3);
+    let stream = server.stream("tagged").unwrap();
+    assert_eq!(
+        stream.meta.tags.get("site").map(String::as_str),
+        Some("lab")
+    );
+}
+
+#[test]
+fn a_wrong_secret_is_a_clear_not_authorized_error() {
+    init();
+    let server = server();
+    let line = launch_line("testsrc", &[("STREAM", "auth")]);
+    let (pipeline, sink) = pipeline(&line, &server, "auth");
+    sink.set_property("secret-key", "not-the-secret");
+    let run = run(&pipeline, TIMEOUT);
+    let text = run.error_text();
+    assert!(text.contains("InvalidSignatureException"), "{text}");
+    assert!(text.contains("secret key"), "{text}");
+    assert!(
+        !text.contains("not-the-secret"),
+        "the secret leaked: {text}"
+    );
+    assert!(server.fragments("auth").is_empty());
+}
+
+#[test]
+fn an_unknown_access_key_is_named_in_the_error() {
+    init();
+    let server = server();
+    let line = launch_line("testsrc", &[("STREAM", "auth2")]);
+    let (pipeline, sink) = pipeline(&line, &server, "auth2");
+    sink.set_property("access-key", "KVSUNKNOWNKEY");
+    let run = run(&pipeline, TIMEOUT);
+    let text = run.error_text();
+    assert!(text.contains("UnrecognizedClientException"), "{text}");
+    assert!(text.contains("access key"), "{text}");
+}
+
+#[test]
+fn secrets_read_back_redacted() {
+    init();
+    let sink = gst::ElementFactory::make("kvssink").build().unwrap();
+    sink.set_property("secret-key", "s3cr3t");
+    sink.set_property("session-token", "t0k3n");
+    sink.set_property("access-key", "KVSACCESS");
+    for name in ["secret-key", "session-token", "access-key"] {
+        assert_eq!(
+            sink.property::<Option<String>>(name).as_deref(),
+            Some("<redacted>")
+        );
+    }
+    let fresh = gst::ElementFactory::make("kvssink").build().unwrap();
+    assert_eq!(fresh.property::<Option<String>>("secret-key"), None);
+    assert_eq!(fresh.property::<String>("stream-name"), "DEFAULT_STREAM");
+}
+
+#[test]
+fn a_cluster_without_a_key_frame_is_refused_before_sending() {
+    init();
+    let dir = tempdir();
+    // Clusters every 100 ms but a key frame only every 60 frames: clusters start on delta frames.
+    let file = record(
+        dir.path(),
+        "nokey.mkv",
+        90,
+        60,
+        "max-cluster-duration=100000000",
+    );
+    let server = server();
+    let line = launch_line(
+        "file",
+        &[("STREAM", "nokey"), ("FILE", file.to_str().unwrap())],
+    );
+    let (pipeline, _sink) = pipeline(&line, &server, "nokey");
+    let run = run(&pipeline, TIMEOUT);
+    let text = run.error_text();
+    assert!(text.contains("does not start with a key frame"), "{text}");
+    assert!(text.contains("nokey"), "{text}");
+    // Only the first (key frame) cluster was ever sent.
+    let (_, clusters) = split_file(&file);
+    let stored = server.fragments("nokey");
+    assert!(stored.len() <= 1);
+    for f in &stored {
+        assert_eq!(f.bytes, clusters[0]);
+    }
+}
+
+/// Pushes `data` through appsrc ! kvssink and returns the run.
+fn push_bytes(server: &Server, stream: &str, chunks: Vec<Vec<u8>>) -> Run {
+    let pipeline = gst::Pipeline::new();
+    let src = gst_app::AppSrc::builder()
+        .caps(&gst::Caps::builder("video/x-matroska").build())
+        .format(gst::Format::Bytes)
+        .build();
+    let sink = gst::ElementFactory::make("kvssink")
+        .name("sink")
+        .build()
+        .unwrap();
+    configure_sink(&sink, server, stream);
+    pipeline.add_many([src.upcast_ref(), &sink]).unwrap();
+    src.link(&sink).unwrap();
+    for chunk in chunks {
+        src.push_buffer(gst::Buffer::from_slice(chunk)).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    run(&pipeline, TIMEOUT)
+}
+
+#[test]
+fn time_going_backwards_is_refused_before_sending() {
+    init();
+    let dir = tempdir();
+    let file = record(dir.path(), "order.mkv", 60, 15, "");
+    let (header, clusters) = split_file(&file);
+    let server = server();
+    // Header, clusters 0, 2, then 1: the third cluster goes back in time.
+    let chunks = vec![
+        header.to_vec(),
+        clusters[0].to_vec(),
+        clusters[2].to_vec(),
+        clusters[1].to_vec(),
+    ];
+    let run = push_bytes(&server, "backwards", chunks);
+    let text = run.error_text();
+    assert!(text.contains("backwards"), "{text}");
+    let stored: Vec<_> = server
+        .fragments("backwards")
+        .into_iter()
+        .map(|f| f.bytes)
+        .collect();
+    assert!(
+        !stored.contains(&clusters[1]),
+        "the out-of-order cluster was sent"
+    );
+}
+
+#[test]
+fn bytes_that_are_not_matroska_are_a_clear_error() {
+    init();
+    let server = server();
+    let jpeg = vec![
+        0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 1, 0,
+    ];
+    let run = push_bytes(&server, "jpeg", vec![jpeg]);
+    let text = run.error_text();
+    assert!(text.contains("JPEG"), "{text}");
+    assert!(text.contains("matroskamux"), "{text}");
+    assert!(server.fragments("jpeg").is_empty());
+}
+
+#[test]
+fn an_absurd_element_size_is_an_error_not_an_allocation() {
+    init();
+    let dir = tempdir();
+    let file = record(dir.path(), "big.mkv", 30, 15, "");
+    let (header, _) = split_file(&file);
+    let server = server();
+    // A Tags element (a header child kvssink must hold) declaring 100 GB.
+    let mut absurd = vec![
+        0x12, 0x54, 0xC3, 0x67, 0x01, 0x00, 0x00, 0x17, 0x48, 0x76, 0xE8, 0x00,
+    ];
+    absurd.extend_from_slice(&[0u8; 64]);
+    let run = push_bytes(
+        &server,
+        "absurd",
+        vec![header[..header.len()].to_vec(), absurd],
+    );
+    assert!(!run.errors.is_empty(), "an error is expected");
+}
+
+#[test]
+fn a_truncated_stream_is_an_error() {
+    init();
+    let dir = tempdir();
+    let file = record(dir.path(), "trunc.mkv", 30, 15, "");
+    let data = std::fs::read(&file).unwrap();
+    let server = server();
+    // Cut inside the EBML header.
+    let run = push_bytes(&server, "trunc", vec![data[..20].to_vec()]);
+    assert!(!run.errors.is_empty(), "an error is expected");
+    assert!(server.fragments("trunc").is_empty());
+}
+
+#[test]
+fn a_new_ebml_header_starts_a_new_session() {
+    init();
+    let dir = tempdir();
+    let a = std::fs::read(record(dir.path(), "a.mkv", 30, 15, "")).unwrap();
+    let b = std::fs::read(record(dir.path(), "b.mkv", 30, 15, "")).unwrap();
+    let server = server();
+    let run = push_bytes(&server, "restart", vec![a.clone(), b.clone()]);
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    assert_eq!(server.stream_headers("restart").len(), 2);
+    let fragments = server.fragments("restart");
+    assert_eq!(fragments.len(), 4);
+    assert_eq!(fragments.iter().filter(|f| f.header_index == 1).count(), 2);
+}
+
+#[test]
+fn an_endpoint_that_is_down_is_reported_and_the_pipeline_stops_at_once() {
+    init();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let line = launch_line("testsrc", &[("STREAM", "down")]);
+    let pipeline = gst::parse::launch(&line)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline.by_name("sink").unwrap();
+    sink.set_property("control-plane-uri", format!("http://127.0.0.1:{port}"));
+    sink.set_property("access-key", DEMO_ACCESS_KEY);
+    sink.set_property("secret-key", DEMO_SECRET_KEY);
+    sink.set_property("connection-timeout", 1u32);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let run = collect(&pipeline, TIMEOUT, |r| {
+        !r.warnings.is_empty() || !r.errors.is_empty()
+    });
+    let text = format!("{}{}", run.warnings.join("\n"), run.error_text());
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    // Stopping does not wait for the network.
+    pipeline.set_state(gst::State::Null).unwrap();
+}
