@@ -31,7 +31,7 @@ export AWS_SECRET_ACCESS_KEY=kvs-local-demo-secret-key
 echo "demo: streaming 6 s of live video into stream 'demo'"
 gst-launch-1.0 -m -e \
   videotestsrc is-live=true num-buffers=180 \
-  ! video/x-raw,width=640,height=360,framerate=30/1 ! clockoverlay \
+  ! video/x-raw,format=I420,width=640,height=360,framerate=30/1 ! clockoverlay \
   ! x264enc tune=zerolatency speed-preset=veryfast key-int-max=30 bitrate=1500 \
   ! h264parse ! matroskamux streamable=true \
   ! kvssink stream-name=demo aws-region=us-east-1 \
