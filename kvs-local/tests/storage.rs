@@ -1,0 +1,297 @@
+//! Durable storage, restart, export, GetMedia / ListFragments /
+//! GetMediaForFragmentList, and the binary.
+
+mod common;
+use bytes::Bytes;
+use common::*;
+use kvs_local::mkv::{Event, Parser};
+use kvs_local::mkvbuild::*;
+use kvs_local::{Config, Server};
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn body(tcs: &[u64]) -> Vec<u8> {
+    let mut d = simple_header();
+    for &t in tcs {
+        d.extend(simple_cluster(t, 3, 10, 2000));
+    }
+    d
+}
+
+async fn put_all(s: &Server, stream: &str, tcs: &[u64]) -> Put {
+    let mut p = put_media(&s.url(), &PutOpts::new(stream)).await;
+    p.send_chunked(&body(tcs), 1000).await;
+    p.finish();
+    p.drain(T).await;
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_keeps_persisted_data_and_numbers_increase() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..cfg()
+    };
+    let s = server(config.clone());
+    let u = s.url();
+    let r = call(&u, "/createStream", json!({"StreamName": "cam", "Tags": {"k": "v"}})).await;
+    assert_eq!(r.status, 200);
+    // wait until ACTIVE: creating_delay is 0
+    let p = put_all(&s, "cam", &[0, 100, 200]).await;
+    assert_eq!(p.acks.iter().filter(|a| a["EventType"] == "PERSISTED").count(), 3);
+    let before = s.fragments("cam");
+    let headers = s.stream_headers("cam");
+    s.shutdown();
+
+    let s = server(config.clone());
+    let snap = s.stream("cam").expect("stream reloaded");
+    assert_eq!(snap.meta.tags.get("k").map(String::as_str), Some("v"));
+    assert_eq!(snap.status, "ACTIVE");
+    assert_eq!(s.fragments("cam"), before, "fragments, numbers and bytes survive");
+    assert_eq!(s.stream_headers("cam"), headers);
+    let p = put_all(&s, "cam", &[0, 100]).await;
+    assert_eq!(p.acks.iter().filter(|a| a["EventType"] == "PERSISTED").count(), 2);
+    let after = s.fragments("cam");
+    assert_eq!(after.len(), 5);
+    assert!(after.windows(2).all(|w| w[0].number < w[1].number), "numbers increase across restarts");
+    drop(s);
+
+    // a torn record at the end of the log (crash mid-write) is dropped
+    let log = dir.path().join("streams/cam/fragments.log");
+    let mut data = std::fs::read(&log).unwrap();
+    data.extend_from_slice(b"KVSF\x10\x00\x00\x00{\"number\":");
+    std::fs::write(&log, &data).unwrap();
+    let s = server(config);
+    assert_eq!(s.fragments("cam").len(), 5);
+    let p = put_all(&s, "cam", &[300]).await;
+    assert_eq!(p.events(), ["BUFFERING", "RECEIVED", "PERSISTED"]);
+    assert_eq!(s.fragments("cam").len(), 6);
+    // deleting removes the data
+    s.delete_stream("cam").unwrap();
+    assert!(!dir.path().join("streams/cam").exists());
+}
+
+/// Splits a media response into (header events, cluster bytes, tags text).
+fn parse_media(b: &[u8]) -> (usize, Vec<Bytes>) {
+    let mut p = Parser::new(1 << 30);
+    let mut ev = Vec::new();
+    p.push(Bytes::copy_from_slice(b), &mut ev).unwrap();
+    p.finish(&mut ev).unwrap();
+    let headers = ev.iter().filter(|e| matches!(e, Event::Header(_))).count();
+    let clusters = ev
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::ClusterEnd { bytes, .. } => bytes,
+            _ => None,
+        })
+        .collect();
+    (headers, clusters)
+}
+
+async fn post_raw(u: &str, path: &str, v: serde_json::Value) -> (u16, String, Vec<u8>) {
+    let b = serde_json::to_vec(&v).unwrap();
+    let url = format!("{u}{path}");
+    let mut req = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(b.clone());
+    for (k, v) in kvs_local::client::sign_json(&url, &b) {
+        req = req.header(k, v);
+    }
+    let r = req.send().await.unwrap();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (r.status().as_u16(), ct, r.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reading_back() {
+    let s = server(Config {
+        get_media_follow: Duration::from_millis(300),
+        ..cfg()
+    });
+    s.create_stream("cam").unwrap();
+    let u = s.url();
+    put_all(&s, "cam", &[0, 100, 200]).await;
+    let stored = s.fragments("cam");
+
+    // ListFragments
+    let r = call(&u, "/listFragments", json!({"StreamName": "cam"})).await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    let list = r.json["Fragments"].as_array().unwrap();
+    assert_eq!(list.len(), 3);
+    assert_eq!(list[1]["FragmentNumber"], stored[1].number.as_str());
+    assert_eq!(list[1]["FragmentSizeInBytes"], stored[1].bytes.len());
+    assert_eq!(list[1]["FragmentLengthInMilliseconds"], 20);
+    let p1 = list[1]["ProducerTimestamp"].as_f64().unwrap();
+    assert!((p1 * 1000.0 - stored[1].producer_timestamp_ms as f64).abs() < 1.0);
+    assert!(list[1]["ServerTimestamp"].is_f64());
+    let r = call(&u, "/listFragments", json!({"StreamName": "cam", "MaxResults": 2})).await;
+    assert_eq!(r.json["Fragments"].as_array().unwrap().len(), 2);
+    assert_eq!(r.json["NextToken"], "2");
+    let from = stored[1].producer_timestamp_ms as f64 / 1000.0;
+    let r = call(
+        &u,
+        "/listFragments",
+        json!({"StreamName": "cam", "FragmentSelector": {"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+            "TimestampRange": {"StartTimestamp": from, "EndTimestamp": from + 3600.0}}}),
+    )
+    .await;
+    assert_eq!(r.json["Fragments"].as_array().unwrap().len(), 2);
+
+    // GetMediaForFragmentList
+    let (st, ct, b) = post_raw(
+        &u,
+        "/getMediaForFragmentList",
+        json!({"StreamName": "cam", "Fragments": [stored[2].number, stored[0].number]}),
+    )
+    .await;
+    assert_eq!((st, ct.as_str()), (200, "video/webm"));
+    let (h, clusters) = parse_media(&b);
+    assert_eq!(h, 2, "every fragment is a self-contained chunk");
+    assert_eq!(clusters, vec![stored[2].bytes.clone(), stored[0].bytes.clone()]);
+    let text = String::from_utf8_lossy(&b);
+    assert!(text.contains("AWS_KINESISVIDEO_FRAGMENT_NUMBER"));
+    assert!(text.contains(&stored[2].number));
+    let (st, _, _) = post_raw(&u, "/getMediaForFragmentList", json!({"StreamName": "cam", "Fragments": ["1"]})).await;
+    assert_eq!(st, 404);
+
+    // GetMedia EARLIEST / FRAGMENT_NUMBER / CONTINUATION_TOKEN / timestamps
+    let sel = |s: serde_json::Value| json!({"StreamName": "cam", "StartSelector": s});
+    let (st, ct, b) = post_raw(&u, "/getMedia", sel(json!({"StartSelectorType": "EARLIEST"}))).await;
+    assert_eq!((st, ct.as_str()), (200, "video/webm"));
+    let (_, clusters) = parse_media(&b);
+    assert_eq!(clusters.len(), 3);
+    let text = String::from_utf8_lossy(&b);
+    for tag in [
+        "AWS_KINESISVIDEO_SERVER_TIMESTAMP",
+        "AWS_KINESISVIDEO_PRODUCER_TIMESTAMP",
+        "AWS_KINESISVIDEO_MILLIS_BEHIND_NOW",
+        "AWS_KINESISVIDEO_CONTINUATION_TOKEN",
+    ] {
+        assert!(text.contains(tag), "{tag}");
+    }
+    let (_, _, b) = post_raw(
+        &u,
+        "/getMedia",
+        sel(json!({"StartSelectorType": "FRAGMENT_NUMBER", "AfterFragmentNumber": stored[0].number})),
+    )
+    .await;
+    assert_eq!(parse_media(&b).1, vec![stored[1].bytes.clone(), stored[2].bytes.clone()]);
+    let (_, _, b) = post_raw(
+        &u,
+        "/getMedia",
+        sel(json!({"StartSelectorType": "CONTINUATION_TOKEN", "ContinuationToken": stored[1].number})),
+    )
+    .await;
+    assert_eq!(parse_media(&b).1, vec![stored[2].bytes.clone()]);
+    let ts = stored[2].producer_timestamp_ms as f64 / 1000.0;
+    let (_, _, b) = post_raw(
+        &u,
+        "/getMedia",
+        sel(json!({"StartSelectorType": "PRODUCER_TIMESTAMP", "StartTimestamp": ts})),
+    )
+    .await;
+    assert_eq!(parse_media(&b).1.len(), 1);
+    let (st, _, _) = post_raw(&u, "/getMedia", sel(json!({"StartSelectorType": "SOMETIME"}))).await;
+    assert_eq!(st, 400);
+
+    // NOW follows new fragments
+    let get_media_ok = |s: &Server| {
+        s.report()
+            .requests
+            .iter()
+            .filter(|r| r.operation == "GetMedia" && r.status == 200)
+            .count()
+    };
+    let before = get_media_ok(&s);
+    let url = u.clone();
+    let reader = tokio::spawn(async move {
+        post_raw(&url, "/getMedia", json!({"StreamName": "cam", "StartSelector": {"StartSelectorType": "NOW"}})).await
+    });
+    // the reader's start position is fixed once its request is recorded
+    let deadline = std::time::Instant::now() + T;
+    while get_media_ok(&s) == before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    put_all(&s, "cam", &[300]).await;
+    let (_, _, b) = reader.await.unwrap();
+    let (_, clusters) = parse_media(&b);
+    assert_eq!(clusters, vec![s.fragments("cam")[3].bytes.clone()]);
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kvs-local")
+}
+
+/// Starts the binary on a free port; returns the child and its URL.
+fn start_binary(dir: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new(bin())
+        .args(["--port", "0", "--creating-delay-ms", "0", "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("kvs-local listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_kill_9_loses_nothing_persisted_and_export_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = start_binary(dir.path());
+    assert_eq!(call(&url, "/createStream", json!({"StreamName": "cam"})).await.status, 200);
+    let mut p = put_media(&url, &PutOpts::new("cam")).await;
+    p.send(body(&[0, 100])).await;
+    p.send(simple_cluster(200, 3, 10, 2000)).await;
+    p.send(end_of_fragment_tags()).await;
+    p.until(T, |a| is(a, "PERSISTED", Some(200))).await.expect("3 persisted");
+    // kill -9 right after the last PERSISTED, with the session still open
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, url) = start_binary(dir.path());
+    let r = call(&url, "/listFragments", json!({"StreamName": "cam"})).await;
+    assert_eq!(r.json["Fragments"].as_array().map(Vec::len), Some(3), "{:?}", r.json);
+    // SIGTERM: clean stop with a report in the data dir
+    Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["requests"][0]["operation"], "ListFragments");
+
+    let out = dir.path().join("out.mkv");
+    let st = Command::new(bin())
+        .args(["export", "--data-dir"])
+        .arg(dir.path())
+        .args(["--stream", "cam"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(std::fs::read(&out).unwrap(), body(&[0, 100, 200]));
+    let st = Command::new(bin())
+        .args(["export", "--data-dir"])
+        .arg(dir.path())
+        .args(["--stream", "nope"])
+        .arg(&out)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!st.success());
+}
