@@ -3,31 +3,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use gst::prelude::*;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Records every byte that reaches kvssink's sink pad.
-fn capture(sink: &gst::Element) -> Arc<Mutex<Vec<u8>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let seen2 = seen.clone();
-    sink.static_pad("sink")
-        .unwrap()
-        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(buffer) = info.buffer() {
-                seen2
-                    .lock()
-                    .unwrap()
-                    .extend_from_slice(&buffer.map_readable().unwrap());
-            }
-            gst::PadProbeReturn::Ok
-        });
-    seen
-}
 
 /// Header + every stored fragment, in order, as kvs-local keeps them.
 fn stored_bytes(server: &Server, stream: &str) -> Vec<u8> {
@@ -401,4 +382,47 @@ fn an_endpoint_that_is_down_is_reported_and_the_pipeline_stops_at_once() {
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     // Stopping does not wait for the network.
     pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn stopping_during_the_eos_wait_does_not_wait_for_the_network() {
+    init();
+    let server = server();
+    server.inject(kvs_local::Fault::StopAcks { stream: None });
+    let line = launch_line("testsrc", &[("STREAM", "nullwait")]);
+    let (pipeline, sink) = pipeline(&line, &server, "nullwait");
+    sink.set_property("stop-stream-timeout", 600u32);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    // All three fragments arrive, but no ack ever comes back: kvssink waits at EOS.
+    assert!(server.wait_for_fragments("nullwait", 3, TIMEOUT));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = pipeline.clone();
+    std::thread::spawn(move || {
+        p.set_state(gst::State::Null).unwrap();
+        let _ = tx.send(());
+    });
+    // A guard against a hang, far below the 600 s the sink would otherwise wait.
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("setting NULL must cancel the wait for acks");
+}
+
+#[test]
+fn long_gops_get_a_key_frame_request_before_the_fragment_limit() {
+    init();
+    let server = server();
+    // A key frame only every 20 s; kvssink asks for one after 2 s of fragment.
+    let line = "videotestsrc num-buffers=300 ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+                ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=600 ! h264parse \
+                ! matroskamux streamable=true ! kvssink name=sink";
+    let (pipeline, sink) = pipeline(line, &server, "gop");
+    sink.set_property("fragment-duration", 2000u32);
+    let run = run(&pipeline, TIMEOUT);
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    let fragments = server.fragments("gop");
+    assert!(fragments.len() >= 4, "{} fragments", fragments.len());
+    for f in &fragments {
+        assert!(f.key_frame);
+        assert!(f.duration_ms <= 3000, "{f:?}");
+    }
 }

@@ -171,8 +171,13 @@ pub fn record(dir: &Path, name: &str, frames: u32, key_int: u32, mux_props: &str
 
 /// Splits a recorded Matroska file into its header and clusters with the plugin's splitter.
 pub fn split_file(path: &Path) -> (bytes::Bytes, Vec<bytes::Bytes>) {
+    split_bytes(std::fs::read(path).unwrap())
+}
+
+/// Splits a Matroska byte stream into its (first) header and clusters.
+pub fn split_bytes(data: Vec<u8>) -> (bytes::Bytes, Vec<bytes::Bytes>) {
     use gstkvs::mkv::{Event, Limits, Splitter};
-    let data = bytes::Bytes::from(std::fs::read(path).unwrap());
+    let data = bytes::Bytes::from(data);
     let mut splitter = Splitter::new(Limits::default());
     let mut events = Vec::new();
     splitter.push(data, &mut events).unwrap();
@@ -181,7 +186,7 @@ pub fn split_file(path: &Path) -> (bytes::Bytes, Vec<bytes::Bytes>) {
     let mut clusters: Vec<Vec<u8>> = Vec::new();
     for event in events {
         match event {
-            Event::Header(h) => header = h.bytes,
+            Event::Header(h) if header.is_empty() => header = h.bytes,
             Event::FragmentStart(_) => clusters.push(Vec::new()),
             Event::FragmentData(b) => clusters.last_mut().unwrap().extend_from_slice(&b),
             _ => {}
@@ -191,4 +196,22 @@ pub fn split_file(path: &Path) -> (bytes::Bytes, Vec<bytes::Bytes>) {
         header,
         clusters.into_iter().map(bytes::Bytes::from).collect(),
     )
+}
+
+/// Records every byte that reaches `sink`'s sink pad.
+pub fn capture(sink: &gst::Element) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    sink.static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buffer) = info.buffer() {
+                seen2
+                    .lock()
+                    .unwrap()
+                    .extend_from_slice(&buffer.map_readable().unwrap());
+            }
+            gst::PadProbeReturn::Ok
+        });
+    seen
 }

@@ -1,0 +1,365 @@
+//! kvssink loses nothing: reconnects with replay against kvs-local's fault injection. Each test
+//! streams live video and asserts that the fragments kvs-local persisted are exactly the
+//! clusters matroskamux produced, byte for byte and in order, with duplicates only of fragments
+//! that were in flight at the fault.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use gst::prelude::*;
+use kvs_local::Fault;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A live pipeline of `seconds` of video with a key frame every second.
+fn live(server: &Server, stream: &str, seconds: u32) -> (gst::Pipeline, gst::Element) {
+    let line = format!(
+        "videotestsrc is-live=true num-buffers={} ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse \
+         ! matroskamux streamable=true ! kvssink name=sink",
+        seconds * 30
+    );
+    let (pipeline, sink) = pipeline(&line, server, stream);
+    sink.set_property("stop-stream-timeout", 30u32);
+    (pipeline, sink)
+}
+
+/// Asserts that the stored fragments are the produced clusters, in order, each complete; a
+/// fragment may repeat (it was in flight when the connection failed) but only if it was stored
+/// before. Returns how many duplicates there were.
+fn assert_nothing_lost(server: &Server, stream: &str, sent: &[u8]) -> usize {
+    let (_, produced) = split_bytes(sent.to_vec());
+    let stored: Vec<_> = server
+        .fragments(stream)
+        .into_iter()
+        .map(|f| f.bytes)
+        .collect();
+    if std::env::var("KVS_DEBUG").is_ok() {
+        eprintln!(
+            "produced sizes {:?}",
+            produced.iter().map(|p| p.len()).collect::<Vec<_>>()
+        );
+        eprintln!(
+            "stored sizes {:?}",
+            stored.iter().map(|p| p.len()).collect::<Vec<_>>()
+        );
+        eprintln!(
+            "{}",
+            serde_json::to_string_pretty(&server.report()).unwrap()
+        );
+    }
+    let mut unique = Vec::new();
+    let mut duplicates = 0;
+    for fragment in &stored {
+        if unique.contains(fragment) {
+            duplicates += 1;
+        } else {
+            unique.push(fragment.clone());
+        }
+    }
+    assert_eq!(
+        unique.len(),
+        produced.len(),
+        "fragments lost: {} of {}",
+        produced.len() - unique.len().min(produced.len()),
+        produced.len()
+    );
+    for (i, (a, b)) in unique.iter().zip(&produced).enumerate() {
+        assert!(
+            a == b,
+            "fragment {i} differs from what matroskamux produced"
+        );
+    }
+    assert!(duplicates <= 3, "{duplicates} duplicates");
+    duplicates
+}
+
+/// Plays until `n` fragments are persisted, then calls `fault`, then runs to EOS.
+fn stream_with_fault(
+    server: &Server,
+    stream: &str,
+    seconds: u32,
+    configure: impl FnOnce(&gst::Element),
+    after: usize,
+    fault: impl FnOnce(),
+) -> (Run, Vec<u8>, gst::Structure) {
+    let (pipeline, sink) = live(server, stream, seconds);
+    configure(&sink);
+    let sent = capture(&sink);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let first = collect(&pipeline, TIMEOUT, |r| r.acks("PERSISTED").len() >= after);
+    assert!(first.errors.is_empty(), "{}", first.error_text());
+    fault();
+    let mut run = collect(&pipeline, TIMEOUT, |_| false);
+    pipeline.set_state(gst::State::Null).unwrap();
+    run.messages.splice(0..0, first.messages);
+    run.warnings.splice(0..0, first.warnings);
+    let stats = sink.property::<gst::Structure>("stats");
+    let sent = sent.lock().unwrap().clone();
+    (run, sent, stats)
+}
+
+fn reconnects(run: &Run) -> usize {
+    run.named("kvs-connection")
+        .iter()
+        .filter(|s| s.get::<&str>("state").ok() == Some("reconnecting"))
+        .count()
+}
+
+#[test]
+fn connection_closed_mid_fragment() {
+    init();
+    let server = server();
+    // The first session breaks in the middle of the second fragment.
+    server.inject(Fault::CloseAfterBytes {
+        stream: None,
+        bytes: 300_000,
+        sessions: 1,
+    });
+    let (run, sent, stats) = stream_with_fault(&server, "close", 5, |_| {}, 1, || {});
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    assert!(reconnects(&run) >= 1, "the fault did not bite");
+    assert!(stats.get::<u64>("reconnects").unwrap() >= 1);
+    assert!(stats.get::<u64>("fragments-replayed").unwrap() >= 1);
+    assert_nothing_lost(&server, "close", &sent);
+}
+
+/// Drops every live connection, so the next request meets the faults just injected.
+fn drop_connections(server: &Server) {
+    server.pause_listening();
+    server.resume_listening();
+}
+
+#[test]
+fn service_errors_and_throttling_are_retried() {
+    init();
+    let server = server();
+    let (run, sent, _) = stream_with_fault(
+        &server,
+        "throttle",
+        5,
+        |_| {},
+        1,
+        || {
+            server.inject(Fault::Throttle {
+                stream: None,
+                operation: "PutMedia".into(),
+                count: 2,
+            });
+            server.inject(Fault::FailRequests {
+                stream: None,
+                operation: "PutMedia".into(),
+                count: 2,
+                status: 500,
+                error_type: None,
+            });
+            drop_connections(&server);
+        },
+    );
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    let text = run.warnings.join("\n");
+    assert!(text.contains("ClientLimitExceededException"), "{text}");
+    assert!(text.contains("500"), "{text}");
+    assert_nothing_lost(&server, "throttle", &sent);
+}
+
+#[test]
+fn every_retriable_error_ack_is_retried() {
+    for id in [4000u32, 4003, 5000, 5001] {
+        init();
+        let server = server();
+        let stream = format!("ack{id}");
+        let (run, sent, stats) = stream_with_fault(
+            &server,
+            &stream,
+            4,
+            |_| {},
+            1,
+            || {
+                server.inject(Fault::ErrorAck {
+                    stream: None,
+                    fragment: Some(1),
+                    timecode: None,
+                    error_id: id,
+                });
+            },
+        );
+        assert!(run.errors.is_empty(), "{id}: {}", run.error_text());
+        let errors = run.acks("ERROR");
+        assert_eq!(errors.len(), 1, "{id}");
+        assert_eq!(errors[0].get::<i32>("error-id").unwrap(), id as i32);
+        assert!(stats.get::<u64>("fragments-replayed").unwrap() >= 1, "{id}");
+        assert_nothing_lost(&server, &stream, &sent);
+    }
+}
+
+#[test]
+fn stalled_acks_make_the_connection_stale() {
+    init();
+    let server = server();
+    let (pipeline, sink) = live(&server, "stale", 6);
+    sink.set_property("connection-staleness", 1u32);
+    let sent = capture(&sink);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let first = collect(&pipeline, TIMEOUT, |r| r.acks("PERSISTED").len() >= 1);
+    server.inject(Fault::StopAcks { stream: None });
+    let stalled = collect(&pipeline, TIMEOUT, |r| reconnects(r) >= 1);
+    assert!(
+        stalled.warnings.join("\n").contains("no acknowledgement"),
+        "{:?}",
+        stalled.warnings
+    );
+    server.clear_faults();
+    let rest = collect(&pipeline, TIMEOUT, |_| false);
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(
+        first.errors.is_empty() && stalled.errors.is_empty() && rest.errors.is_empty(),
+        "{}",
+        rest.error_text()
+    );
+    assert!(rest.eos);
+    assert_nothing_lost(&server, "stale", &sent.lock().unwrap());
+}
+
+#[test]
+fn the_service_ending_long_connections_is_survived() {
+    init();
+    let server = server();
+    let (run, sent, stats) = stream_with_fault(
+        &server,
+        "maxdur",
+        6,
+        |_| {},
+        1,
+        || {
+            server.inject(Fault::MaxConnectionDuration {
+                stream: None,
+                after_ms: 1500,
+            });
+        },
+    );
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    assert!(stats.get::<u64>("connections").unwrap() >= 3, "{stats}");
+    assert!(
+        run.acks("ERROR")
+            .iter()
+            .all(|a| a.get::<i32>("error-id").unwrap() == 4003)
+    );
+    assert_nothing_lost(&server, "maxdur", &sent);
+}
+
+#[test]
+fn credentials_rejected_once_are_retried() {
+    init();
+    let server = server();
+    let (run, sent, _) = stream_with_fault(
+        &server,
+        "creds",
+        5,
+        |_| {},
+        1,
+        || {
+            server.inject(Fault::RejectCredentials {
+                stream: None,
+                count: 1,
+                error_type: None,
+            });
+            drop_connections(&server);
+        },
+    );
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    assert!(
+        run.warnings
+            .join("\n")
+            .contains("UnrecognizedClientException"),
+        "{:?}",
+        run.warnings
+    );
+    assert_nothing_lost(&server, "creds", &sent);
+}
+
+#[test]
+fn endpoint_down_for_ten_seconds_then_back() {
+    init();
+    let server = server();
+    let (run, sent, _) = stream_with_fault(
+        &server,
+        "outage",
+        16,
+        |_| {},
+        1,
+        || {
+            server.pause_listening();
+            std::thread::sleep(Duration::from_secs(10));
+            server.resume_listening();
+        },
+    );
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    // Exponential backoff: a handful of attempts in 10 s, not a busy loop.
+    let attempts = reconnects(&run);
+    assert!((1..=12).contains(&attempts), "{attempts} attempts");
+    assert_nothing_lost(&server, "outage", &sent);
+}
+
+#[test]
+fn an_outage_longer_than_the_store_drops_only_whole_oldest_fragments() {
+    init();
+    let server = server();
+    let (pipeline, sink) = live(&server, "overflow", 8);
+    // Room for about two seconds of this video.
+    sink.set_property("buffer-duration", 2u32);
+    let sent = capture(&sink);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let first = collect(&pipeline, TIMEOUT, |r| r.acks("PERSISTED").len() >= 1);
+    server.pause_listening();
+    let outage = collect(&pipeline, TIMEOUT, |r| {
+        r.named("kvs-fragments-dropped").len() >= 2
+    });
+    server.resume_listening();
+    let rest = collect(&pipeline, TIMEOUT, |_| false);
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(
+        first.errors.is_empty() && outage.errors.is_empty() && rest.errors.is_empty(),
+        "{}",
+        rest.error_text()
+    );
+    assert!(
+        outage.warnings.join("\n").contains("dropped"),
+        "{:?}",
+        outage.warnings
+    );
+
+    let (_, produced) = split_bytes(sent.lock().unwrap().clone());
+    let stored: Vec<_> = server
+        .fragments("overflow")
+        .into_iter()
+        .map(|f| f.bytes)
+        .collect();
+    let stats = sink.property::<gst::Structure>("stats");
+    let dropped = stats.get::<u64>("fragments-dropped").unwrap() as usize;
+    assert!(dropped >= 2);
+    // Every stored fragment is a whole produced cluster, in order; what is missing is exactly
+    // what was dropped.
+    let mut unique: Vec<bytes::Bytes> = Vec::new();
+    for f in stored {
+        if !unique.contains(&f) {
+            unique.push(f);
+        }
+    }
+    let mut cursor = 0;
+    for f in &unique {
+        let at = produced[cursor..]
+            .iter()
+            .position(|p| p == f)
+            .expect("a stored fragment is a whole produced cluster, in order");
+        cursor += at + 1;
+    }
+    assert_eq!(unique.len() + dropped, produced.len());
+}
