@@ -9,6 +9,7 @@ bash scripts/setup.sh
 export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-# Benchmarks are built (so they cannot rot) but only run by scripts/bench.sh.
-cargo build --workspace --benches --locked
+# Builds everything, benchmarks included (so they cannot rot; `cargo bench` runs them), and the
+# plugin library that the gst-launch-1.0 tests load.
+cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads=2

@@ -1,0 +1,117 @@
+//! No secret appears in any log line at the most verbose level, nor in any property read, bus
+//! message or error, whether the credentials come from properties or from the environment.
+
+mod common;
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use gst::prelude::*;
+use kvs_local::KeyPair;
+
+const ACCESS: &str = "KVSSECRETTESTACCESSKEY";
+const SECRET: &str = "s3cr3t-never-to-be-seen-Zq9";
+const TOKEN: &str = "t0k3n-never-to-be-seen-Xw7";
+
+fn server_with_token() -> Server {
+    Server::spawn(Config {
+        keys: vec![KeyPair {
+            access_key: ACCESS.into(),
+            secret_key: SECRET.into(),
+            session_token: Some(TOKEN.into()),
+            expires_at: None,
+        }],
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+fn assert_clean(what: &str, text: &str) {
+    assert!(!text.contains(SECRET), "the secret key appears in {what}");
+    assert!(!text.contains(TOKEN), "the session token appears in {what}");
+}
+
+#[test]
+fn properties_set_in_code_never_reach_the_debug_log_or_the_bus() {
+    init();
+    let lines = Arc::new(Mutex::new(String::new()));
+    let sink_lines = lines.clone();
+    gst::log::set_default_threshold(gst::DebugLevel::Memdump);
+    gst::log::add_log_function(move |cat, level, file, function, line, _obj, message| {
+        let text = message.get().map(|m| m.to_string()).unwrap_or_default();
+        let mut all = sink_lines.lock().unwrap();
+        all.push_str(&format!(
+            "{} {level:?} {file}:{function}:{line} {text}\n",
+            cat.name()
+        ));
+    });
+
+    let server = server_with_token();
+    let line = launch_line("testsrc", &[("STREAM", "secrets")]);
+    let (pipeline, sink) = pipeline(&line, &server, "secrets");
+    sink.set_property("access-key", ACCESS);
+    sink.set_property("secret-key", SECRET);
+    sink.set_property("session-token", TOKEN);
+    let run = run(&pipeline, Duration::from_secs(60));
+    gst::log::set_default_threshold(gst::DebugLevel::None);
+    gst::log::remove_default_log_function();
+
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert_eq!(
+        server.fragments("secrets").len(),
+        3,
+        "the token was sent and accepted"
+    );
+    let log = lines.lock().unwrap().clone();
+    assert!(
+        log.contains("kvssink"),
+        "the log function saw kvssink's lines"
+    );
+    assert_clean("the debug log", &log);
+    assert_clean("the bus messages", &format!("{:?}", run.messages));
+    for p in sink.list_properties() {
+        if p.flags().contains(glib::ParamFlags::READABLE) {
+            let value = sink.property_value(p.name());
+            assert_clean(p.name(), &format!("{value:?}"));
+        }
+    }
+}
+
+#[test]
+fn gst_launch_with_credentials_from_the_environment_logs_no_secret() {
+    // The plugin as gst-launch-1.0 loads it: built by `cargo build` next to the test binaries.
+    let dir = std::env::current_exe().unwrap();
+    let plugin_dir = dir.parent().unwrap().parent().unwrap();
+    assert!(
+        plugin_dir.join("libgstkvs.so").exists(),
+        "build the plugin first (cargo build): {} has no libgstkvs.so",
+        plugin_dir.display()
+    );
+    let server = server_with_token();
+    let tmp = tempdir();
+    let log = tmp.path().join("gst.log");
+    let line = launch_line("testsrc", &[("STREAM", "envsecrets")]);
+    let status = Command::new("gst-launch-1.0")
+        .arg("-e")
+        .args(line.split_whitespace())
+        .arg(format!("control-plane-uri={}", server.url()))
+        .arg("aws-region=us-east-1")
+        .env("GST_PLUGIN_PATH", plugin_dir)
+        .env("GST_REGISTRY", tmp.path().join("registry.bin"))
+        .env("GST_DEBUG", "*:9")
+        .env("GST_DEBUG_NO_COLOR", "1")
+        .env("GST_DEBUG_FILE", &log)
+        .env("AWS_ACCESS_KEY_ID", ACCESS)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_SESSION_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(server.fragments("envsecrets").len(), 3);
+    let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    assert!(text.contains("kvssink"));
+    assert_clean("gst-launch's debug log", &text);
+}
