@@ -309,7 +309,11 @@ mod tests {
         }
         assert!(s.ack(AckLevel::Persisted, 1000).is_some());
         assert_eq!(s.first_from(0).map(|f| f.seq), Some(0));
-        assert_eq!(s.first_from(1).map(|f| f.seq), Some(2), "seq 1 was released");
+        assert_eq!(
+            s.first_from(1).map(|f| f.seq),
+            Some(2),
+            "seq 1 was released"
+        );
         assert_eq!(s.first_from(3).map(|f| f.timecode), Some(3000));
         assert!(s.first_from(4).is_none());
     }

@@ -363,3 +363,24 @@ fn an_outage_longer_than_the_store_drops_only_whole_oldest_fragments() {
     }
     assert_eq!(unique.len() + dropped, produced.len());
 }
+
+#[test]
+fn sessions_are_renewed_at_fragment_boundaries_without_loss() {
+    init();
+    let server = server();
+    let (run, sent, stats) = stream_with_fault(
+        &server,
+        "rotate",
+        6,
+        |sink| sink.set_property("rotation-period", 2u32),
+        1,
+        || {},
+    );
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    assert!(stats.get::<u64>("connections").unwrap() >= 2, "{stats}");
+    // A renewal is not a failure: no reconnect, no warning, no duplicate.
+    assert_eq!(reconnects(&run), 0);
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    assert_eq!(assert_nothing_lost(&server, "rotate", &sent), 0);
+}

@@ -282,7 +282,7 @@ pub fn properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecUInt::builder("rotation-period")
             .nick("Rotation period")
             .blurb("Seconds after which the PutMedia session is renewed at a fragment boundary")
-            .minimum(10)
+            .minimum(1)
             .default_value(DEFAULT_ROTATION_PERIOD)
             .mutable_ready()
             .build(),

@@ -277,6 +277,8 @@ struct BodyCursor {
     chunk: usize,
     /// Whether the fragment at `seq` has started going out on this connection.
     started: bool,
+    /// Fragments this connection has started sending.
+    fragments_started: u64,
     opened: Instant,
 }
 
@@ -305,6 +307,7 @@ impl BodyCursor {
             seq,
             chunk: 0,
             started: false,
+            fragments_started: 0,
             opened: Instant::now(),
         }
     }
@@ -334,7 +337,8 @@ impl BodyCursor {
                     .headers
                     .iter()
                     .any(|h| h.first_seq > self.gen_first_seq && h.first_seq <= fragment.seq);
-                if new_header || (self.started && self.opened.elapsed() >= max_age) {
+                let renew = self.fragments_started > 0 && self.opened.elapsed() >= max_age;
+                if new_header || renew {
                     end = true;
                     break;
                 }
@@ -343,6 +347,7 @@ impl BodyCursor {
                     self.chunk = 0;
                 }
                 self.started = true;
+                self.fragments_started += 1;
                 newly_started += 1;
                 if inner.max_seq_sent.is_some_and(|m| fragment.seq <= m) {
                     replayed += 1;
