@@ -40,6 +40,9 @@ pub struct Config {
     pub connection_staleness: Duration,
     /// Renew the PutMedia session at a fragment boundary after this long.
     pub max_session_duration: Duration,
+    /// When no data arrives for this long, the open fragment is ended with an
+    /// `AWS_KINESISVIDEO_END_OF_FRAGMENT` tag so the service persists it.
+    pub idle_fragment_timeout: Duration,
     pub store_limits: StoreLimits,
     /// Which ack releases a fragment from the store.
     pub release_on: AckLevel,
@@ -88,6 +91,11 @@ pub enum Event {
     Warning(String),
     /// The store was full: these oldest whole fragments were dropped.
     Dropped(Evicted),
+    /// No data came for a while: the open fragment (this timecode) was ended with an
+    /// END_OF_FRAGMENT tag; the next data must start a new cluster (ask for a key frame).
+    IdleFragmentEnded {
+        timecode: u64,
+    },
     /// The stream cannot continue.
     Fatal(FatalError),
 }

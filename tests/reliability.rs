@@ -384,3 +384,41 @@ fn sessions_are_renewed_at_fragment_boundaries_without_loss() {
     assert!(run.warnings.is_empty(), "{:?}", run.warnings);
     assert_eq!(assert_nothing_lost(&server, "rotate", &sent), 0);
 }
+
+#[test]
+fn an_idle_stream_ends_its_open_fragment_so_it_is_persisted() {
+    init();
+    let server = server();
+    // A motion-triggered camera: the valve stops the frames for 3 s.
+    let line = "videotestsrc is-live=true num-buffers=150 ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+                ! valve name=valve ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 ! h264parse \
+                ! matroskamux streamable=true ! kvssink name=sink";
+    let (pipeline, sink) = pipeline(line, &server, "idle");
+    sink.set_property("fragment-duration", 1000u32);
+    let valve = pipeline.by_name("valve").unwrap();
+    let sent = capture(&sink);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let before = collect(&pipeline, TIMEOUT, |r| r.acks("BUFFERING").len() >= 1);
+    valve.set_property("drop", true);
+    // The open fragment is ended by the tag and persisted while no frame comes.
+    let idle = collect(&pipeline, TIMEOUT, |r| {
+        !r.named("kvs-idle").is_empty() && !r.acks("PERSISTED").is_empty()
+    });
+    let idle_tc = idle.named("kvs-idle")[0]
+        .get::<u64>("fragment-timecode")
+        .unwrap();
+    assert!(
+        idle.acks("PERSISTED")
+            .iter()
+            .any(|a| a.get::<u64>("fragment-timecode").unwrap() == idle_tc)
+    );
+    valve.set_property("drop", false);
+    let rest = collect(&pipeline, TIMEOUT, |_| false);
+    pipeline.set_state(gst::State::Null).unwrap();
+    for run in [&before, &idle, &rest] {
+        assert!(run.errors.is_empty(), "{}", run.error_text());
+        assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    }
+    assert!(rest.eos);
+    assert_nothing_lost(&server, "idle", &sent.lock().unwrap());
+}

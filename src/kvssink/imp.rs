@@ -174,6 +174,7 @@ impl BaseSinkImpl for KvsSink {
             connection_timeout: Duration::from_secs(settings.connection_timeout.into()),
             connection_staleness: Duration::from_secs(settings.connection_staleness.into()),
             max_session_duration: Duration::from_secs(settings.rotation_period.into()),
+            idle_fragment_timeout: Duration::from_millis(settings.fragment_duration.into()),
             store_limits: StoreLimits {
                 max_bytes: u64::from(settings.storage_size) * 1024 * 1024,
                 max_duration_ns: u64::from(settings.buffer_duration) * 1_000_000_000,
@@ -581,6 +582,23 @@ impl KvsSink {
                     .field("bytes", evicted.bytes)
                     .build();
                 self.post_element_message(s);
+            }
+            Event::IdleFragmentEnded { timecode } => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "no data: ended fragment {} with a tag",
+                    timecode
+                );
+                let s = gst::Structure::builder("kvs-idle")
+                    .field("fragment-timecode", timecode)
+                    .build();
+                self.post_element_message(s);
+                // The next data must open a new cluster, which starts at a key frame.
+                let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                    .all_headers(true)
+                    .build();
+                self.obj().sink_pad().push_event(event);
             }
             Event::Fatal(error) => {
                 let kind = if error.auth {

@@ -62,7 +62,15 @@ pub(super) async fn run(
             match body.next() {
                 Next::Data(bytes) => return Some((Ok::<_, std::io::Error>(bytes), body)),
                 Next::End => return None,
-                Next::Wait => notified.await,
+                Next::Wait => {
+                    let idle = shared.config.idle_fragment_timeout;
+                    if tokio::time::timeout(idle, notified.as_mut()).await.is_err() {
+                        if let Some(tag) = body.end_idle_fragment() {
+                            return Some((Ok(tag), body));
+                        }
+                        notified.await;
+                    }
+                }
             }
         }
     });
@@ -259,6 +267,30 @@ fn handle_ack(shared: &Arc<Shared>, ack: Ack) -> Result<(), Failure> {
     }
 }
 
+impl BodyCursor {
+    /// After an idle period: ends the open fragment, fully sent so far, with an
+    /// END_OF_FRAGMENT tag, once.
+    fn end_idle_fragment(&mut self) -> Option<Bytes> {
+        let mut inner = self.shared.lock();
+        let fragment = inner.store.first_from(self.seq)?;
+        if fragment.seq != self.seq
+            || !self.started
+            || fragment.complete
+            || self.chunk < fragment.chunks.len()
+            || self.tagged == Some(fragment.seq)
+        {
+            return None;
+        }
+        let timecode = fragment.timecode;
+        self.tagged = Some(fragment.seq);
+        let tag = crate::mkv::end_of_fragment_tags();
+        inner.stats.bytes_sent += tag.len() as u64;
+        drop(inner);
+        self.shared.emit(Event::IdleFragmentEnded { timecode });
+        Some(tag)
+    }
+}
+
 enum Next {
     Data(Bytes),
     Wait,
@@ -279,6 +311,8 @@ struct BodyCursor {
     started: bool,
     /// Fragments this connection has started sending.
     fragments_started: u64,
+    /// Fragment ended early with an END_OF_FRAGMENT tag after an idle period.
+    tagged: Option<u64>,
     opened: Instant,
 }
 
@@ -308,6 +342,7 @@ impl BodyCursor {
             chunk: 0,
             started: false,
             fragments_started: 0,
+            tagged: None,
             opened: Instant::now(),
         }
     }
@@ -325,6 +360,7 @@ impl BodyCursor {
         let mut gather = Gather::default();
         let mut newly_started = 0;
         let mut replayed = 0;
+        let mut late_bytes = 0;
         let mut end = false;
         loop {
             let Some(fragment) = inner.store.first_from(self.seq) else {
@@ -353,6 +389,17 @@ impl BodyCursor {
                     replayed += 1;
                 }
             }
+            if self.tagged == Some(fragment.seq) && self.chunk < fragment.chunks.len() {
+                // The service already closed this fragment: its late bytes cannot follow the
+                // tag as part of it.
+                let late: u64 = fragment.chunks[self.chunk..]
+                    .iter()
+                    .map(|c| c.len() as u64)
+                    .sum();
+                self.chunk = fragment.chunks.len();
+                late_bytes += late;
+                continue;
+            }
             if self.chunk < fragment.chunks.len() {
                 let chunk = &fragment.chunks[self.chunk];
                 if !gather.take(chunk) {
@@ -371,6 +418,15 @@ impl BodyCursor {
             }
         }
         let seq = self.seq;
+        if late_bytes > 0 {
+            inner.stats.bytes_dropped += late_bytes;
+            let stream = self.shared.config.stream_name.clone();
+            drop(inner);
+            self.shared.emit(Event::Warning(format!(
+                "stream {stream}: {late_bytes} bytes arrived for a fragment already ended after                  an idle period and were not sent; the encoder did not start a new key frame"
+            )));
+            inner = self.shared.lock();
+        }
         inner.stats.fragments_sent += newly_started;
         inner.stats.fragments_replayed += replayed;
         if newly_started > 0 {
