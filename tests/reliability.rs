@@ -422,3 +422,23 @@ fn an_idle_stream_ends_its_open_fragment_so_it_is_persisted() {
     assert!(rest.eos);
     assert_nothing_lost(&server, "idle", &sent.lock().unwrap());
 }
+
+#[test]
+fn a_stream_deleted_while_streaming_is_a_fatal_error() {
+    init();
+    let server = server();
+    let (pipeline, _sink) = live(&server, "deleted", 10);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let first = collect(&pipeline, TIMEOUT, |r| r.acks("PERSISTED").len() >= 1);
+    assert!(first.errors.is_empty(), "{}", first.error_text());
+    server.delete_stream("deleted").unwrap();
+    let run = collect(&pipeline, TIMEOUT, |_| false);
+    pipeline.set_state(gst::State::Null).unwrap();
+    let text = run.error_text();
+    assert!(!run.eos, "the stream cannot end normally");
+    assert!(text.contains("deleted"), "{text}");
+    assert!(
+        text.contains("STREAM_NOT_ACTIVE") || text.contains("ResourceNotFoundException"),
+        "{text}"
+    );
+}
