@@ -379,6 +379,7 @@ fn sessions_are_renewed_at_fragment_boundaries_without_loss() {
     assert!(run.errors.is_empty(), "{}", run.error_text());
     assert!(run.eos);
     assert!(stats.get::<u64>("connections").unwrap() >= 2, "{stats}");
+    assert_eq!(stats.get::<u64>("fragments-replayed").unwrap(), 0, "{stats}");
     // A renewal is not a failure: no reconnect, no warning, no duplicate.
     assert_eq!(reconnects(&run), 0);
     assert!(run.warnings.is_empty(), "{:?}", run.warnings);

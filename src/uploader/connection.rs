@@ -361,6 +361,7 @@ impl BodyCursor {
         let mut newly_started = 0;
         let mut replayed = 0;
         let mut late_bytes = 0;
+        let mut max_started = None;
         let mut end = false;
         loop {
             let Some(fragment) = inner.store.first_from(self.seq) else {
@@ -385,6 +386,7 @@ impl BodyCursor {
                 self.started = true;
                 self.fragments_started += 1;
                 newly_started += 1;
+                max_started = Some(fragment.seq);
                 if inner.max_seq_sent.is_some_and(|m| fragment.seq <= m) {
                     replayed += 1;
                 }
@@ -417,7 +419,6 @@ impl BodyCursor {
                 break;
             }
         }
-        let seq = self.seq;
         if late_bytes > 0 {
             inner.stats.bytes_dropped += late_bytes;
             let stream = self.shared.config.stream_name.clone();
@@ -429,7 +430,7 @@ impl BodyCursor {
         }
         inner.stats.fragments_sent += newly_started;
         inner.stats.fragments_replayed += replayed;
-        if newly_started > 0 {
+        if let Some(seq) = max_started {
             inner.max_seq_sent = Some(inner.max_seq_sent.map_or(seq, |m| m.max(seq)));
         }
         match gather.finish() {
