@@ -462,3 +462,22 @@ fn harness_any_buffer_cut_gives_the_same_fragments() {
     assert_eq!(server.fragments("cuts").len(), 4);
     assert_eq!(stored_bytes(&server, "cuts"), data);
 }
+
+#[test]
+fn jpeg_frames_cannot_be_linked_to_kvssink() {
+    init();
+    // The classic first attempt: sending JPEG frames instead of Matroska.
+    let err = gst::parse::launch("videotestsrc num-buffers=1 ! jpegenc ! kvssink")
+        .err()
+        .expect("image/jpeg must not link to kvssink");
+    assert!(err.to_string().contains("could not link"), "{err}");
+    let caps = gst::ElementFactory::find("kvssink")
+        .unwrap()
+        .static_pad_templates()
+        .into_iter()
+        .next()
+        .unwrap()
+        .caps();
+    assert!(caps.can_intersect(&gst::Caps::builder("video/x-matroska").build()));
+    assert!(!caps.can_intersect(&gst::Caps::builder("image/jpeg").build()));
+}
