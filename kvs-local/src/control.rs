@@ -68,11 +68,23 @@ pub fn authenticate(
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    let text = if body.is_empty() { b"{}" as &[u8] } else { body };
+    let text = if body.is_empty() {
+        b"{}" as &[u8]
+    } else {
+        body
+    };
     match serde_json::from_slice::<Value>(text) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(ApiError::new(400, "SerializationException", "Request body must be a JSON object")),
-        Err(e) => Err(ApiError::new(400, "SerializationException", format!("Malformed JSON: {e}"))),
+        Ok(_) => Err(ApiError::new(
+            400,
+            "SerializationException",
+            "Request body must be a JSON object",
+        )),
+        Err(e) => Err(ApiError::new(
+            400,
+            "SerializationException",
+            format!("Malformed JSON: {e}"),
+        )),
     }
 }
 
@@ -212,9 +224,10 @@ fn stream_info(s: &StreamSnapshot, region: &str) -> StreamInfo {
         creation_time: epoch_seconds_json(m.creation_time_ms),
         data_retention_in_hours: m.data_retention_hours,
         device_name: m.device_name.clone(),
-        kms_key_id: m.kms_key_id.clone().unwrap_or_else(|| {
-            format!("arn:aws:kms:{region}:{ACCOUNT_ID}:alias/aws/kinesisvideo")
-        }),
+        kms_key_id: m
+            .kms_key_id
+            .clone()
+            .unwrap_or_else(|| format!("arn:aws:kms:{region}:{ACCOUNT_ID}:alias/aws/kinesisvideo")),
         media_type: m.media_type.clone(),
         status: s.status.clone(),
         stream_arn: m.arn.clone(),
@@ -277,12 +290,18 @@ fn dispatch(
             let retention = match v.get("DataRetentionInHours") {
                 None | Some(Value::Null) => 0,
                 Some(x) => x.as_u64().ok_or_else(|| {
-                    ApiError::invalid_argument("DataRetentionInHours must be a non-negative integer")
+                    ApiError::invalid_argument(
+                        "DataRetentionInHours must be a non-negative integer",
+                    )
                 })?,
             };
             let tags = tags_field(v, "Tags")?;
             if tags.len() > MAX_TAGS {
-                return Err(ApiError::new(400, "TagsPerResourceExceededLimitException", "A stream can have at most 50 tags."));
+                return Err(ApiError::new(
+                    400,
+                    "TagsPerResourceExceededLimitException",
+                    "A stream can have at most 50 tags.",
+                ));
             }
             let mut meta = new_meta(name, &who.region);
             meta.media_type = str_field(v, "MediaType")?.map(str::to_string);
@@ -310,9 +329,15 @@ fn dispatch(
             })
         }
         "ListStreams" => {
-            let max = v.get("MaxResults").and_then(Value::as_u64).unwrap_or(10_000).clamp(1, 10_000) as usize;
+            let max = v
+                .get("MaxResults")
+                .and_then(Value::as_u64)
+                .unwrap_or(10_000)
+                .clamp(1, 10_000) as usize;
             let start: usize = match str_field(v, "NextToken")? {
-                Some(t) => t.parse().map_err(|_| ApiError::invalid_argument("invalid NextToken"))?,
+                Some(t) => t
+                    .parse()
+                    .map_err(|_| ApiError::invalid_argument("invalid NextToken"))?,
                 None => 0,
             };
             let prefix = v
@@ -357,8 +382,14 @@ fn dispatch(
             resolve(shared, v)?;
             let api = str_field(v, "APIName")?.unwrap_or("");
             const APIS: [&str; 8] = [
-                "PUT_MEDIA", "GET_MEDIA", "LIST_FRAGMENTS", "GET_MEDIA_FOR_FRAGMENT_LIST",
-                "GET_HLS_STREAMING_SESSION_URL", "GET_DASH_STREAMING_SESSION_URL", "GET_CLIP", "GET_IMAGES",
+                "PUT_MEDIA",
+                "GET_MEDIA",
+                "LIST_FRAGMENTS",
+                "GET_MEDIA_FOR_FRAGMENT_LIST",
+                "GET_HLS_STREAMING_SESSION_URL",
+                "GET_DASH_STREAMING_SESSION_URL",
+                "GET_CLIP",
+                "GET_IMAGES",
             ];
             if !APIS.contains(&api) {
                 return Err(ApiError::invalid_argument(format!(
@@ -387,7 +418,11 @@ fn dispatch(
                     Ok(())
                 })
                 .map_err(|e| match e {
-                    StoreError::InUse => ApiError::new(400, "TagsPerResourceExceededLimitException", "A stream can have at most 50 tags."),
+                    StoreError::InUse => ApiError::new(
+                        400,
+                        "TagsPerResourceExceededLimitException",
+                        "A stream can have at most 50 tags.",
+                    ),
                     e => store_err(e, &name),
                 })?;
             body(&json!({}))
@@ -395,8 +430,15 @@ fn dispatch(
         "UntagStream" => {
             let name = resolve(shared, v)?;
             let keys: Vec<String> = match v.get("TagKeyList") {
-                Some(Value::Array(a)) => a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect(),
-                _ => return Err(ApiError::invalid_argument("TagKeyList must be a non-empty list")),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|k| k.as_str().map(str::to_string))
+                    .collect(),
+                _ => {
+                    return Err(ApiError::invalid_argument(
+                        "TagKeyList must be a non-empty list",
+                    ));
+                }
             };
             store
                 .update(&name, |m| {
@@ -422,7 +464,11 @@ fn dispatch(
                 .get("DataRetentionChangeInHours")
                 .and_then(Value::as_u64)
                 .filter(|c| *c >= 1)
-                .ok_or_else(|| ApiError::invalid_argument("DataRetentionChangeInHours must be a positive integer"))?;
+                .ok_or_else(|| {
+                    ApiError::invalid_argument(
+                        "DataRetentionChangeInHours must be a positive integer",
+                    )
+                })?;
             let increase = match str_field(v, "Operation")? {
                 Some("INCREASE_DATA_RETENTION") => true,
                 Some("DECREASE_DATA_RETENTION") => false,
@@ -450,14 +496,20 @@ fn dispatch(
                 })
                 .map_err(|e| {
                     if too_low {
-                        ApiError::invalid_argument("Data retention cannot be decreased below 0 hours.")
+                        ApiError::invalid_argument(
+                            "Data retention cannot be decreased below 0 hours.",
+                        )
                     } else {
                         store_err(e, &name)
                     }
                 })?;
             body(&json!({}))
         }
-        _ => Err(ApiError::new(404, "UnknownOperationException", op.to_string())),
+        _ => Err(ApiError::new(
+            404,
+            "UnknownOperationException",
+            op.to_string(),
+        )),
     }
 }
 

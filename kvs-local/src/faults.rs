@@ -408,7 +408,8 @@ mod tests {
                 sessions: 1
             }
         );
-        let f: Fault = serde_json::from_str(r#"{"type":"throttle","stream":"a","count":2}"#).unwrap();
+        let f: Fault =
+            serde_json::from_str(r#"{"type":"throttle","stream":"a","count":2}"#).unwrap();
         assert!(matches!(f, Fault::Throttle { count: 2, .. }));
         assert!(serde_json::from_str::<Fault>(r#"{"type":"nope"}"#).is_err());
     }

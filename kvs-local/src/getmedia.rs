@@ -36,7 +36,11 @@ pub async fn handle(
     let result = async {
         let body = read_body(Request::from_parts(parts.clone(), body), 1 << 20).await?;
         let v: Result<Value, ApiError> = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(400, "SerializationException", format!("Malformed JSON: {e}"))
+            ApiError::new(
+                400,
+                "SerializationException",
+                format!("Malformed JSON: {e}"),
+            )
         });
         let hint = v.as_ref().ok().and_then(|v| stream_hint(&shared, v));
         rec.stream = hint.clone();
@@ -226,7 +230,10 @@ fn fragment_list(
     let found = shared
         .store
         .fragments_where(name, |_, m| wanted.contains(&m.number));
-    if let Some(missing) = wanted.iter().find(|w| !found.iter().any(|f| f.number == **w)) {
+    if let Some(missing) = wanted
+        .iter()
+        .find(|w| !found.iter().any(|f| f.number == **w))
+    {
         return Err(ApiError::not_found(format!(
             "Fragment {missing} not found in stream {name}"
         )));

@@ -17,6 +17,7 @@
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod ebml;
 pub mod faults;
 pub mod getmedia;
 pub mod http;
@@ -155,6 +156,11 @@ impl Server {
         self.shared.store.fragments_where(name, |_, _| true)
     }
 
+    /// Number of stored fragments of a stream (cheap: no bytes are read).
+    pub fn fragment_count(&self, name: &str) -> usize {
+        self.shared.store.fragment_count(name)
+    }
+
     /// Distinct stream headers of a stream, in order of first use
     /// (`StoredFragment::header_index` indexes this list).
     pub fn stream_headers(&self, name: &str) -> Vec<bytes::Bytes> {
@@ -187,7 +193,10 @@ impl Server {
                     && f.outcome == "persisted"
                     && !digests.contains_key(n)
                 {
-                    missing.entry(s.stream.clone()).or_default().insert(n.clone());
+                    missing
+                        .entry(s.stream.clone())
+                        .or_default()
+                        .insert(n.clone());
                 }
             }
         }

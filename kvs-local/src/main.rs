@@ -41,7 +41,8 @@ fn value<'a>(args: &'a [String], i: &mut usize, flag: &str) -> Result<&'a str, S
 }
 
 fn number<T: std::str::FromStr>(s: &str, flag: &str) -> Result<T, String> {
-    s.parse().map_err(|_| format!("{flag}: invalid number {s:?}"))
+    s.parse()
+        .map_err(|_| format!("{flag}: invalid number {s:?}"))
 }
 
 fn serve(args: &[String]) -> Result<(), String> {
@@ -136,7 +137,9 @@ fn export(args: &[String]) -> Result<(), String> {
         i += 1;
     }
     let (Some(dir), Some(stream), Some(out)) = (dir, stream, out) else {
-        return Err(format!("export needs --data-dir, --stream and an output file\n{USAGE}"));
+        return Err(format!(
+            "export needs --data-dir, --stream and an output file\n{USAGE}"
+        ));
     };
     let stats = kvs_local::store::export_stream(&dir, &stream, &out).map_err(|e| e.to_string())?;
     eprintln!(

@@ -20,7 +20,12 @@ fn summary(ev: &[Event]) -> Vec<String> {
             Event::Header(h) => format!("H{}", h.tracks.len()),
             Event::ClusterStart { seq } => format!("S{seq}"),
             Event::ClusterTimecode { timecode, .. } => format!("T{timecode}"),
-            Event::Block { track, timecode, key, .. } => {
+            Event::Block {
+                track,
+                timecode,
+                key,
+                ..
+            } => {
                 format!("B{track}:{timecode}{}", if *key { "k" } else { "" })
             }
             Event::ClusterTooLarge { seq } => format!("L{seq}"),
@@ -69,7 +74,11 @@ fn parses_in_any_chunking() {
         let Event::ClusterEnd { bytes: Some(b), .. } = &ev[6] else {
             panic!()
         };
-        assert_eq!(&b[..], &d[hl..hl + l1], "cluster bytes byte-for-byte");
+        assert_eq!(
+            &b.to_bytes()[..],
+            &d[hl..hl + l1],
+            "cluster bytes byte-for-byte"
+        );
     }
 }
 
@@ -144,7 +153,10 @@ fn too_large_cluster_is_discarded_and_parsing_continues() {
     let s = summary(&ev);
     assert!(s.contains(&"L1".to_string()), "{s:?}");
     assert!(s.contains(&"E1:0".to_string()), "{s:?}");
-    assert!(s.iter().any(|x| x.starts_with("E2:") && x != "E2:0"), "{s:?}");
+    assert!(
+        s.iter().any(|x| x.starts_with("E2:") && x != "E2:0"),
+        "{s:?}"
+    );
 }
 
 #[test]
@@ -232,4 +244,28 @@ fn fuzz_never_panics() {
         let step = (rnd() % 50 + 1) as usize;
         let _ = run(&m[..cut], step, 4096);
     }
+}
+
+#[test]
+fn large_clusters_are_zero_copy_pieces() {
+    let mut d = simple_header();
+    let c = simple_cluster(0, 40, 10, 10_000); // 400 kB > COMPACT_BELOW
+    d.extend(&c);
+    d.extend(end_of_fragment_tags());
+    let mut p = Parser::new(1 << 20);
+    let mut out = Vec::new();
+    for chunk in d.chunks(65536) {
+        p.push(Bytes::copy_from_slice(chunk), &mut out).unwrap();
+    }
+    p.finish(&mut out).unwrap();
+    let pieces = out
+        .iter()
+        .find_map(|e| match e {
+            Event::ClusterEnd { bytes, .. } => bytes.clone(),
+            _ => None,
+        })
+        .unwrap();
+    assert!(pieces.iter().count() > 1);
+    assert_eq!(pieces.len(), c.len());
+    assert_eq!(&pieces.to_bytes()[..], &c[..]);
 }

@@ -91,13 +91,16 @@ impl StreamFiles {
         if self.headers.contains(digest) {
             return Ok(());
         }
-        write_atomic(&self.dir.join("headers").join(format!("{digest}.mkv")), bytes)?;
+        write_atomic(
+            &self.dir.join("headers").join(format!("{digest}.mkv")),
+            bytes,
+        )?;
         self.headers.insert(digest.to_string());
         Ok(())
     }
 
     /// Appends a fragment record and fsyncs; returns the data offset.
-    pub fn append(&mut self, meta: &FragMeta, data: &[u8]) -> io::Result<u64> {
+    pub fn append(&mut self, meta: &FragMeta, data: &crate::mkv::Pieces) -> io::Result<u64> {
         let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
         let mut head = Vec::with_capacity(json.len() + 16);
         head.extend_from_slice(MAGIC);
@@ -107,7 +110,9 @@ impl StreamFiles {
         let offset = self.len + head.len() as u64;
         let r = (|| {
             self.log.write_all(&head)?;
-            self.log.write_all(data)?;
+            for piece in data.iter() {
+                self.log.write_all(piece)?;
+            }
             self.log.write_all(END)?;
             self.log.sync_data()
         })();
@@ -189,7 +194,7 @@ fn load_stream(dir: PathBuf, meta: StreamMeta) -> io::Result<Loaded> {
         files: StreamFiles {
             dir,
             log,
-            len: pos as u64,
+            len: pos,
             headers: known,
         },
     })

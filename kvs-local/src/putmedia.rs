@@ -289,7 +289,11 @@ pub fn ack_json(event: &str, tc: Option<u64>, number: Option<&str>, error: Optio
         let _ = write!(s, ",\"FragmentNumber\":\"{n}\"");
     }
     if let Some(id) = error {
-        let _ = write!(s, ",\"ErrorId\":{id},\"ErrorCode\":\"{}\"", error_code_name(id));
+        let _ = write!(
+            s,
+            ",\"ErrorId\":{id},\"ErrorCode\":\"{}\"",
+            error_code_name(id)
+        );
     }
     s.push_str("}\n");
     Bytes::from(s)

@@ -73,6 +73,10 @@ impl Shared {
     }
 }
 
+/// Largest hyper read buffer: big reads keep syscalls and wakeups few on
+/// fast PutMedia uploads.
+const READ_BUF_MAX: usize = 2 * 1024 * 1024;
+
 /// Per-connection control.
 pub struct ConnCtl {
     /// Notified to drop the connection abruptly.
@@ -169,6 +173,7 @@ async fn serve_connection(shared: Arc<Shared>, sock: tokio::net::TcpStream, remo
     });
     let conn = http1::Builder::new()
         .keep_alive(true)
+        .max_buf_size(READ_BUF_MAX)
         .serve_connection(TokioIo::new(sock), svc);
     tokio::select! {
         r = conn => {
@@ -207,7 +212,11 @@ pub fn record_error(rec: &mut RequestRecord, e: &ApiError) {
     rec.error_message = Some(e.message.clone());
 }
 
-async fn route(shared: Arc<Shared>, ctl: Arc<ConnCtl>, req: Request<Incoming>) -> Response<RespBody> {
+async fn route(
+    shared: Arc<Shared>,
+    ctl: Arc<ConnCtl>,
+    req: Request<Incoming>,
+) -> Response<RespBody> {
     let path = req.uri().path().to_string();
     if let Some(rest) = path.strip_prefix("/__kvs-local/") {
         return admin(&shared, rest, req).await;
@@ -222,7 +231,10 @@ async fn route(shared: Arc<Shared>, ctl: Arc<ConnCtl>, req: Request<Incoming>) -
             format!("No operation at {} {path}", req.method()),
         );
         record_error(&mut rec, &e);
-        shared.log(format_args!("{} {path} -> 404 unknown operation", req.method()));
+        shared.log(format_args!(
+            "{} {path} -> 404 unknown operation",
+            req.method()
+        ));
         shared.recorder.request(rec);
         return e.response(&rid);
     };
@@ -268,8 +280,9 @@ async fn admin(shared: &Arc<Shared>, rest: &str, req: Request<Incoming>) -> Resp
                     }
                     json_response(200, &serde_json::json!({"injected": list.len()}), &rid)
                 }
-                Err(e) => ApiError::invalid_argument(format!("invalid fault JSON: {e}"))
-                    .response(&rid),
+                Err(e) => {
+                    ApiError::invalid_argument(format!("invalid fault JSON: {e}")).response(&rid)
+                }
             }
         }
         ("GET", "streams") => json_response(200, &shared.store.list(), &rid),
@@ -279,7 +292,11 @@ async fn admin(shared: &Arc<Shared>, rest: &str, req: Request<Incoming>) -> Resp
                 .insert("content-type", http::HeaderValue::from_static("text/plain"));
             r
         }
-        _ => ApiError::new(404, "UnknownOperationException", format!("no admin route {method} /__kvs-local/{rest}"))
-            .response(&rid),
+        _ => ApiError::new(
+            404,
+            "UnknownOperationException",
+            format!("no admin route {method} /__kvs-local/{rest}"),
+        )
+        .response(&rid),
     }
 }

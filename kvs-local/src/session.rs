@@ -193,7 +193,11 @@ impl Session {
             error_code_name(id)
         ));
         if let Some(f) = self.frag.as_ref() {
-            self.record_fragment(f, 0, format!("error {id} {}: {detail}", error_code_name(id)));
+            self.record_fragment(
+                f,
+                0,
+                format!("error {id} {}: {detail}", error_code_name(id)),
+            );
         }
         self.ack(ack_json("ERROR", tc, num.as_deref(), Some(id)))
             .await;
@@ -268,7 +272,11 @@ impl Session {
                 .await;
             return Flow::End("stream deleted".into());
         };
-        let scale = self.header.as_ref().map(|h| h.0.timecode_scale).unwrap_or(1_000_000);
+        let scale = self
+            .header
+            .as_ref()
+            .map(|h| h.0.timecode_scale)
+            .unwrap_or(1_000_000);
         let tc_ns = timecode as u128 * scale as u128;
         let Some(f) = self.frag.as_mut().filter(|f| f.seq == seq) else {
             return Flow::Continue;
@@ -299,7 +307,9 @@ impl Session {
                 if let Some(prev) = self.prev_start_ns.filter(|prev| tc_ns < *prev) {
                     self.frag_error(
                         4004,
-                        format!("timecode {tc_ns} ns is lower than the previous fragment's {prev} ns"),
+                        format!(
+                            "timecode {tc_ns} ns is lower than the previous fragment's {prev} ns"
+                        ),
                     )
                     .await;
                 } else {
@@ -311,7 +321,9 @@ impl Session {
     }
 
     async fn on_block(&mut self, seq: u64, track: u64, rel: i16, key: bool) {
-        let Some((h, _)) = self.header.as_ref() else { return };
+        let Some((h, _)) = self.header.as_ref() else {
+            return;
+        };
         let h = h.clone();
         let cfg = &self.shared.config;
         let (require_key, max_dur) = (cfg.require_key_frame, cfg.max_fragment_duration);
@@ -320,10 +332,17 @@ impl Session {
         };
         if !h.tracks.iter().any(|t| t.number == track) {
             return self
-                .frag_error(4010, format!("block for track {track}, which is not in Tracks"))
+                .frag_error(
+                    4010,
+                    format!("block for track {track}, which is not in Tracks"),
+                )
                 .await;
         }
-        let video = h.tracks.iter().find(|t| t.track_type == 1).map(|t| t.number);
+        let video = h
+            .tracks
+            .iter()
+            .find(|t| t.track_type == 1)
+            .map(|t| t.number);
         if !f.first_checked && video.is_none_or(|v| v == track) {
             f.first_checked = true;
             f.key_frame = key;
@@ -344,14 +363,18 @@ impl Session {
         if span_ns > max_dur.as_nanos() {
             self.frag_error(
                 4002,
-                format!("fragment spans {} ms (max {} ms)", span_ns / 1_000_000, max_dur.as_millis()),
+                format!(
+                    "fragment spans {} ms (max {} ms)",
+                    span_ns / 1_000_000,
+                    max_dur.as_millis()
+                ),
             )
             .await;
         }
     }
 
-    async fn on_cluster_end(&mut self, seq: u64, bytes: Option<Bytes>) -> Flow {
-        if !self.frag.as_ref().is_some_and(|f| f.seq == seq) {
+    async fn on_cluster_end(&mut self, seq: u64, bytes: Option<crate::mkv::Pieces>) -> Flow {
+        if self.frag.as_ref().is_none_or(|f| f.seq != seq) {
             return Flow::Continue;
         }
         if self.frag.as_ref().is_some_and(|f| f.error) {
@@ -410,9 +433,11 @@ impl Session {
             let shared = self.shared.clone();
             let handle = self.handle.clone();
             let hb = header.bytes.clone();
-            tokio::task::spawn_blocking(move || shared.store.append(&handle, counter, meta, &hb, bytes))
-                .await
-                .unwrap_or_else(|e| Err(StoreError::Io(std::io::Error::other(e))))
+            tokio::task::spawn_blocking(move || {
+                shared.store.append(&handle, counter, meta, &hb, bytes)
+            })
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Io(std::io::Error::other(e))))
         } else {
             self.shared
                 .store
@@ -443,7 +468,8 @@ impl Session {
             .is_some_and(|n| self.stored >= n)
         {
             let queued = self.queued;
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.delivery.wait_for(queued)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), self.delivery.wait_for(queued)).await;
             // let hyper write the last frames out before the socket goes
             tokio::task::yield_now().await;
             return Flow::Kill(format!(

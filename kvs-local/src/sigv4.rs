@@ -387,12 +387,8 @@ impl Verifier {
         };
         let host = header_str(h, "host").unwrap_or("");
         let host_no_port = strip_port(host);
-        let signing_key = aws_sigv4::sign::v4::generate_signing_key(
-            &key.secret_key,
-            t,
-            a.region,
-            a.service,
-        );
+        let signing_key =
+            aws_sigv4::sign::v4::generate_signing_key(&key.secret_key, t, a.region, a.service);
         let scope = format!("{}/{}/{}/aws4_request", a.date, a.region, a.service);
         let compute = |host_value: &str, payload: &str| -> (String, String) {
             let creq = self.canonical_request(req, &a.signed_headers, host_value, payload);
@@ -400,7 +396,8 @@ impl Verifier {
                 "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
                 sha256_hex(creq.as_bytes())
             );
-            let sig = aws_sigv4::sign::v4::calculate_signature(signing_key.as_ref(), sts.as_bytes());
+            let sig =
+                aws_sigv4::sign::v4::calculate_signature(signing_key.as_ref(), sts.as_bytes());
             (sig, creq)
         };
         let mut hosts = vec![(host, None)];
@@ -423,9 +420,9 @@ impl Verifier {
         let mut hints = Vec::new();
         for alt in [UNSIGNED_PAYLOAD, EMPTY_SHA256] {
             if alt != payload_hash
-                && hosts
-                    .iter()
-                    .any(|(hv, _)| constant_time_eq(compute(hv, alt).0.as_bytes(), a.signature.as_bytes()))
+                && hosts.iter().any(|(hv, _)| {
+                    constant_time_eq(compute(hv, alt).0.as_bytes(), a.signature.as_bytes())
+                })
             {
                 hints.push(format!(
                     "signature matches payload hash '{alt}', but the request implies '{payload_hash}' (send x-amz-content-sha256: {alt})"

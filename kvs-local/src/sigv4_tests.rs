@@ -19,7 +19,13 @@ fn headers_for(key: &KeyPair, opts: &SignOptions, host: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert("host", HeaderValue::from_str(host).unwrap());
     h.insert("content-type", HeaderValue::from_static("application/json"));
-    for (k, v) in sign_headers(key, "POST", URL, &[("content-type", "application/json")], opts) {
+    for (k, v) in sign_headers(
+        key,
+        "POST",
+        URL,
+        &[("content-type", "application/json")],
+        opts,
+    ) {
         h.insert(
             http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
             HeaderValue::from_str(&v).unwrap(),
@@ -103,11 +109,21 @@ fn rejections() {
     let good = headers_for(&KeyPair::demo(), &SignOptions::json(BODY), "127.0.0.1:4566");
     // missing
     let e = check(&HeaderMap::new(), BODY, false).unwrap_err();
-    assert_eq!((e.status, e.error_type), (403, "MissingAuthenticationTokenException"));
+    assert_eq!(
+        (e.status, e.error_type),
+        (403, "MissingAuthenticationTokenException")
+    );
     // unknown key
-    let h = headers_for(&KeyPair::new("NOSUCHKEY", "x"), &SignOptions::json(BODY), "h");
+    let h = headers_for(
+        &KeyPair::new("NOSUCHKEY", "x"),
+        &SignOptions::json(BODY),
+        "h",
+    );
     let e = check(&h, BODY, false).unwrap_err();
-    assert_eq!((e.status, e.error_type), (403, "UnrecognizedClientException"));
+    assert_eq!(
+        (e.status, e.error_type),
+        (403, "UnrecognizedClientException")
+    );
     // wrong secret
     let h = headers_for(
         &KeyPair::new(DEMO, "wrong"),
@@ -116,7 +132,10 @@ fn rejections() {
     );
     let e = check(&h, BODY, false).unwrap_err();
     assert_eq!((e.status, e.error_type), (403, "InvalidSignatureException"));
-    assert!(e.message.contains("does not match the signature you provided"));
+    assert!(
+        e.message
+            .contains("does not match the signature you provided")
+    );
     // skew
     let opts = SignOptions {
         time: SystemTime::now() - Duration::from_secs(600),
@@ -125,14 +144,22 @@ fn rejections() {
     let h = headers_for(&KeyPair::demo(), &opts, "127.0.0.1:4566");
     let e = check(&h, BODY, false).unwrap_err();
     assert_eq!(e.error_type, "InvalidSignatureException");
-    assert!(e.message.starts_with("Signature expired: "), "{}", e.message);
+    assert!(
+        e.message.starts_with("Signature expired: "),
+        "{}",
+        e.message
+    );
     let opts = SignOptions {
         time: SystemTime::now() + Duration::from_secs(600),
         ..SignOptions::json(BODY)
     };
     let h = headers_for(&KeyPair::demo(), &opts, "127.0.0.1:4566");
     let e = check(&h, BODY, false).unwrap_err();
-    assert!(e.message.starts_with("Signature not yet current"), "{}", e.message);
+    assert!(
+        e.message.starts_with("Signature not yet current"),
+        "{}",
+        e.message
+    );
     // wrong service
     let opts = SignOptions {
         service: "kinesis".into(),
@@ -147,9 +174,15 @@ fn rejections() {
     assert!(check(&h, BODY, false).is_err());
     // malformed
     let mut h = good.clone();
-    h.insert("authorization", HeaderValue::from_static("AWS4-HMAC-SHA256 Foo=bar"));
+    h.insert(
+        "authorization",
+        HeaderValue::from_static("AWS4-HMAC-SHA256 Foo=bar"),
+    );
     let e = check(&h, BODY, false).unwrap_err();
-    assert_eq!((e.status, e.error_type), (400, "IncompleteSignatureException"));
+    assert_eq!(
+        (e.status, e.error_type),
+        (400, "IncompleteSignatureException")
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Streams and their fragments, in memory or backed by a data directory.
 
+use crate::mkv::Pieces;
 use crate::persist::{self, StreamFiles};
 use crate::util::{format_fragment_number, next_fragment_counter, now_ms, parse_fragment_number};
 use bytes::Bytes;
@@ -88,7 +89,7 @@ pub struct StoredFragment {
 }
 
 enum Data {
-    Mem(Bytes),
+    Mem(Pieces),
     File(u64),
 }
 
@@ -250,7 +251,11 @@ impl Store {
     }
 
     /// Creates a stream. `delay` overrides the configured CREATING time.
-    pub fn create(&self, mut meta: StreamMeta, delay: Option<Duration>) -> Result<StreamMeta, StoreError> {
+    pub fn create(
+        &self,
+        mut meta: StreamMeta,
+        delay: Option<Duration>,
+    ) -> Result<StreamMeta, StoreError> {
         let mut inner = self.lock();
         if inner.streams.contains_key(&meta.name) {
             return Err(StoreError::InUse);
@@ -323,7 +328,10 @@ impl Store {
         let r = f(&mut meta)?;
         meta.version = new_version();
         if let Some(files) = &s.files {
-            files.lock().unwrap_or_else(|e| e.into_inner()).write_meta(&meta)?;
+            files
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .write_meta(&meta)?;
         }
         s.meta = meta;
         self.bump(&mut inner);
@@ -386,7 +394,7 @@ impl Store {
         counter: u128,
         meta: FragMeta,
         header: &Bytes,
-        data: Bytes,
+        data: Pieces,
     ) -> Result<(), StoreError> {
         let files = {
             let inner = self.lock();
@@ -444,7 +452,12 @@ impl Store {
         self.lock()
             .streams
             .get(name)
-            .map(|s| s.frags.iter().map(|f| (f.meta.clone(), f.header_index)).collect())
+            .map(|s| {
+                s.frags
+                    .iter()
+                    .map(|f| (f.meta.clone(), f.header_index))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -466,7 +479,7 @@ impl Store {
                 .filter(|(i, f)| select(*i, &f.meta))
                 .map(|(_, f)| {
                     let data = match &f.data {
-                        Data::Mem(b) => Ok(b.clone()),
+                        Data::Mem(b) => Ok(b.to_bytes()),
                         Data::File(off) => Err(*off),
                     };
                     (f.meta.clone(), f.header_index, data)
@@ -500,7 +513,11 @@ impl Store {
 
     /// Number of stored fragments.
     pub fn fragment_count(&self, name: &str) -> usize {
-        self.lock().streams.get(name).map(|s| s.frags.len()).unwrap_or(0)
+        self.lock()
+            .streams
+            .get(name)
+            .map(|s| s.frags.len())
+            .unwrap_or(0)
     }
 
     /// Blocks until the stream has at least `n` fragments or `timeout` passes.

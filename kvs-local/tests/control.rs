@@ -16,7 +16,10 @@ async fn stream_lifecycle() {
     });
     let u = s.url();
     let r = call(&u, "/describeStream", json!({"StreamName": "cam"})).await;
-    assert_eq!((r.status, r.error_type()), (404, "ResourceNotFoundException"));
+    assert_eq!(
+        (r.status, r.error_type()),
+        (404, "ResourceNotFoundException")
+    );
     assert_eq!(
         r.headers["x-amzn-errortype"].to_str().unwrap(),
         "ResourceNotFoundException"
@@ -62,16 +65,44 @@ async fn stream_lifecycle() {
         "{raw}"
     );
 
-    let r = call(&u, "/getDataEndpoint", json!({"StreamName": "cam", "APIName": "PUT_MEDIA"})).await;
+    let r = call(
+        &u,
+        "/getDataEndpoint",
+        json!({"StreamName": "cam", "APIName": "PUT_MEDIA"}),
+    )
+    .await;
     assert_eq!(r.json["DataEndpoint"], u.as_str());
-    let r = call(&u, "/getDataEndpoint", json!({"StreamName": "cam", "APIName": "NOPE"})).await;
-    assert_eq!((r.status, r.error_type()), (400, "InvalidArgumentException"));
-    let r = call(&u, "/getDataEndpoint", json!({"StreamName": "x", "APIName": "GET_MEDIA"})).await;
+    let r = call(
+        &u,
+        "/getDataEndpoint",
+        json!({"StreamName": "cam", "APIName": "NOPE"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (400, "InvalidArgumentException")
+    );
+    let r = call(
+        &u,
+        "/getDataEndpoint",
+        json!({"StreamName": "x", "APIName": "GET_MEDIA"}),
+    )
+    .await;
     assert_eq!(r.status, 404);
 
-    let r = call(&u, "/tagStream", json!({"StreamName": "cam", "Tags": {"b": "2"}})).await;
+    let r = call(
+        &u,
+        "/tagStream",
+        json!({"StreamName": "cam", "Tags": {"b": "2"}}),
+    )
+    .await;
     assert_eq!(r.status, 200);
-    let r = call(&u, "/untagStream", json!({"StreamARN": arn, "TagKeyList": ["a"]})).await;
+    let r = call(
+        &u,
+        "/untagStream",
+        json!({"StreamARN": arn, "TagKeyList": ["a"]}),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let r = call(&u, "/listTagsForStream", json!({"StreamName": "cam"})).await;
     assert_eq!(r.json["Tags"], json!({"b": "2"}));
@@ -86,7 +117,10 @@ async fn stream_lifecycle() {
         json!({"StreamName": "cam", "CurrentVersion": "bogus", "Operation": "INCREASE_DATA_RETENTION", "DataRetentionChangeInHours": 1}),
     )
     .await;
-    assert_eq!((r.status, r.error_type()), (400, "VersionMismatchException"));
+    assert_eq!(
+        (r.status, r.error_type()),
+        (400, "VersionMismatchException")
+    );
     let cur = s.stream("cam").unwrap().meta.version;
     assert_ne!(cur, version, "tagging bumped the version");
     let r = call(
@@ -112,7 +146,10 @@ async fn stream_lifecycle() {
     assert_eq!(r.json["NextToken"], "1");
 
     let r = call(&u, "/deleteStream", json!({"StreamName": "cam"})).await;
-    assert_eq!((r.status, r.error_type()), (400, "InvalidArgumentException"));
+    assert_eq!(
+        (r.status, r.error_type()),
+        (400, "InvalidArgumentException")
+    );
     let r = call(&u, "/deleteStream", json!({"StreamARN": arn})).await;
     assert_eq!(r.status, 200);
     assert!(s.stream("cam").is_none());
@@ -137,13 +174,28 @@ async fn validation_errors() {
     let s = server(cfg());
     let u = s.url();
     let r = call(&u, "/createStream", json!({"StreamName": "bad name!"})).await;
-    assert_eq!((r.status, r.error_type()), (400, "InvalidArgumentException"));
+    assert_eq!(
+        (r.status, r.error_type()),
+        (400, "InvalidArgumentException")
+    );
     let r = call(&u, "/createStream", json!({})).await;
     assert_eq!(r.error_type(), "InvalidArgumentException");
-    let r = call(&u, "/describeStream", json!({"StreamName": "a", "StreamARN": "b"})).await;
+    let r = call(
+        &u,
+        "/describeStream",
+        json!({"StreamName": "a", "StreamARN": "b"}),
+    )
+    .await;
     assert_eq!(r.error_type(), "InvalidArgumentException");
     let b = b"{not json";
-    let r = call_with(&u, "/describeStream", b, &KeyPair::demo(), &SignOptions::json(b)).await;
+    let r = call_with(
+        &u,
+        "/describeStream",
+        b,
+        &KeyPair::demo(),
+        &SignOptions::json(b),
+    )
+    .await;
     assert_eq!((r.status, r.error_type()), (400, "SerializationException"));
     let r = call(&u, "/noSuchOperation", json!({})).await;
     assert_eq!(r.status, 404);
@@ -184,34 +236,60 @@ async fn signatures() {
         ..SignOptions::json(BODY)
     };
     assert_eq!(describe_with(&u, &demo, no_port).await.status, 200);
-    assert_eq!(describe_with(&u, &tok_key, SignOptions::json(BODY)).await.status, 200);
+    assert_eq!(
+        describe_with(&u, &tok_key, SignOptions::json(BODY))
+            .await
+            .status,
+        200
+    );
     let unsigned_token = SignOptions {
         sign_token: false,
         ..SignOptions::json(BODY)
     };
-    assert_eq!(describe_with(&u, &tok_key, unsigned_token).await.status, 200);
+    assert_eq!(
+        describe_with(&u, &tok_key, unsigned_token).await.status,
+        200
+    );
 
     // rejections
     let r = call_unsigned(&u, "/describeStream", BODY).await;
-    assert_eq!((r.status, r.error_type()), (403, "MissingAuthenticationTokenException"));
+    assert_eq!(
+        (r.status, r.error_type()),
+        (403, "MissingAuthenticationTokenException")
+    );
     let r = describe_with(&u, &KeyPair::new("NOSUCHKEY", "x"), SignOptions::json(BODY)).await;
-    assert_eq!((r.status, r.error_type()), (403, "UnrecognizedClientException"));
+    assert_eq!(
+        (r.status, r.error_type()),
+        (403, "UnrecognizedClientException")
+    );
     assert_eq!(r.headers["x-amzn-errortype"], "UnrecognizedClientException");
-    assert!(r.json["message"].is_string(), "SigV4 errors use lower-case message");
+    assert!(
+        r.json["message"].is_string(),
+        "SigV4 errors use lower-case message"
+    );
     let r = describe_with(
         &u,
         &KeyPair::new(kvs_local::DEMO_ACCESS_KEY, "wrong"),
         SignOptions::json(BODY),
     )
     .await;
-    assert_eq!((r.status, r.error_type()), (403, "InvalidSignatureException"));
-    assert!(r.message().starts_with("The request signature we calculated does not match"));
+    assert_eq!(
+        (r.status, r.error_type()),
+        (403, "InvalidSignatureException")
+    );
+    assert!(
+        r.message()
+            .starts_with("The request signature we calculated does not match")
+    );
     let skewed = SignOptions {
         time: SystemTime::now() - Duration::from_secs(360),
         ..SignOptions::json(BODY)
     };
     let r = describe_with(&u, &demo, skewed).await;
-    assert_eq!((r.status, r.error_type()), (403, "InvalidSignatureException"));
+    assert_eq!(
+        (r.status, r.error_type()),
+        (403, "InvalidSignatureException")
+    );
     assert!(r.message().contains("Signature expired"), "{}", r.message());
     let r = describe_with(&u, &expired, SignOptions::json(BODY)).await;
     assert_eq!((r.status, r.error_type()), (403, "ExpiredTokenException"));
@@ -234,13 +312,28 @@ async fn signatures() {
         .filter(|r| r.auth == AuthVerdict::Rejected)
         .collect();
     assert_eq!(rejected.len(), 7);
-    assert!(rejected.iter().all(|r| r.auth_reason.is_some() && r.status >= 400));
-    assert!(rejected
+    assert!(
+        rejected
+            .iter()
+            .all(|r| r.auth_reason.is_some() && r.status >= 400)
+    );
+    assert!(rejected.iter().any(|r| {
+        r.auth_reason
+            .as_deref()
+            .unwrap()
+            .contains("unknown access key")
+    }));
+    let ok = rep
+        .requests
         .iter()
-        .any(|r| r.auth_reason.as_deref().unwrap().contains("unknown access key")));
-    let ok = rep.requests.iter().filter(|r| r.auth == AuthVerdict::Accepted).count();
+        .filter(|r| r.auth == AuthVerdict::Accepted)
+        .count();
     assert_eq!(ok, 6);
-    assert!(rep.requests.iter().any(|r| r.auth_reason.as_deref() == Some("host signed without port")));
+    assert!(
+        rep.requests
+            .iter()
+            .any(|r| r.auth_reason.as_deref() == Some("host signed without port"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -29,10 +29,20 @@ async fn close_after_fragments_and_bytes() {
     p.drain(T).await;
     assert!(p.ended);
     assert_eq!(s.fragments("c").len(), 2);
-    let persisted = p.acks.iter().filter(|a| a["EventType"] == "PERSISTED").count();
+    let persisted = p
+        .acks
+        .iter()
+        .filter(|a| a["EventType"] == "PERSISTED")
+        .count();
     assert_eq!(persisted, 2, "{:?}", p.acks);
     let rep = s.report();
-    assert!(rep.sessions[0].end_reason.as_deref().unwrap().contains("after 2 fragments"));
+    assert!(
+        rep.sessions[0]
+            .end_reason
+            .as_deref()
+            .unwrap()
+            .contains("after 2 fragments")
+    );
 
     // the fault was for one session only
     let mut p = put_media(&s.url(), &PutOpts::new("c")).await;
@@ -72,7 +82,10 @@ async fn http_failures_throttling_and_credentials() {
     });
     for _ in 0..2 {
         let p = put_media(&u, &PutOpts::new("c")).await;
-        assert_eq!((p.status, p.json["__type"].as_str()), (500, Some("InternalFailure")));
+        assert_eq!(
+            (p.status, p.json["__type"].as_str()),
+            (500, Some("InternalFailure"))
+        );
     }
     let mut p = put_media(&u, &PutOpts::new("c")).await;
     assert_eq!(p.status, 200);
@@ -85,9 +98,20 @@ async fn http_failures_throttling_and_credentials() {
         count: 1,
     });
     let r = call(&u, "/describeStream", json!({"StreamName": "c"})).await;
-    assert_eq!((r.status, r.error_type()), (400, "ClientLimitExceededException"));
-    assert_eq!(r.headers["x-amzn-errortype"], "ClientLimitExceededException");
-    assert_eq!(call(&u, "/describeStream", json!({"StreamName": "c"})).await.status, 200);
+    assert_eq!(
+        (r.status, r.error_type()),
+        (400, "ClientLimitExceededException")
+    );
+    assert_eq!(
+        r.headers["x-amzn-errortype"],
+        "ClientLimitExceededException"
+    );
+    assert_eq!(
+        call(&u, "/describeStream", json!({"StreamName": "c"}))
+            .await
+            .status,
+        200
+    );
 
     s.inject(Fault::Throttle {
         stream: None,
@@ -95,7 +119,10 @@ async fn http_failures_throttling_and_credentials() {
         count: 1,
     });
     let p = put_media(&u, &PutOpts::new("c")).await;
-    assert_eq!((p.status, p.json["__type"].as_str()), (400, Some("ClientLimitExceededException")));
+    assert_eq!(
+        (p.status, p.json["__type"].as_str()),
+        (400, Some("ClientLimitExceededException"))
+    );
 
     s.inject(Fault::RejectCredentials {
         stream: None,
@@ -112,7 +139,10 @@ async fn http_failures_throttling_and_credentials() {
         error_type: None,
     });
     let p = put_media(&u, &PutOpts::new("c")).await;
-    assert_eq!((p.status, p.json["__type"].as_str()), (403, Some("UnrecognizedClientException")));
+    assert_eq!(
+        (p.status, p.json["__type"].as_str()),
+        (403, Some("UnrecognizedClientException"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -135,9 +165,19 @@ async fn error_ack_by_index_and_by_timecode() {
     p.send(body(&[0, 100, 200, 300, 400])).await;
     p.finish();
     p.drain(T).await;
-    let errs: Vec<_> = p.acks.iter().filter(|a| a["EventType"] == "ERROR").collect();
+    let errs: Vec<_> = p
+        .acks
+        .iter()
+        .filter(|a| a["EventType"] == "ERROR")
+        .collect();
     assert_eq!(errs.len(), 2, "{:?}", p.acks);
-    assert_eq!((errs[0]["FragmentTimecode"].as_u64(), errs[0]["ErrorCode"].as_str()), (Some(100), Some("INTERNAL_ERROR")));
+    assert_eq!(
+        (
+            errs[0]["FragmentTimecode"].as_u64(),
+            errs[0]["ErrorCode"].as_str()
+        ),
+        (Some(100), Some("INTERNAL_ERROR"))
+    );
     assert_eq!(errs[1]["ErrorId"], 4009);
     assert_eq!(errs[1]["ErrorCode"], "FRAGMENT_METADATA_LIMIT_REACHED");
     let tcs: Vec<u64> = s.fragments("c").iter().map(|f| f.timecode).collect();
@@ -157,7 +197,11 @@ async fn delayed_and_stopped_acks() {
     p.send(body(&[0])).await;
     p.send(end_of_fragment_tags()).await;
     p.until(T, |a| is(a, "BUFFERING", Some(0))).await.unwrap();
-    assert!(t0.elapsed() >= Duration::from_millis(300), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t0.elapsed()
+    );
     p.until(T, |a| is(a, "PERSISTED", Some(0))).await.unwrap();
 
     s.clear_faults();
@@ -165,7 +209,10 @@ async fn delayed_and_stopped_acks() {
     p.send(simple_cluster(100, 1, 1, 1)).await;
     p.send(end_of_fragment_tags()).await;
     assert!(s.wait_for_fragments("c", 2, T), "data is still stored");
-    assert!(p.next_ack(Duration::from_millis(300)).await.is_none(), "no acks while stopped");
+    assert!(
+        p.next_ack(Duration::from_millis(300)).await.is_none(),
+        "no acks while stopped"
+    );
     s.clear_faults();
     p.send(simple_cluster(200, 1, 1, 1)).await;
     p.send(end_of_fragment_tags()).await;
@@ -237,7 +284,13 @@ async fn newer_connection_supersedes_older() {
     p2.drain(T).await;
     let tcs: Vec<u64> = s.fragments("c").iter().map(|f| f.timecode).collect();
     assert_eq!(tcs, [0, 200]);
-    assert!(s.report().sessions[0].end_reason.as_deref().unwrap().contains("superseded"));
+    assert!(
+        s.report().sessions[0]
+            .end_reason
+            .as_deref()
+            .unwrap()
+            .contains("superseded")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -270,7 +323,12 @@ async fn admin_api() {
         .map(|b| serde_json::from_slice(&b).unwrap())
         .unwrap();
     assert_eq!(list[0]["type"], "throttle");
-    assert_eq!(call(&u, "/describeStream", json!({"StreamName": "c"})).await.status, 400);
+    assert_eq!(
+        call(&u, "/describeStream", json!({"StreamName": "c"}))
+            .await
+            .status,
+        400
+    );
     // list form + clear
     let r = http
         .post(format!("{u}/__kvs-local/faults"))
@@ -279,8 +337,16 @@ async fn admin_api() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(s.report().requests.len(), 1, "admin calls are not in the report");
-    let r = http.delete(format!("{u}/__kvs-local/faults")).send().await.unwrap();
+    assert_eq!(
+        s.report().requests.len(),
+        1,
+        "admin calls are not in the report"
+    );
+    let r = http
+        .delete(format!("{u}/__kvs-local/faults"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let list: serde_json::Value = http
         .get(format!("{u}/__kvs-local/faults"))
@@ -302,6 +368,9 @@ async fn admin_api() {
         .map(|b| serde_json::from_slice(&b).unwrap())
         .unwrap();
     assert_eq!(rep["requests"][0]["operation"], "DescribeStream");
-    assert_eq!(rep["requests"][0]["error_type"], "ClientLimitExceededException");
+    assert_eq!(
+        rep["requests"][0]["error_type"],
+        "ClientLimitExceededException"
+    );
     assert_eq!(rep["requests"][0]["auth"], "accepted");
 }

@@ -34,7 +34,11 @@ async fn matroskamux_video_is_accepted_byte_for_byte() {
         p.send_chunked(&file, chunk).await;
         p.finish();
         p.drain(T).await;
-        assert!(p.acks.iter().all(|a| a["EventType"] != "ERROR"), "{:?}", p.acks);
+        assert!(
+            p.acks.iter().all(|a| a["EventType"] != "ERROR"),
+            "{:?}",
+            p.acks
+        );
         let frags = s.fragments("cam");
         let tcs: Vec<u64> = frags.iter().map(|f| f.timecode).collect();
         assert_eq!(tcs, [0, 1000, 2000], "one cluster per GOP (chunk {chunk})");
@@ -62,7 +66,11 @@ async fn matroskamux_audio_and_video() {
     p.send_chunked(&file, 10_000).await;
     p.finish();
     p.drain(T).await;
-    assert!(p.acks.iter().all(|a| a["EventType"] != "ERROR"), "{:?}", p.acks);
+    assert!(
+        p.acks.iter().all(|a| a["EventType"] != "ERROR"),
+        "{:?}",
+        p.acks
+    );
     assert!(s.fragments("cam").len() >= 3);
     assert!(s.fragments("cam").iter().all(|f| f.key_frame));
 }
@@ -82,7 +90,11 @@ async fn long_gop_gives_4002_and_export_plays() {
     p.finish();
     p.drain(T).await;
     assert_eq!(p.events()[..2], ["BUFFERING", "ERROR:4002"], "{:?}", p.acks);
-    assert_eq!(s.fragments("cam").len(), 1, "the short second GOP is stored");
+    assert_eq!(
+        s.fragments("cam").len(),
+        1,
+        "the short second GOP is stored"
+    );
 
     // export a stored stream and let gst-discoverer look at it
     let data = dir.path().join("data");
@@ -111,7 +123,10 @@ async fn long_gop_gives_4002_and_export_plays() {
         .status()
         .unwrap();
     assert!(st.success());
-    let disc = Command::new("gst-discoverer-1.0").arg(&out).output().unwrap();
+    let disc = Command::new("gst-discoverer-1.0")
+        .arg(&out)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&disc.stdout);
     assert!(disc.status.success(), "{text}");
     assert!(text.contains("video #") && text.contains("H.264"), "{text}");

@@ -18,7 +18,10 @@ async fn acks_stream_while_body_is_open_and_bytes_are_stored() {
     p.send_chunked(&c1, 300).await;
     // the next cluster start closes c1: its acks must arrive before we send more
     p.send(c2[..20].to_vec()).await;
-    let a = p.until(T, |a| is(a, "PERSISTED", Some(0))).await.expect("PERSISTED 0");
+    let a = p
+        .until(T, |a| is(a, "PERSISTED", Some(0)))
+        .await
+        .expect("PERSISTED 0");
     let n0 = a["FragmentNumber"].as_str().unwrap().to_string();
     assert_eq!(n0.len(), 47);
     assert_eq!(p.events(), ["BUFFERING", "RECEIVED", "PERSISTED"]);
@@ -26,7 +29,17 @@ async fn acks_stream_while_body_is_open_and_bytes_are_stored() {
     p.send(c2[20..].to_vec()).await;
     p.finish();
     let rest = p.drain(T).await;
-    assert_eq!(p.events(), ["BUFFERING", "RECEIVED", "PERSISTED", "BUFFERING", "RECEIVED", "PERSISTED"]);
+    assert_eq!(
+        p.events(),
+        [
+            "BUFFERING",
+            "RECEIVED",
+            "PERSISTED",
+            "BUFFERING",
+            "RECEIVED",
+            "PERSISTED"
+        ]
+    );
     assert!(p.ended);
     let n1 = rest[2]["FragmentNumber"].as_str().unwrap();
     assert!(n1 > n0.as_str(), "fragment numbers increase");
@@ -51,8 +64,16 @@ async fn acks_stream_while_body_is_open_and_bytes_are_stored() {
     let sess = &rep.sessions[0];
     assert_eq!(sess.fragments.len(), 2);
     assert_eq!(sess.acks.len(), 6);
-    assert_eq!(sess.bytes as usize, simple_header().len() + c1.len() + c2.len());
-    assert!(sess.fragments[0].sha256.as_ref().is_some_and(|h| h.len() == 64));
+    assert_eq!(
+        sess.bytes as usize,
+        simple_header().len() + c1.len() + c2.len()
+    );
+    assert!(
+        sess.fragments[0]
+            .sha256
+            .as_ref()
+            .is_some_and(|h| h.len() == 64)
+    );
 }
 
 /// Streams `body` and returns all acks once the response ended.
@@ -74,7 +95,7 @@ fn with_header(clusters: &[Vec<u8>]) -> Vec<u8> {
     d
 }
 
-fn error_ack<'a>(p: &'a Put, id: u64) -> &'a serde_json::Value {
+fn error_ack(p: &Put, id: u64) -> &serde_json::Value {
     p.acks
         .iter()
         .find(|a| a["EventType"] == "ERROR" && a["ErrorId"] == id)
@@ -88,9 +109,21 @@ async fn oversized_fragment_4001_session_continues() {
         ..cfg()
     });
     s.create_stream("c").unwrap();
-    let body = with_header(&[simple_cluster(0, 10, 10, 5000), simple_cluster(200, 2, 10, 100)]);
+    let body = with_header(&[
+        simple_cluster(0, 10, 10, 5000),
+        simple_cluster(200, 2, 10, 100),
+    ]);
     let p = run(&s, &PutOpts::new("c"), &body).await;
-    assert_eq!(p.events(), ["BUFFERING", "ERROR:4001", "BUFFERING", "RECEIVED", "PERSISTED"]);
+    assert_eq!(
+        p.events(),
+        [
+            "BUFFERING",
+            "ERROR:4001",
+            "BUFFERING",
+            "RECEIVED",
+            "PERSISTED"
+        ]
+    );
     let e = error_ack(&p, 4001);
     assert_eq!(e["ErrorCode"], "MAX_FRAGMENT_SIZE_REACHED");
     assert_eq!(e["FragmentTimecode"], 0);
@@ -107,7 +140,10 @@ async fn long_fragment_4002() {
     c.extend(simple_block(1, 10_001, false, b"d"));
     let body = with_header(&[c, simple_cluster(20_000, 1, 1, 1)]);
     let p = run(&s, &PutOpts::new("c"), &body).await;
-    assert_eq!(error_ack(&p, 4002)["ErrorCode"], "MAX_FRAGMENT_DURATION_REACHED");
+    assert_eq!(
+        error_ack(&p, 4002)["ErrorCode"],
+        "MAX_FRAGMENT_DURATION_REACHED"
+    );
     assert_eq!(p.events()[1], "ERROR:4002");
     assert_eq!(s.fragments("c").len(), 1);
 }
@@ -141,13 +177,21 @@ async fn fragment_not_starting_with_key_frame_4006_per_fragment() {
     good_bg.extend(block_group(1, 0, true, b"key-in-blockgroup"));
     let body = with_header(&[simple_cluster(0, 1, 1, 1), bad, bg, good_bg]);
     let p = run(&s, &PutOpts::new("c"), &body).await;
-    let errs: Vec<_> = p.acks.iter().filter(|a| a["EventType"] == "ERROR").collect();
+    let errs: Vec<_> = p
+        .acks
+        .iter()
+        .filter(|a| a["EventType"] == "ERROR")
+        .collect();
     assert_eq!(errs.len(), 2, "{:?}", p.acks);
     assert!(errs.iter().all(|e| e["ErrorId"] == 4006));
     assert_eq!(errs[0]["FragmentTimecode"], 100);
     assert_eq!(errs[1]["FragmentTimecode"], 200);
     let tcs: Vec<u64> = s.fragments("c").iter().map(|f| f.timecode).collect();
-    assert_eq!(tcs, [0, 300], "session continued after the per-fragment error");
+    assert_eq!(
+        tcs,
+        [0, 300],
+        "session continued after the per-fragment error"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -243,7 +287,12 @@ async fn invalid_mkv_4006_ends_session() {
     let s = server(cfg());
     s.create_stream("c").unwrap();
     // image bytes instead of MKV
-    let p = run(&s, &PutOpts::new("c"), &[0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F']).await;
+    let p = run(
+        &s,
+        &PutOpts::new("c"),
+        &[0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F'],
+    )
+    .await;
     assert_eq!(p.events(), ["ERROR:4006"]);
     assert_eq!(p.acks[0]["ErrorCode"], "INVALID_MKV_DATA");
     // broken in the middle of a fragment: the fragment in flight is named
@@ -252,14 +301,28 @@ async fn invalid_mkv_4006_ends_session() {
     body.extend([0x00, 0x00, 0x00]);
     body.extend(simple_cluster(80, 1, 1, 1));
     let p = run(&s, &PutOpts::new("c"), &body).await;
-    assert_eq!(p.events(), ["BUFFERING", "RECEIVED", "PERSISTED", "BUFFERING", "ERROR:4006"]);
+    assert_eq!(
+        p.events(),
+        [
+            "BUFFERING",
+            "RECEIVED",
+            "PERSISTED",
+            "BUFFERING",
+            "ERROR:4006"
+        ]
+    );
     assert_eq!(p.acks[4]["FragmentTimecode"], 40);
     // truncated body
     let body = with_header(&[simple_cluster(0, 2, 1, 100)]);
     let p = run(&s, &PutOpts::new("c"), &body[..body.len() - 10]).await;
     assert_eq!(p.events(), ["BUFFERING", "ERROR:4006"]);
     // invalid size vint in the EBML header
-    let p = run(&s, &PutOpts::new("c"), &[0x1A, 0x45, 0xDF, 0xA3, 0x00, 1, 2, 3, 4, 5, 6, 7, 8]).await;
+    let p = run(
+        &s,
+        &PutOpts::new("c"),
+        &[0x1A, 0x45, 0xDF, 0xA3, 0x00, 1, 2, 3, 4, 5, 6, 7, 8],
+    )
+    .await;
     assert_eq!(p.events(), ["ERROR:4006"]);
     assert_eq!(s.fragments("c").len(), 1);
 }
@@ -280,7 +343,10 @@ async fn huge_declared_element_and_endless_body_stay_bounded() {
     d.extend([0x81, 0, 0, 0x80]);
     let head_len = d.len() as u64;
     p.send(d).await;
-    let e = p.until(T, |a| a["EventType"] == "ERROR").await.expect("error ack");
+    let e = p
+        .until(T, |a| a["EventType"] == "ERROR")
+        .await
+        .expect("error ack");
     assert_eq!(e["ErrorId"], 4001);
     // keep sending: 32 MB more of the declared block, the server discards it
     let zeros = bytes::Bytes::from(vec![0u8; 64 * 1024]);
@@ -290,7 +356,11 @@ async fn huge_declared_element_and_endless_body_stay_bounded() {
     p.finish();
     p.drain(T).await;
     assert!(p.ended);
-    assert_eq!(p.events().last().unwrap(), "ERROR:4006", "truncated at body end");
+    assert_eq!(
+        p.events().last().unwrap(),
+        "ERROR:4006",
+        "truncated at body end"
+    );
     assert!(s.fragments("c").is_empty());
     assert_eq!(s.report().sessions[0].bytes, 32 * 1024 * 1024 + head_len);
 }
@@ -307,7 +377,9 @@ async fn idle_acks_then_idle_timeout_ends_response() {
     p.send(with_header(&[simple_cluster(0, 1, 1, 1)])).await;
     p.send(end_of_fragment_tags()).await;
     // the END_OF_FRAGMENT tag closes the fragment without more data
-    p.until(T, |a| is(a, "PERSISTED", Some(0))).await.expect("persisted");
+    p.until(T, |a| is(a, "PERSISTED", Some(0)))
+        .await
+        .expect("persisted");
     // body stays open; IDLE acks follow, then the response ends
     let rest = p.drain(T).await;
     assert!(p.ended, "idle timeout ended the response");
@@ -342,7 +414,12 @@ async fn stream_deleted_while_streaming_and_not_active_4008() {
     });
     let body = serde_json::json!({"StreamName": "slow"});
     assert_eq!(call(&s.url(), "/createStream", body).await.status, 200);
-    let p = run(&s, &PutOpts::new("slow"), &with_header(&[simple_cluster(0, 1, 1, 1)])).await;
+    let p = run(
+        &s,
+        &PutOpts::new("slow"),
+        &with_header(&[simple_cluster(0, 1, 1, 1)]),
+    )
+    .await;
     assert_eq!(p.events(), ["ERROR:4008"]);
 }
 
@@ -359,13 +436,19 @@ async fn http_level_errors() {
         ..PutOpts::new("c")
     };
     let p = put_media(&u, &o).await;
-    assert_eq!((p.status, p.json["__type"].as_str()), (400, Some("InvalidArgumentException")));
+    assert_eq!(
+        (p.status, p.json["__type"].as_str()),
+        (400, Some("InvalidArgumentException"))
+    );
     let o = PutOpts {
         key: kvs_local::KeyPair::new(kvs_local::DEMO_ACCESS_KEY, "bad"),
         ..PutOpts::new("c")
     };
     let p = put_media(&u, &o).await;
-    assert_eq!((p.status, p.json["__type"].as_str()), (403, Some("InvalidSignatureException")));
+    assert_eq!(
+        (p.status, p.json["__type"].as_str()),
+        (403, Some("InvalidSignatureException"))
+    );
     // by ARN
     let o = PutOpts {
         by_arn: Some(created.meta.arn.clone()),
@@ -412,8 +495,11 @@ async fn answers_before_body_and_expect_continue() {
         payload: kvs_local::client::SignPayload::EmptyHashNoHeader,
         ..Default::default()
     };
-    let signed = kvs_local::client::sign_headers(&kvs_local::KeyPair::demo(), "POST", &url, &hs, &opts);
-    let mut head = format!("POST /putMedia HTTP/1.1\r\nhost: {host}\r\ntransfer-encoding: chunked\r\nexpect: 100-continue\r\n");
+    let signed =
+        kvs_local::client::sign_headers(&kvs_local::KeyPair::demo(), "POST", &url, &hs, &opts);
+    let mut head = format!(
+        "POST /putMedia HTTP/1.1\r\nhost: {host}\r\ntransfer-encoding: chunked\r\nexpect: 100-continue\r\n"
+    );
     for (k, v) in hs {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -427,20 +513,32 @@ async fn answers_before_body_and_expect_continue() {
     let mut buf = [0u8; 4096];
     // read until the 200 head arrived; no body byte has been sent
     while !String::from_utf8_lossy(&got).contains("HTTP/1.1 200") {
-        let n = tokio::time::timeout(T, sock.read(&mut buf)).await.unwrap().unwrap();
-        assert!(n > 0, "connection closed: {}", String::from_utf8_lossy(&got));
+        let n = tokio::time::timeout(T, sock.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&got)
+        );
         got.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&got).to_string();
     assert!(text.contains("HTTP/1.1 100 Continue"), "{text}");
     let now = kvs_local::util::now_ms();
     let body = with_header(&[simple_cluster(now, 1, 1, 1)]);
-    sock.write_all(format!("{:x}\r\n", body.len()).as_bytes()).await.unwrap();
+    sock.write_all(format!("{:x}\r\n", body.len()).as_bytes())
+        .await
+        .unwrap();
     sock.write_all(&body).await.unwrap();
     sock.write_all(b"\r\n0\r\n\r\n").await.unwrap();
     let mut all = got;
     loop {
-        let n = tokio::time::timeout(T, sock.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(T, sock.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         if n == 0 {
             break;
         }
@@ -451,5 +549,8 @@ async fn answers_before_body_and_expect_continue() {
     }
     let text = String::from_utf8_lossy(&all);
     assert!(text.contains("\"EventType\":\"PERSISTED\""), "{text}");
-    assert!(text.contains(&format!("\"FragmentTimecode\":{now}")), "{text}");
+    assert!(
+        text.contains(&format!("\"FragmentTimecode\":{now}")),
+        "{text}"
+    );
 }

@@ -37,11 +37,22 @@ async fn restart_keeps_persisted_data_and_numbers_increase() {
     };
     let s = server(config.clone());
     let u = s.url();
-    let r = call(&u, "/createStream", json!({"StreamName": "cam", "Tags": {"k": "v"}})).await;
+    let r = call(
+        &u,
+        "/createStream",
+        json!({"StreamName": "cam", "Tags": {"k": "v"}}),
+    )
+    .await;
     assert_eq!(r.status, 200);
     // wait until ACTIVE: creating_delay is 0
     let p = put_all(&s, "cam", &[0, 100, 200]).await;
-    assert_eq!(p.acks.iter().filter(|a| a["EventType"] == "PERSISTED").count(), 3);
+    assert_eq!(
+        p.acks
+            .iter()
+            .filter(|a| a["EventType"] == "PERSISTED")
+            .count(),
+        3
+    );
     let before = s.fragments("cam");
     let headers = s.stream_headers("cam");
     s.shutdown();
@@ -50,13 +61,26 @@ async fn restart_keeps_persisted_data_and_numbers_increase() {
     let snap = s.stream("cam").expect("stream reloaded");
     assert_eq!(snap.meta.tags.get("k").map(String::as_str), Some("v"));
     assert_eq!(snap.status, "ACTIVE");
-    assert_eq!(s.fragments("cam"), before, "fragments, numbers and bytes survive");
+    assert_eq!(
+        s.fragments("cam"),
+        before,
+        "fragments, numbers and bytes survive"
+    );
     assert_eq!(s.stream_headers("cam"), headers);
     let p = put_all(&s, "cam", &[0, 100]).await;
-    assert_eq!(p.acks.iter().filter(|a| a["EventType"] == "PERSISTED").count(), 2);
+    assert_eq!(
+        p.acks
+            .iter()
+            .filter(|a| a["EventType"] == "PERSISTED")
+            .count(),
+        2
+    );
     let after = s.fragments("cam");
     assert_eq!(after.len(), 5);
-    assert!(after.windows(2).all(|w| w[0].number < w[1].number), "numbers increase across restarts");
+    assert!(
+        after.windows(2).all(|w| w[0].number < w[1].number),
+        "numbers increase across restarts"
+    );
     drop(s);
 
     // a torn record at the end of the log (crash mid-write) is dropped
@@ -84,7 +108,7 @@ fn parse_media(b: &[u8]) -> (usize, Vec<Bytes>) {
     let clusters = ev
         .into_iter()
         .filter_map(|e| match e {
-            Event::ClusterEnd { bytes, .. } => bytes,
+            Event::ClusterEnd { bytes, .. } => bytes.map(|p| p.to_bytes()),
             _ => None,
         })
         .collect();
@@ -132,7 +156,12 @@ async fn reading_back() {
     let p1 = list[1]["ProducerTimestamp"].as_f64().unwrap();
     assert!((p1 * 1000.0 - stored[1].producer_timestamp_ms as f64).abs() < 1.0);
     assert!(list[1]["ServerTimestamp"].is_f64());
-    let r = call(&u, "/listFragments", json!({"StreamName": "cam", "MaxResults": 2})).await;
+    let r = call(
+        &u,
+        "/listFragments",
+        json!({"StreamName": "cam", "MaxResults": 2}),
+    )
+    .await;
     assert_eq!(r.json["Fragments"].as_array().unwrap().len(), 2);
     assert_eq!(r.json["NextToken"], "2");
     let from = stored[1].producer_timestamp_ms as f64 / 1000.0;
@@ -155,16 +184,29 @@ async fn reading_back() {
     assert_eq!((st, ct.as_str()), (200, "video/webm"));
     let (h, clusters) = parse_media(&b);
     assert_eq!(h, 2, "every fragment is a self-contained chunk");
-    assert_eq!(clusters, vec![stored[2].bytes.clone(), stored[0].bytes.clone()]);
+    assert_eq!(
+        clusters,
+        vec![stored[2].bytes.clone(), stored[0].bytes.clone()]
+    );
     let text = String::from_utf8_lossy(&b);
     assert!(text.contains("AWS_KINESISVIDEO_FRAGMENT_NUMBER"));
     assert!(text.contains(&stored[2].number));
-    let (st, _, _) = post_raw(&u, "/getMediaForFragmentList", json!({"StreamName": "cam", "Fragments": ["1"]})).await;
+    let (st, _, _) = post_raw(
+        &u,
+        "/getMediaForFragmentList",
+        json!({"StreamName": "cam", "Fragments": ["1"]}),
+    )
+    .await;
     assert_eq!(st, 404);
 
     // GetMedia EARLIEST / FRAGMENT_NUMBER / CONTINUATION_TOKEN / timestamps
     let sel = |s: serde_json::Value| json!({"StreamName": "cam", "StartSelector": s});
-    let (st, ct, b) = post_raw(&u, "/getMedia", sel(json!({"StartSelectorType": "EARLIEST"}))).await;
+    let (st, ct, b) = post_raw(
+        &u,
+        "/getMedia",
+        sel(json!({"StartSelectorType": "EARLIEST"})),
+    )
+    .await;
     assert_eq!((st, ct.as_str()), (200, "video/webm"));
     let (_, clusters) = parse_media(&b);
     assert_eq!(clusters.len(), 3);
@@ -183,7 +225,10 @@ async fn reading_back() {
         sel(json!({"StartSelectorType": "FRAGMENT_NUMBER", "AfterFragmentNumber": stored[0].number})),
     )
     .await;
-    assert_eq!(parse_media(&b).1, vec![stored[1].bytes.clone(), stored[2].bytes.clone()]);
+    assert_eq!(
+        parse_media(&b).1,
+        vec![stored[1].bytes.clone(), stored[2].bytes.clone()]
+    );
     let (_, _, b) = post_raw(
         &u,
         "/getMedia",
@@ -199,7 +244,12 @@ async fn reading_back() {
     )
     .await;
     assert_eq!(parse_media(&b).1.len(), 1);
-    let (st, _, _) = post_raw(&u, "/getMedia", sel(json!({"StartSelectorType": "SOMETIME"}))).await;
+    let (st, _, _) = post_raw(
+        &u,
+        "/getMedia",
+        sel(json!({"StartSelectorType": "SOMETIME"})),
+    )
+    .await;
     assert_eq!(st, 400);
 
     // NOW follows new fragments
@@ -213,7 +263,12 @@ async fn reading_back() {
     let before = get_media_ok(&s);
     let url = u.clone();
     let reader = tokio::spawn(async move {
-        post_raw(&url, "/getMedia", json!({"StreamName": "cam", "StartSelector": {"StartSelectorType": "NOW"}})).await
+        post_raw(
+            &url,
+            "/getMedia",
+            json!({"StreamName": "cam", "StartSelector": {"StartSelectorType": "NOW"}}),
+        )
+        .await
     });
     // the reader's start position is fixed once its request is recorded
     let deadline = std::time::Instant::now() + T;
@@ -255,21 +310,36 @@ fn start_binary(dir: &std::path::Path) -> (std::process::Child, String) {
 async fn binary_kill_9_loses_nothing_persisted_and_export_works() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, url) = start_binary(dir.path());
-    assert_eq!(call(&url, "/createStream", json!({"StreamName": "cam"})).await.status, 200);
+    assert_eq!(
+        call(&url, "/createStream", json!({"StreamName": "cam"}))
+            .await
+            .status,
+        200
+    );
     let mut p = put_media(&url, &PutOpts::new("cam")).await;
     p.send(body(&[0, 100])).await;
     p.send(simple_cluster(200, 3, 10, 2000)).await;
     p.send(end_of_fragment_tags()).await;
-    p.until(T, |a| is(a, "PERSISTED", Some(200))).await.expect("3 persisted");
+    p.until(T, |a| is(a, "PERSISTED", Some(200)))
+        .await
+        .expect("3 persisted");
     // kill -9 right after the last PERSISTED, with the session still open
     child.kill().unwrap();
     child.wait().unwrap();
 
     let (mut child, url) = start_binary(dir.path());
     let r = call(&url, "/listFragments", json!({"StreamName": "cam"})).await;
-    assert_eq!(r.json["Fragments"].as_array().map(Vec::len), Some(3), "{:?}", r.json);
+    assert_eq!(
+        r.json["Fragments"].as_array().map(Vec::len),
+        Some(3),
+        "{:?}",
+        r.json
+    );
     // SIGTERM: clean stop with a report in the data dir
-    Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(child.wait().unwrap().success());
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();

@@ -65,7 +65,13 @@ pub async fn call_with(
     opts: &SignOptions,
 ) -> Reply {
     let url = format!("{base}{path}");
-    let signed = sign_headers(key, "POST", &url, &[("content-type", "application/json")], opts);
+    let signed = sign_headers(
+        key,
+        "POST",
+        &url,
+        &[("content-type", "application/json")],
+        opts,
+    );
     let mut req = client()
         .post(&url)
         .header("content-type", "application/json")
@@ -162,9 +168,7 @@ pub async fn put_media(base: &str, o: &PutOpts) -> Put {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    let mut req = client()
-        .post(&url)
-        .body(reqwest::Body::wrap_stream(stream));
+    let mut req = client().post(&url).body(reqwest::Body::wrap_stream(stream));
     for (k, v) in hs.iter() {
         req = req.header(*k, v);
     }
@@ -243,7 +247,11 @@ impl Put {
     }
 
     /// Reads acks until one satisfies `pred`; returns it.
-    pub async fn until(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+    pub async fn until(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
