@@ -58,11 +58,6 @@ pub const ID_TAG_STRING: u32 = 0x4487;
 /// Void.
 pub const ID_VOID: u32 = 0xEC;
 
-/// Clusters smaller than this are copied into one buffer when complete
-/// (so that they do not pin large receive buffers); larger ones are kept as
-/// zero-copy slices of the received chunks.
-pub const COMPACT_BELOW: u64 = 256 * 1024;
-
 /// Raw bytes held as slices of the received chunks (no copy).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pieces(pub(crate) Vec<Bytes>);

@@ -14,6 +14,7 @@
 //! println!("point your producer at {}", server.url());
 //! ```
 
+mod arena;
 pub mod client;
 pub mod config;
 pub mod control;

@@ -276,12 +276,8 @@ impl Parser {
         }
     }
 
-    /// The held bytes [start, end): slices of the chunks, or one copy when
-    /// small (see [`COMPACT_BELOW`]).
+    /// The held bytes [start, end) as slices of the received chunks.
     fn capture(&self, start: u64, end: u64) -> Pieces {
-        if end - start < COMPACT_BELOW {
-            return Pieces::from(self.slice(start, end));
-        }
         let idx = self.held.partition_point(|(s, _)| *s <= start) - 1;
         let mut out = Vec::new();
         for (s, b) in self.held.iter().skip(idx) {
@@ -655,7 +651,9 @@ impl Parser {
             return invalid("Cluster before Tracks");
         };
         let header = StreamHeader {
-            bytes: self.slice(hstart, cluster_start),
+            // a copy: the header lives as long as the stream, and must not
+            // pin a whole receive buffer
+            bytes: Bytes::copy_from_slice(&self.slice(hstart, cluster_start)),
             doc_type: self.header.doc_type.clone(),
             timecode_scale: self.header.timecode_scale,
             tracks,

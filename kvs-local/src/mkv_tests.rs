@@ -249,7 +249,7 @@ fn fuzz_never_panics() {
 #[test]
 fn large_clusters_are_zero_copy_pieces() {
     let mut d = simple_header();
-    let c = simple_cluster(0, 40, 10, 10_000); // 400 kB > COMPACT_BELOW
+    let c = simple_cluster(0, 40, 10, 10_000); // 400 kB over 7 chunks
     d.extend(&c);
     d.extend(end_of_fragment_tags());
     let mut p = Parser::new(1 << 20);

@@ -224,6 +224,7 @@ pub async fn handle(
         stored: 0,
         started: Instant::now(),
         last_data: Instant::now(),
+        arena: Default::default(),
     };
     // With `Expect: 100-continue`, poll the body once and yield before
     // answering, so that hyper writes `100 Continue` ahead of the 200 head
@@ -341,6 +342,7 @@ struct Session {
     sfaults: SessionFaults,
     started: Instant,
     last_data: Instant,
+    arena: crate::arena::Arena,
 }
 
 #[path = "session.rs"]

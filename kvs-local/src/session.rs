@@ -439,9 +439,13 @@ impl Session {
             .await
             .unwrap_or_else(|e| Err(StoreError::Io(std::io::Error::other(e))))
         } else {
+            // in memory: one copy into the session's arena, so that the
+            // receive buffers are released and recycled
+            let stored = crate::mkv::Pieces::from(self.arena.store(&bytes));
+            drop(bytes);
             self.shared
                 .store
-                .append(&self.handle, counter, meta, &header.bytes, bytes)
+                .append(&self.handle, counter, meta, &header.bytes, stored)
         };
         match result {
             Ok(()) => {
