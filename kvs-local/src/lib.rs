@@ -219,22 +219,53 @@ impl Server {
         rep
     }
 
-    /// Waits until `name` has at least `n` stored fragments.
+    /// Waits (blocking) until `name` has at least `n` stored fragments.
     pub fn wait_for_fragments(&self, name: &str, n: usize, timeout: Duration) -> bool {
         self.shared.store.wait_for_fragments(name, n, timeout)
+    }
+
+    /// Async form of [`Server::wait_for_fragments`].
+    pub async fn wait_for_fragments_async(&self, name: &str, n: usize, timeout: Duration) -> bool {
+        let mut changes = self.shared.store.subscribe();
+        let wait = async {
+            loop {
+                changes.borrow_and_update();
+                if self.shared.store.fragment_count(name) >= n {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+        self.shared.store.fragment_count(name) >= n
+    }
+
+    /// Blocks until the listener state is `listening`, unless that would
+    /// deadlock (server started with [`Server::start`] on a current-thread
+    /// runtime, from inside it).
+    fn wait_listening(&self, listening: bool) {
+        let same_thread = self.runtime.is_none()
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if !same_thread {
+            self.shared
+                .wait_listening(listening, Duration::from_secs(5));
+        }
     }
 
     /// Stops listening (new connections are refused) and closes every live
     /// connection. Returns once the listener is closed.
     pub fn pause_listening(&self) {
         self.shared.paused.send_replace(true);
-        self.shared.wait_listening(false, Duration::from_secs(5));
+        self.wait_listening(false);
     }
 
     /// Listens again on the same port. Returns once the listener is bound.
     pub fn resume_listening(&self) {
         self.shared.paused.send_replace(false);
-        self.shared.wait_listening(true, Duration::from_secs(5));
+        self.wait_listening(true);
     }
 
     /// Stops the server and closes every connection.
@@ -248,7 +279,7 @@ impl Server {
         }
         self.stopped = true;
         self.shared.shutdown.send_replace(true);
-        self.shared.wait_listening(false, Duration::from_secs(5));
+        self.wait_listening(false);
         if let Some(rt) = self.runtime.take() {
             if tokio::runtime::Handle::try_current().is_ok() {
                 rt.shutdown_background();

@@ -252,31 +252,24 @@ async fn reading_back() {
     .await;
     assert_eq!(st, 400);
 
-    // NOW follows new fragments
-    let get_media_ok = |s: &Server| {
-        s.report()
-            .requests
-            .iter()
-            .filter(|r| r.operation == "GetMedia" && r.status == 200)
-            .count()
-    };
-    let before = get_media_ok(&s);
-    let url = u.clone();
-    let reader = tokio::spawn(async move {
-        post_raw(
-            &url,
-            "/getMedia",
-            json!({"StreamName": "cam", "StartSelector": {"StartSelectorType": "NOW"}}),
-        )
-        .await
-    });
-    // the reader's start position is fixed once its request is recorded
-    let deadline = std::time::Instant::now() + T;
-    while get_media_ok(&s) == before && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // NOW follows new fragments: once the response head is here, the
+    // reader's start position is fixed
+    let now_body = serde_json::to_vec(
+        &json!({"StreamName": "cam", "StartSelector": {"StartSelectorType": "NOW"}}),
+    )
+    .unwrap();
+    let url = format!("{u}/getMedia");
+    let mut req = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(now_body.clone());
+    for (k, v) in kvs_local::client::sign_json(&url, &now_body) {
+        req = req.header(k, v);
     }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
     put_all(&s, "cam", &[300]).await;
-    let (_, _, b) = reader.await.unwrap();
+    let b = resp.bytes().await.unwrap();
     let (_, clusters) = parse_media(&b);
     assert_eq!(clusters, vec![s.fragments("cam")[3].bytes.clone()]);
 }
@@ -364,4 +357,20 @@ async fn binary_kill_9_loses_nothing_persisted_and_export_works() {
         .status()
         .unwrap();
     assert!(!st.success());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn start_inside_a_runtime() {
+    let s = Server::start(cfg()).await.unwrap();
+    s.create_stream("cam").unwrap();
+    let waiter = s.wait_for_fragments_async("cam", 2, T);
+    let producer = put_all(&s, "cam", &[0, 100]);
+    let (ok, p) = tokio::join!(waiter, producer);
+    assert!(ok);
+    assert_eq!(p.events().iter().filter(|e| *e == "PERSISTED").count(), 2);
+    assert!(
+        !s.wait_for_fragments_async("cam", 3, Duration::from_millis(20))
+            .await
+    );
+    s.shutdown();
 }
