@@ -18,16 +18,22 @@ pub const ACCOUNT_ID: &str = "000000000000";
 /// Most tags a stream may carry.
 const MAX_TAGS: usize = 50;
 
-/// Reads a request body up to `limit` bytes.
+/// How long a JSON request body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a request body up to `limit` bytes (within [`BODY_TIMEOUT`]).
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    match http_body_util::Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-    {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) => Err(ApiError::invalid_argument(format!(
+    let collect = http_body_util::Limited::new(req.into_body(), limit).collect();
+    match tokio::time::timeout(BODY_TIMEOUT, collect).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) => Err(ApiError::invalid_argument(format!(
             "cannot read request body: {e}"
         ))),
+        Err(_) => Err(ApiError::new(
+            408,
+            "RequestTimeoutException",
+            "request body not received in time",
+        )),
     }
 }
 

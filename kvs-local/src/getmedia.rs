@@ -242,7 +242,10 @@ fn fragment_list(
     let mut out = Vec::new();
     for w in &wanted {
         let f = found.iter().find(|f| f.number == *w).expect("checked");
-        for b in fragment_chunk(&headers[f.header_index], f, false) {
+        let Some(header) = headers.get(f.header_index) else {
+            continue; // stream replaced meanwhile
+        };
+        for b in fragment_chunk(header, f, false) {
             out.extend_from_slice(&b);
         }
     }
@@ -331,7 +334,10 @@ async fn follow(shared: Arc<Shared>, name: String, mut next: usize, tx: mpsc::Se
         }
         let headers = shared.store.headers(&name);
         for f in &frags {
-            for b in fragment_chunk(&headers[f.header_index], f, true) {
+            let Some(header) = headers.get(f.header_index) else {
+                return; // stream replaced meanwhile
+            };
+            for b in fragment_chunk(header, f, true) {
                 if tx.send(b).await.is_err() {
                     return;
                 }

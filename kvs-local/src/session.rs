@@ -287,16 +287,16 @@ impl Session {
         let producer = if self.relative {
             self.start_ts
                 .clone()
-                .map(|s| s + (tc_ns / 1_000_000) as u64)
+                .map(|s| s.saturating_add((tc_ns / 1_000_000).min(u64::MAX as u128) as u64))
         } else {
-            Ok((tc_ns / 1_000_000) as u64)
+            Ok((tc_ns / 1_000_000).min(u64::MAX as u128) as u64)
         };
         self.ack(ack_json("BUFFERING", Some(timecode), Some(&num), None))
             .await;
         let max_future = self.shared.config.max_future_timestamp.as_millis() as u64;
         match producer {
             Err(why) => self.frag_error(4007, why).await,
-            Ok(p) if p > now_ms() + max_future => {
+            Ok(p) if p > now_ms().saturating_add(max_future) => {
                 self.frag_error(4007, format!("producer timestamp {p} ms is in the future"))
                     .await
             }

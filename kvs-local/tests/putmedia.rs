@@ -554,3 +554,47 @@ async fn answers_before_body_and_expect_continue() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn random_corruption_never_breaks_the_server() {
+    let s = server(kvs_local::Config {
+        idle_timeout: Duration::from_secs(2),
+        ..cfg()
+    });
+    s.create_stream("c").unwrap();
+    let good = with_header(&[
+        simple_cluster(0, 3, 10, 300),
+        simple_cluster(100, 3, 10, 300),
+        simple_cluster(u64::MAX / 2, 1, 1, 1), // absurd timecode: 4007, no overflow
+    ]);
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..40 {
+        let mut body = good.clone();
+        for _ in 0..(rnd() % 6 + 1) {
+            let i = (rnd() as usize) % body.len();
+            body[i] = rnd() as u8;
+        }
+        body.truncate(body.len() - (rnd() as usize % 40));
+        let p = run(&s, &PutOpts::new("c"), &body).await;
+        for a in &p.acks {
+            let ev = a["EventType"].as_str().unwrap();
+            assert!(
+                ["BUFFERING", "RECEIVED", "PERSISTED", "ERROR", "IDLE"].contains(&ev),
+                "round {round}: {a}"
+            );
+            if ev == "ERROR" {
+                let id = a["ErrorId"].as_u64().unwrap();
+                assert_eq!(a["ErrorCode"], kvs_local::util::error_code_name(id as u32));
+            }
+        }
+    }
+    // still healthy
+    let p = run(&s, &PutOpts::new("c"), &with_header(&[simple_cluster(0, 1, 1, 1)])).await;
+    assert_eq!(p.events(), ["BUFFERING", "RECEIVED", "PERSISTED"]);
+}
