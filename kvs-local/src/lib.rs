@@ -19,6 +19,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod ebml;
+pub mod export;
 pub mod faults;
 pub mod getmedia;
 pub mod http;

@@ -595,6 +595,11 @@ async fn random_corruption_never_breaks_the_server() {
         }
     }
     // still healthy
-    let p = run(&s, &PutOpts::new("c"), &with_header(&[simple_cluster(0, 1, 1, 1)])).await;
+    let p = run(
+        &s,
+        &PutOpts::new("c"),
+        &with_header(&[simple_cluster(0, 1, 1, 1)]),
+    )
+    .await;
     assert_eq!(p.events(), ["BUFFERING", "RECEIVED", "PERSISTED"]);
 }
