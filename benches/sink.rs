@@ -280,11 +280,15 @@ impl ServerProcess {
         (fields.next().unwrap_or(0), fields.next().unwrap_or(0))
     }
 
-    /// Stops the server; returns the CPU it used over its life.
-    fn stop(mut self) -> Duration {
+    /// CPU the server has used so far.
+    fn cpu(&mut self) -> Duration {
+        Duration::from_micros(self.stored("#cpu").0)
+    }
+
+    /// Stops the server.
+    fn stop(mut self) {
         self.stdin.take();
-        let (_, ru) = wait4(self.child.id());
-        cpu_of(&ru)
+        wait4(self.child.id());
     }
 }
 
@@ -324,7 +328,10 @@ fn serve_role(role: &str) -> ! {
     std::io::stdout().flush().unwrap();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
-        let (fragments, bytes) = stored(line.trim());
+        let (fragments, bytes) = match line.trim() {
+            "#cpu" => (cpu_self().as_micros() as u64, 0),
+            name => stored(name),
+        };
         println!("{fragments} {bytes}");
         std::io::stdout().flush().unwrap();
     }
@@ -1022,9 +1029,11 @@ fn throughput(role: &str, pieces: &[Piece], reps: usize, tag: &str) -> Result<Th
         |i| {
             let mut server = ServerProcess::spawn(role);
             let stream = format!("tput-{tag}-{pid}-{i}");
-            let r = run_kvssink(&server.url, &stream, pieces, false)
-                .and_then(|r| verify(&mut server, role, &stream, pieces).map(|()| r));
-            let cpu = server.stop();
+            let cpu0 = server.cpu();
+            let r = run_kvssink(&server.url, &stream, pieces, false);
+            let cpu = server.cpu() - cpu0;
+            let r = r.and_then(|r| verify(&mut server, role, &stream, pieces).map(|()| r));
+            server.stop();
             if let Ok(r) = &r {
                 eprintln!(
                     "  kvssink -> {role}: {:.0} MB/s, {:.3} ms CPU/MB",
@@ -1042,9 +1051,11 @@ fn throughput(role: &str, pieces: &[Piece], reps: usize, tag: &str) -> Result<Th
         |i| {
             let mut server = ServerProcess::spawn(role);
             let stream = format!("curl-{tag}-{pid}-{i}");
-            let r = run_curl(&server.url, &stream, pieces)
-                .and_then(|r| verify(&mut server, role, &stream, pieces).map(|()| r));
-            let cpu = server.stop();
+            let cpu0 = server.cpu();
+            let r = run_curl(&server.url, &stream, pieces);
+            let cpu = server.cpu() - cpu0;
+            let r = r.and_then(|r| verify(&mut server, role, &stream, pieces).map(|()| r));
+            server.stop();
             if let Ok(r) = &r {
                 eprintln!(
                     "  curl    -> {role}: {:.0} MB/s, {:.3} ms CPU/MB",
@@ -1389,128 +1400,142 @@ fn main() {
 
     let mut rows = Vec::new();
     let mut notes = Vec::new();
-    eprintln!("throughput into kvs-local ({reps} runs each, best kept):");
-    match throughput("kvs-local", &pieces, reps, "kvs") {
-        Ok(t) => {
-            let (s, c) = (&t.sink, &t.curl);
-            if s.stats_bytes_sent != s.bytes {
+    // KVSSINK_BENCH_ONLY=kvs-local,discard,latency,rss runs only those parts.
+    let only = std::env::var("KVSSINK_BENCH_ONLY").ok();
+    let want = |part: &str| {
+        only.as_ref()
+            .is_none_or(|o| o.split(',').any(|p| p == part))
+    };
+    if want("kvs-local") {
+        eprintln!("throughput into kvs-local ({reps} runs each, best kept):");
+        match throughput("kvs-local", &pieces, reps, "kvs") {
+            Ok(t) => {
+                let (s, c) = (&t.sink, &t.curl);
+                if s.stats_bytes_sent != s.bytes {
+                    notes.push(format!(
+                        "kvssink's kvs-summary bytes-sent says {} for {} bytes the server received",
+                        s.stats_bytes_sent, s.bytes
+                    ));
+                }
+                let (s_mbps, c_mbps) = (mbps(s.bytes, s.wall), mbps(c.bytes, c.wall));
+                let (s_cpu, c_cpu) = (ms_per_mb(s.cpu, s.bytes), ms_per_mb(c.cpu, c.bytes));
+                rows.push(Row {
+                    metric: "throughput into kvs-local".into(),
+                    kvssink: format!("{s_mbps:.0} MB/s"),
+                    reference: format!("curl {c_mbps:.0} MB/s"),
+                    target: ">= 1000 MB/s".into(),
+                    ok: Some(s_mbps >= 1000.0),
+                });
+                rows.push(Row {
+                    metric: "CPU per MB (user+sys)".into(),
+                    kvssink: format!("{s_cpu:.3} ms"),
+                    reference: format!("curl {c_cpu:.3} ms"),
+                    target: "<= 1.5x curl".into(),
+                    ok: Some(s_cpu <= 1.5 * c_cpu),
+                });
                 notes.push(format!(
-                    "kvssink's kvs-summary bytes-sent says {} for {} bytes the server received",
-                    s.stats_bytes_sent, s.bytes
+                    "into kvs-local: kvssink {:.2} s wall, {:.2} s CPU (ratio to curl {:.2}x); curl \
+                     {:.2} s wall, {:.2} s CPU; kvs-local's CPU: {:.2} s (kvssink run), {:.2} s (curl run)",
+                    s.wall.as_secs_f64(),
+                    s.cpu.as_secs_f64(),
+                    s_cpu / c_cpu,
+                    c.wall.as_secs_f64(),
+                    c.cpu.as_secs_f64(),
+                    t.sink_server_cpu.as_secs_f64(),
+                    t.curl_server_cpu.as_secs_f64()
                 ));
             }
-            let (s_mbps, c_mbps) = (mbps(s.bytes, s.wall), mbps(c.bytes, c.wall));
-            let (s_cpu, c_cpu) = (ms_per_mb(s.cpu, s.bytes), ms_per_mb(c.cpu, c.bytes));
-            rows.push(Row {
-                metric: "throughput into kvs-local".into(),
-                kvssink: format!("{s_mbps:.0} MB/s"),
-                reference: format!("curl {c_mbps:.0} MB/s"),
-                target: ">= 1000 MB/s".into(),
-                ok: Some(s_mbps >= 1000.0),
-            });
-            rows.push(Row {
-                metric: "CPU per MB (user+sys)".into(),
-                kvssink: format!("{s_cpu:.3} ms"),
-                reference: format!("curl {c_cpu:.3} ms"),
-                target: "<= 1.5x curl".into(),
-                ok: Some(s_cpu <= 1.5 * c_cpu),
-            });
-            notes.push(format!(
-                "into kvs-local: kvssink {:.2} s wall, {:.2} s CPU (ratio to curl {:.2}x); curl \
-                 {:.2} s wall, {:.2} s CPU; kvs-local's CPU: {:.2} s (kvssink run), {:.2} s (curl run)",
-                s.wall.as_secs_f64(),
-                s.cpu.as_secs_f64(),
-                s_cpu / c_cpu,
-                c.wall.as_secs_f64(),
-                c.cpu.as_secs_f64(),
-                t.sink_server_cpu.as_secs_f64(),
-                t.curl_server_cpu.as_secs_f64()
-            ));
+            Err(e) => notes.push(format!("throughput into kvs-local FAILED: {e}")),
         }
-        Err(e) => notes.push(format!("throughput into kvs-local FAILED: {e}")),
     }
-    eprintln!("throughput into a server that only reads:");
-    match throughput("discard", &pieces, reps, "discard") {
-        Ok(t) => {
-            let (s, c) = (&t.sink, &t.curl);
-            if s.stats_bytes_sent != s.bytes {
+    if want("discard") {
+        eprintln!("throughput into a server that only reads:");
+        match throughput("discard", &pieces, reps, "discard") {
+            Ok(t) => {
+                let (s, c) = (&t.sink, &t.curl);
+                if s.stats_bytes_sent != s.bytes {
+                    notes.push(format!(
+                        "kvssink's kvs-summary bytes-sent says {} for {} bytes the server received",
+                        s.stats_bytes_sent, s.bytes
+                    ));
+                }
+                let (s_mbps, c_mbps) = (mbps(s.bytes, s.wall), mbps(c.bytes, c.wall));
+                let (s_cpu, c_cpu) = (ms_per_mb(s.cpu, s.bytes), ms_per_mb(c.cpu, c.bytes));
+                rows.push(Row {
+                    metric: "throughput, reading server".into(),
+                    kvssink: format!("{s_mbps:.0} MB/s"),
+                    reference: format!("curl {c_mbps:.0} MB/s"),
+                    target: "-".into(),
+                    ok: None,
+                });
+                rows.push(Row {
+                    metric: "CPU per MB, reading server".into(),
+                    kvssink: format!("{s_cpu:.3} ms"),
+                    reference: format!("curl {c_cpu:.3} ms"),
+                    target: "-".into(),
+                    ok: None,
+                });
                 notes.push(format!(
-                    "kvssink's kvs-summary bytes-sent says {} for {} bytes the server received",
-                    s.stats_bytes_sent, s.bytes
+                    "into the reading server: kvssink {:.2} s wall, {:.2} s CPU (ratio to curl \
+                     {:.2}x); server CPU {:.2} s (kvssink run), {:.2} s (curl run)",
+                    s.wall.as_secs_f64(),
+                    s.cpu.as_secs_f64(),
+                    s_cpu / c_cpu,
+                    t.sink_server_cpu.as_secs_f64(),
+                    t.curl_server_cpu.as_secs_f64()
                 ));
             }
-            let (s_mbps, c_mbps) = (mbps(s.bytes, s.wall), mbps(c.bytes, c.wall));
-            let (s_cpu, c_cpu) = (ms_per_mb(s.cpu, s.bytes), ms_per_mb(c.cpu, c.bytes));
-            rows.push(Row {
-                metric: "throughput, reading server".into(),
-                kvssink: format!("{s_mbps:.0} MB/s"),
-                reference: format!("curl {c_mbps:.0} MB/s"),
-                target: "-".into(),
-                ok: None,
-            });
-            rows.push(Row {
-                metric: "CPU per MB, reading server".into(),
-                kvssink: format!("{s_cpu:.3} ms"),
-                reference: format!("curl {c_cpu:.3} ms"),
-                target: "-".into(),
-                ok: None,
-            });
-            notes.push(format!(
-                "into the reading server: kvssink {:.2} s wall, {:.2} s CPU (ratio to curl \
-                 {:.2}x); server CPU {:.2} s (kvssink run), {:.2} s (curl run)",
-                s.wall.as_secs_f64(),
-                s.cpu.as_secs_f64(),
-                s_cpu / c_cpu,
-                t.sink_server_cpu.as_secs_f64(),
-                t.curl_server_cpu.as_secs_f64()
-            ));
+            Err(e) => notes.push(format!("throughput into the reading server FAILED: {e}")),
         }
-        Err(e) => notes.push(format!("throughput into the reading server FAILED: {e}")),
     }
-    eprintln!("latency ({latency_secs} s live at 30 fps)...");
-    match latency(latency_secs) {
-        Ok(l) => {
-            rows.push(Row {
-                metric: "p99 buffer-to-socket latency".into(),
-                kvssink: us(l.p99),
-                reference: format!("p50 {}, max {}", us(l.p50), us(l.max)),
-                target: "< 1000 µs".into(),
-                ok: Some(l.p99 < Duration::from_millis(1)),
-            });
-            notes.push(format!(
-                "latency: {} buffers after the first second; the stream header (control plane \
-                 and connection set-up) took {:.1} ms",
-                l.count,
-                l.first.as_secs_f64() * 1e3
-            ));
+    if want("latency") {
+        eprintln!("latency ({latency_secs} s live at 30 fps)...");
+        match latency(latency_secs) {
+            Ok(l) => {
+                rows.push(Row {
+                    metric: "p99 buffer-to-socket latency".into(),
+                    kvssink: us(l.p99),
+                    reference: format!("p50 {}, max {}", us(l.p50), us(l.max)),
+                    target: "< 1000 µs".into(),
+                    ok: Some(l.p99 < Duration::from_millis(1)),
+                });
+                notes.push(format!(
+                    "latency: {} buffers after the first second; the stream header (control plane \
+                     and connection set-up) took {:.1} ms",
+                    l.count,
+                    l.first.as_secs_f64() * 1e3
+                ));
+            }
+            Err(e) => notes.push(format!("latency FAILED: {e}")),
         }
-        Err(e) => notes.push(format!("latency FAILED: {e}")),
     }
-    eprintln!("RSS ({rss_buffers} frames of live 720p30 x264, each pipeline)...");
-    match rss(rss_buffers) {
-        Ok(r) => {
-            let diff = mib(r.kvssink.hwm_kib) - mib(r.fakesink.hwm_kib);
-            rows.push(Row {
-                metric: "peak RSS over fakesink".into(),
-                kvssink: format!("{diff:+.1} MiB"),
-                reference: format!(
-                    "{:.1} vs {:.1} MiB",
-                    mib(r.kvssink.hwm_kib),
-                    mib(r.fakesink.hwm_kib)
-                ),
-                target: "< 10 MiB".into(),
-                ok: Some(diff < 10.0),
-            });
-            notes.push(format!(
-                "RSS: sampled VmRSS peak {:.1} MiB (kvssink) vs {:.1} MiB (fakesink); RssAnon \
-                 peak {:.1} vs {:.1} MiB",
-                mib(r.kvssink.sampled_kib),
-                mib(r.fakesink.sampled_kib),
-                mib(r.kvssink.anon_kib),
-                mib(r.fakesink.anon_kib)
-            ));
+    if want("rss") {
+        eprintln!("RSS ({rss_buffers} frames of live 720p30 x264, each pipeline)...");
+        match rss(rss_buffers) {
+            Ok(r) => {
+                let diff = mib(r.kvssink.hwm_kib) - mib(r.fakesink.hwm_kib);
+                rows.push(Row {
+                    metric: "peak RSS over fakesink".into(),
+                    kvssink: format!("{diff:+.1} MiB"),
+                    reference: format!(
+                        "{:.1} vs {:.1} MiB",
+                        mib(r.kvssink.hwm_kib),
+                        mib(r.fakesink.hwm_kib)
+                    ),
+                    target: "< 10 MiB".into(),
+                    ok: Some(diff < 10.0),
+                });
+                notes.push(format!(
+                    "RSS: sampled VmRSS peak {:.1} MiB (kvssink) vs {:.1} MiB (fakesink); RssAnon \
+                     peak {:.1} vs {:.1} MiB",
+                    mib(r.kvssink.sampled_kib),
+                    mib(r.fakesink.sampled_kib),
+                    mib(r.kvssink.anon_kib),
+                    mib(r.fakesink.anon_kib)
+                ));
+            }
+            Err(e) => notes.push(format!("RSS FAILED: {e}")),
         }
-        Err(e) => notes.push(format!("RSS FAILED: {e}")),
     }
     println!();
     print_table(&rows);
