@@ -343,6 +343,10 @@ fn serve_role(role: &str) -> ! {
 // A minimal KVS endpoint: control plane answers, PutMedia body read and timestamped
 // ---------------------------------------------------------------------------------------
 
+/// `KVSSINK_BENCH_DEBUG=1`: the stub says how each PutMedia body ended.
+static DEBUG: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("KVSSINK_BENCH_DEBUG").is_some());
+
 /// (time of a read, payload bytes of the PutMedia body received so far) after every read.
 type Reads = Vec<(Instant, u64)>;
 
@@ -514,13 +518,13 @@ fn put_media(
         send_acks(&mut conn, &mut done_clusters)?;
         n = conn.read(&mut buf)?;
         if n == 0 {
-            if std::env::var_os("KVSSINK_BENCH_DEBUG").is_some() {
+            if *DEBUG {
                 eprintln!("stub: body cut after {received} bytes");
             }
             return Ok(());
         }
     }
-    if std::env::var_os("KVSSINK_BENCH_DEBUG").is_some() {
+    if *DEBUG {
         eprintln!("stub: body of {received} bytes");
     }
     scan.finish(&mut done_clusters);
@@ -661,12 +665,7 @@ impl ClusterScan {
             };
             self.head.clear();
             match (id, size) {
-                (ID_CLUSTER, _) => {
-                    if std::env::var_os("KVSSINK_BENCH_DEBUG").is_some() {
-                        eprintln!("stub: cluster after {:?}", self.current);
-                    }
-                    done.extend(self.current.take())
-                }
+                (ID_CLUSTER, _) => done.extend(self.current.take()),
                 (ID_SEGMENT, _) | (_, None) => {}
                 (ID_TIMECODE, Some(n)) => self.timecode = Some((n as usize, Vec::new())),
                 (_, Some(n)) => self.skip = n,
@@ -825,6 +824,48 @@ fn run_kvssink(url: &str, stream: &str, pieces: &[Piece], paced: bool) -> Result
         start,
         stats_bytes_sent,
     })
+}
+
+/// The same buffers through `appsrc ! fakesink`: what making and pushing them costs without
+/// kvssink. Returns (wall, CPU).
+fn run_fakesink(pieces: &[Piece]) -> Result<(Duration, Duration), String> {
+    let pipeline = gst::Pipeline::new();
+    let src = gst_app::AppSrc::builder()
+        .caps(&gst::Caps::new_empty_simple("video/x-matroska"))
+        .format(gst::Format::Bytes)
+        .stream_type(gst_app::AppStreamType::Stream)
+        .block(true)
+        .max_bytes(4 << 20)
+        .build();
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .build()
+        .map_err(|e| e.to_string())?;
+    pipeline
+        .add_many([src.upcast_ref(), &sink])
+        .map_err(|e| e.to_string())?;
+    src.link(&sink).map_err(|e| e.to_string())?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| e.to_string())?;
+    let cpu0 = cpu_self();
+    let start = Instant::now();
+    for piece in pieces {
+        src.push_buffer(gst::Buffer::from_slice(piece.bytes.clone()))
+            .map_err(|e| format!("push_buffer: {e:?}"))?;
+    }
+    let _ = src.end_of_stream();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(60),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    let (wall, cpu) = (start.elapsed(), cpu_self() - cpu0);
+    let _ = pipeline.set_state(gst::State::Null);
+    match msg.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Eos(_)) => Ok((wall, cpu)),
+        _ => Err("appsrc ! fakesink did not reach EOS".into()),
+    }
 }
 
 /// Waits for kvssink's `kvs-connection` message with state `streaming`.
@@ -1307,6 +1348,16 @@ fn machine() -> String {
     )
 }
 
+/// The 1, 5 and 15 minute load averages: other work on the machine skews every figure.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 struct Row {
     metric: String,
     kvssink: String,
@@ -1373,6 +1424,7 @@ fn main() {
     gstkvs::plugin_register_static().expect("register the kvs plugin");
 
     println!("machine: {}", machine());
+    println!("load average at start: {}", loadavg());
     let clusters = tput_bytes.div_ceil(CLUSTER_BYTES);
     // kvs-local refuses producer timestamps more than 10 min ahead, and RELATIVE timecodes
     // start now: squeeze the stream's timeline to at most ~5 min.
@@ -1400,7 +1452,7 @@ fn main() {
 
     let mut rows = Vec::new();
     let mut notes = Vec::new();
-    // KVSSINK_BENCH_ONLY=kvs-local,discard,latency,rss runs only those parts.
+    // KVSSINK_BENCH_ONLY=kvs-local,discard,push,latency,rss runs only those parts.
     let only = std::env::var("KVSSINK_BENCH_ONLY").ok();
     let want = |part: &str| {
         only.as_ref()
@@ -1488,6 +1540,21 @@ fn main() {
             Err(e) => notes.push(format!("throughput into the reading server FAILED: {e}")),
         }
     }
+    if want("push") {
+        eprintln!("the same buffers into appsrc ! fakesink:");
+        match best(reps, |_| run_fakesink(&pieces), |r| r.0) {
+            Ok((wall, cpu)) => {
+                rows.push(Row {
+                    metric: "CPU per MB, appsrc ! fakesink".into(),
+                    kvssink: format!("{:.3} ms", ms_per_mb(cpu, total)),
+                    reference: format!("{:.0} MB/s", mbps(total, wall)),
+                    target: "-".into(),
+                    ok: None,
+                });
+            }
+            Err(e) => notes.push(format!("appsrc ! fakesink FAILED: {e}")),
+        }
+    }
     if want("latency") {
         eprintln!("latency ({latency_secs} s live at 30 fps)...");
         match latency(latency_secs) {
@@ -1539,6 +1606,7 @@ fn main() {
     }
     println!();
     print_table(&rows);
+    println!("\nload average at the end: {}", loadavg());
     println!();
     for n in &notes {
         println!("- {n}");
