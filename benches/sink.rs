@@ -13,12 +13,13 @@
 //! `cargo bench --bench sink` runs everything (a few minutes); `cargo bench --bench sink --
 //! --quick` or `KVSSINK_BENCH_QUICK=1` runs a small version as a smoke test.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -314,11 +315,9 @@ fn serve_role(role: &str) -> ! {
             let counters = stub.counters.clone();
             (
                 stub.url,
-                Box::new(move |_| {
-                    (
-                        counters.clusters.load(Ordering::Relaxed),
-                        counters.bytes.load(Ordering::Relaxed),
-                    )
+                Box::new(move |name| {
+                    let counters = counters.lock().unwrap();
+                    counters.get(name).copied().unwrap_or_default()
                 }),
             )
         }
@@ -359,12 +358,8 @@ struct Stub {
     counters: Arc<Counters>,
 }
 
-/// Payload bytes and clusters received over all PutMedia bodies.
-#[derive(Default)]
-struct Counters {
-    bytes: AtomicU64,
-    clusters: AtomicU64,
-}
+/// Per stream: clusters and payload bytes received over all its PutMedia bodies.
+type Counters = Mutex<HashMap<String, (u64, u64)>>;
 
 impl Stub {
     fn start(record: bool) -> Stub {
@@ -428,7 +423,7 @@ fn serve_connection(
             .and_then(|l| l.split(' ').nth(1))
             .unwrap_or("/")
             .to_owned();
-        let (mut content_length, mut expect) = (0usize, false);
+        let (mut content_length, mut expect, mut stream) = (0usize, false, String::new());
         for line in lines {
             if let Some((k, v)) = line.split_once(':') {
                 let (k, v) = (k.trim(), v.trim());
@@ -436,6 +431,8 @@ fn serve_connection(
                     content_length = v.parse().unwrap_or(0);
                 } else if k.eq_ignore_ascii_case("expect") {
                     expect = v.eq_ignore_ascii_case("100-continue");
+                } else if k.eq_ignore_ascii_case("x-amzn-stream-name") {
+                    stream = v.to_owned();
                 }
             }
         }
@@ -443,7 +440,7 @@ fn serve_connection(
             conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
         if path.ends_with("/putMedia") {
-            return put_media(conn, buf, record, tx, counters);
+            return put_media(conn, buf, record, tx, (counters, stream));
         }
         while buf.len() < content_length {
             let n = conn.read(&mut tmp)?;
@@ -482,7 +479,7 @@ fn put_media(
     pending: Vec<u8>,
     record: bool,
     tx: &mpsc::Sender<Reads>,
-    counters: &Counters,
+    (counters, stream): (&Counters, String),
 ) -> std::io::Result<()> {
     conn.write_all(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
@@ -492,23 +489,23 @@ fn put_media(
     let mut scan = ClusterScan::default();
     let mut reads = Reads::with_capacity(if record { 1 << 16 } else { 0 });
     let mut received = 0u64;
+    let mut clusters = 0u64;
     let mut done_clusters = Vec::new();
+    let count = |clusters: u64, bytes: u64| {
+        let mut counters = counters.lock().unwrap();
+        let c = counters.entry(stream.clone()).or_default();
+        *c = (c.0 + clusters, c.1 + bytes);
+    };
     let mut buf = vec![0u8; 256 * 1024];
     let mut n = pending.len();
     buf[..n].copy_from_slice(&pending);
     loop {
         let now = Instant::now();
-        let before = received;
         let finished = dechunk.feed(&buf[..n], &mut |payload| {
             scan.feed(payload, &mut done_clusters);
             received += payload.len() as u64;
         });
-        counters
-            .bytes
-            .fetch_add(received - before, Ordering::Relaxed);
-        counters
-            .clusters
-            .fetch_add(done_clusters.len() as u64, Ordering::Relaxed);
+        clusters += done_clusters.len() as u64;
         if record && n > 0 {
             reads.push((now, received));
         }
@@ -521,6 +518,7 @@ fn put_media(
             if *DEBUG {
                 eprintln!("stub: body cut after {received} bytes");
             }
+            count(clusters, received);
             return Ok(());
         }
     }
@@ -528,9 +526,7 @@ fn put_media(
         eprintln!("stub: body of {received} bytes");
     }
     scan.finish(&mut done_clusters);
-    counters
-        .clusters
-        .fetch_add(done_clusters.len() as u64, Ordering::Relaxed);
+    count(clusters + done_clusters.len() as u64, received);
     if record {
         let _ = tx.send(reads);
     }
@@ -710,8 +706,6 @@ struct SinkRun {
     /// (time just before `push_buffer`, stream offset at the buffer's end), when paced.
     pushes: Vec<(Instant, u64)>,
     start: Instant,
-    /// `bytes-sent` of the kvs-summary message.
-    stats_bytes_sent: u64,
 }
 
 /// Pushes `pieces` through `appsrc ! kvssink` into the endpoint at `url` and waits for EOS
@@ -815,14 +809,12 @@ fn run_kvssink(url: &str, stream: &str, pieces: &[Piece], paced: bool) -> Result
     if outcome != "all-persisted" {
         return Err(format!("kvssink: outcome {outcome}"));
     }
-    let stats_bytes_sent = summary.get::<u64>("bytes-sent").unwrap_or(0);
     Ok(SinkRun {
         wall,
         cpu,
         bytes: offset,
         pushes,
         start,
-        stats_bytes_sent,
     })
 }
 
@@ -896,12 +888,6 @@ fn wait_streaming(bus: &gst::Bus) -> Result<(), String> {
     Err("kvssink did not start streaming within 30 s".into())
 }
 
-struct CurlRun {
-    wall: Duration,
-    cpu: Duration,
-    bytes: u64,
-}
-
 fn curl_auth_args() -> Vec<String> {
     vec![
         "-sS".into(),
@@ -940,7 +926,7 @@ fn create_stream_with_curl(url: &str, stream: &str) -> Result<(), String> {
 /// Writes `pieces` (one write each) into a pipe to `curl -T -`, which uploads them as a
 /// chunked PutMedia. Measures curl's own CPU (not the writer's) and the wall time from
 /// starting curl to its exit (after the last ack).
-fn run_curl(url: &str, stream: &str, pieces: &[Piece]) -> Result<CurlRun, String> {
+fn run_curl(url: &str, stream: &str, pieces: &[Piece]) -> Result<Upload, String> {
     create_stream_with_curl(url, stream)?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let acks_file = dir.path().join("acks");
@@ -1003,34 +989,86 @@ fn run_curl(url: &str, stream: &str, pieces: &[Piece]) -> Result<CurlRun, String
             acks.lines().find(|l| l.contains("ERROR")).unwrap_or("")
         ));
     }
-    Ok(CurlRun {
+    Ok(Upload {
         wall,
         cpu: cpu_of(&ru),
         bytes,
+        server_cpu: Duration::ZERO,
     })
 }
 
-/// Best (shortest wall time) of `reps` runs.
-fn best<T>(
-    reps: usize,
-    mut run: impl FnMut(usize) -> Result<T, String>,
-    wall: impl Fn(&T) -> Duration,
-) -> Result<T, String> {
-    let mut best: Option<T> = None;
-    for i in 0..reps {
-        let r = run(i)?;
-        if best.as_ref().is_none_or(|b| wall(&r) < wall(b)) {
-            best = Some(r);
-        }
-    }
-    Ok(best.unwrap())
+/// One measured upload of the throughput stream.
+#[derive(Clone, Copy)]
+struct Upload {
+    wall: Duration,
+    /// CPU of the uploader: the process running kvssink (appsrc and GStreamer included), or
+    /// curl alone.
+    cpu: Duration,
+    bytes: u64,
+    /// CPU of the server process over the upload.
+    server_cpu: Duration,
 }
 
-struct Throughput {
-    sink: SinkRun,
-    sink_server_cpu: Duration,
-    curl: CurlRun,
-    curl_server_cpu: Duration,
+/// glibc settings under which freed memory is kept rather than returned to the kernel at
+/// once (see benches/README.md).
+const NO_TRIM: &str = "glibc.malloc.trim_threshold=268435456:glibc.malloc.mmap_threshold=4194304";
+
+/// Runs the throughput stream through `appsrc ! kvssink` in a fresh copy of this binary
+/// (every measurement starts from the same process state: allocator, runtime, GStreamer),
+/// after a short warm-up upload. `no_trim` sets [`NO_TRIM`].
+fn kvssink_in_child(
+    url: &str,
+    stream: &str,
+    shape: (u64, u64),
+    no_trim: bool,
+) -> Result<Upload, String> {
+    let mut cmd = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
+    cmd.env(ROLE_ENV, "kvssink")
+        .env("KVSSINK_BENCH_URL", url)
+        .env("KVSSINK_BENCH_STREAM", stream)
+        .env("KVSSINK_BENCH_CLUSTERS", shape.0.to_string())
+        .env("KVSSINK_BENCH_FRAME_MS", shape.1.to_string())
+        .stderr(Stdio::inherit());
+    if no_trim {
+        cmd.env("GLIBC_TUNABLES", NO_TRIM);
+    }
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map_while(|x| x.parse().ok())
+        .collect();
+    match f[..] {
+        [wall, cpu, bytes] => Ok(Upload {
+            wall: Duration::from_nanos(wall),
+            cpu: Duration::from_nanos(cpu),
+            bytes,
+            server_cpu: Duration::ZERO,
+        }),
+        _ => Err(line),
+    }
+}
+
+/// Body of the `kvssink` role: one warm-up upload, then the measured one; prints
+/// `wall-ns cpu-ns bytes`.
+fn kvssink_child() -> ! {
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let number = |k: &str| var(k).parse::<u64>().unwrap_or(1);
+    gst::init().expect("GStreamer");
+    gstkvs::plugin_register_static().expect("register the kvs plugin");
+    let (url, stream) = (var("KVSSINK_BENCH_URL"), var("KVSSINK_BENCH_STREAM"));
+    let frame_ms = number("KVSSINK_BENCH_FRAME_MS");
+    let payload = payload();
+    let warm = stream_pieces(3, frame_ms, 100, &payload);
+    let pieces = stream_pieces(number("KVSSINK_BENCH_CLUSTERS"), frame_ms, 100, &payload);
+    let line = run_kvssink(&url, &format!("{stream}-warm-up"), &warm, false)
+        .and_then(|_| run_kvssink(&url, &stream, &pieces, false))
+        .map_or_else(
+            |e| format!("ERROR {e}"),
+            |r| format!("{} {} {}", r.wall.as_nanos(), r.cpu.as_nanos(), r.bytes),
+        );
+    println!("{line}");
+    std::process::exit(0)
 }
 
 /// Checks that the server holds the whole stream: kvs-local every cluster's bytes, the
@@ -1061,59 +1099,45 @@ fn verify(
     Ok(())
 }
 
-/// kvssink, then curl, each into a fresh server process of `role`; `reps` times each.
-fn throughput(role: &str, pieces: &[Piece], reps: usize, tag: &str) -> Result<Throughput, String> {
-    let pid = std::process::id();
-    let mut sink_server_cpu = Duration::ZERO;
-    let sink = best(
-        reps,
-        |i| {
-            let mut server = ServerProcess::spawn(role);
-            let stream = format!("tput-{tag}-{pid}-{i}");
-            let cpu0 = server.cpu();
-            let r = run_kvssink(&server.url, &stream, pieces, false);
-            let cpu = server.cpu() - cpu0;
-            let r = r.and_then(|r| verify(&mut server, role, &stream, pieces).map(|()| r));
-            server.stop();
-            if let Ok(r) = &r {
-                eprintln!(
-                    "  kvssink -> {role}: {:.0} MB/s, {:.3} ms CPU/MB",
-                    mbps(r.bytes, r.wall),
-                    ms_per_mb(r.cpu, r.bytes)
-                );
-            }
-            r.inspect(|_| sink_server_cpu = cpu)
-        },
-        |r| r.wall,
-    )?;
-    let mut curl_server_cpu = Duration::ZERO;
-    let curl = best(
-        reps,
-        |i| {
-            let mut server = ServerProcess::spawn(role);
-            let stream = format!("curl-{tag}-{pid}-{i}");
-            let cpu0 = server.cpu();
-            let r = run_curl(&server.url, &stream, pieces);
-            let cpu = server.cpu() - cpu0;
-            let r = r.and_then(|r| verify(&mut server, role, &stream, pieces).map(|()| r));
-            server.stop();
-            if let Ok(r) = &r {
-                eprintln!(
-                    "  curl    -> {role}: {:.0} MB/s, {:.3} ms CPU/MB",
-                    mbps(r.bytes, r.wall),
-                    ms_per_mb(r.cpu, r.bytes)
-                );
-            }
-            r.inspect(|_| curl_server_cpu = cpu)
-        },
-        |r| r.wall,
-    )?;
-    Ok(Throughput {
-        sink,
-        sink_server_cpu,
-        curl,
-        curl_server_cpu,
-    })
+/// `reps` uploads by `who`, each into a fresh server process of `role`, each checked;
+/// returns the median by wall time.
+fn measure(
+    role: &str,
+    who: &str,
+    reps: usize,
+    pieces: &[Piece],
+    mut upload: impl FnMut(&str, &str) -> Result<Upload, String>,
+) -> Result<Upload, String> {
+    let mut runs = Vec::new();
+    for i in 0..reps {
+        let mut server = ServerProcess::spawn(role);
+        let stream = format!("{who}-{}-{i}", std::process::id());
+        let cpu0 = server.cpu();
+        let r = upload(&server.url, &stream);
+        let server_cpu = server.cpu() - cpu0;
+        let r = r.and_then(|r| verify(&mut server, role, &stream, pieces).map(|()| r));
+        server.stop();
+        let r = Upload { server_cpu, ..r? };
+        eprintln!(
+            "  {who:<16} -> {role:<9}: {:5.0} MB/s, {:.3} ms CPU/MB, server {:.3} ms CPU/MB",
+            mbps(r.bytes, r.wall),
+            ms_per_mb(r.cpu, r.bytes),
+            ms_per_mb(r.server_cpu, r.bytes)
+        );
+        runs.push(r);
+    }
+    runs.sort_by_key(|r| r.wall);
+    Ok(runs[runs.len() / 2])
+}
+
+/// Median of `reps` runs of: `f`, as (wall, CPU).
+fn median_of(
+    reps: usize,
+    mut f: impl FnMut() -> Result<(Duration, Duration), String>,
+) -> Result<(Duration, Duration), String> {
+    let mut runs = (0..reps).map(|_| f()).collect::<Result<Vec<_>, _>>()?;
+    runs.sort();
+    Ok(runs[runs.len() / 2])
 }
 
 struct Latency {
@@ -1410,15 +1434,17 @@ fn print_table(rows: &[Row]) {
 }
 
 fn main() {
-    if let Ok(role) = std::env::var(ROLE_ENV) {
-        serve_role(&role);
+    match std::env::var(ROLE_ENV).as_deref() {
+        Ok("kvssink") => kvssink_child(),
+        Ok(role) => serve_role(role),
+        Err(_) => {}
     }
     let quick = std::env::args().any(|a| a == "--quick")
         || std::env::var("KVSSINK_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let (tput_bytes, reps, latency_secs, rss_buffers) = if quick {
         (200_000_000u64, 1, 2, 90)
     } else {
-        (2_000_000_000u64, 2, 10, 600)
+        (2_000_000_000u64, 3, 10, 600)
     };
     gst::init().expect("GStreamer");
     gstkvs::plugin_register_static().expect("register the kvs plugin");
@@ -1440,16 +1466,6 @@ fn main() {
         pieces.len()
     );
 
-    // Warm-up: GStreamer, the plugin, the runtime, the HTTP client.
-    {
-        let server = ServerProcess::spawn("discard");
-        let warm = stream_pieces(3, frame_ms, 100, &payload);
-        if let Err(e) = run_kvssink(&server.url, "warm-up", &warm, false) {
-            eprintln!("warm-up failed: {e}");
-        }
-        server.stop();
-    }
-
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     // KVSSINK_BENCH_ONLY=kvs-local,discard,push,latency,rss runs only those parts.
@@ -1458,91 +1474,72 @@ fn main() {
         only.as_ref()
             .is_none_or(|o| o.split(',').any(|p| p == part))
     };
-    if want("kvs-local") {
-        eprintln!("throughput into kvs-local ({reps} runs each, best kept):");
-        match throughput("kvs-local", &pieces, reps, "kvs") {
-            Ok(t) => {
-                let (s, c) = (&t.sink, &t.curl);
-                if s.stats_bytes_sent != s.bytes {
-                    notes.push(format!(
-                        "kvssink's kvs-summary bytes-sent says {} for {} bytes the server received",
-                        s.stats_bytes_sent, s.bytes
-                    ));
-                }
-                let (s_mbps, c_mbps) = (mbps(s.bytes, s.wall), mbps(c.bytes, c.wall));
-                let (s_cpu, c_cpu) = (ms_per_mb(s.cpu, s.bytes), ms_per_mb(c.cpu, c.bytes));
-                rows.push(Row {
-                    metric: "throughput into kvs-local".into(),
-                    kvssink: format!("{s_mbps:.0} MB/s"),
-                    reference: format!("curl {c_mbps:.0} MB/s"),
-                    target: ">= 1000 MB/s".into(),
-                    ok: Some(s_mbps >= 1000.0),
-                });
-                rows.push(Row {
-                    metric: "CPU per MB (user+sys)".into(),
-                    kvssink: format!("{s_cpu:.3} ms"),
-                    reference: format!("curl {c_cpu:.3} ms"),
-                    target: "<= 1.5x curl".into(),
-                    ok: Some(s_cpu <= 1.5 * c_cpu),
-                });
-                notes.push(format!(
-                    "into kvs-local: kvssink {:.2} s wall, {:.2} s CPU (ratio to curl {:.2}x); curl \
-                     {:.2} s wall, {:.2} s CPU; kvs-local's CPU: {:.2} s (kvssink run), {:.2} s (curl run)",
-                    s.wall.as_secs_f64(),
-                    s.cpu.as_secs_f64(),
-                    s_cpu / c_cpu,
-                    c.wall.as_secs_f64(),
-                    c.cpu.as_secs_f64(),
-                    t.sink_server_cpu.as_secs_f64(),
-                    t.curl_server_cpu.as_secs_f64()
-                ));
-            }
-            Err(e) => notes.push(format!("throughput into kvs-local FAILED: {e}")),
+    let shape = (clusters, frame_ms);
+    for role in ["kvs-local", "discard"] {
+        if !want(role) {
+            continue;
         }
-    }
-    if want("discard") {
-        eprintln!("throughput into a server that only reads:");
-        match throughput("discard", &pieces, reps, "discard") {
-            Ok(t) => {
-                let (s, c) = (&t.sink, &t.curl);
-                if s.stats_bytes_sent != s.bytes {
-                    notes.push(format!(
-                        "kvssink's kvs-summary bytes-sent says {} for {} bytes the server received",
-                        s.stats_bytes_sent, s.bytes
-                    ));
+        let into = if role == "kvs-local" {
+            "into kvs-local"
+        } else {
+            "into a reading server"
+        };
+        eprintln!("throughput {into} (median of {reps}):");
+        let sink = measure(role, "kvssink", reps, &pieces, |url, stream| {
+            kvssink_in_child(url, stream, shape, false)
+        });
+        let curl = measure(role, "curl", reps, &pieces, |url, stream| {
+            run_curl(url, stream, &pieces)
+        });
+        let no_trim = measure(role, "kvssink-no-trim", reps, &pieces, |url, stream| {
+            kvssink_in_child(url, stream, shape, true)
+        });
+        let (s, c, n) = match (sink, curl, no_trim) {
+            (Ok(s), Ok(c), Ok(n)) => (s, c, n),
+            (s, c, n) => {
+                for e in [s.err(), c.err(), n.err()].into_iter().flatten() {
+                    notes.push(format!("throughput {into} FAILED: {e}"));
                 }
-                let (s_mbps, c_mbps) = (mbps(s.bytes, s.wall), mbps(c.bytes, c.wall));
-                let (s_cpu, c_cpu) = (ms_per_mb(s.cpu, s.bytes), ms_per_mb(c.cpu, c.bytes));
-                rows.push(Row {
-                    metric: "throughput, reading server".into(),
-                    kvssink: format!("{s_mbps:.0} MB/s"),
-                    reference: format!("curl {c_mbps:.0} MB/s"),
-                    target: "-".into(),
-                    ok: None,
-                });
-                rows.push(Row {
-                    metric: "CPU per MB, reading server".into(),
-                    kvssink: format!("{s_cpu:.3} ms"),
-                    reference: format!("curl {c_cpu:.3} ms"),
-                    target: "-".into(),
-                    ok: None,
-                });
-                notes.push(format!(
-                    "into the reading server: kvssink {:.2} s wall, {:.2} s CPU (ratio to curl \
-                     {:.2}x); server CPU {:.2} s (kvssink run), {:.2} s (curl run)",
-                    s.wall.as_secs_f64(),
-                    s.cpu.as_secs_f64(),
-                    s_cpu / c_cpu,
-                    t.sink_server_cpu.as_secs_f64(),
-                    t.curl_server_cpu.as_secs_f64()
-                ));
+                continue;
             }
-            Err(e) => notes.push(format!("throughput into the reading server FAILED: {e}")),
-        }
+        };
+        let (s_mbps, c_mbps) = (mbps(s.bytes, s.wall), mbps(c.bytes, c.wall));
+        let (s_cpu, c_cpu) = (ms_per_mb(s.cpu, s.bytes), ms_per_mb(c.cpu, c.bytes));
+        let target = role == "kvs-local";
+        rows.push(Row {
+            metric: format!("throughput {into}"),
+            kvssink: format!("{s_mbps:.0} MB/s"),
+            reference: format!("curl {c_mbps:.0} MB/s"),
+            target: if target { ">= 1000 MB/s" } else { "-" }.into(),
+            ok: target.then_some(s_mbps >= 1000.0),
+        });
+        rows.push(Row {
+            metric: format!("CPU per MB {into}"),
+            kvssink: format!("{s_cpu:.3} ms"),
+            reference: format!("curl {c_cpu:.3} ms ({:.2}x)", s_cpu / c_cpu),
+            target: if target { "<= 1.5x curl" } else { "-" }.into(),
+            ok: target.then_some(s_cpu <= 1.5 * c_cpu),
+        });
+        rows.push(Row {
+            metric: format!("  same, glibc not trimming"),
+            kvssink: format!(
+                "{:.0} MB/s, {:.3} ms",
+                mbps(n.bytes, n.wall),
+                ms_per_mb(n.cpu, n.bytes)
+            ),
+            reference: format!("({:.2}x curl)", ms_per_mb(n.cpu, n.bytes) / c_cpu),
+            target: "-".into(),
+            ok: None,
+        });
+        notes.push(format!(
+            "{into}: server CPU per MB {:.3} ms (kvssink run), {:.3} ms (curl run)",
+            ms_per_mb(s.server_cpu, s.bytes),
+            ms_per_mb(c.server_cpu, c.bytes)
+        ));
     }
     if want("push") {
         eprintln!("the same buffers into appsrc ! fakesink:");
-        match best(reps, |_| run_fakesink(&pieces), |r| r.0) {
+        match median_of(reps, || run_fakesink(&pieces)) {
             Ok((wall, cpu)) => {
                 rows.push(Row {
                     metric: "CPU per MB, appsrc ! fakesink".into(),
