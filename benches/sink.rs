@@ -1099,44 +1099,45 @@ fn verify(
     Ok(())
 }
 
-/// `reps` uploads by `who`, each into a fresh server process of `role`, each checked;
-/// returns the medians of wall time, CPU and server CPU.
-fn measure(
+/// Uploads the throughput stream with `upload` into a fresh server process of `role`, then
+/// checks that the server got all of it.
+fn upload_once(
     role: &str,
     who: &str,
-    reps: usize,
+    run: usize,
     pieces: &[Piece],
-    mut upload: impl FnMut(&str, &str) -> Result<Upload, String>,
+    upload: &dyn Fn(&str, &str) -> Result<Upload, String>,
 ) -> Result<Upload, String> {
-    let mut runs = Vec::new();
-    for i in 0..reps {
-        let mut server = ServerProcess::spawn(role);
-        let stream = format!("{who}-{}-{i}", std::process::id());
-        let cpu0 = server.cpu();
-        let r = upload(&server.url, &stream);
-        let server_cpu = server.cpu() - cpu0;
-        let r = r.and_then(|r| verify(&mut server, role, &stream, pieces).map(|()| r));
-        server.stop();
-        let r = Upload { server_cpu, ..r? };
-        eprintln!(
-            "  {who:<16} -> {role:<9}: {:5.0} MB/s, {:.3} ms CPU/MB, server {:.3} ms CPU/MB",
-            mbps(r.bytes, r.wall),
-            ms_per_mb(r.cpu, r.bytes),
-            ms_per_mb(r.server_cpu, r.bytes)
-        );
-        runs.push(r);
-    }
+    let mut server = ServerProcess::spawn(role);
+    let stream = format!("{who}-{}-{run}", std::process::id());
+    let cpu0 = server.cpu();
+    let r = upload(&server.url, &stream);
+    let server_cpu = server.cpu() - cpu0;
+    let r = r.and_then(|r| verify(&mut server, role, &stream, pieces).map(|()| r));
+    server.stop();
+    let r = Upload { server_cpu, ..r? };
+    eprintln!(
+        "  {who:<16} -> {role:<9}: {:5.0} MB/s, {:.3} ms CPU/MB, server {:.3} ms CPU/MB",
+        mbps(r.bytes, r.wall),
+        ms_per_mb(r.cpu, r.bytes),
+        ms_per_mb(r.server_cpu, r.bytes)
+    );
+    Ok(r)
+}
+
+/// Medians of wall time, CPU and server CPU, each taken separately.
+fn medians(runs: &[Upload]) -> Upload {
     let median = |key: fn(&Upload) -> Duration| {
         let mut v: Vec<Duration> = runs.iter().map(key).collect();
         v.sort();
         v[v.len() / 2]
     };
-    Ok(Upload {
+    Upload {
         wall: median(|r| r.wall),
         cpu: median(|r| r.cpu),
         bytes: runs[0].bytes,
         server_cpu: median(|r| r.server_cpu),
-    })
+    }
 }
 
 /// Median of `reps` runs of: `f`, as (wall, CPU).
@@ -1493,25 +1494,42 @@ fn main() {
         } else {
             "into a reading server"
         };
-        eprintln!("throughput {into} (median of {reps}):");
-        let sink = measure(role, "kvssink", reps, &pieces, |url, stream| {
-            kvssink_in_child(url, stream, shape, false)
-        });
-        let curl = measure(role, "curl", reps, &pieces, |url, stream| {
-            run_curl(url, stream, &pieces)
-        });
-        let no_trim = measure(role, "kvssink-no-trim", reps, &pieces, |url, stream| {
-            kvssink_in_child(url, stream, shape, true)
-        });
-        let (s, c, n) = match (sink, curl, no_trim) {
-            (Ok(s), Ok(c), Ok(n)) => (s, c, n),
-            (s, c, n) => {
-                for e in [s.err(), c.err(), n.err()].into_iter().flatten() {
-                    notes.push(format!("throughput {into} FAILED: {e}"));
+        eprintln!("throughput {into} (median of {reps}, interleaved):");
+        type Uploader<'a> = Box<dyn Fn(&str, &str) -> Result<Upload, String> + 'a>;
+        let uploaders: [(&str, Uploader); 3] = [
+            (
+                "kvssink",
+                Box::new(|url, stream| kvssink_in_child(url, stream, shape, false)),
+            ),
+            (
+                "curl",
+                Box::new(|url, stream| run_curl(url, stream, &pieces)),
+            ),
+            (
+                "kvssink-no-trim",
+                Box::new(|url, stream| kvssink_in_child(url, stream, shape, true)),
+            ),
+        ];
+        // The first server after a pause is slower (the kernel finds it fresh huge pages for
+        // kvs-local's arenas): one untimed upload first.
+        let mut failed = upload_once(role, "warm-up", 0, &pieces, &*uploaders[1].1).err();
+        let mut runs: [Vec<Upload>; 3] = Default::default();
+        'reps: for i in 0..reps {
+            for (k, (who, upload)) in uploaders.iter().enumerate() {
+                if failed.is_some() {
+                    break 'reps;
                 }
-                continue;
+                match upload_once(role, who, i, &pieces, &**upload) {
+                    Ok(r) => runs[k].push(r),
+                    Err(e) => failed = Some(format!("{who}: {e}")),
+                }
             }
-        };
+        }
+        if let Some(e) = failed {
+            notes.push(format!("throughput {into} FAILED: {e}"));
+            continue;
+        }
+        let (s, c, n) = (medians(&runs[0]), medians(&runs[1]), medians(&runs[2]));
         let (s_mbps, c_mbps) = (mbps(s.bytes, s.wall), mbps(c.bytes, c.wall));
         let (s_cpu, c_cpu) = (ms_per_mb(s.cpu, s.bytes), ms_per_mb(c.cpu, c.bytes));
         let target = role == "kvs-local";
@@ -1530,7 +1548,7 @@ fn main() {
             ok: target.then_some(s_cpu <= 1.5 * c_cpu),
         });
         rows.push(Row {
-            metric: format!("  same, glibc not trimming"),
+            metric: "  kvssink, heap not trimmed".into(),
             kvssink: format!(
                 "{:.0} MB/s, {:.3} ms",
                 mbps(n.bytes, n.wall),
