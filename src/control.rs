@@ -113,12 +113,7 @@ impl ApiError {
 
 /// The control-plane endpoint for `region`, in the partition the region belongs to.
 pub fn default_control_plane_url(region: &str) -> String {
-    let suffix = if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    };
-    format!("https://kinesisvideo.{region}.{suffix}")
+    crate::endpoint::control_plane_url(region, false, false)
 }
 
 /// What DescribeStream says about a stream.

@@ -9,6 +9,8 @@ use gst::glib;
 
 pub mod ack;
 pub mod control;
+pub mod credentials;
+pub mod endpoint;
 pub mod kvssink;
 pub mod mkv;
 pub mod runtime;

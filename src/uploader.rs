@@ -24,9 +24,9 @@ use crate::store::{AckLevel, Backlog, Evicted, FragmentStore, StoreLimits};
 #[derive(Clone, Debug)]
 pub struct Config {
     pub stream_name: String,
-    pub region: String,
-    /// Control-plane base URL (`https://kinesisvideo.<region>.amazonaws.com` or an override).
-    pub control_plane_url: String,
+    /// Region and control-plane settings, resolved when the driver starts (the profile file
+    /// may have to be read).
+    pub location: crate::endpoint::Location,
     pub allow_create_stream: bool,
     pub retention_hours: u64,
     pub stream_tags: BTreeMap<String, String>,
@@ -98,6 +98,9 @@ pub enum Event {
     },
     /// The stream cannot continue.
     Fatal(FatalError),
+    /// Something worth a line in the debug log (the resolved region, where the credentials
+    /// came from). Never holds a secret.
+    Info(String),
 }
 
 /// Receives [`Event`]s; called from runtime threads, must not block.

@@ -468,8 +468,7 @@ fn jpeg_frames_cannot_be_linked_to_kvssink() {
     init();
     // The classic first attempt: sending JPEG frames instead of Matroska.
     let err = gst::parse::launch("videotestsrc num-buffers=1 ! jpegenc ! kvssink")
-        .err()
-        .expect("image/jpeg must not link to kvssink");
+        .expect_err("image/jpeg must not link to kvssink");
     assert!(err.to_string().contains("could not link"), "{err}");
     let caps = gst::ElementFactory::find("kvssink")
         .unwrap()

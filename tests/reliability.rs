@@ -205,7 +205,7 @@ fn stalled_acks_make_the_connection_stale() {
     sink.set_property("connection-staleness", 1u32);
     let sent = capture(&sink);
     pipeline.set_state(gst::State::Playing).unwrap();
-    let first = collect(&pipeline, TIMEOUT, |r| r.acks("PERSISTED").len() >= 1);
+    let first = collect(&pipeline, TIMEOUT, |r| !r.acks("PERSISTED").is_empty());
     server.inject(Fault::StopAcks { stream: None });
     let stalled = collect(&pipeline, TIMEOUT, |r| reconnects(r) >= 1);
     assert!(
@@ -317,7 +317,7 @@ fn an_outage_longer_than_the_store_drops_only_whole_oldest_fragments() {
     sink.set_property("buffer-duration", 2u32);
     let sent = capture(&sink);
     pipeline.set_state(gst::State::Playing).unwrap();
-    let first = collect(&pipeline, TIMEOUT, |r| r.acks("PERSISTED").len() >= 1);
+    let first = collect(&pipeline, TIMEOUT, |r| !r.acks("PERSISTED").is_empty());
     server.pause_listening();
     let outage = collect(&pipeline, TIMEOUT, |r| {
         r.named("kvs-fragments-dropped").len() >= 2
@@ -379,7 +379,11 @@ fn sessions_are_renewed_at_fragment_boundaries_without_loss() {
     assert!(run.errors.is_empty(), "{}", run.error_text());
     assert!(run.eos);
     assert!(stats.get::<u64>("connections").unwrap() >= 2, "{stats}");
-    assert_eq!(stats.get::<u64>("fragments-replayed").unwrap(), 0, "{stats}");
+    assert_eq!(
+        stats.get::<u64>("fragments-replayed").unwrap(),
+        0,
+        "{stats}"
+    );
     // A renewal is not a failure: no reconnect, no warning, no duplicate.
     assert_eq!(reconnects(&run), 0);
     assert!(run.warnings.is_empty(), "{:?}", run.warnings);
@@ -399,7 +403,7 @@ fn an_idle_stream_ends_its_open_fragment_so_it_is_persisted() {
     let valve = pipeline.by_name("valve").unwrap();
     let sent = capture(&sink);
     pipeline.set_state(gst::State::Playing).unwrap();
-    let before = collect(&pipeline, TIMEOUT, |r| r.acks("BUFFERING").len() >= 1);
+    let before = collect(&pipeline, TIMEOUT, |r| !r.acks("BUFFERING").is_empty());
     valve.set_property("drop", true);
     // The open fragment is ended by the tag and persisted while no frame comes.
     let idle = collect(&pipeline, TIMEOUT, |r| {
@@ -430,7 +434,7 @@ fn a_stream_deleted_while_streaming_is_a_fatal_error() {
     let server = server();
     let (pipeline, _sink) = live(&server, "deleted", 10);
     pipeline.set_state(gst::State::Playing).unwrap();
-    let first = collect(&pipeline, TIMEOUT, |r| r.acks("PERSISTED").len() >= 1);
+    let first = collect(&pipeline, TIMEOUT, |r| !r.acks("PERSISTED").is_empty());
     assert!(first.errors.is_empty(), "{}", first.error_text());
     server.delete_stream("deleted").unwrap();
     let run = collect(&pipeline, TIMEOUT, |_| false);

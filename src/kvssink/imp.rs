@@ -4,8 +4,6 @@
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
 use bytes::Bytes;
 use gst::glib;
 use gst::prelude::*;
@@ -13,7 +11,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::settings::{self, Settings, non_empty_env};
+use super::settings::{self, Settings};
 use crate::mkv::{self, Splitter, StreamHeader};
 use crate::store::{AckLevel, StoreLimits};
 use crate::uploader::{self, ConnectionState, Event, Uploader, WaitOutcome};
@@ -150,21 +148,22 @@ impl BaseSinkImpl for KvsSink {
                 ["kvssink needs a stream-name"]
             ));
         }
-        let credentials = credentials(&settings).ok_or_else(|| {
-            gst::error_msg!(
-                gst::ResourceError::NotAuthorized,
-                [
-                    "stream {}: no AWS credentials found. Tried the access-key/secret-key \
-                     properties and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
-                    stream
-                ]
-            )
-        })?;
-        let region = settings.region();
+        let (credentials, ignored) = settings
+            .credential_sources()
+            .and_then(|sources| crate::credentials::provider(&sources))
+            .map_err(|e| {
+                gst::error_msg!(gst::ResourceError::Settings, ["stream {}: {}", stream, e])
+            })?;
+        for message in ignored {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Settings,
+                ["stream {}: {}", stream, message]
+            );
+        }
         let config = uploader::Config {
             stream_name: stream.clone(),
-            control_plane_url: settings.control_plane_url(&region),
-            region,
+            location: settings.location(),
             allow_create_stream: settings.allow_create_stream,
             retention_hours: settings.retention_period.into(),
             stream_tags: settings.tags(),
@@ -187,14 +186,7 @@ impl BaseSinkImpl for KvsSink {
             max_backoff: Duration::from_secs(30),
             ca_file: settings.ca_file().map(Into::into),
         };
-        gst::info!(
-            CAT,
-            imp = self,
-            "starting: stream {}, region {}, control plane {}",
-            config.stream_name,
-            config.region,
-            config.control_plane_url
-        );
+        gst::info!(CAT, imp = self, "starting: stream {}", config.stream_name);
         let weak = self.obj().downgrade();
         let events: uploader::EventSink = Arc::new(move |event| {
             if let Some(obj) = weak.upgrade() {
@@ -563,6 +555,7 @@ impl KvsSink {
                 }
                 self.post_element_message(s);
             }
+            Event::Info(message) => gst::info!(CAT, imp = self, "{}", message),
             Event::Warning(message) => {
                 gst::element_imp_warning!(self, gst::ResourceError::Write, ["{}", message]);
             }
@@ -635,23 +628,4 @@ impl KvsSink {
             .field("last-error", stats.last_error.unwrap_or_default())
             .build()
     }
-}
-
-/// Static credentials: the properties, else the environment.
-fn credentials(settings: &Settings) -> Option<SharedCredentialsProvider> {
-    let (access, secret, token) = match (&settings.access_key, &settings.secret_key) {
-        (Some(a), Some(s)) => (
-            a.0.clone(),
-            s.0.clone(),
-            settings.session_token.as_ref().map(|t| t.0.clone()),
-        ),
-        _ => (
-            non_empty_env("AWS_ACCESS_KEY_ID")?,
-            non_empty_env("AWS_SECRET_ACCESS_KEY")?,
-            non_empty_env("AWS_SESSION_TOKEN"),
-        ),
-    };
-    Some(SharedCredentialsProvider::new(Credentials::new(
-        access, secret, token, None, "kvssink",
-    )))
 }

@@ -3,11 +3,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use aws_credential_types::Credentials;
 use gst::glib;
 use gst::prelude::*;
 
+use crate::credentials::{self, IotCertificate};
+use crate::endpoint::Location;
+
 pub const DEFAULT_STREAM_NAME: &str = "DEFAULT_STREAM";
-pub const DEFAULT_REGION: &str = "us-west-2";
 pub const DEFAULT_RETENTION_HOURS: u32 = 2;
 pub const DEFAULT_STOP_STREAM_TIMEOUT: u32 = 120;
 pub const DEFAULT_CONNECTION_TIMEOUT: u32 = 10;
@@ -27,6 +30,11 @@ pub struct Settings {
     pub access_key: Option<Secret>,
     pub secret_key: Option<Secret>,
     pub session_token: Option<Secret>,
+    pub profile: Option<String>,
+    pub credential_path: Option<String>,
+    pub iot_certificate: Option<gst::Structure>,
+    pub use_fips: bool,
+    pub use_dual_stack: bool,
     pub retention_period: u32,
     pub allow_create_stream: bool,
     pub stream_tags: Option<gst::Structure>,
@@ -52,6 +60,11 @@ impl Default for Settings {
             access_key: None,
             secret_key: None,
             session_token: None,
+            profile: None,
+            credential_path: None,
+            iot_certificate: None,
+            use_fips: false,
+            use_dual_stack: false,
             retention_period: DEFAULT_RETENTION_HOURS,
             allow_create_stream: true,
             stream_tags: None,
@@ -86,21 +99,42 @@ pub fn default_user_agent() -> String {
 }
 
 impl Settings {
-    /// The region: the property, then `AWS_REGION`, `AWS_DEFAULT_REGION`, then us-west-2.
-    pub fn region(&self) -> String {
-        self.aws_region
-            .clone()
-            .or_else(|| non_empty_env("AWS_REGION"))
-            .or_else(|| non_empty_env("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|| DEFAULT_REGION.to_owned())
+    /// Region and endpoint settings, resolved by the uploader (see [`crate::endpoint`]).
+    pub fn location(&self) -> Location {
+        Location {
+            region: self.aws_region.clone(),
+            profile: self.profile.clone(),
+            use_fips: self.use_fips,
+            use_dual_stack: self.use_dual_stack,
+            control_plane_uri: self.control_plane_uri.clone(),
+        }
     }
 
-    /// The control-plane URL: the property, then `CONTROL_PLANE_URI`, then the region's.
-    pub fn control_plane_url(&self, region: &str) -> String {
-        self.control_plane_uri
-            .clone()
-            .or_else(|| non_empty_env("CONTROL_PLANE_URI"))
-            .unwrap_or_else(|| crate::control::default_control_plane_url(region))
+    /// Where credentials come from (see [`crate::credentials`]). Fails on an
+    /// `iot-certificate` structure that lacks a field or has an unknown one.
+    pub fn credential_sources(&self) -> Result<credentials::Sources, String> {
+        let keys = match (&self.access_key, &self.secret_key) {
+            (Some(access), Some(secret)) => Some(Credentials::new(
+                access.0.clone(),
+                secret.0.clone(),
+                self.session_token.as_ref().map(|t| t.0.clone()),
+                None,
+                "the access-key/secret-key properties",
+            )),
+            _ => None,
+        };
+        let iot = self
+            .iot_certificate
+            .as_ref()
+            .map(|s| iot_certificate(s, &self.stream_name))
+            .transpose()?;
+        Ok(credentials::Sources {
+            keys,
+            credential_path: self.credential_path.clone().map(Into::into),
+            iot,
+            location: self.location(),
+            ca_file: self.ca_file().map(Into::into),
+        })
     }
 
     pub fn ca_file(&self) -> Option<String> {
@@ -129,6 +163,65 @@ impl Settings {
     }
 }
 
+/// The fields of `iot-certificate`, as in AWS's C++ kvssink.
+const IOT_FIELDS: &[&str] = &[
+    "endpoint",
+    "cert-path",
+    "key-path",
+    "ca-path",
+    "role-aliases",
+    "iot-thing-name",
+    "connection-timeout",
+    "completion-timeout",
+];
+
+/// Reads an `iot-certificate` structure; the thing name defaults to the stream name.
+pub fn iot_certificate(s: &gst::Structure, stream: &str) -> Result<IotCertificate, String> {
+    if let Some(unknown) = s.fields().find(|f| !IOT_FIELDS.contains(&f.as_str())) {
+        return Err(format!(
+            "iot-certificate: unknown field {unknown} (the fields are {})",
+            IOT_FIELDS.join(", ")
+        ));
+    }
+    let text = |name: &str| -> Option<String> {
+        let value = s.value(name).ok()?;
+        value
+            .get::<String>()
+            .ok()
+            .or_else(|| value.serialize().ok().map(|v| v.to_string()))
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let required = |name: &str| {
+        text(name).ok_or_else(|| {
+            format!(
+                "iot-certificate needs {name} (e.g. iot-certificate=\"iot-certificate,\
+                 endpoint=<prefix>.credentials.iot.<region>.amazonaws.com,cert-path=cert.pem,\
+                 key-path=key.pem,ca-path=AmazonRootCA1.pem,role-aliases=<role alias>\")"
+            )
+        })
+    };
+    let seconds = |name: &str| -> Result<Option<std::time::Duration>, String> {
+        text(name)
+            .map(|t| {
+                t.parse::<u64>()
+                    .map(std::time::Duration::from_secs)
+                    .map_err(|_| format!("iot-certificate: {name} must be a number of seconds"))
+            })
+            .transpose()
+    };
+    Ok(IotCertificate {
+        endpoint: required("endpoint")?,
+        cert_path: required("cert-path")?.into(),
+        key_path: required("key-path")?.into(),
+        ca_path: text("ca-path").map(Into::into),
+        role_alias: required("role-aliases")?,
+        thing_name: text("iot-thing-name").unwrap_or_else(|| stream.to_owned()),
+        connection_timeout: seconds("connection-timeout")?,
+        completion_timeout: seconds("completion-timeout")?,
+    })
+}
+
 pub fn non_empty_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -146,31 +239,65 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .nick("AWS region")
             .blurb(
                 "AWS region of the stream. When unset: AWS_REGION, then AWS_DEFAULT_REGION, \
-                 then us-west-2. The property wins over the environment",
+                 then the profile's region, then us-west-2. The property wins over the \
+                 environment (AWS's C++ kvssink does the opposite)",
             )
             .mutable_ready()
             .build(),
         glib::ParamSpecString::builder("access-key")
             .nick("Access key")
             .blurb(
-                "AWS access key id (else AWS_ACCESS_KEY_ID). Write-only in effect: reading \
-                 it gives <redacted>",
+                "AWS access key id; with secret-key, used instead of any other source (else \
+                 iot-certificate, credential-path, then the AWS chain: environment, profile, \
+                 web identity, container, instance metadata). Reading it gives <redacted>",
             )
             .mutable_ready()
             .build(),
         glib::ParamSpecString::builder("secret-key")
             .nick("Secret key")
             .blurb(
-                "AWS secret access key (else AWS_SECRET_ACCESS_KEY). Write-only in effect: \
-                 reading it gives <redacted>",
+                "AWS secret access key, with access-key. Write-only in effect: reading it \
+                 gives <redacted>",
             )
             .mutable_ready()
             .build(),
         glib::ParamSpecString::builder("session-token")
             .nick("Session token")
             .blurb(
-                "AWS session token for temporary credentials (else AWS_SESSION_TOKEN). \
-                 Write-only in effect",
+                "AWS session token for temporary credentials given with access-key and \
+                 secret-key. Write-only in effect",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("profile")
+            .nick("Profile")
+            .blurb(
+                "Profile of the shared config and credentials files (~/.aws/config, \
+                 ~/.aws/credentials) for credentials and region; else AWS_PROFILE, else \
+                 default. When set, AWS_ACCESS_KEY_ID/... are not used (as aws --profile)",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("credential-path")
+            .nick("Credential file path")
+            .blurb(
+                "File in the official kvssink format, kept up to date by another program: \
+                 \"CREDENTIALS <access key> <expiration ISO 8601> <secret key> [<session \
+                 token>]\" or \"CREDENTIALS <access key> <secret key>\"; read again when it \
+                 changes or the credentials near expiry. Used when access-key/secret-key and \
+                 iot-certificate are not set",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoxed::builder::<gst::Structure>("iot-certificate")
+            .nick("IoT certificate")
+            .blurb(
+                "Get temporary credentials from the AWS IoT credentials provider with the \
+                 thing's certificate: \"iot-certificate,endpoint=<prefix>.credentials.iot.\
+                 <region>.amazonaws.com,cert-path=<pem>,key-path=<pem>,ca-path=<pem>,\
+                 role-aliases=<alias>[,iot-thing-name=<thing, default the stream name>]\
+                 [,connection-timeout=<s>][,completion-timeout=<s>]\". Wins over every other \
+                 credential source; renewed before expiry",
             )
             .mutable_ready()
             .build(),
@@ -234,9 +361,29 @@ pub fn properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecString::builder("control-plane-uri")
             .nick("Control plane URI")
             .blurb(
-                "Kinesis Video Streams control-plane URL (else CONTROL_PLANE_URI, else the \
-                 region's endpoint); http:// is allowed, e.g. for kvs-local",
+                "Kinesis Video Streams control-plane URL (else CONTROL_PLANE_URI, \
+                 AWS_ENDPOINT_URL_KINESIS_VIDEO, AWS_ENDPOINT_URL, else the region's endpoint \
+                 in its partition: aws, aws-cn, aws-us-gov, ...); http:// is allowed, e.g. \
+                 for kvs-local",
             )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("use-fips")
+            .nick("Use FIPS endpoint")
+            .blurb(
+                "Use the region's FIPS endpoint (kinesisvideo-fips.<region>...). Also turned \
+                 on by AWS_USE_FIPS_ENDPOINT=true or the profile's use_fips_endpoint = true",
+            )
+            .default_value(false)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("use-dual-stack")
+            .nick("Use dual-stack endpoint")
+            .blurb(
+                "Use the region's dual-stack (IPv4 and IPv6) endpoint. Also turned on by \
+                 AWS_USE_DUALSTACK_ENDPOINT=true or the profile's use_dualstack_endpoint = true",
+            )
+            .default_value(false)
             .mutable_ready()
             .build(),
         glib::ParamSpecUInt::builder("storage-size")
@@ -320,6 +467,11 @@ pub fn set(settings: &mut Settings, value: &glib::Value, pspec: &glib::ParamSpec
         "access-key" => settings.access_key = string().map(Secret),
         "secret-key" => settings.secret_key = string().map(Secret),
         "session-token" => settings.session_token = string().map(Secret),
+        "profile" => settings.profile = string(),
+        "credential-path" => settings.credential_path = string(),
+        "iot-certificate" => settings.iot_certificate = value.get().expect("structure"),
+        "use-fips" => settings.use_fips = value.get().expect("bool"),
+        "use-dual-stack" => settings.use_dual_stack = value.get().expect("bool"),
         "retention-period" => settings.retention_period = uint(),
         "allow-create-stream" => settings.allow_create_stream = value.get().expect("bool"),
         "stream-tags" => settings.stream_tags = value.get().expect("structure"),
@@ -348,6 +500,11 @@ pub fn get(settings: &Settings, pspec: &glib::ParamSpec) -> glib::Value {
         "access-key" => redacted(&settings.access_key),
         "secret-key" => redacted(&settings.secret_key),
         "session-token" => redacted(&settings.session_token),
+        "profile" => settings.profile.to_value(),
+        "credential-path" => settings.credential_path.to_value(),
+        "iot-certificate" => settings.iot_certificate.to_value(),
+        "use-fips" => settings.use_fips.to_value(),
+        "use-dual-stack" => settings.use_dual_stack.to_value(),
         "retention-period" => settings.retention_period.to_value(),
         "allow-create-stream" => settings.allow_create_stream.to_value(),
         "stream-tags" => settings.stream_tags.to_value(),

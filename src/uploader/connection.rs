@@ -44,10 +44,17 @@ pub(super) async fn run(
     shared: &Arc<Shared>,
     client: &reqwest::Client,
     endpoint: &Url,
+    region: &str,
     credentials: &Credentials,
 ) -> Result<End, Failure> {
     let config = &shared.config;
-    let body = BodyCursor::new(shared.clone());
+    // The session ends at a fragment boundary after rotation-period, or before the
+    // credentials it is signed with expire (the service ends it then), whichever comes first.
+    let max_age = crate::credentials::usable_for(credentials, SystemTime::now())
+        .map_or(config.max_session_duration, |d| {
+            d.min(config.max_session_duration)
+        });
+    let body = BodyCursor::new(shared.clone(), max_age);
     let producer_start_ms = body.producer_start_ms;
     let url = endpoint
         .join("putMedia")
@@ -95,7 +102,7 @@ pub(super) async fn run(
     sigv4::sign_request(
         &mut request,
         credentials,
-        &config.region,
+        region,
         Payload::Unsigned,
         SystemTime::now(),
     )
@@ -314,10 +321,12 @@ struct BodyCursor {
     /// Fragment ended early with an END_OF_FRAGMENT tag after an idle period.
     tagged: Option<u64>,
     opened: Instant,
+    /// Renew the session at the first fragment boundary after this long.
+    max_age: std::time::Duration,
 }
 
 impl BodyCursor {
-    fn new(shared: Arc<Shared>) -> Self {
+    fn new(shared: Arc<Shared>, max_age: std::time::Duration) -> Self {
         let inner = shared.lock();
         let seq = inner
             .store
@@ -344,6 +353,7 @@ impl BodyCursor {
             fragments_started: 0,
             tagged: None,
             opened: Instant::now(),
+            max_age,
         }
     }
 
@@ -352,7 +362,7 @@ impl BodyCursor {
             self.shared.lock().stats.bytes_sent += header.len() as u64;
             return Next::Data(header);
         }
-        let max_age = self.shared.config.max_session_duration;
+        let max_age = self.max_age;
         let mut inner = self.shared.lock();
         if inner.fatal.is_some() {
             return Next::End;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use rand::Rng;
 use url::Url;
@@ -12,6 +13,7 @@ use url::Url;
 use super::connection::{self, End, Failure};
 use super::{ConnectionState, Event, FatalError, Shared};
 use crate::control::{ApiError, ControlPlane, CreateStream};
+use crate::credentials;
 
 /// First pause after a failure; doubles up to `Config::max_backoff`.
 const BASE_BACKOFF: Duration = Duration::from_millis(250);
@@ -33,12 +35,24 @@ async fn drive(
     provider: &SharedCredentialsProvider,
 ) -> Result<(), FatalError> {
     let config = &shared.config;
+    let place = crate::endpoint::resolve(&config.location).await;
+    shared.emit(Event::Info(format!(
+        "region {} (from {}), control plane {} (from {})",
+        place.region, place.region_from, place.control_plane_url, place.control_plane_from
+    )));
+    for note in &place.notes {
+        shared.emit(Event::Warning(format!(
+            "stream {}: {note}",
+            config.stream_name
+        )));
+    }
+    let region = place.region.as_str();
     let client = build_client(config).map_err(|message| FatalError {
         message,
         kind: None,
         auth: false,
     })?;
-    let control = ControlPlane::new(client.clone(), &config.control_plane_url, &config.region)
+    let control = ControlPlane::new(client.clone(), &place.control_plane_url, region)
         .map_err(|e| fatal(shared, &e, "the control-plane URL is invalid"))?;
 
     // Nothing to do until the first stream header: it names the tracks CreateStream needs.
@@ -61,24 +75,32 @@ async fn drive(
     let mut auth_failures = 0u32;
     let mut ever_authorised = false;
     let mut endpoint: Option<Url> = None;
+    let mut last_source = None;
     let started = tokio::time::Instant::now();
     loop {
         shared.emit(Event::State(ConnectionState::Connecting { attempt }));
-        let credentials = provider
-            .provide_credentials()
-            .await
-            .map_err(|e| FatalError {
-                message: format!(
-                    "stream {}: no AWS credentials: {e}. Set the access-key and secret-key \
-                     properties or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-                    config.stream_name
-                ),
-                kind: None,
-                auth: true,
-            })?;
+        let credentials = match provider.provide_credentials().await {
+            Ok(credentials) => {
+                describe_credentials(shared, &credentials, &mut last_source);
+                credentials
+            }
+            Err(error) => {
+                auth_failures += 1;
+                if !ever_authorised || auth_failures >= MAX_AUTH_FAILURES {
+                    return Err(credentials_fatal(shared, &error));
+                }
+                let reason = format!(
+                    "cannot renew the AWS credentials: {}",
+                    credentials::describe(&error)
+                );
+                attempt += 1;
+                pause(shared, attempt, reason).await;
+                continue;
+            }
+        };
 
         let result = match &endpoint {
-            Some(url) => connection::run(shared, &client, url, &credentials).await,
+            Some(url) => connection::run(shared, &client, url, region, &credentials).await,
             None => match prepare_stream(shared, &control, &credentials).await {
                 Ok(url) => {
                     ever_authorised = true;
@@ -139,18 +161,69 @@ async fn drive(
         };
 
         attempt += 1;
-        let delay = backoff(attempt, config.max_backoff);
-        {
-            let mut inner = shared.lock();
-            inner.stats.reconnects += 1;
-            inner.stats.last_error = Some(reason.clone());
-        }
-        shared.emit(Event::State(ConnectionState::Reconnecting {
-            attempt,
-            delay,
-            reason,
-        }));
-        tokio::time::sleep(delay).await;
+        pause(shared, attempt, reason).await;
+    }
+}
+
+/// Counts a failed attempt, says why and when the next one comes, and waits for it.
+async fn pause(shared: &Shared, attempt: u32, reason: String) {
+    let delay = backoff(attempt, shared.config.max_backoff);
+    {
+        let mut inner = shared.lock();
+        inner.stats.reconnects += 1;
+        inner.stats.last_error = Some(reason.clone());
+    }
+    shared.emit(Event::State(ConnectionState::Reconnecting {
+        attempt,
+        delay,
+        reason,
+    }));
+    tokio::time::sleep(delay).await;
+}
+
+/// Tells the element where new credentials came from and until when they are valid.
+fn describe_credentials(
+    shared: &Shared,
+    credentials: &Credentials,
+    last: &mut Option<(&'static str, Option<std::time::SystemTime>)>,
+) {
+    let source = (credentials::source_of(credentials), credentials.expiry());
+    if last.as_ref() == Some(&source) {
+        return;
+    }
+    let until = match credentials.expiry() {
+        Some(expiry) => aws_smithy_types::DateTime::from(expiry)
+            .fmt(aws_smithy_types::date_time::Format::DateTime)
+            .map(|t| format!("valid until {t}"))
+            .unwrap_or_default(),
+        None => "with no expiry".to_owned(),
+    };
+    shared.emit(Event::Info(format!(
+        "AWS credentials from {}, {until}",
+        source.0
+    )));
+    *last = Some(source);
+}
+
+fn credentials_fatal(shared: &Shared, error: &CredentialsError) -> FatalError {
+    let stream = &shared.config.stream_name;
+    let message = if credentials::is_not_found(error) {
+        format!(
+            "stream {stream}: {}. Set access-key and secret-key, credential-path or \
+             iot-certificate, export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, configure \
+             a profile (aws configure), or run with an instance, task or pod role",
+            credentials::describe(error)
+        )
+    } else {
+        format!(
+            "stream {stream}: cannot get AWS credentials from {}",
+            credentials::describe(error)
+        )
+    };
+    FatalError {
+        message,
+        kind: None,
+        auth: true,
     }
 }
 

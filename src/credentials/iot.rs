@@ -1,0 +1,267 @@
+//! `iot-certificate`: temporary credentials from the AWS IoT credentials provider, fetched
+//! over mutual TLS with the device's X.509 certificate.
+//!
+//! `GET https://<endpoint>/role-aliases/<role alias>/credentials` with the header
+//! `x-amzn-iot-thingname: <thing name>` answers
+//! `{"credentials":{"accessKeyId","secretAccessKey","sessionToken","expiration"}}`.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
+use aws_smithy_types::date_time::{DateTime, Format};
+use serde::Deserialize;
+use url::Url;
+
+use super::http::load_pem_roots;
+
+/// The provider name credentials from AWS IoT carry.
+pub const PROVIDER_NAME: &str = "iot-certificate";
+/// Connect timeout when the structure gives none (the official element's default).
+const DEFAULT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Whole-request timeout when the structure gives none (the official element's default).
+const DEFAULT_COMPLETION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The fields of the `iot-certificate` structure, as in AWS's C++ kvssink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IotCertificate {
+    /// The account's credentials-provider host (`<prefix>.credentials.iot.<region>.amazonaws.com`)
+    /// or a full `https://` URL.
+    pub endpoint: String,
+    /// PEM certificate of the thing (a chain may follow it).
+    pub cert_path: PathBuf,
+    /// PEM private key of the certificate.
+    pub key_path: PathBuf,
+    /// PEM CA certificate(s) the endpoint's certificate chains to (Amazon Root CA 1).
+    pub ca_path: Option<PathBuf>,
+    pub role_alias: String,
+    /// Defaults to the stream name, as in the official element.
+    pub thing_name: String,
+    pub connection_timeout: Option<Duration>,
+    pub completion_timeout: Option<Duration>,
+}
+
+impl IotCertificate {
+    /// The credentials URL.
+    pub fn url(&self) -> Result<Url, String> {
+        let base = if self.endpoint.contains("://") {
+            self.endpoint.clone()
+        } else {
+            format!("https://{}", self.endpoint)
+        };
+        let mut url =
+            Url::parse(&base).map_err(|e| format!("invalid endpoint {:?}: {e}", self.endpoint))?;
+        if url.scheme() != "https" {
+            return Err(format!(
+                "the endpoint {:?} must be https: the certificate authenticates over TLS",
+                self.endpoint
+            ));
+        }
+        url.path_segments_mut()
+            .map_err(|_| format!("invalid endpoint {:?}", self.endpoint))?
+            .pop_if_empty()
+            .extend(["role-aliases", self.role_alias.as_str(), "credentials"]);
+        Ok(url)
+    }
+}
+
+/// Fetches credentials from the AWS IoT credentials provider.
+#[derive(Debug)]
+pub struct IotProvider {
+    client: reqwest::Client,
+    url: Url,
+    thing_name: String,
+}
+
+impl IotProvider {
+    /// Reads the certificate, key and CA files (so that mistakes show at start) and builds the
+    /// mutual-TLS client; `extra_ca` is the `ca-file` bundle.
+    pub fn new(cert: &IotCertificate, extra_ca: Option<&std::path::Path>) -> Result<Self, String> {
+        let url = cert.url()?;
+        let mut identity = std::fs::read(&cert.cert_path).map_err(|e| {
+            format!(
+                "cannot read the certificate cert-path {}: {e}",
+                cert.cert_path.display()
+            )
+        })?;
+        let key = std::fs::read(&cert.key_path).map_err(|e| {
+            format!(
+                "cannot read the private key key-path {}: {e}",
+                cert.key_path.display()
+            )
+        })?;
+        identity.push(b'\n');
+        identity.extend_from_slice(&key);
+        let identity = reqwest::Identity::from_pem(&identity).map_err(|_| {
+            format!(
+                "cert-path {} and key-path {} must hold a PEM certificate and its PEM private key",
+                cert.cert_path.display(),
+                cert.key_path.display()
+            )
+        })?;
+        let mut builder = reqwest::Client::builder()
+            .identity(identity)
+            .http1_only()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(
+                cert.connection_timeout
+                    .unwrap_or(DEFAULT_CONNECTION_TIMEOUT),
+            )
+            .timeout(
+                cert.completion_timeout
+                    .unwrap_or(DEFAULT_COMPLETION_TIMEOUT),
+            );
+        for path in cert.ca_path.iter().map(PathBuf::as_path).chain(extra_ca) {
+            for root in load_pem_roots(path)? {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| format!("cannot set up mutual TLS: {e}"))?;
+        Ok(IotProvider {
+            client,
+            url,
+            thing_name: cert.thing_name.clone(),
+        })
+    }
+
+    async fn fetch(&self) -> Result<Credentials, CredentialsError> {
+        let origin = self.url.origin().ascii_serialization();
+        let response = self
+            .client
+            .get(self.url.clone())
+            .header("x-amzn-iot-thingname", &self.thing_name)
+            .send()
+            .await
+            .map_err(|e| {
+                let mut reason = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    reason.push_str(": ");
+                    reason.push_str(&s.to_string());
+                    source = s.source();
+                }
+                CredentialsError::provider_error(format!("cannot reach {origin}: {reason}"))
+            })?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| {
+            CredentialsError::provider_error(format!("reading the answer of {origin}: {e}"))
+        })?;
+        if !status.is_success() {
+            #[derive(Deserialize)]
+            struct Refusal {
+                message: Option<String>,
+            }
+            let message = serde_json::from_slice::<Refusal>(&body)
+                .ok()
+                .and_then(|r| r.message)
+                .unwrap_or_default();
+            return Err(CredentialsError::provider_error(format!(
+                "{origin} refused the certificate for role alias {} and thing {}: HTTP {} {message}",
+                self.url
+                    .path_segments()
+                    .and_then(|mut s| s.nth(1))
+                    .unwrap_or_default(),
+                self.thing_name,
+                status.as_u16(),
+            )));
+        }
+        parse(&body).map_err(|e| CredentialsError::provider_error(format!("{origin}: {e}")))
+    }
+}
+
+impl ProvideCredentials for IotProvider {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(self.fetch())
+    }
+}
+
+/// Parses the credentials provider's answer. Errors never quote it: it holds secrets.
+pub fn parse(body: &[u8]) -> Result<Credentials, &'static str> {
+    #[derive(Deserialize)]
+    struct Answer {
+        credentials: Fields,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Fields {
+        access_key_id: String,
+        secret_access_key: String,
+        session_token: Option<String>,
+        expiration: String,
+    }
+    let answer: Answer = serde_json::from_slice(body).map_err(|_| {
+        "the answer is not {\"credentials\":{\"accessKeyId\",\"secretAccessKey\",\
+         \"sessionToken\",\"expiration\"}}"
+    })?;
+    let f = answer.credentials;
+    let expiry = DateTime::from_str(&f.expiration, Format::DateTime)
+        .ok()
+        .and_then(|d| SystemTime::try_from(d).ok())
+        .ok_or("the expiration is not an ISO 8601 time")?;
+    Ok(super::from_source(
+        Credentials::new(
+            f.access_key_id,
+            f.secret_access_key,
+            f.session_token,
+            Some(expiry),
+            PROVIDER_NAME,
+        ),
+        "the AWS IoT credentials provider (iot-certificate)",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(endpoint: &str) -> IotCertificate {
+        IotCertificate {
+            endpoint: endpoint.into(),
+            cert_path: "c.pem".into(),
+            key_path: "k.pem".into(),
+            ca_path: None,
+            role_alias: "KvsCameraIoTRoleAlias".into(),
+            thing_name: "cam1".into(),
+            connection_timeout: None,
+            completion_timeout: None,
+        }
+    }
+
+    #[test]
+    fn url_from_host_or_full_url() {
+        assert_eq!(
+            cert("c2abc.credentials.iot.eu-west-1.amazonaws.com")
+                .url()
+                .unwrap()
+                .as_str(),
+            "https://c2abc.credentials.iot.eu-west-1.amazonaws.com/role-aliases/\
+             KvsCameraIoTRoleAlias/credentials"
+        );
+        assert_eq!(
+            cert("https://127.0.0.1:8443/").url().unwrap().as_str(),
+            "https://127.0.0.1:8443/role-aliases/KvsCameraIoTRoleAlias/credentials"
+        );
+        assert!(cert("http://127.0.0.1:8443").url().is_err());
+    }
+
+    #[test]
+    fn answer_parses() {
+        let c = parse(
+            br#"{"credentials":{"accessKeyId":"ASIAIOT","secretAccessKey":"s3cret",
+                "sessionToken":"tok","expiration":"2030-01-01T00:00:00Z"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.access_key_id(), "ASIAIOT");
+        assert_eq!(c.session_token(), Some("tok"));
+        assert!(c.expiry().is_some());
+        let e = parse(br#"{"credentials":{"accessKeyId":"ASIAIOT","secretAccessKey":"hunter2"}}"#)
+            .unwrap_err();
+        assert!(!e.contains("hunter2"));
+    }
+}

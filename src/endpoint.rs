@@ -1,0 +1,349 @@
+//! Which region and which control-plane endpoint to use, the way AWS users expect: explicit
+//! settings first, then the environment, then the shared config file's profile. GStreamer-free.
+
+use std::borrow::Cow;
+
+use aws_config::profile::ProfileSet;
+use aws_runtime::env_config::file::EnvConfigFiles;
+use aws_types::os_shim_internal::{Env, Fs};
+
+/// The region when nothing says otherwise (as in AWS's C++ kvssink).
+pub const DEFAULT_REGION: &str = "us-west-2";
+
+/// What the user configured; resolved by [`resolve`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Location {
+    /// `aws-region`.
+    pub region: Option<String>,
+    /// `profile`; else `AWS_PROFILE`, else `default`.
+    pub profile: Option<String>,
+    /// `use-fips`; else `AWS_USE_FIPS_ENDPOINT`, else the profile's `use_fips_endpoint`.
+    pub use_fips: bool,
+    /// `use-dual-stack`; else `AWS_USE_DUALSTACK_ENDPOINT`, else `use_dualstack_endpoint`.
+    pub use_dual_stack: bool,
+    /// `control-plane-uri`.
+    pub control_plane_uri: Option<String>,
+}
+
+/// The region and control plane to use, and where each came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub region: String,
+    pub region_from: String,
+    pub control_plane_url: String,
+    pub control_plane_from: String,
+    /// Things the user should know (a profile file that cannot be read...).
+    pub notes: Vec<String>,
+}
+
+/// Resolves the region: `aws-region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's
+/// `region`, then us-west-2; and the control plane: `control-plane-uri`, `CONTROL_PLANE_URI`,
+/// `AWS_ENDPOINT_URL_KINESIS_VIDEO`, `AWS_ENDPOINT_URL`, then the region's endpoint in its
+/// partition, FIPS and/or dual-stack when asked for.
+pub async fn resolve(location: &Location) -> Resolved {
+    let mut notes = Vec::new();
+    let profile = load_profile(location.profile.as_deref(), &mut notes).await;
+    let profile_name = profile
+        .as_ref()
+        .map(|p| p.selected_profile().to_owned())
+        .unwrap_or_else(|| profile_name(location.profile.as_deref()));
+    let from_profile = |key: &str| {
+        profile
+            .as_ref()
+            .and_then(|p| p.get(key))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+
+    let (region, region_from) = if let Some(r) = &location.region {
+        (r.clone(), "the aws-region property".to_owned())
+    } else if let Some(r) = env("AWS_REGION") {
+        (r, "AWS_REGION".to_owned())
+    } else if let Some(r) = env("AWS_DEFAULT_REGION") {
+        (r, "AWS_DEFAULT_REGION".to_owned())
+    } else if let Some(r) = from_profile("region") {
+        (r, format!("profile {profile_name}"))
+    } else {
+        (DEFAULT_REGION.to_owned(), "the default".to_owned())
+    };
+
+    let flag = |property: bool, var: &str, key: &str| {
+        property
+            || env(var).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || from_profile(key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    };
+    let fips = flag(
+        location.use_fips,
+        "AWS_USE_FIPS_ENDPOINT",
+        "use_fips_endpoint",
+    );
+    let dual_stack = flag(
+        location.use_dual_stack,
+        "AWS_USE_DUALSTACK_ENDPOINT",
+        "use_dualstack_endpoint",
+    );
+
+    let ignore_endpoint_urls =
+        env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let explicit = [
+        (
+            location.control_plane_uri.clone(),
+            "the control-plane-uri property",
+        ),
+        (env("CONTROL_PLANE_URI"), "CONTROL_PLANE_URI"),
+    ]
+    .into_iter()
+    .chain(
+        [
+            (
+                env("AWS_ENDPOINT_URL_KINESIS_VIDEO"),
+                "AWS_ENDPOINT_URL_KINESIS_VIDEO",
+            ),
+            (env("AWS_ENDPOINT_URL"), "AWS_ENDPOINT_URL"),
+        ]
+        .into_iter()
+        .filter(|_| !ignore_endpoint_urls),
+    )
+    .find_map(|(url, from)| url.map(|u| (u, from.to_owned())));
+    let (control_plane_url, control_plane_from) = explicit.unwrap_or_else(|| {
+        let mut from = format!("the {} partition", partition(&region).name);
+        if fips {
+            from.push_str(", FIPS");
+        }
+        if dual_stack {
+            from.push_str(", dual-stack");
+        }
+        (control_plane_url(&region, fips, dual_stack), from)
+    });
+    Resolved {
+        region,
+        region_from,
+        control_plane_url,
+        control_plane_from,
+        notes,
+    }
+}
+
+/// The region alone (for the credential providers that call STS): as in [`resolve`].
+pub async fn region(location: &Location) -> String {
+    if let Some(r) = location
+        .region
+        .clone()
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+    {
+        return r;
+    }
+    resolve(location).await.region
+}
+
+/// The profile in use: the property, `AWS_PROFILE`, else `default`.
+pub fn profile_name(property: Option<&str>) -> String {
+    property
+        .map(str::to_owned)
+        .or_else(|| env("AWS_PROFILE"))
+        .unwrap_or_else(|| "default".to_owned())
+}
+
+async fn load_profile(name: Option<&str>, notes: &mut Vec<String>) -> Option<ProfileSet> {
+    let name = name.map(|n| Cow::Owned(n.to_owned()));
+    match aws_config::profile::load(&Fs::real(), &Env::real(), &EnvConfigFiles::default(), name)
+        .await
+    {
+        Ok(set) => Some(set),
+        Err(e) => {
+            notes.push(format!("the shared config files cannot be read: {e}"));
+            None
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// An AWS partition's DNS suffixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    pub name: &'static str,
+    pub dns_suffix: &'static str,
+    pub dual_stack_dns_suffix: &'static str,
+}
+
+/// The partition a region belongs to (the AWS SDKs' partitions table, by region prefix).
+pub fn partition(region: &str) -> Partition {
+    const PARTITIONS: &[(&str, Partition)] = &[
+        (
+            "cn-",
+            Partition {
+                name: "aws-cn",
+                dns_suffix: "amazonaws.com.cn",
+                dual_stack_dns_suffix: "api.amazonwebservices.com.cn",
+            },
+        ),
+        (
+            "us-gov-",
+            Partition {
+                name: "aws-us-gov",
+                dns_suffix: "amazonaws.com",
+                dual_stack_dns_suffix: "api.aws",
+            },
+        ),
+        (
+            "us-iso-",
+            Partition {
+                name: "aws-iso",
+                dns_suffix: "c2s.ic.gov",
+                dual_stack_dns_suffix: "api.aws.ic.gov",
+            },
+        ),
+        (
+            "us-isob-",
+            Partition {
+                name: "aws-iso-b",
+                dns_suffix: "sc2s.sgov.gov",
+                dual_stack_dns_suffix: "api.aws.scloud",
+            },
+        ),
+        (
+            "eu-isoe-",
+            Partition {
+                name: "aws-iso-e",
+                dns_suffix: "cloud.adc-e.uk",
+                dual_stack_dns_suffix: "api.cloud-aws.adc-e.uk",
+            },
+        ),
+        (
+            "us-isof-",
+            Partition {
+                name: "aws-iso-f",
+                dns_suffix: "csp.hci.ic.gov",
+                dual_stack_dns_suffix: "api.aws.hci.ic.gov",
+            },
+        ),
+        (
+            "eusc-",
+            Partition {
+                name: "aws-eusc",
+                dns_suffix: "amazonaws.eu",
+                dual_stack_dns_suffix: "api.amazonwebservices.eu",
+            },
+        ),
+    ];
+    PARTITIONS
+        .iter()
+        .find(|(prefix, _)| region.starts_with(prefix))
+        .map(|(_, p)| *p)
+        .unwrap_or(Partition {
+            name: "aws",
+            dns_suffix: "amazonaws.com",
+            dual_stack_dns_suffix: "api.aws",
+        })
+}
+
+/// The Kinesis Video Streams control-plane endpoint of `region`, as the SDKs' standard
+/// endpoint rules build it.
+pub fn control_plane_url(region: &str, fips: bool, dual_stack: bool) -> String {
+    let p = partition(region);
+    let service = if fips {
+        "kinesisvideo-fips"
+    } else {
+        "kinesisvideo"
+    };
+    let suffix = if dual_stack {
+        p.dual_stack_dns_suffix
+    } else {
+        p.dns_suffix
+    };
+    format!("https://{service}.{region}.{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_in_every_partition() {
+        let cases = [
+            (
+                "eu-west-1",
+                false,
+                false,
+                "https://kinesisvideo.eu-west-1.amazonaws.com",
+            ),
+            (
+                "us-east-1",
+                true,
+                false,
+                "https://kinesisvideo-fips.us-east-1.amazonaws.com",
+            ),
+            (
+                "us-east-1",
+                false,
+                true,
+                "https://kinesisvideo.us-east-1.api.aws",
+            ),
+            (
+                "us-east-1",
+                true,
+                true,
+                "https://kinesisvideo-fips.us-east-1.api.aws",
+            ),
+            (
+                "cn-north-1",
+                false,
+                false,
+                "https://kinesisvideo.cn-north-1.amazonaws.com.cn",
+            ),
+            (
+                "cn-northwest-1",
+                false,
+                true,
+                "https://kinesisvideo.cn-northwest-1.api.amazonwebservices.com.cn",
+            ),
+            (
+                "us-gov-west-1",
+                true,
+                false,
+                "https://kinesisvideo-fips.us-gov-west-1.amazonaws.com",
+            ),
+            (
+                "us-gov-east-1",
+                false,
+                true,
+                "https://kinesisvideo.us-gov-east-1.api.aws",
+            ),
+            (
+                "us-iso-east-1",
+                false,
+                false,
+                "https://kinesisvideo.us-iso-east-1.c2s.ic.gov",
+            ),
+            (
+                "us-isob-east-1",
+                false,
+                false,
+                "https://kinesisvideo.us-isob-east-1.sc2s.sgov.gov",
+            ),
+            (
+                "eusc-de-east-1",
+                false,
+                false,
+                "https://kinesisvideo.eusc-de-east-1.amazonaws.eu",
+            ),
+        ];
+        for (region, fips, dual, url) in cases {
+            assert_eq!(
+                control_plane_url(region, fips, dual),
+                url,
+                "{region} {fips} {dual}"
+            );
+        }
+        assert_eq!(partition("us-gov-west-1").name, "aws-us-gov");
+        assert_eq!(partition("ap-southeast-7").name, "aws");
+    }
+}
