@@ -1,5 +1,6 @@
 //! No secret appears in any log line at the most verbose level, nor in any property read, bus
-//! message or error, whether the credentials come from properties or from the environment.
+//! message or error, whether the credentials come from properties, the environment, a
+//! credentials file (`credential-path`) or AWS IoT (`iot-certificate`).
 
 mod common;
 
@@ -7,6 +8,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::standins;
 use common::*;
 use gst::prelude::*;
 use kvs_local::KeyPair;
@@ -33,50 +35,142 @@ fn assert_clean(what: &str, text: &str) {
     assert!(!text.contains(TOKEN), "the session token appears in {what}");
 }
 
-#[test]
-fn properties_set_in_code_never_reach_the_debug_log_or_the_bus() {
+/// The debug log is process-wide: one test at a time captures it.
+static LOG: Mutex<()> = Mutex::new(());
+
+/// Runs `f` with every GStreamer debug category at the most verbose level, and returns the
+/// log it produced.
+fn capture_log<T>(f: impl FnOnce() -> T) -> (T, String) {
+    let _lock = LOG.lock().unwrap_or_else(|e| e.into_inner());
     init();
     let lines = Arc::new(Mutex::new(String::new()));
     let sink_lines = lines.clone();
-    gst::log::set_default_threshold(gst::DebugLevel::Memdump);
-    gst::log::add_log_function(move |cat, level, file, function, line, _obj, message| {
-        let text = message.get().map(|m| m.to_string()).unwrap_or_default();
-        let mut all = sink_lines.lock().unwrap();
-        all.push_str(&format!(
-            "{} {level:?} {file}:{function}:{line} {text}\n",
-            cat.name()
-        ));
-    });
-
-    let server = server_with_token();
-    let line = launch_line("testsrc", &[("STREAM", "secrets")]);
-    let (pipeline, sink) = pipeline(&line, &server, "secrets");
-    sink.set_property("access-key", ACCESS);
-    sink.set_property("secret-key", SECRET);
-    sink.set_property("session-token", TOKEN);
-    let run = run(&pipeline, Duration::from_secs(60));
-    gst::log::set_default_threshold(gst::DebugLevel::None);
+    // Only ours: the default one would print it all on stderr.
     gst::log::remove_default_log_function();
+    gst::log::set_default_threshold(gst::DebugLevel::Memdump);
+    let function =
+        gst::log::add_log_function(move |cat, level, file, function, line, _obj, message| {
+            let text = message.get().map(|m| m.to_string()).unwrap_or_default();
+            let mut all = sink_lines.lock().unwrap();
+            all.push_str(&format!(
+                "{} {level:?} {file}:{function}:{line} {text}\n",
+                cat.name()
+            ));
+        });
+    let result = f();
+    gst::log::set_default_threshold(gst::DebugLevel::None);
+    gst::log::remove_log_function(function);
+    let log = lines.lock().unwrap().clone();
+    assert!(
+        log.contains("kvssink"),
+        "the log function saw kvssink's lines"
+    );
+    (result, log)
+}
 
+/// No property read gives a secret.
+fn assert_properties_clean(sink: &gst::Element) {
+    for p in sink.list_properties() {
+        if p.flags().contains(glib::ParamFlags::READABLE) {
+            let value = sink.property_value(p.name());
+            // An unset structure is NULL, which GStreamer cannot serialize (and complains).
+            if value
+                .get::<Option<gst::Structure>>()
+                .is_ok_and(|s| s.is_none())
+            {
+                continue;
+            }
+            assert_clean(p.name(), &format!("{value:?}"));
+        }
+    }
+}
+
+#[test]
+fn properties_set_in_code_never_reach_the_debug_log_or_the_bus() {
+    let server = server_with_token();
+    let ((run, sink), log) = capture_log(|| {
+        let line = launch_line("testsrc", &[("STREAM", "secrets")]);
+        let (pipeline, sink) = pipeline(&line, &server, "secrets");
+        sink.set_property("access-key", ACCESS);
+        sink.set_property("secret-key", SECRET);
+        sink.set_property("session-token", TOKEN);
+        (run(&pipeline, Duration::from_secs(60)), sink)
+    });
     assert!(run.errors.is_empty(), "{}", run.error_text());
     assert_eq!(
         server.fragments("secrets").len(),
         3,
         "the token was sent and accepted"
     );
-    let log = lines.lock().unwrap().clone();
-    assert!(
-        log.contains("kvssink"),
-        "the log function saw kvssink's lines"
-    );
     assert_clean("the debug log", &log);
     assert_clean("the bus messages", &format!("{:?}", run.messages));
-    for p in sink.list_properties() {
-        if p.flags().contains(glib::ParamFlags::READABLE) {
-            let value = sink.property_value(p.name());
-            assert_clean(p.name(), &format!("{value:?}"));
-        }
-    }
+    assert_properties_clean(&sink);
+}
+
+#[test]
+fn a_credential_file_never_reaches_the_debug_log_or_a_property() {
+    let server = server_with_token();
+    let dir = tempdir();
+    let path = dir.path().join("credential");
+    std::fs::write(
+        &path,
+        format!("CREDENTIALS {ACCESS} 2099-01-01T00:00:00Z {SECRET} {TOKEN}\n"),
+    )
+    .unwrap();
+    let ((run, sink), log) = capture_log(|| {
+        let line = launch_line("testsrc", &[("STREAM", "filesecrets")]);
+        let (pipeline, sink) = pipeline_without_keys(&line, &server, "filesecrets");
+        sink.set_property("credential-path", path.to_str().unwrap());
+        sink.set_property("profile", "camera");
+        (run(&pipeline, Duration::from_secs(60)), sink)
+    });
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert_eq!(server.fragments("filesecrets").len(), 3);
+    assert_clean("the debug log", &log);
+    assert_clean("the bus messages", &format!("{:?}", run.messages));
+    assert_properties_clean(&sink);
+
+    // A file that is not in the format: the error does not quote it.
+    std::fs::write(&path, format!("CREDENTIALS {SECRET}\n")).unwrap();
+    let ((failed, _), log) = capture_log(|| {
+        let line = launch_line("testsrc", &[("STREAM", "filesecrets2")]);
+        let (pipeline, sink) = pipeline_without_keys(&line, &server, "filesecrets2");
+        sink.set_property("credential-path", path.to_str().unwrap());
+        (common::run(&pipeline, Duration::from_secs(60)), sink)
+    });
+    assert!(!failed.errors.is_empty());
+    assert_clean("the error", &failed.error_text());
+    assert_clean("the debug log", &log);
+}
+
+#[test]
+fn iot_credentials_never_reach_the_debug_log_or_a_property() {
+    let server = server_with_token();
+    let pki = standins::Pki::new();
+    let iot = standins::iot(&pki, || standins::Issued {
+        access_key: ACCESS.into(),
+        secret_key: SECRET.into(),
+        token: TOKEN.into(),
+        expires: std::time::SystemTime::now() + Duration::from_secs(3600),
+    });
+    let ((run, sink), log) = capture_log(|| {
+        let line = launch_line("testsrc", &[("STREAM", "iotsecrets")]);
+        let (pipeline, sink) = pipeline_without_keys(&line, &server, "iotsecrets");
+        let structure = gst::Structure::builder("iot-certificate")
+            .field("endpoint", iot.addr().to_string())
+            .field("cert-path", pki.client_cert.to_str().unwrap())
+            .field("key-path", pki.client_key.to_str().unwrap())
+            .field("ca-path", pki.ca.to_str().unwrap())
+            .field("role-aliases", "kvs-role-alias")
+            .build();
+        sink.set_property("iot-certificate", structure);
+        (run(&pipeline, Duration::from_secs(60)), sink)
+    });
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert_eq!(server.fragments("iotsecrets").len(), 3);
+    assert_clean("the debug log", &log);
+    assert_clean("the bus messages", &format!("{:?}", run.messages));
+    assert_properties_clean(&sink);
 }
 
 #[test]

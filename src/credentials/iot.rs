@@ -129,26 +129,23 @@ impl IotProvider {
 
     async fn fetch(&self) -> Result<Credentials, CredentialsError> {
         let origin = self.url.origin().ascii_serialization();
+        let failed = |reason: String| {
+            CredentialsError::provider_error(format!(
+                "the AWS IoT credentials provider {origin} (iot-certificate): {reason}"
+            ))
+        };
         let response = self
             .client
             .get(self.url.clone())
             .header("x-amzn-iot-thingname", &self.thing_name)
             .send()
             .await
-            .map_err(|e| {
-                let mut reason = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    reason.push_str(": ");
-                    reason.push_str(&s.to_string());
-                    source = s.source();
-                }
-                CredentialsError::provider_error(format!("cannot reach {origin}: {reason}"))
-            })?;
+            .map_err(|e| failed(transport_advice(&super::error_text(&e))))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| {
-            CredentialsError::provider_error(format!("reading the answer of {origin}: {e}"))
-        })?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| failed(format!("reading the answer: {e}")))?;
         if !status.is_success() {
             #[derive(Deserialize)]
             struct Refusal {
@@ -158,18 +155,33 @@ impl IotProvider {
                 .ok()
                 .and_then(|r| r.message)
                 .unwrap_or_default();
-            return Err(CredentialsError::provider_error(format!(
-                "{origin} refused the certificate for role alias {} and thing {}: HTTP {} {message}",
+            return Err(failed(format!(
+                "HTTP {} {message}; check role-aliases ({}), iot-thing-name ({}) and that the \
+                 certificate is attached to the thing and allowed to assume the role alias",
+                status.as_u16(),
                 self.url
                     .path_segments()
                     .and_then(|mut s| s.nth(1))
                     .unwrap_or_default(),
                 self.thing_name,
-                status.as_u16(),
             )));
         }
-        parse(&body).map_err(|e| CredentialsError::provider_error(format!("{origin}: {e}")))
+        parse(&body).map_err(|e| failed(e.to_owned()))
     }
+}
+
+/// What a failed connection to the credentials provider most likely means.
+fn transport_advice(reason: &str) -> String {
+    let advice = if reason.contains("UnknownIssuer") || reason.contains("invalid peer certificate")
+    {
+        "; its certificate is not trusted: set ca-path (Amazon Root CA 1) or ca-file"
+    } else if reason.contains("alert") || reason.contains("handshake") {
+        "; it refused the TLS handshake: check cert-path and key-path, and that the \
+         certificate is registered and active in AWS IoT"
+    } else {
+        ""
+    };
+    format!("cannot connect: {reason}{advice}")
 }
 
 impl ProvideCredentials for IotProvider {

@@ -2,6 +2,8 @@
 //! and running pipelines to EOS or error while collecting bus messages.
 #![allow(dead_code)]
 
+pub mod standins;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
@@ -92,6 +94,14 @@ pub fn run(pipeline: &gst::Pipeline, timeout: Duration) -> Run {
     pipeline
         .set_state(gst::State::Playing)
         .expect("set PLAYING");
+    let run = collect(pipeline, timeout, |_| false);
+    pipeline.set_state(gst::State::Null).expect("set NULL");
+    run
+}
+
+/// Like [`run`], for pipelines that may fail to start (the error is then on the bus).
+pub fn run_even_if_start_fails(pipeline: &gst::Pipeline, timeout: Duration) -> Run {
+    let _ = pipeline.set_state(gst::State::Playing);
     let run = collect(pipeline, timeout, |_| false);
     pipeline.set_state(gst::State::Null).expect("set NULL");
     run
@@ -214,4 +224,82 @@ pub fn capture(sink: &gst::Element) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>>
             gst::PadProbeReturn::Ok
         });
     seen
+}
+
+/// A live H.264 test source of `seconds` (a key frame, so a fragment, every second) into
+/// kvssink named `sink`.
+pub fn live_line(seconds: u32) -> String {
+    format!(
+        "videotestsrc is-live=true num-buffers={} ! video/x-raw,format=I420,width=320,height=240,\
+         framerate=30/1 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 \
+         ! h264parse ! matroskamux streamable=true ! kvssink name=sink",
+        seconds * 30
+    )
+}
+
+/// Points `sink` at `server` without giving it credentials.
+pub fn configure_sink_without_keys(sink: &gst::Element, server: &Server, stream: &str) {
+    sink.set_property("stream-name", stream);
+    sink.set_property("aws-region", "us-east-1");
+    sink.set_property("control-plane-uri", server.url());
+}
+
+/// Parses a launch line and points its `sink` at `server`, without credentials.
+pub fn pipeline_without_keys(
+    line: &str,
+    server: &Server,
+    stream: &str,
+) -> (gst::Pipeline, gst::Element) {
+    let pipeline = gst::parse::launch(line)
+        .expect("parse launch line")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+    let sink = pipeline.by_name("sink").expect("an element named sink");
+    configure_sink_without_keys(&sink, server, stream);
+    (pipeline, sink)
+}
+
+/// Asserts that `server` stored exactly the fragments in `sent`, each once, byte for byte.
+pub fn assert_stored_exactly(server: &Server, stream: &str, sent: &[u8]) {
+    let (_, produced) = split_bytes(sent.to_vec());
+    let stored: Vec<bytes::Bytes> = server
+        .fragments(stream)
+        .into_iter()
+        .map(|f| f.bytes)
+        .collect();
+    assert_eq!(
+        stored.len(),
+        produced.len(),
+        "stored {} fragments, produced {}",
+        stored.len(),
+        produced.len()
+    );
+    for (i, (a, b)) in stored.iter().zip(&produced).enumerate() {
+        assert!(
+            a == b,
+            "fragment {i} differs from what matroskamux produced"
+        );
+    }
+}
+
+/// Access keys of the PutMedia requests kvs-local accepted, in order.
+pub fn put_media_keys(server: &Server) -> Vec<String> {
+    server
+        .report()
+        .requests
+        .into_iter()
+        .filter(|r| r.operation == "PutMedia" && r.status == 200)
+        .filter_map(|r| r.access_key)
+        .collect()
+}
+
+/// Access keys of every request whose signature or credentials kvs-local refused.
+pub fn refused_keys(server: &Server) -> Vec<String> {
+    server
+        .report()
+        .requests
+        .into_iter()
+        .filter(|r| r.auth == kvs_local::report::AuthVerdict::Rejected)
+        .map(|r| r.access_key.unwrap_or_default())
+        .collect()
 }

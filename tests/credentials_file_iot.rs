@@ -1,0 +1,258 @@
+//! `credential-path` (the official element's credentials file) and `iot-certificate` (the AWS
+//! IoT credentials provider over mutual TLS, stood in for on loopback with a CA made here),
+//! each renewed while a stream runs without losing a fragment.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use common::standins::{self, Issued, Pki};
+use common::*;
+use gst::prelude::*;
+use kvs_local::KeyPair;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn server_with(keys: Vec<KeyPair>) -> Server {
+    Server::spawn(Config {
+        keys,
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+fn far_future() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(3600)
+}
+
+fn credential_line(issued: &Issued) -> String {
+    format!(
+        "CREDENTIALS {} {} {} {}\n",
+        issued.access_key,
+        issued.expiration(),
+        issued.secret_key,
+        issued.token
+    )
+}
+
+#[test]
+fn the_credential_file_is_used_and_read_again_when_it_changes() {
+    init();
+    let dir = tempdir();
+    let path = dir.path().join("credential");
+    // The first key pair expires while the stream runs; the program that maintains the file
+    // writes the next one a little before.
+    let first = Issued::new("filefirst", SystemTime::now() + Duration::from_secs(5));
+    let second = Issued::new("filesecond", far_future());
+    std::fs::write(&path, credential_line(&first)).unwrap();
+    let server = server_with(vec![first.key_pair(), second.key_pair()]);
+    let (pipeline, sink) = pipeline_without_keys(&live_line(8), &server, "file");
+    sink.set_property("credential-path", path.to_str().unwrap());
+    sink.set_property("rotation-period", 1u32);
+    let sent = capture(&sink);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let early = collect(&pipeline, TIMEOUT, |r| r.acks("PERSISTED").len() >= 2);
+    assert!(early.errors.is_empty(), "{}", early.error_text());
+    std::fs::write(&path, credential_line(&second)).unwrap();
+    let run = collect(&pipeline, TIMEOUT, |_| false);
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    assert_stored_exactly(&server, "file", &sent.lock().unwrap());
+    let keys = put_media_keys(&server);
+    assert_eq!(keys.first(), Some(&first.access_key), "{keys:?}");
+    assert_eq!(keys.last(), Some(&second.access_key), "{keys:?}");
+    assert!(
+        refused_keys(&server).is_empty(),
+        "{:?}",
+        refused_keys(&server)
+    );
+}
+
+#[test]
+fn the_official_two_word_form_without_expiry_works() {
+    init();
+    let dir = tempdir();
+    let path = dir.path().join("credential");
+    std::fs::write(
+        &path,
+        format!("CREDENTIALS {} {}\n", DEMO_ACCESS_KEY, DEMO_SECRET_KEY),
+    )
+    .unwrap();
+    let server = server();
+    let line = launch_line("testsrc", &[("STREAM", "file2")]);
+    let (pipeline, sink) = pipeline_without_keys(&line, &server, "file2");
+    sink.set_property("credential-path", path.to_str().unwrap());
+    let run = run(&pipeline, TIMEOUT);
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert_eq!(server.fragments("file2").len(), 3);
+}
+
+#[test]
+fn a_bad_or_expired_credential_file_is_a_clear_error_without_its_content() {
+    init();
+    let dir = tempdir();
+    let server = server();
+    let cases = [
+        ("missing", None, "No such file"),
+        (
+            "garbled",
+            Some("CREDENTIALS onlyone-hunter2\n".to_owned()),
+            "expected `CREDENTIALS",
+        ),
+        (
+            "expired",
+            Some(
+                "CREDENTIALS AKIDEXPIRED 2001-01-01T00:00:00Z secret-hunter2 token-hunter2\n"
+                    .to_owned(),
+            ),
+            "have expired",
+        ),
+    ];
+    for (name, content, expected) in cases {
+        let path = dir.path().join(name);
+        if let Some(content) = content {
+            std::fs::write(&path, content).unwrap();
+        }
+        let line = launch_line("testsrc", &[("STREAM", name)]);
+        let (pipeline, sink) = pipeline_without_keys(&line, &server, name);
+        sink.set_property("credential-path", path.to_str().unwrap());
+        let run = run(&pipeline, TIMEOUT);
+        let text = run.error_text();
+        eprintln!("error: {text}");
+        assert!(text.contains("credential-path"), "{text}");
+        assert!(text.contains(expected), "{expected:?} not in {text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}
+
+fn iot_structure(pki: &Pki, endpoint: &str, ca_path: bool) -> gst::Structure {
+    let mut s = gst::Structure::builder("iot-certificate")
+        .field("endpoint", endpoint)
+        .field("cert-path", pki.client_cert.to_str().unwrap())
+        .field("key-path", pki.client_key.to_str().unwrap())
+        .field("role-aliases", "kvs-role-alias")
+        .field("iot-thing-name", "front-door-camera")
+        .build();
+    if ca_path {
+        s.set("ca-path", pki.ca.to_str().unwrap());
+    }
+    s
+}
+
+#[test]
+fn iot_certificate_credentials_over_mutual_tls_are_renewed_during_the_stream() {
+    init();
+    let pki = Pki::new();
+    let first = Issued::new("iotfirst", SystemTime::now() + Duration::from_secs(6));
+    let second = Issued::new("iotsecond", far_future());
+    let (a, b) = (first.clone(), second.clone());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let iot = standins::iot(&pki, move || {
+        if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            a.clone()
+        } else {
+            b.clone()
+        }
+    });
+    let server = server_with(vec![first.key_pair(), second.key_pair()]);
+    let (pipeline, sink) = pipeline_without_keys(&live_line(10), &server, "iot");
+    // The official form: the endpoint is a host name (here with the stand-in's port).
+    sink.set_property(
+        "iot-certificate",
+        iot_structure(&pki, &iot.addr().to_string(), true),
+    );
+    sink.set_property("rotation-period", 2u32);
+    let sent = capture(&sink);
+    let run = run(&pipeline, TIMEOUT);
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
+    assert_stored_exactly(&server, "iot", &sent.lock().unwrap());
+    let keys = put_media_keys(&server);
+    assert_eq!(keys.first(), Some(&first.access_key), "{keys:?}");
+    assert_eq!(keys.last(), Some(&second.access_key), "{keys:?}");
+    assert!(
+        refused_keys(&server).is_empty(),
+        "{:?}",
+        refused_keys(&server)
+    );
+    let requests = iot.requests();
+    assert!(requests.len() >= 2, "renewed: {} requests", requests.len());
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.header("x-amzn-iot-thingname") == Some("front-door-camera"))
+    );
+}
+
+#[test]
+fn ca_file_is_trusted_by_the_iot_client_and_the_thing_name_defaults_to_the_stream() {
+    init();
+    let pki = Pki::new();
+    let issued = Issued::new("iotcafile", far_future());
+    let answer = issued.clone();
+    let iot = standins::iot(&pki, move || answer.clone());
+    let server = server_with(vec![issued.key_pair()]);
+    let line = launch_line("testsrc", &[("STREAM", "cafile")]);
+    let (pipeline, sink) = pipeline_without_keys(&line, &server, "cafile");
+    let mut s = iot_structure(&pki, &iot.url(), false);
+    s.remove_field("iot-thing-name");
+    sink.set_property("iot-certificate", s);
+    sink.set_property("ca-file", pki.ca.to_str().unwrap());
+    let run = run(&pipeline, TIMEOUT);
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert_eq!(server.fragments("cafile").len(), 3);
+    assert_eq!(
+        iot.requests()[0].header("x-amzn-iot-thingname"),
+        Some("cafile")
+    );
+}
+
+#[test]
+fn iot_certificate_problems_are_clear_errors() {
+    init();
+    let pki = Pki::new();
+    let iot = standins::iot(&pki, || {
+        unreachable!("no certificate of ours was presented")
+    });
+    let server = server();
+
+    // A certificate the credentials provider does not know: the TLS handshake fails.
+    let mut stranger = iot_structure(&pki, &iot.url(), true);
+    stranger.set("cert-path", pki.stranger_cert.to_str().unwrap());
+    stranger.set("key-path", pki.stranger_key.to_str().unwrap());
+    // No CA for the endpoint: its certificate is not trusted (TLS is always verified).
+    let untrusted = iot_structure(&pki, &iot.url(), false);
+    // A missing field is refused at start, naming it.
+    let mut incomplete = iot_structure(&pki, &iot.url(), true);
+    incomplete.remove_field("role-aliases");
+    let mut misspelt = iot_structure(&pki, &iot.url(), true);
+    misspelt.set("role-alias", "kvs-role-alias");
+    let cases = [
+        ("stranger", stranger, "cannot get AWS credentials from"),
+        ("untrusted", untrusted, "cannot get AWS credentials from"),
+        (
+            "incomplete",
+            incomplete,
+            "iot-certificate needs role-aliases",
+        ),
+        ("misspelt", misspelt, "unknown field role-alias"),
+    ];
+    for (name, structure, expected) in cases {
+        let line = launch_line("testsrc", &[("STREAM", name)]);
+        let (pipeline, sink) = pipeline_without_keys(&line, &server, name);
+        sink.set_property("iot-certificate", structure);
+        let run = run_even_if_start_fails(&pipeline, TIMEOUT);
+        let text = run.error_text();
+        eprintln!("error: {text}");
+        assert!(
+            text.contains(expected),
+            "{name}: {expected:?} not in {text}"
+        );
+    }
+    assert!(iot.requests().is_empty());
+}
