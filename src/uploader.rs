@@ -153,8 +153,10 @@ pub(crate) struct Inner {
     pub eos: bool,
     /// The streaming thread must not wait (flushing / shutting down).
     pub flushing: bool,
-    /// A connection is streaming; back-pressure instead of eviction while true.
+    /// A connection is streaming.
     pub streaming: bool,
+    /// A connection attempt failed and none has streamed since: the store may drop fragments.
+    pub outage: bool,
     pub fatal: Option<FatalError>,
     pub stats: Stats,
     /// Sequence number of the open or next fragment.
@@ -224,6 +226,7 @@ impl Uploader {
                 eos: false,
                 flushing: false,
                 streaming: false,
+                outage: false,
                 fatal: None,
                 stats: Stats::default(),
                 next_seq: 0,
@@ -302,17 +305,24 @@ impl Uploader {
         }
     }
 
-    /// While a session is streaming, waits for the service to catch up rather than dropping
-    /// fragments; while disconnected, lets the store drop its oldest fragments.
+    /// Unless the service is out of reach (a connection attempt failed and none has streamed
+    /// since), waits for it to catch up rather than dropping fragments; during an outage lets
+    /// the store drop its oldest fragments.
     fn wait_for_room(&self, extra: u64) -> MutexGuard<'_, Inner> {
-        let max = self.shared.config.store_limits.max_bytes;
+        let limits = self.shared.config.store_limits;
         let mut inner = self.shared.lock();
-        while inner.streaming
-            && !inner.flushing
-            && inner.fatal.is_none()
-            && inner.store.backlog().bytes + extra > max
-            && inner.store.backlog().fragments > 1
-        {
+        loop {
+            let backlog = inner.store.backlog();
+            let full = backlog.bytes + extra > limits.max_bytes
+                || backlog.duration_ns >= limits.max_duration_ns;
+            if !full
+                || backlog.fragments <= 1
+                || inner.outage
+                || inner.flushing
+                || inner.fatal.is_some()
+            {
+                break;
+            }
             inner = self
                 .shared
                 .changed

@@ -447,3 +447,49 @@ fn a_stream_deleted_while_streaming_is_a_fatal_error() {
         "{text}"
     );
 }
+
+#[test]
+fn a_fast_producer_is_slowed_down_rather_than_losing_fragments() {
+    init();
+    let dir = tempdir();
+    // About 4 MB of video pushed as fast as filesrc can, into a 1 MB store: kvssink must wait
+    // for the service (also before the first connection is up) instead of dropping fragments.
+    let line = format!(
+        "videotestsrc num-buffers=240 pattern=snow ! video/x-raw,format=I420,width=640,height=360,framerate=30/1 \
+         ! x264enc speed-preset=ultrafast key-int-max=30 bitrate=4000 ! h264parse \
+         ! matroskamux streamable=true ! filesink location={}",
+        dir.path().join("fast.mkv").display()
+    );
+    let rec = gst::parse::launch(&line)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    assert!(run(&rec, TIMEOUT).eos);
+    let file = dir.path().join("fast.mkv");
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        size > 2 * 1024 * 1024,
+        "{size} bytes is too little to overflow the store"
+    );
+
+    let server = server();
+    let line = launch_line(
+        "file",
+        &[("STREAM", "fast"), ("FILE", file.to_str().unwrap())],
+    );
+    let (pipeline, sink) = pipeline(&line, &server, "fast");
+    sink.set_property("storage-size", 1u32);
+    let run = run(&pipeline, TIMEOUT);
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    assert!(
+        run.named("kvs-fragments-dropped").is_empty(),
+        "{:?}",
+        run.warnings
+    );
+    assert_eq!(
+        run.named("kvs-summary")[0].get::<&str>("outcome").unwrap(),
+        "all-persisted"
+    );
+    assert_nothing_lost(&server, "fast", &std::fs::read(&file).unwrap());
+}

@@ -445,6 +445,8 @@ impl KvsSink {
         let outcome = uploader.wait_persisted(timeout);
         let stats = uploader.stats();
         let outcome_name = match &outcome {
+            // Everything kept was persisted, but the store had to drop some on the way.
+            WaitOutcome::AllPersisted if stats.fragments_dropped > 0 => "persisted-with-drops",
             WaitOutcome::AllPersisted => "all-persisted",
             WaitOutcome::TimedOut { .. } => "timed-out",
             WaitOutcome::Cancelled => "cancelled",

@@ -14,7 +14,10 @@ use crate::control::ApiError;
 use crate::sigv4::{self, Payload};
 use crate::store::AckLevel;
 
-/// Chunks smaller than this are copied together into one write; larger ones go out as they are.
+/// Chunks smaller than this (block headers, cluster starts, small audio frames) are copied
+/// together into one write; larger ones go out as they are, without a copy.
+const SMALL_CHUNK: usize = 4 * 1024;
+/// A write of coalesced small chunks stops growing at this size.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
 /// How a connection that did not fail ended.
@@ -138,6 +141,7 @@ pub(super) async fn run(
     {
         let mut inner = shared.lock();
         inner.streaming = true;
+        inner.outage = false;
         inner.stats.connections += 1;
         inner.last_ack = Instant::now();
     }
@@ -199,6 +203,8 @@ fn handle_ack(shared: &Arc<Shared>, ack: Ack) -> Result<(), Failure> {
     let stream = &shared.config.stream_name;
     let mut failure = None;
     let mut warning = None;
+    // Told first, so the application sees the last PERSISTED before the EOS it releases.
+    shared.emit(Event::Ack(ack.clone()));
     {
         let mut inner = shared.lock();
         inner.last_ack = Instant::now();
@@ -264,7 +270,6 @@ fn handle_ack(shared: &Arc<Shared>, ack: Ack) -> Result<(), Failure> {
         inner.stats.backlog = inner.store.backlog();
     }
     shared.changed.notify_all();
-    shared.emit(Event::Ack(ack));
     if let Some(warning) = warning {
         shared.emit(Event::Warning(warning));
     }
@@ -469,9 +474,10 @@ impl Gather {
                 self.first = Some(chunk.clone());
                 true
             }
-            _ if chunk.len() >= COALESCE_LIMIT => false,
+            _ if chunk.len() >= SMALL_CHUNK => false,
+            (Some(first), None) if first.len() >= SMALL_CHUNK => false,
             (Some(first), None) => {
-                let mut buf = BytesMut::with_capacity(COALESCE_LIMIT * 2);
+                let mut buf = BytesMut::with_capacity(SMALL_CHUNK * 4);
                 buf.extend_from_slice(first);
                 buf.extend_from_slice(chunk);
                 self.first = None;
@@ -517,5 +523,13 @@ mod tests {
         assert!(g.take(&Bytes::from_static(b"defg")));
         assert!(!g.take(&big), "a large chunk waits for its own write");
         assert_eq!(g.finish().unwrap(), Bytes::from_static(b"abcdefg"));
+
+        // A typical video frame is sent as it is, and small chunks do not join it.
+        let frame = Bytes::from(vec![2u8; SMALL_CHUNK + 1]);
+        let mut g = Gather::default();
+        assert!(g.take(&frame));
+        assert!(!g.full());
+        assert!(!g.take(&Bytes::from_static(b"hdr")));
+        assert_eq!(g.finish().unwrap().as_ptr(), frame.as_ptr());
     }
 }

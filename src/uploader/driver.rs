@@ -170,6 +170,8 @@ async fn pause(shared: &Shared, attempt: u32, reason: String) {
     let delay = backoff(attempt, shared.config.max_backoff);
     {
         let mut inner = shared.lock();
+        // From now on a full store drops its oldest fragments instead of waiting.
+        inner.outage = true;
         inner.stats.reconnects += 1;
         inner.stats.last_error = Some(reason.clone());
     }
