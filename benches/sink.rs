@@ -25,6 +25,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use gst::prelude::*;
 
+#[path = "sink/soak.rs"]
+mod soak;
+
 const ACCESS_KEY: &str = "KVSLOCALDEMOACCESSKEY";
 const SECRET_KEY: &str = "kvs-local-demo-secret-key";
 const REGION: &str = "us-east-1";
@@ -1478,7 +1481,7 @@ fn main() {
 
     let mut rows = Vec::new();
     let mut notes = Vec::new();
-    // KVSSINK_BENCH_ONLY=kvs-local,discard,push,latency,rss runs only those parts.
+    // KVSSINK_BENCH_ONLY=kvs-local,discard,push,latency,rss,soak runs only those parts.
     let only = std::env::var("KVSSINK_BENCH_ONLY").ok();
     let want = |part: &str| {
         only.as_ref()
@@ -1626,6 +1629,35 @@ fn main() {
                 ));
             }
             Err(e) => notes.push(format!("RSS FAILED: {e}")),
+        }
+    }
+    if want("soak") {
+        let hours = if quick { 1 } else { 12 };
+        eprintln!("soak: {hours} h of simulated 2.4 Mb/s video, session renewed every 2 s...");
+        let stub = Stub::start(false);
+        match soak::soak(&stub.url, hours) {
+            Ok(samples) => {
+                // Growth after the first simulated hour, once allocator pools are warm.
+                let warm = samples.get(2).map_or(0, |s| s.rss_kib);
+                let end = samples.last().map_or(0, |s| s.rss_kib);
+                let growth = mib(end) - mib(warm);
+                rows.push(Row {
+                    metric: format!("RSS growth, 1 h to {hours} h simulated"),
+                    kvssink: format!("{growth:+.1} MiB"),
+                    reference: format!("{:.1} -> {:.1} MiB", mib(warm), mib(end)),
+                    target: "flat (< 2 MiB)".into(),
+                    ok: Some(growth < 2.0),
+                });
+                let trace: Vec<String> = samples
+                    .iter()
+                    .map(|s| format!("{}m {:.1}", s.minutes, mib(s.rss_kib)))
+                    .collect();
+                notes.push(format!(
+                    "soak VmRSS (MiB) by simulated time: {}",
+                    trace.join(", ")
+                ));
+            }
+            Err(e) => notes.push(format!("soak FAILED: {e}")),
         }
     }
     println!();

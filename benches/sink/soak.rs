@@ -1,0 +1,120 @@
+//! Soak: many hours of simulated stream through `appsrc ! kvssink` into the reading stub
+//! server, as fast as it goes, with the PutMedia session renewed every few seconds, sampling
+//! the process's RSS. Memory must stay flat: nothing may grow with stream time or sessions.
+
+use super::*;
+
+/// Frames of this size make a 2.4 Mb/s stream.
+const SOAK_FRAME: usize = 10_000;
+
+/// One RSS sample: simulated minutes streamed, VmRSS in KiB.
+pub struct Sample {
+    pub minutes: u64,
+    pub rss_kib: u64,
+}
+
+fn vm_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status_kib(&status, "VmRSS:").unwrap_or(0)
+}
+
+/// The buffers of one one-second cluster at `second`, cut as matroskamux cuts them.
+fn cluster(second: u64, payload: &Bytes, out: &mut Vec<Bytes>) {
+    let mut start = Vec::with_capacity(24);
+    put_id(&mut start, ID_CLUSTER);
+    start.extend_from_slice(&UNKNOWN_SIZE);
+    put_uint(&mut start, ID_TIMECODE, second * 1000);
+    out.push(Bytes::from(start));
+    for f in 0..FPS {
+        let mut block = Vec::with_capacity(16);
+        put_id(&mut block, ID_SIMPLE_BLOCK);
+        put_size(&mut block, SOAK_FRAME as u64 + 4, 8);
+        block.push(0x81);
+        block.extend_from_slice(&((f * 1000 / FPS) as i16).to_be_bytes());
+        block.push(if f == 0 { 0x80 } else { 0 });
+        out.push(Bytes::from(block));
+        out.push(payload.slice(..SOAK_FRAME));
+    }
+}
+
+/// Streams `hours` of simulated video into `url`, sampling RSS every simulated half hour.
+pub fn soak(url: &str, hours: u64) -> Result<Vec<Sample>, String> {
+    let pipeline = gst::Pipeline::new();
+    let src = gst_app::AppSrc::builder()
+        .caps(&gst::Caps::new_empty_simple("video/x-matroska"))
+        .format(gst::Format::Bytes)
+        .stream_type(gst_app::AppStreamType::Stream)
+        .block(true)
+        .max_bytes(1 << 20)
+        .build();
+    let sink = gst::ElementFactory::make("kvssink")
+        .property("stream-name", "soak")
+        .property("aws-region", REGION)
+        .property("control-plane-uri", url)
+        .property("access-key", ACCESS_KEY)
+        .property("secret-key", SECRET_KEY)
+        .property("rotation-period", 2u32)
+        .build()
+        .map_err(|e| format!("kvssink: {e}"))?;
+    pipeline
+        .add_many([src.upcast_ref(), &sink])
+        .map_err(|e| e.to_string())?;
+    src.link(&sink).map_err(|e| e.to_string())?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| e.to_string())?;
+    let bus = pipeline.bus().unwrap();
+
+    let payload = payload();
+    let mut samples = vec![Sample {
+        minutes: 0,
+        rss_kib: vm_rss_kib(),
+    }];
+    let mut buffers = Vec::with_capacity(2 * FPS as usize + 1);
+    src.push_buffer(gst::Buffer::from_slice(stream_header()))
+        .map_err(|e| format!("{e:?}"))?;
+    for second in 0..hours * 3600 {
+        buffers.clear();
+        cluster(second, &payload, &mut buffers);
+        for b in buffers.drain(..) {
+            src.push_buffer(gst::Buffer::from_slice(b))
+                .map_err(|e| format!("push_buffer: {e:?}"))?;
+        }
+        if second == 0 {
+            wait_streaming(&bus)?;
+        }
+        if (second + 1) % 1800 == 0 {
+            samples.push(Sample {
+                minutes: (second + 1) / 60,
+                rss_kib: vm_rss_kib(),
+            });
+        }
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            return Err(format!("{msg:?}"));
+        }
+    }
+    let _ = src.end_of_stream();
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(120),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    let stats = sink.property::<gst::Structure>("stats");
+    let _ = pipeline.set_state(gst::State::Null);
+    match msg.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Eos(_)) => {}
+        other => return Err(format!("no EOS: {other:?}")),
+    }
+    let persisted = stats.get::<u64>("fragments-persisted").unwrap_or(0);
+    let dropped = stats.get::<u64>("fragments-dropped").unwrap_or(0);
+    if persisted < hours * 3600 || dropped > 0 {
+        return Err(format!(
+            "{persisted} fragments persisted, {dropped} dropped: {stats}"
+        ));
+    }
+    eprintln!(
+        "soak: {} fragments persisted over {} connections",
+        persisted,
+        stats.get::<u64>("connections").unwrap_or(0)
+    );
+    Ok(samples)
+}
