@@ -714,14 +714,20 @@ struct SinkRun {
 /// Pushes `pieces` through `appsrc ! kvssink` into the endpoint at `url` and waits for EOS
 /// (kvssink returns from EOS once every fragment is PERSISTED). With `paced`, frames are
 /// pushed live at 30 fps.
-fn run_kvssink(url: &str, stream: &str, pieces: &[Piece], paced: bool) -> Result<SinkRun, String> {
+/// `appsrc ! kvssink` for the endpoint at `url`, PLAYING; `configure` sets extra properties.
+fn kvssink_pipeline(
+    url: &str,
+    stream: &str,
+    max_bytes: u64,
+    configure: impl FnOnce(&gst::Element),
+) -> Result<(gst::Pipeline, gst_app::AppSrc, gst::Element), String> {
     let pipeline = gst::Pipeline::new();
     let src = gst_app::AppSrc::builder()
         .caps(&gst::Caps::new_empty_simple("video/x-matroska"))
         .format(gst::Format::Bytes)
         .stream_type(gst_app::AppStreamType::Stream)
         .block(true)
-        .max_bytes(4 << 20)
+        .max_bytes(max_bytes)
         .build();
     let sink = gst::ElementFactory::make("kvssink")
         .property("stream-name", stream)
@@ -731,6 +737,7 @@ fn run_kvssink(url: &str, stream: &str, pieces: &[Piece], paced: bool) -> Result
         .property("secret-key", SECRET_KEY)
         .build()
         .map_err(|e| format!("kvssink: {e}"))?;
+    configure(&sink);
     pipeline
         .add_many([src.upcast_ref(), &sink])
         .map_err(|e| e.to_string())?;
@@ -738,6 +745,11 @@ fn run_kvssink(url: &str, stream: &str, pieces: &[Piece], paced: bool) -> Result
     pipeline
         .set_state(gst::State::Playing)
         .map_err(|e| e.to_string())?;
+    Ok((pipeline, src, sink))
+}
+
+fn run_kvssink(url: &str, stream: &str, pieces: &[Piece], paced: bool) -> Result<SinkRun, String> {
+    let (pipeline, src, _sink) = kvssink_pipeline(url, stream, 4 << 20, |_| {})?;
 
     let bus = pipeline.bus().unwrap();
     let mut pushes = Vec::with_capacity(if paced { pieces.len() } else { 0 });

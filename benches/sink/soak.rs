@@ -39,30 +39,9 @@ fn cluster(second: u64, payload: &Bytes, out: &mut Vec<Bytes>) {
 
 /// Streams `hours` of simulated video into `url`, sampling RSS every simulated half hour.
 pub fn soak(url: &str, hours: u64) -> Result<Vec<Sample>, String> {
-    let pipeline = gst::Pipeline::new();
-    let src = gst_app::AppSrc::builder()
-        .caps(&gst::Caps::new_empty_simple("video/x-matroska"))
-        .format(gst::Format::Bytes)
-        .stream_type(gst_app::AppStreamType::Stream)
-        .block(true)
-        .max_bytes(1 << 20)
-        .build();
-    let sink = gst::ElementFactory::make("kvssink")
-        .property("stream-name", "soak")
-        .property("aws-region", REGION)
-        .property("control-plane-uri", url)
-        .property("access-key", ACCESS_KEY)
-        .property("secret-key", SECRET_KEY)
-        .property("rotation-period", 2u32)
-        .build()
-        .map_err(|e| format!("kvssink: {e}"))?;
-    pipeline
-        .add_many([src.upcast_ref(), &sink])
-        .map_err(|e| e.to_string())?;
-    src.link(&sink).map_err(|e| e.to_string())?;
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|e| e.to_string())?;
+    let (pipeline, src, sink) = kvssink_pipeline(url, "soak", 1 << 20, |sink| {
+        sink.set_property("rotation-period", 2u32)
+    })?;
     let bus = pipeline.bus().unwrap();
 
     let payload = payload();
