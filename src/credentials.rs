@@ -143,6 +143,8 @@ struct Link {
     name: String,
     /// Where credentials came from, for the log.
     source: &'static str,
+    /// Having nothing is an error (a profile the user named), not a reason to go on.
+    required: bool,
     provider: SharedCredentialsProvider,
 }
 
@@ -181,7 +183,7 @@ impl DefaultChain {
         for link in links.iter() {
             match link.provider.provide_credentials().await {
                 Ok(credentials) => return Ok(from_source(credentials, link.source)),
-                Err(CredentialsError::CredentialsNotLoaded(context)) => {
+                Err(CredentialsError::CredentialsNotLoaded(context)) if !link.required => {
                     let reason =
                         std::error::Error::source(&CredentialsError::CredentialsNotLoaded(context))
                             .map(error_text)
@@ -220,56 +222,62 @@ fn default_links(config: &ProviderConfig, profile: Option<&str>) -> Vec<Link> {
     use aws_config::profile::ProfileFileCredentialsProvider;
     use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
 
-    let mut links = Vec::new();
-    let mut link = |source: &'static str, name: String, provider: SharedCredentialsProvider| {
-        links.push(Link {
-            name,
+    fn link(
+        source: &'static str,
+        name: impl Into<String>,
+        provider: impl ProvideCredentials + 'static,
+    ) -> Link {
+        Link {
+            name: name.into(),
             source,
-            provider,
-        })
-    };
+            required: false,
+            provider: SharedCredentialsProvider::new(provider),
+        }
+    }
+
+    let mut links = Vec::new();
     if profile.is_none() {
-        link(
+        links.push(link(
             "the environment",
-            "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)".to_owned(),
-            SharedCredentialsProvider::new(EnvironmentVariableCredentialsProvider::new()),
-        );
+            "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
+            EnvironmentVariableCredentialsProvider::new(),
+        ));
     }
     let mut builder = ProfileFileCredentialsProvider::builder().configure(config);
     if let Some(name) = profile {
         builder = builder.profile_name(name);
     }
-    link(
-        "the shared config and credentials files",
-        format!(
-            "profile {} in the shared config and credentials files ({}, {})",
-            endpoint::profile_name(profile),
-            env_or("AWS_CONFIG_FILE", "~/.aws/config"),
-            env_or("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
-        ),
-        SharedCredentialsProvider::new(builder.build()),
-    );
-    link(
+    links.push(Link {
+        // A profile named by the property must have the credentials.
+        required: profile.is_some(),
+        ..link(
+            "the shared config and credentials files",
+            format!(
+                "profile {} in the shared config and credentials files ({}, {})",
+                endpoint::profile_name(profile),
+                env_or("AWS_CONFIG_FILE", "~/.aws/config"),
+                env_or("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+            ),
+            builder.build(),
+        )
+    });
+    links.push(link(
         "web identity",
-        "web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)".to_owned(),
-        SharedCredentialsProvider::new(
-            WebIdentityTokenCredentialsProvider::builder()
-                .configure(config)
-                .build(),
-        ),
-    );
-    link(
+        "web identity (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN)",
+        WebIdentityTokenCredentialsProvider::builder()
+            .configure(config)
+            .build(),
+    ));
+    links.push(link(
         "the container credentials endpoint",
-        "container credentials (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI)".to_owned(),
-        SharedCredentialsProvider::new(EcsCredentialsProvider::builder().configure(config).build()),
-    );
-    link(
+        "container credentials (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI)",
+        EcsCredentialsProvider::builder().configure(config).build(),
+    ));
+    links.push(link(
         "EC2 instance metadata",
-        "EC2 instance metadata (IMDSv2)".to_owned(),
-        SharedCredentialsProvider::new(
-            ImdsCredentialsProvider::builder().configure(config).build(),
-        ),
-    );
+        "EC2 instance metadata (IMDSv2)",
+        ImdsCredentialsProvider::builder().configure(config).build(),
+    ));
     links
 }
 

@@ -572,3 +572,21 @@ fn expiring_container_credentials_are_renewed_during_the_stream_without_loss() {
     );
     assert_eq!(stats.get::<u64>("reconnects").unwrap(), 0, "{stats}");
 }
+
+#[test]
+fn a_profile_named_by_the_property_must_exist() {
+    let env = TestEnv::new();
+    let default = Issued::new("default", far_future());
+    let camera = Issued::new("camera", far_future());
+    write_profiles(&env, &default, &camera);
+    let server = server_with(vec![default.key_pair()], None);
+    let (run, _) = run_testsrc(&server, "no-such-profile", |sink| {
+        sink.set_property("profile", "garage");
+    });
+    let text = run.error_text();
+    assert!(
+        text.contains("cannot get AWS credentials from profile garage"),
+        "{text}"
+    );
+    assert!(put_media_keys(&server).is_empty());
+}

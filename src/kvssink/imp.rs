@@ -154,7 +154,7 @@ impl BaseSinkImpl for KvsSink {
             .map_err(|e| {
                 gst::error_msg!(gst::ResourceError::Settings, ["stream {}: {}", stream, e])
             })?;
-        for message in ignored {
+        for message in settings.credential_warnings().into_iter().chain(ignored) {
             gst::element_imp_warning!(
                 self,
                 gst::ResourceError::Settings,

@@ -110,6 +110,15 @@ impl Settings {
         }
     }
 
+    /// Credential properties that are set but cannot be used on their own.
+    pub fn credential_warnings(&self) -> Vec<String> {
+        match (&self.access_key, &self.secret_key) {
+            (Some(_), None) => vec!["access-key is set without secret-key: ignored".to_owned()],
+            (None, Some(_)) => vec!["secret-key is set without access-key: ignored".to_owned()],
+            _ => Vec::new(),
+        }
+    }
+
     /// Where credentials come from (see [`crate::credentials`]). Fails on an
     /// `iot-certificate` structure that lacks a field or has an unknown one.
     pub fn credential_sources(&self) -> Result<credentials::Sources, String> {
