@@ -265,3 +265,20 @@ fn iot_certificate_problems_are_clear_errors() {
     }
     assert!(iot.requests().is_empty());
 }
+
+#[test]
+fn expired_credentials_are_a_clear_error() {
+    init();
+    let expired = Issued::new("expired", SystemTime::now() - Duration::from_secs(60));
+    let server = server_with(vec![expired.key_pair()]);
+    let line = launch_line("testsrc", &[("STREAM", "expired")]);
+    let (pipeline, sink) = pipeline_without_keys(&line, &server, "expired");
+    sink.set_property("access-key", &expired.access_key);
+    sink.set_property("secret-key", &expired.secret_key);
+    sink.set_property("session-token", &expired.token);
+    let run = run(&pipeline, TIMEOUT);
+    let text = run.error_text();
+    assert!(text.contains("ExpiredTokenException"), "{text}");
+    assert!(text.contains("the credentials have expired"), "{text}");
+    assert!(!text.contains(&expired.secret_key) && !text.contains(&expired.token));
+}

@@ -256,9 +256,9 @@ pub fn properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecString::builder("access-key")
             .nick("Access key")
             .blurb(
-                "AWS access key id; with secret-key, used instead of any other source (else \
-                 iot-certificate, credential-path, then the AWS chain: environment, profile, \
-                 web identity, container, instance metadata). Reading it gives <redacted>",
+                "AWS access key id; with secret-key, used instead of credential-path and of \
+                 the AWS chain (environment, profile, web identity, container, instance \
+                 metadata); only iot-certificate wins over it. Reading it gives <redacted>",
             )
             .mutable_ready()
             .build(),
@@ -445,8 +445,9 @@ pub fn properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecString::builder("ca-file")
             .nick("CA file")
             .blurb(
-                "PEM file of extra CA certificates to trust (else KVSSINK_CA_CERT_PATH); TLS \
-                 is always verified",
+                "PEM file of extra CA certificates to trust (else KVSSINK_CA_CERT_PATH) for \
+                 every HTTPS call: control plane, PutMedia, STS, AWS IoT credentials; TLS is \
+                 always verified",
             )
             .mutable_ready()
             .build(),

@@ -339,7 +339,11 @@ fn auth_advice(error: &ApiError) -> &'static str {
             "the signature does not match: usually a wrong secret key, or the clock is off \
              by more than 5 minutes"
         }
-        Some("ExpiredTokenException") => "the session token has expired: renew the credentials",
+        Some("ExpiredTokenException") => {
+            "the credentials have expired: kvssink renews only credentials from a source that \
+             refreshes them (a profile with a role, instance, task or pod roles, web identity, \
+             credential-path, iot-certificate), not fixed keys; also check the clock"
+        }
         _ => {
             "check the credentials and the IAM policy (kinesisvideo:PutMedia, DescribeStream, \
               GetDataEndpoint, CreateStream, TagStream)"
