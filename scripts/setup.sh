@@ -1,15 +1,34 @@
 #!/usr/bin/env bash
 # Installs what kvssink needs on Debian 12 (bookworm): GStreamer 1.22 with its development
-# files, the plugins the demo and tests use (good/bad/ugly/libav), the command-line tools,
-# meson, and curl (for the benchmark). Safe to run again: it installs only what is missing.
+# files, every GStreamer element that the README, scripts/, pipelines/, examples/ and the tests
+# use (listed in `elements` below, each with the package that provides it), the command-line
+# tools, meson, Debian's python3 with PyGObject, and curl (for the benchmark). Then it checks that
+# each element and PyGObject really are there. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 packages=(
   pkg-config build-essential curl ca-certificates
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-base-apps gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-  meson ninja-build python3-gi gir1.2-gstreamer-1.0
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x
+  meson ninja-build python3 python3-gi gir1.2-gstreamer-1.0
+)
+
+# Every element used anywhere in the project, as element:package. scripts/check-readme.sh fails
+# when a launch line in the README, scripts/, pipelines/, examples/ or the tests uses one that is
+# not listed here.
+elements=(
+  fakesink:libgstreamer1.0-0 filesink:libgstreamer1.0-0 filesrc:libgstreamer1.0-0
+  identity:libgstreamer1.0-0 queue:libgstreamer1.0-0
+  appsrc:gstreamer1.0-plugins-base audiotestsrc:gstreamer1.0-plugins-base
+  videoconvert:gstreamer1.0-plugins-base videotestsrc:gstreamer1.0-plugins-base
+  aacparse:gstreamer1.0-plugins-good jpegenc:gstreamer1.0-plugins-good
+  matroskademux:gstreamer1.0-plugins-good matroskamux:gstreamer1.0-plugins-good
+  v4l2src:gstreamer1.0-plugins-good
+  h264parse:gstreamer1.0-plugins-bad voaacenc:gstreamer1.0-plugins-bad
+  x264enc:gstreamer1.0-plugins-ugly
+  avdec_h264:gstreamer1.0-libav avenc_aac:gstreamer1.0-libav
+  clockoverlay:gstreamer1.0-x
 )
 
 missing=()
@@ -26,5 +45,21 @@ fi
 
 if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found. Install Rust $(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml) (e.g. with rustup) and run again." >&2
+  exit 1
+fi
+
+# What was installed must work: every element, the tools, and PyGObject for the Python example.
+absent=()
+for e in "${elements[@]}"; do
+  gst-inspect-1.0 --exists "${e%%:*}" || absent+=("GStreamer element ${e%%:*} (package ${e#*:})")
+done
+for t in gst-launch-1.0:gstreamer1.0-tools gst-discoverer-1.0:gstreamer1.0-plugins-base-apps; do
+  command -v "${t%%:*}" >/dev/null || absent+=("${t%%:*} (package ${t#*:})")
+done
+/usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0"); from gi.repository import Gst' 2>/dev/null \
+  || absent+=("PyGObject with GStreamer for /usr/bin/python3 (packages python3-gi gir1.2-gstreamer-1.0)")
+if ((${#absent[@]})); then
+  printf 'setup: missing after installing:\n' >&2
+  printf '  %s\n' "${absent[@]}" >&2
   exit 1
 fi
