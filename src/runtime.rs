@@ -1,4 +1,12 @@
 //! The one tokio runtime shared by every kvssink in the process.
+//!
+//! Every socket kvssink writes (control plane, PutMedia, credential endpoints, AWS IoT) is
+//! written from this runtime's threads, worker or blocking. A write to a socket the peer has
+//! closed raises SIGPIPE, whose default action kills the whole process: Rust programs ignore
+//! it, but `gst-launch-1.0`, most C applications and Python do not. A library must not change
+//! the host's process-wide signal disposition, so the runtime's threads block SIGPIPE in their
+//! own signal mask instead: the write then fails with `EPIPE`, which the uploader handles like
+//! any broken connection.
 
 use once_cell::sync::Lazy;
 
@@ -8,6 +16,62 @@ pub static RUNTIME: Lazy<tokio::runtime::Runtime> = Lazy::new(|| {
         .enable_all()
         .worker_threads(2)
         .thread_name("kvssink-runtime")
+        .on_thread_start(block_sigpipe)
         .build()
         .expect("cannot start the kvssink tokio runtime")
 });
+
+/// Blocks SIGPIPE for the calling thread only (threads it starts inherit the mask).
+///
+/// A SIGPIPE raised by a write on this thread then stays pending for the thread and is never
+/// delivered; the write returns `EPIPE`.
+pub fn block_sigpipe() {
+    // SAFETY: plain libc calls on a local, initialised signal set; pthread_sigmask only
+    // changes the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Whether SIGPIPE is blocked on the calling thread.
+pub fn sigpipe_blocked() -> bool {
+    // SAFETY: reads the calling thread's mask into a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut set);
+        libc::sigismember(&set, libc::SIGPIPE) == 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_runtime_thread_blocks_sigpipe() {
+        // Worker threads and the blocking pool (DNS lookups, file reads) alike.
+        let handle = RUNTIME.handle();
+        let workers: Vec<bool> = (0..8)
+            .map(|_| {
+                handle
+                    .block_on(handle.spawn(async { sigpipe_blocked() }))
+                    .unwrap()
+            })
+            .collect();
+        assert!(workers.iter().all(|b| *b), "{workers:?}");
+        let blocking = handle
+            .block_on(handle.spawn_blocking(sigpipe_blocked))
+            .unwrap();
+        assert!(blocking);
+    }
+
+    #[test]
+    fn the_calling_thread_is_left_alone() {
+        // The host's own threads keep their signal mask.
+        let blocked = std::thread::spawn(sigpipe_blocked).join().unwrap();
+        assert!(!blocked);
+    }
+}

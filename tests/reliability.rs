@@ -26,56 +26,6 @@ fn live(server: &Server, stream: &str, seconds: u32) -> (gst::Pipeline, gst::Ele
     (pipeline, sink)
 }
 
-/// Asserts that the stored fragments are the produced clusters, in order, each complete; a
-/// fragment may repeat (it was in flight when the connection failed) but only if it was stored
-/// before. Returns how many duplicates there were.
-fn assert_nothing_lost(server: &Server, stream: &str, sent: &[u8]) -> usize {
-    let (_, produced) = split_bytes(sent.to_vec());
-    let stored: Vec<_> = server
-        .fragments(stream)
-        .into_iter()
-        .map(|f| f.bytes)
-        .collect();
-    if std::env::var("KVS_DEBUG").is_ok() {
-        eprintln!(
-            "produced sizes {:?}",
-            produced.iter().map(|p| p.len()).collect::<Vec<_>>()
-        );
-        eprintln!(
-            "stored sizes {:?}",
-            stored.iter().map(|p| p.len()).collect::<Vec<_>>()
-        );
-        eprintln!(
-            "{}",
-            serde_json::to_string_pretty(&server.report()).unwrap()
-        );
-    }
-    let mut unique = Vec::new();
-    let mut duplicates = 0;
-    for fragment in &stored {
-        if unique.contains(fragment) {
-            duplicates += 1;
-        } else {
-            unique.push(fragment.clone());
-        }
-    }
-    assert_eq!(
-        unique.len(),
-        produced.len(),
-        "fragments lost: {} of {}",
-        produced.len() - unique.len().min(produced.len()),
-        produced.len()
-    );
-    for (i, (a, b)) in unique.iter().zip(&produced).enumerate() {
-        assert!(
-            a == b,
-            "fragment {i} differs from what matroskamux produced"
-        );
-    }
-    assert!(duplicates <= 3, "{duplicates} duplicates");
-    duplicates
-}
-
 /// Plays until `n` fragments are persisted, then calls `fault`, then runs to EOS.
 fn stream_with_fault(
     server: &Server,

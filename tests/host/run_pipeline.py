@@ -1,0 +1,73 @@
+#!/usr/bin/python3
+"""Runs a launch line to EOS the way a Python application does (PyGObject, a GLib main loop),
+printing kvssink's element messages like `gst-launch-1.0 -m` so the Rust tests can read them.
+
+    run_pipeline.py [--default-sigpipe] [--stop-after-persisted N] LAUNCH-LINE
+
+--default-sigpipe restores the default SIGPIPE action, as many applications (and anything
+started from them) do: CPython itself ignores SIGPIPE at start-up.
+--stop-after-persisted N sets the pipeline to NULL (no EOS) after N PERSISTED acks, as an
+application stopping its pipeline does.
+Exit status: 0 after EOS (or the requested stop), 1 after an error message.
+"""
+import signal
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+from gi.repository import GLib, Gst  # noqa: E402
+
+
+def main(argv):
+    stop_after = None
+    while argv and argv[0].startswith("--"):
+        flag = argv.pop(0)
+        if flag == "--default-sigpipe":
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        elif flag == "--stop-after-persisted":
+            stop_after = int(argv.pop(0))
+        else:
+            raise SystemExit(f"unknown flag {flag}")
+    Gst.init(None)
+    pipeline = Gst.parse_launch(" ".join(argv))
+    loop = GLib.MainLoop()
+    status = {"code": 0, "persisted": 0}
+
+    def on_message(_bus, msg):
+        if msg.type == Gst.MessageType.ELEMENT:
+            s = msg.get_structure()
+            if s is not None and s.get_name().startswith("kvs-"):
+                print(f"(element): {s.to_string()}", flush=True)
+                if s.get_name() == "kvs-ack" and s.get_string("event-type") == "PERSISTED":
+                    status["persisted"] += 1
+                    if stop_after is not None and status["persisted"] >= stop_after:
+                        loop.quit()
+        elif msg.type == Gst.MessageType.WARNING:
+            err, debug = msg.parse_warning()
+            print(f"WARNING: {err.message} ({debug})", file=sys.stderr, flush=True)
+        elif msg.type == Gst.MessageType.ERROR:
+            err, debug = msg.parse_error()
+            print(f"ERROR: {err.message} ({debug})", file=sys.stderr, flush=True)
+            status["code"] = 1
+            loop.quit()
+        elif msg.type == Gst.MessageType.EOS:
+            loop.quit()
+
+    bus = pipeline.get_bus()
+    bus.add_signal_watch()
+    bus.connect("message", on_message)
+    pipeline.set_state(Gst.State.PLAYING)
+    loop.run()
+    pipeline.set_state(Gst.State.NULL)
+    # Messages posted while stopping (the summary of a stop without EOS).
+    while True:
+        msg = bus.pop()
+        if msg is None:
+            break
+        on_message(bus, msg)
+    return status["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,238 @@
+//! Faults seen from the host users run: `gst-launch-1.0` (a C program, SIGPIPE at its default
+//! action) and Debian's python3 with the default SIGPIPE handler restored. The server closes,
+//! resets, fails and throttles PutMedia while kvssink writes the body; the host must survive
+//! (exit 0, no signal) and every fragment must be persisted.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::host::*;
+use common::*;
+use kvs_local::Fault;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Ten clusters of recorded H.264 (one key frame a second at 30 fps).
+fn ten_clusters(dir: &Path) -> PathBuf {
+    record(dir, "ten-clusters.mkv", 300, 30, "")
+}
+
+fn file_line(file: &Path, stream: &str) -> String {
+    format!(
+        "filesrc location={} ! kvssink stream-name={stream} stop-stream-timeout=60",
+        file.display()
+    )
+}
+
+/// Runs `filesrc ! kvssink` in gst-launch-1.0 with `fault` injected, and checks the host
+/// survived and nothing was lost.
+fn file_upload_survives(stream: &str, fault: Fault) -> HostRun {
+    let dir = tempdir();
+    let file = ten_clusters(dir.path());
+    let server = server();
+    server.inject(fault);
+    let run = gst_launch(&server, &file_line(&file, stream), TIMEOUT);
+    run.assert_success();
+    assert_eq!(
+        run.summary().get::<&str>("outcome").unwrap(),
+        "all-persisted",
+        "{:?}",
+        run.summary()
+    );
+    assert_nothing_lost(&server, stream, &std::fs::read(&file).unwrap());
+    run
+}
+
+/// PutMedia sessions that started streaming.
+fn sessions(run: &HostRun) -> usize {
+    run.named("kvs-connection")
+        .iter()
+        .filter(|s| s.get::<&str>("state").ok() == Some("streaming"))
+        .count()
+}
+
+fn reconnects(run: &HostRun) -> usize {
+    run.named("kvs-connection")
+        .iter()
+        .filter(|s| s.get::<&str>("state").ok() == Some("reconnecting"))
+        .count()
+}
+
+#[test]
+fn host_processes_start_with_sigpipe_at_its_default_action() {
+    // Otherwise every test below would pass for the wrong reason.
+    let (ignored, blocked) = child_signal_masks();
+    let pipe = signal_bit(libc::SIGPIPE);
+    assert_eq!(ignored & pipe, 0, "SIGPIPE ignored in children");
+    assert_eq!(blocked & pipe, 0, "SIGPIPE blocked in children");
+}
+
+#[test]
+fn put_media_answered_500_and_closed_does_not_kill_gst_launch() {
+    init();
+    let run = file_upload_survives(
+        "fail500",
+        Fault::FailRequests {
+            stream: None,
+            operation: "PutMedia".into(),
+            count: 3,
+            status: 500,
+            error_type: None,
+        },
+    );
+    assert!(reconnects(&run) >= 3, "the fault did not bite");
+}
+
+#[test]
+fn throttled_put_media_does_not_kill_gst_launch() {
+    init();
+    let run = file_upload_survives(
+        "throttled",
+        Fault::Throttle {
+            stream: None,
+            operation: "PutMedia".into(),
+            count: 3,
+        },
+    );
+    assert!(reconnects(&run) >= 3, "the fault did not bite");
+}
+
+#[test]
+fn connection_reset_mid_fragment_does_not_kill_gst_launch() {
+    init();
+    let run = file_upload_survives(
+        "reset",
+        Fault::CloseAfterBytes {
+            stream: None,
+            bytes: 150_000,
+            sessions: 3,
+        },
+    );
+    assert!(reconnects(&run) >= 3, "the fault did not bite");
+}
+
+#[test]
+fn an_error_ack_that_ends_the_session_does_not_kill_gst_launch() {
+    init();
+    let run = live_upload_survives(
+        "errorack",
+        Fault::ErrorAck {
+            stream: None,
+            fragment: Some(2),
+            timecode: None,
+            error_id: 5000,
+        },
+    );
+    assert!(reconnects(&run) >= 1, "the fault did not bite");
+}
+
+#[test]
+fn an_endpoint_down_at_start_then_back_does_not_kill_gst_launch() {
+    init();
+    let dir = tempdir();
+    let file = ten_clusters(dir.path());
+    // Nothing listens on the port for the first 3 s: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let later = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        Server::spawn(Config {
+            port,
+            ..Config::default()
+        })
+        .expect("start kvs-local on the same port")
+    });
+    let registry = tempdir();
+    let mut cmd = host_command(
+        "gst-launch-1.0",
+        &format!("http://127.0.0.1:{port}"),
+        registry.path(),
+    );
+    cmd.args(["-m", "-e"])
+        .args(split_launch(&file_line(&file, "down")));
+    let run = run_host(cmd, TIMEOUT);
+    let server = later.join().unwrap();
+    run.assert_success();
+    assert!(
+        reconnects(&run) >= 1,
+        "the outage did not bite: {}",
+        run.stdout
+    );
+    assert_nothing_lost(&server, "down", &std::fs::read(&file).unwrap());
+}
+
+/// Streams 5 s of live video in gst-launch-1.0 through a `tee` into kvssink and into a file,
+/// with `fault` injected. The user's other branch must not be cut short either: the file gets
+/// everything, and kvs-local stores exactly the clusters the file has.
+fn live_upload_survives(stream: &str, fault: Fault) -> HostRun {
+    let dir = tempdir();
+    let copy = dir.path().join("copy.mkv");
+    let server = server();
+    server.inject(fault);
+    let line = format!(
+        "videotestsrc is-live=true num-buffers=150 \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse \
+         ! matroskamux streamable=true ! tee name=t \
+         ! queue ! kvssink stream-name={stream} stop-stream-timeout=60 \
+         t. ! queue ! filesink location={}",
+        copy.display()
+    );
+    let run = gst_launch(&server, &line, TIMEOUT);
+    run.assert_success();
+    let written = std::fs::read(&copy).unwrap();
+    assert_eq!(
+        split_bytes(written.clone()).1.len(),
+        5,
+        "the file was cut short"
+    );
+    assert_nothing_lost(&server, stream, &written);
+    run
+}
+
+#[test]
+fn a_live_stream_with_a_tee_to_a_file_survives_resets_whole() {
+    init();
+    let run = live_upload_survives(
+        "tee",
+        Fault::CloseAfterBytes {
+            stream: None,
+            bytes: 100_000,
+            sessions: 2,
+        },
+    );
+    assert!(sessions(&run) >= 3, "the fault did not bite");
+}
+
+#[test]
+fn a_python_app_with_the_default_sigpipe_handler_survives_a_500() {
+    init();
+    let dir = tempdir();
+    let file = ten_clusters(dir.path());
+    let server = server();
+    server.inject(Fault::FailRequests {
+        stream: None,
+        operation: "PutMedia".into(),
+        count: 3,
+        status: 500,
+        error_type: None,
+    });
+    let registry = tempdir();
+    let mut cmd = host_command("/usr/bin/python3", &server.url(), registry.path());
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/run_pipeline.py"))
+        .arg("--default-sigpipe")
+        .arg(file_line(&file, "python"));
+    let run = run_host(cmd, TIMEOUT);
+    run.assert_success();
+    assert!(reconnects(&run) >= 3, "the fault did not bite");
+    assert_eq!(
+        run.summary().get::<&str>("outcome").unwrap(),
+        "all-persisted"
+    );
+    assert_nothing_lost(&server, "python", &std::fs::read(&file).unwrap());
+}
