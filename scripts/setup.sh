@@ -12,6 +12,7 @@ packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-base-apps gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x
   meson ninja-build python3 python3-gi gir1.2-gstreamer-1.0
+  faketime
 )
 
 # Every element used anywhere in the project, as element:package. scripts/check-readme.sh fails

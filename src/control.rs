@@ -32,22 +32,76 @@ pub enum ApiError {
     Sign(#[from] sigv4::SignError),
 }
 
+/// Error names that mean "too many requests, slow down": Kinesis Video Streams' own and the
+/// ones the AWS SDKs treat as throttling.
+pub const THROTTLING_ERRORS: &[&str] = &[
+    "ClientLimitExceededException",
+    "ConnectionLimitExceededException",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "RequestThrottled",
+    "SlowDown",
+];
+
 impl ApiError {
     /// Whether trying again later may succeed (network trouble, throttling, service errors).
     pub fn is_retriable(&self) -> bool {
         match self {
             ApiError::Transport { .. } => true,
             ApiError::Service { status, kind, .. } => {
-                *status >= 500
-                    || matches!(
-                        kind.as_str(),
-                        "ClientLimitExceededException"
-                            | "ConnectionLimitExceededException"
-                            | "ThrottlingException"
-                            | "InvalidEndpointException"
-                    )
+                *status >= 500 || self.is_throttling() || kind == "InvalidEndpointException"
             }
             ApiError::Decode(_) | ApiError::Sign(_) => false,
+        }
+    }
+
+    /// Whether the service answered that it is getting too many requests (HTTP 429 or a
+    /// throttling error such as `ClientLimitExceededException`).
+    pub fn is_throttling(&self) -> bool {
+        matches!(self, ApiError::Service { status, kind, .. }
+            if *status == 429 || THROTTLING_ERRORS.contains(&kind.as_str()))
+    }
+
+    /// When the service refused the signature because of this machine's clock, records the
+    /// skew so that the next requests are signed with the service's time, and returns it.
+    ///
+    /// As the AWS SDKs decide: an error of [`sigv4::SKEW_ERROR_CODES`] while the clock is more
+    /// than [`sigv4::SKEW_THRESHOLD`] off the service's, as measured from the `Date` header of
+    /// the control plane's answers; or a "Signature expired" / "Signature not yet current"
+    /// message, whose server time gives the skew (PutMedia answers are read without headers).
+    pub fn correct_clock(&self) -> Option<sigv4::Skew> {
+        let ApiError::Service { kind, message, .. } = self else {
+            return None;
+        };
+        if !sigv4::SKEW_ERROR_CODES.contains(&kind.as_str()) {
+            return None;
+        }
+        if let Some(server) = sigv4::server_time_in_message(message) {
+            let now = SystemTime::now();
+            return Some(sigv4::CLOCK.observe(server, now, now));
+        }
+        let skew = sigv4::CLOCK.skew();
+        skew.is_significant().then_some(skew)
+    }
+
+    /// Whether this is a signature error that the clock explains (as [`ApiError::correct_clock`]
+    /// says, without recording anything).
+    pub fn is_clock_skew(&self) -> bool {
+        match self {
+            ApiError::Service { kind, message, .. }
+                if sigv4::SKEW_ERROR_CODES.contains(&kind.as_str()) =>
+            {
+                sigv4::server_time_in_message(message).is_some()
+                    || sigv4::CLOCK.skew().is_significant()
+            }
+            _ => false,
         }
     }
 
@@ -150,17 +204,20 @@ pub struct ControlPlane {
     client: reqwest::Client,
     base: Url,
     region: String,
+    /// Measures the service's clock from every answer and corrects the signing time.
+    clock: &'static sigv4::Clock,
 }
 
 impl ControlPlane {
-    /// A client for `base` (e.g. `https://kinesisvideo.eu-west-1.amazonaws.com`).
+    /// A client for `base` (e.g. `https://kinesisvideo.eu-west-1.amazonaws.com`), which must
+    /// be an `http` or `https` URL with a host.
     pub fn new(client: reqwest::Client, base: &str, region: &str) -> Result<Self, ApiError> {
-        let base = Url::parse(base)
-            .map_err(|e| ApiError::Decode(format!("invalid control-plane URL {base:?}: {e}")))?;
+        let base = crate::endpoint::parse_url(base).map_err(ApiError::Decode)?;
         Ok(ControlPlane {
             client,
             base,
             region: region.to_owned(),
+            clock: &sigv4::CLOCK,
         })
     }
 
@@ -189,18 +246,26 @@ impl ControlPlane {
             .body(body.clone())
             .build()
             .map_err(|e| ApiError::transport(&url, &e))?;
-        sigv4::sign_request(
+        let sent = SystemTime::now();
+        sigv4::sign_request_at(
             &mut request,
             credentials,
             &self.region,
             Payload::Bytes(&body),
-            SystemTime::now(),
+            self.clock.skew().apply(sent),
         )?;
         let response = self
             .client
             .execute(request)
             .await
             .map_err(|e| ApiError::transport(&url, &e))?;
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+        self.clock.observe_date_header(
+            header("date"),
+            header("age").is_some(),
+            sent,
+            SystemTime::now(),
+        );
         let status = response.status().as_u16();
         let error_type = response
             .headers()

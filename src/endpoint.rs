@@ -84,9 +84,33 @@ pub async fn resolve(location: &Location) -> Resolved {
         "use_dualstack_endpoint",
     );
 
+    let explicit = explicit_control_plane(location);
+    let (control_plane_url, control_plane_from) = explicit.unwrap_or_else(|| {
+        let mut from = format!("the {} partition", partition(&region).name);
+        if fips {
+            from.push_str(", FIPS");
+        }
+        if dual_stack {
+            from.push_str(", dual-stack");
+        }
+        (control_plane_url(&region, fips, dual_stack), from)
+    });
+    Resolved {
+        region,
+        region_from,
+        control_plane_url,
+        control_plane_from,
+        notes,
+    }
+}
+
+/// The control-plane URL given by the user and where it came from: `control-plane-uri`,
+/// `CONTROL_PLANE_URI`, `AWS_ENDPOINT_URL_KINESIS_VIDEO`, `AWS_ENDPOINT_URL` (the last two
+/// ignored with `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`).
+fn explicit_control_plane(location: &Location) -> Option<(String, String)> {
     let ignore_endpoint_urls =
         env("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    let explicit = [
+    [
         (
             location.control_plane_uri.clone(),
             "the control-plane-uri property",
@@ -105,24 +129,45 @@ pub async fn resolve(location: &Location) -> Resolved {
         .into_iter()
         .filter(|_| !ignore_endpoint_urls),
     )
-    .find_map(|(url, from)| url.map(|u| (u, from.to_owned())));
-    let (control_plane_url, control_plane_from) = explicit.unwrap_or_else(|| {
-        let mut from = format!("the {} partition", partition(&region).name);
-        if fips {
-            from.push_str(", FIPS");
-        }
-        if dual_stack {
-            from.push_str(", dual-stack");
-        }
-        (control_plane_url(&region, fips, dual_stack), from)
-    });
-    Resolved {
-        region,
-        region_from,
-        control_plane_url,
-        control_plane_from,
-        notes,
+    .find_map(|(url, from)| url.map(|u| (u, from.to_owned())))
+}
+
+/// Checks, without touching the network, that the control-plane URL the user gave (see
+/// [`resolve`]) can be used: an `http` or `https` URL with a host. For the element's `start`,
+/// so that `control-plane-uri=ftp://...` is an error at once, naming where the URL came from.
+pub fn check(location: &Location) -> Result<(), String> {
+    match explicit_control_plane(location) {
+        Some((url, from)) => parse_url(&url)
+            .map(|_| ())
+            .map_err(|e| format!("{e} (from {from})")),
+        None => Ok(()),
     }
+}
+
+/// Parses a control-plane URL: `http` or `https`, with a host, no user name or password.
+pub fn parse_url(text: &str) -> Result<url::Url, String> {
+    let hint = "give a URL such as https://kinesisvideo.us-west-2.amazonaws.com or \
+                http://127.0.0.1:4566";
+    let url = url::Url::parse(text.trim())
+        .map_err(|e| format!("the control-plane URL {text:?} is not a URL ({e}): {hint}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "the control-plane URL {text:?} is not http or https ({}:// cannot be used): {hint}",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "the control-plane URL {text:?} has no host: {hint}"
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "the control-plane URL {text:?} holds a user name or password, which AWS does not \
+             use: remove it"
+        ));
+    }
+    Ok(url)
 }
 
 /// The region alone (for the credential providers that call STS): as in [`resolve`].
@@ -345,5 +390,34 @@ mod tests {
         }
         assert_eq!(partition("us-gov-west-1").name, "aws-us-gov");
         assert_eq!(partition("ap-southeast-7").name, "aws");
+    }
+
+    #[test]
+    fn unusable_control_plane_urls_are_refused() {
+        for good in [
+            "https://kinesisvideo.eu-west-1.amazonaws.com",
+            "http://127.0.0.1:4566",
+            "http://localhost:4566/",
+        ] {
+            assert!(parse_url(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("ftp://example.com", "not http or https (ftp://"),
+            ("kinesisvideo.us-east-1.amazonaws.com", "not a URL"),
+            ("file:///tmp/x", "not http or https"),
+            ("http://", "not a URL"),
+            ("https://user:pw@example.com", "user name or password"),
+            ("unix:/run/kvs.sock", "not http or https"),
+        ] {
+            let e = parse_url(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        let e = check(&Location {
+            control_plane_uri: Some("ftp://example.com".into()),
+            ..Location::default()
+        })
+        .unwrap_err();
+        assert!(e.ends_with("(from the control-plane-uri property)"), "{e}");
     }
 }

@@ -3,14 +3,23 @@
 //! Control-plane calls sign the hash of their JSON body; PutMedia signs its live, endless body as
 //! `UNSIGNED-PAYLOAD` and sends `x-amz-content-sha256: UNSIGNED-PAYLOAD`, as AWS advises for
 //! streaming uploads.
+//!
+//! Clock skew is corrected as the AWS SDKs do (aws-sdk-rust's `ServiceClockSkewInterceptor`):
+//! the service's clock is measured from the `Date` header of every control-plane answer (or,
+//! for an answer without one, from the server time AWS writes in a "Signature expired" message),
+//! and requests are signed at this machine's time plus that skew. A signature error is put down
+//! to the clock when the skew is over [`SKEW_THRESHOLD`].
 
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
     PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
 };
 use aws_sigv4::sign::v4;
+use aws_smithy_types::DateTime;
+use aws_smithy_types::date_time::Format;
 use http::{HeaderName, HeaderValue};
 
 /// The SigV4 signing name of every Kinesis Video Streams API.
@@ -31,8 +40,26 @@ pub enum Payload<'a> {
 pub struct SignError(String);
 
 /// Signs `request` in place for `region`, adding `Authorization`, `X-Amz-Date`,
-/// `x-amz-content-sha256` and, with temporary credentials, `X-Amz-Security-Token`.
+/// `x-amz-content-sha256` and, with temporary credentials, `X-Amz-Security-Token`. `time` is
+/// this machine's clock: the skew measured by [`CLOCK`] is added to it.
 pub fn sign_request(
+    request: &mut reqwest::Request,
+    credentials: &Credentials,
+    region: &str,
+    payload: Payload<'_>,
+    time: SystemTime,
+) -> Result<(), SignError> {
+    sign_request_at(
+        request,
+        credentials,
+        region,
+        payload,
+        CLOCK.skew().apply(time),
+    )
+}
+
+/// Like [`sign_request`], signing at exactly `time` (no skew correction).
+pub fn sign_request_at(
     request: &mut reqwest::Request,
     credentials: &Credentials,
     region: &str,
@@ -87,6 +114,155 @@ pub fn sign_request(
     Ok(())
 }
 
+/// Below this skew, a signature error is a signature error, not the clock's fault; above it, a
+/// request refused with one of [`SKEW_ERROR_CODES`] is signed again with the service's time
+/// (the AWS SDKs' threshold: 4 minutes, the service allowing 5).
+pub const SKEW_THRESHOLD: Duration = Duration::from_secs(4 * 60);
+
+/// A round trip longer than this tells nothing reliable about the service's clock.
+const MAX_TRUSTED_ROUND_TRIP: Duration = Duration::from_secs(15 * 60);
+
+/// Errors that a wrong clock causes (the AWS SDKs' list: aws-sdk-rust, and `RequestExpired`,
+/// `RequestInTheFuture` from the Java SDK's).
+pub const SKEW_ERROR_CODES: &[&str] = &[
+    "InvalidSignatureException",
+    "SignatureDoesNotMatch",
+    "AuthFailure",
+    "RequestTimeTooSkewed",
+    "RequestExpired",
+    "RequestInTheFuture",
+    "AccessDeniedException",
+];
+
+/// How far the service's clock is ahead of this machine's (negative: behind), in ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skew(pub i64);
+
+impl Skew {
+    /// Its size, whichever way.
+    pub fn magnitude(self) -> Duration {
+        Duration::from_millis(self.0.unsigned_abs())
+    }
+
+    /// Whether a signature error with this skew is put down to the clock.
+    pub fn is_significant(self) -> bool {
+        self.magnitude() > SKEW_THRESHOLD
+    }
+
+    /// This machine's `time` as the service's clock reads it.
+    pub fn apply(self, time: SystemTime) -> SystemTime {
+        let shift = self.magnitude();
+        if self.0 >= 0 {
+            time.checked_add(shift)
+        } else {
+            time.checked_sub(shift)
+        }
+        .unwrap_or(time)
+    }
+}
+
+impl std::fmt::Display for Skew {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = (self.magnitude().as_millis() + 500) / 1000;
+        let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+        let way = if self.0 > 0 { "behind" } else { "ahead of" };
+        f.write_str("the clock of this machine is ")?;
+        if h > 0 {
+            write!(f, "{h} h {m} min ")?;
+        } else if m > 0 {
+            write!(f, "{m} min ")?;
+        }
+        write!(f, "{s} s {way} the service's")
+    }
+}
+
+/// The skew between this machine's clock and the service's, as last measured.
+#[derive(Debug, Default)]
+pub struct Clock {
+    skew_ms: AtomicI64,
+}
+
+/// The skew of this process's requests: one machine clock, and every AWS endpoint keeps the
+/// same time, so one measurement serves the control plane and PutMedia alike.
+pub static CLOCK: Clock = Clock::new();
+
+impl Clock {
+    pub const fn new() -> Clock {
+        Clock {
+            skew_ms: AtomicI64::new(0),
+        }
+    }
+
+    pub fn skew(&self) -> Skew {
+        Skew(self.skew_ms.load(Ordering::Relaxed))
+    }
+
+    /// This machine's time now, corrected for the skew.
+    pub fn now(&self) -> SystemTime {
+        self.skew().apply(SystemTime::now())
+    }
+
+    /// Records the skew that a service `server` time implies for a request sent at `sent` and
+    /// answered at `received` (local times): the service is taken to have read its clock half
+    /// way through, as NTP does. A round trip too long to be trusted is ignored. Returns the
+    /// skew now in use.
+    pub fn observe(&self, server: SystemTime, sent: SystemTime, received: SystemTime) -> Skew {
+        let Ok(round_trip) = received.duration_since(sent) else {
+            return self.skew();
+        };
+        if round_trip > MAX_TRUSTED_ROUND_TRIP {
+            return self.skew();
+        }
+        let midpoint = sent + round_trip / 2;
+        let ms = match server.duration_since(midpoint) {
+            Ok(ahead) => i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX),
+            Err(behind) => -i64::try_from(behind.duration().as_millis()).unwrap_or(i64::MAX),
+        };
+        self.skew_ms.store(ms, Ordering::Relaxed);
+        Skew(ms)
+    }
+
+    /// Records the skew from an HTTP `Date` header (RFC 7231 format), unless the answer came
+    /// from a cache (`Age`): see [`Clock::observe`].
+    pub fn observe_date_header(
+        &self,
+        date: Option<&str>,
+        age: bool,
+        sent: SystemTime,
+        received: SystemTime,
+    ) -> Option<Skew> {
+        if age {
+            return None;
+        }
+        let server = DateTime::from_str(date?.trim(), Format::HttpDate).ok()?;
+        let server = SystemTime::try_from(server).ok()?;
+        Some(self.observe(server, sent, received))
+    }
+}
+
+/// The service's time in a SigV4 time error, which AWS words as `Signature expired: <X-Amz-Date>
+/// is now earlier than <limit> (<server time> - 5 min.)` or `Signature not yet current: ... is
+/// still later than <limit> (<server time> + 5 min.)`.
+pub fn server_time_in_message(message: &str) -> Option<SystemTime> {
+    let (_, tail) = message.rsplit_once('(')?;
+    let stamp = tail.split([' ', ')']).next()?;
+    let b = stamp.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let iso = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    );
+    let time = DateTime::from_str(&iso, Format::DateTime).ok()?;
+    SystemTime::try_from(time).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,7 +286,7 @@ mod tests {
     fn signs_hashed_body_with_scope_and_checksum_header() {
         let creds = Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
         let mut req = request("{}");
-        sign_request(&mut req, &creds, "eu-west-1", Payload::Bytes(b"{}"), at()).unwrap();
+        sign_request_at(&mut req, &creds, "eu-west-1", Payload::Bytes(b"{}"), at()).unwrap();
         let auth = req.headers()["authorization"].to_str().unwrap();
         assert!(
             auth.starts_with(
@@ -131,7 +307,7 @@ mod tests {
     fn streaming_body_is_unsigned_and_token_is_added() {
         let creds = Credentials::new("AKIDEXAMPLE", "secret", Some("tok".into()), None, "test");
         let mut req = request("");
-        sign_request(&mut req, &creds, "us-east-1", Payload::Unsigned, at()).unwrap();
+        sign_request_at(&mut req, &creds, "us-east-1", Payload::Unsigned, at()).unwrap();
         assert_eq!(req.headers()["x-amz-content-sha256"], "UNSIGNED-PAYLOAD");
         assert_eq!(req.headers()["x-amz-security-token"], "tok");
         assert!(req.headers()["x-amz-security-token"].is_sensitive());
@@ -142,7 +318,7 @@ mod tests {
         let sig = |secret: &str, body: &'static str| {
             let creds = Credentials::new("AKIDEXAMPLE", secret, None, None, "test");
             let mut req = request(body);
-            sign_request(
+            sign_request_at(
                 &mut req,
                 &creds,
                 "eu-west-1",
@@ -155,5 +331,76 @@ mod tests {
         assert_eq!(sig("a", "{}"), sig("a", "{}"));
         assert_ne!(sig("a", "{}"), sig("b", "{}"));
         assert_ne!(sig("a", "{}"), sig("a", "{ }"));
+    }
+
+    #[test]
+    fn skew_from_the_date_header_corrects_the_signing_time() {
+        let clock = Clock::new();
+        let sent = at();
+        let received = sent + Duration::from_secs(2);
+        // The service answers 7 minutes ahead of this machine.
+        let date = aws_smithy_types::DateTime::from(sent + Duration::from_secs(7 * 60 + 1))
+            .fmt(Format::HttpDate)
+            .unwrap();
+        let skew = clock
+            .observe_date_header(Some(&date), false, sent, received)
+            .unwrap();
+        assert_eq!(skew, Skew(420_000));
+        assert!(skew.is_significant());
+        assert_eq!(clock.skew(), skew);
+        assert_eq!(skew.apply(sent), sent + Duration::from_secs(420));
+        assert_eq!(
+            skew.to_string(),
+            "the clock of this machine is 7 min 0 s behind the service's"
+        );
+        assert_eq!(
+            Skew(-3_723_400).to_string(),
+            "the clock of this machine is 1 h 2 min 3 s ahead of the service's"
+        );
+        assert!(!Skew(-239_000).is_significant());
+
+        let mut req = request("{}");
+        let creds = Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        sign_request_at(
+            &mut req,
+            &creds,
+            "eu-west-1",
+            Payload::Bytes(b"{}"),
+            clock.skew().apply(at()),
+        )
+        .unwrap();
+        assert_eq!(req.headers()["x-amz-date"], "20231114T222020Z");
+
+        // A cached answer, an unreadable date or a slow round trip tell nothing.
+        let other = Clock::new();
+        assert_eq!(
+            other.observe_date_header(Some(&date), true, sent, received),
+            None
+        );
+        assert_eq!(
+            other.observe_date_header(Some("yesterday"), false, sent, received),
+            None
+        );
+        other.observe(
+            sent + Duration::from_secs(3600),
+            sent,
+            sent + Duration::from_secs(3600),
+        );
+        assert_eq!(other.skew(), Skew(0));
+    }
+
+    #[test]
+    fn server_time_from_aws_skew_messages() {
+        let expired = "Signature expired: 20231114T222820Z is now earlier than \
+                       20231114T220820Z (20231114T221320Z - 5 min.)";
+        assert_eq!(server_time_in_message(expired), Some(at()));
+        let future = "Signature not yet current: 20231114T222820Z is still later than \
+                      20231114T221820Z (20231114T221320Z + 5 min.)";
+        assert_eq!(server_time_in_message(future), Some(at()));
+        assert_eq!(
+            server_time_in_message("The request signature we calculated does not match"),
+            None
+        );
+        assert_eq!(server_time_in_message("(x)"), None);
     }
 }

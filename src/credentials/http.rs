@@ -58,12 +58,89 @@ impl ReqwestHttpClient {
     }
 }
 
-/// Reads every certificate of a PEM bundle.
+/// Reads the CA certificates of `ca-file` (or an IoT `ca-path`): a PEM bundle, or a directory
+/// of PEM files such as `/etc/ssl/certs` (as the official element accepts). In a directory,
+/// every file holding PEM certificates is read (a certificate found under several names, as
+/// the hash links of `c_rehash` are, counts once) and other files are skipped; a directory
+/// without any certificate is an error.
 pub fn load_pem_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    if path.is_dir() {
+        return load_pem_dir(path);
+    }
     let pem = std::fs::read(path)
         .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
-    reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("the CA file {} is not PEM: {e}", path.display()))
+    let blocks = pem_certificates(&pem);
+    if blocks.is_empty() {
+        return Err(format!(
+            "the CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    blocks
+        .iter()
+        .map(|block| {
+            reqwest::Certificate::from_pem(block.as_bytes())
+                .map_err(|e| format!("the CA file {} is not PEM: {e}", path.display()))
+        })
+        .collect()
+}
+
+fn load_pem_dir(dir: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read the CA directory {}: {e}", dir.display()))?;
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut seen = std::collections::HashSet::new();
+    let mut roots = Vec::new();
+    for file in files {
+        // Unreadable files and files of other kinds (keys, CRLs, READMEs) are not CAs.
+        let Ok(pem) = std::fs::read(&file) else {
+            continue;
+        };
+        for block in pem_certificates(&pem) {
+            if !seen.insert(block.clone()) {
+                continue;
+            }
+            if let Ok(cert) = reqwest::Certificate::from_pem(block.as_bytes()) {
+                roots.push(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "the CA directory {} holds no PEM certificate (files with -----BEGIN \
+             CERTIFICATE-----)",
+            dir.display()
+        ));
+    }
+    Ok(roots)
+}
+
+/// The `CERTIFICATE` blocks of a PEM text, each normalised (line ends, surrounding space) so
+/// that one certificate written twice compares equal.
+fn pem_certificates(pem: &[u8]) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(pem);
+    let mut blocks = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(start) = rest.find(BEGIN) {
+        let body = &rest[start + BEGIN.len()..];
+        let Some(end) = body.find(END) else { break };
+        let base64: String = body[..end]
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("\n");
+        blocks.push(format!("{BEGIN}\n{base64}\n{END}\n"));
+        rest = &body[end + END.len()..];
+    }
+    blocks
 }
 
 impl HttpClient for ReqwestHttpClient {
@@ -127,5 +204,53 @@ fn connector_error(e: reqwest::Error) -> ConnectorError {
         ConnectorError::io(e.into())
     } else {
         ConnectorError::other(e.into(), None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_of_pem_files_is_a_ca_file() {
+        // Debian's /etc/ssl/certs: a bundle, one file per CA and hash links to them.
+        let system = Path::new("/etc/ssl/certs");
+        if system.join("ca-certificates.crt").exists() {
+            let bundle = load_pem_roots(&system.join("ca-certificates.crt")).unwrap();
+            let dir = load_pem_roots(system).unwrap();
+            assert!(bundle.len() > 50, "{}", bundle.len());
+            // Every certificate once, though each is there three times.
+            assert!(
+                dir.len() >= bundle.len() && dir.len() < bundle.len() + bundle.len() / 4,
+                "{} in the directory, {} in the bundle",
+                dir.len(),
+                bundle.len()
+            );
+        }
+
+        let tmp = tempfile::tempdir().unwrap();
+        let empty = load_pem_roots(tmp.path()).unwrap_err();
+        assert!(empty.contains("holds no PEM certificate"), "{empty}");
+        std::fs::write(tmp.path().join("README"), "not a certificate").unwrap();
+        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        assert!(load_pem_roots(tmp.path()).is_err());
+        let not_pem = load_pem_roots(&tmp.path().join("README")).unwrap_err();
+        assert!(not_pem.contains("holds no PEM certificate"), "{not_pem}");
+        let missing = load_pem_roots(&tmp.path().join("nope.pem")).unwrap_err();
+        assert!(missing.contains("cannot read the CA file"), "{missing}");
+    }
+
+    #[test]
+    fn pem_blocks_are_found_and_normalised() {
+        let a =
+            "junk\r\n-----BEGIN CERTIFICATE-----\r\nQUJD\r\nREVG\r\n-----END CERTIFICATE-----\r\n";
+        let b = "-----BEGIN CERTIFICATE-----\nQUJD\nREVG\n-----END CERTIFICATE-----\n\
+                 -----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----\n\
+                 -----BEGIN CERTIFICATE-----\nR0hJ\n-----END CERTIFICATE-----";
+        let a = pem_certificates(a.as_bytes());
+        let b = pem_certificates(b.as_bytes());
+        assert_eq!(a.len(), 1);
+        assert_eq!(b.len(), 2);
+        assert_eq!(a[0], b[0]);
     }
 }

@@ -21,6 +21,8 @@ const BASE_BACKOFF: Duration = Duration::from_millis(250);
 const CREATE_WAIT: Duration = Duration::from_secs(60);
 /// At start, give up when the service was not reached within this many connection timeouts.
 const START_ATTEMPT_FACTOR: u32 = 3;
+/// At start, keep retrying throttled requests for this many connection timeouts.
+const START_THROTTLING_FACTOR: u32 = 12;
 /// Consecutive refusals of the credentials after which the stream fails.
 const MAX_AUTH_FAILURES: u32 = 3;
 
@@ -133,20 +135,57 @@ async fn drive(
             Err(Failure::Api(error)) => {
                 if error.is_auth() {
                     auth_failures += 1;
+                    // A wrong clock: sign again with the service's time (as the AWS SDKs do).
+                    if let Some(skew) = error.correct_clock()
+                        && auth_failures < MAX_AUTH_FAILURES
+                    {
+                        let reason = format!(
+                            "{error}; {skew}: signing with the service's time from now on. \
+                             Set this machine's clock right (NTP)"
+                        );
+                        attempt += 1;
+                        pause(shared, attempt, reason).await;
+                        continue;
+                    }
                     if !ever_authorised || auth_failures >= MAX_AUTH_FAILURES {
-                        return Err(fatal(shared, &error, auth_advice(&error)));
+                        return Err(fatal(shared, &error, &auth_advice(&error, &credentials)));
+                    }
+                } else if error.is_throttling() {
+                    // The service answered: the endpoint and region are right. Keep trying, for
+                    // a while at start.
+                    let limit = config.connection_timeout * START_THROTTLING_FACTOR;
+                    if !ever_authorised && started.elapsed() >= limit {
+                        return Err(fatal(
+                            shared,
+                            &error,
+                            &format!(
+                                "the service throttled every attempt for {} s since start, with \
+                                 backoff: too many requests for this stream or account (other \
+                                 producers or applications using it; DescribeStream and \
+                                 GetDataEndpoint allow 5 calls per second per stream, PutMedia \
+                                 one connection per stream). Try again later, or raise \
+                                 connection-timeout to keep trying longer ({START_THROTTLING_FACTOR} \
+                                 x connection-timeout at start)",
+                                limit.as_secs()
+                            ),
+                        ));
                     }
                 } else if !error.is_retriable() {
                     return Err(fatal(shared, &error, "check the stream name and region"));
                 } else if !ever_authorised
                     && started.elapsed() >= config.connection_timeout * START_ATTEMPT_FACTOR
                 {
-                    // Never reached the service since start: most likely a wrong endpoint.
-                    return Err(fatal(
-                        shared,
-                        &error,
-                        "check the network, aws-region and control-plane-uri",
-                    ));
+                    let advice = match error {
+                        // Never reached the service since start: most likely a wrong endpoint.
+                        ApiError::Transport { .. } => {
+                            "check the network, aws-region and control-plane-uri"
+                        }
+                        _ => {
+                            "the service answered with errors at every attempt since start: \
+                             try again later, and check aws-region and control-plane-uri"
+                        }
+                    };
+                    return Err(fatal(shared, &error, advice));
                 }
                 if matches!(
                     error.kind(),
@@ -156,7 +195,11 @@ async fn drive(
                     // Ask the control plane again: the stream may have moved.
                     endpoint = None;
                 }
-                error.to_string()
+                if error.is_throttling() {
+                    format!("throttled by the service, retrying with backoff: {error}")
+                } else {
+                    error.to_string()
+                }
             }
         };
 
@@ -317,11 +360,7 @@ fn build_client(config: &super::Config) -> Result<reqwest::Client, String> {
         .pool_max_idle_per_host(2)
         .user_agent(config.user_agent.clone());
     if let Some(path) = &config.ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("the CA file {} is not PEM: {e}", path.display()))?
-        {
+        for cert in credentials::http::load_pem_roots(path)? {
             builder = builder.add_root_certificate(cert);
         }
     }
@@ -330,24 +369,57 @@ fn build_client(config: &super::Config) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot set up HTTPS: {e}"))
 }
 
-fn auth_advice(error: &ApiError) -> &'static str {
+/// What to do about credentials the service refused. AWS answers `UnrecognizedClientException`
+/// "The security token included in the request is invalid" both for an unknown access key and
+/// for a bad session token: which one it is follows from whether a token was sent, and from
+/// the key's kind (`AKIA`: long-term, `ASIA`: temporary, from STS).
+fn auth_advice(error: &ApiError, credentials: &Credentials) -> String {
+    let source = credentials::source_of(credentials);
+    let token_sent = credentials.session_token().is_some();
+    let temporary_key = credentials.access_key_id().starts_with("ASIA");
+    let long_term_key = credentials.access_key_id().starts_with("AKIA");
+    if error.is_clock_skew() {
+        return format!(
+            "{}: set this machine's clock right (NTP, e.g. timedatectl set-ntp true). kvssink \
+             signs with the service's time once it has measured it, yet the service still \
+             refused the signature; if the clock is right, check the secret key (from {source})",
+            crate::sigv4::CLOCK.skew()
+        );
+    }
     match error.kind() {
-        Some("UnrecognizedClientException") => {
-            "the access key is not known to AWS: check access-key or AWS_ACCESS_KEY_ID"
-        }
-        Some("InvalidSignatureException") => {
-            "the signature does not match: usually a wrong secret key, or the clock is off \
-             by more than 5 minutes"
-        }
-        Some("ExpiredTokenException") => {
-            "the credentials have expired: kvssink renews only credentials from a source that \
-             refreshes them (a profile with a role, instance, task or pod roles, web identity, \
-             credential-path, iot-certificate), not fixed keys; also check the clock"
-        }
-        _ => {
-            "check the credentials and the IAM policy (kinesisvideo:PutMedia, DescribeStream, \
+        Some("UnrecognizedClientException") if token_sent && long_term_key => format!(
+            "the session token is invalid: a session token was sent with a long-term access \
+             key (AKIA...), which takes none. Unset session-token or AWS_SESSION_TOKEN (the \
+             credentials came from {source})"
+        ),
+        Some("UnrecognizedClientException") if token_sent => format!(
+            "the session token is invalid (AWS gives this answer for an unknown key too, but a \
+             token was sent): it is wrong, truncated, revoked or belongs to other temporary \
+             credentials. Check session-token or AWS_SESSION_TOKEN, or the source of the \
+             temporary credentials ({source}); an expired token is reported as \
+             ExpiredTokenException"
+        ),
+        Some("UnrecognizedClientException") if temporary_key => format!(
+            "the access key is temporary (ASIA...) but no session token was sent with it: set \
+             session-token or AWS_SESSION_TOKEN as well (the credentials came from {source})"
+        ),
+        Some("UnrecognizedClientException") => format!(
+            "the access key is not known to AWS (no session token was sent, so it is the key): \
+             check access-key or AWS_ACCESS_KEY_ID (the credentials came from {source})"
+        ),
+        Some("InvalidSignatureException" | "SignatureDoesNotMatch") => format!(
+            "the signature does not match: usually a wrong secret key (the credentials came from \
+             {source}; check secret-key or AWS_SECRET_ACCESS_KEY)"
+        ),
+        Some("ExpiredTokenException") => format!(
+            "the credentials have expired (their session token is past its expiry; they came \
+             from {source}): kvssink renews only credentials from a source that refreshes them (a profile with a role, \
+             instance, task or pod roles, web identity, credential-path, iot-certificate), not \
+             fixed keys; also check the clock"
+        ),
+        _ => "check the credentials and the IAM policy (kinesisvideo:PutMedia, DescribeStream, \
               GetDataEndpoint, CreateStream, TagStream)"
-        }
+            .to_owned(),
     }
 }
 
