@@ -13,3 +13,4 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # plugin library that the gst-launch-1.0 tests load.
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads=2
+bash kvs-local/tests/conformance/run.sh

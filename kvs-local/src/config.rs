@@ -94,7 +94,9 @@ pub struct Config {
     pub idle_ack_interval: Duration,
     /// After this long without PutMedia data the response is ended.
     pub idle_timeout: Duration,
-    /// How long a stream stays `CREATING` after CreateStream (0 = ACTIVE at once).
+    /// How long a stream stays `CREATING` after CreateStream. Default 0:
+    /// ACTIVE at once, so that clients that PutMedia right after
+    /// CreateStream (AWS's C producer) succeed, as they do against the service.
     pub creating_delay: Duration,
     /// Largest accepted fragment (cluster) in bytes; larger ones get ERROR 4001.
     pub max_fragment_size: u64,
@@ -126,7 +128,7 @@ impl Default for Config {
             region: None,
             idle_ack_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(30),
-            creating_delay: Duration::from_millis(200),
+            creating_delay: Duration::ZERO,
             max_fragment_size: 50 * 1024 * 1024,
             max_fragment_duration: Duration::from_secs(10),
             max_clock_skew: Duration::from_secs(5 * 60),

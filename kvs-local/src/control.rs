@@ -111,7 +111,7 @@ pub async fn handle(
         rec.stream = hint.clone();
         let verified = authenticate(&shared, &parts, &body, op, hint.as_deref(), &mut rec)?;
         let v = json?;
-        dispatch(&shared, op, &v, &verified, &parts)
+        dispatch(&shared, op, &v, &verified, &ctl)
     }
     .await;
     let resp = match result {
@@ -284,7 +284,7 @@ fn dispatch(
     op: &str,
     v: &Value,
     who: &Verified,
-    parts: &http::request::Parts,
+    ctl: &ConnCtl,
 ) -> Result<Vec<u8>, ApiError> {
     let store = &shared.store;
     match op {
@@ -402,10 +402,9 @@ fn dispatch(
                     "1 validation error detected: Value '{api}' at 'aPIName' failed to satisfy constraint: Member must satisfy enum value set: {APIS:?}"
                 )));
             }
-            let endpoint = match parts.headers.get("host").and_then(|h| h.to_str().ok()) {
-                Some(h) if !h.is_empty() => format!("http://{h}"),
-                _ => shared.base_url.clone(),
-            };
+            // The address the request really reached, never the Host header:
+            // AWS's C producer sends `Host: 127.0.0.1` without the port.
+            let endpoint = format!("http://{}", ctl.local);
             body(&json!({ "DataEndpoint": endpoint }))
         }
         "TagStream" => {

@@ -85,6 +85,8 @@ pub struct ConnCtl {
     pub started: Instant,
     /// Peer address.
     pub remote: SocketAddr,
+    /// The address the connection reached (this server's side).
+    pub local: SocketAddr,
 }
 
 /// Binds a listener with SO_REUSEADDR so that it can be re-bound at once.
@@ -157,10 +159,15 @@ pub async fn accept_loop(shared: Arc<Shared>, first: TcpListener, addr: SocketAd
 }
 
 async fn serve_connection(shared: Arc<Shared>, sock: tokio::net::TcpStream, remote: SocketAddr) {
+    let local = match sock.local_addr() {
+        Ok(a) => SocketAddr::new(a.ip().to_canonical(), a.port()),
+        Err(_) => remote,
+    };
     let ctl = Arc::new(ConnCtl {
         kill: Notify::new(),
         started: Instant::now(),
         remote,
+        local,
     });
     let mut epoch = shared.epoch.subscribe();
     epoch.borrow_and_update();
