@@ -13,6 +13,7 @@ packages=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x
   meson ninja-build python3 python3-gi gir1.2-gstreamer-1.0
   faketime
+  python3-boto3 python3-botocore python3-pytest awscli
 )
 
 # Every element used anywhere in the project, as element:package. scripts/check-readme.sh fails
