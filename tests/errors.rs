@@ -1,0 +1,463 @@
+//! Errors that point the right way: throttling is retried and named, a bad session token is
+//! told from an unknown access key, a wrong clock is corrected (and named when it is the
+//! cause), an unusable control-plane URL is refused at once, and `ca-file` may be a directory.
+//!
+//! The clock tests run `gst-launch-1.0` under libfaketime (Debian's `faketime`) with the
+//! plugin built at target/debug, against kvs-local in this process, which refuses requests
+//! signed more than 5 minutes off its clock as AWS does.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+use common::standins::{self, Reply, Standin};
+use common::*;
+use gst::prelude::*;
+use kvs_local::{Fault, KeyPair};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A live 3 s test stream (three fragments) into `sink`, recording what reached it.
+fn testsrc(
+    server: &Server,
+    stream: &str,
+) -> (
+    gst::Pipeline,
+    gst::Element,
+    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
+    let line = launch_line("testsrc", &[("STREAM", stream)]);
+    let (pipeline, sink) = pipeline(&line, server, stream);
+    sink.set_property("stop-stream-timeout", 30u32);
+    let sent = capture(&sink);
+    (pipeline, sink, sent)
+}
+
+fn reconnect_reasons(run: &Run) -> Vec<String> {
+    run.named("kvs-connection")
+        .iter()
+        .filter_map(|s| s.get::<String>("reason").ok())
+        .collect()
+}
+
+#[test]
+fn throttling_at_start_is_retried_past_the_connection_timeouts_and_named() {
+    init();
+    let server = server();
+    // Five throttled DescribeStream calls: with backoff from 250 ms doubling, more than
+    // 3 x connection-timeout (3 s), the bound for an endpoint that never answers.
+    server.inject(Fault::Throttle {
+        stream: None,
+        operation: "DescribeStream".into(),
+        count: 5,
+    });
+    let (pipeline, sink, sent) = testsrc(&server, "throttled");
+    sink.set_property("connection-timeout", 1u32);
+    let run = run(&pipeline, TIMEOUT);
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    let reasons = reconnect_reasons(&run);
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    for reason in &reasons {
+        assert!(reason.contains("throttled by the service"), "{reason}");
+        assert!(reason.contains("ClientLimitExceededException"), "{reason}");
+    }
+    assert!(
+        run.warnings.iter().any(|w| w.contains("throttled")),
+        "{:?}",
+        run.warnings
+    );
+    assert_stored_exactly(&server, "throttled", &sent.lock().unwrap());
+}
+
+#[test]
+fn throttling_that_does_not_end_is_an_error_that_names_throttling() {
+    init();
+    let server = server();
+    server.inject(Fault::Throttle {
+        stream: None,
+        operation: "*".into(),
+        count: 100_000,
+    });
+    let (pipeline, sink, _) = testsrc(&server, "throttledforever");
+    sink.set_property("connection-timeout", 1u32);
+    let run = run(&pipeline, TIMEOUT);
+    let text = run.error_text();
+    assert!(!run.eos);
+    assert!(text.contains("ClientLimitExceededException"), "{text}");
+    assert!(
+        text.contains("the service throttled every attempt"),
+        "{text}"
+    );
+    assert!(text.contains("12 x connection-timeout"), "{text}");
+    assert!(!text.contains("check the network"), "{text}");
+    // Retried with backoff well past 3 x connection-timeout, not a busy loop.
+    let attempts = reconnect_reasons(&run).len();
+    assert!((5..=15).contains(&attempts), "{attempts} attempts");
+    assert!(server.fragments("throttledforever").is_empty());
+}
+
+fn server_with_keys(keys: Vec<KeyPair>) -> Server {
+    Server::spawn(Config {
+        keys,
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+/// Runs the test stream with these credential properties and returns the error.
+fn refused(server: &Server, stream: &str, access: &str, secret: &str, token: Option<&str>) -> Run {
+    let line = launch_line("testsrc", &[("STREAM", stream)]);
+    let (pipeline, sink) = pipeline_without_keys(&line, server, stream);
+    sink.set_property("access-key", access);
+    sink.set_property("secret-key", secret);
+    if let Some(token) = token {
+        sink.set_property("session-token", token);
+    }
+    let run = run(&pipeline, TIMEOUT);
+    assert!(!run.eos, "{stream}: the credentials were accepted");
+    run
+}
+
+#[test]
+fn a_bad_session_token_is_told_from_an_unknown_access_key() {
+    init();
+    let server = server_with_keys(vec![
+        KeyPair::new("ASIATEMPORARYKEY0001", "temporary-secret").with_session_token("good-token"),
+        KeyPair::new("AKIALONGTERMKEY00001", "long-term-secret"),
+    ]);
+    // AWS (and kvs-local) answer all of these with UnrecognizedClientException, "The
+    // security token included in the request is invalid".
+    let cases: [(&str, &str, &str, Option<&str>, &str); 5] = [
+        (
+            "badtoken",
+            "ASIATEMPORARYKEY0001",
+            "temporary-secret",
+            Some("wrong-token"),
+            "the session token is invalid",
+        ),
+        (
+            "tokenonlongterm",
+            "AKIALONGTERMKEY00001",
+            "long-term-secret",
+            Some("a-token"),
+            "a session token was sent with a long-term access key",
+        ),
+        (
+            "notoken",
+            "ASIATEMPORARYKEY0001",
+            "temporary-secret",
+            None,
+            "no session token was sent with it",
+        ),
+        (
+            "unknownkey",
+            "AKIANOBODYKNOWSTHIS1",
+            "whatever",
+            None,
+            "the access key is not known to AWS",
+        ),
+        (
+            "unknownwithtoken",
+            "ASIANOBODYKNOWSTHIS1",
+            "whatever",
+            Some("some-token"),
+            "the session token is invalid",
+        ),
+    ];
+    for (stream, access, secret, token, says) in cases {
+        let text = refused(&server, stream, access, secret, token).error_text();
+        assert!(
+            text.contains("UnrecognizedClientException"),
+            "{stream}: {text}"
+        );
+        assert!(text.contains(says), "{stream}: {says:?} not in {text}");
+        assert!(
+            text.contains("the access-key/secret-key properties"),
+            "{stream}: the source is named: {text}"
+        );
+        if token.is_some() {
+            assert!(
+                !text.contains("access key is not known"),
+                "{stream}: {text}"
+            );
+        } else {
+            assert!(
+                !text.contains("session token is invalid"),
+                "{stream}: {text}"
+            );
+        }
+        assert!(!text.contains(secret), "{stream}: {text}");
+        if let Some(token) = token {
+            assert!(!text.contains(token), "{stream}: {text}");
+        }
+    }
+    // A wrong secret is still a wrong secret, not the clock.
+    let text = refused(&server, "badsecret", "AKIALONGTERMKEY00001", "nope", None).error_text();
+    assert!(text.contains("InvalidSignatureException"), "{text}");
+    assert!(text.contains("wrong secret key"), "{text}");
+    assert!(!text.contains("clock of this machine"), "{text}");
+}
+
+#[test]
+fn an_expired_session_token_is_named() {
+    init();
+    let server = server_with_keys(vec![
+        KeyPair::new("ASIAEXPIREDKEY000001", "expired-secret")
+            .with_session_token("expired-token")
+            .with_expiry(SystemTime::now() - Duration::from_secs(60)),
+    ]);
+    let text = refused(
+        &server,
+        "expiredtoken",
+        "ASIAEXPIREDKEY000001",
+        "expired-secret",
+        Some("expired-token"),
+    )
+    .error_text();
+    assert!(text.contains("ExpiredTokenException"), "{text}");
+    assert!(text.contains("session token is past its expiry"), "{text}");
+}
+
+#[test]
+fn an_unusable_control_plane_uri_is_an_error_at_once() {
+    init();
+    let server = server();
+    for (stream, uri, says) in [
+        (
+            "ftp",
+            "ftp://127.0.0.1:21",
+            "is not http or https (ftp:// cannot be used)",
+        ),
+        (
+            "nourl",
+            "kinesisvideo.us-east-1.amazonaws.com",
+            "is not a URL",
+        ),
+        ("unixsocket", "unix:/run/kvs.sock", "is not http or https"),
+    ] {
+        let line = launch_line("testsrc", &[("STREAM", stream)]);
+        let (pipeline, sink) = pipeline(&line, &server, stream);
+        sink.set_property("control-plane-uri", uri);
+        let run = run_even_if_start_fails(&pipeline, TIMEOUT);
+        let text = run.error_text();
+        assert!(!run.eos, "{stream}");
+        assert!(text.contains(uri), "{stream}: {text}");
+        assert!(text.contains(says), "{stream}: {says:?} not in {text}");
+        assert!(
+            text.contains("https://kinesisvideo."),
+            "{stream}: an example: {text}"
+        );
+        // Refused, not retried.
+        assert!(reconnect_reasons(&run).is_empty(), "{stream}: {run:?}");
+    }
+    assert!(server.report().requests.is_empty());
+}
+
+#[test]
+fn ca_file_may_be_a_directory_of_pem_files() {
+    init();
+    let pki = standins::Pki::new();
+    // A directory like /etc/ssl/certs: the CA under its name and a hash link, other files.
+    let dir = tempdir();
+    std::fs::copy(&pki.ca, dir.path().join("kvssink-test-ca.pem")).unwrap();
+    std::os::unix::fs::symlink(
+        dir.path().join("kvssink-test-ca.pem"),
+        dir.path().join("a1b2c3d4.0"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("README"), "certificates for the tests\n").unwrap();
+    std::fs::create_dir(dir.path().join("private")).unwrap();
+
+    // The AWS IoT credentials provider over TLS, trusted only through the directory.
+    let issued = standins::Issued::new("iotdir", SystemTime::now() + Duration::from_secs(3600));
+    let server = server_with_keys(vec![issued.key_pair()]);
+    let iot = standins::iot(&pki, move || issued.clone());
+    let line = launch_line("testsrc", &[("STREAM", "cadir")]);
+    let (pipeline, sink) = pipeline_without_keys(&line, &server, "cadir");
+    sink.set_property(
+        "iot-certificate",
+        gst::Structure::builder("iot-certificate")
+            .field("endpoint", iot.addr().to_string())
+            .field("cert-path", pki.client_cert.to_str().unwrap())
+            .field("key-path", pki.client_key.to_str().unwrap())
+            .field("role-aliases", "kvs-role-alias")
+            .build(),
+    );
+    sink.set_property("ca-file", dir.path().to_str().unwrap());
+    let sent = capture(&sink);
+    let run = run(&pipeline, TIMEOUT);
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    assert_eq!(iot.requests().len(), 1);
+    assert_stored_exactly(&server, "cadir", &sent.lock().unwrap());
+
+    // The system's directory, as the official element is often given it.
+    if Path::new("/etc/ssl/certs").is_dir() {
+        let server = common::server();
+        let line = launch_line("testsrc", &[("STREAM", "etcsslcerts")]);
+        let (p, sink) = common::pipeline(&line, &server, "etcsslcerts");
+        sink.set_property("ca-file", "/etc/ssl/certs");
+        let run = common::run(&p, TIMEOUT);
+        assert!(run.errors.is_empty(), "{}", run.error_text());
+        assert_eq!(server.fragments("etcsslcerts").len(), 3);
+    }
+
+    // A directory without a certificate is an error that says so.
+    let empty = tempdir();
+    let server = common::server();
+    let line = launch_line("testsrc", &[("STREAM", "emptycadir")]);
+    let (p, sink) = common::pipeline(&line, &server, "emptycadir");
+    sink.set_property("ca-file", empty.path().to_str().unwrap());
+    let text = run_even_if_start_fails(&p, TIMEOUT).error_text();
+    assert!(text.contains("holds no PEM certificate"), "{text}");
+}
+
+/// Runs the test stream with gst-launch-1.0 into `control_plane` with the key pair in the
+/// environment; `faketime` (e.g. `+7m`) shifts the wall clock of gst-launch, not its
+/// monotonic clock.
+fn gst_launch(
+    control_plane: &str,
+    stream: &str,
+    keys: &KeyPair,
+    faketime: Option<&str>,
+    tmp: &Path,
+) -> Output {
+    let line = launch_line("testsrc", &[("STREAM", stream)]);
+    let mut command = match faketime {
+        Some(offset) => {
+            let mut c = Command::new("faketime");
+            c.args(["-f", offset, "gst-launch-1.0"]);
+            c.env("DONT_FAKE_MONOTONIC", "1");
+            c
+        }
+        None => Command::new("gst-launch-1.0"),
+    };
+    command
+        .arg("-e")
+        .args(line.split_whitespace())
+        .arg(format!("control-plane-uri={control_plane}"))
+        .arg("aws-region=us-east-1")
+        .arg("connection-timeout=5")
+        .env("GST_PLUGIN_PATH", common::host::plugin_dir())
+        .env("GST_REGISTRY", tmp.join("registry.bin"))
+        .env("AWS_ACCESS_KEY_ID", &keys.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &keys.secret_key)
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("CONTROL_PLANE_URI")
+        .output()
+        .expect("run gst-launch-1.0 (and faketime: apt-get install faketime)")
+}
+
+/// Whether `text` says the clock is `minutes` `way` ("ahead of", "behind") the service's, to
+/// within a second (the service's `Date` has whole seconds).
+fn names_skew(text: &str, minutes: u32, way: &str) -> bool {
+    [
+        format!("{minutes} min 0 s"),
+        format!("{minutes} min 1 s"),
+        format!("{} min 59 s", minutes - 1),
+    ]
+    .iter()
+    .any(|size| {
+        text.contains(&format!(
+            "the clock of this machine is {size} {way} the service's"
+        ))
+    })
+}
+
+#[test]
+fn a_clock_minutes_off_is_corrected_from_the_service_time_and_named() {
+    let tmp = tempdir();
+    for (offset, way) in [("+7m", "ahead of"), ("-7m", "behind")] {
+        let server = common::server();
+        let stream = format!(
+            "skew{}",
+            &offset[..1].replace('+', "ahead").replace('-', "behind")
+        );
+        let out = gst_launch(
+            &server.url(),
+            &stream,
+            &KeyPair::demo(),
+            Some(offset),
+            tmp.path(),
+        );
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{offset}: {text}");
+        // The first request was refused for its time, then signed with the service's.
+        let refused: Vec<_> = server
+            .report()
+            .requests
+            .into_iter()
+            .filter(|r| r.auth == kvs_local::report::AuthVerdict::Rejected)
+            .collect();
+        assert_eq!(refused.len(), 1, "{offset}: {refused:?}");
+        assert_eq!(refused[0].operation, "DescribeStream");
+        assert!(
+            text.contains("InvalidSignatureException"),
+            "{offset}: {text}"
+        );
+        assert!(
+            names_skew(&text, 7, way),
+            "{offset}: the skew is not named in {text}"
+        );
+        assert!(
+            text.contains("Set this machine's clock right"),
+            "{offset}: {text}"
+        );
+        assert_eq!(server.fragments(&stream).len(), 3, "{offset}: {text}");
+    }
+}
+
+#[test]
+fn a_signature_time_error_that_correction_does_not_cure_leads_with_the_clock() {
+    // A service that says every signature has expired, ten minutes ahead of this machine.
+    let service = Standin::http(|_| {
+        let now = SystemTime::now() + Duration::from_secs(600);
+        let stamp = |t: SystemTime| standins::iso8601(t).replace(['-', ':'], "");
+        let message = format!(
+            "Signature expired: {} is now earlier than {} ({} - 5 min.)",
+            stamp(SystemTime::now()),
+            stamp(now - Duration::from_secs(300)),
+            stamp(now)
+        );
+        Reply::status(
+            403,
+            format!(r#"{{"__type":"InvalidSignatureException","message":"{message}"}}"#),
+        )
+        .header("x-amzn-ErrorType", "InvalidSignatureException")
+    });
+    let tmp = tempdir();
+    let out = gst_launch(
+        &service.url(),
+        "uncured",
+        &KeyPair::demo(),
+        None,
+        tmp.path(),
+    );
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    // gst-launch prints the error, then its debug text: the whole message.
+    let error = text
+        .split("ERROR: from element")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no error in {text}"));
+    assert!(error.contains("Signature expired"), "{error}");
+    assert!(names_skew(error, 10, "behind"), "{error}");
+    let advice = error.split("min.)").nth(1).unwrap_or_default();
+    let clock = advice.find("clock right").expect(error);
+    let secret = advice.find("secret key").expect(error);
+    assert!(clock < secret, "the clock comes first: {error}");
+    // Retried with the corrected time before giving up.
+    assert_eq!(service.requests().len(), 3, "{text}");
+}
