@@ -14,33 +14,28 @@
 //! println!("point your producer at {}", server.url());
 //! ```
 
-mod arena;
-pub mod client;
-pub mod config;
-pub mod control;
-pub mod ebml;
-pub mod export;
-pub mod faults;
-pub mod getmedia;
-pub mod http;
+mod api;
+mod auth;
+mod config;
+mod faults;
 pub mod mkv;
-pub mod mkvbuild;
-mod persist;
-pub mod putmedia;
+mod model;
 pub mod report;
-pub mod server;
-pub mod sigv4;
-pub mod store;
-pub mod util;
+mod server;
+mod util;
 
+pub use auth::client;
 pub use config::{Config, DEMO_ACCESS_KEY, DEMO_SECRET_KEY, KeyPair};
 pub use faults::Fault;
+pub use mkv::build as mkvbuild;
+pub use model::export::{ExportStats, export_stream};
+pub use model::records::{StoreError, StoredFragment, StreamMeta, StreamSnapshot};
 pub use report::Report;
-pub use store::{StoreError, StoredFragment, StreamSnapshot};
+pub use util::{error_code_name, now_ms};
 
-use server::{Shared, accept_loop, bind};
-use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use api::context::Shared;
+use server::{accept_loop, bind};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex};
@@ -55,14 +50,14 @@ pub struct Server {
 }
 
 fn build_shared(config: Config, addr: SocketAddr) -> std::io::Result<Shared> {
-    let store = store::Store::open(config.data_dir.clone(), config.creating_delay)?;
+    let store = model::store::Store::open(config.data_dir.clone(), config.creating_delay)?;
     let host = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip => ip,
     };
     let base_url = format!("http://{}", SocketAddr::new(host, addr.port()));
     Ok(Shared {
-        verifier: sigv4::Verifier {
+        verifier: auth::sigv4::Verifier {
             keys: config.effective_keys(),
             region: config.region.clone(),
             max_skew: config.max_clock_skew,
@@ -138,8 +133,9 @@ impl Server {
     /// Creates a stream directly (no HTTP), ACTIVE at once.
     pub fn create_stream(&self, name: &str) -> Result<StreamSnapshot, StoreError> {
         let region = self.shared.config.region.as_deref().unwrap_or("us-west-2");
-        let meta = control::new_meta(name, region);
-        self.shared.store.create(meta, Some(Duration::ZERO))?;
+        self.shared
+            .store
+            .create(StreamMeta::new(name, region), Some(Duration::ZERO))?;
         self.shared.store.describe(name).ok_or(StoreError::NotFound)
     }
 
@@ -181,43 +177,7 @@ impl Server {
 
     /// The report of all requests and sessions so far.
     pub fn report(&self) -> Report {
-        Self::report_of(&self.shared)
-    }
-
-    /// Builds the report, filling in SHA-256 digests of stored fragments.
-    pub fn report_of(shared: &Shared) -> Report {
-        let mut rep = shared.recorder.snapshot();
-        let mut digests = shared.digests.lock().unwrap_or_else(|e| e.into_inner());
-        let mut missing: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for s in &rep.sessions {
-            for f in &s.fragments {
-                if let Some(n) = &f.number
-                    && f.outcome == "persisted"
-                    && !digests.contains_key(n)
-                {
-                    missing
-                        .entry(s.stream.clone())
-                        .or_default()
-                        .insert(n.clone());
-                }
-            }
-        }
-        for (stream, numbers) in missing {
-            for f in shared
-                .store
-                .fragments_where(&stream, |_, m| numbers.contains(&m.number))
-            {
-                digests.insert(f.number.clone(), hex::encode(Sha256::digest(&f.bytes)));
-            }
-        }
-        for s in &mut rep.sessions {
-            for f in &mut s.fragments {
-                if let Some(n) = &f.number {
-                    f.sha256 = digests.get(n).cloned();
-                }
-            }
-        }
-        rep
+        self.shared.report()
     }
 
     /// Waits (blocking) until `name` has at least `n` stored fragments.

@@ -141,7 +141,7 @@ fn export(args: &[String]) -> Result<(), String> {
             "export needs --data-dir, --stream and an output file\n{USAGE}"
         ));
     };
-    let stats = kvs_local::export::export_stream(&dir, &stream, &out).map_err(|e| e.to_string())?;
+    let stats = kvs_local::export_stream(&dir, &stream, &out).map_err(|e| e.to_string())?;
     eprintln!(
         "kvs-local: wrote {} fragments ({} bytes) of {stream} to {}{}",
         stats.fragments,

@@ -107,7 +107,7 @@ pub struct SessionRecord {
 
 /// Thread-safe report builder.
 #[derive(Default)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     inner: Mutex<Report>,
 }
 

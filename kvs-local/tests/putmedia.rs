@@ -267,7 +267,7 @@ async fn producer_timestamp_errors_4007() {
         assert_eq!(p.acks[1]["ErrorCode"], "INVALID_PRODUCER_TIMESTAMP");
     }
     // ABSOLUTE: a timecode a day in the future
-    let future_ms = kvs_local::util::now_ms() + 86_400_000;
+    let future_ms = kvs_local::now_ms() + 86_400_000;
     let o = PutOpts {
         timecode_type: Some("ABSOLUTE"),
         start_ts: None,
@@ -276,7 +276,7 @@ async fn producer_timestamp_errors_4007() {
     let p = run(&s, &o, &with_header(&[simple_cluster(future_ms, 1, 1, 1)])).await;
     assert_eq!(p.events(), ["BUFFERING", "ERROR:4007"]);
     // ABSOLUTE now is fine and the producer timestamp is the timecode
-    let now = kvs_local::util::now_ms();
+    let now = kvs_local::now_ms();
     let p = run(&s, &o, &with_header(&[simple_cluster(now, 1, 1, 1)])).await;
     assert_eq!(p.events(), ["BUFFERING", "RECEIVED", "PERSISTED"]);
     assert_eq!(s.fragments("c")[0].producer_timestamp_ms, now);
@@ -526,7 +526,7 @@ async fn answers_before_body_and_expect_continue() {
     }
     let text = String::from_utf8_lossy(&got).to_string();
     assert!(text.contains("HTTP/1.1 100 Continue"), "{text}");
-    let now = kvs_local::util::now_ms();
+    let now = kvs_local::now_ms();
     let body = with_header(&[simple_cluster(now, 1, 1, 1)]);
     sock.write_all(format!("{:x}\r\n", body.len()).as_bytes())
         .await
@@ -590,7 +590,7 @@ async fn random_corruption_never_breaks_the_server() {
             );
             if ev == "ERROR" {
                 let id = a["ErrorId"].as_u64().unwrap();
-                assert_eq!(a["ErrorCode"], kvs_local::util::error_code_name(id as u32));
+                assert_eq!(a["ErrorCode"], kvs_local::error_code_name(id as u32));
             }
         }
     }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::client::{SignOptions, SignPayload, sign_headers};
+use crate::auth::client::{SignOptions, SignPayload, sign_headers};
 use http::HeaderValue;
 
 const URL: &str = "http://127.0.0.1:4566/describeStream";

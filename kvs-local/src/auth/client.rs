@@ -49,7 +49,7 @@ impl Default for SignOptions {
     fn default() -> Self {
         SignOptions {
             region: "us-west-2".into(),
-            service: crate::sigv4::SERVICE.into(),
+            service: crate::auth::sigv4::SERVICE.into(),
             time: SystemTime::now(),
             payload: SignPayload::Unsigned,
             host_without_port: false,
@@ -92,7 +92,7 @@ pub fn sign_headers(
     let body_hash;
     let body = match &opts.payload {
         SignPayload::Hashed(b) => {
-            body_hash = crate::sigv4::sha256_hex(b);
+            body_hash = crate::auth::sigv4::sha256_hex(b);
             extra.push(("x-amz-content-sha256".into(), body_hash.clone()));
             SignableBody::Precomputed(body_hash)
         }
@@ -100,12 +100,12 @@ pub fn sign_headers(
         SignPayload::Unsigned => {
             extra.push((
                 "x-amz-content-sha256".into(),
-                crate::sigv4::UNSIGNED_PAYLOAD.into(),
+                crate::auth::sigv4::UNSIGNED_PAYLOAD.into(),
             ));
             SignableBody::UnsignedPayload
         }
         SignPayload::EmptyHashNoHeader => {
-            SignableBody::Precomputed(crate::sigv4::EMPTY_SHA256.into())
+            SignableBody::Precomputed(crate::auth::sigv4::EMPTY_SHA256.into())
         }
     };
     let mut all: Vec<(&str, &str)> = vec![("host", host.as_str())];

@@ -8,79 +8,27 @@
 //! with `AWS_KINESISVIDEO_MILLIS_BEHIND_NOW` and
 //! `AWS_KINESISVIDEO_CONTINUATION_TOKEN` (GetMedia only).
 
-use crate::control::{authenticate, read_body, resolve, stream_hint};
-use crate::http::{ApiError, ChannelBody, Delivery, RespBody};
-use crate::mkvbuild::tags;
-use crate::server::{ConnCtl, Shared, new_record, record_error};
-use crate::store::{FragMeta, StoredFragment};
+use super::context::Shared;
+use super::http::{ApiError, ChannelBody, Delivery, RespBody, full, json_response};
+use super::operation::{GetMediaForFragmentListInput, GetMediaInput, ListFragmentsInput};
+use crate::mkv::build::tags;
+use crate::model::records::{FragMeta, StoredFragment};
 use crate::util::{epoch_seconds_json, epoch_seconds_plain, now_ms};
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use serde::Serialize;
-use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Handles the archived-media operations.
-pub async fn handle(
-    shared: Arc<Shared>,
-    ctl: Arc<ConnCtl>,
-    op: &'static str,
-    req: Request<Incoming>,
-    rid: String,
-) -> Response<RespBody> {
-    let mut rec = new_record(&req, &ctl, op);
-    let (parts, body) = req.into_parts();
-    let result = async {
-        let body = read_body(Request::from_parts(parts.clone(), body), 1 << 20).await?;
-        let v: Result<Value, ApiError> = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(
-                400,
-                "SerializationException",
-                format!("Malformed JSON: {e}"),
-            )
-        });
-        let hint = v.as_ref().ok().and_then(|v| stream_hint(&shared, v));
-        rec.stream = hint.clone();
-        authenticate(&shared, &parts, &body, op, hint.as_deref(), &mut rec)?;
-        let v = v?;
-        let name = resolve(&shared, &v)?;
-        match op {
-            "ListFragments" => list_fragments(&shared, &name, &v, &rid),
-            "GetMediaForFragmentList" => fragment_list(&shared, &name, &v, &rid),
-            _ => get_media(&shared, &name, &v, &rid),
-        }
-    }
-    .await;
-    let resp = match result {
-        Ok(r) => {
-            rec.status = r.status().as_u16();
-            r
-        }
-        Err(e) => {
-            record_error(&mut rec, &e);
-            e.response(&rid)
-        }
-    };
-    shared.log(format_args!(
-        "{op} stream={} -> {}",
-        rec.stream.as_deref().unwrap_or("-"),
-        rec.status
-    ));
-    shared.recorder.request(rec);
-    resp
-}
-
-fn timestamp_ms(v: &Value, k: &str) -> Result<Option<u64>, ApiError> {
-    match v.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(x) => x
-            .as_f64()
-            .filter(|f| *f >= 0.0)
-            .map(|f| Some((f * 1000.0).round() as u64))
-            .ok_or_else(|| ApiError::invalid_argument(format!("{k} must be epoch seconds"))),
+/// Epoch seconds (as sent, possibly fractional) to ms.
+fn timestamp_ms(v: Option<f64>, k: &str) -> Result<Option<u64>, ApiError> {
+    match v {
+        None => Ok(None),
+        Some(f) if f >= 0.0 && f.is_finite() => Ok(Some((f * 1000.0).round() as u64)),
+        Some(_) => Err(ApiError::invalid_argument(format!(
+            "{k} must be epoch seconds"
+        ))),
     }
 }
 
@@ -94,27 +42,24 @@ struct FragmentOut {
     fragment_length_in_milliseconds: u64,
 }
 
-fn list_fragments(
+/// `ListFragments` (paging, timestamp range).
+pub(crate) fn list_fragments(
     shared: &Shared,
     name: &str,
-    v: &Value,
+    r: ListFragmentsInput,
     rid: &str,
 ) -> Result<Response<RespBody>, ApiError> {
-    let max = v
-        .get("MaxResults")
-        .and_then(Value::as_u64)
-        .unwrap_or(1000)
-        .clamp(1, 1000) as usize;
-    let start: usize = match v.get("NextToken").and_then(Value::as_str) {
+    let max = r.max_results.unwrap_or(1000).clamp(1, 1000) as usize;
+    let start: usize = match r.next_token {
         Some(t) => t
             .parse()
             .map_err(|_| ApiError::invalid_argument("invalid NextToken"))?,
         None => 0,
     };
-    let (producer, from, to) = match v.get("FragmentSelector") {
-        None | Some(Value::Null) => (true, None, None),
+    let (producer, from, to) = match r.fragment_selector {
+        None => (true, None, None),
         Some(sel) => {
-            let producer = match sel.get("FragmentSelectorType").and_then(Value::as_str) {
+            let producer = match sel.fragment_selector_type.as_deref() {
                 Some("PRODUCER_TIMESTAMP") => true,
                 Some("SERVER_TIMESTAMP") => false,
                 other => {
@@ -123,9 +68,12 @@ fn list_fragments(
                     )));
                 }
             };
-            let range = sel.get("TimestampRange").cloned().unwrap_or(Value::Null);
-            let from = timestamp_ms(&range, "StartTimestamp")?;
-            let to = timestamp_ms(&range, "EndTimestamp")?;
+            let range = sel.timestamp_range;
+            let from = timestamp_ms(
+                range.as_ref().and_then(|r| r.start_timestamp),
+                "StartTimestamp",
+            )?;
+            let to = timestamp_ms(range.as_ref().and_then(|r| r.end_timestamp), "EndTimestamp")?;
             if from.is_none() || to.is_none() {
                 return Err(ApiError::invalid_argument(
                     "TimestampRange needs StartTimestamp and EndTimestamp",
@@ -172,11 +120,11 @@ fn list_fragments(
         fragments: page,
         next: (start + max < all.len()).then(|| (start + max).to_string()),
     };
-    Ok(crate::http::json_response(200, &out, rid))
+    Ok(json_response(200, &out, rid))
 }
 
 /// One fragment as a self-contained MKV chunk.
-pub fn fragment_chunk(header: &Bytes, f: &StoredFragment, trailer: bool) -> Vec<Bytes> {
+pub(crate) fn fragment_chunk(header: &Bytes, f: &StoredFragment, trailer: bool) -> Vec<Bytes> {
     let lead = tags(&[
         ("AWS_KINESISVIDEO_FRAGMENT_NUMBER", &f.number),
         (
@@ -209,24 +157,19 @@ fn media_response(body: RespBody, rid: &str) -> Response<RespBody> {
     r
 }
 
-fn fragment_list(
+/// `GetMediaForFragmentList`: the fragments in the order asked for.
+pub(crate) fn fragment_list(
     shared: &Shared,
     name: &str,
-    v: &Value,
+    r: GetMediaForFragmentListInput,
     rid: &str,
 ) -> Result<Response<RespBody>, ApiError> {
-    let wanted: Vec<String> = match v.get("Fragments") {
-        Some(Value::Array(a)) if !a.is_empty() && a.len() <= 1000 => a
-            .iter()
-            .map(|x| x.as_str().map(str::to_string))
-            .collect::<Option<_>>()
-            .ok_or_else(|| ApiError::invalid_argument("Fragments must be strings"))?,
-        _ => {
-            return Err(ApiError::invalid_argument(
-                "Fragments must list 1 to 1000 fragment numbers",
-            ));
-        }
-    };
+    let wanted = r
+        .fragments
+        .filter(|f| (1..=1000).contains(&f.len()))
+        .ok_or_else(|| {
+            ApiError::invalid_argument("Fragments must list 1 to 1000 fragment numbers")
+        })?;
     let found = shared
         .store
         .fragments_where(name, |_, m| wanted.contains(&m.number));
@@ -249,43 +192,41 @@ fn fragment_list(
             out.extend_from_slice(&b);
         }
     }
-    Ok(media_response(crate::http::full(out), rid))
+    Ok(media_response(full(out), rid))
 }
 
-fn get_media(
+/// `GetMedia`: what is stored from the selector on, then the stream as it
+/// grows until no fragment arrived for `get_media_follow`.
+pub(crate) fn get_media(
     shared: &Arc<Shared>,
     name: &str,
-    v: &Value,
+    r: GetMediaInput,
     rid: &str,
 ) -> Result<Response<RespBody>, ApiError> {
-    let sel = v
-        .get("StartSelector")
+    let sel = r
+        .start_selector
         .ok_or_else(|| ApiError::invalid_argument("StartSelector is required"))?;
-    let kind = sel
-        .get("StartSelectorType")
-        .and_then(Value::as_str)
-        .unwrap_or("");
+    let kind = sel.start_selector_type.as_deref().unwrap_or("");
     let metas = shared.store.fragment_metas(name);
     let after_number = |n: &str| metas.iter().position(|(m, _)| m.number == n).map(|i| i + 1);
     let start = match kind {
         "NOW" => metas.len(),
         "EARLIEST" => 0,
         "FRAGMENT_NUMBER" | "CONTINUATION_TOKEN" => {
-            let key = if kind == "FRAGMENT_NUMBER" {
-                "AfterFragmentNumber"
+            let (key, n) = if kind == "FRAGMENT_NUMBER" {
+                ("AfterFragmentNumber", &sel.after_fragment_number)
             } else {
-                "ContinuationToken"
+                ("ContinuationToken", &sel.continuation_token)
             };
-            let n = sel
-                .get(key)
-                .and_then(Value::as_str)
+            let n = n
+                .as_deref()
                 .ok_or_else(|| ApiError::invalid_argument(format!("{key} is required")))?;
             after_number(n).ok_or_else(|| {
                 ApiError::invalid_argument(format!("{key} {n} does not name a fragment"))
             })?
         }
         "PRODUCER_TIMESTAMP" | "SERVER_TIMESTAMP" => {
-            let t = timestamp_ms(sel, "StartTimestamp")?
+            let t = timestamp_ms(sel.start_timestamp, "StartTimestamp")?
                 .ok_or_else(|| ApiError::invalid_argument("StartTimestamp is required"))?;
             let producer = kind == "PRODUCER_TIMESTAMP";
             metas

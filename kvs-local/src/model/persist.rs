@@ -11,7 +11,7 @@
 //! fsynced before the fragment is acknowledged as PERSISTED; on start, an
 //! incomplete trailing record (a crash mid-write) is cut off.
 
-use crate::store::{FragMeta, StreamMeta};
+use super::records::{FragMeta, StreamMeta};
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};

@@ -11,9 +11,12 @@
 //! [`MAX_HEADER_SIZE`]) or of the current cluster (limited to the configured
 //! maximum; beyond it the cluster is discarded while being skipped) are held.
 
-pub use crate::ebml::*;
-use crate::ebml::{HeaderParse, invalid, parse_header, parse_tracks, tags_have_end_of_fragment};
+pub mod build;
+mod ebml;
+
 use bytes::{Bytes, BytesMut};
+pub use ebml::*;
+use ebml::{HeaderParse, invalid, parse_header, parse_tracks, tags_have_end_of_fragment};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -425,9 +428,7 @@ impl Parser {
     }
 }
 
-#[path = "mkv_elements.rs"]
 mod elements;
 
 #[cfg(test)]
-#[path = "mkv_tests.rs"]
 mod tests;

@@ -154,23 +154,3 @@ impl Body for ChannelBody {
         }
     }
 }
-
-/// Maps a path to an operation name (`/describeStream` → `DescribeStream`).
-pub fn operation_for_path(path: &str) -> Option<&'static str> {
-    Some(match path {
-        "/createStream" => "CreateStream",
-        "/describeStream" => "DescribeStream",
-        "/listStreams" => "ListStreams",
-        "/deleteStream" => "DeleteStream",
-        "/getDataEndpoint" => "GetDataEndpoint",
-        "/tagStream" => "TagStream",
-        "/untagStream" => "UntagStream",
-        "/listTagsForStream" => "ListTagsForStream",
-        "/updateDataRetention" => "UpdateDataRetention",
-        "/putMedia" => "PutMedia",
-        "/getMedia" => "GetMedia",
-        "/listFragments" => "ListFragments",
-        "/getMediaForFragmentList" => "GetMediaForFragmentList",
-        _ => return None,
-    })
-}

@@ -1,5 +1,5 @@
+use super::build::*;
 use super::*;
-use crate::mkvbuild::*;
 
 /// Feeds `data` in chunks of `step` bytes; returns events and final result.
 fn run(data: &[u8], step: usize, max: u64) -> (Vec<Event>, Result<(), MkvError>) {

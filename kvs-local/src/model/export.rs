@@ -1,6 +1,7 @@
 //! `kvs-local export`: a stored stream as one MKV file.
 
-use crate::store::{Store, StoreError};
+use super::records::StoreError;
+use super::store::Store;
 use std::io;
 use std::time::Duration;
 

@@ -1,14 +1,14 @@
 //! PutMedia: request checks, the streaming ack response, and the ingest
 //! session that parses the body incrementally and stores fragments.
 
-use crate::control::accepted;
+use super::context::{ConnCtl, Shared, new_record, record_error, validate_name};
+use super::http::{ApiError, ChannelBody, Delivery, RespBody};
+use crate::auth::sigv4::{self, Payload};
 use crate::faults::SessionFaults;
-use crate::http::{ApiError, ChannelBody, Delivery, RespBody};
 use crate::mkv::{Event, MkvError, Parser, StreamHeader};
-use crate::report::{AuthVerdict, FragmentRecord, RequestRecord};
-use crate::server::{ConnCtl, Shared, new_record, record_error};
-use crate::sigv4::{Payload, Verified};
-use crate::store::{FragMeta, SessionHandle, SessionState, StoreError};
+use crate::model::records::{FragMeta, StoreError};
+use crate::model::store::{SessionHandle, SessionState};
+use crate::report::{FragmentRecord, RequestRecord};
 use crate::util::{error_code_name, now_ms};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
@@ -17,59 +17,9 @@ use hyper::body::{Body as _, Frame, Incoming};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
-
-/// Verifies credentials (with credential/request faults) and fills the
-/// record's auth fields.
-pub fn check_auth(
-    shared: &Shared,
-    req: &crate::sigv4::Request<'_>,
-    op: &str,
-    stream: Option<&str>,
-    rec: &mut RequestRecord,
-) -> Result<Verified, ApiError> {
-    if let Some(t) = shared.faults.take_reject_credentials(stream) {
-        rec.auth = AuthVerdict::Rejected;
-        rec.auth_reason = Some(format!("rejected by injected fault ({t})"));
-        shared.log(format_args!("{op}: credentials rejected by injected fault"));
-        let msg = if t == "ExpiredTokenException" {
-            "The security token included in the request is expired"
-        } else {
-            "The security token included in the request is invalid."
-        };
-        let mut e = ApiError::new(403, &t, msg);
-        e.lower_case_message = true;
-        return Err(e);
-    }
-    let v = match shared.verifier.verify(req, SystemTime::now()) {
-        Ok(v) => v,
-        Err(r) => {
-            rec.auth = AuthVerdict::Rejected;
-            rec.auth_reason = Some(r.reason.clone());
-            shared.log(format_args!(
-                "{op} stream={} rejected: {} ({})",
-                stream.unwrap_or("-"),
-                r.error_type,
-                r.reason
-            ));
-            let mut e = ApiError::new(r.status, r.error_type, r.message);
-            e.lower_case_message = true;
-            return Err(e);
-        }
-    };
-    accepted(rec, &v);
-    if let Some(inj) = shared.faults.take_request_failure(op, stream) {
-        shared.log(format_args!("{op}: answering with injected {}", inj.status));
-        return Err(ApiError::new(
-            inj.status,
-            &inj.error_type,
-            format!("Injected fault: {}", inj.error_type),
-        ));
-    }
-    Ok(v)
-}
 
 /// A body frame polled before the session started.
 type FirstFrame = Option<Option<Result<Frame<Bytes>, hyper::Error>>>;
@@ -106,14 +56,14 @@ fn prepare(
         .map(str::to_string)
         .or_else(|| arn_h.and_then(|a| shared.store.name_for_arn(a)));
     rec.stream = hint.clone().or(arn_h.map(str::to_string));
-    let req = crate::sigv4::Request {
+    let req = sigv4::Request {
         method: parts.method.as_str(),
         path: parts.uri.path(),
         query: parts.uri.query(),
         headers: &parts.headers,
         payload: Payload::Streaming,
     };
-    check_auth(shared, &req, "PutMedia", hint.as_deref(), rec)?;
+    shared.check_auth(&req, "PutMedia", hint.as_deref(), rec)?;
     let name = match (name_h, arn_h) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid_argument(
@@ -126,7 +76,7 @@ fn prepare(
             ));
         }
         (Some(n), None) => {
-            crate::control::validate_name(n)?;
+            validate_name(n)?;
             n.to_string()
         }
         (None, Some(a)) => hint.ok_or_else(|| {
@@ -156,7 +106,7 @@ fn prepare(
 }
 
 /// Handles `POST /putMedia`.
-pub async fn handle(
+pub(crate) async fn handle(
     shared: Arc<Shared>,
     ctl: Arc<ConnCtl>,
     req: Request<Incoming>,
@@ -280,7 +230,7 @@ async fn forward_acks(
 }
 
 /// Builds one ack line.
-pub fn ack_json(event: &str, tc: Option<u64>, number: Option<&str>, error: Option<u32>) -> Bytes {
+fn ack_json(event: &str, tc: Option<u64>, number: Option<&str>, error: Option<u32>) -> Bytes {
     let mut s = String::with_capacity(128);
     let _ = write!(s, "{{\"EventType\":\"{event}\"");
     if let Some(t) = tc {
@@ -342,8 +292,7 @@ struct Session {
     sfaults: SessionFaults,
     started: Instant,
     last_data: Instant,
-    arena: crate::arena::Arena,
+    arena: crate::model::arena::Arena,
 }
 
-#[path = "session.rs"]
 mod session;
