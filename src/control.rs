@@ -396,6 +396,41 @@ mod tests {
     }
 
     #[test]
+    fn throttling_and_clock_errors_are_recognised() {
+        for (status, kind) in [
+            (400, "ClientLimitExceededException"),
+            (400, "ConnectionLimitExceededException"),
+            (400, "ThrottlingException"),
+            (429, "HTTP429"),
+        ] {
+            let e = ApiError::from_response(status, Some(kind), b"{}");
+            assert!(
+                e.is_throttling() && e.is_retriable() && !e.is_auth(),
+                "{kind}"
+            );
+        }
+        let e = ApiError::from_response(400, Some("AccountStreamLimitExceededException"), b"{}");
+        assert!(!e.is_throttling() && !e.is_retriable());
+
+        let expired = ApiError::from_response(
+            403,
+            Some("InvalidSignatureException"),
+            br#"{"message":"Signature expired: 20231114T220320Z is now earlier than 20231114T220820Z (20231114T221320Z - 5 min.)"}"#,
+        );
+        assert!(expired.is_auth() && expired.is_clock_skew());
+        // Without the service's time, a signature error is the clock's only when the measured
+        // skew says so (not in these tests, which never skew the process's clock).
+        let mismatch = ApiError::from_response(
+            403,
+            Some("InvalidSignatureException"),
+            br#"{"message":"The request signature we calculated does not match"}"#,
+        );
+        assert!(!mismatch.is_clock_skew());
+        let unknown = ApiError::from_response(403, Some("UnrecognizedClientException"), b"{}");
+        assert!(!unknown.is_clock_skew() && unknown.correct_clock().is_none());
+    }
+
+    #[test]
     fn partition_endpoints() {
         assert_eq!(
             default_control_plane_url("eu-west-1"),
