@@ -358,3 +358,46 @@ async fn region_restriction_and_custom_keys() {
     };
     assert_eq!(describe_with(&u, &key, eu).await.status, 200);
 }
+
+/// AWS's C producer sends `Host: 127.0.0.1` without the port: the data
+/// endpoint must still carry the port the request reached.
+#[tokio::test(flavor = "multi_thread")]
+async fn data_endpoint_ignores_portless_host() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server(cfg());
+    s.create_stream("cam").unwrap();
+    let addr = s.local_addr();
+    let body = br#"{"StreamName":"cam","APIName":"PUT_MEDIA"}"#;
+    let url = format!("http://{addr}/getDataEndpoint");
+    let opts = SignOptions {
+        payload: SignPayload::HashedNoHeader(body.to_vec()),
+        host_without_port: true,
+        ..Default::default()
+    };
+    let signed = kvs_local::client::sign_headers(
+        &KeyPair::demo(),
+        "POST",
+        &url,
+        &[("content-type", "application/json")],
+        &opts,
+    );
+    let mut head = format!(
+        "POST /getDataEndpoint HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        addr.ip(),
+        body.len()
+    );
+    for (k, v) in signed {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(body).await.unwrap();
+    let mut resp = String::new();
+    sock.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        resp.contains(&format!("{{\"DataEndpoint\":\"{}\"}}", s.url())),
+        "{resp}"
+    );
+}

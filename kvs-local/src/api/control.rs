@@ -3,7 +3,7 @@
 use super::context::{ConnCtl, Shared, not_found, store_err, validate_name};
 use super::http::ApiError;
 use super::operation::{
-    CreateStreamInput, DeleteStreamInput, GetDataEndpointInput, ListStreamsInput, StreamRef,
+    CreateStreamInput, DeleteStreamInput, GetDataEndpointInput, ListStreamsInput, Page, StreamRef,
     TagStreamInput, UntagStreamInput, UpdateDataRetentionInput,
 };
 use crate::auth::sigv4::Verified;
@@ -124,13 +124,7 @@ pub(crate) fn describe_stream(shared: &Shared, r: &StreamRef) -> Reply {
 
 /// `ListStreams` (paging, `BEGINS_WITH`).
 pub(crate) fn list_streams(shared: &Shared, r: ListStreamsInput) -> Reply {
-    let max = r.max_results.unwrap_or(10_000).clamp(1, 10_000) as usize;
-    let start: usize = match r.next_token {
-        Some(t) => t
-            .parse()
-            .map_err(|_| ApiError::invalid_argument("invalid NextToken"))?,
-        None => 0,
-    };
+    let page = Page::new(r.max_results, r.next_token.as_deref(), 10_000)?;
     let prefix = r
         .stream_name_condition
         .and_then(|c| c.comparison_value)
@@ -149,8 +143,13 @@ pub(crate) fn list_streams(shared: &Shared, r: ListStreamsInput) -> Reply {
         next: Option<String>,
     }
     body(&Out {
-        list: all.iter().skip(start).take(max).map(stream_info).collect(),
-        next: (start + max < all.len()).then(|| (start + max).to_string()),
+        list: all
+            .iter()
+            .skip(page.start)
+            .take(page.max)
+            .map(stream_info)
+            .collect(),
+        next: page.next_token(all.len()),
     })
 }
 

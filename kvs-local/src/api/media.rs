@@ -10,7 +10,7 @@
 
 use super::context::Shared;
 use super::http::{ApiError, ChannelBody, Delivery, RespBody, full, json_response};
-use super::operation::{GetMediaForFragmentListInput, GetMediaInput, ListFragmentsInput};
+use super::operation::{GetMediaForFragmentListInput, GetMediaInput, ListFragmentsInput, Page};
 use crate::mkv::build::tags;
 use crate::model::records::{FragMeta, StoredFragment};
 use crate::util::{epoch_seconds_json, epoch_seconds_plain, now_ms};
@@ -49,13 +49,7 @@ pub(crate) fn list_fragments(
     r: ListFragmentsInput,
     rid: &str,
 ) -> Result<Response<RespBody>, ApiError> {
-    let max = r.max_results.unwrap_or(1000).clamp(1, 1000) as usize;
-    let start: usize = match r.next_token {
-        Some(t) => t
-            .parse()
-            .map_err(|_| ApiError::invalid_argument("invalid NextToken"))?,
-        None => 0,
-    };
+    let page = Page::new(r.max_results, r.next_token.as_deref(), 1000)?;
     let (producer, from, to) = match r.fragment_selector {
         None => (true, None, None),
         Some(sel) => {
@@ -97,10 +91,10 @@ pub(crate) fn list_fragments(
         .map(|(m, _)| m)
         .filter(in_range)
         .collect();
-    let page: Vec<FragmentOut> = all
+    let fragments: Vec<FragmentOut> = all
         .iter()
-        .skip(start)
-        .take(max)
+        .skip(page.start)
+        .take(page.max)
         .map(|m| FragmentOut {
             fragment_number: m.number.clone(),
             fragment_size_in_bytes: m.size,
@@ -117,8 +111,8 @@ pub(crate) fn list_fragments(
         next: Option<String>,
     }
     let out = Out {
-        fragments: page,
-        next: (start + max < all.len()).then(|| (start + max).to_string()),
+        fragments,
+        next: page.next_token(all.len()),
     };
     Ok(json_response(200, &out, rid))
 }

@@ -193,6 +193,35 @@ pub(crate) struct GetMediaForFragmentListInput {
     pub(crate) fragments: Option<Vec<String>>,
 }
 
+/// A page of a listing: `MaxResults` (1 to `limit`, default `limit`) items
+/// from the offset in `NextToken`.
+pub(crate) struct Page {
+    pub(crate) start: usize,
+    pub(crate) max: usize,
+}
+
+impl Page {
+    pub(crate) fn new(
+        max_results: Option<u64>,
+        next_token: Option<&str>,
+        limit: u64,
+    ) -> Result<Page, ApiError> {
+        let start = match next_token {
+            Some(t) => t
+                .parse()
+                .map_err(|_| ApiError::invalid_argument("invalid NextToken"))?,
+            None => 0,
+        };
+        let max = max_results.unwrap_or(limit).clamp(1, limit) as usize;
+        Ok(Page { start, max })
+    }
+
+    /// The `NextToken` to answer when `total` items exist.
+    pub(crate) fn next_token(&self, total: usize) -> Option<String> {
+        (self.start + self.max < total).then(|| (self.start + self.max).to_string())
+    }
+}
+
 /// A parsed JSON request.
 #[derive(Debug)]
 pub(crate) enum ApiRequest {
