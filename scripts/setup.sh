@@ -16,12 +16,12 @@ packages=(
   python3-boto3 python3-botocore python3-pytest awscli
 )
 
-# Every element used anywhere in the project, as element:package. scripts/check-readme.sh fails
+# Every element used anywhere in the project, as element:package. scripts/check-readme.py fails
 # when a launch line in the README, scripts/, pipelines/, examples/ or the tests uses one that is
 # not listed here.
 elements=(
   fakesink:libgstreamer1.0-0 filesink:libgstreamer1.0-0 filesrc:libgstreamer1.0-0
-  identity:libgstreamer1.0-0 queue:libgstreamer1.0-0
+  queue:libgstreamer1.0-0 tee:libgstreamer1.0-0 valve:libgstreamer1.0-0
   appsrc:gstreamer1.0-plugins-base audiotestsrc:gstreamer1.0-plugins-base
   videoconvert:gstreamer1.0-plugins-base videotestsrc:gstreamer1.0-plugins-base
   aacparse:gstreamer1.0-plugins-good jpegenc:gstreamer1.0-plugins-good

@@ -13,4 +13,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # plugin library that the gst-launch-1.0 tests load.
 cargo build --workspace --all-targets --locked
 cargo test --workspace --locked -- --test-threads=2
+# Every command block of the README, run as typed against kvs-local (one release build), and the
+# demo as CI would run it.
+/usr/bin/python3 scripts/check-readme.py
 bash kvs-local/tests/conformance/run.sh
