@@ -160,6 +160,10 @@ pub struct FragmentSummary {
     pub key_frame: bool,
     /// The cluster was closed by an `AWS_KINESISVIDEO_END_OF_FRAGMENT` tag.
     pub end_of_fragment_tag: bool,
+    /// Of `size`, the bytes that form whole elements. Smaller than `size` only in the
+    /// `FragmentEnd` of a cluster cut in the middle of an element (a truncated stream):
+    /// the bytes past it are an incomplete frame that must not be sent.
+    pub whole_size: u64,
 }
 
 /// Output of the splitter, in stream order.

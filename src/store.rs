@@ -48,6 +48,10 @@ pub struct Fragment {
     pub complete: bool,
     /// End, in nanoseconds (equals `start_ns` until complete).
     pub end_ns: u64,
+    /// Set by [`FragmentStore::truncate_open`]: chunks from this index on were shortened or
+    /// removed, so a connection that had sent past it sent bytes that are no longer part of
+    /// the fragment.
+    pub cut_at_chunk: Option<usize>,
 }
 
 /// Fragments dropped to stay within the limits.
@@ -140,6 +144,7 @@ impl FragmentStore {
             size: 0,
             complete: false,
             end_ns: start_ns,
+            cut_at_chunk: None,
         });
         self.next_seq += 1;
         self.open = true;
@@ -175,6 +180,36 @@ impl FragmentStore {
             f.end_ns = end_ns.max(f.start_ns);
             self.open = false;
         }
+    }
+
+    /// Shortens the open fragment to its first `keep` bytes (the rest was an incomplete or
+    /// invalid element). Returns the bytes removed.
+    pub fn truncate_open(&mut self, keep: u64) -> u64 {
+        let Some(f) = self.frags.back_mut().filter(|_| self.open) else {
+            return 0;
+        };
+        if f.size <= keep {
+            return 0;
+        }
+        let mut total = 0u64;
+        let mut cut = None;
+        for (i, chunk) in f.chunks.iter_mut().enumerate() {
+            let len = chunk.len() as u64;
+            if total + len > keep {
+                *chunk = chunk.slice(..(keep - total) as usize);
+                cut = Some(i);
+                break;
+            }
+            total += len;
+        }
+        let Some(i) = cut else { return 0 };
+        let keep_chunks = if f.chunks[i].is_empty() { i } else { i + 1 };
+        f.chunks.truncate(keep_chunks);
+        let removed = f.size - keep;
+        f.size = keep;
+        f.cut_at_chunk = Some(i);
+        self.bytes -= removed;
+        removed
     }
 
     /// An ack of `level` for `timecode`: when `level` is the release level, removes and
@@ -454,5 +489,30 @@ mod tests {
             data.is_unique(),
             "the store keeps no reference after release"
         );
+    }
+
+    #[test]
+    fn truncating_the_open_fragment_keeps_whole_chunks_and_slices_the_last() {
+        let mut s = store(u64::MAX, u64::MAX);
+        s.begin(0, 0);
+        for n in [10, 20, 30] {
+            s.append(Bytes::from(vec![1u8; n]));
+        }
+        assert_eq!(s.truncate_open(100), 0, "nothing past 60 bytes");
+        assert_eq!(s.truncate_open(35), 25);
+        let f = s.open_fragment().unwrap();
+        assert_eq!(
+            f.chunks.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [10, 20, 5]
+        );
+        assert_eq!((f.size, f.cut_at_chunk), (35, Some(2)));
+        assert_eq!(s.backlog().bytes, 35);
+        // At a chunk boundary the chunk goes entirely.
+        assert_eq!(s.truncate_open(30), 5);
+        let f = s.open_fragment().unwrap();
+        assert_eq!(f.chunks.len(), 2);
+        assert_eq!(f.cut_at_chunk, Some(2));
+        s.finish(0);
+        assert_eq!(s.truncate_open(1), 0, "only the open fragment is cut");
     }
 }

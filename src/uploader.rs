@@ -110,14 +110,20 @@ pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
 #[derive(Debug, Clone, Default)]
 pub struct Stats {
     pub bytes_sent: u64,
+    /// Fragments produced by upstream (every cluster that entered the store).
+    pub fragments_produced: u64,
+    /// Fragments sent for the first time.
     pub fragments_sent: u64,
+    /// Fragments sent again on a new connection (they had not been acknowledged).
+    pub fragments_resent: u64,
     pub fragments_received: u64,
     pub fragments_persisted: u64,
     pub fragments_dropped: u64,
     pub fragments_rejected: u64,
     pub bytes_dropped: u64,
     pub bytes_persisted: u64,
-    pub fragments_replayed: u64,
+    /// Why fragments were rejected: the service's error name and how many times.
+    pub rejected_reasons: BTreeMap<String, u64>,
     pub connections: u64,
     pub reconnects: u64,
     pub errors: u64,
@@ -128,10 +134,110 @@ pub struct Stats {
 /// Why [`Uploader::wait_persisted`] returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WaitOutcome {
+    /// Nothing is left in the store: every fragment was acknowledged, rejected or dropped.
     AllPersisted,
-    TimedOut { pending: usize },
+    TimedOut {
+        pending: usize,
+    },
     Cancelled,
     Failed,
+}
+
+/// How a stream ended, as told in the `kvs-summary` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every fragment produced was persisted.
+    AllPersisted,
+    /// The stream ended, but some fragments were not persisted (see the reasons).
+    Incomplete,
+    /// Fragments were still unacknowledged when `stop-stream-timeout` ran out.
+    TimedOut,
+    /// The wait was cancelled (flushing seek): nothing can be said of what was left.
+    Cancelled,
+    /// The stream failed with a fatal error.
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::AllPersisted => "all-persisted",
+            Outcome::Incomplete => "incomplete",
+            Outcome::TimedOut => "timed-out",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// The end-of-stream account: every fragment produced is persisted, rejected, dropped or
+/// still pending (abandoned), and nothing lost is called a success.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub outcome: Outcome,
+    pub stats: Stats,
+    /// Fragments that were produced and will not be persisted: rejected by the service,
+    /// dropped from a full store, or abandoned unacknowledged.
+    pub lost: u64,
+    /// One phrase per cause of loss, e.g. `2 rejected by the service
+    /// (MAX_FRAGMENT_DURATION_REACHED)`.
+    pub reasons: Vec<String>,
+}
+
+impl Summary {
+    fn new(wait: &WaitOutcome, stats: Stats) -> Summary {
+        let pending = stats.backlog.fragments;
+        let lost = stats.fragments_rejected + stats.fragments_dropped + pending;
+        let mut reasons = Vec::new();
+        if stats.fragments_rejected > 0 {
+            let names: Vec<String> = stats
+                .rejected_reasons
+                .iter()
+                .map(|(name, n)| format!("{name} x{n}"))
+                .collect();
+            reasons.push(format!(
+                "{} rejected by the service ({})",
+                stats.fragments_rejected,
+                names.join(", ")
+            ));
+        }
+        if stats.fragments_dropped > 0 {
+            reasons.push(format!(
+                "{} dropped from the full fragment store during an outage (storage-size / \
+                 buffer-duration)",
+                stats.fragments_dropped
+            ));
+        }
+        if pending > 0 {
+            reasons.push(format!("{pending} never acknowledged (abandoned)"));
+        }
+        let outcome = match wait {
+            WaitOutcome::Failed => Outcome::Failed,
+            WaitOutcome::Cancelled => Outcome::Cancelled,
+            WaitOutcome::TimedOut { .. } => Outcome::TimedOut,
+            WaitOutcome::AllPersisted if lost > 0 => Outcome::Incomplete,
+            WaitOutcome::AllPersisted => Outcome::AllPersisted,
+        };
+        Summary {
+            outcome,
+            stats,
+            lost,
+            reasons,
+        }
+    }
+
+    /// `stream X: 3 of 10 fragments were not persisted: ...`, or `None` when nothing was
+    /// lost.
+    pub fn loss_message(&self, stream: &str) -> Option<String> {
+        (self.lost > 0).then(|| {
+            format!(
+                "stream {stream}: {} of {} fragments were not persisted: {}",
+                self.lost,
+                self.stats.fragments_produced,
+                self.reasons.join("; ")
+            )
+        })
+    }
 }
 
 /// A stream header and the fragments it applies to.
@@ -385,7 +491,32 @@ impl Uploader {
         let inner = self.shared.lock();
         let mut stats = inner.stats.clone();
         stats.backlog = inner.store.backlog();
+        stats.fragments_produced = inner.store.stats().stored_fragments;
         stats
+    }
+
+    /// Waits like [`Uploader::wait_persisted`] and accounts for every fragment produced.
+    pub fn finish_and_account(&self, timeout: Duration) -> Summary {
+        self.finish();
+        let wait = self.wait_persisted(timeout);
+        Summary::new(&wait, self.stats())
+    }
+
+    /// The open fragment ends here, keeping only its first `keep` bytes: what follows is an
+    /// incomplete or invalid element that must not be sent. If the connection already sent
+    /// bytes past that point, it is broken off and the fragment is sent again, whole, on
+    /// the next one. Returns the bytes removed.
+    pub fn end_fragment_at(&self, keep: u64, end_ns: u64) -> u64 {
+        let mut inner = self.shared.lock();
+        let removed = inner.store.truncate_open(keep);
+        inner.store.finish(end_ns);
+        if removed > 0 {
+            inner.stats.bytes_dropped += removed;
+        }
+        inner.stats.backlog = inner.store.backlog();
+        drop(inner);
+        self.shared.data_ready.notify_waiters();
+        removed
     }
 }
 

@@ -222,12 +222,12 @@ fn a_python_app_with_the_default_sigpipe_handler_survives_a_500() {
         status: 500,
         error_type: None,
     });
-    let registry = tempdir();
-    let mut cmd = host_command("/usr/bin/python3", &server.url(), registry.path());
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/run_pipeline.py"))
-        .arg("--default-sigpipe")
-        .arg(file_line(&file, "python"));
-    let run = run_host(cmd, TIMEOUT);
+    let run = python_launch(
+        &server,
+        &["--default-sigpipe"],
+        &file_line(&file, "python"),
+        TIMEOUT,
+    );
     run.assert_success();
     assert!(reconnects(&run) >= 3, "the fault did not bite");
     assert_eq!(

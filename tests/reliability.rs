@@ -276,15 +276,26 @@ fn an_outage_longer_than_the_store_drops_only_whole_oldest_fragments() {
     let rest = collect(&pipeline, TIMEOUT, |_| false);
     pipeline.set_state(gst::State::Null).unwrap();
     assert!(
-        first.errors.is_empty() && outage.errors.is_empty() && rest.errors.is_empty(),
+        first.errors.is_empty() && outage.errors.is_empty(),
         "{}",
-        rest.error_text()
+        outage.error_text()
     );
     assert!(
         outage.warnings.join("\n").contains("dropped"),
         "{:?}",
         outage.warnings
     );
+    // Lost data is never a success: the end of the stream is an error naming the loss.
+    assert!(
+        rest.error_text().contains("were not persisted")
+            && rest
+                .error_text()
+                .contains("dropped from the full fragment store"),
+        "{}",
+        rest.error_text()
+    );
+    let summary = rest.named("kvs-summary");
+    assert_eq!(summary[0].get::<&str>("outcome").unwrap(), "incomplete");
 
     let (_, produced) = split_bytes(sent.lock().unwrap().clone());
     let stored: Vec<_> = server
@@ -312,6 +323,10 @@ fn an_outage_longer_than_the_store_drops_only_whole_oldest_fragments() {
         cursor += at + 1;
     }
     assert_eq!(unique.len() + dropped, produced.len());
+    assert_eq!(
+        summary[0].get::<u64>("fragments-lost").unwrap() as usize,
+        dropped
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use gst_base::subclass::prelude::*;
 use super::settings::{self, Settings};
 use crate::mkv::{self, Splitter, StreamHeader};
 use crate::store::{AckLevel, StoreLimits};
-use crate::uploader::{self, ConnectionState, Event, Uploader, WaitOutcome};
+use crate::uploader::{self, ConnectionState, Event, Uploader};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -40,6 +40,12 @@ struct Started {
     /// Key unit already requested / limit warning already posted for the open fragment.
     key_unit_requested: bool,
     limit_warned: bool,
+    /// The end-of-stream account was given (at EOS, or at stop).
+    accounted: bool,
+    /// The application cancelled the wait at EOS (NULL during the drain): stop at once.
+    drain_cancelled: bool,
+    /// Invalid input ended the stream (the error was posted).
+    input_failed: bool,
     events: Vec<mkv::Event>,
 }
 
@@ -113,6 +119,31 @@ impl ElementImpl for KvsSink {
         Some(&*METADATA)
     }
 
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::ReadyToPaused && self.accounted() {
+            // Playing again after a stop: a new stream with a new uploader.
+            let _ = BaseSinkImpl::stop(self);
+            BaseSinkImpl::start(self).map_err(|e| {
+                self.post_error_message(e);
+                gst::StateChangeError
+            })?;
+        }
+        let success = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::PausedToReady {
+            // The streaming thread has stopped. Drained here rather than in stop() (READY to
+            // NULL), so that the account reaches the bus before NULL flushes it.
+            if let State::Started(started) = &mut *lock(&self.state)
+                && !started.accounted
+            {
+                self.drain_at_stop(started);
+            }
+        }
+        Ok(success)
+    }
+
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let caps = [
@@ -145,20 +176,23 @@ impl BaseSinkImpl for KvsSink {
         if stream.is_empty() {
             return Err(gst::error_msg!(
                 gst::ResourceError::Settings,
-                ["kvssink needs a stream-name"]
+                ("kvssink needs a stream-name")
             ));
         }
+        crate::endpoint::check(&settings.location()).map_err(|e| {
+            gst::error_msg!(gst::ResourceError::Settings, ("stream {}: {}", stream, e))
+        })?;
         let (credentials, ignored) = settings
             .credential_sources()
             .and_then(|sources| crate::credentials::provider(&sources))
             .map_err(|e| {
-                gst::error_msg!(gst::ResourceError::Settings, ["stream {}: {}", stream, e])
+                gst::error_msg!(gst::ResourceError::Settings, ("stream {}: {}", stream, e))
             })?;
         for message in settings.credential_warnings().into_iter().chain(ignored) {
             gst::element_imp_warning!(
                 self,
                 gst::ResourceError::Settings,
-                ["stream {}: {}", stream, message]
+                ("stream {}: {}", stream, message)
             );
         }
         let config = uploader::Config {
@@ -210,13 +244,21 @@ impl BaseSinkImpl for KvsSink {
             fragment_duration_ns: u64::from(settings.fragment_duration) * 1_000_000,
             key_unit_requested: false,
             limit_warned: false,
+            accounted: false,
+            drain_cancelled: false,
+            input_failed: false,
             events: Vec::with_capacity(8),
         }));
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        *lock(&self.state) = State::Stopped;
+        let state = std::mem::take(&mut *lock(&self.state));
+        if let State::Started(mut started) = state
+            && !started.accounted
+        {
+            self.drain_at_stop(&mut started);
+        }
         let uploader = lock(&self.uploader).take();
         if let Some(uploader) = uploader {
             let stats = uploader.stats();
@@ -243,7 +285,7 @@ impl BaseSinkImpl for KvsSink {
             return Err(gst::FlowError::Error);
         }
         let mapped = buffer.clone().into_mapped_buffer_readable().map_err(|_| {
-            gst::element_imp_error!(self, gst::ResourceError::Read, ["cannot map buffer"]);
+            gst::element_imp_error!(self, gst::ResourceError::Read, ("cannot map buffer"));
             gst::FlowError::Error
         })?;
         let data = Bytes::from_owner(mapped);
@@ -252,7 +294,11 @@ impl BaseSinkImpl for KvsSink {
         let handled = self.handle_events(started, &mut events);
         started.events = events;
         handled?;
-        result.map_err(|e| self.matroska_error(&started.stream_name, &e))?;
+        if let Err(e) = result {
+            self.end_before_bad_input(started);
+            started.input_failed = true;
+            return Err(self.matroska_error(&started.stream_name, &e));
+        }
         self.check_fragment_limits(started);
         Ok(gst::FlowSuccess::Ok)
     }
@@ -306,14 +352,14 @@ impl KvsSink {
                         gst::element_imp_error!(
                             self,
                             gst::StreamError::Format,
-                            [
+                            (
                                 "stream {}: the cluster at timecode {} does not start with a key \
                                  frame; Kinesis Video Streams needs every fragment to start with \
                                  one. Do not set matroskamux max-cluster-duration below the \
                                  encoder's key frame interval",
                                 started.stream_name,
                                 start.timecode
-                            ]
+                            )
                         );
                         return Err(gst::FlowError::Error);
                     }
@@ -347,7 +393,23 @@ impl KvsSink {
                         summary.size,
                         summary.blocks
                     );
-                    started.uploader.end_fragment(end_ns);
+                    if summary.whole_size < summary.size {
+                        let cut = started.uploader.end_fragment_at(summary.whole_size, end_ns);
+                        gst::element_imp_warning!(
+                            self,
+                            gst::StreamError::Format,
+                            (
+                                "stream {}: the stream broke off inside a frame of fragment {}: \
+                                 its last {} bytes were not sent; the whole frames before them \
+                                 were",
+                                started.stream_name,
+                                summary.timecode,
+                                cut
+                            )
+                        );
+                    } else {
+                        started.uploader.end_fragment(end_ns);
+                    }
                 }
                 mkv::Event::Interstitial(bytes) => {
                     gst::debug!(
@@ -390,7 +452,7 @@ impl KvsSink {
             gst::element_imp_warning!(
                 self,
                 gst::StreamError::Encode,
-                [
+                (
                     "stream {}: the fragment at timecode {} is {} ms and {} bytes long, over the \
                      service's limits (10 s, 50 MB) and will be rejected. Make the encoder emit \
                      key frames more often (x264enc key-int-max, e.g. 2 s of frames)",
@@ -398,7 +460,7 @@ impl KvsSink {
                     current.timecode,
                     duration_ns / 1_000_000,
                     current.size
-                ]
+                )
             );
         }
     }
@@ -413,27 +475,48 @@ impl KvsSink {
         gst::FlowError::Error
     }
 
+    fn accounted(&self) -> bool {
+        matches!(&*lock(&self.state), State::Started(started) if started.accounted)
+    }
+
+    /// Input that is not valid Matroska ends the stream, but what came before it is kept:
+    /// the open fragment ends at its last whole element and everything complete is sent
+    /// (the wait happens in `stop()`, bounded by `stop-stream-timeout`).
+    fn end_before_bad_input(&self, started: &mut Started) {
+        if let (Some(whole), Some(current)) = (
+            started.splitter.whole_size(),
+            started.splitter.current_fragment(),
+        ) {
+            let end_ns =
+                (current.last_block_time.max(0) as u64).saturating_mul(started.timecode_scale);
+            started.uploader.end_fragment_at(whole, end_ns);
+        }
+        started.uploader.finish();
+    }
+
     /// At EOS: ends the last fragment and waits (bounded by `stop-stream-timeout`) until the
-    /// service has persisted everything. Returns false on failure.
+    /// service has persisted everything. Returns false (after posting an error) when a
+    /// fragment was lost or the input broke off, so that no host calls the run a success.
     fn drain_at_eos(&self) -> bool {
-        let (uploader, stream) = {
+        let (uploader, stream, input_error) = {
             let mut state = lock(&self.state);
             let State::Started(started) = &mut *state else {
                 return true;
             };
-            let mut events = std::mem::take(&mut started.events);
-            let result = started.splitter.finish(&mut events);
-            let handled = self.handle_events(started, &mut events);
-            started.events = events;
-            if handled.is_err() {
+            if started.input_failed {
+                // The EOS a source sends after our error: the application is stopping the
+                // pipeline, and the drain happens then.
                 return false;
             }
-            if let Err(e) = result {
-                let _ = self.matroska_error(&started.stream_name, &e);
+            let Ok(input_error) = self.finish_input(started) else {
                 return false;
-            }
-            started.uploader.finish();
-            (started.uploader.clone(), started.stream_name.clone())
+            };
+            started.accounted = true;
+            (
+                started.uploader.clone(),
+                started.stream_name.clone(),
+                input_error,
+            )
         };
         let timeout = lock(&self.settings).stop_stream_timeout();
         gst::info!(
@@ -442,46 +525,108 @@ impl KvsSink {
             "EOS: waiting up to {:?} for the last acks",
             timeout
         );
-        let outcome = uploader.wait_persisted(timeout);
-        let stats = uploader.stats();
-        let outcome_name = match &outcome {
-            // Everything kept was persisted, but the store had to drop some on the way.
-            WaitOutcome::AllPersisted if stats.fragments_dropped > 0 => "persisted-with-drops",
-            WaitOutcome::AllPersisted => "all-persisted",
-            WaitOutcome::TimedOut { .. } => "timed-out",
-            WaitOutcome::Cancelled => "cancelled",
-            WaitOutcome::Failed => "failed",
+        let summary = uploader.finish_and_account(timeout);
+        self.post_summary(&stream, &summary);
+        // Said after the wait: an error makes applications stop the pipeline.
+        if let Some(e) = &input_error {
+            let _ = self.matroska_error(&stream, e);
+        }
+        match summary.outcome {
+            // The error itself was posted when it happened.
+            uploader::Outcome::Failed => false,
+            uploader::Outcome::Cancelled => {
+                if let State::Started(started) = &mut *lock(&self.state) {
+                    started.drain_cancelled = true;
+                    started.accounted = false;
+                }
+                input_error.is_none()
+            }
+            _ => match summary.loss_message(&stream) {
+                Some(message) => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::ResourceError::Write,
+                        ("{}", message),
+                        ["outcome {}", summary.outcome.as_str()]
+                    );
+                    false
+                }
+                None => input_error.is_none(),
+            },
+        }
+    }
+
+    /// Ends the input at EOS or stop: the splitter's last fragment is closed. `Ok(Some(e))`
+    /// when the input broke off inside an element (the whole part is kept; the caller says
+    /// so), `Err` when nothing can be sent (an error was posted).
+    #[allow(clippy::result_unit_err)]
+    fn finish_input(&self, started: &mut Started) -> Result<Option<mkv::MkvError>, ()> {
+        let mut events = std::mem::take(&mut started.events);
+        let result = started.splitter.finish(&mut events);
+        let handled = self.handle_events(started, &mut events);
+        started.events = events;
+        handled.map_err(|_| ())?;
+        Ok(result.err())
+    }
+
+    /// Going to READY without EOS (Ctrl-C, an application stopping its pipeline, an
+    /// error): as AWS's element does, ends the open fragment and waits, bounded by
+    /// `stop-stream-timeout`, for what is unacknowledged; then says how many fragments were
+    /// abandoned, if any.
+    fn drain_at_stop(&self, started: &mut Started) {
+        let stream = started.stream_name.clone();
+        let uploader = started.uploader.clone();
+        let summary = if started.drain_cancelled || uploader.fatal().is_some() {
+            uploader.finish_and_account(Duration::ZERO)
+        } else {
+            match self.finish_input(started) {
+                Err(()) => return,
+                // Already said when it was found (render), or said now.
+                Ok(Some(e)) if !started.input_failed => {
+                    let _ = self.matroska_error(&stream, &e);
+                }
+                Ok(_) => {}
+            }
+            // unlock() set it to stop the streaming thread, which has stopped by now.
+            uploader.set_flushing(false);
+            let timeout = lock(&self.settings).stop_stream_timeout();
+            gst::info!(
+                CAT,
+                imp = self,
+                "stopping without EOS: waiting up to {:?} for the last acks",
+                timeout
+            );
+            uploader.finish_and_account(timeout)
         };
-        let summary = gst::Structure::builder("kvs-summary")
-            .field("stream-name", &stream)
-            .field("outcome", outcome_name)
+        started.accounted = true;
+        self.post_summary(&stream, &summary);
+        if let Some(message) = summary.loss_message(&stream) {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Write,
+                ("{} (stopped without EOS)", message),
+                ["outcome {}", summary.outcome.as_str()]
+            );
+        }
+    }
+
+    fn post_summary(&self, stream: &str, summary: &uploader::Summary) {
+        let stats = &summary.stats;
+        let s = gst::Structure::builder("kvs-summary")
+            .field("stream-name", stream)
+            .field("outcome", summary.outcome.as_str())
+            .field("fragments-produced", stats.fragments_produced)
             .field("fragments-sent", stats.fragments_sent)
+            .field("fragments-resent", stats.fragments_resent)
             .field("fragments-persisted", stats.fragments_persisted)
             .field("fragments-dropped", stats.fragments_dropped)
             .field("fragments-rejected", stats.fragments_rejected)
             .field("fragments-pending", stats.backlog.fragments)
+            .field("fragments-lost", summary.lost)
+            .field("loss-reasons", summary.reasons.join("; "))
             .field("bytes-sent", stats.bytes_sent)
             .build();
-        self.post_element_message(summary);
-        match outcome {
-            WaitOutcome::AllPersisted | WaitOutcome::Cancelled => true,
-            WaitOutcome::TimedOut { pending } => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::ResourceError::Write,
-                    [
-                        "stream {}: {} fragments were not persisted within stop-stream-timeout \
-                         ({} s)",
-                        stream,
-                        pending,
-                        timeout.as_secs()
-                    ]
-                );
-                true
-            }
-            // The error itself was posted when it happened.
-            WaitOutcome::Failed => false,
-        }
+        self.post_element_message(s);
     }
 
     fn post_element_message(&self, structure: gst::Structure) {
@@ -541,12 +686,12 @@ impl KvsSink {
                         gst::element_imp_warning!(
                             self,
                             gst::ResourceError::Write,
-                            [
+                            (
                                 "reconnecting in {} ms (attempt {}): {}",
                                 delay.as_millis(),
                                 attempt,
                                 reason
-                            ]
+                            )
                         );
                         s.set("state", "reconnecting");
                         s.set("attempt", attempt);
@@ -559,18 +704,18 @@ impl KvsSink {
             }
             Event::Info(message) => gst::info!(CAT, imp = self, "{}", message),
             Event::Warning(message) => {
-                gst::element_imp_warning!(self, gst::ResourceError::Write, ["{}", message]);
+                gst::element_imp_warning!(self, gst::ResourceError::Write, ("{}", message));
             }
             Event::Dropped(evicted) => {
                 gst::element_imp_warning!(
                     self,
                     gst::ResourceError::NoSpaceLeft,
-                    [
+                    (
                         "the fragment store is full (storage-size / buffer-duration): dropped \
                          the {} oldest fragments ({} bytes) that were not acknowledged",
                         evicted.fragments,
                         evicted.bytes
-                    ]
+                    )
                 );
                 let s = gst::Structure::builder("kvs-fragments-dropped")
                     .field("fragments", evicted.fragments)
@@ -615,12 +760,15 @@ impl KvsSink {
             .field("bytes-sent", stats.bytes_sent)
             .field("bytes-persisted", stats.bytes_persisted)
             .field("bytes-dropped", stats.bytes_dropped)
+            .field("fragments-produced", stats.fragments_produced)
             .field("fragments-sent", stats.fragments_sent)
+            .field("fragments-resent", stats.fragments_resent)
             .field("fragments-received", stats.fragments_received)
             .field("fragments-persisted", stats.fragments_persisted)
             .field("fragments-dropped", stats.fragments_dropped)
             .field("fragments-rejected", stats.fragments_rejected)
-            .field("fragments-replayed", stats.fragments_replayed)
+            // The name before fragments-resent, kept for applications that read it.
+            .field("fragments-replayed", stats.fragments_resent)
             .field("connections", stats.connections)
             .field("reconnects", stats.reconnects)
             .field("errors", stats.errors)

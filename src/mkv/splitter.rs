@@ -55,6 +55,9 @@ struct Cluster {
     group_ref: bool,
     /// The open BlockGroup holds the block that decides `FragmentStart`.
     group_decides: bool,
+    /// Stream offset of the cluster child being read (a BlockGroup as a whole): the
+    /// cluster's bytes before it are whole elements.
+    child_start: u64,
 }
 
 /// Streaming splitter of a Matroska byte stream into header and fragments.
@@ -138,6 +141,9 @@ impl Splitter {
             return Err(e.clone());
         }
         let r = self.push_inner(&data, out);
+        if r.is_err() {
+            self.flush_whole(&data, out);
+        }
         self.base += data.len() as u64;
         if let Err(e) = &r {
             self.failed = Some(e.clone());
@@ -172,6 +178,14 @@ impl Splitter {
     /// Running figures of the open cluster (size so far, block times).
     pub fn current_fragment(&self) -> Option<&FragmentSummary> {
         self.cluster.as_ref().map(|c| &c.summary)
+    }
+
+    /// Of the open cluster's bytes emitted so far, those that form whole elements: the
+    /// place to end it when the stream breaks off or turns invalid inside it.
+    pub fn whole_size(&self) -> Option<u64> {
+        self.cluster
+            .as_ref()
+            .map(|c| (c.child_start - c.start).min(c.summary.size))
     }
 
     /// Total bytes pushed so far.
@@ -234,9 +248,11 @@ impl Splitter {
             }
             return Ok(());
         }
-        if let Some(c) = self.cluster.take()
+        let whole = self.whole_size();
+        if let Some(mut c) = self.cluster.take()
             && c.started
         {
+            c.summary.whole_size = whole.unwrap_or(0);
             out.push(Event::FragmentEnd(c.summary));
         }
         Err(MkvError::Truncated { offset })
@@ -254,6 +270,12 @@ impl Splitter {
                     }
                     if pos == len {
                         break;
+                    }
+                    if self.sl == 0
+                        && let Some(c) = &mut self.cluster
+                        && c.group_end.is_none()
+                    {
+                        c.child_start = off;
                     }
                     if self.sniffing && !self.sniff(data, &mut pos)? {
                         continue;
@@ -483,6 +505,7 @@ impl Splitter {
                         group_end: None,
                         group_ref: false,
                         group_decides: false,
+                        child_start: start,
                     });
                     self.attach_cluster(from_data, pos, out);
                     Ok(())
@@ -644,6 +667,20 @@ impl Splitter {
             && pos > start
         {
             self.emit_cluster(data.slice(start..pos), out);
+        }
+    }
+
+    /// After an error: emits the open cluster's bytes of this buffer up to the element that
+    /// was being read, so that everything whole before the bad input can still be sent.
+    fn flush_whole(&mut self, data: &Bytes, out: &mut Vec<Event>) {
+        let Some(start) = self.run.take() else { return };
+        let Some(c) = &self.cluster else { return };
+        let end = c
+            .child_start
+            .saturating_sub(self.base)
+            .min(data.len() as u64) as usize;
+        if end > start {
+            self.emit_cluster(data.slice(start..end), out);
         }
     }
 

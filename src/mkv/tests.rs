@@ -1097,3 +1097,43 @@ fn real_matroskamux_audio_video() {
     check_real(&data, 2, fragments(&n));
     assert!(fragments(&n) >= 4, "{}", fragments(&n));
 }
+
+#[test]
+fn whole_size_marks_where_the_open_cluster_stops_being_whole() {
+    let (_, s) = stream_av(2, false);
+    // The last cluster as emitted when the stream is complete.
+    let (ev, r) = run(&s);
+    r.unwrap();
+    let Some(Event::FragmentEnd(complete)) = ev.last() else {
+        panic!("no FragmentEnd")
+    };
+    assert_eq!(complete.whole_size, complete.size);
+    let last_block = simple_block(2, 9 * 200 + 10, true, 90).len();
+    for cut in [1, 5, last_block - 1] {
+        // Truncated inside the last block: whole up to that block, at any buffer cut.
+        for step in [7, 100, s.len()] {
+            let data = &s[..s.len() - cut];
+            let mut sp = Splitter::new(Limits::default());
+            let mut out = Vec::new();
+            for chunk in data.chunks(step) {
+                sp.push(Bytes::copy_from_slice(chunk), &mut out).unwrap();
+            }
+            let _ = sp.finish(&mut out);
+            let Some(Event::FragmentEnd(end)) = out.last() else {
+                panic!("no FragmentEnd")
+            };
+            assert_eq!(
+                end.whole_size,
+                complete.size - last_block as u64,
+                "cut {cut} step {step}"
+            );
+        }
+    }
+    // Garbage inside the open cluster: whole up to the garbage.
+    let mut bad = s.clone();
+    bad.extend_from_slice(&[0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF]);
+    let mut sp = Splitter::new(Limits::default());
+    let mut out = Vec::new();
+    assert!(sp.push(Bytes::from(bad), &mut out).is_err());
+    assert_eq!(sp.whole_size(), Some(complete.size));
+}

@@ -72,6 +72,11 @@ pub(super) async fn run(
             match body.next() {
                 Next::Data(bytes) => return Some((Ok::<_, std::io::Error>(bytes), body)),
                 Next::End => return None,
+                Next::Abort(reason) => {
+                    // Breaks the request off without the final chunk: the service drops
+                    // the fragment in flight, which the next connection sends again.
+                    return Some((Err(std::io::Error::other(reason)), body));
+                }
                 Next::Wait => {
                     let idle = shared.config.idle_fragment_timeout;
                     if tokio::time::timeout(idle, notified.as_mut()).await.is_err() {
@@ -250,6 +255,11 @@ fn handle_ack(shared: &Arc<Shared>, ack: Ack) -> Result<(), Failure> {
                         };
                         if dropped.is_some() {
                             inner.stats.fragments_rejected += 1;
+                            *inner
+                                .stats
+                                .rejected_reasons
+                                .entry(name.clone())
+                                .or_default() += 1;
                         }
                         if tc.is_none() {
                             failure = Some(Failure::RetriableAck(message.clone()));
@@ -307,6 +317,8 @@ enum Next {
     Data(Bytes),
     Wait,
     End,
+    /// The connection sent bytes that are no longer part of the fragment: break it off.
+    Abort(String),
 }
 
 /// Where a connection's body is in the store: the stream header first, then every pending
@@ -325,6 +337,8 @@ struct BodyCursor {
     fragments_started: u64,
     /// Fragment ended early with an END_OF_FRAGMENT tag after an idle period.
     tagged: Option<u64>,
+    /// The fragment's `cut_at_chunk` when this connection started sending it.
+    cut_seen: Option<usize>,
     opened: Instant,
     /// Renew the session at the first fragment boundary after this long.
     max_age: std::time::Duration,
@@ -357,6 +371,7 @@ impl BodyCursor {
             started: false,
             fragments_started: 0,
             tagged: None,
+            cut_seen: None,
             opened: Instant::now(),
             max_age,
         }
@@ -383,6 +398,16 @@ impl BodyCursor {
                 end = inner.eos;
                 break;
             };
+            if fragment.seq == self.seq
+                && self.started
+                && fragment.cut_at_chunk != self.cut_seen
+                && fragment.cut_at_chunk.is_some_and(|k| self.chunk > k)
+            {
+                return Next::Abort(format!(
+                    "fragment {} was cut short after part of it was sent",
+                    fragment.timecode
+                ));
+            }
             if fragment.seq != self.seq || !self.started {
                 // A new fragment: the place to end for a new header or a session renewal.
                 let new_header = inner
@@ -399,6 +424,7 @@ impl BodyCursor {
                     self.chunk = 0;
                 }
                 self.started = true;
+                self.cut_seen = fragment.cut_at_chunk;
                 self.fragments_started += 1;
                 newly_started += 1;
                 max_started = Some(fragment.seq);
@@ -443,8 +469,8 @@ impl BodyCursor {
             )));
             inner = self.shared.lock();
         }
-        inner.stats.fragments_sent += newly_started;
-        inner.stats.fragments_replayed += replayed;
+        inner.stats.fragments_sent += newly_started - replayed;
+        inner.stats.fragments_resent += replayed;
         if let Some(seq) = max_started {
             inner.max_seq_sent = Some(inner.max_seq_sent.map_or(seq, |m| m.max(seq)));
         }

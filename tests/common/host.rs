@@ -56,7 +56,14 @@ impl HostRun {
     /// The `kvs-summary` message (exactly one is expected).
     pub fn summary(&self) -> &gst::Structure {
         let s = self.named("kvs-summary");
-        assert_eq!(s.len(), 1, "expected one kvs-summary, got {s:?}");
+        assert_eq!(
+            s.len(),
+            1,
+            "expected one kvs-summary, got {s:?}; {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            tail(&self.stdout),
+            tail(&self.stderr)
+        );
         s[0]
     }
 
@@ -118,6 +125,17 @@ pub fn gst_launch(server: &Server, line: &str, timeout: Duration) -> HostRun {
     let registry = tempfile::tempdir().unwrap();
     let mut cmd = host_command("gst-launch-1.0", &server.url(), registry.path());
     cmd.args(["-m", "-e"]).args(split_launch(line));
+    run_host(cmd, timeout)
+}
+
+/// Runs LINE in Debian's python3 the way a PyGObject application does
+/// (`tests/host/run_pipeline.py`, which prints every `kvs-*` message), with `flags` before it.
+pub fn python_launch(server: &Server, flags: &[&str], line: &str, timeout: Duration) -> HostRun {
+    let registry = tempfile::tempdir().unwrap();
+    let mut cmd = host_command("/usr/bin/python3", &server.url(), registry.path());
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/run_pipeline.py"))
+        .args(flags)
+        .arg(line);
     run_host(cmd, timeout)
 }
 

@@ -59,13 +59,15 @@ def main(argv):
     bus.connect("message", on_message)
     pipeline.set_state(Gst.State.PLAYING)
     loop.run()
-    pipeline.set_state(Gst.State.NULL)
-    # Messages posted while stopping (the summary of a stop without EOS).
+    # kvssink gives its account of a stop without EOS while going to READY; read it before
+    # NULL, which flushes the bus.
+    pipeline.set_state(Gst.State.READY)
     while True:
         msg = bus.pop()
         if msg is None:
             break
         on_message(bus, msg)
+    pipeline.set_state(Gst.State.NULL)
     return status["code"]
 
 

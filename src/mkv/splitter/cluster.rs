@@ -168,6 +168,7 @@ impl Splitter {
         }
         let mut c = self.cluster.take().expect("open cluster");
         c.summary.end_of_fragment_tag = eof_tag;
+        c.summary.whole_size = c.summary.size;
         self.prev_timecode = Some(c.summary.timecode);
         out.push(Event::FragmentEnd(c.summary));
         Ok(())

@@ -1,0 +1,239 @@
+//! Lost data is never reported as success, and bad input costs no valid data: what
+//! `gst-launch-1.0` (and a Python application) sees when fragments are rejected, when the
+//! endpoint never answers, when the pipeline stops without EOS, and when the input is
+//! truncated, turns to garbage or goes back in time.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::host::*;
+use common::*;
+use kvs_local::Fault;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn file_line(file: &Path, stream: &str, extra: &str) -> String {
+    format!(
+        "filesrc location={} ! kvssink stream-name={stream} {extra}",
+        file.display()
+    )
+}
+
+fn stored(server: &Server, stream: &str) -> Vec<bytes::Bytes> {
+    server
+        .fragments(stream)
+        .into_iter()
+        .map(|f| f.bytes)
+        .collect()
+}
+
+/// Writes `bytes` to a file in `dir`.
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn a_fragment_the_service_rejects_makes_the_run_fail_and_is_named() {
+    // One 20 s cluster (x264enc with a key frame every 600 frames), then a 5 s one: the
+    // service refuses the first with MAX_FRAGMENT_DURATION_REACHED.
+    init();
+    let dir = tempdir();
+    let file = record(dir.path(), "long-gop.mkv", 750, 600, "");
+    let server = server();
+    let line = file_line(&file, "rejected", "");
+    let run = gst_launch(&server, &line, TIMEOUT);
+    assert!(!run.status.success(), "exit 0 although a fragment was lost");
+    assert_eq!(run.status.signal(), None);
+    assert!(
+        run.output().contains("1 of 2 fragments were not persisted"),
+        "{}",
+        run.output()
+    );
+    // The same in a Python application, which reads every message.
+    let server = common::server();
+    let run = python_launch(&server, &["--default-sigpipe"], &line, TIMEOUT);
+    assert_eq!(run.status.code(), Some(1), "{}", run.output());
+    let summary = run.summary();
+    assert_eq!(summary.get::<&str>("outcome").unwrap(), "incomplete");
+    assert_eq!(summary.get::<u64>("fragments-produced").unwrap(), 2);
+    assert_eq!(summary.get::<u64>("fragments-rejected").unwrap(), 1);
+    assert_eq!(summary.get::<u64>("fragments-lost").unwrap(), 1);
+    let reasons = summary.get::<&str>("loss-reasons").unwrap();
+    assert!(
+        reasons.contains("MAX_FRAGMENT_DURATION_REACHED"),
+        "{reasons}"
+    );
+    let output = run.output();
+    assert!(
+        output.contains("1 of 2 fragments were not persisted"),
+        "{output}"
+    );
+    assert_eq!(server.fragment_count("rejected"), 1);
+}
+
+#[test]
+fn eos_with_fragments_never_acknowledged_is_an_error() {
+    init();
+    let dir = tempdir();
+    let file = record(dir.path(), "three.mkv", 90, 30, "");
+    // Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let registry = tempdir();
+    let mut cmd = host_command(
+        "gst-launch-1.0",
+        &format!("http://127.0.0.1:{port}"),
+        registry.path(),
+    );
+    cmd.args(["-m", "-e"]).args(split_launch(&file_line(
+        &file,
+        "unreachable",
+        "stop-stream-timeout=2",
+    )));
+    let run = run_host(cmd, TIMEOUT);
+    assert!(!run.status.success(), "exit 0 although nothing was stored");
+    assert_eq!(run.status.signal(), None);
+    let summary = run.summary();
+    assert_eq!(summary.get::<&str>("outcome").unwrap(), "timed-out");
+    assert_eq!(summary.get::<u64>("fragments-pending").unwrap(), 3);
+    assert_eq!(summary.get::<u64>("fragments-lost").unwrap(), 3);
+    assert!(
+        run.output()
+            .contains("3 of 3 fragments were not persisted: 3 never acknowledged"),
+        "{}",
+        run.output()
+    );
+}
+
+#[test]
+fn a_python_app_stopping_without_eos_gets_its_backlog_persisted() {
+    // The application sets its pipeline to READY/NULL after the first PERSISTED ack, while
+    // acks lag 1.5 s behind: the fragments not yet acknowledged are still delivered, and the
+    // account says so.
+    init();
+    let dir = tempdir();
+    let copy = dir.path().join("copy.mkv");
+    let server = server();
+    server.inject(Fault::DelayAcks {
+        stream: None,
+        delay_ms: 1500,
+    });
+    let line = format!(
+        "videotestsrc is-live=true \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
+         ! matroskamux streamable=true ! tee name=t \
+         ! queue ! kvssink stream-name=stopped stop-stream-timeout=30 \
+         t. ! queue ! filesink location={}",
+        copy.display()
+    );
+    let run = python_launch(
+        &server,
+        &["--default-sigpipe", "--stop-after-persisted", "1"],
+        &line,
+        TIMEOUT,
+    );
+    run.assert_success();
+    let summary = run.summary();
+    assert_eq!(
+        summary.get::<&str>("outcome").unwrap(),
+        "all-persisted",
+        "{summary:?}"
+    );
+    let produced = summary.get::<u64>("fragments-produced").unwrap();
+    assert!(produced >= 3, "{summary:?}");
+    // Every cluster the muxer produced is stored: whole, except that the last one may end
+    // at its last whole frame (the stop may come between a frame's two buffers).
+    let file = std::fs::read(&copy).unwrap();
+    let clusters = whole_clusters(&file);
+    let stored = stored(&server, "stopped");
+    assert_eq!(stored.len() as u64, produced);
+    assert_eq!(stored.len(), clusters.len(), "stored {}", stored.len());
+    let last = stored.len() - 1;
+    assert_eq!(stored[..last], clusters[..last]);
+    assert!(clusters[last].starts_with(&stored[last]));
+}
+
+/// The clusters of a Matroska byte stream that may end inside its last cluster.
+fn whole_clusters(data: &[u8]) -> Vec<bytes::Bytes> {
+    use gstkvs::mkv::{Event, Limits, Splitter};
+    let mut splitter = Splitter::new(Limits::default());
+    let mut events = Vec::new();
+    splitter
+        .push(bytes::Bytes::copy_from_slice(data), &mut events)
+        .unwrap();
+    let _ = splitter.finish(&mut events);
+    let mut clusters: Vec<Vec<u8>> = Vec::new();
+    for event in events {
+        match event {
+            Event::FragmentStart(_) => clusters.push(Vec::new()),
+            Event::FragmentData(b) => clusters.last_mut().unwrap().extend_from_slice(&b),
+            _ => {}
+        }
+    }
+    clusters.into_iter().map(bytes::Bytes::from).collect()
+}
+
+/// Five complete clusters and `tail` after them: the five are stored exactly, the run
+/// fails with an error that contains `error`.
+fn bad_input_keeps_what_came_before(stream: &str, tail: &[u8], error: &str) -> HostRun {
+    init();
+    let dir = tempdir();
+    let good = std::fs::read(record(dir.path(), "five.mkv", 150, 30, "")).unwrap();
+    let (_, clusters) = split_bytes(good.clone());
+    assert_eq!(clusters.len(), 5);
+    let mut bytes = good;
+    bytes.extend_from_slice(tail);
+    let file = write(dir.path(), "bad.mkv", &bytes);
+    let server = server();
+    let run = gst_launch(&server, &file_line(&file, stream, ""), TIMEOUT);
+    assert!(!run.status.success(), "bad input must fail the run");
+    assert_eq!(run.status.signal(), None);
+    assert!(run.output().contains(error), "{}", run.output());
+    let stored = stored(&server, stream);
+    assert!(stored.len() >= 5, "only {} of 5 stored", stored.len());
+    assert_eq!(stored[..5], clusters[..]);
+    run
+}
+
+#[test]
+fn a_truncated_recording_keeps_its_complete_fragments() {
+    // Half of a sixth cluster: the five complete ones are stored, and of the sixth what
+    // forms whole frames.
+    let dir = tempdir();
+    let six = std::fs::read(record(dir.path(), "six.mkv", 180, 30, "")).unwrap();
+    let (_, clusters) = split_bytes(six);
+    let half = &clusters[5][..clusters[5].len() / 2];
+    let run = bad_input_keeps_what_came_before("truncated", half, "truncated");
+    assert!(
+        run.output().contains("broke off inside a frame"),
+        "{}",
+        run.output()
+    );
+}
+
+#[test]
+fn garbage_after_valid_data_keeps_the_valid_fragments() {
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    bad_input_keeps_what_came_before("garbage", &garbage, "stream garbage:");
+}
+
+#[test]
+fn time_going_backwards_keeps_the_fragments_before() {
+    // The same five clusters again, timecodes from 0: the sixth goes back in time.
+    let dir = tempdir();
+    let again = std::fs::read(record(dir.path(), "again.mkv", 150, 30, "")).unwrap();
+    let (_, clusters) = split_bytes(again);
+    let tail: Vec<u8> = clusters.concat();
+    bad_input_keeps_what_came_before("backwards", &tail, "backwards");
+}
