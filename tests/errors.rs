@@ -125,43 +125,43 @@ fn refused(server: &Server, stream: &str, access: &str, secret: &str, token: Opt
 fn a_bad_session_token_is_told_from_an_unknown_access_key() {
     init();
     let server = server_with_keys(vec![
-        KeyPair::new("ASIATEMPORARYKEY0001", "temporary-secret").with_session_token("good-token"),
-        KeyPair::new("AKIALONGTERMKEY00001", "long-term-secret"),
+        KeyPair::new("ASIA_TEMPORARYKEY0001", "temporary-secret").with_session_token("good-token"),
+        KeyPair::new("AKIA_LONGTERMKEY00001", "long-term-secret"),
     ]);
     // AWS (and kvs-local) answer all of these with UnrecognizedClientException, "The
     // security token included in the request is invalid".
     let cases: [(&str, &str, &str, Option<&str>, &str); 5] = [
         (
             "badtoken",
-            "ASIATEMPORARYKEY0001",
+            "ASIA_TEMPORARYKEY0001",
             "temporary-secret",
             Some("wrong-token"),
             "the session token is invalid",
         ),
         (
             "tokenonlongterm",
-            "AKIALONGTERMKEY00001",
+            "AKIA_LONGTERMKEY00001",
             "long-term-secret",
             Some("a-token"),
             "a session token was sent with a long-term access key",
         ),
         (
             "notoken",
-            "ASIATEMPORARYKEY0001",
+            "ASIA_TEMPORARYKEY0001",
             "temporary-secret",
             None,
             "no session token was sent with it",
         ),
         (
             "unknownkey",
-            "AKIANOBODYKNOWSTHIS1",
+            "AKIA_NOBODYKNOWSTHIS1",
             "whatever",
             None,
             "the access key is not known to AWS",
         ),
         (
             "unknownwithtoken",
-            "ASIANOBODYKNOWSTHIS1",
+            "ASIA_NOBODYKNOWSTHIS1",
             "whatever",
             Some("some-token"),
             "the session token is invalid",
@@ -195,7 +195,7 @@ fn a_bad_session_token_is_told_from_an_unknown_access_key() {
         }
     }
     // A wrong secret is still a wrong secret, not the clock.
-    let text = refused(&server, "badsecret", "AKIALONGTERMKEY00001", "nope", None).error_text();
+    let text = refused(&server, "badsecret", "AKIA_LONGTERMKEY00001", "nope", None).error_text();
     assert!(text.contains("InvalidSignatureException"), "{text}");
     assert!(text.contains("wrong secret key"), "{text}");
     assert!(!text.contains("clock of this machine"), "{text}");
@@ -205,14 +205,14 @@ fn a_bad_session_token_is_told_from_an_unknown_access_key() {
 fn an_expired_session_token_is_named() {
     init();
     let server = server_with_keys(vec![
-        KeyPair::new("ASIAEXPIREDKEY000001", "expired-secret")
+        KeyPair::new("ASIA_EXPIREDKEY000001", "expired-secret")
             .with_session_token("expired-token")
             .with_expiry(SystemTime::now() - Duration::from_secs(60)),
     ]);
     let text = refused(
         &server,
         "expiredtoken",
-        "ASIAEXPIREDKEY000001",
+        "ASIA_EXPIREDKEY000001",
         "expired-secret",
         Some("expired-token"),
     )
