@@ -576,4 +576,37 @@ mod tests {
         );
         assert_eq!(media_type_for(&[]), "video/x-matroska");
     }
+
+    #[test]
+    fn the_summary_calls_nothing_lost_a_success() {
+        let mut stats = Stats {
+            fragments_produced: 10,
+            ..Stats::default()
+        };
+        let clean = Summary::new(&WaitOutcome::AllPersisted, stats.clone());
+        assert_eq!((clean.outcome, clean.lost), (Outcome::AllPersisted, 0));
+        assert!(clean.loss_message("s").is_none());
+
+        stats.fragments_rejected = 1;
+        stats
+            .rejected_reasons
+            .insert("MAX_FRAGMENT_DURATION_REACHED".into(), 1);
+        stats.fragments_dropped = 2;
+        let lossy = Summary::new(&WaitOutcome::AllPersisted, stats.clone());
+        assert_eq!((lossy.outcome, lossy.lost), (Outcome::Incomplete, 3));
+        let message = lossy.loss_message("s").unwrap();
+        assert!(message.starts_with("stream s: 3 of 10 fragments were not persisted"));
+        assert!(message.contains("1 rejected by the service (MAX_FRAGMENT_DURATION_REACHED x1)"));
+        assert!(message.contains("2 dropped from the full fragment store"));
+
+        stats.backlog.fragments = 4;
+        let late = Summary::new(&WaitOutcome::TimedOut { pending: 4 }, stats);
+        assert_eq!((late.outcome, late.lost), (Outcome::TimedOut, 7));
+        assert!(
+            late.reasons
+                .last()
+                .unwrap()
+                .contains("4 never acknowledged")
+        );
+    }
 }

@@ -253,12 +253,8 @@ impl BaseSinkImpl for KvsSink {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        let state = std::mem::take(&mut *lock(&self.state));
-        if let State::Started(mut started) = state
-            && !started.accounted
-        {
-            self.drain_at_stop(&mut started);
-        }
+        // The backlog was drained going from PAUSED to READY (change_state).
+        *lock(&self.state) = State::Stopped;
         let uploader = lock(&self.uploader).take();
         if let Some(uploader) = uploader {
             let stats = uploader.stats();
@@ -559,7 +555,6 @@ impl KvsSink {
     /// Ends the input at EOS or stop: the splitter's last fragment is closed. `Ok(Some(e))`
     /// when the input broke off inside an element (the whole part is kept; the caller says
     /// so), `Err` when nothing can be sent (an error was posted).
-    #[allow(clippy::result_unit_err)]
     fn finish_input(&self, started: &mut Started) -> Result<Option<mkv::MkvError>, ()> {
         let mut events = std::mem::take(&mut started.events);
         let result = started.splitter.finish(&mut events);
