@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod endpoint;
 pub mod kvssink;
 pub mod mkv;
+pub mod playback;
 pub mod runtime;
 pub mod sigv4;
 pub mod store;

@@ -115,6 +115,8 @@ pub struct TrackInfo {
     pub track_type: u64,
     /// CodecID, e.g. `V_MPEG4/ISO/AVC`, `A_AAC` (empty if absent).
     pub codec_id: String,
+    /// CodecPrivate (e.g. the avcC record), empty if absent.
+    pub codec_private: Bytes,
 }
 
 /// The stream header: what must be sent before the first fragment of every session.

@@ -96,6 +96,12 @@ pub enum Event {
     IdleFragmentEnded {
         timecode: u64,
     },
+    /// The service is slower than upstream: the streaming thread was held this long for
+    /// room in the store (reported once a wait exceeds `idle_fragment_timeout`, a fragment).
+    BackPressure {
+        held: Duration,
+        backlog: Backlog,
+    },
     /// The stream cannot continue.
     Fatal(FatalError),
     /// Something worth a line in the debug log (the resolved region, where the credentials
@@ -126,6 +132,9 @@ pub struct Stats {
     pub rejected_reasons: BTreeMap<String, u64>,
     pub connections: u64,
     pub reconnects: u64,
+    /// Total time the streaming thread was held waiting for the service (back-pressure): how
+    /// far a live pipeline fell behind real time.
+    pub backpressure: Duration,
     pub errors: u64,
     pub last_error: Option<String>,
     pub backlog: Backlog,
@@ -263,6 +272,9 @@ pub(crate) struct Inner {
     pub streaming: bool,
     /// A connection attempt failed and none has streamed since: the store may drop fragments.
     pub outage: bool,
+    /// The streaming thread is held for room in the store: data is not missing, so the open
+    /// fragment must not be ended as idle.
+    pub held: bool,
     pub fatal: Option<FatalError>,
     pub stats: Stats,
     /// Sequence number of the open or next fragment.
@@ -333,6 +345,7 @@ impl Uploader {
                 flushing: false,
                 streaming: false,
                 outage: false,
+                held: false,
                 fatal: None,
                 stats: Stats::default(),
                 next_seq: 0,
@@ -417,17 +430,35 @@ impl Uploader {
     fn wait_for_room(&self, extra: u64) -> MutexGuard<'_, Inner> {
         let limits = self.shared.config.store_limits;
         let mut inner = self.shared.lock();
+        let mut held_since: Option<Instant> = None;
+        let mut reported = false;
         loop {
             let backlog = inner.store.backlog();
             let full = backlog.bytes + extra > limits.max_bytes
                 || backlog.duration_ns >= limits.max_duration_ns;
+            // The service acknowledges a fragment once the next one begins: the open
+            // fragment's first bytes always go in, or nothing would ever be released.
+            let next_not_begun = inner.store.open_fragment().is_some_and(|f| f.size == 0);
             if !full
                 || backlog.fragments <= 1
+                || next_not_begun
                 || inner.outage
                 || inner.flushing
                 || inner.fatal.is_some()
             {
                 break;
+            }
+            inner.held = true;
+            let since = *held_since.get_or_insert_with(Instant::now);
+            if !reported && since.elapsed() >= self.shared.config.idle_fragment_timeout {
+                reported = true;
+                drop(inner);
+                self.shared.emit(Event::BackPressure {
+                    held: since.elapsed(),
+                    backlog,
+                });
+                inner = self.shared.lock();
+                continue;
             }
             inner = self
                 .shared
@@ -435,6 +466,10 @@ impl Uploader {
                 .wait_timeout(inner, Duration::from_millis(100))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+        }
+        if let Some(since) = held_since {
+            inner.held = false;
+            inner.stats.backpressure += since.elapsed();
         }
         inner
     }

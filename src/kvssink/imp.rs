@@ -37,8 +37,12 @@ struct Started {
     media_type: Option<String>,
     stream_name: String,
     fragment_duration_ns: u64,
-    /// Key unit already requested / limit warning already posted for the open fragment.
-    key_unit_requested: bool,
+    /// When a key unit was requested for the open fragment: its duration then (ns).
+    key_unit_requested_at: Option<u64>,
+    /// How long before `fragment-duration` to ask for a key unit: the encoder's delay in
+    /// answering, measured on the last requested fragment (first from the latency query).
+    key_unit_lead_ns: u64,
+    /// Limit warning already posted for the open fragment.
     limit_warned: bool,
     /// The end-of-stream account was given (at EOS, or at stop).
     accounted: bool,
@@ -242,7 +246,8 @@ impl BaseSinkImpl for KvsSink {
             media_type: settings.content_type,
             stream_name: stream,
             fragment_duration_ns: u64::from(settings.fragment_duration) * 1_000_000,
-            key_unit_requested: false,
+            key_unit_requested_at: None,
+            key_unit_lead_ns: 0,
             limit_warned: false,
             accounted: false,
             drain_cancelled: false,
@@ -308,6 +313,17 @@ impl BaseSinkImpl for KvsSink {
         self.parent_event(event)
     }
 
+    fn query(&self, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Seeking(q) = query.view_mut() {
+            // A live upload cannot seek back: matroskamux then writes streamable output
+            // without guessing.
+            let none = gst::GenericFormattedValue::none_for_format(q.format());
+            q.set(false, none, none);
+            return true;
+        }
+        BaseSinkImplExt::parent_query(self, query)
+    }
+
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
         if let Some(uploader) = &*lock(&self.uploader) {
             uploader.set_flushing(true);
@@ -340,7 +356,18 @@ impl KvsSink {
                         header.doc_type,
                         header.tracks
                     );
+                    for problem in crate::playback::problems(&header.tracks) {
+                        gst::element_imp_warning!(
+                            self,
+                            gst::StreamError::Format,
+                            ("stream {}: {}", started.stream_name, problem)
+                        );
+                    }
                     started.timecode_scale = header.timecode_scale;
+                    started.key_unit_lead_ns = self
+                        .upstream_latency()
+                        .1
+                        .min(started.fragment_duration_ns / 2);
                     started.pending_header = Some(header);
                 }
                 mkv::Event::FragmentStart(start) => {
@@ -373,7 +400,6 @@ impl KvsSink {
                             .push_header(header.bytes, producer_start_ms, media_type);
                     }
                     gst::debug!(CAT, imp = self, "fragment {} starts", start.timecode);
-                    started.key_unit_requested = false;
                     started.limit_warned = false;
                     started.uploader.begin_fragment(start.timecode, start_ns, 0);
                 }
@@ -381,6 +407,15 @@ impl KvsSink {
                 mkv::Event::FragmentEnd(summary) => {
                     let end_ns = (summary.last_block_time.max(0) as u64)
                         .saturating_mul(started.timecode_scale);
+                    if let Some(at) = started.key_unit_requested_at.take() {
+                        // The encoder answered this much later than asked: ask that much
+                        // earlier next time (at most half a fragment early).
+                        let span = (summary.last_block_time - summary.timecode as i64).max(0);
+                        let duration = (span as u64).saturating_mul(started.timecode_scale);
+                        started.key_unit_lead_ns = duration
+                            .saturating_sub(at)
+                            .min(started.fragment_duration_ns / 2);
+                    }
                     gst::debug!(
                         CAT,
                         imp = self,
@@ -428,13 +463,17 @@ impl KvsSink {
         };
         let span = (current.last_block_time - current.timecode as i64).max(0) as u64;
         let duration_ns = span.saturating_mul(started.timecode_scale);
-        if duration_ns >= started.fragment_duration_ns && !started.key_unit_requested {
-            started.key_unit_requested = true;
+        let ask_at = started
+            .fragment_duration_ns
+            .saturating_sub(started.key_unit_lead_ns);
+        if duration_ns >= ask_at && started.key_unit_requested_at.is_none() {
+            started.key_unit_requested_at = Some(duration_ns);
             gst::debug!(
                 CAT,
                 imp = self,
-                "fragment at {:?}: requesting a key unit",
-                duration_ns
+                "fragment at {:?}: requesting a key unit ({:?} ahead for the encoder)",
+                duration_ns,
+                started.key_unit_lead_ns
             );
             let event = gst_video::UpstreamForceKeyUnitEvent::builder()
                 .all_headers(true)
@@ -469,6 +508,17 @@ impl KvsSink {
             ["kvssink takes the output of matroskamux (streamable=true)"]
         );
         gst::FlowError::Error
+    }
+
+    /// Whether upstream is live, and its minimum latency (ns). Asked of the peer directly:
+    /// BaseSink's own latency query skips upstream when, as here, the sink does not sync.
+    fn upstream_latency(&self) -> (bool, u64) {
+        let mut q = gst::query::Latency::new();
+        if !self.obj().sink_pad().peer_query(&mut q) {
+            return (false, 0);
+        }
+        let (live, min, _) = q.result();
+        (live, if live { min.nseconds() } else { 0 })
     }
 
     fn accounted(&self) -> bool {
@@ -718,6 +768,34 @@ impl KvsSink {
                     .build();
                 self.post_element_message(s);
             }
+            Event::BackPressure { held, backlog } => {
+                // A file upload waits for the service by design; a live source falls behind.
+                let live = self.upstream_latency().0;
+                let stream = lock(&self.settings).stream_name.clone();
+                if live {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::ResourceError::Write,
+                        (
+                            "stream {}: the uplink is slower than the stream: the pipeline has \
+                             been held {} ms waiting for the service ({} fragments, {} bytes \
+                             not yet acknowledged) and is falling behind real time; lower the \
+                             bitrate or check the network (stats: backpressure-time)",
+                            stream,
+                            held.as_millis(),
+                            backlog.fragments,
+                            backlog.bytes
+                        )
+                    );
+                } else {
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "upstream is faster than the service: held {:?}",
+                        held
+                    );
+                }
+            }
             Event::IdleFragmentEnded { timecode } => {
                 gst::info!(
                     CAT,
@@ -766,6 +844,7 @@ impl KvsSink {
             .field("fragments-replayed", stats.fragments_resent)
             .field("connections", stats.connections)
             .field("reconnects", stats.reconnects)
+            .field("backpressure-time", stats.backpressure.as_nanos() as u64)
             .field("errors", stats.errors)
             .field("backlog-fragments", stats.backlog.fragments)
             .field("backlog-bytes", stats.backlog.bytes)

@@ -17,7 +17,7 @@ pub const DEFAULT_CONNECTION_TIMEOUT: u32 = 10;
 pub const DEFAULT_CONNECTION_STALENESS: u32 = 60;
 pub const DEFAULT_STORAGE_SIZE_MB: u32 = 128;
 pub const DEFAULT_BUFFER_DURATION: u32 = 120;
-pub const DEFAULT_FRAGMENT_DURATION_MS: u32 = 8000;
+pub const DEFAULT_FRAGMENT_DURATION_MS: u32 = 2000;
 pub const DEFAULT_ROTATION_PERIOD: u32 = 2400;
 /// What reading a secret property gives when it is set.
 pub const REDACTED: &str = "<redacted>";
@@ -418,8 +418,10 @@ pub fn properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecUInt::builder("fragment-duration")
             .nick("Fragment duration")
             .blurb(
-                "Milliseconds after which kvssink asks upstream for a key frame so a new \
-                 fragment starts (the service allows at most 10000)",
+                "Fragment length to aim for, in milliseconds: kvssink asks upstream for a key \
+                 frame this long into a fragment, earlier by the encoder's measured delay, so \
+                 a new fragment starts; also how long a stream may go without data before \
+                 its open fragment is ended (the service allows fragments of at most 10000)",
             )
             .minimum(100)
             .maximum(10_000)

@@ -294,6 +294,10 @@ impl BodyCursor {
     /// END_OF_FRAGMENT tag, once.
     fn end_idle_fragment(&mut self) -> Option<Bytes> {
         let mut inner = self.shared.lock();
+        if inner.held {
+            // No data because kvssink itself holds upstream back (back-pressure).
+            return None;
+        }
         let fragment = inner.store.first_from(self.seq)?;
         if fragment.seq != self.seq
             || !self.started

@@ -355,6 +355,9 @@ async fn prepare_stream(
 fn build_client(config: &super::Config) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(config.connection_timeout)
+        // reqwest gives up on a connection whose sent data stays unacknowledged for 30 s
+        // (TCP_USER_TIMEOUT); a slow link is the element's to judge, by connection-staleness.
+        .tcp_user_timeout(config.connection_staleness)
         .http1_only()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(2)

@@ -64,12 +64,14 @@ impl Splitter {
                 number: 0,
                 track_type: 0,
                 codec_id: String::new(),
+                codec_private: Bytes::new(),
             };
             for (cid, b) in ebml::children(entry).map_while(Result::ok) {
                 match cid {
                     ID_TRACK_NUMBER => t.number = ebml::read_uint(b).unwrap_or(0),
                     ID_TRACK_TYPE => t.track_type = ebml::read_uint(b).unwrap_or(0),
                     ID_CODEC_ID => t.codec_id = ebml::read_string(b),
+                    ID_CODEC_PRIVATE => t.codec_private = Bytes::copy_from_slice(b),
                     _ => {}
                 }
             }
