@@ -78,6 +78,45 @@ fn the_users_own_line_streams_short_fragments_with_video_on_track_one() {
     assert_eq!(tracks[0].track_type, gstkvs::mkv::TRACK_TYPE_VIDEO);
 }
 
+/// Runs `encoder` (and its parser, with a key frame interval of 10 s or more unless asked) live
+/// for 10 s into kvssink at its defaults and checks every
+/// fragment was persisted and stayed near `fragment-duration`.
+fn encoder_keeps_fragments_short(stream: &str, encoder: &str) {
+    init();
+    let server = server();
+    let line = format!(
+        "videotestsrc is-live=true num-buffers=300 \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! {encoder} ! matroskamux ! kvssink stream-name={stream}"
+    );
+    let run = gst_launch_with_debug(&server, &line, "");
+    run.assert_success();
+    assert_eq!(
+        run.summary().get::<&str>("outcome").unwrap(),
+        "all-persisted"
+    );
+    let durations: Vec<u64> = server
+        .fragments(stream)
+        .iter()
+        .map(|f| f.duration_ms)
+        .collect();
+    assert!(durations.len() >= 3, "{durations:?}");
+    assert!(
+        durations.iter().all(|d| *d <= 5000),
+        "fragments longer than 5 s: {durations:?}"
+    );
+}
+
+#[test]
+fn openh264enc_with_a_10_s_gop_keeps_fragments_short() {
+    encoder_keeps_fragments_short("openh264", "openh264enc gop-size=300 ! h264parse");
+}
+
+#[test]
+fn x265enc_keeps_fragments_short() {
+    encoder_keeps_fragments_short("x265", "x265enc speed-preset=ultrafast ! h265parse");
+}
+
 #[test]
 fn audio_linked_before_video_is_named() {
     init();
