@@ -33,6 +33,8 @@ fn file_upload_survives(stream: &str, fault: Fault) -> HostRun {
     let file = ten_clusters(dir.path());
     let server = server();
     server.inject(fault);
+    // Error answers close the connection while kvssink still writes the body.
+    server.inject(Fault::AbruptErrors { stream: None });
     let run = gst_launch(&server, &file_line(&file, stream), TIMEOUT);
     run.assert_success();
     assert_eq!(
@@ -222,6 +224,7 @@ fn a_python_app_with_the_default_sigpipe_handler_survives_a_500() {
         status: 500,
         error_type: None,
     });
+    server.inject(Fault::AbruptErrors { stream: None });
     let run = python_launch(
         &server,
         &["--default-sigpipe"],

@@ -135,6 +135,15 @@ pub enum Fault {
         /// Maximum session age in milliseconds.
         after_ms: u64,
     },
+    /// Answer PutMedia errors (injected or not) by closing the connection at once, without
+    /// reading what the client is still sending, as a strict server or proxy may (until
+    /// cleared). By default kvs-local keeps reading and discarding the body for a moment
+    /// after an error answer, so that the client gets the answer.
+    AbruptErrors {
+        /// Stream scope.
+        #[serde(default)]
+        stream: Option<String>,
+    },
 }
 
 impl Fault {
@@ -147,6 +156,7 @@ impl Fault {
             | Fault::ErrorAck { stream, .. }
             | Fault::DelayAcks { stream, .. }
             | Fault::StopAcks { stream }
+            | Fault::AbruptErrors { stream }
             | Fault::RejectCredentials { stream, .. }
             | Fault::MaxConnectionDuration { stream, .. } => stream.as_deref(),
         }
@@ -373,6 +383,14 @@ impl Faults {
                 }
             }
             p
+        })
+    }
+
+    /// Whether an `AbruptErrors` fault applies to a stream.
+    pub fn abrupt_errors(&self, stream: Option<&str>) -> bool {
+        self.with(|l| {
+            l.iter()
+                .any(|f| f.applies(stream) && matches!(f, Fault::AbruptErrors { .. }))
         })
     }
 

@@ -105,6 +105,20 @@ fn prepare(
     })
 }
 
+/// How long an error answer keeps reading what the client still sends.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// After an error answer, keeps reading (and discarding) the body the client is still
+/// streaming for a moment, as a real front end does, before the connection closes: closing
+/// with unread data resets the connection, and the client could lose the answer and see only
+/// a broken pipe.
+fn linger(mut body: Incoming) {
+    tokio::spawn(async move {
+        let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    });
+}
+
 /// Handles `POST /putMedia`.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -125,7 +139,11 @@ pub(crate) async fn handle(
                 e.error_type,
                 e.message
             ));
+            let abrupt = shared.faults.abrupt_errors(rec.stream.as_deref());
             shared.recorder.request(rec);
+            if !abrupt {
+                linger(body);
+            }
             return e.response(&rid);
         }
     };
@@ -133,6 +151,9 @@ pub(crate) async fn handle(
     let request_id = shared.recorder.request(rec);
     let sid = shared.session_ids.fetch_add(1, Ordering::Relaxed) + 1;
     let Some((handle, state)) = shared.store.begin_session(&p.name, sid) else {
+        if !shared.faults.abrupt_errors(Some(&p.name)) {
+            linger(body);
+        }
         return ApiError::not_found(format!("The requested stream is not found: {}", p.name))
             .response(&rid);
     };
