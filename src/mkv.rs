@@ -162,6 +162,9 @@ pub struct FragmentSummary {
     pub key_frame: bool,
     /// The cluster was closed by an `AWS_KINESISVIDEO_END_OF_FRAGMENT` tag.
     pub end_of_fragment_tag: bool,
+    /// Bytes of the cluster not emitted because it was cut at a limit
+    /// ([`Event::FragmentCut`]).
+    pub cut_bytes: u64,
     /// Of `size`, the bytes that form whole elements. Smaller than `size` only in the
     /// `FragmentEnd` of a cluster cut in the middle of an element (a truncated stream):
     /// the bytes past it are an incomplete frame that must not be sent.
@@ -181,6 +184,11 @@ pub enum Event {
     /// Cluster bytes in order; the first one after `FragmentStart` begins with the Cluster
     /// ID. Slices of the pushed buffers, except a small coalesced cluster prefix.
     FragmentData(Bytes),
+    /// The next block would take the open cluster past [`Limits::max_fragment_span_ns`] or
+    /// [`Limits::max_fragment_bytes`]: every byte emitted so far forms whole elements, and
+    /// none of the cluster's later bytes will be (they are counted in `cut_bytes`). The
+    /// figures are those of the cluster up to the cut.
+    FragmentCut(FragmentSummary),
     /// The cluster ended.
     FragmentEnd(FragmentSummary),
     /// A Segment-level element other than Cluster after the header (Tags, Cues, Void,
@@ -274,6 +282,12 @@ pub struct Limits {
     pub max_element_size: u64,
     /// Size of any element inside a Cluster (blocks are counted through, not held).
     pub max_block_size: u64,
+    /// A cluster whose block times would span more than this (ns, as a consumer with the
+    /// header's TimecodeScale measures it) is cut before the block that would do it: see
+    /// [`Event::FragmentCut`]. `u64::MAX`: no limit.
+    pub max_fragment_span_ns: u64,
+    /// Likewise for a cluster that would grow past this many bytes.
+    pub max_fragment_bytes: u64,
 }
 
 impl Default for Limits {
@@ -282,6 +296,8 @@ impl Default for Limits {
             max_header_size: 1 << 20,
             max_element_size: 16 << 20,
             max_block_size: 64 << 20,
+            max_fragment_span_ns: u64::MAX,
+            max_fragment_bytes: u64::MAX,
         }
     }
 }

@@ -126,6 +126,9 @@ pub struct Stats {
     pub fragments_persisted: u64,
     pub fragments_dropped: u64,
     pub fragments_rejected: u64,
+    /// Fragments ended early at the service's limits (10 s, 50 MB) and their bytes not sent.
+    pub fragments_cut: u64,
+    pub bytes_cut: u64,
     pub bytes_dropped: u64,
     pub bytes_persisted: u64,
     /// Why fragments were rejected: the service's error name and how many times.
@@ -220,11 +223,18 @@ impl Summary {
         if pending > 0 {
             reasons.push(format!("{pending} never acknowledged (abandoned)"));
         }
+        if stats.fragments_cut > 0 {
+            reasons.push(format!(
+                "{} cut at the service's limits (10 s, 50 MB): {} bytes of frames after the cut \
+                 were not sent",
+                stats.fragments_cut, stats.bytes_cut
+            ));
+        }
         let outcome = match wait {
             WaitOutcome::Failed => Outcome::Failed,
             WaitOutcome::Cancelled => Outcome::Cancelled,
             WaitOutcome::TimedOut { .. } => Outcome::TimedOut,
-            WaitOutcome::AllPersisted if lost > 0 => Outcome::Incomplete,
+            WaitOutcome::AllPersisted if lost > 0 || stats.fragments_cut > 0 => Outcome::Incomplete,
             WaitOutcome::AllPersisted => Outcome::AllPersisted,
         };
         Summary {
@@ -238,14 +248,20 @@ impl Summary {
     /// `stream X: 3 of 10 fragments were not persisted: ...`, or `None` when nothing was
     /// lost.
     pub fn loss_message(&self, stream: &str) -> Option<String> {
-        (self.lost > 0).then(|| {
+        let what = if self.lost > 0 {
             format!(
-                "stream {stream}: {} of {} fragments were not persisted: {}",
-                self.lost,
-                self.stats.fragments_produced,
-                self.reasons.join("; ")
+                "{} of {} fragments were not persisted",
+                self.lost, self.stats.fragments_produced
             )
-        })
+        } else if self.stats.fragments_cut > 0 {
+            "not all of the video was persisted".to_owned()
+        } else {
+            return None;
+        };
+        Some(format!(
+            "stream {stream}: {what}: {}",
+            self.reasons.join("; ")
+        ))
     }
 }
 
@@ -409,6 +425,25 @@ impl Uploader {
         inner.stats.backlog = inner.store.backlog();
         drop(inner);
         self.shared.data_ready.notify_waiters();
+    }
+
+    /// The open fragment reached the service's limits: it ends at its first `keep` bytes
+    /// with an END_OF_FRAGMENT tag, so the service persists it instead of refusing it whole.
+    /// Returns the bytes removed (part of a frame already appended).
+    pub fn cut_fragment(&self, keep: u64, end_ns: u64) -> u64 {
+        let mut inner = self.shared.lock();
+        let removed = inner.store.truncate_open(keep);
+        let evicted = inner.store.append(crate::mkv::end_of_fragment_tags());
+        inner.store.finish(end_ns);
+        inner.stats.fragments_cut += 1;
+        inner.stats.bytes_cut += removed;
+        self.after_store_change(inner, evicted);
+        removed
+    }
+
+    /// Bytes of a cut fragment that were not sent.
+    pub fn count_cut_bytes(&self, bytes: u64) {
+        self.shared.lock().stats.bytes_cut += bytes;
     }
 
     fn after_store_change(&self, mut inner: MutexGuard<'_, Inner>, evicted: Evicted) {
@@ -633,6 +668,22 @@ mod tests {
         assert!(message.starts_with("stream s: 3 of 10 fragments were not persisted"));
         assert!(message.contains("1 rejected by the service (MAX_FRAGMENT_DURATION_REACHED x1)"));
         assert!(message.contains("2 dropped from the full fragment store"));
+
+        let cut_only = Summary::new(
+            &WaitOutcome::AllPersisted,
+            Stats {
+                fragments_produced: 2,
+                fragments_cut: 1,
+                bytes_cut: 100,
+                ..Stats::default()
+            },
+        );
+        assert_eq!((cut_only.outcome, cut_only.lost), (Outcome::Incomplete, 0));
+        assert_eq!(
+            cut_only.loss_message("s").unwrap(),
+            "stream s: not all of the video was persisted: 1 cut at the service's limits \
+             (10 s, 50 MB): 100 bytes of frames after the cut were not sent"
+        );
 
         stats.backlog.fragments = 4;
         let late = Summary::new(&WaitOutcome::TimedOut { pending: 4 }, stats);

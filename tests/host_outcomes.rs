@@ -39,41 +39,77 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
 
 #[test]
 fn a_fragment_the_service_rejects_makes_the_run_fail_and_is_named() {
-    // One 20 s cluster (x264enc with a key frame every 600 frames), then a 5 s one: the
-    // service refuses the first with MAX_FRAGMENT_DURATION_REACHED.
+    // Five clusters; the service refuses the third with INVALID_MKV_DATA.
     init();
     let dir = tempdir();
-    let file = record(dir.path(), "long-gop.mkv", 750, 600, "");
+    let file = record(dir.path(), "five.mkv", 150, 30, "");
+    let reject_third = || Fault::ErrorAck {
+        stream: None,
+        fragment: Some(2),
+        timecode: None,
+        error_id: 4006,
+    };
     let server = server();
+    server.inject(reject_third());
     let line = file_line(&file, "rejected", "");
     let run = gst_launch(&server, &line, TIMEOUT);
     assert!(!run.status.success(), "exit 0 although a fragment was lost");
     assert_eq!(run.status.signal(), None);
     assert!(
-        run.output().contains("1 of 2 fragments were not persisted"),
+        run.output().contains("1 of 5 fragments were not persisted"),
         "{}",
         run.output()
     );
     // The same in a Python application, which reads every message.
     let server = common::server();
+    server.inject(reject_third());
     let run = python_launch(&server, &["--default-sigpipe"], &line, TIMEOUT);
     assert_eq!(run.status.code(), Some(1), "{}", run.output());
     let summary = run.summary();
     assert_eq!(summary.get::<&str>("outcome").unwrap(), "incomplete");
-    assert_eq!(summary.get::<u64>("fragments-produced").unwrap(), 2);
+    assert_eq!(summary.get::<u64>("fragments-produced").unwrap(), 5);
     assert_eq!(summary.get::<u64>("fragments-rejected").unwrap(), 1);
     assert_eq!(summary.get::<u64>("fragments-lost").unwrap(), 1);
     let reasons = summary.get::<&str>("loss-reasons").unwrap();
     assert!(
-        reasons.contains("MAX_FRAGMENT_DURATION_REACHED"),
+        reasons.contains("1 rejected by the service (INVALID_MKV_DATA x1)"),
         "{reasons}"
     );
+    assert_eq!(server.fragment_count("rejected"), 4);
+}
+
+#[test]
+fn a_fragment_over_the_service_limit_is_cut_not_refused() {
+    // One 20 s cluster (x264enc with a key frame every 600 frames), then a 5 s one. Sent
+    // whole, the service would refuse the first with MAX_FRAGMENT_DURATION_REACHED and lose
+    // all 20 s; kvssink ends it at 10 s instead, and says the rest was not sent.
+    init();
+    let dir = tempdir();
+    let file = record(dir.path(), "long-gop.mkv", 750, 600, "");
+    let (_, produced) = split_file(&file);
+    assert_eq!(produced.len(), 2);
+    let server = server();
+    let line = file_line(&file, "cut", "");
+    let run = gst_launch(&server, &line, TIMEOUT);
+    assert!(!run.status.success(), "exit 0 although video was lost");
+    assert_eq!(run.status.signal(), None);
     let output = run.output();
     assert!(
-        output.contains("1 of 2 fragments were not persisted"),
+        output.contains("reached the service's limits (10 s, 50 MB)")
+            && output.contains("not all of the video was persisted")
+            && output.contains("1 cut at the service's limits"),
         "{output}"
     );
-    assert_eq!(server.fragment_count("rejected"), 1);
+    assert!(
+        !output.contains("MAX_FRAGMENT_DURATION_REACHED"),
+        "{output}"
+    );
+    let stored = server.fragments("cut");
+    assert_eq!(stored.len(), 2, "both fragments persisted");
+    assert!(stored[0].duration_ms <= 10_000, "{}", stored[0].duration_ms);
+    assert!(stored[0].duration_ms >= 9_900, "{}", stored[0].duration_ms);
+    assert!(produced[0].starts_with(&stored[0].bytes));
+    assert_eq!(stored[1].bytes, produced[1]);
 }
 
 #[test]

@@ -42,8 +42,6 @@ struct Started {
     /// How long before `fragment-duration` to ask for a key unit: the encoder's delay in
     /// answering, measured on the last requested fragment (first from the latency query).
     key_unit_lead_ns: u64,
-    /// Limit warning already posted for the open fragment.
-    limit_warned: bool,
     /// The end-of-stream account was given (at EOS, or at stop).
     accounted: bool,
     /// The application cancelled the wait at EOS (NULL during the drain): stop at once.
@@ -239,7 +237,11 @@ impl BaseSinkImpl for KvsSink {
         ));
         *lock(&self.uploader) = Some(uploader.clone());
         *lock(&self.state) = State::Started(Box::new(Started {
-            splitter: Splitter::new(mkv::Limits::default()),
+            splitter: Splitter::new(mkv::Limits {
+                max_fragment_span_ns: MAX_FRAGMENT_DURATION_NS,
+                max_fragment_bytes: MAX_FRAGMENT_SIZE,
+                ..mkv::Limits::default()
+            }),
             uploader,
             pending_header: None,
             timecode_scale: 1_000_000,
@@ -248,7 +250,6 @@ impl BaseSinkImpl for KvsSink {
             fragment_duration_ns: u64::from(settings.fragment_duration) * 1_000_000,
             key_unit_requested_at: None,
             key_unit_lead_ns: 0,
-            limit_warned: false,
             accounted: false,
             drain_cancelled: false,
             input_failed: false,
@@ -300,7 +301,7 @@ impl BaseSinkImpl for KvsSink {
             started.input_failed = true;
             return Err(self.matroska_error(&started.stream_name, &e));
         }
-        self.check_fragment_limits(started);
+        self.request_key_unit_when_due(started);
         Ok(gst::FlowSuccess::Ok)
     }
 
@@ -400,10 +401,30 @@ impl KvsSink {
                             .push_header(header.bytes, producer_start_ms, media_type);
                     }
                     gst::debug!(CAT, imp = self, "fragment {} starts", start.timecode);
-                    started.limit_warned = false;
                     started.uploader.begin_fragment(start.timecode, start_ns, 0);
                 }
                 mkv::Event::FragmentData(bytes) => started.uploader.append(bytes),
+                mkv::Event::FragmentCut(summary) => {
+                    let span = (summary.last_block_time - summary.first_block_time).max(0);
+                    let end_ns = (summary.last_block_time.max(0) as u64)
+                        .saturating_mul(started.timecode_scale);
+                    started.uploader.cut_fragment(summary.whole_size, end_ns);
+                    gst::element_imp_warning!(
+                        self,
+                        gst::StreamError::Encode,
+                        (
+                            "stream {}: the fragment at timecode {} reached the service's \
+                             limits (10 s, 50 MB) at {} ms and {} bytes: it was ended there so \
+                             the service keeps it, and its frames until the next key frame \
+                             are not sent. Make the encoder emit key frames more often \
+                             (x264enc key-int-max, e.g. 2 s of frames)",
+                            started.stream_name,
+                            summary.timecode,
+                            (span as u64).saturating_mul(started.timecode_scale) / 1_000_000,
+                            summary.whole_size
+                        )
+                    );
+                }
                 mkv::Event::FragmentEnd(summary) => {
                     let end_ns = (summary.last_block_time.max(0) as u64)
                         .saturating_mul(started.timecode_scale);
@@ -424,6 +445,9 @@ impl KvsSink {
                         summary.size,
                         summary.blocks
                     );
+                    if summary.cut_bytes > 0 {
+                        started.uploader.count_cut_bytes(summary.cut_bytes);
+                    }
                     if summary.whole_size < summary.size {
                         let cut = started.uploader.end_fragment_at(summary.whole_size, end_ns);
                         gst::element_imp_warning!(
@@ -455,9 +479,10 @@ impl KvsSink {
         Ok(())
     }
 
-    /// Asks upstream for a key frame before the open fragment gets too long, and warns when
-    /// it grows past the service's limits anyway.
-    fn check_fragment_limits(&self, started: &mut Started) {
+    /// Asks upstream for a key frame when the open fragment nears `fragment-duration`, early
+    /// by the encoder's delay. (A fragment that grows past the service's limits anyway is cut
+    /// by the splitter: `FragmentCut`.)
+    fn request_key_unit_when_due(&self, started: &mut Started) {
         let Some(current) = started.splitter.current_fragment() else {
             return;
         };
@@ -479,24 +504,6 @@ impl KvsSink {
                 .all_headers(true)
                 .build();
             self.obj().sink_pad().push_event(event);
-        }
-        if (duration_ns > MAX_FRAGMENT_DURATION_NS || current.size > MAX_FRAGMENT_SIZE)
-            && !started.limit_warned
-        {
-            started.limit_warned = true;
-            gst::element_imp_warning!(
-                self,
-                gst::StreamError::Encode,
-                (
-                    "stream {}: the fragment at timecode {} is {} ms and {} bytes long, over the \
-                     service's limits (10 s, 50 MB) and will be rejected. Make the encoder emit \
-                     key frames more often (x264enc key-int-max, e.g. 2 s of frames)",
-                    started.stream_name,
-                    current.timecode,
-                    duration_ns / 1_000_000,
-                    current.size
-                )
-            );
         }
     }
 

@@ -58,6 +58,8 @@ struct Cluster {
     /// Stream offset of the cluster child being read (a BlockGroup as a whole): the
     /// cluster's bytes before it are whole elements.
     child_start: u64,
+    /// Cut at a limit: no more of its bytes are emitted.
+    cut: bool,
 }
 
 /// Streaming splitter of a Matroska byte stream into header and fragments.
@@ -252,7 +254,12 @@ impl Splitter {
         if let Some(mut c) = self.cluster.take()
             && c.started
         {
-            c.summary.whole_size = whole.unwrap_or(0);
+            // A cut cluster ended at the cut; what follows was never emitted.
+            c.summary.whole_size = if c.cut {
+                c.summary.size
+            } else {
+                whole.unwrap_or(0)
+            };
             out.push(Event::FragmentEnd(c.summary));
         }
         Err(MkvError::Truncated { offset })
@@ -506,6 +513,7 @@ impl Splitter {
                         group_ref: false,
                         group_decides: false,
                         child_start: start,
+                        cut: false,
                     });
                     self.attach_cluster(from_data, pos, out);
                     Ok(())
@@ -684,9 +692,37 @@ impl Splitter {
         }
     }
 
+    /// Cuts the open, started cluster before the child being read: emits this buffer's
+    /// bytes up to it, then `FragmentCut` (whose `whole_size` says where the cluster ends
+    /// when the child began in an earlier buffer); later bytes of the cluster are only
+    /// counted.
+    pub(super) fn cut_cluster(&mut self, data: &Bytes, out: &mut Vec<Event>) {
+        let Some(c) = &self.cluster else { return };
+        let end = c
+            .child_start
+            .saturating_sub(self.base)
+            .min(data.len() as u64) as usize;
+        if let Some(start) = self.run {
+            if end > start {
+                self.emit_cluster(data.slice(start..end), out);
+            }
+            self.run = Some(end.max(start));
+        }
+        let whole = self.whole_size().unwrap_or(0);
+        if let Some(c) = &mut self.cluster {
+            c.cut = true;
+            c.summary.whole_size = whole;
+            out.push(Event::FragmentCut(c.summary.clone()));
+        }
+    }
+
     #[inline]
     fn emit_cluster(&mut self, bytes: Bytes, out: &mut Vec<Event>) {
         if let Some(c) = &mut self.cluster {
+            if c.cut {
+                c.summary.cut_bytes += bytes.len() as u64;
+                return;
+            }
             c.summary.size += bytes.len() as u64;
             if c.started {
                 out.push(Event::FragmentData(bytes));

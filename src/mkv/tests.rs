@@ -144,6 +144,7 @@ enum N {
     Header(Vec<u8>, String, u64, Vec<TrackInfo>),
     Start(FragmentStart),
     Data(Vec<u8>),
+    Cut(FragmentSummary),
     End(FragmentSummary),
     Inter(Vec<u8>),
 }
@@ -163,6 +164,7 @@ impl std::fmt::Debug for N {
             ),
             N::Start(s) => write!(f, "{s:?}"),
             N::Data(b) => write!(f, "Data({} bytes #{:x})", b.len(), sum(b)),
+            N::Cut(s) => write!(f, "Cut {s:?}"),
             N::End(s) => write!(f, "{s:?}"),
             N::Inter(b) => write!(f, "Inter({} bytes #{:x})", b.len(), sum(b)),
         }
@@ -187,6 +189,7 @@ fn normalize(events: &[Event]) -> Vec<N> {
                     v.push(N::Data(d.to_vec()));
                 }
             }
+            Event::FragmentCut(s) => v.push(N::Cut(s.clone())),
             Event::FragmentEnd(s) => v.push(N::End(s.clone())),
             Event::Interstitial(b) => v.push(N::Inter(b.to_vec())),
         }
@@ -579,6 +582,7 @@ fn end_of_fragment_tags() {
                 N::Header(..) => "H".into(),
                 N::Start(_) => "S".into(),
                 N::Data(_) => "D".into(),
+                N::Cut(_) => "C".into(),
                 N::End(f) => format!("E{}", f.end_of_fragment_tag as u8),
                 N::Inter(b) => format!("I{}", b.len()),
             })
@@ -891,6 +895,7 @@ fn random_input_never_panics_and_is_cut_independent() {
         max_header_size: 4096,
         max_element_size: 4096,
         max_block_size: 1 << 16,
+        ..Limits::default()
     };
     for round in 0..1500 {
         let mut data = match round % 3 {
@@ -1132,4 +1137,52 @@ fn whole_size_marks_where_the_open_cluster_stops_being_whole() {
     let mut out = Vec::new();
     assert!(sp.push(Bytes::from(bad), &mut out).is_err());
     assert_eq!(sp.whole_size(), Some(complete.size));
+}
+
+#[test]
+fn a_cluster_past_the_span_limit_is_cut_before_the_block_that_crosses_it() {
+    // One cluster with a video block every second for 12 s; the limit is 10 s of span.
+    let mut s = header_av();
+    let blocks: Vec<Vec<u8>> = (0..12i16)
+        .map(|i| simple_block(1, i * 1000, i == 0, 300))
+        .collect();
+    let cut_at: usize = cluster(0, false, &blocks[..11]).len();
+    s.extend(cluster(0, false, &blocks));
+    s.extend(cluster(12_000, false, &[simple_block(1, 0, true, 300)]));
+    let limits = Limits {
+        max_fragment_span_ns: 10_000_000_000,
+        ..Limits::default()
+    };
+    let mut rng = Rng(7);
+    for round in 0..200 {
+        let cuts = if round == 0 {
+            vec![]
+        } else {
+            rng.cuts(s.len(), 700)
+        };
+        let (events, r) = run_cuts(&s, &cuts, limits);
+        r.unwrap();
+        let mut data = Vec::new();
+        let mut cut = None;
+        let mut ends = Vec::new();
+        for e in &events {
+            match e {
+                Event::FragmentStart(_) if !ends.is_empty() => break,
+                Event::FragmentData(b) => data.extend_from_slice(b),
+                Event::FragmentCut(summary) => cut = Some(summary.clone()),
+                Event::FragmentEnd(summary) => ends.push(summary.clone()),
+                _ => {}
+            }
+        }
+        let cut = cut.expect("the first cluster is cut");
+        // Everything up to the 11th block (10 s of span) is kept whole; the cut point may
+        // lie before the end of what was emitted when a block header straddled buffers.
+        assert_eq!(cut.whole_size as usize, cut_at, "round {round}");
+        assert!(data.len() >= cut_at);
+        assert_eq!(&data[..cut_at], &s[header_av().len()..][..cut_at]);
+        assert!(ends[0].cut_bytes > 0);
+    }
+    // Without the limit nothing is cut.
+    let (events, _) = run(&s);
+    assert!(!events.iter().any(|e| matches!(e, Event::FragmentCut(_))));
 }

@@ -68,6 +68,14 @@ impl Splitter {
             return Err(too_large(size, self.limits.max_block_size));
         }
         let in_group = group_end.is_some();
+        if !in_group
+            && matches!(h.id, ID_SIMPLE_BLOCK | ID_BLOCK_GROUP)
+            && end - c.start > self.limits.max_fragment_bytes
+            && started
+            && !c.cut
+        {
+            self.cut_cluster(data, out);
+        }
         let st = match (h.id, in_group) {
             (ID_TIMECODE, false) if !started => {
                 if size > 8 {
@@ -225,6 +233,17 @@ impl Splitter {
         let t = i64::try_from(c.summary.timecode)
             .unwrap_or(i64::MAX)
             .saturating_add(i64::from(rel));
+        if c.started && !c.cut && c.summary.blocks > 0 {
+            let first = c.summary.first_block_time.min(t);
+            let last = c.summary.last_block_time.max(t);
+            let span_ns = ((last - first) as u64).saturating_mul(self.timecode_scale);
+            if span_ns > self.limits.max_fragment_span_ns {
+                self.cut_cluster(data, out);
+            }
+        }
+        let Some(c) = &mut self.cluster else {
+            return Ok(());
+        };
         if c.summary.blocks == 0 {
             c.summary.first_block_time = t;
             c.summary.last_block_time = t;
