@@ -89,6 +89,8 @@ pub struct Splitter {
     body_start: usize,
     doc_type: String,
     timecode_scale: u64,
+    /// `Limits::max_fragment_span_ns` in the stream's timecode units (set with the header).
+    max_span_ticks: i64,
     tracks: Vec<TrackInfo>,
     have_tracks: bool,
     video_track: Option<u64>,
@@ -123,6 +125,7 @@ impl Splitter {
             body_start: 0,
             doc_type: String::new(),
             timecode_scale: 1_000_000,
+            max_span_ticks: i64::MAX,
             tracks: Vec::new(),
             have_tracks: false,
             video_track: None,
@@ -696,6 +699,8 @@ impl Splitter {
     /// bytes up to it, then `FragmentCut` (whose `whole_size` says where the cluster ends
     /// when the child began in an earlier buffer); later bytes of the cluster are only
     /// counted.
+    #[cold]
+    #[inline(never)]
     pub(super) fn cut_cluster(&mut self, data: &Bytes, out: &mut Vec<Event>) {
         let Some(c) = &self.cluster else { return };
         let end = c

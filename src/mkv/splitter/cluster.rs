@@ -236,8 +236,7 @@ impl Splitter {
         if c.started && !c.cut && c.summary.blocks > 0 {
             let first = c.summary.first_block_time.min(t);
             let last = c.summary.last_block_time.max(t);
-            let span_ns = ((last - first) as u64).saturating_mul(self.timecode_scale);
-            if span_ns > self.limits.max_fragment_span_ns {
+            if last.saturating_sub(first) > self.max_span_ticks {
                 self.cut_cluster(data, out);
             }
         }
