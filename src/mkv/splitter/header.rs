@@ -100,9 +100,8 @@ impl Splitter {
             .iter()
             .find(|t| t.track_type == TRACK_TYPE_VIDEO)
             .map(|t| t.number);
-        self.max_span_ticks =
-            i64::try_from(self.limits.max_fragment_span_ns / self.timecode_scale)
-                .unwrap_or(i64::MAX);
+        self.max_span_ticks = i64::try_from(self.limits.max_fragment_span_ns / self.timecode_scale)
+            .unwrap_or(i64::MAX);
         self.header_buf.clear();
         self.header_done = true;
         self.prev_timecode = None;
