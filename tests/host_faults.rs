@@ -49,17 +49,11 @@ fn file_upload_survives(stream: &str, fault: Fault) -> HostRun {
 
 /// PutMedia sessions that started streaming.
 fn sessions(run: &HostRun) -> usize {
-    run.named("kvs-connection")
-        .iter()
-        .filter(|s| s.get::<&str>("state").ok() == Some("streaming"))
-        .count()
+    connection_states(&run.messages, "streaming")
 }
 
 fn reconnects(run: &HostRun) -> usize {
-    run.named("kvs-connection")
-        .iter()
-        .filter(|s| s.get::<&str>("state").ok() == Some("reconnecting"))
-        .count()
+    connection_states(&run.messages, "reconnecting")
 }
 
 #[test]

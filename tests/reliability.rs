@@ -52,10 +52,7 @@ fn stream_with_fault(
 }
 
 fn reconnects(run: &Run) -> usize {
-    run.named("kvs-connection")
-        .iter()
-        .filter(|s| s.get::<&str>("state").ok() == Some("reconnecting"))
-        .count()
+    connection_states(&run.messages, "reconnecting")
 }
 
 #[test]

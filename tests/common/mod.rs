@@ -354,3 +354,13 @@ pub fn assert_nothing_lost(server: &Server, stream: &str, sent: &[u8]) -> usize 
     assert!(duplicates <= 3, "{duplicates} duplicates");
     duplicates
 }
+
+/// How many `kvs-connection` messages among `messages` report `state` (connecting,
+/// streaming, reconnecting, finished).
+pub fn connection_states(messages: &[gst::Structure], state: &str) -> usize {
+    messages
+        .iter()
+        .filter(|s| s.name() == "kvs-connection")
+        .filter(|s| s.get::<&str>("state").ok() == Some(state))
+        .count()
+}
