@@ -253,9 +253,10 @@ fn endpoint_down_for_ten_seconds_then_back() {
     );
     assert!(run.errors.is_empty(), "{}", run.error_text());
     assert!(run.eos);
-    // Exponential backoff: a handful of attempts in 10 s, not a busy loop.
+    // Not a busy loop: after the first quick retries, one attempt a second (10 s down: about
+    // 3 + 9), which is also what brings the stream back within a second of the endpoint.
     let attempts = reconnects(&run);
-    assert!((1..=12).contains(&attempts), "{attempts} attempts");
+    assert!((8..=14).contains(&attempts), "{attempts} attempts");
     assert_nothing_lost(&server, "outage", &sent);
 }
 

@@ -219,7 +219,7 @@ impl BaseSinkImpl for KvsSink {
             } else {
                 AckLevel::Received
             },
-            max_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(5),
             ca_file: settings.ca_file().map(Into::into),
         };
         gst::info!(CAT, imp = self, "starting: stream {}", config.stream_name);

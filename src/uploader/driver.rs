@@ -17,6 +17,11 @@ use crate::credentials;
 
 /// First pause after a failure; doubles up to `Config::max_backoff`.
 const BASE_BACKOFF: Duration = Duration::from_millis(250);
+/// While the service cannot be reached at all (the network or the endpoint is down), attempts
+/// start this far apart once the backoff has grown to it: a connection that is refused or
+/// times out costs the service nothing, and the stream is back within this long of the
+/// endpoint answering again, however long the outage lasted.
+const OUTAGE_RETRY: Duration = Duration::from_secs(1);
 /// How long a new stream may stay CREATING.
 const CREATE_WAIT: Duration = Duration::from_secs(60);
 /// At start, give up when the service was not reached within this many connection timeouts.
@@ -80,6 +85,7 @@ async fn drive(
     let mut last_source = None;
     let started = tokio::time::Instant::now();
     loop {
+        let attempt_started = tokio::time::Instant::now();
         shared.emit(Event::State(ConnectionState::Connecting { attempt }));
         let credentials = match provider.provide_credentials().await {
             Ok(credentials) => {
@@ -96,7 +102,13 @@ async fn drive(
                     credentials::describe(&error)
                 );
                 attempt += 1;
-                pause(shared, attempt, reason).await;
+                pause(
+                    shared,
+                    backoff(attempt, config.max_backoff),
+                    attempt,
+                    reason,
+                )
+                .await;
                 continue;
             }
         };
@@ -113,6 +125,7 @@ async fn drive(
             },
         };
 
+        let unreached = matches!(&result, Err(Failure::Api(ApiError::Transport { .. })));
         let reason = match result {
             Ok(End::Finished) => {
                 shared.emit(Event::State(ConnectionState::Finished));
@@ -144,7 +157,13 @@ async fn drive(
                              Set this machine's clock right (NTP)"
                         );
                         attempt += 1;
-                        pause(shared, attempt, reason).await;
+                        pause(
+                            shared,
+                            backoff(attempt, config.max_backoff),
+                            attempt,
+                            reason,
+                        )
+                        .await;
                         continue;
                     }
                     if !ever_authorised || auth_failures >= MAX_AUTH_FAILURES {
@@ -204,13 +223,17 @@ async fn drive(
         };
 
         attempt += 1;
-        pause(shared, attempt, reason).await;
+        let delay = if unreached {
+            outage_backoff(attempt, attempt_started.elapsed())
+        } else {
+            backoff(attempt, config.max_backoff)
+        };
+        pause(shared, delay, attempt, reason).await;
     }
 }
 
-/// Counts a failed attempt, says why and when the next one comes, and waits for it.
-async fn pause(shared: &Shared, attempt: u32, reason: String) {
-    let delay = backoff(attempt, shared.config.max_backoff);
+/// Counts a failed attempt, says why and when the next one comes, and waits `delay`.
+async fn pause(shared: &Shared, delay: Duration, attempt: u32, reason: String) {
     {
         let mut inner = shared.lock();
         // From now on a full store drops its oldest fragments instead of waiting.
@@ -434,12 +457,28 @@ fn fatal(shared: &Shared, error: &ApiError, advice: &str) -> FatalError {
     }
 }
 
+/// `BASE * 2^(attempt-1)`.
+fn nominal_backoff(attempt: u32) -> Duration {
+    BASE_BACKOFF.saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+}
+
 /// Exponential backoff with jitter: between half and all of `BASE * 2^(attempt-1)`, capped.
 pub(crate) fn backoff(attempt: u32, max: Duration) -> Duration {
-    let exp = BASE_BACKOFF.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-    let capped = exp.min(max);
+    let capped = nominal_backoff(attempt).min(max);
     let jitter = rand::rng().random_range(0.5..=1.0);
     capped.mul_f64(jitter)
+}
+
+/// The pause after an attempt that did not reach the service (`took` is how long that attempt
+/// ran): the usual backoff at first, then attempts that start [`OUTAGE_RETRY`] apart, so that
+/// there is never more than one a second and the first after the endpoint is back comes
+/// within about a second.
+fn outage_backoff(attempt: u32, took: Duration) -> Duration {
+    if nominal_backoff(attempt) < OUTAGE_RETRY {
+        backoff(attempt, OUTAGE_RETRY)
+    } else {
+        OUTAGE_RETRY.saturating_sub(took)
+    }
 }
 
 #[cfg(test)]
@@ -459,5 +498,24 @@ mod tests {
         }
         assert!(backoff(1, max) <= BASE_BACKOFF);
         assert!(backoff(8, max) >= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_unreachable_service_is_tried_once_a_second_however_long_it_is_down() {
+        // Attempts start a second apart: the time an attempt took is part of the second.
+        for attempt in 3..40 {
+            assert_eq!(outage_backoff(attempt, Duration::ZERO), OUTAGE_RETRY);
+            assert_eq!(
+                outage_backoff(attempt, Duration::from_millis(300)),
+                Duration::from_millis(700)
+            );
+            assert_eq!(
+                outage_backoff(attempt, Duration::from_secs(5)),
+                Duration::ZERO
+            );
+        }
+        // The first retries come sooner, as for any failure.
+        assert!(outage_backoff(1, Duration::ZERO) <= BASE_BACKOFF);
+        assert!(outage_backoff(2, Duration::ZERO) <= 2 * BASE_BACKOFF);
     }
 }
