@@ -14,6 +14,7 @@ pub mod endpoint;
 pub mod kvssink;
 pub mod mkv;
 pub mod playback;
+pub mod producer;
 pub mod runtime;
 pub mod sigv4;
 pub mod store;
@@ -34,3 +35,8 @@ gst::plugin_define!(
     env!("CARGO_PKG_REPOSITORY"),
     env!("BUILD_REL_DATE")
 );
+
+/// `stream NAME: what`: how every message about a stream begins.
+pub fn about(stream: &str, what: impl std::fmt::Display) -> String {
+    format!("stream {stream}: {what}")
+}

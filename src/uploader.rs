@@ -9,8 +9,9 @@
 
 mod connection;
 mod driver;
+mod state;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use bytes::Bytes;
 
 use crate::ack::Ack;
 use crate::store::{AckLevel, Backlog, Evicted, FragmentStore, StoreLimits};
+pub(crate) use state::Inner;
 
 /// Everything the uploader needs to know, read once at start.
 #[derive(Clone, Debug)]
@@ -69,16 +71,30 @@ pub enum ConnectionState {
     Finished,
 }
 
-/// A failure the uploader cannot recover from.
+/// A failure the uploader cannot recover from. Each message names the stream, the service's
+/// error and what to do.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct FatalError {
-    /// What went wrong, naming the stream, the service's error and what to do.
-    pub message: String,
-    /// Service error name or KVS ErrorCode when there is one.
-    pub kind: Option<String>,
-    /// Whether the credentials or rights were refused.
-    pub auth: bool,
+pub enum FatalError {
+    /// No credentials could be had, or the service refused them or the rights they carry.
+    #[error("{message}")]
+    Auth {
+        message: String,
+        /// The service's error name, when it answered.
+        kind: Option<String>,
+    },
+    /// The stream does not exist and may not be created, or it is not ACTIVE.
+    #[error("{message}")]
+    Stream { message: String },
+    /// The service refused the stream for good (an error answer or a fatal ERROR ack).
+    #[error("{message}")]
+    Service {
+        message: String,
+        /// The service's error name or ack ErrorCode.
+        kind: Option<String>,
+    },
+    /// The settings cannot work (TLS setup, URLs).
+    #[error("{message}")]
+    Setup { message: String },
 }
 
 /// What the uploader tells the element, from the runtime's threads.
@@ -86,22 +102,21 @@ pub struct FatalError {
 pub enum Event {
     /// An ack from the service, as received.
     Ack(Ack),
-    State(ConnectionState),
+    /// The connection's new state, and what is not yet acknowledged.
+    State {
+        state: ConnectionState,
+        backlog: Backlog,
+    },
     /// Something recoverable went wrong (a reconnect follows, a fragment was rejected...).
     Warning(String),
     /// The store was full: these oldest whole fragments were dropped.
     Dropped(Evicted),
     /// No data came for a while: the open fragment (this timecode) was ended with an
     /// END_OF_FRAGMENT tag; the next data must start a new cluster (ask for a key frame).
-    IdleFragmentEnded {
-        timecode: u64,
-    },
+    IdleFragmentEnded { timecode: u64 },
     /// The service is slower than upstream: the streaming thread was held this long for
     /// room in the store (reported once a wait exceeds `idle_fragment_timeout`, a fragment).
-    BackPressure {
-        held: Duration,
-        backlog: Backlog,
-    },
+    BackPressure { held: Duration, backlog: Backlog },
     /// The stream cannot continue.
     Fatal(FatalError),
     /// Something worth a line in the debug log (the resolved region, where the credentials
@@ -258,9 +273,9 @@ impl Summary {
         } else {
             return None;
         };
-        Some(format!(
-            "stream {stream}: {what}: {}",
-            self.reasons.join("; ")
+        Some(crate::about(
+            stream,
+            format_args!("{what}: {}", self.reasons.join("; ")),
         ))
     }
 }
@@ -275,29 +290,6 @@ pub(crate) struct HeaderGen {
     pub producer_start_ms: u64,
     /// Media type derived from the header's tracks.
     pub media_type: String,
-}
-
-pub(crate) struct Inner {
-    pub store: FragmentStore,
-    pub headers: VecDeque<HeaderGen>,
-    /// No more data will come (EOS).
-    pub eos: bool,
-    /// The streaming thread must not wait (flushing / shutting down).
-    pub flushing: bool,
-    /// A connection is streaming.
-    pub streaming: bool,
-    /// A connection attempt failed and none has streamed since: the store may drop fragments.
-    pub outage: bool,
-    /// The streaming thread is held for room in the store: data is not missing, so the open
-    /// fragment must not be ended as idle.
-    pub held: bool,
-    pub fatal: Option<FatalError>,
-    pub stats: Stats,
-    /// Sequence number of the open or next fragment.
-    pub next_seq: u64,
-    /// Highest fragment sequence number that has gone out on any connection.
-    pub max_seq_sent: Option<u64>,
-    pub last_ack: Instant,
 }
 
 pub(crate) struct Shared {
@@ -321,15 +313,16 @@ impl Shared {
         (self.events)(event)
     }
 
+    /// Tells the connection's new state, with the backlog at that moment.
+    pub fn emit_state(&self, state: ConnectionState) {
+        let backlog = self.lock().store.backlog();
+        self.emit(Event::State { state, backlog });
+    }
+
     /// Records a fatal error once and wakes everyone waiting.
     pub fn fail(&self, error: FatalError) {
-        {
-            let mut inner = self.lock();
-            if inner.fatal.is_some() {
-                return;
-            }
-            inner.stats.last_error = Some(error.message.clone());
-            inner.fatal = Some(error.clone());
+        if !self.lock().on_fatal(&error) {
+            return;
         }
         self.changed.notify_all();
         self.data_ready.notify_waiters();
@@ -354,20 +347,7 @@ impl Uploader {
     ) -> Uploader {
         let store = FragmentStore::new(config.store_limits, config.release_on);
         let shared = Arc::new(Shared {
-            inner: Mutex::new(Inner {
-                store,
-                headers: VecDeque::new(),
-                eos: false,
-                flushing: false,
-                streaming: false,
-                outage: false,
-                held: false,
-                fatal: None,
-                stats: Stats::default(),
-                next_seq: 0,
-                max_seq_sent: None,
-                last_ack: Instant::now(),
-            }),
+            inner: Mutex::new(Inner::new(store)),
             changed: Condvar::new(),
             data_ready: tokio::sync::Notify::new(),
             wake_driver: tokio::sync::Notify::new(),
@@ -420,10 +400,7 @@ impl Uploader {
 
     /// Closes the open fragment.
     pub fn end_fragment(&self, end_ns: u64) {
-        let mut inner = self.shared.lock();
-        inner.store.finish(end_ns);
-        inner.stats.backlog = inner.store.backlog();
-        drop(inner);
+        self.shared.lock().store.finish(end_ns);
         self.shared.data_ready.notify_waiters();
     }
 
@@ -435,23 +412,18 @@ impl Uploader {
         let removed = inner.store.truncate_open(keep);
         let evicted = inner.store.append(crate::mkv::end_of_fragment_tags());
         inner.store.finish(end_ns);
-        inner.stats.fragments_cut += 1;
-        inner.stats.bytes_cut += removed;
+        inner.on_cut(removed);
         self.after_store_change(inner, evicted);
         removed
     }
 
     /// Bytes of a cut fragment that were not sent.
     pub fn count_cut_bytes(&self, bytes: u64) {
-        self.shared.lock().stats.bytes_cut += bytes;
+        self.shared.lock().on_cut_bytes(bytes);
     }
 
-    fn after_store_change(&self, mut inner: MutexGuard<'_, Inner>, evicted: Evicted) {
-        if evicted.fragments > 0 {
-            inner.stats.fragments_dropped += evicted.fragments;
-            inner.stats.bytes_dropped += evicted.bytes;
-        }
-        inner.stats.backlog = inner.store.backlog();
+    /// The store's own counters hold what was dropped; the element is told.
+    fn after_store_change(&self, inner: MutexGuard<'_, Inner>, evicted: Evicted) {
         drop(inner);
         self.shared.data_ready.notify_waiters();
         if evicted.fragments > 0 {
@@ -479,7 +451,7 @@ impl Uploader {
                 || next_not_begun
                 || inner.outage
                 || inner.flushing
-                || inner.fatal.is_some()
+                || inner.fatal().is_some()
             {
                 break;
             }
@@ -504,7 +476,7 @@ impl Uploader {
         }
         if let Some(since) = held_since {
             inner.held = false;
-            inner.stats.backpressure += since.elapsed();
+            inner.on_held(since.elapsed());
         }
         inner
     }
@@ -525,7 +497,7 @@ impl Uploader {
             if inner.flushing {
                 return WaitOutcome::Cancelled;
             }
-            if inner.fatal.is_some() {
+            if inner.fatal().is_some() {
                 return WaitOutcome::Failed;
             }
             let pending = inner.store.backlog().fragments as usize;
@@ -553,16 +525,12 @@ impl Uploader {
 
     /// The fatal error, if the stream failed.
     pub fn fatal(&self) -> Option<FatalError> {
-        self.shared.lock().fatal.clone()
+        self.shared.lock().fatal().cloned()
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        let inner = self.shared.lock();
-        let mut stats = inner.stats.clone();
-        stats.backlog = inner.store.backlog();
-        stats.fragments_produced = inner.store.stats().stored_fragments;
-        stats
+        self.shared.lock().stats()
     }
 
     /// Waits like [`Uploader::wait_persisted`] and accounts for every fragment produced.
@@ -580,10 +548,7 @@ impl Uploader {
         let mut inner = self.shared.lock();
         let removed = inner.store.truncate_open(keep);
         inner.store.finish(end_ns);
-        if removed > 0 {
-            inner.stats.bytes_dropped += removed;
-        }
-        inner.stats.backlog = inner.store.backlog();
+        inner.on_not_sent(removed);
         drop(inner);
         self.shared.data_ready.notify_waiters();
         removed

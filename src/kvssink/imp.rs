@@ -12,9 +12,11 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::settings::{self, Settings};
-use crate::mkv::{self, Splitter, StreamHeader};
+use crate::about;
+use crate::mkv;
+use crate::producer::{self, InputError, Notice, Producer};
 use crate::store::{AckLevel, StoreLimits};
-use crate::uploader::{self, ConnectionState, Event, Uploader};
+use crate::uploader::{self, ConnectionState, Event, FatalError, Uploader};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -24,31 +26,14 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// The service's limits on one fragment.
-const MAX_FRAGMENT_DURATION_NS: u64 = 10_000_000_000;
-const MAX_FRAGMENT_SIZE: u64 = 50 * 1024 * 1024;
-
 struct Started {
-    splitter: Splitter,
-    uploader: Arc<Uploader>,
-    /// Header waiting for its first fragment, which fixes the producer start time.
-    pending_header: Option<StreamHeader>,
-    timecode_scale: u64,
-    media_type: Option<String>,
+    producer: Producer,
     stream_name: String,
-    fragment_duration_ns: u64,
-    /// When a key unit was requested for the open fragment: its duration then (ns).
-    key_unit_requested_at: Option<u64>,
-    /// How long before `fragment-duration` to ask for a key unit: the encoder's delay in
-    /// answering, measured on the last requested fragment (first from the latency query).
-    key_unit_lead_ns: u64,
     /// The end-of-stream account was given (at EOS, or at stop).
     accounted: bool,
     /// The application cancelled the wait at EOS (NULL during the drain): stop at once.
     drain_cancelled: bool,
-    /// Invalid input ended the stream (the error was posted).
-    input_failed: bool,
-    events: Vec<mkv::Event>,
+    notices: Vec<Notice>,
 }
 
 #[derive(Default)]
@@ -182,19 +167,19 @@ impl BaseSinkImpl for KvsSink {
             ));
         }
         crate::endpoint::check(&settings.location()).map_err(|e| {
-            gst::error_msg!(gst::ResourceError::Settings, ("stream {}: {}", stream, e))
+            gst::error_msg!(gst::ResourceError::Settings, ("{}", about(&stream, e)))
         })?;
         let (credentials, ignored) = settings
             .credential_sources()
             .and_then(|sources| crate::credentials::provider(&sources))
             .map_err(|e| {
-                gst::error_msg!(gst::ResourceError::Settings, ("stream {}: {}", stream, e))
+                gst::error_msg!(gst::ResourceError::Settings, ("{}", about(&stream, e)))
             })?;
         for message in settings.credential_warnings().into_iter().chain(ignored) {
             gst::element_imp_warning!(
                 self,
                 gst::ResourceError::Settings,
-                ("stream {}: {}", stream, message)
+                ("{}", about(&stream, message))
             );
         }
         let config = uploader::Config {
@@ -229,31 +214,22 @@ impl BaseSinkImpl for KvsSink {
                 obj.imp().on_uploader_event(event);
             }
         });
-        let uploader = Arc::new(Uploader::start(
+        let producer = Producer::start(
             crate::runtime::RUNTIME.handle(),
-            config,
+            producer::Config {
+                uploader: config,
+                fragment_duration_ns: u64::from(settings.fragment_duration) * 1_000_000,
+            },
             credentials,
             events,
-        ));
-        *lock(&self.uploader) = Some(uploader.clone());
+        );
+        *lock(&self.uploader) = Some(producer.uploader().clone());
         *lock(&self.state) = State::Started(Box::new(Started {
-            splitter: Splitter::new(mkv::Limits {
-                max_fragment_span_ns: MAX_FRAGMENT_DURATION_NS,
-                max_fragment_bytes: MAX_FRAGMENT_SIZE,
-                ..mkv::Limits::default()
-            }),
-            uploader,
-            pending_header: None,
-            timecode_scale: 1_000_000,
-            media_type: settings.content_type,
+            producer,
             stream_name: stream,
-            fragment_duration_ns: u64::from(settings.fragment_duration) * 1_000_000,
-            key_unit_requested_at: None,
-            key_unit_lead_ns: 0,
             accounted: false,
             drain_cancelled: false,
-            input_failed: false,
-            events: Vec::with_capacity(8),
+            notices: Vec::with_capacity(8),
         }));
         Ok(())
     }
@@ -282,7 +258,7 @@ impl BaseSinkImpl for KvsSink {
         let State::Started(started) = &mut *state else {
             return Err(gst::FlowError::Flushing);
         };
-        if started.uploader.fatal().is_some() {
+        if started.producer.uploader().fatal().is_some() {
             // Already posted as an error message.
             return Err(gst::FlowError::Error);
         }
@@ -290,18 +266,13 @@ impl BaseSinkImpl for KvsSink {
             gst::element_imp_error!(self, gst::ResourceError::Read, ("cannot map buffer"));
             gst::FlowError::Error
         })?;
-        let data = Bytes::from_owner(mapped);
-        let mut events = std::mem::take(&mut started.events);
-        let result = started.splitter.push(data, &mut events);
-        let handled = self.handle_events(started, &mut events);
-        started.events = events;
-        handled?;
-        if let Err(e) = result {
-            self.end_before_bad_input(started);
-            started.input_failed = true;
-            return Err(self.matroska_error(&started.stream_name, &e));
-        }
-        self.request_key_unit_when_due(started);
+        let mut notices = std::mem::take(&mut started.notices);
+        let result = started
+            .producer
+            .push(Bytes::from_owner(mapped), &mut notices);
+        self.tell(started, &mut notices);
+        started.notices = notices;
+        result.map_err(|e| self.input_error(&started.stream_name, &e))?;
         Ok(gst::FlowSuccess::Ok)
     }
 
@@ -341,169 +312,62 @@ impl BaseSinkImpl for KvsSink {
 }
 
 impl KvsSink {
-    fn handle_events(
-        &self,
-        started: &mut Started,
-        events: &mut Vec<mkv::Event>,
-    ) -> Result<(), gst::FlowError> {
-        for event in events.drain(..) {
-            match event {
-                mkv::Event::Header(header) => {
-                    gst::info!(
-                        CAT,
-                        imp = self,
-                        "stream header: {} bytes, doc type {}, tracks {:?}",
-                        header.bytes.len(),
-                        header.doc_type,
-                        header.tracks
-                    );
-                    for problem in crate::playback::problems(&header.tracks) {
-                        gst::element_imp_warning!(
-                            self,
-                            gst::StreamError::Format,
-                            ("stream {}: {}", started.stream_name, problem)
-                        );
-                    }
-                    started.timecode_scale = header.timecode_scale;
-                    started.key_unit_lead_ns = self
-                        .upstream_latency()
-                        .1
-                        .min(started.fragment_duration_ns / 2);
-                    started.pending_header = Some(header);
+    /// Turns what the producer noticed into log lines, warnings and upstream events.
+    fn tell(&self, started: &mut Started, notices: &mut Vec<Notice>) {
+        let stream = started.stream_name.as_str();
+        for notice in notices.drain(..) {
+            match &notice {
+                Notice::Header { .. } => {
+                    gst::info!(CAT, imp = self, "{}", notice);
+                    started
+                        .producer
+                        .set_upstream_latency(self.upstream_latency().1);
                 }
-                mkv::Event::FragmentStart(start) => {
-                    if !start.key_frame {
-                        gst::element_imp_error!(
-                            self,
-                            gst::StreamError::Format,
-                            (
-                                "stream {}: the cluster at timecode {} does not start with a key \
-                                 frame; Kinesis Video Streams needs every fragment to start with \
-                                 one. Do not set matroskamux max-cluster-duration below the \
-                                 encoder's key frame interval",
-                                started.stream_name,
-                                start.timecode
-                            )
-                        );
-                        return Err(gst::FlowError::Error);
-                    }
-                    let start_ns = start.timecode.saturating_mul(started.timecode_scale);
-                    if let Some(header) = started.pending_header.take() {
-                        let producer_start_ms =
-                            uploader::now_ms().saturating_sub(start_ns / 1_000_000);
-                        let media_type = started.media_type.clone().unwrap_or_else(|| {
-                            let ids: Vec<&str> =
-                                header.tracks.iter().map(|t| t.codec_id.as_str()).collect();
-                            uploader::media_type_for(&ids)
-                        });
-                        started
-                            .uploader
-                            .push_header(header.bytes, producer_start_ms, media_type);
-                    }
-                    gst::debug!(CAT, imp = self, "fragment {} starts", start.timecode);
-                    started.uploader.begin_fragment(start.timecode, start_ns, 0);
-                }
-                mkv::Event::FragmentData(bytes) => started.uploader.append(bytes),
-                mkv::Event::FragmentCut(summary) => {
-                    let span = (summary.last_block_time - summary.first_block_time).max(0);
-                    let end_ns = (summary.last_block_time.max(0) as u64)
-                        .saturating_mul(started.timecode_scale);
-                    started.uploader.cut_fragment(summary.whole_size, end_ns);
-                    gst::element_imp_warning!(
-                        self,
-                        gst::StreamError::Encode,
-                        (
-                            "stream {}: the fragment at timecode {} reached the service's \
-                             limits (10 s, 50 MB) at {} ms and {} bytes: it was ended there so \
-                             the service keeps it, and its frames until the next key frame \
-                             are not sent. Make the encoder emit key frames more often \
-                             (x264enc key-int-max, e.g. 2 s of frames)",
-                            started.stream_name,
-                            summary.timecode,
-                            (span as u64).saturating_mul(started.timecode_scale) / 1_000_000,
-                            summary.whole_size
-                        )
-                    );
-                }
-                mkv::Event::FragmentEnd(summary) => {
-                    let end_ns = (summary.last_block_time.max(0) as u64)
-                        .saturating_mul(started.timecode_scale);
-                    if let Some(at) = started.key_unit_requested_at.take() {
-                        // The encoder answered this much later than asked: ask that much
-                        // earlier next time (at most half a fragment early).
-                        let span = (summary.last_block_time - summary.timecode as i64).max(0);
-                        let duration = (span as u64).saturating_mul(started.timecode_scale);
-                        started.key_unit_lead_ns = duration
-                            .saturating_sub(at)
-                            .min(started.fragment_duration_ns / 2);
-                    }
-                    gst::debug!(
-                        CAT,
-                        imp = self,
-                        "fragment {} ends: {} bytes, {} blocks",
-                        summary.timecode,
-                        summary.size,
-                        summary.blocks
-                    );
-                    if summary.cut_bytes > 0 {
-                        started.uploader.count_cut_bytes(summary.cut_bytes);
-                    }
-                    if summary.whole_size < summary.size {
-                        let cut = started.uploader.end_fragment_at(summary.whole_size, end_ns);
-                        gst::element_imp_warning!(
-                            self,
-                            gst::StreamError::Format,
-                            (
-                                "stream {}: the stream broke off inside a frame of fragment {}: \
-                                 its last {} bytes were not sent; the whole frames before them \
-                                 were",
-                                started.stream_name,
-                                summary.timecode,
-                                cut
-                            )
-                        );
-                    } else {
-                        started.uploader.end_fragment(end_ns);
-                    }
-                }
-                mkv::Event::Interstitial(bytes) => {
-                    gst::debug!(
-                        CAT,
-                        imp = self,
-                        "skipping {} bytes of top-level elements between clusters",
-                        bytes.len()
-                    );
+                Notice::Playback(_) => gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Format,
+                    ("{}", about(stream, &notice))
+                ),
+                Notice::FragmentCut { .. } => gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Encode,
+                    ("{}", about(stream, &notice))
+                ),
+                Notice::BrokeOff { .. } => gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Format,
+                    ("{}", about(stream, &notice))
+                ),
+                Notice::FragmentStarted { .. }
+                | Notice::FragmentEnded { .. }
+                | Notice::Skipped { .. } => gst::debug!(CAT, imp = self, "{}", notice),
+                Notice::KeyUnitDue { .. } => {
+                    gst::debug!(CAT, imp = self, "{}", notice);
+                    self.request_key_unit();
                 }
             }
         }
-        Ok(())
     }
 
-    /// Asks upstream for a key frame when the open fragment nears `fragment-duration`, early
-    /// by the encoder's delay. (A fragment that grows past the service's limits anyway is cut
-    /// by the splitter: `FragmentCut`.)
-    fn request_key_unit_when_due(&self, started: &mut Started) {
-        let Some(current) = started.splitter.current_fragment() else {
-            return;
-        };
-        let span = (current.last_block_time - current.timecode as i64).max(0) as u64;
-        let duration_ns = span.saturating_mul(started.timecode_scale);
-        let ask_at = started
-            .fragment_duration_ns
-            .saturating_sub(started.key_unit_lead_ns);
-        if duration_ns >= ask_at && started.key_unit_requested_at.is_none() {
-            started.key_unit_requested_at = Some(duration_ns);
-            gst::debug!(
-                CAT,
-                imp = self,
-                "fragment at {:?}: requesting a key unit ({:?} ahead for the encoder)",
-                duration_ns,
-                started.key_unit_lead_ns
-            );
-            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
-                .all_headers(true)
-                .build();
-            self.obj().sink_pad().push_event(event);
+    fn request_key_unit(&self) {
+        let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
+        self.obj().sink_pad().push_event(event);
+    }
+
+    /// Posts the error for input the producer cannot take.
+    fn input_error(&self, stream: &str, error: &InputError) -> gst::FlowError {
+        match error {
+            InputError::Matroska(e) => self.matroska_error(stream, e),
+            InputError::NoKeyFrame { .. } => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    ("{}", about(stream, error))
+                );
+                gst::FlowError::Error
+            }
         }
     }
 
@@ -511,7 +375,7 @@ impl KvsSink {
         gst::element_imp_error!(
             self,
             gst::StreamError::Format,
-            ("stream {}: {}", stream, error),
+            ("{}", about(stream, error)),
             ["kvssink takes the output of matroskamux (streamable=true)"]
         );
         gst::FlowError::Error
@@ -532,21 +396,6 @@ impl KvsSink {
         matches!(&*lock(&self.state), State::Started(started) if started.accounted)
     }
 
-    /// Input that is not valid Matroska ends the stream, but what came before it is kept:
-    /// the open fragment ends at its last whole element and everything complete is sent
-    /// (the wait happens in `stop()`, bounded by `stop-stream-timeout`).
-    fn end_before_bad_input(&self, started: &mut Started) {
-        if let (Some(whole), Some(current)) = (
-            started.splitter.whole_size(),
-            started.splitter.current_fragment(),
-        ) {
-            let end_ns =
-                (current.last_block_time.max(0) as u64).saturating_mul(started.timecode_scale);
-            started.uploader.end_fragment_at(whole, end_ns);
-        }
-        started.uploader.finish();
-    }
-
     /// At EOS: ends the last fragment and waits (bounded by `stop-stream-timeout`) until the
     /// service has persisted everything. Returns false (after posting an error) when a
     /// fragment was lost or the input broke off, so that no host calls the run a success.
@@ -556,7 +405,7 @@ impl KvsSink {
             let State::Started(started) = &mut *state else {
                 return true;
             };
-            if started.input_failed {
+            if started.producer.input_failed() {
                 // The EOS a source sends after our error: the application is stopping the
                 // pipeline, and the drain happens then.
                 return false;
@@ -566,7 +415,7 @@ impl KvsSink {
             };
             started.accounted = true;
             (
-                started.uploader.clone(),
+                started.producer.uploader().clone(),
                 started.stream_name.clone(),
                 input_error,
             )
@@ -609,16 +458,17 @@ impl KvsSink {
         }
     }
 
-    /// Ends the input at EOS or stop: the splitter's last fragment is closed. `Ok(Some(e))`
-    /// when the input broke off inside an element (the whole part is kept; the caller says
-    /// so), `Err` when nothing can be sent (an error was posted).
+    /// Ends the input at EOS or stop: the last fragment is closed. `Ok(Some(e))` when the
+    /// input broke off inside an element (the whole part is kept; the caller says so), `Err`
+    /// when nothing can be sent (an error was posted).
     fn finish_input(&self, started: &mut Started) -> Result<Option<mkv::MkvError>, ()> {
-        let mut events = std::mem::take(&mut started.events);
-        let result = started.splitter.finish(&mut events);
-        let handled = self.handle_events(started, &mut events);
-        started.events = events;
-        handled.map_err(|_| ())?;
-        Ok(result.err())
+        let mut notices = std::mem::take(&mut started.notices);
+        let result = started.producer.end_input(&mut notices);
+        self.tell(started, &mut notices);
+        started.notices = notices;
+        result.map_err(|e| {
+            let _ = self.input_error(&started.stream_name, &e);
+        })
     }
 
     /// Going to READY without EOS (Ctrl-C, an application stopping its pipeline, an
@@ -627,14 +477,14 @@ impl KvsSink {
     /// abandoned, if any.
     fn drain_at_stop(&self, started: &mut Started) {
         let stream = started.stream_name.clone();
-        let uploader = started.uploader.clone();
+        let uploader = started.producer.uploader().clone();
         let summary = if started.drain_cancelled || uploader.fatal().is_some() {
             uploader.finish_and_account(Duration::ZERO)
         } else {
             match self.finish_input(started) {
                 Err(()) => return,
                 // Already said when it was found (render), or said now.
-                Ok(Some(e)) if !started.input_failed => {
+                Ok(Some(e)) if !started.producer.input_failed() => {
                     let _ = self.matroska_error(&stream, &e);
                 }
                 Ok(_) => {}
@@ -713,12 +563,8 @@ impl KvsSink {
                 }
                 self.post_element_message(s);
             }
-            Event::State(state) => {
+            Event::State { state, backlog } => {
                 gst::info!(CAT, imp = self, "connection: {:?}", state);
-                let backlog = lock(&self.uploader)
-                    .as_ref()
-                    .map(|u| u.stats().backlog)
-                    .unwrap_or_default();
                 let mut s = gst::Structure::builder("kvs-connection")
                     .field("backlog-fragments", backlog.fragments)
                     .field("backlog-bytes", backlog.bytes)
@@ -784,14 +630,20 @@ impl KvsSink {
                         self,
                         gst::ResourceError::Write,
                         (
-                            "stream {}: the uplink is slower than the stream: the pipeline has \
-                             been held {} ms waiting for the service ({} fragments, {} bytes \
-                             not yet acknowledged) and is falling behind real time; lower the \
-                             bitrate or check the network (stats: backpressure-time)",
-                            stream,
-                            held.as_millis(),
-                            backlog.fragments,
-                            backlog.bytes
+                            "{}",
+                            about(
+                                &stream,
+                                format_args!(
+                                    "the uplink is slower than the stream: the pipeline has \
+                                     been held {} ms waiting for the service ({} fragments, {} \
+                                     bytes not yet acknowledged) and is falling behind real \
+                                     time; lower the bitrate or check the network (stats: \
+                                     backpressure-time)",
+                                    held.as_millis(),
+                                    backlog.fragments,
+                                    backlog.bytes
+                                )
+                            )
                         )
                     );
                 } else {
@@ -821,12 +673,14 @@ impl KvsSink {
                 self.obj().sink_pad().push_event(event);
             }
             Event::Fatal(error) => {
-                let kind = if error.auth {
-                    gst::ResourceError::NotAuthorized
-                } else {
-                    gst::ResourceError::Write
+                // The one place a fatal uploader error becomes a GStreamer error.
+                let domain = match &error {
+                    FatalError::Auth { .. } => gst::ResourceError::NotAuthorized,
+                    FatalError::Stream { .. } => gst::ResourceError::NotFound,
+                    FatalError::Setup { .. } => gst::ResourceError::Settings,
+                    FatalError::Service { .. } => gst::ResourceError::Write,
                 };
-                gst::element_imp_error!(self, kind, ["{}", error.message]);
+                gst::element_imp_error!(self, domain, ("{}", error));
             }
         }
     }

@@ -8,11 +8,12 @@ use aws_credential_types::Credentials;
 use bytes::{Bytes, BytesMut};
 use url::Url;
 
+use super::state::AckEnd;
 use super::{Event, FatalError, Shared};
-use crate::ack::{Ack, AckEventType, AckParser, ErrorClass, classify, error_advice, error_name};
+use crate::about;
+use crate::ack::{Ack, AckParser};
 use crate::control::ApiError;
 use crate::sigv4::{self, Payload};
-use crate::store::AckLevel;
 
 /// Chunks smaller than this (block headers, cluster starts, small audio frames) are copied
 /// together into one write; larger ones go out as they are, without a copy.
@@ -143,16 +144,9 @@ pub(super) async fn run(
         )));
     }
 
-    {
-        let mut inner = shared.lock();
-        inner.streaming = true;
-        inner.outage = false;
-        inner.stats.connections += 1;
-        inner.last_ack = Instant::now();
-    }
-    shared.emit(Event::State(super::ConnectionState::Streaming));
+    shared.lock().on_connected();
+    shared.emit_state(super::ConnectionState::Streaming);
     let result = read_acks(shared, &mut response).await;
-    shared.lock().streaming = false;
     shared.changed.notify_all();
     result
 }
@@ -194,9 +188,9 @@ async fn read_acks(shared: &Arc<Shared>, response: &mut reqwest::Response) -> Re
                     acked = true;
                     handle_ack(shared, ack)?;
                 }
-                Err(e) => shared.emit(Event::Warning(format!(
-                    "stream {}: unreadable acknowledgement from the service: {e}",
-                    shared.config.stream_name
+                Err(e) => shared.emit(Event::Warning(about(
+                    &shared.config.stream_name,
+                    format_args!("unreadable acknowledgement from the service: {e}"),
                 ))),
             }
         }
@@ -205,86 +199,18 @@ async fn read_acks(shared: &Arc<Shared>, response: &mut reqwest::Response) -> Re
 
 /// Applies one ack to the store and the counters, and tells the element.
 fn handle_ack(shared: &Arc<Shared>, ack: Ack) -> Result<(), Failure> {
-    let stream = &shared.config.stream_name;
-    let mut failure = None;
-    let mut warning = None;
     // Told first, so the application sees the last PERSISTED before the EOS it releases.
     shared.emit(Event::Ack(ack.clone()));
-    {
-        let mut inner = shared.lock();
-        inner.last_ack = Instant::now();
-        let release = shared.config.release_on;
-        match (ack.event_type, ack.fragment_timecode) {
-            (AckEventType::Received, Some(tc)) => {
-                inner.stats.fragments_received += 1;
-                if release == AckLevel::Received {
-                    inner.store.ack(AckLevel::Received, tc);
-                }
-            }
-            (AckEventType::Persisted, Some(tc)) => {
-                inner.stats.fragments_persisted += 1;
-                if let Some(fragment) = inner.store.ack(AckLevel::Persisted, tc) {
-                    inner.stats.bytes_persisted += fragment.size;
-                }
-            }
-            (AckEventType::Error, tc) => {
-                let id = ack.error_id.unwrap_or(0);
-                let name = ack
-                    .error_code
-                    .clone()
-                    .or_else(|| error_name(id).map(str::to_owned))
-                    .unwrap_or_else(|| format!("error {id}"));
-                inner.stats.errors += 1;
-                let message = format!(
-                    "stream {stream}: Kinesis Video Streams rejected {} with {name} ({id}): {}",
-                    tc.map_or_else(|| "the stream".to_owned(), |t| format!("fragment {t}")),
-                    error_advice(id)
-                );
-                inner.stats.last_error = Some(message.clone());
-                match classify(id) {
-                    ErrorClass::Retriable => failure = Some(Failure::RetriableAck(message)),
-                    ErrorClass::BadFragment => {
-                        // Sending it again would fail again: drop it. With a timecode the
-                        // session goes on; without one the stream is in doubt, so restart it.
-                        let dropped = match tc {
-                            Some(tc) => inner.store.discard(tc),
-                            None => {
-                                let oldest = inner.store.pending().next().map(|f| f.timecode);
-                                oldest.and_then(|t| inner.store.discard(t))
-                            }
-                        };
-                        if dropped.is_some() {
-                            inner.stats.fragments_rejected += 1;
-                            *inner
-                                .stats
-                                .rejected_reasons
-                                .entry(name.clone())
-                                .or_default() += 1;
-                        }
-                        if tc.is_none() {
-                            failure = Some(Failure::RetriableAck(message.clone()));
-                        }
-                        warning = Some(message);
-                    }
-                    ErrorClass::Fatal => {
-                        failure = Some(Failure::Fatal(FatalError {
-                            message,
-                            kind: Some(name),
-                            auth: false,
-                        }))
-                    }
-                }
-            }
-            _ => {}
-        }
-        inner.stats.backlog = inner.store.backlog();
-    }
+    let outcome = shared
+        .lock()
+        .on_ack(&ack, shared.config.release_on, &shared.config.stream_name);
     shared.changed.notify_all();
-    if let Some(warning) = warning {
+    if let Some(warning) = outcome.warning {
         shared.emit(Event::Warning(warning));
     }
-    match failure {
-        Some(f) => Err(f),
+    match outcome.end {
+        Some(AckEnd::Retry(message)) => Err(Failure::RetriableAck(message)),
+        Some(AckEnd::Fatal(error)) => Err(Failure::Fatal(error)),
         None => Ok(()),
     }
 }
@@ -310,7 +236,7 @@ impl BodyCursor {
         let timecode = fragment.timecode;
         self.tagged = Some(fragment.seq);
         let tag = crate::mkv::end_of_fragment_tags();
-        inner.stats.bytes_sent += tag.len() as u64;
+        inner.on_sent(tag.len());
         drop(inner);
         self.shared.emit(Event::IdleFragmentEnded { timecode });
         Some(tag)
@@ -383,12 +309,12 @@ impl BodyCursor {
 
     fn next(&mut self) -> Next {
         if let Some(header) = self.header.take() {
-            self.shared.lock().stats.bytes_sent += header.len() as u64;
+            self.shared.lock().on_sent(header.len());
             return Next::Data(header);
         }
         let max_age = self.max_age;
         let mut inner = self.shared.lock();
-        if inner.fatal.is_some() {
+        if inner.fatal().is_some() {
             return Next::End;
         }
         let mut gather = Gather::default();
@@ -465,22 +391,24 @@ impl BodyCursor {
             }
         }
         if late_bytes > 0 {
-            inner.stats.bytes_dropped += late_bytes;
-            let stream = self.shared.config.stream_name.clone();
+            inner.on_not_sent(late_bytes);
             drop(inner);
-            self.shared.emit(Event::Warning(format!(
-                "stream {stream}: {late_bytes} bytes arrived for a fragment already ended after                  an idle period and were not sent; the encoder did not start a new key frame"
+            self.shared.emit(Event::Warning(about(
+                &self.shared.config.stream_name,
+                format_args!(
+                    "{late_bytes} bytes arrived for a fragment already ended after an idle \
+                     period and were not sent; the encoder did not start a new key frame"
+                ),
             )));
             inner = self.shared.lock();
         }
-        inner.stats.fragments_sent += newly_started - replayed;
-        inner.stats.fragments_resent += replayed;
+        inner.on_fragments_started(newly_started, replayed);
         if let Some(seq) = max_started {
             inner.max_seq_sent = Some(inner.max_seq_sent.map_or(seq, |m| m.max(seq)));
         }
         match gather.finish() {
             Some(bytes) => {
-                inner.stats.bytes_sent += bytes.len() as u64;
+                inner.on_sent(bytes.len());
                 Next::Data(bytes)
             }
             None if end => Next::End,

@@ -12,6 +12,7 @@ use url::Url;
 
 use super::connection::{self, End, Failure};
 use super::{ConnectionState, Event, FatalError, Shared};
+use crate::about;
 use crate::control::{ApiError, ControlPlane, CreateStream};
 use crate::credentials;
 
@@ -48,32 +49,26 @@ async fn drive(
         place.region, place.region_from, place.control_plane_url, place.control_plane_from
     )));
     for note in &place.notes {
-        shared.emit(Event::Warning(format!(
-            "stream {}: {note}",
-            config.stream_name
-        )));
+        shared.emit(Event::Warning(about(&config.stream_name, note)));
     }
     let region = place.region.as_str();
-    let client = build_client(config).map_err(|message| FatalError {
-        message,
-        kind: None,
-        auth: false,
-    })?;
+    let client = build_client(config).map_err(|message| FatalError::Setup { message })?;
     let control = ControlPlane::new(client.clone(), &place.control_plane_url, region)
         .map_err(|e| fatal(shared, &e, "the control-plane URL is invalid"))?;
 
     // Nothing to do until the first stream header: it names the tracks CreateStream needs.
     loop {
         let notified = shared.wake_driver.notified();
-        {
+        let (header, eos) = {
             let inner = shared.lock();
-            if !inner.headers.is_empty() {
-                break;
-            }
-            if inner.eos {
-                shared.emit(Event::State(ConnectionState::Finished));
-                return Ok(());
-            }
+            (!inner.headers.is_empty(), inner.eos)
+        };
+        if header {
+            break;
+        }
+        if eos {
+            shared.emit_state(ConnectionState::Finished);
+            return Ok(());
         }
         notified.await;
     }
@@ -86,7 +81,7 @@ async fn drive(
     let started = tokio::time::Instant::now();
     loop {
         let attempt_started = tokio::time::Instant::now();
-        shared.emit(Event::State(ConnectionState::Connecting { attempt }));
+        shared.emit_state(ConnectionState::Connecting { attempt });
         let credentials = match provider.provide_credentials().await {
             Ok(credentials) => {
                 describe_credentials(shared, &credentials, &mut last_source);
@@ -121,14 +116,33 @@ async fn drive(
                     endpoint = Some(url);
                     continue;
                 }
-                Err(e) => Err(Failure::Api(e)),
+                Err(Unusable::Api(e)) => Err(Failure::Api(e)),
+                Err(Unusable::Missing) => {
+                    return Err(FatalError::Stream {
+                        message: about(
+                            &config.stream_name,
+                            "DescribeStream answered ResourceNotFoundException: the stream does                              not exist, and allow-create-stream is false. Create it (aws                              kinesisvideo create-stream) or set allow-create-stream=true; check                              the stream name and region",
+                        ),
+                    });
+                }
+                Err(Unusable::NotActive(status)) => {
+                    return Err(FatalError::Stream {
+                        message: about(
+                            &config.stream_name,
+                            format_args!(
+                                "the stream is {status}, not ACTIVE: it cannot take data (a                                  stream being deleted cannot be used; one still CREATING after                                  {} s points at a service problem)",
+                                CREATE_WAIT.as_secs()
+                            ),
+                        ),
+                    });
+                }
             },
         };
 
         let unreached = matches!(&result, Err(Failure::Api(ApiError::Transport { .. })));
         let reason = match result {
             Ok(End::Finished) => {
-                shared.emit(Event::State(ConnectionState::Finished));
+                shared.emit_state(ConnectionState::Finished);
                 return Ok(());
             }
             Ok(End::Closed { acked }) => {
@@ -234,18 +248,12 @@ async fn drive(
 
 /// Counts a failed attempt, says why and when the next one comes, and waits `delay`.
 async fn pause(shared: &Shared, delay: Duration, attempt: u32, reason: String) {
-    {
-        let mut inner = shared.lock();
-        // From now on a full store drops its oldest fragments instead of waiting.
-        inner.outage = true;
-        inner.stats.reconnects += 1;
-        inner.stats.last_error = Some(reason.clone());
-    }
-    shared.emit(Event::State(ConnectionState::Reconnecting {
+    shared.lock().on_attempt_failed(&reason);
+    shared.emit_state(ConnectionState::Reconnecting {
         attempt,
         delay,
         reason,
-    }));
+    });
     tokio::time::sleep(delay).await;
 }
 
@@ -276,22 +284,42 @@ fn describe_credentials(
 fn credentials_fatal(shared: &Shared, error: &CredentialsError) -> FatalError {
     let stream = &shared.config.stream_name;
     let message = if credentials::is_not_found(error) {
-        format!(
-            "stream {stream}: {}. Set access-key and secret-key, credential-path or \
-             iot-certificate, export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, configure \
-             a profile (aws configure), or run with an instance, task or pod role",
-            credentials::describe(error)
+        about(
+            stream,
+            format_args!(
+                "{}. Set access-key and secret-key, credential-path or iot-certificate, export \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, configure a profile (aws \
+                 configure), or run with an instance, task or pod role",
+                credentials::describe(error)
+            ),
         )
     } else {
-        format!(
-            "stream {stream}: cannot get AWS credentials from {}",
-            credentials::describe(error)
+        about(
+            stream,
+            format_args!(
+                "cannot get AWS credentials from {}",
+                credentials::describe(error)
+            ),
         )
     };
-    FatalError {
+    FatalError::Auth {
         message,
         kind: None,
-        auth: true,
+    }
+}
+
+/// Why the stream cannot take data, as the control plane tells.
+enum Unusable {
+    Api(ApiError),
+    /// It does not exist and allow-create-stream is false.
+    Missing,
+    /// It is in this status, not ACTIVE.
+    NotActive(String),
+}
+
+impl From<ApiError> for Unusable {
+    fn from(error: ApiError) -> Self {
+        Unusable::Api(error)
     }
 }
 
@@ -300,7 +328,7 @@ async fn prepare_stream(
     shared: &Arc<Shared>,
     control: &ControlPlane,
     credentials: &Credentials,
-) -> Result<Url, ApiError> {
+) -> Result<Url, Unusable> {
     let config = &shared.config;
     let timeout = config.connection_timeout;
     let stream = config.stream_name.as_str();
@@ -309,11 +337,7 @@ async fn prepare_stream(
         .await?;
     if info.is_none() {
         if !config.allow_create_stream {
-            return Err(ApiError::Service {
-                status: 404,
-                kind: "ResourceNotFoundException".into(),
-                message: format!("stream {stream} does not exist and allow-create-stream is false"),
-            });
+            return Err(Unusable::Missing);
         }
         let media_type = config.media_type.clone().unwrap_or_else(|| {
             let inner = shared.lock();
@@ -335,7 +359,7 @@ async fn prepare_stream(
             Ok(_) => {}
             // Another producer created it meanwhile.
             Err(e) if e.kind() == Some("ResourceInUseException") => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         let deadline = tokio::time::Instant::now() + CREATE_WAIT;
         loop {
@@ -357,11 +381,7 @@ async fn prepare_stream(
         && status != "ACTIVE"
         && status != "UPDATING"
     {
-        return Err(ApiError::Service {
-            status: 400,
-            kind: "ResourceInUseException".into(),
-            message: format!("stream {stream} is {status}, not ACTIVE"),
-        });
+        return Err(Unusable::NotActive(status.to_owned()));
     }
     let endpoint = control
         .get_data_endpoint(credentials, stream, "PUT_MEDIA", timeout)
@@ -450,10 +470,15 @@ fn auth_advice(error: &ApiError, credentials: &Credentials) -> String {
 }
 
 fn fatal(shared: &Shared, error: &ApiError, advice: &str) -> FatalError {
-    FatalError {
-        message: format!("stream {}: {error}; {advice}", shared.config.stream_name),
-        kind: error.kind().map(str::to_owned),
-        auth: error.is_auth(),
+    let message = about(
+        &shared.config.stream_name,
+        format_args!("{error}; {advice}"),
+    );
+    let kind = error.kind().map(str::to_owned);
+    if error.is_auth() {
+        FatalError::Auth { message, kind }
+    } else {
+        FatalError::Service { message, kind }
     }
 }
 

@@ -1,0 +1,233 @@
+//! The uploader's shared state and its transitions. The streaming thread, the driver and the
+//! connections change it only through the methods here, each named for what happened.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use crate::about;
+use crate::ack::{Ack, AckEventType, ErrorClass, classify, error_advice, error_name};
+use crate::store::{AckLevel, FragmentStore};
+
+use super::{FatalError, HeaderGen, Stats};
+
+/// What only the uploader can count; the rest of [`Stats`] comes from the store.
+#[derive(Debug, Default)]
+struct Counters {
+    bytes_sent: u64,
+    fragments_sent: u64,
+    fragments_resent: u64,
+    fragments_received: u64,
+    fragments_persisted: u64,
+    fragments_rejected: u64,
+    rejected_reasons: BTreeMap<String, u64>,
+    fragments_cut: u64,
+    bytes_cut: u64,
+    /// Bytes removed from fragments (a broken-off frame, late bytes after an idle tag).
+    bytes_not_sent: u64,
+    bytes_persisted: u64,
+    connections: u64,
+    reconnects: u64,
+    backpressure: Duration,
+    errors: u64,
+    last_error: Option<String>,
+}
+
+/// What an ack means for the connection it came on.
+#[derive(Debug, Default)]
+pub(crate) struct AckOutcome {
+    /// The fragment (or the stream) was rejected: say so.
+    pub warning: Option<String>,
+    /// The session cannot go on: reconnect (retriable) or stop (fatal).
+    pub end: Option<AckEnd>,
+}
+
+#[derive(Debug)]
+pub(crate) enum AckEnd {
+    Retry(String),
+    Fatal(FatalError),
+}
+
+pub(crate) struct Inner {
+    pub store: FragmentStore,
+    pub headers: VecDeque<HeaderGen>,
+    /// No more data will come (EOS).
+    pub eos: bool,
+    /// The streaming thread must not wait (flushing / shutting down).
+    pub flushing: bool,
+    /// A connection attempt failed and none has streamed since: the store may drop fragments.
+    pub outage: bool,
+    /// The streaming thread is held for room in the store: data is not missing, so the open
+    /// fragment must not be ended as idle.
+    pub held: bool,
+    fatal: Option<FatalError>,
+    /// Sequence number of the open or next fragment.
+    pub next_seq: u64,
+    /// Highest fragment sequence number that has gone out on any connection.
+    pub max_seq_sent: Option<u64>,
+    counters: Counters,
+}
+
+impl Inner {
+    pub fn new(store: FragmentStore) -> Inner {
+        Inner {
+            store,
+            headers: VecDeque::new(),
+            eos: false,
+            flushing: false,
+            outage: false,
+            held: false,
+            fatal: None,
+            next_seq: 0,
+            max_seq_sent: None,
+            counters: Counters::default(),
+        }
+    }
+
+    /// The counters: the uploader's own, and the store's for what it holds and dropped.
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let store = self.store.stats();
+        Stats {
+            bytes_sent: c.bytes_sent,
+            fragments_produced: store.stored_fragments,
+            fragments_sent: c.fragments_sent,
+            fragments_resent: c.fragments_resent,
+            fragments_received: c.fragments_received,
+            fragments_persisted: c.fragments_persisted,
+            fragments_dropped: store.dropped_fragments,
+            fragments_rejected: c.fragments_rejected,
+            fragments_cut: c.fragments_cut,
+            bytes_cut: c.bytes_cut,
+            bytes_dropped: store.dropped_bytes + c.bytes_not_sent,
+            bytes_persisted: c.bytes_persisted,
+            rejected_reasons: c.rejected_reasons.clone(),
+            connections: c.connections,
+            reconnects: c.reconnects,
+            backpressure: c.backpressure,
+            errors: c.errors,
+            last_error: c.last_error.clone(),
+            backlog: self.store.backlog(),
+        }
+    }
+
+    pub fn fatal(&self) -> Option<&FatalError> {
+        self.fatal.as_ref()
+    }
+
+    /// The stream failed; false if it had already.
+    pub fn on_fatal(&mut self, error: &FatalError) -> bool {
+        if self.fatal.is_some() {
+            return false;
+        }
+        self.counters.last_error = Some(error.to_string());
+        self.fatal = Some(error.clone());
+        true
+    }
+
+    /// A PutMedia connection was answered: the service is reachable again.
+    pub fn on_connected(&mut self) {
+        self.outage = false;
+        self.counters.connections += 1;
+    }
+
+    /// An attempt failed; the next one waits. From now on a full store drops its oldest
+    /// fragments instead of holding upstream back.
+    pub fn on_attempt_failed(&mut self, reason: &str) {
+        self.outage = true;
+        self.counters.reconnects += 1;
+        self.counters.last_error = Some(reason.to_owned());
+    }
+
+    /// Bytes went out on a connection.
+    pub fn on_sent(&mut self, bytes: usize) {
+        self.counters.bytes_sent += bytes as u64;
+    }
+
+    /// Fragments started going out on a connection: `resent` of them for the second time.
+    pub fn on_fragments_started(&mut self, started: u64, resent: u64) {
+        self.counters.fragments_sent += started - resent;
+        self.counters.fragments_resent += resent;
+    }
+
+    /// Bytes removed from a fragment before they were sent.
+    pub fn on_not_sent(&mut self, bytes: u64) {
+        self.counters.bytes_not_sent += bytes;
+    }
+
+    /// A fragment was ended at the service's limits; `bytes` of it (so far) will not be sent.
+    pub fn on_cut(&mut self, bytes: u64) {
+        self.counters.fragments_cut += 1;
+        self.counters.bytes_cut += bytes;
+    }
+
+    /// More bytes of a cut fragment that will not be sent.
+    pub fn on_cut_bytes(&mut self, bytes: u64) {
+        self.counters.bytes_cut += bytes;
+    }
+
+    /// The streaming thread was held this long for room in the store.
+    pub fn on_held(&mut self, held: Duration) {
+        self.counters.backpressure += held;
+    }
+
+    /// Applies an ack of stream `stream`: fragments are released, rejected fragments dropped.
+    pub fn on_ack(&mut self, ack: &Ack, release_on: AckLevel, stream: &str) -> AckOutcome {
+        let mut outcome = AckOutcome::default();
+        match (ack.event_type, ack.fragment_timecode) {
+            (AckEventType::Received, Some(tc)) => {
+                self.counters.fragments_received += 1;
+                if release_on == AckLevel::Received {
+                    self.store.ack(AckLevel::Received, tc);
+                }
+            }
+            (AckEventType::Persisted, Some(tc)) => {
+                self.counters.fragments_persisted += 1;
+                if let Some(fragment) = self.store.ack(AckLevel::Persisted, tc) {
+                    self.counters.bytes_persisted += fragment.size;
+                }
+            }
+            (AckEventType::Error, tc) => {
+                let id = ack.error_id.unwrap_or(0);
+                let name = ack
+                    .error_code
+                    .clone()
+                    .or_else(|| error_name(id).map(str::to_owned))
+                    .unwrap_or_else(|| format!("error {id}"));
+                self.counters.errors += 1;
+                let message = about(
+                    stream,
+                    format_args!(
+                        "Kinesis Video Streams rejected {} with {name} ({id}): {}",
+                        tc.map_or_else(|| "the stream".to_owned(), |t| format!("fragment {t}")),
+                        error_advice(id)
+                    ),
+                );
+                self.counters.last_error = Some(message.clone());
+                match classify(id) {
+                    ErrorClass::Retriable => outcome.end = Some(AckEnd::Retry(message)),
+                    ErrorClass::BadFragment => {
+                        // Sending it again would fail again: drop it. With a timecode the
+                        // session goes on; without one the stream is in doubt, so restart it.
+                        let tc = tc.or_else(|| self.store.pending().next().map(|f| f.timecode));
+                        if tc.and_then(|t| self.store.discard(t)).is_some() {
+                            self.counters.fragments_rejected += 1;
+                            *self.counters.rejected_reasons.entry(name).or_default() += 1;
+                        }
+                        if ack.fragment_timecode.is_none() {
+                            outcome.end = Some(AckEnd::Retry(message.clone()));
+                        }
+                        outcome.warning = Some(message);
+                    }
+                    ErrorClass::Fatal => {
+                        outcome.end = Some(AckEnd::Fatal(FatalError::Service {
+                            message,
+                            kind: Some(name),
+                        }))
+                    }
+                }
+            }
+            _ => {}
+        }
+        outcome
+    }
+}
