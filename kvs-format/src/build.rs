@@ -16,7 +16,7 @@
 //! The layout follows `matroskamux streamable=true`: an EBML header with an 8-byte size and a
 //! NUL-terminated DocType, a Segment and Clusters of unknown size, Info and Tracks before the
 //! first Cluster. Pieces that break the rules on purpose are written with
-//! [`Writer`](crate::ebml::Writer) (e.g. [`Writer::header`](crate::ebml::Writer::header) to
+//! [`Writer`] (e.g. [`Writer::header`] to
 //! declare a size that is not there).
 
 use crate::ebml::{Writer, write_vint};
