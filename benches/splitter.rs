@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use gstkvs::ack::AckParser;
-use gstkvs::mkv::{self, Event, Limits, Splitter, ebml};
+use gstkvs::mkv::{Event, Limits, Splitter};
 use gstkvs::store::{AckLevel, FragmentStore, StoreLimits};
+use kvs_format::build::{self, Track};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,29 +46,10 @@ const RUNS: usize = 11;
 /// 100 KB key frame, 29 delta frames of about 31 KB, 43 AAC frames of 300 bytes).
 /// Returns the stream and the matroskamux-style cut points.
 fn synthetic_stream() -> (Vec<u8>, Vec<usize>) {
-    let mut s = Vec::new();
-    let mut body = Vec::new();
-    ebml::write_string(&mut body, mkv::ID_DOC_TYPE, "matroska");
-    ebml::write_element(&mut s, mkv::ID_EBML, &body);
-    ebml::write_id(&mut s, mkv::ID_SEGMENT);
-    ebml::write_unknown_size(&mut s);
-    let mut info = Vec::new();
-    ebml::write_uint(&mut info, mkv::ID_TIMECODE_SCALE, 1_000_000);
-    ebml::write_element(&mut s, mkv::ID_INFO, &info);
-    let mut tracks = Vec::new();
-    for (n, kind, codec) in [(1u64, 1u64, "V_MPEG4/ISO/AVC"), (2, 2, "A_AAC")] {
-        let mut e = Vec::new();
-        ebml::write_uint(&mut e, mkv::ID_TRACK_NUMBER, n);
-        ebml::write_uint(&mut e, mkv::ID_TRACK_TYPE, kind);
-        ebml::write_string(&mut e, mkv::ID_CODEC_ID, codec);
-        ebml::write_element(&mut tracks, mkv::ID_TRACK_ENTRY, &e);
-    }
-    ebml::write_element(&mut s, mkv::ID_TRACKS, &tracks);
+    let mut s = build::header_with_tracks(&[Track::video(1, build::AVC), Track::audio(2, "A_AAC")]);
     let mut cuts = vec![s.len()];
     for c in 0..CLUSTERS {
-        ebml::write_id(&mut s, mkv::ID_CLUSTER);
-        ebml::write_unknown_size(&mut s);
-        ebml::write_uint(&mut s, mkv::ID_TIMECODE, c as u64 * 1000);
+        s.extend(build::cluster_start(c as u64 * 1000));
         cuts.push(s.len());
         let mut audio = 0;
         for f in 0..FPS {
@@ -90,13 +72,11 @@ fn synthetic_stream() -> (Vec<u8>, Vec<usize>) {
 /// Appends a SimpleBlock, recording matroskamux's cuts: element + block header (7 or 8
 /// bytes) in one buffer, the frame in another.
 fn block(s: &mut Vec<u8>, cuts: &mut Vec<usize>, track: u8, rel: i16, key: bool, len: usize) {
-    ebml::write_id(s, mkv::ID_SIMPLE_BLOCK);
-    ebml::write_size_len(s, len as u64 + 4, if len + 4 < 16383 { 2 } else { 3 });
-    s.push(0x80 | track);
-    s.extend_from_slice(&rel.to_be_bytes());
-    s.push(if key { 0x80 } else { 0 });
+    let b = build::simple_block(u64::from(track), rel, key, &vec![track; len]);
+    let (head, frame) = b.split_at(b.len() - len);
+    s.extend_from_slice(head);
     cuts.push(s.len());
-    s.resize(s.len() + len, track);
+    s.extend_from_slice(frame);
     cuts.push(s.len());
 }
 

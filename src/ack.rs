@@ -1,4 +1,5 @@
-//! PutMedia acknowledgement stream: parser, error table and classification.
+//! PutMedia acknowledgement stream: parser, error classification and advice (the `ErrorId`
+//! names are `kvs_format::kvs::ERROR_CODES`).
 //!
 //! The service answers a PutMedia request with a stream of JSON objects, normally one per
 //! line, e.g. `{"EventType":"PERSISTED","FragmentTimecode":12000,"FragmentNumber":"9134..."}`.
@@ -288,34 +289,9 @@ pub enum ErrorClass {
     Fatal,
 }
 
-/// Name of a PutMedia `ErrorId`, e.g. 4006 → `INVALID_MKV_DATA`.
-pub fn error_name(id: u32) -> Option<&'static str> {
-    Some(match id {
-        4000 => "STREAM_READ_ERROR",
-        4001 => "MAX_FRAGMENT_SIZE_REACHED",
-        4002 => "MAX_FRAGMENT_DURATION_REACHED",
-        4003 => "MAX_CONNECTION_DURATION_REACHED",
-        4004 => "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS",
-        4005 | 4012 => "MORE_THAN_ALLOWED_TRACKS_FOUND",
-        4006 => "INVALID_MKV_DATA",
-        4007 => "INVALID_PRODUCER_TIMESTAMP",
-        4008 => "STREAM_NOT_ACTIVE",
-        4009 => "FRAGMENT_METADATA_LIMIT_REACHED",
-        4010 => "TRACK_NUMBER_MISMATCH",
-        4011 => "FRAMES_MISSING_FOR_TRACK",
-        4500 => "KMS_KEY_ACCESS_DENIED",
-        4501 => "KMS_KEY_DISABLED",
-        4502 => "KMS_KEY_VALIDATION_ERROR",
-        4503 => "KMS_KEY_UNAVAILABLE",
-        4504 => "KMS_KEY_INVALID_USAGE",
-        4505 => "KMS_KEY_INVALID_STATE",
-        4506 => "KMS_KEY_NOT_FOUND",
-        4507 => "STREAM_DELETED",
-        5000 => "INTERNAL_ERROR",
-        5001 => "ARCHIVAL_ERROR",
-        _ => return None,
-    })
-}
+/// Name of a PutMedia `ErrorId`, e.g. 4006 → `INVALID_MKV_DATA`: the table of the
+/// `kvs-format` crate, shared with kvs-local.
+pub use kvs_format::kvs::error_name;
 
 /// Classifies a PutMedia `ErrorId` (see [`ErrorClass`]).
 pub fn classify(id: u32) -> ErrorClass {

@@ -27,82 +27,22 @@
 //!   `FragmentEnd`, then `Err(Truncated)` is returned (see [`Splitter::finish`]).
 //! * Errors poison the splitter: later `push` calls return the same error until
 //!   [`Splitter::reset`] is called.
+//!
+//! This parser and kvs-local's PutMedia checker (`kvs_local::mkv`) are separate on purpose:
+//! kvs-local is the oracle the sink is tested against, and must not inherit the splitter's
+//! bugs. They share only the vocabulary of the `kvs-format` crate (element IDs, the vint
+//! codec, the element writer, the end-of-fragment tag, the error table, the test stream
+//! builder), never the parsing or validation logic; the element IDs are re-exported here.
 
 pub mod ebml;
 
 use bytes::Bytes;
 
-/// EBML header.
-pub const ID_EBML: u32 = 0x1A45DFA3;
-/// DocType (inside the EBML header).
-pub const ID_DOC_TYPE: u32 = 0x4282;
-/// Segment.
-pub const ID_SEGMENT: u32 = 0x18538067;
-/// SeekHead.
-pub const ID_SEEK_HEAD: u32 = 0x114D9B74;
-/// Segment Info.
-pub const ID_INFO: u32 = 0x1549A966;
-/// TimecodeScale (inside Info).
-pub const ID_TIMECODE_SCALE: u32 = 0x2AD7B1;
-/// Tracks.
-pub const ID_TRACKS: u32 = 0x1654AE6B;
-/// TrackEntry.
-pub const ID_TRACK_ENTRY: u32 = 0xAE;
-/// TrackNumber.
-pub const ID_TRACK_NUMBER: u32 = 0xD7;
-/// TrackType (1 video, 2 audio).
-pub const ID_TRACK_TYPE: u32 = 0x83;
-/// CodecID.
-pub const ID_CODEC_ID: u32 = 0x86;
-/// CodecPrivate.
-pub const ID_CODEC_PRIVATE: u32 = 0x63A2;
-/// Cluster.
-pub const ID_CLUSTER: u32 = 0x1F43B675;
-/// Cluster Timecode.
-pub const ID_TIMECODE: u32 = 0xE7;
-/// PrevSize.
-pub const ID_PREV_SIZE: u32 = 0xAB;
-/// Position.
-pub const ID_POSITION: u32 = 0xA7;
-/// SimpleBlock.
-pub const ID_SIMPLE_BLOCK: u32 = 0xA3;
-/// BlockGroup.
-pub const ID_BLOCK_GROUP: u32 = 0xA0;
-/// Block (inside BlockGroup).
-pub const ID_BLOCK: u32 = 0xA1;
-/// ReferenceBlock (inside BlockGroup): its presence makes the block a delta frame.
-pub const ID_REFERENCE_BLOCK: u32 = 0xFB;
-/// BlockDuration (inside BlockGroup).
-pub const ID_BLOCK_DURATION: u32 = 0x9B;
-/// Void.
-pub const ID_VOID: u32 = 0xEC;
-/// Tags.
-pub const ID_TAGS: u32 = 0x1254C367;
-/// Tag.
-pub const ID_TAG: u32 = 0x7373;
-/// SimpleTag.
-pub const ID_SIMPLE_TAG: u32 = 0x67C8;
-/// TagName.
-pub const ID_TAG_NAME: u32 = 0x45A3;
-/// TagString.
-pub const ID_TAG_STRING: u32 = 0x4487;
-/// Cues.
-pub const ID_CUES: u32 = 0x1C53BB6B;
-/// Chapters.
-pub const ID_CHAPTERS: u32 = 0x1043A770;
-/// Attachments.
-pub const ID_ATTACHMENTS: u32 = 0x1941A469;
+pub use kvs_format::ids::*;
+pub use kvs_format::kvs::{END_OF_FRAGMENT_TAG, MAX_TRACKS};
+pub use kvs_format::matroska::{TRACK_TYPE_AUDIO, TRACK_TYPE_VIDEO};
 
-/// SimpleTag name that closes the open fragment (AWS producer convention).
-pub const END_OF_FRAGMENT_TAG: &str = "AWS_KINESISVIDEO_END_OF_FRAGMENT";
-/// TrackType value for video.
-pub const TRACK_TYPE_VIDEO: u64 = 1;
-/// TrackType value for audio.
-pub const TRACK_TYPE_AUDIO: u64 = 2;
-/// Kinesis Video Streams accepts at most this many tracks.
-pub const MAX_TRACKS: usize = 3;
-
-const EBML_MAGIC: [u8; 4] = [0x1A, 0x45, 0xDF, 0xA3];
+const EBML_MAGIC: [u8; 4] = ID_EBML.to_be_bytes();
 /// Prefix pieces up to this total are coalesced into one `FragmentData`.
 const PREFIX_COALESCE: u64 = 4096;
 
@@ -305,19 +245,11 @@ impl Default for Limits {
 mod splitter;
 pub use splitter::Splitter;
 
-/// Builds a `Tags` element carrying the `AWS_KINESISVIDEO_END_OF_FRAGMENT` SimpleTag,
-/// which closes the open fragment on the service side (what AWS's producer sends on EOS).
+/// The `Tags` element carrying the `AWS_KINESISVIDEO_END_OF_FRAGMENT` SimpleTag, which closes
+/// the open fragment on the service side (what AWS's producer sends on EOS), as `Bytes`; built
+/// by [`kvs_format::kvs::end_of_fragment_tags`].
 pub fn end_of_fragment_tags() -> Bytes {
-    let mut simple = Vec::new();
-    ebml::write_string(&mut simple, ID_TAG_NAME, END_OF_FRAGMENT_TAG);
-    ebml::write_string(&mut simple, ID_TAG_STRING, "");
-    let mut tag = Vec::new();
-    ebml::write_element(&mut tag, ID_SIMPLE_TAG, &simple);
-    let mut tags = Vec::new();
-    ebml::write_element(&mut tags, ID_TAG, &tag);
-    let mut out = Vec::new();
-    ebml::write_element(&mut out, ID_TAGS, &tags);
-    Bytes::from(out)
+    Bytes::from(kvs_format::kvs::end_of_fragment_tags())
 }
 
 /// Whether a Tags element body carries a SimpleTag named `AWS_KINESISVIDEO_END_OF_FRAGMENT`

@@ -314,9 +314,9 @@ fn an_absurd_element_size_is_an_error_not_an_allocation() {
     let (header, _) = split_file(&file);
     let server = server();
     // A Tags element (a header child kvssink must hold) declaring 100 GB.
-    let mut absurd = vec![
-        0x12, 0x54, 0xC3, 0x67, 0x01, 0x00, 0x00, 0x17, 0x48, 0x76, 0xE8, 0x00,
-    ];
+    let mut absurd = Vec::new();
+    kvs_format::ebml::write_id(&mut absurd, kvs_format::ids::ID_TAGS);
+    kvs_format::ebml::write_vint_len(&mut absurd, 100_000_000_000, 8);
     absurd.extend_from_slice(&[0u8; 64]);
     let run = push_bytes(
         &server,

@@ -5,8 +5,8 @@
 //! `cargo bench -p kvs-local` (set `KVS_BENCH_MB` to change the volume,
 //! default 2048).
 
+use kvs_format::build::{cluster_start, end_of_fragment_tags, simple_block, simple_header};
 use kvs_local::client::{SignOptions, SignPayload, sign_headers};
-use kvs_local::mkvbuild::{cluster_start, simple_block, simple_header};
 use kvs_local::{Config, KeyPair, Server};
 use std::io::IoSlice;
 use std::time::{Duration, Instant};
@@ -114,7 +114,7 @@ async fn run(server: &Server, total_mb: usize) -> (u64, usize, Duration, usize) 
         }
     }
     // the END_OF_FRAGMENT tag closes the last cluster
-    sent += send_chunk(&mut wr, &[&kvs_local::mkvbuild::end_of_fragment_tags()]).await;
+    sent += send_chunk(&mut wr, &[&end_of_fragment_tags()]).await;
     let (done, acks) = reader.await.unwrap();
     wr.write_all(b"0\r\n\r\n").await.unwrap();
     (sent, clusters, done - start, acks)

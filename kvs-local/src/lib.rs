@@ -27,7 +27,8 @@ mod util;
 pub use auth::client;
 pub use config::{Config, DEMO_ACCESS_KEY, DEMO_SECRET_KEY, KeyPair};
 pub use faults::Fault;
-pub use mkv::build as mkvbuild;
+/// The synthetic Matroska stream builder (moved to the `kvs-format` crate).
+pub use kvs_format::build as mkvbuild;
 pub use model::export::{ExportStats, export_stream};
 pub use model::records::{StoreError, StoredFragment, StreamMeta, StreamSnapshot};
 pub use report::Report;

@@ -2,8 +2,8 @@
 
 mod common;
 use common::*;
+use kvs_format::build::*;
 use kvs_local::Fault;
-use kvs_local::mkvbuild::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 

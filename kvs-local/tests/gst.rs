@@ -3,20 +3,12 @@
 mod common;
 use common::*;
 use kvs_local::Config;
-use std::path::Path;
 use std::process::Command;
 
-/// Runs `gst-launch-1.0 -q <pipeline> ! filesink location=<out>`.
-fn record(pipeline: &str, out: &Path) -> Vec<u8> {
-    let full = format!("{pipeline} ! filesink location={}", out.display());
-    let st = Command::new("gst-launch-1.0")
-        .arg("-q")
-        .args(full.split_whitespace())
-        .status()
-        .expect("gst-launch-1.0 is installed (GStreamer 1.22 tools)");
-    assert!(st.success(), "pipeline failed: {full}");
-    std::fs::read(out).unwrap()
-}
+/// The workspace's one gst-launch recorder (std only), shared with the plugin's tests.
+#[path = "../../tests/common/record.rs"]
+mod record;
+use record::record_pipeline as record;
 
 const VIDEO: &str = "videotestsrc num-buffers=90 ! video/x-raw,width=160,height=120,framerate=30/1 ! x264enc key-int-max=30 ! h264parse";
 

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use kvs_local::mkvbuild::*;
+use kvs_format::build::*;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -339,7 +339,7 @@ async fn huge_declared_element_and_endless_body_stay_bounded() {
     let mut d = simple_header();
     d.extend(cluster_start(0));
     d.push(0xA3); // SimpleBlock declaring 100 GB
-    encode_size(100 << 30, &mut d);
+    kvs_format::ebml::write_vint(&mut d, 100 << 30);
     d.extend([0x81, 0, 0, 0x80]);
     let head_len = d.len() as u64;
     p.send(d).await;

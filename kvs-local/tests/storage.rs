@@ -4,8 +4,8 @@
 mod common;
 use bytes::Bytes;
 use common::*;
+use kvs_format::build::*;
 use kvs_local::mkv::{Event, Parser};
-use kvs_local::mkvbuild::*;
 use kvs_local::{Config, Server};
 use serde_json::json;
 use std::io::{BufRead, BufReader};

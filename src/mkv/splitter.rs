@@ -1,4 +1,8 @@
 //! The [`Splitter`] state machine.
+//!
+//! The sink's own Matroska parser, kept separate on purpose from kvs-local's checker
+//! (`kvs_local::mkv`), the oracle it is tested against: the two share only the `kvs-format`
+//! vocabulary (IDs, vint codec, writer, tables), never parsing or validation logic.
 
 use super::ebml::{self, ElementHeader, MAX_HEADER_LEN};
 use super::*;

@@ -3,10 +3,10 @@
 #![allow(dead_code)]
 
 pub mod host;
+pub mod record;
 pub mod standins;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -159,24 +159,19 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-/// Records `seconds` of H.264 test video through matroskamux (streamable) into a file, with a
-/// key frame every `key_int` frames at 30 fps; extra matroskamux properties may be given.
+/// Records `frames` of H.264 test video through matroskamux (streamable) into `dir/name`,
+/// with a key frame every `key_int` frames at 30 fps; extra matroskamux properties may be
+/// given.
 pub fn record(dir: &Path, name: &str, frames: u32, key_int: u32, mux_props: &str) -> PathBuf {
     let path = dir.join(name);
-    let status = Command::new("gst-launch-1.0")
-        .args(["-q"])
-        .args(
-            format!(
-                "videotestsrc num-buffers={frames} ! video/x-raw,width=320,height=240,framerate=30/1 \
-                 ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max={key_int} \
-                 ! h264parse ! matroskamux streamable=true {mux_props}"
-            )
-            .split_whitespace(),
-        )
-        .args(["!", "filesink", &format!("location={}", path.display())])
-        .status()
-        .expect("run gst-launch-1.0");
-    assert!(status.success(), "recording {name} failed");
+    record::record_pipeline(
+        &format!(
+            "videotestsrc num-buffers={frames} ! video/x-raw,width=320,height=240,framerate=30/1 \
+             ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max={key_int} \
+             ! h264parse ! matroskamux streamable=true {mux_props}"
+        ),
+        &path,
+    );
     path
 }
 

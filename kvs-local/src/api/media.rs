@@ -11,12 +11,12 @@
 use super::context::Shared;
 use super::http::{ApiError, ChannelBody, Delivery, RespBody, full, json_response};
 use super::operation::{GetMediaForFragmentListInput, GetMediaInput, ListFragmentsInput, Page};
-use crate::mkv::build::tags;
 use crate::model::records::{FragMeta, StoredFragment};
 use crate::util::{epoch_seconds_json, epoch_seconds_plain, now_ms};
 use bytes::Bytes;
 use http::{HeaderValue, Response};
 use http_body_util::BodyExt;
+use kvs_format::matroska::tags_with_targets;
 use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -119,7 +119,7 @@ pub(crate) fn list_fragments(
 
 /// One fragment as a self-contained MKV chunk.
 pub(crate) fn fragment_chunk(header: &Bytes, f: &StoredFragment, trailer: bool) -> Vec<Bytes> {
-    let lead = tags(&[
+    let lead = tags_with_targets(&[
         ("AWS_KINESISVIDEO_FRAGMENT_NUMBER", &f.number),
         (
             "AWS_KINESISVIDEO_SERVER_TIMESTAMP",
@@ -133,7 +133,7 @@ pub(crate) fn fragment_chunk(header: &Bytes, f: &StoredFragment, trailer: bool) 
     let mut out = vec![header.clone(), Bytes::from(lead), f.bytes.clone()];
     if trailer {
         let behind = now_ms().saturating_sub(f.server_timestamp_ms).to_string();
-        out.push(Bytes::from(tags(&[
+        out.push(Bytes::from(tags_with_targets(&[
             ("AWS_KINESISVIDEO_MILLIS_BEHIND_NOW", &behind),
             ("AWS_KINESISVIDEO_CONTINUATION_TOKEN", &f.number),
         ])));

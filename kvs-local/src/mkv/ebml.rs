@@ -1,62 +1,11 @@
-//! EBML/Matroska primitives: element IDs, vints, buffered element
-//! iteration, and the small elements the server reads in full.
+//! The checker's EBML reading: element headers (with the checker's own rules on top of the
+//! `kvs-format` vint codec), buffered element iteration, and the small elements the server
+//! reads in full. The element IDs and the codec come from `kvs_format`.
 
 use bytes::{Bytes, BytesMut};
-
-/// EBML header element.
-pub const ID_EBML: u32 = 0x1A45DFA3;
-/// DocType inside the EBML header.
-pub const ID_DOCTYPE: u32 = 0x4282;
-/// Segment.
-pub const ID_SEGMENT: u32 = 0x18538067;
-/// SeekHead.
-pub const ID_SEEKHEAD: u32 = 0x114D9B74;
-/// Info.
-pub const ID_INFO: u32 = 0x1549A966;
-/// TimecodeScale inside Info.
-pub const ID_TIMECODE_SCALE: u32 = 0x2AD7B1;
-/// Tracks.
-pub const ID_TRACKS: u32 = 0x1654AE6B;
-/// TrackEntry.
-pub const ID_TRACK_ENTRY: u32 = 0xAE;
-/// TrackNumber.
-pub const ID_TRACK_NUMBER: u32 = 0xD7;
-/// TrackType.
-pub const ID_TRACK_TYPE: u32 = 0x83;
-/// CodecID.
-pub const ID_CODEC_ID: u32 = 0x86;
-/// CodecPrivate.
-pub const ID_CODEC_PRIVATE: u32 = 0x63A2;
-/// Cluster.
-pub const ID_CLUSTER: u32 = 0x1F43B675;
-/// Cluster Timecode.
-pub const ID_TIMECODE: u32 = 0xE7;
-/// SimpleBlock.
-pub const ID_SIMPLE_BLOCK: u32 = 0xA3;
-/// BlockGroup.
-pub const ID_BLOCK_GROUP: u32 = 0xA0;
-/// Block (inside BlockGroup).
-pub const ID_BLOCK: u32 = 0xA1;
-/// ReferenceBlock (inside BlockGroup; present means non-key).
-pub const ID_REFERENCE_BLOCK: u32 = 0xFB;
-/// Cues.
-pub const ID_CUES: u32 = 0x1C53BB6B;
-/// Chapters.
-pub const ID_CHAPTERS: u32 = 0x1043A770;
-/// Attachments.
-pub const ID_ATTACHMENTS: u32 = 0x1941A469;
-/// Tags.
-pub const ID_TAGS: u32 = 0x1254C367;
-/// Tag.
-pub const ID_TAG: u32 = 0x7373;
-/// SimpleTag.
-pub const ID_SIMPLE_TAG: u32 = 0x67C8;
-/// TagName.
-pub const ID_TAG_NAME: u32 = 0x45A3;
-/// TagString.
-pub const ID_TAG_STRING: u32 = 0x4487;
-/// Void.
-pub const ID_VOID: u32 = 0xEC;
+use kvs_format::ebml::{is_reserved_id, read_id, read_size};
+use kvs_format::ids::*;
+use kvs_format::kvs::END_OF_FRAGMENT_TAG;
 
 /// Raw bytes held as slices of the received chunks (no copy).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -99,9 +48,6 @@ impl From<Bytes> for Pieces {
         Pieces(vec![b])
     }
 }
-
-/// Name of the SimpleTag that ends the open fragment.
-pub const END_OF_FRAGMENT_TAG: &str = "AWS_KINESISVIDEO_END_OF_FRAGMENT";
 
 /// One entry of the Tracks element.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,54 +102,20 @@ pub(crate) enum HeaderParse {
     },
 }
 
-/// Decodes an element ID (marker bits kept). Returns (id, length).
-pub(crate) fn decode_id(b: &[u8]) -> Result<Option<(u32, usize)>, String> {
-    let Some(&first) = b.first() else {
-        return Ok(None);
-    };
-    let len = first.leading_zeros() as usize + 1;
-    if len > 4 {
-        return Err(format!("invalid element ID byte 0x{first:02X}"));
-    }
-    if b.len() < len {
-        return Ok(None);
-    }
-    let id = b[..len].iter().fold(0u32, |a, &x| (a << 8) | x as u32);
-    let all_ones = (1u32 << (7 * len)) - 1;
-    if id & all_ones == all_ones || id & all_ones == 0 && len == 1 {
-        return Err(format!("reserved element ID 0x{id:X}"));
-    }
-    Ok(Some((id, len)))
-}
-
-/// Decodes a size vint. Returns (value or None for unknown, length).
-pub fn decode_vint(b: &[u8]) -> Result<Option<(Option<u64>, usize)>, String> {
-    let Some(&first) = b.first() else {
-        return Ok(None);
-    };
-    let len = first.leading_zeros() as usize + 1;
-    if len > 8 {
-        return Err("invalid size (vint longer than 8 bytes)".into());
-    }
-    if b.len() < len {
-        return Ok(None);
-    }
-    let mut v = (first as u64) & (0xFFu64 >> len);
-    for &x in &b[1..len] {
-        v = (v << 8) | x as u64;
-    }
-    let unknown = v == (1u64 << (7 * len)) - 1;
-    Ok(Some((if unknown { None } else { Some(v) }, len)))
-}
-
+/// Decodes an element header: a reserved ID, an ID longer than 4 bytes or a size longer
+/// than 8 bytes is invalid; any element may declare an unknown size here (the parser
+/// decides where that is allowed).
 pub(crate) fn parse_header(b: &[u8]) -> HeaderParse {
-    let (id, il) = match decode_id(b) {
-        Err(e) => return HeaderParse::Invalid(e),
+    let (id, il) = match read_id(b) {
+        Err(_) => return HeaderParse::Invalid(format!("invalid element ID byte 0x{:02X}", b[0])),
         Ok(None) => return HeaderParse::Incomplete,
+        Ok(Some((id, len))) if is_reserved_id(id, len) => {
+            return HeaderParse::Invalid(format!("reserved element ID 0x{id:X}"));
+        }
         Ok(Some(x)) => x,
     };
-    match decode_vint(&b[il..]) {
-        Err(e) => HeaderParse::Invalid(e),
+    match read_size(&b[il..]) {
+        Err(_) => HeaderParse::Invalid("invalid size (vint longer than 8 bytes)".into()),
         Ok(None) => HeaderParse::Incomplete,
         Ok(Some((size, sl))) => HeaderParse::Ok {
             id,
@@ -245,12 +157,10 @@ pub fn children(mut data: &[u8]) -> impl Iterator<Item = Result<(u32, &[u8]), Mk
     })
 }
 
-/// Big-endian unsigned integer of up to 8 bytes.
+/// Big-endian unsigned integer of up to 8 bytes; longer is invalid.
 pub fn read_uint(b: &[u8]) -> Result<u64, MkvError> {
-    if b.len() > 8 {
-        return invalid("unsigned integer longer than 8 bytes");
-    }
-    Ok(b.iter().fold(0u64, |a, &x| (a << 8) | x as u64))
+    kvs_format::ebml::read_uint(b)
+        .map_or_else(|| invalid("unsigned integer longer than 8 bytes"), Ok)
 }
 
 pub(crate) fn parse_tracks(data: &[u8]) -> Result<Vec<TrackInfo>, MkvError> {

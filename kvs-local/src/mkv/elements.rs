@@ -254,10 +254,8 @@ impl Parser {
                 let mut doc_type = "matroska".to_string();
                 for child in children(data) {
                     let (cid, body) = child?;
-                    if cid == ID_DOCTYPE {
-                        doc_type = String::from_utf8_lossy(body)
-                            .trim_end_matches('\0')
-                            .to_string();
+                    if cid == ID_DOC_TYPE {
+                        doc_type = kvs_format::ebml::read_string(body);
                     }
                 }
                 if doc_type != "matroska" && doc_type != "webm" {
@@ -305,7 +303,7 @@ impl Parser {
         data: &[u8],
         out: &mut Vec<Event>,
     ) -> Result<(), MkvError> {
-        let (track, tl) = match decode_vint(data) {
+        let (track, tl) = match kvs_format::ebml::read_size(data) {
             Ok(Some((Some(t), l))) => (t, l),
             _ => return invalid("invalid block track number"),
         };

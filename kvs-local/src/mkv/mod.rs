@@ -10,13 +10,19 @@
 //! Memory is bounded: only the bytes of the current stream header (limited to
 //! [`MAX_HEADER_SIZE`]) or of the current cluster (limited to the configured
 //! maximum; beyond it the cluster is discarded while being skipped) are held.
+//!
+//! This parser is kvs-local's own, separate on purpose from the sink's splitter
+//! (`gstkvs::mkv`): kvs-local is the oracle the sink is tested against and must not inherit
+//! the splitter's bugs. The two share only the vocabulary of the `kvs-format` crate (element
+//! IDs, the vint codec, the element writer, the end-of-fragment tag, the error table, the
+//! test stream builder), never the parsing or validation logic.
 
-pub mod build;
 mod ebml;
 
 use bytes::{Bytes, BytesMut};
 pub use ebml::*;
 use ebml::{HeaderParse, invalid, parse_header, parse_tracks, tags_have_end_of_fragment};
+use kvs_format::ids::*;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -76,7 +82,7 @@ fn is_segment_level(id: u32) -> bool {
             | ID_TRACKS
             | ID_TAGS
             | ID_CUES
-            | ID_SEEKHEAD
+            | ID_SEEK_HEAD
             | ID_CHAPTERS
             | ID_ATTACHMENTS
             | ID_EBML

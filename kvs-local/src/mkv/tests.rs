@@ -1,5 +1,6 @@
-use super::build::*;
 use super::*;
+use kvs_format::build::*;
+use kvs_format::ebml::{Writer, write_vint};
 
 /// Feeds `data` in chunks of `step` bytes; returns events and final result.
 fn run(data: &[u8], step: usize, max: u64) -> (Vec<Event>, Result<(), MkvError>) {
@@ -106,10 +107,10 @@ fn sized_clusters_and_block_groups() {
 fn matroskamux_layout_and_eof_tag_ends_unknown_cluster() {
     // Tags + Void + SeekHead before Info, PrevSize inside the cluster.
     let mut d = ebml_header("webm");
-    d.extend(unknown_size_header(ID_SEGMENT));
+    d.extend(segment_unknown_size());
     d.extend(tags(&[("ENCODER", "x")]));
     d.extend(element(ID_VOID, &[0; 10]));
-    d.extend(element(ID_SEEKHEAD, &[]));
+    d.extend(element(ID_SEEK_HEAD, &[]));
     d.extend(info(1_000_000));
     d.extend(tracks(&[Track {
         number: 1,
@@ -165,7 +166,7 @@ fn huge_declared_block_is_bounded() {
     d.extend(cluster_start(0));
     // SimpleBlock declaring 100 GB
     d.push(0xA3);
-    encode_size(100 * 1024 * 1024 * 1024, &mut d);
+    write_vint(&mut d, 100 * 1024 * 1024 * 1024);
     d.extend([0x81, 0, 0, 0x80]);
     let mut p = Parser::new(50 << 20);
     let mut out = Vec::new();
@@ -197,12 +198,12 @@ fn garbage_and_truncation() {
     assert!(matches!(r, Err(MkvError::Truncated(_))), "{r:?}");
     // wrong doc type
     let mut d = ebml_header("avi");
-    d.extend(unknown_size_header(ID_SEGMENT));
+    d.extend(segment_unknown_size());
     let (_, r) = run(&d, 3, 1 << 20);
     assert!(matches!(r, Err(MkvError::Invalid(m)) if m.contains("DocType")));
     // cluster before tracks
     let mut d = ebml_header("matroska");
-    d.extend(unknown_size_header(ID_SEGMENT));
+    d.extend(segment_unknown_size());
     d.extend(info(1_000_000));
     d.extend(simple_cluster(0, 1, 1, 1));
     let (_, r) = run(&d, 3, 1 << 20);
@@ -217,7 +218,7 @@ fn garbage_and_truncation() {
     assert!(r.is_err());
     // block before Timecode
     let mut d = simple_header();
-    d.extend(unknown_size_header(ID_CLUSTER));
+    d.extend(Writer::new().unknown_size(ID_CLUSTER).finish());
     d.extend(simple_block(1, 0, true, b"a"));
     let (_, r) = run(&d, 3, 1 << 20);
     assert!(matches!(r, Err(MkvError::Invalid(m)) if m.contains("Timecode")));

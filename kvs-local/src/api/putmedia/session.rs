@@ -1,6 +1,7 @@
 //! The PutMedia ingest session (a child module of `putmedia`).
 
 use super::*;
+use kvs_format::kvs::MAX_TRACKS;
 use sha2::{Digest, Sha256};
 
 impl Session {
@@ -206,9 +207,12 @@ impl Session {
     async fn on_event(&mut self, ev: Event) -> Flow {
         match ev {
             Event::Header(h) => {
-                if h.tracks.len() > 3 {
+                if h.tracks.len() > MAX_TRACKS {
                     self.ack(ack_json("ERROR", None, None, Some(4012))).await;
-                    return Flow::End(format!("{} tracks in header (max 3)", h.tracks.len()));
+                    return Flow::End(format!(
+                        "{} tracks in header (max {MAX_TRACKS})",
+                        h.tracks.len()
+                    ));
                 }
                 if h.tracks.is_empty() {
                     self.ack(ack_json("ERROR", None, None, Some(4006))).await;

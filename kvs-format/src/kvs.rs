@@ -1,0 +1,104 @@
+//! Kinesis Video Streams facts: the PutMedia `ErrorId` table, the end-of-fragment tag and
+//! the service's limits on what a producer sends.
+
+use std::time::Duration;
+
+/// SimpleTag name that closes the open fragment (AWS producer convention): a Tags element
+/// carrying it after a cluster ends that fragment at once.
+pub const END_OF_FRAGMENT_TAG: &str = "AWS_KINESISVIDEO_END_OF_FRAGMENT";
+
+/// The Tags element carrying the `AWS_KINESISVIDEO_END_OF_FRAGMENT` SimpleTag (with an empty
+/// TagString), as AWS's producer sends it on EOS: 49 bytes, no Targets.
+pub fn end_of_fragment_tags() -> Vec<u8> {
+    crate::matroska::tags(&[(END_OF_FRAGMENT_TAG, "")])
+}
+
+/// A stream may have at most this many tracks (more: `ErrorId` 4005/4012).
+pub const MAX_TRACKS: usize = 3;
+/// Largest fragment (cluster) the service accepts (larger: 4001,
+/// `MAX_FRAGMENT_SIZE_REACHED`).
+pub const MAX_FRAGMENT_SIZE: u64 = 50 * 1024 * 1024;
+/// Longest fragment the service accepts (longer: 4002, `MAX_FRAGMENT_DURATION_REACHED`).
+pub const MAX_FRAGMENT_DURATION: Duration = Duration::from_secs(10);
+
+/// The PutMedia `ErrorId`s and their `ErrorCode` names, as the service sends them in ERROR
+/// acks. 4005 and 4012 share a name.
+pub const ERROR_CODES: &[(u32, &str)] = &[
+    (4000, "STREAM_READ_ERROR"),
+    (4001, "MAX_FRAGMENT_SIZE_REACHED"),
+    (4002, "MAX_FRAGMENT_DURATION_REACHED"),
+    (4003, "MAX_CONNECTION_DURATION_REACHED"),
+    (4004, "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS"),
+    (4005, "MORE_THAN_ALLOWED_TRACKS_FOUND"),
+    (4006, "INVALID_MKV_DATA"),
+    (4007, "INVALID_PRODUCER_TIMESTAMP"),
+    (4008, "STREAM_NOT_ACTIVE"),
+    (4009, "FRAGMENT_METADATA_LIMIT_REACHED"),
+    (4010, "TRACK_NUMBER_MISMATCH"),
+    (4011, "FRAMES_MISSING_FOR_TRACK"),
+    (4012, "MORE_THAN_ALLOWED_TRACKS_FOUND"),
+    (4500, "KMS_KEY_ACCESS_DENIED"),
+    (4501, "KMS_KEY_DISABLED"),
+    (4502, "KMS_KEY_VALIDATION_ERROR"),
+    (4503, "KMS_KEY_UNAVAILABLE"),
+    (4504, "KMS_KEY_INVALID_USAGE"),
+    (4505, "KMS_KEY_INVALID_STATE"),
+    (4506, "KMS_KEY_NOT_FOUND"),
+    (4507, "STREAM_DELETED"),
+    (5000, "INTERNAL_ERROR"),
+    (5001, "ARCHIVAL_ERROR"),
+];
+
+/// `ErrorCode` name of a PutMedia `ErrorId`, e.g. 4006 → `INVALID_MKV_DATA`; `None` for an
+/// id not in [`ERROR_CODES`].
+pub fn error_name(id: u32) -> Option<&'static str> {
+    ERROR_CODES
+        .iter()
+        .find(|(known, _)| *known == id)
+        .map(|(_, name)| *name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ebml::{read_header, read_string};
+    use crate::ids::*;
+
+    #[test]
+    fn end_of_fragment_tags_bytes() {
+        let mut expected = vec![
+            0x12, 0x54, 0xC3, 0x67, 0xAC, // Tags, 44 bytes
+            0x73, 0x73, 0xA9, // Tag, 41 bytes
+            0x67, 0xC8, 0xA6, // SimpleTag, 38 bytes
+            0x45, 0xA3, 0xA0, // TagName, 32 bytes
+        ];
+        expected.extend_from_slice(END_OF_FRAGMENT_TAG.as_bytes());
+        expected.extend_from_slice(&[0x44, 0x87, 0x80]); // TagString, empty
+        assert_eq!(end_of_fragment_tags(), expected);
+        assert_eq!(expected.len(), 49);
+        let name = &expected[11..];
+        let h = read_header(name).unwrap().unwrap();
+        assert_eq!(h.id, ID_TAG_NAME);
+        assert_eq!(read_string(&name[h.len..h.len + 32]), END_OF_FRAGMENT_TAG);
+    }
+
+    #[test]
+    fn error_table() {
+        assert_eq!(error_name(4006), Some("INVALID_MKV_DATA"));
+        assert_eq!(
+            error_name(4004),
+            Some("FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS")
+        );
+        assert_eq!(error_name(4005), error_name(4012));
+        assert_eq!(error_name(4506), Some("KMS_KEY_NOT_FOUND"));
+        assert_eq!(error_name(4999), None);
+        for id in (4000..=4012).chain(4500..=4507).chain([5000, 5001]) {
+            assert!(error_name(id).is_some(), "{id}");
+        }
+        assert_eq!(ERROR_CODES.len(), 13 + 8 + 2);
+        assert!(
+            ERROR_CODES.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted, each id once"
+        );
+    }
+}
