@@ -260,7 +260,7 @@ impl Session {
                         .await;
                 }
             }
-            Event::ClusterEnd { seq, bytes } => return self.on_cluster_end(seq, bytes).await,
+            Event::ClusterEnd { seq, bytes, .. } => return self.on_cluster_end(seq, bytes).await,
             Event::EndOfFragmentTag => {}
         }
         Flow::Continue
