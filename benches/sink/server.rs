@@ -59,30 +59,30 @@ pub struct Received {
 /// The `kvs-local` binary: `KVS_LOCAL_BIN`, else the one `cargo build -p kvs-local --release`
 /// puts next to this bench's profile directory (`target/release/kvs-local`).
 fn binary() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os("KVS_LOCAL_BIN") {
-        return Ok(bin.into());
+    if let Some(program) = std::env::var_os("KVS_LOCAL_BIN") {
+        return Ok(program.into());
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin = exe
+    let program = exe
         .parent()
         .and_then(|deps| deps.parent())
         .map(|profile| profile.join("kvs-local"))
         .ok_or("no directory above the bench binary")?;
-    if !bin.exists() {
+    if !program.exists() {
         return Err(format!(
             "{} not found: build it with `cargo build -p kvs-local --release` (or set KVS_LOCAL_BIN)",
-            bin.display()
+            program.display()
         ));
     }
-    warn_if_stale(&bin);
-    Ok(bin)
+    warn_if_stale(&program);
+    Ok(program)
 }
 
 /// Says so (once) when kvs-local's sources are newer than the binary.
-fn warn_if_stale(bin: &std::path::Path) {
+fn warn_if_stale(program: &std::path::Path) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let built = std::fs::metadata(bin).and_then(|m| m.modified()).ok();
+        let built = std::fs::metadata(program).and_then(|m| m.modified()).ok();
         let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kvs-local/src");
         let mut dirs = vec![src];
         let mut newest = None;
@@ -102,7 +102,7 @@ fn warn_if_stale(bin: &std::path::Path) {
             eprintln!(
                 "WARNING: {} is older than kvs-local/src: rebuild it with \
                  `cargo build -p kvs-local --release`",
-                bin.display()
+                program.display()
             );
         }
     });
@@ -111,8 +111,8 @@ fn warn_if_stale(bin: &std::path::Path) {
 impl KvsLocal {
     /// Starts kvs-local on a free port; `record_reads` adds `--record-body-reads`.
     pub fn spawn(mode: Mode, record_reads: bool) -> Result<KvsLocal, String> {
-        let bin = binary()?;
-        let mut cmd = Command::new(&bin);
+        let program = binary()?;
+        let mut cmd = Command::new(&program);
         cmd.args(["--port", "0"]);
         if mode == Mode::Discarding {
             cmd.arg("--discard-media");
@@ -128,7 +128,7 @@ impl KvsLocal {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
         let mut line = String::new();
         let read = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
         let Some(url) = line.trim().strip_prefix("kvs-local listening on ") else {
