@@ -294,7 +294,7 @@ def check_elements():
             re.M,
         )
     )
-    files = ["README.md", "scripts/*.sh", "pipelines/*.launch", "examples/*", "benches/*.rs"]
+    files = ["README.md", "scripts/*.sh", "pipelines/*.launch", "examples/*", "benches/**/*.rs"]
     files += [f"{d}/**/*.{ext}" for d in ("tests", "kvs-local/tests") for ext in ("rs", "py", "sh")]
     used = {}
     for pattern in files:

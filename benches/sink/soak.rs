@@ -1,16 +1,27 @@
-//! Soak: many hours of simulated stream through `appsrc ! kvssink` into the reading stub
-//! server, as fast as it goes, with the PutMedia session renewed every few seconds, sampling
-//! the process's RSS. Memory must stay flat: nothing may grow with stream time or sessions.
+//! Soak: many hours of simulated stream through `appsrc ! kvssink` into kvs-local in discard
+//! mode (a separate process), as fast as it goes, with the PutMedia session renewed every few
+//! seconds, sampling this process's RSS. Memory must stay flat: nothing may grow with stream
+//! time or sessions.
 
-use super::*;
+use bytes::Bytes;
+use gst::prelude::*;
+
+use crate::process::status_kib;
+use crate::report::{Report, Row, mib};
+use crate::server::{KvsLocal, Mode};
+use crate::stream::{
+    FPS, ID_CLUSTER, ID_SIMPLE_BLOCK, ID_TIMECODE, UNKNOWN_SIZE, payload, put_id, put_size,
+    put_uint, stream_header,
+};
+use crate::uploads::{kvssink_pipeline, wait_streaming};
 
 /// Frames of this size make a 2.4 Mb/s stream.
 const SOAK_FRAME: usize = 10_000;
 
 /// One RSS sample: simulated minutes streamed, VmRSS in KiB.
-pub struct Sample {
-    pub minutes: u64,
-    pub rss_kib: u64,
+struct Sample {
+    minutes: u64,
+    rss_kib: u64,
 }
 
 fn vm_rss_kib() -> u64 {
@@ -38,7 +49,7 @@ fn cluster(second: u64, payload: &Bytes, out: &mut Vec<Bytes>) {
 }
 
 /// Streams `hours` of simulated video into `url`, sampling RSS every simulated half hour.
-pub fn soak(url: &str, hours: u64) -> Result<Vec<Sample>, String> {
+fn soak(url: &str, hours: u64) -> Result<Vec<Sample>, String> {
     let (pipeline, src, sink) = kvssink_pipeline(url, "soak", 1 << 20, |sink| {
         sink.set_property("rotation-period", 2u32)
     })?;
@@ -96,4 +107,38 @@ pub fn soak(url: &str, hours: u64) -> Result<Vec<Sample>, String> {
         stats.get::<u64>("connections").unwrap_or(0)
     );
     Ok(samples)
+}
+
+/// `hours` of simulated 2.4 Mb/s video; the RSS growth after the first hour.
+pub fn measure(hours: u64, report: &mut Report) {
+    eprintln!("soak: {hours} h of simulated 2.4 Mb/s video, session renewed every 2 s...");
+    let run = KvsLocal::spawn(Mode::Discarding, false).and_then(|server| {
+        let samples = soak(&server.url, hours);
+        server.stop();
+        samples
+    });
+    match run {
+        Ok(samples) => {
+            // Growth after the first simulated hour, once allocator pools are warm.
+            let warm = samples.get(2).map_or(0, |s| s.rss_kib);
+            let end = samples.last().map_or(0, |s| s.rss_kib);
+            let growth = mib(end) - mib(warm);
+            report.row(Row {
+                metric: format!("RSS growth, 1 h to {hours} h simulated"),
+                kvssink: format!("{growth:+.1} MiB"),
+                reference: format!("{:.1} -> {:.1} MiB", mib(warm), mib(end)),
+                target: "flat (< 2 MiB)".into(),
+                ok: Some(growth < 2.0),
+            });
+            let trace: Vec<String> = samples
+                .iter()
+                .map(|s| format!("{}m {:.1}", s.minutes, mib(s.rss_kib)))
+                .collect();
+            report.note(format!(
+                "soak VmRSS (MiB) by simulated time: {}",
+                trace.join(", ")
+            ));
+        }
+        Err(e) => report.failed("soak", e),
+    }
 }

@@ -114,6 +114,18 @@ pub struct Config {
     pub require_all_tracks: bool,
     /// How long GetMedia keeps following a stream once it has caught up.
     pub get_media_follow: Duration,
+    /// Discard PutMedia bodies instead of storing them (`--discard-media`), for measuring a
+    /// producer rather than the server: requests are authenticated and checked as usual and
+    /// every fragment is acked (BUFFERING, RECEIVED, PERSISTED, with fragment numbers), but
+    /// the body is only scanned for the stream header and cluster boundaries
+    /// ([`crate::mkv::Parser::boundaries_only`]): no fragment is stored, and none of the
+    /// per-fragment rules (size, duration, key frame, track, timecode order, producer
+    /// timestamp) is checked. Malformed Matroska still ends the session with ERROR 4006.
+    /// The report lists each fragment with outcome `discarded`.
+    pub discard_media: bool,
+    /// Record the arrival of every PutMedia body chunk in the report (`--record-body-reads`):
+    /// [`crate::report::SessionRecord::reads`].
+    pub record_body_reads: bool,
     /// Print a line per request/rejection to stderr.
     pub log: bool,
 }
@@ -136,6 +148,8 @@ impl Default for Config {
             require_key_frame: true,
             require_all_tracks: false,
             get_media_follow: Duration::from_secs(2),
+            discard_media: false,
+            record_body_reads: false,
             log: std::env::var("KVS_LOCAL_LOG")
                 .map(|v| !v.is_empty() && v != "0")
                 .unwrap_or(false),

@@ -32,7 +32,7 @@ pub use kvs_format::build as mkvbuild;
 pub use model::export::{ExportStats, export_stream};
 pub use model::records::{StoreError, StoredFragment, StreamMeta, StreamSnapshot};
 pub use report::Report;
-pub use util::{error_code_name, now_ms};
+pub use util::{error_code_name, monotonic_ns, now_ms};
 
 use api::context::Shared;
 use server::{accept_loop, bind};

@@ -10,12 +10,16 @@ const USAGE: &str = "\
 usage:
   kvs-local [--port N] [--bind IP] [--data-dir DIR] [--key AKID:SECRET[:TOKEN]]...
             [--region REGION] [--creating-delay-ms N] [--idle-ack-interval-ms N]
-            [--idle-timeout-s N] [--report FILE] [--verbose]
+            [--idle-timeout-s N] [--discard-media] [--record-body-reads]
+            [--report FILE] [--verbose]
   kvs-local export --data-dir DIR --stream NAME OUT.mkv
 
 Without --key (or KVS_LOCAL_KEYS=AKID:SECRET,...) the demo key pair
 KVSLOCALDEMOACCESSKEY / kvs-local-demo-secret-key is accepted.
-KVS_LOCAL_LOG=1 or --verbose logs every request and rejection to stderr.";
+KVS_LOCAL_LOG=1 or --verbose logs every request and rejection to stderr.
+--discard-media acks PutMedia fragments without storing or checking them
+(for measuring producers); --record-body-reads puts the arrival time of
+every PutMedia body chunk in the report.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -74,6 +78,8 @@ fn serve(args: &[String]) -> Result<(), String> {
             "--idle-timeout-s" => {
                 cfg.idle_timeout = Duration::from_secs(number(value(args, &mut i, flag)?, flag)?)
             }
+            "--discard-media" => cfg.discard_media = true,
+            "--record-body-reads" => cfg.record_body_reads = true,
             "--report" => report_file = Some(value(args, &mut i, flag)?.into()),
             "--verbose" | "-v" => cfg.log = true,
             "--help" | "-h" => {

@@ -78,7 +78,8 @@ pub struct FragmentRecord {
     /// SHA-256 of the cluster bytes (stored fragments only; filled in when
     /// the report is produced).
     pub sha256: Option<String>,
-    /// `persisted` or `error <id> <code>: <detail>`.
+    /// `persisted`, `discarded` (acked PERSISTED but not stored:
+    /// [`crate::Config::discard_media`]) or `error <id> <code>: <detail>`.
     pub outcome: String,
 }
 
@@ -103,6 +104,20 @@ pub struct SessionRecord {
     pub acks: Vec<String>,
     /// Why the session ended.
     pub end_reason: Option<String>,
+    /// With [`crate::Config::record_body_reads`]: every body chunk as it reached the session,
+    /// in order (the first 100,000). Empty otherwise, and then left out of the JSON.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<BodyRead>,
+}
+
+/// The arrival of one PutMedia body chunk (chunked transfer framing excluded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct BodyRead {
+    /// When the session got the chunk, on the monotonic clock ([`crate::monotonic_ns`],
+    /// `CLOCK_MONOTONIC` in ns): comparable with other processes' readings of that clock.
+    pub monotonic_ns: u64,
+    /// Body bytes received so far, this chunk included.
+    pub bytes: u64,
 }
 
 /// Thread-safe report builder.
@@ -144,6 +159,7 @@ impl Recorder {
                 fragments: Vec::new(),
                 acks: Vec::new(),
                 end_reason: None,
+                reads: Vec::new(),
             });
             id
         })
@@ -160,6 +176,10 @@ impl Recorder {
                 }
                 if s.fragments.len() > MAX_SESSION_ITEMS {
                     s.fragments.remove(0);
+                    rep.dropped_records += 1;
+                }
+                if s.reads.len() > MAX_SESSION_ITEMS {
+                    s.reads.pop();
                     rep.dropped_records += 1;
                 }
             }

@@ -8,6 +8,19 @@ pub fn now_ms() -> u64 {
     to_ms(SystemTime::now())
 }
 
+/// Nanoseconds on the system's monotonic clock (`CLOCK_MONOTONIC`): never steps, and is the
+/// same clock in every process of the machine, so other processes can compare their own
+/// readings of it with the times in [`crate::report::BodyRead`].
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Milliseconds since the Unix epoch of `t` (0 before the epoch).
 pub fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)

@@ -125,10 +125,12 @@ impl Parser {
                 self.cluster = Some(ClusterState {
                     seq: self.seq,
                     start,
-                    discard: false,
+                    discard: self.boundaries_only,
                     timecode_seen: false,
                 });
-                self.capture = Capture::Cluster(start);
+                if !self.boundaries_only {
+                    self.capture = Capture::Cluster(start);
+                }
                 self.group = GroupState::default();
                 out.push(Event::ClusterStart { seq: self.seq });
                 if end.is_some_and(|e| e - start > self.max_cluster) {
@@ -189,7 +191,11 @@ impl Parser {
                         "SimpleBlock before cluster Timecode (cluster {seq})"
                     ));
                 }
-                self.block_prefix_state(id, body, end)?;
+                if self.boundaries_only {
+                    self.state = State::Skip(end);
+                } else {
+                    self.block_prefix_state(id, body, end)?;
+                }
             }
             ID_BLOCK_GROUP => {
                 if !tc_seen {
@@ -197,8 +203,12 @@ impl Parser {
                         "BlockGroup before cluster Timecode (cluster {seq})"
                     ));
                 }
-                self.group = GroupState::default();
-                self.stack.push(Master { id, end: Some(end) });
+                if self.boundaries_only {
+                    self.state = State::Skip(end);
+                } else {
+                    self.group = GroupState::default();
+                    self.stack.push(Master { id, end: Some(end) });
+                }
             }
             _ => self.state = State::Skip(end),
         }

@@ -63,12 +63,15 @@ pub enum Event {
         /// Cluster sequence number.
         seq: u64,
     },
-    /// The cluster ended. `bytes` is `None` when it was discarded.
+    /// The cluster ended. `bytes` is `None` when it was discarded (or not kept: see
+    /// [`Parser::boundaries_only`]).
     ClusterEnd {
         /// Cluster sequence number.
         seq: u64,
         /// Raw cluster bytes (element header included).
         bytes: Option<Pieces>,
+        /// Length of the cluster in bytes (element header included), kept or not.
+        len: u64,
     },
     /// A Tags element carrying `AWS_KINESISVIDEO_END_OF_FRAGMENT`.
     EndOfFragmentTag,
@@ -157,6 +160,8 @@ pub struct Parser {
     group: GroupState,
     seq: u64,
     failed: Option<MkvError>,
+    /// Only find the header and cluster boundaries: keep no cluster bytes, skip blocks.
+    boundaries_only: bool,
 }
 
 impl Parser {
@@ -175,6 +180,20 @@ impl Parser {
             group: GroupState::default(),
             seq: 0,
             failed: None,
+            boundaries_only: false,
+        }
+    }
+
+    /// A parser that only finds the stream header and where clusters start and end, at the
+    /// least cost per byte: cluster bytes are not kept (every [`Event::ClusterEnd`] has
+    /// `bytes: None`, and received chunks are released as soon as they are passed), blocks
+    /// are skipped unread (no [`Event::Block`]), and there is no cluster size limit (no
+    /// [`Event::ClusterTooLarge`]). The stream header, cluster Timecodes and Tags are still
+    /// read, and the element structure is still checked, as finding boundaries needs it.
+    pub fn boundaries_only() -> Self {
+        Parser {
+            boundaries_only: true,
+            ..Parser::new(u64::MAX)
         }
     }
 
@@ -411,7 +430,11 @@ impl Parser {
                 if let Some(c) = self.cluster.take() {
                     let bytes = (!c.discard).then(|| self.capture(c.start, self.pos));
                     self.capture = Capture::None;
-                    out.push(Event::ClusterEnd { seq: c.seq, bytes });
+                    out.push(Event::ClusterEnd {
+                        seq: c.seq,
+                        bytes,
+                        len: self.pos - c.start,
+                    });
                 }
             }
             ID_BLOCK_GROUP => {

@@ -30,7 +30,7 @@ fn summary(ev: &[Event]) -> Vec<String> {
                 format!("B{track}:{timecode}{}", if *key { "k" } else { "" })
             }
             Event::ClusterTooLarge { seq } => format!("L{seq}"),
-            Event::ClusterEnd { seq, bytes } => {
+            Event::ClusterEnd { seq, bytes, .. } => {
                 format!("E{seq}:{}", bytes.as_ref().map(|b| b.len()).unwrap_or(0))
             }
             Event::EndOfFragmentTag => "EOF".into(),
@@ -269,4 +269,102 @@ fn large_clusters_are_zero_copy_pieces() {
     assert!(pieces.iter().count() > 1);
     assert_eq!(pieces.len(), c.len());
     assert_eq!(&pieces.to_bytes()[..], &c[..]);
+}
+
+#[test]
+fn boundaries_only_finds_header_and_clusters_without_blocks() {
+    let (mut d, hl, l1, l2) = two_clusters();
+    d.extend(block_group_cluster());
+    let l3 = block_group_cluster().len();
+    let expect = vec![
+        "H1".to_string(),
+        "S1".into(),
+        "T0".into(),
+        "E1:0".into(),
+        "S2".into(),
+        "T100".into(),
+        "E2:0".into(),
+        "S3".into(),
+        "T200".into(),
+        "E3:0".into(),
+    ];
+    for step in [1, 2, 3, 7, 13, 64, 4096] {
+        let mut p = Parser::boundaries_only();
+        let mut ev = Vec::new();
+        for c in d.chunks(step) {
+            p.push(Bytes::copy_from_slice(c), &mut ev).unwrap();
+        }
+        p.finish(&mut ev).unwrap();
+        assert_eq!(summary(&ev), expect, "step {step}");
+        let Event::Header(h) = &ev[0] else { panic!() };
+        assert_eq!(&h.bytes[..], &d[..hl]);
+        let lens: Vec<u64> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::ClusterEnd {
+                    bytes: None, len, ..
+                } => Some(*len),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lens, [l1 as u64, l2 as u64, l3 as u64], "step {step}");
+        assert_eq!(p.position(), d.len() as u64);
+    }
+}
+
+/// A sized cluster at timecode 200 with two BlockGroups.
+fn block_group_cluster() -> Vec<u8> {
+    cluster_sized(
+        200,
+        &[
+            block_group(1, 0, true, &[1; 30]),
+            block_group(1, 33, false, &[2; 30]),
+        ],
+    )
+}
+
+#[test]
+fn boundaries_only_keeps_no_cluster_bytes() {
+    let mut d = simple_header();
+    let c = simple_cluster(0, 40, 10, 10_000); // 400 kB over 7 chunks
+    d.extend(&c);
+    let c2 = simple_cluster(400, 40, 10, 10_000);
+    d.extend(&c2);
+    let mut p = Parser::boundaries_only();
+    let mut out = Vec::new();
+    for chunk in d.chunks(65536) {
+        p.push(Bytes::copy_from_slice(chunk), &mut out).unwrap();
+        // at most the bytes of one element header or block it is in the middle of
+        assert!(p.retained() < 16, "{} bytes retained", p.retained());
+    }
+    p.finish(&mut out).unwrap();
+    let ends: Vec<_> = out
+        .iter()
+        .filter_map(|e| match e {
+            Event::ClusterEnd { bytes, len, .. } => Some((bytes.is_none(), *len)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ends, [(true, c.len() as u64), (true, c2.len() as u64)]);
+    assert!(!out.iter().any(|e| matches!(e, Event::Block { .. })));
+}
+
+#[test]
+fn boundaries_only_still_rejects_broken_structure() {
+    let (mut d, hl, _, _) = two_clusters();
+    // a reserved element ID where the first block should start
+    d.insert(hl + cluster_start(0).len(), 0xFF);
+    let mut p = Parser::boundaries_only();
+    let mut out = Vec::new();
+    let r = p
+        .push(Bytes::from(d), &mut out)
+        .and_then(|()| p.finish(&mut out));
+    assert!(matches!(r, Err(MkvError::Invalid(_))), "{r:?}");
+    // a body cut in the last block
+    let (d, _, _, _) = two_clusters();
+    let mut p = Parser::boundaries_only();
+    let r = p
+        .push(Bytes::copy_from_slice(&d[..d.len() - 10]), &mut out)
+        .and_then(|()| p.finish(&mut out));
+    assert!(matches!(r, Err(MkvError::Truncated(_))), "{r:?}");
 }

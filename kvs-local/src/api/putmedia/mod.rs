@@ -176,7 +176,11 @@ pub(crate) async fn handle(
     ));
     let session = Session {
         sfaults: shared.faults.claim_session(&p.name),
-        parser: Parser::new(shared.config.max_fragment_size),
+        parser: if shared.config.discard_media {
+            Parser::boundaries_only()
+        } else {
+            Parser::new(shared.config.max_fragment_size)
+        },
         shared: shared.clone(),
         ctl,
         handle,
@@ -309,6 +313,7 @@ struct Session {
     prev_start_ns: Option<u128>,
     index: u64,
     bytes: u64,
+    /// Fragments stored (with `discard_media`: acked).
     stored: u64,
     sfaults: SessionFaults,
     started: Instant,

@@ -1,6 +1,8 @@
 //! The PutMedia ingest session (a child module of `putmedia`).
 
 use super::*;
+use crate::report::BodyRead;
+use crate::util::monotonic_ns;
 use kvs_format::kvs::MAX_TRACKS;
 use sha2::{Digest, Sha256};
 
@@ -26,8 +28,15 @@ impl Session {
             Flow::Continue => ("ended".to_string(), false),
         };
         self.shared.log(format_args!(
-            "PutMedia stream={} session ended after {} bytes, {} fragments stored: {reason}",
-            self.handle.name, self.bytes, self.stored
+            "PutMedia stream={} session ended after {} bytes, {} fragments {}: {reason}",
+            self.handle.name,
+            self.bytes,
+            self.stored,
+            if self.shared.config.discard_media {
+                "acked (discarded)"
+            } else {
+                "stored"
+            }
         ));
         let bytes = self.bytes;
         self.shared.recorder.session(self.report_id, |s| {
@@ -108,6 +117,15 @@ impl Session {
             }
         }
         self.bytes += chunk.len() as u64;
+        if self.shared.config.record_body_reads {
+            let read = BodyRead {
+                monotonic_ns: monotonic_ns(),
+                bytes: self.bytes,
+            };
+            self.shared
+                .recorder
+                .session(self.report_id, |s| s.reads.push(read));
+        }
         let r = self.parser.push(chunk, &mut self.events);
         let flow = self.process_events().await;
         if !matches!(flow, Flow::Continue) {
@@ -264,7 +282,13 @@ impl Session {
                         .await;
                 }
             }
-            Event::ClusterEnd { seq, bytes } => return self.on_cluster_end(seq, bytes).await,
+            Event::ClusterEnd { seq, bytes, len } => {
+                return if self.shared.config.discard_media {
+                    self.on_cluster_discarded(seq, len).await
+                } else {
+                    self.on_cluster_end(seq, bytes).await
+                };
+            }
             Event::EndOfFragmentTag => {}
         }
         Flow::Continue
@@ -297,6 +321,9 @@ impl Session {
         };
         self.ack(ack_json("BUFFERING", Some(timecode), Some(&num), None))
             .await;
+        if self.shared.config.discard_media {
+            return Flow::Continue;
+        }
         let max_future = self.shared.config.max_future_timestamp.as_millis() as u64;
         match producer {
             Err(why) => self.frag_error(4007, why).await,
@@ -470,6 +497,46 @@ impl Session {
                     .await;
             }
         }
+        self.after_fragment().await
+    }
+
+    /// With [`crate::Config::discard_media`]: a cluster has ended; acks it as received and
+    /// persisted without storing it (or checking anything but its Timecode).
+    async fn on_cluster_discarded(&mut self, seq: u64, len: u64) -> Flow {
+        let Some(f) = self.frag.take_if(|f| f.seq == seq) else {
+            return Flow::Continue;
+        };
+        if f.error {
+            return Flow::Continue;
+        }
+        let (Some(tc), Some((_, number))) = (f.timecode, f.number.clone()) else {
+            self.frag = Some(f);
+            self.frag_error(4006, "cluster without Timecode".into())
+                .await;
+            self.frag = None;
+            return Flow::Continue;
+        };
+        if let Some(id) = self
+            .shared
+            .faults
+            .take_error_ack(&self.handle.name, f.index, tc)
+        {
+            self.frag = Some(f);
+            self.frag_error(id, "injected fault".into()).await;
+            self.frag = None;
+            return Flow::Continue;
+        }
+        self.ack(ack_json("RECEIVED", Some(tc), Some(&number), None))
+            .await;
+        self.ack(ack_json("PERSISTED", Some(tc), Some(&number), None))
+            .await;
+        self.record_fragment(&f, len, "discarded".into());
+        self.stored += 1;
+        self.after_fragment().await
+    }
+
+    /// After a fragment was acked: the `close_after_fragments` fault.
+    async fn after_fragment(&mut self) -> Flow {
         if self
             .sfaults
             .close_after_fragments
