@@ -13,13 +13,10 @@ use std::time::Duration;
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use bytes::Bytes;
+use kvs_format::kvs;
 
 use crate::mkv::{self, MkvError, Splitter, StreamHeader, TrackInfo};
 use crate::uploader::{self, EventSink, Summary, Uploader};
-
-/// The service's limits on one fragment.
-pub const MAX_FRAGMENT_DURATION_NS: u64 = 10_000_000_000;
-pub const MAX_FRAGMENT_SIZE: u64 = 50 * 1024 * 1024;
 
 /// What the producer needs beyond the uploader's settings.
 #[derive(Clone, Debug)]
@@ -164,8 +161,8 @@ impl Producer {
         ));
         Producer {
             splitter: Splitter::new(mkv::Limits {
-                max_fragment_span_ns: MAX_FRAGMENT_DURATION_NS,
-                max_fragment_bytes: MAX_FRAGMENT_SIZE,
+                max_fragment_span_ns: kvs::MAX_FRAGMENT_DURATION.as_nanos() as u64,
+                max_fragment_bytes: kvs::MAX_FRAGMENT_SIZE,
                 ..mkv::Limits::default()
             }),
             uploader,

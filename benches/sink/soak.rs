@@ -9,10 +9,7 @@ use gst::prelude::*;
 use crate::process::status_kib;
 use crate::report::{Report, Row, mib};
 use crate::server::{KvsLocal, Mode};
-use crate::stream::{
-    FPS, ID_CLUSTER, ID_SIMPLE_BLOCK, ID_TIMECODE, UNKNOWN_SIZE, payload, put_id, put_size,
-    put_uint, stream_header,
-};
+use crate::stream::{FPS, block_header, cluster_start, payload, stream_header};
 use crate::uploads::{kvssink_pipeline, wait_streaming};
 
 /// Frames of this size make a 2.4 Mb/s stream.
@@ -31,18 +28,9 @@ fn vm_rss_kib() -> u64 {
 
 /// The buffers of one one-second cluster at `second`, cut as matroskamux cuts them.
 fn cluster(second: u64, payload: &Bytes, out: &mut Vec<Bytes>) {
-    let mut start = Vec::with_capacity(24);
-    put_id(&mut start, ID_CLUSTER);
-    start.extend_from_slice(&UNKNOWN_SIZE);
-    put_uint(&mut start, ID_TIMECODE, second * 1000);
-    out.push(Bytes::from(start));
+    out.push(Bytes::from(cluster_start(second * 1000)));
     for f in 0..FPS {
-        let mut block = Vec::with_capacity(16);
-        put_id(&mut block, ID_SIMPLE_BLOCK);
-        put_size(&mut block, SOAK_FRAME as u64 + 4, 8);
-        block.push(0x81);
-        block.extend_from_slice(&((f * 1000 / FPS) as i16).to_be_bytes());
-        block.push(if f == 0 { 0x80 } else { 0 });
+        let block = block_header(SOAK_FRAME, (f * 1000 / FPS) as i16, f == 0);
         out.push(Bytes::from(block));
         out.push(payload.slice(..SOAK_FRAME));
     }
