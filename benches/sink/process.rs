@@ -72,17 +72,8 @@ pub fn exited_ok(status: i32) -> bool {
     libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }
 
-/// Nanoseconds on `CLOCK_MONOTONIC`: the clock of kvs-local's body-read times (the same in
-/// every process of the machine).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+/// Nanoseconds on `CLOCK_MONOTONIC`: the clock of kvs-local's body-read times.
+pub use kvs_local::monotonic_ns;
 
 /// A `Key:   123 kB` field of `/proc/*/status` or `/proc/meminfo`, in KiB.
 pub fn status_kib(status: &str, key: &str) -> Option<u64> {

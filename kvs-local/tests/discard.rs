@@ -7,7 +7,6 @@ use common::*;
 use kvs_local::mkvbuild::*;
 use kvs_local::{Config, monotonic_ns};
 use serde_json::json;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -133,38 +132,7 @@ async fn requests_are_still_authenticated_and_checked() {
     });
     s.create_stream("c").unwrap();
     let u = s.url();
-    let p = put_media(&u, &PutOpts::new("missing")).await;
-    assert_eq!(
-        (p.status, p.json["__type"].as_str()),
-        (404, Some("ResourceNotFoundException"))
-    );
-    let o = PutOpts {
-        key: kvs_local::KeyPair::new(kvs_local::DEMO_ACCESS_KEY, "bad"),
-        ..PutOpts::new("c")
-    };
-    let p = put_media(&u, &o).await;
-    assert_eq!(
-        (p.status, p.json["__type"].as_str()),
-        (403, Some("InvalidSignatureException"))
-    );
-    let o = PutOpts {
-        key: kvs_local::KeyPair::new("AKIA_UNKNOWN_KEY_ID0", "x"),
-        ..PutOpts::new("c")
-    };
-    let p = put_media(&u, &o).await;
-    assert_eq!(
-        (p.status, p.json["__type"].as_str()),
-        (403, Some("UnrecognizedClientException"))
-    );
-    let o = PutOpts {
-        timecode_type: None,
-        ..PutOpts::new("c")
-    };
-    let p = put_media(&u, &o).await;
-    assert_eq!(
-        (p.status, p.json["__type"].as_str()),
-        (400, Some("InvalidArgumentException"))
-    );
+    assert_put_media_request_checks(&u, "c").await;
     // a stream created over HTTP stays CREATING for a minute: not ACTIVE
     let r = call(&u, "/createStream", json!({"StreamName": "new"})).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
@@ -353,15 +321,7 @@ async fn the_binary_takes_the_flags() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("kvs-local listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let url = listening_url(&mut child);
     let r = call(&url, "/createStream", json!({"StreamName": "cam"})).await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     let body = with_header(&[

@@ -428,27 +428,7 @@ async fn http_level_errors() {
     let s = server(cfg());
     let created = s.create_stream("c").unwrap();
     let u = s.url();
-    let p = put_media(&u, &PutOpts::new("missing")).await;
-    assert_eq!(p.status, 404);
-    assert_eq!(p.json["__type"], "ResourceNotFoundException");
-    let o = PutOpts {
-        timecode_type: None,
-        ..PutOpts::new("c")
-    };
-    let p = put_media(&u, &o).await;
-    assert_eq!(
-        (p.status, p.json["__type"].as_str()),
-        (400, Some("InvalidArgumentException"))
-    );
-    let o = PutOpts {
-        key: kvs_local::KeyPair::new(kvs_local::DEMO_ACCESS_KEY, "bad"),
-        ..PutOpts::new("c")
-    };
-    let p = put_media(&u, &o).await;
-    assert_eq!(
-        (p.status, p.json["__type"].as_str()),
-        (403, Some("InvalidSignatureException"))
-    );
+    assert_put_media_request_checks(&u, "c").await;
     // by ARN
     let o = PutOpts {
         by_arn: Some(created.meta.arn.clone()),

@@ -96,14 +96,7 @@ async fn drive(
                     "cannot renew the AWS credentials: {}",
                     credentials::describe(&error)
                 );
-                attempt += 1;
-                pause(
-                    shared,
-                    backoff(attempt, config.max_backoff),
-                    attempt,
-                    reason,
-                )
-                .await;
+                retry(shared, &mut attempt, reason, None).await;
                 continue;
             }
         };
@@ -170,14 +163,7 @@ async fn drive(
                             "{error}; {skew}: signing with the service's time from now on. \
                              Set this machine's clock right (NTP)"
                         );
-                        attempt += 1;
-                        pause(
-                            shared,
-                            backoff(attempt, config.max_backoff),
-                            attempt,
-                            reason,
-                        )
-                        .await;
+                        retry(shared, &mut attempt, reason, None).await;
                         continue;
                     }
                     if !ever_authorised || auth_failures >= MAX_AUTH_FAILURES {
@@ -236,18 +222,26 @@ async fn drive(
             }
         };
 
-        attempt += 1;
-        let delay = if unreached {
-            outage_backoff(attempt, attempt_started.elapsed())
-        } else {
-            backoff(attempt, config.max_backoff)
-        };
-        pause(shared, delay, attempt, reason).await;
+        let took = unreached.then(|| attempt_started.elapsed());
+        retry(shared, &mut attempt, reason, took).await;
     }
 }
 
-/// Counts a failed attempt, says why and when the next one comes, and waits `delay`.
-async fn pause(shared: &Shared, delay: Duration, attempt: u32, reason: String) {
+/// Counts a failed attempt, says why and when the next one comes, and waits for it: the
+/// usual backoff, or, when the attempt did not reach the service (it ran `unreached_took`),
+/// the outage pace.
+async fn retry(
+    shared: &Shared,
+    attempt: &mut u32,
+    reason: String,
+    unreached_took: Option<Duration>,
+) {
+    *attempt += 1;
+    let attempt = *attempt;
+    let delay = match unreached_took {
+        Some(took) => outage_backoff(attempt, took),
+        None => backoff(attempt, shared.config.max_backoff),
+    };
     shared.lock().on_attempt_failed(&reason);
     shared.emit_state(ConnectionState::Reconnecting {
         attempt,

@@ -296,3 +296,53 @@ pub fn is(a: &Value, ev: &str, tc: Option<u64>) -> bool {
 }
 
 pub const T: Duration = Duration::from_secs(10);
+
+/// PutMedia's checks before any body is read, against a server with an ACTIVE stream
+/// `stream`: a missing stream (404), a wrong secret (403), an unknown key (403), no timecode
+/// type (400), each with the service's error name.
+pub async fn assert_put_media_request_checks(url: &str, stream: &str) {
+    let cases = [
+        (PutOpts::new("missing"), 404, "ResourceNotFoundException"),
+        (
+            PutOpts {
+                key: kvs_local::KeyPair::new(kvs_local::DEMO_ACCESS_KEY, "bad"),
+                ..PutOpts::new(stream)
+            },
+            403,
+            "InvalidSignatureException",
+        ),
+        (
+            PutOpts {
+                key: kvs_local::KeyPair::new("AKIA_UNKNOWN_KEY_ID0", "x"),
+                ..PutOpts::new(stream)
+            },
+            403,
+            "UnrecognizedClientException",
+        ),
+        (
+            PutOpts {
+                timecode_type: None,
+                ..PutOpts::new(stream)
+            },
+            400,
+            "InvalidArgumentException",
+        ),
+    ];
+    for (opts, status, kind) in cases {
+        let p = put_media(url, &opts).await;
+        assert_eq!((p.status, p.json["__type"].as_str()), (status, Some(kind)));
+    }
+}
+
+/// Reads the `kvs-local listening on URL` line a kvs-local binary prints first.
+pub fn listening_url(child: &mut std::process::Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .strip_prefix("kvs-local listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string()
+}
