@@ -39,6 +39,9 @@ pub mod ebml;
 use bytes::Bytes;
 
 pub use kvs_format::ids::*;
+
+/// Matroska dates count from 2001-01-01T00:00:00 UTC: that instant in Unix milliseconds.
+pub const MATROSKA_EPOCH_MS: u64 = 978_307_200_000;
 pub use kvs_format::kvs::{END_OF_FRAGMENT_TAG, MAX_TRACKS};
 pub use kvs_format::matroska::{TRACK_TYPE_AUDIO, TRACK_TYPE_VIDEO};
 
@@ -69,6 +72,11 @@ pub struct StreamHeader {
     pub doc_type: String,
     /// Nanoseconds per timecode unit (default 1 000 000).
     pub timecode_scale: u64,
+    /// Info's DateUTC as milliseconds since the Unix epoch: when timecode 0 happened (the
+    /// muxer's clock when it started, for matroskamux).
+    pub date_utc_ms: Option<u64>,
+    /// Info's Duration in nanoseconds (a recorded file; a live muxer writes none).
+    pub duration_ns: Option<u64>,
     /// The tracks, in header order.
     pub tracks: Vec<TrackInfo>,
 }

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use bytes::Bytes;
@@ -24,6 +24,59 @@ pub struct Config {
     pub uploader: uploader::Config,
     /// Fragments should last about this long: a key frame is asked for in time (ns).
     pub fragment_duration_ns: u64,
+    /// For a recording: when its timecode 0 happened, in ms since the epoch
+    /// (`file-start-time`).
+    pub file_start_ms: Option<u64>,
+}
+
+/// The service's pace for one stream: fragments per second and bytes per second.
+const MAX_FRAGMENTS_PER_SECOND: usize = 5;
+const MAX_BYTES_PER_SECOND: f64 = 12.5e6;
+
+/// Where the producer time of a stream's first fragment came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartSource {
+    /// Live: the first fragment happens now.
+    Live,
+    /// A recording, started at `file-start-time`.
+    FileStartTime,
+    /// A recording, started at the Matroska DateUTC its muxer wrote.
+    RecordingDate,
+    /// A recording of known duration that ends now.
+    NowMinusDuration,
+    /// A recording of unknown start and duration: it starts now and is sent no faster than
+    /// real time, so that no fragment lies in the future.
+    NowPaced,
+}
+
+impl StartSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartSource::Live => "live",
+            StartSource::FileStartTime => "file-start-time",
+            StartSource::RecordingDate => "recording-date",
+            StartSource::NowMinusDuration => "now-minus-duration",
+            StartSource::NowPaced => "now-paced",
+        }
+    }
+}
+
+impl fmt::Display for StartSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StartSource::Live => "now (live source)",
+            StartSource::FileStartTime => "file-start-time",
+            StartSource::RecordingDate => "the recording's own date (Matroska DateUTC)",
+            StartSource::NowMinusDuration => {
+                "now minus the recording's duration (the file has no date; set file-start-time \
+                 to keep its real time)"
+            }
+            StartSource::NowPaced => {
+                "now, sending no faster than real time (the file has neither a date nor a \
+                 duration; set file-start-time to keep its real time and upload at full speed)"
+            }
+        })
+    }
 }
 
 /// Something the host should know about the stream; see each variant for what to do with it.
@@ -56,6 +109,11 @@ pub enum Notice {
     BrokeOff { timecode: u64, not_sent: u64 },
     /// Top-level elements between clusters were skipped (debug log).
     Skipped { bytes: usize },
+    /// The producer time of the stream's first fragment was fixed (a message for the user).
+    StartTime {
+        producer_start_ms: u64,
+        source: StartSource,
+    },
     /// The open fragment nears `fragment-duration`: ask upstream for a key frame now.
     KeyUnitDue { duration_ns: u64, lead_ns: u64 },
 }
@@ -93,6 +151,14 @@ impl fmt::Display for Notice {
                 f,
                 "the stream broke off inside a frame of fragment {timecode}: its last \
                  {not_sent} bytes were not sent; the whole frames before them were"
+            ),
+            Notice::StartTime {
+                producer_start_ms,
+                source,
+            } => write!(
+                f,
+                "producer timestamps start at {producer_start_ms} ms since the epoch, from \
+                 {source}"
             ),
             Notice::Skipped { bytes } => write!(
                 f,
@@ -141,6 +207,19 @@ pub struct Producer {
     key_unit_lead_ns: u64,
     /// Invalid input ended the stream.
     input_failed: bool,
+    /// A recording rather than a live source: its own time, sent at the service's pace,
+    /// nothing dropped.
+    offline: bool,
+    file_start_ms: Option<u64>,
+    /// Producer time (ms since the epoch) of timecode 0 in the current header's stream.
+    producer_start_ms: u64,
+    /// Send no fragment before its producer time (a recording of unknown start).
+    real_time: bool,
+    /// When the last fragments began (offline pacing).
+    recent_starts: std::collections::VecDeque<Instant>,
+    /// Bytes sent since `paced_since` (offline pacing).
+    paced_bytes: u64,
+    paced_since: Option<Instant>,
     events: Vec<mkv::Event>,
 }
 
@@ -173,7 +252,85 @@ impl Producer {
             key_unit_requested_at: None,
             key_unit_lead_ns: 0,
             input_failed: false,
+            offline: false,
+            file_start_ms: config.file_start_ms,
+            producer_start_ms: 0,
+            real_time: false,
+            recent_starts: std::collections::VecDeque::new(),
+            paced_bytes: 0,
+            paced_since: None,
             events: Vec::with_capacity(8),
+        }
+    }
+
+    /// A recording (not live): producer timestamps from the recording's own time, sent as
+    /// fast as the service allows, nothing ever dropped (upstream waits instead). Set before
+    /// the first bytes.
+    pub fn set_offline(&mut self, offline: bool) {
+        self.offline = offline;
+        self.uploader.set_keep_everything(offline);
+    }
+
+    /// The producer time of timecode 0 for a new header, and where it came from.
+    fn start_time(&self, header: &StreamHeader, first_start_ns: u64) -> (u64, StartSource) {
+        let now = uploader::now_ms();
+        let first_ms = first_start_ns / 1_000_000;
+        if !self.offline {
+            return (now.saturating_sub(first_ms), StartSource::Live);
+        }
+        if let Some(ms) = self.file_start_ms {
+            (ms, StartSource::FileStartTime)
+        } else if let Some(ms) = header.date_utc_ms.filter(|&ms| ms <= now) {
+            (ms, StartSource::RecordingDate)
+        } else if let Some(ns) = header.duration_ns {
+            (
+                now.saturating_sub(ns / 1_000_000),
+                StartSource::NowMinusDuration,
+            )
+        } else {
+            (now.saturating_sub(first_ms), StartSource::NowPaced)
+        }
+    }
+
+    /// Offline: waits before a fragment that would break the service's rules (more than 5
+    /// fragments a second, or a producer time in the future).
+    fn pace_fragment(&mut self, start_ns: u64) {
+        if !self.offline {
+            return;
+        }
+        if self.recent_starts.len() == MAX_FRAGMENTS_PER_SECOND
+            && let Some(oldest) = self.recent_starts.pop_front()
+        {
+            let since = oldest.elapsed();
+            if since < Duration::from_secs(1) {
+                self.uploader.hold(Duration::from_secs(1) - since);
+            }
+        }
+        self.recent_starts.push_back(Instant::now());
+        let at = self.producer_start_ms.saturating_add(start_ns / 1_000_000);
+        let now = uploader::now_ms();
+        if at > now && (self.real_time || at - now < 3_600_000) {
+            // A fragment from the future would be refused; an hour or more ahead is a wrong
+            // file-start-time, which the service's answer will name.
+            self.uploader.hold(Duration::from_millis(at - now));
+        }
+    }
+
+    /// Offline: holds upstream to the service's data rate.
+    fn pace_bytes(&mut self, len: usize) {
+        if !self.offline {
+            return;
+        }
+        let since = *self.paced_since.get_or_insert_with(Instant::now);
+        self.paced_bytes += len as u64;
+        let due = Duration::from_secs_f64(self.paced_bytes as f64 / MAX_BYTES_PER_SECOND);
+        let elapsed = since.elapsed();
+        if due > elapsed {
+            self.uploader.hold(due - elapsed);
+        } else if elapsed - due > Duration::from_secs(1) {
+            // Slower than the limit (waiting for the service): no burst credit.
+            self.paced_since = Some(Instant::now());
+            self.paced_bytes = 0;
         }
     }
 
@@ -256,8 +413,13 @@ impl Producer {
                     }
                     let start_ns = self.ns(start.timecode as i64);
                     if let Some(header) = self.pending_header.take() {
-                        let producer_start_ms =
-                            uploader::now_ms().saturating_sub(start_ns / 1_000_000);
+                        let (producer_start_ms, source) = self.start_time(&header, start_ns);
+                        self.producer_start_ms = producer_start_ms;
+                        self.real_time = source == StartSource::NowPaced;
+                        notices.push(Notice::StartTime {
+                            producer_start_ms,
+                            source,
+                        });
                         let media_type = self.media_type.clone().unwrap_or_else(|| {
                             let ids: Vec<&str> =
                                 header.tracks.iter().map(|t| t.codec_id.as_str()).collect();
@@ -269,9 +431,13 @@ impl Producer {
                     notices.push(Notice::FragmentStarted {
                         timecode: start.timecode,
                     });
+                    self.pace_fragment(start_ns);
                     self.uploader.begin_fragment(start.timecode, start_ns, 0);
                 }
-                mkv::Event::FragmentData(bytes) => self.uploader.append(bytes),
+                mkv::Event::FragmentData(bytes) => {
+                    self.pace_bytes(bytes.len());
+                    self.uploader.append(bytes)
+                }
                 mkv::Event::FragmentCut(summary) => {
                     let span = (summary.last_block_time - summary.first_block_time).max(0);
                     self.uploader

@@ -100,8 +100,12 @@ pub enum FatalError {
 /// What the uploader tells the element, from the runtime's threads.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// An ack from the service, as received.
-    Ack(Ack),
+    /// An ack from the service, as received, and the producer time (ms since the epoch) of
+    /// the fragment it is about.
+    Ack {
+        ack: Ack,
+        producer_time_ms: Option<u64>,
+    },
     /// The connection's new state, and what is not yet acknowledged.
     State {
         state: ConnectionState,
@@ -449,7 +453,7 @@ impl Uploader {
             if !full
                 || backlog.fragments <= 1
                 || next_not_begun
-                || inner.outage
+                || (inner.outage && !inner.keep_everything)
                 || inner.flushing
                 || inner.fatal().is_some()
             {
@@ -479,6 +483,34 @@ impl Uploader {
             inner.on_held(since.elapsed());
         }
         inner
+    }
+
+    /// Whether a full store holds upstream back even while the service is out of reach
+    /// (`true`: nothing is ever dropped) or drops its oldest fragments then (live).
+    pub fn set_keep_everything(&self, keep: bool) {
+        self.shared.lock().keep_everything = keep;
+    }
+
+    /// Holds the calling (streaming) thread for `duration`, or less if the uploader is
+    /// flushing or failed. Returns false when it was cut short.
+    pub fn hold(&self, duration: Duration) -> bool {
+        let deadline = Instant::now() + duration;
+        let mut inner = self.shared.lock();
+        loop {
+            if inner.flushing || inner.fatal().is_some() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            inner = self
+                .shared
+                .changed
+                .wait_timeout(inner, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// No more data: the open fragment is closed and the session ends once everything is sent.

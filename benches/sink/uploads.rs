@@ -49,6 +49,9 @@ pub fn kvssink_pipeline(
         .property("control-plane-uri", url)
         .property("access-key", ACCESS_KEY)
         .property("secret-key", SECRET_KEY)
+        // Measures the client at full speed: as a live source, not an offline upload paced
+        // to the service's 12.5 MB/s.
+        .property_from_str("streaming-type", "realtime")
         .build()
         .map_err(|e| format!("kvssink: {e}"))?;
     configure(&sink);

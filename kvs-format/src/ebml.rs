@@ -147,6 +147,29 @@ pub fn read_uint(body: &[u8]) -> Option<u64> {
     Some(body.iter().fold(0u64, |v, &b| (v << 8) | u64::from(b)))
 }
 
+/// Signed-integer element body (DateUTC): big endian two's complement, 0 to 8 bytes.
+pub fn read_int(body: &[u8]) -> Option<i64> {
+    let u = read_uint(body)?;
+    Some(match body.len() {
+        0 => 0,
+        8 => u as i64,
+        n => {
+            let shift = 64 - 8 * n as u32;
+            ((u << shift) as i64) >> shift
+        }
+    })
+}
+
+/// Float element body (Duration): 4 or 8 bytes big endian, 0 bytes is 0.0.
+pub fn read_float(body: &[u8]) -> Option<f64> {
+    match body.len() {
+        0 => Some(0.0),
+        4 => Some(f64::from(f32::from_be_bytes(body.try_into().ok()?))),
+        8 => Some(f64::from_be_bytes(body.try_into().ok()?)),
+        _ => None,
+    }
+}
+
 /// String element body: lossy UTF-8 with the trailing NUL padding removed (matroskamux
 /// writes `"matroska\0"`).
 pub fn read_string(body: &[u8]) -> String {
@@ -373,6 +396,21 @@ impl AsRef<[u8]> for Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_and_float_bodies() {
+        assert_eq!(read_int(&[]), Some(0));
+        assert_eq!(read_int(&[0xFF]), Some(-1));
+        assert_eq!(read_int(&[0x7F, 0xFF]), Some(32767));
+        assert_eq!(read_int(&[0xFF, 0x00]), Some(-256));
+        assert_eq!(
+            read_int(&(-5_000_000_000i64).to_be_bytes()),
+            Some(-5_000_000_000)
+        );
+        assert_eq!(read_float(&1.5f32.to_be_bytes()), Some(1.5));
+        assert_eq!(read_float(&720_000.25f64.to_be_bytes()), Some(720_000.25));
+        assert_eq!(read_float(&[1, 2, 3]), None);
+    }
     use crate::ids::*;
 
     #[test]

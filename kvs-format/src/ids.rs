@@ -43,6 +43,11 @@ pub const ID_TIMECODE_SCALE: u32 = 0x2AD7B1;
 pub const ID_MUXING_APP: u32 = 0x4D80;
 /// WritingApp (inside Info).
 pub const ID_WRITING_APP: u32 = 0x5741;
+/// DateUTC (inside Info): when timecode 0 happened, signed nanoseconds since
+/// 2001-01-01T00:00:00 UTC.
+pub const ID_DATE_UTC: u32 = 0x4461;
+/// Duration (inside Info): the Segment's duration in timecode units, a float.
+pub const ID_DURATION: u32 = 0x4489;
 /// Tracks (Segment child).
 pub const ID_TRACKS: u32 = 0x1654AE6B;
 /// TrackEntry (inside Tracks).

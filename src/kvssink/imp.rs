@@ -11,7 +11,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::settings::{self, Settings};
+use super::settings::{self, Settings, StreamingType};
 use crate::about;
 use crate::mkv;
 use crate::producer::{self, InputError, Notice, Producer};
@@ -29,6 +29,10 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 struct Started {
     producer: Producer,
     stream_name: String,
+    streaming_type: StreamingType,
+    /// Realtime or offline was decided (at the first buffer, when upstream's liveness is
+    /// known).
+    mode_decided: bool,
     /// The end-of-stream account was given (at EOS, or at stop).
     accounted: bool,
     /// The application cancelled the wait at EOS (NULL during the drain): stop at once.
@@ -219,6 +223,7 @@ impl BaseSinkImpl for KvsSink {
             producer::Config {
                 uploader: config,
                 fragment_duration_ns: u64::from(settings.fragment_duration) * 1_000_000,
+                file_start_ms: settings.file_start_ms(),
             },
             credentials,
             events,
@@ -227,6 +232,8 @@ impl BaseSinkImpl for KvsSink {
         *lock(&self.state) = State::Started(Box::new(Started {
             producer,
             stream_name: stream,
+            streaming_type: settings.streaming_type,
+            mode_decided: false,
             accounted: false,
             drain_cancelled: false,
             notices: Vec::with_capacity(8),
@@ -266,6 +273,25 @@ impl BaseSinkImpl for KvsSink {
             gst::element_imp_error!(self, gst::ResourceError::Read, ("cannot map buffer"));
             gst::FlowError::Error
         })?;
+        if !started.mode_decided {
+            started.mode_decided = true;
+            let offline = match started.streaming_type {
+                StreamingType::Offline => true,
+                StreamingType::Realtime | StreamingType::NearRealtime => false,
+                StreamingType::Auto => !self.upstream_latency().0,
+            };
+            gst::info!(
+                CAT,
+                imp = self,
+                "{}",
+                if offline {
+                    "offline: a recording, sent with its own time"
+                } else {
+                    "realtime: a live source"
+                }
+            );
+            started.producer.set_offline(offline);
+        }
         let mut notices = std::mem::take(&mut started.notices);
         let result = started
             .producer
@@ -338,6 +364,19 @@ impl KvsSink {
                     gst::StreamError::Format,
                     ("{}", about(stream, &notice))
                 ),
+                Notice::StartTime {
+                    producer_start_ms,
+                    source,
+                } => {
+                    gst::info!(CAT, imp = self, "{}", notice);
+                    let s = gst::Structure::builder("kvs-stream-start")
+                        .field("stream-name", stream)
+                        .field("producer-start-time", *producer_start_ms)
+                        .field("source", source.as_str())
+                        .field("message", notice.to_string())
+                        .build();
+                    self.post_element_message(s);
+                }
                 Notice::FragmentStarted { .. }
                 | Notice::FragmentEnded { .. }
                 | Notice::Skipped { .. } => gst::debug!(CAT, imp = self, "{}", notice),
@@ -541,13 +580,19 @@ impl KvsSink {
     /// Called from the runtime's threads.
     fn on_uploader_event(&self, event: Event) {
         match event {
-            Event::Ack(ack) => {
+            Event::Ack {
+                ack,
+                producer_time_ms,
+            } => {
                 gst::log!(CAT, imp = self, "ack {:?}", ack);
                 let mut s = gst::Structure::builder("kvs-ack")
                     .field("event-type", ack.event_type.as_str())
                     .build();
                 if let Some(tc) = ack.fragment_timecode {
                     s.set("fragment-timecode", tc);
+                }
+                if let Some(ms) = producer_time_ms {
+                    s.set("producer-timestamp", ms);
                 }
                 if let Some(n) = &ack.fragment_number {
                     s.set("fragment-number", n);

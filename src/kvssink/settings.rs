@@ -22,6 +22,31 @@ pub const DEFAULT_ROTATION_PERIOD: u32 = 2400;
 /// What reading a secret property gives when it is set.
 pub const REDACTED: &str = "<redacted>";
 
+/// `streaming-type`: the official element's values, plus `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum)]
+#[repr(i32)]
+#[enum_type(name = "GstKvsSinkStreamingType")]
+pub enum StreamingType {
+    /// A live source: producer timestamps from now; a full store drops its oldest fragments
+    /// during an outage.
+    #[enum_value(name = "Realtime: a live source", nick = "realtime")]
+    Realtime = 0,
+    /// Taken as realtime.
+    #[enum_value(name = "Near-realtime (as realtime)", nick = "near-realtime")]
+    NearRealtime = 1,
+    /// A recording: its own time, sent as fast as the service allows, nothing dropped.
+    #[enum_value(name = "Offline: a recording, with its own time", nick = "offline")]
+    Offline = 2,
+    /// Offline when upstream is not live, realtime when it is.
+    #[default]
+    #[enum_value(name = "Auto: offline unless upstream is live", nick = "auto")]
+    Auto = 3,
+}
+
+/// `file-start-time` values at or above this are milliseconds, below it seconds (10^11 s is
+/// in the year 5138; 10^11 ms is 1973).
+const FILE_START_TIME_MS_FROM: u64 = 100_000_000_000;
+
 /// Property values, copied out under the lock and read once per start.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -48,6 +73,9 @@ pub struct Settings {
     pub buffer_duration: u32,
     pub fragment_duration: u32,
     pub fragment_acks: bool,
+    pub streaming_type: StreamingType,
+    /// As set: epoch seconds, or milliseconds (see [`Settings::file_start_ms`]); 0 unset.
+    pub file_start_time: u64,
     pub rotation_period: u32,
     pub ca_file: Option<String>,
 }
@@ -78,6 +106,8 @@ impl Default for Settings {
             buffer_duration: DEFAULT_BUFFER_DURATION,
             fragment_duration: DEFAULT_FRAGMENT_DURATION_MS,
             fragment_acks: true,
+            streaming_type: StreamingType::Auto,
+            file_start_time: 0,
             rotation_period: DEFAULT_ROTATION_PERIOD,
             ca_file: None,
         }
@@ -99,6 +129,15 @@ pub fn default_user_agent() -> String {
 }
 
 impl Settings {
+    /// `file-start-time` in milliseconds since the epoch, if set.
+    pub fn file_start_ms(&self) -> Option<u64> {
+        match self.file_start_time {
+            0 => None,
+            t if t >= FILE_START_TIME_MS_FROM => Some(t),
+            t => Some(t.saturating_mul(1000)),
+        }
+    }
+
     /// Region and endpoint settings, resolved by the uploader (see [`crate::endpoint`]).
     pub fn location(&self) -> Location {
         Location {
@@ -437,6 +476,25 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .default_value(true)
             .mutable_ready()
             .build(),
+        glib::ParamSpecEnum::builder_with_default("streaming-type", StreamingType::Auto)
+            .nick("Streaming type")
+            .blurb(
+                "realtime (0) for a live source: producer timestamps from now; offline (2) for \
+                 a recording: its own time (file-start-time, else its Matroska date, else now \
+                 minus its duration), sent as fast as the service allows, never dropped; \
+                 near-realtime (1) is taken as realtime; auto: offline unless upstream is live",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt64::builder("file-start-time")
+            .nick("File start time")
+            .blurb(
+                "Offline: when the recording started (its timecode 0), in seconds since the \
+                 epoch, or milliseconds for values of 100000000000 and more; 0: from the \
+                 recording",
+            )
+            .mutable_ready()
+            .build(),
         glib::ParamSpecUInt::builder("rotation-period")
             .nick("Rotation period")
             .blurb("Seconds after which the PutMedia session is renewed at a fragment boundary")
@@ -497,6 +555,8 @@ pub fn set(settings: &mut Settings, value: &glib::Value, pspec: &glib::ParamSpec
         "buffer-duration" => settings.buffer_duration = uint(),
         "fragment-duration" => settings.fragment_duration = uint(),
         "fragment-acks" => settings.fragment_acks = value.get().expect("bool"),
+        "streaming-type" => settings.streaming_type = value.get().expect("enum"),
+        "file-start-time" => settings.file_start_time = value.get().expect("u64"),
         "rotation-period" => settings.rotation_period = uint(),
         "ca-file" => settings.ca_file = string(),
         name => unreachable!("unknown property {name}"),
@@ -530,6 +590,8 @@ pub fn get(settings: &Settings, pspec: &glib::ParamSpec) -> glib::Value {
         "buffer-duration" => settings.buffer_duration.to_value(),
         "fragment-duration" => settings.fragment_duration.to_value(),
         "fragment-acks" => settings.fragment_acks.to_value(),
+        "streaming-type" => settings.streaming_type.to_value(),
+        "file-start-time" => settings.file_start_time.to_value(),
         "rotation-period" => settings.rotation_period.to_value(),
         "ca-file" => settings.ca_file.to_value(),
         name => unreachable!("unknown property {name}"),

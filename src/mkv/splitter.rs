@@ -93,6 +93,9 @@ pub struct Splitter {
     body_start: usize,
     doc_type: String,
     timecode_scale: u64,
+    /// Info's DateUTC (ns since 2001-01-01) and Duration (timecode units), when present.
+    date_utc: Option<i64>,
+    duration: Option<f64>,
     /// `Limits::max_fragment_span_ns` in the stream's timecode units (set with the header).
     max_span_ticks: i64,
     tracks: Vec<TrackInfo>,
@@ -129,6 +132,8 @@ impl Splitter {
             body_start: 0,
             doc_type: String::new(),
             timecode_scale: 1_000_000,
+            date_utc: None,
+            duration: None,
             max_span_ticks: i64::MAX,
             tracks: Vec::new(),
             have_tracks: false,
@@ -574,6 +579,8 @@ impl Splitter {
                     self.header_done = false;
                     self.doc_type = "matroska".into();
                     self.timecode_scale = 1_000_000;
+                    self.date_utc = None;
+                    self.duration = None;
                     self.tracks.clear();
                     self.have_tracks = false;
                     self.prev_timecode = None;

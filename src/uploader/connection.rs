@@ -146,12 +146,18 @@ pub(super) async fn run(
 
     shared.lock().on_connected();
     shared.emit_state(super::ConnectionState::Streaming);
-    let result = read_acks(shared, &mut response).await;
+    let result = read_acks(shared, &mut response, producer_start_ms).await;
     shared.changed.notify_all();
     result
 }
 
-async fn read_acks(shared: &Arc<Shared>, response: &mut reqwest::Response) -> Result<End, Failure> {
+/// Reads the session's acks; `producer_start_ms` is the session's
+/// `x-amzn-producer-start-timestamp`, which makes each fragment's producer time.
+async fn read_acks(
+    shared: &Arc<Shared>,
+    response: &mut reqwest::Response,
+    producer_start_ms: u64,
+) -> Result<End, Failure> {
     let staleness = shared.config.connection_staleness;
     let mut parser = AckParser::new();
     let mut acks = Vec::new();
@@ -186,7 +192,7 @@ async fn read_acks(shared: &Arc<Shared>, response: &mut reqwest::Response) -> Re
             match ack {
                 Ok(ack) => {
                     acked = true;
-                    handle_ack(shared, ack)?;
+                    handle_ack(shared, ack, producer_start_ms)?;
                 }
                 Err(e) => shared.emit(Event::Warning(about(
                     &shared.config.stream_name,
@@ -198,9 +204,16 @@ async fn read_acks(shared: &Arc<Shared>, response: &mut reqwest::Response) -> Re
 }
 
 /// Applies one ack to the store and the counters, and tells the element.
-fn handle_ack(shared: &Arc<Shared>, ack: Ack) -> Result<(), Failure> {
+fn handle_ack(shared: &Arc<Shared>, ack: Ack, producer_start_ms: u64) -> Result<(), Failure> {
     // Told first, so the application sees the last PERSISTED before the EOS it releases.
-    shared.emit(Event::Ack(ack.clone()));
+    // Fragment timecodes are milliseconds (matroskamux's TimecodeScale).
+    let producer_time_ms = ack
+        .fragment_timecode
+        .map(|tc| producer_start_ms.saturating_add(tc));
+    shared.emit(Event::Ack {
+        ack: ack.clone(),
+        producer_time_ms,
+    });
     let outcome = shared
         .lock()
         .on_ack(&ack, shared.config.release_on, &shared.config.stream_name);

@@ -59,6 +59,9 @@ pub(crate) struct Inner {
     /// The streaming thread is held for room in the store: data is not missing, so the open
     /// fragment must not be ended as idle.
     pub held: bool,
+    /// Hold upstream even during an outage instead of dropping fragments (a recording, which
+    /// can wait).
+    pub keep_everything: bool,
     fatal: Option<FatalError>,
     /// Sequence number of the open or next fragment.
     pub next_seq: u64,
@@ -76,6 +79,7 @@ impl Inner {
             flushing: false,
             outage: false,
             held: false,
+            keep_everything: false,
             fatal: None,
             next_seq: 0,
             max_seq_sent: None,

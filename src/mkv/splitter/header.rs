@@ -46,9 +46,16 @@ impl Splitter {
     pub(super) fn parse_info(&mut self) {
         let body = &self.header_buf[self.body_start..];
         for (id, b) in ebml::children(body).map_while(Result::ok) {
-            if id == ID_TIMECODE_SCALE {
+            match id {
                 // 0 is meaningless: keep the default.
-                self.timecode_scale = ebml::read_uint(b).filter(|&v| v > 0).unwrap_or(1_000_000);
+                ID_TIMECODE_SCALE => {
+                    self.timecode_scale = ebml::read_uint(b).filter(|&v| v > 0).unwrap_or(1_000_000)
+                }
+                ID_DATE_UTC => self.date_utc = kvs_format::ebml::read_int(b),
+                ID_DURATION => {
+                    self.duration = kvs_format::ebml::read_float(b).filter(|d| d.is_finite())
+                }
+                _ => {}
             }
         }
     }
@@ -93,6 +100,13 @@ impl Splitter {
             bytes: Bytes::copy_from_slice(&self.header_buf),
             doc_type: self.doc_type.clone(),
             timecode_scale: self.timecode_scale,
+            date_utc_ms: self.date_utc.and_then(|ns| {
+                u64::try_from(MATROSKA_EPOCH_MS as i64 + ns.div_euclid(1_000_000)).ok()
+            }),
+            duration_ns: self
+                .duration
+                .filter(|d| *d > 0.0)
+                .map(|d| (d * self.timecode_scale as f64) as u64),
             tracks: self.tracks.clone(),
         };
         self.video_track = self

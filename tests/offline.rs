@@ -1,0 +1,233 @@
+//! Recorded video keeps its real time: `filesrc ! kvssink` uploads a recording with producer
+//! timestamps from its own time (`file-start-time`, else the Matroska date its muxer wrote),
+//! at the service's pace, and every ack says each fragment's producer time. Run in
+//! `gst-launch-1.0` as users run it; the fragments are then found by that time range with
+//! boto3's ListFragments (a client we did not write).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::host::*;
+use common::*;
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `seconds` of H.264 at 5 frames a second with a key frame every 4 s, recorded through
+/// matroskamux into a seekable file (so it has a Duration and a DateUTC); with `faketime`
+/// (e.g. `-1h`) the recording is dated that far from now.
+fn recording(dir: &Path, seconds: u32, faketime: Option<&str>) -> PathBuf {
+    let path = dir.join(format!("{seconds}s.mkv"));
+    let line = format!(
+        "videotestsrc num-buffers={} \
+         ! video/x-raw,format=I420,width=160,height=120,framerate=5/1 \
+         ! x264enc speed-preset=ultrafast key-int-max=20 ! h264parse ! matroskamux \
+         ! filesink location={}",
+        seconds * 5,
+        path.display()
+    );
+    let mut cmd = match faketime {
+        Some(offset) => {
+            let mut c = Command::new("faketime");
+            c.args(["-f", offset, "gst-launch-1.0"]);
+            c
+        }
+        None => Command::new("gst-launch-1.0"),
+    };
+    let status = cmd
+        .arg("-q")
+        .args(line.split_whitespace())
+        .status()
+        .expect("run gst-launch-1.0 (and faketime; see scripts/setup.sh)");
+    assert!(status.success(), "recording failed: {line}");
+    path
+}
+
+/// `(timecode, producer timestamp ms)` of every stored fragment of `stream`.
+fn stored_times(server: &Server, stream: &str) -> Vec<(u64, u64)> {
+    server
+        .fragments(stream)
+        .iter()
+        .map(|f| (f.timecode, f.producer_timestamp_ms))
+        .collect()
+}
+
+/// ListFragments with a producer-timestamp range, through boto3: the fragment numbers.
+fn list_fragments(server: &Server, stream: &str, from_ms: u64, to_ms: u64) -> Vec<String> {
+    let script = format!(
+        r#"
+import boto3, datetime
+utc = datetime.timezone.utc
+c = boto3.client("kinesis-video-archived-media", endpoint_url="{url}", region_name="us-east-1",
+                 aws_access_key_id="{key}", aws_secret_access_key="{secret}")
+sel = {{"FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {{
+    "StartTimestamp": datetime.datetime.fromtimestamp({from_ms} / 1000, utc),
+    "EndTimestamp": datetime.datetime.fromtimestamp({to_ms} / 1000, utc)}}}}
+pages = c.get_paginator("list_fragments").paginate(StreamName="{stream}", FragmentSelector=sel)
+for p in pages:
+    for f in p["Fragments"]:
+        print(f["FragmentNumber"])
+"#,
+        url = server.url(),
+        key = DEMO_ACCESS_KEY,
+        secret = DEMO_SECRET_KEY,
+    );
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .expect("run /usr/bin/python3 with boto3 (python3-boto3; see scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn acks_with_producer_time(run: &HostRun) -> Vec<(u64, u64)> {
+    run.named("kvs-ack")
+        .iter()
+        .filter(|a| a.get::<&str>("event-type").unwrap() == "PERSISTED")
+        .map(|a| {
+            (
+                a.get::<u64>("fragment-timecode").unwrap(),
+                a.get::<u64>("producer-timestamp").unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_recording_keeps_its_start_time_to_the_millisecond() {
+    init();
+    let dir = tempdir();
+    let file = recording(dir.path(), 12 * 60, None);
+    let server = server();
+    // 2026-06-01T08:00:00.250Z, given in milliseconds.
+    let start_ms: u64 = 1_780_300_800_250;
+    let run = gst_launch(
+        &server,
+        &format!(
+            "filesrc location={} ! kvssink stream-name=rec streaming-type=offline \
+             file-start-time={start_ms}",
+            file.display()
+        ),
+        TIMEOUT,
+    );
+    run.assert_success();
+    let summary = run.summary();
+    assert_eq!(summary.get::<&str>("outcome").unwrap(), "all-persisted");
+    let start = run.named("kvs-stream-start");
+    assert_eq!(start.len(), 1, "{start:?}");
+    assert_eq!(start[0].get::<&str>("source").unwrap(), "file-start-time");
+    assert_eq!(
+        start[0].get::<u64>("producer-start-time").unwrap(),
+        start_ms
+    );
+
+    // Every fragment persisted, at the recording's time to the millisecond.
+    let stored = stored_times(&server, "rec");
+    assert_eq!(stored.len(), 180, "fragments");
+    assert_eq!(
+        summary.get::<u64>("fragments-persisted").unwrap(),
+        stored.len() as u64
+    );
+    for (i, &(timecode, producer_ms)) in stored.iter().enumerate() {
+        assert_eq!(timecode, i as u64 * 4000, "fragment {i}");
+        assert_eq!(producer_ms, start_ms + timecode, "fragment {i}");
+    }
+    // Each PERSISTED ack says the same producer time.
+    let acked = acks_with_producer_time(&run);
+    assert_eq!(acked.len(), stored.len());
+    for (timecode, producer_ms) in acked {
+        assert_eq!(producer_ms, start_ms + timecode);
+    }
+    // And the recording is found where it happened: the first minute holds 15 fragments.
+    let first_minute = list_fragments(&server, "rec", start_ms, start_ms + 59_999);
+    assert_eq!(first_minute.len(), 15, "{first_minute:?}");
+    let whole = list_fragments(&server, "rec", start_ms, start_ms + 12 * 60_000);
+    assert_eq!(whole.len(), 180);
+    let before = list_fragments(&server, "rec", start_ms - 3_600_000, start_ms - 1);
+    assert!(before.is_empty(), "{before:?}");
+}
+
+#[test]
+fn without_a_start_time_a_recording_keeps_the_date_its_muxer_wrote() {
+    init();
+    let dir = tempdir();
+    // Recorded (as far as its muxer knew) an hour ago.
+    let file = recording(dir.path(), 60, Some("-1h"));
+    let server = server();
+    // No streaming-type: a file is not live, so the upload is offline by default.
+    let run = gst_launch(
+        &server,
+        &format!(
+            "filesrc location={} ! kvssink stream-name=dated",
+            file.display()
+        ),
+        TIMEOUT,
+    );
+    run.assert_success();
+    assert_eq!(
+        run.summary().get::<&str>("outcome").unwrap(),
+        "all-persisted"
+    );
+    let start = run.named("kvs-stream-start");
+    assert_eq!(start[0].get::<&str>("source").unwrap(), "recording-date");
+    let start_ms = start[0].get::<u64>("producer-start-time").unwrap();
+    let an_hour_ago = now_ms() - 3_600_000;
+    assert!(
+        start_ms.abs_diff(an_hour_ago) < 120_000,
+        "{start_ms} is not about an hour ago ({an_hour_ago})"
+    );
+    let stored = stored_times(&server, "dated");
+    assert_eq!(stored.len(), 15);
+    for &(timecode, producer_ms) in &stored {
+        assert_eq!(producer_ms, start_ms + timecode);
+    }
+}
+
+#[test]
+fn a_recording_made_just_now_is_not_sent_into_the_future() {
+    init();
+    let dir = tempdir();
+    let file = recording(dir.path(), 12, None);
+    let server = server();
+    let run = gst_launch(
+        &server,
+        &format!(
+            "filesrc location={} ! kvssink stream-name=fresh",
+            file.display()
+        ),
+        TIMEOUT,
+    );
+    run.assert_success();
+    assert_eq!(
+        run.summary().get::<&str>("outcome").unwrap(),
+        "all-persisted"
+    );
+    // Its date is seconds ago and it lasts 12 s: uploading it at once would put its last
+    // fragments in the future. Each is sent once its time has come.
+    let fragments = server.fragments("fresh");
+    assert_eq!(fragments.len(), 3);
+    for f in fragments {
+        assert!(
+            f.producer_timestamp_ms <= f.server_timestamp_ms,
+            "fragment at {} ms stored at {} ms",
+            f.producer_timestamp_ms,
+            f.server_timestamp_ms
+        );
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
