@@ -188,6 +188,9 @@ pub enum InputError {
     /// Not Matroska, or Matroska that breaks off or goes back in time.
     #[error(transparent)]
     Matroska(#[from] MkvError),
+    /// Input after one of the above: the stream already ended there.
+    #[error("the input already failed; nothing after it is taken")]
+    AlreadyFailed,
 }
 
 /// The splitter and the uploader of one stream.
@@ -353,11 +356,20 @@ impl Producer {
     /// Takes the next bytes of the Matroska stream. On invalid input, every complete
     /// fragment and the whole frames of the open one are kept and sent; nothing after.
     pub fn push(&mut self, data: Bytes, notices: &mut Vec<Notice>) -> Result<(), InputError> {
+        if self.input_failed {
+            return Err(InputError::AlreadyFailed);
+        }
         let mut events = std::mem::take(&mut self.events);
         let result = self.splitter.push(data, &mut events);
         let handled = self.apply(&mut events, notices);
         self.events = events;
-        handled?;
+        if let Err(e) = handled {
+            // A fragment the service would refuse (no key frame first): the stream ends
+            // before it; everything complete is sent.
+            self.uploader.finish();
+            self.input_failed = true;
+            return Err(e);
+        }
         if let Err(e) = result {
             self.end_before_bad_input();
             self.input_failed = true;

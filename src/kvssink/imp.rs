@@ -398,6 +398,8 @@ impl KvsSink {
     /// Posts the error for input the producer cannot take.
     fn input_error(&self, stream: &str, error: &InputError) -> gst::FlowError {
         match error {
+            // Said when it happened.
+            InputError::AlreadyFailed => gst::FlowError::Error,
             InputError::Matroska(e) => self.matroska_error(stream, e),
             InputError::NoKeyFrame { .. } => {
                 gst::element_imp_error!(
