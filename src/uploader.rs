@@ -494,15 +494,26 @@ impl Uploader {
     /// Holds the calling (streaming) thread for `duration`, or less if the uploader is
     /// flushing or failed. Returns false when it was cut short.
     pub fn hold(&self, duration: Duration) -> bool {
-        let deadline = Instant::now() + duration;
+        let cut_short = self.wait_until(Instant::now() + duration, |inner| {
+            (inner.flushing || inner.fatal().is_some()).then_some(())
+        });
+        cut_short.is_none()
+    }
+
+    /// Waits on the shared state until `done` says something or `deadline` passes (`None`).
+    fn wait_until<R>(
+        &self,
+        deadline: Instant,
+        mut done: impl FnMut(&Inner) -> Option<R>,
+    ) -> Option<R> {
         let mut inner = self.shared.lock();
         loop {
-            if inner.flushing || inner.fatal().is_some() {
-                return false;
+            if let Some(r) = done(&inner) {
+                return Some(r);
             }
             let now = Instant::now();
             if now >= deadline {
-                return true;
+                return None;
             }
             inner = self
                 .shared
@@ -523,30 +534,18 @@ impl Uploader {
     /// Blocks until every fragment is released by its ack, the timeout passes, the wait is
     /// cancelled by [`Uploader::set_flushing`] or the stream fails.
     pub fn wait_persisted(&self, timeout: Duration) -> WaitOutcome {
-        let deadline = Instant::now() + timeout;
-        let mut inner = self.shared.lock();
-        loop {
+        let mut pending = 0;
+        let outcome = self.wait_until(Instant::now() + timeout, |inner| {
+            pending = inner.store.backlog().fragments as usize;
             if inner.flushing {
-                return WaitOutcome::Cancelled;
+                Some(WaitOutcome::Cancelled)
+            } else if inner.fatal().is_some() {
+                Some(WaitOutcome::Failed)
+            } else {
+                (pending == 0).then_some(WaitOutcome::AllPersisted)
             }
-            if inner.fatal().is_some() {
-                return WaitOutcome::Failed;
-            }
-            let pending = inner.store.backlog().fragments as usize;
-            if pending == 0 {
-                return WaitOutcome::AllPersisted;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return WaitOutcome::TimedOut { pending };
-            }
-            inner = self
-                .shared
-                .changed
-                .wait_timeout(inner, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        });
+        outcome.unwrap_or(WaitOutcome::TimedOut { pending })
     }
 
     /// While set, nothing on the streaming thread waits (BaseSink `unlock`).

@@ -89,6 +89,24 @@ for p in pages:
         .collect()
 }
 
+/// `filesrc ! kvssink` in gst-launch-1.0, which must persist everything.
+fn upload(server: &Server, file: &Path, stream: &str, extra: &str) -> HostRun {
+    let run = gst_launch(
+        server,
+        &format!(
+            "filesrc location={} ! kvssink stream-name={stream} {extra}",
+            file.display()
+        ),
+        TIMEOUT,
+    );
+    run.assert_success();
+    assert_eq!(
+        run.summary().get::<&str>("outcome").unwrap(),
+        "all-persisted"
+    );
+    run
+}
+
 fn acks_with_producer_time(run: &HostRun) -> Vec<(u64, u64)> {
     run.named("kvs-ack")
         .iter()
@@ -110,18 +128,13 @@ fn a_recording_keeps_its_start_time_to_the_millisecond() {
     let server = server();
     // 2026-06-01T08:00:00.250Z, given in milliseconds.
     let start_ms: u64 = 1_780_300_800_250;
-    let run = gst_launch(
+    let run = upload(
         &server,
-        &format!(
-            "filesrc location={} ! kvssink stream-name=rec streaming-type=offline \
-             file-start-time={start_ms}",
-            file.display()
-        ),
-        TIMEOUT,
+        &file,
+        "rec",
+        &format!("streaming-type=offline file-start-time={start_ms}"),
     );
-    run.assert_success();
     let summary = run.summary();
-    assert_eq!(summary.get::<&str>("outcome").unwrap(), "all-persisted");
     let start = run.named("kvs-stream-start");
     assert_eq!(start.len(), 1, "{start:?}");
     assert_eq!(start[0].get::<&str>("source").unwrap(), "file-start-time");
