@@ -17,6 +17,7 @@ pub mod playback;
 pub mod producer;
 pub mod runtime;
 pub mod sigv4;
+pub mod spool;
 pub mod store;
 pub mod uploader;
 

@@ -7,15 +7,19 @@
 //! in through [`Producer::push`], [`Notice`]s out for the host (the element turns them into
 //! log lines, warnings and upstream events), fragments down to the uploader.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use bytes::Bytes;
 use kvs_format::kvs;
 
+use crate::ack::{Ack, AckEventType, ErrorClass, classify};
 use crate::mkv::{self, MkvError, Splitter, StreamHeader, TrackInfo};
+use crate::spool::Spool;
+use crate::store::AckLevel;
 use crate::uploader::{self, EventSink, Summary, Uploader};
 
 /// What the producer needs beyond the uploader's settings.
@@ -27,6 +31,8 @@ pub struct Config {
     /// For a recording: when its timecode 0 happened, in ms since the epoch
     /// (`file-start-time`).
     pub file_start_ms: Option<u64>,
+    /// Keep fragments on disk here until acknowledged (`spool-dir`), up to this many bytes.
+    pub spool: Option<(std::path::PathBuf, u64)>,
 }
 
 /// The service's pace for one stream: fragments per second and bytes per second.
@@ -109,6 +115,17 @@ pub enum Notice {
     BrokeOff { timecode: u64, not_sent: u64 },
     /// Top-level elements between clusters were skipped (debug log).
     Skipped { bytes: usize },
+    /// The spool held fragments of an earlier run that the service never acknowledged: they
+    /// are sent first (info; a warning when a torn last record was cut off).
+    SpoolRecovered {
+        fragments: u64,
+        bytes: u64,
+        torn_bytes: u64,
+    },
+    /// The spool was full: its oldest fragments were dropped (a warning).
+    SpoolDropped { fragments: u64, bytes: u64 },
+    /// The spool cannot be written (a warning): the fragment is kept in memory only.
+    SpoolFailed(String),
     /// The producer time of the stream's first fragment was fixed (a message for the user).
     StartTime {
         producer_start_ms: u64,
@@ -152,6 +169,31 @@ impl fmt::Display for Notice {
                 "the stream broke off inside a frame of fragment {timecode}: its last \
                  {not_sent} bytes were not sent; the whole frames before them were"
             ),
+            Notice::SpoolRecovered {
+                fragments,
+                bytes,
+                torn_bytes,
+            } => {
+                write!(
+                    f,
+                    "the spool holds {fragments} fragments ({bytes} bytes) the service never \
+                     acknowledged: they are sent first, with their own time"
+                )?;
+                if *torn_bytes > 0 {
+                    write!(
+                        f,
+                        "; the last {torn_bytes} bytes were a fragment cut short by a crash and \
+                         were discarded"
+                    )?;
+                }
+                Ok(())
+            }
+            Notice::SpoolDropped { fragments, bytes } => write!(
+                f,
+                "the spool is full (spool-size): dropped its {fragments} oldest fragments \
+                 ({bytes} bytes) that the service had not acknowledged"
+            ),
+            Notice::SpoolFailed(e) => write!(f, "cannot write the spool (spool-dir): {e}"),
             Notice::StartTime {
                 producer_start_ms,
                 source,
@@ -219,11 +261,63 @@ pub struct Producer {
     /// Send no fragment before its producer time (a recording of unknown start).
     real_time: bool,
     /// When the last fragments began (offline pacing).
-    recent_starts: std::collections::VecDeque<Instant>,
+    recent_starts: VecDeque<Instant>,
     /// Bytes sent since `paced_since` (offline pacing).
     paced_bytes: u64,
     paced_since: Option<Instant>,
+    spool: Option<SpoolMode>,
+    /// The open fragment goes to the uploader as it arrives (always, without a spool).
+    passthrough: bool,
     events: Vec<mkv::Event>,
+}
+
+/// The spool's state shared with the ack handler (runtime threads).
+struct SpoolShared {
+    spool: Spool,
+    /// Spooled fragment id by producer time (ms), until acknowledged.
+    by_time: HashMap<u64, u64>,
+    /// Producer times acknowledged before their fragment was spooled (an idle fragment,
+    /// ended by a tag, can be acknowledged before its cluster is complete here).
+    early: HashSet<u64>,
+    /// Fragments dropped from the full spool.
+    dropped: u64,
+}
+
+impl SpoolShared {
+    fn done(&mut self, producer_time_ms: u64) {
+        match self.by_time.remove(&producer_time_ms) {
+            Some(id) => {
+                let _ = self.spool.mark_done(id);
+            }
+            None => {
+                self.early.insert(producer_time_ms);
+            }
+        }
+    }
+}
+
+/// A fragment being received, kept whole for the spool.
+struct OpenFragment {
+    timecode: u64,
+    start_ns: u64,
+    chunks: Vec<Bytes>,
+    /// Also handed to the uploader as it arrives (no spooled backlog, room in memory).
+    passthrough: bool,
+}
+
+/// Spool mode: every fragment goes to disk when it ends; fragments go to the uploader as
+/// they arrive while memory has room and nothing older waits on disk, else from disk, in
+/// order, once there is room.
+struct SpoolMode {
+    shared: Arc<Mutex<SpoolShared>>,
+    /// Spooled fragment ids not yet handed to the uploader, oldest first.
+    backlog: VecDeque<u64>,
+    /// Spool id of the live stream's header, and the header the uploader has.
+    live_header: Option<u64>,
+    uploader_header: Option<u64>,
+    open: Option<OpenFragment>,
+    /// Largest fragment so far: memory must have room for two more to pass one through.
+    largest: u64,
 }
 
 impl Producer {
@@ -233,15 +327,72 @@ impl Producer {
         config: Config,
         credentials: SharedCredentialsProvider,
         events: EventSink,
-    ) -> Producer {
+    ) -> (Producer, Vec<Notice>) {
         let media_type = config.uploader.media_type.clone();
+        let mut notices = Vec::new();
+        let spool = config.spool.as_ref().and_then(|(dir, max)| {
+            match Spool::open(dir, &config.uploader.stream_name, *max) {
+                Ok((spool, recovered)) => {
+                    if recovered.fragments > 0 || recovered.torn_bytes > 0 {
+                        notices.push(Notice::SpoolRecovered {
+                            fragments: recovered.fragments,
+                            bytes: recovered.bytes,
+                            torn_bytes: recovered.torn_bytes,
+                        });
+                    }
+                    let backlog = spool.pending().map(|f| f.id).collect();
+                    let shared = Arc::new(Mutex::new(SpoolShared {
+                        spool,
+                        by_time: HashMap::new(),
+                        early: HashSet::new(),
+                        dropped: 0,
+                    }));
+                    Some(SpoolMode {
+                        shared,
+                        backlog,
+                        live_header: None,
+                        uploader_header: None,
+                        open: None,
+                        largest: 0,
+                    })
+                }
+                Err(e) => {
+                    notices.push(Notice::SpoolFailed(format!("{}: {e}", dir.display())));
+                    None
+                }
+            }
+        });
+        let events = match &spool {
+            Some(mode) => {
+                // Acknowledged fragments leave the spool.
+                let shared = mode.shared.clone();
+                let release_on = config.uploader.release_on;
+                let events: EventSink = Arc::new(move |event: uploader::Event| {
+                    if let uploader::Event::Ack {
+                        ack,
+                        producer_time_ms: Some(t),
+                    } = &event
+                        && ack_releases(ack, release_on)
+                    {
+                        lock(&shared).done(*t);
+                    }
+                    events(event)
+                });
+                events
+            }
+            None => events,
+        };
         let uploader = Arc::new(Uploader::start(
             runtime,
             config.uploader,
             credentials,
             events,
         ));
-        Producer {
+        if spool.is_some() {
+            // The spool takes what memory cannot: the store never drops.
+            uploader.set_keep_everything(true);
+        }
+        let mut producer = Producer {
             splitter: Splitter::new(mkv::Limits {
                 max_fragment_span_ns: kvs::MAX_FRAGMENT_DURATION.as_nanos() as u64,
                 max_fragment_bytes: kvs::MAX_FRAGMENT_SIZE,
@@ -259,11 +410,16 @@ impl Producer {
             file_start_ms: config.file_start_ms,
             producer_start_ms: 0,
             real_time: false,
-            recent_starts: std::collections::VecDeque::new(),
+            recent_starts: VecDeque::new(),
             paced_bytes: 0,
             paced_since: None,
+            spool,
+            passthrough: true,
             events: Vec::with_capacity(8),
-        }
+        };
+        // Fragments left from an earlier run go first.
+        producer.feed(&mut notices);
+        (producer, notices)
     }
 
     /// A recording (not live): producer timestamps from the recording's own time, sent as
@@ -271,7 +427,8 @@ impl Producer {
     /// the first bytes.
     pub fn set_offline(&mut self, offline: bool) {
         self.offline = offline;
-        self.uploader.set_keep_everything(offline);
+        self.uploader
+            .set_keep_everything(offline || self.spool.is_some());
     }
 
     /// The producer time of timecode 0 for a new header, and where it came from.
@@ -359,6 +516,7 @@ impl Producer {
         if self.input_failed {
             return Err(InputError::AlreadyFailed);
         }
+        self.feed(notices);
         let mut events = std::mem::take(&mut self.events);
         let result = self.splitter.push(data, &mut events);
         let handled = self.apply(&mut events, notices);
@@ -425,35 +583,26 @@ impl Producer {
                     }
                     let start_ns = self.ns(start.timecode as i64);
                     if let Some(header) = self.pending_header.take() {
-                        let (producer_start_ms, source) = self.start_time(&header, start_ns);
-                        self.producer_start_ms = producer_start_ms;
-                        self.real_time = source == StartSource::NowPaced;
-                        notices.push(Notice::StartTime {
-                            producer_start_ms,
-                            source,
-                        });
-                        let media_type = self.media_type.clone().unwrap_or_else(|| {
-                            let ids: Vec<&str> =
-                                header.tracks.iter().map(|t| t.codec_id.as_str()).collect();
-                            uploader::media_type_for(&ids)
-                        });
-                        self.uploader
-                            .push_header(header.bytes, producer_start_ms, media_type);
+                        self.start_stream(header, start_ns, notices);
                     }
                     notices.push(Notice::FragmentStarted {
                         timecode: start.timecode,
                     });
-                    self.pace_fragment(start_ns);
-                    self.uploader.begin_fragment(start.timecode, start_ns, 0);
+                    self.begin(start.timecode, start_ns);
                 }
                 mkv::Event::FragmentData(bytes) => {
-                    self.pace_bytes(bytes.len());
-                    self.uploader.append(bytes)
+                    if self.take_for_spool(&bytes) {
+                        self.pace_bytes(bytes.len());
+                        self.uploader.append(bytes)
+                    }
                 }
                 mkv::Event::FragmentCut(summary) => {
                     let span = (summary.last_block_time - summary.first_block_time).max(0);
-                    self.uploader
-                        .cut_fragment(summary.whole_size, self.ns(summary.last_block_time));
+                    let end_ns = self.ns(summary.last_block_time);
+                    if self.passthrough {
+                        self.uploader.cut_fragment(summary.whole_size, end_ns);
+                    }
+                    self.spool_close(Some(summary.whole_size), true, end_ns, notices);
                     notices.push(Notice::FragmentCut {
                         timecode: summary.timecode,
                         span_ms: self.ns(span) / 1_000_000,
@@ -478,15 +627,26 @@ impl Producer {
                     if summary.cut_bytes > 0 {
                         self.uploader.count_cut_bytes(summary.cut_bytes);
                     }
-                    if summary.whole_size < summary.size {
-                        let not_sent = self.uploader.end_fragment_at(summary.whole_size, end_ns);
+                    let broke_off = summary.whole_size < summary.size;
+                    if self.passthrough {
+                        if broke_off {
+                            let not_sent =
+                                self.uploader.end_fragment_at(summary.whole_size, end_ns);
+                            notices.push(Notice::BrokeOff {
+                                timecode: summary.timecode,
+                                not_sent,
+                            });
+                        } else {
+                            self.uploader.end_fragment(end_ns);
+                        }
+                    } else if broke_off {
                         notices.push(Notice::BrokeOff {
                             timecode: summary.timecode,
-                            not_sent,
+                            not_sent: summary.size - summary.whole_size,
                         });
-                    } else {
-                        self.uploader.end_fragment(end_ns);
                     }
+                    let keep = broke_off.then_some(summary.whole_size);
+                    self.spool_close(keep, false, end_ns, notices);
                 }
                 mkv::Event::Interstitial(bytes) => {
                     notices.push(Notice::Skipped { bytes: bytes.len() })
@@ -494,6 +654,220 @@ impl Producer {
             }
         }
         Ok(())
+    }
+
+    /// A new stream header meets its first fragment: the producer time of timecode 0 is
+    /// fixed, and the header goes to the uploader (or, with a spool, to the spool first).
+    fn start_stream(&mut self, header: StreamHeader, start_ns: u64, notices: &mut Vec<Notice>) {
+        let (producer_start_ms, source) = self.start_time(&header, start_ns);
+        self.producer_start_ms = producer_start_ms;
+        self.real_time = source == StartSource::NowPaced;
+        notices.push(Notice::StartTime {
+            producer_start_ms,
+            source,
+        });
+        let media_type = self.media_type.clone().unwrap_or_else(|| {
+            let ids: Vec<&str> = header.tracks.iter().map(|t| t.codec_id.as_str()).collect();
+            uploader::media_type_for(&ids)
+        });
+        if let Some(mode) = &mut self.spool {
+            let spooled = lock(&mode.shared).spool.append_header(
+                producer_start_ms,
+                &media_type,
+                &header.bytes,
+            );
+            match spooled {
+                Ok(id) => {
+                    mode.live_header = Some(id);
+                    return;
+                }
+                Err(e) => {
+                    // Memory only from now on; what the spool holds stays for the next start.
+                    notices.push(Notice::SpoolFailed(e.to_string()));
+                    self.spool = None;
+                    self.uploader.set_keep_everything(self.offline);
+                }
+            }
+        }
+        self.uploader
+            .push_header(header.bytes, producer_start_ms, media_type);
+    }
+
+    /// A fragment begins. With a spool, it also goes to the uploader as it arrives only when
+    /// nothing older waits on disk and memory has room for it.
+    fn begin(&mut self, timecode: u64, start_ns: u64) {
+        if let Some(mode) = &mut self.spool {
+            let room = (2 * mode.largest).max(1 << 20);
+            self.passthrough = mode.backlog.is_empty()
+                && self.uploader.has_room(room, 2 * self.fragment_duration_ns);
+            if self.passthrough && mode.uploader_header != mode.live_header {
+                let header = mode
+                    .live_header
+                    .and_then(|id| lock(&mode.shared).spool.header(id).cloned());
+                if let Some(h) = header {
+                    self.uploader
+                        .push_header(h.bytes, h.producer_start_ms, h.media_type);
+                    mode.uploader_header = Some(h.id);
+                }
+            }
+            mode.open = Some(OpenFragment {
+                timecode,
+                start_ns,
+                chunks: Vec::new(),
+                passthrough: self.passthrough,
+            });
+        }
+        if self.passthrough {
+            self.pace_fragment(start_ns);
+            self.uploader.begin_fragment(timecode, start_ns, 0);
+        }
+    }
+
+    /// Keeps `bytes` of the open fragment for the spool; whether they also go to the
+    /// uploader now.
+    fn take_for_spool(&mut self, bytes: &Bytes) -> bool {
+        if let Some(open) = self.spool.as_mut().and_then(|m| m.open.as_mut()) {
+            open.chunks.push(bytes.clone());
+        }
+        self.passthrough
+    }
+
+    /// The open fragment ended: it is written to the spool (its first `keep` bytes, and an
+    /// END_OF_FRAGMENT tag after a cut), one append and one fsync.
+    fn spool_close(
+        &mut self,
+        keep: Option<u64>,
+        eof_tag: bool,
+        end_ns: u64,
+        notices: &mut Vec<Notice>,
+    ) {
+        let Some(mode) = &mut self.spool else {
+            return;
+        };
+        let Some(mut open) = mode.open.take() else {
+            return;
+        };
+        if let Some(keep) = keep {
+            truncate_chunks(&mut open.chunks, keep);
+        }
+        if eof_tag {
+            open.chunks.push(crate::mkv::end_of_fragment_tags());
+        }
+        let size: u64 = open.chunks.iter().map(|c| c.len() as u64).sum();
+        mode.largest = mode.largest.max(size);
+        let Some(header_id) = mode.live_header else {
+            return;
+        };
+        let mut shared = lock(&mode.shared);
+        let appended = shared.spool.append_fragment(
+            header_id,
+            open.timecode,
+            (open.start_ns, end_ns),
+            &open.chunks,
+        );
+        match appended {
+            Ok((fragment, dropped)) => {
+                if dropped.fragments > 0 {
+                    shared.dropped += dropped.fragments;
+                    notices.push(Notice::SpoolDropped {
+                        fragments: dropped.fragments,
+                        bytes: dropped.bytes,
+                    });
+                    mode.backlog.retain(|id| shared.spool.get(*id).is_some());
+                }
+                let start_ms = shared
+                    .spool
+                    .header(header_id)
+                    .map_or(0, |h| h.producer_start_ms);
+                let t = start_ms.saturating_add(open.timecode);
+                if shared.early.remove(&t) {
+                    let _ = shared.spool.mark_done(fragment.id);
+                } else {
+                    shared.by_time.insert(t, fragment.id);
+                }
+                if !open.passthrough {
+                    mode.backlog.push_back(fragment.id);
+                }
+            }
+            Err(e) => {
+                notices.push(Notice::SpoolFailed(e.to_string()));
+                if !open.passthrough {
+                    shared.dropped += 1;
+                }
+            }
+        }
+    }
+
+    /// Hands spooled fragments to the uploader, oldest first, while memory has room.
+    fn feed(&mut self, notices: &mut Vec<Notice>) {
+        let Some(mode) = &mut self.spool else {
+            return;
+        };
+        while let Some(&id) = mode.backlog.front() {
+            let mut shared = lock(&mode.shared);
+            let Some(fragment) = shared.spool.get(id).cloned() else {
+                // Acknowledged meanwhile (sent before a restart), or dropped.
+                drop(shared);
+                mode.backlog.pop_front();
+                continue;
+            };
+            let duration = fragment.end_ns.saturating_sub(fragment.start_ns);
+            if !self.uploader.has_room(fragment.len, duration) {
+                break;
+            }
+            let read = shared.spool.read(&fragment);
+            let header = shared.spool.header(fragment.header_id).cloned();
+            // Its ack takes it out of the spool (an earlier run's fragments too).
+            let start_ms = header.as_ref().map_or(0, |h| h.producer_start_ms);
+            shared
+                .by_time
+                .insert(start_ms.saturating_add(fragment.timecode), fragment.id);
+            drop(shared);
+            mode.backlog.pop_front();
+            let bytes = match read {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    notices.push(Notice::SpoolFailed(e.to_string()));
+                    continue;
+                }
+            };
+            if mode.uploader_header != Some(fragment.header_id)
+                && let Some(h) = header
+            {
+                self.uploader
+                    .push_header(h.bytes, h.producer_start_ms, h.media_type);
+                mode.uploader_header = Some(h.id);
+            }
+            self.uploader
+                .begin_fragment(fragment.timecode, fragment.start_ns, fragment.len);
+            self.uploader.append(bytes);
+            self.uploader.end_fragment(fragment.end_ns);
+        }
+    }
+
+    /// At the end: hands what waits on disk to the uploader until `deadline` (or until the
+    /// upload is cut short).
+    pub fn drain_spool(&mut self, deadline: Instant, notices: &mut Vec<Notice>) {
+        loop {
+            self.feed(notices);
+            let waiting = self.spool.as_ref().is_some_and(|m| !m.backlog.is_empty());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !waiting
+                || left.is_zero()
+                || !self.uploader.hold(left.min(Duration::from_millis(100)))
+            {
+                return;
+            }
+        }
+    }
+
+    /// The spool's part of the end-of-stream account: (fragments it still holds, fragments
+    /// dropped from it when full).
+    pub fn spool_account(&self) -> (u64, u64) {
+        self.spool.as_ref().map_or((0, 0), |m| {
+            let shared = lock(&m.shared);
+            (shared.spool.pending().count() as u64, shared.dropped)
+        })
     }
 
     /// Raw Matroska time units to nanoseconds (negative times count as 0).
@@ -532,4 +906,38 @@ impl Producer {
         }
         self.uploader.finish();
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether an ack ends a fragment's life: it was stored (at the level that releases it from
+/// memory) or refused for good.
+fn ack_releases(ack: &Ack, release_on: AckLevel) -> bool {
+    match ack.event_type {
+        AckEventType::Persisted => true,
+        AckEventType::Received => release_on == AckLevel::Received,
+        AckEventType::Error => ack
+            .error_id
+            .is_some_and(|id| classify(id) == ErrorClass::BadFragment),
+        _ => false,
+    }
+}
+
+/// Keeps the first `keep` bytes of `chunks`.
+fn truncate_chunks(chunks: &mut Vec<Bytes>, keep: u64) {
+    let mut left = keep;
+    let mut n = 0;
+    for c in chunks.iter_mut() {
+        if left == 0 {
+            break;
+        }
+        if (c.len() as u64) > left {
+            c.truncate(left as usize);
+        }
+        left -= c.len() as u64;
+        n += 1;
+    }
+    chunks.truncate(n);
 }

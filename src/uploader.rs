@@ -216,6 +216,26 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// `fragments` were not sent but stay on disk (`spool-dir`), and `dropped` were dropped
+    /// from a full spool: neither is a success.
+    pub fn add_spool(&mut self, fragments: u64, dropped: u64) {
+        if fragments > 0 {
+            self.reasons.push(format!(
+                "{fragments} not sent yet, kept in the spool (spool-dir) and sent first at the \
+                 next start"
+            ));
+        }
+        if dropped > 0 {
+            self.lost += dropped;
+            self.reasons.push(format!(
+                "{dropped} dropped from the full spool (spool-size) during an outage"
+            ));
+        }
+        if (fragments > 0 || dropped > 0) && self.outcome == Outcome::AllPersisted {
+            self.outcome = Outcome::Incomplete;
+        }
+    }
+
     fn new(wait: &WaitOutcome, stats: Stats) -> Summary {
         let pending = stats.backlog.fragments;
         let lost = stats.fragments_rejected + stats.fragments_dropped + pending;
@@ -272,7 +292,7 @@ impl Summary {
                 "{} of {} fragments were not persisted",
                 self.lost, self.stats.fragments_produced
             )
-        } else if self.stats.fragments_cut > 0 {
+        } else if self.stats.fragments_cut > 0 || self.outcome == Outcome::Incomplete {
             "not all of the video was persisted".to_owned()
         } else {
             return None;
@@ -419,6 +439,16 @@ impl Uploader {
         inner.on_cut(removed);
         self.after_store_change(inner, evicted);
         removed
+    }
+
+    /// Whether a fragment of about `bytes` and `duration_ns` fits in the store now, with no
+    /// waiting.
+    pub fn has_room(&self, bytes: u64, duration_ns: u64) -> bool {
+        let limits = self.shared.config.store_limits;
+        let backlog = self.shared.lock().store.backlog();
+        backlog.fragments == 0
+            || (backlog.bytes + bytes <= limits.max_bytes
+                && backlog.duration_ns + duration_ns < limits.max_duration_ns)
     }
 
     /// Bytes of a cut fragment that were not sent.

@@ -218,18 +218,24 @@ impl BaseSinkImpl for KvsSink {
                 obj.imp().on_uploader_event(event);
             }
         });
-        let producer = Producer::start(
+        let (producer, mut notices) = Producer::start(
             crate::runtime::RUNTIME.handle(),
             producer::Config {
                 uploader: config,
                 fragment_duration_ns: u64::from(settings.fragment_duration) * 1_000_000,
                 file_start_ms: settings.file_start_ms(),
+                spool: settings.spool_dir.as_ref().map(|dir| {
+                    (
+                        std::path::PathBuf::from(dir),
+                        u64::from(settings.spool_size) * 1024 * 1024,
+                    )
+                }),
             },
             credentials,
             events,
         );
         *lock(&self.uploader) = Some(producer.uploader().clone());
-        *lock(&self.state) = State::Started(Box::new(Started {
+        let mut started = Box::new(Started {
             producer,
             stream_name: stream,
             streaming_type: settings.streaming_type,
@@ -237,7 +243,9 @@ impl BaseSinkImpl for KvsSink {
             accounted: false,
             drain_cancelled: false,
             notices: Vec::with_capacity(8),
-        }));
+        });
+        self.tell(&mut started, &mut notices);
+        *lock(&self.state) = State::Started(started);
         Ok(())
     }
 
@@ -354,6 +362,29 @@ impl KvsSink {
                     gst::StreamError::Format,
                     ("{}", about(stream, &notice))
                 ),
+                Notice::SpoolRecovered { torn_bytes: 0, .. } => {
+                    gst::info!(CAT, imp = self, "{}", about(stream, &notice))
+                }
+                Notice::SpoolRecovered { .. } | Notice::SpoolFailed(_) => {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::ResourceError::Write,
+                        ("{}", about(stream, &notice))
+                    )
+                }
+                Notice::SpoolDropped { fragments, bytes } => {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::ResourceError::NoSpaceLeft,
+                        ("{}", about(stream, &notice))
+                    );
+                    let s = gst::Structure::builder("kvs-fragments-dropped")
+                        .field("fragments", *fragments)
+                        .field("bytes", *bytes)
+                        .field("from", "spool")
+                        .build();
+                    self.post_element_message(s);
+                }
                 Notice::FragmentCut { .. } => gst::element_imp_warning!(
                     self,
                     gst::StreamError::Encode,
@@ -441,6 +472,8 @@ impl KvsSink {
     /// service has persisted everything. Returns false (after posting an error) when a
     /// fragment was lost or the input broke off, so that no host calls the run a success.
     fn drain_at_eos(&self) -> bool {
+        let timeout = lock(&self.settings).stop_stream_timeout();
+        let deadline = std::time::Instant::now() + timeout;
         let (uploader, stream, input_error) = {
             let mut state = lock(&self.state);
             let State::Started(started) = &mut *state else {
@@ -454,6 +487,7 @@ impl KvsSink {
             let Ok(input_error) = self.finish_input(started) else {
                 return false;
             };
+            self.drain_spool(started, deadline);
             started.accounted = true;
             (
                 started.producer.uploader().clone(),
@@ -461,14 +495,18 @@ impl KvsSink {
                 input_error,
             )
         };
-        let timeout = lock(&self.settings).stop_stream_timeout();
         gst::info!(
             CAT,
             imp = self,
             "EOS: waiting up to {:?} for the last acks",
             timeout
         );
-        let summary = uploader.finish_and_account(timeout);
+        let mut summary = uploader
+            .finish_and_account(deadline.saturating_duration_since(std::time::Instant::now()));
+        if let State::Started(started) = &*lock(&self.state) {
+            let (kept, dropped) = started.producer.spool_account();
+            summary.add_spool(kept, dropped);
+        }
         self.post_summary(&stream, &summary);
         // Said after the wait: an error makes applications stop the pipeline.
         if let Some(e) = &input_error {
@@ -533,14 +571,20 @@ impl KvsSink {
             // unlock() set it to stop the streaming thread, which has stopped by now.
             uploader.set_flushing(false);
             let timeout = lock(&self.settings).stop_stream_timeout();
+            let deadline = std::time::Instant::now() + timeout;
+            self.drain_spool(started, deadline);
             gst::info!(
                 CAT,
                 imp = self,
                 "stopping without EOS: waiting up to {:?} for the last acks",
                 timeout
             );
-            uploader.finish_and_account(timeout)
+            uploader
+                .finish_and_account(deadline.saturating_duration_since(std::time::Instant::now()))
         };
+        let mut summary = summary;
+        let (kept, dropped) = started.producer.spool_account();
+        summary.add_spool(kept, dropped);
         started.accounted = true;
         self.post_summary(&stream, &summary);
         if let Some(message) = summary.loss_message(&stream) {
@@ -551,6 +595,14 @@ impl KvsSink {
                 ["outcome {}", summary.outcome.as_str()]
             );
         }
+    }
+
+    /// Hands what waits in the spool to the uploader, until `deadline`.
+    fn drain_spool(&self, started: &mut Started, deadline: std::time::Instant) {
+        let mut notices = std::mem::take(&mut started.notices);
+        started.producer.drain_spool(deadline, &mut notices);
+        self.tell(started, &mut notices);
+        started.notices = notices;
     }
 
     fn post_summary(&self, stream: &str, summary: &uploader::Summary) {

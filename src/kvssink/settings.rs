@@ -19,6 +19,7 @@ pub const DEFAULT_STORAGE_SIZE_MB: u32 = 128;
 pub const DEFAULT_BUFFER_DURATION: u32 = 120;
 pub const DEFAULT_FRAGMENT_DURATION_MS: u32 = 2000;
 pub const DEFAULT_ROTATION_PERIOD: u32 = 2400;
+pub const DEFAULT_SPOOL_SIZE_MB: u32 = 1024;
 /// What reading a secret property gives when it is set.
 pub const REDACTED: &str = "<redacted>";
 
@@ -74,6 +75,9 @@ pub struct Settings {
     pub fragment_duration: u32,
     pub fragment_acks: bool,
     pub streaming_type: StreamingType,
+    pub spool_dir: Option<String>,
+    /// Megabytes.
+    pub spool_size: u32,
     /// As set: epoch seconds, or milliseconds (see [`Settings::file_start_ms`]); 0 unset.
     pub file_start_time: u64,
     pub rotation_period: u32,
@@ -107,6 +111,8 @@ impl Default for Settings {
             fragment_duration: DEFAULT_FRAGMENT_DURATION_MS,
             fragment_acks: true,
             streaming_type: StreamingType::Auto,
+            spool_dir: None,
+            spool_size: DEFAULT_SPOOL_SIZE_MB,
             file_start_time: 0,
             rotation_period: DEFAULT_ROTATION_PERIOD,
             ca_file: None,
@@ -486,6 +492,26 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             )
             .mutable_ready()
             .build(),
+        glib::ParamSpecString::builder("spool-dir")
+            .nick("Spool directory")
+            .blurb(
+                "Keep every fragment on disk here (a directory per stream) until the service \
+                 acknowledges it: an outage longer than storage-size, a crash or a restart \
+                 loses nothing, and what an earlier run left is sent first at start. Unset: \
+                 memory only",
+            )
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("spool-size")
+            .nick("Spool size")
+            .blurb(
+                "Megabytes the spool may take on disk; when full, its oldest fragments are \
+                 dropped and reported",
+            )
+            .minimum(1)
+            .default_value(DEFAULT_SPOOL_SIZE_MB)
+            .mutable_ready()
+            .build(),
         glib::ParamSpecUInt64::builder("file-start-time")
             .nick("File start time")
             .blurb(
@@ -556,6 +582,8 @@ pub fn set(settings: &mut Settings, value: &glib::Value, pspec: &glib::ParamSpec
         "fragment-duration" => settings.fragment_duration = uint(),
         "fragment-acks" => settings.fragment_acks = value.get().expect("bool"),
         "streaming-type" => settings.streaming_type = value.get().expect("enum"),
+        "spool-dir" => settings.spool_dir = string(),
+        "spool-size" => settings.spool_size = uint(),
         "file-start-time" => settings.file_start_time = value.get().expect("u64"),
         "rotation-period" => settings.rotation_period = uint(),
         "ca-file" => settings.ca_file = string(),
@@ -591,6 +619,8 @@ pub fn get(settings: &Settings, pspec: &glib::ParamSpec) -> glib::Value {
         "fragment-duration" => settings.fragment_duration.to_value(),
         "fragment-acks" => settings.fragment_acks.to_value(),
         "streaming-type" => settings.streaming_type.to_value(),
+        "spool-dir" => settings.spool_dir.to_value(),
+        "spool-size" => settings.spool_size.to_value(),
         "file-start-time" => settings.file_start_time.to_value(),
         "rotation-period" => settings.rotation_period.to_value(),
         "ca-file" => settings.ca_file.to_value(),

@@ -1,0 +1,172 @@
+//! `spool-dir`: fragments kept on disk until acknowledged, so that an outage longer than the
+//! memory store, or a `kill -9` of the host during an outage, loses nothing. Run in
+//! `gst-launch-1.0`, as users run it.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::host::*;
+use common::*;
+
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A live 320x240 H.264 stream of `seconds` (a key frame a second) through a `tee` into
+/// kvssink (with `sink_props`) and into `copy`, unbuffered, so the copy has every byte
+/// matroskamux produced.
+fn live_line(seconds: u32, stream: &str, sink_props: &str, copy: &Path) -> String {
+    format!(
+        "videotestsrc is-live=true num-buffers={} \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse \
+         ! matroskamux streamable=true ! tee name=t \
+         ! queue ! kvssink stream-name={stream} stop-stream-timeout=60 {sink_props} \
+         t. ! queue ! filesink buffer-mode=unbuffered location={}",
+        seconds * 30,
+        copy.display()
+    )
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_outage_longer_than_memory_loses_nothing_with_a_spool() {
+    init();
+    let dir = tempdir();
+    let copy = dir.path().join("copy.mkv");
+    let spool = dir.path().join("spool");
+    let server = server();
+    // Memory for 2 s of video at most; the outage lasts 8 s.
+    let line = live_line(
+        16,
+        "outage",
+        &format!(
+            "storage-size=1 buffer-duration=2 spool-dir={}",
+            spool.display()
+        ),
+        &copy,
+    );
+    let run = std::thread::scope(|s| {
+        let launch = s.spawn(|| gst_launch(&server, &line, TIMEOUT));
+        wait_for("3 fragments", TIMEOUT, || {
+            server.fragments("outage").len() >= 3
+        });
+        server.pause_listening();
+        std::thread::sleep(Duration::from_secs(8));
+        server.resume_listening();
+        launch.join().unwrap()
+    });
+    run.assert_success();
+    assert_eq!(
+        run.summary().get::<&str>("outcome").unwrap(),
+        "all-persisted",
+        "{:?}",
+        run.summary()
+    );
+    assert!(run.named("kvs-fragments-dropped").is_empty());
+    let sent = std::fs::read(&copy).unwrap();
+    assert_eq!(split_bytes(sent.clone()).1.len(), 16);
+    assert_nothing_lost(&server, "outage", &sent);
+    // Everything acknowledged left the disk.
+    let left: u64 = walk(&spool)
+        .iter()
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    assert!(left < 1024, "{left} bytes left in the spool");
+}
+
+#[test]
+fn a_host_killed_during_an_outage_sends_everything_at_the_next_start() {
+    init();
+    let dir = tempdir();
+    let spool = dir.path().join("spool");
+    let (copy1, copy2) = (dir.path().join("1.mkv"), dir.path().join("2.mkv"));
+    let server = server();
+    let props = format!("spool-dir={}", spool.display());
+
+    // Run 1: streams, loses the service, and is killed (SIGKILL) while it cannot send.
+    let registry = tempdir();
+    let mut cmd = host_command("gst-launch-1.0", &server.url(), registry.path());
+    cmd.arg("-e")
+        .args(split_launch(&live_line(60, "killed", &props, &copy1)));
+    let mut child = cmd.spawn().unwrap();
+    wait_for("2 fragments", TIMEOUT, || {
+        server.fragments("killed").len() >= 2
+    });
+    server.pause_listening();
+    let before_outage = server.fragments("killed").len();
+    wait_for("5 clusters recorded during the outage", TIMEOUT, || {
+        split_bytes(std::fs::read(&copy1).unwrap_or_default())
+            .1
+            .len()
+            >= before_outage + 5
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    server.resume_listening();
+    assert_eq!(server.fragments("killed").len(), before_outage);
+
+    // Run 2: a new stream on the same spool. What run 1 kept goes first.
+    let run = gst_launch(&server, &live_line(3, "killed", &props, &copy2), TIMEOUT);
+    run.assert_success();
+    let stored: Vec<bytes::Bytes> = server
+        .fragments("killed")
+        .into_iter()
+        .map(|f| f.bytes)
+        .collect();
+    let (_, second) = split_bytes(std::fs::read(&copy2).unwrap());
+    let (_, first) = split_bytes(std::fs::read(&copy1).unwrap());
+    assert!(
+        stored.ends_with(&second),
+        "run 2's fragments come last, whole"
+    );
+    let from_run1 = &stored[..stored.len() - second.len()];
+    // In order and byte-identical; one sent twice at most (in flight when the service went).
+    let mut unique: Vec<&bytes::Bytes> = Vec::new();
+    for f in from_run1 {
+        if unique.last() != Some(&f) {
+            unique.push(f);
+        }
+    }
+    assert!(from_run1.len() - unique.len() <= 1, "duplicates");
+    for (i, f) in unique.iter().enumerate() {
+        assert_eq!(**f, first[i], "fragment {i} of run 1");
+    }
+    // Every cluster run 1 completed before the kill (all but the open one, and one its
+    // queue may still have held) was persisted.
+    assert!(
+        unique.len() + 2 >= first.len() && unique.len() > before_outage + 2,
+        "{} of {} clusters of run 1 persisted ({} before the outage)",
+        unique.len(),
+        first.len(),
+        before_outage
+    );
+    assert!(
+        run.stderr
+            .lines()
+            .chain(run.stdout.lines())
+            .all(|l| !l.contains("cut short by a crash") || l.contains("discarded"))
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
