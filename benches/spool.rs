@@ -1,0 +1,145 @@
+//! What `spool-dir` costs: CPU per MB of `appsrc ! kvssink` at 10 MB/s with and without a
+//! spool, and the spool's disk writes and fsyncs per fragment.
+//!
+//! The parent runs kvs-local in-process in discard mode (it acknowledges without storing);
+//! each measured upload runs in a child copy of this binary, so its CPU (getrusage of the
+//! child) is kvssink's and GStreamer's alone. The child pushes a synthetic matroskamux-shaped
+//! stream (1 s clusters of 30 frames) paced to 10 MB/s for the run's length. Runs alternate
+//! memory-only and spool, and the medians are compared.
+//!
+//! `cargo bench --bench spool` (5 rounds of 10 s each way, about 2 minutes);
+//! `-- --quick` or `KVSSINK_BENCH_QUICK=1`: 1 round of 4 s.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gst::prelude::*;
+use kvs_format::build;
+use kvs_format::ebml::{write_id, write_vint_len};
+use kvs_format::ids::ID_SIMPLE_BLOCK;
+use kvs_local::{Config, DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Server};
+
+const ROLE: &str = "KVSSINK_SPOOL_BENCH_CHILD";
+const RATE: f64 = 10e6;
+const FRAME: usize = RATE as usize / 30;
+
+/// The child: streams `seconds` at 10 MB/s into `url`, with `spool` (a directory) or not.
+fn child(url: &str, seconds: u64, spool: Option<&str>) {
+    gst::init().unwrap();
+    gstkvs::plugin_register_static().unwrap();
+    let pipeline = gst::Pipeline::new();
+    let src = gst_app::AppSrc::builder()
+        .caps(&gst::Caps::builder("video/x-matroska").build())
+        .format(gst::Format::Bytes)
+        .max_bytes(8 << 20)
+        .build();
+    let sink = gst::ElementFactory::make("kvssink")
+        .property("stream-name", "spool-bench")
+        .property("aws-region", "us-east-1")
+        .property("control-plane-uri", url)
+        .property("access-key", DEMO_ACCESS_KEY)
+        .property("secret-key", DEMO_SECRET_KEY)
+        .property_from_str("streaming-type", "realtime")
+        .build()
+        .unwrap();
+    if let Some(dir) = spool {
+        sink.set_property("spool-dir", dir);
+    }
+    pipeline.add_many([src.upcast_ref(), &sink]).unwrap();
+    src.link(&sink).unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let payload = Bytes::from(vec![0x5Au8; FRAME]);
+    src.push_buffer(gst::Buffer::from_slice(build::simple_header()))
+        .unwrap();
+    let start = Instant::now();
+    let mut pushed = 0u64;
+    for second in 0..seconds {
+        src.push_buffer(gst::Buffer::from_slice(build::cluster_start(second * 1000)))
+            .unwrap();
+        for f in 0..30u64 {
+            let mut header = Vec::with_capacity(16);
+            write_id(&mut header, ID_SIMPLE_BLOCK);
+            write_vint_len(&mut header, FRAME as u64 + 4, 8);
+            header.push(0x81);
+            header.extend_from_slice(&((f * 33) as i16).to_be_bytes());
+            header.push(if f == 0 { 0x80 } else { 0 });
+            src.push_buffer(gst::Buffer::from_slice(header)).unwrap();
+            src.push_buffer(gst::Buffer::from_slice(payload.clone()))
+                .unwrap();
+            pushed += FRAME as u64;
+            let due = Duration::from_secs_f64(pushed as f64 / RATE);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    src.end_of_stream().unwrap();
+    let bus = pipeline.bus().unwrap();
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("{} {:?}", e.error(), e.debug()),
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+/// CPU (user + system) of one child run, in seconds.
+fn run(url: &str, seconds: u64, spool: Option<&std::path::Path>) -> f64 {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env(ROLE, format!("{url} {seconds}"));
+    if let Some(dir) = spool {
+        cmd.env("KVSSINK_SPOOL_BENCH_DIR", dir);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child; rusage is a plain C struct.
+    unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let _ = child.try_wait();
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    if let Ok(args) = std::env::var(ROLE) {
+        let (url, seconds) = args.split_once(' ').unwrap();
+        let dir = std::env::var("KVSSINK_SPOOL_BENCH_DIR").ok();
+        child(url, seconds.parse().unwrap(), dir.as_deref());
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--quick")
+        || std::env::var_os("KVSSINK_BENCH_QUICK").is_some();
+    let (rounds, seconds) = if quick { (1, 4) } else { (5, 10) };
+    let server = Server::spawn(Config {
+        discard_media: true,
+        ..Config::default()
+    })
+    .unwrap();
+    let url = server.url();
+    let mb = seconds as f64 * RATE / 1e6;
+    let (mut memory, mut spooled) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        memory.push(run(&url, seconds, None) * 1000.0 / mb);
+        let dir = tempfile::tempdir().unwrap();
+        spooled.push(run(&url, seconds, Some(dir.path())) * 1000.0 / mb);
+    }
+    let (m, s) = (median(memory.clone()), median(spooled.clone()));
+    println!("appsrc ! kvssink at 10 MB/s for {seconds} s, {rounds} rounds each, alternating");
+    println!("memory only: {m:.3} ms CPU per MB (runs {memory:.3?})");
+    println!("spool-dir:   {s:.3} ms CPU per MB (runs {spooled:.3?})");
+    println!("spool / memory: {:.3}", s / m);
+    println!(
+        "disk per fragment: one write and one fdatasync (src/spool.rs append_fragment), plus \
+         one unsynced write of the done record when it is acknowledged"
+    );
+}
