@@ -49,7 +49,6 @@ fn checksum(parts: &[&[u8]]) -> u64 {
                 continue;
             }
             h = (h ^ u64::from_le_bytes(carry)).wrapping_mul(PRIME);
-            filled = 0;
         }
         let mut words = bytes.chunks_exact(8);
         for w in &mut words {
