@@ -12,7 +12,9 @@ pub mod aws_settings;
 pub mod control;
 pub mod credentials;
 pub mod endpoint;
+pub mod getmedia;
 pub mod kvssink;
+pub mod kvssrc;
 pub mod mkv;
 pub mod playback;
 pub mod producer;
@@ -22,7 +24,8 @@ pub mod store;
 pub mod uploader;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    kvssink::register(plugin)
+    kvssink::register(plugin)?;
+    kvssrc::register(plugin)
 }
 
 gst::plugin_define!(
