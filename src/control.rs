@@ -198,6 +198,36 @@ pub struct CreateStream<'a> {
     pub tags: BTreeMap<String, String>,
 }
 
+/// How to build the HTTP client every Kinesis Video Streams call goes through.
+pub struct ClientOptions<'a> {
+    pub connect_timeout: Duration,
+    /// How long sent data may stay unacknowledged by the peer's TCP before the connection is
+    /// given up (TCP_USER_TIMEOUT).
+    pub tcp_user_timeout: Duration,
+    pub user_agent: &'a str,
+    /// Extra CA certificates to trust (PEM).
+    pub ca_file: Option<&'a std::path::Path>,
+}
+
+/// The HTTP/1.1 client for the control plane and the media APIs (PutMedia, GetMedia).
+pub fn http_client(options: &ClientOptions<'_>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(options.connect_timeout)
+        .tcp_user_timeout(options.tcp_user_timeout)
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(2)
+        .user_agent(options.user_agent.to_owned());
+    if let Some(path) = options.ca_file {
+        for cert in crate::credentials::http::load_pem_roots(path)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot set up HTTPS: {e}"))
+}
+
 /// A signed client for one region's control plane.
 #[derive(Clone)]
 pub struct ControlPlane {

@@ -8,10 +8,13 @@
 use gst::glib;
 
 pub mod ack;
+pub mod aws_settings;
 pub mod control;
 pub mod credentials;
 pub mod endpoint;
+pub mod getmedia;
 pub mod kvssink;
+pub mod kvssrc;
 pub mod mkv;
 pub mod playback;
 pub mod producer;
@@ -22,7 +25,8 @@ pub mod store;
 pub mod uploader;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    kvssink::register(plugin)
+    kvssink::register(plugin)?;
+    kvssrc::register(plugin)
 }
 
 gst::plugin_define!(

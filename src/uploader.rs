@@ -9,6 +9,8 @@
 
 mod connection;
 mod driver;
+
+pub(crate) use driver::{auth_advice, backoff};
 mod state;
 
 use std::collections::BTreeMap;

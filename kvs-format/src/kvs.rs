@@ -102,3 +102,21 @@ mod tests {
         );
     }
 }
+
+/// SimpleTag names GetMedia writes around every fragment it sends.
+pub mod get_media_tags {
+    /// The fragment's number (a long decimal string).
+    pub const FRAGMENT_NUMBER: &str = "AWS_KINESISVIDEO_FRAGMENT_NUMBER";
+    /// When the service received the fragment, in seconds since the epoch (decimal).
+    pub const SERVER_TIMESTAMP: &str = "AWS_KINESISVIDEO_SERVER_TIMESTAMP";
+    /// The fragment's producer time, in seconds since the epoch (decimal).
+    pub const PRODUCER_TIMESTAMP: &str = "AWS_KINESISVIDEO_PRODUCER_TIMESTAMP";
+    /// How far the fragment is behind the tip of the stream, in ms.
+    pub const MILLIS_BEHIND_NOW: &str = "AWS_KINESISVIDEO_MILLIS_BEHIND_NOW";
+    /// Where a new GetMedia request continues after this fragment.
+    pub const CONTINUATION_TOKEN: &str = "AWS_KINESISVIDEO_CONTINUATION_TOKEN";
+    /// The service could not send the stream on: its error name.
+    pub const ERROR_CODE: &str = "AWS_KINESISVIDEO_ERROR_CODE";
+    /// The service could not send the stream on: its error number.
+    pub const ERROR_ID: &str = "AWS_KINESISVIDEO_ERROR_ID";
+}

@@ -390,30 +390,21 @@ async fn prepare_stream(
 }
 
 fn build_client(config: &super::Config) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(config.connection_timeout)
+    crate::control::http_client(&crate::control::ClientOptions {
+        connect_timeout: config.connection_timeout,
         // reqwest gives up on a connection whose sent data stays unacknowledged for 30 s
         // (TCP_USER_TIMEOUT); a slow link is the element's to judge, by connection-staleness.
-        .tcp_user_timeout(config.connection_staleness)
-        .http1_only()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(2)
-        .user_agent(config.user_agent.clone());
-    if let Some(path) = &config.ca_file {
-        for cert in credentials::http::load_pem_roots(path)? {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder
-        .build()
-        .map_err(|e| format!("cannot set up HTTPS: {e}"))
+        tcp_user_timeout: config.connection_staleness,
+        user_agent: &config.user_agent,
+        ca_file: config.ca_file.as_deref(),
+    })
 }
 
 /// What to do about credentials the service refused. AWS answers `UnrecognizedClientException`
 /// "The security token included in the request is invalid" both for an unknown access key and
 /// for a bad session token: which one it is follows from whether a token was sent, and from
 /// the key's kind (`AKIA`: long-term, `ASIA`: temporary, from STS).
-fn auth_advice(error: &ApiError, credentials: &Credentials) -> String {
+pub(crate) fn auth_advice(error: &ApiError, credentials: &Credentials) -> String {
     let source = credentials::source_of(credentials);
     let token_sent = credentials.session_token().is_some();
     let temporary_key = credentials.access_key_id().starts_with("ASIA");

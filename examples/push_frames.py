@@ -1,0 +1,80 @@
+#!/usr/bin/python3
+# Pushes frames made in Python (plain BGR bytes, no numpy) into a Kinesis video stream through
+# appsrc ! videoconvert ! x264enc ! matroskamux ! kvssink, and prints every acknowledgement.
+# Credentials and region come from the environment (see the README); --endpoint points at a
+# KVS-compatible endpoint such as kvs-local.
+import argparse
+import sys
+
+import gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst, GLib
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--stream", default="cam1")
+parser.add_argument("--endpoint", help="control-plane URL (default: the region's)")
+parser.add_argument("--frames", type=int, default=90)
+parser.add_argument("--fps", type=int, default=30)
+parser.add_argument("--width", type=int, default=320)
+parser.add_argument("--height", type=int, default=240)
+args = parser.parse_args()
+
+Gst.init(None)
+caps = f"video/x-raw,format=BGR,width={args.width},height={args.height},framerate={args.fps}/1"
+pipeline = Gst.parse_launch(
+    f"appsrc name=src format=time caps={caps} "
+    "! videoconvert ! video/x-raw,format=I420 "
+    f"! x264enc speed-preset=ultrafast key-int-max={args.fps} "
+    f"! h264parse ! matroskamux streamable=true ! kvssink name=sink stream-name={args.stream}")
+if args.endpoint:
+    pipeline.get_by_name("sink").set_property("control-plane-uri", args.endpoint)
+src = pipeline.get_by_name("src")
+frame_duration = Gst.SECOND // args.fps
+pushed = 0
+
+
+def frame(i):
+    """One BGR frame: a colour that changes with i (any bytes of width*height*3 will do)."""
+    pixel = bytes(((i * 7) % 256, (i * 3) % 256, 255 - (i * 5) % 256))
+    return pixel * (args.width * args.height)
+
+
+def need_data(appsrc, _length):
+    global pushed
+    if pushed == args.frames:
+        appsrc.emit("end-of-stream")
+        return
+    buf = Gst.Buffer.new_wrapped(frame(pushed))
+    # Timestamps are what the stream keeps: frame i is shown i/fps seconds in.
+    buf.pts = pushed * frame_duration
+    buf.duration = frame_duration
+    appsrc.emit("push-buffer", buf)
+    pushed += 1
+
+
+src.connect("need-data", need_data)
+loop = GLib.MainLoop()
+failed = False
+
+
+def on_message(bus, msg):
+    global failed
+    s = msg.get_structure()
+    if msg.type == Gst.MessageType.ELEMENT and s.get_name() == "kvs-ack":
+        print("ack", s.get_string("event-type"), s.get_value("fragment-timecode"), flush=True)
+    elif msg.type in (Gst.MessageType.EOS, Gst.MessageType.ERROR):
+        if msg.type == Gst.MessageType.ERROR:
+            err, debug = msg.parse_error()
+            print("error:", err.message, debug, file=sys.stderr)
+            failed = True
+        loop.quit()
+
+
+bus = pipeline.get_bus()
+bus.add_signal_watch()
+bus.connect("message", on_message)
+pipeline.set_state(Gst.State.PLAYING)
+loop.run()
+pipeline.set_state(Gst.State.NULL)
+print("pushed", pushed, "frames")
+sys.exit(1 if failed else 0)

@@ -1,0 +1,299 @@
+//! Cuts a GetMedia response body into whole fragments and reads each fragment's tags.
+//!
+//! A GetMedia body is a sequence of self-contained MKV chunks, one per fragment: an EBML
+//! header, a Segment (of unknown size) with the stream's Info and Tracks, a Tags element with
+//! the fragment number and timestamps, the Cluster, and a Tags element with the continuation
+//! token. A fragment is complete when its continuation token has been read, or when the next
+//! EBML header begins; nothing of a fragment is handed on before that, so that a connection
+//! lost in the middle of one never leaves half a fragment downstream.
+
+use bytes::{Bytes, BytesMut};
+use kvs_format::ebml;
+use kvs_format::ids::*;
+use kvs_format::kvs::get_media_tags as tag;
+
+/// What the service's tags say about one fragment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FragmentTags {
+    pub number: Option<String>,
+    /// Producer timestamp, ms since the epoch.
+    pub producer_ms: Option<u64>,
+    /// Server timestamp, ms since the epoch.
+    pub server_ms: Option<u64>,
+    pub millis_behind_now: Option<u64>,
+    pub continuation_token: Option<String>,
+    pub error_code: Option<String>,
+    pub error_id: Option<String>,
+}
+
+impl FragmentTags {
+    fn set(&mut self, name: &str, value: String) {
+        let ms = |v: &str| {
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .map(|s| (s * 1000.0).round() as u64)
+        };
+        match name {
+            tag::FRAGMENT_NUMBER => self.number = Some(value),
+            tag::PRODUCER_TIMESTAMP => self.producer_ms = ms(&value),
+            tag::SERVER_TIMESTAMP => self.server_ms = ms(&value),
+            tag::MILLIS_BEHIND_NOW => self.millis_behind_now = value.trim().parse().ok(),
+            tag::CONTINUATION_TOKEN => self.continuation_token = Some(value),
+            tag::ERROR_CODE => self.error_code = Some(value),
+            tag::ERROR_ID => self.error_id = Some(value),
+            _ => {}
+        }
+    }
+}
+
+/// One whole fragment as the service sent it.
+#[derive(Debug, Clone)]
+pub struct Fragment {
+    /// Every byte of the fragment's chunk, its stream header included.
+    pub bytes: Bytes,
+    /// Length of the stream header at the start of `bytes` (EBML header, Segment header, and
+    /// the Segment's elements before the first fragment Tags or Cluster).
+    pub header_len: usize,
+    /// Whether the chunk holds a Cluster (a chunk with only an error has none).
+    pub has_cluster: bool,
+    pub tags: FragmentTags,
+}
+
+/// The body is not the MKV GetMedia sends.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unexpected GetMedia data at byte {offset}: {what}")]
+pub struct SplitError {
+    pub offset: u64,
+    pub what: String,
+}
+
+/// Accumulates body bytes and hands out whole fragments.
+#[derive(Debug, Default)]
+pub struct Splitter {
+    /// The current fragment's bytes, from its EBML header on.
+    buf: BytesMut,
+    /// Where the next element header starts in `buf` (may lie beyond its end while a skipped
+    /// element's body is still arriving).
+    pos: usize,
+    header_len: Option<usize>,
+    has_cluster: bool,
+    tags: FragmentTags,
+    /// Body bytes handed out as fragments so far (for error offsets).
+    consumed: u64,
+}
+
+impl Splitter {
+    pub fn new() -> Splitter {
+        Splitter::default()
+    }
+
+    /// Appends body bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes held that are not yet part of a complete fragment.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete fragment, if the bytes pushed so far hold one.
+    pub fn next_fragment(&mut self) -> Result<Option<Fragment>, SplitError> {
+        loop {
+            if self.pos >= self.buf.len() {
+                return Ok(None);
+            }
+            let header = ebml::read_header(&self.buf[self.pos..]).map_err(|e| self.error(e))?;
+            let Some(header) = header else {
+                return Ok(None);
+            };
+            match header.id {
+                ID_EBML if self.pos > 0 => {
+                    // The previous fragment ended without its continuation token.
+                    let at = self.pos;
+                    return Ok(Some(self.cut(at)));
+                }
+                ID_SEGMENT | ID_CLUSTER => {
+                    if header.id == ID_CLUSTER {
+                        self.has_cluster = true;
+                        self.header_len.get_or_insert(self.pos);
+                    }
+                    self.pos += header.len;
+                }
+                ID_TAGS => {
+                    let size = header
+                        .size
+                        .ok_or_else(|| self.error("Tags of unknown size"))?;
+                    let end = self.pos + header.len + size as usize;
+                    if self.buf.len() < end {
+                        return Ok(None);
+                    }
+                    let mut found = FragmentTags::default();
+                    let kvs = read_simple_tags(&self.buf[self.pos + header.len..end], &mut found);
+                    if kvs {
+                        self.header_len.get_or_insert(self.pos);
+                        merge(&mut self.tags, found);
+                    }
+                    self.pos = end;
+                    if self.tags.continuation_token.is_some() && self.has_cluster
+                        || self.tags.error_code.is_some()
+                    {
+                        return Ok(Some(self.cut(end)));
+                    }
+                }
+                _ => {
+                    let size = header.size.ok_or_else(|| {
+                        self.error(format!("element {:#x} of unknown size", header.id))
+                    })?;
+                    self.pos += header.len + size as usize;
+                }
+            }
+        }
+    }
+
+    fn cut(&mut self, at: usize) -> Fragment {
+        let bytes = self.buf.split_to(at).freeze();
+        self.pos -= at;
+        self.consumed += at as u64;
+        Fragment {
+            header_len: self.header_len.take().unwrap_or(bytes.len()),
+            has_cluster: std::mem::take(&mut self.has_cluster),
+            tags: std::mem::take(&mut self.tags),
+            bytes,
+        }
+    }
+
+    fn error(&self, what: impl std::fmt::Display) -> SplitError {
+        SplitError {
+            offset: self.consumed + self.pos as u64,
+            what: what.to_string(),
+        }
+    }
+}
+
+fn merge(into: &mut FragmentTags, from: FragmentTags) {
+    macro_rules! take {
+        ($($f:ident),*) => { $( if from.$f.is_some() { into.$f = from.$f; } )* };
+    }
+    take!(
+        number,
+        producer_ms,
+        server_ms,
+        millis_behind_now,
+        continuation_token,
+        error_code,
+        error_id
+    );
+}
+
+/// Reads the SimpleTags of a Tags body into `tags`; whether any was a Kinesis Video one.
+fn read_simple_tags(mut body: &[u8], tags: &mut FragmentTags) -> bool {
+    let mut kvs = false;
+    while let Ok(Some(h)) = ebml::read_header(body) {
+        let Some(size) = h.size else { break };
+        let end = (h.len + size as usize).min(body.len());
+        let inner = &body[h.len..end];
+        match h.id {
+            ID_TAG => kvs |= read_simple_tags(inner, tags),
+            ID_SIMPLE_TAG => {
+                let (mut name, mut value) = (String::new(), String::new());
+                let mut rest = inner;
+                while let Ok(Some(c)) = ebml::read_header(rest) {
+                    let Some(size) = c.size else { break };
+                    let end = (c.len + size as usize).min(rest.len());
+                    match c.id {
+                        ID_TAG_NAME => name = ebml::read_string(&rest[c.len..end]),
+                        ID_TAG_STRING => value = ebml::read_string(&rest[c.len..end]),
+                        _ => {}
+                    }
+                    rest = &rest[end..];
+                }
+                if name.starts_with("AWS_KINESISVIDEO_") {
+                    kvs = true;
+                    tags.set(&name, value);
+                }
+            }
+            _ => {}
+        }
+        body = &body[end..];
+    }
+    kvs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvs_format::build;
+    use kvs_format::matroska::tags_with_targets;
+
+    fn chunk(number: &str, producer: &str, token: bool) -> Vec<u8> {
+        let mut out = build::simple_header();
+        out.extend(tags_with_targets(&[
+            (tag::FRAGMENT_NUMBER, number),
+            (tag::SERVER_TIMESTAMP, "1700000001.5"),
+            (tag::PRODUCER_TIMESTAMP, producer),
+        ]));
+        out.extend(build::simple_cluster(0, 3, 33, 10));
+        if token {
+            out.extend(tags_with_targets(&[
+                (tag::MILLIS_BEHIND_NOW, "12"),
+                (tag::CONTINUATION_TOKEN, number),
+            ]));
+        }
+        out
+    }
+
+    #[test]
+    fn fragments_byte_by_byte_and_whole() {
+        let mut body = chunk("91", "1700000000.25", true);
+        body.extend(chunk("92", "1700000001", true));
+        for step in [1, 7, body.len()] {
+            let mut s = Splitter::new();
+            let mut got = Vec::new();
+            for piece in body.chunks(step) {
+                s.push(piece);
+                while let Some(f) = s.next_fragment().unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got.len(), 2, "step {step}");
+            assert_eq!(s.pending(), 0);
+            let f = &got[0];
+            assert_eq!(f.tags.number.as_deref(), Some("91"));
+            assert_eq!(f.tags.producer_ms, Some(1_700_000_000_250));
+            assert_eq!(f.tags.server_ms, Some(1_700_000_001_500));
+            assert_eq!(f.tags.continuation_token.as_deref(), Some("91"));
+            assert_eq!(f.tags.millis_behind_now, Some(12));
+            assert!(f.has_cluster);
+            assert_eq!(f.header_len, build::simple_header().len());
+            let total: usize = got.iter().map(|f| f.bytes.len()).sum();
+            assert_eq!(total, body.len());
+        }
+    }
+
+    #[test]
+    fn a_fragment_without_its_token_ends_at_the_next_header() {
+        let mut body = chunk("1", "1700000000", false);
+        let first = body.len();
+        body.extend(chunk("2", "1700000001", false));
+        let mut s = Splitter::new();
+        s.push(&body);
+        let f = s.next_fragment().unwrap().unwrap();
+        assert_eq!(f.bytes.len(), first);
+        assert_eq!(f.tags.continuation_token, None);
+        // The last one is held: it may not be whole.
+        assert!(s.next_fragment().unwrap().is_none());
+        assert_eq!(s.pending(), body.len() - first);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let mut s = Splitter::new();
+        s.push(&[
+            0x1F, 0x43, 0xB6, 0x75, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        ]);
+        s.push(&[0x81, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+        assert!(s.next_fragment().is_err());
+    }
+}

@@ -1,0 +1,345 @@
+//! The kvssrc element: a PushSrc whose buffers are whole GetMedia fragments.
+//!
+//! The reader ([`crate::getmedia`]) runs on the shared runtime; `create` waits on its channel
+//! from the streaming thread, and `unlock` ends that wait at once.
+
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::base_src::CreateSuccess;
+use gst_base::subclass::prelude::*;
+use tokio::sync::{mpsc, watch};
+
+use super::settings::{self, Settings, StartSelector};
+use crate::about;
+use crate::getmedia::{self, Event, Fragment};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "kvssrc",
+        gst::DebugColorFlags::empty(),
+        Some("Amazon Kinesis Video Streams source"),
+    )
+});
+
+/// Fragments read ahead of the streaming thread.
+const READ_AHEAD: usize = 4;
+
+struct Started {
+    stream: String,
+    events: mpsc::Receiver<Event>,
+    task: tokio::task::JoinHandle<()>,
+    /// The stream header of the first fragment pushed; the same header in front of later
+    /// fragments is left out, so downstream sees one Matroska stream.
+    header: Option<Bytes>,
+    fragments: u64,
+}
+
+pub struct KvsSrc {
+    settings: Mutex<Settings>,
+    /// Taken by the streaming thread for as long as `create` runs.
+    state: Mutex<Option<Started>>,
+    /// `true` between `unlock` and `unlock_stop`: `create` returns FLUSHING.
+    flushing: watch::Sender<bool>,
+}
+
+impl Default for KvsSrc {
+    fn default() -> Self {
+        KvsSrc {
+            settings: Mutex::default(),
+            state: Mutex::default(),
+            flushing: watch::Sender::new(false),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for KvsSrc {
+    const NAME: &'static str = "GstKvsSrc";
+    type Type = super::KvsSrc;
+    type ParentType = gst_base::PushSrc;
+}
+
+impl ObjectImpl for KvsSrc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(settings::properties);
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        settings::set(&mut lock(&self.settings), value, pspec);
+        if pspec.name() == "start-selector" {
+            let live = lock(&self.settings).start_selector == StartSelector::Now;
+            self.obj().set_live(live);
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        settings::get(&lock(&self.settings), pspec)
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        // The default selector, now, is a live source.
+        obj.set_live(true);
+        obj.set_format(gst::Format::Bytes);
+    }
+}
+
+impl GstObjectImpl for KvsSrc {}
+
+impl ElementImpl for KvsSrc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static META: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Kinesis Video Streams source",
+                "Source/Network",
+                "Reads a Kinesis video stream with GetMedia, as Matroska",
+                "kvssink-rs contributors",
+            )
+        });
+        Some(&*META)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst::Caps::builder("video/x-matroska").build();
+            vec![
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .expect("src pad template"),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl BaseSrcImpl for KvsSrc {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        let Some(stream) = settings.stream_name.clone() else {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("kvssrc needs a stream-name")
+            ));
+        };
+        let setting_error =
+            |e: String| gst::error_msg!(gst::ResourceError::Settings, ("{}", about(&stream, e)));
+        crate::endpoint::check(&settings.aws.location()).map_err(setting_error)?;
+        let config = settings.reader_config(&stream).map_err(setting_error)?;
+        let (credentials, ignored) = settings
+            .aws
+            .credential_sources(&stream)
+            .and_then(|sources| crate::credentials::provider(&sources))
+            .map_err(setting_error)?;
+        for message in settings
+            .aws
+            .credential_warnings()
+            .into_iter()
+            .chain(ignored)
+        {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Settings,
+                ("{}", about(&stream, message))
+            );
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "starting: stream {stream}, from {:?}",
+            config.start
+        );
+        let (tx, events) = mpsc::channel(READ_AHEAD);
+        let task = getmedia::spawn(crate::runtime::RUNTIME.handle(), config, credentials, tx);
+        *lock(&self.state) = Some(Started {
+            stream,
+            events,
+            task,
+            header: None,
+            fragments: 0,
+        });
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        if let Some(started) = lock(&self.state).take() {
+            started.task.abort();
+            gst::info!(
+                CAT,
+                imp = self,
+                "stopped after {} fragments",
+                started.fragments
+            );
+        }
+        Ok(())
+    }
+
+    fn is_seekable(&self) -> bool {
+        false
+    }
+
+    fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        self.flushing.send_replace(true);
+        Ok(())
+    }
+
+    fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.flushing.send_replace(false);
+        Ok(())
+    }
+}
+
+impl PushSrcImpl for KvsSrc {
+    fn create(
+        &self,
+        _buffer: Option<&mut gst::BufferRef>,
+    ) -> Result<CreateSuccess, gst::FlowError> {
+        let mut state = lock(&self.state);
+        let Some(started) = state.as_mut() else {
+            return Err(gst::FlowError::Flushing);
+        };
+        let mut flushing = self.flushing.subscribe();
+        loop {
+            let event = crate::runtime::RUNTIME.block_on(async {
+                tokio::select! {
+                    event = started.events.recv() => Some(event),
+                    _ = flushing.wait_for(|f| *f) => None,
+                }
+            });
+            let event = match event {
+                None => return Err(gst::FlowError::Flushing),
+                Some(None) => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::ResourceError::Read,
+                        ("{}", about(&started.stream, "the GetMedia reader stopped"))
+                    );
+                    return Err(gst::FlowError::Error);
+                }
+                Some(Some(event)) => event,
+            };
+            match event {
+                Event::Info(text) => gst::info!(CAT, imp = self, "{text}"),
+                Event::Connected(url) => {
+                    gst::info!(CAT, imp = self, "reading from {url}");
+                    self.post_connection(&started.stream, "streaming", None);
+                }
+                Event::Reconnecting {
+                    attempt,
+                    delay,
+                    reason,
+                } => {
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "reconnecting in {} ms (attempt {attempt}): {reason}",
+                        delay.as_millis()
+                    );
+                    self.post_connection(&started.stream, "reconnecting", Some(&reason));
+                }
+                Event::End => {
+                    gst::info!(CAT, imp = self, "end-timestamp reached: EOS");
+                    return Err(gst::FlowError::Eos);
+                }
+                Event::Fatal(fatal) => {
+                    let domain = if fatal.auth {
+                        gst::ResourceError::NotAuthorized
+                    } else if fatal.kind.as_deref() == Some("ResourceNotFoundException") {
+                        gst::ResourceError::NotFound
+                    } else {
+                        gst::ResourceError::Read
+                    };
+                    gst::element_imp_error!(self, domain, ("{}", fatal));
+                    return Err(gst::FlowError::Error);
+                }
+                Event::Fragment(fragment) => {
+                    started.fragments += 1;
+                    self.post_fragment(&started.stream, &fragment);
+                    let buffer = self.buffer(started, fragment);
+                    return Ok(CreateSuccess::NewBuffer(buffer));
+                }
+            }
+        }
+    }
+}
+
+impl KvsSrc {
+    /// The fragment's bytes, without a stream header that repeats the first one.
+    fn buffer(&self, started: &mut Started, fragment: Fragment) -> gst::Buffer {
+        let header = fragment.bytes.slice(..fragment.header_len);
+        let bytes = match &started.header {
+            Some(first) if *first == header => fragment.bytes.slice(fragment.header_len..),
+            _ => {
+                if started.header.is_some() {
+                    gst::info!(CAT, imp = self, "the stream header changed");
+                }
+                started.header = Some(header);
+                fragment.bytes
+            }
+        };
+        gst::Buffer::from_slice(bytes)
+    }
+
+    fn post_fragment(&self, stream: &str, fragment: &Fragment) {
+        let tags = &fragment.tags;
+        gst::debug!(
+            CAT,
+            imp = self,
+            "fragment {:?}: producer {:?} ms, {} bytes",
+            tags.number,
+            tags.producer_ms,
+            fragment.bytes.len()
+        );
+        let mut s = gst::Structure::builder("kvs-fragment")
+            .field("stream", stream)
+            .build();
+        if let Some(n) = &tags.number {
+            s.set("fragment-number", n);
+        }
+        if let Some(ms) = tags.producer_ms {
+            s.set("producer-timestamp", ms);
+        }
+        if let Some(ms) = tags.server_ms {
+            s.set("server-timestamp", ms);
+        }
+        if let Some(ms) = tags.millis_behind_now {
+            s.set("millis-behind-now", ms);
+        }
+        if let Some(t) = &tags.continuation_token {
+            s.set("continuation-token", t);
+        }
+        self.post(s);
+    }
+
+    fn post_connection(&self, stream: &str, state: &str, reason: Option<&str>) {
+        let mut s = gst::Structure::builder("kvs-connection")
+            .field("stream", stream)
+            .field("state", state)
+            .build();
+        if let Some(reason) = reason {
+            s.set("reason", reason);
+        }
+        self.post(s);
+    }
+
+    fn post(&self, structure: gst::Structure) {
+        let msg = gst::message::Element::builder(structure)
+            .src(&*self.obj())
+            .build();
+        let _ = self.obj().post_message(msg);
+    }
+}

@@ -1,0 +1,260 @@
+//! kvssrc end to end: record with kvssink into kvs-local, read back with kvssrc !
+//! matroskademux, and compare frames and timestamps.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use common::{Run, Server};
+use gst::prelude::*;
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Records `frames` frames of 30 fps H.264 (a key frame a second) into `stream`.
+fn record(server: &Server, stream: &str, frames: u32) -> Run {
+    let line = format!(
+        "videotestsrc num-buffers={frames} ! video/x-raw,format=I420,width=320,height=240,\
+         framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! \
+         matroskamux streamable=true ! kvssink name=sink"
+    );
+    let (pipeline, _) = common::pipeline(&line, server, stream);
+    let run = common::run(&pipeline, TIMEOUT);
+    assert!(run.eos && run.errors.is_empty(), "recording: {run:?}");
+    run
+}
+
+/// What a read produced: the frames' timestamps and the run.
+struct Read {
+    pts: Vec<gst::ClockTime>,
+    run: Run,
+}
+
+impl Read {
+    /// Timestamps relative to the first frame's.
+    fn relative(&self) -> Vec<u64> {
+        let first = self.pts.first().copied().unwrap_or_default();
+        self.pts.iter().map(|t| (*t - first).mseconds()).collect()
+    }
+
+    fn fragments(&self) -> Vec<&gst::Structure> {
+        self.run.named("kvs-fragment")
+    }
+}
+
+/// Reads `stream` with kvssrc (extra properties in `props`) into matroskademux ! h264parse.
+fn read(server: &Server, stream: &str, props: &str) -> Read {
+    read_with(server, stream, props, |_| {})
+}
+
+fn read_with(
+    server: &Server,
+    stream: &str,
+    props: &str,
+    before: impl FnOnce(&gst::Pipeline),
+) -> Read {
+    let line = format!(
+        "kvssrc name=src {props} ! matroskademux ! h264parse ! fakesink name=out \
+         signal-handoffs=true sync=false"
+    );
+    let pipeline = gst::parse::launch(&line)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    common::configure_sink(&pipeline.by_name("src").unwrap(), server, stream);
+    let pts = Arc::new(Mutex::new(Vec::new()));
+    let seen = pts.clone();
+    pipeline
+        .by_name("out")
+        .unwrap()
+        .connect("handoff", false, move |args| {
+            let buffer = args[1].get::<gst::Buffer>().unwrap();
+            seen.lock()
+                .unwrap()
+                .push(buffer.pts().expect("a timestamp"));
+            None
+        });
+    before(&pipeline);
+    let run = common::run_even_if_start_fails(&pipeline, TIMEOUT);
+    let pts = pts.lock().unwrap().clone();
+    Read { pts, run }
+}
+
+/// Frame times of 30 fps from 0, in ms (as matroskamux rounds them).
+fn expected(frames: u64) -> Vec<u64> {
+    (0..frames).map(|i| (i * 1000 + 15) / 30).collect()
+}
+
+#[test]
+fn earliest_reads_every_frame_back_with_its_time() {
+    common::init();
+    let server = common::server();
+    record(&server, "cam1", 90);
+    let read = read(
+        &server,
+        "cam1",
+        &format!("start-selector=earliest end-timestamp={}", now_ms()),
+    );
+    assert!(read.run.eos, "{:?}", read.run);
+    assert_eq!(read.relative(), expected(90));
+    let fragments = read.fragments();
+    assert_eq!(fragments.len(), server.fragment_count("cam1"));
+    let stored = server.fragments("cam1");
+    for (message, stored) in fragments.iter().zip(&stored) {
+        assert_eq!(
+            message.get::<&str>("fragment-number").unwrap(),
+            stored.number
+        );
+        assert_eq!(
+            message.get::<u64>("producer-timestamp").unwrap(),
+            stored.producer_timestamp_ms
+        );
+        assert!(message.get::<&str>("continuation-token").is_ok());
+    }
+}
+
+#[test]
+fn producer_timestamp_and_fragment_number_start_where_asked() {
+    common::init();
+    let server = common::server();
+    record(&server, "cam1", 90);
+    let stored = server.fragments("cam1");
+    assert_eq!(stored.len(), 3);
+    let end = now_ms();
+
+    let read_pt = read(
+        &server,
+        "cam1",
+        &format!(
+            "start-selector=producer-timestamp start-timestamp={} end-timestamp={end}",
+            stored[1].producer_timestamp_ms
+        ),
+    );
+    assert!(read_pt.run.eos, "{:?}", read_pt.run);
+    assert_eq!(read_pt.relative(), expected(60));
+    assert_eq!(
+        read_pt.fragments()[0]
+            .get::<&str>("fragment-number")
+            .unwrap(),
+        stored[1].number
+    );
+
+    let read_fn = read(
+        &server,
+        "cam1",
+        &format!(
+            "start-selector=fragment-number start-fragment-number={} end-timestamp={end}",
+            stored[0].number
+        ),
+    );
+    assert!(read_fn.run.eos, "{:?}", read_fn.run);
+    assert_eq!(read_fn.relative(), expected(60));
+
+    // A bounded read stops before the first fragment that starts after end-timestamp.
+    let read_end = read(
+        &server,
+        "cam1",
+        &format!(
+            "start-selector=earliest end-timestamp={}",
+            stored[1].producer_timestamp_ms
+        ),
+    );
+    assert!(read_end.run.eos, "{:?}", read_end.run);
+    assert_eq!(read_end.relative(), expected(60));
+}
+
+#[test]
+fn a_dropped_connection_loses_and_repeats_nothing() {
+    common::init();
+    let server = Arc::new(common::server());
+    record(&server, "cam1", 90);
+    let end = now_ms();
+    let dropped = Arc::new(std::sync::Once::new());
+    let read = read_with(
+        &server,
+        "cam1",
+        &format!("start-selector=earliest end-timestamp={end}"),
+        |pipeline| {
+            // At the first frame, every live connection is closed: kvssrc has read ahead and
+            // waits for more on its GetMedia connection, and must carry on after the last
+            // whole fragment it read.
+            let server = server.clone();
+            pipeline
+                .by_name("out")
+                .unwrap()
+                .connect("handoff", false, move |_| {
+                    dropped.call_once(|| {
+                        server.pause_listening();
+                        server.resume_listening();
+                    });
+                    None
+                });
+        },
+    );
+    assert!(read.run.eos, "{:?}", read.run);
+    let reconnects = read
+        .run
+        .named("kvs-connection")
+        .into_iter()
+        .filter(|s| s.get::<&str>("state").ok() == Some("reconnecting"))
+        .count();
+    assert!(reconnects >= 1, "{:?}", read.run);
+    let numbers: Vec<String> = read
+        .fragments()
+        .into_iter()
+        .map(|s| s.get::<String>("fragment-number").unwrap())
+        .collect();
+    let stored: Vec<String> = server
+        .fragments("cam1")
+        .into_iter()
+        .map(|f| f.number)
+        .collect();
+    assert_eq!(numbers, stored);
+    assert_eq!(read.relative(), expected(90));
+}
+
+#[test]
+fn an_unknown_stream_is_an_error_naming_it() {
+    common::init();
+    let server = common::server();
+    let read = read(&server, "no-such-camera", "start-selector=earliest");
+    assert!(!read.run.eos);
+    let text = read.run.error_text();
+    assert!(
+        text.contains("no-such-camera") && text.contains("ResourceNotFoundException"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_wrong_secret_is_a_clear_not_authorized_error() {
+    common::init();
+    let server = common::server();
+    record(&server, "cam1", 30);
+    let read = read_with(&server, "cam1", "start-selector=earliest", |p| {
+        p.by_name("src")
+            .unwrap()
+            .set_property("secret-key", "wrong-secret");
+    });
+    let text = read.run.error_text();
+    assert!(
+        text.contains("stream cam1") && text.contains("InvalidSignatureException"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_selector_without_its_value_is_a_settings_error() {
+    common::init();
+    let server = common::server();
+    let read = read(&server, "cam1", "start-selector=fragment-number");
+    let text = read.run.error_text();
+    assert!(text.contains("start-fragment-number"), "{text}");
+}
