@@ -25,6 +25,8 @@ elements=(
   appsink:gstreamer1.0-plugins-base appsrc:gstreamer1.0-plugins-base audiotestsrc:gstreamer1.0-plugins-base
   videoconvert:gstreamer1.0-plugins-base videotestsrc:gstreamer1.0-plugins-base
   aacparse:gstreamer1.0-plugins-good jpegenc:gstreamer1.0-plugins-good
+  jpegdec:gstreamer1.0-plugins-good multifilesrc:gstreamer1.0-plugins-good
+  multifilesink:gstreamer1.0-plugins-good
   matroskademux:gstreamer1.0-plugins-good matroskamux:gstreamer1.0-plugins-good
   v4l2src:gstreamer1.0-plugins-good
   h264parse:gstreamer1.0-plugins-bad voaacenc:gstreamer1.0-plugins-bad

@@ -93,3 +93,54 @@ fn frames_pushed_from_python_come_back_with_their_timestamps() {
     assert!(frames.iter().all(|w| w[2] == "320x240" && w[3] == "230400"));
     assert!(read.stdout.contains("frames: 60"), "{}", read.output());
 }
+
+/// The case this project started from: a folder of JPEG images (`mkv-0.jpg`, `mkv-1.jpg`,
+/// ...) goes up with one launch line (decoded and encoded to H.264 in Matroska, which is what
+/// KVS takes, rather than sent as JPEG bytes) and comes back as the same number of frames
+/// with the same timestamps.
+#[test]
+fn a_folder_of_jpeg_images_goes_up_with_one_line_and_comes_back_frame_for_frame() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("mkv-%d.jpg");
+    let made = std::process::Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "num-buffers=45", "!"])
+        .args([
+            "video/x-raw,width=320,height=240",
+            "!",
+            "jpegenc",
+            "!",
+            "multifilesink",
+        ])
+        .arg(format!("location={}", images.display()))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert!(dir.path().join("mkv-44.jpg").exists());
+    let server = server();
+    let upload = gst_launch(
+        &server,
+        &format!(
+            "multifilesrc location={} caps=image/jpeg,framerate=15/1 ! jpegdec ! videoconvert \
+             ! video/x-raw,format=I420 ! x264enc speed-preset=ultrafast key-int-max=15 \
+             ! h264parse ! matroskamux ! kvssink stream-name=images",
+            images.display()
+        ),
+        TIMEOUT,
+    );
+    upload.assert_success();
+    assert_eq!(
+        upload.summary().get::<&str>("outcome").unwrap(),
+        "all-persisted"
+    );
+    let read = python_example(&server, "read_frames.py", &["--stream", "images"]);
+    read.assert_success();
+    let times: Vec<u64> = lines(&read, "frame")
+        .iter()
+        .map(|w| w[1].parse().unwrap())
+        .collect();
+    let first = times.first().copied().unwrap_or_default();
+    let relative: Vec<u64> = times.iter().map(|t| t - first).collect();
+    let expected: Vec<u64> = (0..45).map(|i| (i * 1000 + 7) / 15).collect();
+    assert_eq!(relative, expected, "{}", read.output());
+}
