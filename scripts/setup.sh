@@ -26,7 +26,8 @@ elements=(
   videoconvert:gstreamer1.0-plugins-base videotestsrc:gstreamer1.0-plugins-base
   aacparse:gstreamer1.0-plugins-good jpegenc:gstreamer1.0-plugins-good
   jpegdec:gstreamer1.0-plugins-good multifilesrc:gstreamer1.0-plugins-good
-  multifilesink:gstreamer1.0-plugins-good
+  multifilesink:gstreamer1.0-plugins-good mp4mux:gstreamer1.0-plugins-good
+  qtdemux:gstreamer1.0-plugins-good
   matroskademux:gstreamer1.0-plugins-good matroskamux:gstreamer1.0-plugins-good
   v4l2src:gstreamer1.0-plugins-good
   h264parse:gstreamer1.0-plugins-bad voaacenc:gstreamer1.0-plugins-bad

@@ -144,3 +144,50 @@ fn a_folder_of_jpeg_images_goes_up_with_one_line_and_comes_back_frame_for_frame(
     let expected: Vec<u64> = (0..45).map(|i| (i * 1000 + 7) / 15).collect();
     assert_eq!(relative, expected, "{}", read.output());
 }
+
+/// Saving a clip from a stream: `kvssrc ! matroskademux ! h264parse ! mp4mux ! filesink`
+/// writes an MP4 that GStreamer plays back with every frame.
+#[test]
+fn a_clip_is_saved_as_mp4() {
+    init();
+    let server = server();
+    gst_launch(
+        &server,
+        "videotestsrc num-buffers=60 ! video/x-raw,format=I420,width=320,height=240,\
+         framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! \
+         matroskamux streamable=true ! kvssink stream-name=clip",
+        TIMEOUT,
+    )
+    .assert_success();
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = dir.path().join("clip.mp4");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    gst_launch(
+        &server,
+        &format!(
+            "kvssrc stream-name=clip start-selector=earliest end-timestamp={now} \
+             ! matroskademux ! h264parse ! mp4mux ! filesink location={}",
+            mp4.display()
+        ),
+        TIMEOUT,
+    )
+    .assert_success();
+    // Played back: 60 decoded frames.
+    let registry = tempfile::tempdir().unwrap();
+    let mut cmd = host_command("gst-launch-1.0", &server.url(), registry.path());
+    cmd.arg("-v").args(split_launch(&format!(
+        "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! fakesink name=out silent=false",
+        mp4.display()
+    )));
+    let play = run_host(cmd, TIMEOUT);
+    play.assert_success();
+    let frames = play
+        .stdout
+        .lines()
+        .filter(|l| l.contains("last-message = chain") && l.contains("(out:sink)"))
+        .count();
+    assert_eq!(frames, 60, "{}", play.output());
+}
