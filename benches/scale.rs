@@ -127,9 +127,9 @@ fn main() {
             pad.push_event(gst::event::Caps::new(
                 &gst::Caps::builder("video/x-matroska").build(),
             ));
-            pad.push_event(gst::event::Segment::new(
-                &gst::FormattedSegment::<gst::format::Bytes>::new(),
-            ));
+            pad.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+                gst::format::Bytes,
+            >::new()));
             Feed { pad }
         })
         .collect();
@@ -183,7 +183,9 @@ fn main() {
         }
     }
     let streaming_cpu = cpu().saturating_sub(cpu_from);
-    let streamed_for = start.elapsed().saturating_sub(all_streaming.unwrap_or_default());
+    let streamed_for = start
+        .elapsed()
+        .saturating_sub(all_streaming.unwrap_or_default());
     let rss_end = status_kib("VmRSS:");
     for f in &feeds {
         f.pad.push_event(gst::event::Eos::new());
