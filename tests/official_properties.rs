@@ -294,3 +294,44 @@ fn official_values_outside_what_kvssink_can_use_are_brought_in_range_with_a_warn
     assert_eq!(sink.property::<u32>("fragment-duration"), 20000);
     server.shutdown();
 }
+
+/// Seconds until a pipeline whose control plane accepts connections but never answers fails.
+fn seconds_to_fail_on_a_silent_endpoint(timeouts: &str) -> f64 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            held.push(stream);
+        }
+    });
+    let line = format!("{} {timeouts}", live_line(2));
+    let pipeline = gst::parse::launch(&line)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline.by_name("sink").unwrap();
+    sink.set_property("stream-name", "silent");
+    sink.set_property("aws-region", "us-east-1");
+    sink.set_property("control-plane-uri", url);
+    sink.set_property("access-key", DEMO_ACCESS_KEY);
+    sink.set_property("secret-key", DEMO_SECRET_KEY);
+    let started = std::time::Instant::now();
+    let run = run_even_if_start_fails(&pipeline, Duration::from_secs(60));
+    assert!(!run.errors.is_empty(), "a silent endpoint is an error");
+    started.elapsed().as_secs_f64()
+}
+
+#[test]
+fn completion_timeout_when_set_lengthens_the_one_timeout() {
+    init();
+    // 3 x the timeout is the bound for an endpoint that never answers.
+    let alone = seconds_to_fail_on_a_silent_endpoint("connection-timeout=1");
+    let with_completion =
+        seconds_to_fail_on_a_silent_endpoint("connection-timeout=1 completion-timeout=3");
+    assert!(alone < 6.0, "connection-timeout=1 alone: {alone} s");
+    assert!(
+        (7.0..30.0).contains(&with_completion),
+        "with completion-timeout=3: {with_completion} s"
+    );
+}

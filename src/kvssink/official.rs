@@ -343,8 +343,8 @@ pub const OFFICIAL: &[Row] = &[
         Official::UInt(10),
         "seconds for a service call to complete",
         Here::Mapped(
-            "kvssink has one timeout to connect and get an answer: the larger of \
-             connection-timeout and completion-timeout",
+            "kvssink has one timeout to connect and get an answer: when completion-timeout \
+             is set, the larger of connection-timeout and completion-timeout",
         ),
     ),
     same(
@@ -527,6 +527,11 @@ impl Values {
         })
     }
 
+    /// Whether the property was set (to any value, the default included).
+    fn is_set(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
     fn uint(&self, name: &str) -> u32 {
         match self.value(name) {
             Some(Value::UInt(u)) => u,
@@ -553,7 +558,9 @@ pub(crate) fn apply(settings: &mut Settings) -> Vec<String> {
                 }
             }
             Here::Mapped(_) => {
-                if row.name == "completion-timeout" {
+                // Only when set: alone, connection-timeout keeps its meaning (and its default
+                // 10 s, the official completion default).
+                if row.name == "completion-timeout" && settings.official.is_set(row.name) {
                     let completion = settings.official.uint(row.name);
                     settings.connection_timeout = settings.connection_timeout.max(completion);
                 }
