@@ -11,6 +11,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use super::official;
 use super::settings::{self, Settings, StreamingType};
 use crate::about;
 use crate::mkv;
@@ -162,7 +163,9 @@ impl ElementImpl for KvsSink {
 
 impl BaseSinkImpl for KvsSink {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let settings = lock(&self.settings).clone();
+        let mut settings = lock(&self.settings).clone();
+        // The official properties mapped onto ours; those without effect here say so once.
+        let official = official::apply(&mut settings);
         let stream = settings.stream_name.clone();
         if stream.is_empty() {
             return Err(gst::error_msg!(
@@ -179,7 +182,12 @@ impl BaseSinkImpl for KvsSink {
             .map_err(|e| {
                 gst::error_msg!(gst::ResourceError::Settings, ("{}", about(&stream, e)))
             })?;
-        for message in settings.credential_warnings().into_iter().chain(ignored) {
+        for message in settings
+            .credential_warnings()
+            .into_iter()
+            .chain(ignored)
+            .chain(official)
+        {
             gst::element_imp_warning!(
                 self,
                 gst::ResourceError::Settings,

@@ -10,6 +10,8 @@ use crate::aws_settings::{self, AwsSettings};
 use crate::credentials;
 use crate::endpoint::Location;
 
+use super::official;
+
 pub const DEFAULT_STREAM_NAME: &str = "DEFAULT_STREAM";
 pub const DEFAULT_RETENTION_HOURS: u32 = 2;
 pub const DEFAULT_STOP_STREAM_TIMEOUT: u32 = 120;
@@ -71,6 +73,8 @@ pub struct Settings {
     /// As set: epoch seconds, or milliseconds (see [`Settings::file_start_ms`]); 0 unset.
     pub file_start_time: u64,
     pub rotation_period: u32,
+    /// The official properties kvssink has no own setting for (see [`official`]).
+    pub official: official::Values,
 }
 
 impl Default for Settings {
@@ -95,6 +99,7 @@ impl Default for Settings {
             spool_size: DEFAULT_SPOOL_SIZE_MB,
             file_start_time: 0,
             rotation_period: DEFAULT_ROTATION_PERIOD,
+            official: official::Values::default(),
         }
     }
 }
@@ -147,6 +152,20 @@ impl Settings {
             .collect()
     }
 
+    /// The unsigned setting of an official property whose usable range
+    /// [`official::Row::usable`] gives.
+    pub fn uint_mut(&mut self, name: &str) -> Option<&mut u32> {
+        Some(match name {
+            "fragment-duration" => &mut self.fragment_duration,
+            "buffer-duration" => &mut self.buffer_duration,
+            "connection-staleness" => &mut self.connection_staleness,
+            "rotation-period" => &mut self.rotation_period,
+            "storage-size" => &mut self.storage_size,
+            "connection-timeout" => &mut self.connection_timeout,
+            _ => return None,
+        })
+    }
+
     pub fn stop_stream_timeout(&self) -> Duration {
         Duration::from_secs(self.stop_stream_timeout.into())
     }
@@ -192,7 +211,6 @@ pub fn properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecUInt::builder("connection-timeout")
             .nick("Connection timeout")
             .blurb("Seconds allowed to connect and get an answer from the service")
-            .minimum(1)
             .default_value(DEFAULT_CONNECTION_TIMEOUT)
             .mutable_ready()
             .build(),
@@ -202,7 +220,6 @@ pub fn properties() -> Vec<glib::ParamSpec> {
                 "Seconds without any acknowledgement, while fragments are outstanding, after \
                  which the connection is considered dead and reopened",
             )
-            .minimum(1)
             .default_value(DEFAULT_CONNECTION_STALENESS)
             .mutable_ready()
             .build(),
@@ -229,7 +246,6 @@ pub fn properties() -> Vec<glib::ParamSpec> {
                 "MB of fragments kept until acknowledged; when full the oldest whole fragments \
                  are dropped",
             )
-            .minimum(1)
             .default_value(DEFAULT_STORAGE_SIZE_MB)
             .mutable_ready()
             .build(),
@@ -239,7 +255,6 @@ pub fn properties() -> Vec<glib::ParamSpec> {
                 "Seconds of fragments kept until acknowledged; older whole fragments are \
                  dropped",
             )
-            .minimum(1)
             .default_value(DEFAULT_BUFFER_DURATION)
             .mutable_ready()
             .build(),
@@ -249,10 +264,10 @@ pub fn properties() -> Vec<glib::ParamSpec> {
                 "Fragment length to aim for, in milliseconds: kvssink asks upstream for a key \
                  frame this long into a fragment, earlier by the encoder's measured delay, so \
                  a new fragment starts; also how long a stream may go without data before \
-                 its open fragment is ended (the service allows fragments of at most 10000)",
+                 its open fragment is ended. Any value is accepted, as by AWS's kvssink; \
+                 values outside 100..10000 (the service's limit) are brought into it at \
+                 start, with a warning",
             )
-            .minimum(100)
-            .maximum(10_000)
             .default_value(DEFAULT_FRAGMENT_DURATION_MS)
             .mutable_ready()
             .build(),
@@ -307,12 +322,12 @@ pub fn properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecUInt::builder("rotation-period")
             .nick("Rotation period")
             .blurb("Seconds after which the PutMedia session is renewed at a fragment boundary")
-            .minimum(1)
             .default_value(DEFAULT_ROTATION_PERIOD)
             .mutable_ready()
             .build(),
     ]);
     all.extend(aws_settings::ca_file_properties());
+    all.extend(official::properties());
     all.extend([glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
         .nick("Statistics")
         .blurb(
@@ -333,7 +348,7 @@ pub fn set(settings: &mut Settings, value: &glib::Value, pspec: &glib::ParamSpec
             .filter(|s| !s.is_empty())
     };
     let uint = || value.get::<u32>().expect("type checked upstream");
-    if settings.aws.set(value, pspec) {
+    if settings.aws.set(value, pspec) || settings.official.set(value, pspec) {
         return;
     }
     match pspec.name() {
@@ -362,6 +377,9 @@ pub fn set(settings: &mut Settings, value: &glib::Value, pspec: &glib::ParamSpec
 /// Reads a property; secrets read back as `<redacted>` when set.
 pub fn get(settings: &Settings, pspec: &glib::ParamSpec) -> glib::Value {
     if let Some(value) = settings.aws.get(pspec) {
+        return value;
+    }
+    if let Some(value) = settings.official.get(pspec) {
         return value;
     }
     match pspec.name() {
