@@ -27,14 +27,15 @@ elements=(
   aacparse:gstreamer1.0-plugins-good jpegenc:gstreamer1.0-plugins-good
   jpegdec:gstreamer1.0-plugins-good multifilesrc:gstreamer1.0-plugins-good
   multifilesink:gstreamer1.0-plugins-good mp4mux:gstreamer1.0-plugins-good
-  qtdemux:gstreamer1.0-plugins-good
+  qtdemux:gstreamer1.0-plugins-good rtph264pay:gstreamer1.0-plugins-good
+  rtph264depay:gstreamer1.0-plugins-good
   matroskademux:gstreamer1.0-plugins-good matroskamux:gstreamer1.0-plugins-good
   v4l2src:gstreamer1.0-plugins-good
   h264parse:gstreamer1.0-plugins-bad voaacenc:gstreamer1.0-plugins-bad
   h265parse:gstreamer1.0-plugins-bad openh264enc:gstreamer1.0-plugins-bad
   x265enc:gstreamer1.0-plugins-bad
   x264enc:gstreamer1.0-plugins-ugly
-  avdec_h264:gstreamer1.0-libav avenc_aac:gstreamer1.0-libav
+  avdec_h264:gstreamer1.0-libav avdec_h265:gstreamer1.0-libav avenc_aac:gstreamer1.0-libav
   clockoverlay:gstreamer1.0-x
 )
 

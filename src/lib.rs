@@ -12,6 +12,7 @@ pub mod aws_settings;
 pub mod control;
 pub mod credentials;
 pub mod endpoint;
+pub mod esmux;
 pub mod getmedia;
 pub mod kvssink;
 pub mod kvssrc;

@@ -748,8 +748,9 @@ fn time_going_backwards_is_an_error_and_earlier_fragments_are_kept() {
 
 // 6. Caps.
 
-/// Caps other than Matroska or WebM are refused: the buffers after them are not
-/// negotiated, and nothing reaches kvssink until Matroska caps come.
+/// Caps other than Matroska, WebM, or H.264/H.265 access units in avc/hvc1 form are
+/// refused: the buffers after them are not negotiated, and nothing reaches kvssink until
+/// caps it takes come.
 #[test]
 fn the_sink_pad_takes_matroska_caps_only() {
     let server = server();
@@ -761,6 +762,22 @@ fn the_sink_pad_takes_matroska_caps_only() {
             "{refused}"
         );
     }
+    let byte_stream = gst::Caps::builder("video/x-h264")
+        .field("stream-format", "byte-stream")
+        .field("alignment", "au")
+        .build();
+    assert!(
+        !pad.query_accept_caps(&byte_stream),
+        "byte-stream H.264 needs h264parse"
+    );
+    let avc = gst::Caps::builder("video/x-h264")
+        .field("stream-format", "avc")
+        .field("alignment", "au")
+        .build();
+    assert!(
+        pad.query_accept_caps(&avc),
+        "H.264 access units, as AWS's kvssink takes"
+    );
     for accepted in [
         "video/x-matroska",
         "audio/x-matroska",

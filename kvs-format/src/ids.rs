@@ -50,6 +50,14 @@ pub const ID_DATE_UTC: u32 = 0x4461;
 pub const ID_DURATION: u32 = 0x4489;
 /// Tracks (Segment child).
 pub const ID_TRACKS: u32 = 0x1654AE6B;
+/// TrackUID (inside TrackEntry).
+pub const ID_TRACK_UID: u32 = 0x73C5;
+/// Video (inside TrackEntry): the video settings.
+pub const ID_VIDEO: u32 = 0xE0;
+/// PixelWidth (inside Video).
+pub const ID_PIXEL_WIDTH: u32 = 0xB0;
+/// PixelHeight (inside Video).
+pub const ID_PIXEL_HEIGHT: u32 = 0xBA;
 /// TrackEntry (inside Tracks).
 pub const ID_TRACK_ENTRY: u32 = 0xAE;
 /// TrackNumber (inside TrackEntry): the number blocks refer to.

@@ -14,6 +14,7 @@ use gst_base::subclass::prelude::*;
 use super::official;
 use super::settings::{self, Settings, StreamingType};
 use crate::about;
+use crate::esmux::{EsMuxer, Muxed, VideoTrack};
 use crate::mkv;
 use crate::producer::{self, InputError, Notice, Producer};
 use crate::store::{AckLevel, StoreLimits};
@@ -56,6 +57,8 @@ pub struct KvsSink {
     uploader: Mutex<Option<Arc<Uploader>>>,
     /// Counters of the last run, kept for `stats` after stop.
     last_stats: Mutex<uploader::Stats>,
+    /// With H.264 or H.265 caps (AWS's kvssink input): makes Matroska of the frames.
+    es: Mutex<Option<EsMuxer>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,7 +141,7 @@ impl ElementImpl for KvsSink {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = [
+            let mut caps = [
                 "video/x-matroska",
                 "audio/x-matroska",
                 "video/webm",
@@ -147,6 +150,23 @@ impl ElementImpl for KvsSink {
             .into_iter()
             .map(gst::Structure::new_empty)
             .collect::<gst::Caps>();
+            // What AWS's kvssink takes: H.264 and H.265 access units with their codec data
+            // (h264parse / h265parse or the encoder convert to this).
+            let es = gst::Caps::builder_full()
+                .structure(
+                    gst::Structure::builder("video/x-h264")
+                        .field("stream-format", "avc")
+                        .field("alignment", "au")
+                        .build(),
+                )
+                .structure(
+                    gst::Structure::builder("video/x-h265")
+                        .field("stream-format", gst::List::new(["hvc1", "hev1"]))
+                        .field("alignment", "au")
+                        .build(),
+                )
+                .build();
+            caps.merge(es);
             vec![
                 gst::PadTemplate::new(
                     "sink",
@@ -260,6 +280,10 @@ impl BaseSinkImpl for KvsSink {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         // The backlog was drained going from PAUSED to READY (change_state).
         *lock(&self.state) = State::Stopped;
+        if let Some(es) = lock(&self.es).as_mut() {
+            // The next run starts with a header of its own.
+            *es = EsMuxer::new(es.track().clone());
+        }
         let uploader = lock(&self.uploader).take();
         if let Some(uploader) = uploader {
             let stats = uploader.stats();
@@ -308,14 +332,87 @@ impl BaseSinkImpl for KvsSink {
             );
             started.producer.set_offline(offline);
         }
-        let mut notices = std::mem::take(&mut started.notices);
-        let result = started
-            .producer
-            .push(Bytes::from_owner(mapped), &mut notices);
-        self.tell(started, &mut notices);
-        started.notices = notices;
-        result.map_err(|e| self.input_error(&started.stream_name, &e))?;
+        let data = Bytes::from_owner(mapped);
+        let mut es = lock(&self.es);
+        let Some(muxer) = es.as_mut() else {
+            drop(es);
+            self.push_matroska(started, data)?;
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        // Elementary stream: the frame becomes Matroska first.
+        let running = self
+            .obj()
+            .segment()
+            .downcast_ref::<gst::ClockTime>()
+            .and_then(|s| s.to_running_time(buffer.pts()));
+        let Some(running) = running else {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "{}",
+                    about(&started.stream_name, "a frame without a timestamp")
+                )
+            );
+            return Err(gst::FlowError::Error);
+        };
+        let key = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
+        let mut pieces = Vec::with_capacity(4);
+        match muxer.push(running.mseconds(), key, data, &mut pieces) {
+            Ok(Muxed::Frame) => {}
+            Ok(Muxed::BeforeFirstKeyFrame) => {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "dropping a frame before the first key frame"
+                );
+                drop(es);
+                self.request_key_unit();
+                return Ok(gst::FlowSuccess::Ok);
+            }
+            Err(e) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    ("{}", about(&started.stream_name, e))
+                );
+                return Err(gst::FlowError::Error);
+            }
+        }
+        drop(es);
+        for piece in pieces {
+            self.push_matroska(started, piece)?;
+        }
         Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let s = caps
+            .structure(0)
+            .ok_or_else(|| gst::loggable_error!(CAT, "empty caps"))?;
+        let Some(codec_id) = crate::esmux::codec_for(s.name()) else {
+            *lock(&self.es) = None;
+            return Ok(());
+        };
+        let codec_private = s
+            .get::<gst::Buffer>("codec_data")
+            .ok()
+            .and_then(|b| b.map_readable().ok().map(|m| Bytes::copy_from_slice(&m)))
+            .ok_or_else(|| gst::loggable_error!(CAT, "{} caps without codec_data", s.name()))?;
+        let track = VideoTrack {
+            codec_id,
+            codec_private,
+            width: s.get::<i32>("width").unwrap_or(0).max(0) as u32,
+            height: s.get::<i32>("height").unwrap_or(0).max(0) as u32,
+        };
+        let mut es = lock(&self.es);
+        match es.as_ref() {
+            // The same stream (a repeated caps event): keep the open cluster.
+            Some(m) if m.track() == &track => {}
+            // New codec data mid-stream: a new header, so a new PutMedia session.
+            _ => *es = Some(EsMuxer::new(track)),
+        }
+        Ok(())
     }
 
     fn event(&self, event: gst::Event) -> bool {
@@ -354,6 +451,15 @@ impl BaseSinkImpl for KvsSink {
 }
 
 impl KvsSink {
+    /// Gives the producer the next bytes of the Matroska stream.
+    fn push_matroska(&self, started: &mut Started, data: Bytes) -> Result<(), gst::FlowError> {
+        let mut notices = std::mem::take(&mut started.notices);
+        let result = started.producer.push(data, &mut notices);
+        self.tell(started, &mut notices);
+        started.notices = notices;
+        result.map_err(|e| self.input_error(&started.stream_name, &e))
+    }
+
     /// Turns what the producer noticed into log lines, warnings and upstream events.
     fn tell(&self, started: &mut Started, notices: &mut Vec<Notice>) {
         let stream = started.stream_name.as_str();

@@ -101,9 +101,9 @@ const fn bounded(mut row: Row, min: u32, max: u32) -> Row {
     row
 }
 
-const ELEMENTARY: &str = "it applies to elementary-stream input (H.264/H.265 frames on the sink \
-     pad), which kvssink does not take yet; with Matroska input matroskamux writes the track's \
-     codec ID and name";
+const ELEMENTARY: &str = "kvssink writes the codec ID its caps name (V_MPEG4/ISO/AVC for H.264, \
+     V_MPEGH/ISO/HEVC for H.265) and no track name for elementary-stream input, and with Matroska \
+     input matroskamux writes them";
 
 /// Every property of AWS's kvssink, in its registration order.
 pub const OFFICIAL: &[Row] = &[

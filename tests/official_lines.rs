@@ -1,0 +1,133 @@
+//! The launch lines of AWS's kvssink, with elementary streams in: H.264 straight from the
+//! encoder, through h264parse, RTSP-style through rtph264depay, and H.265. Each runs in
+//! `gst-launch-1.0` with only the plugin path changed, persists every fragment, and reads back
+//! (kvssrc) as every frame, video on track 1.
+
+mod common;
+
+use std::time::Duration;
+
+use common::host::*;
+use common::*;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+const FRAMES: usize = 90;
+
+/// Runs `source ! kvssink stream-name=STREAM` and checks what was stored.
+fn streams_whole(source: &str, stream: &str) {
+    init();
+    let server = server();
+    let run = gst_launch(
+        &server,
+        &format!("{source} ! kvssink stream-name={stream}"),
+        TIMEOUT,
+    );
+    run.assert_success();
+    assert_eq!(
+        run.summary().get::<&str>("outcome").unwrap(),
+        "all-persisted",
+        "{}",
+        run.output()
+    );
+    let fragments = server.fragments(stream);
+    assert!(!fragments.is_empty());
+    assert!(fragments.iter().all(|f| f.key_frame));
+    let headers = server.stream_headers(stream);
+    let (_, tracks) = split_header_tracks(&headers[0]);
+    assert_eq!(tracks, [(1, 1)], "video is track 1, the only one");
+
+    // Read back: every frame decodes.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let decoder = if source.contains("265") {
+        "h265parse ! avdec_h265"
+    } else {
+        "h264parse ! avdec_h264"
+    };
+    let registry = tempfile::tempdir().unwrap();
+    let mut cmd = host_command("gst-launch-1.0", &server.url(), registry.path());
+    cmd.arg("-v").args(split_launch(&format!(
+        "kvssrc stream-name={stream} start-selector=earliest end-timestamp={now} \
+         ! matroskademux ! {decoder} ! fakesink name=out silent=false"
+    )));
+    let read = run_host(cmd, TIMEOUT);
+    read.assert_success();
+    let frames = read
+        .stdout
+        .lines()
+        .filter(|l| l.contains("last-message = chain") && l.contains("(out:sink)"))
+        .count();
+    assert_eq!(frames, FRAMES, "{}", read.output());
+}
+
+/// (track number, track type) of each TrackEntry in a stream header.
+fn split_header_tracks(header: &[u8]) -> ((), Vec<(u64, u64)>) {
+    let mut splitter = gstkvs::mkv::Splitter::new(Default::default());
+    let mut events = Vec::new();
+    let mut bytes = header.to_vec();
+    // A cluster start makes the splitter emit the header.
+    bytes.extend(kvs_format::build::cluster_start(0));
+    splitter
+        .push(bytes::Bytes::from(bytes), &mut events)
+        .unwrap();
+    let tracks = events
+        .iter()
+        .find_map(|e| match e {
+            gstkvs::mkv::Event::Header(h) => Some(
+                h.tracks
+                    .iter()
+                    .map(|t| (t.number, t.track_type))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .expect("a stream header");
+    ((), tracks)
+}
+
+fn test_video() -> String {
+    format!(
+        "videotestsrc num-buffers={FRAMES} \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1"
+    )
+}
+
+#[test]
+fn h264_caps_from_the_encoder() {
+    streams_whole(
+        &format!(
+            "{} ! x264enc ! video/x-h264,stream-format=avc,alignment=au",
+            test_video()
+        ),
+        "avc",
+    );
+}
+
+#[test]
+fn h264_through_h264parse() {
+    streams_whole(&format!("{} ! x264enc ! h264parse", test_video()), "parsed");
+}
+
+#[test]
+fn h264_from_rtp_as_from_a_camera() {
+    streams_whole(
+        &format!(
+            "{} ! x264enc tune=zerolatency ! rtph264pay ! rtph264depay ! h264parse",
+            test_video()
+        ),
+        "rtsp",
+    );
+}
+
+#[test]
+fn h265_through_h265parse() {
+    streams_whole(
+        &format!(
+            "{} ! x265enc tune=zerolatency speed-preset=ultrafast ! h265parse",
+            test_video()
+        ),
+        "hevc",
+    );
+}
