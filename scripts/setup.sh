@@ -28,7 +28,7 @@ elements=(
   jpegdec:gstreamer1.0-plugins-good multifilesrc:gstreamer1.0-plugins-good
   multifilesink:gstreamer1.0-plugins-good mp4mux:gstreamer1.0-plugins-good
   qtdemux:gstreamer1.0-plugins-good rtph264pay:gstreamer1.0-plugins-good
-  rtph264depay:gstreamer1.0-plugins-good
+  rtph264depay:gstreamer1.0-plugins-good rtspsrc:gstreamer1.0-plugins-good
   matroskademux:gstreamer1.0-plugins-good matroskamux:gstreamer1.0-plugins-good
   v4l2src:gstreamer1.0-plugins-good
   h264parse:gstreamer1.0-plugins-bad voaacenc:gstreamer1.0-plugins-bad

@@ -179,8 +179,9 @@ fn every_official_property_has_the_official_type() {
 
 #[test]
 fn the_readme_says_what_each_official_property_does_here() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .expect("README.md");
     let (_, section) = readme
         .split_once("## Properties of AWS's kvssink and what they do here")
         .expect("the README's section on the official properties");
