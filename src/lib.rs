@@ -26,8 +26,42 @@ pub mod store;
 pub mod uploader;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    apply_aws_log_level(std::env::var("AWS_KVS_LOG_LEVEL").ok().as_deref());
     kvssink::register(plugin)?;
     kvssrc::register(plugin)
+}
+
+/// AWS's kvssink reads its log level from `AWS_KVS_LOG_LEVEL` (1 verbose ... 7 silent); here
+/// it sets the threshold of the `kvssink` and `kvssrc` debug categories, unless `GST_DEBUG`
+/// names them (GStreamer's own setting wins).
+fn apply_aws_log_level(value: Option<&str>) {
+    let Some(level) = value.and_then(aws_log_level) else {
+        return;
+    };
+    let gst_debug = std::env::var("GST_DEBUG").unwrap_or_default();
+    for name in ["kvssink", "kvssrc"] {
+        if gst_debug.contains(name) {
+            continue;
+        }
+        if let Some(cat) = gst::DebugCategory::get(name) {
+            cat.set_threshold(level);
+        } else {
+            gst::DebugCategory::new(name, gst::DebugColorFlags::empty(), None).set_threshold(level);
+        }
+    }
+}
+
+/// The GStreamer level of an `AWS_KVS_LOG_LEVEL` value.
+fn aws_log_level(value: &str) -> Option<gst::DebugLevel> {
+    Some(match value.trim().parse::<u8>().ok()? {
+        1 => gst::DebugLevel::Log,
+        2 => gst::DebugLevel::Debug,
+        3 => gst::DebugLevel::Info,
+        4 => gst::DebugLevel::Warning,
+        5 | 6 => gst::DebugLevel::Error,
+        7 => gst::DebugLevel::None,
+        _ => return None,
+    })
 }
 
 gst::plugin_define!(

@@ -131,3 +131,31 @@ fn h265_through_h265parse() {
         "hevc",
     );
 }
+
+/// `AWS_KVS_LOG_LEVEL`, which users of AWS's element set, sets kvssink's log level (3: info).
+#[test]
+fn aws_kvs_log_level_sets_the_log_level() {
+    init();
+    let server = server();
+    let line = format!(
+        "{} ! x264enc ! h264parse ! kvssink stream-name=logs",
+        test_video()
+    );
+    let run_with = |level: Option<&str>| {
+        let registry = tempfile::tempdir().unwrap();
+        let mut cmd = host_command("gst-launch-1.0", &server.url(), registry.path());
+        if let Some(level) = level {
+            cmd.env("AWS_KVS_LOG_LEVEL", level);
+        }
+        cmd.args(["-e"]).args(split_launch(&line));
+        let run = run_host(cmd, TIMEOUT);
+        run.assert_success();
+        run.stderr
+            .lines()
+            .filter(|l| l.contains("INFO") && l.contains("kvssink"))
+            .count()
+    };
+    assert_eq!(run_with(None), 0);
+    assert!(run_with(Some("3")) > 0);
+    assert_eq!(run_with(Some("4")), 0, "4 is warnings and worse");
+}
