@@ -35,6 +35,8 @@
 //! builder), never the parsing or validation logic; the element IDs are re-exported here.
 
 pub mod ebml;
+mod normalize;
+pub use normalize::normalize_header;
 
 use bytes::Bytes;
 

@@ -670,6 +670,8 @@ impl Producer {
             let ids: Vec<&str> = header.tracks.iter().map(|t| t.codec_id.as_str()).collect();
             uploader::media_type_for(&ids)
         });
+        // Sent in the shape AWS's producer sends (the frames are untouched).
+        let bytes = mkv::normalize_header(&header.bytes).unwrap_or_else(|| header.bytes.clone());
         if let Some(mode) = &mut self.spool {
             let spooled = lock(&mode.shared).spool.append_header(
                 producer_start_ms,
@@ -690,7 +692,7 @@ impl Producer {
             }
         }
         self.uploader
-            .push_header(header.bytes, producer_start_ms, media_type);
+            .push_header(bytes, producer_start_ms, media_type);
     }
 
     /// A fragment begins. With a spool, it also goes to the uploader as it arrives only when

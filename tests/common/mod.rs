@@ -181,6 +181,19 @@ pub fn split_file(path: &Path) -> (bytes::Bytes, Vec<bytes::Bytes>) {
 }
 
 /// Splits a Matroska byte stream into its (first) header and clusters.
+/// A Matroska stream as kvssink sends it: its header in the shape AWS's producer sends
+/// (`normalize_header`), its clusters byte for byte.
+pub fn as_sent(stream: &[u8]) -> Vec<u8> {
+    let (header, clusters) = split_bytes(stream.to_vec());
+    let mut out = gstkvs::mkv::normalize_header(&header)
+        .unwrap_or(header)
+        .to_vec();
+    for c in clusters {
+        out.extend_from_slice(&c);
+    }
+    out
+}
+
 pub fn split_bytes(data: Vec<u8>) -> (bytes::Bytes, Vec<bytes::Bytes>) {
     use gstkvs::mkv::{Event, Limits, Splitter};
     let data = bytes::Bytes::from(data);
