@@ -373,24 +373,33 @@ impl ControlPlane {
             .map(|_| ())
     }
 
-    /// GetDataEndpoint for `api` (e.g. `PUT_MEDIA`).
+    /// GetDataEndpoint for `api` (e.g. `PUT_MEDIA`): the base URL of the data plane, ending in
+    /// `/` so that operation paths join onto it. A missing stream is the service's
+    /// ResourceNotFoundException.
     pub async fn get_data_endpoint(
         &self,
         credentials: &Credentials,
         stream: &str,
         api: &str,
         timeout: Duration,
-    ) -> Result<String, ApiError> {
+    ) -> Result<Url, ApiError> {
         #[derive(Deserialize)]
         struct Out {
             #[serde(rename = "DataEndpoint")]
             endpoint: String,
         }
         let body = serde_json::json!({ "StreamName": stream, "APIName": api });
-        Ok(self
+        let endpoint = self
             .call::<Out>(credentials, "getDataEndpoint", &body, timeout)
             .await?
-            .endpoint)
+            .endpoint;
+        let mut url = Url::parse(&endpoint)
+            .map_err(|e| ApiError::Decode(format!("GetDataEndpoint returned {endpoint:?}: {e}")))?;
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        Ok(url)
     }
 }
 

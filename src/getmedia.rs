@@ -328,35 +328,20 @@ impl Reader {
         Ok(())
     }
 
-    /// DescribeStream (a clear error for a missing stream), then GetDataEndpoint(GET_MEDIA).
+    /// GetDataEndpoint(GET_MEDIA); a missing stream is the service's ResourceNotFoundException.
     async fn data_endpoint(
         &self,
         control: &ControlPlane,
         credentials: &Credentials,
     ) -> Result<Url, ApiError> {
-        let stream = self.config.stream_name.as_str();
-        let timeout = self.config.connection_timeout;
-        if control
-            .describe_stream(credentials, stream, timeout)
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::Service {
-                status: 404,
-                kind: "ResourceNotFoundException".into(),
-                message: "DescribeStream found no such stream".into(),
-            });
-        }
-        let endpoint = control
-            .get_data_endpoint(credentials, stream, "GET_MEDIA", timeout)
-            .await?;
-        let mut url = Url::parse(&endpoint)
-            .map_err(|e| ApiError::Decode(format!("GetDataEndpoint returned {endpoint:?}: {e}")))?;
-        if !url.path().ends_with('/') {
-            let path = format!("{}/", url.path());
-            url.set_path(&path);
-        }
-        Ok(url)
+        control
+            .get_data_endpoint(
+                credentials,
+                &self.config.stream_name,
+                "GET_MEDIA",
+                self.config.connection_timeout,
+            )
+            .await
     }
 
     /// POST /getMedia; the response once its status says the body is media.

@@ -65,6 +65,16 @@ fn checksum(parts: &[&[u8]]) -> u64 {
     h ^ (h >> 29)
 }
 
+/// The body of a header record (without the header's bytes, which follow it).
+fn header_meta(id: u64, producer_start_ms: u64, media_type: &str) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(18 + media_type.len());
+    payload.extend_from_slice(&id.to_le_bytes());
+    payload.extend_from_slice(&producer_start_ms.to_le_bytes());
+    payload.extend_from_slice(&(media_type.len() as u16).to_le_bytes());
+    payload.extend_from_slice(media_type.as_bytes());
+    payload
+}
+
 /// A stream header kept in the spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpooledHeader {
@@ -236,12 +246,8 @@ impl Spool {
     ) -> io::Result<u64> {
         let id = self.next_header_id;
         self.next_header_id += 1;
-        let mut payload = Vec::with_capacity(18 + media_type.len());
-        payload.extend_from_slice(&id.to_le_bytes());
-        payload.extend_from_slice(&producer_start_ms.to_le_bytes());
-        payload.extend_from_slice(&(media_type.len() as u16).to_le_bytes());
-        payload.extend_from_slice(media_type.as_bytes());
-        self.write_record(KIND_HEADER, &[&payload, bytes], false)?;
+        let meta = header_meta(id, producer_start_ms, media_type);
+        self.write_record(KIND_HEADER, &[&meta, bytes], false)?;
         self.headers.insert(
             id,
             SpooledHeader {
@@ -325,12 +331,8 @@ impl Spool {
         let newest = self.headers.values().next_back().cloned();
         self.headers.clear();
         if let Some(h) = newest {
-            let mut payload = Vec::new();
-            payload.extend_from_slice(&h.id.to_le_bytes());
-            payload.extend_from_slice(&h.producer_start_ms.to_le_bytes());
-            payload.extend_from_slice(&(h.media_type.len() as u16).to_le_bytes());
-            payload.extend_from_slice(h.media_type.as_bytes());
-            self.write_record(KIND_HEADER, &[&payload, &h.bytes], false)?;
+            let meta = header_meta(h.id, h.producer_start_ms, &h.media_type);
+            self.write_record(KIND_HEADER, &[&meta, &h.bytes], false)?;
             self.headers.insert(h.id, h);
         }
         Ok(())
@@ -385,12 +387,8 @@ impl Spool {
             .cloned()
             .collect();
         for h in needed {
-            let mut payload = Vec::new();
-            payload.extend_from_slice(&h.id.to_le_bytes());
-            payload.extend_from_slice(&h.producer_start_ms.to_le_bytes());
-            payload.extend_from_slice(&(h.media_type.len() as u16).to_le_bytes());
-            payload.extend_from_slice(h.media_type.as_bytes());
-            self.write_record(KIND_HEADER, &[&payload, &h.bytes], false)?;
+            let meta = header_meta(h.id, h.producer_start_ms, &h.media_type);
+            self.write_record(KIND_HEADER, &[&meta, &h.bytes], false)?;
         }
         self.remove_finished_segments();
         Ok(())

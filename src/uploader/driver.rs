@@ -377,16 +377,9 @@ async fn prepare_stream(
     {
         return Err(Unusable::NotActive(status.to_owned()));
     }
-    let endpoint = control
+    Ok(control
         .get_data_endpoint(credentials, stream, "PUT_MEDIA", timeout)
-        .await?;
-    let mut url = Url::parse(&endpoint)
-        .map_err(|e| ApiError::Decode(format!("GetDataEndpoint returned {endpoint:?}: {e}")))?;
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Ok(url)
+        .await?)
 }
 
 fn build_client(config: &super::Config) -> Result<reqwest::Client, String> {
