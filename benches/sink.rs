@@ -61,6 +61,11 @@ fn main() {
     } else {
         (2_000_000_000u64, 5, 10, 600, 12)
     };
+    // KVSSINK_BENCH_REPS=N: N rounds of the throughput and file parts.
+    let reps = std::env::var("KVSSINK_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(reps);
     let (file_frames, outage_secs, outage_rounds) =
         if quick { (900, 10, 1) } else { (3000, 20, 3) };
     gst::init().expect("GStreamer");
