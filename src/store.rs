@@ -236,7 +236,7 @@ impl FragmentStore {
     }
 
     /// Unreleased fragments in order (complete ones, then the open one), for replay.
-    pub fn pending(&self) -> impl Iterator<Item = &Fragment> {
+    pub fn pending(&self) -> impl DoubleEndedIterator<Item = &Fragment> {
         self.frags.iter()
     }
 

@@ -47,6 +47,28 @@ pub(crate) enum AckEnd {
     Fatal(FatalError),
 }
 
+/// Freed memory is given back to the system once the store, after holding at least this
+/// much, is down to a quarter of it.
+const TRIM_AFTER_PEAK: u64 = 16 << 20;
+
+/// A place in the store: fragments before `seq` whole, the first `chunks` chunks of `seq`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Visible {
+    pub seq: u64,
+    pub chunks: usize,
+}
+
+impl Visible {
+    /// How many chunks of fragment `seq` (holding `len`) may be sent.
+    pub fn chunks_of(self, seq: u64, len: usize) -> usize {
+        match seq.cmp(&self.seq) {
+            std::cmp::Ordering::Less => len,
+            std::cmp::Ordering::Equal => self.chunks.min(len),
+            std::cmp::Ordering::Greater => 0,
+        }
+    }
+}
+
 pub(crate) struct Inner {
     pub store: FragmentStore,
     pub headers: VecDeque<HeaderGen>,
@@ -64,6 +86,14 @@ pub(crate) struct Inner {
     pub next_seq: u64,
     /// Highest fragment sequence number that has gone out on any connection.
     pub max_seq_sent: Option<u64>,
+    /// How far connections may read the store: what the streaming thread has shown them
+    /// ([`Inner::publish`]); bytes after it are the start of an element still arriving.
+    pub visible: Visible,
+    /// Upstream is live; `false` for a file upload, which is held once a few fragments are
+    /// unacknowledged (see `Uploader::wait_for_room`).
+    pub live: bool,
+    /// The most bytes the store held since memory was last given back to the system.
+    trim_peak: u64,
     counters: Counters,
 }
 
@@ -79,8 +109,37 @@ impl Inner {
             fatal: None,
             next_seq: 0,
             max_seq_sent: None,
+            visible: Visible::default(),
+            live: true,
+            trim_peak: 0,
             counters: Counters::default(),
         }
+    }
+
+    /// Notes how much the store holds; after an ack: whether it shrank enough since its peak
+    /// (a backlog replayed after an outage) that freed memory should go back to the system.
+    pub fn note_store_size(&mut self) -> bool {
+        let bytes = self.store.backlog().bytes;
+        self.trim_peak = self.trim_peak.max(bytes);
+        if self.trim_peak >= TRIM_AFTER_PEAK && bytes <= self.trim_peak / 4 {
+            self.trim_peak = bytes;
+            return true;
+        }
+        false
+    }
+
+    /// Everything in the store so far may be sent.
+    pub fn publish(&mut self) {
+        self.visible = match self.store.pending().next_back() {
+            Some(f) => Visible {
+                seq: f.seq,
+                chunks: f.chunks.len(),
+            },
+            None => Visible {
+                seq: self.next_seq,
+                chunks: 0,
+            },
+        };
     }
 
     /// The counters: the uploader's own, and the store's for what it holds and dropped.
