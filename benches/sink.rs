@@ -13,6 +13,8 @@
 //! 4. A file uploaded at full speed (`filesrc ! matroskademux ! h264parse ! matroskamux !
 //!    kvssink`, gst-launch-1.0) next to the same pipeline into fakesink and curl uploading the
 //!    same bytes: system calls per MB (`perf stat`), CPU per MB, peak RSS. `file.rs`
+//!    The same file paced at 30 fps (`identity sync=true`): system calls per MB of a stream
+//!    that arrives frame by frame, as from a camera. `file.rs`
 //! 5. RSS after an outage: before, peak, and once the backlog was persisted. `outage.rs`
 //! 6. Soak: RSS over hours of simulated stream. `soak.rs`
 //!
@@ -66,8 +68,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(reps);
-    let (file_frames, outage_secs, outage_rounds) =
-        if quick { (900, 10, 1) } else { (3000, 20, 3) };
+    let (file_frames, paced_frames, outage_secs, outage_rounds) = if quick {
+        (900, 300, 10, 1)
+    } else {
+        (3000, 600, 20, 3)
+    };
     gst::init().expect("GStreamer");
     gstkvs::plugin_register_static().expect("register the kvs plugin");
 
@@ -84,8 +89,8 @@ fn main() {
         tput.frame_ms,
     );
 
-    // KVSSINK_BENCH_ONLY=kvs-local,discard,push,file,latency,rss,outage,soak runs only those
-    // parts.
+    // KVSSINK_BENCH_ONLY=kvs-local,discard,push,file,paced,latency,rss,outage,soak runs only
+    // those parts.
     let only = std::env::var("KVSSINK_BENCH_ONLY").ok();
     let want = |part: &str| {
         only.as_ref()
@@ -102,6 +107,9 @@ fn main() {
     }
     if want("file") {
         file::measure_all(file_frames, reps, &mut report);
+    }
+    if want("paced") {
+        file::measure_paced(paced_frames, reps.min(3), &mut report);
     }
     if want("latency") {
         latency::measure(latency_secs, &mut report);

@@ -236,16 +236,95 @@ fn first_child(pid: u32) -> Option<u32> {
 }
 
 fn pipeline(env: &[(&'static str, String)], files: &Files, tail: &str) -> Command {
+    paced_pipeline(env, files, tail, false)
+}
+
+/// With `paced`, `identity sync=true` before matroskamux lets frames through at their
+/// timestamps (30 fps), as from a camera: what kvssink does per frame of a live stream.
+fn paced_pipeline(
+    env: &[(&'static str, String)],
+    files: &Files,
+    tail: &str,
+    paced: bool,
+) -> Command {
+    let demux = if paced {
+        "matroskademux ! h264parse ! identity sync=true ! matroskamux streamable=true"
+    } else {
+        DEMUX
+    };
     let mut cmd = Command::new("gst-launch-1.0");
     cmd.arg("-q")
         .arg("filesrc")
         .arg(format!("location={}", files.source.display()))
         .arg("!")
-        .args(DEMUX.split_whitespace())
+        .args(demux.split_whitespace())
         .arg("!")
         .args(tail.split_whitespace())
         .envs(env.iter().map(|(k, v)| (k, v)));
     cmd
+}
+
+/// System calls per MB kvssink adds to a paced (live-like) pipeline: `frames` frames at
+/// 30 fps, less a short file's counts, `reps` rounds.
+pub fn measure_paced(frames: u32, reps: usize, report: &mut Report) {
+    eprintln!("paced upload ({frames} frames at 30 fps, {reps} rounds):");
+    if let Err(e) = paced_rounds(frames, reps, report) {
+        report.failed("paced upload", e);
+    }
+}
+
+fn paced_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), String> {
+    let (long, short) = (prepare(frames)?, prepare(SHORT_FRAMES)?);
+    let mb = (long.muxed_bytes - short.muxed_bytes) as f64 / MB;
+    let plugin = PluginEnv::new("http://127.0.0.1:1")?;
+    let mut added = Vec::new();
+    let mut per_call: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for n in 0..reps {
+        let mut counts = Vec::new();
+        for files in [&short, &long] {
+            let (fakesink, _) = measure(
+                paced_pipeline(&plugin.env, files, "fakesink sync=false", true),
+                true,
+            )?;
+            let server = KvsLocal::spawn(Mode::Storing, false)?;
+            let stream = format!("paced-{}-{n}-{}", std::process::id(), files.clusters);
+            let cmd = paced_pipeline(
+                &plugin.with_url(&server.url),
+                files,
+                &format!("kvssink stream-name={stream}"),
+                true,
+            );
+            let (kvssink, _) = measure(cmd, true)?;
+            server.stop();
+            counts.push((fakesink, kvssink));
+        }
+        let calls = |k: &str| {
+            let c = |r: &Run| r.calls.get(k).copied().unwrap_or(0) as f64;
+            let ((fs, ks), (fl, kl)) = (&counts[0], &counts[1]);
+            ((c(kl) - c(ks)) - (c(fl) - c(fs))) / mb
+        };
+        eprintln!("  syscalls/MB kvssink adds: {:.1}", calls("total"));
+        added.push(calls("total"));
+        for c in CALLS {
+            per_call.entry(c.to_owned()).or_default().push(calls(c));
+        }
+    }
+    report.row(Row {
+        metric: "paced 30 fps: syscalls per MB over fakesink".into(),
+        kvssink: format!("{:.1} ({})", median(added.clone()), spread(&added)),
+        reference: format!("{:.0} frames/MB", f64::from(frames - SHORT_FRAMES) / mb),
+        target: "<= 58".into(),
+        ok: Some(median(added) <= 58.0),
+    });
+    report.note(format!(
+        "paced 30 fps ({mb:.0} MB counted): per MB kvssink adds {}",
+        per_call
+            .into_iter()
+            .map(|(c, v)| format!("{c} {:.1}", median(v)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(())
 }
 
 /// One upload of each kind (`count`: under perf). Each into a fresh kvs-local.
