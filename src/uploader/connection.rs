@@ -205,12 +205,18 @@ async fn read_acks(shared: &Arc<Shared>, response: &mut reqwest::Response) -> Re
 fn handle_ack(shared: &Arc<Shared>, ack: Ack) -> Result<(), Failure> {
     // Told first, so the application sees the last PERSISTED before the EOS it releases.
     shared.emit(Event::Ack(ack.clone()));
-    let (outcome, trim) = {
+    let (outcome, released, trim) = {
         let mut inner = shared.lock();
+        let before = inner.store.backlog().fragments;
         let outcome = inner.on_ack(&ack, shared.config.release_on, &shared.config.stream_name);
-        (outcome, inner.note_store_size())
+        let released = inner.store.backlog().fragments < before;
+        (outcome, released, inner.note_store_size())
     };
-    shared.changed.notify_all();
+    if released {
+        // The streaming thread may be waiting for room, or for the last acks at EOS;
+        // BUFFERING and RECEIVED acks (mostly) release nothing and wake nobody.
+        shared.changed.notify_all();
+    }
     if trim {
         give_back_memory();
     }

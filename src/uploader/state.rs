@@ -290,3 +290,79 @@ impl Inner {
         outcome
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreLimits;
+    use bytes::Bytes;
+
+    fn inner() -> Inner {
+        Inner::new(FragmentStore::new(
+            StoreLimits {
+                max_bytes: u64::MAX,
+                max_duration_ns: u64::MAX,
+            },
+            AckLevel::Persisted,
+        ))
+    }
+
+    #[test]
+    fn only_what_was_published_is_visible() {
+        let mut inner = inner();
+        inner.store.begin(0, 0);
+        inner.next_seq += 1;
+        inner.store.append(Bytes::from_static(b"cluster"));
+        inner.store.append(Bytes::from_static(b"block header"));
+        assert_eq!(inner.visible.chunks_of(0, 2), 0, "nothing published yet");
+        inner.publish();
+        assert_eq!(inner.visible.chunks_of(0, 2), 2);
+        inner.store.append(Bytes::from_static(b"frame"));
+        assert_eq!(
+            inner.visible.chunks_of(0, 3),
+            2,
+            "the frame is not shown yet"
+        );
+        inner.store.begin(1000, 1);
+        inner.next_seq += 1;
+        assert_eq!(inner.visible.chunks_of(1, 0), 0);
+        inner.publish();
+        assert_eq!(
+            inner.visible.chunks_of(0, 3),
+            3,
+            "an older fragment is whole"
+        );
+        assert_eq!(inner.visible, Visible { seq: 1, chunks: 0 });
+        // Everything released: the next fragment is not shown before it is published.
+        inner.store.ack(AckLevel::Persisted, 0);
+        inner.store.ack(AckLevel::Persisted, 1000);
+        inner.publish();
+        assert_eq!(inner.visible, Visible { seq: 2, chunks: 0 });
+    }
+
+    #[test]
+    fn memory_is_given_back_once_a_large_backlog_is_mostly_released() {
+        let mut inner = inner();
+        for tc in 0..8u64 {
+            inner.store.begin(tc, tc);
+            inner.store.append(Bytes::from(vec![0u8; 4 << 20]));
+            inner.store.finish(tc);
+            assert!(!inner.note_store_size());
+        }
+        for tc in 0..5u64 {
+            inner.store.ack(AckLevel::Persisted, tc);
+            assert!(!inner.note_store_size(), "still {tc} of 8 released");
+        }
+        inner.store.ack(AckLevel::Persisted, 5);
+        assert!(inner.note_store_size(), "down to a quarter of 32 MiB");
+        inner.store.ack(AckLevel::Persisted, 6);
+        assert!(!inner.note_store_size(), "once per peak");
+        // A small store never trims.
+        let mut small = self::inner();
+        small.store.begin(0, 0);
+        small.store.append(Bytes::from(vec![0u8; 1 << 20]));
+        small.note_store_size();
+        small.store.ack(AckLevel::Persisted, 0);
+        assert!(!small.note_store_size());
+    }
+}
