@@ -246,6 +246,11 @@ impl FragmentStore {
         self.frags.get(i)
     }
 
+    /// Gives back the room a long backlog left in the fragment queue.
+    pub fn shrink(&mut self) {
+        self.frags.shrink_to(self.frags.len().max(16));
+    }
+
     /// The open fragment, if any.
     pub fn open_fragment(&self) -> Option<&Fragment> {
         self.frags.back().filter(|_| self.open)

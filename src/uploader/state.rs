@@ -94,6 +94,8 @@ pub(crate) struct Inner {
     pub live: bool,
     /// The most bytes the store held since memory was last given back to the system.
     trim_peak: u64,
+    /// Memory was given back at a quarter of a large peak: once more at a quarter of that.
+    trim_again: bool,
     counters: Counters,
 }
 
@@ -112,17 +114,23 @@ impl Inner {
             visible: Visible::default(),
             live: true,
             trim_peak: 0,
+            trim_again: false,
             counters: Counters::default(),
         }
     }
 
     /// Notes how much the store holds; after an ack: whether it shrank enough since its peak
     /// (a backlog replayed after an outage) that freed memory should go back to the system.
+    /// That is once at a quarter of a peak of at least [`TRIM_AFTER_PEAK`], and once more at
+    /// a quarter of that, as the backlog goes.
     pub fn note_store_size(&mut self) -> bool {
         let bytes = self.store.backlog().bytes;
         self.trim_peak = self.trim_peak.max(bytes);
-        if self.trim_peak >= TRIM_AFTER_PEAK && bytes <= self.trim_peak / 4 {
+        let big = self.trim_peak >= TRIM_AFTER_PEAK;
+        if (big || self.trim_again) && bytes <= self.trim_peak / 4 {
+            self.trim_again = big;
             self.trim_peak = bytes;
+            self.store.shrink();
             return true;
         }
         false
@@ -355,8 +363,15 @@ mod tests {
         }
         inner.store.ack(AckLevel::Persisted, 5);
         assert!(inner.note_store_size(), "down to a quarter of 32 MiB");
+        inner.store.begin(8, 8);
+        inner.store.append(Bytes::from(vec![0u8; 1 << 20]));
+        assert!(!inner.note_store_size(), "9 MiB");
         inner.store.ack(AckLevel::Persisted, 6);
-        assert!(!inner.note_store_size(), "once per peak");
+        assert!(!inner.note_store_size(), "5 MiB");
+        inner.store.ack(AckLevel::Persisted, 7);
+        assert!(inner.note_store_size(), "1 MiB: a quarter of 9");
+        inner.store.ack(AckLevel::Persisted, 8);
+        assert!(!inner.note_store_size(), "twice per peak");
         // A small store never trims.
         let mut small = self::inner();
         small.store.begin(0, 0);
