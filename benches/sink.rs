@@ -10,7 +10,13 @@
 //!    timestamps every read of the PutMedia body (`--record-body-reads`). `latency.rs`
 //! 3. Peak RSS of a live `x264enc ! matroskamux ! kvssink` pipeline (gst-launch-1.0, the plugin
 //!    from this build) next to the same pipeline ending in `fakesink`. `rss.rs`
-//! 4. Soak: RSS over hours of simulated stream. `soak.rs`
+//! 4. A file uploaded at full speed (`filesrc ! matroskademux ! h264parse ! matroskamux !
+//!    kvssink`, gst-launch-1.0) next to the same pipeline into fakesink and curl uploading the
+//!    same bytes: system calls per MB (`perf stat`), CPU per MB, peak RSS. `file.rs`
+//!    The same file paced at 30 fps (`identity sync=true`): system calls per MB of a stream
+//!    that arrives frame by frame, as from a camera. `file.rs`
+//! 5. RSS after an outage: before, peak, and once the backlog was persisted. `outage.rs`
+//! 6. Soak: RSS over hours of simulated stream. `soak.rs`
 //!
 //! The stream is made in `stream.rs`, kvs-local runs from `server.rs`, CPU and children are
 //! measured in `process.rs`, the table is printed by `report.rs`.
@@ -19,8 +25,12 @@
 //! `cargo bench --bench sink` runs everything (a few minutes); `cargo bench --bench sink --
 //! --quick` or `KVSSINK_BENCH_QUICK=1` runs a small version as a smoke test.
 
+#[path = "sink/file.rs"]
+mod file;
 #[path = "sink/latency.rs"]
 mod latency;
+#[path = "sink/outage.rs"]
+mod outage;
 #[path = "sink/process.rs"]
 mod process;
 #[path = "sink/report.rs"]
@@ -43,12 +53,25 @@ fn main() {
     if std::env::var(uploads::ROLE_ENV).as_deref() == Ok("kvssink") {
         uploads::kvssink_child();
     }
+    if std::env::var(uploads::ROLE_ENV).as_deref() == Ok("outage") {
+        outage::child();
+    }
     let quick = std::env::args().any(|a| a == "--quick")
         || std::env::var("KVSSINK_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let (tput_bytes, reps, latency_secs, rss_buffers, soak_hours) = if quick {
         (200_000_000u64, 1, 2, 90, 1)
     } else {
         (2_000_000_000u64, 5, 10, 600, 12)
+    };
+    // KVSSINK_BENCH_REPS=N: N rounds of the throughput and file parts.
+    let reps = std::env::var("KVSSINK_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(reps);
+    let (file_frames, paced_frames, outage_secs, outage_rounds) = if quick {
+        (900, 300, 10, 1)
+    } else {
+        (3000, 600, 20, 3)
     };
     gst::init().expect("GStreamer");
     gstkvs::plugin_register_static().expect("register the kvs plugin");
@@ -66,7 +89,8 @@ fn main() {
         tput.frame_ms,
     );
 
-    // KVSSINK_BENCH_ONLY=kvs-local,discard,push,latency,rss,soak runs only those parts.
+    // KVSSINK_BENCH_ONLY=kvs-local,discard,push,file,paced,latency,rss,outage,soak runs only
+    // those parts.
     let only = std::env::var("KVSSINK_BENCH_ONLY").ok();
     let want = |part: &str| {
         only.as_ref()
@@ -81,11 +105,20 @@ fn main() {
     if want("push") {
         uploads::push(&tput.pieces, reps, &mut report);
     }
+    if want("file") {
+        file::measure_all(file_frames, reps, &mut report);
+    }
+    if want("paced") {
+        file::measure_paced(paced_frames, reps.min(3), &mut report);
+    }
     if want("latency") {
         latency::measure(latency_secs, &mut report);
     }
     if want("rss") {
         rss::measure(rss_buffers, &mut report);
+    }
+    if want("outage") {
+        outage::measure(outage_secs, outage_rounds, &mut report);
     }
     if want("soak") {
         soak::measure(soak_hours, &mut report);

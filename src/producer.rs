@@ -22,6 +22,10 @@ use crate::spool::Spool;
 use crate::store::AckLevel;
 use crate::uploader::{self, EventSink, Summary, Uploader};
 
+/// A stream this far ahead of the wall clock is read from a file, not watched live: its bytes
+/// go out in batches (fewer wake-ups of the connection, fewer writes).
+const AHEAD: Duration = Duration::from_secs(1);
+
 /// What the producer needs beyond the uploader's settings.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -268,6 +272,8 @@ pub struct Producer {
     spool: Option<SpoolMode>,
     /// The open fragment goes to the uploader as it arrives (always, without a spool).
     passthrough: bool,
+    /// Wall clock and block time (raw units) of the first block.
+    pace_origin: Option<(Instant, i64)>,
     events: Vec<mkv::Event>,
 }
 
@@ -415,6 +421,7 @@ impl Producer {
             paced_since: None,
             spool,
             passthrough: true,
+            pace_origin: None,
             events: Vec::with_capacity(8),
         };
         // Fragments left from an earlier run go first.
@@ -505,6 +512,12 @@ impl Producer {
         self.key_unit_lead_ns = latency_ns.min(self.fragment_duration_ns / 2);
     }
 
+    /// Whether upstream is live: a file upload (not live) is held once a few fragments wait
+    /// to be sent, so it does not fill the store.
+    pub fn set_live(&self, live: bool) {
+        self.uploader.set_live(live);
+    }
+
     /// Invalid input ended the stream (the error was returned by [`Producer::push`]).
     pub fn input_failed(&self) -> bool {
         self.input_failed
@@ -519,7 +532,10 @@ impl Producer {
         self.feed(notices);
         let mut events = std::mem::take(&mut self.events);
         let result = self.splitter.push(data, &mut events);
-        let handled = self.apply(&mut events, notices);
+        // matroskamux pushes a block's header and its frame as two buffers: the connection
+        // is woken once the element is whole, so both go out in one write.
+        let whole = self.splitter.at_element_boundary();
+        let handled = self.apply_then_wake(&mut events, notices, whole);
         self.events = events;
         if let Err(e) = handled {
             // A fragment the service would refuse (no key frame first): the stream ends
@@ -542,7 +558,7 @@ impl Producer {
     pub fn end_input(&mut self, notices: &mut Vec<Notice>) -> Result<Option<MkvError>, InputError> {
         let mut events = std::mem::take(&mut self.events);
         let result = self.splitter.finish(&mut events);
-        let handled = self.apply(&mut events, notices);
+        let handled = self.apply_then_wake(&mut events, notices, true);
         self.events = events;
         handled?;
         Ok(result.err())
@@ -552,6 +568,20 @@ impl Producer {
     /// then accounts for every fragment produced.
     pub fn finish(&self, timeout: Duration) -> Summary {
         self.uploader.finish_and_account(timeout)
+    }
+
+    /// Applies the events, then wakes the connection for the bytes appended (when `whole`,
+    /// or once enough of them wait).
+    fn apply_then_wake(
+        &mut self,
+        events: &mut Vec<mkv::Event>,
+        notices: &mut Vec<Notice>,
+        whole: bool,
+    ) -> Result<(), InputError> {
+        let result = self.apply(events, notices);
+        let batch = self.ahead_of_real_time();
+        self.uploader.wake(whole, batch);
+        result
     }
 
     fn apply(
@@ -844,6 +874,8 @@ impl Producer {
                 .begin_fragment(fragment.timecode, fragment.start_ns, fragment.len);
             self.uploader.append(bytes);
             self.uploader.end_fragment(fragment.end_ns);
+            // Whole fragments: the connection may take them now.
+            self.uploader.wake(true, false);
         }
     }
 
@@ -870,6 +902,19 @@ impl Producer {
             let shared = lock(&m.shared);
             (shared.spool.pending().count() as u64, shared.dropped)
         })
+    }
+
+    /// Whether the stream runs more than [`AHEAD`] ahead of the wall clock since its first
+    /// block: a file read as fast as it goes, whose bytes can go out in batches.
+    fn ahead_of_real_time(&mut self) -> bool {
+        let Some(current) = self.splitter.current_fragment() else {
+            return false;
+        };
+        let media = current.last_block_time;
+        let now = Instant::now();
+        let (wall0, media0) = *self.pace_origin.get_or_insert((now, media));
+        let media_ns = self.ns(media - media0);
+        media_ns > now.duration_since(wall0).as_nanos() as u64 + AHEAD.as_nanos() as u64
     }
 
     /// Raw Matroska time units to nanoseconds (negative times count as 0).

@@ -10,11 +10,13 @@
 
 use once_cell::sync::Lazy;
 
-/// Two named worker threads are plenty: the work is I/O and a little parsing.
+/// One worker thread: the work is I/O and a little parsing. With two, a connection's task
+/// moved between them and each wake-up of the body stream cost a second thread's wake-up
+/// (futex, eventfd) on top.
 pub static RUNTIME: Lazy<tokio::runtime::Runtime> = Lazy::new(|| {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .worker_threads(2)
+        .worker_threads(1)
         .thread_name("kvssink-runtime")
         .on_thread_start(block_sigpipe)
         .build()

@@ -236,7 +236,7 @@ impl FragmentStore {
     }
 
     /// Unreleased fragments in order (complete ones, then the open one), for replay.
-    pub fn pending(&self) -> impl Iterator<Item = &Fragment> {
+    pub fn pending(&self) -> impl DoubleEndedIterator<Item = &Fragment> {
         self.frags.iter()
     }
 
@@ -244,6 +244,11 @@ impl FragmentStore {
     pub fn first_from(&self, seq: u64) -> Option<&Fragment> {
         let i = self.frags.partition_point(|f| f.seq < seq);
         self.frags.get(i)
+    }
+
+    /// Gives back the room a long backlog left in the fragment queue.
+    pub fn shrink(&mut self) {
+        self.frags.shrink_to(self.frags.len().max(16));
     }
 
     /// The open fragment, if any.

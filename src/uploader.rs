@@ -14,6 +14,7 @@ pub(crate) use driver::{auth_advice, backoff};
 mod state;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -356,10 +357,23 @@ impl Shared {
     }
 }
 
+/// A file upload (upstream not live) is held while more fragments than this are
+/// unacknowledged (the open one included).
+const MAX_PENDING_NOT_LIVE: u64 = 4;
+
+/// Appended bytes are shown to the connection at element boundaries, or once this many wait
+/// (an element spread over many input buffers).
+const WAKE_BYTES: u64 = 64 * 1024;
+/// Upstream far ahead of real time (a file) wakes the connection once this many bytes wait.
+const BATCH_BYTES: u64 = 256 * 1024;
+
 /// Handle owned by the element; dropping it stops the driver.
 pub struct Uploader {
     shared: Arc<Shared>,
     driver: tokio::task::JoinHandle<()>,
+    /// Bytes appended (or fragments ended) since the connection was last woken; only the
+    /// streaming thread touches it.
+    unannounced: AtomicU64,
 }
 
 impl Uploader {
@@ -381,7 +395,11 @@ impl Uploader {
             config,
         });
         let driver = runtime.spawn(driver::run(shared.clone(), credentials));
-        Uploader { shared, driver }
+        Uploader {
+            shared,
+            driver,
+            unannounced: AtomicU64::new(0),
+        }
     }
 
     /// A new stream header: fragments from now on are sent after it, in a new session if one
@@ -409,7 +427,8 @@ impl Uploader {
         self.shared.data_ready.notify_waiters();
     }
 
-    /// Opens a fragment (a Matroska cluster with this timecode, starting at `start_ns`).
+    /// Opens a fragment (a Matroska cluster with this timecode, starting at `start_ns`). The
+    /// connection sees it at the next [`Uploader::wake`].
     pub fn begin_fragment(&self, timecode: u64, start_ns: u64, size_hint: u64) {
         let mut inner = self.wait_for_room(size_hint);
         let evicted = inner.store.begin(timecode, start_ns);
@@ -417,16 +436,44 @@ impl Uploader {
         self.after_store_change(inner, evicted);
     }
 
-    /// Appends bytes to the open fragment.
+    /// Appends bytes to the open fragment. The connection sees them at the next
+    /// [`Uploader::wake`].
     pub fn append(&self, data: Bytes) {
-        let mut inner = self.wait_for_room(data.len() as u64);
+        let len = data.len() as u64;
+        let mut inner = self.wait_for_room(len);
         let evicted = inner.store.append(data);
+        inner.note_store_size();
+        self.unannounced.fetch_add(len.max(1), Ordering::Relaxed);
         self.after_store_change(inner, evicted);
     }
 
-    /// Closes the open fragment.
+    /// Closes the open fragment. The connection sees it, and is woken, at the next
+    /// [`Uploader::wake`].
     pub fn end_fragment(&self, end_ns: u64) {
         self.shared.lock().store.finish(end_ns);
+        self.unannounced.fetch_add(BATCH_BYTES, Ordering::Relaxed);
+    }
+
+    /// Shows what was appended since the last wake to the connection, and wakes it, when
+    /// `whole` (the bytes end between two Matroska elements) or once [`WAKE_BYTES`] wait.
+    /// Called once per input buffer, so the connection wakes at most once per buffer and a
+    /// block header pushed alone waits for its frame: the two go out in one write.
+    ///
+    /// With `batch` (upstream is far ahead of real time: a file), whole elements are shown
+    /// but the connection is woken only once [`BATCH_BYTES`] wait or a fragment ended; a
+    /// connection that is already sending takes them anyway, and one left waiting takes them
+    /// after `idle_fragment_timeout` at the latest.
+    pub fn wake(&self, whole: bool, batch: bool) {
+        let pending = self.unannounced.load(Ordering::Relaxed);
+        if pending == 0 || (!whole && pending < WAKE_BYTES) {
+            return;
+        }
+        if batch && pending < BATCH_BYTES {
+            self.shared.lock().publish();
+            return;
+        }
+        self.unannounced.store(0, Ordering::Relaxed);
+        self.shared.lock().publish();
         self.shared.data_ready.notify_waiters();
     }
 
@@ -439,7 +486,9 @@ impl Uploader {
         let evicted = inner.store.append(crate::mkv::end_of_fragment_tags());
         inner.store.finish(end_ns);
         inner.on_cut(removed);
+        inner.publish();
         self.after_store_change(inner, evicted);
+        self.shared.data_ready.notify_waiters();
         removed
     }
 
@@ -461,7 +510,6 @@ impl Uploader {
     /// The store's own counters hold what was dropped; the element is told.
     fn after_store_change(&self, inner: MutexGuard<'_, Inner>, evicted: Evicted) {
         drop(inner);
-        self.shared.data_ready.notify_waiters();
         if evicted.fragments > 0 {
             self.shared.emit(Event::Dropped(evicted));
         }
@@ -477,8 +525,12 @@ impl Uploader {
         let mut reported = false;
         loop {
             let backlog = inner.store.backlog();
+            // A file upload goes as fast as the service acknowledges it, a few fragments
+            // ahead, rather than filling the whole store (`storage-size`) with fragments
+            // queued before the connection or in the sockets' buffers.
             let full = backlog.bytes + extra > limits.max_bytes
-                || backlog.duration_ns >= limits.max_duration_ns;
+                || backlog.duration_ns >= limits.max_duration_ns
+                || (!inner.live && backlog.fragments > MAX_PENDING_NOT_LIVE);
             // The service acknowledges a fragment once the next one begins: the open
             // fragment's first bytes always go in, or nothing would ever be released.
             let next_not_begun = inner.store.open_fragment().is_some_and(|f| f.size == 0);
@@ -490,6 +542,12 @@ impl Uploader {
                 || inner.fatal().is_some()
             {
                 break;
+            }
+            if !inner.held && self.unannounced.swap(0, Ordering::Relaxed) > 0 {
+                // Everything appended goes out before the wait: what the service is to
+                // acknowledge must not wait for more input.
+                inner.publish();
+                self.shared.data_ready.notify_waiters();
             }
             inner.held = true;
             let since = *held_since.get_or_insert_with(Instant::now);
@@ -558,7 +616,11 @@ impl Uploader {
 
     /// No more data: the open fragment is closed and the session ends once everything is sent.
     pub fn finish(&self) {
-        self.shared.lock().eos = true;
+        {
+            let mut inner = self.shared.lock();
+            inner.eos = true;
+            inner.publish();
+        }
         self.shared.data_ready.notify_waiters();
         self.shared.wake_driver.notify_one();
     }
@@ -578,6 +640,12 @@ impl Uploader {
             }
         });
         outcome.unwrap_or(WaitOutcome::TimedOut { pending })
+    }
+
+    /// Whether upstream is live (from the latency query). Not live (a file), upstream is
+    /// held once a few fragments wait to be sent; live, only when the store is full.
+    pub fn set_live(&self, live: bool) {
+        self.shared.lock().live = live;
     }
 
     /// While set, nothing on the streaming thread waits (BaseSink `unlock`).
@@ -612,6 +680,7 @@ impl Uploader {
         let removed = inner.store.truncate_open(keep);
         inner.store.finish(end_ns);
         inner.on_not_sent(removed);
+        inner.publish();
         drop(inner);
         self.shared.data_ready.notify_waiters();
         removed

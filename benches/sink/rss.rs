@@ -22,7 +22,7 @@ struct Rss {
 }
 
 /// Runs a live 720p30 x264 pipeline through matroskamux into `tail`, sampling its RSS.
-fn rss_run(env: &[(&str, String)], buffers: u32, tail: &[&str]) -> Result<Rss, String> {
+fn rss_run(env: &[(&'static str, String)], buffers: u32, tail: &[&str]) -> Result<Rss, String> {
     let num_buffers = format!("num-buffers={buffers}");
     let mut cmd = Command::new("gst-launch-1.0");
     cmd.args(["-q", "videotestsrc", "is-live=true", &num_buffers, "!"])
@@ -97,40 +97,65 @@ struct RssPair {
     fakesink: Rss,
 }
 
-fn rss_pair(buffers: u32) -> Result<RssPair, String> {
-    let so = plugin_path().ok_or("libgstkvs.so not found next to the bench binary")?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir(&plugins).map_err(|e| e.to_string())?;
-    std::fs::copy(&so, plugins.join("libgstkvs.so")).map_err(|e| e.to_string())?;
-    let server = KvsLocal::spawn(Mode::Storing, false)?;
-    let env = [
-        ("GST_PLUGIN_PATH", plugins.display().to_string()),
-        (
-            "GST_REGISTRY",
-            dir.path().join("registry.bin").display().to_string(),
-        ),
-        ("CONTROL_PLANE_URI", server.url.clone()),
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
-        ("AWS_REGION", REGION.to_owned()),
-    ];
-    // Builds the registry, and checks that the plugin loads.
-    let inspect = Command::new("gst-inspect-1.0")
-        .arg("kvssink")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .map_err(|e| format!("gst-inspect-1.0: {e}"))?;
-    if !inspect.status.success() {
-        return Err(format!(
-            "gst-inspect-1.0 kvssink failed with {}: {}",
-            so.display(),
-            String::from_utf8_lossy(&inspect.stderr)
-        ));
+/// A private plugin directory holding the `libgstkvs.so` of this build, and the environment
+/// for `gst-launch-1.0` to load it and reach kvs-local at `url` with the demo key.
+pub struct PluginEnv {
+    _dir: tempfile::TempDir,
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl PluginEnv {
+    pub fn new(url: &str) -> Result<PluginEnv, String> {
+        let so = plugin_path().ok_or("libgstkvs.so not found next to the bench binary")?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir(&plugins).map_err(|e| e.to_string())?;
+        std::fs::copy(&so, plugins.join("libgstkvs.so")).map_err(|e| e.to_string())?;
+        let env = vec![
+            ("GST_PLUGIN_PATH", plugins.display().to_string()),
+            (
+                "GST_REGISTRY",
+                dir.path().join("registry.bin").display().to_string(),
+            ),
+            ("CONTROL_PLANE_URI", url.to_owned()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
+            ("AWS_REGION", REGION.to_owned()),
+        ];
+        // Builds the registry, and checks that the plugin loads.
+        let inspect = Command::new("gst-inspect-1.0")
+            .arg("kvssink")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .map_err(|e| format!("gst-inspect-1.0: {e}"))?;
+        if !inspect.status.success() {
+            return Err(format!(
+                "gst-inspect-1.0 kvssink failed with {}: {}",
+                so.display(),
+                String::from_utf8_lossy(&inspect.stderr)
+            ));
+        }
+        Ok(PluginEnv { _dir: dir, env })
     }
+
+    /// The same environment for another kvs-local.
+    pub fn with_url(&self, url: &str) -> Vec<(&'static str, String)> {
+        let mut env = self.env.clone();
+        for (k, v) in &mut env {
+            if *k == "CONTROL_PLANE_URI" {
+                *v = url.to_owned();
+            }
+        }
+        env
+    }
+}
+
+fn rss_pair(buffers: u32) -> Result<RssPair, String> {
+    let server = KvsLocal::spawn(Mode::Storing, false)?;
+    let plugin = PluginEnv::new(&server.url)?;
     let stream = format!("stream-name=rss-{}", std::process::id());
-    let fakesink = rss_run(&env, buffers, &["fakesink", "sync=false"])?;
-    let kvssink = rss_run(&env, buffers, &["kvssink", &stream])?;
+    let fakesink = rss_run(&plugin.env, buffers, &["fakesink", "sync=false"])?;
+    let kvssink = rss_run(&plugin.env, buffers, &["kvssink", &stream])?;
     server.stop();
     Ok(RssPair { kvssink, fakesink })
 }

@@ -3,6 +3,7 @@
 //! per MB figures into kvs-local, storing and discarding.
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -231,7 +232,7 @@ pub fn wait_streaming(bus: &gst::Bus) -> Result<(), String> {
 }
 
 /// CreateStream through curl (signed), then DescribeStream until ACTIVE.
-fn create_stream_with_curl(url: &str, stream: &str) -> Result<(), String> {
+pub fn create_stream_with_curl(url: &str, stream: &str) -> Result<(), String> {
     let create =
         json!({"StreamName": stream, "DataRetentionInHours": 2, "MediaType": "video/h264"});
     signed_call(url, "createStream", &create)?;
@@ -245,19 +246,15 @@ fn create_stream_with_curl(url: &str, stream: &str) -> Result<(), String> {
     Err(format!("stream {stream} did not become ACTIVE"))
 }
 
-/// Writes `pieces` (one write each) into a pipe to `curl -T -`, which uploads them as a
-/// chunked PutMedia. Measures curl's own CPU (not the writer's) and the wall time from
-/// starting curl to its exit (after the last ack).
-fn run_curl(url: &str, stream: &str, pieces: &[Piece]) -> Result<Upload, String> {
-    create_stream_with_curl(url, stream)?;
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let acks_file = dir.path().join("acks");
+/// `curl` uploading `source` (`-` for its standard input, or a file) as one chunked PutMedia
+/// of `stream` with kvssink's headers; the acks go to `acks`, `HTTP-code bytes-uploaded` to
+/// stdout.
+pub fn curl_put_media(url: &str, stream: &str, source: &str, acks: &Path) -> Command {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     let start_ts = format!("{}.{:03}", now.as_secs(), now.subsec_millis());
-    let start = Instant::now();
-    let mut child = Command::new("curl")
-        .args(curl_auth_args())
-        .args(["-X", "POST", "-T", "-"])
+    let mut cmd = Command::new("curl");
+    cmd.args(curl_auth_args())
+        .args(["-X", "POST", "-T", source])
         .args(["-H", "Transfer-Encoding: chunked"])
         .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
         .args(["-H", &format!("x-amzn-stream-name: {stream}")])
@@ -268,11 +265,42 @@ fn run_curl(url: &str, stream: &str, pieces: &[Piece]) -> Result<Upload, String>
         ])
         .args(["-H", "x-amzn-fragment-acknowledgment-required: 1"])
         .args(["-w", "%{http_code} %{size_upload}\n", "-o"])
-        .arg(&acks_file)
+        .arg(acks)
         .arg(format!("{url}/putMedia"))
-        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    cmd
+}
+
+/// Checks how a `curl_put_media` upload of `clusters` clusters went (its exit status, its
+/// stdout, the acks file); the bytes it uploaded.
+pub fn curl_outcome(status: i32, out: &str, acks: &Path, clusters: usize) -> Result<u64, String> {
+    let acks = std::fs::read_to_string(acks).unwrap_or_default();
+    let persisted = acks.matches("\"PERSISTED\"").count();
+    let errors = acks.matches("\"ERROR\"").count();
+    let mut fields = out.split_whitespace();
+    let code = fields.next().unwrap_or("");
+    let bytes: u64 = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    if !exited_ok(status) || code != "200" || errors > 0 || persisted != clusters {
+        return Err(format!(
+            "curl: exit status {status:#x}, HTTP {code}, {persisted}/{clusters} PERSISTED, \
+             {errors} ERROR acks: {}",
+            acks.lines().find(|l| l.contains("ERROR")).unwrap_or("")
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Writes `pieces` (one write each) into a pipe to `curl -T -`, which uploads them as a
+/// chunked PutMedia. Measures curl's own CPU (not the writer's) and the wall time from
+/// starting curl to its exit (after the last ack).
+fn run_curl(url: &str, stream: &str, pieces: &[Piece]) -> Result<Upload, String> {
+    create_stream_with_curl(url, stream)?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let acks_file = dir.path().join("acks");
+    let start = Instant::now();
+    let mut child = curl_put_media(url, stream, "-", &acks_file)
+        .stdin(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run curl: {e}"))?;
     let mut stdin = child.stdin.take().unwrap();
@@ -294,23 +322,11 @@ fn run_curl(url: &str, stream: &str, pieces: &[Piece]) -> Result<Upload, String>
         .unwrap()
         .read_to_string(&mut out)
         .map_err(|e| e.to_string())?;
-    let acks = std::fs::read_to_string(&acks_file).unwrap_or_default();
-    let persisted = acks.matches("\"PERSISTED\"").count();
-    let errors = acks.matches("\"ERROR\"").count();
-    let mut fields = out.split_whitespace();
-    let code = fields.next().unwrap_or("");
-    let bytes: u64 = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let clusters = pieces
         .iter()
         .filter(|p| p.bytes.starts_with(&[0x1F, 0x43]))
         .count();
-    if !exited_ok(status) || code != "200" || errors > 0 || persisted != clusters {
-        return Err(format!(
-            "curl: exit status {status:#x}, HTTP {code}, {persisted}/{clusters} PERSISTED, \
-             {errors} ERROR acks: {}",
-            acks.lines().find(|l| l.contains("ERROR")).unwrap_or("")
-        ));
-    }
+    let bytes = curl_outcome(status, &out, &acks_file, clusters)?;
     Ok(Upload {
         wall,
         cpu: cpu_of(&ru),

@@ -467,9 +467,9 @@ impl KvsSink {
             match &notice {
                 Notice::Header { .. } => {
                     gst::info!(CAT, imp = self, "{}", notice);
-                    started
-                        .producer
-                        .set_upstream_latency(self.upstream_latency().1);
+                    let (live, latency) = self.upstream_latency();
+                    started.producer.set_live(live);
+                    started.producer.set_upstream_latency(latency);
                 }
                 Notice::Playback(_) => gst::element_imp_warning!(
                     self,

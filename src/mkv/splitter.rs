@@ -202,6 +202,12 @@ impl Splitter {
             .map(|c| (c.child_start - c.start).min(c.summary.size))
     }
 
+    /// Whether the bytes pushed so far end between two elements (not inside an element's
+    /// header or body): what was emitted can go out now, nothing of it waits for its end.
+    pub fn at_element_boundary(&self) -> bool {
+        matches!(self.st, St::Head) && self.sl == 0
+    }
+
     /// Total bytes pushed so far.
     pub fn bytes_consumed(&self) -> u64 {
         self.base

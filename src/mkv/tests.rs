@@ -841,3 +841,35 @@ fn a_cluster_past_the_span_limit_is_cut_before_the_block_that_crosses_it() {
     let (events, _) = run(&s);
     assert!(!events.iter().any(|e| matches!(e, Event::FragmentCut(_))));
 }
+
+#[test]
+fn at_element_boundary_is_false_only_inside_an_element() {
+    let (header, s) = stream_av(2, false);
+    let cuts = muxer_cuts(&s, header.len());
+    let mut sp = Splitter::new(Limits::default());
+    let mut out = Vec::new();
+    let mut last = 0;
+    let (mut inside, mut between) = (0, 0);
+    for c in cuts.into_iter().chain([s.len()]) {
+        sp.push(Bytes::copy_from_slice(&s[last..c]), &mut out)
+            .unwrap();
+        // matroskamux's block header buffer ends inside its SimpleBlock; every other cut
+        // ends between elements.
+        let block_header = read_header(&s[last..]).ok().flatten().is_some_and(|h| {
+            h.id == ID_SIMPLE_BLOCK && c < last + h.len + h.size.unwrap() as usize
+        });
+        assert_eq!(sp.at_element_boundary(), !block_header, "cut at {c}");
+        if block_header {
+            inside += 1;
+        } else {
+            between += 1;
+        }
+        last = c;
+    }
+    assert!(inside >= 40 && between >= 40, "{inside} {between}");
+    // A buffer ending inside an element header is not at a boundary either.
+    let mut sp = Splitter::new(Limits::default());
+    sp.push(Bytes::copy_from_slice(&s[..header.len() + 1]), &mut out)
+        .unwrap();
+    assert!(!sp.at_element_boundary());
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use aws_credential_types::Credentials;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use url::Url;
 
 use super::state::AckEnd;
@@ -15,10 +15,10 @@ use crate::ack::{Ack, AckParser};
 use crate::control::ApiError;
 use crate::sigv4::{self, Payload};
 
-/// Chunks smaller than this (block headers, cluster starts, small audio frames) are copied
-/// together into one write; larger ones go out as they are, without a copy.
-const SMALL_CHUNK: usize = 4 * 1024;
-/// A write of coalesced small chunks stops growing at this size.
+/// Chunks smaller than this (block headers, cluster starts, frames) are copied together
+/// into one HTTP chunk; larger ones go out as they are, without a copy.
+const COPY_LIMIT: usize = 16 * 1024;
+/// An HTTP chunk of copied chunks stops growing at this size.
 const COALESCE_LIMIT: usize = 64 * 1024;
 
 /// How a connection that did not fail ended.
@@ -66,6 +66,7 @@ pub(super) async fn run(
 
     let stream = futures_util::stream::unfold(body, |mut body| async move {
         let shared = body.shared.clone();
+        let mut idle_passed = false;
         loop {
             let notified = shared.data_ready.notified();
             tokio::pin!(notified);
@@ -78,14 +79,17 @@ pub(super) async fn run(
                     // the fragment in flight, which the next connection sends again.
                     return Some((Err(std::io::Error::other(reason)), body));
                 }
+                Next::Wait if idle_passed => {
+                    // Nothing was shown without a wake-up either (`Uploader::wake`).
+                    idle_passed = false;
+                    if let Some(tag) = body.end_idle_fragment() {
+                        return Some((Ok(tag), body));
+                    }
+                    notified.await;
+                }
                 Next::Wait => {
                     let idle = shared.config.idle_fragment_timeout;
-                    if tokio::time::timeout(idle, notified.as_mut()).await.is_err() {
-                        if let Some(tag) = body.end_idle_fragment() {
-                            return Some((Ok(tag), body));
-                        }
-                        notified.await;
-                    }
+                    idle_passed = tokio::time::timeout(idle, notified.as_mut()).await.is_err();
                 }
             }
         }
@@ -214,10 +218,21 @@ fn handle_ack(shared: &Arc<Shared>, ack: Ack, producer_start_ms: u64) -> Result<
         ack: ack.clone(),
         producer_time_ms,
     });
-    let outcome = shared
-        .lock()
-        .on_ack(&ack, shared.config.release_on, &shared.config.stream_name);
-    shared.changed.notify_all();
+    let (outcome, released, trim) = {
+        let mut inner = shared.lock();
+        let before = inner.store.backlog().fragments;
+        let outcome = inner.on_ack(&ack, shared.config.release_on, &shared.config.stream_name);
+        let released = inner.store.backlog().fragments < before;
+        (outcome, released, inner.note_store_size())
+    };
+    if released {
+        // The streaming thread may be waiting for room, or for the last acks at EOS;
+        // BUFFERING and RECEIVED acks (mostly) release nothing and wake nobody.
+        shared.changed.notify_all();
+    }
+    if trim {
+        give_back_memory();
+    }
     if let Some(warning) = outcome.warning {
         shared.emit(Event::Warning(warning));
     }
@@ -225,6 +240,17 @@ fn handle_ack(shared: &Arc<Shared>, ack: Ack, producer_start_ms: u64) -> Result<
         Some(AckEnd::Retry(message)) => Err(Failure::RetriableAck(message)),
         Some(AckEnd::Fatal(error)) => Err(Failure::Fatal(error)),
         None => Ok(()),
+    }
+}
+
+/// A backlog was released: the allocator gives the pages of its freed frames back to the
+/// system (glibc keeps free memory below the top of its heaps otherwise, and the process
+/// would stay at its peak after an outage).
+fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -285,6 +311,8 @@ struct BodyCursor {
     opened: Instant,
     /// Renew the session at the first fragment boundary after this long.
     max_age: std::time::Duration,
+    /// The chunks gathered for the next write (kept for its capacity).
+    parts: Vec<Bytes>,
 }
 
 impl BodyCursor {
@@ -317,20 +345,21 @@ impl BodyCursor {
             cut_seen: None,
             opened: Instant::now(),
             max_age,
+            parts: Vec::new(),
         }
     }
 
     fn next(&mut self) -> Next {
-        if let Some(header) = self.header.take() {
-            self.shared.lock().on_sent(header.len());
-            return Next::Data(header);
-        }
         let max_age = self.max_age;
         let mut inner = self.shared.lock();
         if inner.fatal().is_some() {
             return Next::End;
         }
-        let mut gather = Gather::default();
+        let mut gather = Gather::new(&mut self.parts);
+        if let Some(header) = self.header.take() {
+            // The stream header goes out with the start of the first fragment.
+            gather.take(&header);
+        }
         let mut newly_started = 0;
         let mut replayed = 0;
         let mut late_bytes = 0;
@@ -341,6 +370,11 @@ impl BodyCursor {
                 end = inner.eos;
                 break;
             };
+            if fragment.seq > inner.visible.seq {
+                // Not shown yet: the streaming thread is still appending its first element.
+                break;
+            }
+            let visible = inner.visible.chunks_of(fragment.seq, fragment.chunks.len());
             if fragment.seq == self.seq
                 && self.started
                 && fragment.cut_at_chunk != self.cut_seen
@@ -386,7 +420,7 @@ impl BodyCursor {
                 late_bytes += late;
                 continue;
             }
-            if self.chunk < fragment.chunks.len() {
+            if self.chunk < visible {
                 let chunk = &fragment.chunks[self.chunk];
                 if !gather.take(chunk) {
                     break;
@@ -395,6 +429,9 @@ impl BodyCursor {
                 if gather.full() {
                     break;
                 }
+            } else if self.chunk < fragment.chunks.len() {
+                // The rest is an element still arriving.
+                break;
             } else if fragment.complete {
                 self.seq += 1;
                 self.chunk = 0;
@@ -430,49 +467,52 @@ impl BodyCursor {
     }
 }
 
-/// Collects what is ready into one write: a large chunk as it is, small ones copied together.
-#[derive(Default)]
-struct Gather {
-    first: Option<Bytes>,
-    buf: Option<BytesMut>,
+/// Collects what is ready into one HTTP chunk (one write): a chunk of at least
+/// [`COPY_LIMIT`] bytes as it is, without a copy; smaller ones (block headers, cluster starts,
+/// frames up to the limit) copied together, up to [`COALESCE_LIMIT`] bytes.
+struct Gather<'a> {
+    parts: &'a mut Vec<Bytes>,
+    len: usize,
 }
 
-impl Gather {
+impl<'a> Gather<'a> {
+    fn new(parts: &'a mut Vec<Bytes>) -> Self {
+        parts.clear();
+        Gather { parts, len: 0 }
+    }
+
     /// Takes `chunk` unless it would be better sent on its own in the next write.
     fn take(&mut self, chunk: &Bytes) -> bool {
-        match (&self.first, &mut self.buf) {
-            (None, None) => {
-                self.first = Some(chunk.clone());
-                true
-            }
-            _ if chunk.len() >= SMALL_CHUNK => false,
-            (Some(first), None) if first.len() >= SMALL_CHUNK => false,
-            (Some(first), None) => {
-                let mut buf = BytesMut::with_capacity(SMALL_CHUNK * 4);
-                buf.extend_from_slice(first);
-                buf.extend_from_slice(chunk);
-                self.first = None;
-                self.buf = Some(buf);
-                true
-            }
-            (_, Some(buf)) => {
-                buf.extend_from_slice(chunk);
-                true
-            }
+        if self.parts.is_empty() {
+            // Alone, nothing is copied.
+        } else if chunk.len() >= COPY_LIMIT
+            || self.len + chunk.len() > COALESCE_LIMIT
+            || self.parts[0].len() >= COPY_LIMIT
+        {
+            return false;
         }
+        self.len += chunk.len();
+        self.parts.push(chunk.clone());
+        true
     }
 
     fn full(&self) -> bool {
-        let len = match (&self.first, &self.buf) {
-            (_, Some(buf)) => buf.len(),
-            (Some(first), None) => first.len(),
-            (None, None) => 0,
-        };
-        len >= COALESCE_LIMIT
+        self.len >= COALESCE_LIMIT || self.parts.first().is_some_and(|p| p.len() >= COPY_LIMIT)
     }
 
     fn finish(self) -> Option<Bytes> {
-        self.buf.map(BytesMut::freeze).or(self.first)
+        match &mut self.parts[..] {
+            [] => None,
+            [one] => Some(std::mem::take(one)),
+            parts => {
+                let mut buf = Vec::with_capacity(self.len);
+                for part in parts.iter() {
+                    buf.extend_from_slice(part);
+                }
+                self.parts.clear();
+                Some(Bytes::from(buf))
+            }
+        }
     }
 }
 
@@ -482,25 +522,30 @@ mod tests {
 
     #[test]
     fn gather_passes_large_chunks_through_and_merges_small_ones() {
-        let big = Bytes::from(vec![1u8; COALESCE_LIMIT]);
-        let mut g = Gather::default();
+        let mut parts = Vec::new();
+        let big = Bytes::from(vec![1u8; COPY_LIMIT]);
+        let mut g = Gather::new(&mut parts);
         assert!(g.take(&big));
-        assert!(g.full());
+        assert!(g.full(), "a large chunk goes alone");
         let out = g.finish().unwrap();
         assert_eq!(out.as_ptr(), big.as_ptr(), "a large chunk is not copied");
 
-        let mut g = Gather::default();
+        let mut g = Gather::new(&mut parts);
         assert!(g.take(&Bytes::from_static(b"abc")));
         assert!(g.take(&Bytes::from_static(b"defg")));
         assert!(!g.take(&big), "a large chunk waits for its own write");
         assert_eq!(g.finish().unwrap(), Bytes::from_static(b"abcdefg"));
 
-        // A typical video frame is sent as it is, and small chunks do not join it.
-        let frame = Bytes::from(vec![2u8; SMALL_CHUNK + 1]);
-        let mut g = Gather::default();
-        assert!(g.take(&frame));
-        assert!(!g.full());
-        assert!(!g.take(&Bytes::from_static(b"hdr")));
-        assert_eq!(g.finish().unwrap().as_ptr(), frame.as_ptr());
+        // A block header and a small frame go out as one chunk, up to COALESCE_LIMIT.
+        let frame = Bytes::from(vec![2u8; COPY_LIMIT - 1]);
+        let mut g = Gather::new(&mut parts);
+        let mut taken = 0;
+        while g.take(&Bytes::from_static(b"header!!")) && g.take(&frame) {
+            taken += 1;
+        }
+        assert!(!g.full() || taken > 0);
+        let out = g.finish().unwrap();
+        assert!(out.len() <= COALESCE_LIMIT && out.len() > COALESCE_LIMIT - COPY_LIMIT - 8);
+        assert_eq!(&out[..8], b"header!!");
     }
 }

@@ -47,6 +47,28 @@ pub(crate) enum AckEnd {
     Fatal(FatalError),
 }
 
+/// Freed memory is given back to the system once the store, after holding at least this
+/// much, is down to a quarter of it.
+const TRIM_AFTER_PEAK: u64 = 16 << 20;
+
+/// A place in the store: fragments before `seq` whole, the first `chunks` chunks of `seq`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Visible {
+    pub seq: u64,
+    pub chunks: usize,
+}
+
+impl Visible {
+    /// How many chunks of fragment `seq` (holding `len`) may be sent.
+    pub fn chunks_of(self, seq: u64, len: usize) -> usize {
+        match seq.cmp(&self.seq) {
+            std::cmp::Ordering::Less => len,
+            std::cmp::Ordering::Equal => self.chunks.min(len),
+            std::cmp::Ordering::Greater => 0,
+        }
+    }
+}
+
 pub(crate) struct Inner {
     pub store: FragmentStore,
     pub headers: VecDeque<HeaderGen>,
@@ -67,6 +89,16 @@ pub(crate) struct Inner {
     pub next_seq: u64,
     /// Highest fragment sequence number that has gone out on any connection.
     pub max_seq_sent: Option<u64>,
+    /// How far connections may read the store: what the streaming thread has shown them
+    /// ([`Inner::publish`]); bytes after it are the start of an element still arriving.
+    pub visible: Visible,
+    /// Upstream is live; `false` for a file upload, which is held once a few fragments are
+    /// unacknowledged (see `Uploader::wait_for_room`).
+    pub live: bool,
+    /// The most bytes the store held since memory was last given back to the system.
+    trim_peak: u64,
+    /// Memory was given back at a quarter of a large peak: once more at a quarter of that.
+    trim_again: bool,
     counters: Counters,
 }
 
@@ -83,8 +115,43 @@ impl Inner {
             fatal: None,
             next_seq: 0,
             max_seq_sent: None,
+            visible: Visible::default(),
+            live: true,
+            trim_peak: 0,
+            trim_again: false,
             counters: Counters::default(),
         }
+    }
+
+    /// Notes how much the store holds; after an ack: whether it shrank enough since its peak
+    /// (a backlog replayed after an outage) that freed memory should go back to the system.
+    /// That is once at a quarter of a peak of at least [`TRIM_AFTER_PEAK`], and once more at
+    /// a quarter of that, as the backlog goes.
+    pub fn note_store_size(&mut self) -> bool {
+        let bytes = self.store.backlog().bytes;
+        self.trim_peak = self.trim_peak.max(bytes);
+        let big = self.trim_peak >= TRIM_AFTER_PEAK;
+        if (big || self.trim_again) && bytes <= self.trim_peak / 4 {
+            self.trim_again = big;
+            self.trim_peak = bytes;
+            self.store.shrink();
+            return true;
+        }
+        false
+    }
+
+    /// Everything in the store so far may be sent.
+    pub fn publish(&mut self) {
+        self.visible = match self.store.pending().next_back() {
+            Some(f) => Visible {
+                seq: f.seq,
+                chunks: f.chunks.len(),
+            },
+            None => Visible {
+                seq: self.next_seq,
+                chunks: 0,
+            },
+        };
     }
 
     /// The counters: the uploader's own, and the store's for what it holds and dropped.
@@ -233,5 +300,88 @@ impl Inner {
             _ => {}
         }
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreLimits;
+    use bytes::Bytes;
+
+    fn inner() -> Inner {
+        Inner::new(FragmentStore::new(
+            StoreLimits {
+                max_bytes: u64::MAX,
+                max_duration_ns: u64::MAX,
+            },
+            AckLevel::Persisted,
+        ))
+    }
+
+    #[test]
+    fn only_what_was_published_is_visible() {
+        let mut inner = inner();
+        inner.store.begin(0, 0);
+        inner.next_seq += 1;
+        inner.store.append(Bytes::from_static(b"cluster"));
+        inner.store.append(Bytes::from_static(b"block header"));
+        assert_eq!(inner.visible.chunks_of(0, 2), 0, "nothing published yet");
+        inner.publish();
+        assert_eq!(inner.visible.chunks_of(0, 2), 2);
+        inner.store.append(Bytes::from_static(b"frame"));
+        assert_eq!(
+            inner.visible.chunks_of(0, 3),
+            2,
+            "the frame is not shown yet"
+        );
+        inner.store.begin(1000, 1);
+        inner.next_seq += 1;
+        assert_eq!(inner.visible.chunks_of(1, 0), 0);
+        inner.publish();
+        assert_eq!(
+            inner.visible.chunks_of(0, 3),
+            3,
+            "an older fragment is whole"
+        );
+        assert_eq!(inner.visible, Visible { seq: 1, chunks: 0 });
+        // Everything released: the next fragment is not shown before it is published.
+        inner.store.ack(AckLevel::Persisted, 0);
+        inner.store.ack(AckLevel::Persisted, 1000);
+        inner.publish();
+        assert_eq!(inner.visible, Visible { seq: 2, chunks: 0 });
+    }
+
+    #[test]
+    fn memory_is_given_back_once_a_large_backlog_is_mostly_released() {
+        let mut inner = inner();
+        for tc in 0..8u64 {
+            inner.store.begin(tc, tc);
+            inner.store.append(Bytes::from(vec![0u8; 4 << 20]));
+            inner.store.finish(tc);
+            assert!(!inner.note_store_size());
+        }
+        for tc in 0..5u64 {
+            inner.store.ack(AckLevel::Persisted, tc);
+            assert!(!inner.note_store_size(), "still {tc} of 8 released");
+        }
+        inner.store.ack(AckLevel::Persisted, 5);
+        assert!(inner.note_store_size(), "down to a quarter of 32 MiB");
+        inner.store.begin(8, 8);
+        inner.store.append(Bytes::from(vec![0u8; 1 << 20]));
+        assert!(!inner.note_store_size(), "9 MiB");
+        inner.store.ack(AckLevel::Persisted, 6);
+        assert!(!inner.note_store_size(), "5 MiB");
+        inner.store.ack(AckLevel::Persisted, 7);
+        assert!(inner.note_store_size(), "1 MiB: a quarter of 9");
+        inner.store.ack(AckLevel::Persisted, 8);
+        assert!(!inner.note_store_size(), "twice per peak");
+        // A small store never trims.
+        let mut small = self::inner();
+        small.store.begin(0, 0);
+        small.store.append(Bytes::from(vec![0u8; 1 << 20]));
+        small.note_store_size();
+        small.store.ack(AckLevel::Persisted, 0);
+        assert!(!small.note_store_size());
     }
 }
