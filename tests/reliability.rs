@@ -446,6 +446,14 @@ fn a_fast_producer_is_slowed_down_rather_than_losing_fragments() {
     );
     let (pipeline, sink) = pipeline(&line, &server, "fast");
     sink.set_property("storage-size", 1u32);
+    // Recorded an hour ago as far as the upload knows: nothing is held for real time, only
+    // for the service.
+    let an_hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600;
+    sink.set_property("file-start-time", an_hour_ago);
     let run = run(&pipeline, TIMEOUT);
     assert!(run.errors.is_empty(), "{}", run.error_text());
     assert!(run.eos);
