@@ -2,7 +2,7 @@
 # Installs what kvssink needs on Debian 12 (bookworm): GStreamer 1.22 with its development
 # files, every GStreamer element that the README, scripts/, pipelines/, examples/ and the tests
 # use (listed in `elements` below, each with the package that provides it), the command-line
-# tools, meson, Debian's python3 with PyGObject, and curl (for the benchmark). Then it checks that
+# tools, meson, Debian's python3 with PyGObject, and curl and perf (for the benchmark). Then it checks that
 # each element and PyGObject really are there. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -13,6 +13,7 @@ packages=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x
   meson ninja-build python3 python3-gi gir1.2-gstreamer-1.0
   faketime
+  linux-perf
   python3-boto3 python3-botocore python3-pytest awscli
 )
 
