@@ -22,7 +22,7 @@ packages=(
 # not listed here.
 elements=(
   fakesink:libgstreamer1.0-0 filesink:libgstreamer1.0-0 filesrc:libgstreamer1.0-0
-  queue:libgstreamer1.0-0 tee:libgstreamer1.0-0 valve:libgstreamer1.0-0
+  identity:libgstreamer1.0-0 queue:libgstreamer1.0-0 tee:libgstreamer1.0-0 valve:libgstreamer1.0-0
   appsrc:gstreamer1.0-plugins-base audiotestsrc:gstreamer1.0-plugins-base
   videoconvert:gstreamer1.0-plugins-base videotestsrc:gstreamer1.0-plugins-base
   aacparse:gstreamer1.0-plugins-good jpegenc:gstreamer1.0-plugins-good
