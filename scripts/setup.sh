@@ -2,7 +2,7 @@
 # Installs what kvssink needs on Debian 12 (bookworm): GStreamer 1.22 with its development
 # files, every GStreamer element that the README, scripts/, pipelines/, examples/ and the tests
 # use (listed in `elements` below, each with the package that provides it), the command-line
-# tools, meson, Debian's python3 with PyGObject, and curl (for the benchmark). Then it checks that
+# tools, meson, Debian's python3 with PyGObject, and curl and perf (for the benchmark). Then it checks that
 # each element and PyGObject really are there. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -13,6 +13,7 @@ packages=(
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x
   meson ninja-build python3 python3-gi gir1.2-gstreamer-1.0
   faketime
+  linux-perf
   python3-boto3 python3-botocore python3-pytest awscli
 )
 
@@ -21,7 +22,7 @@ packages=(
 # not listed here.
 elements=(
   fakesink:libgstreamer1.0-0 filesink:libgstreamer1.0-0 filesrc:libgstreamer1.0-0
-  queue:libgstreamer1.0-0 tee:libgstreamer1.0-0 valve:libgstreamer1.0-0
+  identity:libgstreamer1.0-0 queue:libgstreamer1.0-0 tee:libgstreamer1.0-0 valve:libgstreamer1.0-0
   appsink:gstreamer1.0-plugins-base appsrc:gstreamer1.0-plugins-base audiotestsrc:gstreamer1.0-plugins-base
   videoconvert:gstreamer1.0-plugins-base videotestsrc:gstreamer1.0-plugins-base
   aacparse:gstreamer1.0-plugins-good jpegenc:gstreamer1.0-plugins-good
