@@ -470,7 +470,8 @@ impl Producer {
         {
             let since = oldest.elapsed();
             if since < Duration::from_secs(1) {
-                self.uploader.hold(Duration::from_secs(1) - since);
+                self.uploader
+                    .hold_for_service(Duration::from_secs(1) - since);
             }
         }
         self.recent_starts.push_back(Instant::now());
@@ -493,7 +494,7 @@ impl Producer {
         let due = Duration::from_secs_f64(self.paced_bytes as f64 / MAX_BYTES_PER_SECOND);
         let elapsed = since.elapsed();
         if due > elapsed {
-            self.uploader.hold(due - elapsed);
+            self.uploader.hold_for_service(due - elapsed);
         } else if elapsed - due > Duration::from_secs(1) {
             // Slower than the limit (waiting for the service): no burst credit.
             self.paced_since = Some(Instant::now());

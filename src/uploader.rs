@@ -590,6 +590,15 @@ impl Uploader {
         cut_short.is_none()
     }
 
+    /// Holds the streaming thread like [`Uploader::hold`] to keep to the service's limits
+    /// (fragments and bytes per second): counted as back-pressure.
+    pub fn hold_for_service(&self, duration: Duration) -> bool {
+        let started = Instant::now();
+        let held = self.hold(duration);
+        self.shared.lock().on_held(started.elapsed());
+        held
+    }
+
     /// Waits on the shared state until `done` says something or `deadline` passes (`None`).
     fn wait_until<R>(
         &self,
