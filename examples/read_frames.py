@@ -4,6 +4,7 @@
 # from the earliest fragment up to now and stops (a bounded read).
 import argparse
 import sys
+import threading
 import time
 
 import gi
@@ -28,6 +29,14 @@ pipeline = Gst.parse_launch(
 if args.endpoint:
     pipeline.get_by_name("src").set_property("control-plane-uri", args.endpoint)
 frames = 0
+# Frames arrive on GStreamer's streaming thread, bus messages on the main loop: one line at a
+# time.
+out_lock = threading.Lock()
+
+
+def say(*words):
+    with out_lock:
+        print(*words, flush=True)
 
 
 def new_sample(appsink):
@@ -40,7 +49,7 @@ def new_sample(appsink):
     if ok:
         data = bytes(info.data)  # width * height * 3 bytes of BGR, e.g. for numpy or OpenCV
         buf.unmap(info)
-        print("frame", buf.pts // Gst.MSECOND, f"{width}x{height}", len(data), flush=True)
+        say("frame", buf.pts // Gst.MSECOND, f"{width}x{height}", len(data))
         frames += 1
     return Gst.FlowReturn.OK
 
@@ -54,8 +63,7 @@ def on_message(bus, msg):
     global failed
     s = msg.get_structure()
     if msg.type == Gst.MessageType.ELEMENT and s.get_name() == "kvs-fragment":
-        print("fragment", s.get_string("fragment-number"), s.get_value("producer-timestamp"),
-              flush=True)
+        say("fragment", s.get_string("fragment-number"), s.get_value("producer-timestamp"))
     elif msg.type in (Gst.MessageType.EOS, Gst.MessageType.ERROR):
         if msg.type == Gst.MessageType.ERROR:
             err, debug = msg.parse_error()
