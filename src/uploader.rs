@@ -329,6 +329,8 @@ pub(crate) struct Shared {
     pub wake_driver: tokio::sync::Notify,
     pub events: EventSink,
     pub config: Config,
+    /// A fatal error is being told (set before it is recorded, so it is told once).
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -346,14 +348,17 @@ impl Shared {
         self.emit(Event::State { state, backlog });
     }
 
-    /// Records a fatal error once and wakes everyone waiting.
+    /// Tells a fatal error once, then records it and wakes everyone waiting. Told first: the
+    /// streaming thread refuses data once it is recorded, and the application must see this
+    /// error before the source's "streaming stopped" that follows.
     pub fn fail(&self, error: FatalError) {
-        if !self.lock().on_fatal(&error) {
+        if self.failing.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
         }
+        self.emit(Event::Fatal(error.clone()));
+        self.lock().on_fatal(&error);
         self.changed.notify_all();
         self.data_ready.notify_waiters();
-        self.emit(Event::Fatal(error));
     }
 }
 
@@ -393,6 +398,7 @@ impl Uploader {
             wake_driver: tokio::sync::Notify::new(),
             events,
             config,
+            failing: std::sync::atomic::AtomicBool::new(false),
         });
         let driver = runtime.spawn(driver::run(shared.clone(), credentials));
         Uploader {
