@@ -299,6 +299,8 @@ def check_elements():
     used = {}
     for pattern in files:
         for path in glob.glob(str(ROOT / pattern), recursive=True):
+            if not Path(path).is_file() or "__pycache__" in path:
+                continue
             text = re.sub(r"\\\n\s*", " ", Path(path).read_text())
             names = re.findall(r"!\s*\"?\s*([a-z][a-z0-9_]*)", text)
             names += re.findall(r"([a-z][a-z0-9_]*)(?:\s+[a-z][a-z0-9-]*=\S+)*\s*!", text)
