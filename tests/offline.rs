@@ -177,19 +177,7 @@ fn without_a_start_time_a_recording_keeps_the_date_its_muxer_wrote() {
     let file = recording(dir.path(), 60, Some("-1h"));
     let server = server();
     // No streaming-type: a file is not live, so the upload is offline by default.
-    let run = gst_launch(
-        &server,
-        &format!(
-            "filesrc location={} ! kvssink stream-name=dated",
-            file.display()
-        ),
-        TIMEOUT,
-    );
-    run.assert_success();
-    assert_eq!(
-        run.summary().get::<&str>("outcome").unwrap(),
-        "all-persisted"
-    );
+    let run = upload(&server, &file, "dated", "");
     let start = run.named("kvs-stream-start");
     assert_eq!(start[0].get::<&str>("source").unwrap(), "recording-date");
     let start_ms = start[0].get::<u64>("producer-start-time").unwrap();
@@ -211,19 +199,7 @@ fn a_recording_made_just_now_is_not_sent_into_the_future() {
     let dir = tempdir();
     let file = recording(dir.path(), 12, None);
     let server = server();
-    let run = gst_launch(
-        &server,
-        &format!(
-            "filesrc location={} ! kvssink stream-name=fresh",
-            file.display()
-        ),
-        TIMEOUT,
-    );
-    run.assert_success();
-    assert_eq!(
-        run.summary().get::<&str>("outcome").unwrap(),
-        "all-persisted"
-    );
+    upload(&server, &file, "fresh", "");
     // Its date is seconds ago and it lasts 12 s: uploading it at once would put its last
     // fragments in the future. Each is sent once its time has come.
     let fragments = server.fragments("fresh");
