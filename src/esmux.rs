@@ -1,16 +1,23 @@
-//! Elementary streams in: H.264 or H.265 access units (the input of AWS's kvssink) made into
-//! the Matroska stream KVS takes, which then goes the same way as matroskamux output. Free of
-//! GStreamer.
+//! Elementary streams in: H.264 or H.265 access units, and optionally one audio stream (AAC,
+//! G.711 A-law/µ-law or Opus), the input of AWS's kvssink, made into the Matroska stream KVS
+//! takes, which then goes the same way as matroskamux output. Free of GStreamer.
 //!
 //! The header has the shape AWS's producer sends: an EBML header with its default fields,
-//! a Segment and Clusters of unknown size (short form), Info with a 1 ms TimecodeScale, one
-//! video track (number 1). Each key frame starts a Cluster (a fragment); every frame is a
-//! SimpleBlock whose payload is the access unit as it came, not copied.
+//! a Segment and Clusters of unknown size (short form), Info with a 1 ms TimecodeScale, the
+//! video track as number 1 and the audio track as number 2 (the service's HLS, DASH and
+//! GetClip require it). Each video key frame starts a Cluster (a fragment); every frame is a
+//! SimpleBlock whose payload is the frame as it came, not copied.
+//!
+//! With two streams, frames are written in time order: each waits until the other stream has
+//! reached its time, or has been silent for [`MAX_WAIT_MS`] of the waiting stream's time, or
+//! has ended. A single stream is written as it comes.
+
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use kvs_format::ebml::{Writer, write_id, write_vint};
 use kvs_format::ids::*;
-use kvs_format::matroska::TRACK_TYPE_VIDEO;
+use kvs_format::matroska::{TRACK_TYPE_AUDIO, TRACK_TYPE_VIDEO};
 
 /// The video track: codec and what the Matroska header says of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +30,71 @@ pub struct VideoTrack {
     pub height: u32,
 }
 
+/// The audio track: codec and what the Matroska header says of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioTrack {
+    /// `A_AAC`, `A_MS/ACM` (G.711) or `A_OPUS`.
+    pub codec_id: &'static str,
+    /// AudioSpecificConfig, WAVEFORMATEX or OpusHead.
+    pub codec_private: Bytes,
+    pub rate: u32,
+    pub channels: u32,
+    /// Bits per sample, for PCM-like codecs.
+    pub bit_depth: Option<u32>,
+    /// Opus's pre-skip (ns).
+    pub codec_delay_ns: Option<u64>,
+}
+
 pub const CODEC_H264: &str = "V_MPEG4/ISO/AVC";
 pub const CODEC_H265: &str = "V_MPEGH/ISO/HEVC";
+pub const CODEC_AAC: &str = "A_AAC";
+/// G.711 in Matroska: the Microsoft ACM mapping, with a WAVEFORMATEX as CodecPrivate (what
+/// AWS's producer and matroskamux write).
+pub const CODEC_ACM: &str = "A_MS/ACM";
+pub const CODEC_OPUS: &str = "A_OPUS";
+/// WAVEFORMATEX format tags.
+pub const WAVE_FORMAT_ALAW: u16 = 6;
+pub const WAVE_FORMAT_MULAW: u16 = 7;
+
+pub const VIDEO_TRACK: u8 = 1;
+pub const AUDIO_TRACK: u8 = 2;
+
+/// How long (in the waiting stream's own time) a frame waits for the other stream before it
+/// is written without it.
+pub const MAX_WAIT_MS: u64 = 1000;
+
+/// The WAVEFORMATEX of G.711 (8-bit samples): CodecPrivate of an `A_MS/ACM` track.
+pub fn g711_codec_private(format_tag: u16, rate: u32, channels: u16) -> Bytes {
+    let mut w = Vec::with_capacity(18);
+    w.extend_from_slice(&format_tag.to_le_bytes());
+    w.extend_from_slice(&channels.to_le_bytes());
+    w.extend_from_slice(&rate.to_le_bytes());
+    w.extend_from_slice(&(rate * u32::from(channels)).to_le_bytes()); // bytes per second
+    w.extend_from_slice(&channels.to_le_bytes()); // block align
+    w.extend_from_slice(&8u16.to_le_bytes()); // bits per sample
+    w.extend_from_slice(&0u16.to_le_bytes()); // no extra bytes
+    Bytes::from(w)
+}
+
+/// An OpusHead (RFC 7845) for mapping family 0 (one or two channels), when upstream's caps
+/// carry none.
+pub fn opus_head(rate: u32, channels: u8, pre_skip: u16) -> Bytes {
+    let mut w = Vec::with_capacity(19);
+    w.extend_from_slice(b"OpusHead");
+    w.push(1);
+    w.push(channels);
+    w.extend_from_slice(&pre_skip.to_le_bytes());
+    w.extend_from_slice(&rate.to_le_bytes());
+    w.extend_from_slice(&0i16.to_le_bytes());
+    w.push(0);
+    Bytes::from(w)
+}
+
+/// Opus's pre-skip (in 48 kHz samples) as written in an OpusHead.
+pub fn opus_pre_skip(head: &[u8]) -> Option<u16> {
+    (head.len() >= 12 && head.starts_with(b"OpusHead"))
+        .then(|| u16::from_le_bytes([head[10], head[11]]))
+}
 
 /// Why a frame cannot be muxed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,34 +106,292 @@ pub enum EsError {
     TooFarFromKeyFrame(i64),
 }
 
-/// What became of a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Muxed {
-    Frame,
-    /// Frames before the first key frame cannot start a fragment: dropped.
-    BeforeFirstKeyFrame,
+/// What the muxer did with the frames it had, for the element to say.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Frames written.
+    pub frames: u32,
+    /// Video frames before the first key frame: they cannot start a fragment, dropped.
+    pub video_before_key_frame: u32,
+    /// Audio frames before the first fragment, dropped.
+    pub audio_before_key_frame: u32,
+    /// The audio stream's caps never came while video waited: the header went out without
+    /// an audio track.
+    pub audio_given_up: bool,
 }
 
-/// Makes Matroska out of one video elementary stream.
+#[derive(Debug)]
+struct Frame {
+    /// Decoding order time (ms): DTS for video when it has one, else PTS.
+    order: u64,
+    pts: u64,
+    key: bool,
+    data: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Audio {
+    /// No audio stream linked.
+    Absent,
+    /// Linked: frames of the two streams are interleaved.
+    Linked,
+    /// Ended (EOS, released, or given up on): video does not wait.
+    Ended,
+}
+
+/// Makes Matroska out of one video elementary stream and at most one audio stream.
 #[derive(Debug)]
 pub struct EsMuxer {
-    track: VideoTrack,
+    video: Option<VideoTrack>,
+    audio_track: Option<AudioTrack>,
+    audio: Audio,
     header_sent: bool,
+    /// The header sent has the audio track.
+    header_audio: bool,
     /// The open cluster's timecode (ms).
     cluster_ms: Option<u64>,
+    video_q: VecDeque<Frame>,
+    audio_q: VecDeque<Frame>,
+}
+
+impl Default for EsMuxer {
+    fn default() -> Self {
+        EsMuxer::new()
+    }
 }
 
 impl EsMuxer {
-    pub fn new(track: VideoTrack) -> EsMuxer {
+    /// A muxer with no stream yet: video comes with [`EsMuxer::set_video`].
+    pub fn new() -> EsMuxer {
         EsMuxer {
-            track,
+            video: None,
+            audio_track: None,
+            audio: Audio::Absent,
             header_sent: false,
+            header_audio: false,
             cluster_ms: None,
+            video_q: VecDeque::new(),
+            audio_q: VecDeque::new(),
         }
     }
 
-    pub fn track(&self) -> &VideoTrack {
-        &self.track
+    /// Whether the video input is an elementary stream (else it is Matroska, and this muxer
+    /// is not used for it).
+    pub fn has_video(&self) -> bool {
+        self.video.is_some()
+    }
+
+    /// Sets (or clears: Matroska input) the video track. New codec data mid-stream means a
+    /// new header, so a new PutMedia session, from the next key frame.
+    pub fn set_video(&mut self, track: Option<VideoTrack>) {
+        if self.video != track {
+            self.video = track;
+            self.header_sent = false;
+        }
+    }
+
+    /// An audio stream was linked: from now on video waits for it.
+    pub fn link_audio(&mut self) {
+        self.audio = Audio::Linked;
+    }
+
+    /// The audio stream's format. A new one after the header means a new header.
+    pub fn set_audio(&mut self, track: AudioTrack) {
+        if self.audio_track.as_ref() != Some(&track) {
+            self.header_sent = false;
+            self.audio_track = Some(track);
+        }
+        self.audio = Audio::Linked;
+    }
+
+    /// The audio stream ended (EOS or its pad released): what it sent is written, and video
+    /// no longer waits for it.
+    pub fn end_audio(&mut self, out: &mut Vec<Bytes>) -> Result<Written, EsError> {
+        self.audio = Audio::Ended;
+        self.drain(out, false)
+    }
+
+    /// Whether the audio stream is linked and has not ended.
+    pub fn audio_running(&self) -> bool {
+        self.audio == Audio::Linked
+    }
+
+    /// How far (ms of its own time) queued video runs ahead of audio: a producer faster than
+    /// real time waits before it reaches [`MAX_WAIT_MS`], when audio keeps coming.
+    pub fn video_ahead_ms(&self) -> u64 {
+        Self::span(&self.video_q)
+    }
+
+    /// How far (ms) queued audio runs ahead of video.
+    pub fn audio_ahead_ms(&self) -> u64 {
+        Self::span(&self.audio_q)
+    }
+
+    /// Forgets queued frames and the open cluster (a flush, or a stop): the next frames
+    /// start with a key frame, and after a stop with a header.
+    pub fn reset(&mut self, new_session: bool) {
+        self.video_q.clear();
+        self.audio_q.clear();
+        self.cluster_ms = None;
+        if new_session {
+            self.header_sent = false;
+        }
+    }
+
+    /// One video access unit: presented at `pts_ms`, decoded at `dts_ms` (if known).
+    /// Writes whatever can be written into `out`: the header before the first frame, a new
+    /// Cluster at each key frame, SimpleBlock headers followed by the frames themselves.
+    pub fn push_video(
+        &mut self,
+        pts_ms: u64,
+        dts_ms: Option<u64>,
+        key: bool,
+        frame: Bytes,
+        out: &mut Vec<Bytes>,
+    ) -> Result<Written, EsError> {
+        self.video_q.push_back(Frame {
+            order: dts_ms.unwrap_or(pts_ms),
+            pts: pts_ms,
+            key,
+            data: frame,
+        });
+        self.drain(out, false)
+    }
+
+    /// One audio frame presented at `pts_ms`.
+    pub fn push_audio(
+        &mut self,
+        pts_ms: u64,
+        frame: Bytes,
+        out: &mut Vec<Bytes>,
+    ) -> Result<Written, EsError> {
+        self.audio_q.push_back(Frame {
+            order: pts_ms,
+            pts: pts_ms,
+            key: true,
+            data: frame,
+        });
+        self.drain(out, false)
+    }
+
+    /// Writes every queued frame (end of stream).
+    pub fn flush(&mut self, out: &mut Vec<Bytes>) -> Result<Written, EsError> {
+        self.drain(out, true)
+    }
+
+    fn span(q: &VecDeque<Frame>) -> u64 {
+        match (q.front(), q.back()) {
+            (Some(a), Some(b)) => b.order.saturating_sub(a.order),
+            _ => 0,
+        }
+    }
+
+    /// Writes queued frames in time order while the order is certain (or `all`).
+    fn drain(&mut self, out: &mut Vec<Bytes>, all: bool) -> Result<Written, EsError> {
+        let mut written = Written::default();
+        loop {
+            let waiting_for_audio = self.audio == Audio::Linked;
+            let next_video = match (self.video_q.front(), self.audio_q.front()) {
+                (None, None) => break,
+                (Some(v), Some(a)) => v.order <= a.order,
+                (Some(_), None) => {
+                    if !all && waiting_for_audio && Self::span(&self.video_q) < MAX_WAIT_MS {
+                        break;
+                    }
+                    true
+                }
+                (None, Some(_)) => {
+                    // Audio waits for video, which always exists.
+                    if !all && Self::span(&self.audio_q) < MAX_WAIT_MS {
+                        break;
+                    }
+                    false
+                }
+            };
+            if next_video {
+                if !self.header_sent
+                    && self.video_q.front().is_some_and(|f| f.key)
+                    && self.audio == Audio::Linked
+                    && self.audio_track.is_none()
+                {
+                    // The audio format is not known yet: the header waits for it, as long
+                    // as video may wait.
+                    if !all && Self::span(&self.video_q) < MAX_WAIT_MS {
+                        break;
+                    }
+                    self.audio = Audio::Ended;
+                    written.audio_given_up = true;
+                }
+                let f = self.video_q.pop_front().expect("checked");
+                self.write_video(f, out, &mut written)?;
+            } else {
+                let f = self.audio_q.pop_front().expect("checked");
+                self.write_audio(f, out, &mut written)?;
+            }
+        }
+        Ok(written)
+    }
+
+    fn write_video(
+        &mut self,
+        f: Frame,
+        out: &mut Vec<Bytes>,
+        written: &mut Written,
+    ) -> Result<(), EsError> {
+        if f.key && self.video.is_some() {
+            if !self.header_sent {
+                self.header_sent = true;
+                self.header_audio = self.audio_track.is_some() && self.audio != Audio::Absent;
+                out.push(Bytes::from(self.header()));
+            }
+            let mut cluster = Vec::with_capacity(16);
+            write_id(&mut cluster, ID_CLUSTER);
+            cluster.push(0xFF);
+            let timecode = Writer::new().uint(ID_TIMECODE, f.pts).finish();
+            cluster.extend_from_slice(&timecode);
+            out.push(Bytes::from(cluster));
+            self.cluster_ms = Some(f.pts);
+        } else if !self.header_sent {
+            self.cluster_ms = None;
+        }
+        let Some(cluster_ms) = self.cluster_ms else {
+            written.video_before_key_frame += 1;
+            return Ok(());
+        };
+        Self::block(out, VIDEO_TRACK, cluster_ms, f)?;
+        written.frames += 1;
+        Ok(())
+    }
+
+    fn write_audio(
+        &mut self,
+        f: Frame,
+        out: &mut Vec<Bytes>,
+        written: &mut Written,
+    ) -> Result<(), EsError> {
+        let Some(cluster_ms) = self.cluster_ms.filter(|_| self.header_audio) else {
+            written.audio_before_key_frame += 1;
+            return Ok(());
+        };
+        Self::block(out, AUDIO_TRACK, cluster_ms, f)?;
+        written.frames += 1;
+        Ok(())
+    }
+
+    /// A SimpleBlock header, then the frame itself.
+    fn block(out: &mut Vec<Bytes>, track: u8, cluster_ms: u64, f: Frame) -> Result<(), EsError> {
+        let relative = f.pts as i64 - cluster_ms as i64;
+        let relative =
+            i16::try_from(relative).map_err(|_| EsError::TooFarFromKeyFrame(relative))?;
+        let mut block = Vec::with_capacity(16);
+        write_id(&mut block, ID_SIMPLE_BLOCK);
+        write_vint(&mut block, f.data.len() as u64 + 4);
+        block.push(0x80 | track);
+        block.extend_from_slice(&relative.to_be_bytes());
+        block.push(if f.key { 0x80 } else { 0 });
+        out.push(Bytes::from(block));
+        out.push(f.data);
+        Ok(())
     }
 
     /// The stream header: EBML header, Segment, Info, Tracks.
@@ -82,7 +410,10 @@ impl EsMuxer {
         // Segment of unknown size, in the short (one byte) form.
         write_id(&mut out, ID_SEGMENT);
         out.push(0xFF);
-        let t = &self.track;
+        let audio = self
+            .audio_track
+            .as_ref()
+            .filter(|_| self.audio != Audio::Absent);
         let mut w = Writer::new();
         w.master(ID_INFO, |w| {
             w.uint(ID_TIMECODE_SCALE, 1_000_000)
@@ -90,60 +421,43 @@ impl EsMuxer {
                 .string(ID_WRITING_APP, "kvssink");
         })
         .master(ID_TRACKS, |w| {
-            w.master(ID_TRACK_ENTRY, |w| {
-                w.uint(ID_TRACK_NUMBER, 1)
-                    .uint(ID_TRACK_UID, 1)
-                    .uint(ID_TRACK_TYPE, TRACK_TYPE_VIDEO)
-                    .string(ID_CODEC_ID, t.codec_id)
-                    .element(ID_CODEC_PRIVATE, &t.codec_private)
-                    .master(ID_VIDEO, |w| {
-                        w.uint(ID_PIXEL_WIDTH, t.width.into())
-                            .uint(ID_PIXEL_HEIGHT, t.height.into());
+            if let Some(t) = &self.video {
+                w.master(ID_TRACK_ENTRY, |w| {
+                    w.uint(ID_TRACK_NUMBER, VIDEO_TRACK.into())
+                        .uint(ID_TRACK_UID, VIDEO_TRACK.into())
+                        .uint(ID_TRACK_TYPE, TRACK_TYPE_VIDEO)
+                        .string(ID_CODEC_ID, t.codec_id)
+                        .element(ID_CODEC_PRIVATE, &t.codec_private)
+                        .master(ID_VIDEO, |w| {
+                            w.uint(ID_PIXEL_WIDTH, t.width.into())
+                                .uint(ID_PIXEL_HEIGHT, t.height.into());
+                        });
+                });
+            }
+            if let Some(a) = audio {
+                w.master(ID_TRACK_ENTRY, |w| {
+                    w.uint(ID_TRACK_NUMBER, AUDIO_TRACK.into())
+                        .uint(ID_TRACK_UID, AUDIO_TRACK.into())
+                        .uint(ID_TRACK_TYPE, TRACK_TYPE_AUDIO)
+                        .string(ID_CODEC_ID, a.codec_id);
+                    if !a.codec_private.is_empty() {
+                        w.element(ID_CODEC_PRIVATE, &a.codec_private);
+                    }
+                    if let Some(delay) = a.codec_delay_ns {
+                        w.uint(ID_CODEC_DELAY, delay);
+                    }
+                    w.master(ID_AUDIO, |w| {
+                        w.float(ID_SAMPLING_FREQUENCY, a.rate.into())
+                            .uint(ID_CHANNELS, a.channels.into());
+                        if let Some(bits) = a.bit_depth {
+                            w.uint(ID_BIT_DEPTH, bits.into());
+                        }
                     });
-            });
+                });
+            }
         });
         out.extend(w.finish());
         out
-    }
-
-    /// The Matroska bytes of one access unit presented at `pts_ms`, in `out`: the header
-    /// before the first, a new Cluster at each key frame, then the SimpleBlock (its header,
-    /// then `frame` itself).
-    pub fn push(
-        &mut self,
-        pts_ms: u64,
-        key: bool,
-        frame: Bytes,
-        out: &mut Vec<Bytes>,
-    ) -> Result<Muxed, EsError> {
-        if key {
-            if !self.header_sent {
-                self.header_sent = true;
-                out.push(Bytes::from(self.header()));
-            }
-            let mut cluster = Vec::with_capacity(16);
-            write_id(&mut cluster, ID_CLUSTER);
-            cluster.push(0xFF);
-            let timecode = Writer::new().uint(ID_TIMECODE, pts_ms).finish();
-            cluster.extend_from_slice(&timecode);
-            out.push(Bytes::from(cluster));
-            self.cluster_ms = Some(pts_ms);
-        }
-        let Some(cluster_ms) = self.cluster_ms else {
-            return Ok(Muxed::BeforeFirstKeyFrame);
-        };
-        let relative = pts_ms as i64 - cluster_ms as i64;
-        let relative =
-            i16::try_from(relative).map_err(|_| EsError::TooFarFromKeyFrame(relative))?;
-        let mut block = Vec::with_capacity(16);
-        write_id(&mut block, ID_SIMPLE_BLOCK);
-        write_vint(&mut block, frame.len() as u64 + 4);
-        block.push(0x81); // track 1
-        block.extend_from_slice(&relative.to_be_bytes());
-        block.push(if key { 0x80 } else { 0 });
-        out.push(Bytes::from(block));
-        out.push(frame);
-        Ok(Muxed::Frame)
     }
 }
 
@@ -160,6 +474,7 @@ pub fn codec_for(caps_name: &str) -> Option<&'static str> {
 mod tests {
     use super::*;
     use crate::mkv::{Event, Splitter};
+    use kvs_format::ebml::{read_header, read_uint};
 
     fn track() -> VideoTrack {
         VideoTrack {
@@ -170,14 +485,95 @@ mod tests {
         }
     }
 
+    fn aac() -> AudioTrack {
+        AudioTrack {
+            codec_id: CODEC_AAC,
+            codec_private: Bytes::from_static(&[0x11, 0x90]),
+            rate: 48000,
+            channels: 2,
+            bit_depth: None,
+            codec_delay_ns: None,
+        }
+    }
+
+    fn video_muxer() -> EsMuxer {
+        let mut mux = EsMuxer::new();
+        mux.set_video(Some(track()));
+        mux
+    }
+
+    /// (track, absolute ms, key) of every SimpleBlock, and the track numbers and types of
+    /// every header, in stream order.
+    #[derive(Debug, Default)]
+    struct Parsed {
+        headers: Vec<Vec<(u64, u64, String)>>,
+        blocks: Vec<(u8, i64, bool)>,
+    }
+
+    fn parse(pieces: &[Bytes]) -> Parsed {
+        let all: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+        let mut parsed = Parsed::default();
+        let mut at = 0;
+        let mut cluster = 0i64;
+        while at < all.len() {
+            let h = read_header(&all[at..]).unwrap().unwrap();
+            let body = at + h.len;
+            match h.id {
+                // Unknown-size masters: step inside.
+                ID_SEGMENT | ID_CLUSTER => at = body,
+                ID_TIMECODE => {
+                    cluster =
+                        read_uint(&all[body..body + h.size.unwrap() as usize]).unwrap() as i64;
+                    at = body + h.size.unwrap() as usize;
+                }
+                ID_SIMPLE_BLOCK => {
+                    let b = &all[body..];
+                    let rel = i16::from_be_bytes([b[1], b[2]]) as i64;
+                    parsed
+                        .blocks
+                        .push((b[0] & 0x7F, cluster + rel, b[3] & 0x80 != 0));
+                    at = body + h.size.unwrap() as usize;
+                }
+                ID_TRACKS => {
+                    let mut tracks = Vec::new();
+                    let end = body + h.size.unwrap() as usize;
+                    let mut t = body;
+                    while t < end {
+                        let e = read_header(&all[t..]).unwrap().unwrap();
+                        let (mut number, mut kind, mut codec) = (0, 0, String::new());
+                        let mut c = t + e.len;
+                        let entry_end = c + e.size.unwrap() as usize;
+                        while c < entry_end {
+                            let f = read_header(&all[c..]).unwrap().unwrap();
+                            let v = &all[c + f.len..c + f.len + f.size.unwrap() as usize];
+                            match f.id {
+                                ID_TRACK_NUMBER => number = read_uint(v).unwrap(),
+                                ID_TRACK_TYPE => kind = read_uint(v).unwrap(),
+                                ID_CODEC_ID => codec = String::from_utf8(v.to_vec()).unwrap(),
+                                _ => {}
+                            }
+                            c += f.len + f.size.unwrap() as usize;
+                        }
+                        tracks.push((number, kind, codec));
+                        t = entry_end;
+                    }
+                    parsed.headers.push(tracks);
+                    at = end;
+                }
+                _ => at = body + h.size.unwrap() as usize,
+            }
+        }
+        parsed
+    }
+
     #[test]
     fn frames_become_clusters_at_key_frames_that_the_splitter_reads_back() {
-        let mut mux = EsMuxer::new(track());
+        let mut mux = video_muxer();
         let mut out = Vec::new();
-        assert_eq!(
-            mux.push(0, false, Bytes::from_static(b"early"), &mut out),
-            Ok(Muxed::BeforeFirstKeyFrame)
-        );
+        let w = mux
+            .push_video(0, None, false, Bytes::from_static(b"early"), &mut out)
+            .unwrap();
+        assert_eq!(w.video_before_key_frame, 1);
         assert!(out.is_empty());
         let frames = [
             (100, true),
@@ -188,10 +584,10 @@ mod tests {
         ];
         for (pts, key) in frames {
             let payload = Bytes::from(vec![pts as u8; 50]);
-            assert_eq!(
-                mux.push(pts, key, payload.clone(), &mut out),
-                Ok(Muxed::Frame)
-            );
+            let w = mux
+                .push_video(pts, None, key, payload.clone(), &mut out)
+                .unwrap();
+            assert_eq!(w.frames, 1, "a lone video stream is written at once");
             assert_eq!(out.last(), Some(&payload), "the frame is not copied");
         }
         let mut splitter = Splitter::new(Default::default());
@@ -233,13 +629,149 @@ mod tests {
 
     #[test]
     fn a_frame_too_far_from_its_key_frame_is_an_error() {
-        let mut mux = EsMuxer::new(track());
+        let mut mux = video_muxer();
         let mut out = Vec::new();
-        mux.push(0, true, Bytes::from_static(b"k"), &mut out)
+        mux.push_video(0, None, true, Bytes::from_static(b"k"), &mut out)
             .unwrap();
         assert_eq!(
-            mux.push(40_000, false, Bytes::from_static(b"d"), &mut out),
+            mux.push_video(40_000, None, false, Bytes::from_static(b"d"), &mut out),
             Err(EsError::TooFarFromKeyFrame(40_000))
         );
+    }
+
+    #[test]
+    fn audio_and_video_are_interleaved_in_time_order_with_video_as_track_1() {
+        let mut mux = video_muxer();
+        mux.link_audio();
+        let mut out = Vec::new();
+        // Audio arrives 150 ms behind video, and its caps after the first video frames.
+        let video: Vec<(u64, bool)> = (0..60).map(|i| (100 + i * 33, i % 30 == 0)).collect();
+        let audio: Vec<u64> = (0..95).map(|i| 90 + i * 21).collect();
+        let (mut v, mut a) = (0, 0);
+        let mut written = 0;
+        while v < video.len() || a < audio.len() {
+            let video_due = video.get(v).map(|f| f.0);
+            let audio_due = audio.get(a).map(|t| t + 150);
+            if video_due.is_some() && (audio_due.is_none() || video_due <= audio_due) {
+                let (pts, key) = video[v];
+                let w = mux
+                    .push_video(pts, None, key, Bytes::from(vec![1; 10]), &mut out)
+                    .unwrap();
+                written += w.frames;
+                assert!(!w.audio_given_up);
+                v += 1;
+                if v == 3 {
+                    mux.set_audio(aac());
+                }
+            } else {
+                let w = mux
+                    .push_audio(audio[a], Bytes::from(vec![2; 6]), &mut out)
+                    .unwrap();
+                written += w.frames + w.audio_before_key_frame;
+                a += 1;
+            }
+        }
+        written += mux.end_audio(&mut out).unwrap().frames;
+        written += mux.flush(&mut out).unwrap().frames;
+        let parsed = parse(&out);
+        assert_eq!(
+            parsed.headers,
+            [vec![
+                (1, TRACK_TYPE_VIDEO, CODEC_H264.to_owned()),
+                (2, TRACK_TYPE_AUDIO, CODEC_AAC.to_owned())
+            ]]
+        );
+        // The audio frame at 90 ms precedes the first key frame (100 ms): dropped.
+        assert_eq!(written as usize, parsed.blocks.len() + 1);
+        assert_eq!(parsed.blocks.len(), 60 + 94);
+        let times: Vec<i64> = parsed.blocks.iter().map(|b| b.1).collect();
+        assert!(times.is_sorted(), "blocks in time order: {times:?}");
+        assert_eq!(parsed.blocks[0], (1, 100, true));
+        let audio_blocks = parsed.blocks.iter().filter(|b| b.0 == 2).count();
+        assert_eq!(audio_blocks, 94);
+        assert!(parsed.blocks.iter().filter(|b| b.0 == 2).all(|b| b.2));
+    }
+
+    #[test]
+    fn video_waits_for_the_audio_caps_at_most_max_wait_then_goes_alone() {
+        let mut mux = video_muxer();
+        mux.link_audio();
+        let mut out = Vec::new();
+        let mut given_up = false;
+        let mut t = 0;
+        while !given_up {
+            let w = mux
+                .push_video(t, None, t == 0, Bytes::from_static(b"v"), &mut out)
+                .unwrap();
+            given_up = w.audio_given_up;
+            if !given_up {
+                assert!(out.is_empty(), "nothing before the audio format is known");
+            }
+            t += 40;
+        }
+        assert!(t - 40 >= MAX_WAIT_MS);
+        assert_eq!(
+            parse(&out).headers,
+            [vec![(1, TRACK_TYPE_VIDEO, CODEC_H264.to_owned())]]
+        );
+        // The audio format comes at last: a new header (new session) at the next key frame,
+        // with the audio track; audio before it is not written under the old header.
+        out.clear();
+        mux.set_audio(aac());
+        mux.push_audio(t, Bytes::from_static(b"a"), &mut out)
+            .unwrap();
+        mux.push_video(t, None, false, Bytes::from_static(b"v"), &mut out)
+            .unwrap();
+        mux.push_video(t + 40, None, true, Bytes::from_static(b"k"), &mut out)
+            .unwrap();
+        mux.push_audio(t + 40, Bytes::from_static(b"a"), &mut out)
+            .unwrap();
+        mux.flush(&mut out).unwrap();
+        let parsed = parse(&out);
+        assert_eq!(parsed.headers.len(), 1);
+        assert_eq!(parsed.headers[0].len(), 2);
+        assert_eq!(
+            parsed.blocks,
+            [(1, (t + 40) as i64, true), (2, (t + 40) as i64, true)]
+        );
+    }
+
+    #[test]
+    fn a_stalled_video_stream_holds_audio_for_at_most_max_wait() {
+        let mut mux = video_muxer();
+        mux.set_audio(aac());
+        let mut out = Vec::new();
+        mux.push_video(0, None, true, Bytes::from_static(b"k"), &mut out)
+            .unwrap();
+        let mut t = 0;
+        let mut frames = 0;
+        loop {
+            let w = mux
+                .push_audio(t, Bytes::from_static(b"a"), &mut out)
+                .unwrap();
+            // The video frame goes out with the first audio frame, which then waits.
+            frames += w.frames;
+            if frames > 1 {
+                break;
+            }
+            t += 20;
+            assert!(t <= MAX_WAIT_MS + 40, "audio held too long");
+        }
+        assert!(t >= MAX_WAIT_MS);
+    }
+
+    #[test]
+    fn g711_and_opus_codec_private() {
+        let w = g711_codec_private(WAVE_FORMAT_MULAW, 8000, 1);
+        assert_eq!(
+            &w[..],
+            &[
+                7, 0, 1, 0, 0x40, 0x1f, 0, 0, 0x40, 0x1f, 0, 0, 1, 0, 8, 0, 0, 0
+            ]
+        );
+        let head = opus_head(48000, 2, 312);
+        assert_eq!(head.len(), 19);
+        assert_eq!(opus_pre_skip(&head), Some(312));
+        assert_eq!(opus_pre_skip(b"nothing"), None);
     }
 }

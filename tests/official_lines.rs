@@ -33,7 +33,7 @@ fn streams_whole(source: &str, stream: &str) {
     assert!(!fragments.is_empty());
     assert!(fragments.iter().all(|f| f.key_frame));
     let headers = server.stream_headers(stream);
-    let (_, tracks) = split_header_tracks(&headers[0]);
+    let tracks = header_tracks(&headers[0]);
     // The header in the shape AWS's producer sends: Segment of unknown size, short form.
     assert!(
         headers[0]
@@ -66,31 +66,6 @@ fn streams_whole(source: &str, stream: &str) {
         .filter(|l| l.contains("last-message = chain") && l.contains("(out:sink)"))
         .count();
     assert_eq!(frames, FRAMES, "{}", read.output());
-}
-
-/// (track number, track type) of each TrackEntry in a stream header.
-fn split_header_tracks(header: &[u8]) -> ((), Vec<(u64, u64)>) {
-    let mut splitter = gstkvs::mkv::Splitter::new(Default::default());
-    let mut events = Vec::new();
-    let mut bytes = header.to_vec();
-    // A cluster start makes the splitter emit the header.
-    bytes.extend(kvs_format::build::cluster_start(0));
-    splitter
-        .push(bytes::Bytes::from(bytes), &mut events)
-        .unwrap();
-    let tracks = events
-        .iter()
-        .find_map(|e| match e {
-            gstkvs::mkv::Event::Header(h) => Some(
-                h.tracks
-                    .iter()
-                    .map(|t| (t.number, t.track_type))
-                    .collect::<Vec<_>>(),
-            ),
-            _ => None,
-        })
-        .expect("a stream header");
-    ((), tracks)
 }
 
 fn test_video() -> String {

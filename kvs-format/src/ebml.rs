@@ -292,6 +292,11 @@ impl Writer {
         self.element(id, &bytes[skip..])
     }
 
+    /// A float element, as an 8-byte IEEE double (e.g. SamplingFrequency).
+    pub fn float(&mut self, id: u32, value: f64) -> &mut Writer {
+        self.element(id, &value.to_be_bytes())
+    }
+
     /// A string element (UTF-8, no padding).
     pub fn string(&mut self, id: u32, value: &str) -> &mut Writer {
         self.element(id, value.as_bytes())

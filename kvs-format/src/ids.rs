@@ -58,6 +58,18 @@ pub const ID_VIDEO: u32 = 0xE0;
 pub const ID_PIXEL_WIDTH: u32 = 0xB0;
 /// PixelHeight (inside Video).
 pub const ID_PIXEL_HEIGHT: u32 = 0xBA;
+/// Audio (inside TrackEntry): the audio settings.
+pub const ID_AUDIO: u32 = 0xE1;
+/// SamplingFrequency (inside Audio, a float, Hz).
+pub const ID_SAMPLING_FREQUENCY: u32 = 0xB5;
+/// Channels (inside Audio).
+pub const ID_CHANNELS: u32 = 0x9F;
+/// BitDepth (inside Audio).
+pub const ID_BIT_DEPTH: u32 = 0x6264;
+/// CodecDelay (inside TrackEntry, ns): Opus's pre-skip.
+pub const ID_CODEC_DELAY: u32 = 0x56AA;
+/// SeekPreRoll (inside TrackEntry, ns).
+pub const ID_SEEK_PRE_ROLL: u32 = 0x56BB;
 /// TrackEntry (inside Tracks).
 pub const ID_TRACK_ENTRY: u32 = 0xAE;
 /// TrackNumber (inside TrackEntry): the number blocks refer to.

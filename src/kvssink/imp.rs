@@ -1,7 +1,7 @@
 //! The kvssink element: splits the Matroska byte stream into fragments and hands them to the
 //! [`Uploader`], turning what the uploader reports into bus messages, warnings and errors.
 
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,10 +11,11 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use super::es;
 use super::official;
 use super::settings::{self, Settings, StreamingType};
 use crate::about;
-use crate::esmux::{EsMuxer, Muxed, VideoTrack};
+use crate::esmux::{EsMuxer, Written};
 use crate::mkv;
 use crate::producer::{self, InputError, Notice, Producer};
 use crate::store::{AckLevel, StoreLimits};
@@ -57,9 +58,47 @@ pub struct KvsSink {
     uploader: Mutex<Option<Arc<Uploader>>>,
     /// Counters of the last run, kept for `stats` after stop.
     last_stats: Mutex<uploader::Stats>,
-    /// With H.264 or H.265 caps (AWS's kvssink input): makes Matroska of the frames.
-    es: Mutex<Option<EsMuxer>>,
+    /// With H.264 or H.265 caps (AWS's kvssink input), and an audio pad: makes Matroska of
+    /// the frames.
+    es: Mutex<EsMuxer>,
+    /// The video input's caps are Matroska.
+    matroska_input: std::sync::atomic::AtomicBool,
+    /// The `audio_%u` request pad and its stream.
+    audio: Mutex<AudioInput>,
+    /// Signalled when either stream moves on or ends: the video EOS waits for the audio's,
+    /// and a stream faster than real time waits for the other.
+    progress: Condvar,
+    /// The `video_%u` request pad, which hands everything to the `sink` pad.
+    video_proxy: Mutex<Option<gst::Pad>>,
 }
+
+#[derive(Default)]
+struct AudioInput {
+    pad: Option<gst::Pad>,
+    segment: gst::FormattedSegment<gst::ClockTime>,
+    eos: bool,
+    flushing: bool,
+    /// Frames without a timestamp were dropped (said once).
+    untimed_said: bool,
+    /// The video stream ended: audio no longer waits for it.
+    video_eos: bool,
+    /// The stream was finished at the video's EOS: audio after it has nowhere to go.
+    finished: bool,
+    /// The video pad is flushing (`unlock()`): a waiting video frame gives up.
+    video_flushing: bool,
+    /// When each stream last brought a frame: a stream waits only for one that is coming.
+    last_video: Option<std::time::Instant>,
+    last_audio: Option<std::time::Instant>,
+}
+
+/// How long the video's EOS waits for the audio stream's EOS.
+const AUDIO_EOS_WAIT: Duration = Duration::from_secs(2);
+/// A stream running ahead of the other (faster than real time: a file) waits for it while
+/// the other has brought a frame within this time; a stream silent for longer is not waited
+/// for (the muxer then writes the other alone, after `esmux::MAX_WAIT_MS`).
+const SILENT_STREAM: Duration = Duration::from_secs(1);
+/// The queue span at which the faster stream starts waiting (ms).
+const AHEAD_MS: u64 = crate::esmux::MAX_WAIT_MS / 2;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -118,6 +157,18 @@ impl ElementImpl for KvsSink {
         &self,
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::ReadyToPaused
+            && lock(&self.audio).pad.is_some()
+            && !self.video_pad().is_linked()
+        {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("kvssink needs a video stream with its audio: link H.264 or H.265 video to it \
+                  (audio alone is not supported)")
+            );
+            return Err(gst::StateChangeError);
+        }
         if transition == gst::StateChange::ReadyToPaused && self.accounted() {
             // Playing again after a stop: a new stream with a new uploader.
             let _ = BaseSinkImpl::stop(self);
@@ -150,23 +201,8 @@ impl ElementImpl for KvsSink {
             .into_iter()
             .map(gst::Structure::new_empty)
             .collect::<gst::Caps>();
-            // What AWS's kvssink takes: H.264 and H.265 access units with their codec data
-            // (h264parse / h265parse or the encoder convert to this).
-            let es = gst::Caps::builder_full()
-                .structure(
-                    gst::Structure::builder("video/x-h264")
-                        .field("stream-format", "avc")
-                        .field("alignment", "au")
-                        .build(),
-                )
-                .structure(
-                    gst::Structure::builder("video/x-h265")
-                        .field("stream-format", gst::List::new(["hvc1", "hev1"]))
-                        .field("alignment", "au")
-                        .build(),
-                )
-                .build();
-            caps.merge(es);
+            // What AWS's kvssink takes: H.264 and H.265 access units with their codec data.
+            caps.merge(es::video_caps());
             vec![
                 gst::PadTemplate::new(
                     "sink",
@@ -175,9 +211,61 @@ impl ElementImpl for KvsSink {
                     &caps,
                 )
                 .expect("valid sink template"),
+                // AWS's kvssink's request pads: `video_%u` stands in for `sink` (for
+                // applications that request it by name), `audio_%u` adds the audio track.
+                gst::PadTemplate::new(
+                    "video_%u",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Request,
+                    &caps,
+                )
+                .expect("valid video template"),
+                gst::PadTemplate::new(
+                    "audio_%u",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Request,
+                    &es::audio_caps(),
+                )
+                .expect("valid audio template"),
             ]
         });
         TEMPLATES.as_ref()
+    }
+
+    fn request_new_pad(
+        &self,
+        templ: &gst::PadTemplate,
+        _name: Option<&str>,
+        _caps: Option<&gst::Caps>,
+    ) -> Option<gst::Pad> {
+        match templ.name_template() {
+            "audio_%u" => self.request_audio_pad(templ),
+            "video_%u" => self.request_video_pad(templ),
+            _ => None,
+        }
+    }
+
+    fn release_pad(&self, pad: &gst::Pad) {
+        let is_audio = {
+            let mut audio = lock(&self.audio);
+            let is_audio = audio.pad.as_ref() == Some(pad);
+            if is_audio {
+                audio.pad = None;
+                audio.eos = true;
+            }
+            is_audio
+        };
+        if is_audio {
+            self.progress.notify_all();
+            self.end_audio();
+        } else {
+            let mut proxy = lock(&self.video_proxy);
+            if proxy.as_ref() == Some(pad) {
+                *proxy = None;
+            }
+        }
+        let _ = pad.set_active(false);
+        let _ = self.obj().remove_pad(pad);
     }
 }
 
@@ -280,9 +368,19 @@ impl BaseSinkImpl for KvsSink {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         // The backlog was drained going from PAUSED to READY (change_state).
         *lock(&self.state) = State::Stopped;
-        if let Some(es) = lock(&self.es).as_mut() {
+        {
             // The next run starts with a header of its own.
-            *es = EsMuxer::new(es.track().clone());
+            let mut es = lock(&self.es);
+            es.reset(true);
+            let mut audio = lock(&self.audio);
+            audio.video_eos = false;
+            audio.finished = false;
+            audio.last_video = None;
+            audio.last_audio = None;
+            if audio.pad.is_some() {
+                audio.eos = false;
+                es.link_audio();
+            }
         }
         let uploader = lock(&self.uploader).take();
         if let Some(uploader) = uploader {
@@ -301,6 +399,7 @@ impl BaseSinkImpl for KvsSink {
     }
 
     fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.wait_for_the_other(false)?;
         let mut state = lock(&self.state);
         let State::Started(started) = &mut *state else {
             return Err(gst::FlowError::Flushing);
@@ -334,17 +433,16 @@ impl BaseSinkImpl for KvsSink {
         }
         let data = Bytes::from_owner(mapped);
         let mut es = lock(&self.es);
-        let Some(muxer) = es.as_mut() else {
+        if !es.has_video() {
             drop(es);
             self.push_matroska(started, data)?;
             return Ok(gst::FlowSuccess::Ok);
-        };
+        }
         // Elementary stream: the frame becomes Matroska first.
-        let running = self
-            .obj()
-            .segment()
-            .downcast_ref::<gst::ClockTime>()
-            .and_then(|s| s.to_running_time(buffer.pts()));
+        let segment = self.obj().segment();
+        let segment = segment.downcast_ref::<gst::ClockTime>();
+        let running = segment.and_then(|s| s.to_running_time(buffer.pts()));
+        let decoded = segment.and_then(|s| s.to_running_time(buffer.dts()));
         let Some(running) = running else {
             gst::element_imp_error!(
                 self,
@@ -358,68 +456,58 @@ impl BaseSinkImpl for KvsSink {
         };
         let key = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
         let mut pieces = Vec::with_capacity(4);
-        match muxer.push(running.mseconds(), key, data, &mut pieces) {
-            Ok(Muxed::Frame) => {}
-            Ok(Muxed::BeforeFirstKeyFrame) => {
-                gst::debug!(
-                    CAT,
-                    imp = self,
-                    "dropping a frame before the first key frame"
-                );
-                drop(es);
-                self.request_key_unit();
-                return Ok(gst::FlowSuccess::Ok);
-            }
-            Err(e) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Format,
-                    ("{}", about(&started.stream_name, e))
-                );
-                return Err(gst::FlowError::Error);
-            }
-        }
+        let written = es.push_video(
+            running.mseconds(),
+            decoded.map(|d| d.mseconds()),
+            key,
+            data,
+            &mut pieces,
+        );
         drop(es);
-        for piece in pieces {
-            self.push_matroska(started, piece)?;
-        }
-        Ok(gst::FlowSuccess::Ok)
+        self.stream_moved(false);
+        self.write_muxed(started, written, pieces)
     }
 
     fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let s = caps
             .structure(0)
             .ok_or_else(|| gst::loggable_error!(CAT, "empty caps"))?;
-        let Some(codec_id) = crate::esmux::codec_for(s.name()) else {
-            *lock(&self.es) = None;
-            return Ok(());
-        };
-        let codec_private = s
-            .get::<gst::Buffer>("codec_data")
-            .ok()
-            .and_then(|b| b.map_readable().ok().map(|m| Bytes::copy_from_slice(&m)))
-            .ok_or_else(|| gst::loggable_error!(CAT, "{} caps without codec_data", s.name()))?;
-        let track = VideoTrack {
-            codec_id,
-            codec_private,
-            width: s.get::<i32>("width").unwrap_or(0).max(0) as u32,
-            height: s.get::<i32>("height").unwrap_or(0).max(0) as u32,
-        };
-        let mut es = lock(&self.es);
-        match es.as_ref() {
-            // The same stream (a repeated caps event): keep the open cluster.
-            Some(m) if m.track() == &track => {}
-            // New codec data mid-stream: a new header, so a new PutMedia session.
-            _ => *es = Some(EsMuxer::new(track)),
+        let track = es::video_track(s).map_err(|e| gst::loggable_error!(CAT, "{}", e))?;
+        self.matroska_input
+            .store(track.is_none(), std::sync::atomic::Ordering::Relaxed);
+        if track.is_none() && lock(&self.audio).pad.is_some() {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("Matroska input carries its own audio: link audio to matroskamux, or give \
+                  kvssink H.264/H.265 video (e.g. through h264parse) with the audio pad")
+            );
+            return Err(gst::loggable_error!(
+                CAT,
+                "Matroska video with an audio pad"
+            ));
         }
+        // The same stream (a repeated caps event) keeps the open cluster; new codec data
+        // mid-stream means a new header, so a new PutMedia session.
+        lock(&self.es).set_video(track);
         Ok(())
     }
 
     fn event(&self, event: gst::Event) -> bool {
-        if let gst::EventView::Eos(_) = event.view()
-            && !self.drain_at_eos()
-        {
-            return false;
+        match event.view() {
+            gst::EventView::Eos(_) => {
+                self.wait_for_audio_eos();
+                lock(&self.audio).finished = true;
+                if !self.drain_at_eos() {
+                    return false;
+                }
+            }
+            gst::EventView::FlushStop(_) => {
+                let mut input = lock(&self.audio);
+                input.video_eos = false;
+                input.finished = false;
+            }
+            _ => {}
         }
         self.parent_event(event)
     }
@@ -436,6 +524,8 @@ impl BaseSinkImpl for KvsSink {
     }
 
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        lock(&self.audio).video_flushing = true;
+        self.progress.notify_all();
         if let Some(uploader) = &*lock(&self.uploader) {
             uploader.set_flushing(true);
         }
@@ -443,6 +533,7 @@ impl BaseSinkImpl for KvsSink {
     }
 
     fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        lock(&self.audio).video_flushing = false;
         if let Some(uploader) = &*lock(&self.uploader) {
             uploader.set_flushing(false);
         }
@@ -451,6 +542,341 @@ impl BaseSinkImpl for KvsSink {
 }
 
 impl KvsSink {
+    /// Gives the producer what the elementary-stream muxer wrote, and says what it dropped.
+    fn write_muxed(
+        &self,
+        started: &mut Started,
+        written: Result<Written, crate::esmux::EsError>,
+        pieces: Vec<Bytes>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        // What was written before an error goes first.
+        for piece in pieces {
+            self.push_matroska(started, piece)?;
+        }
+        let written = written.map_err(|e| {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                ("{}", about(&started.stream_name, e))
+            );
+            gst::FlowError::Error
+        })?;
+        if written.video_before_key_frame > 0 {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "dropped {} frames before the first key frame",
+                written.video_before_key_frame
+            );
+            self.request_key_unit();
+        }
+        if written.audio_before_key_frame > 0 {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "dropped {} audio frames before the first video key frame",
+                written.audio_before_key_frame
+            );
+        }
+        if written.audio_given_up {
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "{}",
+                    about(
+                        &started.stream_name,
+                        format!(
+                            "the audio pad is linked but no audio came within {} ms of video: \
+                             streaming video alone; audio joins (in a new session) when it \
+                             comes",
+                            crate::esmux::MAX_WAIT_MS
+                        )
+                    )
+                )
+            );
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn request_audio_pad(&self, templ: &gst::PadTemplate) -> Option<gst::Pad> {
+        let mut audio = lock(&self.audio);
+        if audio.pad.is_some() {
+            gst::element_imp_warning!(
+                self,
+                gst::CoreError::Pad,
+                ("kvssink takes one audio stream: a second audio pad was refused")
+            );
+            return None;
+        }
+        let pad = gst::Pad::builder_from_template(templ)
+            .name("audio_0")
+            .chain_function(|_pad, parent, buffer| {
+                KvsSink::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.audio_chain(buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                KvsSink::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.audio_event(pad, event),
+                )
+            })
+            .build();
+        *audio = AudioInput {
+            pad: Some(pad.clone()),
+            ..AudioInput::default()
+        };
+        drop(audio);
+        lock(&self.es).link_audio();
+        if self.obj().add_pad(&pad).is_err() {
+            lock(&self.audio).pad = None;
+            return None;
+        }
+        Some(pad)
+    }
+
+    /// `video_%u`: for applications that ask for AWS's pad by name. Everything it receives
+    /// goes to the `sink` pad, which must then stay unlinked.
+    fn request_video_pad(&self, templ: &gst::PadTemplate) -> Option<gst::Pad> {
+        let mut proxy = lock(&self.video_proxy);
+        if proxy.is_some() || self.obj().sink_pad().is_linked() {
+            gst::element_imp_warning!(
+                self,
+                gst::CoreError::Pad,
+                ("kvssink takes one video stream: a second video pad was refused")
+            );
+            return None;
+        }
+        let pad = gst::Pad::builder_from_template(templ)
+            .name("video_0")
+            .chain_function(|_pad, parent, buffer| {
+                KvsSink::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.obj().sink_pad().chain(buffer),
+                )
+            })
+            .event_function(|_pad, parent, event| {
+                KvsSink::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.obj().sink_pad().send_event(event),
+                )
+            })
+            .query_function(|_pad, parent, query| {
+                KvsSink::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.obj().sink_pad().query(query),
+                )
+            })
+            .build();
+        *proxy = Some(pad.clone());
+        drop(proxy);
+        if self.obj().add_pad(&pad).is_err() {
+            *lock(&self.video_proxy) = None;
+            return None;
+        }
+        Some(pad)
+    }
+
+    fn audio_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let running = {
+            let mut audio = lock(&self.audio);
+            if audio.flushing {
+                return Err(gst::FlowError::Flushing);
+            }
+            let running = audio.segment.to_running_time(buffer.pts());
+            if running.is_none() && !audio.untimed_said {
+                audio.untimed_said = true;
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Format,
+                    ("audio frames without a timestamp (or outside the segment) are dropped")
+                );
+            }
+            running
+        };
+        let Some(running) = running else {
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        self.wait_for_the_other(true)?;
+        let mut state = lock(&self.state);
+        let State::Started(started) = &mut *state else {
+            return Err(gst::FlowError::Flushing);
+        };
+        if started.producer.uploader().fatal().is_some() || started.producer.input_failed() {
+            return Err(gst::FlowError::Error);
+        }
+        let data = Bytes::from_owner(buffer.into_mapped_buffer_readable().map_err(|_| {
+            gst::element_imp_error!(self, gst::ResourceError::Read, ("cannot map buffer"));
+            gst::FlowError::Error
+        })?);
+        let mut pieces = Vec::with_capacity(4);
+        let written = lock(&self.es).push_audio(running.mseconds(), data, &mut pieces);
+        self.stream_moved(true);
+        self.write_muxed(started, written, pieces)
+    }
+
+    fn audio_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        match event.view() {
+            EventView::Caps(c) => {
+                let Some(s) = c.caps().structure(0) else {
+                    return false;
+                };
+                match es::audio_track(s) {
+                    Ok(track) => {
+                        gst::info!(CAT, imp = self, "audio: {:?}", track.codec_id);
+                        lock(&self.es).set_audio(track);
+                        true
+                    }
+                    Err(e) => {
+                        gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{}", e));
+                        false
+                    }
+                }
+            }
+            EventView::Segment(seg) => match seg.segment().downcast_ref::<gst::ClockTime>() {
+                Some(segment) => {
+                    lock(&self.audio).segment = segment.clone();
+                    true
+                }
+                None => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Format,
+                        ("the audio stream's segment is not in time")
+                    );
+                    false
+                }
+            },
+            EventView::Eos(_) => {
+                lock(&self.audio).eos = true;
+                self.progress.notify_all();
+                self.end_audio();
+                true
+            }
+            EventView::FlushStart(_) => {
+                lock(&self.audio).flushing = true;
+                self.progress.notify_all();
+                gst::Pad::event_default(pad, Some(&*self.obj()), event)
+            }
+            EventView::FlushStop(_) => {
+                let mut audio = lock(&self.audio);
+                audio.flushing = false;
+                audio.eos = false;
+                gst::Pad::event_default(pad, Some(&*self.obj()), event)
+            }
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    /// The audio stream ended or its pad went away: what it sent is written, and video no
+    /// longer waits for it.
+    fn end_audio(&self) {
+        let mut state = lock(&self.state);
+        let mut pieces = Vec::new();
+        let written = lock(&self.es).end_audio(&mut pieces);
+        if let State::Started(started) = &mut *state {
+            let _ = self.write_muxed(started, written, pieces);
+        }
+    }
+
+    /// A frame of one stream (audio or video) reached the muxer.
+    fn stream_moved(&self, audio: bool) {
+        let mut input = lock(&self.audio);
+        let now = Some(std::time::Instant::now());
+        if audio {
+            input.last_audio = now;
+        } else {
+            input.last_video = now;
+        }
+        drop(input);
+        self.progress.notify_all();
+    }
+
+    /// With audio and video, a stream that runs ahead of the other (a recording read faster
+    /// than real time) waits for it, as long as the other keeps coming: the frames then go
+    /// out in time order.
+    fn wait_for_the_other(&self, audio: bool) -> Result<(), gst::FlowError> {
+        let mut input = lock(&self.audio);
+        if input.pad.is_none() {
+            return Ok(());
+        }
+        loop {
+            if audio && input.finished {
+                return Err(gst::FlowError::Eos);
+            }
+            if !audio && input.video_flushing {
+                return Err(gst::FlowError::Flushing);
+            }
+            if input.flushing || input.eos || input.video_eos {
+                return Ok(());
+            }
+            let other = if audio {
+                input.last_video
+            } else {
+                input.last_audio
+            };
+            let Some(other) = other.filter(|t| t.elapsed() < SILENT_STREAM) else {
+                return Ok(());
+            };
+            let ahead = {
+                let es = lock(&self.es);
+                if audio {
+                    es.audio_ahead_ms()
+                } else if es.audio_running() {
+                    es.video_ahead_ms()
+                } else {
+                    0
+                }
+            };
+            if ahead < AHEAD_MS {
+                return Ok(());
+            }
+            input = self
+                .progress
+                .wait_timeout(input, SILENT_STREAM.saturating_sub(other.elapsed()))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// At the video's EOS, gives a linked audio stream a moment to end as well, so that its
+    /// last frames are in the stream.
+    fn wait_for_audio_eos(&self) {
+        let deadline = std::time::Instant::now() + AUDIO_EOS_WAIT;
+        let mut audio = lock(&self.audio);
+        audio.video_eos = true;
+        drop(audio);
+        self.progress.notify_all();
+        let mut audio = lock(&self.audio);
+        while let Some(pad) = audio.pad.clone() {
+            if audio.eos || audio.flushing || !pad.is_linked() {
+                return;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "the audio stream did not end with the video"
+                );
+                return;
+            }
+            audio = self
+                .progress
+                .wait_timeout(audio, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     /// Gives the producer the next bytes of the Matroska stream.
     fn push_matroska(&self, started: &mut Started, data: Bytes) -> Result<(), gst::FlowError> {
         let mut notices = std::mem::take(&mut started.notices);
@@ -537,7 +963,15 @@ impl KvsSink {
         let event = gst_video::UpstreamForceKeyUnitEvent::builder()
             .all_headers(true)
             .build();
-        self.obj().sink_pad().push_event(event);
+        self.video_pad().push_event(event);
+    }
+
+    /// The pad video comes in on: `sink`, or the `video_%u` pad that stands in for it.
+    fn video_pad(&self) -> gst::Pad {
+        match &*lock(&self.video_proxy) {
+            Some(pad) => pad.clone(),
+            None => self.obj().sink_pad().clone(),
+        }
     }
 
     /// Posts the error for input the producer cannot take.
@@ -571,7 +1005,7 @@ impl KvsSink {
     /// BaseSink's own latency query skips upstream when, as here, the sink does not sync.
     fn upstream_latency(&self) -> (bool, u64) {
         let mut q = gst::query::Latency::new();
-        if !self.obj().sink_pad().peer_query(&mut q) {
+        if !self.video_pad().peer_query(&mut q) {
             return (false, 0);
         }
         let (live, min, _) = q.result();
@@ -655,6 +1089,11 @@ impl KvsSink {
     /// input broke off inside an element (the whole part is kept; the caller says so), `Err`
     /// when nothing can be sent (an error was posted).
     fn finish_input(&self, started: &mut Started) -> Result<Option<mkv::MkvError>, ()> {
+        let mut pieces = Vec::new();
+        let written = lock(&self.es).flush(&mut pieces);
+        if self.write_muxed(started, written, pieces).is_err() {
+            return Err(());
+        }
         let mut notices = std::mem::take(&mut started.notices);
         let result = started.producer.end_input(&mut notices);
         self.tell(started, &mut notices);
@@ -883,7 +1322,7 @@ impl KvsSink {
                 let event = gst_video::UpstreamForceKeyUnitEvent::builder()
                     .all_headers(true)
                     .build();
-                self.obj().sink_pad().push_event(event);
+                self.video_pad().push_event(event);
             }
             Event::Fatal(error) => {
                 // The one place a fatal uploader error becomes a GStreamer error.

@@ -3,6 +3,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod es;
 mod imp;
 pub mod official;
 mod settings;

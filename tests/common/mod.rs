@@ -372,3 +372,27 @@ pub fn connection_states(messages: &[gst::Structure], state: &str) -> usize {
         .filter(|s| s.get::<&str>("state").ok() == Some(state))
         .count()
 }
+
+/// (track number, track type) of each TrackEntry in a stream header.
+pub fn header_tracks(header: &[u8]) -> Vec<(u64, u64)> {
+    let mut splitter = gstkvs::mkv::Splitter::new(Default::default());
+    let mut events = Vec::new();
+    let mut bytes = header.to_vec();
+    // A cluster start makes the splitter emit the header.
+    bytes.extend(kvs_format::build::cluster_start(0));
+    splitter
+        .push(bytes::Bytes::from(bytes), &mut events)
+        .unwrap();
+    events
+        .iter()
+        .find_map(|e| match e {
+            gstkvs::mkv::Event::Header(h) => Some(
+                h.tracks
+                    .iter()
+                    .map(|t| (t.number, t.track_type))
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .expect("a stream header")
+}

@@ -1,0 +1,133 @@
+//! The elementary-stream inputs of AWS's kvssink, as caps: what the pads accept, and the
+//! tracks their caps describe. The muxing itself is GStreamer-free, in [`crate::esmux`].
+
+use bytes::Bytes;
+
+use crate::esmux::{self, AudioTrack, VideoTrack};
+
+/// H.264 and H.265 access units with their codec data (h264parse / h265parse or the encoder
+/// convert to this).
+pub fn video_caps() -> gst::Caps {
+    gst::Caps::builder_full()
+        .structure(
+            gst::Structure::builder("video/x-h264")
+                .field("stream-format", "avc")
+                .field("alignment", "au")
+                .build(),
+        )
+        .structure(
+            gst::Structure::builder("video/x-h265")
+                .field("stream-format", gst::List::new(["hvc1", "hev1"]))
+                .field("alignment", "au")
+                .build(),
+        )
+        .build()
+}
+
+/// AAC (raw, with its AudioSpecificConfig), G.711 A-law and µ-law (what AWS's kvssink
+/// takes), and Opus.
+pub fn audio_caps() -> gst::Caps {
+    let any_rate = gst::IntRange::new(1, i32::MAX);
+    let g711 = |name: &str| {
+        gst::Structure::builder(name)
+            .field("channels", gst::IntRange::new(1, 2))
+            .field("rate", gst::IntRange::new(8000, 192_000))
+            .build()
+    };
+    gst::Caps::builder_full()
+        .structure(
+            gst::Structure::builder("audio/mpeg")
+                .field("mpegversion", gst::List::new([2i32, 4]))
+                .field("stream-format", "raw")
+                .field("channels", gst::IntRange::new(1, i32::MAX))
+                .field("rate", any_rate)
+                .build(),
+        )
+        .structure(g711("audio/x-alaw"))
+        .structure(g711("audio/x-mulaw"))
+        .structure(
+            gst::Structure::builder("audio/x-opus")
+                .field("channel-mapping-family", 0i32)
+                .field("channels", gst::IntRange::new(1, 2))
+                .field("rate", any_rate)
+                .build(),
+        )
+        .build()
+}
+
+fn codec_data(s: &gst::StructureRef) -> Option<Bytes> {
+    let buffer = s.get::<gst::Buffer>("codec_data").ok()?;
+    let map = buffer.map_readable().ok()?;
+    Some(Bytes::copy_from_slice(&map))
+}
+
+/// The video track of H.264 / H.265 caps; `Ok(None)` for other (Matroska) caps.
+pub fn video_track(s: &gst::StructureRef) -> Result<Option<VideoTrack>, String> {
+    let Some(codec_id) = esmux::codec_for(s.name()) else {
+        return Ok(None);
+    };
+    let codec_private =
+        codec_data(s).ok_or_else(|| format!("{} caps without codec_data", s.name()))?;
+    Ok(Some(VideoTrack {
+        codec_id,
+        codec_private,
+        width: s.get::<i32>("width").unwrap_or(0).max(0) as u32,
+        height: s.get::<i32>("height").unwrap_or(0).max(0) as u32,
+    }))
+}
+
+/// The audio track of caps the audio pad accepted.
+pub fn audio_track(s: &gst::StructureRef) -> Result<AudioTrack, String> {
+    let positive = |field: &str| -> Result<u32, String> {
+        match s.get::<i32>(field) {
+            Ok(v) if v > 0 => Ok(v as u32),
+            _ => Err(format!("{} caps without {field}", s.name())),
+        }
+    };
+    let rate = positive("rate")?;
+    let channels = positive("channels")?;
+    let track = |codec_id, codec_private| AudioTrack {
+        codec_id,
+        codec_private,
+        rate,
+        channels,
+        bit_depth: None,
+        codec_delay_ns: None,
+    };
+    match s.name().as_ref() {
+        "audio/mpeg" => {
+            let config = codec_data(s).ok_or(
+                "AAC caps without codec_data (the \
+                 AudioSpecificConfig); put aacparse before kvssink",
+            )?;
+            Ok(track(esmux::CODEC_AAC, config))
+        }
+        name @ ("audio/x-alaw" | "audio/x-mulaw") => {
+            let tag = if name == "audio/x-alaw" {
+                esmux::WAVE_FORMAT_ALAW
+            } else {
+                esmux::WAVE_FORMAT_MULAW
+            };
+            let private = esmux::g711_codec_private(tag, rate, channels as u16);
+            Ok(AudioTrack {
+                bit_depth: Some(8),
+                ..track(esmux::CODEC_ACM, private)
+            })
+        }
+        "audio/x-opus" => {
+            let head = s
+                .get::<gst::ArrayRef>("streamheader")
+                .ok()
+                .and_then(|a| a.first().and_then(|v| v.get::<gst::Buffer>().ok()))
+                .and_then(|b| b.map_readable().ok().map(|m| Bytes::copy_from_slice(&m)))
+                .filter(|h| esmux::opus_pre_skip(h).is_some())
+                .unwrap_or_else(|| esmux::opus_head(rate, channels as u8, 0));
+            let pre_skip = esmux::opus_pre_skip(&head).unwrap_or(0);
+            Ok(AudioTrack {
+                codec_delay_ns: Some(u64::from(pre_skip) * 1_000_000_000 / 48_000),
+                ..track(esmux::CODEC_OPUS, head)
+            })
+        }
+        other => Err(format!("kvssink takes no audio of type {other}")),
+    }
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/python3
+"""An application that builds its pipeline the way AWS's kvssink samples and tests do: it asks
+kvssink for its `video_%u` and `audio_%u` request pads by name and links H.264 and AAC to
+them, then runs to EOS, printing kvssink's element messages like `gst-launch-1.0 -m`.
+
+    request_pads.py STREAM-NAME
+
+Exit status: 0 after EOS, 1 after an error message or a refused pad.
+"""
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+from gi.repository import GLib, Gst  # noqa: E402
+
+
+def main(stream):
+    Gst.init(None)
+    pipeline = Gst.Pipeline.new("app")
+    video = Gst.parse_bin_from_description(
+        "videotestsrc is-live=true num-buffers=90 "
+        "! video/x-raw,format=I420,width=320,height=240,framerate=30/1 "
+        "! x264enc bframes=0 key-int-max=45 tune=zerolatency ! h264parse ! queue",
+        True,
+    )
+    audio = Gst.parse_bin_from_description(
+        "audiotestsrc is-live=true num-buffers=141 ! audio/x-raw,rate=48000 "
+        "! audioconvert ! avenc_aac ! queue",
+        True,
+    )
+    sink = Gst.ElementFactory.make("kvssink")
+    sink.set_property("stream-name", stream)
+    for element in (video, audio, sink):
+        pipeline.add(element)
+    video_pad = sink.request_pad_simple("video_%u")
+    audio_pad = sink.request_pad_simple("audio_%u")
+    if video_pad is None or audio_pad is None:
+        print("ERROR: a request pad was refused", file=sys.stderr)
+        return 1
+    print(f"pads: {video_pad.get_name()} {audio_pad.get_name()}", flush=True)
+    if video.get_static_pad("src").link(video_pad) != Gst.PadLinkReturn.OK:
+        return 1
+    if audio.get_static_pad("src").link(audio_pad) != Gst.PadLinkReturn.OK:
+        return 1
+
+    loop = GLib.MainLoop()
+    status = {"code": 0}
+
+    def on_message(_bus, msg):
+        if msg.type == Gst.MessageType.ELEMENT:
+            s = msg.get_structure()
+            if s is not None and s.get_name().startswith("kvs-"):
+                print(f"(element): {s.to_string()}", flush=True)
+        elif msg.type == Gst.MessageType.ERROR:
+            err, debug = msg.parse_error()
+            print(f"ERROR: {err.message} ({debug})", file=sys.stderr, flush=True)
+            status["code"] = 1
+            loop.quit()
+        elif msg.type == Gst.MessageType.EOS:
+            loop.quit()
+
+    bus = pipeline.get_bus()
+    bus.add_signal_watch()
+    bus.connect("message", on_message)
+    pipeline.set_state(Gst.State.PLAYING)
+    loop.run()
+    pipeline.set_state(Gst.State.NULL)
+    sink.release_request_pad(video_pad)
+    sink.release_request_pad(audio_pad)
+    return status["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
