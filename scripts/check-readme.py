@@ -264,6 +264,11 @@ def launch_lines(body, work, name):
     return against_aws(["demo", "av", "replay", "cam1"], camera=False)(body, work, name)
 
 
+def official_audio_video(body, work, name):
+    body = sub(body, "alsasrc", "audiotestsrc is-live=true num-buffers=130", "no microphone here")
+    return against_aws(["cam1"])(body, work, name)
+
+
 def python_example(body, work, name):
     out = against_aws(["cam1"], plugin_path=False, camera=False)(body, work, name)
     if "PERSISTED" not in out or "summary: all-persisted" not in out:
@@ -278,6 +283,7 @@ RULES = {
     ("Building and installing", "meson setup build --prefix=/usr"): meson_system,
     ("Against kvs-local", "cargo build --release"): against_kvs_local,
     ("Against AWS", "gst-launch-1.0 -e v4l2src"): against_aws(["cam1"]),
+    ("Coming from AWS's kvssink", "gst-launch-1.0 -e v4l2src"): official_audio_video,
     ("From Python", "GST_PLUGIN_PATH="): python_example,
     ("The launch lines in", "scripts/launch.sh"): launch_lines,
 }

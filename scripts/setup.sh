@@ -25,6 +25,9 @@ elements=(
   identity:libgstreamer1.0-0 queue:libgstreamer1.0-0 tee:libgstreamer1.0-0 valve:libgstreamer1.0-0
   appsink:gstreamer1.0-plugins-base appsrc:gstreamer1.0-plugins-base audiotestsrc:gstreamer1.0-plugins-base
   videoconvert:gstreamer1.0-plugins-base videotestsrc:gstreamer1.0-plugins-base
+  audioconvert:gstreamer1.0-plugins-base opusenc:gstreamer1.0-plugins-base
+  opusdec:gstreamer1.0-plugins-base alawenc:gstreamer1.0-plugins-good
+  alawdec:gstreamer1.0-plugins-good
   aacparse:gstreamer1.0-plugins-good jpegenc:gstreamer1.0-plugins-good
   jpegdec:gstreamer1.0-plugins-good multifilesrc:gstreamer1.0-plugins-good
   multifilesink:gstreamer1.0-plugins-good mp4mux:gstreamer1.0-plugins-good
@@ -37,6 +40,7 @@ elements=(
   x265enc:gstreamer1.0-plugins-bad
   x264enc:gstreamer1.0-plugins-ugly
   avdec_h264:gstreamer1.0-libav avdec_h265:gstreamer1.0-libav avenc_aac:gstreamer1.0-libav
+  avdec_aac:gstreamer1.0-libav
   clockoverlay:gstreamer1.0-x
 )
 

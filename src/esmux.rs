@@ -45,13 +45,7 @@ pub struct AudioTrack {
     pub codec_delay_ns: Option<u64>,
 }
 
-pub const CODEC_H264: &str = "V_MPEG4/ISO/AVC";
-pub const CODEC_H265: &str = "V_MPEGH/ISO/HEVC";
-pub const CODEC_AAC: &str = "A_AAC";
-/// G.711 in Matroska: the Microsoft ACM mapping, with a WAVEFORMATEX as CodecPrivate (what
-/// AWS's producer and matroskamux write).
-pub const CODEC_ACM: &str = "A_MS/ACM";
-pub const CODEC_OPUS: &str = "A_OPUS";
+pub use kvs_format::matroska::{CODEC_AAC, CODEC_ACM, CODEC_H264, CODEC_H265, CODEC_OPUS};
 /// WAVEFORMATEX format tags.
 pub const WAVE_FORMAT_ALAW: u16 = 6;
 pub const WAVE_FORMAT_MULAW: u16 = 7;

@@ -3,6 +3,7 @@
 //! stream header so the user hears of it before hours of video nobody can watch are stored.
 
 use crate::mkv::{TRACK_TYPE_VIDEO, TrackInfo};
+use kvs_format::matroska::{CODEC_H264, CODEC_H265};
 
 /// HLS, DASH and GetClip need the video on track 1.
 pub fn track_order_problem(tracks: &[TrackInfo]) -> Option<String> {
@@ -27,12 +28,12 @@ pub fn codec_problem(track: &TrackInfo) -> Option<String> {
     // avcC and hvcC both start with a version byte, then the profile.
     let profile = *track.codec_private.get(1)?;
     let name = match (track.codec_id.as_str(), profile) {
-        ("V_MPEG4/ISO/AVC", 110) => "H.264 High 10",
-        ("V_MPEG4/ISO/AVC", 122) => "H.264 High 4:2:2",
-        ("V_MPEG4/ISO/AVC", 244) => "H.264 High 4:4:4 Predictive",
-        ("V_MPEG4/ISO/AVC", 44) => "H.264 CAVLC 4:4:4 Intra",
-        ("V_MPEGH/ISO/HEVC", p) if p & 0x1f == 2 => "H.265 Main 10",
-        ("V_MPEGH/ISO/HEVC", p) if p & 0x1f == 4 => "H.265 Range Extensions",
+        (CODEC_H264, 110) => "H.264 High 10",
+        (CODEC_H264, 122) => "H.264 High 4:2:2",
+        (CODEC_H264, 244) => "H.264 High 4:4:4 Predictive",
+        (CODEC_H264, 44) => "H.264 CAVLC 4:4:4 Intra",
+        (CODEC_H265, p) if p & 0x1f == 2 => "H.265 Main 10",
+        (CODEC_H265, p) if p & 0x1f == 4 => "H.265 Range Extensions",
         _ => return None,
     };
     Some(format!(

@@ -718,19 +718,20 @@ pub fn now_ms() -> u64 {
 
 /// The Kinesis Video Streams media type for a set of Matroska codec ids.
 pub fn media_type_for(codec_ids: &[&str]) -> String {
+    use kvs_format::matroska::{CODEC_AAC, CODEC_ACM, CODEC_H264, CODEC_H265, CODEC_OPUS};
     let mut types: Vec<&str> = Vec::new();
     for id in codec_ids {
         let t = match *id {
-            "V_MPEG4/ISO/AVC" => "video/h264",
-            "V_MPEGH/ISO/HEVC" => "video/h265",
+            CODEC_H264 => "video/h264",
+            CODEC_H265 => "video/h265",
             "V_VP8" => "video/x-vp8",
             "V_VP9" => "video/x-vp9",
             "V_AV1" => "video/av1",
             "V_MJPEG" => "video/x-motion-jpeg",
-            "A_AAC" => "audio/aac",
-            "A_OPUS" => "audio/opus",
-            "A_MS/ACM" => "audio/alaw",
-            other if other.starts_with("A_AAC") => "audio/aac",
+            CODEC_AAC => "audio/aac",
+            CODEC_OPUS => "audio/opus",
+            CODEC_ACM => "audio/alaw",
+            other if other.starts_with(CODEC_AAC) => "audio/aac",
             other if other.starts_with("V_") => "video/x-matroska",
             _ => "audio/x-matroska",
         };

@@ -244,7 +244,9 @@ fn audio_without_elementary_video_is_a_clear_error() {
     );
     assert!(!alone.status.success());
     assert!(
-        alone.stderr.contains("kvssink needs a video stream with its audio"),
+        alone
+            .stderr
+            .contains("kvssink needs a video stream with its audio"),
         "{}",
         alone.output()
     );
@@ -259,7 +261,9 @@ fn audio_without_elementary_video_is_a_clear_error() {
     );
     assert!(!matroska.status.success());
     assert!(
-        matroska.stderr.contains("Matroska input carries its own audio"),
+        matroska
+            .stderr
+            .contains("Matroska input carries its own audio"),
         "{}",
         matroska.output()
     );

@@ -140,3 +140,66 @@ fn aws_kvs_log_level_sets_the_log_level() {
     assert!(run_with(Some("3")) > 0);
     assert_eq!(run_with(Some("4")), 0, "4 is warnings and worse");
 }
+
+/// The official README's IoT line: no keys anywhere, credentials from the AWS IoT credentials
+/// provider over mutual TLS, given as the `iot-certificate` structure string in the launch
+/// line (here with the stand-in provider's address, its CA and the role alias it knows).
+#[test]
+fn iot_certificate_line_without_keys() {
+    use common::standins::{self, Issued, Pki};
+    init();
+    let pki = Pki::new();
+    let issued = Issued::new(
+        "iotline",
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    );
+    let key_pair = issued.key_pair();
+    let iot = standins::iot(&pki, move || issued.clone());
+    let server = kvs_local::Server::spawn(kvs_local::Config {
+        keys: vec![key_pair.clone()],
+        ..kvs_local::Config::default()
+    })
+    .unwrap();
+    let stream = "iot-stream";
+    let certificate = format!(
+        "iot-certificate,endpoint={},cert-path={},key-path={},ca-path={},\
+         role-aliases=kvs-role-alias,iot-thing-name={stream}",
+        iot.addr(),
+        pki.client_cert.display(),
+        pki.client_key.display(),
+        pki.ca.display(),
+    );
+    let line = format!(
+        "{} ! x264enc tune=zerolatency ! rtph264pay ! rtph264depay ! h264parse \
+         ! kvssink stream-name={stream} aws-region=us-east-1 iot-certificate=\"{certificate}\"",
+        test_video()
+    );
+    let registry = tempfile::tempdir().unwrap();
+    let mut cmd = host_command("gst-launch-1.0", &server.url(), registry.path());
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", registry.path())
+        .args(["-m", "-e"])
+        .args(split_launch(&line));
+    let run = run_host(cmd, TIMEOUT);
+    run.assert_success();
+    assert_eq!(
+        run.summary().get::<&str>("outcome").unwrap(),
+        "all-persisted",
+        "{}",
+        run.output()
+    );
+    assert!(!server.fragments(stream).is_empty());
+    let requests = iot.requests();
+    assert!(!requests.is_empty());
+    assert_eq!(
+        requests[0].header("x-amzn-iot-thingname"),
+        Some(stream),
+        "the thing name from the line"
+    );
+    assert!(
+        requests[0].path.contains("kvs-role-alias"),
+        "{}",
+        requests[0].path
+    );
+}

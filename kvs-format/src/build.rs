@@ -27,7 +27,7 @@ pub use crate::kvs::end_of_fragment_tags;
 pub use crate::matroska::tags;
 
 /// CodecID of H.264 video.
-pub const AVC: &str = "V_MPEG4/ISO/AVC";
+pub const AVC: &str = crate::matroska::CODEC_H264;
 /// The CodecPrivate of every built track: placeholder bytes, not a real codec record.
 pub const CODEC_PRIVATE: [u8; 4] = [1, 2, 3, 4];
 /// The MuxingApp of [`info`].

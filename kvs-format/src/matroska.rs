@@ -8,6 +8,18 @@ pub const TRACK_TYPE_VIDEO: u64 = 1;
 /// TrackType of an audio track.
 pub const TRACK_TYPE_AUDIO: u64 = 2;
 
+/// CodecID of H.264 (CodecPrivate: the avcC record).
+pub const CODEC_H264: &str = "V_MPEG4/ISO/AVC";
+/// CodecID of H.265 (CodecPrivate: the hvcC record).
+pub const CODEC_H265: &str = "V_MPEGH/ISO/HEVC";
+/// CodecID of AAC (CodecPrivate: the AudioSpecificConfig).
+pub const CODEC_AAC: &str = "A_AAC";
+/// CodecID of Opus (CodecPrivate: the OpusHead).
+pub const CODEC_OPUS: &str = "A_OPUS";
+/// CodecID of the Microsoft ACM mapping, used for G.711 A-law and µ-law (CodecPrivate: a
+/// WAVEFORMATEX), as AWS's producer and matroskamux write them.
+pub const CODEC_ACM: &str = "A_MS/ACM";
+
 /// A Tags element holding one Tag with one SimpleTag (TagName, TagString) per
 /// `(name, value)`, without Targets, as the Kinesis Video Streams producer writes its tags
 /// (they apply to the whole Segment).

@@ -260,7 +260,7 @@ pub const OFFICIAL: &[Row] = &[
     ),
     own(
         "codec-id",
-        Official::Str("V_MPEG4/ISO/AVC"),
+        Official::Str(kvs_format::matroska::CODEC_H264),
         "codec ID of the track the SDK writes",
         Here::NoEffect(ELEMENTARY),
     ),
