@@ -36,30 +36,45 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A number from the environment, else `default`.
+fn env_or(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// At test scale, memory for 2 s of video (1 MB) and an outage of 8 s. The full
+/// scale (a 10-minute outage, `storage-size=16`, a 1 GB spool) is the same test with
+/// `KVSSINK_SPOOL_OUTAGE_S=600 KVSSINK_SPOOL_STORAGE_MB=16` (benches/README.md has the run).
 #[test]
 fn an_outage_longer_than_memory_loses_nothing_with_a_spool() {
     init();
+    let outage = env_or("KVSSINK_SPOOL_OUTAGE_S", 8);
+    let storage_mb = env_or("KVSSINK_SPOOL_STORAGE_MB", 1);
+    let buffer_s = if storage_mb == 1 { 2 } else { 120 };
+    let seconds = outage + 8;
+    let timeout = TIMEOUT + Duration::from_secs(u64::from(seconds) * 2);
     let dir = tempdir();
     let copy = dir.path().join("copy.mkv");
     let spool = dir.path().join("spool");
     let server = server();
-    // Memory for 2 s of video at most; the outage lasts 8 s.
     let line = live_line(
-        16,
+        seconds,
         "outage",
         &format!(
-            "storage-size=1 buffer-duration=2 spool-dir={}",
+            "storage-size={storage_mb} buffer-duration={buffer_s} spool-size=1024 spool-dir={}",
             spool.display()
         ),
         &copy,
     );
     let run = std::thread::scope(|s| {
-        let launch = s.spawn(|| gst_launch(&server, &line, TIMEOUT));
-        wait_for("3 fragments", TIMEOUT, || {
+        let launch = s.spawn(|| gst_launch(&server, &line, timeout));
+        wait_for("3 fragments", timeout, || {
             server.fragments("outage").len() >= 3
         });
         server.pause_listening();
-        std::thread::sleep(Duration::from_secs(8));
+        std::thread::sleep(Duration::from_secs(outage.into()));
         server.resume_listening();
         launch.join().unwrap()
     });
@@ -72,7 +87,7 @@ fn an_outage_longer_than_memory_loses_nothing_with_a_spool() {
     );
     assert!(run.named("kvs-fragments-dropped").is_empty());
     let sent = std::fs::read(&copy).unwrap();
-    assert_eq!(split_bytes(sent.clone()).1.len(), 16);
+    assert_eq!(split_bytes(sent.clone()).1.len(), seconds as usize);
     assert_nothing_lost(&server, "outage", &sent);
     // Everything acknowledged left the disk.
     let left: u64 = walk(&spool)
