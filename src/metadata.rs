@@ -30,8 +30,8 @@
 
 use bytes::Bytes;
 use kvs_format::kvs::{
-    MAX_FRAGMENT_METADATA, MAX_METADATA_NAME_LEN, MAX_METADATA_VALUE_LEN,
-    RESERVED_METADATA_PREFIX, fragment_metadata_tags,
+    MAX_FRAGMENT_METADATA, MAX_METADATA_NAME_LEN, MAX_METADATA_VALUE_LEN, RESERVED_METADATA_PREFIX,
+    fragment_metadata_tags,
 };
 
 /// One item waiting for its fragment.
@@ -351,6 +351,9 @@ mod tests {
         m.add("a", "1", false).unwrap();
         m.add("b", "2", true).unwrap();
         let tags = m.take_for_fragment().unwrap();
-        assert_eq!(&tags[..], &fragment_metadata_tags(&[("a", "1"), ("b", "2")])[..]);
+        assert_eq!(
+            &tags[..],
+            &fragment_metadata_tags(&[("a", "1"), ("b", "2")])[..]
+        );
     }
 }

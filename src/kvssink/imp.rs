@@ -11,6 +11,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use super::metadata;
 use super::official;
 use super::settings::{self, Settings, StreamingType};
 use crate::about;
@@ -178,6 +179,15 @@ impl ElementImpl for KvsSink {
             ]
         });
         TEMPLATES.as_ref()
+    }
+
+    fn send_event(&self, event: gst::Event) -> bool {
+        // AWS's kvssink is a plain element, whose gst_element_send_event() hands a downstream
+        // event to its sink pad; BaseSink's would drop it.
+        if metadata::is_add_metadata(&event) {
+            return self.obj().sink_pad().send_event(event);
+        }
+        self.parent_send_event(event)
     }
 }
 
@@ -416,6 +426,10 @@ impl BaseSinkImpl for KvsSink {
     }
 
     fn event(&self, event: gst::Event) -> bool {
+        if metadata::is_add_metadata(&event) {
+            self.add_metadata(&event);
+            return true;
+        }
         if let gst::EventView::Eos(_) = event.view()
             && !self.drain_at_eos()
         {
@@ -458,6 +472,48 @@ impl KvsSink {
         self.tell(started, &mut notices);
         started.notices = notices;
         result.map_err(|e| self.input_error(&started.stream_name, &e))
+    }
+
+    /// A `kvs-add-metadata` event: its item goes to the producer, or a warning says why not.
+    fn add_metadata(&self, event: &gst::EventRef) {
+        let mut state = lock(&self.state);
+        let State::Started(started) = &mut *state else {
+            return;
+        };
+        let stream = started.stream_name.as_str();
+        let s = event.structure().expect("checked by is_add_metadata");
+        let item = match metadata::parse(s) {
+            Ok(item) => item,
+            Err(why) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::Event,
+                    (
+                        "{}",
+                        about(stream, format!("kvs-add-metadata event ignored: {why}"))
+                    )
+                );
+                return;
+            }
+        };
+        let producer = &mut started.producer;
+        match producer.add_metadata(&item.name, &item.value, item.persistent) {
+            Ok(added) => gst::info!(
+                CAT,
+                imp = self,
+                "fragment metadata {:?} = {:?} (persistent: {}): {added:?}, with the fragment at \
+                 timecode {:?}",
+                item.name,
+                item.value,
+                item.persistent,
+                producer.open_fragment_timecode()
+            ),
+            Err(e) => gst::element_imp_warning!(
+                self,
+                gst::CoreError::Event,
+                ("{}", about(stream, format!("kvs-add-metadata: {e}")))
+            ),
+        }
     }
 
     /// Turns what the producer noticed into log lines, warnings and upstream events.

@@ -4,6 +4,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+pub mod metadata;
 pub mod official;
 mod settings;
 
