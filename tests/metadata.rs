@@ -1,0 +1,256 @@
+//! Fragment metadata, the `kvs-add-metadata` event of AWS's kvssink: sent by the application
+//! while a real pipeline streams, it comes back from kvs-local's GetMediaForFragmentList with
+//! the fragment that was open when it was sent (persistent items with every fragment from
+//! then on, the others once), and what the service would refuse is a warning.
+
+mod common;
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use gst::prelude::*;
+use kvs_format::ebml::{read_header, read_string};
+use kvs_format::ids::*;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+fn event(fields: &str) -> gst::Event {
+    gst::event::CustomDownstream::new(
+        gst::Structure::from_str(&format!("kvs-add-metadata, {fields}")).unwrap(),
+    )
+}
+
+fn item(name: &str, value: &str, persist: bool) -> gst::Event {
+    event(&format!(
+        "name=(string)\"{name}\", value=(string)\"{value}\", persist=(boolean){persist}"
+    ))
+}
+
+fn pair(name: &str, value: &str) -> (String, String) {
+    (name.to_owned(), value.to_owned())
+}
+
+/// The (TagName, TagString) of every SimpleTag in a run of Tags elements.
+fn simple_tags(mut data: &[u8]) -> Vec<(String, String)> {
+    fn children(mut body: &[u8]) -> Vec<(u32, &[u8])> {
+        let mut out = Vec::new();
+        while !body.is_empty() {
+            let h = read_header(body).unwrap().unwrap();
+            let end = h.len + h.size.unwrap() as usize;
+            out.push((h.id, &body[h.len..end]));
+            body = &body[end..];
+        }
+        out
+    }
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let h = read_header(data).unwrap().unwrap();
+        let end = h.len + h.size.unwrap() as usize;
+        assert_eq!(h.id, ID_TAGS);
+        for (id, tag) in children(&data[h.len..end]) {
+            assert_eq!(id, ID_TAG);
+            for (id, simple) in children(tag) {
+                if id != ID_SIMPLE_TAG {
+                    continue;
+                }
+                let fields = children(simple);
+                let get = |want| {
+                    fields
+                        .iter()
+                        .find(|(id, _)| *id == want)
+                        .map(|(_, b)| read_string(b))
+                        .unwrap_or_default()
+                };
+                out.push((get(ID_TAG_NAME), get(ID_TAG_STRING)));
+            }
+        }
+        data = &data[end..];
+    }
+    out
+}
+
+/// GetMediaForFragmentList of every stored fragment, in order, read with the sink's own
+/// splitter: the SimpleTags after each cluster, per fragment.
+fn metadata_read_back(server: &Server, stream: &str) -> Vec<Vec<(String, String)>> {
+    let numbers: Vec<String> = server
+        .fragments(stream)
+        .into_iter()
+        .map(|f| f.number)
+        .collect();
+    let url = format!("{}/getMediaForFragmentList", server.url());
+    let body = serde_json::to_vec(&serde_json::json!({
+        "StreamName": stream,
+        "Fragments": numbers,
+    }))
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let media = runtime.block_on(async {
+        let mut request = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        for (k, v) in kvs_local::client::sign_json(&url, &body) {
+            request = request.header(k, v);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap()
+    });
+    let mut splitter = gstkvs::mkv::Splitter::new(Default::default());
+    let mut events = Vec::new();
+    splitter.push(media, &mut events).unwrap();
+    splitter.finish(&mut events).unwrap();
+    let mut out: Vec<Vec<(String, String)>> = Vec::new();
+    for e in events {
+        match e {
+            gstkvs::mkv::Event::FragmentStart(_) => out.push(Vec::new()),
+            gstkvs::mkv::Event::Interstitial(tags) => {
+                out.last_mut().unwrap().extend(simple_tags(&tags))
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(out.len(), numbers.len());
+    out
+}
+
+/// Sends `events` from the application when kvssink is about to take buffer `at` (counted
+/// from 0) of cluster `cluster` of matroskamux's output; buffer 0 starts the cluster, so
+/// events sent then go with the fragment before it.
+type Script = Vec<(usize, usize, Vec<gst::Event>)>;
+
+/// Runs `videotestsrc ! x264enc ! matroskamux ! kvssink` (a fragment every 10 frames) with
+/// `script`; returns the run and the number of clusters kvssink took.
+fn stream_with(server: &Server, stream: &str, script: Script) -> (Run, usize) {
+    let line = "videotestsrc is-live=true num-buffers=80 \
+         ! video/x-raw,format=I420,width=160,height=120,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 \
+         ! h264parse ! matroskamux streamable=true min-cluster-duration=100000000 \
+         ! kvssink name=sink";
+    let (pipeline, sink) = pipeline(line, server, stream);
+    let clusters = Arc::new(Mutex::new((0usize, 0usize)));
+    let script = Arc::new(Mutex::new(script));
+    let (seen, weak_sink) = (clusters.clone(), sink.downgrade());
+    sink.static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let Some(buffer) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let map = buffer.map_readable().unwrap();
+            let mut seen = seen.lock().unwrap();
+            if map.starts_with(&ID_CLUSTER.to_be_bytes()) {
+                *seen = (seen.0 + 1, 0);
+            } else if seen.0 > 0 {
+                seen.1 += 1;
+            }
+            let (cluster, at) = (seen.0.wrapping_sub(1), seen.1);
+            drop(seen);
+            let due: Vec<gst::Event> = {
+                let mut script = script.lock().unwrap();
+                let i = script
+                    .iter()
+                    .position(|(c, b, _)| (*c, *b) == (cluster, at));
+                i.map(|i| script.remove(i).2).unwrap_or_default()
+            };
+            let sink = weak_sink.upgrade().unwrap();
+            for (n, event) in due.into_iter().enumerate() {
+                // As AWS's sample does (gst_element_send_event), and on the pad.
+                let sent = if n % 2 == 0 {
+                    sink.send_event(event)
+                } else {
+                    pad.send_event(event)
+                };
+                assert!(sent);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let run = run(&pipeline, TIMEOUT);
+    let clusters = clusters.lock().unwrap().0;
+    (run, clusters)
+}
+
+#[test]
+fn metadata_goes_with_the_open_fragment_and_persistent_items_with_every_later_one() {
+    init();
+    let server = server();
+    let long_name = "n".repeat(129);
+    let long_value = "v".repeat(257);
+    let script: Script = vec![
+        // Before the first cluster: the first fragment.
+        (
+            0,
+            0,
+            vec![item("site", "north", true), item("first", "yes", false)],
+        ),
+        (1, 6, vec![item("motion", "true", false)]),
+        // A persistent item of the same name replaces it.
+        (2, 6, vec![item("site", "south", true)]),
+        // Just before cluster 3 starts, fragment 2 is still the open one.
+        (3, 0, vec![item("late", "2", false)]),
+        // An empty persistent value removes it.
+        (
+            3,
+            6,
+            vec![item("site", "", true), item("lat", "47.6N", true)],
+        ),
+        (
+            4,
+            6,
+            (0..10)
+                .map(|i| item(&format!("k{i}"), "v", false))
+                .chain([
+                    item("AWS_KINESISVIDEO_NOPE", "v", false),
+                    item(&long_name, "v", false),
+                    item("long", &long_value, false),
+                    event("name=(string)a, value=(string)b"),
+                    event("name=(string)a, value=(string)b, persist=(string)yes"),
+                ])
+                .collect(),
+        ),
+    ];
+    let (run, clusters) = stream_with(&server, "meta", script);
+    assert!(run.eos && run.errors.is_empty(), "{run:?}");
+    let stored = server.fragments("meta");
+    assert_eq!(stored.len(), clusters, "every fragment persisted");
+    assert!(clusters >= 7, "{clusters} fragments");
+
+    let mut expected = vec![
+        vec![pair("site", "north"), pair("first", "yes")],
+        vec![pair("site", "north"), pair("motion", "true")],
+        vec![pair("site", "south"), pair("late", "2")],
+        vec![pair("lat", "47.6N")],
+    ];
+    // One more item would be an 11th in fragment 4: refused.
+    let mut fourth = vec![pair("lat", "47.6N")];
+    fourth.extend((0..9).map(|i| pair(&format!("k{i}"), "v")));
+    expected.push(fourth);
+    // The persistent item goes with every later fragment, the last one included.
+    expected.resize(clusters, vec![pair("lat", "47.6N")]);
+
+    let kept: Vec<Vec<(String, String)>> = stored.iter().map(|f| f.metadata.clone()).collect();
+    assert_eq!(kept, expected);
+    assert_eq!(metadata_read_back(&server, "meta"), expected);
+
+    // What the service would refuse, and malformed events, are warnings naming the reason.
+    let warnings = run.warnings.join("\n");
+    for reason in [
+        "\"k9\" not added: the fragment already carries 10 items (1 of them persistent)",
+        "FRAGMENT_METADATA_LIMIT_REACHED",
+        "\"AWS_KINESISVIDEO_NOPE\" begins with \"AWS\", which is reserved",
+        "is 129 bytes long; Kinesis Video Streams takes at most 128",
+        "the value of fragment metadata \"long\" is 257 bytes long; Kinesis Video Streams takes \
+         at most 256",
+        "kvs-add-metadata event ignored: it has no field \"persist\"",
+        "its field \"persist\" is not a boolean",
+    ] {
+        assert!(warnings.contains(reason), "no {reason:?} in:\n{warnings}");
+    }
+    assert_eq!(run.warnings.len(), 6, "{warnings}");
+    assert!(warnings.contains("stream meta:"), "{warnings}");
+}
