@@ -254,3 +254,48 @@ fn metadata_goes_with_the_open_fragment_and_persistent_items_with_every_later_on
     assert_eq!(run.warnings.len(), 6, "{warnings}");
     assert!(warnings.contains("stream meta:"), "{warnings}");
 }
+
+/// `examples/metadata.py`, as a Python application runs it: the persistent item goes with
+/// every fragment, each detection with exactly one.
+#[test]
+fn python_application_tags_its_fragments() {
+    use common::host::*;
+    init();
+    let server = server();
+    let registry = tempfile::tempdir().unwrap();
+    let mut cmd = host_command("/usr/bin/python3", &server.url(), registry.path());
+    cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/metadata.py"))
+        .args([
+            "--endpoint",
+            &server.url(),
+            "--stream",
+            "py",
+            "--seconds",
+            "6",
+        ]);
+    let run = run_host(cmd, TIMEOUT);
+    run.assert_success();
+    let sent: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("sent motion="))
+        .map(|l| l.trim_end_matches(" once"))
+        .collect();
+    assert_eq!(sent, ["1", "2", "3"], "{}", run.output());
+    let stored = server.fragments("py");
+    assert!(stored.len() >= 5, "{} fragments", stored.len());
+    let mut motion = Vec::new();
+    for f in &stored {
+        assert_eq!(
+            f.metadata[0],
+            pair("camera", "front-door"),
+            "{:?}",
+            f.metadata
+        );
+        motion.extend(f.metadata[1..].iter().map(|(n, v)| {
+            assert_eq!(n, "motion");
+            v.clone()
+        }));
+    }
+    assert_eq!(motion, sent, "each detection with one fragment");
+}
