@@ -9,8 +9,10 @@
 
 mod connection;
 mod driver;
+mod dump;
 
 pub(crate) use driver::{auth_advice, backoff};
+pub use dump::{ENV as DUMP_DIR_ENV, dir_from_env as dump_dir_from_env};
 mod state;
 
 use std::collections::BTreeMap;
@@ -55,6 +57,9 @@ pub struct Config {
     pub max_backoff: Duration,
     /// Extra PEM CA certificates to trust.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Also write every PutMedia body here, one file per session
+    /// (`KVS_DEBUG_DUMP_DATA_FILE_DIR`, [`dump_dir_from_env`]).
+    pub dump_dir: Option<std::path::PathBuf>,
 }
 
 /// The connection's state, as posted on the bus.
@@ -331,6 +336,8 @@ pub(crate) struct Shared {
     pub config: Config,
     /// A fatal error is being told (set before it is recorded, so it is told once).
     pub failing: std::sync::atomic::AtomicBool,
+    /// Sessions whose body went to a file in `dump_dir` so far: the next file's number.
+    pub dumped_sessions: AtomicU64,
 }
 
 impl Shared {
@@ -399,6 +406,7 @@ impl Uploader {
             events,
             config,
             failing: std::sync::atomic::AtomicBool::new(false),
+            dumped_sessions: AtomicU64::new(0),
         });
         let driver = runtime.spawn(driver::run(shared.clone(), credentials));
         Uploader {

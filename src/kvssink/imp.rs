@@ -248,6 +248,7 @@ impl BaseSinkImpl for KvsSink {
             },
             max_backoff: Duration::from_secs(5),
             ca_file: settings.ca_file().map(Into::into),
+            dump_dir: uploader::dump_dir_from_env(),
         };
         gst::info!(CAT, imp = self, "starting: stream {}", config.stream_name);
         let weak = self.obj().downgrade();
