@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::*;
 use gst::prelude::*;
-use kvs_format::ebml::{read_header, read_string};
 use kvs_format::ids::*;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -30,45 +29,6 @@ fn item(name: &str, value: &str, persist: bool) -> gst::Event {
 
 fn pair(name: &str, value: &str) -> (String, String) {
     (name.to_owned(), value.to_owned())
-}
-
-/// The (TagName, TagString) of every SimpleTag in a run of Tags elements.
-fn simple_tags(mut data: &[u8]) -> Vec<(String, String)> {
-    fn children(mut body: &[u8]) -> Vec<(u32, &[u8])> {
-        let mut out = Vec::new();
-        while !body.is_empty() {
-            let h = read_header(body).unwrap().unwrap();
-            let end = h.len + h.size.unwrap() as usize;
-            out.push((h.id, &body[h.len..end]));
-            body = &body[end..];
-        }
-        out
-    }
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        let h = read_header(data).unwrap().unwrap();
-        let end = h.len + h.size.unwrap() as usize;
-        assert_eq!(h.id, ID_TAGS);
-        for (id, tag) in children(&data[h.len..end]) {
-            assert_eq!(id, ID_TAG);
-            for (id, simple) in children(tag) {
-                if id != ID_SIMPLE_TAG {
-                    continue;
-                }
-                let fields = children(simple);
-                let get = |want| {
-                    fields
-                        .iter()
-                        .find(|(id, _)| *id == want)
-                        .map(|(_, b)| read_string(b))
-                        .unwrap_or_default()
-                };
-                out.push((get(ID_TAG_NAME), get(ID_TAG_STRING)));
-            }
-        }
-        data = &data[end..];
-    }
-    out
 }
 
 /// GetMediaForFragmentList of every stored fragment, in order, read with the sink's own
