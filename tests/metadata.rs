@@ -259,3 +259,78 @@ fn python_application_tags_its_fragments() {
     }
     assert_eq!(motion, sent, "each detection with one fragment");
 }
+
+/// Matroska pushed into kvssink by a `gst_check::Harness` (in place of matroskamux), for
+/// what a live pipeline cannot do on cue: a fragment cut at the service's limits.
+fn harness(
+    server: &Server,
+    stream: &str,
+    configure: impl FnOnce(&gst::Element),
+) -> (gst_check::Harness, gst::Element) {
+    let element = gst::ElementFactory::make("kvssink").build().unwrap();
+    configure_sink(&element, server, stream);
+    element.set_property("async", false);
+    element.set_property("stop-stream-timeout", 30u32);
+    element.set_property("fragment-duration", 10_000u32);
+    element.set_property_from_str("streaming-type", "realtime");
+    configure(&element);
+    let mut h = gst_check::Harness::with_element(&element, Some("sink"), None);
+    h.set_src_caps_str("video/x-matroska");
+    (h, element)
+}
+
+fn frame(rel_ms: i16, key: bool) -> gst::Buffer {
+    gst::Buffer::from_slice(kvs_format::build::simple_block(1, rel_ms, key, &[0x5A; 64]))
+}
+
+/// A fragment the splitter cuts at 10 s ends with its metadata, then the end-of-fragment tag
+/// (kvs-local keeps them with it), with or without `spool-dir`.
+fn cut_fragment_keeps_its_metadata(stream: &str, configure: impl FnOnce(&gst::Element)) {
+    use kvs_format::build::{cluster_start, simple_header};
+    init();
+    let server = server();
+    let (mut h, element) = harness(&server, stream, configure);
+    let push = |h: &mut gst_check::Harness, b: gst::Buffer| {
+        assert_eq!(h.push(b), Ok(gst::FlowSuccess::Ok))
+    };
+    push(&mut h, gst::Buffer::from_slice(simple_header()));
+    push(&mut h, gst::Buffer::from_slice(cluster_start(0)));
+    push(&mut h, frame(0, true));
+    assert!(element.send_event(item("door", "open", false)));
+    assert!(element.send_event(item("site", "x", true)));
+    push(&mut h, frame(5000, false));
+    push(&mut h, frame(10_000, false));
+    // Past 10 s: the fragment is cut before this frame.
+    push(&mut h, frame(10_001, false));
+    assert!(element.send_event(item("after", "cut", false)));
+    let mut next = cluster_start(10_600);
+    next.extend(kvs_format::build::simple_block(1, 0, true, &[0x5A; 64]));
+    push(&mut h, gst::Buffer::from_slice(next));
+    // (EOS after a cut is not a success: frames were not sent.)
+    h.push_event(gst::event::Eos::new());
+    let stored = server.fragments(stream);
+    let kept: Vec<_> = stored
+        .iter()
+        .map(|f| (f.timecode, f.metadata.clone()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (0, vec![pair("door", "open"), pair("site", "x")]),
+            // Added after the cut: the open fragment is the next one.
+            (10_600, vec![pair("site", "x"), pair("after", "cut")]),
+        ]
+    );
+}
+
+#[test]
+fn a_fragment_cut_at_the_service_limits_keeps_its_metadata() {
+    cut_fragment_keeps_its_metadata("cut", |_| {});
+}
+
+#[test]
+fn spooled_fragments_keep_their_metadata() {
+    let spool = tempfile::tempdir().unwrap();
+    let dir = spool.path().to_str().unwrap().to_owned();
+    cut_fragment_keeps_its_metadata("spooled", move |e| e.set_property("spool-dir", dir));
+}
