@@ -502,12 +502,13 @@ impl KvsSink {
             Ok(added) => gst::info!(
                 CAT,
                 imp = self,
-                "fragment metadata {:?} = {:?} (persistent: {}): {added:?}, with the fragment at \
-                 timecode {:?}",
+                "fragment metadata {:?} = {:?} (persistent: {}): {added:?}, from the fragment {}",
                 item.name,
                 item.value,
                 item.persistent,
-                producer.open_fragment_timecode()
+                producer
+                    .open_fragment_timecode()
+                    .map_or("to come".to_owned(), |tc| format!("at timecode {tc}"))
             ),
             Err(e) => gst::element_imp_warning!(
                 self,
