@@ -5,7 +5,9 @@
 //! producer start time and the media type from the first header, asks for key frames in time
 //! for `fragment-duration`, and hands fragments to the [`Uploader`]. Data goes one way: bytes
 //! in through [`Producer::push`], [`Notice`]s out for the host (the element turns them into
-//! log lines, warnings and upstream events), fragments down to the uploader.
+//! log lines, warnings and upstream events), fragments down to the uploader. Fragment
+//! metadata comes in through [`Producer::add_metadata`] and goes out after its fragment's
+//! cluster ([`crate::metadata`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
