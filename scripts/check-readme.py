@@ -275,6 +275,12 @@ def python_example(body, work, name):
         fail(f"examples/stream.py did not print PERSISTED acks and its summary:\n{out[-3000:]}")
 
 
+def debug_dump(body, work, name):
+    body = sub(body, "kvs-dump", f"{work}/kvs-dump", "files go to a temporary directory")
+    out = against_aws(["cam1"])(body, work, name)
+    assert_plays(out[out.rfind("Analyzing") :], "the PutMedia body dumped to KVS_DEBUG_DUMP_DATA_FILE_DIR")
+
+
 # (heading starts with, first line starts with) -> what to do with the block.
 RULES = {
     ("kvssink —", "gst-launch-1.0 v4l2src"): against_aws(["cam1"]),
@@ -286,6 +292,7 @@ RULES = {
     ("Coming from AWS's kvssink", "gst-launch-1.0 -e v4l2src"): official_audio_video,
     ("From Python", "GST_PLUGIN_PATH="): python_example,
     ("The launch lines in", "scripts/launch.sh"): launch_lines,
+    ("Debugging", "mkdir -p kvs-dump"): debug_dump,
 }
 
 

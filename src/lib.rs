@@ -16,6 +16,7 @@ pub mod esmux;
 pub mod getmedia;
 pub mod kvssink;
 pub mod kvssrc;
+pub mod metadata;
 pub mod mkv;
 pub mod playback;
 pub mod producer;

@@ -5,7 +5,9 @@
 //! producer start time and the media type from the first header, asks for key frames in time
 //! for `fragment-duration`, and hands fragments to the [`Uploader`]. Data goes one way: bytes
 //! in through [`Producer::push`], [`Notice`]s out for the host (the element turns them into
-//! log lines, warnings and upstream events), fragments down to the uploader.
+//! log lines, warnings and upstream events), fragments down to the uploader. Fragment
+//! metadata comes in through [`Producer::add_metadata`] and goes out after its fragment's
+//! cluster ([`crate::metadata`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -17,6 +19,7 @@ use bytes::Bytes;
 use kvs_format::kvs;
 
 use crate::ack::{Ack, AckEventType, ErrorClass, classify};
+use crate::metadata::{Added, FragmentMetadata, MetadataError};
 use crate::mkv::{self, MkvError, Splitter, StreamHeader, TrackInfo};
 use crate::spool::Spool;
 use crate::store::AckLevel;
@@ -275,6 +278,11 @@ pub struct Producer {
     /// Wall clock and block time (raw units) of the first block.
     pace_origin: Option<(Instant, i64)>,
     events: Vec<mkv::Event>,
+    /// Fragment metadata for the open fragment (or the next one), written when it ends.
+    metadata: FragmentMetadata,
+    /// The open cluster was cut at the service's limits: its metadata went before the
+    /// end-of-fragment tag, and its end writes none.
+    metadata_written: bool,
 }
 
 /// The spool's state shared with the ack handler (runtime threads).
@@ -423,6 +431,8 @@ impl Producer {
             passthrough: true,
             pace_origin: None,
             events: Vec::with_capacity(8),
+            metadata: FragmentMetadata::default(),
+            metadata_written: false,
         };
         // Fragments left from an earlier run go first.
         producer.feed(&mut notices);
@@ -522,6 +532,23 @@ impl Producer {
     /// Invalid input ended the stream (the error was returned by [`Producer::push`]).
     pub fn input_failed(&self) -> bool {
         self.input_failed
+    }
+
+    /// Adds fragment metadata (the `kvs-add-metadata` event): it goes with the fragment open
+    /// now, or the first one when none is open yet; a persistent item goes with every fragment
+    /// from then on, until removed by an empty value. See [`crate::metadata`].
+    pub fn add_metadata(
+        &mut self,
+        name: &str,
+        value: &str,
+        persistent: bool,
+    ) -> Result<Added, MetadataError> {
+        self.metadata.add(name, value, persistent)
+    }
+
+    /// Cluster timecode of the fragment open now, which metadata added now goes with.
+    pub fn open_fragment_timecode(&self) -> Option<u64> {
+        self.splitter.current_fragment().map(|f| f.timecode)
     }
 
     /// Takes the next bytes of the Matroska stream. On invalid input, every complete
@@ -630,10 +657,14 @@ impl Producer {
                 mkv::Event::FragmentCut(summary) => {
                     let span = (summary.last_block_time - summary.first_block_time).max(0);
                     let end_ns = self.ns(summary.last_block_time);
+                    // The fragment's metadata goes before the tag that ends it.
+                    let tags = self.metadata.take_for_fragment();
+                    self.metadata_written = true;
                     if self.passthrough {
-                        self.uploader.cut_fragment(summary.whole_size, end_ns);
+                        self.uploader
+                            .cut_fragment(summary.whole_size, tags.clone(), end_ns);
                     }
-                    self.spool_close(Some(summary.whole_size), true, end_ns, notices);
+                    self.spool_close(Some(summary.whole_size), tags, true, end_ns, notices);
                     notices.push(Notice::FragmentCut {
                         timecode: summary.timecode,
                         span_ms: self.ns(span) / 1_000_000,
@@ -659,15 +690,27 @@ impl Producer {
                         self.uploader.count_cut_bytes(summary.cut_bytes);
                     }
                     let broke_off = summary.whole_size < summary.size;
+                    // The fragment's metadata follows its cluster (a cut one's went already).
+                    let tags = if std::mem::take(&mut self.metadata_written) {
+                        None
+                    } else {
+                        self.metadata.take_for_fragment()
+                    };
                     if self.passthrough {
                         if broke_off {
-                            let not_sent =
-                                self.uploader.end_fragment_at(summary.whole_size, end_ns);
+                            let not_sent = self.uploader.end_fragment_at(
+                                summary.whole_size,
+                                tags.clone(),
+                                end_ns,
+                            );
                             notices.push(Notice::BrokeOff {
                                 timecode: summary.timecode,
                                 not_sent,
                             });
                         } else {
+                            if let Some(tags) = &tags {
+                                self.uploader.append(tags.clone());
+                            }
                             self.uploader.end_fragment(end_ns);
                         }
                     } else if broke_off {
@@ -677,7 +720,7 @@ impl Producer {
                         });
                     }
                     let keep = broke_off.then_some(summary.whole_size);
-                    self.spool_close(keep, false, end_ns, notices);
+                    self.spool_close(keep, tags, false, end_ns, notices);
                 }
                 mkv::Event::Interstitial(bytes) => {
                     notices.push(Notice::Skipped { bytes: bytes.len() })
@@ -765,11 +808,12 @@ impl Producer {
         self.passthrough
     }
 
-    /// The open fragment ended: it is written to the spool (its first `keep` bytes, and an
-    /// END_OF_FRAGMENT tag after a cut), one append and one fsync.
+    /// The open fragment ended: it is written to the spool (its first `keep` bytes, its
+    /// metadata `tags`, and an END_OF_FRAGMENT tag after a cut), one append and one fsync.
     fn spool_close(
         &mut self,
         keep: Option<u64>,
+        tags: Option<Bytes>,
         eof_tag: bool,
         end_ns: u64,
         notices: &mut Vec<Notice>,
@@ -783,6 +827,7 @@ impl Producer {
         if let Some(keep) = keep {
             truncate_chunks(&mut open.chunks, keep);
         }
+        open.chunks.extend(tags);
         if eof_tag {
             open.chunks.push(crate::mkv::end_of_fragment_tags());
         }
@@ -950,7 +995,7 @@ impl Producer {
             (self.splitter.whole_size(), self.splitter.current_fragment())
         {
             let end_ns = self.ns(current.last_block_time);
-            self.uploader.end_fragment_at(whole, end_ns);
+            self.uploader.end_fragment_at(whole, None, end_ns);
         }
         self.uploader.finish();
     }

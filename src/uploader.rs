@@ -9,8 +9,10 @@
 
 mod connection;
 mod driver;
+mod dump;
 
 pub(crate) use driver::{auth_advice, backoff};
+pub use dump::{ENV as DUMP_DIR_ENV, dir_from_env as dump_dir_from_env};
 mod state;
 
 use std::collections::BTreeMap;
@@ -55,6 +57,9 @@ pub struct Config {
     pub max_backoff: Duration,
     /// Extra PEM CA certificates to trust.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Also write every PutMedia body here, one file per session
+    /// (`KVS_DEBUG_DUMP_DATA_FILE_DIR`, [`dump_dir_from_env`]).
+    pub dump_dir: Option<std::path::PathBuf>,
 }
 
 /// The connection's state, as posted on the bus.
@@ -331,6 +336,8 @@ pub(crate) struct Shared {
     pub config: Config,
     /// A fatal error is being told (set before it is recorded, so it is told once).
     pub failing: std::sync::atomic::AtomicBool,
+    /// Sessions whose body went to a file in `dump_dir` so far: the next file's number.
+    pub dumped_sessions: AtomicU64,
 }
 
 impl Shared {
@@ -399,6 +406,7 @@ impl Uploader {
             events,
             config,
             failing: std::sync::atomic::AtomicBool::new(false),
+            dumped_sessions: AtomicU64::new(0),
         });
         let driver = runtime.spawn(driver::run(shared.clone(), credentials));
         Uploader {
@@ -483,13 +491,18 @@ impl Uploader {
         self.shared.data_ready.notify_waiters();
     }
 
-    /// The open fragment reached the service's limits: it ends at its first `keep` bytes
-    /// with an END_OF_FRAGMENT tag, so the service persists it instead of refusing it whole.
-    /// Returns the bytes removed (part of a frame already appended).
-    pub fn cut_fragment(&self, keep: u64, end_ns: u64) -> u64 {
+    /// The open fragment reached the service's limits: it ends at its first `keep` bytes,
+    /// then its metadata `tags` and an END_OF_FRAGMENT tag, so the service persists it instead
+    /// of refusing it whole. Returns the bytes removed (part of a frame already appended).
+    pub fn cut_fragment(&self, keep: u64, tags: Option<Bytes>, end_ns: u64) -> u64 {
         let mut inner = self.shared.lock();
         let removed = inner.store.truncate_open(keep);
-        let evicted = inner.store.append(crate::mkv::end_of_fragment_tags());
+        let end = crate::mkv::end_of_fragment_tags();
+        let end = match tags {
+            Some(tags) => Bytes::from([&tags[..], &end[..]].concat()),
+            None => end,
+        };
+        let evicted = inner.store.append(end);
         inner.store.finish(end_ns);
         inner.on_cut(removed);
         inner.publish();
@@ -689,14 +702,16 @@ impl Uploader {
     /// The open fragment ends here, keeping only its first `keep` bytes: what follows is an
     /// incomplete or invalid element that must not be sent. If the connection already sent
     /// bytes past that point, it is broken off and the fragment is sent again, whole, on
-    /// the next one. Returns the bytes removed.
-    pub fn end_fragment_at(&self, keep: u64, end_ns: u64) -> u64 {
+    /// the next one. Its metadata `tags`, if any, follow what is kept. Returns the bytes
+    /// removed.
+    pub fn end_fragment_at(&self, keep: u64, tags: Option<Bytes>, end_ns: u64) -> u64 {
         let mut inner = self.shared.lock();
         let removed = inner.store.truncate_open(keep);
+        let evicted = tags.map(|t| inner.store.append(t)).unwrap_or_default();
         inner.store.finish(end_ns);
         inner.on_not_sent(removed);
         inner.publish();
-        drop(inner);
+        self.after_store_change(inner, evicted);
         self.shared.data_ready.notify_waiters();
         removed
     }

@@ -1,5 +1,5 @@
-//! Kinesis Video Streams facts: the PutMedia `ErrorId` table, the end-of-fragment tag and
-//! the service's limits on what a producer sends.
+//! Kinesis Video Streams facts: the PutMedia `ErrorId` table, the end-of-fragment tag,
+//! fragment metadata and the service's limits on what a producer sends.
 
 use std::time::Duration;
 
@@ -11,6 +11,28 @@ pub const END_OF_FRAGMENT_TAG: &str = "AWS_KINESISVIDEO_END_OF_FRAGMENT";
 /// TagString), as AWS's producer sends it on EOS: 49 bytes, no Targets.
 pub fn end_of_fragment_tags() -> Vec<u8> {
     crate::matroska::tags(&[(END_OF_FRAGMENT_TAG, "")])
+}
+
+/// A fragment carries at most this many metadata items (name/value pairs, each a Matroska
+/// SimpleTag). More: the service refuses the fragment with `ErrorId` 4009,
+/// `FRAGMENT_METADATA_LIMIT_REACHED`.
+pub const MAX_FRAGMENT_METADATA: usize = 10;
+/// Longest fragment metadata name, in bytes (UTF-8); a name is never empty.
+pub const MAX_METADATA_NAME_LEN: usize = 128;
+/// Longest fragment metadata value, in bytes (UTF-8); a value may be empty.
+pub const MAX_METADATA_VALUE_LEN: usize = 256;
+/// Fragment metadata names must not begin with this (case-sensitive): the service's own tags
+/// (`AWS_KINESISVIDEO_...`) do. AWS's producer refuses such a name from an application.
+pub const RESERVED_METADATA_PREFIX: &str = "AWS";
+
+/// Fragment metadata as AWS's producer writes it between clusters: one Tags element, holding
+/// one Tag with one SimpleTag (TagName, TagString), per `(name, value)`, in order.
+pub fn fragment_metadata_tags(items: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for item in items {
+        out.extend(crate::matroska::tags(std::slice::from_ref(item)));
+    }
+    out
 }
 
 /// A stream may have at most this many tracks (more: `ErrorId` 4005/4012).
@@ -80,6 +102,19 @@ mod tests {
         let h = read_header(name).unwrap().unwrap();
         assert_eq!(h.id, ID_TAG_NAME);
         assert_eq!(read_string(&name[h.len..h.len + 32]), END_OF_FRAGMENT_TAG);
+    }
+
+    #[test]
+    fn fragment_metadata_is_one_tags_element_per_item() {
+        let bytes = fragment_metadata_tags(&[("motion", "true"), ("lat", "")]);
+        let first = crate::matroska::tags(&[("motion", "true")]);
+        let second = crate::matroska::tags(&[("lat", "")]);
+        assert_eq!(bytes, [first.clone(), second].concat());
+        let h = read_header(&first).unwrap().unwrap();
+        assert_eq!(h.id, ID_TAGS);
+        assert_eq!(h.len + h.size.unwrap() as usize, first.len());
+        assert!(fragment_metadata_tags(&[]).is_empty());
+        assert!(END_OF_FRAGMENT_TAG.starts_with(RESERVED_METADATA_PREFIX));
     }
 
     #[test]

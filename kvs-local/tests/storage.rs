@@ -365,3 +365,121 @@ async fn start_inside_a_runtime() {
     );
     s.shutdown();
 }
+
+/// The (name, value) of every SimpleTag in a media response after each cluster, before the
+/// next fragment's stream header, per fragment.
+fn metadata_after_clusters(b: &[u8]) -> Vec<Vec<(String, String)>> {
+    let mut p = Parser::new(1 << 30);
+    let mut ev = Vec::new();
+    p.push(Bytes::copy_from_slice(b), &mut ev).unwrap();
+    p.finish(&mut ev).unwrap();
+    let mut out: Vec<Vec<(String, String)>> = Vec::new();
+    for e in ev {
+        match e {
+            Event::ClusterStart { .. } => out.push(Vec::new()),
+            Event::Tags(items) => out.last_mut().unwrap().extend(items),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fragment_metadata_follows_its_cluster_and_comes_back_after_it() {
+    use kvs_format::kvs::{end_of_fragment_tags, fragment_metadata_tags};
+    let s = server(Config {
+        get_media_follow: Duration::from_millis(200),
+        ..cfg()
+    });
+    s.create_stream("cam").unwrap();
+    let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+    let c = |tc| simple_cluster(tc, 3, 10, 500);
+    let mut p = put_media(&s.url(), &PutOpts::new("cam")).await;
+    p.send(simple_header()).await;
+    p.send(c(0)).await;
+    p.send(fragment_metadata_tags(&[
+        ("motion", "true"),
+        ("lat", "47.6N"),
+    ]))
+    .await;
+    // The fragment is complete once what follows its Tags is known.
+    p.send(c(100)).await;
+    p.until(T, |a| is(a, "PERSISTED", Some(0)))
+        .await
+        .expect("PERSISTED 0");
+    p.send(fragment_metadata_tags(&[("lat", "47.7N")])).await;
+    p.send(end_of_fragment_tags()).await;
+    p.until(T, |a| is(a, "PERSISTED", Some(100)))
+        .await
+        .expect("the end-of-fragment tag completes the fragment and its metadata");
+    // Eleven items: more than the service takes for one fragment.
+    p.send(c(200)).await;
+    let many: Vec<(String, String)> = (0..11).map(|i| pair(&format!("k{i}"), "v")).collect();
+    let many_refs: Vec<(&str, &str)> = many.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+    p.send(fragment_metadata_tags(&many_refs)).await;
+    // The service's own (AWS...) tags are not counted.
+    p.send(c(300)).await;
+    let mut ten = many_refs[..10].to_vec();
+    ten.push(("AWS_KINESISVIDEO_EVENT", "x"));
+    p.send(fragment_metadata_tags(&ten)).await;
+    p.finish();
+    p.drain(T).await;
+    let e = p
+        .acks
+        .iter()
+        .find(|a| a["EventType"] == "ERROR")
+        .expect("an ERROR ack");
+    assert_eq!(
+        (e["ErrorId"].as_u64(), e["FragmentTimecode"].as_u64()),
+        (Some(4009), Some(200))
+    );
+    assert_eq!(e["ErrorCode"], "FRAGMENT_METADATA_LIMIT_REACHED");
+
+    let stored = s.fragments("cam");
+    assert_eq!(
+        stored.iter().map(|f| f.timecode).collect::<Vec<_>>(),
+        [0, 100, 300],
+        "the fragment with too many items is refused, the session goes on"
+    );
+    assert_eq!(
+        stored[0].metadata,
+        [pair("motion", "true"), pair("lat", "47.6N")]
+    );
+    assert_eq!(stored[1].metadata, [pair("lat", "47.7N")]);
+    assert_eq!(stored[2].metadata.len(), 11);
+    assert_eq!(
+        &stored[0].bytes[..],
+        &c(0)[..],
+        "the cluster is stored as sent, without the Tags"
+    );
+
+    // Returned after the cluster, in GetMediaForFragmentList and GetMedia.
+    let (_, _, b) = post_raw(
+        &s.url(),
+        "/getMediaForFragmentList",
+        json!({"StreamName": "cam", "Fragments": [stored[1].number, stored[0].number]}),
+    )
+    .await;
+    assert_eq!(
+        metadata_after_clusters(&b),
+        [
+            vec![pair("lat", "47.7N")],
+            vec![pair("motion", "true"), pair("lat", "47.6N")]
+        ]
+    );
+    assert_eq!(
+        parse_media(&b).1,
+        [stored[1].bytes.clone(), stored[0].bytes.clone()]
+    );
+    let (_, _, b) = post_raw(
+        &s.url(),
+        "/getMedia",
+        json!({"StreamName": "cam", "StartSelector": {"StartSelectorType": "EARLIEST"}}),
+    )
+    .await;
+    let got = metadata_after_clusters(&b);
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0][..2], [pair("motion", "true"), pair("lat", "47.6N")]);
+    // GetMedia's own trailer follows the metadata.
+    assert_eq!(got[0][2].0, "AWS_KINESISVIDEO_MILLIS_BEHIND_NOW");
+}

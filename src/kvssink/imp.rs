@@ -12,6 +12,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::es;
+use super::metadata;
 use super::official;
 use super::settings::{self, Settings, StreamingType};
 use crate::about;
@@ -267,6 +268,15 @@ impl ElementImpl for KvsSink {
         let _ = pad.set_active(false);
         let _ = self.obj().remove_pad(pad);
     }
+
+    fn send_event(&self, event: gst::Event) -> bool {
+        // AWS's kvssink is a plain element, whose gst_element_send_event() hands a downstream
+        // event to its sink pad; BaseSink's would drop it.
+        if metadata::is_add_metadata(&event) {
+            return self.obj().sink_pad().send_event(event);
+        }
+        self.parent_send_event(event)
+    }
 }
 
 impl BaseSinkImpl for KvsSink {
@@ -326,6 +336,7 @@ impl BaseSinkImpl for KvsSink {
             },
             max_backoff: Duration::from_secs(5),
             ca_file: settings.ca_file().map(Into::into),
+            dump_dir: uploader::dump_dir_from_env(),
         };
         gst::info!(CAT, imp = self, "starting: stream {}", config.stream_name);
         let weak = self.obj().downgrade();
@@ -494,6 +505,10 @@ impl BaseSinkImpl for KvsSink {
     }
 
     fn event(&self, event: gst::Event) -> bool {
+        if metadata::is_add_metadata(&event) {
+            self.add_metadata(&event);
+            return true;
+        }
         match event.view() {
             gst::EventView::Eos(_) => {
                 self.wait_for_audio_eos();
@@ -884,6 +899,49 @@ impl KvsSink {
         self.tell(started, &mut notices);
         started.notices = notices;
         result.map_err(|e| self.input_error(&started.stream_name, &e))
+    }
+
+    /// A `kvs-add-metadata` event: its item goes to the producer, or a warning says why not.
+    fn add_metadata(&self, event: &gst::EventRef) {
+        let mut state = lock(&self.state);
+        let State::Started(started) = &mut *state else {
+            return;
+        };
+        let stream = started.stream_name.as_str();
+        let s = event.structure().expect("checked by is_add_metadata");
+        let item = match metadata::parse(s) {
+            Ok(item) => item,
+            Err(why) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::Event,
+                    (
+                        "{}",
+                        about(stream, format!("kvs-add-metadata event ignored: {why}"))
+                    )
+                );
+                return;
+            }
+        };
+        let producer = &mut started.producer;
+        match producer.add_metadata(&item.name, &item.value, item.persistent) {
+            Ok(added) => gst::info!(
+                CAT,
+                imp = self,
+                "fragment metadata {:?} = {:?} (persistent: {}): {added:?}, from the fragment {}",
+                item.name,
+                item.value,
+                item.persistent,
+                producer
+                    .open_fragment_timecode()
+                    .map_or("to come".to_owned(), |tc| format!("at timecode {tc}"))
+            ),
+            Err(e) => gst::element_imp_warning!(
+                self,
+                gst::CoreError::Event,
+                ("{}", about(stream, format!("kvs-add-metadata: {e}")))
+            ),
+        }
     }
 
     /// Turns what the producer noticed into log lines, warnings and upstream events.

@@ -5,6 +5,7 @@ use gst::prelude::*;
 
 mod es;
 mod imp;
+pub mod metadata;
 pub mod official;
 mod settings;
 

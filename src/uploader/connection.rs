@@ -8,6 +8,7 @@ use aws_credential_types::Credentials;
 use bytes::Bytes;
 use url::Url;
 
+use super::dump::Dump;
 use super::state::AckEnd;
 use super::{Event, FatalError, Shared};
 use crate::about;
@@ -72,7 +73,10 @@ pub(super) async fn run(
             tokio::pin!(notified);
             notified.as_mut().enable();
             match body.next() {
-                Next::Data(bytes) => return Some((Ok::<_, std::io::Error>(bytes), body)),
+                Next::Data(bytes) => {
+                    body.dump(&bytes);
+                    return Some((Ok::<_, std::io::Error>(bytes), body));
+                }
                 Next::End => return None,
                 Next::Abort(reason) => {
                     // Breaks the request off without the final chunk: the service drops
@@ -83,6 +87,7 @@ pub(super) async fn run(
                     // Nothing was shown without a wake-up either (`Uploader::wake`).
                     idle_passed = false;
                     if let Some(tag) = body.end_idle_fragment() {
+                        body.dump(&tag);
                         return Some((Ok(tag), body));
                     }
                     notified.await;
@@ -255,6 +260,22 @@ fn give_back_memory() {
 }
 
 impl BodyCursor {
+    /// With `KVS_DEBUG_DUMP_DATA_FILE_DIR`: `bytes` go to this session's file too.
+    fn dump(&mut self, bytes: &[u8]) {
+        let Some(dump) = &mut self.dump else {
+            return;
+        };
+        let shared = &self.shared;
+        let written = dump.write(bytes, || {
+            shared
+                .dumped_sessions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        });
+        if let Err(e) = written {
+            shared.emit(Event::Warning(about(&shared.config.stream_name, e)));
+        }
+    }
+
     /// After an idle period: ends the open fragment, fully sent so far, with an
     /// END_OF_FRAGMENT tag, once.
     fn end_idle_fragment(&mut self) -> Option<Bytes> {
@@ -313,6 +334,8 @@ struct BodyCursor {
     max_age: std::time::Duration,
     /// The chunks gathered for the next write (kept for its capacity).
     parts: Vec<Bytes>,
+    /// The file this session's body also goes to (`KVS_DEBUG_DUMP_DATA_FILE_DIR`).
+    dump: Option<Dump>,
 }
 
 impl BodyCursor {
@@ -332,6 +355,11 @@ impl BodyCursor {
             .cloned()
             .expect("the driver opens a connection only once a header is known");
         drop(inner);
+        let config = &shared.config;
+        let dump = config
+            .dump_dir
+            .as_deref()
+            .map(|dir| Dump::new(dir, &config.stream_name));
         BodyCursor {
             shared,
             gen_first_seq: header.first_seq,
@@ -346,6 +374,7 @@ impl BodyCursor {
             opened: Instant::now(),
             max_age,
             parts: Vec::new(),
+            dump,
         }
     }
 

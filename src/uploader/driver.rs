@@ -51,6 +51,14 @@ async fn drive(
     for note in &place.notes {
         shared.emit(Event::Warning(about(&config.stream_name, note)));
     }
+    if let Some(dir) = &config.dump_dir {
+        shared.emit(Event::Info(format!(
+            "{}: every PutMedia body also goes to {}/{}_<session>.mkv",
+            super::DUMP_DIR_ENV,
+            dir.display(),
+            config.stream_name
+        )));
+    }
     let region = place.region.as_str();
     let client = build_client(config).map_err(|message| FatalError::Setup { message })?;
     let control = ControlPlane::new(client.clone(), &place.control_plane_url, region)

@@ -396,3 +396,45 @@ pub fn header_tracks(header: &[u8]) -> Vec<(u64, u64)> {
         })
         .expect("a stream header")
 }
+
+/// The (TagName, TagString) of every SimpleTag in a run of Tags elements.
+pub fn simple_tags(mut data: &[u8]) -> Vec<(String, String)> {
+    fn children(mut body: &[u8]) -> Vec<(u32, &[u8])> {
+        let mut out = Vec::new();
+        while !body.is_empty() {
+            let h = kvs_format::ebml::read_header(body).unwrap().unwrap();
+            let end = h.len + h.size.unwrap() as usize;
+            out.push((h.id, &body[h.len..end]));
+            body = &body[end..];
+        }
+        out
+    }
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let h = kvs_format::ebml::read_header(data).unwrap().unwrap();
+        let end = h.len + h.size.unwrap() as usize;
+        assert_eq!(h.id, kvs_format::ids::ID_TAGS);
+        for (id, tag) in children(&data[h.len..end]) {
+            assert_eq!(id, kvs_format::ids::ID_TAG);
+            for (id, simple) in children(tag) {
+                if id != kvs_format::ids::ID_SIMPLE_TAG {
+                    continue;
+                }
+                let fields = children(simple);
+                let get = |want| {
+                    fields
+                        .iter()
+                        .find(|(id, _)| *id == want)
+                        .map(|(_, b)| kvs_format::ebml::read_string(b))
+                        .unwrap_or_default()
+                };
+                out.push((
+                    get(kvs_format::ids::ID_TAG_NAME),
+                    get(kvs_format::ids::ID_TAG_STRING),
+                ));
+            }
+        }
+        data = &data[end..];
+    }
+    out
+}

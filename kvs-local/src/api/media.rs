@@ -4,8 +4,9 @@
 //! self-contained MKV chunk, as the service sends them: the stream header
 //! the fragment was sent with, a Tags element with
 //! `AWS_KINESISVIDEO_FRAGMENT_NUMBER`, `_SERVER_TIMESTAMP` and
-//! `_PRODUCER_TIMESTAMP`, the cluster bytes as received, and a Tags element
-//! with `AWS_KINESISVIDEO_MILLIS_BEHIND_NOW` and
+//! `_PRODUCER_TIMESTAMP`, the cluster bytes as received, the fragment's metadata
+//! (if it has any) as a Tags element after the cluster, as the service returns it,
+//! and a Tags element with `AWS_KINESISVIDEO_MILLIS_BEHIND_NOW` and
 //! `AWS_KINESISVIDEO_CONTINUATION_TOKEN` (GetMedia only).
 
 use super::context::Shared;
@@ -131,6 +132,14 @@ pub(crate) fn fragment_chunk(header: &Bytes, f: &StoredFragment, trailer: bool) 
         ),
     ]);
     let mut out = vec![header.clone(), Bytes::from(lead), f.bytes.clone()];
+    if !f.metadata.is_empty() {
+        let items: Vec<(&str, &str)> = f
+            .metadata
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        out.push(Bytes::from(tags_with_targets(&items)));
+    }
     if trailer {
         let behind = now_ms().saturating_sub(f.server_timestamp_ms).to_string();
         out.push(Bytes::from(tags_with_targets(&[

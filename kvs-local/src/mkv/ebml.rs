@@ -210,7 +210,12 @@ fn simple_tag_is_eof(data: &[u8]) -> Result<bool, MkvError> {
     Ok(false)
 }
 
-pub(crate) fn tags_have_end_of_fragment(data: &[u8]) -> Result<bool, MkvError> {
+/// What a Tags element holds: whether a SimpleTag (nested ones included) is
+/// `AWS_KINESISVIDEO_END_OF_FRAGMENT`, and the (TagName, TagString) of every other SimpleTag
+/// directly in a Tag, in order: fragment metadata.
+pub(crate) fn read_tags(data: &[u8]) -> Result<(bool, Vec<(String, String)>), MkvError> {
+    let mut eof = false;
+    let mut items = Vec::new();
     for tag in children(data) {
         let (id, body) = tag?;
         if id != ID_TAG {
@@ -218,10 +223,26 @@ pub(crate) fn tags_have_end_of_fragment(data: &[u8]) -> Result<bool, MkvError> {
         }
         for c in children(body) {
             let (cid, cb) = c?;
-            if cid == ID_SIMPLE_TAG && simple_tag_is_eof(cb)? {
-                return Ok(true);
+            if cid != ID_SIMPLE_TAG {
+                continue;
+            }
+            if simple_tag_is_eof(cb)? {
+                eof = true;
+                continue;
+            }
+            let (mut name, mut value) = (None, String::new());
+            for f in children(cb) {
+                let (fid, fb) = f?;
+                match fid {
+                    ID_TAG_NAME => name = Some(kvs_format::ebml::read_string(fb)),
+                    ID_TAG_STRING => value = kvs_format::ebml::read_string(fb),
+                    _ => {}
+                }
+            }
+            if let Some(name) = name {
+                items.push((name, value));
             }
         }
     }
-    Ok(false)
+    Ok((eof, items))
 }

@@ -36,6 +36,11 @@ impl Parser {
                         ));
                     }
                     self.close_master(out);
+                    if id == ID_TAGS
+                        && let Some(Event::ClusterEnd { before_tags, .. }) = out.last_mut()
+                    {
+                        *before_tags = true;
+                    }
                     // re-dispatch at segment level
                     return self.on_element(id, size, hlen, out);
                 }
@@ -289,7 +294,15 @@ impl Parser {
                 self.header.info_seen = true;
             }
             ID_TRACKS => self.header.tracks = Some(parse_tracks(data)?),
-            ID_TAGS if tags_have_end_of_fragment(data)? => out.push(Event::EndOfFragmentTag),
+            ID_TAGS => {
+                let (eof, items) = read_tags(data)?;
+                if !items.is_empty() && self.header.emitted {
+                    out.push(Event::Tags(items));
+                }
+                if eof {
+                    out.push(Event::EndOfFragmentTag);
+                }
+            }
             ID_TIMECODE => {
                 let timecode = read_uint(data)?;
                 let c = self.cluster.as_mut().expect("cluster");

@@ -21,7 +21,7 @@ mod ebml;
 
 use bytes::{Bytes, BytesMut};
 pub use ebml::*;
-use ebml::{HeaderParse, invalid, parse_header, parse_tracks, tags_have_end_of_fragment};
+use ebml::{HeaderParse, invalid, parse_header, parse_tracks, read_tags};
 use kvs_format::ids::*;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -72,7 +72,14 @@ pub enum Event {
         bytes: Option<Pieces>,
         /// Length of the cluster in bytes (element header included), kept or not.
         len: u64,
+        /// The cluster (of unknown size) was ended by a Tags element: what follows it up to
+        /// the next cluster may be its fragment's metadata ([`Event::Tags`]).
+        before_tags: bool,
     },
+    /// The SimpleTags of a Tags element after the stream header, other than
+    /// `AWS_KINESISVIDEO_END_OF_FRAGMENT`: (TagName, TagString) pairs, fragment metadata of
+    /// the cluster before them. Sent before [`Event::EndOfFragmentTag`] for the same element.
+    Tags(Vec<(String, String)>),
     /// A Tags element carrying `AWS_KINESISVIDEO_END_OF_FRAGMENT`.
     EndOfFragmentTag,
 }
@@ -434,6 +441,7 @@ impl Parser {
                         seq: c.seq,
                         bytes,
                         len: self.pos - c.start,
+                        before_tags: false,
                     });
                 }
             }

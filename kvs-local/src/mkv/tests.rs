@@ -30,8 +30,18 @@ fn summary(ev: &[Event]) -> Vec<String> {
                 format!("B{track}:{timecode}{}", if *key { "k" } else { "" })
             }
             Event::ClusterTooLarge { seq } => format!("L{seq}"),
-            Event::ClusterEnd { seq, bytes, .. } => {
-                format!("E{seq}:{}", bytes.as_ref().map(|b| b.len()).unwrap_or(0))
+            Event::ClusterEnd {
+                seq,
+                bytes,
+                before_tags,
+                ..
+            } => {
+                let len = bytes.as_ref().map(|b| b.len()).unwrap_or(0);
+                format!("E{seq}:{len}{}", if *before_tags { "t" } else { "" })
+            }
+            Event::Tags(items) => {
+                let items: Vec<String> = items.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                format!("M{}", items.join(","))
             }
             Event::EndOfFragmentTag => "EOF".into(),
         })
@@ -367,4 +377,45 @@ fn boundaries_only_still_rejects_broken_structure() {
         .push(Bytes::copy_from_slice(&d[..d.len() - 10]), &mut out)
         .and_then(|()| p.finish(&mut out));
     assert!(matches!(r, Err(MkvError::Truncated(_))), "{r:?}");
+}
+
+#[test]
+fn tags_after_a_cluster_are_its_metadata() {
+    use kvs_format::kvs::{END_OF_FRAGMENT_TAG, end_of_fragment_tags, fragment_metadata_tags};
+    use kvs_format::matroska::tags;
+    let mut d = simple_header();
+    // Tags before the first cluster belong to the stream header.
+    d.extend(tags(&[("title", "x")]));
+    let c1 = simple_cluster(0, 1, 10, 10);
+    d.extend(&c1);
+    d.extend(fragment_metadata_tags(&[("motion", "true"), ("lat", "")]));
+    let c2 = simple_cluster(100, 1, 10, 10);
+    d.extend(&c2);
+    // Metadata and the end-of-fragment tag in one Tags element: the metadata first.
+    d.extend(tags(&[("a", "1"), (END_OF_FRAGMENT_TAG, "")]));
+    d.extend(end_of_fragment_tags());
+    for step in [1, 7, d.len()] {
+        let (ev, r) = run(&d, step, 1 << 20);
+        r.unwrap();
+        let got: Vec<String> = summary(&ev)
+            .into_iter()
+            .filter(|e| !e.starts_with('B') && !e.starts_with('T'))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "H1",
+                "S1",
+                &format!("E1:{}t", c1.len()),
+                "Mmotion=true",
+                "Mlat=",
+                "S2",
+                &format!("E2:{}t", c2.len()),
+                "Ma=1",
+                "EOF",
+                "EOF"
+            ],
+            "step {step}"
+        );
+    }
 }

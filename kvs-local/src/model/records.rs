@@ -64,6 +64,9 @@ pub struct FragMeta {
     pub header_digest: String,
     /// Size of the raw cluster bytes.
     pub size: u64,
+    /// Fragment metadata: (name, value) of the SimpleTags sent after the cluster, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<(String, String)>,
 }
 
 /// A stored fragment as returned by [`crate::Server::fragments`].
@@ -85,6 +88,8 @@ pub struct StoredFragment {
     pub bytes: Bytes,
     /// Index into [`crate::Server::stream_headers`].
     pub header_index: usize,
+    /// Fragment metadata: (name, value) of the SimpleTags sent after the cluster, in order.
+    pub metadata: Vec<(String, String)>,
 }
 
 /// Errors of store operations, mapped to AWS errors by the caller.

@@ -414,6 +414,7 @@ impl Store {
                     key_frame: m.key_frame,
                     bytes,
                     header_index: hi,
+                    metadata: m.metadata,
                 })
             })
             .collect()

@@ -193,6 +193,7 @@ pub(crate) async fn handle(
         queued: 0,
         delivery,
         frag: None,
+        ended: None,
         prev_start_ns: None,
         index: 0,
         bytes: 0,
@@ -288,6 +289,16 @@ struct Frag {
     any_block: bool,
     tracks_seen: Vec<u64>,
     error: bool,
+    /// Fragment metadata: the SimpleTags of the Tags elements after the cluster.
+    metadata: Vec<(String, String)>,
+}
+
+/// A cluster ended by a Tags element: it completes once the Tags after it are read (at the
+/// next element that is not Tags, or the end of the body), with them as its metadata.
+struct Ended {
+    seq: u64,
+    bytes: Option<crate::mkv::Pieces>,
+    len: u64,
 }
 
 enum Flow {
@@ -310,6 +321,7 @@ struct Session {
     queued: u64,
     delivery: Arc<Delivery>,
     frag: Option<Frag>,
+    ended: Option<Ended>,
     prev_start_ns: Option<u128>,
     index: u64,
     bytes: u64,

@@ -3,7 +3,7 @@
 use super::*;
 use crate::report::BodyRead;
 use crate::util::monotonic_ns;
-use kvs_format::kvs::MAX_TRACKS;
+use kvs_format::kvs::{MAX_FRAGMENT_METADATA, MAX_TRACKS, RESERVED_METADATA_PREFIX};
 use sha2::{Digest, Sha256};
 
 impl Session {
@@ -22,6 +22,8 @@ impl Session {
                 None => self.ingest(&mut body).await,
             }
         };
+        // A fragment whose metadata was being read is complete now.
+        let _ = self.complete_ended().await;
         let (reason, kill) = match flow {
             Flow::End(r) => (r, false),
             Flow::Kill(r) => (r, true),
@@ -156,6 +158,8 @@ impl Session {
     }
 
     async fn fatal_mkv(&mut self, e: MkvError) -> Flow {
+        // The fragment before the bad element is whole.
+        let _ = self.complete_ended().await;
         let (tc, num) = match &self.frag {
             Some(f) => (f.timecode, f.number.as_ref().map(|n| n.1.clone())),
             None => (None, None),
@@ -223,6 +227,12 @@ impl Session {
     }
 
     async fn on_event(&mut self, ev: Event) -> Flow {
+        if self.ended.is_some() && !matches!(ev, Event::Tags(_)) {
+            let flow = self.complete_ended().await;
+            if !matches!(flow, Flow::Continue) || matches!(ev, Event::EndOfFragmentTag) {
+                return flow;
+            }
+        }
         match ev {
             Event::Header(h) => {
                 if h.tracks.len() > MAX_TRACKS {
@@ -263,6 +273,7 @@ impl Session {
                     any_block: false,
                     tracks_seen: Vec::new(),
                     error: false,
+                    metadata: Vec::new(),
                 });
                 self.index += 1;
             }
@@ -282,16 +293,45 @@ impl Session {
                         .await;
                 }
             }
-            Event::ClusterEnd { seq, bytes, len } => {
-                return if self.shared.config.discard_media {
-                    self.on_cluster_discarded(seq, len).await
-                } else {
-                    self.on_cluster_end(seq, bytes).await
-                };
+            Event::ClusterEnd {
+                seq,
+                bytes,
+                len,
+                before_tags,
+            } => {
+                if before_tags && self.frag.as_ref().is_some_and(|f| f.seq == seq) {
+                    // Its metadata may follow.
+                    self.ended = Some(Ended { seq, bytes, len });
+                    return Flow::Continue;
+                }
+                return self.cluster_end(seq, bytes, len).await;
             }
+            Event::Tags(items) => match self.frag.as_mut().filter(|_| self.ended.is_some()) {
+                Some(f) => f.metadata.extend(items),
+                None => self.shared.log(format_args!(
+                    "PutMedia stream={}: Tags after no cluster ignored: {items:?}",
+                    self.handle.name
+                )),
+            },
             Event::EndOfFragmentTag => {}
         }
         Flow::Continue
+    }
+
+    async fn cluster_end(&mut self, seq: u64, bytes: Option<crate::mkv::Pieces>, len: u64) -> Flow {
+        if self.shared.config.discard_media {
+            self.on_cluster_discarded(seq, len).await
+        } else {
+            self.on_cluster_end(seq, bytes).await
+        }
+    }
+
+    /// Completes the cluster whose metadata was being read, if any.
+    async fn complete_ended(&mut self) -> Flow {
+        match self.ended.take() {
+            Some(e) => self.cluster_end(e.seq, e.bytes, e.len).await,
+            None => Flow::Continue,
+        }
     }
 
     async fn on_timecode(&mut self, seq: u64, timecode: u64) -> Flow {
@@ -419,8 +459,18 @@ impl Session {
         };
         let f = self.frag.as_ref().expect("checked");
         let (header, digest) = self.header.clone().expect("header before clusters");
+        let user_metadata = f
+            .metadata
+            .iter()
+            .filter(|(name, _)| !name.starts_with(RESERVED_METADATA_PREFIX))
+            .count();
         let problem = if f.timecode.is_none() {
             Some((4006, "cluster without Timecode".to_string()))
+        } else if user_metadata > MAX_FRAGMENT_METADATA {
+            Some((
+                4009,
+                format!("{user_metadata} metadata items (at most {MAX_FRAGMENT_METADATA})"),
+            ))
         } else if !f.any_block {
             Some((4006, "fragment without frames".to_string()))
         } else if self.shared.config.require_all_tracks {
@@ -458,6 +508,7 @@ impl Session {
             key_frame: f.key_frame,
             header_digest: digest,
             size: bytes.len() as u64,
+            metadata: f.metadata.clone(),
         };
         let size = bytes.len() as u64;
         let result = if self.shared.config.data_dir.is_some() {
