@@ -24,10 +24,14 @@ use kvs_format::matroska::{TRACK_TYPE_AUDIO, TRACK_TYPE_VIDEO};
 pub struct VideoTrack {
     /// `V_MPEG4/ISO/AVC` or `V_MPEGH/ISO/HEVC`.
     pub codec_id: &'static str,
-    /// avcC or hvcC (the caps' codec_data).
+    /// avcC or hvcC (the caps' codec_data); empty for H.264 in Annex B form, whose avcC is
+    /// built from the stream's SPS and PPS.
     pub codec_private: Bytes,
     pub width: u32,
     pub height: u32,
+    /// H.264 in Annex B form (`stream-format=byte-stream`): each access unit is made
+    /// length-prefixed (a copy), the form Matroska holds.
+    pub annexb: bool,
 }
 
 /// The audio track: codec and what the Matroska header says of it.
@@ -137,6 +141,8 @@ enum Audio {
 #[derive(Debug)]
 pub struct EsMuxer {
     video: Option<VideoTrack>,
+    /// The avcC of an Annex B stream, from its first SPS and PPS.
+    annexb_private: Option<Bytes>,
     audio_track: Option<AudioTrack>,
     audio: Audio,
     header_sent: bool,
@@ -159,6 +165,7 @@ impl EsMuxer {
     pub fn new() -> EsMuxer {
         EsMuxer {
             video: None,
+            annexb_private: None,
             audio_track: None,
             audio: Audio::Absent,
             header_sent: false,
@@ -180,6 +187,7 @@ impl EsMuxer {
     pub fn set_video(&mut self, track: Option<VideoTrack>) {
         if self.video != track {
             self.video = track;
+            self.annexb_private = None;
             self.header_sent = false;
         }
     }
@@ -243,6 +251,18 @@ impl EsMuxer {
         frame: Bytes,
         out: &mut Vec<Bytes>,
     ) -> Result<Written, EsError> {
+        let (mut key, mut frame) = (key, frame);
+        if self.video.as_ref().is_some_and(|v| v.annexb) {
+            let converted = crate::annexb::to_length_prefixed(&frame);
+            if let (None, Some(sps), Some(pps)) =
+                (&self.annexb_private, converted.sps, converted.pps)
+            {
+                self.annexb_private = crate::annexb::avcc(sps, pps);
+            }
+            // A fragment cannot start before the decoder's configuration is known.
+            key &= self.annexb_private.is_some();
+            frame = converted.frame;
+        }
         self.video_q.push_back(Frame {
             order: dts_ms.unwrap_or(pts_ms),
             pts: pts_ms,
@@ -421,7 +441,10 @@ impl EsMuxer {
                         .uint(ID_TRACK_UID, VIDEO_TRACK.into())
                         .uint(ID_TRACK_TYPE, TRACK_TYPE_VIDEO)
                         .string(ID_CODEC_ID, t.codec_id)
-                        .element(ID_CODEC_PRIVATE, &t.codec_private)
+                        .element(
+                            ID_CODEC_PRIVATE,
+                            self.annexb_private.as_ref().unwrap_or(&t.codec_private),
+                        )
                         .master(ID_VIDEO, |w| {
                             w.uint(ID_PIXEL_WIDTH, t.width.into())
                                 .uint(ID_PIXEL_HEIGHT, t.height.into());
@@ -476,6 +499,7 @@ mod tests {
             codec_private: Bytes::from_static(&[1, 0x64, 0, 0x1f, 0xff, 0xe0, 0]),
             width: 320,
             height: 240,
+            annexb: false,
         }
     }
 

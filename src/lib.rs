@@ -8,6 +8,7 @@
 use gst::glib;
 
 pub mod ack;
+pub mod annexb;
 pub mod aws_settings;
 pub mod control;
 pub mod credentials;

@@ -1,5 +1,6 @@
 //! The launch lines of AWS's kvssink, with elementary streams in: H.264 straight from the
-//! encoder, through h264parse, RTSP-style through rtph264depay, and H.265. Each runs in
+//! encoder (length-prefixed, or in Annex B form as cameras give it), through h264parse,
+//! RTSP-style through rtph264depay, and H.265; and the IoT-certificate line. Each runs in
 //! `gst-launch-1.0` with only the plugin path changed, persists every fragment, and reads back
 //! (kvssrc) as every frame, video on track 1.
 
@@ -83,6 +84,19 @@ fn h264_caps_from_the_encoder() {
             test_video()
         ),
         "avc",
+    );
+}
+
+/// What a camera with a hardware encoder gives: H.264 in Annex B form (start codes, the SPS
+/// and PPS in the stream), no parser in between.
+#[test]
+fn h264_byte_stream_as_from_a_camera_without_a_parser() {
+    streams_whole(
+        &format!(
+            "{} ! x264enc ! video/x-h264,stream-format=byte-stream,alignment=au",
+            test_video()
+        ),
+        "annexb",
     );
 }
 

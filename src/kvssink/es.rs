@@ -6,12 +6,12 @@ use bytes::Bytes;
 use crate::esmux::{self, AudioTrack, VideoTrack};
 
 /// H.264 and H.265 access units with their codec data (h264parse / h265parse or the encoder
-/// convert to this).
+/// convert to this), and H.264 access units in Annex B form (cameras' `byte-stream`).
 pub fn video_caps() -> gst::Caps {
     gst::Caps::builder_full()
         .structure(
             gst::Structure::builder("video/x-h264")
-                .field("stream-format", "avc")
+                .field("stream-format", gst::List::new(["avc", "byte-stream"]))
                 .field("alignment", "au")
                 .build(),
         )
@@ -66,13 +66,19 @@ pub fn video_track(s: &gst::StructureRef) -> Result<Option<VideoTrack>, String> 
     let Some(codec_id) = esmux::codec_for(s.name()) else {
         return Ok(None);
     };
-    let codec_private =
-        codec_data(s).ok_or_else(|| format!("{} caps without codec_data", s.name()))?;
+    let annexb = s.get::<&str>("stream-format").ok() == Some("byte-stream");
+    let codec_private = match codec_data(s) {
+        Some(data) if !annexb => data,
+        // Built from the stream's SPS and PPS.
+        _ if annexb => Bytes::new(),
+        _ => return Err(format!("{} caps without codec_data", s.name())),
+    };
     Ok(Some(VideoTrack {
         codec_id,
         codec_private,
         width: s.get::<i32>("width").unwrap_or(0).max(0) as u32,
         height: s.get::<i32>("height").unwrap_or(0).max(0) as u32,
+        annexb,
     }))
 }
 
