@@ -89,7 +89,7 @@ fn main() {
         tput.frame_ms,
     );
 
-    // KVSSINK_BENCH_ONLY=kvs-local,discard,push,file,paced,latency,rss,outage,soak runs only
+    // KVSSINK_BENCH_ONLY=kvs-local,discard,push,es,file,paced,latency,rss,outage,soak runs only
     // those parts.
     let only = std::env::var("KVSSINK_BENCH_ONLY").ok();
     let want = |part: &str| {
@@ -104,6 +104,9 @@ fn main() {
     }
     if want("push") {
         uploads::push(&tput.pieces, reps, &mut report);
+    }
+    if want("es") {
+        file::measure_es(file_frames, reps, &mut report);
     }
     if want("file") {
         file::measure_all(file_frames, reps, &mut report);

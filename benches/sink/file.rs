@@ -552,3 +552,101 @@ fn measure_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), S
     ));
     Ok(())
 }
+
+/// The file as AWS's kvssink is fed: `matroskademux ! h264parse ! kvssink`, H.264 access
+/// units that kvssink muxes itself, next to the Matroska path (`... ! h264parse !
+/// matroskamux streamable=true ! kvssink`) and the same two pipelines ending in `fakesink`.
+/// Per MB: the CPU of the whole pipeline, and what kvssink adds over its `fakesink`.
+pub fn measure_es(frames: u32, reps: usize, report: &mut Report) {
+    eprintln!("elementary-stream input ({frames} frames, {reps} rounds):");
+    if let Err(e) = es_rounds(frames, reps, report) {
+        report.failed("elementary-stream input", e);
+    }
+}
+
+fn es_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), String> {
+    let files = prepare(frames)?;
+    let plugin = PluginEnv::new("http://127.0.0.1:1")?;
+    let launch = |env: &[(&'static str, String)], chain: &str| {
+        let mut cmd = Command::new("gst-launch-1.0");
+        cmd.arg("-q")
+            .arg("filesrc")
+            .arg(format!("location={}", files.source.display()))
+            .arg("!")
+            .args(chain.split_whitespace())
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        cmd
+    };
+    let upload = |chain: &str, n: usize| -> Result<Run, String> {
+        let server = KvsLocal::spawn(Mode::Storing, false)?;
+        let stream = format!("es-{}-{n}", std::process::id());
+        let cmd = launch(
+            &plugin.with_url(&server.url),
+            &format!("{chain} ! kvssink stream-name={stream}"),
+        );
+        let (run, _) = measure(cmd, false)?;
+        let got = server.received(&stream)?;
+        server.stop();
+        if got.fragments != files.clusters as u64 {
+            return Err(format!(
+                "{chain} ! kvssink: kvs-local holds {} of {} fragments",
+                got.fragments, files.clusters
+            ));
+        }
+        Ok(run)
+    };
+    const ES: &str = "matroskademux ! h264parse";
+    let (mut es_total, mut mkv_total, mut es_added, mut mkv_added) =
+        (vec![], vec![], vec![], vec![]);
+    for n in 0..reps {
+        let es_fake = measure(
+            launch(&plugin.env, &format!("{ES} ! fakesink sync=false")),
+            false,
+        )?
+        .0;
+        let mkv_fake = measure(
+            launch(&plugin.env, &format!("{DEMUX} ! fakesink sync=false")),
+            false,
+        )?
+        .0;
+        let es = upload(ES, 2 * n)?;
+        let mkv = upload(DEMUX, 2 * n + 1)?;
+        let per_mb = |d: Duration| ms_per_mb(d, files.muxed_bytes);
+        eprintln!(
+            "  CPU/MB: h264parse ! kvssink {:.3} ms (fakesink {:.3}), h264parse ! matroskamux ! \
+             kvssink {:.3} ms (fakesink {:.3})",
+            per_mb(es.cpu),
+            per_mb(es_fake.cpu),
+            per_mb(mkv.cpu),
+            per_mb(mkv_fake.cpu)
+        );
+        es_total.push(per_mb(es.cpu));
+        mkv_total.push(per_mb(mkv.cpu));
+        es_added.push(per_mb(es.cpu.saturating_sub(es_fake.cpu)));
+        mkv_added.push(per_mb(mkv.cpu.saturating_sub(mkv_fake.cpu)));
+    }
+    let ratios: Vec<f64> = es_total
+        .iter()
+        .zip(&mkv_total)
+        .map(|(e, m)| e / m)
+        .collect();
+    report.row(Row {
+        metric: "elementary-stream input: CPU per MB of the whole pipeline".into(),
+        kvssink: format!("{:.3} ms ({})", median(es_total), spread(&ratios)),
+        reference: format!(
+            "matroskamux ! kvssink {:.3} ms ({:.2}x)",
+            median(mkv_total),
+            median(ratios.clone())
+        ),
+        target: "-".into(),
+        ok: None,
+    });
+    report.row(Row {
+        metric: "  CPU per MB kvssink adds over fakesink".into(),
+        kvssink: format!("{:.3} ms, muxing included", median(es_added.clone())),
+        reference: format!("Matroska input {:.3} ms", median(mkv_added)),
+        target: "-".into(),
+        ok: None,
+    });
+    Ok(())
+}
