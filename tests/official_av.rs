@@ -78,13 +78,7 @@ fn read_back(server: &Server, stream: &str, audio_decoder: &str) -> (usize, usiz
 
 /// Checks what kvs-local stored of `stream`: everything persisted, two tracks, video first.
 fn check_stored(server: &Server, stream: &str, run: &HostRun) {
-    run.assert_success();
-    assert_eq!(
-        run.summary().get::<&str>("outcome").unwrap(),
-        "all-persisted",
-        "{}",
-        run.output()
-    );
+    run.assert_all_persisted();
     let fragments = server.fragments(stream);
     assert!(fragments.len() >= 2, "{fragments:?}");
     assert!(fragments.iter().all(|f| f.key_frame));

@@ -23,13 +23,7 @@ fn streams_whole(source: &str, stream: &str) {
         &format!("{source} ! kvssink stream-name={stream}"),
         TIMEOUT,
     );
-    run.assert_success();
-    assert_eq!(
-        run.summary().get::<&str>("outcome").unwrap(),
-        "all-persisted",
-        "{}",
-        run.output()
-    );
+    run.assert_all_persisted();
     let fragments = server.fragments(stream);
     assert!(!fragments.is_empty());
     assert!(fragments.iter().all(|f| f.key_frame));
@@ -196,13 +190,7 @@ fn iot_certificate_line_without_keys() {
         .args(["-m", "-e"])
         .args(split_launch(&line));
     let run = run_host(cmd, TIMEOUT);
-    run.assert_success();
-    assert_eq!(
-        run.summary().get::<&str>("outcome").unwrap(),
-        "all-persisted",
-        "{}",
-        run.output()
-    );
+    run.assert_all_persisted();
     assert!(!server.fragments(stream).is_empty());
     let requests = iot.requests();
     assert!(!requests.is_empty());

@@ -49,6 +49,17 @@ impl HostRun {
         );
     }
 
+    /// Exit code 0 and a `kvs-summary` saying every fragment was persisted.
+    pub fn assert_all_persisted(&self) {
+        self.assert_success();
+        assert_eq!(
+            self.summary().get::<&str>("outcome").unwrap(),
+            "all-persisted",
+            "{}",
+            self.output()
+        );
+    }
+
     pub fn named(&self, name: &str) -> Vec<&gst::Structure> {
         self.messages.iter().filter(|s| s.name() == name).collect()
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """An application that builds its pipeline the way AWS's kvssink samples and tests do: it asks
 kvssink for its `video_%u` and `audio_%u` request pads by name and links H.264 and AAC to
-them, then runs to EOS, printing kvssink's element messages like `gst-launch-1.0 -m`.
+them, then runs to EOS as run_pipeline.py does, printing kvssink's element messages.
 
     request_pads.py STREAM-NAME
 
@@ -12,7 +12,9 @@ import sys
 import gi
 
 gi.require_version("Gst", "1.0")
-from gi.repository import GLib, Gst  # noqa: E402
+from gi.repository import Gst  # noqa: E402
+
+import run_pipeline  # noqa: E402  (beside this script)
 
 
 def main(stream):
@@ -44,31 +46,10 @@ def main(stream):
     if audio.get_static_pad("src").link(audio_pad) != Gst.PadLinkReturn.OK:
         return 1
 
-    loop = GLib.MainLoop()
-    status = {"code": 0}
-
-    def on_message(_bus, msg):
-        if msg.type == Gst.MessageType.ELEMENT:
-            s = msg.get_structure()
-            if s is not None and s.get_name().startswith("kvs-"):
-                print(f"(element): {s.to_string()}", flush=True)
-        elif msg.type == Gst.MessageType.ERROR:
-            err, debug = msg.parse_error()
-            print(f"ERROR: {err.message} ({debug})", file=sys.stderr, flush=True)
-            status["code"] = 1
-            loop.quit()
-        elif msg.type == Gst.MessageType.EOS:
-            loop.quit()
-
-    bus = pipeline.get_bus()
-    bus.add_signal_watch()
-    bus.connect("message", on_message)
-    pipeline.set_state(Gst.State.PLAYING)
-    loop.run()
-    pipeline.set_state(Gst.State.NULL)
+    code = run_pipeline.run(pipeline)
     sink.release_request_pad(video_pad)
     sink.release_request_pad(audio_pad)
-    return status["code"]
+    return code
 
 
 if __name__ == "__main__":

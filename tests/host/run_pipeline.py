@@ -30,7 +30,12 @@ def main(argv):
         else:
             raise SystemExit(f"unknown flag {flag}")
     Gst.init(None)
-    pipeline = Gst.parse_launch(" ".join(argv))
+    return run(Gst.parse_launch(" ".join(argv)), stop_after)
+
+
+def run(pipeline, stop_after=None):
+    """Plays `pipeline` until EOS, an error or `stop_after` PERSISTED acks, printing kvssink's
+    messages; returns the exit status. Also used by the other host scripts here."""
     loop = GLib.MainLoop()
     status = {"code": 0, "persisted": 0}
 
