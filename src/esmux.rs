@@ -49,10 +49,9 @@ pub struct AudioTrack {
     pub codec_delay_ns: Option<u64>,
 }
 
-pub use kvs_format::matroska::{CODEC_AAC, CODEC_ACM, CODEC_H264, CODEC_H265, CODEC_OPUS};
-/// WAVEFORMATEX format tags.
-pub const WAVE_FORMAT_ALAW: u16 = 6;
-pub const WAVE_FORMAT_MULAW: u16 = 7;
+pub use kvs_format::matroska::{
+    CODEC_AAC, CODEC_ACM, CODEC_H264, CODEC_H265, CODEC_OPUS, WAVE_FORMAT_ALAW, WAVE_FORMAT_MULAW,
+};
 
 pub const VIDEO_TRACK: u8 = 1;
 pub const AUDIO_TRACK: u8 = 2;

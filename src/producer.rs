@@ -741,8 +741,12 @@ impl Producer {
             source,
         });
         let media_type = self.media_type.clone().unwrap_or_else(|| {
-            let ids: Vec<&str> = header.tracks.iter().map(|t| t.codec_id.as_str()).collect();
-            uploader::media_type_for(&ids)
+            let tracks: Vec<(&str, &[u8])> = header
+                .tracks
+                .iter()
+                .map(|t| (t.codec_id.as_str(), &t.codec_private[..]))
+                .collect();
+            uploader::media_type_for(&tracks)
         });
         // Sent in the shape AWS's producer sends (the frames are untouched).
         let bytes = mkv::normalize_header(&header.bytes).unwrap_or_else(|| header.bytes.clone());

@@ -731,11 +731,14 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The Kinesis Video Streams media type for a set of Matroska codec ids.
-pub fn media_type_for(codec_ids: &[&str]) -> String {
-    use kvs_format::matroska::{CODEC_AAC, CODEC_ACM, CODEC_H264, CODEC_H265, CODEC_OPUS};
+/// The Kinesis Video Streams media type for a set of tracks, each its Matroska codec id and
+/// CodecPrivate (which tells G.711's A-law from µ-law).
+pub fn media_type_for(tracks: &[(&str, &[u8])]) -> String {
+    use kvs_format::matroska::{
+        CODEC_AAC, CODEC_ACM, CODEC_H264, CODEC_H265, CODEC_OPUS, WAVE_FORMAT_MULAW,
+    };
     let mut types: Vec<&str> = Vec::new();
-    for id in codec_ids {
+    for (id, private) in tracks {
         let t = match *id {
             CODEC_H264 => "video/h264",
             CODEC_H265 => "video/h265",
@@ -745,6 +748,9 @@ pub fn media_type_for(codec_ids: &[&str]) -> String {
             "V_MJPEG" => "video/x-motion-jpeg",
             CODEC_AAC => "audio/aac",
             CODEC_OPUS => "audio/opus",
+            CODEC_ACM if private.get(..2) == Some(&WAVE_FORMAT_MULAW.to_le_bytes()[..]) => {
+                "audio/mulaw"
+            }
             CODEC_ACM => "audio/alaw",
             other if other.starts_with(CODEC_AAC) => "audio/aac",
             other if other.starts_with("V_") => "video/x-matroska",
@@ -767,10 +773,18 @@ mod tests {
 
     #[test]
     fn media_types() {
-        assert_eq!(media_type_for(&["V_MPEG4/ISO/AVC"]), "video/h264");
+        assert_eq!(media_type_for(&[("V_MPEG4/ISO/AVC", &[])]), "video/h264");
         assert_eq!(
-            media_type_for(&["V_MPEG4/ISO/AVC", "A_AAC"]),
+            media_type_for(&[("V_MPEG4/ISO/AVC", &[]), ("A_AAC", &[0x11, 0x90])]),
             "video/h264,audio/aac"
+        );
+        assert_eq!(
+            media_type_for(&[("V_MPEG4/ISO/AVC", &[]), ("A_MS/ACM", &[7, 0])]),
+            "video/h264,audio/mulaw"
+        );
+        assert_eq!(
+            media_type_for(&[("V_MPEG4/ISO/AVC", &[]), ("A_MS/ACM", &[6, 0])]),
+            "video/h264,audio/alaw"
         );
         assert_eq!(media_type_for(&[]), "video/x-matroska");
     }
