@@ -19,9 +19,10 @@ pub const CODEC_OPUS: &str = "A_OPUS";
 /// CodecID of the Microsoft ACM mapping, used for G.711 A-law and µ-law (CodecPrivate: a
 /// WAVEFORMATEX), as AWS's producer and matroskamux write them.
 pub const CODEC_ACM: &str = "A_MS/ACM";
-/// WAVEFORMATEX format tags (the first two bytes, little-endian, of an `A_MS/ACM` track's
-/// CodecPrivate) of G.711 A-law and µ-law.
+/// WAVEFORMATEX format tag (the first two bytes, little-endian, of an `A_MS/ACM` track's
+/// CodecPrivate) of G.711 A-law.
 pub const WAVE_FORMAT_ALAW: u16 = 6;
+/// WAVEFORMATEX format tag of G.711 µ-law.
 pub const WAVE_FORMAT_MULAW: u16 = 7;
 
 /// A Tags element holding one Tag with one SimpleTag (TagName, TagString) per
