@@ -56,6 +56,13 @@ impl Splitter {
         if cluster_end.is_some() && matches!(h.id, ID_EBML | ID_SEGMENT | ID_CLUSTER) {
             return Err(unexpected("inside a known-size Cluster"));
         }
+        if self.aws_shape && cluster_end.is_some() && group_end.is_none() && is_segment_level(h.id)
+        {
+            // Sent in a cluster of unknown size, it would end the cluster there.
+            return Err(unexpected(
+                "a Segment-level element inside a known-size Cluster",
+            ));
+        }
         let size = h
             .size
             .ok_or_else(|| unexpected("unknown size inside a Cluster"))?;
@@ -70,11 +77,36 @@ impl Splitter {
         let in_group = group_end.is_some();
         if !in_group
             && matches!(h.id, ID_SIMPLE_BLOCK | ID_BLOCK_GROUP)
-            && end - c.start > self.limits.max_fragment_bytes
+            && (end - c.start).saturating_add_signed(c.delta) > self.limits.max_fragment_bytes
             && started
             && !c.cut
         {
             self.cut_cluster(data, out);
+        }
+        if self.aws_shape && !in_group {
+            // The cluster's head is rebuilt from its Timecode: what else the input has there
+            // is left out, as are PrevSize, Position and CRC-32 (wrong once rewritten).
+            let st = match h.id {
+                ID_TIMECODE if !has_timecode => {
+                    if size > 8 {
+                        return Err(unexpected("Timecode longer than 8 bytes"));
+                    }
+                    self.vl = 0;
+                    St::Value { end }
+                }
+                ID_BLOCK_GROUP if !has_timecode => {
+                    return Err(unexpected("block before the Cluster Timecode"));
+                }
+                ID_SIMPLE_BLOCK | ID_BLOCK_GROUP => St::Head,
+                ID_TIMECODE | ID_PREV_SIZE | ID_POSITION | ID_CRC_32 => St::Drop { end },
+                _ if !has_timecode => St::Drop { end },
+                _ => St::Head,
+            };
+            if st != St::Head {
+                self.st = st;
+                self.skip_header(from_data, data, pos, out);
+                return Ok(());
+            }
         }
         let st = match (h.id, in_group) {
             (ID_TIMECODE, false) if !started => {
