@@ -125,13 +125,15 @@ fn time<F: FnMut()>(mut f: F) -> Duration {
     )
 }
 
-/// The splitter as the producer runs it: cut at the service's limits (10 s, 50 MB).
+/// The splitter as the producer runs it: cut at the service's limits (10 s, 50 MB), in the
+/// shape AWS's producer sends (cluster heads rebuilt, tracks renumbered).
 fn splitter() -> Splitter {
     Splitter::new(Limits {
         max_fragment_span_ns: 10_000_000_000,
         max_fragment_bytes: 50 << 20,
         ..Limits::default()
     })
+    .aws_shape(true)
 }
 
 /// Median time of a full run, and heap allocations per pushed buffer.

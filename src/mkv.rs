@@ -141,13 +141,15 @@ pub struct FragmentSummary {
 pub enum Event {
     /// Complete stream header; at start and after every new EBML header (upstream
     /// restarted its muxer; the open fragment is ended first). Emitted when the first
-    /// Cluster begins.
-    Header(StreamHeader),
+    /// Cluster begins. Boxed: the events of every buffer stay small to move.
+    Header(Box<StreamHeader>),
     /// Emitted once the cluster's Timecode and its first video block header (first block
     /// of any track without video) are known, before any of the cluster's bytes.
     FragmentStart(FragmentStart),
     /// Cluster bytes in order; the first one after `FragmentStart` begins with the Cluster
-    /// ID. Slices of the pushed buffers, except a small coalesced cluster prefix.
+    /// ID. Slices of the pushed buffers, except small copied pieces: a coalesced
+    /// cluster prefix and, in AWS shape, rewritten cluster heads and block headers (a
+    /// renumbered track byte may also be a static piece of its own).
     FragmentData(Bytes),
     /// The next block would take the open cluster past [`Limits::max_fragment_span_ns`] or
     /// [`Limits::max_fragment_bytes`]: every byte emitted so far forms whole elements, and

@@ -618,7 +618,7 @@ impl Producer {
                             .map(Notice::Playback),
                     );
                     self.timecode_scale = header.timecode_scale;
-                    self.pending_header = Some(header);
+                    self.pending_header = Some(*header);
                 }
                 mkv::Event::FragmentStart(start) => {
                     if !start.key_frame {

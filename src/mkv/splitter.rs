@@ -7,6 +7,7 @@
 use super::ebml::{self, ElementHeader, MAX_HEADER_LEN};
 use super::renumber::TrackMap;
 use super::*;
+use bytes::BytesMut;
 
 mod cluster;
 mod header;
@@ -20,8 +21,14 @@ enum St {
     Skip { end: u64 },
     /// Reading the cluster Timecode value (cluster bytes).
     Value { end: u64 },
-    /// Reading a block header: track vint, int16 timecode, flags (cluster bytes).
-    BlockHead { end: u64, simple: bool, start: u64 },
+    /// Reading a block header: track vint, int16 timecode, flags (cluster bytes). `start`:
+    /// the block's body (its track number), `elem`: the block element's first byte.
+    BlockHead {
+        end: u64,
+        simple: bool,
+        start: u64,
+        elem: u64,
+    },
     /// Passing over cluster bytes that are left out (AWS shape) up to `end`.
     Drop { end: u64 },
     /// Copying a whole element into memory.
@@ -39,6 +46,9 @@ enum Dest {
     /// unknown-size cluster, which ends once the element is parsed.
     Interstitial { in_cluster: bool },
 }
+
+/// Bytes of memory the rewritten pieces are copied to at a time.
+const ARENA: usize = 4096;
 
 /// Every byte value, for one-byte pieces that cost no allocation.
 static BYTE_VALUES: [u8; 256] = {
@@ -130,6 +140,9 @@ pub struct Splitter {
     /// Renumbering of the current header's tracks (AWS shape).
     track_map: Option<TrackMap>,
     renumbered: Vec<(u64, u64)>,
+    /// Where small copied pieces (rewritten cluster heads and block headers, coalesced
+    /// cluster prefixes) are carved from.
+    arena: BytesMut,
 }
 
 impl Splitter {
@@ -168,6 +181,7 @@ impl Splitter {
             aws_shape: false,
             track_map: None,
             renumbered: Vec::new(),
+            arena: BytesMut::new(),
         }
     }
 
@@ -411,7 +425,12 @@ impl Splitter {
                     }
                     pos += (end - off).min((len - pos) as u64) as usize;
                 }
-                St::BlockHead { end, simple, start } => {
+                St::BlockHead {
+                    end,
+                    simple,
+                    start,
+                    elem,
+                } => {
                     let need = match self.vl {
                         0 => 1,
                         _ => match ebml::vint_len(self.vbuf[0]) {
@@ -457,7 +476,7 @@ impl Splitter {
                     self.vl += n;
                     self.take_cluster(pos);
                     if in_track && ebml::vint_len(self.vbuf[0]) == Some(self.vl) {
-                        self.renumber_block(data, pos + n - 1, out);
+                        self.renumber_block(data, pos + n - 1, elem, end, out);
                     }
                     pos += n;
                 }
@@ -790,13 +809,26 @@ impl Splitter {
         let Some(c) = &self.cluster else { return };
         let head = kvs_format::kvs::cluster_head(c.summary.timecode);
         self.left_out(end, head.len());
-        self.emit_cluster(Bytes::copy_from_slice(&head), out);
+        let piece = self.small_piece(&head);
+        self.emit_cluster(piece, out);
     }
 
-    /// Renumbering: a block's track number ends at `data[at]`. That byte, renumbered, goes
-    /// out as a piece of its own (a static one: no allocation); the bytes around it stay
-    /// slices of the input.
-    fn renumber_block(&mut self, data: &Bytes, at: usize, out: &mut Vec<Event>) {
+    /// Renumbering: the track number of the block element starting at stream offset `elem`
+    /// (and ending at `end`) ends at `data[at]`, and goes out renumbered.
+    ///
+    /// When the block's whole header (ID, size, track, time, flags) starts what this buffer
+    /// emits and ends in it (matroskamux gives each block header a buffer of its own), that
+    /// header goes out as one small copied piece in place of the slice it would have been.
+    /// Otherwise the renumbered byte is a piece of its own (a static one: no allocation)
+    /// between slices of the input. Frames are never copied.
+    fn renumber_block(
+        &mut self,
+        data: &Bytes,
+        at: usize,
+        elem: u64,
+        end: u64,
+        out: &mut Vec<Event>,
+    ) {
         let Some(map) = &self.track_map else { return };
         let Ok(Some((old, len))) = ebml::read_vint(&self.vbuf[..self.vl]) else {
             return;
@@ -805,9 +837,42 @@ impl Splitter {
         // Numbers up to 126 lie in the last byte alone (with the marker bit in a 1-byte vint).
         let byte = if len == 1 { 0x80 | new } else { new };
         self.vbuf[len - 1] = byte;
+        // The time (2 bytes) and flags follow the track number.
+        let head_end = at + 4;
+        if let Some(run) = self.run
+            && elem.checked_sub(self.base) == Some(run as u64)
+            && head_end <= data.len()
+            && self.base + head_end as u64 <= end
+        {
+            let mut head = [0u8; MAX_HEADER_LEN + 8 + 3];
+            let head = &mut head[..head_end - run];
+            head.copy_from_slice(&data[run..head_end]);
+            head[at - run] = byte;
+            let piece = self.small_piece(head);
+            self.emit_cluster(piece, out);
+            // The rest of the header is read on, not emitted again.
+            self.run = Some(head_end);
+            return;
+        }
         self.flush_run(data, at, out);
         let b = usize::from(byte);
         self.emit_cluster(Bytes::from_static(&BYTE_VALUES[b..=b]), out);
+    }
+
+    /// A copy of a few rewritten bytes, carved from a shared block of memory (one allocation
+    /// per [`ARENA`] bytes, not one per piece).
+    fn small_piece(&mut self, bytes: &[u8]) -> Bytes {
+        self.arena_room(bytes.len());
+        self.arena.extend_from_slice(bytes);
+        self.arena.split().freeze()
+    }
+
+    /// Makes room for `n` more bytes in the arena (a new block when the current one is full:
+    /// the pieces already carved from it keep it alive).
+    pub(super) fn arena_room(&mut self, n: usize) {
+        if self.arena.capacity() - self.arena.len() < n {
+            self.arena = BytesMut::with_capacity(ARENA.max(n));
+        }
     }
 
     #[inline]

@@ -125,6 +125,7 @@ impl Splitter {
                     end,
                     simple: !in_group,
                     start: body,
+                    elem: start,
                 }
             }
             (ID_BLOCK_GROUP, false) => {
@@ -172,12 +173,13 @@ impl Splitter {
             timecode: c.summary.timecode,
             key_frame,
         }));
-        if self.prefix.len() > 1 && c.summary.size <= PREFIX_COALESCE {
-            let mut v = Vec::with_capacity(c.summary.size as usize);
+        let size = c.summary.size;
+        if self.prefix.len() > 1 && size <= PREFIX_COALESCE {
+            self.arena_room(size as usize);
             for p in &self.prefix {
-                v.extend_from_slice(p);
+                self.arena.extend_from_slice(p);
             }
-            out.push(Event::FragmentData(Bytes::from(v)));
+            out.push(Event::FragmentData(self.arena.split().freeze()));
         } else {
             out.extend(self.prefix.iter().cloned().map(Event::FragmentData));
         }

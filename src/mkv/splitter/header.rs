@@ -140,7 +140,7 @@ impl Splitter {
         self.header_done = true;
         self.prev_timecode = None;
         self.header = Some(header.clone());
-        out.push(Event::Header(header));
+        out.push(Event::Header(Box::new(header)));
         Ok(())
     }
 }
