@@ -21,14 +21,8 @@ enum St {
     Skip { end: u64 },
     /// Reading the cluster Timecode value (cluster bytes).
     Value { end: u64 },
-    /// Reading a block header: track vint, int16 timecode, flags (cluster bytes). `start`:
-    /// the block's body (its track number), `elem`: the block element's first byte.
-    BlockHead {
-        end: u64,
-        simple: bool,
-        start: u64,
-        elem: u64,
-    },
+    /// Reading a block header: track vint, int16 timecode, flags (cluster bytes).
+    BlockHead { end: u64, simple: bool, start: u64 },
     /// Passing over cluster bytes that are left out (AWS shape) up to `end`.
     Drop { end: u64 },
     /// Copying a whole element into memory.
@@ -425,12 +419,7 @@ impl Splitter {
                     }
                     pos += (end - off).min((len - pos) as u64) as usize;
                 }
-                St::BlockHead {
-                    end,
-                    simple,
-                    start,
-                    elem,
-                } => {
+                St::BlockHead { end, simple, start } => {
                     let need = match self.vl {
                         0 => 1,
                         _ => match ebml::vint_len(self.vbuf[0]) {
@@ -476,7 +465,7 @@ impl Splitter {
                     self.vl += n;
                     self.take_cluster(pos);
                     if in_track && ebml::vint_len(self.vbuf[0]) == Some(self.vl) {
-                        self.renumber_block(data, pos + n - 1, elem, end, out);
+                        self.renumber_block(data, pos + n - 1, simple, end, out);
                     }
                     pos += n;
                 }
@@ -813,23 +802,28 @@ impl Splitter {
         self.emit_cluster(piece, out);
     }
 
-    /// Renumbering: the track number of the block element starting at stream offset `elem`
-    /// (and ending at `end`) ends at `data[at]`, and goes out renumbered.
+    /// Renumbering: the track number of a block (a SimpleBlock when `simple`; ending at
+    /// stream offset `end`) ends at `data[at]`, and goes out renumbered.
     ///
-    /// When the block's whole header (ID, size, track, time, flags) starts what this buffer
-    /// emits and ends in it (matroskamux gives each block header a buffer of its own), that
-    /// header goes out as one small copied piece in place of the slice it would have been.
-    /// Otherwise the renumbered byte is a piece of its own (a static one: no allocation)
-    /// between slices of the input. Frames are never copied.
+    /// When a SimpleBlock's whole header (ID, size, track, time, flags) starts what this
+    /// buffer emits and ends in it (matroskamux gives each block header a buffer of its own),
+    /// that header goes out as one small copied piece in place of the slice it would have
+    /// been. Otherwise the renumbered byte is a piece of its own (a static one: no
+    /// allocation) between slices of the input. Frames are never copied.
     fn renumber_block(
         &mut self,
         data: &Bytes,
         at: usize,
-        elem: u64,
+        simple: bool,
         end: u64,
         out: &mut Vec<Event>,
     ) {
         let Some(map) = &self.track_map else { return };
+        // A SimpleBlock is the cluster child being read.
+        let elem = match &self.cluster {
+            Some(c) if simple => c.child_start,
+            _ => u64::MAX,
+        };
         let Ok(Some((old, len))) = ebml::read_vint(&self.vbuf[..self.vl]) else {
             return;
         };
@@ -844,11 +838,11 @@ impl Splitter {
             && head_end <= data.len()
             && self.base + head_end as u64 <= end
         {
-            let mut head = [0u8; MAX_HEADER_LEN + 8 + 3];
-            let head = &mut head[..head_end - run];
-            head.copy_from_slice(&data[run..head_end]);
-            head[at - run] = byte;
-            let piece = self.small_piece(head);
+            self.arena_room(head_end - run);
+            let from = self.arena.len();
+            self.arena.extend_from_slice(&data[run..head_end]);
+            self.arena[from + at - run] = byte;
+            let piece = self.arena.split().freeze();
             self.emit_cluster(piece, out);
             // The rest of the header is read on, not emitted again.
             self.run = Some(head_end);

@@ -83,30 +83,15 @@ impl Splitter {
         {
             self.cut_cluster(data, out);
         }
-        if self.aws_shape && !in_group {
-            // The cluster's head is rebuilt from its Timecode: what else the input has there
-            // is left out, as are PrevSize, Position and CRC-32 (wrong once rewritten).
-            let st = match h.id {
-                ID_TIMECODE if !has_timecode => {
-                    if size > 8 {
-                        return Err(unexpected("Timecode longer than 8 bytes"));
-                    }
-                    self.vl = 0;
-                    St::Value { end }
-                }
-                ID_BLOCK_GROUP if !has_timecode => {
-                    return Err(unexpected("block before the Cluster Timecode"));
-                }
-                ID_SIMPLE_BLOCK | ID_BLOCK_GROUP => St::Head,
-                ID_TIMECODE | ID_PREV_SIZE | ID_POSITION | ID_CRC_32 => St::Drop { end },
-                _ if !has_timecode => St::Drop { end },
-                _ => St::Head,
-            };
-            if st != St::Head {
-                self.st = st;
-                self.skip_header(from_data, data, pos, out);
-                return Ok(());
-            }
+        if self.aws_shape
+            && !in_group
+            && h.id != ID_SIMPLE_BLOCK
+            && let Some(st) = left_out(h.id, has_timecode, size, end).map_err(unexpected)?
+        {
+            self.vl = 0;
+            self.st = st;
+            self.skip_header(from_data, data, pos, out);
+            return Ok(());
         }
         let st = match (h.id, in_group) {
             (ID_TIMECODE, false) if !started => {
@@ -125,7 +110,6 @@ impl Splitter {
                     end,
                     simple: !in_group,
                     start: body,
-                    elem: start,
                 }
             }
             (ID_BLOCK_GROUP, false) => {
@@ -301,6 +285,27 @@ impl Splitter {
         }
         Ok(())
     }
+}
+
+/// AWS shape: how a cluster child other than a SimpleBlock is read when it is left out of
+/// what is sent (the cluster's head is rebuilt from its Timecode: what else the input has
+/// there is left out, as are PrevSize, Position and CRC-32, wrong once rewritten); `None`
+/// when it is sent.
+#[inline(never)]
+fn left_out(id: u32, has_timecode: bool, size: u64, end: u64) -> Result<Option<St>, &'static str> {
+    Ok(match id {
+        ID_TIMECODE if !has_timecode => {
+            if size > 8 {
+                return Err("Timecode longer than 8 bytes");
+            }
+            Some(St::Value { end })
+        }
+        ID_BLOCK_GROUP if !has_timecode => return Err("block before the Cluster Timecode"),
+        ID_BLOCK_GROUP => None,
+        ID_TIMECODE | ID_PREV_SIZE | ID_POSITION | ID_CRC_32 => Some(St::Drop { end }),
+        _ if !has_timecode => Some(St::Drop { end }),
+        _ => None,
+    })
 }
 
 /// IDs that end an unknown-size Cluster.
