@@ -135,27 +135,53 @@ fn audio_first_matroskamux_is_stored_with_video_as_track_one() {
         "the media type names the video first"
     );
 
-    // Read back: every video frame decodes, every audio frame comes out.
+    // Read back: every video frame decodes (raw I420 frames into one file), every audio frame
+    // comes out (as ADTS frames into another).
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis();
+    let (video_out, audio_out) = (dir.path().join("video.yuv"), dir.path().join("audio.aac"));
     let registry = tempdir();
     let mut cmd = host_command("gst-launch-1.0", &server.url(), registry.path());
-    cmd.arg("-v").args(split_launch(&format!(
+    cmd.args(split_launch(&format!(
         "kvssrc stream-name=audiofirst start-selector=earliest end-timestamp={now} \
          ! matroskademux name=d \
-         d.video_0 ! queue ! h264parse ! avdec_h264 ! fakesink name=vout silent=false \
-         d.audio_0 ! queue ! aacparse ! fakesink name=aout silent=false"
+         d.video_0 ! queue ! h264parse ! avdec_h264 ! video/x-raw,format=I420 \
+         ! filesink location={} \
+         d.audio_0 ! queue ! aacparse ! audio/mpeg,stream-format=adts ! filesink location={}",
+        video_out.display(),
+        audio_out.display()
     )));
     let read = run_host(cmd, TIMEOUT);
     read.assert_success();
-    let chains = |sink: &str| {
-        read.stdout
-            .lines()
-            .filter(|l| l.contains("last-message = chain") && l.contains(sink))
-            .count()
-    };
-    assert_eq!(chains("(vout:sink)"), VIDEO_FRAMES, "{}", read.output());
-    assert_eq!(chains("(aout:sink)"), audio, "{}", read.output());
+    let frame_size = 320 * 240 * 3 / 2;
+    assert_eq!(
+        std::fs::read(&video_out).unwrap().len(),
+        VIDEO_FRAMES * frame_size,
+        "{}",
+        read.output()
+    );
+    assert_eq!(
+        adts_frames(&std::fs::read(&audio_out).unwrap()),
+        audio,
+        "{}",
+        read.output()
+    );
+}
+
+/// The number of ADTS frames in `data`, which must hold nothing else.
+fn adts_frames(data: &[u8]) -> usize {
+    let mut p = 0;
+    let mut n = 0;
+    while p < data.len() {
+        let h = &data[p..p + 7];
+        assert!(h[0] == 0xFF && h[1] & 0xF0 == 0xF0, "ADTS sync at {p}");
+        let len =
+            (usize::from(h[3] & 0x03) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
+        p += len;
+        n += 1;
+    }
+    assert_eq!(p, data.len());
+    n
 }
