@@ -6,6 +6,7 @@ use gstkvs::ack::AckParser;
 use gstkvs::mkv::{Event, Limits, Splitter};
 use gstkvs::store::{AckLevel, FragmentStore, StoreLimits};
 use kvs_format::build::{self, Track};
+use kvs_format::ids::ID_PREV_SIZE;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,15 +44,28 @@ const FPS: usize = 30;
 const RUNS: usize = 11;
 
 /// A synthetic matroskamux-like stream: header, then 1 s clusters of about 1 MB (one
-/// 100 KB key frame, 29 delta frames of about 31 KB, 43 AAC frames of 300 bytes).
+/// 100 KB key frame, 29 delta frames of about 31 KB, 43 AAC frames of 300 bytes), each
+/// cluster starting with matroskamux's PrevSize. With `audio_first`, the audio is track 1 and
+/// the video track 2 (matroskamux's numbering when the audio pad was requested first).
 /// Returns the stream and the matroskamux-style cut points.
-fn synthetic_stream() -> (Vec<u8>, Vec<usize>) {
-    let mut s = build::header_with_tracks(&[Track::video(1, build::AVC), Track::audio(2, "A_AAC")]);
+fn synthetic_stream(audio_first: bool) -> (Vec<u8>, Vec<usize>) {
+    let (video, audio): (u8, u8) = if audio_first { (2, 1) } else { (1, 2) };
+    let mut tracks = [
+        Track::video(video.into(), build::AVC),
+        Track::audio(audio.into(), "A_AAC"),
+    ];
+    if audio_first {
+        tracks.swap(0, 1); // the audio's TrackEntry first, as matroskamux writes it
+    }
+    let mut s = build::header_with_tracks(&tracks);
     let mut cuts = vec![s.len()];
     for c in 0..CLUSTERS {
         s.extend(build::cluster_start(c as u64 * 1000));
+        if c > 0 {
+            s.extend(build::uint(ID_PREV_SIZE, 1_000_000));
+        }
         cuts.push(s.len());
-        let mut audio = 0;
+        let mut audio_frames = 0;
         for f in 0..FPS {
             let t = (f * 1000 / FPS) as i16;
             let len = if f == 0 {
@@ -59,10 +73,11 @@ fn synthetic_stream() -> (Vec<u8>, Vec<usize>) {
             } else {
                 31_000 + (f * 397) % 2000
             };
-            block(&mut s, &mut cuts, 1, t, f == 0, len);
-            while audio * 1000 / 43 <= f * 1000 / FPS {
-                block(&mut s, &mut cuts, 2, (audio * 1000 / 43) as i16, true, 300);
-                audio += 1;
+            block(&mut s, &mut cuts, video, t, f == 0, len);
+            while audio_frames * 1000 / 43 <= f * 1000 / FPS {
+                let t = (audio_frames * 1000 / 43) as i16;
+                block(&mut s, &mut cuts, audio, t, true, 300);
+                audio_frames += 1;
             }
         }
     }
@@ -110,13 +125,24 @@ fn time<F: FnMut()>(mut f: F) -> Duration {
     )
 }
 
+/// The splitter as the producer runs it: cut at the service's limits (10 s, 50 MB), in the
+/// shape AWS's producer sends (cluster heads rebuilt, tracks renumbered).
+fn splitter() -> Splitter {
+    Splitter::new(Limits {
+        max_fragment_span_ns: 10_000_000_000,
+        max_fragment_bytes: 50 << 20,
+        ..Limits::default()
+    })
+    .aws_shape(true)
+}
+
 /// Median time of a full run, and heap allocations per pushed buffer.
 fn bench_splitter(pieces: &[Bytes], total: usize) -> (Duration, f64) {
     let mut out = Vec::with_capacity(256);
     let mut allocs = 0;
     let d = time(|| {
         let before = ALLOCATIONS.load(Ordering::Relaxed);
-        let mut sp = Splitter::new(Limits::default());
+        let mut sp = splitter();
         let mut fragments = 0;
         for p in pieces {
             sp.push(p.clone(), &mut out).unwrap();
@@ -141,37 +167,54 @@ fn row(name: &str, d: Duration, figure: String) {
 }
 
 fn main() {
-    let (stream, mux_cuts) = synthetic_stream();
-    let data = Bytes::from(stream);
-    let total = data.len();
-    let gbps = |d: Duration| format!("{:>7.2} GB/s", total as f64 / d.as_secs_f64() / 1e9);
-    println!(
-        "synthetic stream: {:.1} MB, {CLUSTERS} clusters of ~{:.2} MB; median of {RUNS} runs\n",
-        total as f64 / 1e6,
-        total as f64 / CLUSTERS as f64 / 1e6
-    );
-    println!("{:<46} {:>13}  throughput", "benchmark", "median");
+    let mut mux = Vec::new();
+    for audio_first in [false, true] {
+        let (stream, mux_cuts) = synthetic_stream(audio_first);
+        let data = Bytes::from(stream);
+        let total = data.len();
+        let gbps = |d: Duration| format!("{:>7.2} GB/s", total as f64 / d.as_secs_f64() / 1e9);
+        let order = if audio_first {
+            "audio first"
+        } else {
+            "video first"
+        };
+        if !audio_first {
+            println!(
+                "synthetic stream: {:.1} MB, {CLUSTERS} clusters of ~{:.2} MB; median of {RUNS} \
+                 runs\n",
+                total as f64 / 1e6,
+                total as f64 / CLUSTERS as f64 / 1e6
+            );
+            println!("{:<46} {:>13}  throughput", "benchmark", "median");
+        }
 
-    let mux = cut(&data, &mux_cuts);
-    let (d, allocs) = bench_splitter(&mux, total);
-    let name = format!("splitter, matroskamux cuts ({} buffers)", mux.len());
-    let rate = mux.len() as f64 / d.as_secs_f64() / 1e6;
-    let figure = format!(
-        "{}  ({rate:.1} M buffers/s, {allocs:.4} allocs/buffer)",
-        gbps(d)
-    );
-    row(&name, d, figure);
-    for size in [64 * 1024, 4096] {
-        let cuts: Vec<usize> = (size..total).step_by(size).collect();
-        let pieces = cut(&data, &cuts);
+        let pieces = cut(&data, &mux_cuts);
         let (d, allocs) = bench_splitter(&pieces, total);
-        let name = format!("splitter, {} KiB chunks", size / 1024);
-        row(
-            &name,
-            d,
-            format!("{}  ({allocs:.4} allocs/buffer)", gbps(d)),
+        let name = format!("splitter, {order}, matroskamux cuts");
+        let rate = pieces.len() as f64 / d.as_secs_f64() / 1e6;
+        let figure = format!(
+            "{}  ({} buffers, {rate:.1} M buffers/s, {allocs:.4} allocs/buffer)",
+            gbps(d),
+            pieces.len()
         );
+        row(&name, d, figure);
+        for size in [64 * 1024, 4096] {
+            let cuts: Vec<usize> = (size..total).step_by(size).collect();
+            let pieces = cut(&data, &cuts);
+            let (d, allocs) = bench_splitter(&pieces, total);
+            let name = format!("splitter, {order}, {} KiB chunks", size / 1024);
+            row(
+                &name,
+                d,
+                format!("{}  ({allocs:.4} allocs/buffer)", gbps(d)),
+            );
+        }
+        if !audio_first {
+            mux = pieces;
+        }
     }
+    let total: usize = mux.iter().map(Bytes::len).sum();
+    let gbps = |d: Duration| format!("{:>7.2} GB/s", total as f64 / d.as_secs_f64() / 1e9);
 
     // Ack parser: BUFFERING/RECEIVED/PERSISTED per fragment, read in 1400-byte chunks.
     let n_frag = 50_000u64;

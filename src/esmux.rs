@@ -357,12 +357,7 @@ impl EsMuxer {
                 self.header_audio = self.audio_track.is_some() && self.audio != Audio::Absent;
                 out.push(Bytes::from(self.header()));
             }
-            let mut cluster = Vec::with_capacity(16);
-            write_id(&mut cluster, ID_CLUSTER);
-            cluster.push(0xFF);
-            let timecode = Writer::new().uint(ID_TIMECODE, f.pts).finish();
-            cluster.extend_from_slice(&timecode);
-            out.push(Bytes::from(cluster));
+            out.push(Bytes::copy_from_slice(&kvs_format::kvs::cluster_head(f.pts)));
             self.cluster_ms = Some(f.pts);
         } else if !self.header_sent {
             self.cluster_ms = None;

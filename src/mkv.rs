@@ -28,6 +28,17 @@
 //! * Errors poison the splitter: later `push` calls return the same error until
 //!   [`Splitter::reset`] is called.
 //!
+//! * In AWS shape ([`Splitter::aws_shape`], what the producer sends) the splitter also rewrites
+//!   what it emits into the shape AWS's producer sends, at no cost per frame: every Cluster
+//!   starts with the head AWS writes ([`kvs_format::kvs::cluster_head`]: unknown size in the
+//!   one-byte form, Timecode, Position 0) in place of the input's (the Cluster header,
+//!   Timecode, PrevSize, Position, CRC-32 and anything before the Timecode are left out); and
+//!   tracks are renumbered so that video is track 1 and audio track 2 when they are not
+//!   ([`renumber`]). Frames stay slices of the input, byte for byte; sizes in
+//!   [`FragmentSummary`] count what is emitted. Segment-level elements inside a known-size
+//!   cluster are refused there (the rewritten cluster has an unknown size, which they would
+//!   end).
+//!
 //! This parser and kvs-local's PutMedia checker (`kvs_local::mkv`) are separate on purpose:
 //! kvs-local is the oracle the sink is tested against, and must not inherit the splitter's
 //! bugs. They share only the vocabulary of the `kvs-format` crate (element IDs, the vint
@@ -36,6 +47,7 @@
 
 pub mod ebml;
 mod normalize;
+pub mod renumber;
 pub use normalize::normalize_header;
 
 use bytes::Bytes;
@@ -81,6 +93,9 @@ pub struct StreamHeader {
     pub duration_ns: Option<u64>,
     /// The tracks, in header order.
     pub tracks: Vec<TrackInfo>,
+    /// Tracks the splitter renumbered (in AWS shape), as (number in the input, number sent),
+    /// in the order of the new numbers; empty when none was.
+    pub renumbered: Vec<(u64, u64)>,
 }
 
 /// A cluster (fragment) is about to start; none of its bytes has been emitted yet.
@@ -126,13 +141,15 @@ pub struct FragmentSummary {
 pub enum Event {
     /// Complete stream header; at start and after every new EBML header (upstream
     /// restarted its muxer; the open fragment is ended first). Emitted when the first
-    /// Cluster begins.
-    Header(StreamHeader),
+    /// Cluster begins. Boxed: the events of every buffer stay small to move.
+    Header(Box<StreamHeader>),
     /// Emitted once the cluster's Timecode and its first video block header (first block
     /// of any track without video) are known, before any of the cluster's bytes.
     FragmentStart(FragmentStart),
     /// Cluster bytes in order; the first one after `FragmentStart` begins with the Cluster
-    /// ID. Slices of the pushed buffers, except a small coalesced cluster prefix.
+    /// ID. Slices of the pushed buffers, except small copied pieces: a coalesced
+    /// cluster prefix and, in AWS shape, rewritten cluster heads and block headers (a
+    /// renumbered track byte may also be a static piece of its own).
     FragmentData(Bytes),
     /// The next block would take the open cluster past [`Limits::max_fragment_span_ns`] or
     /// [`Limits::max_fragment_bytes`]: every byte emitted so far forms whole elements, and

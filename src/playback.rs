@@ -5,14 +5,19 @@
 use crate::mkv::{TRACK_TYPE_VIDEO, TrackInfo};
 use kvs_format::matroska::{CODEC_H264, CODEC_H265};
 
-/// HLS, DASH and GetClip need the video on track 1.
+/// HLS, DASH and GetClip need the video on track 1. kvssink renumbers the tracks itself when
+/// it can ([`crate::mkv::renumber`]); this is what is left when it cannot.
 pub fn track_order_problem(tracks: &[TrackInfo]) -> Option<String> {
     let video = tracks.iter().find(|t| t.track_type == TRACK_TYPE_VIDEO)?;
     (video.number != 1).then(|| {
+        let why = match crate::mkv::renumber::plan(tracks) {
+            Err(e) => format!(" and kvssink cannot renumber it: {e}"),
+            Ok(_) => String::new(),
+        };
         format!(
-            "the video is track {} (the first track is {}): the service's HLS, DASH and GetClip \
-             need video as track 1. Link the video branch to matroskamux first (put it first in \
-             the launch line)",
+            "the video is track {} (the first track is {}){why}: the service's HLS, DASH and \
+             GetClip need video as track 1. Link the video branch to matroskamux first (put it \
+             first in the launch line)",
             video.number,
             tracks
                 .iter()
@@ -84,6 +89,18 @@ mod tests {
             p[0]
         );
         assert!(problems(&[audio]).is_empty(), "audio alone is fine");
+        // What kvssink cannot renumber says why.
+        let two_videos = [
+            track(1, TRACK_TYPE_AUDIO, "A_AAC", &[]),
+            track(2, TRACK_TYPE_VIDEO, "V_MPEG4/ISO/AVC", &[1, 100]),
+            track(3, TRACK_TYPE_VIDEO, "V_MPEG4/ISO/AVC", &[1, 100]),
+        ];
+        let p = problems(&two_videos);
+        assert!(
+            p[0].contains("cannot renumber it: it has 2 video tracks"),
+            "{}",
+            p[0]
+        );
     }
 
     #[test]

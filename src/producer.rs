@@ -101,6 +101,8 @@ pub enum Notice {
         size: usize,
         doc_type: String,
         tracks: Vec<TrackInfo>,
+        /// Tracks renumbered for playback (video 1, audio 2): (number in the input, sent).
+        renumbered: Vec<(u64, u64)>,
     },
     /// The stream is accepted but not every player can play it (a warning).
     Playback(String),
@@ -149,10 +151,20 @@ impl fmt::Display for Notice {
                 size,
                 doc_type,
                 tracks,
-            } => write!(
-                f,
-                "stream header: {size} bytes, doc type {doc_type}, tracks {tracks:?}"
-            ),
+                renumbered,
+            } => {
+                write!(
+                    f,
+                    "stream header: {size} bytes, doc type {doc_type}, tracks {tracks:?}"
+                )?;
+                for (from, to) in renumbered {
+                    write!(f, "; track {from} is sent as track {to}")?;
+                }
+                if !renumbered.is_empty() {
+                    f.write_str(" (the service's playback needs video as track 1, audio as 2)")?;
+                }
+                Ok(())
+            }
             Notice::Playback(problem) => f.write_str(problem),
             Notice::FragmentStarted { timecode } => write!(f, "fragment {timecode} starts"),
             Notice::FragmentEnded {
@@ -411,7 +423,8 @@ impl Producer {
                 max_fragment_span_ns: kvs::MAX_FRAGMENT_DURATION.as_nanos() as u64,
                 max_fragment_bytes: kvs::MAX_FRAGMENT_SIZE,
                 ..mkv::Limits::default()
-            }),
+            })
+            .aws_shape(true),
             uploader,
             pending_header: None,
             timecode_scale: 1_000_000,
@@ -624,6 +637,7 @@ impl Producer {
                         size: header.bytes.len(),
                         doc_type: header.doc_type.clone(),
                         tracks: header.tracks.clone(),
+                        renumbered: header.renumbered.clone(),
                     });
                     notices.extend(
                         crate::playback::problems(&header.tracks)
@@ -631,7 +645,7 @@ impl Producer {
                             .map(Notice::Playback),
                     );
                     self.timecode_scale = header.timecode_scale;
-                    self.pending_header = Some(header);
+                    self.pending_header = Some(*header);
                 }
                 mkv::Event::FragmentStart(start) => {
                     if !start.key_frame {
@@ -748,14 +762,14 @@ impl Producer {
                 .collect();
             uploader::media_type_for(&tracks)
         });
-        // Sent in the shape AWS's producer sends (the frames are untouched).
+        // Sent in the shape AWS's producer sends (the splitter renumbered the tracks and
+        // rewrites the cluster heads; the frames are untouched).
         let bytes = mkv::normalize_header(&header.bytes).unwrap_or_else(|| header.bytes.clone());
         if let Some(mode) = &mut self.spool {
-            let spooled = lock(&mode.shared).spool.append_header(
-                producer_start_ms,
-                &media_type,
-                &header.bytes,
-            );
+            let spooled =
+                lock(&mode.shared)
+                    .spool
+                    .append_header(producer_start_ms, &media_type, &bytes);
             match spooled {
                 Ok(id) => {
                     mode.live_header = Some(id);

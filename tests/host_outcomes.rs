@@ -198,24 +198,10 @@ fn a_python_app_stopping_without_eos_gets_its_backlog_persisted() {
     assert!(clusters[last].starts_with(&stored[last]));
 }
 
-/// The clusters of a Matroska byte stream that may end inside its last cluster.
+/// The clusters of a Matroska byte stream that may end inside its last cluster, as kvssink
+/// sends them.
 fn whole_clusters(data: &[u8]) -> Vec<bytes::Bytes> {
-    use gstkvs::mkv::{Event, Limits, Splitter};
-    let mut splitter = Splitter::new(Limits::default());
-    let mut events = Vec::new();
-    splitter
-        .push(bytes::Bytes::copy_from_slice(data), &mut events)
-        .unwrap();
-    let _ = splitter.finish(&mut events);
-    let mut clusters: Vec<Vec<u8>> = Vec::new();
-    for event in events {
-        match event {
-            Event::FragmentStart(_) => clusters.push(Vec::new()),
-            Event::FragmentData(b) => clusters.last_mut().unwrap().extend_from_slice(&b),
-            _ => {}
-        }
-    }
-    clusters.into_iter().map(bytes::Bytes::from).collect()
+    common::sent::split(data.to_vec(), false).1
 }
 
 /// Five complete clusters and `tail` after them: the five are stored exactly, the run

@@ -30,6 +30,8 @@ pub const ID_DOC_TYPE_VERSION: u32 = 0x4287;
 pub const ID_DOC_TYPE_READ_VERSION: u32 = 0x4285;
 /// Void: padding, allowed anywhere.
 pub const ID_VOID: u32 = 0xEC;
+/// CRC-32: the checksum of its parent's other children, allowed first in any master.
+pub const ID_CRC_32: u32 = 0xBF;
 
 /// Segment (top level; matroskamux streamable=true writes it with an unknown size).
 pub const ID_SEGMENT: u32 = 0x18538067;

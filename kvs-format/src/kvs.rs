@@ -35,6 +35,26 @@ pub fn fragment_metadata_tags(items: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
+/// Length of [`cluster_head`].
+pub const CLUSTER_HEAD_LEN: usize = 18;
+
+/// The start of a Cluster as AWS's producer writes every one (`gMkvClusterInfoBits` in its
+/// PIC library): the Cluster ID, an unknown size in the one-byte form (`0xFF`), the Timecode in
+/// 8 bytes, and Position 0 (the value for a live stream). Blocks follow.
+pub fn cluster_head(timecode: u64) -> [u8; CLUSTER_HEAD_LEN] {
+    use crate::ids::{ID_CLUSTER, ID_POSITION, ID_TIMECODE};
+    let mut head = [0u8; CLUSTER_HEAD_LEN];
+    head[..4].copy_from_slice(&ID_CLUSTER.to_be_bytes());
+    head[4] = 0xFF;
+    head[5] = ID_TIMECODE as u8;
+    head[6] = 0x88;
+    head[7..15].copy_from_slice(&timecode.to_be_bytes());
+    head[15] = ID_POSITION as u8;
+    head[16] = 0x81;
+    head[17] = 0;
+    head
+}
+
 /// A stream may have at most this many tracks (more: `ErrorId` 4005/4012).
 pub const MAX_TRACKS: usize = 3;
 /// Largest fragment (cluster) the service accepts (larger: 4001,
@@ -115,6 +135,20 @@ mod tests {
         assert_eq!(h.len + h.size.unwrap() as usize, first.len());
         assert!(fragment_metadata_tags(&[]).is_empty());
         assert!(END_OF_FRAGMENT_TAG.starts_with(RESERVED_METADATA_PREFIX));
+    }
+
+    #[test]
+    fn cluster_head_bytes() {
+        assert_eq!(
+            cluster_head(0x0102),
+            [
+                0x1F, 0x43, 0xB6, 0x75, 0xFF, // Cluster, unknown size
+                0xE7, 0x88, 0, 0, 0, 0, 0, 0, 0x01, 0x02, // Timecode, 8 bytes
+                0xA7, 0x81, 0x00, // Position 0
+            ]
+        );
+        let h = read_header(&cluster_head(7)).unwrap().unwrap();
+        assert_eq!((h.id, h.size, h.len), (ID_CLUSTER, None, 5));
     }
 
     #[test]

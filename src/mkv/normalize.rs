@@ -2,8 +2,9 @@
 //! its default fields, no trailing NULs in DocType, a Segment of unknown size in the short
 //! form, Info without DateUTC, no header Tags, SeekHead or Void (the first point to positions
 //! that no longer exist once the header is rewritten). Everything else (Info's other fields,
-//! Tracks) is kept byte for byte. The header is sent once per session, so this costs nothing
-//! per frame; the clusters are untouched.
+//! Tracks) is kept byte for byte: the tracks' renumbering and the clusters' heads are the
+//! splitter's ([`Splitter::aws_shape`](super::Splitter::aws_shape)), whose header this takes.
+//! The header is sent once per session, so this costs nothing per frame.
 
 use bytes::Bytes;
 use kvs_format::ebml::{Writer, read_header, read_string, read_uint, write_id};

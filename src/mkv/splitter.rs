@@ -5,7 +5,9 @@
 //! vocabulary (IDs, vint codec, writer, tables), never parsing or validation logic.
 
 use super::ebml::{self, ElementHeader, MAX_HEADER_LEN};
+use super::renumber::TrackMap;
 use super::*;
+use bytes::BytesMut;
 
 mod cluster;
 mod header;
@@ -21,6 +23,8 @@ enum St {
     Value { end: u64 },
     /// Reading a block header: track vint, int16 timecode, flags (cluster bytes).
     BlockHead { end: u64, simple: bool, start: u64 },
+    /// Passing over cluster bytes that are left out (AWS shape) up to `end`.
+    Drop { end: u64 },
     /// Copying a whole element into memory.
     Hold { end: u64, id: u32, dest: Dest },
 }
@@ -36,6 +40,20 @@ enum Dest {
     /// unknown-size cluster, which ends once the element is parsed.
     Interstitial { in_cluster: bool },
 }
+
+/// Bytes of memory the rewritten pieces are copied to at a time.
+const ARENA: usize = 4096;
+
+/// Every byte value, for one-byte pieces that cost no allocation.
+static BYTE_VALUES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Position in the top-level structure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +82,9 @@ struct Cluster {
     child_start: u64,
     /// Cut at a limit: no more of its bytes are emitted.
     cut: bool,
+    /// Bytes emitted minus bytes of the input, over the cluster before `child_start`: what
+    /// the rewritten head (AWS shape) changed; 0 otherwise.
+    delta: i64,
 }
 
 /// Streaming splitter of a Matroska byte stream into header and fragments.
@@ -108,6 +129,14 @@ pub struct Splitter {
     run: Option<usize>,
     /// Cluster bytes held until `FragmentStart`.
     prefix: Vec<Bytes>,
+    /// Emit what AWS's producer would send: see [`Splitter::aws_shape`].
+    aws_shape: bool,
+    /// Renumbering of the current header's tracks (AWS shape).
+    track_map: Option<TrackMap>,
+    renumbered: Vec<(u64, u64)>,
+    /// Where small copied pieces (rewritten cluster heads and block headers, coalesced
+    /// cluster prefixes) are carved from.
+    arena: BytesMut,
 }
 
 impl Splitter {
@@ -143,7 +172,21 @@ impl Splitter {
             prev_timecode: None,
             run: None,
             prefix: Vec::new(),
+            aws_shape: false,
+            track_map: None,
+            renumbered: Vec::new(),
+            arena: BytesMut::new(),
         }
+    }
+
+    /// With `true`, what the splitter emits is what kvssink sends, in the shape AWS's producer
+    /// sends it: each Cluster starts with AWS's head, and the tracks are renumbered so that
+    /// video is track 1 and audio track 2 (see the [module documentation](super)). The stream
+    /// header's other parts are left to [`normalize_header`](super::normalize_header). With
+    /// `false` (the default), every byte is emitted as it came.
+    pub fn aws_shape(mut self, on: bool) -> Self {
+        self.aws_shape = on;
+        self
     }
 
     /// Feeds the next bytes, cut anywhere. Events are appended to `out`.
@@ -197,9 +240,11 @@ impl Splitter {
     /// Of the open cluster's bytes emitted so far, those that form whole elements: the
     /// place to end it when the stream breaks off or turns invalid inside it.
     pub fn whole_size(&self) -> Option<u64> {
-        self.cluster
-            .as_ref()
-            .map(|c| (c.child_start - c.start).min(c.summary.size))
+        self.cluster.as_ref().map(|c| {
+            (c.child_start - c.start)
+                .saturating_add_signed(c.delta)
+                .min(c.summary.size)
+        })
     }
 
     /// Whether the bytes pushed so far end between two elements (not inside an element's
@@ -347,6 +392,9 @@ impl Splitter {
                     if off == end {
                         self.st = St::Head;
                         self.on_timecode()?;
+                        if self.aws_shape {
+                            self.write_cluster_head(end, out);
+                        }
                         continue;
                     }
                     if pos == len {
@@ -355,8 +403,21 @@ impl Splitter {
                     let n = (end - off).min((len - pos) as u64) as usize;
                     self.vbuf[self.vl..self.vl + n].copy_from_slice(&data[pos..pos + n]);
                     self.vl += n;
-                    self.take_cluster(pos);
+                    if !self.aws_shape {
+                        self.take_cluster(pos);
+                    }
                     pos += n;
+                }
+                St::Drop { end } => {
+                    if off == end {
+                        self.st = St::Head;
+                        self.left_out(end, 0);
+                        continue;
+                    }
+                    if pos == len {
+                        break;
+                    }
+                    pos += (end - off).min((len - pos) as u64) as usize;
                 }
                 St::BlockHead { end, simple, start } => {
                     let need = match self.vl {
@@ -383,13 +444,29 @@ impl Splitter {
                     if pos == len {
                         break;
                     }
-                    let n = ((need - self.vl) as u64)
+                    let mut n = ((need - self.vl) as u64)
                         .min(end - off)
                         .min((len - pos) as u64);
+                    // Renumbering: stop at the end of the track number, to rewrite its last
+                    // byte (`need` is 1 until the first byte, which gives the length).
+                    let mut in_track = false;
+                    if self.track_map.is_some() {
+                        let track_len = match self.vl {
+                            0 => 1,
+                            _ => ebml::vint_len(self.vbuf[0]).unwrap_or(0),
+                        };
+                        if self.vl < track_len {
+                            n = n.min((track_len - self.vl) as u64);
+                            in_track = true;
+                        }
+                    }
                     let n = n as usize;
                     self.vbuf[self.vl..self.vl + n].copy_from_slice(&data[pos..pos + n]);
                     self.vl += n;
                     self.take_cluster(pos);
+                    if in_track && ebml::vint_len(self.vbuf[0]) == Some(self.vl) {
+                        self.renumber_block(data, pos + n - 1, simple, end, out);
+                    }
                     pos += n;
                 }
                 St::Hold { end, id, dest } => {
@@ -532,8 +609,15 @@ impl Splitter {
                         group_decides: false,
                         child_start: start,
                         cut: false,
+                        delta: 0,
                     });
-                    self.attach_cluster(from_data, pos, out);
+                    if self.aws_shape {
+                        // Rebuilt once the Timecode is known.
+                        self.skip_header(from_data, data, pos, out);
+                        self.left_out(body, 0);
+                    } else {
+                        self.attach_cluster(from_data, pos, out);
+                    }
                     Ok(())
                 }
                 ID_EBML => {
@@ -589,6 +673,8 @@ impl Splitter {
                     self.duration = None;
                     self.tracks.clear();
                     self.have_tracks = false;
+                    self.track_map = None;
+                    self.renumbered.clear();
                     self.prev_timecode = None;
                     self.begin_hold(h, from_data, data, pos, Dest::EbmlHeader, out);
                     Ok(())
@@ -680,6 +766,107 @@ impl Splitter {
         }
         self.take_cluster(*pos);
         *pos += from_data;
+    }
+
+    /// Consumes an element header without emitting it (AWS shape: a part of the cluster's
+    /// head that is rebuilt or left out).
+    pub(super) fn skip_header(
+        &mut self,
+        from_data: usize,
+        data: &Bytes,
+        pos: &mut usize,
+        out: &mut Vec<Event>,
+    ) {
+        self.flush_run(data, *pos, out);
+        self.sl = 0;
+        self.carry.clear();
+        *pos += from_data;
+    }
+
+    /// The open cluster's bytes up to `end` are whole; those from `child_start` were left out,
+    /// and `added` bytes were emitted in their place.
+    fn left_out(&mut self, end: u64, added: usize) {
+        if let Some(c) = &mut self.cluster {
+            c.delta += added as i64 - (end - c.child_start) as i64;
+            c.child_start = end;
+        }
+    }
+
+    /// AWS shape: the cluster's Timecode (ending at `end`) was read, so AWS's cluster head
+    /// goes out in place of the input's.
+    fn write_cluster_head(&mut self, end: u64, out: &mut Vec<Event>) {
+        let Some(c) = &self.cluster else { return };
+        let head = kvs_format::kvs::cluster_head(c.summary.timecode);
+        self.left_out(end, head.len());
+        let piece = self.small_piece(&head);
+        self.emit_cluster(piece, out);
+    }
+
+    /// Renumbering: the track number of a block (a SimpleBlock when `simple`; ending at
+    /// stream offset `end`) ends at `data[at]`, and goes out renumbered.
+    ///
+    /// When a SimpleBlock's whole header (ID, size, track, time, flags) starts what this
+    /// buffer emits and ends in it (matroskamux gives each block header a buffer of its own),
+    /// that header goes out as one small copied piece in place of the slice it would have
+    /// been. Otherwise the renumbered byte is a piece of its own (a static one: no
+    /// allocation) between slices of the input. Frames are never copied.
+    fn renumber_block(
+        &mut self,
+        data: &Bytes,
+        at: usize,
+        simple: bool,
+        end: u64,
+        out: &mut Vec<Event>,
+    ) {
+        let Some(map) = &self.track_map else { return };
+        // A SimpleBlock is the cluster child being read.
+        let elem = match &self.cluster {
+            Some(c) if simple => c.child_start,
+            _ => u64::MAX,
+        };
+        let Ok(Some((old, len))) = ebml::read_vint(&self.vbuf[..self.vl]) else {
+            return;
+        };
+        let Some(new) = map.changed(old) else { return };
+        // Numbers up to 126 lie in the last byte alone (with the marker bit in a 1-byte vint).
+        let byte = if len == 1 { 0x80 | new } else { new };
+        self.vbuf[len - 1] = byte;
+        // The time (2 bytes) and flags follow the track number.
+        let head_end = at + 4;
+        if let Some(run) = self.run
+            && elem.checked_sub(self.base) == Some(run as u64)
+            && head_end <= data.len()
+            && self.base + head_end as u64 <= end
+        {
+            self.arena_room(head_end - run);
+            let from = self.arena.len();
+            self.arena.extend_from_slice(&data[run..head_end]);
+            self.arena[from + at - run] = byte;
+            let piece = self.arena.split().freeze();
+            self.emit_cluster(piece, out);
+            // The rest of the header is read on, not emitted again.
+            self.run = Some(head_end);
+            return;
+        }
+        self.flush_run(data, at, out);
+        let b = usize::from(byte);
+        self.emit_cluster(Bytes::from_static(&BYTE_VALUES[b..=b]), out);
+    }
+
+    /// A copy of a few rewritten bytes, carved from a shared block of memory (one allocation
+    /// per [`ARENA`] bytes, not one per piece).
+    fn small_piece(&mut self, bytes: &[u8]) -> Bytes {
+        self.arena_room(bytes.len());
+        self.arena.extend_from_slice(bytes);
+        self.arena.split().freeze()
+    }
+
+    /// Makes room for `n` more bytes in the arena (a new block when the current one is full:
+    /// the pieces already carved from it keep it alive).
+    pub(super) fn arena_room(&mut self, n: usize) {
+        if self.arena.capacity() - self.arena.len() < n {
+            self.arena = BytesMut::with_capacity(ARENA.max(n));
+        }
     }
 
     #[inline]

@@ -10,6 +10,8 @@ use kvs_format::ebml::Writer;
 mod harness;
 use harness::*;
 
+mod aws_shape;
+
 // ---------------------------------------------------------------- stream builder
 
 /// A deterministic block payload.
@@ -56,17 +58,22 @@ fn header_av() -> Vec<u8> {
     h
 }
 
-/// Header + `n` unknown-size clusters of 2 s: key frame first, audio interleaved.
+/// The blocks of each cluster of [`stream_av`]: 2 s, key frame first, audio interleaved.
+fn av_blocks() -> Vec<Vec<u8>> {
+    let mut kids = Vec::new();
+    for f in 0..10i16 {
+        kids.push(simple_block(1, f * 200, f == 0, 500 + f as usize * 37));
+        kids.push(simple_block(2, f * 200 + 10, true, 90));
+    }
+    kids
+}
+
+/// Header + `n` clusters (with PrevSize) of [`av_blocks`], of unknown or known size.
 fn stream_av(n: u64, known: bool) -> (Vec<u8>, Vec<u8>) {
     let header = header_av();
     let mut s = header.clone();
     for i in 0..n {
-        let mut kids = Vec::new();
-        for f in 0..10i16 {
-            kids.push(simple_block(1, f * 200, f == 0, 500 + f as usize * 37));
-            kids.push(simple_block(2, f * 200 + 10, true, 90));
-        }
-        s.extend(cluster(i * 2000, known, &kids));
+        s.extend(cluster(i * 2000, known, &av_blocks()));
     }
     (header, s)
 }

@@ -4,6 +4,7 @@
 
 pub mod host;
 pub mod record;
+pub mod sent;
 pub mod standins;
 
 use std::path::{Path, PathBuf};
@@ -175,46 +176,29 @@ pub fn record(dir: &Path, name: &str, frames: u32, key_int: u32, mux_props: &str
     path
 }
 
-/// Splits a recorded Matroska file into its header and clusters with the plugin's splitter.
+/// Splits a recorded Matroska file into its header and clusters as kvssink sends them
+/// ([`split_bytes`]).
 pub fn split_file(path: &Path) -> (bytes::Bytes, Vec<bytes::Bytes>) {
     split_bytes(std::fs::read(path).unwrap())
 }
 
-/// Splits a Matroska byte stream into its (first) header and clusters.
-/// A Matroska stream as kvssink sends it: its header in the shape AWS's producer sends
-/// (`normalize_header`), its clusters byte for byte.
+/// A Matroska stream as kvssink sends it: its (first) header, then every cluster, as
+/// [`split_bytes`] gives them.
 pub fn as_sent(stream: &[u8]) -> Vec<u8> {
     let (header, clusters) = split_bytes(stream.to_vec());
-    let mut out = gstkvs::mkv::normalize_header(&header)
-        .unwrap_or(header)
-        .to_vec();
+    let mut out = header.to_vec();
     for c in clusters {
         out.extend_from_slice(&c);
     }
     out
 }
 
+/// Splits a complete Matroska byte stream into its (first) header and its clusters, as
+/// kvssink sends them (modelled in [`sent`]): the header with its tracks renumbered for
+/// playback and in the shape AWS's producer sends (`normalize_header`); each cluster with
+/// AWS's cluster head and the blocks' track numbers renumbered, its frames byte for byte.
 pub fn split_bytes(data: Vec<u8>) -> (bytes::Bytes, Vec<bytes::Bytes>) {
-    use gstkvs::mkv::{Event, Limits, Splitter};
-    let data = bytes::Bytes::from(data);
-    let mut splitter = Splitter::new(Limits::default());
-    let mut events = Vec::new();
-    splitter.push(data, &mut events).unwrap();
-    splitter.finish(&mut events).unwrap();
-    let mut header = bytes::Bytes::new();
-    let mut clusters: Vec<Vec<u8>> = Vec::new();
-    for event in events {
-        match event {
-            Event::Header(h) if header.is_empty() => header = h.bytes,
-            Event::FragmentStart(_) => clusters.push(Vec::new()),
-            Event::FragmentData(b) => clusters.last_mut().unwrap().extend_from_slice(&b),
-            _ => {}
-        }
-    }
-    (
-        header,
-        clusters.into_iter().map(bytes::Bytes::from).collect(),
-    )
+    sent::split(data, true)
 }
 
 /// Records every byte that reaches `sink`'s sink pad.

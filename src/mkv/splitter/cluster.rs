@@ -56,6 +56,13 @@ impl Splitter {
         if cluster_end.is_some() && matches!(h.id, ID_EBML | ID_SEGMENT | ID_CLUSTER) {
             return Err(unexpected("inside a known-size Cluster"));
         }
+        if self.aws_shape && cluster_end.is_some() && group_end.is_none() && is_segment_level(h.id)
+        {
+            // Sent in a cluster of unknown size, it would end the cluster there.
+            return Err(unexpected(
+                "a Segment-level element inside a known-size Cluster",
+            ));
+        }
         let size = h
             .size
             .ok_or_else(|| unexpected("unknown size inside a Cluster"))?;
@@ -70,11 +77,21 @@ impl Splitter {
         let in_group = group_end.is_some();
         if !in_group
             && matches!(h.id, ID_SIMPLE_BLOCK | ID_BLOCK_GROUP)
-            && end - c.start > self.limits.max_fragment_bytes
+            && (end - c.start).saturating_add_signed(c.delta) > self.limits.max_fragment_bytes
             && started
             && !c.cut
         {
             self.cut_cluster(data, out);
+        }
+        if self.aws_shape
+            && !in_group
+            && h.id != ID_SIMPLE_BLOCK
+            && let Some(st) = left_out(h.id, has_timecode, size, end).map_err(unexpected)?
+        {
+            self.vl = 0;
+            self.st = st;
+            self.skip_header(from_data, data, pos, out);
+            return Ok(());
         }
         let st = match (h.id, in_group) {
             (ID_TIMECODE, false) if !started => {
@@ -140,12 +157,13 @@ impl Splitter {
             timecode: c.summary.timecode,
             key_frame,
         }));
-        if self.prefix.len() > 1 && c.summary.size <= PREFIX_COALESCE {
-            let mut v = Vec::with_capacity(c.summary.size as usize);
+        let size = c.summary.size;
+        if self.prefix.len() > 1 && size <= PREFIX_COALESCE {
+            self.arena_room(size as usize);
             for p in &self.prefix {
-                v.extend_from_slice(p);
+                self.arena.extend_from_slice(p);
             }
-            out.push(Event::FragmentData(Bytes::from(v)));
+            out.push(Event::FragmentData(self.arena.split().freeze()));
         } else {
             out.extend(self.prefix.iter().cloned().map(Event::FragmentData));
         }
@@ -267,6 +285,27 @@ impl Splitter {
         }
         Ok(())
     }
+}
+
+/// AWS shape: how a cluster child other than a SimpleBlock is read when it is left out of
+/// what is sent (the cluster's head is rebuilt from its Timecode: what else the input has
+/// there is left out, as are PrevSize, Position and CRC-32, wrong once rewritten); `None`
+/// when it is sent.
+#[inline(never)]
+fn left_out(id: u32, has_timecode: bool, size: u64, end: u64) -> Result<Option<St>, &'static str> {
+    Ok(match id {
+        ID_TIMECODE if !has_timecode => {
+            if size > 8 {
+                return Err("Timecode longer than 8 bytes");
+            }
+            Some(St::Value { end })
+        }
+        ID_BLOCK_GROUP if !has_timecode => return Err("block before the Cluster Timecode"),
+        ID_BLOCK_GROUP => None,
+        ID_TIMECODE | ID_PREV_SIZE | ID_POSITION | ID_CRC_32 => Some(St::Drop { end }),
+        _ if !has_timecode => Some(St::Drop { end }),
+        _ => None,
+    })
 }
 
 /// IDs that end an unknown-size Cluster.

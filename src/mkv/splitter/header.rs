@@ -87,6 +87,25 @@ impl Splitter {
         if tracks.len() > MAX_TRACKS {
             return Err(MkvError::TooManyTracks(tracks.len()));
         }
+        self.track_map = None;
+        self.renumbered.clear();
+        if self.aws_shape
+            && let Ok(Some(map)) = super::renumber::plan(&tracks)
+        {
+            let body = &mut self.header_buf[self.body_start..];
+            let rewritten = super::renumber::rewrite_tracks(body, &map);
+            body.copy_from_slice(&rewritten);
+            for t in &mut tracks {
+                let new = map.apply(t.number);
+                if new != t.number {
+                    self.renumbered.push((t.number, new));
+                    t.number = new;
+                }
+            }
+            tracks.sort_by_key(|t| t.number);
+            self.renumbered.sort_by_key(|&(_, new)| new);
+            self.track_map = Some(map);
+        }
         self.have_tracks = !tracks.is_empty();
         self.tracks = tracks;
         Ok(())
@@ -108,6 +127,7 @@ impl Splitter {
                 .filter(|d| *d > 0.0)
                 .map(|d| (d * self.timecode_scale as f64) as u64),
             tracks: self.tracks.clone(),
+            renumbered: self.renumbered.clone(),
         };
         self.video_track = self
             .tracks
@@ -120,7 +140,7 @@ impl Splitter {
         self.header_done = true;
         self.prev_timecode = None;
         self.header = Some(header.clone());
-        out.push(Event::Header(header));
+        out.push(Event::Header(Box::new(header)));
         Ok(())
     }
 }

@@ -68,7 +68,24 @@ pub fn normalize(events: &[Event]) -> Vec<N> {
 
 /// Feeds `data` cut at `cuts` (sorted positions) and finishes.
 pub fn run_cuts(data: &[u8], cuts: &[usize], limits: Limits) -> (Vec<Event>, Result<(), MkvError>) {
-    let mut sp = Splitter::new(limits);
+    run_splitter(Splitter::new(limits), data, cuts)
+}
+
+/// [`run_cuts`] with the splitter in AWS shape (what the producer sends).
+pub fn run_cuts_aws(
+    data: &[u8],
+    cuts: &[usize],
+    limits: Limits,
+) -> (Vec<Event>, Result<(), MkvError>) {
+    run_splitter(Splitter::new(limits).aws_shape(true), data, cuts)
+}
+
+/// Feeds `data` to `sp` cut at `cuts` (sorted positions) and finishes.
+pub fn run_splitter(
+    mut sp: Splitter,
+    data: &[u8],
+    cuts: &[usize],
+) -> (Vec<Event>, Result<(), MkvError>) {
     let mut out = Vec::new();
     let mut last = 0;
     for &c in cuts.iter().chain(std::iter::once(&data.len())) {
