@@ -333,10 +333,12 @@ fn round(files: &Files, plugin: &PluginEnv, n: usize, count: bool) -> Result<[Ru
 
     let server = KvsLocal::spawn(Mode::Storing, false)?;
     let stream = format!("file-{}-{n}", std::process::id());
+    // At full speed: by default (`streaming-type=auto`) a file is an offline upload, which
+    // kvssink paces so that its timestamps, counted back from now, never run ahead of the clock.
     let cmd = pipeline(
         &plugin.with_url(&server.url),
         files,
-        &format!("kvssink stream-name={stream}"),
+        &format!("kvssink stream-name={stream} streaming-type=realtime"),
     );
     let (kvssink, _) = measure(cmd, count)?;
     let got = server.received(&stream)?;
