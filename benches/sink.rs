@@ -127,7 +127,6 @@ fn main() {
                      holding AWS's libgstkvssink.so; see benches/README.md)",
                     official::DIR_ENV
                 );
-                eprintln!("{why}");
                 report.note(why);
                 None
             }
