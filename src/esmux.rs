@@ -357,7 +357,9 @@ impl EsMuxer {
                 self.header_audio = self.audio_track.is_some() && self.audio != Audio::Absent;
                 out.push(Bytes::from(self.header()));
             }
-            out.push(Bytes::copy_from_slice(&kvs_format::kvs::cluster_head(f.pts)));
+            out.push(Bytes::copy_from_slice(&kvs_format::kvs::cluster_head(
+                f.pts,
+            )));
             self.cluster_ms = Some(f.pts);
         } else if !self.header_sent {
             self.cluster_ms = None;
