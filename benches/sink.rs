@@ -15,6 +15,10 @@
 //!    same bytes: system calls per MB (`perf stat`), CPU per MB, peak RSS. `file.rs`
 //!    The same file paced at 30 fps (`identity sync=true`): system calls per MB of a stream
 //!    that arrives frame by frame, as from a camera. `file.rs`
+//!    With `KVSSINK_OFFICIAL_PLUGIN_DIR` naming a directory holding AWS's own element
+//!    (`libgstkvssink.so`, built from AWS's C++ producer SDK), both parts also run ours and
+//!    AWS's on the same H.264 file, each in its own `gst-launch-1.0`: CPU, system calls and
+//!    throughput per MB, and the ratios ours / AWS's. `official.rs`
 //! 5. RSS after an outage: before, peak, and once the backlog was persisted. `outage.rs`
 //! 6. Soak: RSS over hours of simulated stream. `soak.rs`
 //!
@@ -29,6 +33,8 @@
 mod file;
 #[path = "sink/latency.rs"]
 mod latency;
+#[path = "sink/official.rs"]
+mod official;
 #[path = "sink/outage.rs"]
 mod outage;
 #[path = "sink/process.rs"]
@@ -108,11 +114,49 @@ fn main() {
     if want("es") {
         file::measure_es(file_frames, reps, &mut report);
     }
+    // AWS's own element, next to ours in the file and paced parts.
+    let official = if want("file") || want("paced") {
+        match official::from_env() {
+            Ok(Some(o)) => {
+                eprintln!("AWS's kvssink: {}", o.describe());
+                Some(o)
+            }
+            Ok(None) => {
+                let why = format!(
+                    "comparison with AWS's own kvssink skipped: {} is not set (a directory \
+                     holding AWS's libgstkvssink.so; see benches/README.md)",
+                    official::DIR_ENV
+                );
+                report.note(why);
+                None
+            }
+            Err(e) => {
+                report.failed("AWS's kvssink", e);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if official.is_some() && ["kvs-local", "discard", "push"].iter().any(|p| want(p)) {
+        report.note(
+            "AWS's kvssink is compared in the file and paced parts only: the kvs-local, \
+             discard and push parts feed Matroska bytes through appsrc, which AWS's element \
+             does not take (it takes H.264/H.265 or audio frames and makes the Matroska itself)"
+                .into(),
+        );
+    }
     if want("file") {
         file::measure_all(file_frames, reps, &mut report);
+        if let Some(o) = &official {
+            official::compare(o, file_frames, reps, false, &mut report);
+        }
     }
     if want("paced") {
         file::measure_paced(paced_frames, reps.min(3), &mut report);
+        if let Some(o) = &official {
+            official::compare(o, paced_frames, reps.min(3), true, &mut report);
+        }
     }
     if want("latency") {
         latency::measure(latency_secs, &mut report);

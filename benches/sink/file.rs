@@ -22,7 +22,7 @@ use crate::server::{KvsLocal, Mode};
 use crate::uploads::{create_stream_with_curl, curl_outcome, curl_put_media};
 
 /// The system calls counted one by one, besides the total.
-const CALLS: [&str; 15] = [
+pub const CALLS: [&str; 15] = [
     "writev",
     "write",
     "sendto",
@@ -40,16 +40,16 @@ const CALLS: [&str; 15] = [
     "brk",
 ];
 
-struct Files {
+pub struct Files {
     /// x264 in Matroska: what `filesrc ! matroskademux` reads.
-    source: PathBuf,
+    pub source: PathBuf,
     /// The pipeline's matroskamux output (`streamable=true`): what curl uploads.
     muxed: PathBuf,
-    muxed_bytes: u64,
-    clusters: usize,
+    pub muxed_bytes: u64,
+    pub clusters: usize,
 }
 
-fn data_dir() -> PathBuf {
+pub fn data_dir() -> PathBuf {
     std::env::var_os("KVSSINK_BENCH_DATA").map_or_else(
         || {
             // target/<profile>/deps/sink-<hash> -> target/bench-data
@@ -60,7 +60,7 @@ fn data_dir() -> PathBuf {
     )
 }
 
-fn gst_launch(args: &str) -> Result<(), String> {
+pub fn gst_launch(args: &str) -> Result<(), String> {
     let out = Command::new("gst-launch-1.0")
         .arg("-q")
         .args(args.split_whitespace())
@@ -76,12 +76,12 @@ fn gst_launch(args: &str) -> Result<(), String> {
 }
 
 /// The short file whose counts are taken off the long one's.
-const SHORT_FRAMES: u32 = 60;
+pub const SHORT_FRAMES: u32 = 60;
 
 const DEMUX: &str = "matroskademux ! h264parse ! matroskamux streamable=true";
 
 /// The source file of `frames` frames and its matroskamux output, made once.
-fn prepare(frames: u32) -> Result<Files, String> {
+pub fn prepare(frames: u32) -> Result<Files, String> {
     let dir = data_dir();
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let source = dir.join(format!("snow-360p-8M-{frames}.mkv"));
@@ -125,18 +125,18 @@ fn prepare(frames: u32) -> Result<Files, String> {
 }
 
 #[derive(Clone, Default)]
-struct Run {
-    wall: Duration,
-    cpu: Duration,
+pub struct Run {
+    pub wall: Duration,
+    pub cpu: Duration,
     /// ru_maxrss, KiB.
-    peak_kib: u64,
+    pub peak_kib: u64,
     /// System calls by name ("total" for all of them).
-    calls: BTreeMap<String, u64>,
+    pub calls: BTreeMap<String, u64>,
 }
 
 /// Runs `cmd` to its end, optionally under `perf stat` counting system calls; its wall time,
 /// CPU and peak RSS (of perf and the command together, when counted).
-fn measure(mut cmd: Command, count: bool) -> Result<(Run, String), String> {
+pub fn measure(mut cmd: Command, count: bool) -> Result<(Run, String), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let perf_out = dir.path().join("perf");
     let mut cmd = if count {
@@ -148,12 +148,18 @@ fn measure(mut cmd: Command, count: bool) -> Result<(Run, String), String> {
             .arg("--")
             .arg(cmd.get_program())
             .args(cmd.get_args())
-            .envs(
-                cmd.get_envs()
-                    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
-            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // perf runs the command with the command's environment and working directory.
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => perf.env(k, v),
+                None => perf.env_remove(k),
+            };
+        }
+        if let Some(dir) = cmd.get_current_dir() {
+            perf.current_dir(dir);
+        }
         perf
     } else {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -333,10 +339,12 @@ fn round(files: &Files, plugin: &PluginEnv, n: usize, count: bool) -> Result<[Ru
 
     let server = KvsLocal::spawn(Mode::Storing, false)?;
     let stream = format!("file-{}-{n}", std::process::id());
+    // At full speed: by default (`streaming-type=auto`) a file is an offline upload, which
+    // kvssink paces so that its timestamps, counted back from now, never run ahead of the clock.
     let cmd = pipeline(
         &plugin.with_url(&server.url),
         files,
-        &format!("kvssink stream-name={stream}"),
+        &format!("kvssink stream-name={stream} streaming-type=realtime"),
     );
     let (kvssink, _) = measure(cmd, count)?;
     let got = server.received(&stream)?;
@@ -361,12 +369,12 @@ fn round(files: &Files, plugin: &PluginEnv, n: usize, count: bool) -> Result<[Ru
     Ok([fakesink, kvssink, curl])
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn spread(v: &[f64]) -> String {
+pub fn spread(v: &[f64]) -> String {
     let (lo, hi) = v
         .iter()
         .fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(*x), h.max(*x)));
