@@ -24,13 +24,13 @@ use kvs_format::matroska::{TRACK_TYPE_AUDIO, TRACK_TYPE_VIDEO};
 pub struct VideoTrack {
     /// `V_MPEG4/ISO/AVC` or `V_MPEGH/ISO/HEVC`.
     pub codec_id: &'static str,
-    /// avcC or hvcC (the caps' codec_data); empty for H.264 in Annex B form, whose avcC is
-    /// built from the stream's SPS and PPS.
+    /// avcC or hvcC (the caps' codec_data); empty in Annex B form, where it is built from
+    /// the stream's parameter sets.
     pub codec_private: Bytes,
     pub width: u32,
     pub height: u32,
-    /// H.264 in Annex B form (`stream-format=byte-stream`): each access unit is made
-    /// length-prefixed (a copy), the form Matroska holds.
+    /// H.264 or H.265 in Annex B form (`stream-format=byte-stream`): each access unit is
+    /// made length-prefixed (a copy), the form Matroska holds.
     pub annexb: bool,
 }
 
@@ -140,7 +140,7 @@ enum Audio {
 #[derive(Debug)]
 pub struct EsMuxer {
     video: Option<VideoTrack>,
-    /// The avcC of an Annex B stream, from its first SPS and PPS.
+    /// The avcC or hvcC of an Annex B stream, from its first parameter sets.
     annexb_private: Option<Bytes>,
     audio_track: Option<AudioTrack>,
     audio: Audio,
@@ -251,12 +251,15 @@ impl EsMuxer {
         out: &mut Vec<Bytes>,
     ) -> Result<Written, EsError> {
         let (mut key, mut frame) = (key, frame);
-        if self.video.as_ref().is_some_and(|v| v.annexb) {
-            let converted = crate::annexb::to_length_prefixed(&frame);
-            if let (None, Some(sps), Some(pps)) =
-                (&self.annexb_private, converted.sps, converted.pps)
-            {
-                self.annexb_private = crate::annexb::avcc(sps, pps);
+        if let Some(video) = self.video.as_ref().filter(|v| v.annexb) {
+            let codec = if video.codec_id == CODEC_H265 {
+                crate::annexb::Codec::H265
+            } else {
+                crate::annexb::Codec::H264
+            };
+            let converted = crate::annexb::to_length_prefixed(&frame, codec);
+            if self.annexb_private.is_none() {
+                self.annexb_private = converted.codec_private(codec);
             }
             // A fragment cannot start before the decoder's configuration is known.
             key &= self.annexb_private.is_some();

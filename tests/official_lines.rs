@@ -149,6 +149,20 @@ fn aws_kvs_log_level_sets_the_log_level() {
     assert_eq!(run_with(Some("4")), 0, "4 is warnings and worse");
 }
 
+/// H.265 in Annex B form, no parser in between: the hvcC is built from the stream's VPS, SPS
+/// and PPS.
+#[test]
+fn h265_byte_stream_without_a_parser() {
+    streams_whole(
+        &format!(
+            "{} ! x265enc tune=zerolatency speed-preset=ultrafast \
+             ! video/x-h265,stream-format=byte-stream,alignment=au",
+            test_video()
+        ),
+        "hevc-annexb",
+    );
+}
+
 /// The official README's IoT line: no keys anywhere, credentials from the AWS IoT credentials
 /// provider over mutual TLS, given as the `iot-certificate` structure string in the launch
 /// line (here with the stand-in provider's address, its CA and the role alias it knows).

@@ -590,7 +590,7 @@ fn es_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), String
         let stream = format!("es-{}-{n}", std::process::id());
         let cmd = launch(
             &plugin.with_url(&server.url),
-            &format!("{chain} ! kvssink stream-name={stream}"),
+            &format!("{chain} ! kvssink stream-name={stream} streaming-type=realtime"),
         );
         let (run, _) = measure(cmd, false)?;
         let got = server.received(&stream)?;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use crate::esmux::{self, AudioTrack, VideoTrack};
 
 /// H.264 and H.265 access units with their codec data (h264parse / h265parse or the encoder
-/// convert to this), and H.264 access units in Annex B form (cameras' `byte-stream`).
+/// convert to this), and access units in Annex B form (cameras' `byte-stream`).
 pub fn video_caps() -> gst::Caps {
     gst::Caps::builder_full()
         .structure(
@@ -17,7 +17,10 @@ pub fn video_caps() -> gst::Caps {
         )
         .structure(
             gst::Structure::builder("video/x-h265")
-                .field("stream-format", gst::List::new(["hvc1", "hev1"]))
+                .field(
+                    "stream-format",
+                    gst::List::new(["hvc1", "hev1", "byte-stream"]),
+                )
                 .field("alignment", "au")
                 .build(),
         )
