@@ -805,6 +805,10 @@ impl KvsSink {
     /// A frame of one stream (audio or video) reached the muxer.
     fn stream_moved(&self, audio: bool) {
         let mut input = lock(&self.audio);
+        if input.pad.is_none() {
+            // One stream: nobody waits for it (and a wake-up per frame is a system call).
+            return;
+        }
         let now = Some(std::time::Instant::now());
         if audio {
             input.last_audio = now;
