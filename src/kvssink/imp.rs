@@ -381,9 +381,10 @@ impl BaseSinkImpl for KvsSink {
         *lock(&self.state) = State::Stopped;
         {
             // The next run starts with a header of its own.
+            // The audio input before the muxer, as wait_for_the_other() takes them.
+            let mut audio = lock(&self.audio);
             let mut es = lock(&self.es);
             es.reset(true);
-            let mut audio = lock(&self.audio);
             audio.video_eos = false;
             audio.finished = false;
             audio.last_video = None;
