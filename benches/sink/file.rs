@@ -258,14 +258,17 @@ fn paced_pipeline(
     } else {
         DEMUX
     };
+    launch(env, files, &format!("{demux} ! {tail}"))
+}
+
+/// `gst-launch-1.0 -q filesrc location=<the source file> ! <chain>` with `env`.
+fn launch(env: &[(&'static str, String)], files: &Files, chain: &str) -> Command {
     let mut cmd = Command::new("gst-launch-1.0");
     cmd.arg("-q")
         .arg("filesrc")
         .arg(format!("location={}", files.source.display()))
         .arg("!")
-        .args(demux.split_whitespace())
-        .arg("!")
-        .args(tail.split_whitespace())
+        .args(chain.split_whitespace())
         .envs(env.iter().map(|(k, v)| (k, v)));
     cmd
 }
@@ -575,21 +578,12 @@ pub fn measure_es(frames: u32, reps: usize, report: &mut Report) {
 fn es_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), String> {
     let files = prepare(frames)?;
     let plugin = PluginEnv::new("http://127.0.0.1:1")?;
-    let launch = |env: &[(&'static str, String)], chain: &str| {
-        let mut cmd = Command::new("gst-launch-1.0");
-        cmd.arg("-q")
-            .arg("filesrc")
-            .arg(format!("location={}", files.source.display()))
-            .arg("!")
-            .args(chain.split_whitespace())
-            .envs(env.iter().map(|(k, v)| (k, v)));
-        cmd
-    };
     let upload = |chain: &str, n: usize| -> Result<Run, String> {
         let server = KvsLocal::spawn(Mode::Storing, false)?;
         let stream = format!("es-{}-{n}", std::process::id());
         let cmd = launch(
             &plugin.with_url(&server.url),
+            &files,
             &format!("{chain} ! kvssink stream-name={stream} streaming-type=realtime"),
         );
         let (run, _) = measure(cmd, false)?;
@@ -608,12 +602,16 @@ fn es_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), String
         (vec![], vec![], vec![], vec![]);
     for n in 0..reps {
         let es_fake = measure(
-            launch(&plugin.env, &format!("{ES} ! fakesink sync=false")),
+            launch(&plugin.env, &files, &format!("{ES} ! fakesink sync=false")),
             false,
         )?
         .0;
         let mkv_fake = measure(
-            launch(&plugin.env, &format!("{DEMUX} ! fakesink sync=false")),
+            launch(
+                &plugin.env,
+                &files,
+                &format!("{DEMUX} ! fakesink sync=false"),
+            ),
             false,
         )?
         .0;
