@@ -16,8 +16,9 @@
 //!   producer would keep an empty persistent item). A non-persistent item goes with one
 //!   fragment. Items go out in the order they were added, a replaced one last.
 //! * Here the items are written when their cluster ends: before the next cluster, before the
-//!   end-of-fragment tag of a fragment cut at the service's limits, or at the end of the
-//!   stream. AWS's producer writes them just before a new cluster starts: the same place, except
+//!   end-of-fragment tag of a fragment cut at the service's limits or ended after an idle
+//!   period (the items then are those added before that tag; later ones go with the next
+//!   fragment), or at the end of the stream. AWS's producer writes them just before a new cluster starts: the same place, except
 //!   that it also writes them before the first cluster (the service then gives them to the
 //!   first fragment twice) and writes no persistent item after the last cluster (the last
 //!   fragment goes without them), the two surprises reported in producer-c issue #405.
@@ -40,12 +41,24 @@ struct Item {
     name: String,
     value: String,
     persistent: bool,
+    /// When it was added: a [`Snapshot`] covers the items up to its own serial.
+    serial: u64,
 }
 
 /// The items the next fragment to end will carry.
 #[derive(Debug, Clone, Default)]
 pub struct FragmentMetadata {
     items: Vec<Item>,
+    last_serial: u64,
+}
+
+/// What the open fragment carries if it ends now: its Tags, and the newest item in them.
+/// A fragment ended by the connection after an idle period goes out with a snapshot; the
+/// items added after it go with the next fragment ([`FragmentMetadata::spend_up_to`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub tags: Bytes,
+    pub serial: u64,
 }
 
 /// What [`FragmentMetadata::add`] did.
@@ -125,10 +138,12 @@ impl FragmentMetadata {
                 persistent: self.items.iter().filter(|i| i.persistent).count(),
             });
         }
+        self.last_serial += 1;
         self.items.push(Item {
             name: name.to_owned(),
             value: value.to_owned(),
             persistent,
+            serial: self.last_serial,
         });
         Ok(if existing.is_some() {
             Added::Replaced
@@ -140,6 +155,14 @@ impl FragmentMetadata {
     /// The fragment that ends now: its items as Tags elements (`None` without any). The
     /// non-persistent items are spent; the persistent ones stay for the next fragment.
     pub fn take_for_fragment(&mut self) -> Option<Bytes> {
+        let tags = self.snapshot()?.tags;
+        self.items.retain(|i| i.persistent);
+        Some(tags)
+    }
+
+    /// The items as they are now, for a fragment that may end before [`Self::take_for_fragment`]
+    /// is called (`None` without any). Nothing is spent.
+    pub fn snapshot(&self) -> Option<Snapshot> {
         if self.items.is_empty() {
             return None;
         }
@@ -148,9 +171,16 @@ impl FragmentMetadata {
             .iter()
             .map(|i| (i.name.as_str(), i.value.as_str()))
             .collect();
-        let tags = Bytes::from(fragment_metadata_tags(&pairs));
-        self.items.retain(|i| i.persistent);
-        Some(tags)
+        Some(Snapshot {
+            tags: Bytes::from(fragment_metadata_tags(&pairs)),
+            serial: self.items.iter().map(|i| i.serial).max().unwrap_or(0),
+        })
+    }
+
+    /// The fragment ended with a [`Snapshot`] up to `serial`: its non-persistent items are
+    /// spent; items added after it stay for the next fragment.
+    pub fn spend_up_to(&mut self, serial: u64) {
+        self.items.retain(|i| i.persistent || i.serial > serial);
     }
 
     /// How many items the next fragment to end carries.
@@ -248,6 +278,26 @@ mod tests {
             take(&mut m),
             [p("lat", "47.6N"), p("motion", "a"), p("motion", "b")]
         );
+    }
+
+    #[test]
+    fn a_snapshot_spends_only_what_it_carried() {
+        let mut m = FragmentMetadata::default();
+        assert_eq!(m.snapshot(), None);
+        m.add("door", "open", false).unwrap();
+        m.add("site", "x", true).unwrap();
+        let snap = m.snapshot().unwrap();
+        assert_eq!(pairs(&snap.tags), [p("door", "open"), p("site", "x")]);
+        assert_eq!(
+            m.snapshot().unwrap(),
+            snap,
+            "taking a snapshot spends nothing"
+        );
+        // Added after the fragment went out with the snapshot: for the next fragment.
+        m.add("late", "1", false).unwrap();
+        m.spend_up_to(snap.serial);
+        assert_eq!(take(&mut m), [p("site", "x"), p("late", "1")]);
+        assert_eq!(take(&mut m), [p("site", "x")]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use kvs_format::kvs;
 
 use crate::ack::{Ack, AckEventType, ErrorClass, classify};
-use crate::metadata::{Added, FragmentMetadata, MetadataError};
+use crate::metadata::{Added, FragmentMetadata, MetadataError, Snapshot};
 use crate::mkv::{self, MkvError, Splitter, StreamHeader, TrackInfo};
 use crate::spool::Spool;
 use crate::store::AckLevel;
@@ -556,7 +556,9 @@ impl Producer {
         value: &str,
         persistent: bool,
     ) -> Result<Added, MetadataError> {
-        self.metadata.add(name, value, persistent)
+        let added = self.metadata.add(name, value, persistent)?;
+        self.uploader.set_open_metadata(self.metadata.snapshot());
+        Ok(added)
     }
 
     /// Cluster timecode of the fragment open now, which metadata added now goes with.
@@ -704,36 +706,41 @@ impl Producer {
                         self.uploader.count_cut_bytes(summary.cut_bytes);
                     }
                     let broke_off = summary.whole_size < summary.size;
-                    // The fragment's metadata follows its cluster (a cut one's went already).
-                    let tags = if std::mem::take(&mut self.metadata_written) {
-                        None
-                    } else {
-                        self.metadata.take_for_fragment()
+                    // The fragment's metadata follows its cluster (a cut one's went already;
+                    // after an idle period the connection wrote it before the tag that ended
+                    // the fragment, and items added since go with the next one).
+                    let written = std::mem::take(&mut self.metadata_written);
+                    let metadata = &mut self.metadata;
+                    let mut choose = |idle: Option<Option<Snapshot>>| match idle {
+                        Some(Some(sent)) => {
+                            metadata.spend_up_to(sent.serial);
+                            Some(sent.tags)
+                        }
+                        Some(None) => None,
+                        None if written => None,
+                        None => metadata.take_for_fragment(),
                     };
-                    if self.passthrough {
+                    let keep = broke_off.then_some(summary.whole_size);
+                    let tags = if self.passthrough {
+                        let (tags, not_sent) =
+                            self.uploader.end_fragment_with(keep, end_ns, choose);
                         if broke_off {
-                            let not_sent = self.uploader.end_fragment_at(
-                                summary.whole_size,
-                                tags.clone(),
-                                end_ns,
-                            );
                             notices.push(Notice::BrokeOff {
                                 timecode: summary.timecode,
                                 not_sent,
                             });
-                        } else {
-                            if let Some(tags) = &tags {
-                                self.uploader.append(tags.clone());
-                            }
-                            self.uploader.end_fragment(end_ns);
                         }
-                    } else if broke_off {
-                        notices.push(Notice::BrokeOff {
-                            timecode: summary.timecode,
-                            not_sent: summary.size - summary.whole_size,
-                        });
-                    }
-                    let keep = broke_off.then_some(summary.whole_size);
+                        tags
+                    } else {
+                        if broke_off {
+                            notices.push(Notice::BrokeOff {
+                                timecode: summary.timecode,
+                                not_sent: summary.size - summary.whole_size,
+                            });
+                        }
+                        choose(None)
+                    };
+                    self.uploader.set_open_metadata(self.metadata.snapshot());
                     self.spool_close(keep, tags, false, end_ns, notices);
                 }
                 mkv::Event::Interstitial(bytes) => {

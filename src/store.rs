@@ -52,6 +52,8 @@ pub struct Fragment {
     /// removed, so a connection that had sent past it sent bytes that are no longer part of
     /// the fragment.
     pub cut_at_chunk: Option<usize>,
+    /// The chunk holding the fragment's metadata (its Tags), appended when it ended.
+    pub metadata_chunk: Option<usize>,
 }
 
 /// Fragments dropped to stay within the limits.
@@ -145,6 +147,7 @@ impl FragmentStore {
             complete: false,
             end_ns: start_ns,
             cut_at_chunk: None,
+            metadata_chunk: None,
         });
         self.next_seq += 1;
         self.open = true;
@@ -169,6 +172,20 @@ impl FragmentStore {
         } else {
             Evicted::default()
         }
+    }
+
+    /// Appends the open fragment's metadata (its Tags, after its cluster), marked as such.
+    pub fn append_metadata(&mut self, tags: Bytes) -> Evicted {
+        let at = self
+            .frags
+            .back()
+            .filter(|_| self.open)
+            .map(|f| f.chunks.len());
+        let evicted = self.append(tags);
+        if let Some(f) = self.frags.back_mut().filter(|_| self.open) {
+            f.metadata_chunk = at;
+        }
+        evicted
     }
 
     /// Closes the open fragment (no-op if none).

@@ -24,6 +24,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use bytes::Bytes;
 
 use crate::ack::Ack;
+use crate::metadata::Snapshot;
 use crate::store::{AckLevel, Backlog, Evicted, FragmentStore, StoreLimits};
 pub(crate) use state::Inner;
 
@@ -697,6 +698,52 @@ impl Uploader {
         self.finish();
         let wait = self.wait_persisted(timeout);
         Summary::new(&wait, self.stats())
+    }
+
+    /// The metadata the open fragment carries if the connection ends it after an idle
+    /// period (then the fragment's end writes the same: [`Uploader::end_fragment_with`]).
+    pub fn set_open_metadata(&self, metadata: Option<Snapshot>) {
+        self.shared.lock().open_metadata = metadata;
+    }
+
+    /// The open fragment ends: with `keep`, only its first `keep` bytes stay (as
+    /// [`Uploader::end_fragment_at`]); then its metadata, which `metadata` chooses from what
+    /// the connection already sent: `None` if it did not end the fragment after an idle period,
+    /// `Some(sent)` if it did (with `sent`, the Tags it wrote before the end-of-fragment tag).
+    /// Decided under the store's lock, so that an idle end cannot come in between. Returns the
+    /// metadata written and the bytes removed.
+    pub fn end_fragment_with(
+        &self,
+        keep: Option<u64>,
+        end_ns: u64,
+        metadata: impl FnOnce(Option<Option<Snapshot>>) -> Option<Bytes>,
+    ) -> (Option<Bytes>, u64) {
+        let mut inner = self.shared.lock();
+        let open = inner.store.open_fragment().map(|f| f.seq);
+        let idle = inner
+            .idle_ended
+            .take()
+            .filter(|(seq, _)| Some(*seq) == open)
+            .map(|(_, sent)| sent);
+        let tags = metadata(idle);
+        inner.open_metadata = None;
+        let removed = keep.map_or(0, |keep| inner.store.truncate_open(keep));
+        let evicted = match &tags {
+            Some(t) => inner.store.append_metadata(t.clone()),
+            None => Evicted::default(),
+        };
+        inner.store.finish(end_ns);
+        if keep.is_some() {
+            inner.on_not_sent(removed);
+            inner.publish();
+            self.after_store_change(inner, evicted);
+            self.shared.data_ready.notify_waiters();
+        } else {
+            inner.note_store_size();
+            self.unannounced.fetch_add(BATCH_BYTES, Ordering::Relaxed);
+            self.after_store_change(inner, evicted);
+        }
+        (tags, removed)
     }
 
     /// The open fragment ends here, keeping only its first `keep` bytes: what follows is an

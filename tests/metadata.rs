@@ -334,3 +334,54 @@ fn spooled_fragments_keep_their_metadata() {
     let dir = spool.path().to_str().unwrap().to_owned();
     cut_fragment_keeps_its_metadata("spooled", move |e| e.set_property("spool-dir", dir));
 }
+
+/// No data for `fragment-duration`: the connection ends the open fragment with an
+/// END_OF_FRAGMENT tag, and the fragment's metadata goes before that tag, not after it where
+/// the service would not take it. An item added after that goes with the next fragment.
+#[test]
+fn a_fragment_ended_after_an_idle_period_keeps_its_metadata() {
+    use kvs_format::build::{cluster_start, simple_header};
+    init();
+    let server = server();
+    let stream = "idle-metadata";
+    let (mut h, element) = harness(&server, stream, |e| {
+        e.set_property("fragment-duration", 300u32)
+    });
+    let push = |h: &mut gst_check::Harness, b: gst::Buffer| {
+        assert_eq!(h.push(b), Ok(gst::FlowSuccess::Ok))
+    };
+    push(&mut h, gst::Buffer::from_slice(simple_header()));
+    push(&mut h, gst::Buffer::from_slice(cluster_start(0)));
+    push(&mut h, frame(0, true));
+    assert!(element.send_event(item("door", "open", false)));
+    assert!(element.send_event(item("site", "x", true)));
+    push(&mut h, frame(33, false));
+    // Nothing more for longer than fragment-duration: kvs-local persists the fragment that
+    // the connection ended.
+    assert!(server.wait_for_fragments(stream, 1, TIMEOUT));
+    assert!(element.send_event(item("after", "idle", false)));
+    let mut next = cluster_start(5000);
+    next.extend(kvs_format::build::simple_block(1, 0, true, &[0x5A; 64]));
+    push(&mut h, gst::Buffer::from_slice(next));
+    h.push_event(gst::event::Eos::new());
+    let kept: Vec<_> = server
+        .fragments(stream)
+        .iter()
+        .map(|f| (f.timecode, f.metadata.clone()))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (0, vec![pair("door", "open"), pair("site", "x")]),
+            (5000, vec![pair("site", "x"), pair("after", "idle")]),
+        ]
+    );
+    assert_eq!(
+        element
+            .property::<gst::Structure>("stats")
+            .get::<u64>("bytes-dropped")
+            .ok(),
+        Some(0),
+        "nothing was left out as late bytes"
+    );
+}

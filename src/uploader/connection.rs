@@ -293,9 +293,17 @@ impl BodyCursor {
         {
             return None;
         }
-        let timecode = fragment.timecode;
-        self.tagged = Some(fragment.seq);
-        let tag = crate::mkv::end_of_fragment_tags();
+        let (timecode, seq) = (fragment.timecode, fragment.seq);
+        self.tagged = Some(seq);
+        // The fragment's metadata goes before the tag that ends it; its end writes the same
+        // (`Uploader::end_fragment_with`), which this connection then skips.
+        let metadata = inner.open_metadata.clone();
+        let end = crate::mkv::end_of_fragment_tags();
+        let tag = match &metadata {
+            Some(m) => Bytes::from([&m.tags[..], &end[..]].concat()),
+            None => end,
+        };
+        inner.idle_ended = Some((seq, metadata));
         inner.on_sent(tag.len());
         drop(inner);
         self.shared.emit(Event::IdleFragmentEnded { timecode });
@@ -440,10 +448,12 @@ impl BodyCursor {
             }
             if self.tagged == Some(fragment.seq) && self.chunk < fragment.chunks.len() {
                 // The service already closed this fragment: its late bytes cannot follow the
-                // tag as part of it.
+                // tag as part of it. Its metadata went before the tag.
                 let late: u64 = fragment.chunks[self.chunk..]
                     .iter()
-                    .map(|c| c.len() as u64)
+                    .enumerate()
+                    .filter(|(i, _)| fragment.metadata_chunk != Some(self.chunk + i))
+                    .map(|(_, c)| c.len() as u64)
                     .sum();
                 self.chunk = fragment.chunks.len();
                 late_bytes += late;

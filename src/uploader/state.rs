@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::about;
 use crate::ack::{Ack, AckEventType, ErrorClass, classify, error_advice, error_name};
+use crate::metadata::Snapshot;
 use crate::store::{AckLevel, FragmentStore};
 
 use super::{FatalError, HeaderGen, Stats};
@@ -95,6 +96,11 @@ pub(crate) struct Inner {
     /// Upstream is live; `false` for a file upload, which is held once a few fragments are
     /// unacknowledged (see `Uploader::wait_for_room`).
     pub live: bool,
+    /// The metadata the open fragment carries if a connection ends it after an idle period.
+    pub open_metadata: Option<Snapshot>,
+    /// A connection ended fragment `.0` after an idle period, with this metadata: its end
+    /// writes the same ([`crate::uploader::Uploader::end_fragment_with`]).
+    pub idle_ended: Option<(u64, Option<Snapshot>)>,
     /// The most bytes the store held since memory was last given back to the system.
     trim_peak: u64,
     /// Memory was given back at a quarter of a large peak: once more at a quarter of that.
@@ -117,6 +123,8 @@ impl Inner {
             max_seq_sent: None,
             visible: Visible::default(),
             live: true,
+            open_metadata: None,
+            idle_ended: None,
             trim_peak: 0,
             trim_again: false,
             counters: Counters::default(),
