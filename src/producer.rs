@@ -679,6 +679,7 @@ impl Producer {
                     if self.passthrough {
                         self.uploader
                             .cut_fragment(summary.whole_size, tags.clone(), end_ns);
+                        self.uploader.set_open_metadata(self.metadata.snapshot());
                     }
                     self.spool_close(Some(summary.whole_size), tags, true, end_ns, notices);
                     notices.push(Notice::FragmentCut {
