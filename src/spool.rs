@@ -8,26 +8,28 @@
 //!
 //! - Segment record (at offset 0), in the first format's layout so that it is told apart
 //!   from a first-format record: `[len: u32 LE][kind 4][b"kvsspool", version u32 LE = 2,
-//!   nonce u64 LE][checksum: u64 LE]`, `len` counting kind and payload, the checksum FNV-1a's
-//!   constants over 64-bit words of kind and payload.
+//!   nonce u64 LE, checksum kind u8][checksum: u64 LE]`, `len` counting kind and payload, the
+//!   checksum FNV-1a's constants over 64-bit words of kind and payload.
 //! - Every other record: `[len: u32 LE][kind: u8][nonce: u64 LE][payload][checksum: u64 LE]`,
-//!   `len` counting kind, nonce and payload, the checksum XXH64 (seeded with the nonce) of
-//!   everything before it, `len` included. Kinds:
+//!   `len` counting kind, nonce and payload, the checksum (seeded with the nonce) over
+//!   everything before it, `len` included: XXH64 (checksum kind 1) or four CRC-32C lanes
+//!   over interleaved 8-byte words, mixed to 64 bits (kind 2). The writer takes CRC-32C where
+//!   the CPU has the instruction (SSE 4.2), XXH64 elsewhere; a reader computes either. Kinds:
 //!   - header: `id u64, producer_start_ms u64, media type (u16 length + UTF-8), header bytes`;
 //!   - fragment: `id u64, header id u64, timecode u64, start_ns u64, end_ns u64, bytes`;
 //!   - done: `id u64`: the fragment was acknowledged (or rejected) and is never sent again.
 //!
 //! A whole fragment is written when it ends (copied into an aligned staging buffer and
-//! checksummed there, written from it 512 kB at a time) and made durable by one fdatasync.
+//! checksummed on the way, written from it 2 MB at a time) and made durable by one fdatasync.
 //! A done record is written without fsync: a crash of the process keeps it (the page cache
 //! survives); a power cut may lose it and cost one fragment sent twice. A segment whose
 //! fragments are all done is deleted; the current one, once nothing in it is pending, is
 //! reused in place from its start with a new generation (nonce + 1): no blocks are freed
-//! and allocated again. Records left after the write head
-//! by an older generation carry an older nonce: they end the segment, they are never taken
-//! as records. A torn last record (a crash during the write) carries the generation's nonce
-//! but fails its length or checksum: it is cut off when the spool is opened, and reported,
-//! never sent.
+//! and allocated again. Records left after the write head by an older generation carry an
+//! older nonce: they end the segment, they are never taken as records. A torn last record (a
+//! crash during the write) carries the generation's nonce but fails its length or checksum:
+//! it is cut off when the spool is opened, and reported, never sent. Fragments are counted
+//! as spooled only once their fdatasync has returned.
 //!
 //! Spools of the first format (no segment record, records `[len][kind][payload][checksum]`
 //! packed end to end, FNV checksums) are still read and recovered; new records always go to
@@ -54,7 +56,7 @@ const ALIGN: u64 = 4096;
 /// Bytes before a record's payload: length, kind, nonce.
 const HEAD: u64 = 13;
 /// The staging buffer fragments are copied into (and checksummed from) before a write.
-const STAGE: usize = 512 << 10;
+const STAGE: usize = 2 << 20;
 /// A new segment file starts once the current one is this large.
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// With nothing pending, the current segment is reused from its start once it is this large.
@@ -215,8 +217,254 @@ impl Xxh64 {
     }
 }
 
+#[cfg(test)]
 fn xxh64(seed: u64, data: &[u8]) -> u64 {
     let mut h = Xxh64::new(seed);
+    h.update(data);
+    h.finish()
+}
+
+/// CRC-32C (Castagnoli, reflected), one byte at a time: for CPUs without the instruction.
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+fn crc32c_byte(crc: u32, byte: u8) -> u32 {
+    CRC_TABLE[((crc ^ byte as u32) & 0xff) as usize] ^ (crc >> 8)
+}
+
+/// The CPU computes CRC-32C (SSE 4.2).
+fn crc32c_in_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("sse4.2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc32c_stripes_sse42(lanes: &mut [u64; 4], data: &[u8]) {
+    use std::arch::x86_64::_mm_crc32_u64;
+    let [mut a, mut b, mut c, mut d] = *lanes;
+    for s in data.chunks_exact(32) {
+        a = _mm_crc32_u64(a, le64(&s[0..]));
+        b = _mm_crc32_u64(b, le64(&s[8..]));
+        c = _mm_crc32_u64(c, le64(&s[16..]));
+        d = _mm_crc32_u64(d, le64(&s[24..]));
+    }
+    *lanes = [a, b, c, d];
+}
+
+/// `crc32c_stripes_sse42` over `src`, copying it to `dst` on the way (one pass instead of a
+/// copy and a second read).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc32c_copy_sse42(lanes: &mut [u64; 4], dst: &mut [u8], src: &[u8]) {
+    use std::arch::x86_64::_mm_crc32_u64;
+    let [mut a, mut b, mut c, mut d] = *lanes;
+    let (dst, src) = (dst.as_chunks_mut::<32>().0, src.as_chunks::<32>().0);
+    for (t, s) in dst.iter_mut().zip(src) {
+        *t = *s;
+        a = _mm_crc32_u64(a, le64(&s[0..]));
+        b = _mm_crc32_u64(b, le64(&s[8..]));
+        c = _mm_crc32_u64(c, le64(&s[16..]));
+        d = _mm_crc32_u64(d, le64(&s[24..]));
+    }
+    *lanes = [a, b, c, d];
+}
+
+fn crc32c_stripes_soft(lanes: &mut [u64; 4], data: &[u8]) {
+    for s in data.chunks_exact(32) {
+        for (lane, word) in lanes.iter_mut().zip(s.chunks_exact(8)) {
+            let mut c = *lane as u32;
+            for &byte in word {
+                c = crc32c_byte(c, byte);
+            }
+            *lane = c as u64;
+        }
+    }
+}
+
+/// Four CRC-32C lanes over interleaved 8-byte words (lane i takes words i, i + 4, ...), so
+/// that the CPU's CRC instruction runs on four independent chains; mixed into 64 bits with
+/// the length at the end. Each lane detects what a CRC-32C detects in its words.
+struct Crc32c4 {
+    lanes: [u64; 4],
+    buf: [u8; 32],
+    filled: usize,
+    total: u64,
+    hw: bool,
+}
+
+impl Crc32c4 {
+    fn new(seed: u64) -> Crc32c4 {
+        let (lo, hi) = (seed & 0xffff_ffff, seed >> 32);
+        Crc32c4 {
+            lanes: [lo, hi, lo ^ 0xffff_ffff, hi ^ 0xffff_ffff],
+            buf: [0; 32],
+            filled: 0,
+            total: 0,
+            hw: crc32c_in_hardware(),
+        }
+    }
+
+    fn stripes(&mut self, data: &[u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.hw {
+            // SAFETY: the CPU has SSE 4.2 (checked when the hasher was made).
+            unsafe { crc32c_stripes_sse42(&mut self.lanes, data) };
+            return;
+        }
+        crc32c_stripes_soft(&mut self.lanes, data);
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        self.total += data.len() as u64;
+        if self.filled > 0 {
+            let take = (32 - self.filled).min(data.len());
+            self.buf[self.filled..self.filled + take].copy_from_slice(&data[..take]);
+            self.filled += take;
+            data = &data[take..];
+            if self.filled < 32 {
+                return;
+            }
+            let buf = self.buf;
+            self.stripes(&buf);
+            self.filled = 0;
+        }
+        let whole = data.len() / 32 * 32;
+        self.stripes(&data[..whole]);
+        let rest = &data[whole..];
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.filled = rest.len();
+    }
+
+    /// Copies `src` to `dst` (as long) and takes it in.
+    fn copy_update(&mut self, dst: &mut [u8], src: &[u8]) {
+        let mut i = 0;
+        if self.filled > 0 {
+            i = (32 - self.filled).min(src.len());
+            dst[..i].copy_from_slice(&src[..i]);
+            self.update(&src[..i]);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.hw && self.filled == 0 {
+            let whole = (src.len() - i) / 32 * 32;
+            // SAFETY: the CPU has SSE 4.2 (checked when the hasher was made).
+            unsafe {
+                crc32c_copy_sse42(&mut self.lanes, &mut dst[i..i + whole], &src[i..i + whole])
+            };
+            self.total += whole as u64;
+            i += whole;
+        }
+        dst[i..].copy_from_slice(&src[i..]);
+        self.update(&src[i..]);
+    }
+
+    fn finish(&self) -> u64 {
+        let mut lanes = self.lanes;
+        for (i, &byte) in self.buf[..self.filled].iter().enumerate() {
+            let lane = &mut lanes[i / 8];
+            *lane = crc32c_byte(*lane as u32, byte) as u64;
+        }
+        let a = lanes[0] | lanes[1] << 32;
+        let b = lanes[2] | lanes[3] << 32;
+        let mut h = a ^ b.rotate_left(29) ^ self.total.wrapping_mul(P1);
+        h ^= h >> 33;
+        h = h.wrapping_mul(P2);
+        h ^= h >> 29;
+        h = h.wrapping_mul(P3);
+        h ^ (h >> 32)
+    }
+}
+
+/// The checksum of a segment's records (named in its segment record: the writer takes the
+/// fastest its CPU has, any reader computes either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SumKind {
+    Xxh64 = 1,
+    Crc32c4 = 2,
+}
+
+impl SumKind {
+    fn best() -> SumKind {
+        if crc32c_in_hardware() {
+            SumKind::Crc32c4
+        } else {
+            SumKind::Xxh64
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<SumKind> {
+        match b {
+            1 => Some(SumKind::Xxh64),
+            2 => Some(SumKind::Crc32c4),
+            _ => None,
+        }
+    }
+}
+
+enum Hasher {
+    Xxh64(Xxh64),
+    Crc32c4(Crc32c4),
+}
+
+impl Hasher {
+    fn new(kind: SumKind, seed: u64) -> Hasher {
+        match kind {
+            SumKind::Xxh64 => Hasher::Xxh64(Xxh64::new(seed)),
+            SumKind::Crc32c4 => Hasher::Crc32c4(Crc32c4::new(seed)),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Xxh64(h) => h.update(data),
+            Hasher::Crc32c4(h) => h.update(data),
+        }
+    }
+
+    /// Copies `src` to `dst` (as long) and takes it in, in one pass where it can.
+    fn copy_update(&mut self, dst: &mut [u8], src: &[u8]) {
+        match self {
+            Hasher::Crc32c4(h) => h.copy_update(dst, src),
+            Hasher::Xxh64(h) => {
+                dst.copy_from_slice(src);
+                h.update(dst);
+            }
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        match self {
+            Hasher::Xxh64(h) => h.finish(),
+            Hasher::Crc32c4(h) => h.finish(),
+        }
+    }
+}
+
+fn record_sum(kind: SumKind, seed: u64, data: &[u8]) -> u64 {
+    let mut h = Hasher::new(kind, seed);
     h.update(data);
     h.finish()
 }
@@ -323,6 +571,30 @@ impl SegmentFile {
     }
 }
 
+/// The staging buffer's alignment: a huge page's, so that the kernel can back it with one
+/// (a direct write from it is then one segment for the device, not 512).
+const STAGE_ALIGN: usize = 2 << 20;
+
+/// Room for `STAGE` bytes from a `STAGE_ALIGN`ed offset (only those are ever touched), which
+/// the kernel is asked to back with a huge page.
+fn staging_buffer() -> Vec<u8> {
+    let buf = vec![0u8; STAGE + STAGE_ALIGN];
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let start = buf.as_ptr().align_offset(STAGE_ALIGN);
+        // SAFETY: advice on memory this Vec owns (`start + STAGE` is within it); it changes
+        // how the memory is backed, not its contents.
+        unsafe {
+            libc::madvise(
+                buf.as_ptr().add(start) as *mut libc::c_void,
+                STAGE,
+                libc::MADV_HUGEPAGE,
+            );
+        }
+    }
+    buf
+}
+
 /// A record on its way through the staging buffer.
 struct Staged<'a> {
     stage: &'a mut [u8],
@@ -335,13 +607,13 @@ struct Staged<'a> {
 impl Staged<'_> {
     /// Copies `bytes` in (checksumming them there, while in cache), writing out each time
     /// the buffer is full.
-    fn put(&mut self, mut bytes: &[u8], mut hasher: Option<&mut Xxh64>) -> io::Result<()> {
+    fn put(&mut self, mut bytes: &[u8], mut hasher: Option<&mut Hasher>) -> io::Result<()> {
         while !bytes.is_empty() {
             let n = bytes.len().min(self.stage.len() - self.fill);
             let copy = &mut self.stage[self.fill..self.fill + n];
-            copy.copy_from_slice(&bytes[..n]);
-            if let Some(h) = hasher.as_deref_mut() {
-                h.update(copy);
+            match hasher.as_deref_mut() {
+                Some(h) => h.copy_update(copy, &bytes[..n]),
+                None => copy.copy_from_slice(&bytes[..n]),
             }
             self.fill += n;
             bytes = &bytes[n..];
@@ -363,7 +635,10 @@ pub struct Spool {
     out: SegmentFile,
     /// The current segment's generation: in every record, and the seed of its checksum.
     nonce: u64,
-    /// Staging for fragments (`STAGE` bytes from an `ALIGN`ed offset), made on first use.
+    /// The current segment's checksum.
+    sum: SumKind,
+    /// Staging for fragments (`STAGE` bytes from a `STAGE_ALIGN`ed offset), made on first
+    /// use.
     stage: Vec<u8>,
     headers: BTreeMap<u64, SpooledHeader>,
     /// Fragments not done, in order.
@@ -441,6 +716,7 @@ impl Spool {
             segments,
             out,
             nonce: rand::random(),
+            sum: SumKind::best(),
             stage: Vec::new(),
             headers,
             pending,
@@ -597,10 +873,11 @@ impl Spool {
 
     /// Starts the current segment's generation: its segment record at offset 0.
     fn write_segment_record(&mut self) -> io::Result<()> {
-        let mut payload = Vec::with_capacity(20);
+        let mut payload = Vec::with_capacity(21);
         payload.extend_from_slice(MAGIC);
         payload.extend_from_slice(&VERSION.to_le_bytes());
         payload.extend_from_slice(&self.nonce.to_le_bytes());
+        payload.push(self.sum as u8);
         let kind = [KIND_SEGMENT];
         let mut record = Vec::with_capacity(ALIGN as usize);
         record.extend_from_slice(&(1 + payload.len() as u32).to_le_bytes());
@@ -627,7 +904,7 @@ impl Spool {
         for p in parts {
             record.extend_from_slice(p);
         }
-        let sum = xxh64(self.nonce, &record);
+        let sum = record_sum(self.sum, self.nonce, &record);
         record.extend_from_slice(&sum.to_le_bytes());
         record.resize(align_up(record.len() as u64) as usize, 0);
         let seg = self.segments.back_mut().expect("a current segment");
@@ -642,16 +919,16 @@ impl Spool {
     /// bytes written (a multiple of `ALIGN`).
     fn write_staged(&mut self, at: u64, head: &[u8], chunks: &[Bytes]) -> io::Result<u64> {
         if self.stage.is_empty() {
-            self.stage = vec![0; STAGE + ALIGN as usize];
+            self.stage = staging_buffer();
         }
-        let start = self.stage.as_ptr().align_offset(ALIGN as usize);
+        let start = self.stage.as_ptr().align_offset(STAGE_ALIGN);
         let mut w = Staged {
             stage: &mut self.stage[start..start + STAGE],
             out: &mut self.out,
             fill: 0,
             off: at,
         };
-        let mut hasher = Xxh64::new(self.nonce);
+        let mut hasher = Hasher::new(self.sum, self.nonce);
         w.put(head, Some(&mut hasher))?;
         for chunk in chunks {
             w.put(chunk, Some(&mut hasher))?;
@@ -678,6 +955,7 @@ impl Spool {
             live: 0,
         });
         self.nonce = rand::random();
+        self.sum = SumKind::best();
         self.write_segment_record()?;
         // Headers still needed must be in a live segment: write them again.
         let needed: Vec<SpooledHeader> = self
@@ -807,8 +1085,8 @@ fn scan(
         pending,
         next_id,
     };
-    let (pos, torn) = match segment_nonce(&data) {
-        Some(nonce) => scan_current(&data, nonce, &mut found),
+    let (pos, torn) = match segment_start(&data) {
+        Some((nonce, sum)) => scan_current(&data, nonce, sum, &mut found),
         None => {
             let pos = scan_first_format(&data, &mut found);
             (pos, data.len() - pos)
@@ -822,19 +1100,22 @@ fn scan(
     Ok((pos as u64, torn as u64))
 }
 
-/// The nonce of a segment of the current format (`None`: the first format).
-fn segment_nonce(data: &[u8]) -> Option<u64> {
+/// The nonce and checksum of a segment of the current format (`None`: the first format).
+fn segment_start(data: &[u8]) -> Option<(u64, SumKind)> {
     let (kind, payload) = record_at(data, 0)?;
-    (kind == KIND_SEGMENT
-        && payload.len() >= 20
-        && &payload[..8] == MAGIC
-        && payload[8..12] == VERSION.to_le_bytes())
-    .then(|| le64(&payload[12..]))
+    if kind != KIND_SEGMENT
+        || payload.len() < 21
+        || &payload[..8] != MAGIC
+        || payload[8..12] != VERSION.to_le_bytes()
+    {
+        return None;
+    }
+    Some((le64(&payload[12..]), SumKind::from_byte(payload[20])?))
 }
 
 /// The current format: aligned records of the segment's generation. Returns (end of the
 /// last valid record, bytes of a torn record).
-fn scan_current(data: &[u8], nonce: u64, found: &mut Found<'_>) -> (usize, usize) {
+fn scan_current(data: &[u8], nonce: u64, sum: SumKind, found: &mut Found<'_>) -> (usize, usize) {
     let mut pos = ALIGN as usize;
     while pos < data.len() {
         let rest = &data[pos..];
@@ -851,7 +1132,7 @@ fn scan_current(data: &[u8], nonce: u64, found: &mut Found<'_>) -> (usize, usize
         let end = 4 + len as usize;
         let valid = rest
             .get(end..end + 8)
-            .is_some_and(|sum| le64(sum) == xxh64(nonce, &rest[..end]));
+            .is_some_and(|s| le64(s) == record_sum(sum, nonce, &rest[..end]));
         if !valid {
             let torn = (align_up(end as u64 + 8) as usize).min(rest.len());
             return (pos, torn);
@@ -1165,5 +1446,60 @@ mod tests {
         assert_eq!(r.fragments, 0);
         assert_eq!(r.torn_bytes, ALIGN);
         assert_eq!(s.pending().count(), 0);
+    }
+
+    #[test]
+    fn crc32c_lanes_match_the_reference_in_hardware_and_software() {
+        let mut c = !0u32;
+        for &b in b"123456789" {
+            c = crc32c_byte(c, b);
+        }
+        assert_eq!(!c, 0xE306_9283);
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 31 + i / 7) as u8).collect();
+        let mut soft = [1, 2, 3, 4];
+        crc32c_stripes_soft(&mut soft, &data);
+        if crc32c_in_hardware() {
+            let mut hw = [1, 2, 3, 4];
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: checked just above.
+            unsafe {
+                crc32c_stripes_sse42(&mut hw, &data)
+            };
+            assert_eq!(hw, soft);
+        }
+        for kind in [SumKind::Xxh64, SumKind::Crc32c4] {
+            let whole = record_sum(kind, 9, &data[..1000]);
+            for cut in [1, 7, 31, 32, 33, 100, 999] {
+                let mut h = Hasher::new(kind, 9);
+                for piece in data[..1000].chunks(cut) {
+                    h.update(piece);
+                }
+                assert_eq!(h.finish(), whole, "{kind:?} {cut}");
+            }
+            assert_ne!(record_sum(kind, 10, &data[..1000]), whole, "{kind:?} seed");
+            let mut flipped = data[..1000].to_vec();
+            flipped[998] ^= 1;
+            assert_ne!(record_sum(kind, 9, &flipped), whole, "{kind:?} tail");
+            assert_ne!(record_sum(kind, 9, &data[..999]), whole, "{kind:?} length");
+        }
+    }
+
+    #[test]
+    fn segments_of_either_checksum_are_recovered() {
+        for kind in [SumKind::Xxh64, SumKind::Crc32c4] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut s, _) = spool(dir.path(), 1 << 30);
+            s.sum = kind;
+            s.nonce += 1;
+            s.write_segment_record().unwrap();
+            let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+            let bytes = Bytes::from(vec![5u8; 3 << 20]);
+            s.append_fragment(h, 7, (0, 1), std::slice::from_ref(&bytes))
+                .unwrap();
+            drop(s);
+            let (s, r) = spool(dir.path(), 1 << 30);
+            assert_eq!((r.fragments, r.torn_bytes), (1, 0), "{kind:?}");
+            assert_eq!(s.read(s.pending().next().unwrap()).unwrap(), bytes);
+        }
     }
 }
