@@ -1,22 +1,44 @@
 //! The spool: fragments on disk until the service has them, so that an outage longer than
 //! the memory store, a crash or a restart loses nothing. Free of GStreamer.
 //!
-//! One directory per stream holds append-only segment files of records. A record is
-//! `[len: u32 LE][kind: u8][payload][checksum: u64 LE]`, `len` counting kind and payload and
-//! the checksum (FNV-1a constants over 64-bit words) covering them too. Kinds:
-//! - header: `id u64, producer_start_ms u64, media type (u16 length + UTF-8), header bytes`;
-//! - fragment: `id u64, header id u64, timecode u64, start_ns u64, end_ns u64, bytes`;
-//! - done: `id u64`: the fragment was acknowledged (or rejected) and is never sent again.
+//! One directory per stream holds segment files of records. A segment starts with a segment
+//! record that names its format and its generation's nonce; every record starts at a
+//! multiple of 4096 bytes (the space to the next one is zero padding), so that fragments are
+//! written with `O_DIRECT` (no copy into the page cache) where the filesystem allows it.
 //!
-//! A whole fragment is one append and one fsync, made when the fragment ends. A done record
-//! is appended without fsync: a crash of the process keeps it (the page cache survives); a
-//! power cut may lose it and cost one fragment sent twice. A segment whose fragments are all
-//! done is deleted. A torn last record (a crash during the append) fails its length or
-//! checksum: it is cut off when the spool is opened, and reported, never sent.
+//! - Segment record (at offset 0), in the first format's layout so that it is told apart
+//!   from a first-format record: `[len: u32 LE][kind 4][b"kvsspool", version u32 LE = 2,
+//!   nonce u64 LE, checksum kind u8][checksum: u64 LE]`, `len` counting kind and payload, the
+//!   checksum FNV-1a's constants over 64-bit words of kind and payload.
+//! - Every other record: `[len: u32 LE][kind: u8][nonce: u64 LE][payload][checksum: u64 LE]`,
+//!   `len` counting kind, nonce and payload, the checksum (seeded with the nonce) over
+//!   everything before it, `len` included: XXH64 (checksum kind 1) or four CRC-32C lanes
+//!   over interleaved 8-byte words, mixed to 64 bits (kind 2). The writer takes CRC-32C where
+//!   the CPU has the instruction (SSE 4.2), XXH64 elsewhere; a reader computes either. Kinds:
+//!   - header: `id u64, producer_start_ms u64, media type (u16 length + UTF-8), header bytes`;
+//!   - fragment: `id u64, header id u64, timecode u64, start_ns u64, end_ns u64, bytes`;
+//!   - done: `id u64`: the fragment was acknowledged (or rejected) and is never sent again.
+//!
+//! A whole fragment is written when it ends (copied into an aligned staging buffer and
+//! checksummed on the way, written from it 2 MB at a time) and made durable by one fdatasync.
+//! A done record is written without fsync: a crash of the process keeps it (the page cache
+//! survives); a power cut may lose it and cost one fragment sent twice. A segment whose
+//! fragments are all done is deleted; the current one, once nothing in it is pending, is
+//! reused in place from its start with a new generation (nonce + 1): no blocks are freed
+//! and allocated again. Records left after the write head by an older generation carry an
+//! older nonce: they end the segment, they are never taken as records. A torn last record (a
+//! crash during the write) carries the generation's nonce but fails its length or checksum:
+//! it is cut off when the spool is opened, and reported, never sent. Fragments are counted
+//! as spooled only once their fdatasync has returned.
+//!
+//! Spools of the first format (no segment record, records `[len][kind][payload][checksum]`
+//! packed end to end, FNV checksums) are still read and recovered; new records always go to
+//! a new segment of the current format.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -24,15 +46,32 @@ use bytes::Bytes;
 const KIND_HEADER: u8 = 1;
 const KIND_FRAGMENT: u8 = 2;
 const KIND_DONE: u8 = 3;
+/// The segment record (current format): magic, version, nonce.
+const KIND_SEGMENT: u8 = 4;
+const MAGIC: &[u8; 8] = b"kvsspool";
+const VERSION: u32 = 2;
+/// Records start at multiples of this (`O_DIRECT` needs offsets, lengths and memory aligned
+/// to the device's logical block; 4096 covers 512 too).
+const ALIGN: u64 = 4096;
+/// Bytes before a record's payload: length, kind, nonce.
+const HEAD: u64 = 13;
+/// The staging buffer fragments are copied into (and checksummed from) before a write.
+const STAGE: usize = 2 << 20;
 /// A new segment file starts once the current one is this large.
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
-/// With nothing pending, the current segment is emptied once it is this large.
+/// With nothing pending, the current segment is reused from its start once it is this large.
 const RECLAIM_AT: u64 = 4 * 1024 * 1024;
+/// ... and its file is also emptied if it has grown larger than this (after an outage).
+const REUSE_AT_MOST: u64 = 32 * 1024 * 1024;
 /// Larger records are taken as garbage (the service's fragments are at most 50 MB).
 const MAX_RECORD: u64 = 64 * 1024 * 1024;
 
-/// The records' checksum: FNV-1a's constants over 8-byte little-endian words (the tail
-/// zero-padded), fast enough to cost little next to the write.
+fn align_up(n: u64) -> u64 {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// The first format's checksum (and the segment record's): FNV-1a's constants over 8-byte
+/// little-endian words (the tail zero-padded).
 fn checksum(parts: &[&[u8]]) -> u64 {
     const PRIME: u64 = 0x0100_0000_01b3;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -63,6 +102,371 @@ fn checksum(parts: &[&[u8]]) -> u64 {
         h = (h ^ u64::from_le_bytes(carry)).wrapping_mul(PRIME);
     }
     h ^ (h >> 29)
+}
+
+/// XXH64, fed in pieces: four independent multiply lanes, about twice as fast as the word-wise
+/// FNV on one.
+struct Xxh64 {
+    v: [u64; 4],
+    buf: [u8; 32],
+    filled: usize,
+    total: u64,
+    seed: u64,
+}
+
+const P1: u64 = 0x9E37_79B1_85EB_CA87;
+const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
+const P3: u64 = 0x1656_67B1_9E37_79F9;
+const P4: u64 = 0x85EB_CA77_C2B2_AE63;
+const P5: u64 = 0x27D4_EB2F_1656_67C5;
+
+fn xxh_round(acc: u64, input: u64) -> u64 {
+    acc.wrapping_add(input.wrapping_mul(P2))
+        .rotate_left(31)
+        .wrapping_mul(P1)
+}
+
+fn le64(b: &[u8]) -> u64 {
+    u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
+}
+
+impl Xxh64 {
+    fn new(seed: u64) -> Xxh64 {
+        Xxh64 {
+            v: [
+                seed.wrapping_add(P1).wrapping_add(P2),
+                seed.wrapping_add(P2),
+                seed,
+                seed.wrapping_sub(P1),
+            ],
+            buf: [0; 32],
+            filled: 0,
+            total: 0,
+            seed,
+        }
+    }
+
+    fn stripes(v: &mut [u64; 4], data: &[u8]) {
+        let [mut a, mut b, mut c, mut d] = *v;
+        for s in data.chunks_exact(32) {
+            a = xxh_round(a, le64(&s[0..]));
+            b = xxh_round(b, le64(&s[8..]));
+            c = xxh_round(c, le64(&s[16..]));
+            d = xxh_round(d, le64(&s[24..]));
+        }
+        *v = [a, b, c, d];
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        self.total += data.len() as u64;
+        if self.filled > 0 {
+            let take = (32 - self.filled).min(data.len());
+            self.buf[self.filled..self.filled + take].copy_from_slice(&data[..take]);
+            self.filled += take;
+            data = &data[take..];
+            if self.filled < 32 {
+                return;
+            }
+            Self::stripes(&mut self.v, &self.buf);
+            self.filled = 0;
+        }
+        let whole = data.len() / 32 * 32;
+        Self::stripes(&mut self.v, &data[..whole]);
+        let rest = &data[whole..];
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.filled = rest.len();
+    }
+
+    fn finish(&self) -> u64 {
+        let [a, b, c, d] = self.v;
+        let mut h = if self.total >= 32 {
+            let mut h = a
+                .rotate_left(1)
+                .wrapping_add(b.rotate_left(7))
+                .wrapping_add(c.rotate_left(12))
+                .wrapping_add(d.rotate_left(18));
+            for v in [a, b, c, d] {
+                h = (h ^ xxh_round(0, v)).wrapping_mul(P1).wrapping_add(P4);
+            }
+            h
+        } else {
+            self.seed.wrapping_add(P5)
+        };
+        h = h.wrapping_add(self.total);
+        let mut tail = &self.buf[..self.filled];
+        while tail.len() >= 8 {
+            h ^= xxh_round(0, le64(tail));
+            h = h.rotate_left(27).wrapping_mul(P1).wrapping_add(P4);
+            tail = &tail[8..];
+        }
+        if tail.len() >= 4 {
+            let w = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
+            h ^= w.wrapping_mul(P1);
+            h = h.rotate_left(23).wrapping_mul(P2).wrapping_add(P3);
+            tail = &tail[4..];
+        }
+        for &byte in tail {
+            h ^= (byte as u64).wrapping_mul(P5);
+            h = h.rotate_left(11).wrapping_mul(P1);
+        }
+        h ^= h >> 33;
+        h = h.wrapping_mul(P2);
+        h ^= h >> 29;
+        h = h.wrapping_mul(P3);
+        h ^ (h >> 32)
+    }
+}
+
+#[cfg(test)]
+fn xxh64(seed: u64, data: &[u8]) -> u64 {
+    let mut h = Xxh64::new(seed);
+    h.update(data);
+    h.finish()
+}
+
+/// CRC-32C (Castagnoli, reflected), one byte at a time: for CPUs without the instruction.
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+fn crc32c_byte(crc: u32, byte: u8) -> u32 {
+    CRC_TABLE[((crc ^ byte as u32) & 0xff) as usize] ^ (crc >> 8)
+}
+
+/// The CPU computes CRC-32C (SSE 4.2).
+fn crc32c_in_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("sse4.2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc32c_stripes_sse42(lanes: &mut [u64; 4], data: &[u8]) {
+    use std::arch::x86_64::_mm_crc32_u64;
+    let [mut a, mut b, mut c, mut d] = *lanes;
+    for s in data.chunks_exact(32) {
+        a = _mm_crc32_u64(a, le64(&s[0..]));
+        b = _mm_crc32_u64(b, le64(&s[8..]));
+        c = _mm_crc32_u64(c, le64(&s[16..]));
+        d = _mm_crc32_u64(d, le64(&s[24..]));
+    }
+    *lanes = [a, b, c, d];
+}
+
+/// `crc32c_stripes_sse42` over `src`, copying it to `dst` on the way (one pass instead of a
+/// copy and a second read).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc32c_copy_sse42(lanes: &mut [u64; 4], dst: &mut [u8], src: &[u8]) {
+    use std::arch::x86_64::_mm_crc32_u64;
+    let [mut a, mut b, mut c, mut d] = *lanes;
+    let (dst, src) = (dst.as_chunks_mut::<32>().0, src.as_chunks::<32>().0);
+    for (t, s) in dst.iter_mut().zip(src) {
+        *t = *s;
+        a = _mm_crc32_u64(a, le64(&s[0..]));
+        b = _mm_crc32_u64(b, le64(&s[8..]));
+        c = _mm_crc32_u64(c, le64(&s[16..]));
+        d = _mm_crc32_u64(d, le64(&s[24..]));
+    }
+    *lanes = [a, b, c, d];
+}
+
+fn crc32c_stripes_soft(lanes: &mut [u64; 4], data: &[u8]) {
+    for s in data.chunks_exact(32) {
+        for (lane, word) in lanes.iter_mut().zip(s.chunks_exact(8)) {
+            let mut c = *lane as u32;
+            for &byte in word {
+                c = crc32c_byte(c, byte);
+            }
+            *lane = c as u64;
+        }
+    }
+}
+
+/// Four CRC-32C lanes over interleaved 8-byte words (lane i takes words i, i + 4, ...), so
+/// that the CPU's CRC instruction runs on four independent chains; mixed into 64 bits with
+/// the length at the end. Each lane detects what a CRC-32C detects in its words.
+struct Crc32c4 {
+    lanes: [u64; 4],
+    buf: [u8; 32],
+    filled: usize,
+    total: u64,
+    hw: bool,
+}
+
+impl Crc32c4 {
+    fn new(seed: u64) -> Crc32c4 {
+        let (lo, hi) = (seed & 0xffff_ffff, seed >> 32);
+        Crc32c4 {
+            lanes: [lo, hi, lo ^ 0xffff_ffff, hi ^ 0xffff_ffff],
+            buf: [0; 32],
+            filled: 0,
+            total: 0,
+            hw: crc32c_in_hardware(),
+        }
+    }
+
+    fn stripes(&mut self, data: &[u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.hw {
+            // SAFETY: the CPU has SSE 4.2 (checked when the hasher was made).
+            unsafe { crc32c_stripes_sse42(&mut self.lanes, data) };
+            return;
+        }
+        crc32c_stripes_soft(&mut self.lanes, data);
+    }
+
+    fn update(&mut self, mut data: &[u8]) {
+        self.total += data.len() as u64;
+        if self.filled > 0 {
+            let take = (32 - self.filled).min(data.len());
+            self.buf[self.filled..self.filled + take].copy_from_slice(&data[..take]);
+            self.filled += take;
+            data = &data[take..];
+            if self.filled < 32 {
+                return;
+            }
+            let buf = self.buf;
+            self.stripes(&buf);
+            self.filled = 0;
+        }
+        let whole = data.len() / 32 * 32;
+        self.stripes(&data[..whole]);
+        let rest = &data[whole..];
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.filled = rest.len();
+    }
+
+    /// Copies `src` to `dst` (as long) and takes it in.
+    fn copy_update(&mut self, dst: &mut [u8], src: &[u8]) {
+        let mut i = 0;
+        if self.filled > 0 {
+            i = (32 - self.filled).min(src.len());
+            dst[..i].copy_from_slice(&src[..i]);
+            self.update(&src[..i]);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.hw && self.filled == 0 {
+            let whole = (src.len() - i) / 32 * 32;
+            // SAFETY: the CPU has SSE 4.2 (checked when the hasher was made).
+            unsafe {
+                crc32c_copy_sse42(&mut self.lanes, &mut dst[i..i + whole], &src[i..i + whole])
+            };
+            self.total += whole as u64;
+            i += whole;
+        }
+        dst[i..].copy_from_slice(&src[i..]);
+        self.update(&src[i..]);
+    }
+
+    fn finish(&self) -> u64 {
+        let mut lanes = self.lanes;
+        for (i, &byte) in self.buf[..self.filled].iter().enumerate() {
+            let lane = &mut lanes[i / 8];
+            *lane = crc32c_byte(*lane as u32, byte) as u64;
+        }
+        let a = lanes[0] | lanes[1] << 32;
+        let b = lanes[2] | lanes[3] << 32;
+        let mut h = a ^ b.rotate_left(29) ^ self.total.wrapping_mul(P1);
+        h ^= h >> 33;
+        h = h.wrapping_mul(P2);
+        h ^= h >> 29;
+        h = h.wrapping_mul(P3);
+        h ^ (h >> 32)
+    }
+}
+
+/// The checksum of a segment's records (named in its segment record: the writer takes the
+/// fastest its CPU has, any reader computes either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SumKind {
+    Xxh64 = 1,
+    Crc32c4 = 2,
+}
+
+impl SumKind {
+    fn best() -> SumKind {
+        if crc32c_in_hardware() {
+            SumKind::Crc32c4
+        } else {
+            SumKind::Xxh64
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<SumKind> {
+        match b {
+            1 => Some(SumKind::Xxh64),
+            2 => Some(SumKind::Crc32c4),
+            _ => None,
+        }
+    }
+}
+
+enum Hasher {
+    Xxh64(Xxh64),
+    Crc32c4(Crc32c4),
+}
+
+impl Hasher {
+    fn new(kind: SumKind, seed: u64) -> Hasher {
+        match kind {
+            SumKind::Xxh64 => Hasher::Xxh64(Xxh64::new(seed)),
+            SumKind::Crc32c4 => Hasher::Crc32c4(Crc32c4::new(seed)),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Xxh64(h) => h.update(data),
+            Hasher::Crc32c4(h) => h.update(data),
+        }
+    }
+
+    /// Copies `src` to `dst` (as long) and takes it in, in one pass where it can.
+    fn copy_update(&mut self, dst: &mut [u8], src: &[u8]) {
+        match self {
+            Hasher::Crc32c4(h) => h.copy_update(dst, src),
+            Hasher::Xxh64(h) => {
+                dst.copy_from_slice(src);
+                h.update(dst);
+            }
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        match self {
+            Hasher::Xxh64(h) => h.finish(),
+            Hasher::Crc32c4(h) => h.finish(),
+        }
+    }
+}
+
+fn record_sum(kind: SumKind, seed: u64, data: &[u8]) -> u64 {
+    let mut h = Hasher::new(kind, seed);
+    h.update(data);
+    h.finish()
 }
 
 /// The body of a header record (without the header's bytes, which follow it).
@@ -118,9 +522,109 @@ pub struct SpoolDropped {
 struct Segment {
     n: u64,
     path: PathBuf,
+    /// The write head (of the current generation): bytes in use.
     size: u64,
     /// Fragments in it that are not done.
     live: u64,
+}
+
+/// The current segment's file: buffered for the small records, `O_DIRECT` for fragments
+/// when the filesystem takes it.
+struct SegmentFile {
+    file: File,
+    direct: Option<File>,
+}
+
+impl SegmentFile {
+    fn create(path: &Path) -> io::Result<SegmentFile> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let direct = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(path)
+                .ok()
+        };
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let direct = None;
+        Ok(SegmentFile { file, direct })
+    }
+
+    /// Writes `buf` (aligned in memory, length and offset multiples of `ALIGN`) at `at`.
+    fn write_aligned(&mut self, buf: &[u8], at: u64) -> io::Result<()> {
+        if let Some(direct) = &self.direct {
+            match direct.write_all_at(buf, at) {
+                Ok(()) => return Ok(()),
+                // The filesystem or device refuses this direct write: buffered from now on
+                // (the same bytes at the same place).
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct = None,
+                Err(e) => return Err(e),
+            }
+        }
+        self.file.write_all_at(buf, at)
+    }
+}
+
+/// The staging buffer's alignment: a huge page's, so that the kernel can back it with one
+/// (a direct write from it is then one segment for the device, not 512).
+const STAGE_ALIGN: usize = 2 << 20;
+
+/// Room for `STAGE` bytes from a `STAGE_ALIGN`ed offset (only those are ever touched), which
+/// the kernel is asked to back with a huge page.
+fn staging_buffer() -> Vec<u8> {
+    let buf = vec![0u8; STAGE + STAGE_ALIGN];
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let start = buf.as_ptr().align_offset(STAGE_ALIGN);
+        // SAFETY: advice on memory this Vec owns (`start + STAGE` is within it); it changes
+        // how the memory is backed, not its contents.
+        unsafe {
+            libc::madvise(
+                buf.as_ptr().add(start) as *mut libc::c_void,
+                STAGE,
+                libc::MADV_HUGEPAGE,
+            );
+        }
+    }
+    buf
+}
+
+/// A record on its way through the staging buffer.
+struct Staged<'a> {
+    stage: &'a mut [u8],
+    out: &'a mut SegmentFile,
+    /// Bytes in the staging buffer, and the file offset of its first.
+    fill: usize,
+    off: u64,
+}
+
+impl Staged<'_> {
+    /// Copies `bytes` in (checksumming them there, while in cache), writing out each time
+    /// the buffer is full.
+    fn put(&mut self, mut bytes: &[u8], mut hasher: Option<&mut Hasher>) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let n = bytes.len().min(self.stage.len() - self.fill);
+            let copy = &mut self.stage[self.fill..self.fill + n];
+            match hasher.as_deref_mut() {
+                Some(h) => h.copy_update(copy, &bytes[..n]),
+                None => copy.copy_from_slice(&bytes[..n]),
+            }
+            self.fill += n;
+            bytes = &bytes[n..];
+            if self.fill == self.stage.len() {
+                self.out.write_aligned(self.stage, self.off)?;
+                self.off += self.fill as u64;
+                self.fill = 0;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The spool of one stream.
@@ -128,7 +632,14 @@ pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     segments: VecDeque<Segment>,
-    file: File,
+    out: SegmentFile,
+    /// The current segment's generation: in every record, and the seed of its checksum.
+    nonce: u64,
+    /// The current segment's checksum.
+    sum: SumKind,
+    /// Staging for fragments (`STAGE` bytes from a `STAGE_ALIGN`ed offset), made on first
+    /// use.
+    stage: Vec<u8>,
     headers: BTreeMap<u64, SpooledHeader>,
     /// Fragments not done, in order.
     pending: BTreeMap<u64, SpooledFragment>,
@@ -192,7 +703,7 @@ impl Spool {
         }
         let n = segments.back().map_or(0, |s| s.n + 1);
         let path = dir.join(format!("seg-{n:020}.log"));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let out = SegmentFile::create(&path)?;
         segments.push_back(Segment {
             n,
             path,
@@ -203,12 +714,16 @@ impl Spool {
             dir,
             max_bytes,
             segments,
-            file,
+            out,
+            nonce: rand::random(),
+            sum: SumKind::best(),
+            stage: Vec::new(),
             headers,
             pending,
             next_id,
             next_header_id,
         };
+        spool.write_segment_record()?;
         spool.remove_finished_segments();
         Ok((spool, recovered))
     }
@@ -247,7 +762,7 @@ impl Spool {
         let id = self.next_header_id;
         self.next_header_id += 1;
         let meta = header_meta(id, producer_start_ms, media_type);
-        self.write_record(KIND_HEADER, &[&meta, bytes], false)?;
+        self.write_small(KIND_HEADER, &[&meta, bytes])?;
         self.headers.insert(
             id,
             SpooledHeader {
@@ -270,7 +785,7 @@ impl Spool {
         chunks: &[Bytes],
     ) -> io::Result<(SpooledFragment, SpoolDropped)> {
         let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-        let dropped = self.make_room(len + 64);
+        let dropped = self.make_room(align_up(HEAD + 40 + len + 8));
         if self
             .segments
             .back()
@@ -280,16 +795,21 @@ impl Spool {
         }
         let id = self.next_id;
         self.next_id += 1;
-        let mut meta = Vec::with_capacity(40);
-        for v in [id, header_id, timecode, start_ns, end_ns] {
-            meta.extend_from_slice(&v.to_le_bytes());
+        let mut head = [0u8; HEAD as usize + 40];
+        head[..4].copy_from_slice(&((1 + 8 + 40 + len) as u32).to_le_bytes());
+        head[4] = KIND_FRAGMENT;
+        head[5..13].copy_from_slice(&self.nonce.to_le_bytes());
+        for (i, v) in [id, header_id, timecode, start_ns, end_ns]
+            .iter()
+            .enumerate()
+        {
+            head[13 + 8 * i..21 + 8 * i].copy_from_slice(&v.to_le_bytes());
         }
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(chunks.len() + 1);
-        parts.push(&meta);
-        parts.extend(chunks.iter().map(|c| c.as_ref()));
         let at = self.segments.back().map_or(0, |s| s.size);
-        self.write_record(KIND_FRAGMENT, &parts, true)?;
+        let written = self.write_staged(at, &head, chunks)?;
+        self.out.file.sync_data()?;
         let segment = self.segments.back_mut().expect("a current segment");
+        segment.size = at + written;
         segment.live += 1;
         let fragment = SpooledFragment {
             id,
@@ -298,7 +818,7 @@ impl Spool {
             start_ns,
             end_ns,
             segment: segment.n,
-            offset: at + 5 + meta.len() as u64,
+            offset: at + head.len() as u64,
             len,
         };
         self.pending.insert(id, fragment.clone());
@@ -310,7 +830,7 @@ impl Spool {
         let Some(f) = self.pending.remove(&id) else {
             return Ok(());
         };
-        self.write_record(KIND_DONE, &[&id.to_le_bytes()], false)?;
+        self.write_small(KIND_DONE, &[&id.to_le_bytes()])?;
         if let Some(seg) = self.segments.iter_mut().find(|s| s.n == f.segment) {
             seg.live = seg.live.saturating_sub(1);
         }
@@ -321,18 +841,21 @@ impl Spool {
         Ok(())
     }
 
-    /// Nothing is pending: the current segment starts again empty, with the newest header
-    /// (the live stream's, which later fragments name).
+    /// Nothing is pending: the current segment is reused from its start by a new generation,
+    /// with the newest header (the live stream's, which later fragments name). Its blocks stay
+    /// allocated (emptying and refilling the file cost a block allocation per fragment); what
+    /// the older generation left after the write head carries its older nonce.
     fn reclaim(&mut self) -> io::Result<()> {
-        self.file.set_len(0)?;
-        if let Some(seg) = self.segments.back_mut() {
-            seg.size = 0;
+        if self.out.file.metadata()?.len() > REUSE_AT_MOST {
+            self.out.file.set_len(0)?;
         }
+        self.nonce = self.nonce.wrapping_add(1);
+        self.write_segment_record()?;
         let newest = self.headers.values().next_back().cloned();
         self.headers.clear();
         if let Some(h) = newest {
             let meta = header_meta(h.id, h.producer_start_ms, &h.media_type);
-            self.write_record(KIND_HEADER, &[&meta, &h.bytes], false)?;
+            self.write_small(KIND_HEADER, &[&meta, &h.bytes])?;
             self.headers.insert(h.id, h);
         }
         Ok(())
@@ -348,37 +871,92 @@ impl Spool {
         Ok(Bytes::from(buf))
     }
 
-    /// Writes one record with a single vectored write (no copy of the fragment's bytes).
-    fn write_record(&mut self, kind: u8, parts: &[&[u8]], sync: bool) -> io::Result<()> {
-        let kind_byte = [kind];
-        let mut all: Vec<&[u8]> = Vec::with_capacity(parts.len() + 3);
-        all.push(&kind_byte);
-        all.extend_from_slice(parts);
-        let body: u64 = all.iter().map(|p| p.len() as u64).sum();
-        let sum = checksum(&all).to_le_bytes();
-        let len = (body as u32).to_le_bytes();
-        all.insert(0, &len);
-        all.push(&sum);
-        write_all_vectored(&mut self.file, &all)?;
-        if sync {
-            self.file.sync_data()?;
-        }
+    /// Starts the current segment's generation: its segment record at offset 0.
+    fn write_segment_record(&mut self) -> io::Result<()> {
+        let mut payload = Vec::with_capacity(21);
+        payload.extend_from_slice(MAGIC);
+        payload.extend_from_slice(&VERSION.to_le_bytes());
+        payload.extend_from_slice(&self.nonce.to_le_bytes());
+        payload.push(self.sum as u8);
+        let kind = [KIND_SEGMENT];
+        let mut record = Vec::with_capacity(ALIGN as usize);
+        record.extend_from_slice(&(1 + payload.len() as u32).to_le_bytes());
+        record.extend_from_slice(&kind);
+        record.extend_from_slice(&payload);
+        record.extend_from_slice(&checksum(&[&kind, &payload]).to_le_bytes());
+        record.resize(ALIGN as usize, 0);
+        self.out.file.write_all_at(&record, 0)?;
         if let Some(seg) = self.segments.back_mut() {
-            seg.size += body + 12;
+            seg.size = ALIGN;
         }
         Ok(())
+    }
+
+    /// Writes a small record (a header or a done record) at the write head, buffered and
+    /// without fsync: the next fragment's fdatasync makes it durable.
+    fn write_small(&mut self, kind: u8, parts: &[&[u8]]) -> io::Result<()> {
+        let body: usize = parts.iter().map(|p| p.len()).sum();
+        let len = 1 + 8 + body;
+        let mut record = Vec::with_capacity(align_up(4 + len as u64 + 8) as usize);
+        record.extend_from_slice(&(len as u32).to_le_bytes());
+        record.push(kind);
+        record.extend_from_slice(&self.nonce.to_le_bytes());
+        for p in parts {
+            record.extend_from_slice(p);
+        }
+        let sum = record_sum(self.sum, self.nonce, &record);
+        record.extend_from_slice(&sum.to_le_bytes());
+        record.resize(align_up(record.len() as u64) as usize, 0);
+        let seg = self.segments.back_mut().expect("a current segment");
+        self.out.file.write_all_at(&record, seg.size)?;
+        seg.size += record.len() as u64;
+        Ok(())
+    }
+
+    /// Writes a fragment record at `at`: `head`, the `chunks`, the checksum, zero padding.
+    /// The bytes are copied into the aligned staging buffer a piece at a time, checksummed
+    /// there while in cache, and written from it (`O_DIRECT` where possible). Returns the
+    /// bytes written (a multiple of `ALIGN`).
+    fn write_staged(&mut self, at: u64, head: &[u8], chunks: &[Bytes]) -> io::Result<u64> {
+        if self.stage.is_empty() {
+            self.stage = staging_buffer();
+        }
+        let start = self.stage.as_ptr().align_offset(STAGE_ALIGN);
+        let mut w = Staged {
+            stage: &mut self.stage[start..start + STAGE],
+            out: &mut self.out,
+            fill: 0,
+            off: at,
+        };
+        let mut hasher = Hasher::new(self.sum, self.nonce);
+        w.put(head, Some(&mut hasher))?;
+        for chunk in chunks {
+            w.put(chunk, Some(&mut hasher))?;
+        }
+        w.put(&hasher.finish().to_le_bytes(), None)?;
+        let (fill, mut off) = (w.fill, w.off);
+        if fill > 0 {
+            let end = align_up(fill as u64) as usize;
+            w.stage[fill..end].fill(0);
+            w.out.write_aligned(&w.stage[..end], off)?;
+            off += end as u64;
+        }
+        Ok(off - at)
     }
 
     fn new_segment(&mut self) -> io::Result<()> {
         let n = self.segments.back().map_or(0, |s| s.n + 1);
         let path = self.dir.join(format!("seg-{n:020}.log"));
-        self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+        self.out = SegmentFile::create(&path)?;
         self.segments.push_back(Segment {
             n,
             path,
             size: 0,
             live: 0,
         });
+        self.nonce = rand::random();
+        self.sum = SumKind::best();
+        self.write_segment_record()?;
         // Headers still needed must be in a live segment: write them again.
         let needed: Vec<SpooledHeader> = self
             .headers
@@ -388,7 +966,7 @@ impl Spool {
             .collect();
         for h in needed {
             let meta = header_meta(h.id, h.producer_start_ms, &h.media_type);
-            self.write_record(KIND_HEADER, &[&meta, &h.bytes], false)?;
+            self.write_small(KIND_HEADER, &[&meta, &h.bytes])?;
         }
         self.remove_finished_segments();
         Ok(())
@@ -436,43 +1014,24 @@ impl Drop for Spool {
     }
 }
 
-/// `write_all` for a list of slices: one `writev` unless the kernel takes less.
-fn write_all_vectored(file: &mut File, parts: &[&[u8]]) -> io::Result<()> {
-    let mut slices: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
-    let mut slices = &mut slices[..];
-    while !slices.is_empty() {
-        match file.write_vectored(slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+/// What the records of one segment describe, applied as they are read.
+struct Found<'a> {
+    n: u64,
+    headers: &'a mut BTreeMap<u64, SpooledHeader>,
+    pending: &'a mut BTreeMap<u64, SpooledFragment>,
+    next_id: &'a mut u64,
 }
 
-/// Reads a segment's records; cuts off a torn tail. Returns (size kept, bytes cut).
-fn scan(
-    path: &Path,
-    n: u64,
-    headers: &mut BTreeMap<u64, SpooledHeader>,
-    pending: &mut BTreeMap<u64, SpooledFragment>,
-    next_id: &mut u64,
-) -> io::Result<(u64, u64)> {
-    let data = fs::read(path)?;
-    let mut pos = 0usize;
-    while pos < data.len() {
-        let Some(record) = record_at(&data, pos) else {
-            break;
-        };
-        let (kind, payload) = record;
+impl Found<'_> {
+    /// A record of `kind` whose `payload` starts at `at` in the segment.
+    fn apply(&mut self, kind: u8, payload: &[u8], at: usize) {
         let u = |i: usize| u64::from_le_bytes(payload[i..i + 8].try_into().expect("8 bytes"));
         match kind {
             KIND_HEADER if payload.len() >= 18 => {
                 let mlen = u16::from_le_bytes([payload[16], payload[17]]) as usize;
                 if payload.len() >= 18 + mlen {
                     let id = u(0);
-                    headers.insert(
+                    self.headers.insert(
                         id,
                         SpooledHeader {
                             id,
@@ -486,8 +1045,8 @@ fn scan(
             }
             KIND_FRAGMENT if payload.len() >= 40 => {
                 let id = u(0);
-                *next_id = (*next_id).max(id + 1);
-                pending.insert(
+                *self.next_id = (*self.next_id).max(id + 1);
+                self.pending.insert(
                     id,
                     SpooledFragment {
                         id,
@@ -495,30 +1054,110 @@ fn scan(
                         timecode: u(16),
                         start_ns: u(24),
                         end_ns: u(32),
-                        segment: n,
-                        offset: (pos + 5 + 40) as u64,
+                        segment: self.n,
+                        offset: (at + 40) as u64,
                         len: (payload.len() - 40) as u64,
                     },
                 );
             }
             KIND_DONE if payload.len() >= 8 => {
-                *next_id = (*next_id).max(u(0) + 1);
-                pending.remove(&u(0));
+                *self.next_id = (*self.next_id).max(u(0) + 1);
+                self.pending.remove(&u(0));
             }
             _ => {}
         }
-        pos += 4 + payload.len() + 1 + 8;
     }
-    let torn = (data.len() - pos) as u64;
-    if torn > 0 {
+}
+
+/// Reads a segment's records; cuts off what follows the last valid one (a torn record, or
+/// an older generation's leftovers). Returns (size kept, bytes of a torn record cut).
+fn scan(
+    path: &Path,
+    n: u64,
+    headers: &mut BTreeMap<u64, SpooledHeader>,
+    pending: &mut BTreeMap<u64, SpooledFragment>,
+    next_id: &mut u64,
+) -> io::Result<(u64, u64)> {
+    let data = fs::read(path)?;
+    let mut found = Found {
+        n,
+        headers,
+        pending,
+        next_id,
+    };
+    let (pos, torn) = match segment_start(&data) {
+        Some((nonce, sum)) => scan_current(&data, nonce, sum, &mut found),
+        None => {
+            let pos = scan_first_format(&data, &mut found);
+            (pos, data.len() - pos)
+        }
+    };
+    if data.len() > pos {
         let file = OpenOptions::new().write(true).open(path)?;
         file.set_len(pos as u64)?;
         file.sync_all()?;
     }
-    Ok((pos as u64, torn))
+    Ok((pos as u64, torn as u64))
 }
 
-/// The record at `pos`: `(kind, payload)`, or `None` when it is torn or corrupt.
+/// The nonce and checksum of a segment of the current format (`None`: the first format).
+fn segment_start(data: &[u8]) -> Option<(u64, SumKind)> {
+    let (kind, payload) = record_at(data, 0)?;
+    if kind != KIND_SEGMENT
+        || payload.len() < 21
+        || &payload[..8] != MAGIC
+        || payload[8..12] != VERSION.to_le_bytes()
+    {
+        return None;
+    }
+    Some((le64(&payload[12..]), SumKind::from_byte(payload[20])?))
+}
+
+/// The current format: aligned records of the segment's generation. Returns (end of the
+/// last valid record, bytes of a torn record).
+fn scan_current(data: &[u8], nonce: u64, sum: SumKind, found: &mut Found<'_>) -> (usize, usize) {
+    let mut pos = ALIGN as usize;
+    while pos < data.len() {
+        let rest = &data[pos..];
+        let Some(head) = rest.get(..HEAD as usize) else {
+            // Too short for a record: a torn one unless it is zeros.
+            let torn = rest.iter().any(|&b| b != 0);
+            return (pos, if torn { rest.len() } else { 0 });
+        };
+        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as u64;
+        if le64(&head[5..]) != nonce || !(9..=MAX_RECORD).contains(&len) {
+            // Zeros, or an older generation's record: the end of this one's.
+            return (pos, 0);
+        }
+        let end = 4 + len as usize;
+        let valid = rest
+            .get(end..end + 8)
+            .is_some_and(|s| le64(s) == record_sum(sum, nonce, &rest[..end]));
+        if !valid {
+            let torn = (align_up(end as u64 + 8) as usize).min(rest.len());
+            return (pos, torn);
+        }
+        found.apply(head[4], &rest[HEAD as usize..end], pos + HEAD as usize);
+        pos += align_up(end as u64 + 8) as usize;
+    }
+    (pos.min(data.len()), 0)
+}
+
+/// The first format: records end to end. Returns the end of the last valid record.
+fn scan_first_format(data: &[u8], found: &mut Found<'_>) -> usize {
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let Some((kind, payload)) = record_at(data, pos) else {
+            break;
+        };
+        found.apply(kind, payload, pos + 5);
+        pos += 4 + payload.len() + 1 + 8;
+    }
+    pos
+}
+
+/// The first-format record at `pos`: `(kind, payload)`, or `None` when it is torn or
+/// corrupt.
 fn record_at(data: &[u8], pos: usize) -> Option<(u8, &[u8])> {
     let len = u32::from_le_bytes(data.get(pos..pos + 4)?.try_into().ok()?) as usize;
     if len == 0 || len as u64 > MAX_RECORD {
@@ -610,27 +1249,27 @@ mod tests {
             .unwrap();
         s.append_fragment(h, 0, (0, 1), &[Bytes::from(vec![7u8; 100])])
             .unwrap();
-        s.append_fragment(h, 2000, (2, 3), &[Bytes::from(vec![8u8; 100])])
+        let (second, _) = s
+            .append_fragment(h, 2000, (2, 3), &[Bytes::from(vec![8u8; 100])])
             .unwrap();
         let seg = s.segments.back().unwrap().path.clone();
         drop(s);
         // A crash in the middle of the second fragment's append.
-        let len = fs::metadata(&seg).unwrap().len();
         OpenOptions::new()
             .write(true)
             .open(&seg)
             .unwrap()
-            .set_len(len - 30)
+            .set_len(second.offset + 30)
             .unwrap();
         let (s, r) = spool(dir.path(), 1 << 30);
         assert_eq!(r.fragments, 1);
         assert!(r.torn_bytes > 0);
         assert_eq!(s.pending().map(|f| f.timecode).collect::<Vec<_>>(), [0]);
         // A flipped bit is caught by the checksum too.
+        let first = s.pending().next().unwrap().clone();
         let data_len = fs::metadata(&seg).unwrap().len();
         let mut data = fs::read(&seg).unwrap();
-        let last = data.len() - 9;
-        data[last] ^= 1;
+        data[first.offset as usize + 50] ^= 1;
         fs::write(&seg, &data).unwrap();
         drop(s);
         let (s, r) = spool(dir.path(), 1 << 30);
@@ -653,21 +1292,214 @@ mod tests {
         s.mark_done(f.id).unwrap();
         assert_eq!(files(), 1, "the finished segment is deleted");
 
-        // Room for about two 1000-byte fragments.
+        // Room for about two segments of a 10,000-byte fragment (20 kB each with the
+        // segment and header records).
         let dir = tempfile::tempdir().unwrap();
-        let (mut s, _) = spool(dir.path(), 2_500);
+        let (mut s, _) = spool(dir.path(), 45_000);
         let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
         let mut dropped = SpoolDropped::default();
         for i in 0..4u64 {
             let (_, d) = s
-                .append_fragment(h, i, (i, i), &[Bytes::from(vec![0u8; 1000])])
+                .append_fragment(h, i, (i, i), &[Bytes::from(vec![0u8; 10_000])])
                 .unwrap();
             dropped.fragments += d.fragments;
             s.new_segment().unwrap();
         }
         assert!(dropped.fragments >= 2, "{dropped:?}");
-        assert!(s.size() <= 2_500 + 1_100);
+        assert!(s.size() <= 45_000 + 12_288, "{}", s.size());
         let left: Vec<u64> = s.pending().map(|f| f.timecode).collect();
         assert_eq!(left.last(), Some(&3), "the newest is kept: {left:?}");
+    }
+
+    #[test]
+    fn xxh64_matches_the_reference_and_does_not_depend_on_how_it_is_fed() {
+        assert_eq!(xxh64(0, b""), 0xEF46_DB37_51D8_E999);
+        assert_eq!(xxh64(0, b"a"), 0xD24E_C4F1_A98C_6E5B);
+        assert_eq!(xxh64(0, b"abc"), 0x44BC_2CF5_AD77_0999);
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 + i / 3) as u8).collect();
+        let whole = xxh64(9, &data);
+        for cut in [1, 7, 31, 32, 33, 100, 999] {
+            let mut h = Xxh64::new(9);
+            for piece in data.chunks(cut) {
+                h.update(piece);
+            }
+            assert_eq!(h.finish(), whole, "{cut}");
+        }
+        assert_ne!(xxh64(10, &data), whole, "the seed (nonce) matters");
+    }
+
+    /// A first-format record, as spools written before the segment record were.
+    fn first_format_record(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut r = ((1 + payload.len()) as u32).to_le_bytes().to_vec();
+        r.push(kind);
+        r.extend_from_slice(payload);
+        r.extend_from_slice(&checksum(&[&[kind], payload]).to_le_bytes());
+        r
+    }
+
+    #[test]
+    fn a_spool_of_the_first_format_is_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream_dir = dir.path().join("cam_1");
+        fs::create_dir_all(&stream_dir).unwrap();
+        let mut seg = first_format_record(
+            KIND_HEADER,
+            &[header_meta(0, 5, "video/h264"), b"HDR".to_vec()].concat(),
+        );
+        for (id, byte) in [(0u64, 1u8), (1, 2)] {
+            let mut payload = Vec::new();
+            for v in [id, 0, id * 1000, id, id + 1] {
+                payload.extend_from_slice(&v.to_le_bytes());
+            }
+            payload.extend_from_slice(&[byte; 50]);
+            seg.extend(first_format_record(KIND_FRAGMENT, &payload));
+        }
+        seg.extend(first_format_record(KIND_DONE, &0u64.to_le_bytes()));
+        let old = stream_dir.join(format!("seg-{:020}.log", 7));
+        fs::write(&old, &seg).unwrap();
+        // A crash left half a record after them.
+        let mut torn = seg.clone();
+        torn.extend_from_slice(&first_format_record(KIND_DONE, &1u64.to_le_bytes())[..10]);
+        fs::write(&old, &torn).unwrap();
+
+        let (mut s, r) = spool(dir.path(), 1 << 30);
+        assert_eq!((r.fragments, r.bytes, r.torn_bytes), (1, 50, 10));
+        let f = s.pending().next().unwrap().clone();
+        assert_eq!((f.id, f.timecode), (1, 1000));
+        assert_eq!(s.read(&f).unwrap(), Bytes::from(vec![2u8; 50]));
+        let h = s.header(f.header_id).unwrap();
+        assert_eq!(
+            (h.producer_start_ms, h.media_type.as_str(), &h.bytes[..]),
+            (5, "video/h264", &b"HDR"[..])
+        );
+        // New fragments go to a new segment of the current format, with later ids.
+        let (g, _) = s
+            .append_fragment(0, 2000, (2, 3), &[Bytes::from_static(b"new")])
+            .unwrap();
+        assert_eq!(g.id, 2);
+        drop(s);
+        let (mut s, r) = spool(dir.path(), 1 << 30);
+        assert_eq!((r.fragments, r.torn_bytes), (2, 0));
+        s.mark_done(1).unwrap();
+        assert!(
+            !old.exists(),
+            "the first-format segment is deleted once done"
+        );
+        assert_eq!(s.pending().map(|f| f.id).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn a_reused_segment_never_takes_an_older_generation_for_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = spool(dir.path(), 1 << 30);
+        let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+        // Two generations' worth of valid records, then a reclaim: nothing pending.
+        let mut ids = Vec::new();
+        for i in 0..3u64 {
+            let big = Bytes::from(vec![i as u8 + 1; 2 << 20]);
+            let (f, _) = s.append_fragment(h, i, (i, i), &[big]).unwrap();
+            ids.push(f.id);
+        }
+        let seg = s.segments.back().unwrap().path.clone();
+        for id in ids {
+            s.mark_done(id).unwrap();
+        }
+        let before = fs::metadata(&seg).unwrap().len();
+        assert_eq!(
+            s.segments.back().unwrap().size,
+            2 * ALIGN,
+            "reused from its start"
+        );
+        let (kept, _) = s
+            .append_fragment(h, 10, (10, 10), &[Bytes::from_static(b"kept")])
+            .unwrap();
+        assert_eq!(
+            fs::metadata(&seg).unwrap().len(),
+            before,
+            "the file keeps its blocks"
+        );
+        // The old generation's records are still there after the write head, valid under
+        // their own nonce.
+        let data = fs::read(&seg).unwrap();
+        let head = s.segments.back().unwrap().size as usize;
+        assert!(data[head..].contains(&3), "an old fragment's bytes remain");
+        drop(s);
+        let (s, r) = spool(dir.path(), 1 << 30);
+        assert_eq!((r.fragments, r.bytes, r.torn_bytes), (1, 4, 0));
+        let f = s.pending().next().unwrap();
+        assert_eq!((f.id, f.timecode), (kept.id, 10));
+        assert_eq!(s.read(f).unwrap(), Bytes::from_static(b"kept"));
+        drop(s);
+
+        // A torn record of the current generation is still told from those leftovers.
+        let (s, _) = spool(dir.path(), 1 << 30);
+        let f = s.pending().next().unwrap().clone();
+        let seg = dir
+            .path()
+            .join("cam_1")
+            .join(format!("seg-{:020}.log", f.segment));
+        drop(s);
+        let mut data = fs::read(&seg).unwrap();
+        data[f.offset as usize] ^= 0x40;
+        fs::write(&seg, &data).unwrap();
+        let (s, r) = spool(dir.path(), 1 << 30);
+        assert_eq!(r.fragments, 0);
+        assert_eq!(r.torn_bytes, ALIGN);
+        assert_eq!(s.pending().count(), 0);
+    }
+
+    #[test]
+    fn crc32c_lanes_match_the_reference_in_hardware_and_software() {
+        let mut c = !0u32;
+        for &b in b"123456789" {
+            c = crc32c_byte(c, b);
+        }
+        assert_eq!(!c, 0xE306_9283);
+        let data: Vec<u8> = (0..4096u32).map(|i| (i * 31 + i / 7) as u8).collect();
+        let mut soft = [1, 2, 3, 4];
+        crc32c_stripes_soft(&mut soft, &data);
+        if crc32c_in_hardware() {
+            let mut hw = [1, 2, 3, 4];
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: checked just above.
+            unsafe {
+                crc32c_stripes_sse42(&mut hw, &data)
+            };
+            assert_eq!(hw, soft);
+        }
+        for kind in [SumKind::Xxh64, SumKind::Crc32c4] {
+            let whole = record_sum(kind, 9, &data[..1000]);
+            for cut in [1, 7, 31, 32, 33, 100, 999] {
+                let mut h = Hasher::new(kind, 9);
+                for piece in data[..1000].chunks(cut) {
+                    h.update(piece);
+                }
+                assert_eq!(h.finish(), whole, "{kind:?} {cut}");
+            }
+            assert_ne!(record_sum(kind, 10, &data[..1000]), whole, "{kind:?} seed");
+            let mut flipped = data[..1000].to_vec();
+            flipped[998] ^= 1;
+            assert_ne!(record_sum(kind, 9, &flipped), whole, "{kind:?} tail");
+            assert_ne!(record_sum(kind, 9, &data[..999]), whole, "{kind:?} length");
+        }
+    }
+
+    #[test]
+    fn segments_of_either_checksum_are_recovered() {
+        for kind in [SumKind::Xxh64, SumKind::Crc32c4] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut s, _) = spool(dir.path(), 1 << 30);
+            s.sum = kind;
+            s.nonce += 1;
+            s.write_segment_record().unwrap();
+            let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+            let bytes = Bytes::from(vec![5u8; 3 << 20]);
+            s.append_fragment(h, 7, (0, 1), std::slice::from_ref(&bytes))
+                .unwrap();
+            drop(s);
+            let (s, r) = spool(dir.path(), 1 << 30);
+            assert_eq!((r.fragments, r.torn_bytes), (1, 0), "{kind:?}");
+            assert_eq!(s.read(s.pending().next().unwrap()).unwrap(), bytes);
+        }
     }
 }
