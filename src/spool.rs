@@ -104,13 +104,57 @@ fn checksum(parts: &[&[u8]]) -> u64 {
     h ^ (h >> 29)
 }
 
+/// The 32-byte stripes both checksums take at a time: bytes short of a whole stripe wait for
+/// the next ones.
+#[derive(Clone, Copy)]
+struct Stripes {
+    buf: [u8; 32],
+    filled: usize,
+    /// Bytes taken in so far.
+    total: u64,
+}
+
+impl Stripes {
+    const fn new() -> Stripes {
+        Stripes {
+            buf: [0; 32],
+            filled: 0,
+            total: 0,
+        }
+    }
+
+    /// Hands `data`'s whole stripes (a waiting one completed first) to `take`; keeps the rest.
+    fn feed(&mut self, mut data: &[u8], mut take: impl FnMut(&[u8])) {
+        self.total += data.len() as u64;
+        if self.filled > 0 {
+            let n = (32 - self.filled).min(data.len());
+            self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+            self.filled += n;
+            data = &data[n..];
+            if self.filled < 32 {
+                return;
+            }
+            take(&self.buf);
+            self.filled = 0;
+        }
+        let whole = data.len() / 32 * 32;
+        take(&data[..whole]);
+        let rest = &data[whole..];
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.filled = rest.len();
+    }
+
+    /// The bytes waiting for a whole stripe.
+    fn tail(&self) -> &[u8] {
+        &self.buf[..self.filled]
+    }
+}
+
 /// XXH64, fed in pieces: four independent multiply lanes, about twice as fast as the word-wise
 /// FNV on one.
 struct Xxh64 {
     v: [u64; 4],
-    buf: [u8; 32],
-    filled: usize,
-    total: u64,
+    stripes: Stripes,
     seed: u64,
 }
 
@@ -139,9 +183,7 @@ impl Xxh64 {
                 seed,
                 seed.wrapping_sub(P1),
             ],
-            buf: [0; 32],
-            filled: 0,
-            total: 0,
+            stripes: Stripes::new(),
             seed,
         }
     }
@@ -157,29 +199,14 @@ impl Xxh64 {
         *v = [a, b, c, d];
     }
 
-    fn update(&mut self, mut data: &[u8]) {
-        self.total += data.len() as u64;
-        if self.filled > 0 {
-            let take = (32 - self.filled).min(data.len());
-            self.buf[self.filled..self.filled + take].copy_from_slice(&data[..take]);
-            self.filled += take;
-            data = &data[take..];
-            if self.filled < 32 {
-                return;
-            }
-            Self::stripes(&mut self.v, &self.buf);
-            self.filled = 0;
-        }
-        let whole = data.len() / 32 * 32;
-        Self::stripes(&mut self.v, &data[..whole]);
-        let rest = &data[whole..];
-        self.buf[..rest.len()].copy_from_slice(rest);
-        self.filled = rest.len();
+    fn update(&mut self, data: &[u8]) {
+        let v = &mut self.v;
+        self.stripes.feed(data, |whole| Self::stripes(v, whole));
     }
 
     fn finish(&self) -> u64 {
         let [a, b, c, d] = self.v;
-        let mut h = if self.total >= 32 {
+        let mut h = if self.stripes.total >= 32 {
             let mut h = a
                 .rotate_left(1)
                 .wrapping_add(b.rotate_left(7))
@@ -192,8 +219,8 @@ impl Xxh64 {
         } else {
             self.seed.wrapping_add(P5)
         };
-        h = h.wrapping_add(self.total);
-        let mut tail = &self.buf[..self.filled];
+        h = h.wrapping_add(self.stripes.total);
+        let mut tail = self.stripes.tail();
         while tail.len() >= 8 {
             h ^= xxh_round(0, le64(tail));
             h = h.rotate_left(27).wrapping_mul(P1).wrapping_add(P4);
@@ -310,9 +337,7 @@ fn crc32c_stripes_soft(lanes: &mut [u64; 4], data: &[u8]) {
 /// the length at the end. Each lane detects what a CRC-32C detects in its words.
 struct Crc32c4 {
     lanes: [u64; 4],
-    buf: [u8; 32],
-    filled: usize,
-    total: u64,
+    stripes: Stripes,
     hw: bool,
 }
 
@@ -321,60 +346,44 @@ impl Crc32c4 {
         let (lo, hi) = (seed & 0xffff_ffff, seed >> 32);
         Crc32c4 {
             lanes: [lo, hi, lo ^ 0xffff_ffff, hi ^ 0xffff_ffff],
-            buf: [0; 32],
-            filled: 0,
-            total: 0,
+            stripes: Stripes::new(),
             hw: crc32c_in_hardware(),
         }
     }
 
-    fn stripes(&mut self, data: &[u8]) {
+    fn stripes(lanes: &mut [u64; 4], hw: bool, data: &[u8]) {
         #[cfg(target_arch = "x86_64")]
-        if self.hw {
+        if hw {
             // SAFETY: the CPU has SSE 4.2 (checked when the hasher was made).
-            unsafe { crc32c_stripes_sse42(&mut self.lanes, data) };
+            unsafe { crc32c_stripes_sse42(lanes, data) };
             return;
         }
-        crc32c_stripes_soft(&mut self.lanes, data);
+        let _ = hw;
+        crc32c_stripes_soft(lanes, data);
     }
 
-    fn update(&mut self, mut data: &[u8]) {
-        self.total += data.len() as u64;
-        if self.filled > 0 {
-            let take = (32 - self.filled).min(data.len());
-            self.buf[self.filled..self.filled + take].copy_from_slice(&data[..take]);
-            self.filled += take;
-            data = &data[take..];
-            if self.filled < 32 {
-                return;
-            }
-            let buf = self.buf;
-            self.stripes(&buf);
-            self.filled = 0;
-        }
-        let whole = data.len() / 32 * 32;
-        self.stripes(&data[..whole]);
-        let rest = &data[whole..];
-        self.buf[..rest.len()].copy_from_slice(rest);
-        self.filled = rest.len();
+    fn update(&mut self, data: &[u8]) {
+        let (lanes, hw) = (&mut self.lanes, self.hw);
+        self.stripes
+            .feed(data, |whole| Self::stripes(lanes, hw, whole));
     }
 
     /// Copies `src` to `dst` (as long) and takes it in.
     fn copy_update(&mut self, dst: &mut [u8], src: &[u8]) {
         let mut i = 0;
-        if self.filled > 0 {
-            i = (32 - self.filled).min(src.len());
+        if self.stripes.filled > 0 {
+            i = (32 - self.stripes.filled).min(src.len());
             dst[..i].copy_from_slice(&src[..i]);
             self.update(&src[..i]);
         }
         #[cfg(target_arch = "x86_64")]
-        if self.hw && self.filled == 0 {
+        if self.hw && self.stripes.filled == 0 {
             let whole = (src.len() - i) / 32 * 32;
             // SAFETY: the CPU has SSE 4.2 (checked when the hasher was made).
             unsafe {
                 crc32c_copy_sse42(&mut self.lanes, &mut dst[i..i + whole], &src[i..i + whole])
             };
-            self.total += whole as u64;
+            self.stripes.total += whole as u64;
             i += whole;
         }
         dst[i..].copy_from_slice(&src[i..]);
@@ -383,13 +392,13 @@ impl Crc32c4 {
 
     fn finish(&self) -> u64 {
         let mut lanes = self.lanes;
-        for (i, &byte) in self.buf[..self.filled].iter().enumerate() {
+        for (i, &byte) in self.stripes.tail().iter().enumerate() {
             let lane = &mut lanes[i / 8];
             *lane = crc32c_byte(*lane as u32, byte) as u64;
         }
         let a = lanes[0] | lanes[1] << 32;
         let b = lanes[2] | lanes[3] << 32;
-        let mut h = a ^ b.rotate_left(29) ^ self.total.wrapping_mul(P1);
+        let mut h = a ^ b.rotate_left(29) ^ self.stripes.total.wrapping_mul(P1);
         h ^= h >> 33;
         h = h.wrapping_mul(P2);
         h ^= h >> 29;
