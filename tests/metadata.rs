@@ -283,36 +283,54 @@ fn frame(rel_ms: i16, key: bool) -> gst::Buffer {
     gst::Buffer::from_slice(kvs_format::build::simple_block(1, rel_ms, key, &[0x5A; 64]))
 }
 
+fn push(h: &mut gst_check::Harness, b: gst::Buffer) {
+    assert_eq!(h.push(b), Ok(gst::FlowSuccess::Ok))
+}
+
+/// The stream header, a cluster at 0 and its key frame, then two items for it: `door` (this
+/// fragment's) and `site` (persistent).
+fn first_fragment_with_two_items(h: &mut gst_check::Harness, element: &gst::Element) {
+    use kvs_format::build::{cluster_start, simple_header};
+    push(h, gst::Buffer::from_slice(simple_header()));
+    push(h, gst::Buffer::from_slice(cluster_start(0)));
+    push(h, frame(0, true));
+    assert!(element.send_event(item("door", "open", false)));
+    assert!(element.send_event(item("site", "x", true)));
+}
+
+/// A cluster at `timecode` with a key frame, then EOS; every stored fragment's timecode and
+/// metadata.
+fn last_cluster_then_eos(
+    h: &mut gst_check::Harness,
+    server: &Server,
+    stream: &str,
+    timecode: u64,
+) -> Vec<(u64, Vec<(String, String)>)> {
+    let mut next = kvs_format::build::cluster_start(timecode);
+    next.extend(kvs_format::build::simple_block(1, 0, true, &[0x5A; 64]));
+    push(h, gst::Buffer::from_slice(next));
+    h.push_event(gst::event::Eos::new());
+    server
+        .fragments(stream)
+        .iter()
+        .map(|f| (f.timecode, f.metadata.clone()))
+        .collect()
+}
+
 /// A fragment the splitter cuts at 10 s ends with its metadata, then the end-of-fragment tag
 /// (kvs-local keeps them with it), with or without `spool-dir`.
 fn cut_fragment_keeps_its_metadata(stream: &str, configure: impl FnOnce(&gst::Element)) {
-    use kvs_format::build::{cluster_start, simple_header};
     init();
     let server = server();
     let (mut h, element) = harness(&server, stream, configure);
-    let push = |h: &mut gst_check::Harness, b: gst::Buffer| {
-        assert_eq!(h.push(b), Ok(gst::FlowSuccess::Ok))
-    };
-    push(&mut h, gst::Buffer::from_slice(simple_header()));
-    push(&mut h, gst::Buffer::from_slice(cluster_start(0)));
-    push(&mut h, frame(0, true));
-    assert!(element.send_event(item("door", "open", false)));
-    assert!(element.send_event(item("site", "x", true)));
+    first_fragment_with_two_items(&mut h, &element);
     push(&mut h, frame(5000, false));
     push(&mut h, frame(10_000, false));
     // Past 10 s: the fragment is cut before this frame.
     push(&mut h, frame(10_001, false));
     assert!(element.send_event(item("after", "cut", false)));
-    let mut next = cluster_start(10_600);
-    next.extend(kvs_format::build::simple_block(1, 0, true, &[0x5A; 64]));
-    push(&mut h, gst::Buffer::from_slice(next));
     // (EOS after a cut is not a success: frames were not sent.)
-    h.push_event(gst::event::Eos::new());
-    let stored = server.fragments(stream);
-    let kept: Vec<_> = stored
-        .iter()
-        .map(|f| (f.timecode, f.metadata.clone()))
-        .collect();
+    let kept = last_cluster_then_eos(&mut h, &server, stream, 10_600);
     assert_eq!(
         kept,
         [
@@ -340,35 +358,19 @@ fn spooled_fragments_keep_their_metadata() {
 /// the service would not take it. An item added after that goes with the next fragment.
 #[test]
 fn a_fragment_ended_after_an_idle_period_keeps_its_metadata() {
-    use kvs_format::build::{cluster_start, simple_header};
     init();
     let server = server();
     let stream = "idle-metadata";
     let (mut h, element) = harness(&server, stream, |e| {
         e.set_property("fragment-duration", 300u32)
     });
-    let push = |h: &mut gst_check::Harness, b: gst::Buffer| {
-        assert_eq!(h.push(b), Ok(gst::FlowSuccess::Ok))
-    };
-    push(&mut h, gst::Buffer::from_slice(simple_header()));
-    push(&mut h, gst::Buffer::from_slice(cluster_start(0)));
-    push(&mut h, frame(0, true));
-    assert!(element.send_event(item("door", "open", false)));
-    assert!(element.send_event(item("site", "x", true)));
+    first_fragment_with_two_items(&mut h, &element);
     push(&mut h, frame(33, false));
     // Nothing more for longer than fragment-duration: kvs-local persists the fragment that
     // the connection ended.
     assert!(server.wait_for_fragments(stream, 1, TIMEOUT));
     assert!(element.send_event(item("after", "idle", false)));
-    let mut next = cluster_start(5000);
-    next.extend(kvs_format::build::simple_block(1, 0, true, &[0x5A; 64]));
-    push(&mut h, gst::Buffer::from_slice(next));
-    h.push_event(gst::event::Eos::new());
-    let kept: Vec<_> = server
-        .fragments(stream)
-        .iter()
-        .map(|f| (f.timecode, f.metadata.clone()))
-        .collect();
+    let kept = last_cluster_then_eos(&mut h, &server, stream, 5000);
     assert_eq!(
         kept,
         [
