@@ -478,6 +478,11 @@ fn record_sum(kind: SumKind, seed: u64, data: &[u8]) -> u64 {
     h.finish()
 }
 
+/// The file of segment `n` in a stream's directory.
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("seg-{n:020}.log"))
+}
+
 /// The body of a header record (without the header's bytes, which follow it).
 fn header_meta(id: u64, producer_start_ms: u64, media_type: &str) -> Vec<u8> {
     let mut payload = Vec::with_capacity(18 + media_type.len());
@@ -690,7 +695,7 @@ impl Spool {
         // Ids keep growing across runs: a done record never names a later fragment.
         let (mut next_id, mut next_header_id) = (0, 0);
         for n in numbers {
-            let path = dir.join(format!("seg-{n:020}.log"));
+            let path = segment_path(&dir, n);
             let (size, torn) = scan(&path, n, &mut headers, &mut pending, &mut next_id)?;
             recovered.torn_bytes += torn;
             segments.push_back(Segment {
@@ -711,7 +716,7 @@ impl Spool {
             seg.live = pending.values().filter(|f| f.segment == seg.n).count() as u64;
         }
         let n = segments.back().map_or(0, |s| s.n + 1);
-        let path = dir.join(format!("seg-{n:020}.log"));
+        let path = segment_path(&dir, n);
         let out = SegmentFile::create(&path)?;
         segments.push_back(Segment {
             n,
@@ -770,22 +775,25 @@ impl Spool {
     ) -> io::Result<u64> {
         let id = self.next_header_id;
         self.next_header_id += 1;
-        let meta = header_meta(id, producer_start_ms, media_type);
-        self.write_small(KIND_HEADER, &[&meta, bytes])?;
-        self.headers.insert(
+        let header = SpooledHeader {
             id,
-            SpooledHeader {
-                id,
-                producer_start_ms,
-                media_type: media_type.to_owned(),
-                bytes: bytes.clone(),
-            },
-        );
+            producer_start_ms,
+            media_type: media_type.to_owned(),
+            bytes: bytes.clone(),
+        };
+        self.write_header(&header)?;
+        self.headers.insert(id, header);
         Ok(id)
     }
 
-    /// Appends a whole fragment (its bytes in `chunks`) and makes it durable: one write, one
-    /// fsync. Drops the oldest fragments first if the spool would outgrow its size.
+    /// A header record for `h` at the write head.
+    fn write_header(&mut self, h: &SpooledHeader) -> io::Result<()> {
+        let meta = header_meta(h.id, h.producer_start_ms, &h.media_type);
+        self.write_small(KIND_HEADER, &[&meta, &h.bytes])
+    }
+
+    /// Appends a whole fragment (its bytes in `chunks`) and makes it durable: one record
+    /// (written from the staging buffer, 2 MB at a time), one fsync. Drops the oldest fragments first if the spool would outgrow its size.
     pub fn append_fragment(
         &mut self,
         header_id: u64,
@@ -863,8 +871,7 @@ impl Spool {
         let newest = self.headers.values().next_back().cloned();
         self.headers.clear();
         if let Some(h) = newest {
-            let meta = header_meta(h.id, h.producer_start_ms, &h.media_type);
-            self.write_small(KIND_HEADER, &[&meta, &h.bytes])?;
+            self.write_header(&h)?;
             self.headers.insert(h.id, h);
         }
         Ok(())
@@ -872,7 +879,7 @@ impl Spool {
 
     /// Reads a pending fragment's bytes back.
     pub fn read(&self, f: &SpooledFragment) -> io::Result<Bytes> {
-        let path = self.dir.join(format!("seg-{:020}.log", f.segment));
+        let path = segment_path(&self.dir, f.segment);
         let mut file = File::open(path)?;
         file.seek(SeekFrom::Start(f.offset))?;
         let mut buf = vec![0; f.len as usize];
@@ -955,7 +962,7 @@ impl Spool {
 
     fn new_segment(&mut self) -> io::Result<()> {
         let n = self.segments.back().map_or(0, |s| s.n + 1);
-        let path = self.dir.join(format!("seg-{n:020}.log"));
+        let path = segment_path(&self.dir, n);
         self.out = SegmentFile::create(&path)?;
         self.segments.push_back(Segment {
             n,
@@ -974,8 +981,7 @@ impl Spool {
             .cloned()
             .collect();
         for h in needed {
-            let meta = header_meta(h.id, h.producer_start_ms, &h.media_type);
-            self.write_small(KIND_HEADER, &[&meta, &h.bytes])?;
+            self.write_header(&h)?;
         }
         self.remove_finished_segments();
         Ok(())
@@ -1364,7 +1370,7 @@ mod tests {
             seg.extend(first_format_record(KIND_FRAGMENT, &payload));
         }
         seg.extend(first_format_record(KIND_DONE, &0u64.to_le_bytes()));
-        let old = stream_dir.join(format!("seg-{:020}.log", 7));
+        let old = segment_path(&stream_dir, 7);
         fs::write(&old, &seg).unwrap();
         // A crash left half a record after them.
         let mut torn = seg.clone();
@@ -1443,10 +1449,7 @@ mod tests {
         // A torn record of the current generation is still told from those leftovers.
         let (s, _) = spool(dir.path(), 1 << 30);
         let f = s.pending().next().unwrap().clone();
-        let seg = dir
-            .path()
-            .join("cam_1")
-            .join(format!("seg-{:020}.log", f.segment));
+        let seg = segment_path(&dir.path().join("cam_1"), f.segment);
         drop(s);
         let mut data = fs::read(&seg).unwrap();
         data[f.offset as usize] ^= 0x40;
