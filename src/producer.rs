@@ -1021,7 +1021,9 @@ impl Producer {
             (self.splitter.whole_size(), self.splitter.current_fragment())
         {
             let end_ns = self.ns(current.last_block_time);
-            self.uploader.end_fragment_at(whole, None, end_ns);
+            // Metadata an idle end already sent stays with the fragment (for a replay).
+            self.uploader
+                .end_fragment_with(Some(whole), end_ns, |idle| idle.flatten().map(|m| m.tags));
         }
         self.uploader.finish();
     }

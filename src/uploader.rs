@@ -706,12 +706,14 @@ impl Uploader {
         self.shared.lock().open_metadata = metadata;
     }
 
-    /// The open fragment ends: with `keep`, only its first `keep` bytes stay (as
-    /// [`Uploader::end_fragment_at`]); then its metadata, which `metadata` chooses from what
-    /// the connection already sent: `None` if it did not end the fragment after an idle period,
-    /// `Some(sent)` if it did (with `sent`, the Tags it wrote before the end-of-fragment tag).
-    /// Decided under the store's lock, so that an idle end cannot come in between. Returns the
-    /// metadata written and the bytes removed.
+    /// The open fragment ends. With `keep`, only its first `keep` bytes stay: what follows is
+    /// an incomplete or invalid element that must not be sent; if the connection already sent
+    /// bytes past that point, it is broken off and the fragment is sent again, whole, on the
+    /// next one. Then its metadata, which `metadata` chooses from what the connection already
+    /// sent: `None` if it did not end the fragment after an idle period, `Some(sent)` if it did
+    /// (with `sent`, the Tags it wrote before the end-of-fragment tag). Decided under the
+    /// store's lock, so that an idle end cannot come in between. Returns the metadata written
+    /// and the bytes removed.
     pub fn end_fragment_with(
         &self,
         keep: Option<u64>,
@@ -744,23 +746,6 @@ impl Uploader {
             self.after_store_change(inner, evicted);
         }
         (tags, removed)
-    }
-
-    /// The open fragment ends here, keeping only its first `keep` bytes: what follows is an
-    /// incomplete or invalid element that must not be sent. If the connection already sent
-    /// bytes past that point, it is broken off and the fragment is sent again, whole, on
-    /// the next one. Its metadata `tags`, if any, follow what is kept. Returns the bytes
-    /// removed.
-    pub fn end_fragment_at(&self, keep: u64, tags: Option<Bytes>, end_ns: u64) -> u64 {
-        let mut inner = self.shared.lock();
-        let removed = inner.store.truncate_open(keep);
-        let evicted = tags.map(|t| inner.store.append(t)).unwrap_or_default();
-        inner.store.finish(end_ns);
-        inner.on_not_sent(removed);
-        inner.publish();
-        self.after_store_change(inner, evicted);
-        self.shared.data_ready.notify_waiters();
-        removed
     }
 }
 
