@@ -268,6 +268,12 @@ impl FragmentStore {
         self.frags.shrink_to(self.frags.len().max(16));
     }
 
+    /// Sequence number of the fragment begun last, whether it is still open, closed or
+    /// already released (an open fragment may be released by its ack before it ends).
+    pub fn last_begun(&self) -> Option<u64> {
+        self.next_seq.checked_sub(1)
+    }
+
     /// The open fragment, if any.
     pub fn open_fragment(&self) -> Option<&Fragment> {
         self.frags.back().filter(|_| self.open)
@@ -536,5 +542,17 @@ mod tests {
         assert_eq!(f.cut_at_chunk, Some(2));
         s.finish(0);
         assert_eq!(s.truncate_open(1), 0, "only the open fragment is cut");
+    }
+
+    #[test]
+    fn the_fragment_begun_last_is_known_after_its_ack_released_it_while_open() {
+        let mut s = store(u64::MAX, u64::MAX);
+        assert_eq!(s.last_begun(), None);
+        s.begin(0, 0);
+        s.begin(1000, 1);
+        s.append(Bytes::from_static(b"x"));
+        assert!(s.ack(AckLevel::Persisted, 1000).is_some());
+        assert!(s.open_fragment().is_none());
+        assert_eq!(s.last_begun(), Some(1));
     }
 }

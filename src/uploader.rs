@@ -721,11 +721,13 @@ impl Uploader {
         metadata: impl FnOnce(Option<Option<Snapshot>>) -> Option<Bytes>,
     ) -> (Option<Bytes>, u64) {
         let mut inner = self.shared.lock();
-        let open = inner.store.open_fragment().map(|f| f.seq);
+        // The fragment ending is the one begun last, even if its PERSISTED ack (after the
+        // idle end) has already released it from the store.
+        let ending = inner.store.last_begun();
         let idle = inner
             .idle_ended
             .take()
-            .filter(|(seq, _)| Some(*seq) == open)
+            .filter(|(seq, _)| Some(*seq) == ending)
             .map(|(_, sent)| sent);
         let tags = metadata(idle);
         inner.open_metadata = None;

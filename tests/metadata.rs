@@ -279,6 +279,13 @@ fn harness(
     (h, element)
 }
 
+fn persisted(element: &gst::Element) -> u64 {
+    element
+        .property::<gst::Structure>("stats")
+        .get::<u64>("fragments-persisted")
+        .unwrap()
+}
+
 fn frame(rel_ms: i16, key: bool) -> gst::Buffer {
     gst::Buffer::from_slice(kvs_format::build::simple_block(1, rel_ms, key, &[0x5A; 64]))
 }
@@ -369,6 +376,13 @@ fn a_fragment_ended_after_an_idle_period_keeps_its_metadata() {
     // Nothing more for longer than fragment-duration: kvs-local persists the fragment that
     // the connection ended.
     assert!(server.wait_for_fragments(stream, 1, TIMEOUT));
+    // The element has the PERSISTED ack too, so the open fragment is already released when
+    // the next cluster ends it.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while persisted(&element) < 1 {
+        assert!(std::time::Instant::now() < deadline, "no PERSISTED ack");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     assert!(element.send_event(item("after", "idle", false)));
     let kept = last_cluster_then_eos(&mut h, &server, stream, 5000);
     assert_eq!(
