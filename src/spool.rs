@@ -309,13 +309,18 @@ fn crc32c_stripes_sse42(lanes: &mut [u64; 4], data: &[u8]) {
 fn crc32c_copy_sse42(lanes: &mut [u64; 4], dst: &mut [u8], src: &[u8]) {
     use std::arch::x86_64::_mm_crc32_u64;
     let [mut a, mut b, mut c, mut d] = *lanes;
-    let (dst, src) = (dst.as_chunks_mut::<32>().0, src.as_chunks::<32>().0);
-    for (t, s) in dst.iter_mut().zip(src) {
-        *t = *s;
-        a = _mm_crc32_u64(a, le64(&s[0..]));
-        b = _mm_crc32_u64(b, le64(&s[8..]));
-        c = _mm_crc32_u64(c, le64(&s[16..]));
-        d = _mm_crc32_u64(d, le64(&s[24..]));
+    let (dst, src) = (dst.as_chunks_mut::<8>().0, src.as_chunks::<8>().0);
+    // Each word loaded once, then stored and checksummed from the register: the stores and
+    // the CRC instructions go to different execution ports and overlap.
+    for (t, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+        let w = [s[0], s[1], s[2], s[3]].map(u64::from_le_bytes);
+        for (t, w) in t.iter_mut().zip(w) {
+            *t = w.to_le_bytes();
+        }
+        a = _mm_crc32_u64(a, w[0]);
+        b = _mm_crc32_u64(b, w[1]);
+        c = _mm_crc32_u64(c, w[2]);
+        d = _mm_crc32_u64(d, w[3]);
     }
     *lanes = [a, b, c, d];
 }
