@@ -1492,6 +1492,15 @@ mod tests {
                     h.update(piece);
                 }
                 assert_eq!(h.finish(), whole, "{kind:?} {cut}");
+                let (mut h, mut copy) = (Hasher::new(kind, 9), vec![0u8; 1000]);
+                for (dst, src) in copy.chunks_mut(cut).zip(data[..1000].chunks(cut)) {
+                    h.copy_update(dst, src);
+                }
+                assert_eq!(
+                    (h.finish(), &copy[..]),
+                    (whole, &data[..1000]),
+                    "{kind:?} {cut}"
+                );
             }
             assert_ne!(record_sum(kind, 10, &data[..1000]), whole, "{kind:?} seed");
             let mut flipped = data[..1000].to_vec();
