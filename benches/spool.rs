@@ -5,10 +5,13 @@
 //! each measured upload runs in a child copy of this binary, so its CPU (getrusage of the
 //! child) is kvssink's and GStreamer's alone. The child pushes a synthetic matroskamux-shaped
 //! stream (1 s clusters of 30 frames) paced to 10 MB/s for the run's length. Runs alternate
-//! memory-only and spool, and the medians are compared.
+//! memory-only and spool, and the medians are compared: over the whole run, and past its
+//! first 2 s (the slope between a 2 s and a full run of each kind, which leaves out what is
+//! paid once, such as the staging buffer's first page fault); what the spool pays once is
+//! printed apart.
 //!
-//! `cargo bench --bench spool` (5 rounds of 10 s each way, about 2 minutes);
-//! `-- --quick` or `KVSSINK_BENCH_QUICK=1`: 1 round of 4 s.
+//! `cargo bench --bench spool` (5 rounds of 10 s and 2 s each way, about 3 minutes);
+//! `-- --quick` or `KVSSINK_BENCH_QUICK=1`: 1 round of 4 s and 2 s.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -149,6 +152,9 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick")
         || std::env::var_os("KVSSINK_BENCH_QUICK").is_some();
     let (rounds, seconds) = if quick { (1, 4) } else { (5, 10) };
+    // A short run of each kind too: the slope between the two is the cost per MB past the
+    // start, without what is paid once (the staging buffer's first fault, opening the spool).
+    let short = 2;
     let server = Server::spawn(Config {
         discard_media: true,
         ..Config::default()
@@ -156,22 +162,47 @@ fn main() {
     .unwrap();
     let url = server.url();
     let mb = seconds as f64 * RATE / 1e6;
+    let slope_mb = (seconds - short) as f64 * RATE / 1e6;
     let (mut memory, mut spooled) = (Vec::new(), Vec::new());
+    let (mut memory_slope, mut spooled_slope, mut once) = (Vec::new(), Vec::new(), Vec::new());
     let (mut memory_machine, mut spooled_machine) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let (own, machine) = run(&url, seconds, None);
         memory.push(own * 1000.0 / mb);
         memory_machine.push(machine * 1000.0 / mb);
+        let (memory_short, _) = run(&url, short, None);
+        memory_slope.push((own - memory_short) * 1000.0 / slope_mb);
         let dir = tempfile::tempdir().unwrap();
         let (own, machine) = run(&url, seconds, Some(dir.path()));
         spooled.push(own * 1000.0 / mb);
         spooled_machine.push(machine * 1000.0 / mb);
+        let dir = tempfile::tempdir().unwrap();
+        let (spooled_short, _) = run(&url, short, Some(dir.path()));
+        spooled_slope.push((own - spooled_short) * 1000.0 / slope_mb);
+        once.push((spooled_short - memory_short) * 1000.0);
     }
     let (m, s) = (median(memory.clone()), median(spooled.clone()));
     println!("appsrc ! kvssink at 10 MB/s for {seconds} s, {rounds} rounds each, alternating");
     println!("memory only: {m:.3} ms CPU per MB (runs {memory:.3?})");
     println!("spool-dir:   {s:.3} ms CPU per MB (runs {spooled:.3?})");
     println!("spool / memory: {:.3}", s / m);
+    let (ms, ss) = (median(memory_slope.clone()), median(spooled_slope.clone()));
+    let ratios: Vec<f64> = spooled_slope
+        .iter()
+        .zip(&memory_slope)
+        .map(|(s, m)| s / m)
+        .collect();
+    println!(
+        "past the first {short} s (the slope between a {short} s and a {seconds} s run): memory \
+         only {ms:.3} ms per MB (runs {memory_slope:.3?}), spool-dir {ss:.3} (runs \
+         {spooled_slope:.3?}), ratio {:.3} (per round {ratios:.3?})",
+        ss / ms
+    );
+    println!(
+        "paid once by the spool ({short} s runs, spool-dir less memory only): {:.1} ms (runs \
+         {once:.1?})",
+        median(once.clone())
+    );
     let (mm, sm) = (
         median(memory_machine.clone()),
         median(spooled_machine.clone()),
