@@ -362,12 +362,18 @@ fn spooled_fragments_keep_their_metadata() {
 
 /// No data for `fragment-duration`: the connection ends the open fragment with an
 /// END_OF_FRAGMENT tag, and the fragment's metadata goes before that tag, not after it where
-/// the service would not take it. An item added after that goes with the next fragment.
-#[test]
-fn a_fragment_ended_after_an_idle_period_keeps_its_metadata() {
+/// the service would not take it. An item added after that goes with the next fragment,
+/// whether the fragment's PERSISTED ack came before the next cluster (`ack_first`: the
+/// common case in a live stream that pauses) or after it.
+fn idle_ended_fragment_keeps_its_metadata(stream: &str, ack_first: bool) {
     init();
     let server = server();
-    let stream = "idle-metadata";
+    if !ack_first {
+        server.inject(kvs_local::Fault::DelayAcks {
+            stream: Some(stream.into()),
+            delay_ms: 2000,
+        });
+    }
     let (mut h, element) = harness(&server, stream, |e| {
         e.set_property("fragment-duration", 300u32)
     });
@@ -376,12 +382,16 @@ fn a_fragment_ended_after_an_idle_period_keeps_its_metadata() {
     // Nothing more for longer than fragment-duration: kvs-local persists the fragment that
     // the connection ended.
     assert!(server.wait_for_fragments(stream, 1, TIMEOUT));
-    // The element has the PERSISTED ack too, so the open fragment is already released when
-    // the next cluster ends it.
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while persisted(&element) < 1 {
-        assert!(std::time::Instant::now() < deadline, "no PERSISTED ack");
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    if ack_first {
+        // The element has the PERSISTED ack too, so the open fragment is already released
+        // when the next cluster ends it.
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while persisted(&element) < 1 {
+            assert!(std::time::Instant::now() < deadline, "no PERSISTED ack");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    } else {
+        assert_eq!(persisted(&element), 0, "the ack is held back two seconds");
     }
     assert!(element.send_event(item("after", "idle", false)));
     let kept = last_cluster_then_eos(&mut h, &server, stream, 5000);
@@ -400,4 +410,14 @@ fn a_fragment_ended_after_an_idle_period_keeps_its_metadata() {
         Some(0),
         "nothing was left out as late bytes"
     );
+}
+
+#[test]
+fn a_fragment_ended_after_an_idle_period_keeps_its_metadata() {
+    idle_ended_fragment_keeps_its_metadata("idle-metadata", true);
+}
+
+#[test]
+fn a_fragment_ended_after_an_idle_period_keeps_its_metadata_when_its_ack_comes_late() {
+    idle_ended_fragment_keeps_its_metadata("idle-metadata-late-ack", false);
 }
