@@ -128,6 +128,10 @@ pub struct Config {
     pub record_body_reads: bool,
     /// Print a line per request/rejection to stderr.
     pub log: bool,
+    /// What GetDataEndpoint answers (`--public-url`), when clients reach this endpoint at
+    /// another address than its own: through a TLS terminator, a proxy or a port mapping.
+    /// `None`: `http://` and the address the request reached.
+    pub public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -153,6 +157,7 @@ impl Default for Config {
             log: std::env::var("KVS_LOCAL_LOG")
                 .map(|v| !v.is_empty() && v != "0")
                 .unwrap_or(false),
+            public_url: None,
         }
     }
 }

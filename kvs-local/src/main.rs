@@ -11,7 +11,7 @@ usage:
   kvs-local [--port N] [--bind IP] [--data-dir DIR] [--key AKID:SECRET[:TOKEN]]...
             [--region REGION] [--creating-delay-ms N] [--idle-ack-interval-ms N]
             [--idle-timeout-s N] [--discard-media] [--record-body-reads]
-            [--report FILE] [--verbose]
+            [--public-url URL] [--report FILE] [--verbose]
   kvs-local export --data-dir DIR --stream NAME OUT.mkv
 
 Without --key (or KVS_LOCAL_KEYS=AKID:SECRET,...) the demo key pair
@@ -19,7 +19,9 @@ KVSLOCALDEMOACCESSKEY / kvs-local-demo-secret-key is accepted.
 KVS_LOCAL_LOG=1 or --verbose logs every request and rejection to stderr.
 --discard-media acks PutMedia fragments without storing or checking them
 (for measuring producers); --record-body-reads puts the arrival time of
-every PutMedia body chunk in the report.";
+every PutMedia body chunk in the report. --public-url is what GetDataEndpoint
+answers (e.g. https://host:443 behind a TLS terminator); by default
+http:// and the address the request reached.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -79,6 +81,7 @@ fn serve(args: &[String]) -> Result<(), String> {
                 cfg.idle_timeout = Duration::from_secs(number(value(args, &mut i, flag)?, flag)?)
             }
             "--discard-media" => cfg.discard_media = true,
+            "--public-url" => cfg.public_url = Some(value(args, &mut i, flag)?.to_owned()),
             "--record-body-reads" => cfg.record_body_reads = true,
             "--report" => report_file = Some(value(args, &mut i, flag)?.into()),
             "--verbose" | "-v" => cfg.log = true,

@@ -167,9 +167,9 @@ pub(crate) fn delete_stream(shared: &Shared, r: DeleteStreamInput) -> Reply {
     body(&json!({}))
 }
 
-/// `GetDataEndpoint`: the address the request really reached, for every
-/// API, never the Host header (AWS's C producer sends `Host: 127.0.0.1`
-/// without the port).
+/// `GetDataEndpoint`: the configured public URL, else the address the request
+/// really reached, for every API, never the Host header (AWS's C producer sends
+/// `Host: 127.0.0.1` without the port).
 pub(crate) fn get_data_endpoint(shared: &Shared, r: GetDataEndpointInput, ctl: &ConnCtl) -> Reply {
     shared.resolve(&r.stream)?;
     let api = r.api_name.unwrap_or_default();
@@ -178,7 +178,11 @@ pub(crate) fn get_data_endpoint(shared: &Shared, r: GetDataEndpointInput, ctl: &
             "1 validation error detected: Value '{api}' at 'aPIName' failed to satisfy constraint: Member must satisfy enum value set: {APIS:?}"
         )));
     }
-    body(&json!({ "DataEndpoint": format!("http://{}", ctl.local) }))
+    let endpoint = match &shared.config.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{}", ctl.local),
+    };
+    body(&json!({ "DataEndpoint": endpoint }))
 }
 
 /// `TagStream` (at most 50 tags in all).
