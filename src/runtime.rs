@@ -1,12 +1,13 @@
 //! The one tokio runtime shared by every kvssink in the process.
 //!
-//! Every socket kvssink writes (control plane, PutMedia, credential endpoints, AWS IoT) is
-//! written from this runtime's threads, worker or blocking. A write to a socket the peer has
+//! Sockets are written from this runtime's threads (worker or blocking), and PutMedia's also
+//! from the element's streaming thread (`uploader::direct`). A write to a socket the peer has
 //! closed raises SIGPIPE, whose default action kills the whole process: Rust programs ignore
 //! it, but `gst-launch-1.0`, most C applications and Python do not. A library must not change
 //! the host's process-wide signal disposition, so the runtime's threads block SIGPIPE in their
-//! own signal mask instead: the write then fails with `EPIPE`, which the uploader handles like
-//! any broken connection.
+//! own signal mask, and the streaming thread, a thread of the host's, writes PutMedia with
+//! `sendmsg(MSG_NOSIGNAL)` (`uploader::transport`): the write then fails with `EPIPE`, which
+//! the uploader handles like any broken connection.
 
 use once_cell::sync::Lazy;
 

@@ -66,6 +66,50 @@ pub fn sign_request_at(
     payload: Payload<'_>,
     time: SystemTime,
 ) -> Result<(), SignError> {
+    let method = request.method().clone();
+    let url = request.url().clone();
+    sign_headers(
+        method.as_str(),
+        url.as_str(),
+        request.headers_mut(),
+        credentials,
+        region,
+        payload,
+        time,
+    )
+}
+
+/// Like [`sign_request`], for a request in parts (PutMedia's own connection): `headers` get
+/// the signature.
+pub fn sign_parts(
+    method: &http::Method,
+    url: &url::Url,
+    headers: &mut http::HeaderMap,
+    credentials: &Credentials,
+    region: &str,
+    payload: Payload<'_>,
+    time: SystemTime,
+) -> Result<(), SignError> {
+    sign_headers(
+        method.as_str(),
+        url.as_str(),
+        headers,
+        credentials,
+        region,
+        payload,
+        CLOCK.skew().apply(time),
+    )
+}
+
+fn sign_headers(
+    method: &str,
+    url: &str,
+    request_headers: &mut http::HeaderMap,
+    credentials: &Credentials,
+    region: &str,
+    payload: Payload<'_>,
+    time: SystemTime,
+) -> Result<(), SignError> {
     let identity = credentials.clone().into();
     let mut settings = SigningSettings::default();
     settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
@@ -79,8 +123,7 @@ pub fn sign_request_at(
         .map_err(|e| SignError(e.to_string()))?
         .into();
 
-    let headers = request
-        .headers()
+    let headers = request_headers
         .iter()
         .map(|(name, value)| {
             value
@@ -93,13 +136,8 @@ pub fn sign_request_at(
         Payload::Bytes(bytes) => SignableBody::Bytes(bytes),
         Payload::Unsigned => SignableBody::UnsignedPayload,
     };
-    let signable = SignableRequest::new(
-        request.method().as_str(),
-        request.url().as_str(),
-        headers.into_iter(),
-        body,
-    )
-    .map_err(|e| SignError(e.to_string()))?;
+    let signable = SignableRequest::new(method, url, headers.into_iter(), body)
+        .map_err(|e| SignError(e.to_string()))?;
     let (instructions, _signature) = sign(signable, &params)
         .map_err(|e| SignError(e.to_string()))?
         .into_parts();
@@ -109,7 +147,7 @@ pub fn sign_request_at(
         let mut value =
             HeaderValue::from_str(header.value()).map_err(|e| SignError(e.to_string()))?;
         value.set_sensitive(header.sensitive());
-        request.headers_mut().insert(name, value);
+        request_headers.insert(name, value);
     }
     Ok(())
 }

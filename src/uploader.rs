@@ -8,12 +8,14 @@
 //! has not confirmed and then continues live. Acks release fragments from the store.
 
 mod connection;
+mod direct;
 mod driver;
 mod dump;
 
 pub(crate) use driver::{auth_advice, backoff};
 pub use dump::{ENV as DUMP_DIR_ENV, dir_from_env as dump_dir_from_env};
 mod state;
+mod transport;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -329,8 +331,8 @@ pub(crate) struct Shared {
     pub inner: Mutex<Inner>,
     /// Streaming thread waits here for room in the store and for the final acks.
     pub changed: Condvar,
-    /// Body streams wait here for new data.
-    pub data_ready: tokio::sync::Notify,
+    /// The open PutMedia connection, which [`Shared::kick`] polls with new data.
+    conn: Mutex<Option<Arc<direct::Conn>>>,
     /// Wakes the driver (header arrived, EOS).
     pub wake_driver: tokio::sync::Notify,
     pub events: EventSink,
@@ -350,6 +352,26 @@ impl Shared {
         (self.events)(event)
     }
 
+    fn connection(&self) -> Option<Arc<direct::Conn>> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// New data (or a new state) for the connection's body: the connection is polled on the
+    /// calling thread, which writes it, or its task is woken (`direct::Conn::poll_here`).
+    /// Not with `inner` locked: the body takes it.
+    pub fn kick(&self) {
+        if let Some(conn) = self.connection() {
+            conn.poll_here();
+        }
+    }
+
+    /// Like [`Shared::kick`], by waking the connection's task: with `inner` locked.
+    pub fn kick_later(&self) {
+        if let Some(conn) = self.connection() {
+            conn.wake_task();
+        }
+    }
+
     /// Tells the connection's new state, with the backlog at that moment.
     pub fn emit_state(&self, state: ConnectionState) {
         let backlog = self.lock().store.backlog();
@@ -366,7 +388,7 @@ impl Shared {
         self.emit(Event::Fatal(error.clone()));
         self.lock().on_fatal(&error);
         self.changed.notify_all();
-        self.data_ready.notify_waiters();
+        self.kick();
     }
 }
 
@@ -402,7 +424,7 @@ impl Uploader {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::new(store)),
             changed: Condvar::new(),
-            data_ready: tokio::sync::Notify::new(),
+            conn: Mutex::new(None),
             wake_driver: tokio::sync::Notify::new(),
             events,
             config,
@@ -439,7 +461,7 @@ impl Uploader {
             });
         }
         self.shared.wake_driver.notify_one();
-        self.shared.data_ready.notify_waiters();
+        self.shared.kick();
     }
 
     /// Opens a fragment (a Matroska cluster with this timecode, starting at `start_ns`). The
@@ -489,7 +511,7 @@ impl Uploader {
         }
         self.unannounced.store(0, Ordering::Relaxed);
         self.shared.lock().publish();
-        self.shared.data_ready.notify_waiters();
+        self.shared.kick();
     }
 
     /// The open fragment reached the service's limits: it ends at its first `keep` bytes,
@@ -508,7 +530,7 @@ impl Uploader {
         inner.on_cut(removed);
         inner.publish();
         self.after_store_change(inner, evicted);
-        self.shared.data_ready.notify_waiters();
+        self.shared.kick();
         removed
     }
 
@@ -567,7 +589,7 @@ impl Uploader {
                 // Everything appended goes out before the wait: what the service is to
                 // acknowledge must not wait for more input.
                 inner.publish();
-                self.shared.data_ready.notify_waiters();
+                self.shared.kick_later();
             }
             inner.held = true;
             let since = *held_since.get_or_insert_with(Instant::now);
@@ -650,7 +672,7 @@ impl Uploader {
             inner.eos = true;
             inner.publish();
         }
-        self.shared.data_ready.notify_waiters();
+        self.shared.kick();
         self.shared.wake_driver.notify_one();
     }
 
@@ -741,7 +763,7 @@ impl Uploader {
             inner.on_not_sent(removed);
             inner.publish();
             self.after_store_change(inner, evicted);
-            self.shared.data_ready.notify_waiters();
+            self.shared.kick();
         } else {
             inner.note_store_size();
             self.unannounced.fetch_add(BATCH_BYTES, Ordering::Relaxed);

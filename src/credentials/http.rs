@@ -2,6 +2,8 @@
 //! reqwest/rustls stack as the rest of kvssink, with the `ca-file` certificates added, so that
 //! aws-config brings no second HTTP or TLS implementation.
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -64,6 +66,17 @@ impl ReqwestHttpClient {
 /// the hash links of `c_rehash` are, counts once) and other files are skipped; a directory
 /// without any certificate is an error.
 pub fn load_pem_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    load_pem_roots_der(path)?
+        .iter()
+        .map(|der| {
+            reqwest::Certificate::from_der(der)
+                .map_err(|e| format!("the CA file {} is not PEM: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// [`load_pem_roots`], as DER for rustls.
+pub fn load_pem_roots_der(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     if path.is_dir() {
         return load_pem_dir(path);
     }
@@ -79,13 +92,13 @@ pub fn load_pem_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, String> 
     blocks
         .iter()
         .map(|block| {
-            reqwest::Certificate::from_pem(block.as_bytes())
+            CertificateDer::from_pem_slice(block.as_bytes())
                 .map_err(|e| format!("the CA file {} is not PEM: {e}", path.display()))
         })
         .collect()
 }
 
-fn load_pem_dir(dir: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+fn load_pem_dir(dir: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read the CA directory {}: {e}", dir.display()))?;
     let mut files: Vec<_> = entries
@@ -105,7 +118,7 @@ fn load_pem_dir(dir: &Path) -> Result<Vec<reqwest::Certificate>, String> {
             if !seen.insert(block.clone()) {
                 continue;
             }
-            if let Ok(cert) = reqwest::Certificate::from_pem(block.as_bytes()) {
+            if let Ok(cert) = CertificateDer::from_pem_slice(block.as_bytes()) {
                 roots.push(cert);
             }
         }

@@ -1,6 +1,7 @@
 //! One PutMedia connection: a signed streaming request whose body reads the fragment store,
 //! and the ack stream that comes back on the same connection.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -8,6 +9,7 @@ use aws_credential_types::Credentials;
 use bytes::Bytes;
 use url::Url;
 
+use super::direct::{Conn, PutMediaBody};
 use super::dump::Dump;
 use super::state::AckEnd;
 use super::{Event, FatalError, Shared};
@@ -47,7 +49,6 @@ pub(super) enum Failure {
 /// Opens one PutMedia connection and runs it until it ends.
 pub(super) async fn run(
     shared: &Arc<Shared>,
-    client: &reqwest::Client,
     endpoint: &Url,
     region: &str,
     credentials: &Credentials,
@@ -59,49 +60,38 @@ pub(super) async fn run(
         .map_or(config.max_session_duration, |d| {
             d.min(config.max_session_duration)
         });
-    let body = BodyCursor::new(shared.clone(), max_age);
-    let producer_start_ms = body.producer_start_ms;
     let url = endpoint
         .join("putMedia")
         .map_err(|e| Failure::Api(ApiError::Decode(e.to_string())))?;
+    let transport_error = |reason: String| {
+        Failure::Api(ApiError::Transport {
+            url: url.origin().ascii_serialization(),
+            reason,
+        })
+    };
 
-    let stream = futures_util::stream::unfold(body, |mut body| async move {
-        let shared = body.shared.clone();
-        let mut idle_passed = false;
-        loop {
-            let notified = shared.data_ready.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match body.next() {
-                Next::Data(bytes) => {
-                    body.dump(&bytes);
-                    return Some((Ok::<_, std::io::Error>(bytes), body));
-                }
-                Next::End => return None,
-                Next::Abort(reason) => {
-                    // Breaks the request off without the final chunk: the service drops
-                    // the fragment in flight, which the next connection sends again.
-                    return Some((Err(std::io::Error::other(reason)), body));
-                }
-                Next::Wait if idle_passed => {
-                    // Nothing was shown without a wake-up either (`Uploader::wake`).
-                    idle_passed = false;
-                    if let Some(tag) = body.end_idle_fragment() {
-                        body.dump(&tag);
-                        return Some((Ok(tag), body));
-                    }
-                    notified.await;
-                }
-                Next::Wait => {
-                    let idle = shared.config.idle_fragment_timeout;
-                    idle_passed = tokio::time::timeout(idle, notified.as_mut()).await.is_err();
-                }
-            }
-        }
-    });
+    let stream = super::transport::connect(
+        &url,
+        &super::transport::Options {
+            connect_timeout: config.connection_timeout,
+            // A slow link is the element's to judge, by connection-staleness.
+            tcp_user_timeout: config.connection_staleness,
+            ca_file: config.ca_file.as_deref(),
+            user_agent: &config.user_agent,
+        },
+    )
+    .await
+    .map_err(Failure::Api)?;
+    let (mut sender, http) = hyper::client::conn::http1::Builder::new()
+        .writev(true)
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| transport_error(chain(&e)))?;
 
-    let mut request = client
-        .post(url.clone())
+    let body = BodyCursor::new(shared.clone(), max_age);
+    let producer_start_ms = body.producer_start_ms;
+    let mut request = http::Request::post(url.as_str())
+        .header(http::header::HOST, host_header(&url))
         .header("x-amzn-stream-name", &config.stream_name)
         .header("x-amzn-fragment-timecode-type", "RELATIVE")
         .header(
@@ -113,58 +103,132 @@ pub(super) async fn run(
             ),
         )
         .header("x-amzn-fragment-acknowledgment-required", "1")
-        .header("user-agent", &config.user_agent)
-        .body(reqwest::Body::wrap_stream(stream))
-        .build()
-        .map_err(|e| Failure::Api(ApiError::transport(&url, &e)))?;
-    sigv4::sign_request(
-        &mut request,
+        .header(http::header::USER_AGENT, &config.user_agent)
+        .header(http::header::ACCEPT, "*/*")
+        .body(PutMediaBody::new(body))
+        .map_err(|e| transport_error(e.to_string()))?;
+    let (mut parts, body) = request.into_parts();
+    sigv4::sign_parts(
+        &parts.method,
+        &url,
+        &mut parts.headers,
         credentials,
         region,
         Payload::Unsigned,
         SystemTime::now(),
     )
     .map_err(|e| Failure::Api(e.into()))?;
+    // Over HTTP/1.1 the request line carries the path only.
+    parts.uri = url[url::Position::BeforePath..]
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| transport_error(e.to_string()))?;
+    request = http::Request::from_parts(parts, body);
 
-    let mut response = tokio::time::timeout(config.connection_timeout, client.execute(request))
-        .await
-        .map_err(|_| {
-            Failure::Api(ApiError::Transport {
-                url: url.origin().ascii_serialization(),
-                reason: format!(
-                    "no answer within the connection timeout ({:?})",
-                    config.connection_timeout
-                ),
-            })
-        })?
-        .map_err(|e| Failure::Api(ApiError::transport(&url, &e)))?;
-    let status = response.status().as_u16();
-    if status != 200 {
+    let conn = Conn::new(http);
+    // The streaming thread polls it from now on, until this function returns or is
+    // cancelled (the connection holds the body, which holds `shared`: not left behind).
+    let _installed = Installed::new(shared, conn.clone());
+    let exchange = async {
+        let response =
+            tokio::time::timeout(config.connection_timeout, sender.send_request(request))
+                .await
+                .map_err(|_| {
+                    transport_error(format!(
+                        "no answer within the connection timeout ({:?})",
+                        config.connection_timeout
+                    ))
+                })?
+                .map_err(|e| transport_error(chain(&e)))?;
+        let status = response.status().as_u16();
         let kind = response
             .headers()
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response.bytes().await.unwrap_or_default();
-        return Err(Failure::Api(ApiError::from_response(
-            status,
-            kind.as_deref(),
-            &body,
-        )));
+        let mut body = response.into_body();
+        if status != 200 {
+            let mut text = Vec::new();
+            while let Some(Ok(frame)) = next_frame(&mut body).await {
+                if let Ok(data) = frame.into_data() {
+                    text.extend_from_slice(&data);
+                }
+                if text.len() > 64 * 1024 {
+                    break;
+                }
+            }
+            return Err(Failure::Api(ApiError::from_response(
+                status,
+                kind.as_deref(),
+                &text,
+            )));
+        }
+        shared.lock().on_connected();
+        shared.emit_state(super::ConnectionState::Streaming);
+        let result = read_acks(shared, &mut body, producer_start_ms).await;
+        shared.changed.notify_all();
+        result
+    };
+    let drive = conn.drive();
+    tokio::pin!(exchange, drive);
+    let mut driven = false;
+    loop {
+        tokio::select! {
+            result = &mut exchange => return result,
+            // An error of the connection is the exchange's too (its response or acks end).
+            _ = &mut drive, if !driven => driven = true,
+        }
     }
+}
 
-    shared.lock().on_connected();
-    shared.emit_state(super::ConnectionState::Streaming);
-    let result = read_acks(shared, &mut response, producer_start_ms).await;
-    shared.changed.notify_all();
-    result
+/// A connection the streaming thread may poll, while this lives.
+struct Installed<'a>(&'a Shared);
+
+impl<'a> Installed<'a> {
+    fn new(shared: &'a Shared, conn: Arc<Conn>) -> Self {
+        *shared.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+        Installed(shared)
+    }
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        let conn = self.0.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(conn);
+    }
+}
+
+/// The `Host` header of `url`: its host, and its port unless the scheme's own.
+fn host_header(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut reason = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        source = s.source();
+    }
+    reason
+}
+
+async fn next_frame(
+    body: &mut hyper::body::Incoming,
+) -> Option<Result<http_body::Frame<Bytes>, hyper::Error>> {
+    use http_body::Body as _;
+    std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
 }
 
 /// Reads the session's acks; `producer_start_ms` is the session's
 /// `x-amzn-producer-start-timestamp`, which makes each fragment's producer time.
 async fn read_acks(
     shared: &Arc<Shared>,
-    response: &mut reqwest::Response,
+    body: &mut hyper::body::Incoming,
     producer_start_ms: u64,
 ) -> Result<End, Failure> {
     let staleness = shared.config.connection_staleness;
@@ -172,9 +236,12 @@ async fn read_acks(
     let mut acks = Vec::new();
     let mut acked = false;
     loop {
-        let chunk = match tokio::time::timeout(staleness, response.chunk()).await {
-            Ok(Ok(Some(chunk))) => chunk,
-            Ok(Ok(None)) => {
+        let chunk = match tokio::time::timeout(staleness, next_frame(body)).await {
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(chunk) => chunk,
+                Err(_) => continue,
+            },
+            Ok(None) => {
                 let inner = shared.lock();
                 let finished = inner.eos && inner.store.backlog().fragments == 0;
                 return Ok(if finished {
@@ -183,10 +250,10 @@ async fn read_acks(
                     End::Closed { acked }
                 });
             }
-            Ok(Err(e)) => {
+            Ok(Some(Err(e))) => {
                 return Err(Failure::Api(ApiError::Transport {
                     url: String::from("PutMedia"),
-                    reason: format!("connection lost: {e}"),
+                    reason: format!("connection lost: {}", chain(&e)),
                 }));
             }
             Err(_) => {
@@ -261,7 +328,7 @@ fn give_back_memory() {
 
 impl BodyCursor {
     /// With `KVS_DEBUG_DUMP_DATA_FILE_DIR`: `bytes` go to this session's file too.
-    fn dump(&mut self, bytes: &[u8]) {
+    pub(super) fn dump(&mut self, bytes: &[u8]) {
         let Some(dump) = &mut self.dump else {
             return;
         };
@@ -278,7 +345,7 @@ impl BodyCursor {
 
     /// After an idle period: ends the open fragment, fully sent so far, with an
     /// END_OF_FRAGMENT tag, once.
-    fn end_idle_fragment(&mut self) -> Option<Bytes> {
+    pub(super) fn end_idle_fragment(&mut self) -> Option<Bytes> {
         let mut inner = self.shared.lock();
         if inner.held {
             // No data because kvssink itself holds upstream back (back-pressure).
@@ -311,7 +378,7 @@ impl BodyCursor {
     }
 }
 
-enum Next {
+pub(super) enum Next {
     Data(Bytes),
     Wait,
     End,
@@ -321,7 +388,7 @@ enum Next {
 
 /// Where a connection's body is in the store: the stream header first, then every pending
 /// fragment from the oldest, then live data as it arrives.
-struct BodyCursor {
+pub(super) struct BodyCursor {
     shared: Arc<Shared>,
     header: Option<Bytes>,
     /// First fragment of the header generation this session sends.
@@ -347,6 +414,10 @@ struct BodyCursor {
 }
 
 impl BodyCursor {
+    pub(super) fn idle_timeout(&self) -> std::time::Duration {
+        self.shared.config.idle_fragment_timeout
+    }
+
     fn new(shared: Arc<Shared>, max_age: std::time::Duration) -> Self {
         let inner = shared.lock();
         let seq = inner
@@ -386,7 +457,7 @@ impl BodyCursor {
         }
     }
 
-    fn next(&mut self) -> Next {
+    pub(super) fn next(&mut self) -> Next {
         let max_age = self.max_age;
         let mut inner = self.shared.lock();
         if inner.fatal().is_some() {

@@ -110,7 +110,7 @@ async fn drive(
         };
 
         let result = match &endpoint {
-            Some(url) => connection::run(shared, &client, url, region, &credentials).await,
+            Some(url) => connection::run(shared, url, region, &credentials).await,
             None => match prepare_stream(shared, &control, &credentials).await {
                 Ok(url) => {
                     ever_authorised = true;

@@ -355,6 +355,7 @@ pub struct Pki {
     pub stranger_cert: PathBuf,
     pub stranger_key: PathBuf,
     server_config: Arc<rustls::ServerConfig>,
+    open_server_config: Arc<rustls::ServerConfig>,
 }
 
 impl Pki {
@@ -419,10 +420,19 @@ impl Pki {
         )
         .build()
         .unwrap();
-        let server_config = rustls::ServerConfig::builder_with_provider(provider)
+        let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![CertificateDer::from(server_cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
+            )
+            .unwrap();
+        let open_server_config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
             .with_single_cert(
                 vec![CertificateDer::from(server_cert.der().to_vec())],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der())),
@@ -436,12 +446,19 @@ impl Pki {
             stranger_cert: stranger_cert_path,
             stranger_key: stranger_key_path,
             server_config: Arc::new(server_config),
+            open_server_config: Arc::new(open_server_config),
         }
     }
 
     /// A server configuration that requires a client certificate from this CA.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         self.server_config.clone()
+    }
+
+    /// A server configuration (for 127.0.0.1 and localhost) that asks for no client
+    /// certificate: an HTTPS endpoint.
+    pub fn open_server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.open_server_config.clone()
     }
 
     pub fn path(&self) -> &Path {

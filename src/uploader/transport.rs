@@ -1,0 +1,432 @@
+//! The socket of a PutMedia connection: TCP (through an HTTP proxy's CONNECT where the
+//! environment names one, as reqwest does for the other requests) and TLS for `https`.
+//!
+//! PutMedia has a connection of its own, not one from reqwest's pool, because the element's
+//! streaming thread writes frames to it itself (`super::direct`). That thread belongs to the
+//! host application, whose SIGPIPE disposition is the default in `gst-launch-1.0` and most C
+//! programs: every write here is a `sendmsg` with `MSG_NOSIGNAL`, so a peer that closed the
+//! connection gives `EPIPE`, never a signal that kills the host.
+
+use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::TcpStream;
+use url::Url;
+
+use crate::control::ApiError;
+
+/// A TCP stream whose writes never raise SIGPIPE.
+pub(super) struct Tcp(TcpStream);
+
+/// At most this many slices per `sendmsg` (Linux's `IOV_MAX` is 1024).
+const MAX_IOV: usize = 64;
+
+fn send_nosignal(fd: i32, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    let bufs = &bufs[..bufs.len().min(MAX_IOV)];
+    // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix; the header points at `bufs`,
+    // which outlive the call, and the kernel only reads them.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len() as _;
+        libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
+    };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
+impl Tcp {
+    fn poll_send(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            let fd = self.0.as_raw_fd();
+            match self
+                .0
+                .try_io(Interest::WRITABLE, || send_nosignal(fd, bufs))
+            {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
+impl AsyncRead for Tcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // shutdown(2) raises no signal.
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// A PutMedia connection's socket: plain for `http`, TLS for `https`.
+pub(super) enum Stream {
+    Plain(Tcp),
+    Tls(Box<tokio_rustls::client::TlsStream<Tcp>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// How to open a connection.
+pub(super) struct Options<'a> {
+    pub connect_timeout: Duration,
+    /// `TCP_USER_TIMEOUT`: how long sent data may stay unacknowledged.
+    pub tcp_user_timeout: Duration,
+    pub ca_file: Option<&'a std::path::Path>,
+    pub user_agent: &'a str,
+}
+
+/// Opens a connection to `url`'s host, within `connect_timeout`.
+pub(super) async fn connect(url: &Url, options: &Options<'_>) -> Result<Stream, ApiError> {
+    let origin = url.origin().ascii_serialization();
+    let fail = |reason: String| ApiError::Transport {
+        url: origin.clone(),
+        reason,
+    };
+    let host = url
+        .host_str()
+        .ok_or_else(|| fail("the endpoint has no host".to_owned()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| fail("the endpoint has no port".to_owned()))?;
+    let tls = match url.scheme() {
+        "https" => true,
+        "http" => false,
+        other => return Err(fail(format!("unsupported scheme {other}"))),
+    };
+    let proxy = proxy_for(url);
+    let open = async {
+        let tcp = match &proxy {
+            Some(proxy) => tunnel(proxy, &host, port, options.user_agent).await?,
+            None => tcp_connect(&host, port).await?,
+        };
+        tune(&tcp, options.tcp_user_timeout);
+        let tcp = Tcp(tcp);
+        if !tls {
+            return Ok(Stream::Plain(tcp));
+        }
+        let config = tls_config(options.ca_file)?;
+        let name = ServerName::try_from(host.clone())
+            .map_err(|e| format!("{host} is not a valid TLS server name: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake failed: {}", chain(&e)))?;
+        Ok(Stream::Tls(Box::new(tls)))
+    };
+    match tokio::time::timeout(options.connect_timeout, open).await {
+        Ok(result) => result.map_err(fail),
+        Err(_) => Err(fail(format!(
+            "no connection within the connection timeout ({:?})",
+            options.connect_timeout
+        ))),
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut reason = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        source = s.source();
+    }
+    reason
+}
+
+async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, String> {
+    let addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = Some(format!("cannot connect to {addr}: {e}")),
+        }
+    }
+    Err(last.unwrap_or_else(|| format!("{host} resolves to no address")))
+}
+
+fn tune(tcp: &TcpStream, user_timeout: Duration) {
+    // Frames go out as they come: no Nagle delay behind a frame's last segment.
+    let _ = tcp.set_nodelay(true);
+    let ms = libc::c_uint::try_from(user_timeout.as_millis()).unwrap_or(libc::c_uint::MAX);
+    // SAFETY: setsockopt on an open socket with a pointer to a local of the right size.
+    unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            (&ms as *const libc::c_uint).cast(),
+            std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+        );
+    }
+}
+
+/// The HTTP proxy the environment names for `url` (`https_proxy`, `http_proxy`,
+/// `all_proxy`, `no_proxy`), as reqwest reads them for the other requests.
+fn proxy_for(url: &Url) -> Option<hyper_util::client::proxy::matcher::Intercept> {
+    static MATCHER: once_cell::sync::Lazy<hyper_util::client::proxy::matcher::Matcher> =
+        once_cell::sync::Lazy::new(hyper_util::client::proxy::matcher::Matcher::from_env);
+    let uri: http::Uri = url.as_str().parse().ok()?;
+    MATCHER.intercept(&uri)
+}
+
+/// A TCP connection to `host:port` through an HTTP proxy's CONNECT.
+async fn tunnel(
+    proxy: &hyper_util::client::proxy::matcher::Intercept,
+    host: &str,
+    port: u16,
+    user_agent: &str,
+) -> Result<TcpStream, String> {
+    let uri = proxy.uri();
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "the proxy {} is not an http:// proxy, the only kind PutMedia goes through",
+            uri.host().unwrap_or_default()
+        ));
+    }
+    let proxy_host = uri.host().unwrap_or_default().to_owned();
+    let mut tcp = tcp_connect(
+        proxy_host.trim_start_matches('[').trim_end_matches(']'),
+        uri.port_u16().unwrap_or(80),
+    )
+    .await
+    .map_err(|e| format!("proxy: {e}"))?;
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut request =
+        format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: {user_agent}\r\n");
+    if let Some(auth) = proxy.basic_auth().and_then(|v| v.to_str().ok()) {
+        request.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
+    }
+    request.push_str("\r\n");
+    tcp.write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("proxy {proxy_host}: {e}"))?;
+    // The answer's head, read byte by byte: nothing after it may be taken from the tunnel.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 16 * 1024 {
+            return Err(format!("proxy {proxy_host}: answer head too long"));
+        }
+        let byte = tcp
+            .read_u8()
+            .await
+            .map_err(|e| format!("proxy {proxy_host} closed the tunnel: {e}"))?;
+        head.push(byte);
+    }
+    let status_line =
+        String::from_utf8_lossy(&head[..head.iter().position(|b| *b == b'\r').unwrap_or(0)])
+            .into_owned();
+    let status = status_line.split_whitespace().nth(1).unwrap_or_default();
+    if !status.starts_with('2') {
+        return Err(format!(
+            "proxy {proxy_host} refused the tunnel: {status_line}"
+        ));
+    }
+    Ok(tcp)
+}
+
+/// The TLS settings of reqwest's clients: the platform's roots (plus `ca_file`'s), the
+/// default crypto provider; one per CA file, built once.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    type Configs = std::collections::HashMap<Option<std::path::PathBuf>, Arc<rustls::ClientConfig>>;
+    static CONFIGS: once_cell::sync::Lazy<Mutex<Configs>> =
+        once_cell::sync::Lazy::new(Default::default);
+    let key = ca_file.map(std::path::Path::to_path_buf);
+    if let Some(config) = CONFIGS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(config.clone());
+    }
+    let extra: Vec<CertificateDer<'static>> = match ca_file {
+        Some(path) => crate::credentials::http::load_pem_roots_der(path)?,
+        None => Vec::new(),
+    };
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    let verifier = if extra.is_empty() {
+        rustls_platform_verifier::Verifier::new(provider.clone())
+    } else {
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+    }
+    .map_err(|e| format!("cannot set up HTTPS: {e}"))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up HTTPS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = Arc::new(config);
+    CONFIGS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, config.clone());
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHILD: &str = "KVSSINK_TRANSPORT_SIGPIPE_CHILD";
+
+    /// The streaming thread is the host's, with SIGPIPE at its default action (it kills):
+    /// writes to a connection the peer closed must fail, not kill. Checked in a copy of this
+    /// test binary with SIGPIPE set back to its default (Rust's test harness ignores it).
+    #[test]
+    fn a_write_to_a_closed_connection_fails_and_raises_no_sigpipe() {
+        if std::env::var_os(CHILD).is_some() {
+            // SAFETY: only this child process's disposition changes.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let error = runtime.block_on(async {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let client = TcpStream::connect(listener.local_addr().unwrap())
+                    .await
+                    .unwrap();
+                // The peer closes: its FIN, then a RST for the next data we send, then EPIPE.
+                drop(listener.accept().unwrap());
+                let mut tcp = Tcp(client);
+                for _ in 0..200 {
+                    if let Err(e) = tcp.write_all(b"a frame").await {
+                        return e;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                panic!("writes to a closed connection kept succeeding");
+            });
+            assert!(
+                matches!(
+                    error.raw_os_error(),
+                    Some(libc::EPIPE) | Some(libc::ECONNRESET)
+                ),
+                "{error}"
+            );
+            return;
+        }
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "uploader::transport::tests::a_write_to_a_closed_connection_fails_and_raises_no_sigpipe",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "the child writing to a closed connection ended with {status:?} (13: SIGPIPE)"
+        );
+    }
+}
