@@ -151,16 +151,9 @@ impl ApiError {
     }
 
     pub(crate) fn transport(url: &Url, err: &reqwest::Error) -> Self {
-        let mut reason = err.to_string();
-        let mut source = std::error::Error::source(err);
-        while let Some(s) = source {
-            reason.push_str(": ");
-            reason.push_str(&s.to_string());
-            source = s.source();
-        }
         ApiError::Transport {
             url: url.origin().ascii_serialization(),
-            reason,
+            reason: crate::credentials::error_text(err),
         }
     }
 }

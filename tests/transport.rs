@@ -68,6 +68,20 @@ fn tls_terminator(pki: &Pki, backend: Arc<OnceLock<SocketAddr>>) -> SocketAddr {
     })
 }
 
+/// kvs-local behind a TLS terminator, which GetDataEndpoint names: PutMedia goes through
+/// the terminator whatever the control plane's URL.
+fn behind_tls(pki: &Pki) -> (Server, SocketAddr) {
+    let backend = Arc::new(OnceLock::new());
+    let terminator = tls_terminator(pki, backend.clone());
+    let server = Server::spawn(Config {
+        public_url: Some(format!("https://127.0.0.1:{}", terminator.port())),
+        ..Config::default()
+    })
+    .expect("start kvs-local");
+    backend.set(server.local_addr()).unwrap();
+    (server, terminator)
+}
+
 /// An HTTP proxy: CONNECT tunnels, and requests in absolute form (reqwest's for `http://`
 /// URLs) forwarded in origin form. Records each request line.
 fn http_proxy(log: Arc<Mutex<Vec<String>>>) -> SocketAddr {
@@ -165,15 +179,7 @@ fn upload_and_check(server: &Server, control_plane: &str, env: &[(&str, &str)], 
 fn put_media_goes_over_https_checked_against_the_ca_file() {
     init();
     let pki = Pki::new();
-    // kvs-local tells the element the terminator's address as its data endpoint.
-    let backend = Arc::new(OnceLock::new());
-    let terminator = tls_terminator(&pki, backend.clone());
-    let server = Server::spawn(Config {
-        public_url: Some(format!("https://127.0.0.1:{}", terminator.port())),
-        ..Config::default()
-    })
-    .expect("start kvs-local");
-    backend.set(server.local_addr()).unwrap();
+    let (server, terminator) = behind_tls(&pki);
     let https = format!("https://127.0.0.1:{}", terminator.port());
     upload_and_check(
         &server,
@@ -198,14 +204,7 @@ fn an_untrusted_certificate_is_refused_with_a_clear_error() {
     // run ends in an error once the EOS wait (stop-stream-timeout) is over.
     init();
     let pki = Pki::new();
-    let backend = Arc::new(OnceLock::new());
-    let terminator = tls_terminator(&pki, backend.clone());
-    let server = Server::spawn(Config {
-        public_url: Some(format!("https://127.0.0.1:{}", terminator.port())),
-        ..Config::default()
-    })
-    .expect("start kvs-local");
-    backend.set(server.local_addr()).unwrap();
+    let (server, _) = behind_tls(&pki);
     let registry = tempfile::tempdir().unwrap();
     let mut cmd = host_command("gst-launch-1.0", &server.url(), registry.path());
     cmd.args(["-m", "-e"]).args(split_launch(

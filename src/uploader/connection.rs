@@ -86,7 +86,7 @@ pub(super) async fn run(
         .writev(true)
         .handshake(hyper_util::rt::TokioIo::new(stream))
         .await
-        .map_err(|e| transport_error(chain(&e)))?;
+        .map_err(|e| transport_error(crate::credentials::error_text(&e)))?;
 
     let body = BodyCursor::new(shared.clone(), max_age);
     let producer_start_ms = body.producer_start_ms;
@@ -138,7 +138,7 @@ pub(super) async fn run(
                         config.connection_timeout
                     ))
                 })?
-                .map_err(|e| transport_error(chain(&e)))?;
+                .map_err(|e| transport_error(crate::credentials::error_text(&e)))?;
         let status = response.status().as_u16();
         let kind = response
             .headers()
@@ -206,17 +206,6 @@ fn host_header(url: &Url) -> String {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut reason = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
-        source = s.source();
-    }
-    reason
-}
-
 async fn next_frame(
     body: &mut hyper::body::Incoming,
 ) -> Option<Result<http_body::Frame<Bytes>, hyper::Error>> {
@@ -253,7 +242,7 @@ async fn read_acks(
             Ok(Some(Err(e))) => {
                 return Err(Failure::Api(ApiError::Transport {
                     url: String::from("PutMedia"),
-                    reason: format!("connection lost: {}", chain(&e)),
+                    reason: format!("connection lost: {}", crate::credentials::error_text(&e)),
                 }));
             }
             Err(_) => {

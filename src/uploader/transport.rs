@@ -212,7 +212,12 @@ pub(super) async fn connect(url: &Url, options: &Options<'_>) -> Result<Stream, 
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS handshake failed: {}", chain(&e)))?;
+            .map_err(|e| {
+                format!(
+                    "TLS handshake failed: {}",
+                    crate::credentials::error_text(&e)
+                )
+            })?;
         Ok(Stream::Tls(Box::new(tls)))
     };
     match tokio::time::timeout(options.connect_timeout, open).await {
@@ -222,17 +227,6 @@ pub(super) async fn connect(url: &Url, options: &Options<'_>) -> Result<Stream, 
             options.connect_timeout
         ))),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut reason = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
-        source = s.source();
-    }
-    reason
 }
 
 async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, String> {
