@@ -119,13 +119,27 @@ impl Conn {
 /// The body of a PutMedia request: the store, through a [`BodyCursor`].
 pub(super) struct PutMediaBody {
     cursor: BodyCursor,
-    /// Runs while the body waits: when it passes, the open fragment ends (`END_OF_FRAGMENT`).
-    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last data (or the start): `idle_timeout` after it, the open fragment ends
+    /// (`END_OF_FRAGMENT`).
+    quiet_since: tokio::time::Instant,
+    /// Fires at `quiet_since + idle_timeout` or earlier: moved on only when it fires, so that
+    /// a frame costs no timer work (a timer per wait cost an allocation, a registration and a
+    /// cancellation per frame).
+    idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl PutMediaBody {
+    /// In the runtime's context (the timer).
     pub(super) fn new(cursor: BodyCursor) -> Self {
-        PutMediaBody { cursor, idle: None }
+        let quiet_since = tokio::time::Instant::now();
+        let idle = Box::pin(tokio::time::sleep_until(
+            quiet_since + cursor.idle_timeout(),
+        ));
+        PutMediaBody {
+            cursor,
+            quiet_since,
+            idle,
+        }
     }
 }
 
@@ -141,7 +155,7 @@ impl http_body::Body for PutMediaBody {
         loop {
             match this.cursor.next() {
                 Next::Data(bytes) => {
-                    this.idle = None;
+                    this.quiet_since = tokio::time::Instant::now();
                     this.cursor.dump(&bytes);
                     return Poll::Ready(Some(Ok(Frame::data(bytes))));
                 }
@@ -153,15 +167,19 @@ impl http_body::Body for PutMediaBody {
                 }
                 Next::Wait => {
                     // New data comes with a poll from the streaming thread (`Conn::poll_here`).
-                    let timeout = this.cursor.idle_timeout();
-                    let idle = this
-                        .idle
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                    if idle.as_mut().poll(cx).is_pending() {
+                    if this.idle.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
+                    let now = tokio::time::Instant::now();
+                    let deadline = this.quiet_since + this.cursor.idle_timeout();
+                    if now < deadline {
+                        // Data came since it was set: wait for the rest of the period.
+                        this.idle.as_mut().reset(deadline);
+                        continue;
+                    }
                     // Idle: end the open fragment, once; then wait another period.
-                    this.idle = None;
+                    this.quiet_since = now;
+                    this.idle.as_mut().reset(now + this.cursor.idle_timeout());
                     if let Some(tag) = this.cursor.end_idle_fragment() {
                         this.cursor.dump(&tag);
                         return Poll::Ready(Some(Ok(Frame::data(tag))));
