@@ -208,7 +208,7 @@ struct ClientKey {
     connect_timeout: Duration,
     tcp_user_timeout: Duration,
     user_agent: String,
-    ca_file: Option<(std::path::PathBuf, Option<std::time::SystemTime>, u64)>,
+    ca_file: crate::credentials::http::CaFileVersion,
 }
 
 /// The HTTP/1.1 client for the control plane and the media APIs (PutMedia, GetMedia).
@@ -224,14 +224,7 @@ pub fn http_client(options: &ClientOptions<'_>) -> Result<reqwest::Client, Strin
         connect_timeout: options.connect_timeout,
         tcp_user_timeout: options.tcp_user_timeout,
         user_agent: options.user_agent.to_owned(),
-        ca_file: options.ca_file.map(|path| {
-            let meta = std::fs::metadata(path).ok();
-            (
-                path.to_owned(),
-                meta.as_ref().and_then(|m| m.modified().ok()),
-                meta.map_or(0, |m| m.len()),
-            )
-        }),
+        ca_file: crate::credentials::http::CaFileVersion::of(options.ca_file),
     };
     let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(client) = clients.get(&key) {

@@ -75,6 +75,24 @@ pub fn load_pem_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, String> 
         .collect()
 }
 
+/// The `ca-file` as it is now (path, modification time, size): what a cache of clients built
+/// from it is keyed by, so that a file replaced while the process runs is read again.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CaFileVersion(Option<(std::path::PathBuf, Option<std::time::SystemTime>, u64)>);
+
+impl CaFileVersion {
+    pub fn of(ca_file: Option<&Path>) -> Self {
+        Self(ca_file.map(|path| {
+            let meta = std::fs::metadata(path).ok();
+            (
+                path.to_owned(),
+                meta.as_ref().and_then(|m| m.modified().ok()),
+                meta.map_or(0, |m| m.len()),
+            )
+        }))
+    }
+}
+
 /// [`load_pem_roots`], as DER for rustls.
 pub fn load_pem_roots_der(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     if path.is_dir() {

@@ -105,8 +105,6 @@ impl Conn {
         let Some(http) = state.conn.as_mut() else {
             return;
         };
-        // The body may start a timer (tokio's), which needs the runtime's context.
-        let _runtime = crate::runtime::RUNTIME.handle().enter();
         if let Poll::Ready(result) = http.as_mut().poll(&mut Context::from_waker(&waker)) {
             state.conn = None;
             state.result = Some(result);

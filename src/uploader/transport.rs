@@ -330,10 +330,11 @@ async fn tunnel(
 /// The TLS settings of reqwest's clients: the platform's roots (plus `ca_file`'s), the
 /// default crypto provider; one per CA file, built once.
 fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    type Configs = std::collections::HashMap<Option<std::path::PathBuf>, Arc<rustls::ClientConfig>>;
+    use crate::credentials::http::CaFileVersion;
+    type Configs = std::collections::HashMap<CaFileVersion, Arc<rustls::ClientConfig>>;
     static CONFIGS: once_cell::sync::Lazy<Mutex<Configs>> =
         once_cell::sync::Lazy::new(Default::default);
-    let key = ca_file.map(std::path::Path::to_path_buf);
+    let key = CaFileVersion::of(ca_file);
     if let Some(config) = CONFIGS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(config.clone());
     }
