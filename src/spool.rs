@@ -21,6 +21,8 @@
 //!
 //! A whole fragment is written when it ends (copied into an aligned staging buffer and
 //! checksummed on the way, written from it 2 MB at a time) and made durable by one fdatasync.
+//! The staging buffer is as large as the stream's largest fragment needs, from 64 kB up to
+//! 2 MB (a huge page): a stream of small fragments does not hold 2 MB for it.
 //! A done record is written without fsync: a crash of the process keeps it (the page cache
 //! survives); a power cut may lose it and cost one fragment sent twice. A segment whose
 //! fragments are all done is deleted; the current one, once nothing in it is pending, is
@@ -55,7 +57,8 @@ const VERSION: u32 = 2;
 const ALIGN: u64 = 4096;
 /// Bytes before a record's payload: length, kind, nonce.
 const HEAD: u64 = 13;
-/// The staging buffer fragments are copied into (and checksummed from) before a write.
+/// The largest staging buffer fragments are copied into (and checksummed from) before a
+/// write.
 const STAGE: usize = 2 << 20;
 /// A new segment file starts once the current one is this large.
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -590,16 +593,27 @@ impl SegmentFile {
     }
 }
 
-/// The staging buffer's alignment: a huge page's, so that the kernel can back it with one
-/// (a direct write from it is then one segment for the device, not 512).
+/// The staging buffer's alignment at its full size: a huge page's, so that the kernel can
+/// back it with one (a direct write from it is then one segment for the device, not 512).
 const STAGE_ALIGN: usize = 2 << 20;
+/// The smallest staging buffer: a stream of small fragments does not hold a huge page.
+const STAGE_MIN: usize = 64 * 1024;
 
-/// Room for `STAGE` bytes from a `STAGE_ALIGN`ed offset (only those are ever touched), which
-/// the kernel is asked to back with a huge page.
-fn staging_buffer() -> Vec<u8> {
-    let buf = vec![0u8; STAGE + STAGE_ALIGN];
+/// The staging buffer's size for a record of `record` bytes: the record in one piece, up to
+/// `STAGE`.
+fn stage_size(record: u64) -> usize {
+    (align_up(record) as usize)
+        .next_power_of_two()
+        .clamp(STAGE_MIN, STAGE)
+}
+
+/// Room for `size` bytes (a power of two from `STAGE_MIN` to `STAGE`) from an offset aligned
+/// to `size` (only those are ever touched); at `STAGE`, the kernel is asked to back them with
+/// a huge page.
+fn staging_buffer(size: usize) -> Vec<u8> {
+    let buf = vec![0u8; 2 * size];
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
+    if size == STAGE {
         let start = buf.as_ptr().align_offset(STAGE_ALIGN);
         // SAFETY: advice on memory this Vec owns (`start + STAGE` is within it); it changes
         // how the memory is backed, not its contents.
@@ -656,8 +670,8 @@ pub struct Spool {
     nonce: u64,
     /// The current segment's checksum.
     sum: SumKind,
-    /// Staging for fragments (`STAGE` bytes from a `STAGE_ALIGN`ed offset), made on first
-    /// use.
+    /// Staging for fragments (half of it, from an offset aligned to that half's size), made
+    /// on first use as large as the fragment (up to `STAGE`), grown when a larger one comes.
     stage: Vec<u8>,
     headers: BTreeMap<u64, SpooledHeader>,
     /// Fragments not done, in order.
@@ -939,12 +953,15 @@ impl Spool {
     /// there while in cache, and written from it (`O_DIRECT` where possible). Returns the
     /// bytes written (a multiple of `ALIGN`).
     fn write_staged(&mut self, at: u64, head: &[u8], chunks: &[Bytes]) -> io::Result<u64> {
-        if self.stage.is_empty() {
-            self.stage = staging_buffer();
+        let record = (head.len() + 8) as u64 + chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+        let size = stage_size(record);
+        if self.stage.len() < 2 * size {
+            self.stage = staging_buffer(size);
         }
-        let start = self.stage.as_ptr().align_offset(STAGE_ALIGN);
+        let size = self.stage.len() / 2;
+        let start = self.stage.as_ptr().align_offset(size);
         let mut w = Staged {
-            stage: &mut self.stage[start..start + STAGE],
+            stage: &mut self.stage[start..start + size],
             out: &mut self.out,
             fill: 0,
             off: at,
@@ -1508,6 +1525,40 @@ mod tests {
             assert_ne!(record_sum(kind, 9, &flipped), whole, "{kind:?} tail");
             assert_ne!(record_sum(kind, 9, &data[..999]), whole, "{kind:?} length");
         }
+    }
+
+    #[test]
+    fn the_staging_buffer_is_as_large_as_the_fragments_need() {
+        assert_eq!(stage_size(1), STAGE_MIN);
+        assert_eq!(stage_size(100_000), 128 * 1024);
+        assert_eq!(stage_size(STAGE as u64), STAGE);
+        assert_eq!(stage_size(50 << 20), STAGE);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = spool(dir.path(), 1 << 30);
+        let h = s
+            .append_header(0, "video/h264", &Bytes::from_static(b"H"))
+            .unwrap();
+        // A camera's fragment of 2 s at 400 kbit/s holds no huge page.
+        let small = Bytes::from(vec![3u8; 100_000]);
+        let (f, _) = s
+            .append_fragment(h, 0, (0, 1), std::slice::from_ref(&small))
+            .unwrap();
+        assert_eq!(s.stage.len(), 2 * 128 * 1024);
+        assert_eq!(s.read(&f).unwrap(), small);
+        let large = Bytes::from((0..3_000_000u32).map(|i| i as u8).collect::<Vec<_>>());
+        s.append_fragment(h, 2000, (2, 3), std::slice::from_ref(&large))
+            .unwrap();
+        assert_eq!(s.stage.len(), 2 * STAGE);
+        s.append_fragment(h, 4000, (4, 5), std::slice::from_ref(&small))
+            .unwrap();
+        assert_eq!(s.stage.len(), 2 * STAGE, "kept once grown");
+        drop(s);
+        let (s, r) = spool(dir.path(), 1 << 30);
+        assert_eq!((r.fragments, r.torn_bytes), (3, 0));
+        let pending: Vec<SpooledFragment> = s.pending().cloned().collect();
+        assert_eq!(s.read(&pending[0]).unwrap(), small);
+        assert_eq!(s.read(&pending[1]).unwrap(), large);
+        assert_eq!(s.read(&pending[2]).unwrap(), small);
     }
 
     #[test]
