@@ -328,7 +328,9 @@ async fn tunnel(
 }
 
 /// The TLS settings of reqwest's clients: the platform's roots (plus `ca_file`'s), the
-/// default crypto provider; one per CA file, built once.
+/// default crypto provider; built once per version of the CA file (`CaFileVersion`, the same
+/// key as the control plane's clients), so a file replaced while the process runs is read
+/// again.
 fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     use crate::credentials::http::CaFileVersion;
     type Configs = std::collections::HashMap<CaFileVersion, Arc<rustls::ClientConfig>>;
