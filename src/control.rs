@@ -276,6 +276,14 @@ impl ControlPlane {
         })
     }
 
+    /// The same control plane through another client (the one for the CA file as it is now).
+    pub fn with_client(&self, client: reqwest::Client) -> Self {
+        ControlPlane {
+            client,
+            ..self.clone()
+        }
+    }
+
     /// The control-plane base URL.
     pub fn base(&self) -> &Url {
         &self.base

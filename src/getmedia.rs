@@ -179,13 +179,14 @@ impl Reader {
         )))
         .await?;
         let region = place.region.clone();
-        let client = control::http_client(&control::ClientOptions {
+        let client_options = control::ClientOptions {
             connect_timeout: self.config.connection_timeout,
             tcp_user_timeout: self.config.connection_timeout.max(Duration::from_secs(30)),
             user_agent: &self.config.user_agent,
             ca_file: self.config.ca_file.as_deref(),
-        })
-        .map_err(|e| self.fatal(e, None, false))?;
+        };
+        let client =
+            control::http_client(&client_options).map_err(|e| self.fatal(e, None, false))?;
         let control = ControlPlane::new(client.clone(), &place.control_plane_url, &region)
             .map_err(|e| {
                 self.fatal(
@@ -201,6 +202,15 @@ impl Reader {
         let mut auth_failures = 0u32;
         let mut ever_authorised = false;
         loop {
+            // The client for the CA file as it is now (one per version, cached): a `ca-file`
+            // replaced while reading is what the next attempt trusts.
+            let (client, control) = match control::http_client(&client_options) {
+                Ok(client) => (client.clone(), control.with_client(client)),
+                Err(reason) => {
+                    self.retry(&mut attempt, reason).await?;
+                    continue;
+                }
+            };
             let credentials = match self.provider.provide_credentials().await {
                 Ok(c) => c,
                 Err(e) => {

@@ -145,7 +145,10 @@ fn a_missing_stream_is_an_error_when_creation_is_not_allowed() {
     let text = run.error_text();
     assert!(text.contains("absent"), "{text}");
     assert!(text.contains("ResourceNotFoundException"), "{text}");
-    assert!(text.contains("allow-create-stream"), "{text}");
+    assert!(
+        text.contains("the stream does not exist, and allow-create-stream is false"),
+        "{text}"
+    );
     assert!(server.stream("absent").is_none());
 }
 

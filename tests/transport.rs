@@ -244,3 +244,126 @@ fn put_media_goes_through_the_proxy_the_environment_names() {
         "PutMedia did not go through the proxy's tunnel: {lines:?}"
     );
 }
+
+/// A TLS terminator like `tls_terminator` whose certificate can be changed while it runs:
+/// `rotate` makes it present `next`'s certificate from then on and closes every connection
+/// it holds, as a server whose certificate was renewed and which restarted does.
+struct RotatingTerminator {
+    addr: SocketAddr,
+    config: Arc<Mutex<Arc<rustls::ServerConfig>>>,
+    closed: tokio::sync::watch::Sender<u64>,
+    /// Handshakes completed with the certificate `rotate` put in place.
+    after_rotation: Arc<std::sync::atomic::AtomicUsize>,
+    rotated: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RotatingTerminator {
+    fn new(pki: &Pki, backend: Arc<OnceLock<SocketAddr>>) -> RotatingTerminator {
+        use std::sync::atomic::Ordering;
+        let config = Arc::new(Mutex::new(pki.open_server_config()));
+        let (closed, _) = tokio::sync::watch::channel(0u64);
+        let after_rotation = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let rotated = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let addr = {
+            let (config, closed) = (config.clone(), closed.clone());
+            let (after_rotation, rotated) = (after_rotation.clone(), rotated.clone());
+            spawn_server(move |stream| {
+                let mut close = closed.subscribe();
+                let rotated_when_accepted = rotated.load(Ordering::SeqCst);
+                let acceptor = tokio_rustls::TlsAcceptor::from(config.lock().unwrap().clone());
+                let (after_rotation, backend) = (after_rotation.clone(), backend.clone());
+                async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    if rotated_when_accepted {
+                        after_rotation.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let Some(backend) = backend.get() else {
+                        return;
+                    };
+                    let Ok(mut plain) = TcpStream::connect(backend).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut tls, &mut plain) => {}
+                        _ = close.changed() => {}
+                    }
+                }
+            })
+        };
+        RotatingTerminator {
+            addr,
+            config,
+            closed,
+            after_rotation,
+            rotated,
+        }
+    }
+
+    fn rotate(&self, next: &Pki) {
+        use std::sync::atomic::Ordering;
+        *self.config.lock().unwrap() = next.open_server_config();
+        self.rotated.store(true, Ordering::SeqCst);
+        self.closed.send_modify(|n| *n += 1);
+    }
+}
+
+#[test]
+fn a_ca_file_replaced_while_streaming_is_used_by_the_next_connections() {
+    // A private endpoint's CA is rotated while a camera streams: the server restarts with a
+    // certificate from the new CA, and the `ca-file` on disk is replaced by the new CA (by
+    // rename, as certificate managers do). The element must read the file again for its
+    // next connections, control plane and PutMedia alike, and lose nothing.
+    init();
+    let (old_ca, new_ca) = (Pki::new(), Pki::new());
+    let backend = Arc::new(OnceLock::new());
+    let terminator = RotatingTerminator::new(&old_ca, backend.clone());
+    let https = format!("https://127.0.0.1:{}", terminator.addr.port());
+    let server = Server::spawn(Config {
+        public_url: Some(https.clone()),
+        ..Config::default()
+    })
+    .expect("start kvs-local");
+    backend.set(server.local_addr()).unwrap();
+    let dir = tempdir();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::copy(&old_ca.ca, &ca_file).unwrap();
+
+    let registry = tempfile::tempdir().unwrap();
+    let mut cmd = host_command("gst-launch-1.0", &https, registry.path());
+    cmd.args(["-m", "-e"]).args(split_launch(&format!(
+        "videotestsrc is-live=true num-buffers=210 ! video/x-raw,width=320,height=240 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! matroskamux \
+         ! kvssink stream-name=cam stop-stream-timeout=15 ca-file={}",
+        ca_file.display()
+    )));
+    let run = std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(
+                server.wait_for_fragments("cam", 2, TIMEOUT),
+                "nothing stored before the rotation"
+            );
+            let staged = dir.path().join("ca.pem.new");
+            std::fs::copy(&new_ca.ca, &staged).unwrap();
+            std::fs::rename(&staged, &ca_file).unwrap();
+            terminator.rotate(&new_ca);
+        });
+        run_host(cmd, TIMEOUT)
+    });
+    run.assert_success();
+    run.assert_all_persisted();
+    assert!(
+        terminator
+            .after_rotation
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1,
+        "no connection was made with the new certificate"
+    );
+    let stored = server.fragments("cam");
+    assert!(
+        stored.len() >= 7,
+        "kvs-local stored {} fragments of 7 one-second clusters",
+        stored.len()
+    );
+}

@@ -111,33 +111,49 @@ async fn drive(
 
         let result = match &endpoint {
             Some(url) => connection::run(shared, url, region, &credentials).await,
-            None => match prepare_stream(shared, &control, &credentials).await {
-                Ok(url) => {
-                    ever_authorised = true;
-                    endpoint = Some(url);
-                    continue;
-                }
-                Err(Unusable::Api(e)) => Err(Failure::Api(e)),
-                Err(Unusable::Missing) => {
-                    return Err(FatalError::Stream {
-                        message: about(
-                            &config.stream_name,
-                            "DescribeStream answered ResourceNotFoundException: the stream does                              not exist, and allow-create-stream is false. Create it (aws                              kinesisvideo create-stream) or set allow-create-stream=true; check                              the stream name and region",
-                        ),
-                    });
-                }
-                Err(Unusable::NotActive(status)) => {
-                    return Err(FatalError::Stream {
-                        message: about(
-                            &config.stream_name,
-                            format_args!(
-                                "the stream is {status}, not ACTIVE: it cannot take data (a                                  stream being deleted cannot be used; one still CREATING after                                  {} s points at a service problem)",
-                                CREATE_WAIT.as_secs()
+            None => {
+                // The client for the CA file as it is now (one per version, cached): a
+                // `ca-file` replaced while the stream runs is what the next attempt trusts.
+                let control = match build_client(config) {
+                    Ok(client) => control.with_client(client),
+                    Err(reason) => {
+                        retry(shared, &mut attempt, reason, None).await;
+                        continue;
+                    }
+                };
+                match prepare_stream(shared, &control, &credentials).await {
+                    Ok(url) => {
+                        ever_authorised = true;
+                        endpoint = Some(url);
+                        continue;
+                    }
+                    Err(Unusable::Api(e)) => Err(Failure::Api(e)),
+                    Err(Unusable::Missing) => {
+                        return Err(FatalError::Stream {
+                            message: about(
+                                &config.stream_name,
+                                "DescribeStream answered ResourceNotFoundException: the \
+                                 stream does not exist, and allow-create-stream is false. \
+                                 Create it (aws kinesisvideo create-stream) or set \
+                                 allow-create-stream=true; check the stream name and region",
                             ),
-                        ),
-                    });
+                        });
+                    }
+                    Err(Unusable::NotActive(status)) => {
+                        return Err(FatalError::Stream {
+                            message: about(
+                                &config.stream_name,
+                                format_args!(
+                                    "the stream is {status}, not ACTIVE: it cannot take \
+                                     data (a stream being deleted cannot be used; one still \
+                                     CREATING after {} s points at a service problem)",
+                                    CREATE_WAIT.as_secs()
+                                ),
+                            ),
+                        });
+                    }
                 }
-            },
+            }
         };
 
         let unreached = matches!(&result, Err(Failure::Api(ApiError::Transport { .. })));
