@@ -208,7 +208,7 @@ struct ClientKey {
     connect_timeout: Duration,
     tcp_user_timeout: Duration,
     user_agent: String,
-    ca_file: crate::credentials::http::CaFileVersion,
+    ca_file: crate::credentials::http::FileVersion,
 }
 
 /// The HTTP/1.1 client for the control plane and the media APIs (PutMedia, GetMedia).
@@ -224,7 +224,7 @@ pub fn http_client(options: &ClientOptions<'_>) -> Result<reqwest::Client, Strin
         connect_timeout: options.connect_timeout,
         tcp_user_timeout: options.tcp_user_timeout,
         user_agent: options.user_agent.to_owned(),
-        ca_file: crate::credentials::http::CaFileVersion::of(options.ca_file),
+        ca_file: crate::credentials::http::FileVersion::of(options.ca_file),
     };
     let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(client) = clients.get(&key) {

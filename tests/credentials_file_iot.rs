@@ -199,6 +199,75 @@ fn iot_certificate_credentials_over_mutual_tls_are_renewed_during_the_stream() {
 }
 
 #[test]
+fn a_device_certificate_renewed_on_disk_is_presented_at_the_next_renewal() {
+    // AWS IoT device certificates are rotated: the new certificate and key replace the old
+    // files (by rename) and the old certificate is deactivated. The credentials renewal
+    // after that must present the new one, as the official element (which reads the files
+    // at each request) does, or the stream dies when its credentials expire.
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::atomic::AtomicBool;
+    init();
+    let pki = Pki::new();
+    let dir = tempdir();
+    let (cert_path, key_path) = (dir.path().join("device.pem"), dir.path().join("device.key"));
+    std::fs::copy(&pki.client_cert, &cert_path).unwrap();
+    std::fs::copy(&pki.client_key, &key_path).unwrap();
+    let old_cert = CertificateDer::from_pem_file(&pki.client_cert).unwrap().to_vec();
+
+    let first = Issued::new("iotold", SystemTime::now() + Duration::from_secs(6));
+    let second = Issued::new("iotrenewed", far_future());
+    let (a, b) = (first.clone(), second.clone());
+    let deactivated = Arc::new(AtomicBool::new(false));
+    let refused = deactivated.clone();
+    let iot = standins::Standin::https(pki.server_config(), move |r| {
+        if refused.load(Ordering::SeqCst) && r.client_cert.as_deref() == Some(&old_cert[..]) {
+            return standins::Reply::status(403, r#"{"message":"Access Denied"}"#);
+        }
+        if r.header("x-amzn-iot-thingname") == Some("front-door-camera") {
+            let issued = if refused.load(Ordering::SeqCst) { &b } else { &a };
+            return standins::Reply::ok(issued.iot_json());
+        }
+        standins::Reply::status(400, r#"{"message":"missing thing name"}"#)
+    });
+    let server = server_with(vec![first.key_pair(), second.key_pair()]);
+    let (pipeline, sink) = pipeline_without_keys(&live_line(10), &server, "renewed");
+    let mut s = iot_structure(&pki, &iot.url(), true);
+    s.set("cert-path", cert_path.to_str().unwrap());
+    s.set("key-path", key_path.to_str().unwrap());
+    sink.set_property("iot-certificate", s);
+    let sent = capture(&sink);
+    let run = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            while iot.requests().is_empty() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            for (from, to) in [(&pki.renewed_cert, &cert_path), (&pki.renewed_key, &key_path)] {
+                let staged = to.with_extension("new");
+                std::fs::copy(from, &staged).unwrap();
+                std::fs::rename(&staged, to).unwrap();
+            }
+            deactivated.store(true, Ordering::SeqCst);
+        });
+        run(&pipeline, TIMEOUT)
+    });
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    assert_stored_exactly(&server, "renewed", &sent.lock().unwrap());
+    let keys = put_media_keys(&server);
+    assert_eq!(keys.last(), Some(&second.access_key), "{keys:?}");
+    let renewed = CertificateDer::from_pem_file(&pki.renewed_cert).unwrap().to_vec();
+    let presented: Vec<bool> = iot
+        .requests()
+        .iter()
+        .map(|r| r.client_cert.as_deref() == Some(&renewed[..]))
+        .collect();
+    assert_eq!(presented.first(), Some(&false), "{presented:?}");
+    assert_eq!(presented.last(), Some(&true), "{presented:?}");
+}
+
+#[test]
 fn ca_file_is_trusted_by_the_iot_client_and_the_thing_name_defaults_to_the_stream() {
     init();
     let pki = Pki::new();

@@ -75,12 +75,13 @@ pub fn load_pem_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, String> 
         .collect()
 }
 
-/// The `ca-file` as it is now (path, modification time, size): what a cache of clients built
-/// from it is keyed by, so that a file replaced while the process runs is read again.
+/// A file as it is now (path, modification time, size), such as the `ca-file` or an IoT
+/// certificate: what clients built from it are keyed by, so that a file replaced while the
+/// process runs is read again.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct CaFileVersion(Option<(std::path::PathBuf, Option<std::time::SystemTime>, u64)>);
+pub struct FileVersion(Option<(std::path::PathBuf, Option<std::time::SystemTime>, u64)>);
 
-impl CaFileVersion {
+impl FileVersion {
     pub fn of(ca_file: Option<&Path>) -> Self {
         Self(ca_file.map(|path| {
             let meta = std::fs::metadata(path).ok();

@@ -5,7 +5,8 @@
 //! `x-amzn-iot-thingname: <thing name>` answers
 //! `{"credentials":{"accessKeyId","secretAccessKey","sessionToken","expiration"}}`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -14,7 +15,7 @@ use aws_smithy_types::date_time::{DateTime, Format};
 use serde::Deserialize;
 use url::Url;
 
-use super::http::load_pem_roots;
+use super::http::{FileVersion, load_pem_roots};
 
 /// The provider name credentials from AWS IoT carry.
 pub const PROVIDER_NAME: &str = "iot-certificate";
@@ -69,9 +70,13 @@ impl IotCertificate {
 /// Fetches credentials from the AWS IoT credentials provider.
 #[derive(Debug)]
 pub struct IotProvider {
-    client: reqwest::Client,
+    cert: IotCertificate,
+    /// The `ca-file` bundle, trusted beside `ca-path`.
+    extra_ca: Option<PathBuf>,
     url: Url,
-    thing_name: String,
+    /// The mutual-TLS client for the files as they were when it was built: a certificate
+    /// renewed on disk (AWS IoT certificates are rotated) is presented from the next fetch on.
+    client: Mutex<(Vec<FileVersion>, reqwest::Client)>,
 }
 
 impl IotProvider {
@@ -79,52 +84,26 @@ impl IotProvider {
     /// mutual-TLS client; `extra_ca` is the `ca-file` bundle.
     pub fn new(cert: &IotCertificate, extra_ca: Option<&std::path::Path>) -> Result<Self, String> {
         let url = cert.url()?;
-        let mut identity = std::fs::read(&cert.cert_path).map_err(|e| {
-            format!(
-                "cannot read the certificate cert-path {}: {e}",
-                cert.cert_path.display()
-            )
-        })?;
-        let key = std::fs::read(&cert.key_path).map_err(|e| {
-            format!(
-                "cannot read the private key key-path {}: {e}",
-                cert.key_path.display()
-            )
-        })?;
-        identity.push(b'\n');
-        identity.extend_from_slice(&key);
-        let identity = reqwest::Identity::from_pem(&identity).map_err(|_| {
-            format!(
-                "cert-path {} and key-path {} must hold a PEM certificate and its PEM private key",
-                cert.cert_path.display(),
-                cert.key_path.display()
-            )
-        })?;
-        let mut builder = reqwest::Client::builder()
-            .identity(identity)
-            .http1_only()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(
-                cert.connection_timeout
-                    .unwrap_or(DEFAULT_CONNECTION_TIMEOUT),
-            )
-            .timeout(
-                cert.completion_timeout
-                    .unwrap_or(DEFAULT_COMPLETION_TIMEOUT),
-            );
-        for path in cert.ca_path.iter().map(PathBuf::as_path).chain(extra_ca) {
-            for root in load_pem_roots(path)? {
-                builder = builder.add_root_certificate(root);
-            }
-        }
-        let client = builder
-            .build()
-            .map_err(|e| format!("cannot set up mutual TLS: {e}"))?;
+        let extra_ca = extra_ca.map(PathBuf::from);
+        let versions = file_versions(cert, extra_ca.as_deref());
+        let client = build_client(cert, extra_ca.as_deref())?;
         Ok(IotProvider {
-            client,
+            cert: cert.clone(),
+            extra_ca,
             url,
-            thing_name: cert.thing_name.clone(),
+            client: Mutex::new((versions, client)),
         })
+    }
+
+    /// The client for the files as they are now, built again if one of them changed.
+    fn client(&self) -> Result<reqwest::Client, String> {
+        let versions = file_versions(&self.cert, self.extra_ca.as_deref());
+        let mut current = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        if current.0 != versions {
+            let client = build_client(&self.cert, self.extra_ca.as_deref())?;
+            *current = (versions, client);
+        }
+        Ok(current.1.clone())
     }
 
     async fn fetch(&self) -> Result<Credentials, CredentialsError> {
@@ -134,10 +113,10 @@ impl IotProvider {
                 "the AWS IoT credentials provider {origin} (iot-certificate): {reason}"
             ))
         };
-        let response = self
-            .client
+        let client = self.client().map_err(failed)?;
+        let response = client
             .get(self.url.clone())
-            .header("x-amzn-iot-thingname", &self.thing_name)
+            .header("x-amzn-iot-thingname", &self.cert.thing_name)
             .send()
             .await
             .map_err(|e| failed(transport_advice(&super::error_text(&e))))?;
@@ -163,11 +142,69 @@ impl IotProvider {
                     .path_segments()
                     .and_then(|mut s| s.nth(1))
                     .unwrap_or_default(),
-                self.thing_name,
+                self.cert.thing_name,
             )));
         }
         parse(&body).map_err(|e| failed(e.to_owned()))
     }
+}
+
+/// The certificate, key and CA files as they are now.
+fn file_versions(cert: &IotCertificate, extra_ca: Option<&Path>) -> Vec<FileVersion> {
+    [
+        Some(cert.cert_path.as_path()),
+        Some(cert.key_path.as_path()),
+    ]
+    .into_iter()
+    .chain([cert.ca_path.as_deref(), extra_ca])
+    .map(FileVersion::of)
+    .collect()
+}
+
+/// The mutual-TLS client: the certificate and key as the identity, `ca-path` and `ca-file`
+/// trusted beside the platform's roots.
+fn build_client(cert: &IotCertificate, extra_ca: Option<&Path>) -> Result<reqwest::Client, String> {
+    let mut identity = std::fs::read(&cert.cert_path).map_err(|e| {
+        format!(
+            "cannot read the certificate cert-path {}: {e}",
+            cert.cert_path.display()
+        )
+    })?;
+    let key = std::fs::read(&cert.key_path).map_err(|e| {
+        format!(
+            "cannot read the private key key-path {}: {e}",
+            cert.key_path.display()
+        )
+    })?;
+    identity.push(b'\n');
+    identity.extend_from_slice(&key);
+    let identity = reqwest::Identity::from_pem(&identity).map_err(|_| {
+        format!(
+            "cert-path {} and key-path {} must hold a PEM certificate and its PEM private key",
+            cert.cert_path.display(),
+            cert.key_path.display()
+        )
+    })?;
+    let mut builder = reqwest::Client::builder()
+        .identity(identity)
+        .http1_only()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(
+            cert.connection_timeout
+                .unwrap_or(DEFAULT_CONNECTION_TIMEOUT),
+        )
+        .timeout(
+            cert.completion_timeout
+                .unwrap_or(DEFAULT_COMPLETION_TIMEOUT),
+        );
+    for path in cert.ca_path.iter().map(PathBuf::as_path).chain(extra_ca) {
+        for root in load_pem_roots(path)? {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot set up mutual TLS: {e}"))
 }
 
 /// What a failed connection to the credentials provider most likely means.

@@ -328,15 +328,15 @@ async fn tunnel(
 }
 
 /// The TLS settings of reqwest's clients: the platform's roots (plus `ca_file`'s), the
-/// default crypto provider; built once per version of the CA file (`CaFileVersion`, the same
+/// default crypto provider; built once per version of the CA file (`FileVersion`, the same
 /// key as the control plane's clients), so a file replaced while the process runs is read
 /// again.
 fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use crate::credentials::http::CaFileVersion;
-    type Configs = std::collections::HashMap<CaFileVersion, Arc<rustls::ClientConfig>>;
+    use crate::credentials::http::FileVersion;
+    type Configs = std::collections::HashMap<FileVersion, Arc<rustls::ClientConfig>>;
     static CONFIGS: once_cell::sync::Lazy<Mutex<Configs>> =
         once_cell::sync::Lazy::new(Default::default);
-    let key = CaFileVersion::of(ca_file);
+    let key = FileVersion::of(ca_file);
     if let Some(config) = CONFIGS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(config.clone());
     }

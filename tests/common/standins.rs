@@ -18,6 +18,8 @@ pub struct Request {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The client's certificate (DER), over mutual TLS.
+    pub client_cert: Option<Vec<u8>>,
 }
 
 impl Request {
@@ -112,13 +114,21 @@ impl Standin {
                                 return;
                             };
                             let mut tls = rustls::StreamOwned::new(conn, stream);
-                            serve(&mut tls, &handler, &requests);
+                            let mut client_cert = None;
+                            if tls.conn.complete_io(&mut tls.sock).is_ok() {
+                                client_cert = tls
+                                    .conn
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .map(|c| c.to_vec());
+                            }
+                            serve(&mut tls, &handler, &requests, client_cert);
                             tls.conn.send_close_notify();
                             let _ = tls.flush();
                         }
                         None => {
                             let mut stream = stream;
-                            serve(&mut stream, &handler, &requests);
+                            serve(&mut stream, &handler, &requests, None);
                         }
                     }
                 });
@@ -151,10 +161,16 @@ impl Drop for Standin {
     }
 }
 
-fn serve(stream: &mut (impl Read + Write), handler: &Handler, requests: &Mutex<Vec<Request>>) {
-    let Some(request) = read_request(stream) else {
+fn serve(
+    stream: &mut (impl Read + Write),
+    handler: &Handler,
+    requests: &Mutex<Vec<Request>>,
+    client_cert: Option<Vec<u8>>,
+) {
+    let Some(mut request) = read_request(stream) else {
         return;
     };
+    request.client_cert = client_cert;
     requests.lock().unwrap().push(request.clone());
     let reply = handler(&request);
     let mut head = format!(
@@ -201,6 +217,7 @@ fn read_request(stream: &mut impl Read) -> Option<Request> {
         path,
         headers,
         body,
+        client_cert: None,
     })
 }
 
@@ -351,6 +368,9 @@ pub struct Pki {
     pub ca: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// A second client certificate from the same CA (a renewed device certificate).
+    pub renewed_cert: PathBuf,
+    pub renewed_key: PathBuf,
     /// A client certificate from another CA, which the server refuses.
     pub stranger_cert: PathBuf,
     pub stranger_key: PathBuf,
@@ -396,6 +416,7 @@ impl Pki {
             &ca,
         );
         let (client_cert, client_key) = leaf(vec![], ExtendedKeyUsagePurpose::ClientAuth, &ca);
+        let (renewed_cert, renewed_key) = leaf(vec![], ExtendedKeyUsagePurpose::ClientAuth, &ca);
         let (stranger_cert, stranger_key) =
             leaf(vec![], ExtendedKeyUsagePurpose::ClientAuth, &stranger_ca);
 
@@ -408,6 +429,8 @@ impl Pki {
         let ca_path = write("ca.pem", ca_cert.pem());
         let client_cert_path = write("client.pem", client_cert.pem());
         let client_key_path = write("client.key", client_key.serialize_pem());
+        let renewed_cert_path = write("renewed.pem", renewed_cert.pem());
+        let renewed_key_path = write("renewed.key", renewed_key.serialize_pem());
         let stranger_cert_path = write("stranger.pem", stranger_cert.pem());
         let stranger_key_path = write("stranger.key", stranger_key.serialize_pem());
 
@@ -443,6 +466,8 @@ impl Pki {
             ca: ca_path,
             client_cert: client_cert_path,
             client_key: client_key_path,
+            renewed_cert: renewed_cert_path,
+            renewed_key: renewed_key_path,
             stranger_cert: stranger_cert_path,
             stranger_key: stranger_key_path,
             server_config: Arc::new(server_config),
