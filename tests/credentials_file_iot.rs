@@ -213,7 +213,9 @@ fn a_device_certificate_renewed_on_disk_is_presented_at_the_next_renewal() {
     let (cert_path, key_path) = (dir.path().join("device.pem"), dir.path().join("device.key"));
     std::fs::copy(&pki.client_cert, &cert_path).unwrap();
     std::fs::copy(&pki.client_key, &key_path).unwrap();
-    let old_cert = CertificateDer::from_pem_file(&pki.client_cert).unwrap().to_vec();
+    let old_cert = CertificateDer::from_pem_file(&pki.client_cert)
+        .unwrap()
+        .to_vec();
 
     let first = Issued::new("iotold", SystemTime::now() + Duration::from_secs(6));
     let second = Issued::new("iotrenewed", far_future());
@@ -225,7 +227,11 @@ fn a_device_certificate_renewed_on_disk_is_presented_at_the_next_renewal() {
             return standins::Reply::status(403, r#"{"message":"Access Denied"}"#);
         }
         if r.header("x-amzn-iot-thingname") == Some("front-door-camera") {
-            let issued = if refused.load(Ordering::SeqCst) { &b } else { &a };
+            let issued = if refused.load(Ordering::SeqCst) {
+                &b
+            } else {
+                &a
+            };
             return standins::Reply::ok(issued.iot_json());
         }
         standins::Reply::status(400, r#"{"message":"missing thing name"}"#)
@@ -243,7 +249,10 @@ fn a_device_certificate_renewed_on_disk_is_presented_at_the_next_renewal() {
             while iot.requests().is_empty() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            for (from, to) in [(&pki.renewed_cert, &cert_path), (&pki.renewed_key, &key_path)] {
+            for (from, to) in [
+                (&pki.renewed_cert, &cert_path),
+                (&pki.renewed_key, &key_path),
+            ] {
                 let staged = to.with_extension("new");
                 std::fs::copy(from, &staged).unwrap();
                 std::fs::rename(&staged, to).unwrap();
@@ -257,7 +266,9 @@ fn a_device_certificate_renewed_on_disk_is_presented_at_the_next_renewal() {
     assert_stored_exactly(&server, "renewed", &sent.lock().unwrap());
     let keys = put_media_keys(&server);
     assert_eq!(keys.last(), Some(&second.access_key), "{keys:?}");
-    let renewed = CertificateDer::from_pem_file(&pki.renewed_cert).unwrap().to_vec();
+    let renewed = CertificateDer::from_pem_file(&pki.renewed_cert)
+        .unwrap()
+        .to_vec();
     let presented: Vec<bool> = iot
         .requests()
         .iter()

@@ -258,3 +258,86 @@ fn a_selector_without_its_value_is_a_settings_error() {
     let text = read.run.error_text();
     assert!(text.contains("start-fragment-number"), "{text}");
 }
+
+#[test]
+fn a_ca_file_replaced_while_reading_is_trusted_by_the_next_connection() {
+    // kvs-local behind an HTTPS terminator whose certificate comes from a new CA at the first
+    // frame read; the ca-file is replaced by that CA (by rename) and the connection closed.
+    // kvssrc must read the file again for its next connections (control plane and GetMedia)
+    // and carry on after the last whole fragment it read.
+    use common::standins::{Pki, RotatingTerminator};
+    use std::sync::OnceLock;
+    common::init();
+    let (old_ca, new_ca) = (Pki::new(), Pki::new());
+    let backend = Arc::new(OnceLock::new());
+    let terminator = RotatingTerminator::new(&old_ca, backend.clone());
+    let https = format!("https://127.0.0.1:{}", terminator.addr.port());
+    let server = Server::spawn(common::Config {
+        public_url: Some(https.clone()),
+        ..common::Config::default()
+    })
+    .expect("start kvs-local");
+    backend.set(server.local_addr()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::copy(&old_ca.ca, &ca_file).unwrap();
+    let with_tls = |element: &gst::Element| {
+        element.set_property("control-plane-uri", &https);
+        element.set_property("ca-file", ca_file.to_str().unwrap());
+    };
+
+    let line = "videotestsrc num-buffers=90 ! video/x-raw,format=I420,width=320,height=240,\
+         framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! \
+         matroskamux streamable=true ! kvssink name=sink";
+    let (pipeline, sink) = common::pipeline(line, &server, "cam1");
+    with_tls(&sink);
+    let run = common::run(&pipeline, TIMEOUT);
+    assert!(run.eos && run.errors.is_empty(), "recording: {run:?}");
+    let end = now_ms();
+
+    let (terminator, new_ca) = (Arc::new(terminator), Arc::new(new_ca));
+    let read = read_with(
+        &server,
+        "cam1",
+        &format!("start-selector=earliest end-timestamp={end}"),
+        |pipeline| {
+            with_tls(&pipeline.by_name("src").unwrap());
+            let (terminator, new_ca, ca_file) =
+                (terminator.clone(), new_ca.clone(), ca_file.clone());
+            let rotated = std::sync::Once::new();
+            pipeline
+                .by_name("out")
+                .unwrap()
+                .connect("handoff", false, move |_| {
+                    rotated.call_once(|| {
+                        let staged = ca_file.with_extension("new");
+                        std::fs::copy(&new_ca.ca, &staged).unwrap();
+                        std::fs::rename(&staged, &ca_file).unwrap();
+                        terminator.rotate(&new_ca);
+                    });
+                    None
+                });
+        },
+    );
+    assert!(read.run.eos, "{:?}", read.run);
+    assert!(read.run.errors.is_empty(), "{:?}", read.run);
+    assert!(
+        terminator
+            .after_rotation
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 1,
+        "no connection was made with the new certificate"
+    );
+    let numbers: Vec<String> = read
+        .fragments()
+        .into_iter()
+        .map(|s| s.get::<String>("fragment-number").unwrap())
+        .collect();
+    let stored: Vec<String> = server
+        .fragments("cam1")
+        .into_iter()
+        .map(|f| f.number)
+        .collect();
+    assert_eq!(numbers, stored);
+    assert_eq!(read.relative(), expected(90));
+}

@@ -10,41 +10,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::host::*;
-use common::standins::Pki;
+use common::standins::{Pki, RotatingTerminator, spawn_server};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A thread running a tokio runtime that serves `listener` with `serve`, one task per
-/// connection, until the test ends.
-fn spawn_server<F, Fut>(serve: F) -> SocketAddr
-where
-    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let serve = Arc::new(serve);
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(serve(stream));
-            }
-        });
-    });
-    rx.recv().unwrap()
-}
 
 /// A TLS terminator at 127.0.0.1 (certificate from `pki`'s CA) forwarding to `backend`, once
 /// that is set.
@@ -243,70 +214,6 @@ fn put_media_goes_through_the_proxy_the_environment_names() {
         lines.contains(&tunnel),
         "PutMedia did not go through the proxy's tunnel: {lines:?}"
     );
-}
-
-/// A TLS terminator like `tls_terminator` whose certificate can be changed while it runs:
-/// `rotate` makes it present `next`'s certificate from then on and closes every connection
-/// it holds, as a server whose certificate was renewed and which restarted does.
-struct RotatingTerminator {
-    addr: SocketAddr,
-    config: Arc<Mutex<Arc<rustls::ServerConfig>>>,
-    closed: tokio::sync::watch::Sender<u64>,
-    /// Handshakes completed with the certificate `rotate` put in place.
-    after_rotation: Arc<std::sync::atomic::AtomicUsize>,
-    rotated: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl RotatingTerminator {
-    fn new(pki: &Pki, backend: Arc<OnceLock<SocketAddr>>) -> RotatingTerminator {
-        use std::sync::atomic::Ordering;
-        let config = Arc::new(Mutex::new(pki.open_server_config()));
-        let (closed, _) = tokio::sync::watch::channel(0u64);
-        let after_rotation = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let rotated = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let addr = {
-            let (config, closed) = (config.clone(), closed.clone());
-            let (after_rotation, rotated) = (after_rotation.clone(), rotated.clone());
-            spawn_server(move |stream| {
-                let mut close = closed.subscribe();
-                let rotated_when_accepted = rotated.load(Ordering::SeqCst);
-                let acceptor = tokio_rustls::TlsAcceptor::from(config.lock().unwrap().clone());
-                let (after_rotation, backend) = (after_rotation.clone(), backend.clone());
-                async move {
-                    let Ok(mut tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    if rotated_when_accepted {
-                        after_rotation.fetch_add(1, Ordering::SeqCst);
-                    }
-                    let Some(backend) = backend.get() else {
-                        return;
-                    };
-                    let Ok(mut plain) = TcpStream::connect(backend).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut tls, &mut plain) => {}
-                        _ = close.changed() => {}
-                    }
-                }
-            })
-        };
-        RotatingTerminator {
-            addr,
-            config,
-            closed,
-            after_rotation,
-            rotated,
-        }
-    }
-
-    fn rotate(&self, next: &Pki) {
-        use std::sync::atomic::Ordering;
-        *self.config.lock().unwrap() = next.open_server_config();
-        self.rotated.store(true, Ordering::SeqCst);
-        self.closed.send_modify(|n| *n += 1);
-    }
 }
 
 #[test]

@@ -17,29 +17,34 @@ use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 
-/// Builds reqwest clients for aws-config, one per connect timeout asked for.
+/// Builds reqwest clients for aws-config, one per connect timeout asked for and version of the
+/// `ca-file` (a file replaced while the process runs is trusted from the next request on).
 #[derive(Clone, Debug)]
 pub struct ReqwestHttpClient {
-    roots: Arc<Vec<reqwest::Certificate>>,
-    clients: Arc<Mutex<HashMap<Option<Duration>, reqwest::Client>>>,
+    ca_file: Option<std::path::PathBuf>,
+    clients: Arc<Mutex<Clients>>,
 }
 
+/// By connect timeout and version of the `ca-file`.
+type Clients = HashMap<(Option<Duration>, FileVersion), reqwest::Client>;
+
 impl ReqwestHttpClient {
-    /// A client trusting the platform's roots plus the PEM certificates in `ca_file`.
+    /// A client trusting the platform's roots plus the PEM certificates in `ca_file` (read
+    /// here, so that a bad file is an error at start).
     pub fn new(ca_file: Option<&Path>) -> Result<Self, String> {
-        let roots = match ca_file {
-            Some(path) => load_pem_roots(path)?,
-            None => Vec::new(),
-        };
+        if let Some(path) = ca_file {
+            load_pem_roots(path)?;
+        }
         Ok(ReqwestHttpClient {
-            roots: Arc::new(roots),
+            ca_file: ca_file.map(Path::to_owned),
             clients: Arc::default(),
         })
     }
 
     fn client(&self, connect_timeout: Option<Duration>) -> Result<reqwest::Client, String> {
+        let key = (connect_timeout, FileVersion::of(self.ca_file.as_deref()));
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = clients.get(&connect_timeout) {
+        if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
         let mut builder = reqwest::Client::builder()
@@ -49,13 +54,15 @@ impl ReqwestHttpClient {
         if let Some(timeout) = connect_timeout {
             builder = builder.connect_timeout(timeout);
         }
-        for cert in self.roots.iter() {
-            builder = builder.add_root_certificate(cert.clone());
+        if let Some(path) = &self.ca_file {
+            for cert in load_pem_roots(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
         }
         let client = builder
             .build()
             .map_err(|e| format!("cannot set up HTTPS: {e}"))?;
-        clients.insert(connect_timeout, client.clone());
+        clients.insert(key, client.clone());
         Ok(client)
     }
 }
@@ -82,8 +89,8 @@ pub fn load_pem_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, String> 
 pub struct FileVersion(Option<(std::path::PathBuf, Option<std::time::SystemTime>, u64)>);
 
 impl FileVersion {
-    pub fn of(ca_file: Option<&Path>) -> Self {
-        Self(ca_file.map(|path| {
+    pub fn of(path: Option<&Path>) -> Self {
+        Self(path.map(|path| {
             let meta = std::fs::metadata(path).ok();
             (
                 path.to_owned(),

@@ -503,3 +503,96 @@ pub fn iot(pki: &Pki, issue: impl Fn() -> Issued + Send + Sync + 'static) -> Sta
         Reply::ok(issue().iot_json())
     })
 }
+
+/// A thread running a tokio runtime that serves `listener` with `serve`, one task per
+/// connection, until the test ends.
+pub fn spawn_server<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let serve = Arc::new(serve);
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(serve(stream));
+            }
+        });
+    });
+    rx.recv().unwrap()
+}
+
+/// A TLS terminator at 127.0.0.1 forwarding to `backend` (once set) whose certificate can be changed while it runs:
+/// `rotate` makes it present `next`'s certificate from then on and closes every connection
+/// it holds, as a server whose certificate was renewed and which restarted does.
+pub struct RotatingTerminator {
+    pub addr: SocketAddr,
+    config: Arc<Mutex<Arc<rustls::ServerConfig>>>,
+    closed: tokio::sync::watch::Sender<u64>,
+    /// Handshakes completed with the certificate `rotate` put in place.
+    pub after_rotation: Arc<std::sync::atomic::AtomicUsize>,
+    rotated: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RotatingTerminator {
+    pub fn new(pki: &Pki, backend: Arc<std::sync::OnceLock<SocketAddr>>) -> RotatingTerminator {
+        use std::sync::atomic::Ordering;
+        let config = Arc::new(Mutex::new(pki.open_server_config()));
+        let (closed, _) = tokio::sync::watch::channel(0u64);
+        let after_rotation = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let rotated = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let addr = {
+            let (config, closed) = (config.clone(), closed.clone());
+            let (after_rotation, rotated) = (after_rotation.clone(), rotated.clone());
+            spawn_server(move |stream| {
+                let mut close = closed.subscribe();
+                let rotated_when_accepted = rotated.load(Ordering::SeqCst);
+                let acceptor = tokio_rustls::TlsAcceptor::from(config.lock().unwrap().clone());
+                let (after_rotation, backend) = (after_rotation.clone(), backend.clone());
+                async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    if rotated_when_accepted {
+                        after_rotation.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let Some(backend) = backend.get() else {
+                        return;
+                    };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut tls, &mut plain) => {}
+                        _ = close.changed() => {}
+                    }
+                }
+            })
+        };
+        RotatingTerminator {
+            addr,
+            config,
+            closed,
+            after_rotation,
+            rotated,
+        }
+    }
+
+    pub fn rotate(&self, next: &Pki) {
+        use std::sync::atomic::Ordering;
+        *self.config.lock().unwrap() = next.open_server_config();
+        self.rotated.store(true, Ordering::SeqCst);
+        self.closed.send_modify(|n| *n += 1);
+    }
+}
