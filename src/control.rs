@@ -202,37 +202,33 @@ pub struct ClientOptions<'a> {
     pub ca_file: Option<&'a std::path::Path>,
 }
 
-/// What makes two clients the same: their options, and the CA file as it is now.
+/// What makes two clients the same: their options (the CA file's version aside, which
+/// [`PerFileVersion`](crate::credentials::http::PerFileVersion) keeps).
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct ClientKey {
     connect_timeout: Duration,
     tcp_user_timeout: Duration,
     user_agent: String,
-    ca_file: crate::credentials::http::FileVersion,
+    ca_file: Option<std::path::PathBuf>,
 }
 
 /// The HTTP/1.1 client for the control plane and the media APIs (PutMedia, GetMedia).
 ///
 /// Clients with the same options are one client, shared by every kvssink and kvssrc in the
 /// process: building one sets up TLS (the root certificates), which cost more than the rest
-/// of a stream's start, and a thousand streams need not hold a thousand copies.
+/// of a stream's start, and a thousand streams need not hold a thousand copies. It is built
+/// again when the CA file changes.
 pub fn http_client(options: &ClientOptions<'_>) -> Result<reqwest::Client, String> {
     static CLIENTS: once_cell::sync::Lazy<
-        std::sync::Mutex<std::collections::HashMap<ClientKey, reqwest::Client>>,
+        crate::credentials::http::PerFileVersion<ClientKey, reqwest::Client>,
     > = once_cell::sync::Lazy::new(Default::default);
     let key = ClientKey {
         connect_timeout: options.connect_timeout,
         tcp_user_timeout: options.tcp_user_timeout,
         user_agent: options.user_agent.to_owned(),
-        ca_file: crate::credentials::http::FileVersion::of(options.ca_file),
+        ca_file: options.ca_file.map(std::path::Path::to_owned),
     };
-    let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(client) = clients.get(&key) {
-        return Ok(client.clone());
-    }
-    let client = build_http_client(options)?;
-    clients.insert(key, client.clone());
-    Ok(client)
+    CLIENTS.get_or_build(key, options.ca_file, || build_http_client(options))
 }
 
 fn build_http_client(options: &ClientOptions<'_>) -> Result<reqwest::Client, String> {

@@ -17,16 +17,22 @@ use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 
-/// Builds reqwest clients for aws-config, one per connect timeout asked for and version of the
-/// `ca-file` (a file replaced while the process runs is trusted from the next request on).
-#[derive(Clone, Debug)]
+/// Builds reqwest clients for aws-config, one per connect timeout asked for, from the
+/// `ca-file` as it is now (a file replaced while the process runs is trusted from the next
+/// request on).
+#[derive(Clone)]
 pub struct ReqwestHttpClient {
     ca_file: Option<std::path::PathBuf>,
-    clients: Arc<Mutex<Clients>>,
+    clients: Arc<PerFileVersion<Option<Duration>, reqwest::Client>>,
 }
 
-/// By connect timeout and version of the `ca-file`.
-type Clients = HashMap<(Option<Duration>, FileVersion), reqwest::Client>;
+impl std::fmt::Debug for ReqwestHttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReqwestHttpClient")
+            .field("ca_file", &self.ca_file)
+            .finish_non_exhaustive()
+    }
+}
 
 impl ReqwestHttpClient {
     /// A client trusting the platform's roots plus the PEM certificates in `ca_file` (read
@@ -42,28 +48,24 @@ impl ReqwestHttpClient {
     }
 
     fn client(&self, connect_timeout: Option<Duration>) -> Result<reqwest::Client, String> {
-        let key = (connect_timeout, FileVersion::of(self.ca_file.as_deref()));
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = clients.get(&key) {
-            return Ok(client.clone());
-        }
-        let mut builder = reqwest::Client::builder()
-            .http1_only()
-            .pool_max_idle_per_host(1)
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(timeout) = connect_timeout {
-            builder = builder.connect_timeout(timeout);
-        }
-        if let Some(path) = &self.ca_file {
-            for cert in load_pem_roots(path)? {
-                builder = builder.add_root_certificate(cert);
+        let ca_file = self.ca_file.as_deref();
+        self.clients.get_or_build(connect_timeout, ca_file, || {
+            let mut builder = reqwest::Client::builder()
+                .http1_only()
+                .pool_max_idle_per_host(1)
+                .redirect(reqwest::redirect::Policy::none());
+            if let Some(timeout) = connect_timeout {
+                builder = builder.connect_timeout(timeout);
             }
-        }
-        let client = builder
-            .build()
-            .map_err(|e| format!("cannot set up HTTPS: {e}"))?;
-        clients.insert(key, client.clone());
-        Ok(client)
+            if let Some(path) = ca_file {
+                for cert in load_pem_roots(path)? {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            builder
+                .build()
+                .map_err(|e| format!("cannot set up HTTPS: {e}"))
+        })
     }
 }
 
@@ -98,6 +100,47 @@ impl FileVersion {
                 meta.map_or(0, |m| m.len()),
             )
         }))
+    }
+}
+
+/// Values built from a file (clients from the `ca-file`), one per key: the one built from the
+/// file as it is now, built again when the file changes and then replacing the old one, so
+/// that a file rewritten every hour keeps one value, not one per version.
+pub struct PerFileVersion<K, V> {
+    values: Mutex<HashMap<K, (FileVersion, V)>>,
+}
+
+impl<K: Eq + std::hash::Hash, V: Clone> Default for PerFileVersion<K, V> {
+    fn default() -> Self {
+        PerFileVersion {
+            values: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V: Clone> PerFileVersion<K, V> {
+    /// The value for `key` built from `file` as it is now: the kept one, or `build`'s.
+    pub fn get_or_build(
+        &self,
+        key: K,
+        file: Option<&Path>,
+        build: impl FnOnce() -> Result<V, String>,
+    ) -> Result<V, String> {
+        let version = FileVersion::of(file);
+        let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((built_from, value)) = values.get(&key)
+            && *built_from == version
+        {
+            return Ok(value.clone());
+        }
+        let value = build()?;
+        values.insert(key, (version, value.clone()));
+        Ok(value)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.values.lock().unwrap().len()
     }
 }
 
@@ -249,6 +292,41 @@ fn connector_error(e: reqwest::Error) -> ConnectorError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_is_built_again_when_its_file_changes_and_replaces_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, "first").unwrap();
+        let cache: PerFileVersion<&str, String> = PerFileVersion::default();
+        let builds = std::cell::Cell::new(0);
+        let get = |key| {
+            cache
+                .get_or_build(key, Some(&file), || {
+                    builds.set(builds.get() + 1);
+                    Ok(std::fs::read_to_string(&file).unwrap())
+                })
+                .unwrap()
+        };
+        assert_eq!(get("a"), "first");
+        assert_eq!(get("a"), "first");
+        assert_eq!(builds.get(), 1, "built again for the same file");
+        assert_eq!(get("b"), "first");
+        assert_eq!(builds.get(), 2);
+        // Replaced by rename, as certificate managers do (a new size and time).
+        let staged = dir.path().join("ca.pem.new");
+        std::fs::write(&staged, "second version").unwrap();
+        std::fs::rename(&staged, &file).unwrap();
+        assert_eq!(get("a"), "second version");
+        assert_eq!(get("a"), "second version");
+        assert_eq!(builds.get(), 3);
+        assert_eq!(cache.len(), 2, "one value per key, whatever the versions");
+        // A failed build keeps nothing new and is tried again next time.
+        std::fs::remove_file(&file).unwrap();
+        let failed = cache.get_or_build("a", Some(&file), || Err("gone".to_owned()));
+        assert_eq!(failed, Err("gone".to_owned()));
+        assert_eq!(cache.len(), 2);
+    }
 
     #[test]
     fn a_directory_of_pem_files_is_a_ca_file() {

@@ -10,7 +10,7 @@
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -328,18 +328,20 @@ async fn tunnel(
 }
 
 /// The TLS settings of reqwest's clients: the platform's roots (plus `ca_file`'s), the
-/// default crypto provider; built once per version of the CA file (`FileVersion`, the same
-/// key as the control plane's clients), so a file replaced while the process runs is read
-/// again.
+/// default crypto provider; built once per version of the CA file (as the control plane's
+/// clients), so a file replaced while the process runs is read again.
 fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use crate::credentials::http::FileVersion;
-    type Configs = std::collections::HashMap<FileVersion, Arc<rustls::ClientConfig>>;
-    static CONFIGS: once_cell::sync::Lazy<Mutex<Configs>> =
-        once_cell::sync::Lazy::new(Default::default);
-    let key = FileVersion::of(ca_file);
-    if let Some(config) = CONFIGS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return Ok(config.clone());
-    }
+    use crate::credentials::http::PerFileVersion;
+    type Configs = PerFileVersion<Option<std::path::PathBuf>, Arc<rustls::ClientConfig>>;
+    static CONFIGS: once_cell::sync::Lazy<Configs> = once_cell::sync::Lazy::new(Default::default);
+    CONFIGS.get_or_build(ca_file.map(std::path::Path::to_owned), ca_file, || {
+        build_tls_config(ca_file)
+    })
+}
+
+fn build_tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let extra: Vec<CertificateDer<'static>> = match ca_file {
         Some(path) => crate::credentials::http::load_pem_roots_der(path)?,
         None => Vec::new(),
@@ -360,12 +362,7 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientCon
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let config = Arc::new(config);
-    CONFIGS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, config.clone());
-    Ok(config)
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]
