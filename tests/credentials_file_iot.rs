@@ -249,14 +249,8 @@ fn a_device_certificate_renewed_on_disk_is_presented_at_the_next_renewal() {
             while iot.requests().is_empty() && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            for (from, to) in [
-                (&pki.renewed_cert, &cert_path),
-                (&pki.renewed_key, &key_path),
-            ] {
-                let staged = to.with_extension("new");
-                std::fs::copy(from, &staged).unwrap();
-                std::fs::rename(&staged, to).unwrap();
-            }
+            standins::replace_file(&pki.renewed_cert, &cert_path);
+            standins::replace_file(&pki.renewed_key, &key_path);
             deactivated.store(true, Ordering::SeqCst);
         });
         run(&pipeline, TIMEOUT)

@@ -47,6 +47,23 @@ impl Read {
     fn fragments(&self) -> Vec<&gst::Structure> {
         self.run.named("kvs-fragment")
     }
+
+    /// Every fragment `server` stored of `stream` was read once, in order, and its `frames`
+    /// frames came with their times.
+    fn assert_every_fragment_once(&self, server: &Server, stream: &str, frames: u64) {
+        let numbers: Vec<String> = self
+            .fragments()
+            .into_iter()
+            .map(|s| s.get::<String>("fragment-number").unwrap())
+            .collect();
+        let stored: Vec<String> = server
+            .fragments(stream)
+            .into_iter()
+            .map(|f| f.number)
+            .collect();
+        assert_eq!(numbers, stored);
+        assert_eq!(self.relative(), expected(frames));
+    }
 }
 
 /// Reads `stream` with kvssrc (extra properties in `props`) into matroskademux ! h264parse.
@@ -206,18 +223,7 @@ fn a_dropped_connection_loses_and_repeats_nothing() {
         .filter(|s| s.get::<&str>("state").ok() == Some("reconnecting"))
         .count();
     assert!(reconnects >= 1, "{:?}", read.run);
-    let numbers: Vec<String> = read
-        .fragments()
-        .into_iter()
-        .map(|s| s.get::<String>("fragment-number").unwrap())
-        .collect();
-    let stored: Vec<String> = server
-        .fragments("cam1")
-        .into_iter()
-        .map(|f| f.number)
-        .collect();
-    assert_eq!(numbers, stored);
-    assert_eq!(read.relative(), expected(90));
+    read.assert_every_fragment_once(&server, "cam1", 90);
 }
 
 #[test]
@@ -309,35 +315,13 @@ fn a_ca_file_replaced_while_reading_is_trusted_by_the_next_connection() {
                 .by_name("out")
                 .unwrap()
                 .connect("handoff", false, move |_| {
-                    rotated.call_once(|| {
-                        let staged = ca_file.with_extension("new");
-                        std::fs::copy(&new_ca.ca, &staged).unwrap();
-                        std::fs::rename(&staged, &ca_file).unwrap();
-                        terminator.rotate(&new_ca);
-                    });
+                    rotated.call_once(|| terminator.rotate_with_ca_file(&new_ca, &ca_file));
                     None
                 });
         },
     );
     assert!(read.run.eos, "{:?}", read.run);
     assert!(read.run.errors.is_empty(), "{:?}", read.run);
-    assert!(
-        terminator
-            .after_rotation
-            .load(std::sync::atomic::Ordering::SeqCst)
-            >= 1,
-        "no connection was made with the new certificate"
-    );
-    let numbers: Vec<String> = read
-        .fragments()
-        .into_iter()
-        .map(|s| s.get::<String>("fragment-number").unwrap())
-        .collect();
-    let stored: Vec<String> = server
-        .fragments("cam1")
-        .into_iter()
-        .map(|f| f.number)
-        .collect();
-    assert_eq!(numbers, stored);
-    assert_eq!(read.relative(), expected(90));
+    terminator.assert_used_after_rotation();
+    read.assert_every_fragment_once(&server, "cam1", 90);
 }

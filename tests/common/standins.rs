@@ -541,7 +541,7 @@ pub struct RotatingTerminator {
     config: Arc<Mutex<Arc<rustls::ServerConfig>>>,
     closed: tokio::sync::watch::Sender<u64>,
     /// Handshakes completed with the certificate `rotate` put in place.
-    pub after_rotation: Arc<std::sync::atomic::AtomicUsize>,
+    after_rotation: Arc<std::sync::atomic::AtomicUsize>,
     rotated: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -589,10 +589,33 @@ impl RotatingTerminator {
         }
     }
 
+    /// Replaces `ca_file` by `next`'s CA (by rename, as certificate managers do), then
+    /// [`rotate`](Self::rotate)s to `next`'s certificate.
+    pub fn rotate_with_ca_file(&self, next: &Pki, ca_file: &Path) {
+        replace_file(&next.ca, ca_file);
+        self.rotate(next);
+    }
+
+    /// Fails unless a TLS connection was made with the certificate `rotate` put in place.
+    pub fn assert_used_after_rotation(&self) {
+        assert!(
+            self.after_rotation.load(Ordering::SeqCst) >= 1,
+            "no connection was made with the new certificate"
+        );
+    }
+
     pub fn rotate(&self, next: &Pki) {
         use std::sync::atomic::Ordering;
         *self.config.lock().unwrap() = next.open_server_config();
         self.rotated.store(true, Ordering::SeqCst);
         self.closed.send_modify(|n| *n += 1);
     }
+}
+
+/// Replaces `to` by a copy of `from` written beside it and renamed over it, as certificate
+/// managers replace certificates and keys.
+pub fn replace_file(from: &Path, to: &Path) {
+    let staged = to.with_extension("new");
+    std::fs::copy(from, &staged).unwrap();
+    std::fs::rename(&staged, to).unwrap();
 }
