@@ -245,10 +245,8 @@ fn a_device_certificate_renewed_on_disk_is_presented_at_the_next_renewal() {
     let sent = capture(&sink);
     let run = std::thread::scope(|scope| {
         scope.spawn(|| {
-            let deadline = std::time::Instant::now() + TIMEOUT;
-            while iot.requests().is_empty() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            // A stored fragment: the first credentials were fetched with the old certificate.
+            assert!(server.wait_for_fragments("renewed", 1, TIMEOUT));
             standins::replace_file(&pki.renewed_cert, &cert_path);
             standins::replace_file(&pki.renewed_key, &key_path);
             deactivated.store(true, Ordering::SeqCst);
