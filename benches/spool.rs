@@ -8,7 +8,8 @@
 //! memory-only and spool, and the medians are compared: over the whole run, and past its
 //! first 2 s (the slope between a 2 s and a full run of each kind, which leaves out what is
 //! paid once, such as the staging buffer's first page fault); what the spool pays once is
-//! printed apart.
+//! printed apart. Last, the spool's own work for the same fragments on one thread, without
+//! the pipeline: the floor under what spooling can cost per MB.
 //!
 //! `cargo bench --bench spool` (5 rounds of 10 s and 2 s each way, about 3 minutes);
 //! `-- --quick` or `KVSSINK_BENCH_QUICK=1`: 1 round of 4 s and 2 s.
@@ -142,6 +143,48 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes the calling thread's CPU time into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The spool's own work for the child's fragments (30 frames of `FRAME` bytes) on this
+/// thread alone, without the pipeline: thread CPU of `append_fragment` (copy and checksum,
+/// the direct writes, the fdatasync) and `mark_done`. Returns the first fragment's ms (its
+/// staging buffer's fault and the file's new blocks) and the median ms per MB of the rest.
+fn alone(fragments: usize) -> (f64, f64) {
+    let payload = Bytes::from(vec![0x5Au8; FRAME]);
+    let chunks: Vec<Bytes> = (0..30).map(|_| payload.clone()).collect();
+    let mb = (30 * FRAME) as f64 / 1e6;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = gstkvs::spool::Spool::open(dir.path(), "alone", 1 << 30).unwrap();
+    let header = spool
+        .append_header(0, "video/h264", &Bytes::from_static(b"header"))
+        .unwrap();
+    let mut per_mb = Vec::new();
+    let mut first = 0.0;
+    for i in 0..fragments as u64 {
+        let start = thread_cpu();
+        let (fragment, _) = spool
+            .append_fragment(header, i * 1000, (i, i + 1), &chunks)
+            .unwrap();
+        spool.mark_done(fragment.id).unwrap();
+        let ms = (thread_cpu() - start).as_secs_f64() * 1000.0;
+        if i == 0 {
+            first = ms;
+        } else {
+            per_mb.push(ms / mb);
+        }
+    }
+    (first, median(per_mb))
+}
+
 fn main() {
     if let Ok(args) = std::env::var(ROLE) {
         let (url, seconds) = args.split_once(' ').unwrap();
@@ -212,6 +255,13 @@ fn main() {
          memory only {mm:.3} ms per MB (runs {memory_machine:.3?}), spool-dir {sm:.3} \
          (runs {spooled_machine:.3?}), ratio {:.3}",
         sm / mm
+    );
+    let (first, per_mb) = alone(if quick { 5 } else { 20 });
+    println!(
+        "the spool's own work alone (append_fragment and mark_done of the same 10 MB \
+         fragments on one thread, thread CPU): {per_mb:.3} ms per MB, {:.3} of memory only's \
+         (the first fragment {first:.2} ms: its staging buffer's fault, the file's new blocks)",
+        per_mb / m
     );
     println!(
         "disk per fragment: one O_DIRECT write per 2 MB from the staging buffer and one \
