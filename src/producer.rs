@@ -28,6 +28,9 @@ use crate::uploader::{self, EventSink, Summary, Uploader};
 /// A stream this far ahead of the wall clock is read from a file, not watched live: its bytes
 /// go out in batches (fewer wake-ups of the connection, fewer writes).
 const AHEAD: Duration = Duration::from_secs(1);
+/// Offline, a fragment whose frames come this far ahead of the wall clock since it began was
+/// released at once (held until its producer time): its bytes go out in batches too.
+const FRAGMENT_AHEAD: Duration = Duration::from_millis(200);
 
 /// What the producer needs beyond the uploader's settings.
 #[derive(Clone, Debug)]
@@ -289,6 +292,8 @@ pub struct Producer {
     passthrough: bool,
     /// Wall clock and block time (raw units) of the first block.
     pace_origin: Option<(Instant, i64)>,
+    /// When the open fragment began (after any hold for its producer time).
+    fragment_began: Option<Instant>,
     events: Vec<mkv::Event>,
     /// Fragment metadata for the open fragment (or the next one), written when it ends.
     metadata: FragmentMetadata,
@@ -443,6 +448,7 @@ impl Producer {
             spool,
             passthrough: true,
             pace_origin: None,
+            fragment_began: None,
             events: Vec::with_capacity(8),
             metadata: FragmentMetadata::default(),
             metadata_written: false,
@@ -622,7 +628,7 @@ impl Producer {
         whole: bool,
     ) -> Result<(), InputError> {
         let result = self.apply(events, notices);
-        let batch = self.ahead_of_real_time();
+        let batch = self.ahead_of_real_time() || self.fragment_ahead();
         self.uploader.wake(whole, batch);
         result
     }
@@ -823,6 +829,7 @@ impl Producer {
             self.pace_fragment(start_ns);
             self.uploader.begin_fragment(timecode, start_ns, 0);
         }
+        self.fragment_began = Some(Instant::now());
     }
 
     /// Keeps `bytes` of the open fragment for the spool; whether they also go to the
@@ -987,6 +994,23 @@ impl Producer {
         let (wall0, media0) = *self.pace_origin.get_or_insert((now, media));
         let media_ns = self.ns(media - media0);
         media_ns > now.duration_since(wall0).as_nanos() as u64 + AHEAD.as_nanos() as u64
+    }
+
+    /// Offline, whether the open fragment's frames come more than [`FRAGMENT_AHEAD`] ahead of
+    /// the wall clock since it began: a recording of unknown start, released a fragment at a
+    /// time (`pace_fragment` holds each until its producer time), whose frames then arrive at
+    /// once. Never for a live stream: a burst after a network hiccup must not wait for the end
+    /// of its fragment.
+    fn fragment_ahead(&self) -> bool {
+        if !self.offline {
+            return false;
+        }
+        let (Some(current), Some(began)) = (self.splitter.current_fragment(), self.fragment_began)
+        else {
+            return false;
+        };
+        let media_ns = self.ns(current.last_block_time - current.timecode as i64);
+        media_ns > (began.elapsed() + FRAGMENT_AHEAD).as_nanos() as u64
     }
 
     /// Raw Matroska time units to nanoseconds (negative times count as 0).
