@@ -228,7 +228,7 @@ pub fn http_client(options: &ClientOptions<'_>) -> Result<reqwest::Client, Strin
         user_agent: options.user_agent.to_owned(),
         ca_file: options.ca_file.map(std::path::Path::to_owned),
     };
-    CLIENTS.get_or_build(key, options.ca_file, || build_http_client(options))
+    CLIENTS.get_or_build(key, &[options.ca_file], || build_http_client(options))
 }
 
 fn build_http_client(options: &ClientOptions<'_>) -> Result<reqwest::Client, String> {

@@ -20,18 +20,10 @@ use aws_smithy_types::body::SdkBody;
 /// Builds reqwest clients for aws-config, one per connect timeout asked for, from the
 /// `ca-file` as it is now (a file replaced while the process runs is trusted from the next
 /// request on).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ReqwestHttpClient {
     ca_file: Option<std::path::PathBuf>,
     clients: Arc<PerFileVersion<Option<Duration>, reqwest::Client>>,
-}
-
-impl std::fmt::Debug for ReqwestHttpClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReqwestHttpClient")
-            .field("ca_file", &self.ca_file)
-            .finish_non_exhaustive()
-    }
 }
 
 impl ReqwestHttpClient {
@@ -49,7 +41,7 @@ impl ReqwestHttpClient {
 
     fn client(&self, connect_timeout: Option<Duration>) -> Result<reqwest::Client, String> {
         let ca_file = self.ca_file.as_deref();
-        self.clients.get_or_build(connect_timeout, ca_file, || {
+        self.clients.get_or_build(connect_timeout, &[ca_file], || {
             let mut builder = reqwest::Client::builder()
                 .http1_only()
                 .pool_max_idle_per_host(1)
@@ -103,11 +95,18 @@ impl FileVersion {
     }
 }
 
-/// Values built from a file (clients from the `ca-file`), one per key: the one built from the
-/// file as it is now, built again when the file changes and then replacing the old one, so
-/// that a file rewritten every hour keeps one value, not one per version.
+/// Values built from files (clients from the `ca-file`, or from an IoT certificate and key),
+/// one per key: the one built from the files as they are now, built again when one of them
+/// changes and then replacing the old one, so that a file rewritten every hour keeps one
+/// value, not one per version.
 pub struct PerFileVersion<K, V> {
-    values: Mutex<HashMap<K, (FileVersion, V)>>,
+    values: Mutex<HashMap<K, (Vec<FileVersion>, V)>>,
+}
+
+impl<K, V> std::fmt::Debug for PerFileVersion<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerFileVersion").finish_non_exhaustive()
+    }
 }
 
 impl<K: Eq + std::hash::Hash, V: Clone> Default for PerFileVersion<K, V> {
@@ -119,14 +118,14 @@ impl<K: Eq + std::hash::Hash, V: Clone> Default for PerFileVersion<K, V> {
 }
 
 impl<K: Eq + std::hash::Hash, V: Clone> PerFileVersion<K, V> {
-    /// The value for `key` built from `file` as it is now: the kept one, or `build`'s.
+    /// The value for `key` built from `files` as they are now: the kept one, or `build`'s.
     pub fn get_or_build(
         &self,
         key: K,
-        file: Option<&Path>,
+        files: &[Option<&Path>],
         build: impl FnOnce() -> Result<V, String>,
     ) -> Result<V, String> {
-        let version = FileVersion::of(file);
+        let version: Vec<FileVersion> = files.iter().map(|f| FileVersion::of(*f)).collect();
         let mut values = self.values.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((built_from, value)) = values.get(&key)
             && *built_from == version
@@ -302,7 +301,7 @@ mod tests {
         let builds = std::cell::Cell::new(0);
         let get = |key| {
             cache
-                .get_or_build(key, Some(&file), || {
+                .get_or_build(key, &[Some(&file)], || {
                     builds.set(builds.get() + 1);
                     Ok(std::fs::read_to_string(&file).unwrap())
                 })
@@ -323,7 +322,7 @@ mod tests {
         assert_eq!(cache.len(), 2, "one value per key, whatever the versions");
         // A failed build keeps nothing new and is tried again next time.
         std::fs::remove_file(&file).unwrap();
-        let failed = cache.get_or_build("a", Some(&file), || Err("gone".to_owned()));
+        let failed = cache.get_or_build("a", &[Some(&file)], || Err("gone".to_owned()));
         assert_eq!(failed, Err("gone".to_owned()));
         assert_eq!(cache.len(), 2);
     }

@@ -6,7 +6,6 @@
 //! `{"credentials":{"accessKeyId","secretAccessKey","sessionToken","expiration"}}`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -15,7 +14,7 @@ use aws_smithy_types::date_time::{DateTime, Format};
 use serde::Deserialize;
 use url::Url;
 
-use super::http::{FileVersion, load_pem_roots};
+use super::http::{PerFileVersion, load_pem_roots};
 
 /// The provider name credentials from AWS IoT carry.
 pub const PROVIDER_NAME: &str = "iot-certificate";
@@ -74,9 +73,9 @@ pub struct IotProvider {
     /// The `ca-file` bundle, trusted beside `ca-path`.
     extra_ca: Option<PathBuf>,
     url: Url,
-    /// The mutual-TLS client for the files as they were when it was built: a certificate
-    /// renewed on disk (AWS IoT certificates are rotated) is presented from the next fetch on.
-    client: Mutex<(Vec<FileVersion>, reqwest::Client)>,
+    /// The mutual-TLS client for the files as they are: a certificate renewed on disk (AWS
+    /// IoT certificates are rotated) is presented from the next fetch on.
+    client: PerFileVersion<(), reqwest::Client>,
 }
 
 impl IotProvider {
@@ -84,26 +83,27 @@ impl IotProvider {
     /// mutual-TLS client; `extra_ca` is the `ca-file` bundle.
     pub fn new(cert: &IotCertificate, extra_ca: Option<&std::path::Path>) -> Result<Self, String> {
         let url = cert.url()?;
-        let extra_ca = extra_ca.map(PathBuf::from);
-        let versions = file_versions(cert, extra_ca.as_deref());
-        let client = build_client(cert, extra_ca.as_deref())?;
-        Ok(IotProvider {
+        let provider = IotProvider {
             cert: cert.clone(),
-            extra_ca,
+            extra_ca: extra_ca.map(PathBuf::from),
             url,
-            client: Mutex::new((versions, client)),
-        })
+            client: PerFileVersion::default(),
+        };
+        provider.client()?;
+        Ok(provider)
     }
 
     /// The client for the files as they are now, built again if one of them changed.
     fn client(&self) -> Result<reqwest::Client, String> {
-        let versions = file_versions(&self.cert, self.extra_ca.as_deref());
-        let mut current = self.client.lock().unwrap_or_else(|e| e.into_inner());
-        if current.0 != versions {
-            let client = build_client(&self.cert, self.extra_ca.as_deref())?;
-            *current = (versions, client);
-        }
-        Ok(current.1.clone())
+        let (cert, extra_ca) = (&self.cert, self.extra_ca.as_deref());
+        let files = [
+            Some(cert.cert_path.as_path()),
+            Some(cert.key_path.as_path()),
+            cert.ca_path.as_deref(),
+            extra_ca,
+        ];
+        self.client
+            .get_or_build((), &files, || build_client(cert, extra_ca))
     }
 
     async fn fetch(&self) -> Result<Credentials, CredentialsError> {
@@ -147,18 +147,6 @@ impl IotProvider {
         }
         parse(&body).map_err(|e| failed(e.to_owned()))
     }
-}
-
-/// The certificate, key and CA files as they are now.
-fn file_versions(cert: &IotCertificate, extra_ca: Option<&Path>) -> Vec<FileVersion> {
-    [
-        Some(cert.cert_path.as_path()),
-        Some(cert.key_path.as_path()),
-    ]
-    .into_iter()
-    .chain([cert.ca_path.as_deref(), extra_ca])
-    .map(FileVersion::of)
-    .collect()
 }
 
 /// The mutual-TLS client: the certificate and key as the identity, `ca-path` and `ca-file`

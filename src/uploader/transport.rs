@@ -334,7 +334,7 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientCon
     use crate::credentials::http::PerFileVersion;
     type Configs = PerFileVersion<Option<std::path::PathBuf>, Arc<rustls::ClientConfig>>;
     static CONFIGS: once_cell::sync::Lazy<Configs> = once_cell::sync::Lazy::new(Default::default);
-    CONFIGS.get_or_build(ca_file.map(std::path::Path::to_owned), ca_file, || {
+    CONFIGS.get_or_build(ca_file.map(std::path::Path::to_owned), &[ca_file], || {
         build_tls_config(ca_file)
     })
 }
