@@ -187,8 +187,8 @@ impl Reader {
         };
         let client =
             control::http_client(&client_options).map_err(|e| self.fatal(e, None, false))?;
-        let control = ControlPlane::new(client.clone(), &place.control_plane_url, &region)
-            .map_err(|e| {
+        let control =
+            ControlPlane::new(client, &place.control_plane_url, &region).map_err(|e| {
                 self.fatal(
                     format_args!("the control-plane URL is invalid: {e}"),
                     None,
@@ -202,8 +202,8 @@ impl Reader {
         let mut auth_failures = 0u32;
         let mut ever_authorised = false;
         loop {
-            // The client for the CA file as it is now (one per version, cached): a `ca-file`
-            // replaced while reading is what the next attempt trusts.
+            // The client for the CA file as it is now (kept per file, built again when it
+            // changes): a `ca-file` replaced while reading is what the next attempt trusts.
             let (client, control) = match control::http_client(&client_options) {
                 Ok(client) => (client.clone(), control.with_client(client)),
                 Err(reason) => {

@@ -112,8 +112,9 @@ async fn drive(
         let result = match &endpoint {
             Some(url) => connection::run(shared, url, region, &credentials).await,
             None => {
-                // The client for the CA file as it is now (one per version, cached): a
-                // `ca-file` replaced while the stream runs is what the next attempt trusts.
+                // The client for the CA file as it is now (kept per file, built again when it
+                // changes): a `ca-file` replaced while the stream runs is what the next attempt
+                // trusts.
                 let control = match build_client(config) {
                     Ok(client) => control.with_client(client),
                     Err(reason) => {
