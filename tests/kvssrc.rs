@@ -137,6 +137,53 @@ fn earliest_reads_every_frame_back_with_its_time() {
     }
 }
 
+/// A camera that restarted: two recordings in one stream, each with timecodes from 0. Read
+/// back, the second goes on after the first, as far after it as it was recorded.
+#[test]
+fn a_later_recording_reads_back_after_the_first_at_its_real_time() {
+    common::init();
+    let server = common::server();
+    let live = |frames: u32| {
+        let line = format!(
+            "videotestsrc is-live=true num-buffers={frames} ! video/x-raw,format=I420,\
+             width=320,height=240,framerate=30/1 ! x264enc tune=zerolatency \
+             speed-preset=ultrafast key-int-max=30 ! h264parse ! matroskamux streamable=true ! \
+             kvssink name=sink"
+        );
+        let (pipeline, _) = common::pipeline(&line, &server, "restarted");
+        let run = common::run(&pipeline, TIMEOUT);
+        assert!(run.eos && run.errors.is_empty(), "recording: {run:?}");
+    };
+    live(60);
+    std::thread::sleep(Duration::from_secs(1));
+    live(60);
+    let read = read(
+        &server,
+        "restarted",
+        &format!("start-selector=earliest end-timestamp={}", now_ms()),
+    );
+    assert!(read.run.eos, "{:?}", read.run);
+    assert_eq!(read.pts.len(), 120);
+    assert!(
+        read.pts.windows(2).all(|w| w[0] < w[1]),
+        "timestamps go back: {:?}",
+        read.relative()
+    );
+    // The second recording's first frame is where its producer time puts it.
+    let stored = server.fragments("restarted");
+    let second = stored
+        .iter()
+        .position(|f| f.producer_timestamp_ms >= stored[0].producer_timestamp_ms + 2_500)
+        .expect("a fragment of the second recording");
+    let recorded = stored[second].producer_timestamp_ms - stored[0].producer_timestamp_ms;
+    let read_back = read.relative()[60];
+    assert!(
+        read_back.abs_diff(recorded) <= 50,
+        "the second recording starts {read_back} ms after the first when read, {recorded} ms \
+         when recorded"
+    );
+}
+
 #[test]
 fn producer_timestamp_and_fragment_number_start_where_asked() {
     common::init();

@@ -55,9 +55,160 @@ fn write_tags(targets: bool, simple: &[(&str, &str)]) -> Vec<u8> {
         .finish()
 }
 
+/// TimecodeScale when Info has none: one timecode unit is a millisecond.
+pub const DEFAULT_TIMECODE_SCALE: u64 = 1_000_000;
+
+/// Where a Cluster's Timecode lies, as [`cluster_timecode`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterTimecode {
+    /// The Timecode, in TimecodeScale units.
+    pub value: u64,
+    /// Length of the Cluster's ID and size.
+    head: usize,
+    /// Where the Timecode element starts, and its body.
+    element_at: usize,
+    body_at: usize,
+    /// Bytes from the Cluster's ID to the end of its Timecode element: what
+    /// [`cluster_head_with_timecode`] replaces.
+    pub head_len: usize,
+}
+
+/// The Timecode of the Cluster whose ID starts `cluster`. `None` when `cluster` does not
+/// start with one, its Timecode is not among its children before the first block, or the
+/// Cluster carries a CRC-32 (which a new Timecode would break).
+pub fn cluster_timecode(cluster: &[u8]) -> Option<ClusterTimecode> {
+    use crate::ebml::{read_header, read_uint};
+    let head = read_header(cluster).ok()??;
+    if head.id != ID_CLUSTER {
+        return None;
+    }
+    let mut at = head.len;
+    loop {
+        let child = read_header(cluster.get(at..)?).ok()??;
+        let end = at + child.len + usize::try_from(child.size?).ok()?;
+        match child.id {
+            ID_TIMECODE => {
+                return Some(ClusterTimecode {
+                    value: read_uint(cluster.get(at + child.len..end)?)?,
+                    head: head.len,
+                    element_at: at,
+                    body_at: at + child.len,
+                    head_len: end,
+                });
+            }
+            ID_CRC_32 | ID_SIMPLE_BLOCK | ID_BLOCK_GROUP => return None,
+            _ => at = end,
+        }
+    }
+}
+
+/// The bytes that replace the first `found.head_len` bytes of `cluster` (as
+/// [`cluster_timecode`] found them) to give it the Timecode `value`, all else unchanged. The
+/// Timecode keeps its width when `value` fits in it, and the Cluster's size is then unchanged;
+/// otherwise it takes 8 bytes and a Cluster of known size grows by as many.
+pub fn cluster_head_with_timecode(cluster: &[u8], found: &ClusterTimecode, value: u64) -> Vec<u8> {
+    use crate::ebml::{read_size, write_id, write_vint, write_vint_len};
+    let old = found.head_len - found.body_at;
+    let width = if old == 8 || (old < 8 && value >> (8 * old) == 0) {
+        old
+    } else {
+        8
+    };
+    let mut out = Vec::with_capacity(found.head_len + 8);
+    write_id(&mut out, ID_CLUSTER);
+    let size_field = &cluster[4..found.head];
+    match read_size(size_field) {
+        Ok(Some((Some(size), _))) if width > old => {
+            let size = size + (width - old) as u64;
+            if size < (1u64 << (7 * size_field.len())) - 1 {
+                write_vint_len(&mut out, size, size_field.len());
+            } else {
+                write_vint(&mut out, size);
+            }
+        }
+        _ => out.extend_from_slice(size_field),
+    }
+    out.extend_from_slice(&cluster[found.head..found.element_at]);
+    write_id(&mut out, ID_TIMECODE);
+    write_vint(&mut out, width as u64);
+    out.extend_from_slice(&value.to_be_bytes()[8 - width..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `cluster` with its Timecode replaced by `value`, as a reader would splice it.
+    fn retimed(cluster: &[u8], value: u64) -> Vec<u8> {
+        let found = cluster_timecode(cluster).expect("a Cluster with a Timecode");
+        let mut out = cluster_head_with_timecode(cluster, &found, value);
+        out.extend_from_slice(&cluster[found.head_len..]);
+        out
+    }
+
+    #[test]
+    fn a_cluster_timecode_is_replaced_in_place_when_it_fits() {
+        use crate::build::{cluster, cluster_sized, simple_block};
+        let blocks = [
+            simple_block(1, 0, true, b"key"),
+            simple_block(1, 33, false, b"delta"),
+        ];
+        for c in [cluster(5, &blocks), cluster_sized(5, &blocks)] {
+            assert_eq!(cluster_timecode(&c).unwrap().value, 5);
+            let r = retimed(&c, 200);
+            assert_eq!(r.len(), c.len(), "same width, same size");
+            assert_eq!(cluster_timecode(&r).unwrap().value, 200);
+            assert_eq!(r[r.len() - 20..], c[c.len() - 20..]);
+        }
+        // AWS's producer writes 8 bytes and Position 0 after them: both kept.
+        let mut aws = crate::kvs::cluster_head(7).to_vec();
+        aws.extend(simple_block(1, 0, true, b"key"));
+        let r = retimed(&aws, 1 << 40);
+        assert_eq!(r.len(), aws.len());
+        assert_eq!(cluster_timecode(&r).unwrap().value, 1 << 40);
+        assert_eq!(r[15..], aws[15..]);
+    }
+
+    #[test]
+    fn a_timecode_that_outgrows_its_width_grows_a_sized_cluster() {
+        use crate::build::{cluster, cluster_sized, simple_block};
+        use crate::ebml::read_header;
+        let blocks = [simple_block(1, 0, true, b"key")];
+        let sized = cluster_sized(3, &blocks);
+        let r = retimed(&sized, 1_700_000_000_000);
+        assert_eq!(r.len(), sized.len() + 7);
+        let head = read_header(&r).unwrap().unwrap();
+        assert_eq!(
+            head.len + head.size.unwrap() as usize,
+            r.len(),
+            "the size covers the body"
+        );
+        assert_eq!(cluster_timecode(&r).unwrap().value, 1_700_000_000_000);
+        let unknown = cluster(3, &blocks);
+        let r = retimed(&unknown, 1 << 20);
+        assert_eq!(read_header(&r).unwrap().unwrap().size, None);
+        assert_eq!(cluster_timecode(&r).unwrap().value, 1 << 20);
+    }
+
+    #[test]
+    fn a_cluster_without_a_timecode_before_its_blocks_or_with_a_crc_is_left_alone() {
+        use crate::ebml::Writer;
+        let late = Writer::new()
+            .master(ID_CLUSTER, |w| {
+                w.element(ID_SIMPLE_BLOCK, &[0x81, 0, 0, 0x80])
+                    .uint(ID_TIMECODE, 1);
+            })
+            .finish();
+        assert_eq!(cluster_timecode(&late), None);
+        let crc = Writer::new()
+            .master(ID_CLUSTER, |w| {
+                w.element(ID_CRC_32, &[0; 4]).uint(ID_TIMECODE, 1);
+            })
+            .finish();
+        assert_eq!(cluster_timecode(&crc), None);
+        assert_eq!(cluster_timecode(&crate::build::tracks(&[])), None);
+    }
 
     #[test]
     fn tags_layout() {

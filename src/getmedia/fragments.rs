@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use kvs_format::ebml;
 use kvs_format::ids::*;
 use kvs_format::kvs::get_media_tags as tag;
+use kvs_format::matroska::DEFAULT_TIMECODE_SCALE;
 
 /// What the service's tags say about one fragment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,6 +58,10 @@ pub struct Fragment {
     pub header_len: usize,
     /// Whether the chunk holds a Cluster (a chunk with only an error has none).
     pub has_cluster: bool,
+    /// Where the Cluster starts in `bytes`.
+    pub cluster_at: Option<usize>,
+    /// The TimecodeScale of the chunk's Info (nanoseconds per Cluster timecode unit).
+    pub timecode_scale: u64,
     pub tags: FragmentTags,
 }
 
@@ -78,6 +83,8 @@ pub struct Splitter {
     pos: usize,
     header_len: Option<usize>,
     has_cluster: bool,
+    cluster_at: Option<usize>,
+    timecode_scale: Option<u64>,
     tags: FragmentTags,
     /// Body bytes handed out as fragments so far (for error offsets).
     consumed: u64,
@@ -118,8 +125,25 @@ impl Splitter {
                     if header.id == ID_CLUSTER {
                         self.has_cluster = true;
                         self.header_len.get_or_insert(self.pos);
+                        self.cluster_at.get_or_insert(self.pos);
                     }
                     self.pos += header.len;
+                }
+                ID_INFO if header.size.is_some() => {
+                    let end = self.pos + header.len + header.size.unwrap_or(0) as usize;
+                    if self.buf.len() < end {
+                        return Ok(None);
+                    }
+                    let mut body = &self.buf[self.pos + header.len..end];
+                    while let Ok(Some(h)) = ebml::read_header(body) {
+                        let Some(size) = h.size else { break };
+                        let child_end = (h.len + size as usize).min(body.len());
+                        if h.id == ID_TIMECODE_SCALE {
+                            self.timecode_scale = ebml::read_uint(&body[h.len..child_end]);
+                        }
+                        body = &body[child_end..];
+                    }
+                    self.pos = end;
                 }
                 ID_TAGS => {
                     let size = header
@@ -159,6 +183,12 @@ impl Splitter {
         Fragment {
             header_len: self.header_len.take().unwrap_or(bytes.len()),
             has_cluster: std::mem::take(&mut self.has_cluster),
+            cluster_at: self.cluster_at.take(),
+            timecode_scale: self
+                .timecode_scale
+                .take()
+                .filter(|&s| s > 0)
+                .unwrap_or(DEFAULT_TIMECODE_SCALE),
             tags: std::mem::take(&mut self.tags),
             bytes,
         }

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::settings::{self, Settings, StartSelector};
 use crate::about;
+use crate::getmedia::timeline::Timeline;
 use crate::getmedia::{self, Event, Fragment};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -36,6 +37,8 @@ struct Started {
     /// The stream header of the first fragment pushed; the same header in front of later
     /// fragments is left out, so downstream sees one Matroska stream.
     header: Option<Bytes>,
+    /// Cluster timecodes moved onto one timeline across the stream's recordings.
+    timeline: Timeline,
     fragments: u64,
 }
 
@@ -170,6 +173,7 @@ impl BaseSrcImpl for KvsSrc {
             events,
             task,
             header: None,
+            timeline: Timeline::new(),
             fragments: 0,
         });
         Ok(())
@@ -278,20 +282,38 @@ impl PushSrcImpl for KvsSrc {
 }
 
 impl KvsSrc {
-    /// The fragment's bytes, without a stream header that repeats the first one.
+    /// The fragment's bytes, without a stream header that repeats the first one, its Cluster
+    /// on the read's timeline (see [`Timeline`]).
     fn buffer(&self, started: &mut Started, fragment: Fragment) -> gst::Buffer {
+        let placed = started.timeline.place(&fragment);
+        if let Some(ns) = placed.moved_ns {
+            gst::info!(
+                CAT,
+                imp = self,
+                "fragment {:?} is from another recording: its timecodes move by {} ms to its \
+                 producer time",
+                fragment.tags.number,
+                ns / 1_000_000
+            );
+        }
         let header = fragment.bytes.slice(..fragment.header_len);
-        let bytes = match &started.header {
-            Some(first) if *first == header => fragment.bytes.slice(fragment.header_len..),
+        let mut pieces = placed.pieces.into_iter();
+        let mut first = pieces.next().unwrap_or_default();
+        match &started.header {
+            Some(known) if *known == header => first = first.slice(fragment.header_len..),
             _ => {
                 if started.header.is_some() {
                     gst::info!(CAT, imp = self, "the stream header changed");
                 }
                 started.header = Some(header);
-                fragment.bytes
             }
-        };
-        gst::Buffer::from_slice(bytes)
+        }
+        let mut buffer = gst::Buffer::from_slice(first);
+        let b = buffer.get_mut().expect("a new buffer");
+        for piece in pieces {
+            b.append_memory(gst::Memory::from_slice(piece));
+        }
+        buffer
     }
 
     fn post_fragment(&self, stream: &str, fragment: &Fragment) {

@@ -8,6 +8,7 @@ use super::ebml::{self, ElementHeader, MAX_HEADER_LEN};
 use super::renumber::TrackMap;
 use super::*;
 use bytes::BytesMut;
+use kvs_format::matroska::DEFAULT_TIMECODE_SCALE;
 
 mod cluster;
 mod header;
@@ -160,7 +161,7 @@ impl Splitter {
             hold_buf: Vec::new(),
             body_start: 0,
             doc_type: String::new(),
-            timecode_scale: 1_000_000,
+            timecode_scale: DEFAULT_TIMECODE_SCALE,
             date_utc: None,
             duration: None,
             max_span_ticks: i64::MAX,
@@ -668,7 +669,7 @@ impl Splitter {
                     self.header_buf.clear();
                     self.header_done = false;
                     self.doc_type = "matroska".into();
-                    self.timecode_scale = 1_000_000;
+                    self.timecode_scale = DEFAULT_TIMECODE_SCALE;
                     self.date_utc = None;
                     self.duration = None;
                     self.tracks.clear();

@@ -49,7 +49,9 @@ impl Splitter {
             match id {
                 // 0 is meaningless: keep the default.
                 ID_TIMECODE_SCALE => {
-                    self.timecode_scale = ebml::read_uint(b).filter(|&v| v > 0).unwrap_or(1_000_000)
+                    self.timecode_scale = ebml::read_uint(b)
+                        .filter(|&v| v > 0)
+                        .unwrap_or(DEFAULT_TIMECODE_SCALE)
                 }
                 ID_DATE_UTC => self.date_utc = kvs_format::ebml::read_int(b),
                 ID_DURATION => {
