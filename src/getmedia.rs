@@ -7,7 +7,6 @@
 //! slow stops reading the response, and TCP slows the service down.
 
 pub mod fragments;
-pub mod timeline;
 
 use std::time::{Duration, SystemTime};
 

@@ -50,6 +50,8 @@ pub const ID_WRITING_APP: u32 = 0x5741;
 pub const ID_DATE_UTC: u32 = 0x4461;
 /// Duration (inside Info): the Segment's duration in timecode units, a float.
 pub const ID_DURATION: u32 = 0x4489;
+/// SegmentUID (inside Info): 16 random bytes, new with every muxer run.
+pub const ID_SEGMENT_UID: u32 = 0x73A4;
 /// Tracks (Segment child).
 pub const ID_TRACKS: u32 = 0x1654AE6B;
 /// TrackUID (inside TrackEntry).

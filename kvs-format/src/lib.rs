@@ -31,3 +31,4 @@ pub mod ebml;
 pub mod ids;
 pub mod kvs;
 pub mod matroska;
+pub mod timeline;

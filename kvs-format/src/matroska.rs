@@ -58,6 +58,71 @@ fn write_tags(targets: bool, simple: &[(&str, &str)]) -> Vec<u8> {
 /// TimecodeScale when Info has none: one timecode unit is a millisecond.
 pub const DEFAULT_TIMECODE_SCALE: u64 = 1_000_000;
 
+/// The TimecodeScale an Info element's body gives (the default when it has none).
+pub fn info_timecode_scale(mut info: &[u8]) -> u64 {
+    use crate::ebml::{read_header, read_uint};
+    while let Ok(Some(h)) = read_header(info) {
+        let Some(size) = h.size else { break };
+        let end = (h.len + size as usize).min(info.len());
+        if h.id == ID_TIMECODE_SCALE {
+            return read_uint(&info[h.len..end])
+                .filter(|&v| v > 0)
+                .unwrap_or(DEFAULT_TIMECODE_SCALE);
+        }
+        info = &info[end..];
+    }
+    DEFAULT_TIMECODE_SCALE
+}
+
+/// The TimecodeScale of a stream header (EBML header, Segment, its Info).
+pub fn header_timecode_scale(mut header: &[u8]) -> u64 {
+    use crate::ebml::read_header;
+    while let Ok(Some(h)) = read_header(header) {
+        match (h.id, h.size) {
+            (ID_SEGMENT, _) => header = &header[h.len..],
+            (ID_INFO, Some(size)) => {
+                let end = (h.len + size as usize).min(header.len());
+                return info_timecode_scale(&header[h.len..end]);
+            }
+            (_, Some(size)) => header = &header[(h.len + size as usize).min(header.len())..],
+            (_, None) => break,
+        }
+    }
+    DEFAULT_TIMECODE_SCALE
+}
+
+/// Whether two stream headers describe the same tracks, so that the clusters sent after
+/// one can follow the other in one Segment: the same elements with the same values, but
+/// for what a muxer makes new at every run or that points into its own file (SegmentUID,
+/// TrackUID, DateUTC, Duration, SeekHead, Void, CRC-32, header Tags). A producer that
+/// restarted sends such a header.
+pub fn same_tracks(a: &[u8], b: &[u8]) -> bool {
+    fn leaves(mut buf: &[u8], out: &mut Vec<(u32, Vec<u8>)>) {
+        use crate::ebml::read_header;
+        while let Ok(Some(h)) = read_header(buf) {
+            let end = h
+                .size
+                .map_or(buf.len(), |s| (h.len + s as usize).min(buf.len()));
+            let body = &buf[h.len..end];
+            match h.id {
+                ID_SEGMENT_UID | ID_TRACK_UID | ID_DATE_UTC | ID_DURATION | ID_SEEK_HEAD
+                | ID_VOID | ID_CRC_32 | ID_TAGS => {}
+                ID_EBML | ID_SEGMENT | ID_INFO | ID_TRACKS | ID_TRACK_ENTRY | ID_VIDEO
+                | ID_AUDIO => {
+                    out.push((h.id, Vec::new()));
+                    leaves(body, out);
+                }
+                id => out.push((id, body.to_vec())),
+            }
+            buf = &buf[end..];
+        }
+    }
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    leaves(a, &mut x);
+    leaves(b, &mut y);
+    x == y
+}
+
 /// Where a Cluster's Timecode lies, as [`cluster_timecode`] found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterTimecode {
@@ -189,6 +254,64 @@ mod tests {
         let r = retimed(&unknown, 1 << 20);
         assert_eq!(read_header(&r).unwrap().unwrap().size, None);
         assert_eq!(cluster_timecode(&r).unwrap().value, 1 << 20);
+    }
+
+    #[test]
+    fn headers_of_two_muxer_runs_have_the_same_tracks() {
+        use crate::build::{self, Track};
+        use crate::ebml::Writer;
+        let run = |uid: u8, width: u64| {
+            let mut h = build::ebml_header("matroska");
+            h.extend(build::segment_unknown_size());
+            h.extend(
+                Writer::new()
+                    .master(ID_INFO, |w| {
+                        w.element(ID_SEGMENT_UID, &[uid; 16])
+                            .uint(ID_TIMECODE_SCALE, 1_000_000)
+                            .element(ID_DATE_UTC, &[uid; 8]);
+                    })
+                    .finish(),
+            );
+            h.extend(
+                Writer::new()
+                    .master(ID_TRACKS, |w| {
+                        w.master(ID_TRACK_ENTRY, |w| {
+                            w.uint(ID_TRACK_NUMBER, 1)
+                                .uint(ID_TRACK_UID, u64::from(uid))
+                                .string(ID_CODEC_ID, CODEC_H264)
+                                .master(ID_VIDEO, |w| {
+                                    w.uint(ID_PIXEL_WIDTH, width);
+                                });
+                        });
+                    })
+                    .finish(),
+            );
+            h
+        };
+        assert!(same_tracks(&run(1, 320), &run(2, 320)));
+        assert!(
+            !same_tracks(&run(1, 320), &run(1, 640)),
+            "another resolution"
+        );
+        assert!(!same_tracks(
+            &build::header_with_tracks(&[Track::video(1, build::AVC)]),
+            &build::header_with_tracks(&[Track::video(2, build::AVC)])
+        ));
+    }
+
+    #[test]
+    fn the_timecode_scale_of_a_header() {
+        use crate::build;
+        let mut header = build::ebml_header("matroska");
+        header.extend(build::segment_unknown_size());
+        header.extend(build::info(100_000));
+        assert_eq!(header_timecode_scale(&header), 100_000);
+        assert_eq!(header_timecode_scale(&build::simple_header()), 1_000_000);
+        assert_eq!(
+            header_timecode_scale(&build::ebml_header("webm")),
+            DEFAULT_TIMECODE_SCALE
+        );
+        assert_eq!(info_timecode_scale(&[]), DEFAULT_TIMECODE_SCALE);
     }
 
     #[test]

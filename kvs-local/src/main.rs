@@ -158,12 +158,18 @@ fn export(args: &[String]) -> Result<(), String> {
         out.display(),
         if stats.skipped > 0 {
             format!(
-                " ({} fragments with a different stream header skipped)",
+                " ({} fragments with a stream header of other tracks skipped)",
                 stats.skipped
             )
         } else {
             String::new()
         }
     );
+    if stats.moved > 0 {
+        eprintln!(
+            "kvs-local: {} later recordings (PutMedia sessions) placed at their producer time",
+            stats.moved
+        );
+    }
     Ok(())
 }

@@ -350,6 +350,63 @@ async fn binary_kill_9_loses_nothing_persisted_and_export_works() {
     assert!(!st.success());
 }
 
+/// A producer that restarted: a second session 10 s after the first, its timecodes from 0
+/// again and its header new only in its UIDs. The export holds both, on one timeline.
+#[tokio::test(flavor = "multi_thread")]
+async fn export_puts_a_later_session_at_its_producer_time() {
+    use kvs_format::ebml::Writer;
+    use kvs_format::ids::*;
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(Config {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..cfg()
+    });
+    s.create_stream("cam").unwrap();
+    let header = |uid: u8| {
+        let mut h = kvs_format::build::ebml_header("matroska");
+        h.extend(kvs_format::build::segment_unknown_size());
+        h.extend(
+            Writer::new()
+                .master(ID_INFO, |w| {
+                    w.element(ID_SEGMENT_UID, &[uid; 16])
+                        .uint(ID_TIMECODE_SCALE, 1_000_000);
+                })
+                .finish(),
+        );
+        h.extend(tracks(&[Track::video(1, AVC)]));
+        h
+    };
+    for (uid, start) in [(1, "1700000000.000"), (2, "1700000010.000")] {
+        let mut opts = PutOpts::new("cam");
+        opts.start_ts = Some(start.into());
+        let mut p = put_media(&s.url(), &opts).await;
+        let mut data = header(uid);
+        data.extend(simple_cluster(0, 3, 10, 2000));
+        data.extend(simple_cluster(100, 3, 10, 2000));
+        p.send_chunked(&data, 1000).await;
+        p.finish();
+        p.drain(T).await;
+    }
+    assert_eq!(s.fragments("cam").len(), 4);
+    s.shutdown();
+    let out = dir.path().join("out.mkv");
+    let stats = kvs_local::export_stream(dir.path(), "cam", &out).unwrap();
+    assert_eq!((stats.fragments, stats.skipped, stats.moved), (4, 0, 1));
+    let mut p = Parser::new(1 << 30);
+    let mut ev = Vec::new();
+    p.push(Bytes::from(std::fs::read(&out).unwrap()), &mut ev)
+        .unwrap();
+    p.finish(&mut ev).unwrap();
+    let timecodes: Vec<u64> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::ClusterTimecode { timecode, .. } => Some(*timecode),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(timecodes, [0, 100, 10_000, 10_100]);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn start_inside_a_runtime() {
     let s = Server::start(cfg()).await.unwrap();

@@ -11,7 +11,8 @@ use bytes::{Bytes, BytesMut};
 use kvs_format::ebml;
 use kvs_format::ids::*;
 use kvs_format::kvs::get_media_tags as tag;
-use kvs_format::matroska::DEFAULT_TIMECODE_SCALE;
+use kvs_format::matroska::{DEFAULT_TIMECODE_SCALE, info_timecode_scale};
+use kvs_format::timeline::Timeline;
 
 /// What the service's tags say about one fragment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,6 +64,31 @@ pub struct Fragment {
     /// The TimecodeScale of the chunk's Info (nanoseconds per Cluster timecode unit).
     pub timecode_scale: u64,
     pub tags: FragmentTags,
+}
+
+impl Fragment {
+    /// The fragment's bytes with its Cluster put on `timeline` (see
+    /// [`kvs_format::timeline`]), in pieces: a moved Cluster's head is a new piece, the rest
+    /// are slices of `bytes`. Also when this fragment starts a new shift, by how much (ns).
+    pub fn placed(&self, timeline: &mut Timeline) -> (Vec<Bytes>, Option<i128>) {
+        let Some(at) = self.cluster_at else {
+            return (vec![self.bytes.clone()], None);
+        };
+        let placed = timeline.place_cluster(
+            &self.bytes[at..],
+            self.timecode_scale,
+            self.tags.producer_ms,
+        );
+        let pieces = match placed.head {
+            Some((head, replaced)) => vec![
+                self.bytes.slice(..at),
+                Bytes::from(head),
+                self.bytes.slice(at + replaced..),
+            ],
+            None => vec![self.bytes.clone()],
+        };
+        (pieces, placed.moved_ns)
+    }
 }
 
 /// The body is not the MKV GetMedia sends.
@@ -134,15 +160,8 @@ impl Splitter {
                     if self.buf.len() < end {
                         return Ok(None);
                     }
-                    let mut body = &self.buf[self.pos + header.len..end];
-                    while let Ok(Some(h)) = ebml::read_header(body) {
-                        let Some(size) = h.size else { break };
-                        let child_end = (h.len + size as usize).min(body.len());
-                        if h.id == ID_TIMECODE_SCALE {
-                            self.timecode_scale = ebml::read_uint(&body[h.len..child_end]);
-                        }
-                        body = &body[child_end..];
-                    }
+                    self.timecode_scale =
+                        Some(info_timecode_scale(&self.buf[self.pos + header.len..end]));
                     self.pos = end;
                 }
                 ID_TAGS => {
@@ -184,11 +203,7 @@ impl Splitter {
             header_len: self.header_len.take().unwrap_or(bytes.len()),
             has_cluster: std::mem::take(&mut self.has_cluster),
             cluster_at: self.cluster_at.take(),
-            timecode_scale: self
-                .timecode_scale
-                .take()
-                .filter(|&s| s > 0)
-                .unwrap_or(DEFAULT_TIMECODE_SCALE),
+            timecode_scale: self.timecode_scale.take().unwrap_or(DEFAULT_TIMECODE_SCALE),
             tags: std::mem::take(&mut self.tags),
             bytes,
         }
@@ -315,6 +330,50 @@ mod tests {
         // The last one is held: it may not be whole.
         assert!(s.next_fragment().unwrap().is_none());
         assert_eq!(s.pending(), body.len() - first);
+    }
+
+    /// A GetMedia chunk whose header's TimecodeScale is `scale`, its Cluster at `timecode`.
+    fn scaled_chunk(scale: u64, timecode: u64, producer: &str) -> Vec<u8> {
+        let mut out = build::ebml_header("matroska");
+        out.extend(build::segment_unknown_size());
+        out.extend(build::info(scale));
+        out.extend(build::tracks(&[build::Track::video(1, build::AVC)]));
+        out.extend(tags_with_targets(&[(tag::PRODUCER_TIMESTAMP, producer)]));
+        out.extend(build::simple_cluster(timecode, 3, 33, 10));
+        out.extend(tags_with_targets(&[(tag::CONTINUATION_TOKEN, producer)]));
+        out
+    }
+
+    #[test]
+    fn a_fragment_of_a_later_recording_is_placed_whole() {
+        use kvs_format::matroska::cluster_timecode;
+        let mut body = scaled_chunk(100_000, 0, "1700000000");
+        body.extend(scaled_chunk(100_000, 0, "1700000004.5"));
+        let mut s = Splitter::new();
+        s.push(&body);
+        let mut timeline = Timeline::new();
+        let first = s.next_fragment().unwrap().unwrap();
+        assert_eq!(first.timecode_scale, 100_000);
+        assert_eq!(
+            first.placed(&mut timeline),
+            (vec![first.bytes.clone()], None)
+        );
+        let later = s.next_fragment().unwrap().unwrap();
+        let (pieces, moved) = later.placed(&mut timeline);
+        assert_eq!(moved, Some(4_500_000_000));
+        assert_eq!(pieces.len(), 3);
+        assert_eq!(pieces[0], later.bytes.slice(..later.cluster_at.unwrap()));
+        // Put together, the pieces are still one whole fragment, its Cluster 4.5 s on.
+        let mut again = Splitter::new();
+        again.push(&pieces.concat());
+        let moved = again.next_fragment().unwrap().unwrap();
+        assert_eq!(again.pending(), 0);
+        assert_eq!(
+            moved.tags.continuation_token.as_deref(),
+            Some("1700000004.5")
+        );
+        let cluster = &moved.bytes[moved.cluster_at.unwrap()..];
+        assert_eq!(cluster_timecode(cluster).unwrap().value, 45_000);
     }
 
     #[test]

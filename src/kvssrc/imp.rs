@@ -16,8 +16,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::settings::{self, Settings, StartSelector};
 use crate::about;
-use crate::getmedia::timeline::Timeline;
 use crate::getmedia::{self, Event, Fragment};
+use kvs_format::matroska::same_tracks;
+use kvs_format::timeline::Timeline;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -34,8 +35,9 @@ struct Started {
     stream: String,
     events: mpsc::Receiver<Event>,
     task: tokio::task::JoinHandle<()>,
-    /// The stream header of the first fragment pushed; the same header in front of later
-    /// fragments is left out, so downstream sees one Matroska stream.
+    /// The stream header of the first fragment pushed; the same header (or one of the same
+    /// tracks, a restarted muxer's) in front of later fragments is left out, so downstream
+    /// sees one Matroska stream.
     header: Option<Bytes>,
     /// Cluster timecodes moved onto one timeline across the stream's recordings.
     timeline: Timeline,
@@ -283,10 +285,10 @@ impl PushSrcImpl for KvsSrc {
 
 impl KvsSrc {
     /// The fragment's bytes, without a stream header that repeats the first one, its Cluster
-    /// on the read's timeline (see [`Timeline`]).
+    /// on the read's timeline (see [`kvs_format::timeline`]).
     fn buffer(&self, started: &mut Started, fragment: Fragment) -> gst::Buffer {
-        let placed = started.timeline.place(&fragment);
-        if let Some(ns) = placed.moved_ns {
+        let (pieces, moved_ns) = fragment.placed(&mut started.timeline);
+        if let Some(ns) = moved_ns {
             gst::info!(
                 CAT,
                 imp = self,
@@ -297,10 +299,12 @@ impl KvsSrc {
             );
         }
         let header = fragment.bytes.slice(..fragment.header_len);
-        let mut pieces = placed.pieces.into_iter();
+        let mut pieces = pieces.into_iter();
         let mut first = pieces.next().unwrap_or_default();
         match &started.header {
-            Some(known) if *known == header => first = first.slice(fragment.header_len..),
+            Some(known) if *known == header || same_tracks(known, &header) => {
+                first = first.slice(fragment.header_len..)
+            }
             _ => {
                 if started.header.is_some() {
                     gst::info!(CAT, imp = self, "the stream header changed");

@@ -12,12 +12,18 @@ pub struct ExportStats {
     pub fragments: usize,
     /// Bytes written.
     pub bytes: u64,
-    /// Fragments left out because they were sent with another stream header.
+    /// Fragments left out because they were sent with a header of other tracks.
     pub skipped: usize,
+    /// Times the fragments' timecodes were moved onto the first recording's timeline (a later
+    /// PutMedia session, whose RELATIVE timecodes start again from 0).
+    pub moved: usize,
 }
 
 /// Writes a stored stream as one MKV file: the stream header of the first
-/// fragment followed by every fragment sent with that header, in order.
+/// fragment followed by every fragment sent with a header of the same tracks
+/// ([`kvs_format::matroska::same_tracks`]: a restarted muxer's), in order, each
+/// Cluster at its producer time on one timeline ([`kvs_format::timeline`]), so
+/// that the timestamps of a stream of several sessions never go back.
 pub fn export_stream(
     data_dir: &std::path::Path,
     name: &str,
@@ -36,13 +42,27 @@ pub fn export_stream(
         let header = &headers[first.header_index];
         f.write_all(header)?;
         stats.bytes += header.len() as u64;
+        let scale = kvs_format::matroska::header_timecode_scale(header);
+        let mut timeline = kvs_format::timeline::Timeline::new();
         for fr in &frags {
-            if fr.header_index != first.header_index {
+            if fr.header_index != first.header_index
+                && !kvs_format::matroska::same_tracks(header, &headers[fr.header_index])
+            {
                 stats.skipped += 1;
                 continue;
             }
-            f.write_all(&fr.bytes)?;
-            stats.bytes += fr.bytes.len() as u64;
+            let placed = timeline.place_cluster(&fr.bytes, scale, Some(fr.producer_timestamp_ms));
+            stats.moved += usize::from(placed.moved_ns.is_some());
+            let rest = match &placed.head {
+                Some((head, replaced)) => {
+                    f.write_all(head)?;
+                    stats.bytes += head.len() as u64;
+                    &fr.bytes[*replaced..]
+                }
+                None => &fr.bytes[..],
+            };
+            f.write_all(rest)?;
+            stats.bytes += rest.len() as u64;
             stats.fragments += 1;
         }
     }
