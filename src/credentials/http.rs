@@ -78,7 +78,10 @@ pub fn load_pem_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, String> 
 
 /// A file as it is now (path, modification time, size), such as the `ca-file` or an IoT
 /// certificate: what clients built from it are keyed by, so that a file replaced while the
-/// process runs is read again.
+/// process runs is read again. A directory (a `ca-file` that is one) is as it is now when
+/// every file in it is: the size stands for a digest of their names, times and sizes, so that
+/// a certificate rewritten in place in it (which leaves the directory's own time alone)
+/// counts as a change too.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct FileVersion(Option<(std::path::PathBuf, Option<std::time::SystemTime>, u64)>);
 
@@ -86,12 +89,40 @@ impl FileVersion {
     pub fn of(path: Option<&Path>) -> Self {
         Self(path.map(|path| {
             let meta = std::fs::metadata(path).ok();
+            let size = match &meta {
+                Some(m) if m.is_dir() => Self::digest_of_dir(path),
+                Some(m) => m.len(),
+                None => 0,
+            };
             (
                 path.to_owned(),
                 meta.as_ref().and_then(|m| m.modified().ok()),
-                meta.map_or(0, |m| m.len()),
+                size,
             )
         }))
+    }
+
+    /// The names, modification times and sizes of the files in `dir` (links followed, as
+    /// [`load_pem_roots`] reads them), in one number.
+    fn digest_of_dir(dir: &Path) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|entry| {
+                let meta = std::fs::metadata(entry.path()).ok();
+                (
+                    entry.file_name(),
+                    meta.as_ref().and_then(|m| m.modified().ok()),
+                    meta.map_or(0, |m| m.len()),
+                )
+            })
+            .collect();
+        files.sort();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        files.hash(&mut hasher);
+        hasher.finish()
     }
 }
 
@@ -291,6 +322,26 @@ fn connector_error(e: reqwest::Error) -> ConnectorError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_rewritten_in_place_in_a_ca_directory_is_a_new_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("a.pem");
+        std::fs::write(&cert, "first").unwrap();
+        let v1 = FileVersion::of(Some(dir.path()));
+        assert_eq!(FileVersion::of(Some(dir.path())), v1);
+        let dir_time = std::fs::metadata(dir.path()).unwrap().modified().unwrap();
+        std::fs::write(&cert, "second, rewritten in place").unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path()).unwrap().modified().unwrap(),
+            dir_time,
+            "the directory's own time did not move"
+        );
+        let v2 = FileVersion::of(Some(dir.path()));
+        assert_ne!(v2, v1);
+        std::fs::write(dir.path().join("b.pem"), "another").unwrap();
+        assert_ne!(FileVersion::of(Some(dir.path())), v2);
+    }
 
     #[test]
     fn a_value_is_built_again_when_its_file_changes_and_replaces_the_old_one() {
