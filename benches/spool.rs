@@ -12,7 +12,10 @@
 //! the pipeline: the floor under what spooling can cost per MB.
 //!
 //! `cargo bench --bench spool` (5 rounds of 10 s and 2 s each way, about 3 minutes);
-//! `-- --quick` or `KVSSINK_BENCH_QUICK=1`: 1 round of 4 s and 2 s.
+//! `-- --quick` or `KVSSINK_BENCH_QUICK=1`: 1 round of 4 s and 2 s. `-- --https` or
+//! `KVSSINK_BENCH_HTTPS=1`: the same over HTTPS, as the service is reached (a TLS terminator
+//! in the parent, in front of kvs-local; kvssink trusts its CA with `ca-file`), so that the
+//! child's CPU includes what encrypting the stream costs.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -28,8 +31,9 @@ const ROLE: &str = "KVSSINK_SPOOL_BENCH_CHILD";
 const RATE: f64 = 10e6;
 const FRAME: usize = RATE as usize / 30;
 
-/// The child: streams `seconds` at 10 MB/s into `url`, with `spool` (a directory) or not.
-fn child(url: &str, seconds: u64, spool: Option<&str>) {
+/// The child: streams `seconds` at 10 MB/s into `url`, with `spool` (a directory) or not,
+/// trusting the CA in `ca_file` when given.
+fn child(url: &str, seconds: u64, spool: Option<&str>, ca_file: Option<&str>) {
     gst::init().unwrap();
     gstkvs::plugin_register_static().unwrap();
     let pipeline = gst::Pipeline::new();
@@ -49,6 +53,9 @@ fn child(url: &str, seconds: u64, spool: Option<&str>) {
         .unwrap();
     if let Some(dir) = spool {
         sink.set_property("spool-dir", dir);
+    }
+    if let Some(ca) = ca_file {
+        sink.set_property("ca-file", ca);
     }
     pipeline.add_many([src.upcast_ref(), &sink]).unwrap();
     src.link(&sink).unwrap();
@@ -138,6 +145,89 @@ fn run(url: &str, seconds: u64, spool: Option<&std::path::Path>) -> (f64, f64) {
     )
 }
 
+/// A TLS terminator at 127.0.0.1 in this process, in front of kvs-local: what the children
+/// reach over HTTPS, with a certificate from a CA of their own (`ca`, a PEM file).
+struct Https {
+    url: String,
+    ca: std::path::PathBuf,
+    listener: Option<std::net::TcpListener>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+impl Https {
+    fn bind() -> Https {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, ca_cert.pem()).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        Https {
+            url,
+            ca,
+            listener: Some(listener),
+            acceptor: tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+            runtime,
+            _dir: dir,
+        }
+    }
+
+    /// Forwards every connection, its TLS taken off, to `backend` (`http://host:port`).
+    fn forward_to(&mut self, backend: &str) {
+        let backend = backend.trim_start_matches("http://").to_owned();
+        let listener = self.listener.take().expect("forwarding once");
+        let acceptor = self.acceptor.clone();
+        self.runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, backend) = (acceptor.clone(), backend.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(&backend).await else {
+                        return;
+                    };
+                    let _ = plain.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -189,7 +279,8 @@ fn main() {
     if let Ok(args) = std::env::var(ROLE) {
         let (url, seconds) = args.split_once(' ').unwrap();
         let dir = std::env::var("KVSSINK_SPOOL_BENCH_DIR").ok();
-        child(url, seconds.parse().unwrap(), dir.as_deref());
+        let ca = std::env::var("KVSSINK_SPOOL_BENCH_CA").ok();
+        child(url, seconds.parse().unwrap(), dir.as_deref(), ca.as_deref());
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick")
@@ -198,12 +289,24 @@ fn main() {
     // A short run of each kind too: the slope between the two is the cost per MB past the
     // start, without what is paid once (the staging buffer's first fault, opening the spool).
     let short = 2;
+    let https = std::env::args().any(|a| a == "--https")
+        || std::env::var_os("KVSSINK_BENCH_HTTPS").is_some();
+    let mut front = https.then(Https::bind);
     let server = Server::spawn(Config {
         discard_media: true,
+        public_url: front.as_ref().map(|f| f.url.clone()),
         ..Config::default()
     })
     .unwrap();
-    let url = server.url();
+    let url = match &mut front {
+        Some(front) => {
+            front.forward_to(&server.url());
+            // SAFETY: set before any child is started, read by the children only.
+            unsafe { std::env::set_var("KVSSINK_SPOOL_BENCH_CA", &front.ca) };
+            front.url.clone()
+        }
+        None => server.url(),
+    };
     let mb = seconds as f64 * RATE / 1e6;
     let slope_mb = (seconds - short) as f64 * RATE / 1e6;
     let (mut memory, mut spooled) = (Vec::new(), Vec::new());
@@ -225,7 +328,14 @@ fn main() {
         once.push((spooled_short - memory_short) * 1000.0);
     }
     let (m, s) = (median(memory.clone()), median(spooled.clone()));
-    println!("appsrc ! kvssink at 10 MB/s for {seconds} s, {rounds} rounds each, alternating");
+    println!(
+        "appsrc ! kvssink at 10 MB/s for {seconds} s, {rounds} rounds each, alternating, over {}",
+        if https {
+            "HTTPS (a TLS terminator in front of kvs-local)"
+        } else {
+            "plain HTTP"
+        }
+    );
     println!("memory only: {m:.3} ms CPU per MB (runs {memory:.3?})");
     println!("spool-dir:   {s:.3} ms CPU per MB (runs {spooled:.3?})");
     println!("spool / memory: {:.3}", s / m);
