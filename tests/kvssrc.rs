@@ -137,26 +137,29 @@ fn earliest_reads_every_frame_back_with_its_time() {
     }
 }
 
+/// Records `frames` frames of a live 30 fps camera of `width` x `height` into `stream`: a
+/// PutMedia session of its own, with timecodes from 0.
+fn record_live(server: &Server, stream: &str, frames: u32, (width, height): (u32, u32)) {
+    let line = format!(
+        "videotestsrc is-live=true num-buffers={frames} ! video/x-raw,format=I420,\
+         width={width},height={height},framerate=30/1 ! x264enc tune=zerolatency \
+         speed-preset=ultrafast key-int-max=30 ! h264parse ! matroskamux streamable=true ! \
+         kvssink name=sink"
+    );
+    let (pipeline, _) = common::pipeline(&line, server, stream);
+    let run = common::run(&pipeline, TIMEOUT);
+    assert!(run.eos && run.errors.is_empty(), "recording: {run:?}");
+}
+
 /// A camera that restarted: two recordings in one stream, each with timecodes from 0. Read
 /// back, the second goes on after the first, as far after it as it was recorded.
 #[test]
 fn a_later_recording_reads_back_after_the_first_at_its_real_time() {
     common::init();
     let server = common::server();
-    let live = |frames: u32| {
-        let line = format!(
-            "videotestsrc is-live=true num-buffers={frames} ! video/x-raw,format=I420,\
-             width=320,height=240,framerate=30/1 ! x264enc tune=zerolatency \
-             speed-preset=ultrafast key-int-max=30 ! h264parse ! matroskamux streamable=true ! \
-             kvssink name=sink"
-        );
-        let (pipeline, _) = common::pipeline(&line, &server, "restarted");
-        let run = common::run(&pipeline, TIMEOUT);
-        assert!(run.eos && run.errors.is_empty(), "recording: {run:?}");
-    };
-    live(60);
+    record_live(&server, "restarted", 60, (320, 240));
     std::thread::sleep(Duration::from_secs(1));
-    live(60);
+    record_live(&server, "restarted", 60, (320, 240));
     let read = read(
         &server,
         "restarted",
@@ -182,6 +185,45 @@ fn a_later_recording_reads_back_after_the_first_at_its_real_time() {
         "the second recording starts {read_back} ms after the first when read, {recorded} ms \
          when recorded"
     );
+}
+
+/// A camera restarted with another resolution: its new stream header comes through, and
+/// matroskademux follows it (new caps) with the timestamps going on.
+#[test]
+fn a_recording_of_another_resolution_reads_back_with_its_caps() {
+    common::init();
+    let server = common::server();
+    record_live(&server, "resized", 60, (320, 240));
+    record_live(&server, "resized", 60, (640, 480));
+    let widths = Arc::new(Mutex::new(Vec::new()));
+    let seen = widths.clone();
+    let read = read_with(
+        &server,
+        "resized",
+        &format!("start-selector=earliest end-timestamp={}", now_ms()),
+        move |pipeline| {
+            let pad = pipeline.by_name("out").unwrap().static_pad("sink").unwrap();
+            pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+                if let Some(gst::PadProbeData::Event(event)) = &info.data
+                    && let gst::EventView::Caps(caps) = event.view()
+                {
+                    let s = caps.caps().structure(0).unwrap();
+                    seen.lock().unwrap().push(s.get::<i32>("width").unwrap());
+                }
+                gst::PadProbeReturn::Ok
+            });
+        },
+    );
+    assert!(read.run.eos && read.run.errors.is_empty(), "{:?}", read.run);
+    assert_eq!(read.pts.len(), 120);
+    assert!(
+        read.pts.windows(2).all(|w| w[0] < w[1]),
+        "{:?}",
+        read.relative()
+    );
+    let mut widths = widths.lock().unwrap().clone();
+    widths.dedup();
+    assert_eq!(widths, [320, 640]);
 }
 
 #[test]
