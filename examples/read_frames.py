@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 # Reads a Kinesis video stream back into BGR frames with kvssrc ! matroskademux ! h264parse !
-# avdec_h264 ! videoconvert ! appsink, and prints each frame's timestamp. By default it reads
-# from the earliest fragment up to now and stops (a bounded read).
+# avdec_h264 ! videoconvert ! appsink, and prints each frame's timestamp and when it was produced
+# (ms since the epoch: kvssrc's timeline-origin plus the timestamp). By default it reads from the
+# earliest fragment up to now and stops (a bounded read).
 import argparse
 import sys
 import threading
@@ -26,8 +27,9 @@ pipeline = Gst.parse_launch(
     f"end-timestamp={args.end_timestamp} "
     "! matroskademux ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=BGR "
     "! appsink name=out emit-signals=true sync=false")
+src = pipeline.get_by_name("src")
 if args.endpoint:
-    pipeline.get_by_name("src").set_property("control-plane-uri", args.endpoint)
+    src.set_property("control-plane-uri", args.endpoint)
 frames = 0
 # Frames arrive on GStreamer's streaming thread, bus messages on the main loop: one line at a
 # time.
@@ -49,7 +51,9 @@ def new_sample(appsink):
     if ok:
         data = bytes(info.data)  # width * height * 3 bytes of BGR, e.g. for numpy or OpenCV
         buf.unmap(info)
-        say("frame", buf.pts // Gst.MSECOND, f"{width}x{height}", len(data))
+        pts_ms = buf.pts // Gst.MSECOND
+        produced_ms = src.get_property("timeline-origin") + pts_ms
+        say("frame", pts_ms, f"{width}x{height}", len(data), produced_ms)
         frames += 1
     return Gst.FlowReturn.OK
 

@@ -160,10 +160,13 @@ fn a_later_recording_reads_back_after_the_first_at_its_real_time() {
     record_live(&server, "restarted", 60, (320, 240));
     std::thread::sleep(Duration::from_secs(1));
     record_live(&server, "restarted", 60, (320, 240));
-    let read = read(
+    let src = Arc::new(Mutex::new(None));
+    let keep = src.clone();
+    let read = read_with(
         &server,
         "restarted",
         &format!("start-selector=earliest end-timestamp={}", now_ms()),
+        move |pipeline| *keep.lock().unwrap() = pipeline.by_name("src"),
     );
     assert!(read.run.eos, "{:?}", read.run);
     assert_eq!(read.pts.len(), 120);
@@ -185,6 +188,21 @@ fn a_later_recording_reads_back_after_the_first_at_its_real_time() {
         "the second recording starts {read_back} ms after the first when read, {recorded} ms \
          when recorded"
     );
+    // timeline-origin + a frame's timestamp: when it was produced, in either recording.
+    let origin: u64 = src
+        .lock()
+        .unwrap()
+        .as_ref()
+        .unwrap()
+        .property("timeline-origin");
+    for (frame, fragment) in [(0, 0), (60, second)] {
+        let produced = origin + read.pts[frame].mseconds();
+        let at = stored[fragment].producer_timestamp_ms;
+        assert!(
+            (at..at + 34).contains(&produced),
+            "frame {frame} produced at {produced}, its fragment at {at}"
+        );
+    }
 }
 
 /// A camera restarted with another resolution: its new stream header comes through, and

@@ -92,6 +92,20 @@ fn frames_pushed_from_python_come_back_with_their_timestamps() {
     assert_eq!(relative, expected, "{}", read.output());
     assert!(frames.iter().all(|w| w[2] == "320x240" && w[3] == "230400"));
     assert!(read.stdout.contains("frames: 60"), "{}", read.output());
+    // Each frame's producer time: the first within a frame of its fragment's.
+    let fragments = lines(&read, "fragment");
+    let first_fragment: u64 = fragments[0][2].parse().unwrap();
+    let produced: Vec<u64> = frames.iter().map(|w| w[4].parse().unwrap()).collect();
+    assert!(
+        (first_fragment..first_fragment + 34).contains(&produced[0]),
+        "first frame produced at {}, its fragment at {first_fragment}\n{}",
+        produced[0],
+        read.output()
+    );
+    assert_eq!(
+        produced.iter().map(|t| t - produced[0]).collect::<Vec<_>>(),
+        relative
+    );
 }
 
 /// The case this project started from: a folder of JPEG images (`mkv-0.jpg`, `mkv-1.jpg`,

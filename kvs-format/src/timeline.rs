@@ -39,6 +39,13 @@ impl Timeline {
         Timeline::default()
     }
 
+    /// The producer time (ms since the epoch) of the read's timestamp 0, once a Cluster
+    /// with a producer timestamp set it: a frame was produced at this plus its timestamp.
+    pub fn origin_ms(&self) -> Option<u64> {
+        self.origin_ns
+            .map(|ns| u64::try_from(ns.div_euclid(1_000_000)).unwrap_or(0))
+    }
+
     /// The timecode (in `scale` ns units) for a Cluster at `timecode` produced at
     /// `producer_ms` (ms since the epoch; without it, the current shift holds), and the new
     /// shift when this Cluster starts one.
@@ -101,6 +108,7 @@ mod tests {
     #[test]
     fn one_recording_is_left_as_it_was() {
         let mut t = Timeline::new();
+        assert_eq!(t.origin_ms(), None);
         // A read that starts an hour into a session keeps its timecodes.
         assert_eq!(
             t.place(3_600_000, MS, Some(1_700_003_600_000)),
@@ -130,6 +138,7 @@ mod tests {
             (10_000, Some(10_000_000_000))
         );
         assert_eq!(t.place(2_000, MS, Some(1_700_000_012_000)), (12_000, None));
+        assert_eq!(t.origin_ms(), Some(1_700_000_000_000));
         // Without a producer timestamp the current shift holds.
         assert_eq!(t.place(3_000, MS, None), (13_000, None));
         // Another restart, with another TimecodeScale (100 µs units).

@@ -3,6 +3,7 @@
 //! The reader ([`crate::getmedia`]) runs on the shared runtime; `create` waits on its channel
 //! from the streaming thread, and `unlock` ends that wait at once.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -16,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::settings::{self, Settings, StartSelector};
 use crate::about;
+use crate::getmedia::fragments::FragmentTags;
 use crate::getmedia::{self, Event, Fragment};
 use kvs_format::matroska::same_tracks;
 use kvs_format::timeline::Timeline;
@@ -50,6 +52,9 @@ pub struct KvsSrc {
     state: Mutex<Option<Started>>,
     /// `true` between `unlock` and `unlock_stop`: `create` returns FLUSHING.
     flushing: watch::Sender<bool>,
+    /// The read's timeline origin, ms since the epoch (0: no fragment yet): the
+    /// `timeline-origin` property.
+    timeline_origin: AtomicU64,
 }
 
 impl Default for KvsSrc {
@@ -58,6 +63,7 @@ impl Default for KvsSrc {
             settings: Mutex::default(),
             state: Mutex::default(),
             flushing: watch::Sender::new(false),
+            timeline_origin: AtomicU64::new(0),
         }
     }
 }
@@ -88,6 +94,9 @@ impl ObjectImpl for KvsSrc {
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        if pspec.name() == settings::TIMELINE_ORIGIN {
+            return self.timeline_origin.load(Ordering::Relaxed).to_value();
+        }
         settings::get(&lock(&self.settings), pspec)
     }
 
@@ -134,6 +143,7 @@ impl ElementImpl for KvsSrc {
 
 impl BaseSrcImpl for KvsSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
+        self.timeline_origin.store(0, Ordering::Relaxed);
         let settings = lock(&self.settings).clone();
         let Some(stream) = settings.stream_name.clone() else {
             return Err(gst::error_msg!(
@@ -274,8 +284,13 @@ impl PushSrcImpl for KvsSrc {
                 }
                 Event::Fragment(fragment) => {
                     started.fragments += 1;
-                    self.post_fragment(&started.stream, &fragment);
+                    let (tags, len) = (fragment.tags.clone(), fragment.bytes.len());
                     let buffer = self.buffer(started, fragment);
+                    let origin = started.timeline.origin_ms();
+                    if let Some(ms) = origin {
+                        self.timeline_origin.store(ms, Ordering::Relaxed);
+                    }
+                    self.post_fragment(&started.stream, &tags, len, origin);
                     return Ok(CreateSuccess::NewBuffer(buffer));
                 }
             }
@@ -320,15 +335,14 @@ impl KvsSrc {
         buffer
     }
 
-    fn post_fragment(&self, stream: &str, fragment: &Fragment) {
-        let tags = &fragment.tags;
+    fn post_fragment(&self, stream: &str, tags: &FragmentTags, len: usize, origin: Option<u64>) {
         gst::debug!(
             CAT,
             imp = self,
             "fragment {:?}: producer {:?} ms, {} bytes",
             tags.number,
             tags.producer_ms,
-            fragment.bytes.len()
+            len
         );
         let mut s = gst::Structure::builder("kvs-fragment")
             .field("stream", stream)
@@ -347,6 +361,9 @@ impl KvsSrc {
         }
         if let Some(t) = &tags.continuation_token {
             s.set("continuation-token", t);
+        }
+        if let Some(ms) = origin {
+            s.set("timeline-origin", ms);
         }
         self.post(s);
     }

@@ -182,9 +182,21 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .default_value(DEFAULT_CONNECTION_TIMEOUT)
             .mutable_ready()
             .build(),
+        glib::ParamSpecUInt64::builder(TIMELINE_ORIGIN)
+            .nick("Timeline origin")
+            .blurb(
+                "Read only: the producer time (ms since the epoch) of timestamp 0 of what \
+                 kvssrc reads, so that a frame was produced at this plus its timestamp; 0 \
+                 until the first fragment",
+            )
+            .read_only()
+            .build(),
     ]);
     all
 }
+
+/// The read-only property the element answers itself (not a setting).
+pub const TIMELINE_ORIGIN: &str = "timeline-origin";
 
 /// Applies a property write.
 pub fn set(settings: &mut Settings, value: &glib::Value, pspec: &glib::ParamSpec) {
