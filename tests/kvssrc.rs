@@ -244,6 +244,58 @@ fn a_recording_of_another_resolution_reads_back_with_its_caps() {
     assert_eq!(widths, [320, 640]);
 }
 
+/// A camera restarted with another codec: matroskademux cannot follow that in one stream, so
+/// kvssrc passes on the first recording, then stops with an error that says where the rest
+/// starts; a read from there gets it.
+#[test]
+fn a_recording_in_another_codec_is_an_error_that_says_where_to_read_on() {
+    common::init();
+    let server = common::server();
+    record_live(&server, "recoded", 60, (320, 240));
+    let line = "videotestsrc is-live=true num-buffers=60 ! video/x-raw,format=I420,width=320,\
+                height=240,framerate=30/1 ! x265enc tune=zerolatency speed-preset=ultrafast \
+                key-int-max=30 ! h265parse ! matroskamux streamable=true ! kvssink name=sink";
+    let (pipeline, _) = common::pipeline(line, &server, "recoded");
+    let run = common::run(&pipeline, TIMEOUT);
+    assert!(run.eos && run.errors.is_empty(), "recording: {run:?}");
+
+    let end = now_ms();
+    let read = read(
+        &server,
+        "recoded",
+        &format!("start-selector=earliest end-timestamp={end}"),
+    );
+    assert_eq!(read.pts.len(), 60, "the first recording is passed on");
+    let error = read.run.errors.join("\n");
+    assert!(
+        error.contains("V_MPEG4/ISO/AVC before, V_MPEGH/ISO/HEVC now"),
+        "{error}"
+    );
+    let token = read
+        .fragments()
+        .last()
+        .unwrap()
+        .get::<String>("continuation-token");
+    let resume = format!(
+        "start-selector=continuation-token continuation-token={}",
+        token.unwrap()
+    );
+    assert!(error.contains(&resume), "{error}");
+
+    let line = format!("kvssrc name=src {resume} end-timestamp={end} ! matroskademux ! fakesink");
+    let pipeline = gst::parse::launch(&line)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    common::configure_sink(&pipeline.by_name("src").unwrap(), &server, "recoded");
+    let rest = common::run(&pipeline, TIMEOUT);
+    assert!(rest.eos && rest.errors.is_empty(), "{rest:?}");
+    assert_eq!(
+        rest.named("kvs-fragment").len() + read.fragments().len(),
+        server.fragment_count("recoded")
+    );
+}
+
 #[test]
 fn producer_timestamp_and_fragment_number_start_where_asked() {
     common::init();

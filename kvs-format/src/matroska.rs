@@ -123,6 +123,27 @@ pub fn same_tracks(a: &[u8], b: &[u8]) -> bool {
     x == y
 }
 
+/// The CodecID of each TrackEntry of a stream header, in order.
+pub fn header_codecs(header: &[u8]) -> Vec<String> {
+    fn walk(mut buf: &[u8], out: &mut Vec<String>) {
+        use crate::ebml::{read_header, read_string};
+        while let Ok(Some(h)) = read_header(buf) {
+            let end = h
+                .size
+                .map_or(buf.len(), |s| (h.len + s as usize).min(buf.len()));
+            match h.id {
+                ID_SEGMENT | ID_TRACKS | ID_TRACK_ENTRY => walk(&buf[h.len..end], out),
+                ID_CODEC_ID => out.push(read_string(&buf[h.len..end])),
+                _ => {}
+            }
+            buf = &buf[end..];
+        }
+    }
+    let mut out = Vec::new();
+    walk(header, &mut out);
+    out
+}
+
 /// Where a Cluster's Timecode lies, as [`cluster_timecode`] found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterTimecode {
@@ -297,6 +318,15 @@ mod tests {
             &build::header_with_tracks(&[Track::video(1, build::AVC)]),
             &build::header_with_tracks(&[Track::video(2, build::AVC)])
         ));
+    }
+
+    #[test]
+    fn the_codecs_of_a_header() {
+        use crate::build::{self, Track};
+        let header =
+            build::header_with_tracks(&[Track::video(1, build::AVC), Track::audio(2, CODEC_AAC)]);
+        assert_eq!(header_codecs(&header), [CODEC_H264, CODEC_AAC]);
+        assert!(header_codecs(&build::ebml_header("matroska")).is_empty());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::settings::{self, Settings, StartSelector};
 use crate::about;
 use crate::getmedia::fragments::FragmentTags;
 use crate::getmedia::{self, Event, Fragment};
-use kvs_format::matroska::same_tracks;
+use kvs_format::matroska::{header_codecs, same_tracks};
 use kvs_format::timeline::Timeline;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -43,6 +43,8 @@ struct Started {
     header: Option<Bytes>,
     /// Cluster timecodes moved onto one timeline across the stream's recordings.
     timeline: Timeline,
+    /// The number and continuation token of the last fragment passed on.
+    last: Option<(Option<String>, Option<String>)>,
     fragments: u64,
 }
 
@@ -186,6 +188,7 @@ impl BaseSrcImpl for KvsSrc {
             task,
             header: None,
             timeline: Timeline::new(),
+            last: None,
             fragments: 0,
         });
         Ok(())
@@ -283,8 +286,17 @@ impl PushSrcImpl for KvsSrc {
                     return Err(gst::FlowError::Error);
                 }
                 Event::Fragment(fragment) => {
+                    if let Some(change) = self.codec_change(started, &fragment) {
+                        gst::element_imp_error!(
+                            self,
+                            gst::StreamError::Format,
+                            ("{}", about(&started.stream, &change))
+                        );
+                        return Err(gst::FlowError::Error);
+                    }
                     started.fragments += 1;
                     let (tags, len) = (fragment.tags.clone(), fragment.bytes.len());
+                    started.last = Some((tags.number.clone(), tags.continuation_token.clone()));
                     let buffer = self.buffer(started, fragment);
                     let origin = started.timeline.origin_ms();
                     if let Some(ms) = origin {
@@ -333,6 +345,41 @@ impl KvsSrc {
             b.append_memory(gst::Memory::from_slice(piece));
         }
         buffer
+    }
+
+    /// Why `fragment` cannot follow what was passed on: it starts a recording in another codec,
+    /// which matroskademux cannot follow in one stream (it can another resolution). Says where
+    /// a read of the rest starts.
+    fn codec_change(&self, started: &Started, fragment: &Fragment) -> Option<String> {
+        let known = started.header.as_ref()?;
+        let header = &fragment.bytes[..fragment.header_len];
+        if header.is_empty() || known[..] == *header || same_tracks(known, header) {
+            return None;
+        }
+        let (before, after) = (header_codecs(known), header_codecs(header));
+        if before == after || after.is_empty() {
+            return None;
+        }
+        let resume = match &started.last {
+            Some((_, Some(token))) => {
+                format!("start-selector=continuation-token continuation-token={token}")
+            }
+            Some((Some(number), None)) => {
+                format!("start-selector=fragment-number start-fragment-number={number}")
+            }
+            _ => format!(
+                "start-selector=producer-timestamp start-timestamp={}",
+                fragment.tags.producer_ms.unwrap_or_default()
+            ),
+        };
+        Some(format!(
+            "fragment {} starts a recording in another codec ({} before, {} now), which \
+             matroskademux cannot follow in one stream; everything before it was passed on. \
+             Read the rest with {resume}",
+            fragment.tags.number.as_deref().unwrap_or("?"),
+            before.join(", "),
+            after.join(", ")
+        ))
     }
 
     fn post_fragment(&self, stream: &str, tags: &FragmentTags, len: usize, origin: Option<u64>) {
