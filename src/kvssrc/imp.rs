@@ -347,9 +347,9 @@ impl KvsSrc {
         buffer
     }
 
-    /// Why `fragment` cannot follow what was passed on: it starts a recording in another codec,
-    /// which matroskademux cannot follow in one stream (it can another resolution). Says where
-    /// a read of the rest starts.
+    /// Why `fragment` cannot follow what was passed on: it starts a recording whose tracks
+    /// have other codecs (or are more or fewer), which matroskademux cannot follow in one
+    /// stream (it can another resolution). Says where a read of the rest starts.
     fn codec_change(&self, started: &Started, fragment: &Fragment) -> Option<String> {
         let known = started.header.as_ref()?;
         let header = &fragment.bytes[..fragment.header_len];
@@ -373,12 +373,12 @@ impl KvsSrc {
             ),
         };
         Some(format!(
-            "fragment {} starts a recording in another codec ({} before, {} now), which \
+            "fragment {} starts a recording with other codecs ({} before, {} now), which \
              matroskademux cannot follow in one stream; everything before it was passed on. \
              Read the rest with {resume}",
             fragment.tags.number.as_deref().unwrap_or("?"),
-            before.join(", "),
-            after.join(", ")
+            before.join(" + "),
+            after.join(" + ")
         ))
     }
 
