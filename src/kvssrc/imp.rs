@@ -286,18 +286,21 @@ impl PushSrcImpl for KvsSrc {
                     return Err(gst::FlowError::Error);
                 }
                 Event::Fragment(fragment) => {
-                    if let Some(change) = self.codec_change(started, &fragment) {
-                        gst::element_imp_error!(
-                            self,
-                            gst::StreamError::Format,
-                            ("{}", about(&started.stream, &change))
-                        );
-                        return Err(gst::FlowError::Error);
-                    }
+                    let repeats = match self.header_check(started, &fragment) {
+                        Ok(repeats) => repeats,
+                        Err(change) => {
+                            gst::element_imp_error!(
+                                self,
+                                gst::StreamError::Format,
+                                ("{}", about(&started.stream, &change))
+                            );
+                            return Err(gst::FlowError::Error);
+                        }
+                    };
                     started.fragments += 1;
                     let (tags, len) = (fragment.tags.clone(), fragment.bytes.len());
                     started.last = Some((tags.number.clone(), tags.continuation_token.clone()));
-                    let buffer = self.buffer(started, fragment);
+                    let buffer = self.buffer(started, fragment, repeats);
                     let origin = started.timeline.origin_ms();
                     if let Some(ms) = origin {
                         self.timeline_origin.store(ms, Ordering::Relaxed);
@@ -311,9 +314,9 @@ impl PushSrcImpl for KvsSrc {
 }
 
 impl KvsSrc {
-    /// The fragment's bytes, without a stream header that repeats the first one, its Cluster
-    /// on the read's timeline (see [`kvs_format::timeline`]).
-    fn buffer(&self, started: &mut Started, fragment: Fragment) -> gst::Buffer {
+    /// The fragment's bytes, without its stream header when it `repeats` the first one, its
+    /// Cluster on the read's timeline (see [`kvs_format::timeline`]).
+    fn buffer(&self, started: &mut Started, fragment: Fragment, repeats: bool) -> gst::Buffer {
         let (pieces, moved_ns) = fragment.placed(&mut started.timeline);
         if let Some(ns) = moved_ns {
             gst::info!(
@@ -325,19 +328,15 @@ impl KvsSrc {
                 ns / 1_000_000
             );
         }
-        let header = fragment.bytes.slice(..fragment.header_len);
         let mut pieces = pieces.into_iter();
         let mut first = pieces.next().unwrap_or_default();
-        match &started.header {
-            Some(known) if *known == header || same_tracks(known, &header) => {
-                first = first.slice(fragment.header_len..)
+        if repeats {
+            first = first.slice(fragment.header_len..);
+        } else {
+            if started.header.is_some() {
+                gst::info!(CAT, imp = self, "the stream header changed");
             }
-            _ => {
-                if started.header.is_some() {
-                    gst::info!(CAT, imp = self, "the stream header changed");
-                }
-                started.header = Some(header);
-            }
+            started.header = Some(fragment.bytes.slice(..fragment.header_len));
         }
         let mut buffer = gst::Buffer::from_slice(first);
         let b = buffer.get_mut().expect("a new buffer");
@@ -347,18 +346,22 @@ impl KvsSrc {
         buffer
     }
 
-    /// Why `fragment` cannot follow what was passed on: it starts a recording whose tracks
-    /// have other codecs (or are more or fewer), which matroskademux cannot follow in one
-    /// stream (it can another resolution). Says where a read of the rest starts.
-    fn codec_change(&self, started: &Started, fragment: &Fragment) -> Option<String> {
-        let known = started.header.as_ref()?;
+    /// Whether `fragment`'s stream header repeats the first one passed on (the same bytes, or
+    /// the same tracks: a restarted muxer's), so that it is left out; or why the fragment
+    /// cannot follow what was passed on: it starts a recording whose tracks have other codecs
+    /// (or are more or fewer), which matroskademux cannot follow in one stream (it can another
+    /// resolution), and where a read of the rest starts.
+    fn header_check(&self, started: &Started, fragment: &Fragment) -> Result<bool, String> {
+        let Some(known) = started.header.as_ref() else {
+            return Ok(false);
+        };
         let header = &fragment.bytes[..fragment.header_len];
         if header.is_empty() || known[..] == *header || same_tracks(known, header) {
-            return None;
+            return Ok(true);
         }
         let (before, after) = (header_codecs(known), header_codecs(header));
         if before == after || after.is_empty() {
-            return None;
+            return Ok(false);
         }
         let resume = match &started.last {
             Some((_, Some(token))) => {
@@ -372,7 +375,7 @@ impl KvsSrc {
                 fragment.tags.producer_ms.unwrap_or_default()
             ),
         };
-        Some(format!(
+        Err(format!(
             "fragment {} starts a recording with other codecs ({} before, {} now), which \
              matroskademux cannot follow in one stream; everything before it was passed on. \
              Read the rest with {resume}",
