@@ -58,7 +58,8 @@ fn write_tags(targets: bool, simple: &[(&str, &str)]) -> Vec<u8> {
 /// TimecodeScale when Info has none: one timecode unit is a millisecond.
 pub const DEFAULT_TIMECODE_SCALE: u64 = 1_000_000;
 
-/// The TimecodeScale an Info element's body gives (the default when it has none).
+/// The TimecodeScale an Info element's body gives (the default when it has none, or 0,
+/// which is meaningless).
 pub fn info_timecode_scale(mut info: &[u8]) -> u64 {
     use crate::ebml::{read_header, read_uint};
     while let Ok(Some(h)) = read_header(info) {

@@ -45,14 +45,9 @@ impl Splitter {
 
     pub(super) fn parse_info(&mut self) {
         let body = &self.header_buf[self.body_start..];
+        self.timecode_scale = kvs_format::matroska::info_timecode_scale(body);
         for (id, b) in ebml::children(body).map_while(Result::ok) {
             match id {
-                // 0 is meaningless: keep the default.
-                ID_TIMECODE_SCALE => {
-                    self.timecode_scale = ebml::read_uint(b)
-                        .filter(|&v| v > 0)
-                        .unwrap_or(DEFAULT_TIMECODE_SCALE)
-                }
                 ID_DATE_UTC => self.date_utc = kvs_format::ebml::read_int(b),
                 ID_DURATION => {
                     self.duration = kvs_format::ebml::read_float(b).filter(|d| d.is_finite())
