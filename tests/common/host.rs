@@ -123,6 +123,8 @@ pub fn host_command(program: &str, url: &str, registry_dir: &Path) -> Command {
         .env_remove("GST_DEBUG")
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_SESSION_TOKEN")
+        // A Python host that hangs prints where (every thread's stack) when it is aborted.
+        .env("PYTHONFAULTHANDLER", "1")
         .envs(server_env(url))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -195,6 +197,13 @@ pub fn run_host(mut cmd: Command, timeout: Duration) -> HostRun {
             break status;
         }
         if Instant::now() >= deadline {
+            // SIGABRT first: a Python host then prints its threads' stacks (faulthandler).
+            // SAFETY: signals our own child, which has not been reaped yet.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGABRT) };
+            let grace = Instant::now() + Duration::from_secs(3);
+            while child.try_wait().unwrap().is_none() && Instant::now() < grace {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = child.kill();
             let _ = child.wait();
             let stdout = out_reader.join().unwrap();
