@@ -84,8 +84,9 @@ impl fmt::Display for StartSource {
             StartSource::FileStartTime => "file-start-time",
             StartSource::RecordingDate => "the recording's own date (Matroska DateUTC)",
             StartSource::NowMinusDuration => {
-                "now minus the recording's duration (the file has no date; set file-start-time \
-                 to keep its real time)"
+                "now minus the recording's duration (the stream carries no recording date, or \
+                 only the date it was muxed again in this pipeline; set file-start-time to keep \
+                 its real time)"
             }
             StartSource::NowPaced => {
                 "now, sending no faster than real time (the file has neither a date nor a \
@@ -278,6 +279,12 @@ pub struct Producer {
     /// nothing dropped.
     offline: bool,
     file_start_ms: Option<u64>,
+    /// When this producer started (ms since the epoch): a Matroska date from then on was
+    /// written by a muxer in this pipeline, not by the recording's.
+    started_ms: u64,
+    /// The recording's duration as upstream tells it (a duration query), for a header
+    /// without one (a muxer in this pipeline writes none while streaming).
+    upstream_duration_ns: Option<u64>,
     /// Producer time (ms since the epoch) of timecode 0 in the current header's stream.
     producer_start_ms: u64,
     /// Send no fragment before its producer time (a recording of unknown start).
@@ -440,6 +447,8 @@ impl Producer {
             input_failed: false,
             offline: false,
             file_start_ms: config.file_start_ms,
+            started_ms: uploader::now_ms(),
+            upstream_duration_ns: None,
             producer_start_ms: 0,
             real_time: false,
             recent_starts: VecDeque::new(),
@@ -467,6 +476,12 @@ impl Producer {
             .set_keep_everything(offline || self.spool.is_some());
     }
 
+    /// The recording's duration as upstream knows it (e.g. `matroskademux ! ... !
+    /// matroskamux`, whose output carries no Duration), for a recording without a date.
+    pub fn set_upstream_duration(&mut self, duration_ns: Option<u64>) {
+        self.upstream_duration_ns = duration_ns.filter(|&ns| ns > 0);
+    }
+
     /// The producer time of timecode 0 for a new header, and where it came from.
     fn start_time(&self, header: &StreamHeader, first_start_ns: u64) -> (u64, StartSource) {
         let now = uploader::now_ms();
@@ -474,11 +489,16 @@ impl Producer {
         if !self.offline {
             return (now.saturating_sub(first_ms), StartSource::Live);
         }
+        // A date at or after this producer's start is when a muxer in this pipeline began
+        // (a recording demuxed and muxed again), not when the recording was made.
+        let recorded = header
+            .date_utc_ms
+            .filter(|&ms| ms <= now && ms < self.started_ms);
         if let Some(ms) = self.file_start_ms {
             (ms, StartSource::FileStartTime)
-        } else if let Some(ms) = header.date_utc_ms.filter(|&ms| ms <= now) {
+        } else if let Some(ms) = recorded {
             (ms, StartSource::RecordingDate)
-        } else if let Some(ns) = header.duration_ns {
+        } else if let Some(ns) = header.duration_ns.or(self.upstream_duration_ns) {
             (
                 now.saturating_sub(ns / 1_000_000),
                 StartSource::NowMinusDuration,

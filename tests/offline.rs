@@ -214,6 +214,47 @@ fn a_recording_made_just_now_is_not_sent_into_the_future() {
     }
 }
 
+#[test]
+fn a_recording_muxed_again_in_the_pipeline_is_not_dated_by_that_muxer() {
+    init();
+    let dir = tempdir();
+    let file = recording(dir.path(), 12, None);
+    let server = server();
+    // The user's line for a recording in another container, or one cleaned up on the way:
+    // the matroskamux here writes the time it started as DateUTC, which is not the
+    // recording's time, and its streamable output has no Duration. Upstream knows the
+    // duration: the recording ends now, and nothing waits for its time to come.
+    let before = now_ms();
+    let run = gst_launch(
+        &server,
+        &format!(
+            "filesrc location={} ! matroskademux ! h264parse ! matroskamux streamable=true \
+             ! kvssink stream-name=remuxed",
+            file.display()
+        ),
+        TIMEOUT,
+    );
+    let after = now_ms();
+    run.assert_success();
+    let start = run.named("kvs-stream-start");
+    assert_eq!(start.len(), 1, "{start:?}");
+    assert_eq!(
+        start[0].get::<&str>("source").unwrap(),
+        "now-minus-duration",
+        "{start:?}"
+    );
+    let start_ms = start[0].get::<u64>("producer-start-time").unwrap();
+    assert!(
+        (before..=after).contains(&(start_ms + 12_000)),
+        "the recording should end when it is uploaded: starts {start_ms}, upload {before}-{after}"
+    );
+    let stored = stored_times(&server, "remuxed");
+    assert_eq!(stored.len(), 3);
+    for &(timecode, producer_ms) in &stored {
+        assert_eq!(producer_ms, start_ms + timecode);
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

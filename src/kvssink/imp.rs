@@ -442,6 +442,14 @@ impl BaseSinkImpl for KvsSink {
                 }
             );
             started.producer.set_offline(offline);
+            if offline {
+                // For a recording whose stream has neither a date nor a Duration of its own.
+                let duration = self
+                    .video_pad()
+                    .peer_query_duration::<gst::ClockTime>()
+                    .map(gst::ClockTime::nseconds);
+                started.producer.set_upstream_duration(duration);
+            }
         }
         let data = Bytes::from_owner(mapped);
         let mut es = lock(&self.es);
