@@ -48,6 +48,13 @@ pub struct Config {
 /// The service's pace for one stream: fragments per second and bytes per second.
 const MAX_FRAGMENTS_PER_SECOND: usize = 5;
 const MAX_BYTES_PER_SECOND: f64 = 12.5e6;
+/// Offline pacing holds upstream once it is this far ahead of its data rate, and then for
+/// all of it (a hold for each buffer's share cost a sleep and a wake-up per frame); an upload
+/// further behind than this gets no credit for it.
+const PACE_SLACK: Duration = Duration::from_millis(25);
+/// The data rate an offline upload is paced to. Kept within `PACE_SLACK` of its line either
+/// way, no second carries more than this rate over 1.05 s: the service's limit.
+const PACED_BYTES_PER_SECOND: f64 = MAX_BYTES_PER_SECOND / 1.05;
 
 /// Where the producer time of a stream's first fragment came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -540,14 +547,14 @@ impl Producer {
         }
         let since = *self.paced_since.get_or_insert_with(Instant::now);
         self.paced_bytes += len as u64;
-        let due = Duration::from_secs_f64(self.paced_bytes as f64 / MAX_BYTES_PER_SECOND);
+        let due = Duration::from_secs_f64(self.paced_bytes as f64 / PACED_BYTES_PER_SECOND);
         let elapsed = since.elapsed();
-        if due > elapsed {
+        if due > elapsed + PACE_SLACK {
             self.uploader.hold_for_service(due - elapsed);
-        } else if elapsed - due > Duration::from_secs(1) {
-            // Slower than the limit (waiting for the service): no burst credit.
+        } else if elapsed.saturating_sub(due) > PACE_SLACK {
+            // Slower than the limit (waiting for the service or upstream): no burst credit.
             self.paced_since = Some(Instant::now());
-            self.paced_bytes = 0;
+            self.paced_bytes = len as u64;
         }
     }
 

@@ -255,6 +255,70 @@ fn a_recording_muxed_again_in_the_pipeline_is_not_dated_by_that_muxer() {
     }
 }
 
+#[test]
+fn a_recording_goes_no_faster_than_the_service_takes_it() {
+    init();
+    let dir = tempdir();
+    // 20 s at 16 Mb/s in fragments of 2 s (about 4 MB): 40 MB that the service takes at
+    // 12.5 MB a second, while five fragments a second would be 20 MB.
+    let file = dir.path().join("dense.mkv");
+    let line = format!(
+        "videotestsrc num-buffers=600 pattern=snow \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc speed-preset=ultrafast bitrate=16000 key-int-max=60 ! h264parse \
+         ! matroskamux ! filesink location={}",
+        file.display()
+    );
+    let status = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(line.split_whitespace())
+        .status()
+        .unwrap();
+    assert!(status.success(), "recording failed: {line}");
+    let server = kvs_local::Server::spawn(kvs_local::Config {
+        record_body_reads: true,
+        ..kvs_local::Config::default()
+    })
+    .expect("start kvs-local");
+    let an_hour_ago = now_ms() - 3_600_000;
+    upload(
+        &server,
+        &file,
+        "dense",
+        &format!("file-start-time={an_hour_ago}"),
+    );
+    assert_eq!(server.fragments("dense").len(), 10);
+
+    // What reached the service in any second: the body reads kvs-local recorded.
+    let report = server.report();
+    let session = report
+        .sessions
+        .iter()
+        .find(|s| s.stream == "dense")
+        .unwrap();
+    let reads = &session.reads;
+    let total = reads.last().unwrap().bytes;
+    assert!(total > 35_000_000, "{total} bytes");
+    let mut most = 0;
+    let mut before = 0;
+    let mut end = 0;
+    for (i, read) in reads.iter().enumerate() {
+        while end + 1 < reads.len()
+            && reads[end + 1].monotonic_ns < read.monotonic_ns + 1_000_000_000
+        {
+            end += 1;
+        }
+        most = most.max(reads[end.max(i)].bytes - before);
+        before = read.bytes;
+    }
+    // The service's limit, and what one frame more or a socket's buffering may add.
+    eprintln!("at most {most} bytes of {total} in one second");
+    assert!(
+        most <= 12_500_000 + 1_000_000,
+        "{most} bytes reached the service within one second"
+    );
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
