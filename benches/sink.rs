@@ -13,6 +13,8 @@
 //! 4. A file uploaded at full speed (`filesrc ! matroskademux ! h264parse ! matroskamux !
 //!    kvssink`, gst-launch-1.0) next to the same pipeline into fakesink and curl uploading the
 //!    same bytes: system calls per MB (`perf stat`), CPU per MB, peak RSS. `file.rs`
+//!    The same file uploaded offline (the default for a file: at the service's pace) next to
+//!    `streaming-type=realtime`: CPU per MB and wall time. `file.rs`
 //!    The same file paced at 30 fps (`identity sync=true`): system calls per MB of a stream
 //!    that arrives frame by frame, as from a camera. `file.rs`
 //!    With `KVSSINK_OFFICIAL_PLUGIN_DIR` naming a directory holding AWS's own element
@@ -95,7 +97,7 @@ fn main() {
         tput.frame_ms,
     );
 
-    // KVSSINK_BENCH_ONLY=kvs-local,discard,push,es,file,paced,latency,rss,outage,soak runs only
+    // KVSSINK_BENCH_ONLY=kvs-local,discard,push,es,file,offline,paced,latency,rss,outage,soak runs only
     // those parts.
     let only = std::env::var("KVSSINK_BENCH_ONLY").ok();
     let want = |part: &str| {
@@ -151,6 +153,9 @@ fn main() {
         if let Some(o) = &official {
             official::compare(o, file_frames, reps, false, &mut report);
         }
+    }
+    if want("offline") {
+        file::measure_offline(file_frames, reps.min(3), &mut report);
     }
     if want("paced") {
         file::measure_paced(paced_frames, reps.min(3), &mut report);

@@ -658,3 +658,81 @@ fn es_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), String
     });
     Ok(())
 }
+
+/// A recording uploaded as users type it: `filesrc ! matroskademux ! h264parse ! matroskamux
+/// ! kvssink`, offline by default (a file is not live), so at the service's pace (5 fragments
+/// and 12.5 MB a second); next to the same upload with `streaming-type=realtime` (at full
+/// speed). Per MB: the CPU of the whole pipeline; and the offline upload's wall time.
+pub fn measure_offline(frames: u32, reps: usize, report: &mut Report) {
+    eprintln!("offline upload ({frames} frames, {reps} rounds):");
+    if let Err(e) = offline_rounds(frames, reps, report) {
+        report.failed("offline upload", e);
+    }
+}
+
+fn offline_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), String> {
+    let files = prepare(frames)?;
+    let plugin = PluginEnv::new("http://127.0.0.1:1")?;
+    let upload = |extra: &str, n: usize| -> Result<Run, String> {
+        let server = KvsLocal::spawn(Mode::Storing, false)?;
+        let stream = format!("offline-{}-{n}", std::process::id());
+        let cmd = pipeline(
+            &plugin.with_url(&server.url),
+            &files,
+            &format!("kvssink stream-name={stream} {extra}"),
+        );
+        let (run, _) = measure(cmd, false)?;
+        let got = server.received(&stream)?;
+        server.stop();
+        if got.fragments != files.clusters as u64 {
+            return Err(format!(
+                "kvssink {extra}: kvs-local holds {} of {} fragments",
+                got.fragments, files.clusters
+            ));
+        }
+        Ok(run)
+    };
+    let per_mb = |d: Duration| ms_per_mb(d, files.muxed_bytes);
+    let (mut offline, mut realtime, mut ratios, mut walls) = (vec![], vec![], vec![], vec![]);
+    for n in 0..reps {
+        let off = upload("", 2 * n)?;
+        let rt = upload("streaming-type=realtime", 2 * n + 1)?;
+        eprintln!(
+            "  CPU/MB offline {:.3} ms in {:.1} s, realtime {:.3} ms in {:.1} s",
+            per_mb(off.cpu),
+            off.wall.as_secs_f64(),
+            per_mb(rt.cpu),
+            rt.wall.as_secs_f64()
+        );
+        offline.push(per_mb(off.cpu));
+        realtime.push(per_mb(rt.cpu));
+        ratios.push(per_mb(off.cpu) / per_mb(rt.cpu));
+        walls.push(off.wall.as_secs_f64());
+    }
+    let mb = files.muxed_bytes as f64 / MB;
+    report.row(Row {
+        metric: "offline upload (the default for a file): CPU per MB of the whole pipeline".into(),
+        kvssink: format!("{:.3} ms", median(offline)),
+        reference: format!(
+            "realtime {:.3} ms: {:.2}x ({})",
+            median(realtime),
+            median(ratios.clone()),
+            spread(&ratios)
+        ),
+        target: "-".into(),
+        ok: None,
+    });
+    report.row(Row {
+        metric: "  its wall time, at the service's pace".into(),
+        kvssink: format!("{:.1} s ({})", median(walls.clone()), spread(&walls)),
+        reference: format!(
+            "{} fragments at 5 a second: {:.1} s; {mb:.0} MB at 12.5 MB/s: {:.1} s",
+            files.clusters,
+            files.clusters as f64 / 5.0,
+            mb / 12.5
+        ),
+        target: "-".into(),
+        ok: None,
+    });
+    Ok(())
+}

@@ -106,7 +106,19 @@ pub struct PluginEnv {
 
 impl PluginEnv {
     pub fn new(url: &str) -> Result<PluginEnv, String> {
-        let so = plugin_path().ok_or("libgstkvs.so not found next to the bench binary")?;
+        let so = plugin_path().ok_or(
+            "libgstkvs.so not found next to the bench binary: build it with \
+             `cargo build --release -p gst-plugin-kvs --lib`",
+        )?;
+        // `cargo bench` builds the library the bench links, not always the plugin itself:
+        // an old plugin would be measured as if it were this tree.
+        if crate::server::older_than_sources(&so, &["src", "kvs-format/src"]) {
+            return Err(format!(
+                "{} is older than the plugin's sources: rebuild it with \
+                 `cargo build --release -p gst-plugin-kvs --lib`",
+                so.display()
+            ));
+        }
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let plugins = dir.path().join("plugins");
         std::fs::create_dir(&plugins).map_err(|e| e.to_string())?;

@@ -82,23 +82,7 @@ fn binary() -> Result<PathBuf, String> {
 fn warn_if_stale(program: &std::path::Path) {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let built = std::fs::metadata(program).and_then(|m| m.modified()).ok();
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kvs-local/src");
-        let mut dirs = vec![src];
-        let mut newest = None;
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let Ok(meta) = entry.metadata() else { continue };
-                if meta.is_dir() {
-                    dirs.push(entry.path());
-                } else {
-                    newest = newest.max(meta.modified().ok());
-                }
-            }
-        }
-        if let (Some(built), Some(newest)) = (built, newest)
-            && newest > built
-        {
+        if older_than_sources(program, &["kvs-local/src"]) {
             eprintln!(
                 "WARNING: {} is older than kvs-local/src: rebuild it with \
                  `cargo build -p kvs-local --release`",
@@ -106,6 +90,27 @@ fn warn_if_stale(program: &std::path::Path) {
             );
         }
     });
+}
+
+/// Whether a file of `dirs` (relative to the workspace) was changed after `built` was.
+pub fn older_than_sources(built: &std::path::Path, dirs: &[&str]) -> bool {
+    let Ok(built) = std::fs::metadata(built).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs: Vec<PathBuf> = dirs.iter().map(|d| root.join(d)).collect();
+    let mut newest = None;
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            } else {
+                newest = newest.max(meta.modified().ok());
+            }
+        }
+    }
+    newest.is_some_and(|newest| newest > built)
 }
 
 impl KvsLocal {
