@@ -20,14 +20,22 @@ const TIMEOUT: Duration = Duration::from_secs(300);
 /// (e.g. `-1h`) the recording is dated that far from now.
 fn recording(dir: &Path, seconds: u32, faketime: Option<&str>) -> PathBuf {
     let path = dir.join(format!("{seconds}s.mkv"));
-    let line = format!(
-        "videotestsrc num-buffers={} \
-         ! video/x-raw,format=I420,width=160,height=120,framerate=5/1 \
-         ! x264enc speed-preset=ultrafast key-int-max=20 ! h264parse ! matroskamux \
-         ! filesink location={}",
-        seconds * 5,
-        path.display()
+    record(
+        &format!(
+            "videotestsrc num-buffers={} \
+             ! video/x-raw,format=I420,width=160,height=120,framerate=5/1 \
+             ! x264enc speed-preset=ultrafast key-int-max=20 ! h264parse ! matroskamux \
+             ! filesink location={}",
+            seconds * 5,
+            path.display()
+        ),
+        faketime,
     );
+    path
+}
+
+/// Runs the recording pipeline `line` in gst-launch-1.0 (under `faketime` when given).
+fn record(line: &str, faketime: Option<&str>) {
     let mut cmd = match faketime {
         Some(offset) => {
             let mut c = Command::new("faketime");
@@ -42,7 +50,6 @@ fn recording(dir: &Path, seconds: u32, faketime: Option<&str>) -> PathBuf {
         .status()
         .expect("run gst-launch-1.0 (and faketime; see scripts/setup.sh)");
     assert!(status.success(), "recording failed: {line}");
-    path
 }
 
 /// `(timecode, producer timestamp ms)` of every stored fragment of `stream`.
@@ -52,6 +59,15 @@ fn stored_times(server: &Server, stream: &str) -> Vec<(u64, u64)> {
         .iter()
         .map(|f| (f.timecode, f.producer_timestamp_ms))
         .collect()
+}
+
+/// `stream` holds `count` fragments, each at `start_ms` plus its timecode.
+fn assert_stored_from(server: &Server, stream: &str, count: usize, start_ms: u64) {
+    let stored = stored_times(server, stream);
+    assert_eq!(stored.len(), count, "fragments of {stream}");
+    for &(timecode, producer_ms) in &stored {
+        assert_eq!(producer_ms, start_ms + timecode, "{stream}");
+    }
 }
 
 /// ListFragments with a producer-timestamp range, through boto3: the fragment numbers.
@@ -186,11 +202,7 @@ fn without_a_start_time_a_recording_keeps_the_date_its_muxer_wrote() {
         start_ms.abs_diff(an_hour_ago) < 120_000,
         "{start_ms} is not about an hour ago ({an_hour_ago})"
     );
-    let stored = stored_times(&server, "dated");
-    assert_eq!(stored.len(), 15);
-    for &(timecode, producer_ms) in &stored {
-        assert_eq!(producer_ms, start_ms + timecode);
-    }
+    assert_stored_from(&server, "dated", 15, start_ms);
 }
 
 #[test]
@@ -248,11 +260,7 @@ fn a_recording_muxed_again_in_the_pipeline_is_not_dated_by_that_muxer() {
         (before..=after).contains(&(start_ms + 12_000)),
         "the recording should end when it is uploaded: starts {start_ms}, upload {before}-{after}"
     );
-    let stored = stored_times(&server, "remuxed");
-    assert_eq!(stored.len(), 3);
-    for &(timecode, producer_ms) in &stored {
-        assert_eq!(producer_ms, start_ms + timecode);
-    }
+    assert_stored_from(&server, "remuxed", 3, start_ms);
 }
 
 #[test]
@@ -262,19 +270,16 @@ fn a_recording_goes_no_faster_than_the_service_takes_it() {
     // 20 s at 16 Mb/s in fragments of 2 s (about 4 MB): 40 MB that the service takes at
     // 12.5 MB a second, while five fragments a second would be 20 MB.
     let file = dir.path().join("dense.mkv");
-    let line = format!(
-        "videotestsrc num-buffers=600 pattern=snow \
-         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
-         ! x264enc speed-preset=ultrafast bitrate=16000 key-int-max=60 ! h264parse \
-         ! matroskamux ! filesink location={}",
-        file.display()
+    record(
+        &format!(
+            "videotestsrc num-buffers=600 pattern=snow \
+             ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+             ! x264enc speed-preset=ultrafast bitrate=16000 key-int-max=60 ! h264parse \
+             ! matroskamux ! filesink location={}",
+            file.display()
+        ),
+        None,
     );
-    let status = Command::new("gst-launch-1.0")
-        .arg("-q")
-        .args(line.split_whitespace())
-        .status()
-        .unwrap();
-    assert!(status.success(), "recording failed: {line}");
     let server = kvs_local::Server::spawn(kvs_local::Config {
         record_body_reads: true,
         ..kvs_local::Config::default()

@@ -580,24 +580,14 @@ pub fn measure_es(frames: u32, reps: usize, report: &mut Report) {
 fn es_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), String> {
     let files = prepare(frames)?;
     let plugin = PluginEnv::new("http://127.0.0.1:1")?;
-    let upload = |chain: &str, n: usize| -> Result<Run, String> {
-        let server = KvsLocal::spawn(Mode::Storing, false)?;
+    let upload = |chain: &str, n: usize| {
         let stream = format!("es-{}-{n}", std::process::id());
-        let cmd = launch(
-            &plugin.with_url(&server.url),
+        upload_checked(
+            &plugin,
             &files,
             &format!("{chain} ! kvssink stream-name={stream} streaming-type=realtime"),
-        );
-        let (run, _) = measure(cmd, false)?;
-        let got = server.received(&stream)?;
-        server.stop();
-        if got.fragments != files.clusters as u64 {
-            return Err(format!(
-                "{chain} ! kvssink: kvs-local holds {} of {} fragments",
-                got.fragments, files.clusters
-            ));
-        }
-        Ok(run)
+            &stream,
+        )
     };
     const ES: &str = "matroskademux ! h264parse";
     let (mut es_total, mut mkv_total, mut es_added, mut mkv_added) =
@@ -673,24 +663,14 @@ pub fn measure_offline(frames: u32, reps: usize, report: &mut Report) {
 fn offline_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), String> {
     let files = prepare(frames)?;
     let plugin = PluginEnv::new("http://127.0.0.1:1")?;
-    let upload = |extra: &str, n: usize| -> Result<Run, String> {
-        let server = KvsLocal::spawn(Mode::Storing, false)?;
+    let upload = |extra: &str, n: usize| {
         let stream = format!("offline-{}-{n}", std::process::id());
-        let cmd = pipeline(
-            &plugin.with_url(&server.url),
+        upload_checked(
+            &plugin,
             &files,
-            &format!("kvssink stream-name={stream} {extra}"),
-        );
-        let (run, _) = measure(cmd, false)?;
-        let got = server.received(&stream)?;
-        server.stop();
-        if got.fragments != files.clusters as u64 {
-            return Err(format!(
-                "kvssink {extra}: kvs-local holds {} of {} fragments",
-                got.fragments, files.clusters
-            ));
-        }
-        Ok(run)
+            &format!("{DEMUX} ! kvssink stream-name={stream} {extra}"),
+            &stream,
+        )
     };
     let per_mb = |d: Duration| ms_per_mb(d, files.muxed_bytes);
     let (mut offline, mut realtime, mut ratios, mut walls) = (vec![], vec![], vec![], vec![]);
@@ -735,4 +715,25 @@ fn offline_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), S
         ok: None,
     });
     Ok(())
+}
+
+/// `filesrc ! <chain>` (ending in `kvssink stream-name=<stream>`) into a fresh kvs-local,
+/// which must then hold every cluster of the file.
+fn upload_checked(
+    plugin: &PluginEnv,
+    files: &Files,
+    chain: &str,
+    stream: &str,
+) -> Result<Run, String> {
+    let server = KvsLocal::spawn(Mode::Storing, false)?;
+    let (run, _) = measure(launch(&plugin.with_url(&server.url), files, chain), false)?;
+    let got = server.received(stream)?;
+    server.stop();
+    if got.fragments != files.clusters as u64 {
+        return Err(format!(
+            "{chain}: kvs-local holds {} of {} fragments",
+            got.fragments, files.clusters
+        ));
+    }
+    Ok(run)
 }
