@@ -46,8 +46,8 @@ pub struct Config {
 }
 
 /// The service's pace for one stream: fragments per second and bytes per second.
-const MAX_FRAGMENTS_PER_SECOND: usize = 5;
-const MAX_BYTES_PER_SECOND: f64 = 12.5e6;
+pub const MAX_FRAGMENTS_PER_SECOND: usize = 5;
+pub const MAX_BYTES_PER_SECOND: f64 = 12.5e6;
 /// Offline pacing holds upstream once it is this far ahead of its data rate, and then for
 /// all of it (a hold for each buffer's share cost a sleep and a wake-up per frame); an upload
 /// further behind than this gets no credit for it.

@@ -319,7 +319,7 @@ fn a_recording_goes_no_faster_than_the_service_takes_it() {
     // The service's limit, and what one frame more or a socket's buffering may add.
     eprintln!("at most {most} bytes of {total} in one second");
     assert!(
-        most <= 12_500_000 + 1_000_000,
+        most as f64 <= gstkvs::producer::MAX_BYTES_PER_SECOND + 1e6,
         "{most} bytes reached the service within one second"
     );
 }

@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use gstkvs::producer::{MAX_BYTES_PER_SECOND, MAX_FRAGMENTS_PER_SECOND};
 
 use crate::process::{cpu_of, exited_ok, status_kib, wait4};
 use crate::report::{MB, Report, Row, mib, ms_per_mb};
@@ -342,24 +343,16 @@ fn paced_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), Str
 fn round(files: &Files, plugin: &PluginEnv, n: usize, count: bool) -> Result<[Run; 3], String> {
     let (fakesink, _) = measure(pipeline(&plugin.env, files, "fakesink sync=false"), count)?;
 
-    let server = KvsLocal::spawn(Mode::Storing, false)?;
     let stream = format!("file-{}-{n}", std::process::id());
     // At full speed: by default (`streaming-type=auto`) a file is an offline upload, which
-    // kvssink paces so that its timestamps, counted back from now, never run ahead of the clock.
-    let cmd = pipeline(
-        &plugin.with_url(&server.url),
+    // kvssink paces to the service's limits (the `offline` part).
+    let kvssink = upload_checked(
+        plugin,
         files,
-        &format!("kvssink stream-name={stream} streaming-type=realtime"),
-    );
-    let (kvssink, _) = measure(cmd, count)?;
-    let got = server.received(&stream)?;
-    server.stop();
-    if got.fragments != files.clusters as u64 {
-        return Err(format!(
-            "kvssink: kvs-local holds {} of {} fragments",
-            got.fragments, files.clusters
-        ));
-    }
+        &format!("{DEMUX} ! kvssink stream-name={stream} streaming-type=realtime"),
+        &stream,
+        count,
+    )?;
 
     let server = KvsLocal::spawn(Mode::Storing, false)?;
     let stream = format!("file-curl-{}-{n}", std::process::id());
@@ -587,6 +580,7 @@ fn es_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), String
             &files,
             &format!("{chain} ! kvssink stream-name={stream} streaming-type=realtime"),
             &stream,
+            false,
         )
     };
     const ES: &str = "matroskademux ! h264parse";
@@ -670,6 +664,7 @@ fn offline_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), S
             &files,
             &format!("{DEMUX} ! kvssink stream-name={stream} {extra}"),
             &stream,
+            false,
         )
     };
     let per_mb = |d: Duration| ms_per_mb(d, files.muxed_bytes);
@@ -690,6 +685,7 @@ fn offline_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), S
         walls.push(off.wall.as_secs_f64());
     }
     let mb = files.muxed_bytes as f64 / MB;
+    let fps = MAX_FRAGMENTS_PER_SECOND;
     report.row(Row {
         metric: "offline upload (the default for a file): CPU per MB of the whole pipeline".into(),
         kvssink: format!("{:.3} ms", median(offline)),
@@ -706,10 +702,11 @@ fn offline_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), S
         metric: "  its wall time, at the service's pace".into(),
         kvssink: format!("{:.1} s ({})", median(walls.clone()), spread(&walls)),
         reference: format!(
-            "{} fragments at 5 a second: {:.1} s; {mb:.0} MB at 12.5 MB/s: {:.1} s",
+            "{} fragments at {fps} a second: {:.1} s; {mb:.0} MB at {:.1} MB/s: {:.1} s",
             files.clusters,
-            files.clusters as f64 / 5.0,
-            mb / 12.5
+            files.clusters as f64 / fps as f64,
+            MAX_BYTES_PER_SECOND / MB,
+            mb * MB / MAX_BYTES_PER_SECOND
         ),
         target: "-".into(),
         ok: None,
@@ -718,15 +715,16 @@ fn offline_rounds(frames: u32, reps: usize, report: &mut Report) -> Result<(), S
 }
 
 /// `filesrc ! <chain>` (ending in `kvssink stream-name=<stream>`) into a fresh kvs-local,
-/// which must then hold every cluster of the file.
+/// which must then hold every cluster of the file; `count`: under perf.
 fn upload_checked(
     plugin: &PluginEnv,
     files: &Files,
     chain: &str,
     stream: &str,
+    count: bool,
 ) -> Result<Run, String> {
     let server = KvsLocal::spawn(Mode::Storing, false)?;
-    let (run, _) = measure(launch(&plugin.with_url(&server.url), files, chain), false)?;
+    let (run, _) = measure(launch(&plugin.with_url(&server.url), files, chain), count)?;
     let got = server.received(stream)?;
     server.stop();
     if got.fragments != files.clusters as u64 {
