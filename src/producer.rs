@@ -65,6 +65,9 @@ pub enum StartSource {
     FileStartTime,
     /// A recording, started at the Matroska DateUTC its muxer wrote.
     RecordingDate,
+    /// A recording, started at the date upstream tells in its `datetime` tag (qtdemux takes
+    /// an MP4's creation time, matroskademux a Matroska DateUTC).
+    DatetimeTag,
     /// A recording of known duration that ends now.
     NowMinusDuration,
     /// A recording of unknown start and duration: it starts now and is sent no faster than
@@ -78,6 +81,7 @@ impl StartSource {
             StartSource::Live => "live",
             StartSource::FileStartTime => "file-start-time",
             StartSource::RecordingDate => "recording-date",
+            StartSource::DatetimeTag => "datetime-tag",
             StartSource::NowMinusDuration => "now-minus-duration",
             StartSource::NowPaced => "now-paced",
         }
@@ -90,6 +94,10 @@ impl fmt::Display for StartSource {
             StartSource::Live => "now (live source)",
             StartSource::FileStartTime => "file-start-time",
             StartSource::RecordingDate => "the recording's own date (Matroska DateUTC)",
+            StartSource::DatetimeTag => {
+                "the recording's own date, from upstream's datetime tag (an MP4's creation \
+                 time, a Matroska DateUTC)"
+            }
             StartSource::NowMinusDuration => {
                 "now minus the recording's duration (the stream carries no recording date, or \
                  only the date it was muxed again in this pipeline; set file-start-time to keep \
@@ -292,6 +300,9 @@ pub struct Producer {
     /// The recording's duration as upstream tells it (a duration query), for a header
     /// without one (a muxer in this pipeline writes none while streaming).
     upstream_duration_ns: Option<u64>,
+    /// The recording's date as upstream tells it (a `datetime` tag, ms since the epoch), for
+    /// a stream that carries none (kvssink muxes elementary streams itself).
+    upstream_date_ms: Option<u64>,
     /// Producer time (ms since the epoch) of timecode 0 in the current header's stream.
     producer_start_ms: u64,
     /// Send no fragment before its producer time (a recording of unknown start).
@@ -456,6 +467,7 @@ impl Producer {
             file_start_ms: config.file_start_ms,
             started_ms: uploader::now_ms(),
             upstream_duration_ns: None,
+            upstream_date_ms: None,
             producer_start_ms: 0,
             real_time: false,
             recent_starts: VecDeque::new(),
@@ -489,6 +501,13 @@ impl Producer {
         self.upstream_duration_ns = duration_ns.filter(|&ns| ns > 0);
     }
 
+    /// The recording's date as upstream tells it (ms since the epoch of its first frame: a
+    /// `datetime` tag from `qtdemux` or `matroskademux`), used when the stream has no date of
+    /// its own.
+    pub fn set_upstream_date(&mut self, date_ms: Option<u64>) {
+        self.upstream_date_ms = date_ms;
+    }
+
     /// The producer time of timecode 0 for a new header, and where it came from.
     fn start_time(&self, header: &StreamHeader, first_start_ns: u64) -> (u64, StartSource) {
         let now = uploader::now_ms();
@@ -498,13 +517,13 @@ impl Producer {
         }
         // A date at or after this producer's start is when a muxer in this pipeline began
         // (a recording demuxed and muxed again), not when the recording was made.
-        let recorded = header
-            .date_utc_ms
-            .filter(|&ms| ms <= now && ms < self.started_ms);
+        let recorded = |date: Option<u64>| date.filter(|&ms| ms <= now && ms < self.started_ms);
         if let Some(ms) = self.file_start_ms {
             (ms, StartSource::FileStartTime)
-        } else if let Some(ms) = recorded {
+        } else if let Some(ms) = recorded(header.date_utc_ms) {
             (ms, StartSource::RecordingDate)
+        } else if let Some(ms) = recorded(self.upstream_date_ms) {
+            (ms, StartSource::DatetimeTag)
         } else if let Some(ns) = header.duration_ns.or(self.upstream_duration_ns) {
             (
                 now.saturating_sub(ns / 1_000_000),

@@ -1,5 +1,6 @@
 //! Recorded video keeps its real time: `filesrc ! kvssink` uploads a recording with producer
-//! timestamps from its own time (`file-start-time`, else the Matroska date its muxer wrote),
+//! timestamps from its own time (`file-start-time`, else the Matroska date its muxer wrote,
+//! else the date upstream's demuxer tags it with),
 //! at the service's pace, and every ack says each fragment's producer time. Run in
 //! `gst-launch-1.0` as users run it; the fragments are then found by that time range with
 //! boto3's ListFragments (a client we did not write).
@@ -322,6 +323,85 @@ fn a_recording_goes_no_faster_than_the_service_takes_it() {
         most as f64 <= gstkvs::producer::MAX_BYTES_PER_SECOND + 1e6,
         "{most} bytes reached the service within one second"
     );
+}
+
+/// The creation time an MP4's `mvhd` box holds (seconds since 1904), in ms since the epoch:
+/// read here from the file's bytes, apart from any GStreamer element.
+fn mp4_creation_ms(path: &Path) -> u64 {
+    let data = std::fs::read(path).unwrap();
+    let at = data
+        .windows(4)
+        .position(|w| w == b"mvhd")
+        .expect("an mvhd box")
+        + 4;
+    let secs = match data[at] {
+        1 => u64::from_be_bytes(data[at + 4..at + 12].try_into().unwrap()),
+        _ => u64::from(u32::from_be_bytes(data[at + 4..at + 8].try_into().unwrap())),
+    };
+    (secs - 2_082_844_800) * 1000
+}
+
+#[test]
+fn elementary_streams_from_a_recording_keep_its_date() {
+    init();
+    let dir = tempdir();
+    let server = server();
+    // AWS's own line for a file: the demuxer's H.264 goes to kvssink, which muxes it itself.
+    // The recording's date then comes from the demuxer's datetime tag.
+    let es_upload = |file: &Path, demux: &str, stream: &str| {
+        let run = gst_launch(
+            &server,
+            &format!(
+                "filesrc location={} ! {demux} ! h264parse ! kvssink stream-name={stream}",
+                file.display()
+            ),
+            TIMEOUT,
+        );
+        run.assert_success();
+        let start = run.named("kvs-stream-start");
+        assert_eq!(start.len(), 1, "{start:?}");
+        assert_eq!(
+            start[0].get::<&str>("source").unwrap(),
+            "datetime-tag",
+            "{start:?}"
+        );
+        start[0].get::<u64>("producer-start-time").unwrap()
+    };
+
+    // An MP4 made an hour ago (as far as its muxer knew): its creation time, to the second.
+    let mp4 = dir.path().join("20s.mp4");
+    record(
+        &format!(
+            "videotestsrc num-buffers=100 \
+             ! video/x-raw,format=I420,width=160,height=120,framerate=5/1 \
+             ! x264enc speed-preset=ultrafast key-int-max=20 ! h264parse ! mp4mux \
+             ! filesink location={}",
+            mp4.display()
+        ),
+        Some("-1h"),
+    );
+    let created = mp4_creation_ms(&mp4);
+    assert!(
+        created.abs_diff(now_ms() - 3_600_000) < 120_000,
+        "{created}"
+    );
+    let start_ms = es_upload(&mp4, "qtdemux", "mp4");
+    assert_eq!(start_ms, created);
+    assert_stored_from(&server, "mp4", 5, start_ms);
+
+    // A Matroska recording demuxed the same way keeps the DateUTC that its direct upload
+    // takes (matroskademux tags it to the second).
+    let mkv = recording(dir.path(), 20, Some("-1h"));
+    let direct = upload(&server, &mkv, "mkv-direct", "").named("kvs-stream-start")[0]
+        .get::<u64>("producer-start-time")
+        .unwrap();
+    let start_ms = es_upload(&mkv, "matroskademux", "mkv-es");
+    assert_eq!(
+        start_ms / 1000,
+        direct / 1000,
+        "{start_ms} against {direct}"
+    );
+    assert_stored_from(&server, "mkv-es", 5, start_ms);
 }
 
 fn now_ms() -> u64 {

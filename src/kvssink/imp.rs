@@ -449,6 +449,10 @@ impl BaseSinkImpl for KvsSink {
                     .peer_query_duration::<gst::ClockTime>()
                     .map(gst::ClockTime::nseconds);
                 started.producer.set_upstream_duration(duration);
+                // For elementary streams (kvssink muxes them itself), the recording's date
+                // comes from upstream's tags: qtdemux's MP4 creation time, matroskademux's
+                // DateUTC.
+                started.producer.set_upstream_date(self.upstream_date_ms());
             }
         }
         let data = Bytes::from_owner(mapped);
@@ -809,6 +813,24 @@ impl KvsSink {
         if let State::Started(started) = &mut *state {
             let _ = self.write_muxed(started, written, pieces);
         }
+    }
+
+    /// The `datetime` tag of the video pad's sticky tag events (the recording's date, to the
+    /// second at least), in ms since the epoch.
+    fn upstream_date_ms(&self) -> Option<u64> {
+        let pad = self.video_pad();
+        (0..)
+            .map_while(|i| pad.sticky_event::<gst::event::Tag>(i))
+            .find_map(|tag| {
+                let date = tag.tag().get::<gst::tags::DateTime>()?.get();
+                if !date.has_time() {
+                    // A day alone would place the recording hours off.
+                    return None;
+                }
+                let date = date.to_g_date_time().ok()?;
+                let us = date.to_unix() * 1_000_000 + i64::from(date.microsecond());
+                u64::try_from(us / 1000).ok()
+            })
     }
 
     /// A frame of one stream (audio or video) reached the muxer.

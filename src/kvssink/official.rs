@@ -384,8 +384,9 @@ pub const OFFICIAL: &[Row] = &[
         Official::Bool(false),
         "offline: the buffers' PTS are epoch times",
         Here::NoEffect(
-            "the stream's time comes from file-start-time, else the recording's Matroska date, \
-             else now minus its duration; Matroska input carries no buffer PTS to the service",
+            "the stream's time comes from file-start-time, else the recording's date (Matroska \
+             DateUTC, or upstream's datetime tag), else now minus its duration; Matroska input \
+             carries no buffer PTS to the service",
         ),
     ),
     own(
