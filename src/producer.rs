@@ -65,6 +65,12 @@ pub enum StartSource {
     FileStartTime,
     /// A recording, started at the Matroska DateUTC its muxer wrote.
     RecordingDate,
+    /// The buffers' timestamps are epoch times (`use-original-pts`, as AWS's element takes
+    /// them).
+    OriginalPts,
+    /// A recording whose first buffer carries a reference timestamp meta with its epoch
+    /// (`timestamp/x-unix`) or NTP (`timestamp/x-ntp`) time.
+    ReferenceTimestamp,
     /// A recording, started at the date upstream tells in its `datetime` tag (qtdemux takes
     /// an MP4's creation time, matroskademux a Matroska DateUTC).
     DatetimeTag,
@@ -81,6 +87,8 @@ impl StartSource {
             StartSource::Live => "live",
             StartSource::FileStartTime => "file-start-time",
             StartSource::RecordingDate => "recording-date",
+            StartSource::OriginalPts => "original-pts",
+            StartSource::ReferenceTimestamp => "reference-timestamp",
             StartSource::DatetimeTag => "datetime-tag",
             StartSource::NowMinusDuration => "now-minus-duration",
             StartSource::NowPaced => "now-paced",
@@ -94,6 +102,10 @@ impl fmt::Display for StartSource {
             StartSource::Live => "now (live source)",
             StartSource::FileStartTime => "file-start-time",
             StartSource::RecordingDate => "the recording's own date (Matroska DateUTC)",
+            StartSource::OriginalPts => "the buffers' timestamps, epoch times (use-original-pts)",
+            StartSource::ReferenceTimestamp => {
+                "the first buffer's reference timestamp (its epoch or NTP time)"
+            }
             StartSource::DatetimeTag => {
                 "the recording's own date, from upstream's datetime tag (an MP4's creation \
                  time, a Matroska DateUTC)"
@@ -303,6 +315,8 @@ pub struct Producer {
     /// The recording's date as upstream tells it (a `datetime` tag, ms since the epoch), for
     /// a stream that carries none (kvssink muxes elementary streams itself).
     upstream_date_ms: Option<u64>,
+    /// The epoch time (ms) of running time 0 as the buffers tell it, and how.
+    buffer_epoch: Option<(u64, StartSource)>,
     /// Producer time (ms since the epoch) of timecode 0 in the current header's stream.
     producer_start_ms: u64,
     /// Send no fragment before its producer time (a recording of unknown start).
@@ -468,6 +482,7 @@ impl Producer {
             started_ms: uploader::now_ms(),
             upstream_duration_ns: None,
             upstream_date_ms: None,
+            buffer_epoch: None,
             producer_start_ms: 0,
             real_time: false,
             recent_starts: VecDeque::new(),
@@ -508,12 +523,29 @@ impl Producer {
         self.upstream_date_ms = date_ms;
     }
 
+    /// The buffers' timestamps are epoch times (`use-original-pts`): running time 0 is at
+    /// `epoch_ms`. Taken live or offline, as AWS's element takes it.
+    pub fn set_original_pts(&mut self, epoch_ms: u64) {
+        self.buffer_epoch = Some((epoch_ms, StartSource::OriginalPts));
+    }
+
+    /// The first buffer's reference timestamp meta puts running time 0 at `epoch_ms`: a
+    /// recording's time, when it has no date of its own or `file-start-time`.
+    pub fn set_reference_timestamp(&mut self, epoch_ms: u64) {
+        if self.buffer_epoch.is_none() {
+            self.buffer_epoch = Some((epoch_ms, StartSource::ReferenceTimestamp));
+        }
+    }
+
     /// The producer time of timecode 0 for a new header, and where it came from.
     fn start_time(&self, header: &StreamHeader, first_start_ns: u64) -> (u64, StartSource) {
         let now = uploader::now_ms();
         let first_ms = first_start_ns / 1_000_000;
         if !self.offline {
-            return (now.saturating_sub(first_ms), StartSource::Live);
+            return match self.buffer_epoch {
+                Some((ms, StartSource::OriginalPts)) => (ms, StartSource::OriginalPts),
+                _ => (now.saturating_sub(first_ms), StartSource::Live),
+            };
         }
         // A date at or after this producer's start is when a muxer in this pipeline began
         // (a recording demuxed and muxed again), not when the recording was made.
@@ -522,6 +554,8 @@ impl Producer {
             (ms, StartSource::FileStartTime)
         } else if let Some(ms) = recorded(header.date_utc_ms) {
             (ms, StartSource::RecordingDate)
+        } else if let Some(from_buffers) = self.buffer_epoch {
+            from_buffers
         } else if let Some(ms) = recorded(self.upstream_date_ms) {
             (ms, StartSource::DatetimeTag)
         } else if let Some(ns) = header.duration_ns.or(self.upstream_duration_ns) {

@@ -1,6 +1,6 @@
 //! Recorded video keeps its real time: `filesrc ! kvssink` uploads a recording with producer
 //! timestamps from its own time (`file-start-time`, else the Matroska date its muxer wrote,
-//! else the date upstream's demuxer tags it with),
+//! else the frames' own times, else the date upstream's demuxer tags it with),
 //! at the service's pace, and every ack says each fragment's producer time. Run in
 //! `gst-launch-1.0` as users run it; the fragments are then found by that time range with
 //! boto3's ListFragments (a client we did not write).
@@ -10,6 +10,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+use gst::prelude::*;
 
 use common::host::*;
 use common::*;
@@ -402,6 +404,167 @@ fn elementary_streams_from_a_recording_keep_its_date() {
         "{start_ms} against {direct}"
     );
     assert_stored_from(&server, "mkv-es", 5, start_ms);
+}
+
+/// 2026-06-01T08:00:00.250Z.
+const JUNE_MS: u64 = 1_780_300_800_250;
+
+#[test]
+fn with_use_original_pts_the_buffers_timestamps_are_the_producer_times() {
+    init();
+    let server = server();
+    // AWS's element's meaning: the frames' PTS are epoch nanoseconds (here set by the
+    // source; an application pushing frames with their capture times does the same).
+    let run = gst_launch(
+        &server,
+        &format!(
+            "videotestsrc num-buffers=50 timestamp-offset={} \
+             ! video/x-raw,format=I420,width=160,height=120,framerate=5/1 \
+             ! x264enc speed-preset=ultrafast key-int-max=10 ! h264parse \
+             ! kvssink stream-name=pts use-original-pts=true",
+            JUNE_MS * 1_000_000
+        ),
+        TIMEOUT,
+    );
+    run.assert_success();
+    let warned = run
+        .output()
+        .lines()
+        .filter(|l| l.contains("WARNING") && l.contains("use-original-pts"))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    assert!(warned.is_empty(), "{warned:?}");
+    let start = run.named("kvs-stream-start");
+    assert_eq!(
+        start[0].get::<&str>("source").unwrap(),
+        "original-pts",
+        "{start:?}"
+    );
+    let stored = stored_times(&server, "pts");
+    assert_eq!(stored.len(), 5, "{stored:?}");
+    assert_eq!(stored[0].1, JUNE_MS);
+    for (i, &(timecode, producer_ms)) in stored.iter().enumerate() {
+        // Key frames every 10 frames at 5 a second.
+        assert_eq!(producer_ms, JUNE_MS + i as u64 * 2000, "{stored:?}");
+        assert_eq!(
+            producer_ms,
+            timecode + start[0].get::<u64>("producer-start-time").unwrap()
+        );
+    }
+    let found = list_fragments(&server, "pts", JUNE_MS, JUNE_MS + 9_999);
+    assert_eq!(found.len(), 5, "{found:?}");
+
+    // Live too, as AWS's element takes it: an application in Rust whose camera stamps each
+    // frame with its capture time, in epoch nanoseconds (here the encoder's timestamps are
+    // moved there; its segment stays as it was, so PTS and running time differ).
+    let (pipeline, _) = pipeline(
+        "videotestsrc is-live=true num-buffers=15 \
+         ! video/x-raw,format=I420,width=160,height=120,framerate=5/1 \
+         ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max=10 \
+         ! h264parse name=parse ! kvssink name=sink use-original-pts=true",
+        &server,
+        "pts-live",
+    );
+    let first_pts = std::sync::Mutex::new(None);
+    pipeline
+        .by_name("parse")
+        .unwrap()
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+                let pts = buffer.pts().unwrap();
+                let first = *first_pts.lock().unwrap().get_or_insert(pts);
+                let captured = gst::ClockTime::from_nseconds(JUNE_MS * 1_000_000) + (pts - first);
+                let buffer = buffer.make_mut();
+                buffer.set_pts(captured);
+                buffer.set_dts(captured);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let run = common::run(&pipeline, TIMEOUT);
+    assert!(run.eos && run.errors.is_empty(), "{:?}", run.errors);
+    let start = run.named("kvs-stream-start");
+    assert_eq!(
+        start[0].get::<&str>("source").unwrap(),
+        "original-pts",
+        "{start:?}"
+    );
+    let stored = stored_times(&server, "pts-live");
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[0].1, JUNE_MS, "{stored:?}");
+    assert_eq!(stored[1].1, JUNE_MS + 2000, "{stored:?}");
+
+    // Matroska input keeps its cluster times, and the user is told.
+    let run = gst_launch(
+        &server,
+        "videotestsrc num-buffers=10 ! video/x-raw,format=I420,width=160,height=120 \
+         ! x264enc speed-preset=ultrafast ! h264parse ! matroskamux \
+         ! kvssink stream-name=pts-mkv use-original-pts=true",
+        TIMEOUT,
+    );
+    run.assert_success();
+    assert!(
+        run.output()
+            .contains("use-original-pts has no effect on Matroska input"),
+        "{}",
+        run.output()
+    );
+}
+
+#[test]
+fn a_recording_stamped_with_reference_timestamps_keeps_their_time() {
+    init();
+    let server = server();
+    // NTP counts from 1900, the Unix epoch from 1970.
+    let ntp_to_unix_ns = 2_208_988_800 * 1_000_000_000;
+    for (kind, offset) in [("x-unix", 0), ("x-ntp", ntp_to_unix_ns)] {
+        let stream = format!("reference-{kind}");
+        // An application in Rust that knows when each frame was captured: a reference
+        // timestamp meta on every encoded frame, the first captured at JUNE_MS.
+        let (pipeline, _) = pipeline(
+            "videotestsrc num-buffers=50 \
+             ! video/x-raw,format=I420,width=160,height=120,framerate=5/1 \
+             ! x264enc speed-preset=ultrafast key-int-max=10 ! h264parse name=parse \
+             ! kvssink name=sink",
+            &server,
+            &stream,
+        );
+        let reference = gst::Caps::new_empty_simple(format!("timestamp/{kind}"));
+        let first_pts = std::sync::Mutex::new(None);
+        pipeline
+            .by_name("parse")
+            .unwrap()
+            .static_pad("src")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+                    let pts = buffer.pts().unwrap();
+                    let first = *first_pts.lock().unwrap().get_or_insert(pts);
+                    let captured = JUNE_MS * 1_000_000 + offset + (pts - first).nseconds();
+                    gst::ReferenceTimestampMeta::add(
+                        buffer.make_mut(),
+                        &reference,
+                        gst::ClockTime::from_nseconds(captured),
+                        None,
+                    );
+                }
+                gst::PadProbeReturn::Ok
+            });
+        let run = common::run(&pipeline, TIMEOUT);
+        assert!(run.eos && run.errors.is_empty(), "{:?}", run.errors);
+        let start = run.named("kvs-stream-start");
+        assert_eq!(
+            start[0].get::<&str>("source").unwrap(),
+            "reference-timestamp",
+            "{start:?}"
+        );
+        let stored = stored_times(&server, &stream);
+        assert_eq!(stored.len(), 5, "{stored:?}");
+        for (i, &(_, producer_ms)) in stored.iter().enumerate() {
+            assert_eq!(producer_ms, JUNE_MS + i as u64 * 2000, "{kind}: {stored:?}");
+        }
+    }
 }
 
 fn now_ms() -> u64 {

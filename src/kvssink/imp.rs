@@ -34,6 +34,8 @@ struct Started {
     producer: Producer,
     stream_name: String,
     streaming_type: StreamingType,
+    /// `use-original-pts`: the buffers' timestamps are epoch times.
+    use_original_pts: bool,
     /// Realtime or offline was decided (at the first buffer, when upstream's liveness is
     /// known).
     mode_decided: bool,
@@ -366,6 +368,8 @@ impl BaseSinkImpl for KvsSink {
             producer,
             stream_name: stream,
             streaming_type: settings.streaming_type,
+            use_original_pts: settings.official.value("use-original-pts")
+                == Some(super::official::Value::Bool(true)),
             mode_decided: false,
             accounted: false,
             drain_cancelled: false,
@@ -454,6 +458,7 @@ impl BaseSinkImpl for KvsSink {
                 // DateUTC.
                 started.producer.set_upstream_date(self.upstream_date_ms());
             }
+            self.take_buffer_epoch(started, buffer, offline);
         }
         let data = Bytes::from_owner(mapped);
         let mut es = lock(&self.es);
@@ -812,6 +817,65 @@ impl KvsSink {
         let written = lock(&self.es).end_audio(&mut pieces);
         if let State::Started(started) = &mut *state {
             let _ = self.write_muxed(started, written, pieces);
+        }
+    }
+
+    /// What the first buffer says of the epoch time of running time 0, for elementary
+    /// streams (Matroska input keeps its cluster times): its PTS itself with
+    /// `use-original-pts`, else (offline) its reference timestamp meta.
+    fn take_buffer_epoch(&self, started: &mut Started, buffer: &gst::BufferRef, offline: bool) {
+        if !started.use_original_pts && !offline {
+            return;
+        }
+        if !lock(&self.es).has_video() {
+            if started.use_original_pts {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Format,
+                    (
+                        "{}",
+                        about(
+                            &started.stream_name,
+                            "use-original-pts has no effect on Matroska input: its own \
+                             cluster times are sent"
+                        )
+                    )
+                );
+            }
+            return;
+        }
+        let segment = self.obj().segment();
+        let Some((pts, running)) = segment
+            .downcast_ref::<gst::ClockTime>()
+            .and_then(|s| Some((buffer.pts()?, s.to_running_time(buffer.pts())?)))
+        else {
+            return;
+        };
+        // In whole milliseconds each, as the timecodes (the running time's) are: the first
+        // frame's producer time is then its epoch time's millisecond.
+        let at_zero = |epoch: gst::ClockTime| epoch.mseconds().checked_sub(running.mseconds());
+        if started.use_original_pts {
+            if let Some(ms) = at_zero(pts) {
+                started.producer.set_original_pts(ms);
+            }
+            return;
+        }
+        // NTP time counts from 1900, the Unix epoch from 1970.
+        const NTP_TO_UNIX_NS: u64 = 2_208_988_800 * 1_000_000_000;
+        let reference =
+            buffer
+                .iter_meta::<gst::ReferenceTimestampMeta>()
+                .find_map(
+                    |meta| match meta.reference().structure(0)?.name().as_str() {
+                        "timestamp/x-unix" => Some(meta.timestamp()),
+                        "timestamp/x-ntp" => meta
+                            .timestamp()
+                            .checked_sub(gst::ClockTime::from_nseconds(NTP_TO_UNIX_NS)),
+                        _ => None,
+                    },
+                );
+        if let Some(ms) = reference.and_then(at_zero) {
+            started.producer.set_reference_timestamp(ms);
         }
     }
 

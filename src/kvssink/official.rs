@@ -382,11 +382,11 @@ pub const OFFICIAL: &[Row] = &[
     own(
         "use-original-pts",
         Official::Bool(false),
-        "offline: the buffers' PTS are epoch times",
-        Here::NoEffect(
-            "the stream's time comes from file-start-time, else the recording's date (Matroska \
-             DateUTC, or upstream's datetime tag), else now minus its duration; Matroska input \
-             carries no buffer PTS to the service",
+        "the buffers' PTS are epoch times",
+        Here::Mapped(
+            "implemented for H.264/H.265 input (AWS's element's input), live or offline: the \
+             buffers' PTS are the frames' epoch times in nanoseconds; Matroska input keeps its \
+             own cluster times (a warning says so)",
         ),
     ),
     own(
