@@ -2,7 +2,9 @@
 # Pushes frames made in Python (plain BGR bytes, no numpy) into a Kinesis video stream through
 # appsrc ! videoconvert ! x264enc ! matroskamux ! kvssink, and prints every acknowledgement.
 # Credentials and region come from the environment (see the README); --endpoint points at a
-# KVS-compatible endpoint such as kvs-local.
+# KVS-compatible endpoint such as kvs-local. With --captured-at, the frames keep the time they
+# were captured: their timestamps are epoch times, and kvssink takes the H.264 itself with
+# use-original-pts=true.
 import argparse
 import sys
 
@@ -17,6 +19,8 @@ parser.add_argument("--frames", type=int, default=90)
 parser.add_argument("--fps", type=int, default=30)
 parser.add_argument("--width", type=int, default=320)
 parser.add_argument("--height", type=int, default=240)
+parser.add_argument("--captured-at", type=int,
+                    help="when the first frame was captured, ms since the epoch")
 args = parser.parse_args()
 
 Gst.init(None)
@@ -24,12 +28,16 @@ caps = f"video/x-raw,format=BGR,width={args.width},height={args.height},framerat
 pipeline = Gst.parse_launch(
     f"appsrc name=src format=time caps={caps} "
     "! videoconvert ! video/x-raw,format=I420 "
-    f"! x264enc speed-preset=ultrafast key-int-max={args.fps} "
-    f"! h264parse ! matroskamux streamable=true ! kvssink name=sink stream-name={args.stream}")
+    f"! x264enc speed-preset=ultrafast key-int-max={args.fps} ! h264parse "
+    + ("! matroskamux streamable=true ! kvssink" if args.captured_at is None
+       else "! kvssink use-original-pts=true")
+    + f" name=sink stream-name={args.stream}")
 if args.endpoint:
     pipeline.get_by_name("sink").set_property("control-plane-uri", args.endpoint)
 src = pipeline.get_by_name("src")
 frame_duration = Gst.SECOND // args.fps
+# Timestamps from 0 (the stream starts now), or the capture times in ns since the epoch.
+first_pts = 0 if args.captured_at is None else args.captured_at * Gst.MSECOND
 pushed = 0
 
 
@@ -46,7 +54,7 @@ def need_data(appsrc, _length):
         return
     buf = Gst.Buffer.new_wrapped(frame(pushed))
     # Timestamps are what the stream keeps: frame i is shown i/fps seconds in.
-    buf.pts = pushed * frame_duration
+    buf.pts = first_pts + pushed * frame_duration
     buf.duration = frame_duration
     appsrc.emit("push-buffer", buf)
     pushed += 1

@@ -108,6 +108,48 @@ fn frames_pushed_from_python_come_back_with_their_timestamps() {
     );
 }
 
+#[test]
+fn frames_pushed_from_python_with_their_capture_times_keep_them() {
+    init();
+    let server = server();
+    // The first frame captured at 2026-06-01T08:00:00.250Z.
+    let captured_at: u64 = 1_780_300_800_250;
+    let push = python_example(
+        &server,
+        "push_frames.py",
+        &[
+            "--stream",
+            "captured",
+            "--frames",
+            "60",
+            "--captured-at",
+            &captured_at.to_string(),
+        ],
+    );
+    push.assert_success();
+    assert!(
+        push.stdout.contains("pushed 60 frames"),
+        "{}",
+        push.output()
+    );
+    // Frame i was stamped i * (1 s // 30) ns after the first; the stream keeps milliseconds.
+    let stamped = |i: u64| captured_at + i * (1_000_000_000 / 30) / 1_000_000;
+    let stored = server.fragments("captured");
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[0].producer_timestamp_ms, stamped(0));
+    assert_eq!(stored[1].producer_timestamp_ms, stamped(30));
+
+    // Read back, each frame was produced when it was captured.
+    let read = python_example(&server, "read_frames.py", &["--stream", "captured"]);
+    read.assert_success();
+    let produced: Vec<u64> = lines(&read, "frame")
+        .iter()
+        .map(|w| w[4].parse().unwrap())
+        .collect();
+    let expected: Vec<u64> = (0..60).map(stamped).collect();
+    assert_eq!(produced, expected, "{}", read.output());
+}
+
 /// The case this project started from: a folder of JPEG images (`mkv-0.jpg`, `mkv-1.jpg`,
 /// ...) goes up with one launch line (decoded and encoded to H.264 in Matroska, which is what
 /// KVS takes, rather than sent as JPEG bytes) and comes back as the same number of frames
