@@ -409,6 +409,28 @@ fn elementary_streams_from_a_recording_keep_its_date() {
 /// 2026-06-01T08:00:00.250Z.
 const JUNE_MS: u64 = 1_780_300_800_250;
 
+/// Calls `stamp` on every frame leaving the element named `parse`, with the time since the
+/// first frame's PTS: an application stamping frames with when they were captured.
+fn stamp_frames(
+    pipeline: &gst::Pipeline,
+    stamp: impl Fn(&mut gst::BufferRef, gst::ClockTime) + Send + Sync + 'static,
+) {
+    let first_pts = std::sync::Mutex::new(None);
+    pipeline
+        .by_name("parse")
+        .unwrap()
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
+                let pts = buffer.pts().unwrap();
+                let first = *first_pts.lock().unwrap().get_or_insert(pts);
+                stamp(buffer.make_mut(), pts - first);
+            }
+            gst::PadProbeReturn::Ok
+        });
+}
+
 #[test]
 fn with_use_original_pts_the_buffers_timestamps_are_the_producer_times() {
     init();
@@ -465,23 +487,11 @@ fn with_use_original_pts_the_buffers_timestamps_are_the_producer_times() {
         &server,
         "pts-live",
     );
-    let first_pts = std::sync::Mutex::new(None);
-    pipeline
-        .by_name("parse")
-        .unwrap()
-        .static_pad("src")
-        .unwrap()
-        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
-                let pts = buffer.pts().unwrap();
-                let first = *first_pts.lock().unwrap().get_or_insert(pts);
-                let captured = gst::ClockTime::from_nseconds(JUNE_MS * 1_000_000) + (pts - first);
-                let buffer = buffer.make_mut();
-                buffer.set_pts(captured);
-                buffer.set_dts(captured);
-            }
-            gst::PadProbeReturn::Ok
-        });
+    stamp_frames(&pipeline, |buffer, since_first| {
+        let captured = gst::ClockTime::from_nseconds(JUNE_MS * 1_000_000) + since_first;
+        buffer.set_pts(captured);
+        buffer.set_dts(captured);
+    });
     let run = common::run(&pipeline, TIMEOUT);
     assert!(run.eos && run.errors.is_empty(), "{:?}", run.errors);
     let start = run.named("kvs-stream-start");
@@ -531,26 +541,15 @@ fn a_recording_stamped_with_reference_timestamps_keeps_their_time() {
             &stream,
         );
         let reference = gst::Caps::new_empty_simple(format!("timestamp/{kind}"));
-        let first_pts = std::sync::Mutex::new(None);
-        pipeline
-            .by_name("parse")
-            .unwrap()
-            .static_pad("src")
-            .unwrap()
-            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                if let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data {
-                    let pts = buffer.pts().unwrap();
-                    let first = *first_pts.lock().unwrap().get_or_insert(pts);
-                    let captured = JUNE_MS * 1_000_000 + offset + (pts - first).nseconds();
-                    gst::ReferenceTimestampMeta::add(
-                        buffer.make_mut(),
-                        &reference,
-                        gst::ClockTime::from_nseconds(captured),
-                        None,
-                    );
-                }
-                gst::PadProbeReturn::Ok
-            });
+        stamp_frames(&pipeline, move |buffer, since_first| {
+            let captured = JUNE_MS * 1_000_000 + offset + since_first.nseconds();
+            gst::ReferenceTimestampMeta::add(
+                buffer,
+                &reference,
+                gst::ClockTime::from_nseconds(captured),
+                None,
+            );
+        });
         let run = common::run(&pipeline, TIMEOUT);
         assert!(run.eos && run.errors.is_empty(), "{:?}", run.errors);
         let start = run.named("kvs-stream-start");
