@@ -524,7 +524,8 @@ impl Producer {
     }
 
     /// The buffers' timestamps are epoch times (`use-original-pts`): running time 0 is at
-    /// `epoch_ms`. Taken live or offline, as AWS's element takes it.
+    /// `epoch_ms`. Taken live or offline, and before `file-start-time`, as AWS's element
+    /// takes it.
     pub fn set_original_pts(&mut self, epoch_ms: u64) {
         self.buffer_epoch = Some((epoch_ms, StartSource::OriginalPts));
     }
@@ -541,11 +542,13 @@ impl Producer {
     fn start_time(&self, header: &StreamHeader, first_start_ns: u64) -> (u64, StartSource) {
         let now = uploader::now_ms();
         let first_ms = first_start_ns / 1_000_000;
+        // `use-original-pts` says what the buffers' times are: as AWS's element, it is taken
+        // live or offline, before `file-start-time`.
+        if let Some((ms, StartSource::OriginalPts)) = self.buffer_epoch {
+            return (ms, StartSource::OriginalPts);
+        }
         if !self.offline {
-            return match self.buffer_epoch {
-                Some((ms, StartSource::OriginalPts)) => (ms, StartSource::OriginalPts),
-                _ => (now.saturating_sub(first_ms), StartSource::Live),
-            };
+            return (now.saturating_sub(first_ms), StartSource::Live);
         }
         // A date at or after this producer's start is when a muxer in this pipeline began
         // (a recording demuxed and muxed again), not when the recording was made.
@@ -554,8 +557,8 @@ impl Producer {
             (ms, StartSource::FileStartTime)
         } else if let Some(ms) = recorded(header.date_utc_ms) {
             (ms, StartSource::RecordingDate)
-        } else if let Some(from_buffers) = self.buffer_epoch {
-            from_buffers
+        } else if let Some((ms, StartSource::ReferenceTimestamp)) = self.buffer_epoch {
+            (ms, StartSource::ReferenceTimestamp)
         } else if let Some(ms) = recorded(self.upstream_date_ms) {
             (ms, StartSource::DatetimeTag)
         } else if let Some(ns) = header.duration_ns.or(self.upstream_duration_ns) {

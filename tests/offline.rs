@@ -436,14 +436,15 @@ fn with_use_original_pts_the_buffers_timestamps_are_the_producer_times() {
     init();
     let server = server();
     // AWS's element's meaning: the frames' PTS are epoch nanoseconds (here set by the
-    // source; an application pushing frames with their capture times does the same).
+    // source; an application pushing frames with their capture times does the same), taken
+    // before file-start-time.
     let run = gst_launch(
         &server,
         &format!(
             "videotestsrc num-buffers=50 timestamp-offset={} \
              ! video/x-raw,format=I420,width=160,height=120,framerate=5/1 \
              ! x264enc speed-preset=ultrafast key-int-max=10 ! h264parse \
-             ! kvssink stream-name=pts use-original-pts=true",
+             ! kvssink stream-name=pts use-original-pts=true file-start-time=1700000000",
             JUNE_MS * 1_000_000
         ),
         TIMEOUT,
