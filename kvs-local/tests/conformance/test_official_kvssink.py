@@ -102,3 +102,45 @@ def test_official_kvssink_streams_into_kvs_local(kvs, tmp_path):
     subprocess.run(["gst-launch-1.0", "-q", "filesrc", f"location={exported}", "!",
                     "matroskademux", "!", "h264parse", "!", "avdec_h264", "!", "fakesink"],
                    check=True, timeout=60)
+
+
+# Frames whose PTS are epoch nanoseconds (the first at 2026-06-01T08:00:00.250Z), a key frame
+# every 2 s: with use-original-pts=true, AWS's element stores each fragment at its frames' time.
+ORIGINAL_PTS_MS = 1_780_300_800_250
+ORIGINAL_PTS_LINE = (
+    f"videotestsrc num-buffers=50 timestamp-offset={ORIGINAL_PTS_MS * 1_000_000} "
+    "! video/x-raw,format=I420,width=160,height=120,framerate=5/1 "
+    "! x264enc speed-preset=ultrafast key-int-max=10 bframes=0 "
+    "! video/x-h264,stream-format=avc,alignment=au "
+    "! kvssink aws-region=us-east-1 use-original-pts=true"
+)
+
+
+def test_use_original_pts_stores_the_same_times_from_aws_element_and_ours(kvs, tmp_path):
+    """The drop-in promise for use-original-pts: the same line, with AWS's plugin path or
+    ours, stores the same producer timestamps, live (AWS's default) and offline."""
+    from test_kvssink import PLUGIN_DIR
+    ours = official_env(tmp_path, kvs.url)
+    ours.update({"GST_PLUGIN_PATH": PLUGIN_DIR, "GST_REGISTRY": str(tmp_path / "ours.bin")})
+    hosts = {"aws": official_env(tmp_path, kvs.url), "ours": ours}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    stored = {}
+    for who, env in hosts.items():
+        for mode in ("realtime", "offline"):
+            stream = f"pts-{who}-{mode}"
+            line = f"{ORIGINAL_PTS_LINE} stream-name={stream}"
+            if mode == "offline":
+                line += " streaming-type=offline"
+            r = subprocess.run(["gst-launch-1.0", "-e", *shlex.split(line)], env=env,
+                               cwd=run_dir, capture_output=True, text=True, timeout=180)
+            assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+            kv = client("kinesisvideo", kvs.url)
+            archived = client("kinesis-video-archived-media",
+                              kv.get_data_endpoint(StreamName=stream,
+                                                   APIName="LIST_FRAGMENTS")["DataEndpoint"])
+            frags = archived.list_fragments(StreamName=stream)["Fragments"]
+            stored[(who, mode)] = sorted(
+                round(f["ProducerTimestamp"].timestamp() * 1000) for f in frags)
+    expected = [ORIGINAL_PTS_MS + 2000 * i for i in range(5)]
+    assert stored == {key: expected for key in stored}, stored
