@@ -243,7 +243,10 @@ impl fmt::Display for Notice {
                 "the spool is full (spool-size): dropped its {fragments} oldest fragments \
                  ({bytes} bytes) that the service had not acknowledged"
             ),
-            Notice::SpoolFailed(e) => write!(f, "cannot write the spool (spool-dir): {e}"),
+            Notice::SpoolFailed(e) => write!(
+                f,
+                "cannot write the spool (spool-dir): {e}; fragments are kept in memory only"
+            ),
             Notice::StartTime {
                 producer_start_ms,
                 source,

@@ -487,6 +487,62 @@ fn record_sum(kind: SumKind, seed: u64, data: &[u8]) -> u64 {
 }
 
 /// The file of segment `n` in a stream's directory.
+/// The stream directory's lock file, held (`flock`) while a spool is open and released by the
+/// kernel when the process ends, however it ends. It names the holder's process id.
+const LOCK_FILE: &str = "lock";
+
+/// Takes the stream directory's lock, or fails if another spool (another process, or another
+/// element of this one) holds it: two writers of one spool would each cut off the record the
+/// other is writing, reuse its segment and send its fragments again.
+fn lock_stream_dir(dir: &Path, stream: &str) -> io::Result<File> {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let path = dir.join(LOCK_FILE);
+    loop {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let holder = if holder.is_empty() {
+                    String::new()
+                } else if holder == std::process::id().to_string() {
+                    format!(" (another element of this process, {holder})")
+                } else {
+                    format!(" (process {holder})")
+                };
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "the spool of stream {stream} is in use by another kvssink{holder}; give \
+                         each running kvssink its own stream-name or spool-dir"
+                    ),
+                ));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        // The holder before us removes the file when it closes (with nothing pending): a lock
+        // taken on the file it removed is no lock, so take the one at the path.
+        let held = file.metadata()?;
+        match fs::metadata(&path) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {}
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+        file.set_len(0)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+        return Ok(file);
+    }
+}
+
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("seg-{n:020}.log"))
 }
@@ -678,6 +734,8 @@ pub struct Spool {
     pending: BTreeMap<u64, SpooledFragment>,
     next_id: u64,
     next_header_id: u64,
+    /// The stream directory's lock, held as long as the spool is open.
+    _lock: File,
 }
 
 impl Spool {
@@ -696,6 +754,8 @@ impl Spool {
             .collect();
         let dir = dir.join(safe);
         fs::create_dir_all(&dir)?;
+        // Before anything is read: what another writer is in the middle of is not touched.
+        let lock = lock_stream_dir(&dir, stream)?;
         let mut numbers: Vec<u64> = fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -755,6 +815,7 @@ impl Spool {
             pending,
             next_id,
             next_header_id,
+            _lock: lock,
         };
         spool.write_segment_record()?;
         spool.remove_finished_segments();
@@ -1041,12 +1102,14 @@ impl Spool {
 }
 
 impl Drop for Spool {
-    /// A spool with nothing pending leaves no file behind.
+    /// A spool with nothing pending leaves no file behind (its lock is removed while still
+    /// held, before the field closes it).
     fn drop(&mut self) {
         if self.pending.is_empty() {
             for seg in &self.segments {
                 let _ = fs::remove_file(&seg.path);
             }
+            let _ = fs::remove_file(self.dir.join(LOCK_FILE));
         }
     }
 }
@@ -1278,6 +1341,48 @@ mod tests {
     }
 
     #[test]
+    fn a_spool_in_use_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = spool(dir.path(), 1 << 30);
+        let h = s
+            .append_header(1_000, "video/h264", &Bytes::from_static(b"HEADER"))
+            .unwrap();
+        let first = [Bytes::from_static(b"first fragment")];
+        let (f, _) = s.append_fragment(h, 0, (0, 1), &first).unwrap();
+        // A second writer of the same stream: another element, or a process started before
+        // this one ended. It is refused, and says by whom.
+        let e = Spool::open(dir.path(), "cam/1", 1 << 30).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::ResourceBusy);
+        let text = e.to_string();
+        assert!(
+            text.contains("the spool of stream cam/1 is in use by another kvssink")
+                && text.contains(&std::process::id().to_string()),
+            "{text}"
+        );
+        // It took nothing: no record cut off, no segment reused, nothing recovered to send.
+        let second = [Bytes::from_static(b"second fragment")];
+        let (g, _) = s.append_fragment(h, 2000, (2, 3), &second).unwrap();
+        assert_eq!(s.read(&f).unwrap(), first[0]);
+        assert_eq!(s.read(&g).unwrap(), second[0]);
+        drop(s);
+        let (mut s, r) = spool(dir.path(), 1 << 30);
+        assert_eq!((r.fragments, r.torn_bytes), (2, 0));
+        let ids: Vec<u64> = s.pending().map(|f| f.id).collect();
+        for id in ids {
+            s.mark_done(id).unwrap();
+        }
+        drop(s);
+        // Closed with nothing pending: no file is left, the lock's included, and the next
+        // open takes the lock again.
+        let stream_dir = dir.path().join("cam_1");
+        assert_eq!(fs::read_dir(&stream_dir).unwrap().count(), 0);
+        let (s, r) = spool(dir.path(), 1 << 30);
+        assert_eq!(r, Recovered::default());
+        assert!(Spool::open(dir.path(), "cam/1", 1 << 30).is_err());
+        drop(s);
+    }
+
+    #[test]
     fn a_torn_last_record_is_cut_off_and_reported() {
         let dir = tempfile::tempdir().unwrap();
         let (mut s, _) = spool(dir.path(), 1 << 30);
@@ -1324,7 +1429,12 @@ mod tests {
             .unwrap();
         s.new_segment().unwrap();
         let dir_of_stream = s.dir().to_owned();
-        let files = || fs::read_dir(&dir_of_stream).unwrap().count();
+        let files = || {
+            fs::read_dir(&dir_of_stream)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name() != LOCK_FILE)
+                .count()
+        };
         assert_eq!(files(), 2);
         s.mark_done(f.id).unwrap();
         assert_eq!(files(), 1, "the finished segment is deleted");

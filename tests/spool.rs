@@ -185,3 +185,67 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A second kvssink on the same `spool-dir` and `stream-name` while the first still runs (an
+/// application restarted while the old one drains an outage's backlog, or two pipelines given
+/// one name) is told the spool is in use and keeps its fragments in memory: it neither sends
+/// the first one's backlog again nor cuts off the record the first is writing.
+#[test]
+fn a_second_host_on_a_spool_in_use_is_told_and_takes_nothing_from_it() {
+    init();
+    let dir = tempdir();
+    let spool = dir.path().join("spool");
+    let (copy1, copy2) = (dir.path().join("1.mkv"), dir.path().join("2.mkv"));
+    let server = server();
+    let props = format!("spool-dir={}", spool.display());
+    let line1 = live_line(14, "shared", &props, &copy1);
+    let line2 = live_line(3, "shared", &props, &copy2);
+    let (first, second) = std::thread::scope(|s| {
+        let first = s.spawn(|| gst_launch(&server, &line1, TIMEOUT));
+        wait_for("2 fragments", TIMEOUT, || {
+            server.fragments("shared").len() >= 2
+        });
+        // An outage: the first run's fragments wait in its spool.
+        server.pause_listening();
+        let before_outage = server.fragments("shared").len();
+        wait_for("4 clusters recorded during the outage", TIMEOUT, || {
+            split_bytes(std::fs::read(&copy1).unwrap_or_default())
+                .1
+                .len()
+                >= before_outage + 4
+        });
+        let second = s.spawn(|| gst_launch(&server, &line2, TIMEOUT));
+        std::thread::sleep(Duration::from_millis(1500));
+        server.resume_listening();
+        (first.join().unwrap(), second.join().unwrap())
+    });
+    first.assert_success();
+    first.assert_all_persisted();
+    second.assert_success();
+    second.assert_all_persisted();
+    let told = second.output();
+    assert!(
+        told.contains("the spool of stream shared is in use by another kvssink (process "),
+        "the second run was not told:\n{told}"
+    );
+    assert!(!first.output().contains("in use by another kvssink"));
+    // Every cluster of both runs is stored, none more than once but one that was in flight
+    // when the service went.
+    let stored: Vec<bytes::Bytes> = server
+        .fragments("shared")
+        .into_iter()
+        .map(|f| f.bytes)
+        .collect();
+    let (_, mut clusters) = split_bytes(std::fs::read(&copy1).unwrap());
+    clusters.extend(split_bytes(std::fs::read(&copy2).unwrap()).1);
+    let mut extra = 0;
+    for (i, cluster) in clusters.iter().enumerate() {
+        let copies = stored.iter().filter(|f| *f == cluster).count();
+        assert!(copies >= 1, "cluster {i} was not stored");
+        extra += copies - 1;
+    }
+    assert!(extra <= 1, "{extra} clusters were stored more than once");
+    assert_eq!(stored.len(), clusters.len() + extra);
+    // Both ended with nothing pending: nothing is left on disk, the lock included.
+    assert_eq!(walk(&spool), Vec::<std::path::PathBuf>::new());
+}
