@@ -52,6 +52,10 @@ pub const MAX_BYTES_PER_SECOND: f64 = 12.5e6;
 /// all of it (a hold for each buffer's share cost a sleep and a wake-up per frame); an upload
 /// further behind than this gets no credit for it.
 const PACE_SLACK: Duration = Duration::from_millis(25);
+/// A live stream's first fragment after a pause starts a new session when it would otherwise
+/// be dated this much (ms) earlier than it happens: shorter pauses keep the session.
+const RESUME_LAG_MS: u64 = 1_000;
+
 /// The data rate an offline upload is paced to. Kept within `PACE_SLACK` of its line either
 /// way, no second carries more than this rate over 1.05 s: the service's limit.
 const PACED_BYTES_PER_SECOND: f64 = MAX_BYTES_PER_SECOND / 1.05;
@@ -79,6 +83,9 @@ pub enum StartSource {
     /// A recording of unknown start and duration: it starts now and is sent no faster than
     /// real time, so that no fragment lies in the future.
     NowPaced,
+    /// Live, playing again after a pause: running time stood still while the clock did not,
+    /// so the first fragment after the pause happens now (a new session).
+    Resumed,
 }
 
 impl StartSource {
@@ -92,6 +99,7 @@ impl StartSource {
             StartSource::DatetimeTag => "datetime-tag",
             StartSource::NowMinusDuration => "now-minus-duration",
             StartSource::NowPaced => "now-paced",
+            StartSource::Resumed => "resumed",
         }
     }
 }
@@ -118,6 +126,10 @@ impl fmt::Display for StartSource {
             StartSource::NowPaced => {
                 "now, sending no faster than real time (the file has neither a date nor a \
                  duration; set file-start-time to keep its real time and upload at full speed)"
+            }
+            StartSource::Resumed => {
+                "now, as the pipeline plays again after a pause (the fragments after it keep \
+                 their real time, not the running time that stood still)"
             }
         })
     }
@@ -294,6 +306,11 @@ pub struct Producer {
     uploader: Arc<Uploader>,
     /// Header waiting for its first fragment, which fixes the producer start time.
     pending_header: Option<StreamHeader>,
+    /// The current stream's header: a new session starts with it when a live pipeline plays
+    /// again after a pause.
+    last_header: Option<StreamHeader>,
+    /// Live and playing again after a pause: the next fragment may start a new session.
+    resumed: bool,
     timecode_scale: u64,
     /// Configured media type; derived from each header's tracks when `None`.
     media_type: Option<String>,
@@ -474,6 +491,8 @@ impl Producer {
             .aws_shape(true),
             uploader,
             pending_header: None,
+            last_header: None,
+            resumed: false,
             timecode_scale: 1_000_000,
             media_type,
             fragment_duration_ns: config.fragment_duration_ns,
@@ -750,6 +769,8 @@ impl Producer {
                     let start_ns = self.ns(start.timecode as i64);
                     if let Some(header) = self.pending_header.take() {
                         self.start_stream(header, start_ns, notices);
+                    } else if std::mem::take(&mut self.resumed) {
+                        self.restart_after_pause(start_ns, notices);
                     }
                     notices.push(Notice::FragmentStarted {
                         timecode: start.timecode,
@@ -848,6 +869,40 @@ impl Producer {
     /// fixed, and the header goes to the uploader (or, with a spool, to the spool first).
     fn start_stream(&mut self, header: StreamHeader, start_ns: u64, notices: &mut Vec<Notice>) {
         let (producer_start_ms, source) = self.start_time(&header, start_ns);
+        self.start_stream_at(header, producer_start_ms, source, notices);
+    }
+
+    /// A live pipeline plays again after a pause (PAUSED to PLAYING): its running time stood
+    /// still, so without a new start the fragments after the pause would be dated the pause's
+    /// length too early. Call before the first bytes after the pause.
+    pub fn resumed_after_pause(&mut self) {
+        let original_pts = matches!(self.buffer_epoch, Some((_, StartSource::OriginalPts)));
+        self.resumed = !self.offline && !original_pts && self.last_header.is_some();
+    }
+
+    /// The first fragment after a pause: when it is dated later than it happens by more than
+    /// `RESUME_LAG_MS`, the stream starts again, with its header, as the first fragment
+    /// did (now, less its running time), in a new session. Never earlier than before.
+    fn restart_after_pause(&mut self, start_ns: u64, notices: &mut Vec<Notice>) {
+        let Some(header) = self.last_header.clone() else {
+            return;
+        };
+        let dated = self.producer_start_ms.saturating_add(start_ns / 1_000_000);
+        let now = uploader::now_ms();
+        if now > dated.saturating_add(RESUME_LAG_MS) {
+            let start_ms = now.saturating_sub(start_ns / 1_000_000);
+            self.start_stream_at(header, start_ms, StartSource::Resumed, notices);
+        }
+    }
+
+    fn start_stream_at(
+        &mut self,
+        header: StreamHeader,
+        producer_start_ms: u64,
+        source: StartSource,
+        notices: &mut Vec<Notice>,
+    ) {
+        self.last_header = Some(header.clone());
         self.producer_start_ms = producer_start_ms;
         self.real_time = source == StartSource::NowPaced;
         notices.push(Notice::StartTime {

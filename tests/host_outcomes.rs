@@ -259,3 +259,61 @@ fn time_going_backwards_keeps_the_fragments_before() {
     let tail: Vec<u8> = clusters.concat();
     bad_input_keeps_what_came_before("backwards", &tail, "backwards");
 }
+
+#[test]
+fn a_live_pipeline_paused_and_played_again_keeps_real_time() {
+    // A Python application pauses its live pipeline for 3 s (a pause button) after two
+    // fragments are persisted. Running time stands still while paused; the fragments after
+    // the pause are still dated when they happen, in a new session, and say so.
+    init();
+    let server = server();
+    let line = "videotestsrc is-live=true \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
+         ! matroskamux streamable=true ! kvssink stream-name=paused";
+    let run = python_launch(
+        &server,
+        &[
+            "--pause-after-persisted",
+            "2",
+            "3",
+            "--stop-after-persisted",
+            "8",
+        ],
+        line,
+        TIMEOUT,
+    );
+    run.assert_success();
+    let at = |name: &str| -> u64 {
+        run.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {}", run.output()))
+            .parse()
+            .unwrap()
+    };
+    let (paused_at, playing_at) = (at("paused-at="), at("playing-at="));
+    assert!(playing_at >= paused_at + 3000);
+    let times: Vec<u64> = server
+        .fragments("paused")
+        .iter()
+        .map(|f| f.producer_timestamp_ms)
+        .collect();
+    let before = times.iter().filter(|&&t| t <= paused_at).count();
+    let after: Vec<u64> = times[before..].to_vec();
+    assert!(before >= 2 && after.len() >= 3, "{times:?}");
+    // Nothing is dated within the pause: the first fragment after it happened once playing
+    // again (a frame's capture, not before the PLAYING call; 0.1 s for the clocks' grain).
+    assert!(
+        after[0] + 100 >= playing_at && after[0] < playing_at + 2000,
+        "first fragment after the pause dated {} ms after PLAYING: {times:?}",
+        after[0] as i64 - playing_at as i64
+    );
+    assert!(after.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    let starts = run.named("kvs-stream-start");
+    let sources: Vec<&str> = starts
+        .iter()
+        .map(|s| s.get::<&str>("source").unwrap())
+        .collect();
+    assert_eq!(sources, ["live", "resumed"]);
+}

@@ -43,6 +43,8 @@ struct Started {
     accounted: bool,
     /// The application cancelled the wait at EOS (NULL during the drain): stop at once.
     drain_cancelled: bool,
+    /// Paused after playing: when it plays again, a live stream's time is placed anew.
+    paused_after_playing: bool,
     notices: Vec<Notice>,
 }
 
@@ -179,6 +181,18 @@ impl ElementImpl for KvsSink {
                 self.post_error_message(e);
                 gst::StateChangeError
             })?;
+        }
+        if let State::Started(started) = &mut *lock(&self.state) {
+            match transition {
+                gst::StateChange::PlayingToPaused => started.paused_after_playing = true,
+                gst::StateChange::PausedToPlaying if started.paused_after_playing => {
+                    // A live source's running time stood still while paused: the fragments
+                    // after the pause are dated from now, not a pause's length too early.
+                    started.paused_after_playing = false;
+                    started.producer.resumed_after_pause();
+                }
+                _ => {}
+            }
         }
         let success = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {
@@ -371,6 +385,7 @@ impl BaseSinkImpl for KvsSink {
             use_original_pts: settings.official.value("use-original-pts")
                 == Some(super::official::Value::Bool(true)),
             mode_decided: false,
+            paused_after_playing: false,
             accounted: false,
             drain_cancelled: false,
             notices: Vec::with_capacity(8),

@@ -2,16 +2,21 @@
 """Runs a launch line to EOS the way a Python application does (PyGObject, a GLib main loop),
 printing kvssink's element messages like `gst-launch-1.0 -m` so the Rust tests can read them.
 
-    run_pipeline.py [--default-sigpipe] [--stop-after-persisted N] LAUNCH-LINE
+    run_pipeline.py [--default-sigpipe] [--stop-after-persisted N]
+                    [--pause-after-persisted N SECONDS] LAUNCH-LINE
 
 --default-sigpipe restores the default SIGPIPE action, as many applications (and anything
 started from them) do: CPython itself ignores SIGPIPE at start-up.
 --stop-after-persisted N sets the pipeline to NULL (no EOS) after N PERSISTED acks, as an
 application stopping its pipeline does.
+--pause-after-persisted N SECONDS sets the pipeline to PAUSED after N PERSISTED acks and back to
+PLAYING SECONDS later (a pause button), printing `paused-at=MS` and `playing-at=MS` (ms since
+the epoch, taken just before each change).
 Exit status: 0 after EOS (or the requested stop), 1 after an error message.
 """
 import signal
 import sys
+import time
 
 import gi
 
@@ -21,19 +26,26 @@ from gi.repository import GLib, Gst  # noqa: E402
 
 def main(argv):
     stop_after = None
+    pause = None
     while argv and argv[0].startswith("--"):
         flag = argv.pop(0)
         if flag == "--default-sigpipe":
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         elif flag == "--stop-after-persisted":
             stop_after = int(argv.pop(0))
+        elif flag == "--pause-after-persisted":
+            pause = (int(argv.pop(0)), float(argv.pop(0)))
         else:
             raise SystemExit(f"unknown flag {flag}")
     Gst.init(None)
-    return run(Gst.parse_launch(" ".join(argv)), stop_after)
+    return run(Gst.parse_launch(" ".join(argv)), stop_after, pause)
 
 
-def run(pipeline, stop_after=None):
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def run(pipeline, stop_after=None, pause=None):
     """Plays `pipeline` until EOS, an error or `stop_after` PERSISTED acks, printing kvssink's
     messages; returns the exit status. Also used by the other host scripts here."""
     loop = GLib.MainLoop()
@@ -48,6 +60,16 @@ def run(pipeline, stop_after=None):
                     status["persisted"] += 1
                     if stop_after is not None and status["persisted"] >= stop_after:
                         loop.quit()
+                    if pause is not None and status["persisted"] == pause[0]:
+                        print(f"paused-at={now_ms()}", flush=True)
+                        pipeline.set_state(Gst.State.PAUSED)
+
+                        def play_again():
+                            print(f"playing-at={now_ms()}", flush=True)
+                            pipeline.set_state(Gst.State.PLAYING)
+                            return False
+
+                        GLib.timeout_add(int(pause[1] * 1000), play_again)
         elif msg.type == Gst.MessageType.WARNING:
             err, debug = msg.parse_warning()
             print(f"WARNING: {err.message} ({debug})", file=sys.stderr, flush=True)
