@@ -416,6 +416,63 @@ fn a_clock_minutes_off_is_corrected_from_the_service_time_and_named() {
 }
 
 #[test]
+fn a_clock_off_by_less_than_the_signature_allows_is_named_as_it_dates_the_fragments() {
+    // Two minutes behind: the service takes the signature, so nothing is refused, yet every
+    // live fragment is dated two minutes early. That is said, once, with the fix.
+    let tmp = tempdir();
+    let server = common::server();
+    let started_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let out = gst_launch(
+        &server.url(),
+        "behind2",
+        &KeyPair::demo(),
+        Some("-2m"),
+        tmp.path(),
+    );
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        server
+            .report()
+            .requests
+            .iter()
+            .all(|r| r.auth != kvs_local::report::AuthVerdict::Rejected),
+        "{text}"
+    );
+    assert!(
+        names_skew(&text, 2, "behind"),
+        "the skew is not named in {text}"
+    );
+    assert_eq!(
+        text.matches("a live stream's producer timestamps come from this machine's clock")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("its fragments are dated that much earlier than they happen")
+            && text.contains("Set the clock right (NTP"),
+        "{text}"
+    );
+    // What it says is what happened: the fragments are dated by the clock, 2 minutes early.
+    let fragments = server.fragments("behind2");
+    assert_eq!(fragments.len(), 3, "{text}");
+    let first = fragments[0].producer_timestamp_ms;
+    assert!(
+        first + 110_000 < started_ms && first + 130_000 > started_ms,
+        "dated {} ms before the test started",
+        started_ms as i64 - first as i64
+    );
+}
+
+#[test]
 fn a_signature_time_error_that_correction_does_not_cure_leads_with_the_clock() {
     // A service that says every signature has expired, ten minutes ahead of this machine.
     let service = Standin::http(|_| {

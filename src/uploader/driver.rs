@@ -31,6 +31,9 @@ const START_ATTEMPT_FACTOR: u32 = 3;
 const START_THROTTLING_FACTOR: u32 = 12;
 /// Consecutive refusals of the credentials after which the stream fails.
 const MAX_AUTH_FAILURES: u32 = 3;
+/// A clock this far off the service's is named once the control plane has answered: it
+/// dates the fragments (the service's `Date` has whole seconds, so less is not told).
+const DATING_SKEW: Duration = Duration::from_secs(10);
 
 pub(super) async fn run(shared: Arc<Shared>, credentials: SharedCredentialsProvider) {
     if let Err(error) = drive(&shared, &credentials).await {
@@ -84,6 +87,7 @@ async fn drive(
     let mut attempt = 0u32;
     let mut auth_failures = 0u32;
     let mut ever_authorised = false;
+    let mut clock_told = false;
     let mut endpoint: Option<Url> = None;
     let mut last_source = None;
     let started = tokio::time::Instant::now();
@@ -126,6 +130,25 @@ async fn drive(
                     Ok(url) => {
                         ever_authorised = true;
                         endpoint = Some(url);
+                        let skew = crate::sigv4::CLOCK.skew();
+                        if !clock_told && skew.magnitude() >= DATING_SKEW {
+                            clock_told = true;
+                            shared.emit(Event::Warning(about(
+                                &config.stream_name,
+                                format_args!(
+                                    "{skew}. Requests are signed with the service's time, but \
+                                     a live stream's producer timestamps come from this \
+                                     machine's clock: its fragments are dated that much {}. \
+                                     Set the clock right (NTP, e.g. timedatectl set-ntp true)",
+                                    if skew.0 > 0 {
+                                        "earlier than they happen"
+                                    } else {
+                                        "later than they happen (the service refuses fragments \
+                                         dated too far in the future)"
+                                    }
+                                ),
+                            )));
+                        }
                         continue;
                     }
                     Err(Unusable::Api(e)) => Err(Failure::Api(e)),
