@@ -526,6 +526,16 @@ fn lock_stream_dir(dir: &Path, stream: &str) -> io::Result<File> {
                     ),
                 ));
             }
+            // A filesystem without locks (some FUSE and network ones): the spool works as
+            // before locks were taken; one kvssink per stream is then the user's to keep.
+            Err(fs::TryLockError::Error(e))
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
+                ) =>
+            {
+                return Ok(file);
+            }
             Err(fs::TryLockError::Error(e)) => return Err(e),
         }
         // The holder before us removes the file when it closes (with nothing pending): a lock
