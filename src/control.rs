@@ -239,11 +239,10 @@ fn build_http_client(options: &ClientOptions<'_>) -> Result<reqwest::Client, Str
         .tcp_nodelay(true)
         .pool_max_idle_per_host(2)
         .user_agent(options.user_agent.to_owned());
-    if let Some(path) = options.ca_file {
-        for cert in crate::credentials::http::load_pem_roots(path)? {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
+    // PutMedia's TLS settings: one set of roots for every request, loaded at the first
+    // HTTPS handshake (never, against a plain-HTTP endpoint).
+    let tls = crate::uploader::tls_config(options.ca_file)?;
+    builder = builder.tls_backend_preconfigured(rustls::ClientConfig::clone(&tls));
     builder
         .build()
         .map_err(|e| format!("cannot set up HTTPS: {e}"))

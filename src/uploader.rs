@@ -14,6 +14,7 @@ mod dump;
 
 pub(crate) use driver::{auth_advice, backoff};
 pub use dump::{ENV as DUMP_DIR_ENV, dir_from_env as dump_dir_from_env};
+pub(crate) use transport::tls_config;
 mod state;
 mod transport;
 

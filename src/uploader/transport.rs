@@ -327,10 +327,13 @@ async fn tunnel(
     Ok(tcp)
 }
 
-/// The TLS settings of reqwest's clients: the platform's roots (plus `ca_file`'s), the
-/// default crypto provider; built once per version of the CA file (as the control plane's
-/// clients), so a file replaced while the process runs is read again.
-fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+/// The TLS settings of every HTTPS request (PutMedia's connection, and reqwest's clients for
+/// the other APIs): the platform's roots plus `ca_file`'s, the default crypto provider; built
+/// once per version of the CA file, so a file replaced while the process runs is read again.
+/// The roots themselves are loaded at the first handshake ([`LazyVerifier`]).
+pub(crate) fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     use crate::credentials::http::PerFileVersion;
     type Configs = PerFileVersion<Option<std::path::PathBuf>, Arc<rustls::ClientConfig>>;
     static CONFIGS: once_cell::sync::Lazy<Configs> = once_cell::sync::Lazy::new(Default::default);
@@ -342,6 +345,7 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientCon
 fn build_tls_config(
     ca_file: Option<&std::path::Path>,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
+    // The user's file is read now: what is wrong with it is said at start.
     let extra: Vec<CertificateDer<'static>> = match ca_file {
         Some(path) => crate::credentials::http::load_pem_roots_der(path)?,
         None => Vec::new(),
@@ -349,12 +353,11 @@ fn build_tls_config(
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-    let verifier = if extra.is_empty() {
-        rustls_platform_verifier::Verifier::new(provider.clone())
-    } else {
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-    }
-    .map_err(|e| format!("cannot set up HTTPS: {e}"))?;
+    let verifier = LazyVerifier {
+        extra,
+        provider: provider.clone(),
+        built: std::sync::OnceLock::new(),
+    };
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot set up HTTPS: {e}"))?
@@ -365,11 +368,103 @@ fn build_tls_config(
     Ok(Arc::new(config))
 }
 
+/// The platform's verifier, built at the first handshake that needs it: reading and parsing
+/// the system's root certificates costs more than the rest of a stream's start, and a process
+/// that only speaks plain HTTP (to kvs-local) never needs them.
+#[derive(Debug)]
+struct LazyVerifier {
+    extra: Vec<CertificateDer<'static>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    built: std::sync::OnceLock<Result<rustls_platform_verifier::Verifier, String>>,
+}
+
+impl LazyVerifier {
+    fn get(&self) -> Result<&rustls_platform_verifier::Verifier, rustls::Error> {
+        self.built
+            .get_or_init(|| {
+                let provider = self.provider.clone();
+                if self.extra.is_empty() {
+                    rustls_platform_verifier::Verifier::new(provider)
+                } else {
+                    rustls_platform_verifier::Verifier::new_with_extra_roots(
+                        self.extra.iter().cloned(),
+                        provider,
+                    )
+                }
+                .map_err(|e| format!("cannot set up HTTPS: {e}"))
+            })
+            .as_ref()
+            .map_err(|e| rustls::Error::General(e.clone()))
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for LazyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.get()?
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.get()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.get()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    /// The provider's schemes, as the platform's verifier answers, without building it.
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const CHILD: &str = "KVSSINK_TRANSPORT_SIGPIPE_CHILD";
+
+    /// The system's roots are read at the first certificate check, not when a client is
+    /// built nor when a handshake offers its schemes; then once.
+    #[test]
+    fn the_roots_are_loaded_at_the_first_certificate_check() {
+        use rustls::client::danger::ServerCertVerifier;
+        let verifier = LazyVerifier {
+            extra: Vec::new(),
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            built: std::sync::OnceLock::new(),
+        };
+        assert!(!verifier.supported_verify_schemes().is_empty());
+        assert!(verifier.built.get().is_none());
+        let name = ServerName::try_from("example.com").unwrap();
+        let not_a_certificate = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
+        let now = rustls::pki_types::UnixTime::now();
+        assert!(
+            verifier
+                .verify_server_cert(&not_a_certificate, &[], &name, &[], now)
+                .is_err()
+        );
+        assert!(verifier.built.get().is_some_and(|v| v.is_ok()));
+    }
 
     /// The streaming thread is the host's, with SIGPIPE at its default action (it kills):
     /// writes to a connection the peer closed must fail, not kill. Checked in a copy of this
