@@ -56,6 +56,10 @@ const PACE_SLACK: Duration = Duration::from_millis(25);
 /// be dated this much (ms) earlier than it happens: shorter pauses keep the session.
 const RESUME_LAG_MS: u64 = 1_000;
 
+/// A live stream follows this machine's clock when it is set (stepped) by this much (ms) or
+/// more while streaming; NTP's gradual corrections move both clocks alike.
+const CLOCK_STEP_MS: u64 = 2_000;
+
 /// The data rate an offline upload is paced to. Kept within `PACE_SLACK` of its line either
 /// way, no second carries more than this rate over 1.05 s: the service's limit.
 const PACED_BYTES_PER_SECOND: f64 = MAX_BYTES_PER_SECOND / 1.05;
@@ -86,6 +90,9 @@ pub enum StartSource {
     /// Live, playing again after a pause: running time stood still while the clock did not,
     /// so the first fragment after the pause happens now (a new session).
     Resumed,
+    /// Live: this machine's clock was set forward while streaming (NTP setting a clock that
+    /// was behind, or a suspend): the fragments from then on are dated by it (a new session).
+    ClockStepped,
 }
 
 impl StartSource {
@@ -100,6 +107,7 @@ impl StartSource {
             StartSource::NowMinusDuration => "now-minus-duration",
             StartSource::NowPaced => "now-paced",
             StartSource::Resumed => "resumed",
+            StartSource::ClockStepped => "clock-stepped",
         }
     }
 }
@@ -130,6 +138,10 @@ impl fmt::Display for StartSource {
             StartSource::Resumed => {
                 "now, as the pipeline plays again after a pause (the fragments after it keep \
                  their real time, not the running time that stood still)"
+            }
+            StartSource::ClockStepped => {
+                "this machine's clock, set forward while streaming (the fragments from now on \
+                 are dated by it)"
             }
         })
     }
@@ -185,6 +197,10 @@ pub enum Notice {
     },
     /// The open fragment nears `fragment-duration`: ask upstream for a key frame now.
     KeyUnitDue { duration_ns: u64, lead_ns: u64 },
+    /// This machine's clock was set this far (ms, negative: back) while a live stream ran
+    /// (a warning). Forward, the stream follows it (a new start follows); back, it keeps its
+    /// times, so that no fragment is dated before one already sent.
+    ClockStepped { step_ms: i64 },
 }
 
 impl fmt::Display for Notice {
@@ -267,6 +283,20 @@ impl fmt::Display for Notice {
                 "producer timestamps start at {producer_start_ms} ms since the epoch, from \
                  {source}"
             ),
+            Notice::ClockStepped { step_ms } if *step_ms > 0 => write!(
+                f,
+                "this machine's clock was set {:.1} s forward while streaming (NTP setting a \
+                 clock that was behind, or a suspend): the fragments from now on are dated by \
+                 it, in a new session",
+                *step_ms as f64 / 1000.0
+            ),
+            Notice::ClockStepped { step_ms } => write!(
+                f,
+                "this machine's clock was set {:.1} s back while streaming: the fragments keep \
+                 the times they had, that much ahead of the clock now, so that none is dated \
+                 before one already sent. Start the stream again to date it by the clock",
+                step_ms.unsigned_abs() as f64 / 1000.0
+            ),
             Notice::Skipped { bytes } => write!(
                 f,
                 "skipping {bytes} bytes of top-level elements between clusters"
@@ -311,6 +341,9 @@ pub struct Producer {
     last_header: Option<StreamHeader>,
     /// Live and playing again after a pause: the next fragment may start a new session.
     resumed: bool,
+    /// Live: this machine's clock and the monotonic clock when the current start was
+    /// placed; they part when the clock is set (a step), which the dates then follow.
+    wall_anchor: Option<(u64, Instant)>,
     timecode_scale: u64,
     /// Configured media type; derived from each header's tracks when `None`.
     media_type: Option<String>,
@@ -493,6 +526,7 @@ impl Producer {
             pending_header: None,
             last_header: None,
             resumed: false,
+            wall_anchor: None,
             timecode_scale: 1_000_000,
             media_type,
             fragment_duration_ns: config.fragment_duration_ns,
@@ -771,6 +805,8 @@ impl Producer {
                         self.start_stream(header, start_ns, notices);
                     } else if std::mem::take(&mut self.resumed) {
                         self.restart_after_pause(start_ns, notices);
+                    } else {
+                        self.follow_clock_step(notices);
                     }
                     notices.push(Notice::FragmentStarted {
                         timecode: start.timecode,
@@ -895,6 +931,28 @@ impl Producer {
         }
     }
 
+    /// Live: when this machine's clock was set by `CLOCK_STEP_MS` or more since the start was
+    /// placed (it moved that much more or less than the monotonic clock), a forward step is
+    /// followed (the stream starts again, dated that much later) and a step back is told.
+    fn follow_clock_step(&mut self, notices: &mut Vec<Notice>) {
+        let Some((wall_ms, at)) = self.wall_anchor else {
+            return;
+        };
+        let now = uploader::now_ms();
+        let step_ms = now as i64 - wall_ms as i64 - at.elapsed().as_millis() as i64;
+        if step_ms.unsigned_abs() < CLOCK_STEP_MS {
+            return;
+        }
+        notices.push(Notice::ClockStepped { step_ms });
+        self.wall_anchor = Some((now, Instant::now()));
+        if step_ms > 0
+            && let Some(header) = self.last_header.clone()
+        {
+            let start_ms = self.producer_start_ms.saturating_add(step_ms as u64);
+            self.start_stream_at(header, start_ms, StartSource::ClockStepped, notices);
+        }
+    }
+
     fn start_stream_at(
         &mut self,
         header: StreamHeader,
@@ -903,6 +961,11 @@ impl Producer {
         notices: &mut Vec<Notice>,
     ) {
         self.last_header = Some(header.clone());
+        self.wall_anchor = matches!(
+            source,
+            StartSource::Live | StartSource::Resumed | StartSource::ClockStepped
+        )
+        .then(|| (uploader::now_ms(), Instant::now()));
         self.producer_start_ms = producer_start_ms;
         self.real_time = source == StartSource::NowPaced;
         notices.push(Notice::StartTime {

@@ -10,7 +10,7 @@
 //! and requests are signed at this machine's time plus that skew. A signature error is put down
 //! to the clock when the skew is over [`SKEW_THRESHOLD`].
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -214,25 +214,75 @@ impl std::fmt::Display for Skew {
     }
 }
 
-/// The skew between this machine's clock and the service's, as last measured.
+/// The skew between this machine's clock and the service's, as last measured, and kept true
+/// when this machine's clock is set (stepped) after the measurement: the service's time goes
+/// on with the boot clock, which no setting moves.
 #[derive(Debug, Default)]
 pub struct Clock {
-    skew_ms: AtomicI64,
+    measured: Mutex<Option<Measured>>,
 }
+
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    skew_ms: i64,
+    /// This machine's clock and the boot clock when it was measured (ms).
+    wall_ms: i64,
+    boot_ms: i64,
+}
+
+impl Measured {
+    /// The skew when this machine's clock reads `wall_ms` and the boot clock `boot_ms`: a
+    /// setting of the clock since the measurement moved it that much against the service's.
+    fn skew_at(self, wall_ms: i64, boot_ms: i64) -> Skew {
+        let step = (wall_ms - self.wall_ms) - (boot_ms - self.boot_ms);
+        if step.abs() < STEP_TOLERANCE_MS {
+            Skew(self.skew_ms)
+        } else {
+            Skew(self.skew_ms - step)
+        }
+    }
+}
+
+/// Moves of this machine's clock against the boot clock smaller than this (ms) are the
+/// grain of reading the two, or NTP's gradual corrections: not a setting of the clock.
+const STEP_TOLERANCE_MS: i64 = 1_000;
 
 /// The skew of this process's requests: one machine clock, and every AWS endpoint keeps the
 /// same time, so one measurement serves the control plane and PutMedia alike.
 pub static CLOCK: Clock = Clock::new();
 
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `CLOCK_BOOTTIME` (ms): monotonic, and it goes on during a suspend, as the service's time
+/// does.
+// `time_t` and `c_long` are `i64` here, `i32` on some 32-bit targets (cameras).
+#[allow(clippy::unnecessary_cast)]
+fn boot_ms() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as i64 * 1000 + ts.tv_nsec as i64 / 1_000_000
+}
+
 impl Clock {
     pub const fn new() -> Clock {
         Clock {
-            skew_ms: AtomicI64::new(0),
+            measured: Mutex::new(None),
         }
     }
 
     pub fn skew(&self) -> Skew {
-        Skew(self.skew_ms.load(Ordering::Relaxed))
+        match *self.measured.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(m) => m.skew_at(wall_ms(), boot_ms()),
+            None => Skew(0),
+        }
     }
 
     /// This machine's time now, corrected for the skew.
@@ -256,7 +306,11 @@ impl Clock {
             Ok(ahead) => i64::try_from(ahead.as_millis()).unwrap_or(i64::MAX),
             Err(behind) => -i64::try_from(behind.duration().as_millis()).unwrap_or(i64::MAX),
         };
-        self.skew_ms.store(ms, Ordering::Relaxed);
+        *self.measured.lock().unwrap_or_else(|e| e.into_inner()) = Some(Measured {
+            skew_ms: ms,
+            wall_ms: wall_ms(),
+            boot_ms: boot_ms(),
+        });
         Skew(ms)
     }
 
@@ -425,6 +479,28 @@ mod tests {
             sent + Duration::from_secs(3600),
         );
         assert_eq!(other.skew(), Skew(0));
+    }
+
+    #[test]
+    fn a_clock_set_after_the_measurement_keeps_the_service_time() {
+        // Measured an hour behind the service, at boot clock 50 s.
+        let m = Measured {
+            skew_ms: 3_600_000,
+            wall_ms: 1_000_000,
+            boot_ms: 50_000,
+        };
+        // 10 s later, untouched (and with half a second of reading grain): the same skew.
+        assert_eq!(m.skew_at(1_010_000, 60_000), Skew(3_600_000));
+        assert_eq!(m.skew_at(1_010_500, 60_000), Skew(3_600_000));
+        // NTP set the clock an hour forward: it now agrees with the service.
+        assert_eq!(m.skew_at(4_610_000, 60_000), Skew(0));
+        // Set two minutes back instead: two more minutes behind.
+        assert_eq!(m.skew_at(890_000, 60_000), Skew(3_720_000));
+        // Monotonic and steady, the boot clock moves on with the wall clock.
+        let (w0, b0) = (wall_ms(), boot_ms());
+        std::thread::sleep(Duration::from_millis(20));
+        let (w1, b1) = (wall_ms(), boot_ms());
+        assert!(((w1 - w0) - (b1 - b0)).abs() < 10 && b1 - b0 >= 20);
     }
 
     #[test]

@@ -472,6 +472,138 @@ fn a_clock_off_by_less_than_the_signature_allows_is_named_as_it_dates_the_fragme
     );
 }
 
+/// What a live stream made while this machine's clock was set from `from` to `to` (libfaketime
+/// offsets, read from a file that is changed once 3 fragments are stored): gst-launch-1.0's
+/// output, the stored fragments' producer times, when the clock was set (ms since the epoch)
+/// and how many requests were refused.
+fn stream_while_the_clock_is_set(
+    stream: &str,
+    from: &str,
+    to: &str,
+) -> (String, Vec<u64>, u64, usize) {
+    let tmp = tempdir();
+    let server = common::server();
+    let offset = tmp.path().join("offset");
+    std::fs::write(&offset, from).unwrap();
+    let library = ["/usr/lib/x86_64-linux-gnu/faketime", "/usr/lib/faketime"]
+        .iter()
+        .map(|d| Path::new(d).join("libfaketime.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime.so.1 (apt-get install faketime)");
+    let line =
+        launch_line("testsrc", &[("STREAM", stream)]).replace("num-buffers=90", "num-buffers=300");
+    let child = Command::new("gst-launch-1.0")
+        .args(["-m", "-e"])
+        .args(line.split_whitespace())
+        .arg(format!("control-plane-uri={}", server.url()))
+        .arg("aws-region=us-east-1")
+        .env("GST_PLUGIN_PATH", common::host::plugin_dir())
+        .env("GST_REGISTRY", tmp.path().join("registry.bin"))
+        .env("AWS_ACCESS_KEY_ID", &KeyPair::demo().access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &KeyPair::demo().secret_key)
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("CONTROL_PLANE_URI")
+        .env("LD_PRELOAD", &library)
+        .env("FAKETIME_TIMESTAMP_FILE", &offset)
+        .env("FAKETIME_CACHE_DURATION", "1")
+        .env("DONT_FAKE_MONOTONIC", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run gst-launch-1.0");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while server.fragments(stream).len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "no fragments");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let set_at = epoch_ms(SystemTime::now());
+    std::fs::write(&offset, to).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("outcome=(string)all-persisted"), "{text}");
+    let times: Vec<u64> = server
+        .fragments(stream)
+        .iter()
+        .map(|f| f.producer_timestamp_ms)
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    let refused = server
+        .report()
+        .requests
+        .into_iter()
+        .filter(|r| r.auth == kvs_local::report::AuthVerdict::Rejected)
+        .count();
+    (text, times, set_at, refused)
+}
+
+fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The `source` of each `kvs-stream-start` in gst-launch-1.0 -m's output.
+fn start_sources(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.contains("kvs-stream-start"))
+        .filter_map(|l| l.split("source=(string)").nth(1))
+        .filter_map(|s| s.split(',').next())
+        .collect()
+}
+
+#[test]
+fn a_clock_set_forward_while_streaming_dates_the_fragments_after_it_by_it() {
+    // A camera without a battery-backed clock starts an hour behind; NTP sets the clock
+    // while it streams. The fragments after the setting are dated by the right time, in a
+    // new session, said once; the requests after it are still signed right (none refused
+    // but the very first, before the service's time was known).
+    let (text, times, set_at, refused) = stream_while_the_clock_is_set("forward", "-1h", "+0");
+    assert_eq!(
+        text.matches("this machine's clock was set 3").count(),
+        1,
+        "the setting is not told once: {text}"
+    );
+    assert!(text.contains("s forward while streaming"), "{text}");
+    assert_eq!(start_sources(&text), ["live", "clock-stepped"], "{text}");
+    assert_eq!(refused, 1, "{text}");
+    // Before the setting, dated an hour early; after it, by the right time.
+    let early = times.iter().filter(|&&t| t + 1_800_000 < set_at).count();
+    assert!(early >= 3 && early < times.len(), "{times:?}");
+    for &t in &times[early..] {
+        assert!(
+            t + 3_000 > set_at && t < epoch_ms(SystemTime::now()),
+            "a fragment after the setting is dated {} ms from it: {times:?}",
+            t as i64 - set_at as i64
+        );
+    }
+}
+
+#[test]
+fn a_clock_set_back_while_streaming_is_told_and_the_dates_go_on() {
+    // Set ten minutes back: the fragments keep their times (none dated before one already
+    // sent), and the warning says what to do.
+    let (text, times, set_at, refused) = stream_while_the_clock_is_set("back", "+0", "-10m");
+    assert!(
+        text.contains("this machine's clock was set 600.")
+            && text.contains("s back while streaming")
+            && text.contains("Start the stream again to date it by the clock"),
+        "{text}"
+    );
+    assert_eq!(start_sources(&text), ["live"], "{text}");
+    assert_eq!(refused, 0, "{text}");
+    let last = *times.last().unwrap();
+    assert!(
+        last > set_at && last < epoch_ms(SystemTime::now()),
+        "{times:?}"
+    );
+}
+
 #[test]
 fn a_signature_time_error_that_correction_does_not_cure_leads_with_the_clock() {
     // A service that says every signature has expired, ten minutes ahead of this machine.

@@ -1127,6 +1127,11 @@ impl KvsSink {
                     gst::debug!(CAT, imp = self, "{}", notice);
                     self.request_key_unit();
                 }
+                Notice::ClockStepped { .. } => gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::Clock,
+                    ("{}", about(stream, &notice))
+                ),
             }
         }
     }
