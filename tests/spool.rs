@@ -112,17 +112,7 @@ fn a_host_killed_during_an_outage_sends_everything_at_the_next_start() {
     cmd.arg("-e")
         .args(split_launch(&live_line(60, "killed", &props, &copy1)));
     let mut child = cmd.spawn().unwrap();
-    wait_for("2 fragments", TIMEOUT, || {
-        server.fragments("killed").len() >= 2
-    });
-    server.pause_listening();
-    let before_outage = server.fragments("killed").len();
-    wait_for("5 clusters recorded during the outage", TIMEOUT, || {
-        split_bytes(std::fs::read(&copy1).unwrap_or_default())
-            .1
-            .len()
-            >= before_outage + 5
-    });
+    let before_outage = outage_after_two_fragments(&server, "killed", &copy1, 5);
     child.kill().unwrap();
     child.wait().unwrap();
     server.resume_listening();
@@ -171,6 +161,26 @@ fn a_host_killed_during_an_outage_sends_everything_at_the_next_start() {
     );
 }
 
+/// Once `stream` has 2 fragments stored, the service goes (it stops listening) until the
+/// stream's copy `copy` holds `clusters` more clusters than the service had then. Returns
+/// how many fragments were stored before the outage.
+fn outage_after_two_fragments(
+    server: &Server,
+    stream: &str,
+    copy: &Path,
+    clusters: usize,
+) -> usize {
+    wait_for("2 fragments", TIMEOUT, || {
+        server.fragments(stream).len() >= 2
+    });
+    server.pause_listening();
+    let before_outage = server.fragments(stream).len();
+    wait_for("clusters recorded during the outage", TIMEOUT, || {
+        split_bytes(std::fs::read(copy).unwrap_or_default()).1.len() >= before_outage + clusters
+    });
+    before_outage
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -202,18 +212,8 @@ fn a_second_host_on_a_spool_in_use_is_told_and_takes_nothing_from_it() {
     let line2 = live_line(3, "shared", &props, &copy2);
     let (first, second) = std::thread::scope(|s| {
         let first = s.spawn(|| gst_launch(&server, &line1, TIMEOUT));
-        wait_for("2 fragments", TIMEOUT, || {
-            server.fragments("shared").len() >= 2
-        });
         // An outage: the first run's fragments wait in its spool.
-        server.pause_listening();
-        let before_outage = server.fragments("shared").len();
-        wait_for("4 clusters recorded during the outage", TIMEOUT, || {
-            split_bytes(std::fs::read(&copy1).unwrap_or_default())
-                .1
-                .len()
-                >= before_outage + 4
-        });
+        outage_after_two_fragments(&server, "shared", &copy1, 4);
         let second = s.spawn(|| gst_launch(&server, &line2, TIMEOUT));
         std::thread::sleep(Duration::from_millis(1500));
         server.resume_listening();
