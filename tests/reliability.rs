@@ -257,6 +257,14 @@ fn endpoint_down_for_ten_seconds_then_back() {
     // 3 + 9), which is also what brings the stream back within a second of the endpoint.
     let attempts = reconnects(&run);
     assert!((8..=14).contains(&attempts), "{attempts} attempts");
+    // Each attempt is a kvs-connection message; only the first three are warnings too (then
+    // one a minute), so that a camera offline for hours does not fill its log.
+    let warned = run
+        .warnings
+        .iter()
+        .filter(|w| w.contains("reconnecting"))
+        .count();
+    assert_eq!(warned, 3, "{:?}", run.warnings);
     assert_nothing_lost(&server, "outage", &sent);
 }
 

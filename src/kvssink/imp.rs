@@ -55,6 +55,41 @@ enum State {
     Started(Box<Started>),
 }
 
+/// An endpoint down for hours is retried once a second: its first attempts are each a
+/// warning, then one a minute says it goes on, and a new reason is told at once.
+#[derive(Default)]
+struct ReconnectWarnings {
+    /// When the last one was posted, and its reason.
+    last: Option<(std::time::Instant, String)>,
+    /// Attempts since, not told.
+    untold: u32,
+}
+
+/// Attempts of one outage that each get a warning; after them, one a minute.
+const RECONNECT_WARNINGS: u32 = 3;
+const RECONNECT_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+impl ReconnectWarnings {
+    /// Whether attempt `attempt` (failed for `reason`) gets a warning; if so, how many
+    /// attempts before it got none.
+    fn take(&mut self, attempt: u32, reason: &str) -> Option<u32> {
+        let due = match &self.last {
+            Some((at, last)) => {
+                attempt <= RECONNECT_WARNINGS
+                    || last != reason
+                    || at.elapsed() >= RECONNECT_WARNING_EVERY
+            }
+            None => true,
+        };
+        if !due {
+            self.untold += 1;
+            return None;
+        }
+        self.last = Some((std::time::Instant::now(), reason.to_owned()));
+        Some(std::mem::take(&mut self.untold))
+    }
+}
+
 #[derive(Default)]
 pub struct KvsSink {
     settings: Mutex<Settings>,
@@ -63,6 +98,9 @@ pub struct KvsSink {
     uploader: Mutex<Option<Arc<Uploader>>>,
     /// Counters of the last run, kept for `stats` after stop.
     last_stats: Mutex<uploader::Stats>,
+    /// The reconnect warnings of the current outage (the `kvs-connection` message of every
+    /// attempt is posted regardless).
+    reconnect_warnings: Mutex<ReconnectWarnings>,
     /// With H.264 or H.265 caps (AWS's kvssink input), and an audio pad: makes Matroska of
     /// the frames.
     es: Mutex<EsMuxer>,
@@ -1404,22 +1442,48 @@ impl KvsSink {
                         s.set("state", "connecting");
                         s.set("attempt", attempt);
                     }
-                    ConnectionState::Streaming => s.set("state", "streaming"),
+                    ConnectionState::Streaming => {
+                        *lock(&self.reconnect_warnings) = ReconnectWarnings::default();
+                        s.set("state", "streaming")
+                    }
                     ConnectionState::Reconnecting {
                         attempt,
                         delay,
                         reason,
                     } => {
-                        gst::element_imp_warning!(
-                            self,
-                            gst::ResourceError::Write,
-                            (
+                        let told = lock(&self.reconnect_warnings).take(attempt, &reason);
+                        match told {
+                            Some(0) => gst::element_imp_warning!(
+                                self,
+                                gst::ResourceError::Write,
+                                (
+                                    "reconnecting in {} ms (attempt {}): {}",
+                                    delay.as_millis(),
+                                    attempt,
+                                    reason
+                                )
+                            ),
+                            Some(untold) => gst::element_imp_warning!(
+                                self,
+                                gst::ResourceError::Write,
+                                (
+                                    "still reconnecting, in {} ms (attempt {}; {} since the \
+                                     last warning, each in a kvs-connection message): {}",
+                                    delay.as_millis(),
+                                    attempt,
+                                    untold,
+                                    reason
+                                )
+                            ),
+                            None => gst::debug!(
+                                CAT,
+                                imp = self,
                                 "reconnecting in {} ms (attempt {}): {}",
                                 delay.as_millis(),
                                 attempt,
                                 reason
-                            )
-                        );
+                            ),
+                        }
                         s.set("state", "reconnecting");
                         s.set("attempt", attempt);
                         s.set("delay", delay.as_millis() as u64);
@@ -1541,5 +1605,32 @@ impl KvsSink {
             .field("backlog-duration", stats.backlog.duration_ns)
             .field("last-error", stats.last_error.unwrap_or_default())
             .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_warns_at_its_first_attempts_at_a_new_reason_and_once_a_minute() {
+        let mut w = ReconnectWarnings::default();
+        let down = "cannot reach http://127.0.0.1:1: connection refused";
+        assert_eq!(w.take(1, down), Some(0));
+        assert_eq!(w.take(2, down), Some(0));
+        assert_eq!(w.take(3, down), Some(0));
+        assert_eq!(w.take(4, down), None);
+        assert_eq!(w.take(5, down), None);
+        // Another reason is told at once, with the attempts not told before it.
+        assert_eq!(w.take(6, "throttled by the service"), Some(2));
+        assert_eq!(w.take(7, "throttled by the service"), None);
+        // A minute after the last warning, the next attempt is told.
+        let (_, reason) = w.last.take().unwrap();
+        let a_minute_ago = std::time::Instant::now()
+            .checked_sub(RECONNECT_WARNING_EVERY)
+            .unwrap();
+        w.last = Some((a_minute_ago, reason));
+        assert_eq!(w.take(8, "throttled by the service"), Some(1));
+        assert_eq!(w.take(9, "throttled by the service"), None);
     }
 }
