@@ -1452,37 +1452,25 @@ impl KvsSink {
                         reason,
                     } => {
                         let told = lock(&self.reconnect_warnings).take(attempt, &reason);
+                        let line = format!(
+                            "reconnecting in {} ms (attempt {}): {}",
+                            delay.as_millis(),
+                            attempt,
+                            reason
+                        );
                         match told {
                             Some(0) => gst::element_imp_warning!(
                                 self,
                                 gst::ResourceError::Write,
-                                (
-                                    "reconnecting in {} ms (attempt {}): {}",
-                                    delay.as_millis(),
-                                    attempt,
-                                    reason
-                                )
+                                ("{}", line)
                             ),
                             Some(untold) => gst::element_imp_warning!(
                                 self,
                                 gst::ResourceError::Write,
-                                (
-                                    "still reconnecting, in {} ms (attempt {}; {} since the \
-                                     last warning, each in a kvs-connection message): {}",
-                                    delay.as_millis(),
-                                    attempt,
-                                    untold,
-                                    reason
-                                )
+                                ("still {line} ({untold} attempts since the last warning, \
+                                     each in a kvs-connection message)")
                             ),
-                            None => gst::debug!(
-                                CAT,
-                                imp = self,
-                                "reconnecting in {} ms (attempt {}): {}",
-                                delay.as_millis(),
-                                attempt,
-                                reason
-                            ),
+                            None => gst::debug!(CAT, imp = self, "{}", line),
                         }
                         s.set("state", "reconnecting");
                         s.set("attempt", attempt);
