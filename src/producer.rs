@@ -21,7 +21,7 @@ use kvs_format::kvs;
 use crate::ack::{Ack, AckEventType, ErrorClass, classify};
 use crate::metadata::{Added, FragmentMetadata, MetadataError, Snapshot};
 use crate::mkv::{self, MkvError, Splitter, StreamHeader, TrackInfo};
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolDropped};
 use crate::store::AckLevel;
 use crate::uploader::{self, EventSink, Summary, Uploader};
 
@@ -186,10 +186,22 @@ pub enum Notice {
         bytes: u64,
         torn_bytes: u64,
     },
-    /// The spool was full: its oldest fragments were dropped (a warning).
-    SpoolDropped { fragments: u64, bytes: u64 },
-    /// The spool cannot be written (a warning): the fragment is kept in memory only.
+    /// The spool (or its disk) was full: its oldest fragments that the uploader did not
+    /// hold were dropped (a warning).
+    SpoolDropped {
+        fragments: u64,
+        bytes: u64,
+        disk_full: bool,
+    },
+    /// The spool cannot be opened or written (a warning): memory only from now on.
     SpoolFailed(String),
+    /// A fragment could not be written to the spool (a warning, told again only when the
+    /// error changes): sent from memory, or `lost` when older fragments wait on disk.
+    SpoolWriteFailed { error: String, lost: bool },
+    /// A spooled fragment could not be read back: it is lost (a warning).
+    SpoolReadFailed(String),
+    /// `spool-size` is more than the disk had free when the spool opened (a warning).
+    SpoolDiskSmall { free: u64, size: u64 },
     /// The producer time of the stream's first fragment was fixed (a message for the user).
     StartTime {
         producer_start_ms: u64,
@@ -266,10 +278,40 @@ impl fmt::Display for Notice {
                 }
                 Ok(())
             }
-            Notice::SpoolDropped { fragments, bytes } => write!(
+            Notice::SpoolDropped {
+                fragments,
+                bytes,
+                disk_full,
+            } => write!(
                 f,
-                "the spool is full (spool-size): dropped its {fragments} oldest fragments \
-                 ({bytes} bytes) that the service had not acknowledged"
+                "{}: dropped its {fragments} oldest fragments ({bytes} bytes) that the \
+                 service had not acknowledged",
+                if *disk_full {
+                    "the spool's disk is full"
+                } else {
+                    "the spool is full (spool-size)"
+                }
+            ),
+            Notice::SpoolWriteFailed { error, lost } => write!(
+                f,
+                "cannot write a fragment to the spool (spool-dir): {error}; {} (told again \
+                 when this changes)",
+                if *lost {
+                    "it is lost: older fragments wait on disk, and it cannot be sent before them"
+                } else {
+                    "it is sent from memory, without a copy on disk"
+                }
+            ),
+            Notice::SpoolReadFailed(e) => write!(
+                f,
+                "cannot read a fragment back from the spool (spool-dir): {e}; it is lost"
+            ),
+            Notice::SpoolDiskSmall { free, size } => write!(
+                f,
+                "spool-size is {} MB but the disk of spool-dir had {} MB free: once it is full, \
+                 the spool's oldest fragments are dropped",
+                size >> 20,
+                free >> 20
             ),
             Notice::SpoolFailed(e) => write!(
                 f,
@@ -402,8 +444,6 @@ struct SpoolShared {
     /// Producer times acknowledged before their fragment was spooled (an idle fragment,
     /// ended by a tag, can be acknowledged before its cluster is complete here).
     early: HashSet<u64>,
-    /// Fragments dropped from the full spool.
-    dropped: u64,
 }
 
 impl SpoolShared {
@@ -441,6 +481,63 @@ struct SpoolMode {
     open: Option<OpenFragment>,
     /// Largest fragment so far: memory must have room for two more to pass one through.
     largest: u64,
+    /// Fragments of this run have ids from here (lower ones are an earlier run's).
+    first_run_id: u64,
+    counts: SpoolCounts,
+    /// The last failed write to the spool, and whether its fragment was lost: told again
+    /// only when this changes or after a write succeeds.
+    write_error: Option<(String, bool)>,
+}
+
+/// What the spool did with the fragments it was given, for the end-of-stream account.
+#[derive(Debug, Default)]
+struct SpoolCounts {
+    /// Fragments of this run that did not go to the uploader as they arrived.
+    spooled: u64,
+    /// ... of those, handed to it later (from disk, or from memory when the disk failed).
+    handed: u64,
+    /// Dropped from the spool before they were handed to the uploader, and whether the
+    /// disk was full.
+    dropped: u64,
+    dropped_disk_full: bool,
+    /// Neither written to the spool nor sent from memory (older fragments waited on disk),
+    /// or not read back from it.
+    unwritten: u64,
+    /// Fragments of an earlier run dropped or not read back (produced, and lost).
+    earlier_run_lost: u64,
+}
+
+impl SpoolCounts {
+    /// Counts and tells what the spool dropped: those already handed to the uploader (not
+    /// in `backlog`) are not lost (they are in memory, only no longer on disk).
+    fn count_dropped(
+        &mut self,
+        first_run_id: u64,
+        backlog: &VecDeque<u64>,
+        dropped: &SpoolDropped,
+        notices: &mut Vec<Notice>,
+    ) {
+        let (mut fragments, mut bytes) = (0, 0);
+        for &(id, len) in &dropped.each {
+            if !backlog.contains(&id) {
+                continue;
+            }
+            fragments += 1;
+            bytes += len;
+            self.dropped += 1;
+            if id < first_run_id {
+                self.earlier_run_lost += 1;
+            }
+        }
+        self.dropped_disk_full |= dropped.disk_full;
+        if fragments > 0 {
+            notices.push(Notice::SpoolDropped {
+                fragments,
+                bytes,
+                disk_full: dropped.disk_full,
+            });
+        }
+    }
 }
 
 impl Producer {
@@ -463,12 +560,16 @@ impl Producer {
                             torn_bytes: recovered.torn_bytes,
                         });
                     }
-                    let backlog = spool.pending().map(|f| f.id).collect();
+                    let backlog: VecDeque<u64> = spool.pending().map(|f| f.id).collect();
+                    let first_run_id = backlog.back().map_or(0, |id| id + 1);
+                    let size = *max;
+                    if let Some(free) = spool.disk_free_at_open().filter(|&free| free < size) {
+                        notices.push(Notice::SpoolDiskSmall { free, size });
+                    }
                     let shared = Arc::new(Mutex::new(SpoolShared {
                         spool,
                         by_time: HashMap::new(),
                         early: HashSet::new(),
-                        dropped: 0,
                     }));
                     Some(SpoolMode {
                         shared,
@@ -477,6 +578,9 @@ impl Producer {
                         uploader_header: None,
                         open: None,
                         largest: 0,
+                        first_run_id,
+                        counts: SpoolCounts::default(),
+                        write_error: None,
                     })
                 }
                 Err(e) => {
@@ -512,8 +616,8 @@ impl Producer {
             events,
         ));
         if spool.is_some() {
-            // The spool takes what memory cannot: the store never drops.
-            uploader.set_keep_everything(true);
+            // The spool takes what memory cannot: the store never drops nor waits.
+            uploader.set_spooled(true);
         }
         let mut producer = Producer {
             splitter: Splitter::new(mkv::Limits {
@@ -562,8 +666,7 @@ impl Producer {
     /// the first bytes.
     pub fn set_offline(&mut self, offline: bool) {
         self.offline = offline;
-        self.uploader
-            .set_keep_everything(offline || self.spool.is_some());
+        self.uploader.set_keep_everything(offline);
     }
 
     /// The recording's duration as upstream knows it (e.g. `matroskademux ! ... !
@@ -997,7 +1100,7 @@ impl Producer {
                     // Memory only from now on; what the spool holds stays for the next start.
                     notices.push(Notice::SpoolFailed(e.to_string()));
                     self.spool = None;
-                    self.uploader.set_keep_everything(self.offline);
+                    self.uploader.set_spooled(false);
                 }
             }
         }
@@ -1073,6 +1176,9 @@ impl Producer {
         let Some(header_id) = mode.live_header else {
             return;
         };
+        if !open.passthrough {
+            mode.counts.spooled += 1;
+        }
         let mut shared = lock(&mode.shared);
         let appended = shared.spool.append_fragment(
             header_id,
@@ -1082,12 +1188,10 @@ impl Producer {
         );
         match appended {
             Ok((fragment, dropped)) => {
+                mode.write_error = None;
                 if dropped.fragments > 0 {
-                    shared.dropped += dropped.fragments;
-                    notices.push(Notice::SpoolDropped {
-                        fragments: dropped.fragments,
-                        bytes: dropped.bytes,
-                    });
+                    mode.counts
+                        .count_dropped(mode.first_run_id, &mode.backlog, &dropped, notices);
                     mode.backlog.retain(|id| shared.spool.get(*id).is_some());
                 }
                 let start_ms = shared
@@ -1105,9 +1209,36 @@ impl Producer {
                 }
             }
             Err(e) => {
-                notices.push(Notice::SpoolFailed(e.to_string()));
-                if !open.passthrough {
-                    shared.dropped += 1;
+                drop(shared);
+                // Not on disk: sent from memory if nothing older waits there.
+                let lost = !open.passthrough && !mode.backlog.is_empty();
+                let told = (e.to_string(), lost);
+                if mode.write_error.as_ref() != Some(&told) {
+                    notices.push(Notice::SpoolWriteFailed {
+                        error: told.0.clone(),
+                        lost,
+                    });
+                    mode.write_error = Some(told);
+                }
+                if lost {
+                    mode.counts.unwritten += 1;
+                } else if !open.passthrough {
+                    mode.counts.handed += 1;
+                    if mode.uploader_header != Some(header_id) {
+                        let header = lock(&mode.shared).spool.header(header_id).cloned();
+                        if let Some(h) = header {
+                            self.uploader
+                                .push_header(h.bytes, h.producer_start_ms, h.media_type);
+                            mode.uploader_header = Some(h.id);
+                        }
+                    }
+                    self.uploader
+                        .begin_fragment(open.timecode, open.start_ns, size);
+                    for chunk in open.chunks {
+                        self.uploader.append(chunk);
+                    }
+                    self.uploader.end_fragment(end_ns);
+                    self.uploader.wake(true, false);
                 }
             }
         }
@@ -1142,10 +1273,19 @@ impl Producer {
             let bytes = match read {
                 Ok(bytes) => bytes,
                 Err(e) => {
-                    notices.push(Notice::SpoolFailed(e.to_string()));
+                    notices.push(Notice::SpoolReadFailed(e.to_string()));
+                    mode.counts.unwritten += 1;
+                    if fragment.id >= mode.first_run_id {
+                        mode.counts.handed += 1;
+                    } else {
+                        mode.counts.earlier_run_lost += 1;
+                    }
                     continue;
                 }
             };
+            if fragment.id >= mode.first_run_id {
+                mode.counts.handed += 1;
+            }
             if mode.uploader_header != Some(fragment.header_id)
                 && let Some(h) = header
             {
@@ -1178,13 +1318,26 @@ impl Producer {
         }
     }
 
-    /// The spool's part of the end-of-stream account: (fragments it still holds, fragments
-    /// dropped from it when full).
-    pub fn spool_account(&self) -> (u64, u64) {
-        self.spool.as_ref().map_or((0, 0), |m| {
-            let shared = lock(&m.shared);
-            (shared.spool.pending().count() as u64, shared.dropped)
-        })
+    /// The spool's part of the end-of-stream account.
+    pub fn spool_account(&self) -> uploader::SpoolAccount {
+        let Some(m) = &self.spool else {
+            return uploader::SpoolAccount::default();
+        };
+        let shared = lock(&m.shared);
+        let kept_in_flight = shared
+            .spool
+            .pending()
+            .filter(|f| !m.backlog.contains(&f.id))
+            .count() as u64;
+        let c = &m.counts;
+        uploader::SpoolAccount {
+            kept: shared.spool.pending().count() as u64,
+            kept_in_flight,
+            dropped: c.dropped,
+            dropped_disk_full: c.dropped_disk_full,
+            unwritten: c.unwritten,
+            not_handed: c.spooled.saturating_sub(c.handed) + c.earlier_run_lost,
+        }
     }
 
     /// Whether the stream runs more than [`AHEAD`] ahead of the wall clock since its first

@@ -60,8 +60,11 @@ const HEAD: u64 = 13;
 /// The largest staging buffer fragments are copied into (and checksummed from) before a
 /// write.
 const STAGE: usize = 2 << 20;
-/// A new segment file starts once the current one is this large.
-const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// A new segment file starts once the current one is this large: an eighth of the spool's
+/// size (or of the disk space free when it opened, if less), from `SEGMENT_MIN` to
+/// `SEGMENT_MAX`. The oldest fragments are dropped a segment at a time.
+const SEGMENT_MAX: u64 = 64 * 1024 * 1024;
+const SEGMENT_MIN: u64 = 1024 * 1024;
 /// With nothing pending, the current segment is reused from its start once it is this large.
 const RECLAIM_AT: u64 = 4 * 1024 * 1024;
 /// ... and its file is also emptied if it has grown larger than this (after an outage).
@@ -600,11 +603,43 @@ pub struct Recovered {
     pub torn_bytes: u64,
 }
 
-/// Fragments dropped to stay within the spool's size.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Fragments dropped to stay within the spool's size, or to write on a full disk.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SpoolDropped {
     pub fragments: u64,
     pub bytes: u64,
+    /// Each one's id and bytes, oldest first.
+    pub each: Vec<(u64, u64)>,
+    /// Some were dropped because the disk was full (not for `max_bytes`).
+    pub disk_full: bool,
+}
+
+impl SpoolDropped {
+    fn add(&mut self, f: &SpooledFragment) {
+        self.fragments += 1;
+        self.bytes += f.len;
+        self.each.push((f.id, f.len));
+    }
+}
+
+/// Whether `e` says the disk (or the user's quota on it) is full.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Bytes an unprivileged writer may still take on the filesystem of `path`.
+fn disk_free(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` is written by statvfs before it is read.
+    let st = unsafe {
+        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 struct Segment {
@@ -730,6 +765,10 @@ impl Staged<'_> {
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
+    /// A new segment starts once the current one is this large.
+    segment_bytes: u64,
+    /// Bytes free on the disk when the spool opened.
+    disk_free: Option<u64>,
     segments: VecDeque<Segment>,
     out: SegmentFile,
     /// The current segment's generation: in every record, and the seed of its checksum.
@@ -744,6 +783,8 @@ pub struct Spool {
     pending: BTreeMap<u64, SpooledFragment>,
     next_id: u64,
     next_header_id: u64,
+    /// Dropped while opening on a full disk: told with the first append.
+    opened_dropped: SpoolDropped,
     /// The stream directory's lock, held as long as the spool is open.
     _lock: File,
 }
@@ -813,9 +854,14 @@ impl Spool {
             size: 0,
             live: 0,
         });
+        let disk_free = disk_free(&dir);
+        let segment_bytes =
+            (max_bytes.min(disk_free.unwrap_or(u64::MAX)) / 8).clamp(SEGMENT_MIN, SEGMENT_MAX);
         let mut spool = Spool {
             dir,
             max_bytes,
+            segment_bytes,
+            disk_free,
             segments,
             out,
             nonce: rand::random(),
@@ -825,11 +871,21 @@ impl Spool {
             pending,
             next_id,
             next_header_id,
+            opened_dropped: SpoolDropped::default(),
             _lock: lock,
         };
-        spool.write_segment_record()?;
+        // On a full disk, what an earlier run left goes first, oldest first (reported as
+        // dropped with the first fragment appended).
+        let mut dropped = SpoolDropped::default();
+        spool.with_disk_space(&mut dropped, Spool::begin_generation)?;
+        spool.opened_dropped = dropped;
         spool.remove_finished_segments();
         Ok((spool, recovered))
+    }
+
+    /// Bytes that were free on the spool's disk when it opened.
+    pub fn disk_free_at_open(&self) -> Option<u64> {
+        self.disk_free
     }
 
     /// The stream's directory.
@@ -883,23 +939,115 @@ impl Spool {
     }
 
     /// Appends a whole fragment (its bytes in `chunks`) and makes it durable: one record
-    /// (written from the staging buffer, 2 MB at a time), one fsync. Drops the oldest fragments first if the spool would outgrow its size.
+    /// (written from the staging buffer, 2 MB at a time), one fsync. Drops the oldest
+    /// fragments first if the spool would outgrow its size, and as many as it takes if the
+    /// disk is full. An error leaves nothing of the fragment in the spool.
     pub fn append_fragment(
+        &mut self,
+        header_id: u64,
+        timecode: u64,
+        span: (u64, u64),
+        chunks: &[Bytes],
+    ) -> io::Result<(SpooledFragment, SpoolDropped)> {
+        let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        let mut dropped = std::mem::take(&mut self.opened_dropped);
+        let room = self.make_room(align_up(HEAD + 40 + len + 8));
+        dropped.fragments += room.fragments;
+        dropped.bytes += room.bytes;
+        dropped.each.extend(room.each);
+        let fragment = self.with_disk_space(&mut dropped, |s| {
+            s.write_fragment(header_id, timecode, span, chunks, len)
+        });
+        match fragment {
+            Ok(f) => Ok((f, dropped)),
+            Err(e) => {
+                // What was dropped is still told at the next append.
+                self.opened_dropped = dropped;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `write`; while it fails for a full disk, drops the oldest of the spool's own
+    /// fragments (into `dropped`) and runs it again. Fails once nothing is left to drop.
+    fn with_disk_space<T>(
+        &mut self,
+        dropped: &mut SpoolDropped,
+        mut write: impl FnMut(&mut Spool) -> io::Result<T>,
+    ) -> io::Result<T> {
+        loop {
+            match write(self) {
+                Err(e) if is_disk_full(&e) && self.free_disk(dropped) => {}
+                result => return result,
+            }
+        }
+    }
+
+    /// The disk is full: drops the oldest segment and its pending fragments, or, when the
+    /// current segment is the only one, empties it (its blocks freed) to begin it again.
+    /// False when the spool holds nothing to drop.
+    fn free_disk(&mut self, dropped: &mut SpoolDropped) -> bool {
+        if self.segments.len() > 1 {
+            self.drop_oldest_segment(dropped);
+            dropped.disk_full = true;
+            return true;
+        }
+        if self.pending.is_empty() {
+            return false;
+        }
+        for f in std::mem::take(&mut self.pending).values() {
+            dropped.add(f);
+        }
+        dropped.disk_full = true;
+        let _ = self.out.file.set_len(0);
+        let seg = self.segments.back_mut().expect("a current segment");
+        seg.size = 0;
+        seg.live = 0;
+        self.nonce = self.nonce.wrapping_add(1);
+        true
+    }
+
+    /// Begins the current segment's generation if it is not begun (a new or emptied
+    /// segment): its segment record, then the headers of its pending fragments and the
+    /// newest (the live stream's). Left unbegun if a write fails.
+    fn begin_generation(&mut self) -> io::Result<()> {
+        if self.segments.back().is_some_and(|s| s.size > 0) {
+            return Ok(());
+        }
+        self.write_segment_record()?;
+        let newest = self.headers.keys().next_back().copied();
+        let needed: Vec<SpooledHeader> = self
+            .headers
+            .values()
+            .filter(|h| Some(h.id) == newest || self.pending.values().any(|f| f.header_id == h.id))
+            .cloned()
+            .collect();
+        for h in needed {
+            if let Err(e) = self.write_header(&h) {
+                self.segments.back_mut().expect("a current segment").size = 0;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// One fragment record at the write head, durable when it returns.
+    fn write_fragment(
         &mut self,
         header_id: u64,
         timecode: u64,
         (start_ns, end_ns): (u64, u64),
         chunks: &[Bytes],
-    ) -> io::Result<(SpooledFragment, SpoolDropped)> {
-        let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-        let dropped = self.make_room(align_up(HEAD + 40 + len + 8));
+        len: u64,
+    ) -> io::Result<SpooledFragment> {
         if self
             .segments
             .back()
-            .is_some_and(|s| s.size >= SEGMENT_BYTES)
+            .is_some_and(|s| s.size >= self.segment_bytes)
         {
             self.new_segment()?;
         }
+        self.begin_generation()?;
         let id = self.next_id;
         self.next_id += 1;
         let mut head = [0u8; HEAD as usize + 40];
@@ -929,7 +1077,7 @@ impl Spool {
             len,
         };
         self.pending.insert(id, fragment.clone());
-        Ok((fragment, dropped))
+        Ok(fragment)
     }
 
     /// The fragment was acknowledged (or refused for good): it is never sent again.
@@ -1001,6 +1149,8 @@ impl Spool {
     /// Writes a small record (a header or a done record) at the write head, buffered and
     /// without fsync: the next fragment's fdatasync makes it durable.
     fn write_small(&mut self, kind: u8, parts: &[&[u8]]) -> io::Result<()> {
+        // A segment left unbegun by a failed write gets its segment record first.
+        self.begin_generation()?;
         let body: usize = parts.iter().map(|p| p.len()).sum();
         let len = 1 + 8 + body;
         let mut record = Vec::with_capacity(align_up(4 + len as u64 + 8) as usize);
@@ -1065,19 +1215,9 @@ impl Spool {
         });
         self.nonce = rand::random();
         self.sum = SumKind::best();
-        self.write_segment_record()?;
-        // Headers still needed must be in a live segment: write them again.
-        let needed: Vec<SpooledHeader> = self
-            .headers
-            .values()
-            .filter(|h| self.pending.values().any(|f| f.header_id == h.id))
-            .cloned()
-            .collect();
-        for h in needed {
-            self.write_header(&h)?;
-        }
         self.remove_finished_segments();
-        Ok(())
+        // Headers still needed must be in a live segment: written again.
+        self.begin_generation()
     }
 
     /// Deletes segments (but the current one) whose fragments are all done.
@@ -1092,22 +1232,26 @@ impl Spool {
     fn make_room(&mut self, extra: u64) -> SpoolDropped {
         let mut dropped = SpoolDropped::default();
         while self.size() + extra > self.max_bytes && self.segments.len() > 1 {
-            let seg = self.segments.pop_front().expect("checked");
-            let gone: Vec<u64> = self
-                .pending
-                .values()
-                .filter(|f| f.segment == seg.n)
-                .map(|f| f.id)
-                .collect();
-            for id in gone {
-                if let Some(f) = self.pending.remove(&id) {
-                    dropped.fragments += 1;
-                    dropped.bytes += f.len;
-                }
-            }
-            let _ = fs::remove_file(&seg.path);
+            self.drop_oldest_segment(&mut dropped);
         }
         dropped
+    }
+
+    /// Deletes the oldest segment (not the current one) with its pending fragments.
+    fn drop_oldest_segment(&mut self, dropped: &mut SpoolDropped) {
+        let seg = self.segments.pop_front().expect("not the current segment");
+        let gone: Vec<u64> = self
+            .pending
+            .values()
+            .filter(|f| f.segment == seg.n)
+            .map(|f| f.id)
+            .collect();
+        for id in gone {
+            if let Some(f) = self.pending.remove(&id) {
+                dropped.add(&f);
+            }
+        }
+        let _ = fs::remove_file(&seg.path);
     }
 }
 
@@ -1348,6 +1492,63 @@ mod tests {
             ),
             (1_000, "video/h264", &b"HEADER"[..])
         );
+    }
+
+    #[test]
+    fn a_spool_smaller_than_a_segment_keeps_to_its_size() {
+        // 16 MB: segments of 2 MB, so the oldest go a few fragments at a time.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = spool(dir.path(), 16 << 20);
+        let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+        let mut dropped = 0;
+        for i in 0..80u64 {
+            let (_, d) = s
+                .append_fragment(h, i, (i, i), &[Bytes::from(vec![7u8; 500_000])])
+                .unwrap();
+            dropped += d.fragments;
+            assert_eq!(d.each.len() as u64, d.fragments);
+            assert!(!d.disk_full);
+            assert!(s.size() <= 16 << 20, "{} bytes at fragment {i}", s.size());
+        }
+        let left: Vec<u64> = s.pending().map(|f| f.timecode).collect();
+        assert_eq!(left.len() as u64 + dropped, 80);
+        assert!(left.len() >= 24, "{} fragments kept", left.len());
+        assert_eq!(left.last(), Some(&79), "the newest is kept");
+    }
+
+    #[test]
+    fn a_segment_begun_with_nothing_pending_still_has_the_stream_header() {
+        // Every fragment acknowledged when the segment is full: the next segment must carry
+        // the header itself, since the finished one is deleted.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = spool(dir.path(), 8 << 20);
+        let h = s
+            .append_header(
+                1_700_000_000_000,
+                "video/h264",
+                &Bytes::from_static(b"HEAD"),
+            )
+            .unwrap();
+        let (f, _) = s
+            .append_fragment(h, 0, (0, 1), &[Bytes::from(vec![1u8; 1_500_000])])
+            .unwrap();
+        s.mark_done(f.id).unwrap();
+        let (f2, _) = s
+            .append_fragment(h, 1000, (1, 2), &[Bytes::from_static(b"second")])
+            .unwrap();
+        assert_ne!(f2.segment, f.segment, "a new segment was begun");
+        std::mem::forget(s); // a crash: nothing is cleaned up, the lock goes with the process
+        let dir_of_stream = dir.path().join("cam_1");
+        let _ = fs::remove_file(dir_of_stream.join(LOCK_FILE));
+        let (s, recovered) = spool(dir.path(), 8 << 20);
+        assert_eq!(recovered.fragments, 1);
+        let f2 = s.pending().next().unwrap().clone();
+        let header = s
+            .header(f2.header_id)
+            .expect("the header of the pending fragment");
+        assert_eq!(&header.bytes[..], b"HEAD");
+        assert_eq!(header.producer_start_ms, 1_700_000_000_000);
+        assert_eq!(&s.read(&f2).unwrap()[..], b"second");
     }
 
     #[test]

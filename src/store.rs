@@ -101,10 +101,17 @@ pub struct StoreStats {
 }
 
 /// Bounded, ordered store of unacknowledged fragments.
+/// The service acknowledges a fragment only once the next one begins (it cannot tell the
+/// fragment has ended before): a store holding this many fragments always takes the next,
+/// whatever `storage-size` says, and keeps them, or nothing would ever be released.
+pub const ALWAYS_ROOM_AFTER: u64 = 1;
+
 #[derive(Debug)]
 pub struct FragmentStore {
     limits: StoreLimits,
     release_on: AckLevel,
+    /// Never drops a fragment (the spool, or a recording's back-pressure, bounds memory).
+    keep_everything: bool,
     frags: VecDeque<Fragment>,
     /// The back fragment is open (receiving bytes).
     open: bool,
@@ -119,6 +126,7 @@ impl FragmentStore {
         FragmentStore {
             limits,
             release_on,
+            keep_everything: false,
             frags: VecDeque::new(),
             open: false,
             bytes: 0,
@@ -318,10 +326,19 @@ impl FragmentStore {
         Some(f)
     }
 
-    /// Drops oldest fragments (never the open one) while over a limit.
+    /// Whether the store never drops a fragment, whatever its limits.
+    pub fn set_keep_everything(&mut self, keep: bool) {
+        self.keep_everything = keep;
+    }
+
+    /// Drops oldest fragments while over a limit: never the open one, nor the one before it
+    /// (see [`ALWAYS_ROOM_AFTER`]).
     fn evict(&mut self) -> Evicted {
         let mut ev = Evicted::default();
-        let keep = usize::from(self.open);
+        if self.keep_everything {
+            return ev;
+        }
+        let keep = usize::from(self.open) + ALWAYS_ROOM_AFTER as usize;
         while self.frags.len() > keep
             && (self.bytes > self.limits.max_bytes || self.duration() > self.limits.max_duration_ns)
         {
@@ -436,20 +453,28 @@ mod tests {
         );
         let tcs: Vec<_> = s.pending().map(|f| f.timecode).collect();
         assert_eq!(tcs, [1000, 2000]);
-        // An open fragment larger than the limit is kept; everything older goes.
+        // An open fragment larger than the limit is kept, and so is the one before it (the
+        // service acknowledges it only now that the next has begun); everything older goes.
         s.begin(3000, 3000 * MS);
         let ev = s.append(Bytes::from(vec![0; 150]));
         assert_eq!(
             ev,
             Evicted {
-                fragments: 2,
-                bytes: 70
+                fragments: 1,
+                bytes: 40
             }
         );
-        assert_eq!(s.backlog().fragments, 1);
+        assert_eq!(
+            s.pending().map(|f| f.timecode).collect::<Vec<_>>(),
+            [2000, 3000]
+        );
         assert_eq!(s.open_fragment().unwrap().size, 150);
-        assert_eq!(s.stats().dropped_fragments, 3);
-        assert_eq!(s.stats().dropped_bytes, 110);
+        assert_eq!(s.stats().dropped_fragments, 2);
+        assert_eq!(s.stats().dropped_bytes, 80);
+        // A store that keeps everything (a spool, a recording) drops nothing.
+        s.set_keep_everything(true);
+        assert_eq!(add(&mut s, 4000, &[500]), Evicted::default());
+        assert_eq!(s.backlog().fragments, 3);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use bytes::Bytes;
 
 use crate::ack::Ack;
 use crate::metadata::Snapshot;
-use crate::store::{AckLevel, Backlog, Evicted, FragmentStore, StoreLimits};
+use crate::store::{ALWAYS_ROOM_AFTER, AckLevel, Backlog, Evicted, FragmentStore, StoreLimits};
 pub(crate) use state::Inner;
 
 /// Everything the uploader needs to know, read once at start.
@@ -225,32 +225,45 @@ pub struct Summary {
     /// One phrase per cause of loss, e.g. `2 rejected by the service
     /// (MAX_FRAGMENT_DURATION_REACHED)`.
     pub reasons: Vec<String>,
+    wait: WaitOutcome,
+}
+
+/// The spool's part of the end-of-stream account (`spool-dir`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpoolAccount {
+    /// Fragments still on disk, sent first at the next start.
+    pub kept: u64,
+    /// Of the store's unacknowledged fragments, those also kept on disk (not lost).
+    pub kept_in_flight: u64,
+    /// Fragments dropped from the spool before they were handed to the uploader.
+    pub dropped: u64,
+    /// Some of them were dropped because the disk was full (else for `spool-size`).
+    pub dropped_disk_full: bool,
+    /// Fragments that could be neither written to the spool nor sent from memory.
+    pub unwritten: u64,
+    /// Fragments produced that never reached the uploader (kept, dropped or unwritten).
+    pub not_handed: u64,
 }
 
 impl Summary {
-    /// `fragments` were not sent but stay on disk (`spool-dir`), and `dropped` were dropped
-    /// from a full spool: neither is a success.
-    pub fn add_spool(&mut self, fragments: u64, dropped: u64) {
-        if fragments > 0 {
-            self.reasons.push(format!(
-                "{fragments} not sent yet, kept in the spool (spool-dir) and sent first at the \
-                 next start"
-            ));
-        }
-        if dropped > 0 {
-            self.lost += dropped;
-            self.reasons.push(format!(
-                "{dropped} dropped from the full spool (spool-size) during an outage"
-            ));
-        }
-        if (fragments > 0 || dropped > 0) && self.outcome == Outcome::AllPersisted {
-            self.outcome = Outcome::Incomplete;
-        }
+    /// The account again, with the spool's part: fragments on disk are not lost (nor
+    /// persisted), those dropped from it or not written to it are.
+    pub fn with_spool(self, spool: &SpoolAccount) -> Summary {
+        Summary::build(&self.wait, self.stats, spool)
     }
 
     fn new(wait: &WaitOutcome, stats: Stats) -> Summary {
-        let pending = stats.backlog.fragments;
-        let lost = stats.fragments_rejected + stats.fragments_dropped + pending;
+        Summary::build(wait, stats, &SpoolAccount::default())
+    }
+
+    fn build(wait: &WaitOutcome, mut stats: Stats, spool: &SpoolAccount) -> Summary {
+        stats.fragments_produced += spool.not_handed;
+        let pending = stats.backlog.fragments.saturating_sub(spool.kept_in_flight);
+        let lost = stats.fragments_rejected
+            + stats.fragments_dropped
+            + pending
+            + spool.dropped
+            + spool.unwritten;
         let mut reasons = Vec::new();
         if stats.fragments_rejected > 0 {
             let names: Vec<String> = stats
@@ -274,6 +287,30 @@ impl Summary {
         if pending > 0 {
             reasons.push(format!("{pending} never acknowledged (abandoned)"));
         }
+        if spool.kept > 0 {
+            reasons.push(format!(
+                "{} not sent yet, kept in the spool (spool-dir) and sent first at the next start",
+                spool.kept
+            ));
+        }
+        if spool.dropped > 0 {
+            let why = if spool.dropped_disk_full {
+                "the spool's disk was full"
+            } else {
+                "spool-size"
+            };
+            reasons.push(format!(
+                "{} dropped from the full spool ({why}) during an outage",
+                spool.dropped
+            ));
+        }
+        if spool.unwritten > 0 {
+            reasons.push(format!(
+                "{} could not be written to the spool (spool-dir) while older fragments \
+                 waited there, or not read back from it",
+                spool.unwritten
+            ));
+        }
         if stats.fragments_cut > 0 {
             reasons.push(format!(
                 "{} cut at the service's limits (10 s, 50 MB): {} bytes of frames after the cut \
@@ -285,7 +322,9 @@ impl Summary {
             WaitOutcome::Failed => Outcome::Failed,
             WaitOutcome::Cancelled => Outcome::Cancelled,
             WaitOutcome::TimedOut { .. } => Outcome::TimedOut,
-            WaitOutcome::AllPersisted if lost > 0 || stats.fragments_cut > 0 => Outcome::Incomplete,
+            WaitOutcome::AllPersisted if lost > 0 || stats.fragments_cut > 0 || spool.kept > 0 => {
+                Outcome::Incomplete
+            }
             WaitOutcome::AllPersisted => Outcome::AllPersisted,
         };
         Summary {
@@ -293,6 +332,7 @@ impl Summary {
             stats,
             lost,
             reasons,
+            wait: wait.clone(),
         }
     }
 
@@ -536,11 +576,11 @@ impl Uploader {
     }
 
     /// Whether a fragment of about `bytes` and `duration_ns` fits in the store now, with no
-    /// waiting.
+    /// waiting. A store holding one fragment always has room for the next, however large.
     pub fn has_room(&self, bytes: u64, duration_ns: u64) -> bool {
         let limits = self.shared.config.store_limits;
         let backlog = self.shared.lock().store.backlog();
-        backlog.fragments == 0
+        backlog.fragments <= ALWAYS_ROOM_AFTER
             || (backlog.bytes + bytes <= limits.max_bytes
                 && backlog.duration_ns + duration_ns < limits.max_duration_ns)
     }
@@ -574,13 +614,13 @@ impl Uploader {
             let full = backlog.bytes + extra > limits.max_bytes
                 || backlog.duration_ns >= limits.max_duration_ns
                 || (!inner.live && backlog.fragments > MAX_PENDING_NOT_LIVE);
-            // The service acknowledges a fragment once the next one begins: the open
-            // fragment's first bytes always go in, or nothing would ever be released.
+            // The open fragment's first bytes always go in (see ALWAYS_ROOM_AFTER).
             let next_not_begun = inner.store.open_fragment().is_some_and(|f| f.size == 0);
             if !full
-                || backlog.fragments <= 1
+                || backlog.fragments <= ALWAYS_ROOM_AFTER
                 || next_not_begun
                 || (inner.outage && !inner.keep_everything)
+                || inner.spooled
                 || inner.flushing
                 || inner.fatal().is_some()
             {
@@ -621,7 +661,19 @@ impl Uploader {
     /// Whether a full store holds upstream back even while the service is out of reach
     /// (`true`: nothing is ever dropped) or drops its oldest fragments then (live).
     pub fn set_keep_everything(&self, keep: bool) {
-        self.shared.lock().keep_everything = keep;
+        let mut inner = self.shared.lock();
+        inner.keep_everything = keep;
+        let keep = keep || inner.spooled;
+        inner.store.set_keep_everything(keep);
+    }
+
+    /// A spool takes the fragments memory has no room for ([`Uploader::has_room`] says
+    /// which): the store never drops, and appends never wait, not even during an outage.
+    pub fn set_spooled(&self, spooled: bool) {
+        let mut inner = self.shared.lock();
+        inner.spooled = spooled;
+        let keep = inner.keep_everything || spooled;
+        inner.store.set_keep_everything(keep);
     }
 
     /// Holds the calling (streaming) thread for `duration`, or less if the uploader is

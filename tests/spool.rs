@@ -16,11 +16,25 @@ const TIMEOUT: Duration = Duration::from_secs(180);
 /// kvssink (with `sink_props`) and into `copy`, unbuffered, so the copy has every byte
 /// matroskamux produced.
 fn live_line(seconds: u32, stream: &str, sink_props: &str, copy: &Path) -> String {
+    live_line_with(seconds, ("", ""), stream, sink_props, copy)
+}
+
+/// Noise, which x264 cannot compress below its bitrate: fragments of about 625 kB.
+const NOISE_AT_5_MBITS: (&str, &str) = ("pattern=snow", "bitrate=5000");
+
+/// [`live_line`] with `videotestsrc` and `x264enc` properties added.
+fn live_line_with(
+    seconds: u32,
+    (source, encoder): (&str, &str),
+    stream: &str,
+    sink_props: &str,
+    copy: &Path,
+) -> String {
     format!(
-        "videotestsrc is-live=true num-buffers={} \
+        "videotestsrc is-live=true num-buffers={} {source} \
          ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
-         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse \
-         ! matroskamux streamable=true ! tee name=t \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 {encoder} \
+         ! h264parse ! matroskamux streamable=true ! tee name=t \
          ! queue ! kvssink stream-name={stream} stop-stream-timeout=60 {sink_props} \
          t. ! queue ! filesink buffer-mode=unbuffered location={}",
         seconds * 30,
@@ -248,4 +262,185 @@ fn a_second_host_on_a_spool_in_use_is_told_and_takes_nothing_from_it() {
     assert_eq!(stored.len(), clusters.len() + extra);
     // Both ended with nothing pending: nothing is left on disk, the lock included.
     assert_eq!(walk(&spool), Vec::<std::path::PathBuf>::new());
+}
+
+/// The service acknowledges a fragment only once the next one begins. With memory
+/// (`storage-size`) for less than two fragments, the spool kept the second fragment on disk
+/// until the first was acknowledged, which never happened: the stream stalled after its first
+/// fragment and EOS timed out with everything else on disk.
+#[test]
+fn a_spool_with_memory_for_less_than_two_fragments_sends_every_fragment() {
+    init();
+    let dir = tempdir();
+    let copy = dir.path().join("copy.mkv");
+    let spool = dir.path().join("spool");
+    let server = server();
+    let line = live_line_with(
+        5,
+        NOISE_AT_5_MBITS,
+        "small-memory",
+        &format!("storage-size=1 spool-dir={}", spool.display()),
+        &copy,
+    );
+    let run = gst_launch(&server, &line, TIMEOUT);
+    run.assert_all_persisted();
+    let sent = std::fs::read(&copy).unwrap();
+    let (_, clusters) = split_bytes(sent.clone());
+    assert!(
+        clusters.iter().filter(|c| c.len() > (1 << 20) / 2).count() >= 3,
+        "the premise: fragments larger than half of storage-size ({:?})",
+        clusters.iter().map(|c| c.len()).collect::<Vec<_>>()
+    );
+    assert_eq!(assert_nothing_lost(&server, "small-memory", &sent), 0);
+}
+
+/// `gst-launch-1.0 -m -e line` with `dir` a fresh tmpfs of `size` (e.g. `3m`) in a mount
+/// namespace of its own (a small disk, as a camera's SD card), or `None` if this machine
+/// cannot make one.
+fn gst_launch_on_small_disk(
+    server: &Server,
+    registry: &Path,
+    (dir, size): (&Path, &str),
+    line: &str,
+) -> Option<std::process::Command> {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    // As root a mount namespace; otherwise a user namespace too, where this user may mount.
+    let unshare = if root { "-m" } else { "-rm" };
+    let mount = format!("mount -t tmpfs -o size={size} kvssink-test \"$0\" && exec \"$@\"");
+    let usable = std::process::Command::new("unshare")
+        .args([unshare, "sh", "-c", &mount, dir.to_str().unwrap(), "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !usable {
+        return None;
+    }
+    let mut cmd = host_command("unshare", &server.url(), registry);
+    cmd.args([unshare, "sh", "-c", &mount, dir.to_str().unwrap()])
+        .args(["gst-launch-1.0", "-m", "-e"])
+        .args(split_launch(line));
+    Some(cmd)
+}
+
+/// A spool on a disk smaller than `spool-size` (an SD card shared with recordings). Before,
+/// once the disk filled during an outage every later fragment failed to be written and was
+/// lost, with a warning that said they were kept in memory and an end-of-stream account
+/// that counted them as dropped for `spool-size`. Now the oldest fragments on disk make room
+/// for the newest and are reported, and every fragment is either stored or counted lost.
+#[test]
+fn a_full_disk_drops_the_spools_oldest_fragments_and_says_so() {
+    init();
+    let dir = tempdir();
+    let copy = dir.path().join("copy.mkv");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let server = server();
+    let line = live_line_with(
+        24,
+        NOISE_AT_5_MBITS,
+        "full-disk",
+        &format!("storage-size=1 spool-dir={}", spool.display()),
+        &copy,
+    );
+    let registry = tempdir();
+    let Some(cmd) = gst_launch_on_small_disk(&server, registry.path(), (&spool, "3m"), &line)
+    else {
+        eprintln!("skipped: this machine cannot mount a small tmpfs in a mount namespace");
+        return;
+    };
+    let (run, before_outage) = std::thread::scope(|s| {
+        let launch = s.spawn(|| run_host(cmd, TIMEOUT + TIMEOUT));
+        // The outage: 12 fragments, of which memory holds two and the disk about four.
+        let before_outage = outage_after_two_fragments(&server, "full-disk", &copy, 12);
+        server.resume_listening();
+        (launch.join().unwrap(), before_outage)
+    });
+    let output = run.output();
+    let summary = run.summary();
+    let (_, clusters) = split_bytes(std::fs::read(&copy).unwrap());
+    let stored: Vec<bytes::Bytes> = server
+        .fragments("full-disk")
+        .into_iter()
+        .map(|f| f.bytes)
+        .collect();
+    let mut unique: Vec<&bytes::Bytes> = Vec::new();
+    for f in &stored {
+        if !unique.contains(&f) {
+            unique.push(f);
+        }
+    }
+    // Stored in order, byte-identical: the clusters recorded, less those lost.
+    let mut lost_at = Vec::new();
+    let mut next = unique.iter().peekable();
+    for (i, c) in clusters.iter().enumerate() {
+        if next.peek().is_some_and(|f| **f == c) {
+            next.next();
+        } else {
+            lost_at.push(i);
+        }
+    }
+    assert!(
+        next.next().is_none(),
+        "a stored fragment that was not recorded, or out of order"
+    );
+    let get = |field: &str| summary.get::<u64>(field).unwrap();
+    assert_eq!(
+        summary.get::<&str>("outcome").unwrap(),
+        "incomplete",
+        "{output}"
+    );
+    assert_eq!(
+        get("fragments-produced"),
+        clusters.len() as u64,
+        "{summary:?}"
+    );
+    assert_eq!(get("fragments-lost"), lost_at.len() as u64, "{summary:?}");
+    assert_eq!(
+        get("fragments-persisted"),
+        unique.len() as u64,
+        "{summary:?}"
+    );
+    assert!(
+        !lost_at.is_empty(),
+        "the premise: the disk filled ({summary:?})"
+    );
+    let reasons = summary.get::<&str>("loss-reasons").unwrap();
+    assert_eq!(
+        reasons,
+        format!(
+            "{} dropped from the full spool (the spool's disk was full) during an outage",
+            lost_at.len()
+        )
+    );
+    // Lost during the outage only, the oldest of it: the newest clusters are all stored.
+    assert!(
+        lost_at[0] >= before_outage,
+        "{lost_at:?}, outage from {before_outage}"
+    );
+    assert!(
+        *lost_at.last().unwrap() + 4 < clusters.len(),
+        "{lost_at:?} of {}",
+        clusters.len()
+    );
+    // Told as it happened: the disk's size at the start, then each drop.
+    assert!(
+        output.contains("spool-size is 1024 MB but the disk of spool-dir had"),
+        "{output}"
+    );
+    assert!(
+        output.contains("the spool's disk is full: dropped its"),
+        "{output}"
+    );
+    let told: u64 = run
+        .named("kvs-fragments-dropped")
+        .iter()
+        .map(|s| {
+            assert_eq!(s.get::<&str>("from").unwrap(), "spool");
+            s.get::<u64>("fragments").unwrap()
+        })
+        .sum();
+    assert_eq!(told, lost_at.len() as u64);
+    assert!(!output.contains("cannot write"), "{output}");
 }

@@ -1115,14 +1115,24 @@ impl KvsSink {
                 Notice::SpoolRecovered { torn_bytes: 0, .. } => {
                     gst::info!(CAT, imp = self, "{}", about(stream, &notice))
                 }
-                Notice::SpoolRecovered { .. } | Notice::SpoolFailed(_) => {
+                Notice::SpoolRecovered { .. }
+                | Notice::SpoolFailed(_)
+                | Notice::SpoolWriteFailed { .. }
+                | Notice::SpoolReadFailed(_) => {
                     gst::element_imp_warning!(
                         self,
                         gst::ResourceError::Write,
                         ("{}", about(stream, &notice))
                     )
                 }
-                Notice::SpoolDropped { fragments, bytes } => {
+                Notice::SpoolDiskSmall { .. } => gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::NoSpaceLeft,
+                    ("{}", about(stream, &notice))
+                ),
+                Notice::SpoolDropped {
+                    fragments, bytes, ..
+                } => {
                     gst::element_imp_warning!(
                         self,
                         gst::ResourceError::NoSpaceLeft,
@@ -1267,8 +1277,7 @@ impl KvsSink {
         let mut summary = uploader
             .finish_and_account(deadline.saturating_duration_since(std::time::Instant::now()));
         if let State::Started(started) = &*lock(&self.state) {
-            let (kept, dropped) = started.producer.spool_account();
-            summary.add_spool(kept, dropped);
+            summary = summary.with_spool(&started.producer.spool_account());
         }
         self.post_summary(&stream, &summary);
         // Said after the wait: an error makes applications stop the pipeline.
@@ -1350,9 +1359,7 @@ impl KvsSink {
             uploader
                 .finish_and_account(deadline.saturating_duration_since(std::time::Instant::now()))
         };
-        let mut summary = summary;
-        let (kept, dropped) = started.producer.spool_account();
-        summary.add_spool(kept, dropped);
+        let summary = summary.with_spool(&started.producer.spool_account());
         started.accounted = true;
         self.post_summary(&stream, &summary);
         if let Some(message) = summary.loss_message(&stream) {

@@ -85,6 +85,8 @@ pub(crate) struct Inner {
     /// Hold upstream even during an outage instead of dropping fragments (a recording, which
     /// can wait).
     pub keep_everything: bool,
+    /// A spool takes what memory has no room for: appends never wait.
+    pub spooled: bool,
     fatal: Option<FatalError>,
     /// Sequence number of the open or next fragment.
     pub next_seq: u64,
@@ -118,6 +120,7 @@ impl Inner {
             outage: false,
             held: false,
             keep_everything: false,
+            spooled: false,
             fatal: None,
             next_seq: 0,
             max_seq_sent: None,
