@@ -509,17 +509,18 @@ struct SpoolCounts {
 
 impl SpoolCounts {
     /// Counts and tells what the spool dropped: those already handed to the uploader (not
-    /// in `backlog`) are not lost (they are in memory, only no longer on disk).
+    /// in `backlog`, when it is given) are not lost (they are in memory, only no longer on
+    /// disk).
     fn count_dropped(
         &mut self,
         first_run_id: u64,
-        backlog: &VecDeque<u64>,
+        backlog: Option<&VecDeque<u64>>,
         dropped: &SpoolDropped,
         notices: &mut Vec<Notice>,
     ) {
         let (mut fragments, mut bytes) = (0, 0);
         for &(id, len) in &dropped.each {
-            if !backlog.contains(&id) {
+            if backlog.is_some_and(|b| !b.contains(&id)) {
                 continue;
             }
             fragments += 1;
@@ -552,7 +553,7 @@ impl Producer {
         let mut notices = Vec::new();
         let spool = config.spool.as_ref().and_then(|(dir, max)| {
             match Spool::open(dir, &config.uploader.stream_name, *max) {
-                Ok((spool, recovered)) => {
+                Ok((mut spool, recovered)) => {
                     if recovered.fragments > 0 || recovered.torn_bytes > 0 {
                         notices.push(Notice::SpoolRecovered {
                             fragments: recovered.fragments,
@@ -562,6 +563,9 @@ impl Producer {
                     }
                     let backlog: VecDeque<u64> = spool.pending().map(|f| f.id).collect();
                     let first_run_id = backlog.back().map_or(0, |id| id + 1);
+                    // An earlier run's fragments dropped to begin on a full disk.
+                    let mut counts = SpoolCounts::default();
+                    counts.count_dropped(u64::MAX, None, &spool.take_dropped(), &mut notices);
                     let size = *max;
                     if let Some(free) = spool.disk_free_at_open().filter(|&free| free < size) {
                         notices.push(Notice::SpoolDiskSmall { free, size });
@@ -579,7 +583,7 @@ impl Producer {
                         open: None,
                         largest: 0,
                         first_run_id,
-                        counts: SpoolCounts::default(),
+                        counts,
                         write_error: None,
                     })
                 }
@@ -1190,8 +1194,12 @@ impl Producer {
             Ok((fragment, dropped)) => {
                 mode.write_error = None;
                 if dropped.fragments > 0 {
-                    mode.counts
-                        .count_dropped(mode.first_run_id, &mode.backlog, &dropped, notices);
+                    mode.counts.count_dropped(
+                        mode.first_run_id,
+                        Some(&mode.backlog),
+                        &dropped,
+                        notices,
+                    );
                     mode.backlog.retain(|id| shared.spool.get(*id).is_some());
                 }
                 let start_ms = shared
@@ -1209,6 +1217,16 @@ impl Producer {
                 }
             }
             Err(e) => {
+                let dropped = shared.spool.take_dropped();
+                if dropped.fragments > 0 {
+                    mode.counts.count_dropped(
+                        mode.first_run_id,
+                        Some(&mode.backlog),
+                        &dropped,
+                        notices,
+                    );
+                    mode.backlog.retain(|id| shared.spool.get(*id).is_some());
+                }
                 drop(shared);
                 // Not on disk: sent from memory if nothing older waits there.
                 let lost = !open.passthrough && !mode.backlog.is_empty();

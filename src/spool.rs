@@ -622,6 +622,12 @@ impl SpoolDropped {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// The size of the disk the spools of a unit test's thread write to.
+    static TEST_DISK_BYTES: std::cell::Cell<u64> = const { std::cell::Cell::new(u64::MAX) };
+}
+
 /// Whether `e` says the disk (or the user's quota on it) is full.
 pub fn is_disk_full(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
@@ -639,7 +645,10 @@ fn disk_free(path: &Path) -> Option<u64> {
         }
         st.assume_init()
     };
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    #[cfg(test)]
+    let free = free.min(TEST_DISK_BYTES.with(|d| d.get()));
+    Some(free)
 }
 
 struct Segment {
@@ -783,8 +792,9 @@ pub struct Spool {
     pending: BTreeMap<u64, SpooledFragment>,
     next_id: u64,
     next_header_id: u64,
-    /// Dropped while opening on a full disk: told with the first append.
-    opened_dropped: SpoolDropped,
+    /// Dropped (while opening on a full disk, or by an append that then failed) and not yet
+    /// returned.
+    untold: SpoolDropped,
     /// The stream directory's lock, held as long as the spool is open.
     _lock: File,
 }
@@ -871,14 +881,14 @@ impl Spool {
             pending,
             next_id,
             next_header_id,
-            opened_dropped: SpoolDropped::default(),
+            untold: SpoolDropped::default(),
             _lock: lock,
         };
-        // On a full disk, what an earlier run left goes first, oldest first (reported as
-        // dropped with the first fragment appended).
+        // On a full disk, what an earlier run left goes first, oldest first (see
+        // `take_dropped`).
         let mut dropped = SpoolDropped::default();
         spool.with_disk_space(&mut dropped, Spool::begin_generation)?;
-        spool.opened_dropped = dropped;
+        spool.untold = dropped;
         spool.remove_finished_segments();
         Ok((spool, recovered))
     }
@@ -950,7 +960,7 @@ impl Spool {
         chunks: &[Bytes],
     ) -> io::Result<(SpooledFragment, SpoolDropped)> {
         let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-        let mut dropped = std::mem::take(&mut self.opened_dropped);
+        let mut dropped = self.take_dropped();
         let room = self.make_room(align_up(HEAD + 40 + len + 8));
         dropped.fragments += room.fragments;
         dropped.bytes += room.bytes;
@@ -961,11 +971,28 @@ impl Spool {
         match fragment {
             Ok(f) => Ok((f, dropped)),
             Err(e) => {
-                // What was dropped is still told at the next append.
-                self.opened_dropped = dropped;
+                // What was dropped is returned by `take_dropped`.
+                self.untold = dropped;
                 Err(e)
             }
         }
+    }
+
+    /// In unit tests, a disk of [`TEST_DISK_BYTES`] bytes (this thread's): `extra` more bytes
+    /// than it has left fail as a full disk does.
+    fn test_disk_room(&self, extra: u64) -> io::Result<()> {
+        #[cfg(test)]
+        if self.size() + extra > TEST_DISK_BYTES.with(|d| d.get()) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let _ = extra;
+        Ok(())
+    }
+
+    /// Fragments dropped and not yet returned: by opening on a full disk, or by an append
+    /// that failed after dropping some.
+    pub fn take_dropped(&mut self) -> SpoolDropped {
+        std::mem::take(&mut self.untold)
     }
 
     /// Runs `write`; while it fails for a full disk, drops the oldest of the spool's own
@@ -1061,6 +1088,7 @@ impl Spool {
             head[13 + 8 * i..21 + 8 * i].copy_from_slice(&v.to_le_bytes());
         }
         let at = self.segments.back().map_or(0, |s| s.size);
+        self.test_disk_room(align_up(head.len() as u64 + len + 8))?;
         let written = self.write_staged(at, &head, chunks)?;
         self.out.file.sync_data()?;
         let segment = self.segments.back_mut().expect("a current segment");
@@ -1127,6 +1155,8 @@ impl Spool {
 
     /// Starts the current segment's generation: its segment record at offset 0.
     fn write_segment_record(&mut self) -> io::Result<()> {
+        let current = self.segments.back().map_or(0, |s| s.size);
+        self.test_disk_room(ALIGN.saturating_sub(current))?;
         let mut payload = Vec::with_capacity(21);
         payload.extend_from_slice(MAGIC);
         payload.extend_from_slice(&VERSION.to_le_bytes());
@@ -1163,6 +1193,7 @@ impl Spool {
         let sum = record_sum(self.sum, self.nonce, &record);
         record.extend_from_slice(&sum.to_le_bytes());
         record.resize(align_up(record.len() as u64) as usize, 0);
+        self.test_disk_room(record.len() as u64)?;
         let seg = self.segments.back_mut().expect("a current segment");
         self.out.file.write_all_at(&record, seg.size)?;
         seg.size += record.len() as u64;
@@ -1549,6 +1580,93 @@ mod tests {
         assert_eq!(&header.bytes[..], b"HEAD");
         assert_eq!(header.producer_start_ms, 1_700_000_000_000);
         assert_eq!(&s.read(&f2).unwrap()[..], b"second");
+    }
+
+    /// Sets this thread's test disk size until dropped.
+    struct TestDisk;
+    impl TestDisk {
+        fn of(bytes: u64) -> TestDisk {
+            TEST_DISK_BYTES.with(|d| d.set(bytes));
+            TestDisk
+        }
+    }
+    impl Drop for TestDisk {
+        fn drop(&mut self) {
+            TEST_DISK_BYTES.with(|d| d.set(u64::MAX));
+        }
+    }
+
+    #[test]
+    fn a_full_disk_drops_the_oldest_fragments_for_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let _disk = TestDisk::of(3 << 20);
+        let (mut s, _) = spool(dir.path(), 1 << 30);
+        let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+        let (mut dropped, mut disk_full) = (Vec::new(), false);
+        for i in 0..12u64 {
+            let (f, d) = s
+                .append_fragment(h, i, (i, i), &[Bytes::from(vec![3u8; 500_000])])
+                .unwrap();
+            assert_eq!(f.timecode, i);
+            disk_full |= d.disk_full;
+            dropped.extend(d.each.iter().map(|(id, _)| *id));
+            assert!(s.size() <= 3 << 20);
+        }
+        assert!(disk_full && dropped.len() >= 6, "{dropped:?}");
+        let left: Vec<u64> = s.pending().map(|f| f.id).collect();
+        assert_eq!(left.len() + dropped.len(), 12);
+        assert!(
+            dropped.iter().all(|d| left.iter().all(|l| d < l)),
+            "the oldest go"
+        );
+        assert!(left.len() >= 2, "{left:?}");
+
+        // A disk filled by something else, with nothing of the spool's to drop: the append
+        // fails, and says why.
+        drop(_disk);
+        for f in left.clone() {
+            s.mark_done(f).unwrap();
+        }
+        let _full = TestDisk::of(0);
+        let e = s
+            .append_fragment(h, 99, (99, 99), &[Bytes::from(vec![3u8; 500_000])])
+            .unwrap_err();
+        assert!(is_disk_full(&e), "{e}");
+        assert_eq!(s.pending().count(), 0);
+        assert_eq!(s.take_dropped(), SpoolDropped::default());
+    }
+
+    #[test]
+    fn an_earlier_runs_spool_on_a_full_disk_makes_room_for_the_new_run() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let _disk = TestDisk::of(3 << 20);
+            let (mut s, _) = spool(dir.path(), 1 << 30);
+            let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+            for i in 0..5u64 {
+                s.append_fragment(h, i, (i, i), &[Bytes::from(vec![4u8; 500_000])])
+                    .unwrap();
+            }
+            std::mem::forget(s); // killed: its files stay
+        }
+        let _ = fs::remove_file(dir.path().join("cam_1").join(LOCK_FILE));
+        let used: u64 = fs::read_dir(dir.path().join("cam_1"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        // Not a block left for the new run's first record.
+        let _disk = TestDisk::of(used);
+        let (mut s, recovered) = spool(dir.path(), 1 << 30);
+        assert_eq!(recovered.fragments, 5);
+        let dropped = s.take_dropped();
+        assert!(dropped.disk_full && dropped.fragments >= 1, "{dropped:?}");
+        assert_eq!(s.pending().count() as u64 + dropped.fragments, 5);
+        let oldest_left = s.pending().next().map_or(u64::MAX, |f| f.id);
+        assert!(dropped.each.iter().all(|(id, _)| *id < oldest_left));
+        // And the new run's fragments are written.
+        let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+        s.append_fragment(h, 9, (9, 9), &[Bytes::from_static(b"new")])
+            .unwrap();
     }
 
     #[test]
