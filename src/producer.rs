@@ -1190,18 +1190,19 @@ impl Producer {
             (open.start_ns, end_ns),
             &open.chunks,
         );
+        // What the spool dropped to make room, whether the append then succeeded or not.
+        let dropped = match &appended {
+            Ok((_, dropped)) => dropped.clone(),
+            Err(_) => shared.spool.take_dropped(),
+        };
+        if dropped.fragments > 0 {
+            mode.counts
+                .count_dropped(mode.first_run_id, Some(&mode.backlog), &dropped, notices);
+            mode.backlog.retain(|id| shared.spool.get(*id).is_some());
+        }
         match appended {
-            Ok((fragment, dropped)) => {
+            Ok((fragment, _)) => {
                 mode.write_error = None;
-                if dropped.fragments > 0 {
-                    mode.counts.count_dropped(
-                        mode.first_run_id,
-                        Some(&mode.backlog),
-                        &dropped,
-                        notices,
-                    );
-                    mode.backlog.retain(|id| shared.spool.get(*id).is_some());
-                }
                 let start_ms = shared
                     .spool
                     .header(header_id)
@@ -1217,16 +1218,6 @@ impl Producer {
                 }
             }
             Err(e) => {
-                let dropped = shared.spool.take_dropped();
-                if dropped.fragments > 0 {
-                    mode.counts.count_dropped(
-                        mode.first_run_id,
-                        Some(&mode.backlog),
-                        &dropped,
-                        notices,
-                    );
-                    mode.backlog.retain(|id| shared.spool.get(*id).is_some());
-                }
                 drop(shared);
                 // Not on disk: sent from memory if nothing older waits there.
                 let lost = !open.passthrough && !mode.backlog.is_empty();

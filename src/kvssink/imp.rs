@@ -1296,6 +1296,7 @@ impl KvsSink {
             }
             _ => match summary.loss_message(&stream) {
                 Some(message) => {
+                    self.let_the_summary_through();
                     gst::element_imp_error!(
                         self,
                         gst::ResourceError::Write,
@@ -1378,6 +1379,24 @@ impl KvsSink {
         started.producer.drain_spool(deadline, &mut notices);
         self.tell(started, &mut notices);
         started.notices = notices;
+    }
+
+    /// `gst-launch-1.0` quits when an error reaches its bus's sync handler, dropping what its
+    /// main loop had not dispatched yet: the summary posted just before the error at EOS was
+    /// often never printed (`-m`). Gives the application's bus watch up to a quarter of a
+    /// second to take the messages already posted before the error follows them.
+    fn let_the_summary_through(&self) {
+        let mut top: gst::Object = self.obj().clone().upcast();
+        while let Some(parent) = top.parent() {
+            top = parent;
+        }
+        let Some(bus) = top.downcast_ref::<gst::Element>().and_then(|e| e.bus()) else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(250);
+        while bus.have_pending() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     fn post_summary(&self, stream: &str, summary: &uploader::Summary) {
