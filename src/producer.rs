@@ -1195,7 +1195,7 @@ impl Producer {
             Ok((_, dropped)) => dropped.clone(),
             Err(_) => shared.spool.take_dropped(),
         };
-        if dropped.fragments > 0 {
+        if dropped.fragments() > 0 {
             mode.counts
                 .count_dropped(mode.first_run_id, Some(&mode.backlog), &dropped, notices);
             mode.backlog.retain(|id| shared.spool.get(*id).is_some());

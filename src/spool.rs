@@ -606,8 +606,6 @@ pub struct Recovered {
 /// Fragments dropped to stay within the spool's size, or to write on a full disk.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SpoolDropped {
-    pub fragments: u64,
-    pub bytes: u64,
     /// Each one's id and bytes, oldest first.
     pub each: Vec<(u64, u64)>,
     /// Some were dropped because the disk was full (not for `max_bytes`).
@@ -616,9 +614,11 @@ pub struct SpoolDropped {
 
 impl SpoolDropped {
     fn add(&mut self, f: &SpooledFragment) {
-        self.fragments += 1;
-        self.bytes += f.len;
         self.each.push((f.id, f.len));
+    }
+
+    pub fn fragments(&self) -> u64 {
+        self.each.len() as u64
     }
 }
 
@@ -962,8 +962,6 @@ impl Spool {
         let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         let mut dropped = self.take_dropped();
         let room = self.make_room(align_up(HEAD + 40 + len + 8));
-        dropped.fragments += room.fragments;
-        dropped.bytes += room.bytes;
         dropped.each.extend(room.each);
         let fragment = self.with_disk_space(&mut dropped, |s| {
             s.write_fragment(header_id, timecode, span, chunks, len)
@@ -1536,8 +1534,7 @@ mod tests {
             let (_, d) = s
                 .append_fragment(h, i, (i, i), &[Bytes::from(vec![7u8; 500_000])])
                 .unwrap();
-            dropped += d.fragments;
-            assert_eq!(d.each.len() as u64, d.fragments);
+            dropped += d.fragments();
             assert!(!d.disk_full);
             assert!(s.size() <= 16 << 20, "{} bytes at fragment {i}", s.size());
         }
@@ -1659,8 +1656,8 @@ mod tests {
         let (mut s, recovered) = spool(dir.path(), 1 << 30);
         assert_eq!(recovered.fragments, 5);
         let dropped = s.take_dropped();
-        assert!(dropped.disk_full && dropped.fragments >= 1, "{dropped:?}");
-        assert_eq!(s.pending().count() as u64 + dropped.fragments, 5);
+        assert!(dropped.disk_full && dropped.fragments() >= 1, "{dropped:?}");
+        assert_eq!(s.pending().count() as u64 + dropped.fragments(), 5);
         let oldest_left = s.pending().next().map_or(u64::MAX, |f| f.id);
         assert!(dropped.each.iter().all(|(id, _)| *id < oldest_left));
         // And the new run's fragments are written.
@@ -1778,10 +1775,10 @@ mod tests {
             let (_, d) = s
                 .append_fragment(h, i, (i, i), &[Bytes::from(vec![0u8; 10_000])])
                 .unwrap();
-            dropped.fragments += d.fragments;
+            dropped.each.extend(d.each);
             s.new_segment().unwrap();
         }
-        assert!(dropped.fragments >= 2, "{dropped:?}");
+        assert!(dropped.fragments() >= 2, "{dropped:?}");
         assert!(s.size() <= 45_000 + 12_288, "{}", s.size());
         let left: Vec<u64> = s.pending().map(|f| f.timecode).collect();
         assert_eq!(left.last(), Some(&3), "the newest is kept: {left:?}");
