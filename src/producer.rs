@@ -185,6 +185,7 @@ pub enum Notice {
         fragments: u64,
         bytes: u64,
         torn_bytes: u64,
+        damaged_bytes: u64,
     },
     /// The spool (or its disk) was full: its oldest fragments that the uploader did not
     /// hold were dropped (a warning).
@@ -263,6 +264,7 @@ impl fmt::Display for Notice {
                 fragments,
                 bytes,
                 torn_bytes,
+                damaged_bytes,
             } => {
                 write!(
                     f,
@@ -274,6 +276,13 @@ impl fmt::Display for Notice {
                         f,
                         "; the last {torn_bytes} bytes were a fragment cut short by a crash and \
                          were discarded"
+                    )?;
+                }
+                if *damaged_bytes > 0 {
+                    write!(
+                        f,
+                        "; {damaged_bytes} bytes before the last of them were damaged on disk \
+                         and skipped: what they held is lost"
                     )?;
                 }
                 Ok(())
@@ -439,23 +448,158 @@ pub struct Producer {
 /// The spool's state shared with the ack handler (runtime threads).
 struct SpoolShared {
     spool: Spool,
-    /// Spooled fragment id by producer time (ms), until acknowledged.
-    by_time: HashMap<u64, u64>,
+    /// Spooled fragment ids by producer time (ms), oldest first, until acknowledged (two
+    /// fragments can have one time: a recording uploaded twice).
+    by_time: HashMap<u64, VecDeque<u64>>,
     /// Producer times acknowledged before their fragment was spooled (an idle fragment,
     /// ended by a tag, can be acknowledged before its cluster is complete here).
     early: HashSet<u64>,
+    /// The newest time given to `by_time`: an ack for a time not after it is not early
+    /// (a PERSISTED after the RECEIVED that released its fragment, with `fragment-acks`
+    /// off).
+    newest: Option<u64>,
 }
 
 impl SpoolShared {
+    /// The fragment `id`, of producer time `t`, waits for its ack (or had it already).
+    fn expect(&mut self, t: u64, id: u64) {
+        self.newest = self.newest.max(Some(t));
+        if self.early.remove(&t) {
+            let _ = self.spool.mark_done(id);
+        } else {
+            self.by_time.entry(t).or_default().push_back(id);
+        }
+    }
+
     fn done(&mut self, producer_time_ms: u64) {
-        match self.by_time.remove(&producer_time_ms) {
+        let t = producer_time_ms;
+        let id = self.by_time.get_mut(&t).and_then(|ids| ids.pop_front());
+        if self.by_time.get(&t).is_some_and(|ids| ids.is_empty()) {
+            self.by_time.remove(&t);
+        }
+        match id {
             Some(id) => {
+                // Done either way; a done record that cannot be written means a duplicate
+                // after a crash, not a loss.
                 let _ = self.spool.mark_done(id);
             }
-            None => {
-                self.early.insert(producer_time_ms);
+            None if self.newest.is_none_or(|n| t > n) => {
+                self.early.insert(t);
             }
+            None => {}
         }
+    }
+}
+
+/// The spool, and the acks that release its fragments. The ack handler (on the runtime's
+/// thread, which every stream's connection shares) never waits for the spool, which the
+/// streaming thread holds through a fragment's write and fsync (long on a slow card): it
+/// queues the ack, and whoever holds the spool next applies it.
+struct SpoolLink {
+    spool: Mutex<SpoolShared>,
+    acked: Mutex<Vec<u64>>,
+}
+
+impl SpoolLink {
+    fn new(spool: SpoolShared) -> SpoolLink {
+        SpoolLink {
+            spool: Mutex::new(spool),
+            acked: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The spool, with the acks queued so far applied (and those queued while it is held,
+    /// when it is let go, unless another thread holds it then).
+    fn lock(&self) -> SpoolGuard<'_> {
+        let mut guard = lock(&self.spool);
+        self.apply(&mut guard);
+        SpoolGuard {
+            link: self,
+            guard: Some(guard),
+        }
+    }
+
+    /// From the ack handler: the fragment of producer time `t` is done.
+    fn acked(&self, t: u64) {
+        lock(&self.acked).push(t);
+        self.try_apply();
+    }
+
+    fn try_apply(&self) {
+        let mut guard = match self.spool.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        self.apply(&mut guard);
+    }
+
+    fn apply(&self, spool: &mut SpoolShared) {
+        let acked = std::mem::take(&mut *lock(&self.acked));
+        for t in acked {
+            spool.done(t);
+        }
+    }
+}
+
+impl Drop for SpoolLink {
+    fn drop(&mut self) {
+        let acked = std::mem::take(self.acked.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let spool = self.spool.get_mut().unwrap_or_else(|e| e.into_inner());
+        for t in acked {
+            spool.done(t);
+        }
+    }
+}
+
+struct SpoolGuard<'a> {
+    link: &'a SpoolLink,
+    guard: Option<MutexGuard<'a, SpoolShared>>,
+}
+
+impl std::ops::Deref for SpoolGuard<'_> {
+    type Target = SpoolShared;
+    fn deref(&self) -> &SpoolShared {
+        self.guard.as_ref().expect("held")
+    }
+}
+
+impl std::ops::DerefMut for SpoolGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SpoolShared {
+        self.guard.as_mut().expect("held")
+    }
+}
+
+impl Drop for SpoolGuard<'_> {
+    fn drop(&mut self) {
+        self.guard = None;
+        if !lock(&self.link.acked).is_empty() {
+            self.link.try_apply();
+        }
+    }
+}
+
+/// Which header the uploader has: one in the spool, or the live stream's while it is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeaderKey {
+    Spooled(u64),
+    Live(u64),
+}
+
+/// The live stream's header, kept in memory; in the spool once written there.
+struct LiveHeader {
+    spooled: Option<u64>,
+    /// Told apart from the next live header while neither is spooled.
+    seq: u64,
+    bytes: Bytes,
+    producer_start_ms: u64,
+    media_type: String,
+}
+
+impl LiveHeader {
+    fn key(&self) -> HeaderKey {
+        self.spooled
+            .map_or(HeaderKey::Live(self.seq), HeaderKey::Spooled)
     }
 }
 
@@ -472,12 +616,12 @@ struct OpenFragment {
 /// they arrive while memory has room and nothing older waits on disk, else from disk, in
 /// order, once there is room.
 struct SpoolMode {
-    shared: Arc<Mutex<SpoolShared>>,
+    shared: Arc<SpoolLink>,
     /// Spooled fragment ids not yet handed to the uploader, oldest first.
     backlog: VecDeque<u64>,
-    /// Spool id of the live stream's header, and the header the uploader has.
-    live_header: Option<u64>,
-    uploader_header: Option<u64>,
+    /// The live stream's header, and the header the uploader has.
+    live: Option<LiveHeader>,
+    uploader_header: Option<HeaderKey>,
     open: Option<OpenFragment>,
     /// Largest fragment so far: memory must have room for two more to pass one through.
     largest: u64,
@@ -487,6 +631,58 @@ struct SpoolMode {
     /// The last failed write to the spool, and whether its fragment was lost: told again
     /// only when this changes or after a write succeeds.
     write_error: Option<(String, bool)>,
+    /// Live headers so far.
+    header_seq: u64,
+}
+
+impl SpoolMode {
+    /// Writes the live header to the spool if it is not there yet; its spool id.
+    fn spool_live_header(&mut self, notices: &mut Vec<Notice>) -> std::io::Result<u64> {
+        let live = self.live.as_mut().expect("a live header");
+        if let Some(id) = live.spooled {
+            return Ok(id);
+        }
+        let mut shared = self.shared.lock();
+        let written =
+            shared
+                .spool
+                .append_header(live.producer_start_ms, &live.media_type, &live.bytes);
+        let dropped = shared.spool.take_dropped();
+        drop(shared);
+        let id = written?;
+        if self.uploader_header == Some(live.key()) {
+            self.uploader_header = Some(HeaderKey::Spooled(id));
+        }
+        live.spooled = Some(id);
+        self.count_dropped(&dropped, notices);
+        Ok(id)
+    }
+
+    /// Gives the uploader the live header if it has another one.
+    fn give_live_header(&mut self, uploader: &Uploader) {
+        let Some(live) = &self.live else {
+            return;
+        };
+        if self.uploader_header != Some(live.key()) {
+            uploader.push_header(
+                live.bytes.clone(),
+                live.producer_start_ms,
+                live.media_type.clone(),
+            );
+            self.uploader_header = Some(live.key());
+        }
+    }
+
+    /// Counts and tells what the spool dropped; the backlog forgets it.
+    fn count_dropped(&mut self, dropped: &SpoolDropped, notices: &mut Vec<Notice>) {
+        if dropped.fragments() == 0 {
+            return;
+        }
+        self.counts
+            .count_dropped(self.first_run_id, Some(&self.backlog), dropped, notices);
+        let shared = self.shared.lock();
+        self.backlog.retain(|id| shared.spool.get(*id).is_some());
+    }
 }
 
 /// What the spool did with the fragments it was given, for the end-of-stream account.
@@ -554,11 +750,15 @@ impl Producer {
         let spool = config.spool.as_ref().and_then(|(dir, max)| {
             match Spool::open(dir, &config.uploader.stream_name, *max) {
                 Ok((mut spool, recovered)) => {
-                    if recovered.fragments > 0 || recovered.torn_bytes > 0 {
+                    if recovered.fragments > 0
+                        || recovered.torn_bytes > 0
+                        || recovered.damaged_bytes > 0
+                    {
                         notices.push(Notice::SpoolRecovered {
                             fragments: recovered.fragments,
                             bytes: recovered.bytes,
                             torn_bytes: recovered.torn_bytes,
+                            damaged_bytes: recovered.damaged_bytes,
                         });
                     }
                     let backlog: VecDeque<u64> = spool.pending().map(|f| f.id).collect();
@@ -570,21 +770,23 @@ impl Producer {
                     if let Some(free) = spool.disk_free_at_open().filter(|&free| free < size) {
                         notices.push(Notice::SpoolDiskSmall { free, size });
                     }
-                    let shared = Arc::new(Mutex::new(SpoolShared {
+                    let shared = Arc::new(SpoolLink::new(SpoolShared {
                         spool,
                         by_time: HashMap::new(),
                         early: HashSet::new(),
+                        newest: None,
                     }));
                     Some(SpoolMode {
                         shared,
                         backlog,
-                        live_header: None,
+                        live: None,
                         uploader_header: None,
                         open: None,
                         largest: 0,
                         first_run_id,
                         counts,
                         write_error: None,
+                        header_seq: 0,
                     })
                 }
                 Err(e) => {
@@ -605,7 +807,7 @@ impl Producer {
                     } = &event
                         && ack_releases(ack, release_on)
                     {
-                        lock(&shared).done(*t);
+                        shared.acked(*t);
                     }
                     events(event)
                 });
@@ -1091,22 +1293,18 @@ impl Producer {
         // rewrites the cluster heads; the frames are untouched).
         let bytes = mkv::normalize_header(&header.bytes).unwrap_or_else(|| header.bytes.clone());
         if let Some(mode) = &mut self.spool {
-            let spooled =
-                lock(&mode.shared)
-                    .spool
-                    .append_header(producer_start_ms, &media_type, &bytes);
-            match spooled {
-                Ok(id) => {
-                    mode.live_header = Some(id);
-                    return;
-                }
-                Err(e) => {
-                    // Memory only from now on; what the spool holds stays for the next start.
-                    notices.push(Notice::SpoolFailed(e.to_string()));
-                    self.spool = None;
-                    self.uploader.set_spooled(false);
-                }
-            }
+            // Kept in memory; written to the spool now, or (if that fails) with the first
+            // fragment that can be written.
+            mode.header_seq += 1;
+            mode.live = Some(LiveHeader {
+                spooled: None,
+                seq: mode.header_seq,
+                bytes,
+                producer_start_ms,
+                media_type,
+            });
+            let _ = mode.spool_live_header(notices);
+            return;
         }
         self.uploader
             .push_header(bytes, producer_start_ms, media_type);
@@ -1119,15 +1317,8 @@ impl Producer {
             let room = (2 * mode.largest).max(1 << 20);
             self.passthrough = mode.backlog.is_empty()
                 && self.uploader.has_room(room, 2 * self.fragment_duration_ns);
-            if self.passthrough && mode.uploader_header != mode.live_header {
-                let header = mode
-                    .live_header
-                    .and_then(|id| lock(&mode.shared).spool.header(id).cloned());
-                if let Some(h) = header {
-                    self.uploader
-                        .push_header(h.bytes, h.producer_start_ms, h.media_type);
-                    mode.uploader_header = Some(h.id);
-                }
+            if self.passthrough {
+                mode.give_live_header(&self.uploader);
             }
             mode.open = Some(OpenFragment {
                 timecode,
@@ -1177,48 +1368,45 @@ impl Producer {
         }
         let size: u64 = open.chunks.iter().map(|c| c.len() as u64).sum();
         mode.largest = mode.largest.max(size);
-        let Some(header_id) = mode.live_header else {
+        if mode.live.is_none() {
             return;
-        };
+        }
         if !open.passthrough {
             mode.counts.spooled += 1;
         }
-        let mut shared = lock(&mode.shared);
-        let appended = shared.spool.append_fragment(
-            header_id,
-            open.timecode,
-            (open.start_ns, end_ns),
-            &open.chunks,
-        );
-        // What the spool dropped to make room, whether the append then succeeded or not.
-        let dropped = match &appended {
-            Ok((_, dropped)) => dropped.clone(),
-            Err(_) => shared.spool.take_dropped(),
-        };
-        if dropped.fragments() > 0 {
-            mode.counts
-                .count_dropped(mode.first_run_id, Some(&mode.backlog), &dropped, notices);
-            mode.backlog.retain(|id| shared.spool.get(*id).is_some());
-        }
+        // Its header first, if it could not be written when it came.
+        let appended = mode.spool_live_header(notices).and_then(|header_id| {
+            let mut shared = mode.shared.lock();
+            let appended = shared.spool.append_fragment(
+                header_id,
+                open.timecode,
+                (open.start_ns, end_ns),
+                &open.chunks,
+            );
+            // What the spool dropped to make room, whether the append then succeeded or not.
+            let dropped = match &appended {
+                Ok((_, dropped)) => dropped.clone(),
+                Err(_) => shared.spool.take_dropped(),
+            };
+            drop(shared);
+            mode.count_dropped(&dropped, notices);
+            appended.map(|(fragment, _)| (fragment, header_id))
+        });
         match appended {
-            Ok((fragment, _)) => {
+            Ok((fragment, header_id)) => {
                 mode.write_error = None;
+                let mut shared = mode.shared.lock();
                 let start_ms = shared
                     .spool
                     .header(header_id)
                     .map_or(0, |h| h.producer_start_ms);
-                let t = start_ms.saturating_add(open.timecode);
-                if shared.early.remove(&t) {
-                    let _ = shared.spool.mark_done(fragment.id);
-                } else {
-                    shared.by_time.insert(t, fragment.id);
-                }
+                shared.expect(start_ms.saturating_add(open.timecode), fragment.id);
+                drop(shared);
                 if !open.passthrough {
                     mode.backlog.push_back(fragment.id);
                 }
             }
             Err(e) => {
-                drop(shared);
                 // Not on disk: sent from memory if nothing older waits there.
                 let lost = !open.passthrough && !mode.backlog.is_empty();
                 let told = (e.to_string(), lost);
@@ -1233,14 +1421,7 @@ impl Producer {
                     mode.counts.unwritten += 1;
                 } else if !open.passthrough {
                     mode.counts.handed += 1;
-                    if mode.uploader_header != Some(header_id) {
-                        let header = lock(&mode.shared).spool.header(header_id).cloned();
-                        if let Some(h) = header {
-                            self.uploader
-                                .push_header(h.bytes, h.producer_start_ms, h.media_type);
-                            mode.uploader_header = Some(h.id);
-                        }
-                    }
+                    mode.give_live_header(&self.uploader);
                     self.uploader
                         .begin_fragment(open.timecode, open.start_ns, size);
                     for chunk in open.chunks {
@@ -1259,7 +1440,7 @@ impl Producer {
             return;
         };
         while let Some(&id) = mode.backlog.front() {
-            let mut shared = lock(&mode.shared);
+            let mut shared = mode.shared.lock();
             let Some(fragment) = shared.spool.get(id).cloned() else {
                 // Acknowledged meanwhile (sent before a restart), or dropped.
                 drop(shared);
@@ -1272,35 +1453,35 @@ impl Producer {
             }
             let read = shared.spool.read(&fragment);
             let header = shared.spool.header(fragment.header_id).cloned();
-            // Its ack takes it out of the spool (an earlier run's fragments too).
-            let start_ms = header.as_ref().map_or(0, |h| h.producer_start_ms);
-            shared
-                .by_time
-                .insert(start_ms.saturating_add(fragment.timecode), fragment.id);
-            drop(shared);
             mode.backlog.pop_front();
             let bytes = match read {
                 Ok(bytes) => bytes,
                 Err(e) => {
+                    // Lost, and told; not left on disk to be counted as kept.
+                    let _ = shared.spool.mark_done(fragment.id);
+                    drop(shared);
                     notices.push(Notice::SpoolReadFailed(e.to_string()));
                     mode.counts.unwritten += 1;
-                    if fragment.id >= mode.first_run_id {
-                        mode.counts.handed += 1;
-                    } else {
+                    if fragment.id < mode.first_run_id {
                         mode.counts.earlier_run_lost += 1;
                     }
                     continue;
                 }
             };
+            // Its ack takes it out of the spool (an earlier run's fragments too).
+            let start_ms = header.as_ref().map_or(0, |h| h.producer_start_ms);
+            shared.expect(start_ms.saturating_add(fragment.timecode), fragment.id);
+            drop(shared);
             if fragment.id >= mode.first_run_id {
                 mode.counts.handed += 1;
             }
-            if mode.uploader_header != Some(fragment.header_id)
+            let key = HeaderKey::Spooled(fragment.header_id);
+            if mode.uploader_header != Some(key)
                 && let Some(h) = header
             {
                 self.uploader
                     .push_header(h.bytes, h.producer_start_ms, h.media_type);
-                mode.uploader_header = Some(h.id);
+                mode.uploader_header = Some(key);
             }
             self.uploader
                 .begin_fragment(fragment.timecode, fragment.start_ns, fragment.len);
@@ -1332,7 +1513,7 @@ impl Producer {
         let Some(m) = &self.spool else {
             return uploader::SpoolAccount::default();
         };
-        let shared = lock(&m.shared);
+        let shared = m.shared.lock();
         let kept_in_flight = shared
             .spool
             .pending()

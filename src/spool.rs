@@ -556,6 +556,14 @@ fn lock_stream_dir(dir: &Path, stream: &str) -> io::Result<File> {
     }
 }
 
+/// Makes a new entry in `path`'s directory durable (best effort: some filesystems cannot
+/// sync a directory, and their entries are durable with the file's own sync).
+fn sync_parent(path: &Path) {
+    if let Some(parent) = path.parent() {
+        let _ = File::open(parent).and_then(|d| d.sync_all());
+    }
+}
+
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("seg-{n:020}.log"))
 }
@@ -601,6 +609,9 @@ pub struct Recovered {
     pub bytes: u64,
     /// Bytes of a torn last record (a crash during an append), cut off.
     pub torn_bytes: u64,
+    /// Bytes damaged on disk before valid records (a bad block, a damaged file): skipped;
+    /// whatever they held is lost.
+    pub damaged_bytes: u64,
 }
 
 /// Fragments dropped to stay within the spool's size, or to write on a full disk.
@@ -674,6 +685,8 @@ impl SegmentFile {
             .truncate(false)
             .write(true)
             .open(path)?;
+        // The file's name is durable before any fragment in it is counted as spooled.
+        sync_parent(path);
         #[cfg(any(target_os = "linux", target_os = "android"))]
         let direct = {
             use std::os::unix::fs::OpenOptionsExt;
@@ -815,6 +828,7 @@ impl Spool {
             .collect();
         let dir = dir.join(safe);
         fs::create_dir_all(&dir)?;
+        sync_parent(&dir);
         // Before anything is read: what another writer is in the middle of is not touched.
         let lock = lock_stream_dir(&dir, stream)?;
         let mut numbers: Vec<u64> = fs::read_dir(&dir)?
@@ -836,8 +850,9 @@ impl Spool {
         let (mut next_id, mut next_header_id) = (0, 0);
         for n in numbers {
             let path = segment_path(&dir, n);
-            let (size, torn) = scan(&path, n, &mut headers, &mut pending, &mut next_id)?;
+            let (size, torn, damaged) = scan(&path, n, &mut headers, &mut pending, &mut next_id)?;
             recovered.torn_bytes += torn;
+            recovered.damaged_bytes += damaged;
             segments.push_back(Segment {
                 n,
                 path,
@@ -850,7 +865,7 @@ impl Spool {
             recovered.bytes += f.len;
         }
         for (&id, _) in headers.iter() {
-            next_header_id = next_header_id.max(id + 1);
+            next_header_id = next_header_id.max(id.saturating_add(1));
         }
         for seg in segments.iter_mut() {
             seg.live = pending.values().filter(|f| f.segment == seg.n).count() as u64;
@@ -922,7 +937,8 @@ impl Spool {
         self.segments.iter().map(|s| s.size).sum()
     }
 
-    /// Keeps a stream header (made durable with the next fragment). Returns its id.
+    /// Keeps a stream header (made durable with the next fragment). Returns its id. What it
+    /// dropped to fit on a full disk is returned by `take_dropped`.
     pub fn append_header(
         &mut self,
         producer_start_ms: u64,
@@ -937,7 +953,12 @@ impl Spool {
             media_type: media_type.to_owned(),
             bytes: bytes.clone(),
         };
-        self.write_header(&header)?;
+        // On a full disk the oldest fragments make room, as for a fragment (returned by
+        // `take_dropped`).
+        let mut dropped = self.take_dropped();
+        let written = self.with_disk_space(&mut dropped, |s| s.write_header(&header));
+        self.untold = dropped;
+        written?;
         self.headers.insert(id, header);
         Ok(id)
     }
@@ -1088,7 +1109,12 @@ impl Spool {
         let at = self.segments.back().map_or(0, |s| s.size);
         self.test_disk_room(align_up(head.len() as u64 + len + 8))?;
         let written = self.write_staged(at, &head, chunks)?;
-        self.out.file.sync_data()?;
+        if let Err(e) = self.out.file.sync_data() {
+            // Not durable, and told as not spooled: it must not be found at the next start
+            // either (the next record overwrites it; this covers a crash before that).
+            let _ = self.out.file.write_all_at(&[0; HEAD as usize], at);
+            return Err(e);
+        }
         let segment = self.segments.back_mut().expect("a current segment");
         segment.size = at + written;
         segment.live += 1;
@@ -1107,17 +1133,24 @@ impl Spool {
     }
 
     /// The fragment was acknowledged (or refused for good): it is never sent again.
+    /// A segment whose fragments are all done is deleted; otherwise a done record says so
+    /// (without it, a crash before the segment goes sends the fragment again at the next
+    /// start: a duplicate, nothing lost). Its error is the done record's or the reclaim's;
+    /// the fragment is done either way.
     pub fn mark_done(&mut self, id: u64) -> io::Result<()> {
         let Some(f) = self.pending.remove(&id) else {
             return Ok(());
         };
-        self.write_small(KIND_DONE, &[&id.to_le_bytes()])?;
         if let Some(seg) = self.segments.iter_mut().find(|s| s.n == f.segment) {
             seg.live = seg.live.saturating_sub(1);
         }
         self.remove_finished_segments();
         if self.pending.is_empty() && self.segments.back().is_some_and(|s| s.size > RECLAIM_AT) {
-            self.reclaim()?;
+            // Begun again without this run's records: no done record needed.
+            return self.reclaim();
+        }
+        if self.segments.iter().any(|s| s.n == f.segment) {
+            self.write_small(KIND_DONE, &[&id.to_le_bytes()])?;
         }
         Ok(())
     }
@@ -1131,14 +1164,15 @@ impl Spool {
             self.out.file.set_len(0)?;
         }
         self.nonce = self.nonce.wrapping_add(1);
-        self.write_segment_record()?;
-        let newest = self.headers.values().next_back().cloned();
-        self.headers.clear();
-        if let Some(h) = newest {
-            self.write_header(&h)?;
-            self.headers.insert(h.id, h);
+        // Unbegun until its records are written: if a write fails, the next one begins it
+        // (a record of the new generation after the old one's segment record would be read
+        // as another generation's, and lost).
+        if let Some(seg) = self.segments.back_mut() {
+            seg.size = 0;
         }
-        Ok(())
+        let newest = self.headers.keys().next_back().copied();
+        self.headers.retain(|&id, _| Some(id) == newest);
+        self.begin_generation()
     }
 
     /// Reads a pending fragment's bytes back.
@@ -1328,7 +1362,7 @@ impl Found<'_> {
             }
             KIND_FRAGMENT if payload.len() >= 40 => {
                 let id = u(0);
-                *self.next_id = (*self.next_id).max(id + 1);
+                *self.next_id = (*self.next_id).max(id.saturating_add(1));
                 self.pending.insert(
                     id,
                     SpooledFragment {
@@ -1344,7 +1378,7 @@ impl Found<'_> {
                 );
             }
             KIND_DONE if payload.len() >= 8 => {
-                *self.next_id = (*self.next_id).max(u(0) + 1);
+                *self.next_id = (*self.next_id).max(u(0).saturating_add(1));
                 self.pending.remove(&u(0));
             }
             _ => {}
@@ -1353,14 +1387,15 @@ impl Found<'_> {
 }
 
 /// Reads a segment's records; cuts off what follows the last valid one (a torn record, or
-/// an older generation's leftovers). Returns (size kept, bytes of a torn record cut).
+/// an older generation's leftovers). Returns (size kept, bytes of a torn record cut, bytes
+/// skipped as damaged before valid records).
 fn scan(
     path: &Path,
     n: u64,
     headers: &mut BTreeMap<u64, SpooledHeader>,
     pending: &mut BTreeMap<u64, SpooledFragment>,
     next_id: &mut u64,
-) -> io::Result<(u64, u64)> {
+) -> io::Result<(u64, u64, u64)> {
     let data = fs::read(path)?;
     let mut found = Found {
         n,
@@ -1368,19 +1403,26 @@ fn scan(
         pending,
         next_id,
     };
-    let (pos, torn) = match segment_start(&data) {
+    let (pos, torn, damaged) = match segment_start(&data) {
         Some((nonce, sum)) => scan_current(&data, nonce, sum, &mut found),
-        None => {
-            let pos = scan_first_format(&data, &mut found);
-            (pos, data.len() - pos)
-        }
+        None => match scan_first_format(&data, &mut found) {
+            0 => match generation_of_records(&data) {
+                // The segment record itself was damaged: its generation is its records'.
+                Some((nonce, sum)) => {
+                    let (pos, torn, damaged) = scan_current(&data, nonce, sum, &mut found);
+                    (pos, torn, damaged + ALIGN as usize)
+                }
+                None => (0, data.len(), 0),
+            },
+            pos => (pos, data.len() - pos, 0),
+        },
     };
     if data.len() > pos {
         let file = OpenOptions::new().write(true).open(path)?;
         file.set_len(pos as u64)?;
         file.sync_all()?;
     }
-    Ok((pos as u64, torn as u64))
+    Ok((pos as u64, torn as u64, damaged as u64))
 }
 
 /// The nonce and checksum of a segment of the current format (`None`: the first format).
@@ -1396,34 +1438,91 @@ fn segment_start(data: &[u8]) -> Option<(u64, SumKind)> {
     Some((le64(&payload[12..]), SumKind::from_byte(payload[20])?))
 }
 
-/// The current format: aligned records of the segment's generation. Returns (end of the
-/// last valid record, bytes of a torn record).
-fn scan_current(data: &[u8], nonce: u64, sum: SumKind, found: &mut Found<'_>) -> (usize, usize) {
+/// The current format: aligned records of the segment's generation. Where a record is not
+/// whole and valid, the generation ends there, unless a valid record of it follows further
+/// on: then the bytes between were damaged in place, skipped and counted, and the records
+/// after them are read as usual. Returns (end of the last valid record, bytes of a torn
+/// last record, bytes skipped as damaged).
+fn scan_current(
+    data: &[u8],
+    nonce: u64,
+    sum: SumKind,
+    found: &mut Found<'_>,
+) -> (usize, usize, usize) {
     let mut pos = ALIGN as usize;
+    let mut damaged = 0;
     while pos < data.len() {
-        let rest = &data[pos..];
-        let Some(head) = rest.get(..HEAD as usize) else {
-            // Too short for a record: a torn one unless it is zeros.
-            let torn = rest.iter().any(|&b| b != 0);
-            return (pos, if torn { rest.len() } else { 0 });
+        if let Some((kind, payload, next)) = record_current(data, pos, nonce, sum) {
+            found.apply(kind, &data[payload.clone()], payload.start);
+            pos = next;
+            continue;
+        }
+        let step = ALIGN as usize;
+        let Some(next) = (pos + step..data.len())
+            .step_by(step)
+            .find(|&p| record_current(data, p, nonce, sum).is_some())
+        else {
+            return (pos, torn_at(&data[pos..], nonce), damaged);
         };
-        let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as u64;
-        if le64(&head[5..]) != nonce || !(9..=MAX_RECORD).contains(&len) {
-            // Zeros, or an older generation's record: the end of this one's.
-            return (pos, 0);
-        }
-        let end = 4 + len as usize;
-        let valid = rest
-            .get(end..end + 8)
-            .is_some_and(|s| le64(s) == record_sum(sum, nonce, &rest[..end]));
-        if !valid {
-            let torn = (align_up(end as u64 + 8) as usize).min(rest.len());
-            return (pos, torn);
-        }
-        found.apply(head[4], &rest[HEAD as usize..end], pos + HEAD as usize);
-        pos += align_up(end as u64 + 8) as usize;
+        damaged += next - pos;
+        pos = next;
     }
-    (pos.min(data.len()), 0)
+    (pos.min(data.len()), 0, damaged)
+}
+
+/// The generation (nonce and checksum) of the first valid record after the segment record,
+/// for a segment whose segment record is damaged.
+fn generation_of_records(data: &[u8]) -> Option<(u64, SumKind)> {
+    (ALIGN as usize..data.len())
+        .step_by(ALIGN as usize)
+        .find_map(|p| {
+            let nonce = le64(data.get(p + 5..p + HEAD as usize)?);
+            [SumKind::Crc32c4, SumKind::Xxh64]
+                .into_iter()
+                .find(|&sum| record_current(data, p, nonce, sum).is_some())
+                .map(|sum| (nonce, sum))
+        })
+}
+
+/// The valid record of generation `nonce` at `pos`: its kind, where its payload lies, and
+/// where the next record begins.
+fn record_current(
+    data: &[u8],
+    pos: usize,
+    nonce: u64,
+    sum: SumKind,
+) -> Option<(u8, std::ops::Range<usize>, usize)> {
+    let rest = data.get(pos..)?;
+    let head = rest.get(..HEAD as usize)?;
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as u64;
+    if le64(&head[5..]) != nonce || !(9..=MAX_RECORD).contains(&len) {
+        return None;
+    }
+    let end = 4 + len as usize;
+    let stored = rest.get(end..end + 8)?;
+    if le64(stored) != record_sum(sum, nonce, &rest[..end]) {
+        return None;
+    }
+    let next = pos + align_up(end as u64 + 8) as usize;
+    Some((head[4], pos + HEAD as usize..pos + end, next))
+}
+
+/// Bytes of a torn record at the start of `rest`, where the generation's valid records end:
+/// a record of this generation cut short (or not checksummed as written), or bytes too few
+/// for a record head that are not zeros. Zeros and an older generation's records are not.
+fn torn_at(rest: &[u8], nonce: u64) -> usize {
+    let Some(head) = rest.get(..HEAD as usize) else {
+        return if rest.iter().any(|&b| b != 0) {
+            rest.len()
+        } else {
+            0
+        };
+    };
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as u64;
+    if le64(&head[5..]) != nonce || !(9..=MAX_RECORD).contains(&len) {
+        return 0;
+    }
+    (align_up(4 + len + 8) as usize).min(rest.len())
 }
 
 /// The first format: records end to end. Returns the end of the last valid record.
@@ -1743,6 +1842,156 @@ mod tests {
         let (s, r) = spool(dir.path(), 1 << 30);
         assert_eq!(s.pending().count(), 0);
         assert!(r.torn_bytes > 0 && r.torn_bytes < data_len);
+    }
+
+    /// A spool of `n` fragments of 100 bytes (bytes `i`), crashed (its files left as they
+    /// are, its lock gone); its current segment's path and fragments.
+    fn crashed_spool(dir: &Path, n: u64) -> (PathBuf, Vec<SpooledFragment>) {
+        let (mut s, _) = spool(dir, 1 << 30);
+        let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+        let fragments: Vec<SpooledFragment> = (0..n)
+            .map(|i| {
+                let chunk = Bytes::from(vec![i as u8; 100]);
+                s.append_fragment(h, i * 1000, (i, i + 1), &[chunk])
+                    .unwrap()
+                    .0
+            })
+            .collect();
+        let seg = s.segments.back().unwrap().path.clone();
+        let lock = s.dir().join(LOCK_FILE);
+        std::mem::forget(s);
+        fs::remove_file(lock).unwrap();
+        (seg, fragments)
+    }
+
+    fn damage(path: &Path, at: u64, bytes: &[u8]) {
+        let mut data = fs::read(path).unwrap();
+        data[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
+        fs::write(path, &data).unwrap();
+    }
+
+    #[test]
+    fn damage_in_the_middle_costs_only_the_damaged_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seg, f) = crashed_spool(dir.path(), 5);
+        // A flipped byte in the second fragment's bytes, and the fourth's record head
+        // overwritten (its length and generation unreadable).
+        damage(&seg, f[1].offset + 50, &[0xEE]);
+        damage(&seg, f[3].offset - 40 - HEAD, &[0xFF; 13]);
+        let (s, r) = spool(dir.path(), 1 << 30);
+        let left: Vec<u64> = s.pending().map(|f| f.timecode).collect();
+        assert_eq!(
+            left,
+            [0, 2000, 4000],
+            "the records after the damage are kept"
+        );
+        assert_eq!((r.fragments, r.torn_bytes), (3, 0));
+        assert_eq!(r.damaged_bytes, 2 * ALIGN, "{r:?}");
+        for p in s.pending() {
+            assert_eq!(s.read(p).unwrap(), Bytes::from(vec![p.id as u8; 100]));
+        }
+        drop(s);
+        // The same again at the next start: nothing valid was cut off.
+        let (s, r) = spool(dir.path(), 1 << 30);
+        assert_eq!(s.pending().count(), 3);
+        assert_eq!(r.damaged_bytes, 2 * ALIGN);
+    }
+
+    #[test]
+    fn a_damaged_segment_record_costs_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seg, _) = crashed_spool(dir.path(), 3);
+        damage(&seg, 0, &[0xAB; 64]);
+        let (s, r) = spool(dir.path(), 1 << 30);
+        assert_eq!(
+            s.pending().map(|f| f.timecode).collect::<Vec<_>>(),
+            [0, 1000, 2000]
+        );
+        assert_eq!((r.torn_bytes, r.damaged_bytes), (0, ALIGN));
+        assert_eq!(s.header(0).map(|h| &h.bytes[..]), Some(&b"H"[..]));
+    }
+
+    #[test]
+    fn a_full_disk_takes_a_header_in_place_of_the_oldest_fragments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = spool(dir.path(), 1 << 30);
+        let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+        for i in 0..3u64 {
+            s.append_fragment(h, i, (i, i), &[Bytes::from(vec![1u8; 1000])])
+                .unwrap();
+        }
+        let _disk = TestDisk::of(s.size());
+        let h2 = s.append_header(5, "v", &Bytes::from_static(b"H2")).unwrap();
+        let dropped = s.take_dropped();
+        assert!(dropped.disk_full && dropped.fragments() == 3, "{dropped:?}");
+        drop(_disk);
+        s.append_fragment(h2, 9, (9, 9), &[Bytes::from_static(b"after")])
+            .unwrap();
+        let lock = s.dir().join(LOCK_FILE);
+        std::mem::forget(s);
+        fs::remove_file(lock).unwrap();
+        let (s, _) = spool(dir.path(), 1 << 30);
+        let f = s.pending().next().unwrap().clone();
+        assert_eq!((s.pending().count(), f.timecode), (1, 9));
+        assert_eq!(
+            s.header(f.header_id).map(|h| &h.bytes[..]),
+            Some(&b"H2"[..])
+        );
+    }
+
+    #[test]
+    fn a_done_record_on_a_full_disk_still_ends_the_fragment() {
+        // 16 MB: segments of 2 MB, three 700 kB fragments in the first.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = spool(dir.path(), 16 << 20);
+        let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+        let ids: Vec<u64> = (0..5u64)
+            .map(|i| {
+                let chunk = Bytes::from(vec![2u8; 700_000]);
+                s.append_fragment(h, i, (i, i), &[chunk]).unwrap().0.id
+            })
+            .collect();
+        assert!(s.segments.len() >= 2);
+        let first = s.segments.front().unwrap().path.clone();
+        let _full = TestDisk::of(0);
+        for &id in &ids[..3] {
+            // The done record cannot be written; the fragment is done all the same.
+            let _ = s.mark_done(id);
+            assert!(s.get(id).is_none());
+        }
+        assert!(
+            !first.exists(),
+            "a segment whose fragments are all done goes"
+        );
+        assert_eq!(s.pending().map(|f| f.id).collect::<Vec<_>>(), ids[3..]);
+    }
+
+    #[test]
+    fn a_reclaim_that_cannot_write_leaves_the_next_fragment_recoverable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = spool(dir.path(), 1 << 30);
+        let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+        let ids: Vec<u64> = (0..5u64)
+            .map(|i| {
+                let chunk = Bytes::from(vec![5u8; 1 << 20]);
+                s.append_fragment(h, i, (i, i), &[chunk]).unwrap().0.id
+            })
+            .collect();
+        {
+            // The last done begins the segment again (more than RECLAIM_AT in it): no room.
+            let _full = TestDisk::of(0);
+            for id in ids {
+                let _ = s.mark_done(id);
+            }
+        }
+        s.append_fragment(h, 7, (7, 7), &[Bytes::from_static(b"next")])
+            .unwrap();
+        let lock = s.dir().join(LOCK_FILE);
+        std::mem::forget(s);
+        fs::remove_file(lock).unwrap();
+        let (s, r) = spool(dir.path(), 1 << 30);
+        assert_eq!(s.pending().map(|f| f.timecode).collect::<Vec<_>>(), [7]);
+        assert_eq!((r.torn_bytes, r.damaged_bytes), (0, 0));
     }
 
     #[test]

@@ -446,3 +446,73 @@ fn a_full_disk_drops_the_spools_oldest_fragments_and_says_so() {
     assert_eq!(told, lost_at.len() as u64);
     assert!(!output.contains("cannot write"), "{output}");
 }
+
+/// Fragments that cannot be read back from the spool (its files removed during an outage)
+/// are lost, and the account says so exactly: every recorded cluster is stored or counted
+/// lost, once, and nothing is left on disk to be sent again. (Before, each was counted as
+/// handed to the connection and as kept for the next start as well as lost.)
+#[test]
+fn fragments_that_cannot_be_read_back_are_counted_lost_once() {
+    init();
+    let dir = tempdir();
+    let copy = dir.path().join("copy.mkv");
+    let spool = dir.path().join("spool");
+    let server = server();
+    let line = live_line_with(
+        16,
+        NOISE_AT_5_MBITS,
+        "unreadable",
+        &format!("storage-size=1 spool-dir={}", spool.display()),
+        &copy,
+    );
+    let (run, removed) = std::thread::scope(|s| {
+        let launch = s.spawn(|| gst_launch(&server, &line, TIMEOUT));
+        outage_after_two_fragments(&server, "unreadable", &copy, 6);
+        let removed: Vec<_> = walk(&spool)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .inspect(|p| std::fs::remove_file(p).unwrap())
+            .collect();
+        server.resume_listening();
+        (launch.join().unwrap(), removed)
+    });
+    assert!(!removed.is_empty(), "the premise: the outage was spooled");
+    let output = run.output();
+    let summary = run.summary();
+    let get = |field: &str| summary.get::<u64>(field).unwrap();
+    let (_, clusters) = split_bytes(std::fs::read(&copy).unwrap());
+    let mut stored: Vec<bytes::Bytes> = Vec::new();
+    for f in server.fragments("unreadable") {
+        if !stored.contains(&f.bytes) {
+            stored.push(f.bytes);
+        }
+    }
+    let lost = clusters.iter().filter(|c| !stored.contains(c)).count() as u64;
+    assert!(lost > 0, "the premise: some were lost ({summary:?})");
+    assert_eq!(
+        get("fragments-produced"),
+        clusters.len() as u64,
+        "{summary:?}"
+    );
+    assert_eq!(
+        get("fragments-persisted"),
+        stored.len() as u64,
+        "{summary:?}"
+    );
+    assert_eq!(get("fragments-lost"), lost, "{summary:?}");
+    let reasons = summary.get::<&str>("loss-reasons").unwrap();
+    assert!(
+        reasons.contains("read back") && !reasons.contains("next start"),
+        "{reasons}"
+    );
+    let told = output
+        .matches("cannot read a fragment back from the spool")
+        .count() as u64;
+    assert_eq!(told, lost, "{output}");
+    // Nothing of it is left to be sent again at the next start.
+    let left: Vec<_> = walk(&spool)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

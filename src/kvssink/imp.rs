@@ -1112,7 +1112,11 @@ impl KvsSink {
                     gst::StreamError::Format,
                     ("{}", about(stream, &notice))
                 ),
-                Notice::SpoolRecovered { torn_bytes: 0, .. } => {
+                Notice::SpoolRecovered {
+                    torn_bytes: 0,
+                    damaged_bytes: 0,
+                    ..
+                } => {
                     gst::info!(CAT, imp = self, "{}", about(stream, &notice))
                 }
                 Notice::SpoolRecovered { .. }

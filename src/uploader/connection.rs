@@ -15,6 +15,7 @@ use super::state::AckEnd;
 use super::{Event, FatalError, Shared};
 use crate::about;
 use crate::ack::{Ack, AckParser};
+use crate::ack::{AckEventType, ErrorClass, classify};
 use crate::control::ApiError;
 use crate::sigv4::{self, Payload};
 
@@ -272,9 +273,18 @@ async fn read_acks(
 fn handle_ack(shared: &Arc<Shared>, ack: Ack, producer_start_ms: u64) -> Result<(), Failure> {
     // Told first, so the application sees the last PERSISTED before the EOS it releases.
     // Fragment timecodes are milliseconds (matroskamux's TimecodeScale).
-    let producer_time_ms = ack
-        .fragment_timecode
-        .map(|tc| producer_start_ms.saturating_add(tc));
+    // An ERROR for a bad fragment without a timecode concerns the oldest fragment not
+    // acknowledged, which the store then drops (`Inner::on_ack`): named by its time, so
+    // that the spool drops it too.
+    let timecode = ack.fragment_timecode.or_else(|| {
+        let bad = ack.event_type == AckEventType::Error
+            && ack
+                .error_id
+                .is_some_and(|id| classify(id) == ErrorClass::BadFragment);
+        bad.then(|| shared.lock().store.pending().next().map(|f| f.timecode))
+            .flatten()
+    });
+    let producer_time_ms = timecode.map(|tc| producer_start_ms.saturating_add(tc));
     shared.emit(Event::Ack {
         ack: ack.clone(),
         producer_time_ms,
