@@ -567,6 +567,39 @@ fn a_recording_stamped_with_reference_timestamps_keeps_their_time() {
     }
 }
 
+/// A recording dated ahead of now (a camera's clock ahead, a wrong `file-start-time`) is held
+/// until its time; an application that stops the pipeline meanwhile is not held with it.
+/// (Before, going from PLAYING to PAUSED waited for the render holding the stream's state,
+/// so setting a PyGObject application's pipeline to NULL took as long as the hold: up to an
+/// hour.)
+#[test]
+fn stopping_a_recording_held_for_its_time_returns_at_once() {
+    init();
+    let dir = tempdir();
+    let file = recording(dir.path(), 4, None);
+    let server = server();
+    // Ten minutes ahead: held (a recording an hour or more ahead is sent, and refused).
+    let start_s = now_ms() / 1000 + 600;
+    let run = python_launch(
+        &server,
+        &["--stop-after-seconds", "3"],
+        &format!(
+            "filesrc location={} ! kvssink stream-name=held file-start-time={start_s} \
+             stop-stream-timeout=5",
+            file.display()
+        ),
+        TIMEOUT,
+    );
+    let output = run.output();
+    let took: u64 = output
+        .lines()
+        .find_map(|l| l.strip_prefix("stop-took-ms="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the pipeline did not stop:\n{output}"));
+    // Bounded by stop-stream-timeout (5 s), not by the ten minutes of the hold.
+    assert!(took < 60_000, "stopping took {took} ms:\n{output}");
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,6 +1,7 @@
 //! The kvssink element: splits the Matroska byte stream into fragments and hands them to the
 //! [`Uploader`], turning what the uploader reports into bus messages, warnings and errors.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -43,8 +44,6 @@ struct Started {
     accounted: bool,
     /// The application cancelled the wait at EOS (NULL during the drain): stop at once.
     drain_cancelled: bool,
-    /// Paused after playing: when it plays again, a live stream's time is placed anew.
-    paused_after_playing: bool,
     notices: Vec<Notice>,
 }
 
@@ -113,6 +112,11 @@ pub struct KvsSink {
     progress: Condvar,
     /// The `video_%u` request pad, which hands everything to the `sink` pad.
     video_proxy: Mutex<Option<gst::Pad>>,
+    /// Paused after playing; and played again since, so that the next bytes place a live
+    /// stream's time anew. Kept apart from `state`, which a render waiting for the service
+    /// (offline pacing, back-pressure) holds: a state change must not wait for it.
+    paused_after_playing: std::sync::atomic::AtomicBool,
+    resumed_after_pause: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -220,17 +224,18 @@ impl ElementImpl for KvsSink {
                 gst::StateChangeError
             })?;
         }
-        if let State::Started(started) = &mut *lock(&self.state) {
-            match transition {
-                gst::StateChange::PlayingToPaused => started.paused_after_playing = true,
-                gst::StateChange::PausedToPlaying if started.paused_after_playing => {
-                    // A live source's running time stood still while paused: the fragments
-                    // after the pause are dated from now, not a pause's length too early.
-                    started.paused_after_playing = false;
-                    started.producer.resumed_after_pause();
-                }
-                _ => {}
+        match transition {
+            gst::StateChange::PlayingToPaused => {
+                self.paused_after_playing.store(true, Ordering::Release)
             }
+            gst::StateChange::PausedToPlaying
+                if self.paused_after_playing.swap(false, Ordering::AcqRel) =>
+            {
+                // A live source's running time stood still while paused: the fragments after
+                // the pause are dated from now, not a pause's length too early.
+                self.resumed_after_pause.store(true, Ordering::Release);
+            }
+            _ => {}
         }
         let success = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {
@@ -335,6 +340,8 @@ impl ElementImpl for KvsSink {
 
 impl BaseSinkImpl for KvsSink {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
+        self.paused_after_playing.store(false, Ordering::Release);
+        self.resumed_after_pause.store(false, Ordering::Release);
         let mut settings = lock(&self.settings).clone();
         // The official properties mapped onto ours; those without effect here say so once.
         let official = official::apply(&mut settings);
@@ -423,7 +430,6 @@ impl BaseSinkImpl for KvsSink {
             use_original_pts: settings.official.value("use-original-pts")
                 == Some(super::official::Value::Bool(true)),
             mode_decided: false,
-            paused_after_playing: false,
             accounted: false,
             drain_cancelled: false,
             notices: Vec::with_capacity(8),
@@ -1046,6 +1052,11 @@ impl KvsSink {
 
     /// Gives the producer the next bytes of the Matroska stream.
     fn push_matroska(&self, started: &mut Started, data: Bytes) -> Result<(), gst::FlowError> {
+        if self.resumed_after_pause.load(Ordering::Relaxed)
+            && self.resumed_after_pause.swap(false, Ordering::AcqRel)
+        {
+            started.producer.resumed_after_pause();
+        }
         let mut notices = std::mem::take(&mut started.notices);
         let result = started.producer.push(data, &mut notices);
         self.tell(started, &mut notices);

@@ -3,7 +3,8 @@
 printing kvssink's element messages like `gst-launch-1.0 -m` so the Rust tests can read them.
 
     run_pipeline.py [--default-sigpipe] [--stop-after-persisted N]
-                    [--pause-after-persisted N SECONDS] LAUNCH-LINE
+                    [--pause-after-persisted N SECONDS] [--stop-after-seconds S]
+                    LAUNCH-LINE
 
 --default-sigpipe restores the default SIGPIPE action, as many applications (and anything
 started from them) do: CPython itself ignores SIGPIPE at start-up.
@@ -12,6 +13,8 @@ application stopping its pipeline does.
 --pause-after-persisted N SECONDS sets the pipeline to PAUSED after N PERSISTED acks and back to
 PLAYING SECONDS later (a pause button), printing `paused-at=MS` and `playing-at=MS` (ms since
 the epoch, taken just before each change).
+--stop-after-seconds S stops the pipeline (no EOS) S seconds after PLAYING, whatever it is
+doing, and prints `stop-took-ms=MS`: how long setting it to READY and NULL took.
 Exit status: 0 after EOS (or the requested stop), 1 after an error message.
 """
 import signal
@@ -27,6 +30,7 @@ from gi.repository import GLib, Gst  # noqa: E402
 def main(argv):
     stop_after = None
     pause = None
+    stop_after_s = None
     while argv and argv[0].startswith("--"):
         flag = argv.pop(0)
         if flag == "--default-sigpipe":
@@ -35,17 +39,19 @@ def main(argv):
             stop_after = int(argv.pop(0))
         elif flag == "--pause-after-persisted":
             pause = (int(argv.pop(0)), float(argv.pop(0)))
+        elif flag == "--stop-after-seconds":
+            stop_after_s = float(argv.pop(0))
         else:
             raise SystemExit(f"unknown flag {flag}")
     Gst.init(None)
-    return run(Gst.parse_launch(" ".join(argv)), stop_after, pause)
+    return run(Gst.parse_launch(" ".join(argv)), stop_after, pause, stop_after_s)
 
 
 def now_ms():
     return int(time.time() * 1000)
 
 
-def run(pipeline, stop_after=None, pause=None):
+def run(pipeline, stop_after=None, pause=None, stop_after_s=None):
     """Plays `pipeline` until EOS, an error or `stop_after` PERSISTED acks, printing kvssink's
     messages; returns the exit status. Also used by the other host scripts here."""
     loop = GLib.MainLoop()
@@ -85,9 +91,12 @@ def run(pipeline, stop_after=None, pause=None):
     bus.add_signal_watch()
     bus.connect("message", on_message)
     pipeline.set_state(Gst.State.PLAYING)
+    if stop_after_s is not None:
+        GLib.timeout_add(int(stop_after_s * 1000), lambda: loop.quit() and False)
     loop.run()
     # kvssink gives its account of a stop without EOS while going to READY; read it before
     # NULL, which flushes the bus.
+    stopping = time.monotonic()
     pipeline.set_state(Gst.State.READY)
     while True:
         msg = bus.pop()
@@ -95,6 +104,8 @@ def run(pipeline, stop_after=None, pause=None):
             break
         on_message(bus, msg)
     pipeline.set_state(Gst.State.NULL)
+    if stop_after_s is not None:
+        print(f"stop-took-ms={int((time.monotonic() - stopping) * 1000)}", flush=True)
     return status["code"]
 
 
