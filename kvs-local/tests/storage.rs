@@ -243,6 +243,23 @@ async fn reading_back() {
     )
     .await;
     assert_eq!(parse_media(&b).1.len(), 1);
+    // A time inside a fragment starts with that fragment, as the service does.
+    assert!(
+        stored[1].duration_ms > 0,
+        "the premise: fragments of more than one frame"
+    );
+    let inside = stored[1].producer_timestamp_ms + stored[1].duration_ms;
+    assert!(inside < stored[2].producer_timestamp_ms);
+    let (_, _, b) = post_raw(
+        &u,
+        "/getMedia",
+        sel(json!({"StartSelectorType": "PRODUCER_TIMESTAMP", "StartTimestamp": inside as f64 / 1000.0})),
+    )
+    .await;
+    assert_eq!(
+        parse_media(&b).1,
+        vec![stored[1].bytes.clone(), stored[2].bytes.clone()]
+    );
     let (st, _, _) = post_raw(
         &u,
         "/getMedia",

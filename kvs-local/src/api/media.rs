@@ -232,6 +232,8 @@ pub(crate) fn get_media(
             let t = timestamp_ms(sel.start_timestamp, "StartTimestamp")?
                 .ok_or_else(|| ApiError::invalid_argument("StartTimestamp is required"))?;
             let producer = kind == "PRODUCER_TIMESTAMP";
+            // As the service: from the fragment that contains the time (its first block at
+            // or before it, its last at or after it), else the first one after it.
             metas
                 .iter()
                 .position(|(m, _)| {
@@ -240,7 +242,7 @@ pub(crate) fn get_media(
                     } else {
                         m.server_timestamp_ms
                     };
-                    ts >= t
+                    ts.saturating_add(m.duration_ms) >= t
                 })
                 .unwrap_or(metas.len())
         }
