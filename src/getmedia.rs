@@ -201,13 +201,15 @@ impl Reader {
         let mut attempt = 0u32;
         let mut auth_failures = 0u32;
         let mut ever_authorised = false;
+        // Until the first read begins: a reader that never reaches the service gives up.
+        let mut unreached = Some(std::time::Instant::now());
         loop {
             // The client for the CA file as it is now (kept per file, built again when it
             // changes): a `ca-file` replaced while reading is what the next attempt trusts.
             let (client, control) = match control::http_client(&client_options) {
                 Ok(client) => (client.clone(), control.with_client(client)),
                 Err(reason) => {
-                    self.retry(&mut attempt, reason).await?;
+                    self.retry(&mut attempt, unreached, reason).await?;
                     continue;
                 }
             };
@@ -231,7 +233,7 @@ impl Reader {
                         "cannot renew the AWS credentials: {}",
                         credentials::describe(&e)
                     );
-                    self.retry(&mut attempt, reason).await?;
+                    self.retry(&mut attempt, unreached, reason).await?;
                     continue;
                 }
             };
@@ -246,7 +248,7 @@ impl Reader {
                     }
                     Err(e) => {
                         self.judge(&e, &credentials, &mut auth_failures)?;
-                        self.retry(&mut attempt, e.to_string()).await?;
+                        self.retry(&mut attempt, unreached, e.to_string()).await?;
                         continue;
                     }
                 },
@@ -258,6 +260,7 @@ impl Reader {
                 Ok(response) => {
                     ever_authorised = true;
                     auth_failures = 0;
+                    unreached = None;
                     self.send(Event::Connected(url.to_string())).await?;
                     match self.follow(response, &mut start, &mut attempt).await? {
                         Ended::Done => {
@@ -274,7 +277,9 @@ impl Reader {
                             attempt = 0;
                             continue;
                         }
-                        Ended::Failed(reason) => self.retry(&mut attempt, reason).await?,
+                        Ended::Failed(reason) => {
+                            self.retry(&mut attempt, unreached, reason).await?
+                        }
                     }
                 }
                 Err(e) => {
@@ -282,7 +287,7 @@ impl Reader {
                         endpoint = None;
                     }
                     self.judge(&e, &credentials, &mut auth_failures)?;
-                    self.retry(&mut attempt, e.to_string()).await?;
+                    self.retry(&mut attempt, unreached, e.to_string()).await?;
                 }
             }
         }
@@ -325,7 +330,28 @@ impl Reader {
         Ok(())
     }
 
-    async fn retry(&self, attempt: &mut u32, reason: String) -> Result<(), Stop> {
+    /// Waits before the next attempt; fails instead once the service was never reached
+    /// since `unreached` for as many `connection-timeout`s as kvssink allows at start.
+    async fn retry(
+        &self,
+        attempt: &mut u32,
+        unreached: Option<std::time::Instant>,
+        reason: String,
+    ) -> Result<(), Stop> {
+        let limit = self.config.connection_timeout * crate::uploader::START_ATTEMPT_FACTOR;
+        if let Some(since) = unreached
+            && since.elapsed() >= limit
+        {
+            return Err(self.fatal(
+                format_args!(
+                    "{reason}; gave up after {} s without reaching the service: check the \
+                     network, aws-region and control-plane-uri",
+                    since.elapsed().as_secs()
+                ),
+                None,
+                false,
+            ));
+        }
         *attempt += 1;
         let delay = crate::uploader::backoff(*attempt, self.config.max_backoff);
         self.send(Event::Reconnecting {

@@ -10,6 +10,7 @@
 mod connection;
 mod direct;
 mod driver;
+pub(crate) use driver::START_ATTEMPT_FACTOR;
 mod dump;
 
 pub(crate) use driver::{auth_advice, backoff};

@@ -247,3 +247,32 @@ fn a_clip_is_saved_as_mp4() {
         .count();
     assert_eq!(frames, 60, "{}", play.output());
 }
+
+/// A reader whose endpoint cannot be reached gives up with an error that says so, as kvssink
+/// does at start (3 × `connection-timeout`); before, it retried for ever without a word but
+/// `kvs-connection` messages, and the application hung.
+#[test]
+fn gst_launch_gives_up_on_an_endpoint_it_cannot_reach() {
+    init();
+    let server = server();
+    let unused = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let run = gst_launch(
+        &server,
+        &format!(
+            "kvssrc stream-name=nowhere start-selector=earliest connection-timeout=1 \
+             control-plane-uri=http://127.0.0.1:{unused} ! fakesink"
+        ),
+        TIMEOUT,
+    );
+    assert!(!run.status.success(), "{}", run.output());
+    let output = run.output();
+    assert!(
+        output.contains(&format!(
+            "stream nowhere: cannot reach http://127.0.0.1:{unused}"
+        )) && output.contains("without reaching the service: check the network"),
+        "{output}"
+    );
+}

@@ -25,8 +25,9 @@ const BASE_BACKOFF: Duration = Duration::from_millis(250);
 const OUTAGE_RETRY: Duration = Duration::from_secs(1);
 /// How long a new stream may stay CREATING.
 const CREATE_WAIT: Duration = Duration::from_secs(60);
-/// At start, give up when the service was not reached within this many connection timeouts.
-const START_ATTEMPT_FACTOR: u32 = 3;
+/// At start, give up when the service was not reached within this many connection timeouts
+/// (kvssink, and kvssrc before its first read).
+pub(crate) const START_ATTEMPT_FACTOR: u32 = 3;
 /// At start, keep retrying throttled requests for this many connection timeouts.
 const START_THROTTLING_FACTOR: u32 = 12;
 /// Consecutive refusals of the credentials after which the stream fails.
