@@ -320,3 +320,57 @@ fn a_live_pipeline_paused_and_played_again_keeps_real_time() {
         .collect();
     assert_eq!(sources, ["live", "resumed"]);
 }
+
+/// An application that must stop at once while the endpoint is down (the user is quitting)
+/// sets `stop-stream-timeout` to 0 while playing, then stops without EOS: the stop does not
+/// wait (the default is 120 s), and the summary says what was abandoned.
+#[test]
+fn a_stop_with_stop_stream_timeout_set_to_0_while_playing_returns_at_once() {
+    init();
+    let server = server();
+    let line = "videotestsrc is-live=true \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
+         ! matroskamux streamable=true ! kvssink name=sink stream-name=quitting";
+    let run = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            python_launch(
+                &server,
+                &[
+                    "--stop-after-seconds",
+                    "6",
+                    "--set-before-stop",
+                    "sink",
+                    "stop-stream-timeout",
+                    "0",
+                ],
+                line,
+                TIMEOUT,
+            )
+        });
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while server.fragments("quitting").len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no fragment stored");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.pause_listening();
+        run.join().unwrap()
+    });
+    server.resume_listening();
+    let output = run.output();
+    let took: u64 = output
+        .lines()
+        .find_map(|l| l.strip_prefix("stop-took-ms="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the pipeline did not stop:\n{output}"));
+    assert!(took < 30_000, "stopping took {took} ms:\n{output}");
+    let summary = run.summary();
+    let lost = summary.get::<u64>("fragments-lost").unwrap();
+    assert!(lost >= 1, "{summary:?}");
+    assert_eq!(
+        lost,
+        summary.get::<u64>("fragments-produced").unwrap()
+            - summary.get::<u64>("fragments-persisted").unwrap(),
+        "{summary:?}"
+    );
+}

@@ -204,9 +204,12 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("stop-stream-timeout")
             .nick("Stop stream timeout")
-            .blurb("Seconds to wait at EOS for every fragment to be persisted")
+            .blurb(
+                "Seconds to wait at EOS, or at a stop without EOS, for every fragment to be \
+                 persisted (read when the wait begins: 0 before a stop stops at once)",
+            )
             .default_value(DEFAULT_STOP_STREAM_TIMEOUT)
-            .mutable_ready()
+            .mutable_playing()
             .build(),
         glib::ParamSpecUInt::builder("connection-timeout")
             .nick("Connection timeout")
