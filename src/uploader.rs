@@ -172,6 +172,8 @@ pub struct Stats {
     pub backpressure: Duration,
     pub errors: u64,
     pub last_error: Option<String>,
+    /// The service could not be reached when this was taken (its reason: `last_error`).
+    pub unreachable: bool,
     pub backlog: Backlog,
 }
 
@@ -286,7 +288,11 @@ impl Summary {
             ));
         }
         if pending > 0 {
-            reasons.push(format!("{pending} never acknowledged (abandoned)"));
+            let why = match (&stats.last_error, stats.unreachable) {
+                (Some(e), true) => format!(": the service could not be reached ({e})"),
+                _ => String::new(),
+            };
+            reasons.push(format!("{pending} never acknowledged (abandoned){why}"));
         }
         if spool.kept > 0 {
             reasons.push(format!(
@@ -938,13 +944,25 @@ mod tests {
         );
 
         stats.backlog.fragments = 4;
-        let late = Summary::new(&WaitOutcome::TimedOut { pending: 4 }, stats);
+        let late = Summary::new(&WaitOutcome::TimedOut { pending: 4 }, stats.clone());
         assert_eq!((late.outcome, late.lost), (Outcome::TimedOut, 7));
         assert!(
             late.reasons
                 .last()
                 .unwrap()
                 .contains("4 never acknowledged")
+        );
+        // With the service out of reach at the end, the reason says so.
+        stats.unreachable = true;
+        stats.last_error = Some("cannot reach http://x: refused".into());
+        let unreachable = Summary::new(&WaitOutcome::TimedOut { pending: 4 }, stats);
+        assert!(
+            unreachable.reasons.last().unwrap().ends_with(
+                "4 never acknowledged (abandoned): the service could not be reached (cannot \
+                 reach http://x: refused)"
+            ),
+            "{:?}",
+            unreachable.reasons
         );
     }
 }

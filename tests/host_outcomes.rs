@@ -147,6 +147,15 @@ fn eos_with_fragments_never_acknowledged_is_an_error() {
         "{}",
         run.output()
     );
+    // And why: the endpoint the service could not be reached at.
+    assert!(
+        run.output().contains(&format!(
+            "3 never acknowledged (abandoned): the service could not be reached (cannot reach \
+             http://127.0.0.1:{port}"
+        )),
+        "{}",
+        run.output()
+    );
 }
 
 #[test]

@@ -188,6 +188,7 @@ impl Inner {
             backpressure: c.backpressure,
             errors: c.errors,
             last_error: c.last_error.clone(),
+            unreachable: self.outage,
             backlog: self.store.backlog(),
         }
     }
