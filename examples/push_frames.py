@@ -68,7 +68,9 @@ failed = False
 def on_message(bus, msg):
     global failed
     s = msg.get_structure()
-    if msg.type == Gst.MessageType.ELEMENT and s.get_name() == "kvs-ack":
+    # IDLE acks are the service's keep-alive while no data arrives: they name no fragment.
+    if (msg.type == Gst.MessageType.ELEMENT and s.get_name() == "kvs-ack"
+            and s.get_string("event-type") != "IDLE"):
         print("ack", s.get_string("event-type"), s.get_value("fragment-timecode"), flush=True)
     elif msg.type in (Gst.MessageType.EOS, Gst.MessageType.ERROR):
         if msg.type == Gst.MessageType.ERROR:

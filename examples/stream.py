@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-# Streams 10 s of test video into the Kinesis video stream "cam1" and prints every
-# acknowledgement. Credentials, region and endpoint come from the environment (see the README).
+# Streams 10 s of test video into the Kinesis video stream "cam1" and prints each fragment's
+# acknowledgements. Credentials, region and endpoint come from the environment (see the README).
 import sys
 
 import gi
@@ -18,7 +18,9 @@ failed = False
 def on_message(bus, msg):
     global failed
     s = msg.get_structure()
-    if msg.type == Gst.MessageType.ELEMENT and s.get_name() == "kvs-ack":
+    # IDLE acks are the service's keep-alive while no data arrives: they name no fragment.
+    if (msg.type == Gst.MessageType.ELEMENT and s.get_name() == "kvs-ack"
+            and s.get_string("event-type") != "IDLE"):
         print(s.get_string("event-type"), s.get_value("fragment-timecode"))
     elif msg.type == Gst.MessageType.ELEMENT and s.get_name() == "kvs-summary":
         print("summary:", s.get_string("outcome"))
