@@ -132,8 +132,10 @@ impl fmt::Display for StartSource {
                  its real time)"
             }
             StartSource::NowPaced => {
-                "now, sending no faster than real time (the file has neither a date nor a \
-                 duration; set file-start-time to keep its real time and upload at full speed)"
+                "now, sending no faster than real time (the input is not live and has \
+                 neither a date nor a duration: a file without them, or frames from an appsrc \
+                 without is-live=true; set file-start-time to keep a recording's real time and \
+                 upload it at full speed)"
             }
             StartSource::Resumed => {
                 "now, as the pipeline plays again after a pause (the fragments after it keep \
