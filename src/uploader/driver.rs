@@ -92,9 +92,14 @@ async fn drive(
     let mut endpoint: Option<Url> = None;
     let mut last_source = None;
     let started = tokio::time::Instant::now();
+    // Told once per attempt: not again between the control plane and PutMedia.
+    let mut told_attempt = None;
     loop {
         let attempt_started = tokio::time::Instant::now();
-        shared.emit_state(ConnectionState::Connecting { attempt });
+        if told_attempt != Some(attempt) {
+            told_attempt = Some(attempt);
+            shared.emit_state(ConnectionState::Connecting { attempt });
+        }
         let credentials = match provider.provide_credentials().await {
             Ok(credentials) => {
                 describe_credentials(shared, &credentials, &mut last_source);
@@ -192,6 +197,7 @@ async fn drive(
                 auth_failures = 0;
                 if acked {
                     attempt = 0;
+                    told_attempt = None;
                     continue;
                 }
                 "the service closed the connection".to_owned()
