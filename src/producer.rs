@@ -59,6 +59,10 @@ const RESUME_LAG_MS: u64 = 1_000;
 /// A live stream follows this machine's clock when it is set (stepped) by this much (ms) or
 /// more while streaming; NTP's gradual corrections move both clocks alike.
 const CLOCK_STEP_MS: u64 = 2_000;
+/// 2000-01-01T00:00:00Z in ms since the epoch: a stream dated before it has wrong times.
+const YEAR_2000_MS: u64 = 946_684_800_000;
+/// A fragment held this far (or more) ahead of the clock for its producer time is told.
+const HELD_AHEAD_TOLD_MS: u64 = 5_000;
 
 /// The data rate an offline upload is paced to. Kept within `PACE_SLACK` of its line either
 /// way, no second carries more than this rate over 1.05 s: the service's limit.
@@ -216,6 +220,9 @@ pub enum Notice {
     /// (a warning). Forward, the stream follows it (a new start follows); back, it keeps its
     /// times, so that no fragment is dated before one already sent.
     ClockStepped { step_ms: i64 },
+    /// The first fragment of a stream is dated before 2000: its times are likely wrong (a
+    /// warning).
+    DatedTooEarly { first_ms: u64, source: StartSource },
 }
 
 impl fmt::Display for Notice {
@@ -350,6 +357,12 @@ impl fmt::Display for Notice {
                  before one already sent. Start the stream again to date it by the clock",
                 step_ms.unsigned_abs() as f64 / 1000.0
             ),
+            Notice::DatedTooEarly { first_ms, source } => write!(
+                f,
+                "its first fragment is dated {first_ms} ms since the epoch, before the year \
+                 2000, from {source}: check those times (use-original-pts takes the buffers' \
+                 timestamps as nanoseconds since the epoch; file-start-time is in seconds)"
+            ),
             Notice::Skipped { bytes } => write!(
                 f,
                 "skipping {bytes} bytes of top-level elements between clusters"
@@ -427,6 +440,8 @@ pub struct Producer {
     producer_start_ms: u64,
     /// Send no fragment before its producer time (a recording of unknown start).
     real_time: bool,
+    /// A fragment was held for its producer time ahead of the clock, and the application told.
+    told_held_ahead: bool,
     /// When the last fragments began (offline pacing).
     recent_starts: VecDeque<Instant>,
     /// Bytes sent since `paced_since` (offline pacing).
@@ -853,6 +868,7 @@ impl Producer {
             buffer_epoch: None,
             producer_start_ms: 0,
             real_time: false,
+            told_held_ahead: false,
             recent_starts: VecDeque::new(),
             paced_bytes: 0,
             paced_since: None,
@@ -959,6 +975,16 @@ impl Producer {
         if at > now && (self.real_time || at - now < 3_600_000) {
             // A fragment from the future would be refused; an hour or more ahead is a wrong
             // file-start-time, which the service's answer will name.
+            if !self.real_time && at - now > HELD_AHEAD_TOLD_MS && !self.told_held_ahead {
+                // Said now, not after the wait (the application would see nothing meanwhile).
+                self.told_held_ahead = true;
+                self.uploader.warn(format_args!(
+                    "fragment dated {at} ms since the epoch is {:.1} s ahead of this machine's \
+                     clock: held until then, as the service refuses fragments from the future. \
+                     Check file-start-time, use-original-pts or this machine's clock",
+                    (at - now) as f64 / 1000.0
+                ));
+            }
             self.uploader.hold(Duration::from_millis(at - now));
         }
     }
@@ -1216,6 +1242,10 @@ impl Producer {
     /// fixed, and the header goes to the uploader (or, with a spool, to the spool first).
     fn start_stream(&mut self, header: StreamHeader, start_ns: u64, notices: &mut Vec<Notice>) {
         let (producer_start_ms, source) = self.start_time(&header, start_ns);
+        let first_ms = producer_start_ms.saturating_add(start_ns / 1_000_000);
+        if first_ms < YEAR_2000_MS {
+            notices.push(Notice::DatedTooEarly { first_ms, source });
+        }
         self.start_stream_at(header, producer_start_ms, source, notices);
     }
 

@@ -759,6 +759,14 @@ impl Uploader {
         self.shared.lock().live = live;
     }
 
+    /// Tells the application a warning about the stream now (from any thread).
+    pub fn warn(&self, what: impl std::fmt::Display) {
+        self.shared.emit(Event::Warning(crate::about(
+            &self.shared.config.stream_name,
+            what,
+        )));
+    }
+
     /// While set, nothing on the streaming thread waits (BaseSink `unlock`).
     pub fn set_flushing(&self, flushing: bool) {
         self.shared.lock().flushing = flushing;

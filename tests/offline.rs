@@ -598,6 +598,33 @@ fn stopping_a_recording_held_for_its_time_returns_at_once() {
         .unwrap_or_else(|| panic!("the pipeline did not stop:\n{output}"));
     // Bounded by stop-stream-timeout (5 s), not by the ten minutes of the hold.
     assert!(took < 60_000, "stopping took {took} ms:\n{output}");
+    // Told as the hold began, not after it.
+    assert!(
+        output.contains("s ahead of this machine's clock: held until then"),
+        "{output}"
+    );
+}
+
+/// Times that cannot be right (`use-original-pts` on buffers timed from 0, a start time in
+/// seconds where milliseconds were meant) date the stream in 1970: the service takes it, and
+/// the application is warned.
+#[test]
+fn a_stream_dated_before_2000_is_warned_about() {
+    init();
+    let server = server();
+    let run = gst_launch(
+        &server,
+        "videotestsrc num-buffers=30 ! video/x-raw,format=I420,width=160,height=120 \
+         ! x264enc speed-preset=ultrafast ! h264parse \
+         ! kvssink stream-name=in-1970 use-original-pts=true",
+        TIMEOUT,
+    );
+    run.assert_success();
+    let output = run.output();
+    assert!(
+        output.contains("ms since the epoch, before the year 2000, from the buffers' timestamps"),
+        "{output}"
+    );
 }
 
 fn now_ms() -> u64 {

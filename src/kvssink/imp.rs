@@ -1195,6 +1195,11 @@ impl KvsSink {
                     gst::CoreError::Clock,
                     ("{}", about(stream, &notice))
                 ),
+                Notice::DatedTooEarly { .. } => gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Format,
+                    ("{}", about(stream, &notice))
+                ),
             }
         }
     }
