@@ -44,7 +44,13 @@ pub(crate) async fn route(
             let e = ApiError::new(
                 404,
                 "UnknownOperationException",
-                format!("No operation at {} {path}", req.method()),
+                match unserved(&path) {
+                    Some(what) => format!(
+                        "kvs-local does not serve {what}; read a stream with GetMedia, \
+                         ListFragments and GetMediaForFragmentList (or kvssrc)"
+                    ),
+                    None => format!("No operation at {} {path}", req.method()),
+                },
             );
             record_error(&mut rec, &e);
             shared.log(format_args!(
@@ -141,4 +147,16 @@ fn dispatch(
         }
     };
     Ok(json_bytes_response(200, json?, rid))
+}
+
+/// The service's operations kvs-local does not serve (GetDataEndpoint names an endpoint for
+/// them, as the service does): what they are, for the error that says so.
+fn unserved(path: &str) -> Option<&'static str> {
+    Some(match path {
+        "/getHLSStreamingSessionURL" => "GetHLSStreamingSessionURL (HLS playback)",
+        "/getDASHStreamingSessionURL" => "GetDASHStreamingSessionURL (DASH playback)",
+        "/getClip" => "GetClip (MP4 clips)",
+        "/getImages" => "GetImages (still images)",
+        _ => return None,
+    })
 }
