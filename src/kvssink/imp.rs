@@ -583,8 +583,8 @@ impl BaseSinkImpl for KvsSink {
 
     fn event(&self, event: gst::Event) -> bool {
         if metadata::is_add_metadata(&event) {
-            self.add_metadata(&event);
-            return true;
+            // False (to the application's send_event) when the item is not taken.
+            return self.add_metadata(&event);
         }
         match event.view() {
             gst::EventView::Eos(_) => {
@@ -1064,11 +1064,12 @@ impl KvsSink {
         result.map_err(|e| self.input_error(&started.stream_name, &e))
     }
 
-    /// A `kvs-add-metadata` event: its item goes to the producer, or a warning says why not.
-    fn add_metadata(&self, event: &gst::EventRef) {
+    /// A `kvs-add-metadata` event: its item goes to the producer (true), or a warning says
+    /// why not.
+    fn add_metadata(&self, event: &gst::EventRef) -> bool {
         let mut state = lock(&self.state);
         let State::Started(started) = &mut *state else {
-            return;
+            return false;
         };
         let stream = started.stream_name.as_str();
         let s = event.structure().expect("checked by is_add_metadata");
@@ -1083,27 +1084,34 @@ impl KvsSink {
                         about(stream, format!("kvs-add-metadata event ignored: {why}"))
                     )
                 );
-                return;
+                return false;
             }
         };
         let producer = &mut started.producer;
         match producer.add_metadata(&item.name, &item.value, item.persistent) {
-            Ok(added) => gst::info!(
-                CAT,
-                imp = self,
-                "fragment metadata {:?} = {:?} (persistent: {}): {added:?}, from the fragment {}",
-                item.name,
-                item.value,
-                item.persistent,
-                producer
-                    .open_fragment_timecode()
-                    .map_or("to come".to_owned(), |tc| format!("at timecode {tc}"))
-            ),
-            Err(e) => gst::element_imp_warning!(
-                self,
-                gst::CoreError::Event,
-                ("{}", about(stream, format!("kvs-add-metadata: {e}")))
-            ),
+            Ok(added) => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "fragment metadata {:?} = {:?} (persistent: {}): {added:?}, from the \
+                     fragment {}",
+                    item.name,
+                    item.value,
+                    item.persistent,
+                    producer
+                        .open_fragment_timecode()
+                        .map_or("to come".to_owned(), |tc| format!("at timecode {tc}"))
+                );
+                true
+            }
+            Err(e) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::Event,
+                    ("{}", about(stream, format!("kvs-add-metadata: {e}")))
+                );
+                false
+            }
         }
     }
 
