@@ -382,6 +382,14 @@ fn a_dropped_connection_loses_and_repeats_nothing() {
         .filter(|s| s.get::<&str>("state").ok() == Some("reconnecting"))
         .count();
     assert!(reconnects >= 1, "{:?}", read.run);
+    // The application is warned once for the outage, whatever the number of attempts.
+    let warned = read
+        .run
+        .warnings
+        .iter()
+        .filter(|w| w.contains("stream cam1: ") && w.contains("reconnecting until it answers"))
+        .count();
+    assert_eq!(warned, 1, "{:?}", read.run.warnings);
     read.assert_every_fragment_once(&server, "cam1", 90);
 }
 

@@ -268,6 +268,20 @@ impl PushSrcImpl for KvsSrc {
                         "reconnecting in {} ms (attempt {attempt}): {reason}",
                         delay.as_millis()
                     );
+                    if attempt == 1 {
+                        // Once per outage; every attempt has its kvs-connection message.
+                        gst::element_imp_warning!(
+                            self,
+                            gst::ResourceError::Read,
+                            (
+                                "{}",
+                                crate::about(
+                                    &started.stream,
+                                    format_args!("{reason}; reconnecting until it answers")
+                                )
+                            )
+                        );
+                    }
                     self.post_connection(&started.stream, "reconnecting", Some(&reason));
                 }
                 Event::End => {
