@@ -290,8 +290,8 @@ impl fmt::Display for Notice {
                 if *damaged_bytes > 0 {
                     write!(
                         f,
-                        "; {damaged_bytes} bytes before the last of them were damaged on disk \
-                         and skipped: what they held is lost"
+                        "; {damaged_bytes} bytes of it were damaged on disk and skipped: what \
+                         they held is lost"
                     )?;
                 }
                 Ok(())
@@ -360,8 +360,9 @@ impl fmt::Display for Notice {
             Notice::DatedTooEarly { first_ms, source } => write!(
                 f,
                 "its first fragment is dated {first_ms} ms since the epoch, before the year \
-                 2000, from {source}: check those times (use-original-pts takes the buffers' \
-                 timestamps as nanoseconds since the epoch; file-start-time is in seconds)"
+                 2000, from {source}: check those times (a live stream is dated by this \
+                 machine's clock; use-original-pts takes the buffers' timestamps as \
+                 nanoseconds since the epoch; file-start-time is in seconds)"
             ),
             Notice::Skipped { bytes } => write!(
                 f,
