@@ -1212,7 +1212,7 @@ impl Producer {
                     let tags = if self.passthrough {
                         let (tags, not_sent) =
                             self.uploader.end_fragment_with(keep, end_ns, choose);
-                        if broke_off {
+                        if broke_off && not_sent > 0 {
                             notices.push(Notice::BrokeOff {
                                 timecode: summary.timecode,
                                 not_sent,
@@ -1220,7 +1220,7 @@ impl Producer {
                         }
                         tags
                     } else {
-                        if broke_off {
+                        if broke_off && summary.size > summary.whole_size {
                             notices.push(Notice::BrokeOff {
                                 timecode: summary.timecode,
                                 not_sent: summary.size - summary.whole_size,

@@ -249,6 +249,13 @@ pub struct SpoolAccount {
 }
 
 impl Summary {
+    /// The stream was ended by an error (its input's): whatever was persisted, it failed.
+    pub fn failed(mut self) -> Summary {
+        self.outcome = Outcome::Failed;
+        self.wait = WaitOutcome::Failed;
+        self
+    }
+
     /// The account again, with the spool's part: fragments on disk are not lost (nor
     /// persisted), those dropped from it or not written to it are.
     pub fn with_spool(self, spool: &SpoolAccount) -> Summary {
@@ -781,6 +788,11 @@ impl Uploader {
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         self.shared.lock().stats()
+    }
+
+    /// The account of a stream a fatal error ended, now: what was not persisted is lost.
+    pub fn account_failed(&self) -> Summary {
+        Summary::new(&WaitOutcome::Failed, self.stats())
     }
 
     /// Waits like [`Uploader::wait_persisted`] and accounts for every fragment produced.

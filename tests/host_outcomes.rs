@@ -383,3 +383,120 @@ fn a_stop_with_stop_stream_timeout_set_to_0_while_playing_returns_at_once() {
         "{summary:?}"
     );
 }
+
+/// A fatal error (the service says the stream is not active, as for a deleted stream) ends
+/// the run; its account (`failed`) comes before the error, as every summary does, and the
+/// error says how much was lost. Before, gst-launch-1.0 showed no summary and no count.
+#[test]
+fn a_fatal_error_comes_after_its_account() {
+    init();
+    let dir = tempdir();
+    let file = record(dir.path(), "five.mkv", 150, 30, "");
+    let server = server();
+    server.inject(Fault::ErrorAck {
+        stream: None,
+        fragment: Some(2),
+        timecode: None,
+        error_id: 4008,
+    });
+    let run = gst_launch(&server, &file_line(&file, "inactive", ""), TIMEOUT);
+    assert!(!run.status.success());
+    assert_eq!(run.status.signal(), None);
+    let summary = run.summary();
+    assert_eq!(
+        summary.get::<&str>("outcome").unwrap(),
+        "failed",
+        "{summary:?}"
+    );
+    let stored = server.fragment_count("inactive") as u64;
+    let produced = summary.get::<u64>("fragments-produced").unwrap();
+    let lost = summary.get::<u64>("fragments-lost").unwrap();
+    assert!(lost >= 1, "{summary:?}");
+    assert_eq!(summary.get::<u64>("fragments-persisted").unwrap(), stored);
+    assert_eq!(stored + lost, produced, "{summary:?}");
+    let output = run.output();
+    let (at_summary, at_error) = (
+        output.find("kvs-summary").unwrap(),
+        output.find("ERROR: from element").unwrap(),
+    );
+    assert!(at_summary < at_error, "{output}");
+    assert!(
+        output.contains(&format!(
+            "{lost} of {produced} fragments were not persisted"
+        )),
+        "{output}"
+    );
+}
+
+/// An application that sends EOS and, while kvssink waits for the last acks (the endpoint is
+/// down), stops the pipeline: one summary, `cancelled`. Before, a second one followed it
+/// (`timed-out`, with a warning that the stream stopped without EOS).
+#[test]
+fn stopping_during_the_wait_at_eos_gives_one_summary() {
+    init();
+    let server = server();
+    let line = "videotestsrc is-live=true \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
+         ! matroskamux streamable=true ! kvssink stream-name=cancelled";
+    let run = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            python_launch(
+                &server,
+                &["--eos-after-seconds", "4", "--stop-after-seconds", "7"],
+                line,
+                TIMEOUT,
+            )
+        });
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while server.fragments("cancelled").len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no fragment stored");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.pause_listening();
+        run.join().unwrap()
+    });
+    server.resume_listening();
+    let summaries = run.named("kvs-summary");
+    assert_eq!(summaries.len(), 1, "{}", run.output());
+    assert_eq!(
+        summaries[0].get::<&str>("outcome").unwrap(),
+        "cancelled",
+        "{}",
+        run.output()
+    );
+    assert!(
+        !run.output().contains("stopped without EOS"),
+        "{}",
+        run.output()
+    );
+}
+
+/// Input that is not Matroska ends the stream with an error; the fragments before it are all
+/// persisted, and the account says the run failed (it said all-persisted), with nothing lost.
+#[test]
+fn a_stream_ended_by_bad_input_is_accounted_failed() {
+    init();
+    let dir = tempdir();
+    let mut bytes = std::fs::read(record(dir.path(), "five.mkv", 150, 30, "")).unwrap();
+    bytes.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    let file = write(dir.path(), "bad.mkv", &bytes);
+    let server = server();
+    let run = python_launch(&server, &[], &file_line(&file, "bad-end", ""), TIMEOUT);
+    assert_eq!(run.status.code(), Some(1), "{}", run.output());
+    let summary = run.summary();
+    assert_eq!(
+        summary.get::<&str>("outcome").unwrap(),
+        "failed",
+        "{summary:?}"
+    );
+    assert_eq!(
+        summary.get::<u64>("fragments-lost").unwrap(),
+        0,
+        "{summary:?}"
+    );
+    assert_eq!(
+        summary.get::<u64>("fragments-persisted").unwrap(),
+        server.fragment_count("bad-end") as u64
+    );
+}

@@ -117,6 +117,8 @@ pub struct KvsSink {
     /// (offline pacing, back-pressure) holds: a state change must not wait for it.
     paused_after_playing: std::sync::atomic::AtomicBool,
     resumed_after_pause: std::sync::atomic::AtomicBool,
+    /// A fatal error's account (`failed`) was posted with it: the stream's only summary.
+    failed_account_posted: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -342,6 +344,7 @@ impl BaseSinkImpl for KvsSink {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         self.paused_after_playing.store(false, Ordering::Release);
         self.resumed_after_pause.store(false, Ordering::Release);
+        self.failed_account_posted.store(false, Ordering::Release);
         let mut settings = lock(&self.settings).clone();
         // The official properties mapped onto ours; those without effect here say so once.
         let official = official::apply(&mut settings);
@@ -1307,7 +1310,11 @@ impl KvsSink {
         if let State::Started(started) = &*lock(&self.state) {
             summary = summary.with_spool(&started.producer.spool_account());
         }
-        self.post_summary(&stream, &summary);
+        if !(summary.outcome == uploader::Outcome::Failed
+            && self.failed_account_posted.load(Ordering::Acquire))
+        {
+            self.post_summary(&stream, &summary);
+        }
         // Said after the wait: an error makes applications stop the pipeline.
         if let Some(e) = &input_error {
             let _ = self.matroska_error(&stream, e);
@@ -1316,9 +1323,10 @@ impl KvsSink {
             // The error itself was posted when it happened.
             uploader::Outcome::Failed => false,
             uploader::Outcome::Cancelled => {
+                // Its summary (cancelled) is the stream's only one: the stop that follows
+                // waits no more and accounts no more.
                 if let State::Started(started) = &mut *lock(&self.state) {
                     started.drain_cancelled = true;
-                    started.accounted = false;
                 }
                 input_error.is_none()
             }
@@ -1388,8 +1396,16 @@ impl KvsSink {
             uploader
                 .finish_and_account(deadline.saturating_duration_since(std::time::Instant::now()))
         };
-        let summary = summary.with_spool(&started.producer.spool_account());
+        let mut summary = summary.with_spool(&started.producer.spool_account());
+        if started.producer.input_failed() {
+            // Its input's error ended it, whatever was persisted.
+            summary = summary.failed();
+        }
         started.accounted = true;
+        if uploader.fatal().is_some() && self.failed_account_posted.load(Ordering::Acquire) {
+            // Posted with the error.
+            return;
+        }
         self.post_summary(&stream, &summary);
         if let Some(message) = summary.loss_message(&stream) {
             gst::element_imp_warning!(
@@ -1444,6 +1460,37 @@ impl KvsSink {
             .field("bytes-sent", stats.bytes_sent)
             .build();
         self.post_element_message(s);
+    }
+
+    /// At a fatal error (on the runtime's thread): posts the stream's account (`failed`)
+    /// before the error, as the summary always comes, and returns what the error adds about
+    /// the loss. The spool's part is counted when the streaming thread does not hold the
+    /// state (it never waits for this thread while holding it: a fatal error wakes it).
+    fn post_failed_account(&self) -> String {
+        let Some(uploader) = lock(&self.uploader).clone() else {
+            return String::new();
+        };
+        let mut summary = uploader.account_failed();
+        let mut stream = lock(&self.settings).stream_name.clone();
+        if let Ok(state) = self.state.try_lock()
+            && let State::Started(started) = &*state
+        {
+            summary = summary.with_spool(&started.producer.spool_account());
+            stream.clone_from(&started.stream_name);
+        }
+        self.post_summary(&stream, &summary);
+        self.failed_account_posted.store(true, Ordering::Release);
+        // gst-launch-1.0 quits at the error: the summary must be dispatched first.
+        self.let_the_summary_through();
+        if summary.lost == 0 {
+            return String::new();
+        }
+        format!(
+            ". {} of {} fragments were not persisted ({})",
+            summary.lost,
+            summary.stats.fragments_produced,
+            summary.reasons.join("; ")
+        )
     }
 
     fn post_element_message(&self, structure: gst::Structure) {
@@ -1615,7 +1662,8 @@ impl KvsSink {
                     FatalError::Setup { .. } => gst::ResourceError::Settings,
                     FatalError::Service { .. } => gst::ResourceError::Write,
                 };
-                gst::element_imp_error!(self, domain, ("{}", error));
+                let lost = self.post_failed_account();
+                gst::element_imp_error!(self, domain, ("{}{}", error, lost));
             }
         }
     }

@@ -4,7 +4,8 @@ printing kvssink's element messages like `gst-launch-1.0 -m` so the Rust tests c
 
     run_pipeline.py [--default-sigpipe] [--stop-after-persisted N]
                     [--pause-after-persisted N SECONDS] [--stop-after-seconds S]
-                    [--set-before-stop ELEMENT PROPERTY VALUE] LAUNCH-LINE
+                    [--set-before-stop ELEMENT PROPERTY VALUE] [--eos-after-seconds S]
+                    LAUNCH-LINE
 
 --default-sigpipe restores the default SIGPIPE action, as many applications (and anything
 started from them) do: CPython itself ignores SIGPIPE at start-up.
@@ -15,6 +16,8 @@ PLAYING SECONDS later (a pause button), printing `paused-at=MS` and `playing-at=
 the epoch, taken just before each change).
 --stop-after-seconds S stops the pipeline (no EOS) S seconds after PLAYING, whatever it is
 doing, and prints `stop-took-ms=MS`: how long setting it to READY and NULL took.
+--eos-after-seconds S sends EOS to the pipeline S seconds after PLAYING (an application ending
+its stream), then waits for the EOS message as usual.
 --set-before-stop ELEMENT PROPERTY VALUE sets a property of the element named ELEMENT just
 before the pipeline is stopped (VALUE parsed for the property's type).
 Exit status: 0 after EOS (or the requested stop), 1 after an error message.
@@ -34,6 +37,7 @@ def main(argv):
     pause = None
     stop_after_s = None
     before_stop = []
+    eos_after_s = None
     while argv and argv[0].startswith("--"):
         flag = argv.pop(0)
         if flag == "--default-sigpipe":
@@ -44,19 +48,23 @@ def main(argv):
             pause = (int(argv.pop(0)), float(argv.pop(0)))
         elif flag == "--stop-after-seconds":
             stop_after_s = float(argv.pop(0))
+        elif flag == "--eos-after-seconds":
+            eos_after_s = float(argv.pop(0))
         elif flag == "--set-before-stop":
             before_stop.append((argv.pop(0), argv.pop(0), argv.pop(0)))
         else:
             raise SystemExit(f"unknown flag {flag}")
     Gst.init(None)
-    return run(Gst.parse_launch(" ".join(argv)), stop_after, pause, stop_after_s, before_stop)
+    return run(Gst.parse_launch(" ".join(argv)), stop_after, pause, stop_after_s, before_stop,
+               eos_after_s)
 
 
 def now_ms():
     return int(time.time() * 1000)
 
 
-def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=()):
+def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=(),
+        eos_after_s=None):
     """Plays `pipeline` until EOS, an error or `stop_after` PERSISTED acks, printing kvssink's
     messages; returns the exit status. Also used by the other host scripts here."""
     loop = GLib.MainLoop()
@@ -98,6 +106,9 @@ def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=()
     pipeline.set_state(Gst.State.PLAYING)
     if stop_after_s is not None:
         GLib.timeout_add(int(stop_after_s * 1000), lambda: loop.quit() and False)
+    if eos_after_s is not None:
+        GLib.timeout_add(int(eos_after_s * 1000),
+                         lambda: pipeline.send_event(Gst.Event.new_eos()) and False)
     loop.run()
     # kvssink gives its account of a stop without EOS while going to READY; read it before
     # NULL, which flushes the bus.
