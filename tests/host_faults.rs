@@ -247,3 +247,42 @@ fn a_python_app_with_the_default_sigpipe_handler_survives_a_500() {
     );
     assert_nothing_lost(&server, "python", &std::fs::read(&file).unwrap());
 }
+
+/// A service that takes every connection but acknowledges nothing (each one goes stale and
+/// is dropped) is one incident, however many connections it accepts: its first reconnects are
+/// warned about, then one a minute (the rest in kvs-connection messages). Before, each
+/// accepted connection began a new "outage" and every attempt was a warning.
+#[test]
+fn connections_accepted_but_never_acknowledged_are_warned_about_a_few_times() {
+    init();
+    let server = server();
+    let line = "videotestsrc is-live=true num-buffers=600 \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse \
+         ! matroskamux streamable=true \
+         ! kvssink stream-name=no-acks connection-staleness=1 stop-stream-timeout=30";
+    let run = std::thread::scope(|s| {
+        let run = s.spawn(|| gst_launch(&server, line, TIMEOUT));
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while server.fragments("no-acks").len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no fragment stored");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.inject(Fault::StopAcks { stream: None });
+        std::thread::sleep(Duration::from_secs(12));
+        server.clear_faults();
+        run.join().unwrap()
+    });
+    run.assert_success();
+    let attempts = reconnects(&run);
+    let reconnect_warnings = run
+        .output()
+        .lines()
+        .filter(|l| l.starts_with("WARNING: from element") && l.contains("reconnecting in"))
+        .count();
+    assert!(attempts >= 5, "the premise: {attempts} reconnects");
+    assert!(
+        reconnect_warnings <= 4,
+        "{reconnect_warnings} reconnect warnings for {attempts} attempts"
+    );
+}

@@ -72,6 +72,11 @@ impl ReconnectWarnings {
     /// Whether attempt `attempt` (failed for `reason`) gets a warning; if so, how many
     /// attempts before it got none.
     fn take(&mut self, attempt: u32, reason: &str) -> Option<u32> {
+        if attempt == 1 {
+            // A new incident: the attempt count starts again only after progress (a
+            // PERSISTED ack), not because a connection was accepted and dropped again.
+            *self = ReconnectWarnings::default();
+        }
         let due = match &self.last {
             Some((at, last)) => {
                 attempt <= RECONNECT_WARNINGS
@@ -1543,10 +1548,7 @@ impl KvsSink {
                         s.set("state", "connecting");
                         s.set("attempt", attempt);
                     }
-                    ConnectionState::Streaming => {
-                        *lock(&self.reconnect_warnings) = ReconnectWarnings::default();
-                        s.set("state", "streaming")
-                    }
+                    ConnectionState::Streaming => s.set("state", "streaming"),
                     ConnectionState::Reconnecting {
                         attempt,
                         delay,

@@ -96,6 +96,7 @@ async fn drive(
     let mut told_attempt = None;
     loop {
         let attempt_started = tokio::time::Instant::now();
+        let persisted_before = shared.lock().fragments_persisted();
         if told_attempt != Some(attempt) {
             told_attempt = Some(attempt);
             shared.emit_state(ConnectionState::Connecting { attempt });
@@ -278,6 +279,11 @@ async fn drive(
         };
 
         let took = unreached.then(|| attempt_started.elapsed());
+        if shared.lock().fragments_persisted() > persisted_before {
+            // The connection made progress before it failed: a new incident, not one more
+            // attempt of the last (its backoff starts again, and it is told again).
+            attempt = 0;
+        }
         retry(shared, &mut attempt, reason, took).await;
     }
 }

@@ -207,6 +207,11 @@ impl Inner {
         true
     }
 
+    /// Fragments persisted so far.
+    pub fn fragments_persisted(&self) -> u64 {
+        self.counters.fragments_persisted
+    }
+
     /// A PutMedia connection was answered: the service is reachable again.
     pub fn on_connected(&mut self) {
         self.outage = false;
