@@ -174,6 +174,8 @@ pub struct Stats {
     pub last_error: Option<String>,
     /// The service could not be reached when this was taken (its reason: `last_error`).
     pub unreachable: bool,
+    /// The connection was failing when this was taken (its reason: `last_error`).
+    pub failing: bool,
     pub backlog: Backlog,
 }
 
@@ -295,8 +297,12 @@ impl Summary {
             ));
         }
         if pending > 0 {
-            let why = match (&stats.last_error, stats.unreachable) {
-                (Some(e), true) => format!(": the service could not be reached ({e})"),
+            let why = match &stats.last_error {
+                Some(e) if stats.unreachable => {
+                    format!(": the service could not be reached ({e})")
+                }
+                Some(e) if stats.failing => format!(": the connection kept failing ({e})"),
+                _ if stats.connections == 0 => ": the service never answered".to_owned(),
                 _ => String::new(),
             };
             reasons.push(format!("{pending} never acknowledged (abandoned){why}"));
@@ -974,8 +980,9 @@ mod tests {
         );
         // With the service out of reach at the end, the reason says so.
         stats.unreachable = true;
+        stats.failing = true;
         stats.last_error = Some("cannot reach http://x: refused".into());
-        let unreachable = Summary::new(&WaitOutcome::TimedOut { pending: 4 }, stats);
+        let unreachable = Summary::new(&WaitOutcome::TimedOut { pending: 4 }, stats.clone());
         assert!(
             unreachable.reasons.last().unwrap().ends_with(
                 "4 never acknowledged (abandoned): the service could not be reached (cannot \
@@ -983,6 +990,32 @@ mod tests {
             ),
             "{:?}",
             unreachable.reasons
+        );
+        // Reached, but failing (no acks, closed connections): not called unreachable.
+        stats.unreachable = false;
+        stats.last_error = Some("no acknowledgement for 5s".into());
+        let failing = Summary::new(&WaitOutcome::TimedOut { pending: 4 }, stats.clone());
+        assert!(
+            failing.reasons.last().unwrap().ends_with(
+                "4 never acknowledged (abandoned): the connection kept failing (no \
+                 acknowledgement for 5s)"
+            ),
+            "{:?}",
+            failing.reasons
+        );
+        // Nothing failed yet, and nothing ever answered (a connection attempt still waits).
+        stats.failing = false;
+        stats.last_error = None;
+        stats.connections = 0;
+        let silent = Summary::new(&WaitOutcome::TimedOut { pending: 4 }, stats);
+        assert!(
+            silent
+                .reasons
+                .last()
+                .unwrap()
+                .ends_with("4 never acknowledged (abandoned): the service never answered"),
+            "{:?}",
+            silent.reasons
         );
     }
 }

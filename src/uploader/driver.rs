@@ -303,7 +303,9 @@ async fn retry(
         Some(took) => outage_backoff(attempt, took),
         None => backoff(attempt, shared.config.max_backoff),
     };
-    shared.lock().on_attempt_failed(&reason);
+    shared
+        .lock()
+        .on_attempt_failed(&reason, unreached_took.is_some());
     shared.emit_state(ConnectionState::Reconnecting {
         attempt,
         delay,

@@ -79,6 +79,8 @@ pub(crate) struct Inner {
     pub flushing: bool,
     /// A connection attempt failed and none has streamed since: the store may drop fragments.
     pub outage: bool,
+    /// The last failed attempt did not reach the service (a transport error).
+    last_unreached: bool,
     /// The streaming thread is held for room in the store: data is not missing, so the open
     /// fragment must not be ended as idle.
     pub held: bool,
@@ -118,6 +120,7 @@ impl Inner {
             eos: false,
             flushing: false,
             outage: false,
+            last_unreached: false,
             held: false,
             keep_everything: false,
             spooled: false,
@@ -188,7 +191,8 @@ impl Inner {
             backpressure: c.backpressure,
             errors: c.errors,
             last_error: c.last_error.clone(),
-            unreachable: self.outage,
+            unreachable: self.outage && self.last_unreached,
+            failing: self.outage,
             backlog: self.store.backlog(),
         }
     }
@@ -220,8 +224,9 @@ impl Inner {
 
     /// An attempt failed; the next one waits. From now on a full store drops its oldest
     /// fragments instead of holding upstream back.
-    pub fn on_attempt_failed(&mut self, reason: &str) {
+    pub fn on_attempt_failed(&mut self, reason: &str, unreached: bool) {
         self.outage = true;
+        self.last_unreached = unreached;
         self.counters.reconnects += 1;
         self.counters.last_error = Some(reason.to_owned());
     }
