@@ -500,3 +500,35 @@ fn a_stream_ended_by_bad_input_is_accounted_failed() {
         server.fragment_count("bad-end") as u64
     );
 }
+
+/// `gst_element_send_event(kvssink, eos)`, as applications written for AWS's element end a
+/// stream: the stream ends as at any EOS (the last acks waited for, the summary). Before, the
+/// call returned true and did nothing.
+#[test]
+fn eos_sent_to_the_element_ends_the_stream() {
+    init();
+    let server = server();
+    let line = "videotestsrc is-live=true \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse \
+         ! matroskamux streamable=true ! kvssink name=sink stream-name=eos-to-sink";
+    let run = python_launch(
+        &server,
+        &[
+            "--eos-after-seconds",
+            "3",
+            "--eos-to",
+            "sink",
+            "--stop-after-seconds",
+            "30",
+        ],
+        line,
+        TIMEOUT,
+    );
+    run.assert_success();
+    let summary = run.summary();
+    assert_eq!(summary.get::<&str>("outcome").unwrap(), "all-persisted");
+    // Ended by the EOS at 3 s, not by the stop at 30 s.
+    let produced = summary.get::<u64>("fragments-produced").unwrap();
+    assert!((2..=6).contains(&produced), "{summary:?}");
+}

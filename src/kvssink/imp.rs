@@ -341,6 +341,16 @@ impl ElementImpl for KvsSink {
         if metadata::is_add_metadata(&event) {
             return self.obj().sink_pad().send_event(event);
         }
+        if event.type_() == gst::EventType::Eos {
+            // An application ending the stream this way (AWS's samples do): every input
+            // ends, the audio's too (the video's EOS waits for it).
+            let audio = lock(&self.audio).pad.clone();
+            let mut sent = self.obj().sink_pad().send_event(event.clone());
+            if let Some(pad) = audio {
+                sent &= pad.send_event(event);
+            }
+            return sent;
+        }
         self.parent_send_event(event)
     }
 }

@@ -17,7 +17,8 @@ the epoch, taken just before each change).
 --stop-after-seconds S stops the pipeline (no EOS) S seconds after PLAYING, whatever it is
 doing, and prints `stop-took-ms=MS`: how long setting it to READY and NULL took.
 --eos-after-seconds S sends EOS to the pipeline S seconds after PLAYING (an application ending
-its stream), then waits for the EOS message as usual.
+its stream), then waits for the EOS message as usual; with --eos-to ELEMENT, to that element
+(gst_element_send_event on the sink, as AWS's samples do).
 --set-before-stop ELEMENT PROPERTY VALUE sets a property of the element named ELEMENT just
 before the pipeline is stopped (VALUE parsed for the property's type).
 Exit status: 0 after EOS (or the requested stop), 1 after an error message.
@@ -38,6 +39,7 @@ def main(argv):
     stop_after_s = None
     before_stop = []
     eos_after_s = None
+    eos_to = None
     while argv and argv[0].startswith("--"):
         flag = argv.pop(0)
         if flag == "--default-sigpipe":
@@ -50,13 +52,15 @@ def main(argv):
             stop_after_s = float(argv.pop(0))
         elif flag == "--eos-after-seconds":
             eos_after_s = float(argv.pop(0))
+        elif flag == "--eos-to":
+            eos_to = argv.pop(0)
         elif flag == "--set-before-stop":
             before_stop.append((argv.pop(0), argv.pop(0), argv.pop(0)))
         else:
             raise SystemExit(f"unknown flag {flag}")
     Gst.init(None)
     return run(Gst.parse_launch(" ".join(argv)), stop_after, pause, stop_after_s, before_stop,
-               eos_after_s)
+               eos_after_s, eos_to)
 
 
 def now_ms():
@@ -64,7 +68,7 @@ def now_ms():
 
 
 def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=(),
-        eos_after_s=None):
+        eos_after_s=None, eos_to=None):
     """Plays `pipeline` until EOS, an error or `stop_after` PERSISTED acks, printing kvssink's
     messages; returns the exit status. Also used by the other host scripts here."""
     loop = GLib.MainLoop()
@@ -107,8 +111,9 @@ def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=()
     if stop_after_s is not None:
         GLib.timeout_add(int(stop_after_s * 1000), lambda: loop.quit() and False)
     if eos_after_s is not None:
+        target = pipeline.get_by_name(eos_to) if eos_to else pipeline
         GLib.timeout_add(int(eos_after_s * 1000),
-                         lambda: pipeline.send_event(Gst.Event.new_eos()) and False)
+                         lambda: target.send_event(Gst.Event.new_eos()) and False)
     loop.run()
     # kvssink gives its account of a stop without EOS while going to READY; read it before
     # NULL, which flushes the bus.
