@@ -402,6 +402,10 @@ pub(crate) struct Shared {
     pub failing: std::sync::atomic::AtomicBool,
     /// Sessions whose body went to a file in `dump_dir` so far: the next file's number.
     pub dumped_sessions: AtomicU64,
+    /// How long a connection may go without an ack while data is outstanding (ms):
+    /// `connection-staleness`, doubled after each stale connection until one makes progress
+    /// (a service slower to acknowledge than that is waited for, not reconnected to forever).
+    pub staleness_ms: AtomicU64,
 }
 
 impl Shared {
@@ -482,6 +486,7 @@ impl Uploader {
         events: EventSink,
     ) -> Uploader {
         let store = FragmentStore::new(config.store_limits, config.release_on);
+        let config_staleness_ms = config.connection_staleness.as_millis() as u64;
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::new(store)),
             changed: Condvar::new(),
@@ -491,6 +496,7 @@ impl Uploader {
             config,
             failing: std::sync::atomic::AtomicBool::new(false),
             dumped_sessions: AtomicU64::new(0),
+            staleness_ms: AtomicU64::new(config_staleness_ms),
         });
         let driver = runtime.spawn(driver::run(shared.clone(), credentials));
         Uploader {

@@ -248,29 +248,36 @@ fn a_python_app_with_the_default_sigpipe_handler_survives_a_500() {
     assert_nothing_lost(&server, "python", &std::fs::read(&file).unwrap());
 }
 
-/// A service that takes every connection but acknowledges nothing (each one goes stale and
-/// is dropped) is one incident, however many connections it accepts: its first reconnects are
+/// A service that takes every connection and drops it before a fragment is through (no
+/// progress) is one incident, however many connections it accepts: its first reconnects are
 /// warned about, then one a minute (the rest in kvs-connection messages). Before, each
 /// accepted connection began a new "outage" and every attempt was a warning.
 #[test]
-fn connections_accepted_but_never_acknowledged_are_warned_about_a_few_times() {
+fn connections_accepted_and_dropped_without_progress_are_warned_about_a_few_times() {
     init();
     let server = server();
-    let line = "videotestsrc is-live=true num-buffers=600 \
+    let line = "videotestsrc is-live=true num-buffers=900 \
          ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
          ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse \
          ! matroskamux streamable=true \
-         ! kvssink stream-name=no-acks connection-staleness=1 stop-stream-timeout=30";
+         ! kvssink stream-name=no-progress stop-stream-timeout=60";
     let run = std::thread::scope(|s| {
         let run = s.spawn(|| gst_launch(&server, line, TIMEOUT));
         let deadline = std::time::Instant::now() + TIMEOUT;
-        while server.fragments("no-acks").len() < 2 {
+        while server.fragments("no-progress").len() < 2 {
             assert!(std::time::Instant::now() < deadline, "no fragment stored");
             std::thread::sleep(Duration::from_millis(50));
         }
-        server.inject(Fault::StopAcks { stream: None });
-        std::thread::sleep(Duration::from_secs(12));
-        server.clear_faults();
+        // The next ten sessions are closed before a fragment is through; the running one
+        // is ended by a moment of not listening.
+        server.inject(Fault::CloseAfterBytes {
+            stream: None,
+            bytes: 2000,
+            sessions: 10,
+        });
+        server.pause_listening();
+        std::thread::sleep(Duration::from_millis(100));
+        server.resume_listening();
         run.join().unwrap()
     });
     run.assert_success();
@@ -283,6 +290,41 @@ fn connections_accepted_but_never_acknowledged_are_warned_about_a_few_times() {
     assert!(attempts >= 5, "the premise: {attempts} reconnects");
     assert!(
         reconnect_warnings <= 4,
-        "{reconnect_warnings} reconnect warnings for {attempts} attempts"
+        "{reconnect_warnings} reconnect warnings for {attempts} attempts:\n{}",
+        run.output()
+    );
+}
+
+/// A service slower to acknowledge than `connection-staleness` (acks 3 s late, staleness 1 s):
+/// each stale connection makes the next one wait twice as long, so the acks are received and
+/// everything is persisted. Before, kvssink reconnected every second for ever, resending its
+/// whole backlog each time, and never saw an ack.
+#[test]
+fn acks_slower_than_connection_staleness_are_waited_for() {
+    init();
+    let server = server();
+    server.inject(Fault::DelayAcks {
+        stream: None,
+        delay_ms: 3000,
+    });
+    let line = "videotestsrc is-live=true num-buffers=240 \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse \
+         ! matroskamux streamable=true \
+         ! kvssink stream-name=slow-acks connection-staleness=1 stop-stream-timeout=60";
+    let run = gst_launch(&server, line, TIMEOUT);
+    run.assert_success();
+    assert_eq!(
+        run.summary().get::<&str>("outcome").unwrap(),
+        "all-persisted",
+        "{:?}",
+        run.summary()
+    );
+    let attempts = reconnects(&run);
+    assert!(attempts <= 4, "{attempts} reconnects");
+    assert!(
+        run.output().contains("the next connection waits"),
+        "{}",
+        run.output()
     );
 }

@@ -58,10 +58,30 @@ enum State {
 /// warning, then one a minute says it goes on, and a new reason is told at once.
 #[derive(Default)]
 struct ReconnectWarnings {
-    /// When the last one was posted, and its reason.
+    /// When the last one was posted, and its reason (without its numbers).
     last: Option<(std::time::Instant, String)>,
     /// Attempts since, not told.
     untold: u32,
+}
+
+/// What kind of reason a failed attempt had: a change of kind is told at once, not the
+/// words of a lost connection, which vary from attempt to attempt (reset, broken pipe, EOF).
+fn reason_kind(reason: &str) -> String {
+    const KINDS: [(&str, &[&str]); 3] = [
+        ("throttled", &["throttled"]),
+        ("stale", &["no acknowledgement"]),
+        (
+            "connection",
+            &["cannot reach", "connection lost", "closed the connection"],
+        ),
+    ];
+    for (kind, words) in KINDS {
+        if words.iter().any(|w| reason.contains(w)) {
+            return kind.to_owned();
+        }
+    }
+    // Otherwise the reason itself, whatever its numbers (durations, ports, attempts).
+    reason.chars().filter(|c| !c.is_ascii_digit()).collect()
 }
 
 /// Attempts of one outage that each get a warning; after them, one a minute.
@@ -77,10 +97,11 @@ impl ReconnectWarnings {
             // PERSISTED ack), not because a connection was accepted and dropped again.
             *self = ReconnectWarnings::default();
         }
+        let kind = reason_kind(reason);
         let due = match &self.last {
             Some((at, last)) => {
                 attempt <= RECONNECT_WARNINGS
-                    || last != reason
+                    || *last != kind
                     || at.elapsed() >= RECONNECT_WARNING_EVERY
             }
             None => true,
@@ -89,7 +110,7 @@ impl ReconnectWarnings {
             self.untold += 1;
             return None;
         }
-        self.last = Some((std::time::Instant::now(), reason.to_owned()));
+        self.last = Some((std::time::Instant::now(), kind));
         Some(std::mem::take(&mut self.untold))
     }
 }
@@ -1723,8 +1744,14 @@ mod tests {
         assert_eq!(w.take(3, down), Some(0));
         assert_eq!(w.take(4, down), None);
         assert_eq!(w.take(5, down), None);
+        // The words of a lost connection vary: not another reason.
+        assert_eq!(
+            w.take(6, "cannot reach PutMedia: connection lost: Broken pipe"),
+            None
+        );
+        assert_eq!(w.take(6, "the service closed the connection"), None);
         // Another reason is told at once, with the attempts not told before it.
-        assert_eq!(w.take(6, "throttled by the service"), Some(2));
+        assert_eq!(w.take(6, "throttled by the service"), Some(4));
         assert_eq!(w.take(7, "throttled by the service"), None);
         // A minute after the last warning, the next attempt is told.
         let (_, reason) = w.last.take().unwrap();

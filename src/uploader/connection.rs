@@ -3,7 +3,8 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::Credentials;
 use bytes::Bytes;
@@ -221,7 +222,7 @@ async fn read_acks(
     body: &mut hyper::body::Incoming,
     producer_start_ms: u64,
 ) -> Result<End, Failure> {
-    let staleness = shared.config.connection_staleness;
+    let staleness = Duration::from_millis(shared.staleness_ms.load(Ordering::Relaxed));
     let mut parser = AckParser::new();
     let mut acks = Vec::new();
     let mut acked = false;

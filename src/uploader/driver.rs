@@ -2,6 +2,7 @@
 //! exponential backoff and jitter between failed attempts.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
@@ -28,6 +29,9 @@ const CREATE_WAIT: Duration = Duration::from_secs(60);
 /// At start, give up when the service was not reached within this many connection timeouts
 /// (kvssink, and kvssrc before its first read).
 pub(crate) const START_ATTEMPT_FACTOR: u32 = 3;
+/// A connection that went stale makes the next one wait for acks twice as long, up to this
+/// many times `connection-staleness`.
+const STALENESS_GROWTH: u64 = 8;
 /// At start, keep retrying throttled requests for this many connection timeouts.
 const START_THROTTLING_FACTOR: u32 = 12;
 /// Consecutive refusals of the credentials after which the stream fails.
@@ -196,7 +200,17 @@ async fn drive(
             Ok(End::Closed { acked }) => {
                 ever_authorised = true;
                 auth_failures = 0;
-                if acked {
+                // A close after progress (fragments persisted), or with nothing left to send
+                // (an idle session ended), is the service's routine: connect again at once.
+                // Acks that persisted nothing (BUFFERING) are no progress.
+                let (progress, idle) = {
+                    let inner = shared.lock();
+                    (
+                        inner.fragments_persisted() > persisted_before,
+                        inner.store.backlog().fragments == 0,
+                    )
+                };
+                if acked && (progress || idle) {
                     attempt = 0;
                     told_attempt = None;
                     continue;
@@ -205,7 +219,17 @@ async fn drive(
             }
             Err(Failure::Fatal(error)) => return Err(error),
             Err(Failure::Stale) => {
-                format!("no acknowledgement for {:?}", config.connection_staleness)
+                // Slower acks than that: the next connection waits twice as long, up to
+                // STALENESS_GROWTH times connection-staleness, until one makes progress.
+                let waited = shared.staleness_ms.load(Ordering::Relaxed);
+                let most = config.connection_staleness.as_millis() as u64 * STALENESS_GROWTH;
+                let next = waited.saturating_mul(2).min(most).max(waited);
+                shared.staleness_ms.store(next, Ordering::Relaxed);
+                format!(
+                    "no acknowledgement for {:?} (the next connection waits {:?})",
+                    Duration::from_millis(waited),
+                    Duration::from_millis(next)
+                )
             }
             Err(Failure::RetriableAck(message)) => message,
             Err(Failure::Api(error)) => {
@@ -283,6 +307,10 @@ async fn drive(
             // The connection made progress before it failed: a new incident, not one more
             // attempt of the last (its backoff starts again, and it is told again).
             attempt = 0;
+            shared.staleness_ms.store(
+                config.connection_staleness.as_millis() as u64,
+                Ordering::Relaxed,
+            );
         }
         retry(shared, &mut attempt, reason, took).await;
     }
