@@ -223,6 +223,10 @@ pub enum Notice {
     /// The first fragment of a stream is dated before 2000: its times are likely wrong (a
     /// warning).
     DatedTooEarly { first_ms: u64, source: StartSource },
+    /// The stream's first cluster does not start with a key frame (matroskamux started
+    /// inside a group of pictures, e.g. on a branch added to a running pipeline): clusters
+    /// are skipped until one does (a warning; a key unit is requested).
+    SkippingToKeyFrame { timecode: u64 },
 }
 
 impl fmt::Display for Notice {
@@ -357,6 +361,12 @@ impl fmt::Display for Notice {
                  before one already sent. Start the stream again to date it by the clock",
                 step_ms.unsigned_abs() as f64 / 1000.0
             ),
+            Notice::SkippingToKeyFrame { timecode } => write!(
+                f,
+                "the stream begins inside a group of pictures (its first cluster, at timecode \
+                 {timecode}, does not start with a key frame): clusters are skipped until one \
+                 does, and a key unit is requested"
+            ),
             Notice::DatedTooEarly { first_ms, source } => write!(
                 f,
                 "its first fragment is dated {first_ms} ms since the epoch, before the year \
@@ -461,6 +471,9 @@ pub struct Producer {
     /// The open cluster was cut at the service's limits: its metadata went before the
     /// end-of-fragment tag, and its end writes none.
     metadata_written: bool,
+    /// The stream began inside a group of pictures: its clusters are skipped until one
+    /// starts with a key frame.
+    skipping: bool,
 }
 
 /// The spool's state shared with the ack handler (runtime threads).
@@ -880,6 +893,7 @@ impl Producer {
             events: Vec::with_capacity(8),
             metadata: FragmentMetadata::default(),
             metadata_written: false,
+            skipping: false,
         };
         // Fragments left from an earlier run go first.
         producer.feed(&mut notices);
@@ -1134,10 +1148,22 @@ impl Producer {
                 }
                 mkv::Event::FragmentStart(start) => {
                     if !start.key_frame {
-                        return Err(InputError::NoKeyFrame {
-                            timecode: start.timecode,
-                        });
+                        if self.pending_header.is_none() {
+                            return Err(InputError::NoKeyFrame {
+                                timecode: start.timecode,
+                            });
+                        }
+                        // Nothing of this stream sent yet: what comes before its first key
+                        // frame cannot be decoded anyway.
+                        if !self.skipping {
+                            self.skipping = true;
+                            notices.push(Notice::SkippingToKeyFrame {
+                                timecode: start.timecode,
+                            });
+                        }
+                        continue;
                     }
+                    self.skipping = false;
                     let start_ns = self.ns(start.timecode as i64);
                     if let Some(header) = self.pending_header.take() {
                         self.start_stream(header, start_ns, notices);
@@ -1151,6 +1177,8 @@ impl Producer {
                     });
                     self.begin(start.timecode, start_ns);
                 }
+                mkv::Event::FragmentData(_) if self.skipping => {}
+                mkv::Event::FragmentCut(_) | mkv::Event::FragmentEnd(_) if self.skipping => {}
                 mkv::Event::FragmentData(bytes) => {
                     if self.take_for_spool(&bytes) {
                         self.pace_bytes(bytes.len());

@@ -532,3 +532,46 @@ fn eos_sent_to_the_element_ends_the_stream() {
     let produced = summary.get::<u64>("fragments-produced").unwrap();
     assert!((2..=6).contains(&produced), "{summary:?}");
 }
+
+/// A stream whose first clusters do not start with a key frame (matroskamux on a branch added
+/// to a running pipeline starts inside a group of pictures) is not an error: those clusters,
+/// which nothing could decode, are skipped with a warning until one starts with a key frame,
+/// and everything from there is sent. Before, the whole pipeline failed.
+#[test]
+fn a_stream_beginning_inside_a_group_of_pictures_starts_at_its_first_key_frame() {
+    use kvs_format::build::{cluster, simple_block, simple_cluster, simple_header};
+    init();
+    let dir = tempdir();
+    let delta = |tc: u64| {
+        cluster(
+            tc,
+            &(0..30)
+                .map(|i| simple_block(1, i * 33, false, &[0x5A; 200]))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let mut bytes = simple_header();
+    bytes.extend(delta(0));
+    bytes.extend(delta(1000));
+    bytes.extend(simple_cluster(2000, 30, 33, 200));
+    bytes.extend(simple_cluster(3000, 30, 33, 200));
+    let file = write(dir.path(), "mid-gop.mkv", &bytes);
+    let server = server();
+    let run = gst_launch(&server, &file_line(&file, "mid-gop", ""), TIMEOUT);
+    run.assert_success();
+    let summary = run.summary();
+    assert_eq!(summary.get::<&str>("outcome").unwrap(), "all-persisted");
+    assert_eq!(summary.get::<u64>("fragments-produced").unwrap(), 2);
+    let stored: Vec<u64> = server
+        .fragments("mid-gop")
+        .iter()
+        .map(|f| f.timecode)
+        .collect();
+    assert_eq!(stored, [2000, 3000]);
+    assert!(
+        run.output()
+            .contains("stream mid-gop: the stream begins inside a group of pictures"),
+        "{}",
+        run.output()
+    );
+}

@@ -1247,6 +1247,14 @@ impl KvsSink {
                     gst::StreamError::Format,
                     ("{}", about(stream, &notice))
                 ),
+                Notice::SkippingToKeyFrame { .. } => {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::StreamError::Format,
+                        ("{}", about(stream, &notice))
+                    );
+                    self.request_key_unit();
+                }
             }
         }
     }
