@@ -262,3 +262,22 @@ fn audio_without_elementary_video_is_a_clear_error() {
         matroska.output()
     );
 }
+
+/// An application that releases `video_0` mid-stream (its branch blocked and removed) while
+/// audio goes on: the video stream ends there, and the stream ends without hanging, with
+/// what was sent persisted. Before, EOS never completed.
+#[test]
+fn releasing_the_video_pad_mid_stream_ends_the_stream() {
+    init();
+    let server = server();
+    let registry = tempfile::tempdir().unwrap();
+    let mut cmd = host_command("/usr/bin/python3", &server.url(), registry.path());
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/request_pads.py"))
+        .args(["released", "--release-video-after", "2"]);
+    let run = run_host(cmd, TIMEOUT);
+    assert_eq!(run.status.code(), Some(0), "{}", run.output());
+    assert!(run.stdout.contains("released-video"), "{}", run.output());
+    let summary = run.summary();
+    assert_eq!(summary.get::<&str>("outcome").unwrap(), "all-persisted");
+    assert!(server.fragment_count("released") >= 1);
+}

@@ -347,9 +347,22 @@ impl ElementImpl for KvsSink {
             self.progress.notify_all();
             self.end_audio();
         } else {
-            let mut proxy = lock(&self.video_proxy);
-            if proxy.as_ref() == Some(pad) {
-                *proxy = None;
+            let released = {
+                let mut proxy = lock(&self.video_proxy);
+                let released = proxy.as_ref() == Some(pad);
+                if released {
+                    *proxy = None;
+                }
+                released
+            };
+            if released && matches!(&*lock(&self.state), State::Started(_)) {
+                // The video stream ends here, as at an EOS of its own: the stream ends when
+                // the audio does. Sent from a thread of its own: the video's EOS waits for
+                // the audio's, and the application releasing the pad must not.
+                let sink = self.obj().sink_pad().clone();
+                let _ = std::thread::Builder::new()
+                    .name("kvssink-video-end".into())
+                    .spawn(move || sink.send_event(gst::event::Eos::new()));
             }
         }
         let _ = pad.set_active(false);
