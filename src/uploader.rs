@@ -807,6 +807,21 @@ impl Uploader {
         Summary::new(&WaitOutcome::Failed, self.stats())
     }
 
+    /// Like [`Uploader::finish_and_account`], until `deadline()`, asked again as the wait
+    /// goes on (the application may shorten it: `stop-stream-timeout` set while waiting).
+    pub fn finish_and_account_by(&self, deadline: impl Fn() -> Instant) -> Summary {
+        self.finish();
+        loop {
+            let slice = deadline()
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(250));
+            match self.wait_persisted(slice) {
+                WaitOutcome::TimedOut { .. } if Instant::now() < deadline() => {}
+                wait => return Summary::new(&wait, self.stats()),
+            }
+        }
+    }
+
     /// Waits like [`Uploader::wait_persisted`] and accounts for every fragment produced.
     pub fn finish_and_account(&self, timeout: Duration) -> Summary {
         self.finish();

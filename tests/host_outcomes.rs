@@ -575,3 +575,50 @@ fn a_stream_beginning_inside_a_group_of_pictures_starts_at_its_first_key_frame()
         run.output()
     );
 }
+
+/// The stop's wait for the last acks (120 s by default, the endpoint down) is cut short when
+/// the application sets `stop-stream-timeout` to 0 from another thread while it waits.
+#[test]
+fn a_stop_already_waiting_ends_when_stop_stream_timeout_is_set_to_0() {
+    init();
+    let server = server();
+    let line = "videotestsrc is-live=true \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
+         ! matroskamux streamable=true ! kvssink name=sink stream-name=cut-short";
+    let run = std::thread::scope(|s| {
+        let run = s.spawn(|| {
+            python_launch(
+                &server,
+                &[
+                    "--stop-after-seconds",
+                    "5",
+                    "--set-during-stop",
+                    "sink",
+                    "stop-stream-timeout",
+                    "0",
+                    "2",
+                ],
+                line,
+                TIMEOUT,
+            )
+        });
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while server.fragments("cut-short").len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no fragment stored");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.pause_listening();
+        run.join().unwrap()
+    });
+    server.resume_listening();
+    let output = run.output();
+    let took: u64 = output
+        .lines()
+        .find_map(|l| l.strip_prefix("stop-took-ms="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the pipeline did not stop:\n{output}"));
+    // About the 2 s before it was set, not the 120 s of the default.
+    assert!(took < 30_000, "stopping took {took} ms:\n{output}");
+    assert!(run.summary().get::<u64>("fragments-lost").unwrap() >= 1);
+}

@@ -1334,7 +1334,8 @@ impl KvsSink {
     /// fragment was lost or the input broke off, so that no host calls the run a success.
     fn drain_at_eos(&self) -> bool {
         let timeout = lock(&self.settings).stop_stream_timeout();
-        let deadline = std::time::Instant::now() + timeout;
+        let begun = std::time::Instant::now();
+        let deadline = begun + timeout;
         let (uploader, stream, input_error) = {
             let mut state = lock(&self.state);
             let State::Started(started) = &mut *state else {
@@ -1362,8 +1363,7 @@ impl KvsSink {
             "EOS: waiting up to {:?} for the last acks",
             timeout
         );
-        let mut summary = uploader
-            .finish_and_account(deadline.saturating_duration_since(std::time::Instant::now()));
+        let mut summary = uploader.finish_and_account_by(|| self.stop_deadline(begun));
         if let State::Started(started) = &*lock(&self.state) {
             summary = summary.with_spool(&started.producer.spool_account());
         }
@@ -1442,7 +1442,8 @@ impl KvsSink {
             // unlock() set it to stop the streaming thread, which has stopped by now.
             uploader.set_flushing(false);
             let timeout = lock(&self.settings).stop_stream_timeout();
-            let deadline = std::time::Instant::now() + timeout;
+            let begun = std::time::Instant::now();
+            let deadline = begun + timeout;
             self.drain_spool(started, deadline);
             gst::info!(
                 CAT,
@@ -1450,8 +1451,7 @@ impl KvsSink {
                 "stopping without EOS: waiting up to {:?} for the last acks",
                 timeout
             );
-            uploader
-                .finish_and_account(deadline.saturating_duration_since(std::time::Instant::now()))
+            uploader.finish_and_account_by(|| self.stop_deadline(begun))
         };
         let mut summary = summary.with_spool(&started.producer.spool_account());
         if started.producer.input_failed() {
@@ -1472,6 +1472,12 @@ impl KvsSink {
                 ["outcome {}", summary.outcome.as_str()]
             );
         }
+    }
+
+    /// When a wait for the last acks that began at `begun` ends: `stop-stream-timeout` as it
+    /// is now (an application may shorten it while the wait goes on).
+    fn stop_deadline(&self, begun: std::time::Instant) -> std::time::Instant {
+        begun + lock(&self.settings).stop_stream_timeout()
     }
 
     /// Hands what waits in the spool to the uploader, until `deadline`.

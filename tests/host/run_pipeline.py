@@ -4,7 +4,8 @@ printing kvssink's element messages like `gst-launch-1.0 -m` so the Rust tests c
 
     run_pipeline.py [--default-sigpipe] [--stop-after-persisted N]
                     [--pause-after-persisted N SECONDS] [--stop-after-seconds S]
-                    [--set-before-stop ELEMENT PROPERTY VALUE] [--eos-after-seconds S]
+                    [--set-before-stop ELEMENT PROPERTY VALUE]
+                    [--set-during-stop ELEMENT PROPERTY VALUE SECONDS] [--eos-after-seconds S]
                     LAUNCH-LINE
 
 --default-sigpipe restores the default SIGPIPE action, as many applications (and anything
@@ -21,10 +22,13 @@ its stream), then waits for the EOS message as usual; with --eos-to ELEMENT, to 
 (gst_element_send_event on the sink, as AWS's samples do).
 --set-before-stop ELEMENT PROPERTY VALUE sets a property of the element named ELEMENT just
 before the pipeline is stopped (VALUE parsed for the property's type).
+--set-during-stop ELEMENT PROPERTY VALUE SECONDS sets it from another thread SECONDS after the
+stop began (an application cutting a long stop short).
 Exit status: 0 after EOS (or the requested stop), 1 after an error message.
 """
 import signal
 import sys
+import threading
 import time
 
 import gi
@@ -38,6 +42,7 @@ def main(argv):
     pause = None
     stop_after_s = None
     before_stop = []
+    during_stop = []
     eos_after_s = None
     eos_to = None
     while argv and argv[0].startswith("--"):
@@ -54,13 +59,15 @@ def main(argv):
             eos_after_s = float(argv.pop(0))
         elif flag == "--eos-to":
             eos_to = argv.pop(0)
+        elif flag == "--set-during-stop":
+            during_stop.append((argv.pop(0), argv.pop(0), argv.pop(0), float(argv.pop(0))))
         elif flag == "--set-before-stop":
             before_stop.append((argv.pop(0), argv.pop(0), argv.pop(0)))
         else:
             raise SystemExit(f"unknown flag {flag}")
     Gst.init(None)
     return run(Gst.parse_launch(" ".join(argv)), stop_after, pause, stop_after_s, before_stop,
-               eos_after_s, eos_to)
+               eos_after_s, eos_to, during_stop)
 
 
 def now_ms():
@@ -68,7 +75,7 @@ def now_ms():
 
 
 def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=(),
-        eos_after_s=None, eos_to=None):
+        eos_after_s=None, eos_to=None, during_stop=()):
     """Plays `pipeline` until EOS, an error or `stop_after` PERSISTED acks, printing kvssink's
     messages; returns the exit status. Also used by the other host scripts here."""
     loop = GLib.MainLoop()
@@ -119,6 +126,9 @@ def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=()
     # NULL, which flushes the bus.
     for name, prop, value in before_stop:
         Gst.util_set_object_arg(pipeline.get_by_name(name), prop, value)
+    for name, prop, value, delay in during_stop:
+        element = pipeline.get_by_name(name)
+        threading.Timer(delay, Gst.util_set_object_arg, (element, prop, value)).start()
     stopping = time.monotonic()
     pipeline.set_state(Gst.State.READY)
     while True:
