@@ -622,3 +622,39 @@ fn a_stop_already_waiting_ends_when_stop_stream_timeout_is_set_to_0() {
     assert!(took < 30_000, "stopping took {took} ms:\n{output}");
     assert!(run.summary().get::<u64>("fragments-lost").unwrap() >= 1);
 }
+
+/// Two kvssinks of one process given the same stream-name (a launch line copied twice) fight
+/// for the stream's one PutMedia connection: the second is told so when it starts.
+#[test]
+fn two_kvssinks_streaming_to_one_stream_are_told() {
+    init();
+    let server = server();
+    let branch = "queue ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 \
+                  ! h264parse ! matroskamux streamable=true ! kvssink stream-name=twice";
+    let line = format!(
+        "videotestsrc is-live=true num-buffers=45 \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 ! tee name=t \
+         t. ! {branch} t. ! {branch}"
+    );
+    let run = gst_launch(&server, &line, TIMEOUT);
+    let told = run
+        .output()
+        .matches("stream twice: another kvssink in this process streams to this stream")
+        .count();
+    assert_eq!(told, 1, "{}", run.output());
+    // Alone, no such warning.
+    let run = gst_launch(
+        &server,
+        &format!(
+            "videotestsrc is-live=true num-buffers=45 \
+             ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 ! {branch}"
+        ),
+        TIMEOUT,
+    );
+    run.assert_success();
+    assert!(
+        !run.output().contains("another kvssink"),
+        "{}",
+        run.output()
+    );
+}

@@ -145,6 +145,23 @@ pub struct KvsSink {
     resumed_after_pause: std::sync::atomic::AtomicBool,
     /// A fatal error's account (`failed`) was posted with it: the stream's only summary.
     failed_account_posted: std::sync::atomic::AtomicBool,
+    /// This element's entry in the process's streams in use, while started.
+    in_use: Mutex<Option<String>>,
+}
+
+/// Adds `delta` to the count of kvssinks of this process streaming to `key` (a stream name
+/// and where it is); returns the count.
+fn streams_in_use(key: &str, delta: i64) -> i64 {
+    static IN_USE: LazyLock<Mutex<std::collections::HashMap<String, i64>>> =
+        LazyLock::new(Default::default);
+    let mut map = lock(&IN_USE);
+    let n = map.entry(key.to_owned()).or_default();
+    *n += delta;
+    let now = *n;
+    if now <= 0 {
+        map.remove(key);
+    }
+    now
 }
 
 #[derive(Default)]
@@ -475,6 +492,24 @@ impl BaseSinkImpl for KvsSink {
             events,
         );
         *lock(&self.uploader) = Some(producer.uploader().clone());
+        let key = format!("{stream}\u{0}{:?}", settings.location());
+        if streams_in_use(&key, 1) > 1 {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Busy,
+                (
+                    "{}",
+                    about(
+                        &stream,
+                        "another kvssink in this process streams to this stream: the service \
+                         takes one PutMedia connection per stream, so they take it from each \
+                         other in turn (a duplicate or refused fragment at each turn). Give \
+                         each kvssink its own stream-name"
+                    )
+                )
+            );
+        }
+        *lock(&self.in_use) = Some(key);
         let mut started = Box::new(Started {
             producer,
             stream_name: stream,
@@ -492,6 +527,9 @@ impl BaseSinkImpl for KvsSink {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        if let Some(key) = lock(&self.in_use).take() {
+            streams_in_use(&key, -1);
+        }
         // The backlog was drained going from PAUSED to READY (change_state).
         *lock(&self.state) = State::Stopped;
         {
