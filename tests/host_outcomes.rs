@@ -341,37 +341,23 @@ fn a_stop_with_stop_stream_timeout_set_to_0_while_playing_returns_at_once() {
          ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
          ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
          ! matroskamux streamable=true ! kvssink name=sink stream-name=quitting";
-    let run = std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            python_launch(
-                &server,
-                &[
-                    "--stop-after-seconds",
-                    "6",
-                    "--set-before-stop",
-                    "sink",
-                    "stop-stream-timeout",
-                    "0",
-                ],
-                line,
-                TIMEOUT,
-            )
-        });
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        while server.fragments("quitting").len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "no fragment stored");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server.pause_listening();
-        run.join().unwrap()
+    let run = with_outage_after(&server, "quitting", 2, TIMEOUT, || {
+        python_launch(
+            &server,
+            &[
+                "--stop-after-seconds",
+                "6",
+                "--set-before-stop",
+                "sink",
+                "stop-stream-timeout",
+                "0",
+            ],
+            line,
+            TIMEOUT,
+        )
     });
-    server.resume_listening();
     let output = run.output();
-    let took: u64 = output
-        .lines()
-        .find_map(|l| l.strip_prefix("stop-took-ms="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the pipeline did not stop:\n{output}"));
+    let took = run.stop_took_ms();
     assert!(took < 30_000, "stopping took {took} ms:\n{output}");
     let summary = run.summary();
     let lost = summary.get::<u64>("fragments-lost").unwrap();
@@ -439,24 +425,14 @@ fn stopping_during_the_wait_at_eos_gives_one_summary() {
          ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
          ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
          ! matroskamux streamable=true ! kvssink stream-name=cancelled";
-    let run = std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            python_launch(
-                &server,
-                &["--eos-after-seconds", "4", "--stop-after-seconds", "7"],
-                line,
-                TIMEOUT,
-            )
-        });
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        while server.fragments("cancelled").len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "no fragment stored");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server.pause_listening();
-        run.join().unwrap()
+    let run = with_outage_after(&server, "cancelled", 2, TIMEOUT, || {
+        python_launch(
+            &server,
+            &["--eos-after-seconds", "4", "--stop-after-seconds", "7"],
+            line,
+            TIMEOUT,
+        )
     });
-    server.resume_listening();
     let summaries = run.named("kvs-summary");
     assert_eq!(summaries.len(), 1, "{}", run.output());
     assert_eq!(
@@ -586,38 +562,24 @@ fn a_stop_already_waiting_ends_when_stop_stream_timeout_is_set_to_0() {
          ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
          ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
          ! matroskamux streamable=true ! kvssink name=sink stream-name=cut-short";
-    let run = std::thread::scope(|s| {
-        let run = s.spawn(|| {
-            python_launch(
-                &server,
-                &[
-                    "--stop-after-seconds",
-                    "5",
-                    "--set-during-stop",
-                    "sink",
-                    "stop-stream-timeout",
-                    "0",
-                    "2",
-                ],
-                line,
-                TIMEOUT,
-            )
-        });
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        while server.fragments("cut-short").len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "no fragment stored");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server.pause_listening();
-        run.join().unwrap()
+    let run = with_outage_after(&server, "cut-short", 2, TIMEOUT, || {
+        python_launch(
+            &server,
+            &[
+                "--stop-after-seconds",
+                "5",
+                "--set-during-stop",
+                "sink",
+                "stop-stream-timeout",
+                "0",
+                "2",
+            ],
+            line,
+            TIMEOUT,
+        )
     });
-    server.resume_listening();
     let output = run.output();
-    let took: u64 = output
-        .lines()
-        .find_map(|l| l.strip_prefix("stop-took-ms="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the pipeline did not stop:\n{output}"));
+    let took = run.stop_took_ms();
     // About the 2 s before it was set, not the 120 s of the default.
     assert!(took < 30_000, "stopping took {took} ms:\n{output}");
     assert!(run.summary().get::<u64>("fragments-lost").unwrap() >= 1);

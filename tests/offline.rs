@@ -591,11 +591,7 @@ fn stopping_a_recording_held_for_its_time_returns_at_once() {
         TIMEOUT,
     );
     let output = run.output();
-    let took: u64 = output
-        .lines()
-        .find_map(|l| l.strip_prefix("stop-took-ms="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("the pipeline did not stop:\n{output}"));
+    let took = run.stop_took_ms();
     // Bounded by stop-stream-timeout (5 s), not by the ten minutes of the hold.
     assert!(took < 60_000, "stopping took {took} ms:\n{output}");
     // Told as the hold began, not after it.

@@ -60,6 +60,15 @@ impl HostRun {
         );
     }
 
+    /// How long the host's stop took (`run_pipeline.py --stop-after-seconds` prints it).
+    pub fn stop_took_ms(&self) -> u64 {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("stop-took-ms="))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the pipeline did not stop:\n{}", self.output()))
+    }
+
     pub fn named(&self, name: &str) -> Vec<&gst::Structure> {
         self.messages.iter().filter(|s| s.name() == name).collect()
     }
@@ -154,6 +163,30 @@ pub fn python_launch(server: &Server, flags: &[&str], line: &str, timeout: Durat
 
 /// Splits a launch line into arguments the way a shell would for an unquoted line: on
 /// whitespace, keeping `"..."` together.
+/// Runs `host` (a launch of a pipeline streaming to `stream`); once `server` holds `fragments`
+/// of it, the service goes (it stops listening, open connections closed) until the host
+/// ends. Returns the host's run.
+pub fn with_outage_after(
+    server: &Server,
+    stream: &str,
+    fragments: usize,
+    timeout: Duration,
+    host: impl FnOnce() -> HostRun + Send,
+) -> HostRun {
+    let run = std::thread::scope(|s| {
+        let run = s.spawn(host);
+        let deadline = Instant::now() + timeout;
+        while server.fragments(stream).len() < fragments {
+            assert!(Instant::now() < deadline, "no {fragments} fragments stored");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.pause_listening();
+        run.join().unwrap()
+    });
+    server.resume_listening();
+    run
+}
+
 pub fn split_launch(line: &str) -> Vec<String> {
     let mut args = Vec::new();
     let mut cur = String::new();
