@@ -313,13 +313,7 @@ fn acks_slower_than_connection_staleness_are_waited_for() {
          ! matroskamux streamable=true \
          ! kvssink stream-name=slow-acks connection-staleness=1 stop-stream-timeout=60";
     let run = gst_launch(&server, line, TIMEOUT);
-    run.assert_success();
-    assert_eq!(
-        run.summary().get::<&str>("outcome").unwrap(),
-        "all-persisted",
-        "{:?}",
-        run.summary()
-    );
+    run.assert_all_persisted();
     let attempts = reconnects(&run);
     assert!(attempts <= 4, "{attempts} reconnects");
     assert!(
