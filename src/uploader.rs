@@ -172,6 +172,9 @@ pub struct Stats {
     pub backpressure: Duration,
     pub errors: u64,
     pub last_error: Option<String>,
+    /// With `fragment-acks=false`: fragments released when RECEIVED whose PERSISTED did not
+    /// come (stored by the service as far as it said, not known to be persisted).
+    pub fragments_received_only: u64,
     /// The service could not be reached when this was taken (its reason: `last_error`).
     pub unreachable: bool,
     /// The connection was failing when this was taken (its reason: `last_error`).

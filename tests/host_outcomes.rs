@@ -620,3 +620,28 @@ fn two_kvssinks_streaming_to_one_stream_are_told() {
         run.output()
     );
 }
+
+/// With `fragment-acks=false` fragments are released when RECEIVED; the account counts those
+/// whose PERSISTED did not come apart, so that every fragment produced is in one count.
+#[test]
+fn with_fragment_acks_off_the_account_adds_up() {
+    init();
+    let dir = tempdir();
+    let file = record(dir.path(), "five.mkv", 150, 30, "");
+    let server = server();
+    let run = gst_launch(
+        &server,
+        &file_line(&file, "received", "fragment-acks=false"),
+        TIMEOUT,
+    );
+    run.assert_success();
+    let summary = run.summary();
+    let get = |f: &str| summary.get::<u64>(f).unwrap();
+    assert_eq!(get("fragments-produced"), 5, "{summary:?}");
+    assert_eq!(
+        get("fragments-persisted") + get("fragments-received-only") + get("fragments-lost"),
+        5,
+        "{summary:?}"
+    );
+    assert_eq!(server.fragment_count("received"), 5);
+}

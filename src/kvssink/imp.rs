@@ -1557,6 +1557,7 @@ impl KvsSink {
             .field("fragments-rejected", stats.fragments_rejected)
             .field("fragments-pending", stats.backlog.fragments)
             .field("fragments-lost", summary.lost)
+            .field("fragments-received-only", stats.fragments_received_only)
             .field("loss-reasons", summary.reasons.join("; "))
             .field("bytes-sent", stats.bytes_sent)
             .build();

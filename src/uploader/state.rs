@@ -31,7 +31,14 @@ struct Counters {
     backpressure: Duration,
     errors: u64,
     last_error: Option<String>,
+    /// With `fragment-acks=false`: timecodes of fragments released at RECEIVED whose
+    /// PERSISTED has not come (the newest `RECEIVED_ONLY_KEPT`), and how many more.
+    received_only: std::collections::VecDeque<u64>,
+    received_only_more: u64,
 }
+
+/// Fragments released at RECEIVED whose PERSISTED is still looked for.
+const RECEIVED_ONLY_KEPT: usize = 1024;
 
 /// What an ack means for the connection it came on.
 #[derive(Debug, Default)]
@@ -191,6 +198,7 @@ impl Inner {
             backpressure: c.backpressure,
             errors: c.errors,
             last_error: c.last_error.clone(),
+            fragments_received_only: c.received_only.len() as u64 + c.received_only_more,
             unreachable: self.outage && self.last_unreached,
             failing: self.outage,
             backlog: self.store.backlog(),
@@ -269,12 +277,23 @@ impl Inner {
         match (ack.event_type, ack.fragment_timecode) {
             (AckEventType::Received, Some(tc)) => {
                 self.counters.fragments_received += 1;
-                if release_on == AckLevel::Received {
-                    self.store.ack(AckLevel::Received, tc);
+                if release_on == AckLevel::Received
+                    && self.store.ack(AckLevel::Received, tc).is_some()
+                {
+                    let c = &mut self.counters;
+                    c.received_only.push_back(tc);
+                    if c.received_only.len() > RECEIVED_ONLY_KEPT {
+                        c.received_only.pop_front();
+                        c.received_only_more += 1;
+                    }
                 }
             }
             (AckEventType::Persisted, Some(tc)) => {
                 self.counters.fragments_persisted += 1;
+                let c = &mut self.counters;
+                if let Some(i) = c.received_only.iter().position(|&t| t == tc) {
+                    c.received_only.remove(i);
+                }
                 if let Some(fragment) = self.store.ack(AckLevel::Persisted, tc) {
                     self.counters.bytes_persisted += fragment.size;
                 }
