@@ -213,6 +213,12 @@ async fn drive(
                 if acked && (progress || idle) {
                     attempt = 0;
                     told_attempt = None;
+                    if progress {
+                        shared.staleness_ms.store(
+                            config.connection_staleness.as_millis() as u64,
+                            Ordering::Relaxed,
+                        );
+                    }
                     continue;
                 }
                 "the service closed the connection".to_owned()
