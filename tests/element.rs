@@ -754,9 +754,11 @@ fn time_going_backwards_is_an_error_and_earlier_fragments_are_kept() {
         .collect();
     assert_eq!(stored, kept.map(|c| sent(&c)));
     assert_eq!(s.sequence(), ["error", "kvs-summary"]);
+    // The run failed (its input's error ended it), having lost nothing it produced.
     let summary = s.summary();
-    assert_eq!(summary.get::<&str>("outcome").unwrap(), "all-persisted");
+    assert_eq!(summary.get::<&str>("outcome").unwrap(), "failed");
     assert_eq!(summary.get::<u64>("fragments-persisted").unwrap(), 2);
+    assert_eq!(summary.get::<u64>("fragments-lost").unwrap(), 0);
 }
 
 // 6. Caps.
