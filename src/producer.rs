@@ -1694,3 +1694,47 @@ fn truncate_chunks(chunks: &mut Vec<Bytes>, keep: u64) {
     }
     chunks.truncate(n);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ack that comes while the streaming thread holds the spool (writing a fragment) is
+    /// not waited for: it is queued, and applied when the spool is let go.
+    #[test]
+    fn an_ack_during_a_spool_write_is_applied_when_the_spool_is_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), "s", 1 << 30).unwrap();
+        let h = spool
+            .append_header(1_000, "v", &Bytes::from_static(b"H"))
+            .unwrap();
+        let (f, _) = spool
+            .append_fragment(h, 0, (0, 1), &[Bytes::from_static(b"fragment")])
+            .unwrap();
+        let mut shared = SpoolShared {
+            spool,
+            by_time: HashMap::new(),
+            early: HashSet::new(),
+            newest: None,
+        };
+        shared.expect(1_000, f.id);
+        let link = SpoolLink::new(shared);
+        let held = link.lock();
+        // The runtime's thread: returns at once, the spool still held.
+        std::thread::scope(|s| s.spawn(|| link.acked(1_000)).join().unwrap());
+        assert!(held.spool.get(f.id).is_some(), "applied while held");
+        drop(held);
+        assert!(
+            link.lock().spool.get(f.id).is_none(),
+            "not applied when let go"
+        );
+
+        // An ack for a time not yet spooled (an idle fragment acknowledged early) is kept
+        // for it; one for a time already done is not (PERSISTED after RECEIVED).
+        let mut guard = link.lock();
+        guard.done(5_000);
+        assert!(guard.early.contains(&5_000));
+        guard.done(1_000);
+        assert!(!guard.early.contains(&1_000));
+    }
+}
