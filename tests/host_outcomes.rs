@@ -251,12 +251,26 @@ fn a_truncated_recording_keeps_its_complete_fragments() {
     );
 }
 
+/// A live camera (320x240 H.264, a key frame every half second) into kvssink with `props`.
+fn live_camera(props: &str) -> String {
+    format!(
+        "videotestsrc is-live=true \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
+         ! matroskamux streamable=true ! kvssink {props}"
+    )
+}
+
+/// 4 kB of bytes that are not Matroska.
+fn garbage() -> Vec<u8> {
+    (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
 #[test]
 fn garbage_after_valid_data_keeps_the_valid_fragments() {
-    let garbage: Vec<u8> = (0..4096u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    bad_input_keeps_what_came_before("garbage", &garbage, "stream garbage:");
+    bad_input_keeps_what_came_before("garbage", &garbage(), "stream garbage:");
 }
 
 #[test]
@@ -337,10 +351,7 @@ fn a_live_pipeline_paused_and_played_again_keeps_real_time() {
 fn a_stop_with_stop_stream_timeout_set_to_0_while_playing_returns_at_once() {
     init();
     let server = server();
-    let line = "videotestsrc is-live=true \
-         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
-         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
-         ! matroskamux streamable=true ! kvssink name=sink stream-name=quitting";
+    let line = &live_camera("name=sink stream-name=quitting");
     let run = with_outage_after(&server, "quitting", 2, TIMEOUT, || {
         python_launch(
             &server,
@@ -421,10 +432,7 @@ fn a_fatal_error_comes_after_its_account() {
 fn stopping_during_the_wait_at_eos_gives_one_summary() {
     init();
     let server = server();
-    let line = "videotestsrc is-live=true \
-         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
-         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
-         ! matroskamux streamable=true ! kvssink stream-name=cancelled";
+    let line = &live_camera("stream-name=cancelled");
     let run = with_outage_after(&server, "cancelled", 2, TIMEOUT, || {
         python_launch(
             &server,
@@ -455,7 +463,7 @@ fn a_stream_ended_by_bad_input_is_accounted_failed() {
     init();
     let dir = tempdir();
     let mut bytes = std::fs::read(record(dir.path(), "five.mkv", 150, 30, "")).unwrap();
-    bytes.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    bytes.extend(garbage());
     let file = write(dir.path(), "bad.mkv", &bytes);
     let server = server();
     let run = python_launch(&server, &[], &file_line(&file, "bad-end", ""), TIMEOUT);
@@ -484,6 +492,7 @@ fn a_stream_ended_by_bad_input_is_accounted_failed() {
 fn eos_sent_to_the_element_ends_the_stream() {
     init();
     let server = server();
+    // A key frame a second: the fragments counted below are seconds.
     let line = "videotestsrc is-live=true \
          ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
          ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse \
@@ -558,10 +567,7 @@ fn a_stream_beginning_inside_a_group_of_pictures_starts_at_its_first_key_frame()
 fn a_stop_already_waiting_ends_when_stop_stream_timeout_is_set_to_0() {
     init();
     let server = server();
-    let line = "videotestsrc is-live=true \
-         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
-         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
-         ! matroskamux streamable=true ! kvssink name=sink stream-name=cut-short";
+    let line = &live_camera("name=sink stream-name=cut-short");
     let run = with_outage_after(&server, "cut-short", 2, TIMEOUT, || {
         python_launch(
             &server,
