@@ -447,6 +447,8 @@ pub struct Producer {
     upstream_date_ms: Option<u64>,
     /// The epoch time (ms) of running time 0 as the buffers tell it, and how.
     buffer_epoch: Option<(u64, StartSource)>,
+    /// Offline, after a flushing seek: where in the recording (ms) running time 0 now is.
+    seek_position_ms: u64,
     /// Producer time (ms since the epoch) of timecode 0 in the current header's stream.
     producer_start_ms: u64,
     /// Send no fragment before its producer time (a recording of unknown start).
@@ -880,6 +882,7 @@ impl Producer {
             upstream_duration_ns: None,
             upstream_date_ms: None,
             buffer_epoch: None,
+            seek_position_ms: 0,
             producer_start_ms: 0,
             real_time: false,
             told_held_ahead: false,
@@ -906,6 +909,13 @@ impl Producer {
     pub fn set_offline(&mut self, offline: bool) {
         self.offline = offline;
         self.uploader.set_keep_everything(offline);
+    }
+
+    /// A flushing seek: running time starts again at `position_ms` of the recording (its
+    /// stream time). Offline, the next header's times are the recording's from there; live
+    /// streams are dated by the clock and ignore it.
+    pub fn seeked_to(&mut self, position_ms: u64) {
+        self.seek_position_ms = position_ms;
     }
 
     /// The recording's duration as upstream knows it (e.g. `matroskademux ! ... !
@@ -1270,7 +1280,10 @@ impl Producer {
     /// A new stream header meets its first fragment: the producer time of timecode 0 is
     /// fixed, and the header goes to the uploader (or, with a spool, to the spool first).
     fn start_stream(&mut self, header: StreamHeader, start_ns: u64, notices: &mut Vec<Notice>) {
-        let (producer_start_ms, source) = self.start_time(&header, start_ns);
+        let (mut producer_start_ms, source) = self.start_time(&header, start_ns);
+        if self.offline && source != StartSource::NowPaced {
+            producer_start_ms = producer_start_ms.saturating_add(self.seek_position_ms);
+        }
         let first_ms = producer_start_ms.saturating_add(start_ns / 1_000_000);
         if first_ms < YEAR_2000_MS {
             notices.push(Notice::DatedTooEarly { first_ms, source });

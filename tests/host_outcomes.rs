@@ -651,3 +651,61 @@ fn with_fragment_acks_off_the_account_adds_up() {
     );
     assert_eq!(server.fragment_count("received"), 5);
 }
+
+/// A player that uploads what it plays (`matroskademux ! h264parse ! kvssink`, the elementary
+/// stream muxed by kvssink) seeks back while playing. Running time starts again at the seek:
+/// the upload goes on in a new session instead of failing on "timecodes went backwards".
+/// Live (realtime), the new session is dated now; offline, at the recording's own time of the
+/// seek's position.
+fn seek_while_playing(streaming_type: &str) -> (HostRun, Vec<u64>) {
+    init();
+    let server = server();
+    let dir = tempdir();
+    let file = record(dir.path(), "seek.mkv", 300, 30, "");
+    let stream = format!("seek-{streaming_type}");
+    let line = format!(
+        "filesrc location={} ! matroskademux ! h264parse ! identity sync=true \
+         ! kvssink stream-name={stream} streaming-type={streaming_type}",
+        file.display()
+    );
+    let run = python_launch(&server, &["--seek-after-seconds", "4", "1"], &line, TIMEOUT);
+    run.assert_all_persisted();
+    assert!(run.stdout.contains("seeked=True"), "{}", run.output());
+    let starts: Vec<u64> = run
+        .named("kvs-stream-start")
+        .iter()
+        .map(|s| s.get::<u64>("producer-start-time").unwrap())
+        .collect();
+    assert_eq!(
+        starts.len(),
+        2,
+        "one session before the seek, one after: {}",
+        run.output()
+    );
+    // Every fragment of both sessions is stored: 4 s of the 10 s recording before the seek
+    // (the last one cut by it), the 9 s from 1 s to the end after.
+    let stored = server.fragments(&stream).len();
+    assert!(
+        (12..=16).contains(&stored),
+        "{stored} fragments: {}",
+        run.output()
+    );
+    (run, starts)
+}
+
+#[test]
+fn a_seek_back_while_uploading_live_starts_a_new_session_dated_now() {
+    let (_, starts) = seek_while_playing("realtime");
+    // Dated by the clock: the second session begins about 4 s after the first, not 1 s.
+    assert!(
+        starts[1] >= starts[0] + 3500,
+        "sessions start at {starts:?}"
+    );
+}
+
+#[test]
+fn a_seek_back_while_uploading_a_recording_keeps_its_time() {
+    let (_, starts) = seek_while_playing("offline");
+    // The recording's time of the seek's position: 1 s after its start.
+    assert_eq!(starts[1], starts[0] + 1000, "sessions start at {starts:?}");
+}

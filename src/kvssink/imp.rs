@@ -145,6 +145,8 @@ pub struct KvsSink {
     resumed_after_pause: std::sync::atomic::AtomicBool,
     /// A fatal error's account (`failed`) was posted with it: the stream's only summary.
     failed_account_posted: std::sync::atomic::AtomicBool,
+    /// A flushing seek on elementary streams: the next frame places the new segment.
+    seeked: std::sync::atomic::AtomicBool,
     /// This element's entry in the process's streams in use, while started.
     in_use: Mutex<Option<String>>,
 }
@@ -621,6 +623,15 @@ impl BaseSinkImpl for KvsSink {
         let segment = segment.downcast_ref::<gst::ClockTime>();
         let running = segment.and_then(|s| s.to_running_time(buffer.pts()));
         let decoded = segment.and_then(|s| s.to_running_time(buffer.dts()));
+        if self.seeked.swap(false, Ordering::AcqRel) {
+            // Where in the recording running time 0 now is (offline times follow it).
+            let position = segment.and_then(|s| {
+                s.to_stream_time(s.position_from_running_time(gst::ClockTime::ZERO)?)
+            });
+            started
+                .producer
+                .seeked_to(position.map_or(0, gst::ClockTime::mseconds));
+        }
         let Some(running) = running else {
             gst::element_imp_error!(
                 self,
@@ -688,6 +699,15 @@ impl BaseSinkImpl for KvsSink {
                 let mut input = lock(&self.audio);
                 input.video_eos = false;
                 input.finished = false;
+                drop(input);
+                // A flushing seek restarts running time: elementary streams begin a new
+                // header, so a new session whose timecodes start again, at its first key
+                // frame. (Matroska input brings its own header, or refuses the seek.)
+                let mut es = lock(&self.es);
+                if es.has_video() {
+                    es.reset(true);
+                    self.seeked.store(true, Ordering::Release);
+                }
             }
             _ => {}
         }

@@ -6,7 +6,7 @@ printing kvssink's element messages like `gst-launch-1.0 -m` so the Rust tests c
                     [--pause-after-persisted N SECONDS] [--stop-after-seconds S]
                     [--set-before-stop ELEMENT PROPERTY VALUE]
                     [--set-during-stop ELEMENT PROPERTY VALUE SECONDS] [--eos-after-seconds S]
-                    LAUNCH-LINE
+                    [--seek-after-seconds S POSITION] LAUNCH-LINE
 
 --default-sigpipe restores the default SIGPIPE action, as many applications (and anything
 started from them) do: CPython itself ignores SIGPIPE at start-up.
@@ -20,6 +20,8 @@ doing, and prints `stop-took-ms=MS`: how long setting it to READY and NULL took.
 --eos-after-seconds S sends EOS to the pipeline S seconds after PLAYING (an application ending
 its stream), then waits for the EOS message as usual; with --eos-to ELEMENT, to that element
 (gst_element_send_event on the sink, as AWS's samples do).
+--seek-after-seconds S POSITION makes a flushing key-unit seek of the pipeline to POSITION
+seconds, S seconds after PLAYING (a player's seek bar), and prints `seeked=True` or `False`.
 --set-before-stop ELEMENT PROPERTY VALUE sets a property of the element named ELEMENT just
 before the pipeline is stopped (VALUE parsed for the property's type).
 --set-during-stop ELEMENT PROPERTY VALUE SECONDS sets it from another thread SECONDS after the
@@ -45,6 +47,7 @@ def main(argv):
     during_stop = []
     eos_after_s = None
     eos_to = None
+    seek = None
     while argv and argv[0].startswith("--"):
         flag = argv.pop(0)
         if flag == "--default-sigpipe":
@@ -57,6 +60,8 @@ def main(argv):
             stop_after_s = float(argv.pop(0))
         elif flag == "--eos-after-seconds":
             eos_after_s = float(argv.pop(0))
+        elif flag == "--seek-after-seconds":
+            seek = (float(argv.pop(0)), float(argv.pop(0)))
         elif flag == "--eos-to":
             eos_to = argv.pop(0)
         elif flag == "--set-during-stop":
@@ -67,7 +72,7 @@ def main(argv):
             raise SystemExit(f"unknown flag {flag}")
     Gst.init(None)
     return run(Gst.parse_launch(" ".join(argv)), stop_after, pause, stop_after_s, before_stop,
-               eos_after_s, eos_to, during_stop)
+               eos_after_s, eos_to, during_stop, seek)
 
 
 def now_ms():
@@ -75,7 +80,7 @@ def now_ms():
 
 
 def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=(),
-        eos_after_s=None, eos_to=None, during_stop=()):
+        eos_after_s=None, eos_to=None, during_stop=(), seek=None):
     """Plays `pipeline` until EOS, an error or `stop_after` PERSISTED acks, printing kvssink's
     messages; returns the exit status. Also used by the other host scripts here."""
     loop = GLib.MainLoop()
@@ -121,6 +126,14 @@ def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=()
         target = pipeline.get_by_name(eos_to) if eos_to else pipeline
         GLib.timeout_add(int(eos_after_s * 1000),
                          lambda: target.send_event(Gst.Event.new_eos()) and False)
+    if seek is not None:
+        def do_seek():
+            flags = Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT
+            done = pipeline.seek_simple(Gst.Format.TIME, flags, int(seek[1] * Gst.SECOND))
+            print(f"seeked={done}", flush=True)
+            return False
+
+        GLib.timeout_add(int(seek[0] * 1000), do_seek)
     loop.run()
     # kvssink gives its account of a stop without EOS while going to READY; read it before
     # NULL, which flushes the bus.
