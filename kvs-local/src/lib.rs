@@ -151,7 +151,19 @@ impl Server {
     }
 
     /// Stored fragments of a stream, in order, with their raw bytes.
+    ///
+    /// # Panics
+    ///
+    /// If a stored fragment cannot be read back from the data directory (the
+    /// message names it); [`Server::try_fragments`] returns that error instead.
     pub fn fragments(&self, name: &str) -> Vec<StoredFragment> {
+        self.try_fragments(name)
+            .unwrap_or_else(|e| panic!("kvs-local: {e}"))
+    }
+
+    /// Stored fragments of a stream, in order, with their raw bytes; an error
+    /// when one of them cannot be read back from the data directory.
+    pub fn try_fragments(&self, name: &str) -> Result<Vec<StoredFragment>, StoreError> {
         self.shared.store.fragments_where(name, |_, _| true)
     }
 

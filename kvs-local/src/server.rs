@@ -113,7 +113,7 @@ async fn serve_connection(shared: Arc<Shared>, sock: tokio::net::TcpStream, remo
                 shared.log(format_args!("connection {remote}: {e}"));
             }
         }
-        _ = ctl.kill.notified() => shared.log(format_args!("connection {remote} closed abruptly (fault)")),
+        _ = ctl.kill.notified() => shared.log(format_args!("connection {remote} closed abruptly (fault or unreadable fragment)")),
         _ = epoch.changed() => shared.log(format_args!("connection {remote} closed (listener paused or shutdown)")),
     }
 }

@@ -95,10 +95,24 @@ impl Shared {
             }
         }
         for (stream, numbers) in missing {
-            for f in self
-                .store
+            let store = &self.store;
+            let frags = store
                 .fragments_where(&stream, |_, m| numbers.contains(&m.number))
-            {
+                .or_else(|e| {
+                    // one unreadable fragment: the others still get their digest
+                    self.log(format_args!("report: {e}"));
+                    Ok::<_, StoreError>(
+                        numbers
+                            .iter()
+                            .filter_map(|n| {
+                                store.fragments_where(&stream, |_, m| m.number == *n).ok()
+                            })
+                            .flatten()
+                            .collect(),
+                    )
+                })
+                .unwrap_or_default();
+            for f in frags {
                 digests.insert(f.number.clone(), hex::encode(Sha256::digest(&f.bytes)));
             }
         }

@@ -9,7 +9,7 @@
 //! and a Tags element with `AWS_KINESISVIDEO_MILLIS_BEHIND_NOW` and
 //! `AWS_KINESISVIDEO_CONTINUATION_TOKEN` (GetMedia only).
 
-use super::context::Shared;
+use super::context::{ConnCtl, Shared, store_err};
 use super::http::{ApiError, ChannelBody, Delivery, RespBody, full, json_response};
 use super::operation::{GetMediaForFragmentListInput, GetMediaInput, ListFragmentsInput, Page};
 use crate::model::records::{FragMeta, StoredFragment};
@@ -175,7 +175,8 @@ pub(crate) fn fragment_list(
         })?;
     let found = shared
         .store
-        .fragments_where(name, |_, m| wanted.contains(&m.number));
+        .fragments_where(name, |_, m| wanted.contains(&m.number))
+        .map_err(|e| store_err(e, name))?;
     if let Some(missing) = wanted
         .iter()
         .find(|w| !found.iter().any(|f| f.number == **w))
@@ -202,6 +203,7 @@ pub(crate) fn fragment_list(
 /// grows until no fragment arrived for `get_media_follow`.
 pub(crate) fn get_media(
     shared: &Arc<Shared>,
+    ctl: &Arc<ConnCtl>,
     name: &str,
     r: GetMediaInput,
     rid: &str,
@@ -252,23 +254,64 @@ pub(crate) fn get_media(
             )));
         }
     };
+    // the first fragments are read before answering: one that cannot be read is a 500
+    let first = read_batch(shared, name, start).map_err(|e| store_err(e, name))?;
     let delivery = Arc::new(Delivery::default());
     let (tx, body) = ChannelBody::new(4, delivery);
-    tokio::spawn(follow(shared.clone(), name.to_string(), start, tx));
+    tokio::spawn(follow(
+        shared.clone(),
+        ctl.clone(),
+        name.to_string(),
+        start,
+        first,
+        tx,
+    ));
     Ok(media_response(body.boxed(), rid))
 }
 
-/// Sends stored fragments from index `next`, then keeps following the
-/// stream until no new fragment arrived for `get_media_follow`.
-async fn follow(shared: Arc<Shared>, name: String, mut next: usize, tx: mpsc::Sender<Bytes>) {
+/// A few stored fragments from index `next` on (bounded memory for long
+/// streams on disk).
+fn read_batch(
+    shared: &Shared,
+    name: &str,
+    next: usize,
+) -> Result<Vec<StoredFragment>, crate::model::records::StoreError> {
+    shared
+        .store
+        .fragments_where(name, |i, _| i >= next && i < next + 8)
+}
+
+/// Sends stored fragments from index `next` (`first` are the first of them,
+/// already read), then keeps following the stream until no new fragment
+/// arrived for `get_media_follow`. A fragment that cannot be read once the
+/// response has started drops the connection, so the client sees a broken
+/// response rather than one that ends cleanly without that fragment.
+async fn follow(
+    shared: Arc<Shared>,
+    ctl: Arc<ConnCtl>,
+    name: String,
+    mut next: usize,
+    first: Vec<StoredFragment>,
+    tx: mpsc::Sender<Bytes>,
+) {
     let mut changes = shared.store.subscribe();
     let follow = shared.config.get_media_follow;
+    let mut first = Some(first);
     loop {
         changes.borrow_and_update();
-        // a few at a time: bounded memory for long streams on disk
-        let frags = shared
-            .store
-            .fragments_where(&name, |i, _| i >= next && i < next + 8);
+        let frags = match first.take() {
+            Some(f) => f,
+            None => match read_batch(&shared, &name, next) {
+                Ok(f) => f,
+                Err(e) => {
+                    shared.log(format_args!(
+                        "GetMedia stream={name}: {e}; dropping the connection"
+                    ));
+                    ctl.kill.notify_one();
+                    return;
+                }
+            },
+        };
         if frags.is_empty() {
             if shared.store.describe(&name).is_none() {
                 return;

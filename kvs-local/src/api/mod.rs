@@ -119,7 +119,7 @@ fn dispatch(
     shared: &Arc<Shared>,
     req: ApiRequest,
     who: &sigv4::Verified,
-    ctl: &ConnCtl,
+    ctl: &Arc<ConnCtl>,
     rid: &str,
 ) -> Result<::http::Response<RespBody>, ApiError> {
     use ApiRequest as R;
@@ -135,7 +135,7 @@ fn dispatch(
         R::UpdateDataRetention(r) => control::update_data_retention(shared, r),
         R::GetMedia(r) => {
             let name = shared.resolve(&r.stream)?;
-            return media::get_media(shared, &name, r, rid);
+            return media::get_media(shared, ctl, &name, r, rid);
         }
         R::ListFragments(r) => {
             let name = shared.resolve(&r.stream)?;

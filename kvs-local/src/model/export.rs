@@ -35,7 +35,7 @@ pub fn export_stream(
         return Err(StoreError::NotFound);
     }
     let headers = store.headers(name);
-    let frags = store.fragments_where(name, |_, _| true);
+    let frags = store.fragments_where(name, |_, _| true)?;
     let mut stats = ExportStats::default();
     let mut f = io::BufWriter::new(std::fs::File::create(out)?);
     if let Some(first) = frags.first() {

@@ -1,10 +1,16 @@
 //! On-disk layout (used when a data directory is configured):
 //!
 //! ```text
-//! DATA_DIR/streams/NAME/stream.json          stream metadata (atomic rewrite)
-//! DATA_DIR/streams/NAME/headers/DIGEST.mkv   stream headers, by SHA-256
-//! DATA_DIR/streams/NAME/fragments.log        append-only fragment records
+//! DATA_DIR/streams/DIR/stream.json          stream metadata (atomic rewrite)
+//! DATA_DIR/streams/DIR/headers/DIGEST.mkv   stream headers, by SHA-256
+//! DATA_DIR/streams/DIR/fragments.log        append-only fragment records
 //! ```
+//!
+//! `DIR` is the stream name when that is a safe file name (only
+//! `[a-zA-Z0-9_.-]`, not `.` or `..`, at most [`MAX_PLAIN_DIR_NAME`] bytes),
+//! else `~` and the SHA-256 of the name in hex ([`dir_name`]): `~` is not
+//! allowed in stream names, so the two kinds never collide. The stream's
+//! real name is the `name` in its `stream.json`.
 //!
 //! A fragment record is `"KVSF" | u32 LE meta length | meta JSON | u64 LE
 //! data length | raw cluster bytes | "KEND"`. Each record is written and
@@ -13,6 +19,7 @@
 
 use super::records::{FragMeta, StreamMeta};
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -41,6 +48,41 @@ fn streams_dir(root: &Path) -> PathBuf {
     root.join("streams")
 }
 
+/// Longest stream name used as its directory name as it is (file names may
+/// have 255 bytes; room is left for editors' and tools' suffixes).
+pub const MAX_PLAIN_DIR_NAME: usize = 200;
+
+/// The directory name (under `DATA_DIR/streams/`) of stream `name`: the name
+/// itself when it is a safe, short file name, else `~` + hex SHA-256 of the
+/// name. Always one normal path component, never `.` or `..`, whatever
+/// `name` is (the library API does not validate names).
+pub fn dir_name(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name.len() <= MAX_PLAIN_DIR_NAME
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if plain {
+        name.to_string()
+    } else {
+        format!("~{}", hex::encode(Sha256::digest(name.as_bytes())))
+    }
+}
+
+/// `streams/DIR` of a stream, checked to be a direct child of `streams/`.
+fn stream_dir(root: &Path, name: &str) -> io::Result<PathBuf> {
+    let dir = dir_name(name);
+    let mut parts = Path::new(&dir).components();
+    match (parts.next(), parts.next()) {
+        (Some(std::path::Component::Normal(_)), None) => Ok(streams_dir(root).join(dir)),
+        _ => Err(io::Error::other(format!(
+            "unsafe directory name {dir:?} for stream {name:?}"
+        ))),
+    }
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -59,8 +101,10 @@ fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 impl StreamFiles {
     /// Creates the directory of a new stream and writes its metadata.
     pub fn create(root: &Path, meta: &StreamMeta) -> io::Result<StreamFiles> {
-        let dir = streams_dir(root).join(&meta.name);
+        let dir = stream_dir(root, &meta.name)?;
         if dir.exists() {
+            // left over by a stream whose creation did not complete (no
+            // stream.json, so not loaded): the directory is this name's own
             fs::remove_dir_all(&dir)?;
         }
         fs::create_dir_all(dir.join("headers"))?;
@@ -134,9 +178,14 @@ impl StreamFiles {
         Ok(Bytes::from(buf))
     }
 
-    /// Deletes the stream directory.
+    /// Deletes the stream directory (its own: `streams/DIR`, nothing else).
     pub fn remove(&self) -> io::Result<()> {
         fs::remove_dir_all(&self.dir)
+    }
+
+    /// The stream's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 
@@ -152,6 +201,17 @@ pub fn load_all(root: &Path) -> io::Result<Vec<Loaded>> {
             continue; // half-created stream
         };
         let meta: StreamMeta = serde_json::from_slice(&json).map_err(io::Error::other)?;
+        let expected = dir_name(&meta.name);
+        if path.file_name() != Some(std::ffi::OsStr::new(&expected)) {
+            // e.g. a copy of a stream directory under another name: loading it would
+            // give two directories to one stream, and deleting it would leave one
+            eprintln!(
+                "kvs-local: ignoring {}: its stream.json names stream {:?}, whose directory is {expected:?}",
+                path.display(),
+                meta.name
+            );
+            continue;
+        }
         out.push(load_stream(path, meta)?);
     }
     out.sort_by_key(|l| l.meta.creation_time_ms);
@@ -229,4 +289,52 @@ fn read_record(r: &mut io::BufReader<File>, pos: u64, total: u64) -> Option<(Fra
         return None;
     }
     Some((meta, data_at, end_at + 4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_names_are_safe_and_distinct() {
+        assert_eq!(dir_name("cam-1_a.b"), "cam-1_a.b");
+        assert_eq!(dir_name("..."), "...");
+        let long = "x".repeat(MAX_PLAIN_DIR_NAME);
+        assert_eq!(dir_name(&long), long);
+        let names = [
+            ".".to_string(),
+            "..".to_string(),
+            String::new(),
+            "x".repeat(MAX_PLAIN_DIR_NAME + 1),
+            "x".repeat(256),
+            "a/../../b".to_string(),
+            "/etc".to_string(),
+        ];
+        let mut seen = HashSet::new();
+        for n in &names {
+            let d = dir_name(n);
+            assert!(d.starts_with('~') && d.len() == 65, "{n:?} -> {d}");
+            assert!(seen.insert(d), "{n:?}");
+            let root = Path::new("/data");
+            assert_eq!(
+                stream_dir(root, n).unwrap().parent(),
+                Some(&*streams_dir(root))
+            );
+        }
+    }
+
+    #[test]
+    fn create_and_remove_touch_only_the_stream_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let keep = StreamFiles::create(root.path(), &StreamMeta::new("keep", "us-west-2")).unwrap();
+        for name in [".", ".."] {
+            let f = StreamFiles::create(root.path(), &StreamMeta::new(name, "us-west-2")).unwrap();
+            assert_eq!(f.dir().parent(), Some(&*streams_dir(root.path())));
+            f.remove().unwrap();
+            assert!(keep.dir().join("stream.json").is_file());
+        }
+        let loaded = load_all(root.path()).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].meta.name, "keep");
+    }
 }

@@ -370,15 +370,17 @@ impl Store {
     }
 
     /// Fragments with their bytes, for those whose index passes `select`.
+    /// A listed fragment whose bytes cannot be read from the data directory is
+    /// an error (naming the fragment), never silently left out.
     pub fn fragments_where(
         &self,
         name: &str,
         select: impl Fn(usize, &FragMeta) -> bool,
-    ) -> Vec<StoredFragment> {
+    ) -> Result<Vec<StoredFragment>, StoreError> {
         let (picked, files) = {
             let inner = self.lock();
             let Some(s) = inner.streams.get(name) else {
-                return Vec::new();
+                return Ok(Vec::new());
             };
             let picked: Vec<_> = s
                 .frags
@@ -397,15 +399,35 @@ impl Store {
         };
         picked
             .into_iter()
-            .filter_map(|(m, hi, data)| {
+            .map(|(m, hi, data)| {
                 let bytes = match data {
                     Ok(b) => b,
                     Err(off) => {
-                        let f = files.as_ref()?.lock().unwrap_or_else(|e| e.into_inner());
-                        f.read(off, m.size).ok()?
+                        let read = match &files {
+                            Some(f) => {
+                                let f = f.lock().unwrap_or_else(|e| e.into_inner());
+                                f.read(off, m.size).map_err(|e| {
+                                    let log = f.dir().join("fragments.log");
+                                    (e, log.display().to_string())
+                                })
+                            }
+                            None => Err((
+                                io::Error::other("the stream has no data files"),
+                                String::new(),
+                            )),
+                        };
+                        read.map_err(|(e, log)| {
+                            StoreError::Io(io::Error::new(
+                                e.kind(),
+                                format!(
+                                    "cannot read fragment {} of stream {name} ({} bytes at offset {off} of {log}): {e}",
+                                    m.number, m.size
+                                ),
+                            ))
+                        })?
                     }
                 };
-                Some(StoredFragment {
+                Ok(StoredFragment {
                     number: m.number,
                     timecode: m.timecode,
                     producer_timestamp_ms: m.producer_timestamp_ms,

@@ -287,13 +287,16 @@ def sha256(b):
     return hashlib.sha256(b).hexdigest()
 
 
-def client(service, endpoint, access_key=DEMO_ACCESS_KEY, secret_key=DEMO_SECRET_KEY, token=None):
-    """A boto3 client for `service` pointed at `endpoint` (no retries)."""
+def client(service, endpoint, access_key=DEMO_ACCESS_KEY, secret_key=DEMO_SECRET_KEY, token=None,
+           validate=True):
+    """A boto3 client for `service` pointed at `endpoint` (no retries); with
+    `validate=False` botocore sends what it is given, for the server to judge."""
     session = boto3.session.Session(
         aws_access_key_id=access_key,
         aws_secret_access_key=secret_key,
         aws_session_token=token,
         region_name=REGION,
     )
-    cfg = botocore.config.Config(retries={"max_attempts": 1}, read_timeout=30)
+    cfg = botocore.config.Config(retries={"max_attempts": 1}, read_timeout=30,
+                                 parameter_validation=validate)
     return session.client(service, endpoint_url=endpoint, config=cfg)
