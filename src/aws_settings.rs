@@ -11,8 +11,7 @@ use gst::prelude::*;
 use crate::credentials::{self, IotCertificate};
 use crate::endpoint::Location;
 
-/// What reading a secret property gives when it is set.
-pub const REDACTED: &str = "<redacted>";
+pub use crate::credentials::REDACTED;
 
 /// A string that never shows itself in `Debug` output or logs.
 #[derive(Clone)]

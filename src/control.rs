@@ -146,7 +146,7 @@ impl ApiError {
         ApiError::Service {
             status,
             kind,
-            message,
+            message: without_session_token(&message),
         }
     }
 
@@ -156,6 +156,36 @@ impl ApiError {
             reason: crate::credentials::error_text(err),
         }
     }
+}
+
+/// The service's message with every session token value replaced by `<redacted>`: AWS's
+/// signature errors repeat the canonical request they expected, whose signed
+/// `x-amz-security-token` header carries the token, and the message goes on to warnings, bus
+/// messages, the summary and the debug log.
+fn without_session_token(message: &str) -> String {
+    const NAME: &str = "x-amz-security-token";
+    let lower = message.to_ascii_lowercase();
+    let mut out = String::with_capacity(message.len());
+    let mut from = 0;
+    while let Some(at) = lower[from..].find(NAME).map(|i| from + i + NAME.len()) {
+        let rest = &message[at..];
+        let Some(sep) = rest.chars().next().filter(|c| matches!(c, ':' | '=')) else {
+            out.push_str(&message[from..at]);
+            from = at;
+            continue;
+        };
+        let value_at = at + sep.len_utf8();
+        let value_len = message[value_at..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '&' | ',' | ';'))
+            .unwrap_or(message.len() - value_at);
+        out.push_str(&message[from..value_at]);
+        if value_len > 0 {
+            out.push_str(crate::credentials::REDACTED);
+        }
+        from = value_at + value_len;
+    }
+    out.push_str(&message[from..]);
+    out
 }
 
 /// The control-plane endpoint for `region`, in the partition the region belongs to.
@@ -434,6 +464,26 @@ impl ControlPlane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_session_token_in_the_service_message_is_redacted() {
+        // AWS's signature error repeats the canonical request it expected, token included.
+        let body = br#"{"message":"The request signature we calculated does not match the signature you provided.\n\nThe Canonical String for this request should have been\n'POST\n/describeStream\n\nhost:kinesisvideo.us-east-1.amazonaws.com\nx-amz-date:20261203T000000Z\nX-Amz-Security-Token:IQoJb3JpZ2luX2VjEJr//TOKEN+abc=\n\nhost;x-amz-date;x-amz-security-token\n0123'\n\nAlso ?X-Amz-Security-Token=IQoJTOKEN2&X-Amz-Date=1"}"#;
+        let e = ApiError::from_response(403, Some("InvalidSignatureException"), body);
+        let text = e.to_string();
+        assert!(!text.contains("TOKEN"), "{text}");
+        assert!(text.contains("X-Amz-Security-Token:<redacted>\n"), "{text}");
+        assert!(
+            text.contains("?X-Amz-Security-Token=<redacted>&X-Amz-Date=1"),
+            "{text}"
+        );
+        // The signed header names stay: they say the token was signed.
+        assert!(
+            text.contains("host;x-amz-date;x-amz-security-token\n0123"),
+            "{text}"
+        );
+        assert!(text.starts_with("InvalidSignatureException (HTTP 403): The request signature"));
+    }
 
     #[test]
     fn error_name_from_header_or_body() {

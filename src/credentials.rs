@@ -36,6 +36,10 @@ pub use iot::{IotCertificate, IotProvider};
 
 use crate::endpoint::{self, Location};
 
+/// What stands for a secret wherever one would show: a secret property read back, a session
+/// token in the service's messages.
+pub const REDACTED: &str = "<redacted>";
+
 /// Longest margin before expiry at which temporary credentials are renewed.
 pub const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 

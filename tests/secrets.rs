@@ -209,3 +209,47 @@ fn gst_launch_with_credentials_from_the_environment_logs_no_secret() {
     assert!(text.contains("kvssink"));
     assert_clean("gst-launch's debug log", &text);
 }
+
+/// A wrong secret with a session token: AWS's answer (and kvs-local's) repeats the canonical
+/// request it expected, whose signed `x-amz-security-token` header holds the token. The
+/// error, the warnings, the bus messages and the debug log show `<redacted>` instead.
+#[test]
+fn a_refused_signature_does_not_repeat_the_session_token() {
+    init();
+    let server = server_with_token();
+    let tmp = tempdir();
+    let log = tmp.path().join("gst.log");
+    let line = launch_line("testsrc", &[("STREAM", "refusedsecrets")]);
+    let output = Command::new("gst-launch-1.0")
+        .args(["-m", "-e"])
+        .args(line.split_whitespace())
+        .arg(format!("control-plane-uri={}", server.url()))
+        .arg("aws-region=us-east-1")
+        .env("GST_PLUGIN_PATH", common::host::plugin_dir())
+        .env("GST_REGISTRY", tmp.path().join("registry.bin"))
+        .env("GST_DEBUG", "*:9")
+        .env("GST_DEBUG_NO_COLOR", "1")
+        .env("GST_DEBUG_FILE", &log)
+        .env("AWS_ACCESS_KEY_ID", ACCESS)
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        .env("AWS_SESSION_TOKEN", TOKEN)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let shown = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The service's message came through, the token's place in it redacted.
+    assert!(
+        shown.contains("InvalidSignatureException")
+            && shown.contains("x-amz-security-token:<redacted>"),
+        "{shown}"
+    );
+    assert_clean("gst-launch's output", &shown);
+    let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+    assert!(text.contains("InvalidSignatureException"));
+    assert_clean("gst-launch's debug log", &text);
+}
