@@ -249,6 +249,14 @@ fn a_truncated_recording_keeps_its_complete_fragments() {
         "{}",
         run.output()
     );
+    // Found at EOS, after the wait for the last acks: one account, shown before the error
+    // ends gst-launch, and the stream failed (not all-persisted).
+    assert_eq!(
+        run.summary().get::<&str>("outcome").unwrap(),
+        "failed",
+        "{}",
+        run.output()
+    );
 }
 
 /// A live camera (320x240 H.264, a key frame every half second) into kvssink with `props`.

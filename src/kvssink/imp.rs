@@ -1425,13 +1425,20 @@ impl KvsSink {
         if let State::Started(started) = &*lock(&self.state) {
             summary = summary.with_spool(&started.producer.spool_account());
         }
+        if input_error.is_some() && summary.outcome != uploader::Outcome::Cancelled {
+            // The input broke off: the stream failed, whatever was persisted of it (as at a
+            // stop, and as for any other bad input).
+            summary = summary.failed();
+        }
         if !(summary.outcome == uploader::Outcome::Failed
             && self.failed_account_posted.load(Ordering::Acquire))
         {
             self.post_summary(&stream, &summary);
         }
-        // Said after the wait: an error makes applications stop the pipeline.
+        // Said after the wait: an error makes applications stop the pipeline, so the
+        // account goes to the application first.
         if let Some(e) = &input_error {
+            self.let_the_summary_through();
             let _ = self.matroska_error(&stream, e);
         }
         match summary.outcome {
