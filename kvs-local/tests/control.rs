@@ -106,8 +106,24 @@ async fn stream_lifecycle() {
     assert_eq!(r.status, 200);
     let r = call(&u, "/listTagsForStream", json!({"StreamName": "cam"})).await;
     assert_eq!(r.json["Tags"], json!({"b": "2"}));
+    // more than 50 in one request breaks the model's limit (a validation error) ...
     let many: serde_json::Map<_, _> = (0..60).map(|i| (format!("k{i}"), json!("v"))).collect();
     let r = call(&u, "/tagStream", json!({"StreamName": "cam", "Tags": many})).await;
+    assert_eq!(r.error_type(), "InvalidArgumentException");
+    assert!(
+        r.message()
+            .contains("at 'tags' failed to satisfy constraint: Member must have length less than or equal to 50"),
+        "{}",
+        r.message()
+    );
+    // ... 50 in one request on top of the stream's one is the per-stream limit
+    let fifty: serde_json::Map<_, _> = (0..50).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let r = call(
+        &u,
+        "/tagStream",
+        json!({"StreamName": "cam", "Tags": fifty}),
+    )
+    .await;
     assert_eq!(r.error_type(), "TagsPerResourceExceededLimitException");
 
     let version = info["Version"].as_str().unwrap().to_string();
@@ -143,7 +159,16 @@ async fn stream_lifecycle() {
     )
     .await;
     assert_eq!(r.json["StreamInfoList"].as_array().unwrap().len(), 1);
-    assert_eq!(r.json["NextToken"], "1");
+    assert_eq!(r.json["StreamInfoList"][0]["StreamName"], "cam");
+    let token = r.json["NextToken"].as_str().unwrap().to_string();
+    let r = call(
+        &u,
+        "/listStreams",
+        json!({"StreamNameCondition": {"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "cam"}, "MaxResults": 1, "NextToken": token}),
+    )
+    .await;
+    assert_eq!(r.json["StreamInfoList"][0]["StreamName"], "cam2");
+    assert!(r.json.get("NextToken").is_none(), "{:?}", r.json);
 
     let r = call(&u, "/deleteStream", json!({"StreamName": "cam"})).await;
     assert_eq!(
@@ -400,4 +425,263 @@ async fn data_endpoint_ignores_portless_host() {
         resp.contains(&format!("{{\"DataEndpoint\":\"{}\"}}", s.url())),
         "{resp}"
     );
+}
+
+/// `(path, body)` answered 400 InvalidArgumentException with a message containing `what`.
+async fn rejected(u: &str, path: &str, body: serde_json::Value, what: &str) {
+    let r = call(u, path, body.clone()).await;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (400, "InvalidArgumentException"),
+        "{path} {body}: {:?}",
+        r.json
+    );
+    assert!(
+        r.message().contains(what),
+        "{path} {body}: {} lacks {what}",
+        r.message()
+    );
+    assert!(r.message().contains("validation error"), "{}", r.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validation_like_the_service() {
+    let s = server(cfg());
+    let u = s.url();
+    let c = "/createStream";
+    let pattern = "failed to satisfy constraint: Member must satisfy regular expression pattern";
+    let longer = |n| {
+        format!("failed to satisfy constraint: Member must have length less than or equal to {n}")
+    };
+    let shorter =
+        "failed to satisfy constraint: Member must have length greater than or equal to 1";
+    for (body, what) in [
+        (json!({"StreamName": "a", "MediaType": "h264"}), format!("Value 'h264' at 'mediaType' {pattern}: [\\w\\-\\.\\+]+/[\\w\\-\\.\\+]+(,[\\w\\-\\.\\+]+/[\\w\\-\\.\\+]+)*")),
+        (json!({"StreamName": "a", "MediaType": "video/h264,"}), format!("at 'mediaType' {pattern}")),
+        (json!({"StreamName": "a", "MediaType": format!("video/{}", "x".repeat(123))}), format!("at 'mediaType' {}", longer(128))),
+        (json!({"StreamName": "a", "MediaType": ""}), format!("Value '' at 'mediaType' {shorter}")),
+        (json!({"StreamName": "a", "KmsKeyId": ""}), format!("at 'kmsKeyId' {shorter}")),
+        (json!({"StreamName": "a", "KmsKeyId": "k".repeat(2049)}), format!("at 'kmsKeyId' {}", longer(2048))),
+        (json!({"StreamName": "a", "DeviceName": "a b"}), format!("Value 'a b' at 'deviceName' {pattern}: [a-zA-Z0-9_.-]+")),
+        (json!({"StreamName": "a", "DeviceName": "d".repeat(129)}), format!("at 'deviceName' {}", longer(128))),
+        (json!({"StreamName": "a", "Tags": {"k".repeat(129): "v"}}), "at 'tags' failed to satisfy constraint: Map keys must satisfy constraint: [Member must have length less than or equal to 128]".into()),
+        (json!({"StreamName": "a", "Tags": {"": "v"}}), "Map keys must satisfy constraint: [Member must have length greater than or equal to 1]".into()),
+        (json!({"StreamName": "a", "Tags": {"k#!": "v"}}), "Map keys must satisfy constraint: [Member must satisfy regular expression pattern: ^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)$]".into()),
+        (json!({"StreamName": "a", "Tags": {"k": "v".repeat(257)}}), "Map value must satisfy constraint: [Member must have length less than or equal to 256]".into()),
+        (json!({"StreamName": "a", "Tags": {}}), format!("Value '{{}}' at 'tags' {shorter}")),
+        (json!({"StreamName": "a", "DataRetentionInHours": -1}), "Value '-1' at 'dataRetentionInHours' failed to satisfy constraint: Member must have value greater than or equal to 0".into()),
+        (json!({"StreamName": "a", "DataRetentionInHours": 1.5}), "Value '1.5' at 'dataRetentionInHours' failed to satisfy constraint: Member must be an integer".into()),
+        (json!({"StreamName": "b".repeat(257)}), format!("at 'streamName' {}", longer(256))),
+        (json!({}), "Value null at 'streamName' failed to satisfy constraint: Member must not be null".into()),
+    ] {
+        rejected(&u, c, body, &what).await;
+    }
+    // every broken constraint, in one answer
+    let r = call(
+        &u,
+        c,
+        json!({"StreamName": "", "MediaType": "x", "DataRetentionInHours": -2}),
+    )
+    .await;
+    assert!(
+        r.message().starts_with("4 validation errors detected: "),
+        "{}",
+        r.message()
+    );
+    // a type that is not a number at all stays a SerializationException
+    let r = call(
+        &u,
+        c,
+        json!({"StreamName": "a", "DataRetentionInHours": "x"}),
+    )
+    .await;
+    assert_eq!((r.status, r.error_type()), (400, "SerializationException"));
+    assert!(s.stream("a").is_none(), "nothing was created");
+
+    // the limits themselves are fine
+    let ok = json!({
+        "StreamName": "ok", "MediaType": "video/h264,audio/aac", "DeviceName": "d".repeat(128),
+        "KmsKeyId": "k".repeat(2048), "DataRetentionInHours": 0,
+        "Tags": {"k".repeat(128): "v".repeat(256), "ключ 1:/=+-@": "", "ok": "a b"},
+    });
+    let r = call(&u, c, ok).await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+
+    // TagStream / UntagStream: the tags are required and checked before the stream is looked up
+    let t = "/tagStream";
+    rejected(
+        &u,
+        t,
+        json!({"StreamName": "ok"}),
+        "Value null at 'tags' failed to satisfy constraint: Member must not be null",
+    )
+    .await;
+    rejected(
+        &u,
+        t,
+        json!({"StreamName": "ok", "Tags": {}}),
+        &format!("at 'tags' {shorter}"),
+    )
+    .await;
+    rejected(
+        &u,
+        t,
+        json!({"StreamName": "missing", "Tags": {"k!": "v"}}),
+        "Map keys",
+    )
+    .await;
+    rejected(
+        &u,
+        t,
+        json!({"StreamName": "ok", "Tags": {"k": "<v>"}}),
+        "Map value",
+    )
+    .await;
+    let ut = "/untagStream";
+    rejected(
+        &u,
+        ut,
+        json!({"StreamName": "ok", "TagKeyList": []}),
+        &format!("Value '[]' at 'tagKeyList' {shorter}"),
+    )
+    .await;
+    rejected(
+        &u,
+        ut,
+        json!({"StreamName": "ok"}),
+        "Value null at 'tagKeyList'",
+    )
+    .await;
+    rejected(
+        &u,
+        ut,
+        json!({"StreamName": "ok", "TagKeyList": ["k".repeat(129)]}),
+        &format!("at 'tagKeyList.1.member' {}", longer(128)),
+    )
+    .await;
+
+    // ListStreams / ListFragments: operator and MaxResults are checked, not clamped
+    let l = "/listStreams";
+    rejected(&u, l, json!({"StreamNameCondition": {"ComparisonOperator": "EQUALS", "ComparisonValue": "ok"}}), "Value 'EQUALS' at 'streamNameCondition.comparisonOperator' failed to satisfy constraint: Member must satisfy enum value set: [BEGINS_WITH]").await;
+    rejected(&u, l, json!({"MaxResults": 0}), "Value '0' at 'maxResults' failed to satisfy constraint: Member must have value greater than or equal to 1").await;
+    rejected(&u, l, json!({"MaxResults": 10001}), "Value '10001' at 'maxResults' failed to satisfy constraint: Member must have value less than or equal to 10000").await;
+    rejected(
+        &u,
+        l,
+        json!({"MaxResults": -1}),
+        "Value '-1' at 'maxResults'",
+    )
+    .await;
+    for max in [1, 10_000] {
+        let r = call(&u, l, json!({"MaxResults": max})).await;
+        assert_eq!(r.status, 200);
+    }
+    let r = call(&u, l, json!({"StreamNameCondition": {"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "o"}})).await;
+    assert_eq!(r.json["StreamInfoList"].as_array().unwrap().len(), 1);
+    let f = "/listFragments";
+    rejected(
+        &u,
+        f,
+        json!({"StreamName": "ok", "MaxResults": 0}),
+        "Value '0' at 'maxResults'",
+    )
+    .await;
+    rejected(
+        &u,
+        f,
+        json!({"StreamName": "ok", "MaxResults": 1001}),
+        "Member must have value less than or equal to 1000",
+    )
+    .await;
+    assert_eq!(
+        call(&u, f, json!({"StreamName": "ok", "MaxResults": 1000}))
+            .await
+            .status,
+        200
+    );
+
+    // UpdateDataRetention and DeleteStream: numbers and versions as the model says
+    let v = s.stream("ok").unwrap().meta.version;
+    let udr = "/updateDataRetention";
+    rejected(&u, udr, json!({"StreamName": "ok", "CurrentVersion": v, "Operation": "INCREASE_DATA_RETENTION", "DataRetentionChangeInHours": 0}), "Value '0' at 'dataRetentionChangeInHours' failed to satisfy constraint: Member must have value greater than or equal to 1").await;
+    rejected(&u, udr, json!({"StreamName": "ok", "CurrentVersion": v, "Operation": "GROW", "DataRetentionChangeInHours": 1}), "Value 'GROW' at 'operation' failed to satisfy constraint: Member must satisfy enum value set: [INCREASE_DATA_RETENTION, DECREASE_DATA_RETENTION]").await;
+    rejected(
+        &u,
+        udr,
+        json!({"StreamName": "ok"}),
+        "3 validation errors detected",
+    )
+    .await;
+    let arn = s.stream("ok").unwrap().meta.arn;
+    rejected(&u, "/deleteStream", json!({"StreamARN": arn, "CurrentVersion": "not-hex!"}), "at 'currentVersion' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9]+").await;
+    assert!(s.stream("ok").is_some());
+}
+
+fn names(r: &Reply) -> Vec<String> {
+    r.json["StreamInfoList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["StreamName"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_streams_pages_go_on_after_the_last_name_returned() {
+    let s = server(cfg());
+    let u = s.url();
+    for n in ["pg-a", "pg-b", "pg-c", "pg-d", "pg-e", "pg-f", "other"] {
+        s.create_stream(n).unwrap();
+    }
+    let cond = json!({"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "pg-"});
+    let r = call(
+        &u,
+        "/listStreams",
+        json!({"MaxResults": 3, "StreamNameCondition": cond}),
+    )
+    .await;
+    assert_eq!(names(&r), ["pg-a", "pg-b", "pg-c"]);
+    let token = r.json["NextToken"].as_str().unwrap().to_string();
+    assert!(
+        token
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+            && token.len() <= 512
+            && token.parse::<u64>().is_err(),
+        "{token}"
+    );
+    // streams already returned are deleted, including the last one, and one is created
+    s.delete_stream("pg-a").unwrap();
+    s.delete_stream("pg-c").unwrap();
+    s.create_stream("pg-0").unwrap();
+    let r = call(
+        &u,
+        "/listStreams",
+        json!({"MaxResults": 3, "StreamNameCondition": cond, "NextToken": token}),
+    )
+    .await;
+    assert_eq!(names(&r), ["pg-d", "pg-e", "pg-f"], "none skipped");
+    assert!(r.json.get("NextToken").is_none(), "{:?}", r.json);
+    // a page that ends exactly at the last stream has no NextToken
+    let r = call(&u, "/listStreams", json!({"MaxResults": 6})).await;
+    assert_eq!(names(&r).len(), 6);
+    assert!(r.json.get("NextToken").is_none(), "{:?}", r.json);
+    let r = call(&u, "/listStreams", json!({"MaxResults": 5})).await;
+    let token = r.json["NextToken"].as_str().unwrap().to_string();
+    let r = call(
+        &u,
+        "/listStreams",
+        json!({"MaxResults": 5, "NextToken": token}),
+    )
+    .await;
+    assert_eq!(names(&r), ["pg-f"]);
+    // tokens are ours: anything else is an InvalidArgumentException
+    for bad in ["3", "Zm9v", "!!", "kvs-local:v1:pg-a"] {
+        let r = call(&u, "/listStreams", json!({"NextToken": bad})).await;
+        assert_eq!(
+            (r.status, r.error_type()),
+            (400, "InvalidArgumentException"),
+            "{bad}"
+        );
+    }
 }

@@ -268,17 +268,9 @@ pub(crate) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Api
 
 /// Validates a stream name the way the service does.
 pub(crate) fn validate_name(name: &str) -> Result<(), ApiError> {
-    let ok = (1..=256).contains(&name.len())
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid_argument(format!(
-            "1 validation error detected: Value '{name}' at 'streamName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+ and length 1-256"
-        )))
-    }
+    super::validate::Checks::new()
+        .string("streamName", Some(name), &super::validate::STREAM_NAME)
+        .finish()
 }
 
 /// 404 for a stream that does not exist.

@@ -1,14 +1,17 @@
 //! Control-plane operations (`POST /createStream`, `/describeStream`, ...).
 
-use super::context::{ConnCtl, Shared, not_found, store_err, validate_name};
+use super::context::{ConnCtl, Shared, not_found, store_err};
 use super::http::ApiError;
 use super::operation::{
-    CreateStreamInput, DeleteStreamInput, GetDataEndpointInput, ListStreamsInput, Page, StreamRef,
+    CreateStreamInput, DeleteStreamInput, GetDataEndpointInput, ListStreamsInput, StreamRef,
     TagStreamInput, UntagStreamInput, UpdateDataRetentionInput,
+};
+use super::validate::{
+    Checks, DEVICE_NAME, KMS_KEY_ID, MEDIA_TYPE, NEXT_TOKEN, STREAM_NAME, VERSION,
 };
 use crate::auth::sigv4::Verified;
 use crate::model::records::{ACCOUNT_ID, StoreError, StreamMeta, StreamSnapshot};
-use crate::util::epoch_seconds_json;
+use crate::util::{base64_decode, base64_encode, epoch_seconds_json};
 use serde::Serialize;
 use serde_json::json;
 
@@ -29,6 +32,9 @@ const APIS: [&str; 8] = [
 
 /// A JSON reply body.
 pub(crate) type Reply = Result<Vec<u8>, ApiError>;
+
+/// Largest value of an `integer` member (a Java int in the service).
+const MAX_INTEGER: i64 = i32::MAX as i64;
 
 /// The `StreamInfo` shape (serialized with `CreationTime` in exponent form).
 #[derive(Serialize)]
@@ -78,26 +84,32 @@ fn too_many_tags() -> ApiError {
     )
 }
 
-fn required(field: &str) -> ApiError {
-    ApiError::invalid_argument(format!(
-        "1 validation error detected: Value null at '{field}' failed to satisfy constraint: Member must not be null"
-    ))
-}
-
 /// `CreateStream`.
 pub(crate) fn create_stream(shared: &Shared, r: CreateStreamInput, who: &Verified) -> Reply {
-    let name = r.stream.stream_name.ok_or_else(|| required("streamName"))?;
-    validate_name(&name)?;
-    let tags = r.tags.unwrap_or_default();
-    if tags.len() > MAX_TAGS {
-        return Err(too_many_tags());
-    }
+    Checks::new()
+        .required("streamName", r.stream.stream_name.as_ref())
+        .stream(&r.stream)
+        .string("deviceName", r.device_name.as_deref(), &DEVICE_NAME)
+        .string("mediaType", r.media_type.as_deref(), &MEDIA_TYPE)
+        .string("kmsKeyId", r.kms_key_id.as_deref(), &KMS_KEY_ID)
+        .integer(
+            "dataRetentionInHours",
+            r.data_retention_in_hours.as_ref(),
+            0,
+            MAX_INTEGER,
+        )
+        .tags("tags", r.tags.as_ref())
+        .finish()?;
+    let name = r.stream.stream_name.expect("checked");
     let mut meta = StreamMeta::new(&name, &who.region);
     meta.media_type = r.media_type;
     meta.device_name = r.device_name;
     meta.kms_key_id = r.kms_key_id;
-    meta.data_retention_hours = r.data_retention_in_hours.unwrap_or(0);
-    meta.tags = tags;
+    meta.data_retention_hours = r
+        .data_retention_in_hours
+        .and_then(|n| n.as_u64())
+        .unwrap_or(0);
+    meta.tags = r.tags.unwrap_or_default();
     let meta = shared
         .store
         .create(meta, None)
@@ -122,19 +134,64 @@ pub(crate) fn describe_stream(shared: &Shared, r: &StreamRef) -> Reply {
     })
 }
 
-/// `ListStreams` (paging, `BEGINS_WITH`).
+/// What a ListStreams `NextToken` holds before base64: this, then the name
+/// of the last stream returned.
+const LIST_TOKEN_PREFIX: &[u8] = b"kvs-local:v1:";
+
+/// The `NextToken` that resumes a listing after stream `last`.
+fn list_token(last: &str) -> String {
+    base64_encode(&[LIST_TOKEN_PREFIX, last.as_bytes()].concat())
+}
+
+/// The stream name a [`list_token`] resumes after.
+fn list_token_name(token: &str) -> Result<String, ApiError> {
+    base64_decode(token)
+        .and_then(|raw| {
+            let name = raw.strip_prefix(LIST_TOKEN_PREFIX)?;
+            String::from_utf8(name.to_vec()).ok()
+        })
+        .ok_or_else(|| {
+            ApiError::invalid_argument(format!(
+                "NextToken '{token}' is not valid: pass the NextToken a ListStreams response returned"
+            ))
+        })
+}
+
+/// `ListStreams` (paging, `BEGINS_WITH`). `NextToken` names the last stream
+/// returned, so a page goes on after it in name order whatever was created or
+/// deleted in between: a stream that exists throughout is listed once.
 pub(crate) fn list_streams(shared: &Shared, r: ListStreamsInput) -> Reply {
-    let page = Page::new(r.max_results, r.next_token.as_deref(), 10_000)?;
-    let prefix = r
-        .stream_name_condition
-        .and_then(|c| c.comparison_value)
+    let condition = r.stream_name_condition.as_ref();
+    Checks::new()
+        .integer("maxResults", r.max_results.as_ref(), 1, 10_000)
+        .string("nextToken", r.next_token.as_deref(), &NEXT_TOKEN)
+        .one_of(
+            "streamNameCondition.comparisonOperator",
+            condition.and_then(|c| c.comparison_operator.as_deref()),
+            &["BEGINS_WITH"],
+        )
+        .string(
+            "streamNameCondition.comparisonValue",
+            condition.and_then(|c| c.comparison_value.as_deref()),
+            &STREAM_NAME,
+        )
+        .finish()?;
+    let max = r.max_results.and_then(|n| n.as_u64()).unwrap_or(10_000) as usize;
+    let after = match r.next_token.as_deref() {
+        None | Some("") => None,
+        Some(t) => Some(list_token_name(t)?),
+    };
+    let prefix = condition
+        .and_then(|c| c.comparison_value.clone())
         .unwrap_or_default();
-    let all: Vec<_> = shared
-        .store
-        .list()
-        .into_iter()
-        .filter(|s| s.meta.name.starts_with(&prefix))
-        .collect();
+    let mut matching = shared.store.list().into_iter().filter(|s| {
+        after.as_ref().is_none_or(|a| s.meta.name > *a) && s.meta.name.starts_with(&prefix)
+    });
+    let page: Vec<_> = matching.by_ref().take(max).collect();
+    let next = match (matching.next(), page.last()) {
+        (Some(_), Some(last)) => Some(list_token(&last.meta.name)),
+        _ => None,
+    };
     #[derive(Serialize)]
     struct Out {
         #[serde(rename = "StreamInfoList")]
@@ -143,19 +200,18 @@ pub(crate) fn list_streams(shared: &Shared, r: ListStreamsInput) -> Reply {
         next: Option<String>,
     }
     body(&Out {
-        list: all
-            .iter()
-            .skip(page.start)
-            .take(page.max)
-            .map(stream_info)
-            .collect(),
-        next: page.next_token(all.len()),
+        list: page.iter().map(stream_info).collect(),
+        next,
     })
 }
 
 /// `DeleteStream` (by `StreamARN`, optional `CurrentVersion`).
 pub(crate) fn delete_stream(shared: &Shared, r: DeleteStreamInput) -> Reply {
-    let arn = r.stream.stream_arn.ok_or_else(|| required("streamARN"))?;
+    Checks::new()
+        .required("streamARN", r.stream.stream_arn.as_ref())
+        .string("currentVersion", r.current_version.as_deref(), &VERSION)
+        .finish()?;
+    let arn = r.stream.stream_arn.expect("checked");
     let name = shared
         .store
         .name_for_arn(&arn)
@@ -187,6 +243,11 @@ pub(crate) fn get_data_endpoint(shared: &Shared, r: GetDataEndpointInput, ctl: &
 
 /// `TagStream` (at most 50 tags in all).
 pub(crate) fn tag_stream(shared: &Shared, r: TagStreamInput) -> Reply {
+    Checks::new()
+        .stream(&r.stream)
+        .required("tags", r.tags.as_ref())
+        .tags("tags", r.tags.as_ref())
+        .finish()?;
     let name = shared.resolve(&r.stream)?;
     let tags = r.tags.unwrap_or_default();
     shared
@@ -209,10 +270,13 @@ pub(crate) fn tag_stream(shared: &Shared, r: TagStreamInput) -> Reply {
 
 /// `UntagStream`.
 pub(crate) fn untag_stream(shared: &Shared, r: UntagStreamInput) -> Reply {
+    Checks::new()
+        .stream(&r.stream)
+        .required("tagKeyList", r.tag_key_list.as_ref())
+        .tag_keys("tagKeyList", r.tag_key_list.as_ref())
+        .finish()?;
     let name = shared.resolve(&r.stream)?;
-    let keys = r
-        .tag_key_list
-        .ok_or_else(|| ApiError::invalid_argument("TagKeyList must be a non-empty list"))?;
+    let keys = r.tag_key_list.unwrap_or_default();
     shared
         .store
         .update(&name, |m| {
@@ -237,25 +301,29 @@ pub(crate) fn list_tags_for_stream(shared: &Shared, r: &StreamRef) -> Reply {
 
 /// `UpdateDataRetention` (checks `CurrentVersion`).
 pub(crate) fn update_data_retention(shared: &Shared, r: UpdateDataRetentionInput) -> Reply {
+    let change_in_hours = r.data_retention_change_in_hours.as_ref();
+    Checks::new()
+        .stream(&r.stream)
+        .required("currentVersion", r.current_version.as_ref())
+        .string("currentVersion", r.current_version.as_deref(), &VERSION)
+        .required("operation", r.operation.as_ref())
+        .one_of(
+            "operation",
+            r.operation.as_deref(),
+            &["INCREASE_DATA_RETENTION", "DECREASE_DATA_RETENTION"],
+        )
+        .required("dataRetentionChangeInHours", change_in_hours)
+        .integer(
+            "dataRetentionChangeInHours",
+            change_in_hours,
+            1,
+            MAX_INTEGER,
+        )
+        .finish()?;
     let name = shared.resolve(&r.stream)?;
-    let version = r
-        .current_version
-        .ok_or_else(|| ApiError::invalid_argument("CurrentVersion is required"))?;
-    let change = r
-        .data_retention_change_in_hours
-        .filter(|c| *c >= 1)
-        .ok_or_else(|| {
-            ApiError::invalid_argument("DataRetentionChangeInHours must be a positive integer")
-        })?;
-    let increase = match r.operation.as_deref() {
-        Some("INCREASE_DATA_RETENTION") => true,
-        Some("DECREASE_DATA_RETENTION") => false,
-        other => {
-            return Err(ApiError::invalid_argument(format!(
-                "Operation must be INCREASE_DATA_RETENTION or DECREASE_DATA_RETENTION, not {other:?}"
-            )));
-        }
-    };
+    let version = r.current_version.expect("checked");
+    let change = change_in_hours.and_then(|n| n.as_u64()).expect("checked");
+    let increase = r.operation.as_deref() == Some("INCREASE_DATA_RETENTION");
     let mut too_low = false;
     shared
         .store

@@ -12,6 +12,7 @@
 use super::context::{ConnCtl, Shared, store_err};
 use super::http::{ApiError, ChannelBody, Delivery, RespBody, full, json_response};
 use super::operation::{GetMediaForFragmentListInput, GetMediaInput, ListFragmentsInput, Page};
+use super::validate::Checks;
 use crate::model::records::{FragMeta, StoredFragment};
 use crate::util::{epoch_seconds_json, epoch_seconds_plain, now_ms};
 use bytes::Bytes;
@@ -50,7 +51,10 @@ pub(crate) fn list_fragments(
     r: ListFragmentsInput,
     rid: &str,
 ) -> Result<Response<RespBody>, ApiError> {
-    let page = Page::new(r.max_results, r.next_token.as_deref(), 1000)?;
+    Checks::new()
+        .integer("maxResults", r.max_results.as_ref(), 1, 1000)
+        .finish()?;
+    let page = Page::new(r.max_results.as_ref(), r.next_token.as_deref(), 1000)?;
     let (producer, from, to) = match r.fragment_selector {
         None => (true, None, None),
         Some(sel) => {

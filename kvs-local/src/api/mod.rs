@@ -9,6 +9,7 @@ pub(crate) mod http;
 mod media;
 pub(crate) mod operation;
 mod putmedia;
+mod validate;
 
 use crate::auth::sigv4::{self, Payload};
 use context::{ConnCtl, Shared, new_record, read_body, record_error};

@@ -7,6 +7,7 @@
 use super::http::ApiError;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::Number;
 use std::collections::BTreeMap;
 
 macro_rules! operations {
@@ -67,7 +68,7 @@ pub(crate) struct StreamRef {
 pub(crate) struct CreateStreamInput {
     #[serde(flatten)]
     pub(crate) stream: StreamRef,
-    pub(crate) data_retention_in_hours: Option<u64>,
+    pub(crate) data_retention_in_hours: Option<Number>,
     pub(crate) media_type: Option<String>,
     pub(crate) device_name: Option<String>,
     pub(crate) kms_key_id: Option<String>,
@@ -78,7 +79,7 @@ pub(crate) struct CreateStreamInput {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ListStreamsInput {
-    pub(crate) max_results: Option<u64>,
+    pub(crate) max_results: Option<Number>,
     pub(crate) next_token: Option<String>,
     pub(crate) stream_name_condition: Option<StreamNameCondition>,
 }
@@ -87,6 +88,7 @@ pub(crate) struct ListStreamsInput {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct StreamNameCondition {
+    pub(crate) comparison_operator: Option<String>,
     pub(crate) comparison_value: Option<String>,
 }
 
@@ -135,7 +137,7 @@ pub(crate) struct UpdateDataRetentionInput {
     pub(crate) stream: StreamRef,
     pub(crate) current_version: Option<String>,
     pub(crate) operation: Option<String>,
-    pub(crate) data_retention_change_in_hours: Option<u64>,
+    pub(crate) data_retention_change_in_hours: Option<Number>,
 }
 
 /// `GetMedia`.
@@ -163,7 +165,7 @@ pub(crate) struct StartSelector {
 pub(crate) struct ListFragmentsInput {
     #[serde(flatten)]
     pub(crate) stream: StreamRef,
-    pub(crate) max_results: Option<u64>,
+    pub(crate) max_results: Option<Number>,
     pub(crate) next_token: Option<String>,
     pub(crate) fragment_selector: Option<FragmentSelector>,
 }
@@ -193,8 +195,8 @@ pub(crate) struct GetMediaForFragmentListInput {
     pub(crate) fragments: Option<Vec<String>>,
 }
 
-/// A page of a listing: `MaxResults` (1 to `limit`, default `limit`) items
-/// from the offset in `NextToken`.
+/// A page of a listing: `MaxResults` items (already validated to be 1 to
+/// `limit`; `limit` when absent) from the offset in `NextToken`.
 pub(crate) struct Page {
     pub(crate) start: usize,
     pub(crate) max: usize,
@@ -202,7 +204,7 @@ pub(crate) struct Page {
 
 impl Page {
     pub(crate) fn new(
-        max_results: Option<u64>,
+        max_results: Option<&Number>,
         next_token: Option<&str>,
         limit: u64,
     ) -> Result<Page, ApiError> {
@@ -212,7 +214,10 @@ impl Page {
                 .map_err(|_| ApiError::invalid_argument("invalid NextToken"))?,
             None => 0,
         };
-        let max = max_results.unwrap_or(limit).clamp(1, limit) as usize;
+        let max = max_results
+            .and_then(Number::as_u64)
+            .unwrap_or(limit)
+            .clamp(1, limit) as usize;
         Ok(Page { start, max })
     }
 
@@ -333,7 +338,7 @@ mod tests {
             panic!("{r:?}")
         };
         assert_eq!(c.stream.stream_name.as_deref(), Some("a"));
-        assert_eq!(c.data_retention_in_hours, Some(2));
+        assert_eq!(c.data_retention_in_hours, Some(2.into()));
         assert_eq!(c.tags.unwrap()["k"], "v");
         let e = ApiRequest::parse(Operation::DescribeStream, b"[1]").unwrap_err();
         assert_eq!(e.error_type, "SerializationException");
@@ -342,7 +347,9 @@ mod tests {
         assert!(parsed.is_err());
         let hint = ApiRequest::stream_ref(&parsed, body);
         assert_eq!(hint.stream_name.as_deref(), Some("cam"));
-        let e = ApiRequest::parse(Operation::ListStreams, br#"{"MaxResults":-1}"#).unwrap_err();
-        assert_eq!(e.status, 400);
+        // numbers of any sign parse (the handler checks their range), strings do not
+        assert!(ApiRequest::parse(Operation::ListStreams, br#"{"MaxResults":-1}"#).is_ok());
+        let e = ApiRequest::parse(Operation::ListStreams, br#"{"MaxResults":"1"}"#).unwrap_err();
+        assert_eq!(e.error_type, "SerializationException");
     }
 }

@@ -1,8 +1,7 @@
 """Control-plane rules as a boto3 user meets them: stream names that are
 awkward file names, validation as the service does it (400
 InvalidArgumentException, with botocore's own client-side validation off so
-that the server is the judge), ListStreams paging, UpdateStream, and the
-shape of StreamInfo."""
+that the server is the judge) and ListStreams paging."""
 
 import pytest
 from botocore.exceptions import ClientError
@@ -49,3 +48,66 @@ def test_dot_and_long_names_keep_other_streams(start, mkv, tmp_path):
     finally:
         again.stop()  # SIGTERM, then kill if need be
     assert again.export(long, tmp_path / "long.mkv") == data
+
+
+def test_validation_errors_as_botocore_parses_them(kvs):
+    """What botocore validates itself it is told to send anyway; the server
+    answers as the service: 400 InvalidArgumentException, 'N validation
+    error(s) detected: Value ... at 'member' failed to satisfy constraint: ...'."""
+    kv = client("kinesisvideo", kvs.url, validate=False)
+    kv.create_stream(StreamName="v-ok", MediaType="video/h264,audio/aac", DeviceName="Kinesis_Video_Device")
+    cases = [
+        (kv.create_stream, dict(StreamName="v1", MediaType="h264"), "at 'mediaType' failed to satisfy constraint: Member must satisfy regular expression pattern"),
+        (kv.create_stream, dict(StreamName="v1", MediaType="video/" + "x" * 123), "Member must have length less than or equal to 128"),
+        (kv.create_stream, dict(StreamName="v1", KmsKeyId=""), "at 'kmsKeyId' failed to satisfy constraint: Member must have length greater than or equal to 1"),
+        (kv.create_stream, dict(StreamName="v1", KmsKeyId="k" * 2049), "Member must have length less than or equal to 2048"),
+        (kv.create_stream, dict(StreamName="v1", DeviceName="a b"), "at 'deviceName' failed to satisfy constraint"),
+        (kv.create_stream, dict(StreamName="v1", DeviceName="d" * 129), "at 'deviceName' failed to satisfy constraint: Member must have length less than or equal to 128"),
+        (kv.create_stream, dict(StreamName="v1", Tags={"k" * 129: "v"}), "Map keys must satisfy constraint: [Member must have length less than or equal to 128]"),
+        (kv.create_stream, dict(StreamName="v1", Tags={"k#!": "v"}), "Map keys must satisfy constraint: [Member must satisfy regular expression pattern"),
+        (kv.create_stream, dict(StreamName="v1", Tags={"k": "v" * 257}), "Map value must satisfy constraint: [Member must have length less than or equal to 256]"),
+        (kv.create_stream, dict(StreamName="v1", DataRetentionInHours=-1), "Value '-1' at 'dataRetentionInHours' failed to satisfy constraint: Member must have value greater than or equal to 0"),
+        (kv.tag_stream, dict(StreamName="v-ok", Tags={}), "at 'tags' failed to satisfy constraint: Member must have length greater than or equal to 1"),
+        (kv.tag_stream, dict(StreamName="v-ok"), "Value null at 'tags' failed to satisfy constraint: Member must not be null"),
+        (kv.untag_stream, dict(StreamName="v-ok", TagKeyList=[]), "at 'tagKeyList' failed to satisfy constraint: Member must have length greater than or equal to 1"),
+        (kv.list_streams, dict(StreamNameCondition={"ComparisonOperator": "EQUALS", "ComparisonValue": "v"}), "Member must satisfy enum value set: [BEGINS_WITH]"),
+        (kv.list_streams, dict(MaxResults=0), "Value '0' at 'maxResults' failed to satisfy constraint: Member must have value greater than or equal to 1"),
+        (kv.list_streams, dict(MaxResults=10001), "Member must have value less than or equal to 10000"),
+    ]
+    for call, kwargs, what in cases:
+        with pytest.raises(ClientError) as e:
+            call(**kwargs)
+        status, code, message = error_of(e)
+        assert (status, code) == (400, "InvalidArgumentException"), (kwargs, message)
+        assert "validation error" in message and what in message, (kwargs, message)
+    assert [i["StreamName"] for i in kv.list_streams()["StreamInfoList"]] == ["v-ok"]
+    archived = client("kinesis-video-archived-media", kvs.url, validate=False)
+    for bad in [0, 1001]:
+        with pytest.raises(ClientError) as e:
+            archived.list_fragments(StreamName="v-ok", MaxResults=bad)
+        assert error_of(e)[:2] == (400, "InvalidArgumentException")
+    assert archived.list_fragments(StreamName="v-ok", MaxResults=1000)["Fragments"] == []
+
+
+def test_list_streams_pages_survive_deletes(kvs):
+    """A stream returned on one page and deleted before the next must not
+    make the next page skip one (the token names the last stream returned)."""
+    kv = client("kinesisvideo", kvs.url)
+    for n in ["pg-a", "pg-b", "pg-c", "pg-d", "pg-e", "pg-f"]:
+        kv.create_stream(StreamName=n)
+    cond = {"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "pg-"}
+    first = kv.list_streams(MaxResults=3, StreamNameCondition=cond)
+    got = [s["StreamName"] for s in first["StreamInfoList"]]
+    arn = kv.describe_stream(StreamName="pg-a")["StreamInfo"]["StreamARN"]
+    kv.delete_stream(StreamARN=arn)
+    second = kv.list_streams(MaxResults=3, StreamNameCondition=cond, NextToken=first["NextToken"])
+    got += [s["StreamName"] for s in second["StreamInfoList"]]
+    assert got == ["pg-a", "pg-b", "pg-c", "pg-d", "pg-e", "pg-f"]
+    assert "NextToken" not in second
+    paged = [s["StreamName"] for p in kv.get_paginator("list_streams").paginate(PaginationConfig={"PageSize": 2})
+             for s in p["StreamInfoList"]]
+    assert paged == ["pg-b", "pg-c", "pg-d", "pg-e", "pg-f"]
+    with pytest.raises(ClientError) as e:
+        kv.list_streams(NextToken="12")
+    assert error_of(e)[:2] == (400, "InvalidArgumentException")
+
