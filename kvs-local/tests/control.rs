@@ -685,3 +685,126 @@ async fn list_streams_pages_go_on_after_the_last_name_returned() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn update_stream_checks_the_version_and_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..cfg()
+    };
+    let s = server(config.clone());
+    let u = s.url();
+    let r = call(
+        &u,
+        "/createStream",
+        json!({"StreamName": "cam", "MediaType": "video/h264", "DeviceName": "dev1"}),
+    )
+    .await;
+    let arn = r.json["StreamARN"].as_str().unwrap().to_string();
+    let v1 = s.stream("cam").unwrap().meta.version;
+    let up = "/updateStream";
+
+    let r = call(
+        &u,
+        up,
+        json!({"StreamName": "cam", "CurrentVersion": "0abc", "MediaType": "video/h265"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (400, "VersionMismatchException")
+    );
+    let r = call(
+        &u,
+        up,
+        json!({"StreamName": "cam", "MediaType": "video/h265"}),
+    )
+    .await;
+    assert_eq!(r.error_type(), "InvalidArgumentException");
+    assert!(
+        r.message().contains("Value null at 'currentVersion'"),
+        "{}",
+        r.message()
+    );
+    let r = call(
+        &u,
+        up,
+        json!({"StreamName": "cam", "CurrentVersion": v1, "MediaType": "h265"}),
+    )
+    .await;
+    assert_eq!(r.error_type(), "InvalidArgumentException");
+    let r = call(&u, up, json!({"StreamName": "nope", "CurrentVersion": v1})).await;
+    assert_eq!(
+        (r.status, r.error_type()),
+        (404, "ResourceNotFoundException")
+    );
+    let r = call(
+        &u,
+        up,
+        json!({"StreamName": "cam", "StreamARN": arn, "CurrentVersion": v1}),
+    )
+    .await;
+    assert_eq!(r.error_type(), "InvalidArgumentException");
+    assert_eq!(s.stream("cam").unwrap().meta.version, v1, "nothing changed");
+
+    let r = call(
+        &u,
+        up,
+        json!({"StreamName": "cam", "CurrentVersion": v1, "MediaType": "video/h265"}),
+    )
+    .await;
+    assert_eq!((r.status, &r.json), (200, &json!({})));
+    let info = call(&u, "/describeStream", json!({"StreamName": "cam"}))
+        .await
+        .json["StreamInfo"]
+        .clone();
+    assert_eq!(info["MediaType"], "video/h265");
+    assert_eq!(info["DeviceName"], "dev1", "left out: unchanged");
+    assert_eq!(info["Status"], "ACTIVE");
+    let v2 = info["Version"].as_str().unwrap().to_string();
+    assert_ne!(v2, v1);
+    // the old version is stale now; by ARN with the new one
+    let r = call(
+        &u,
+        up,
+        json!({"StreamARN": arn, "CurrentVersion": v1, "DeviceName": "dev2"}),
+    )
+    .await;
+    assert_eq!(r.error_type(), "VersionMismatchException");
+    let r = call(
+        &u,
+        up,
+        json!({"StreamARN": arn, "CurrentVersion": v2, "DeviceName": "dev2"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    let meta = s.stream("cam").unwrap().meta;
+    assert_eq!(
+        (meta.device_name.as_deref(), meta.media_type.as_deref()),
+        (Some("dev2"), Some("video/h265"))
+    );
+    s.shutdown();
+
+    // persisted with the data dir
+    let s = server(config);
+    let after = s.stream("cam").unwrap().meta;
+    assert_eq!(after, meta);
+    s.shutdown();
+
+    // a stream still CREATING cannot be updated yet
+    let s = server(Config {
+        creating_delay: Duration::from_secs(30),
+        ..cfg()
+    });
+    let u = s.url();
+    call(&u, "/createStream", json!({"StreamName": "slow"})).await;
+    let v = s.stream("slow").unwrap().meta.version;
+    let r = call(
+        &u,
+        up,
+        json!({"StreamName": "slow", "CurrentVersion": v, "MediaType": "video/h264"}),
+    )
+    .await;
+    assert_eq!((r.status, r.error_type()), (400, "ResourceInUseException"));
+}

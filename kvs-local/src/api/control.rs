@@ -4,7 +4,7 @@ use super::context::{ConnCtl, Shared, not_found, store_err};
 use super::http::ApiError;
 use super::operation::{
     CreateStreamInput, DeleteStreamInput, GetDataEndpointInput, ListStreamsInput, StreamRef,
-    TagStreamInput, UntagStreamInput, UpdateDataRetentionInput,
+    TagStreamInput, UntagStreamInput, UpdateDataRetentionInput, UpdateStreamInput,
 };
 use super::validate::{
     Checks, DEVICE_NAME, KMS_KEY_ID, MEDIA_TYPE, NEXT_TOKEN, STREAM_NAME, VERSION,
@@ -348,5 +348,44 @@ pub(crate) fn update_data_retention(shared: &Shared, r: UpdateDataRetentionInput
                 store_err(e, &name)
             }
         })?;
+    body(&json!({}))
+}
+
+/// `UpdateStream`: `DeviceName` and/or `MediaType` of an ACTIVE stream whose
+/// version is `CurrentVersion`; members left out keep their value. The
+/// stream gets a new version (and stays ACTIVE: the update is done at once).
+pub(crate) fn update_stream(shared: &Shared, r: UpdateStreamInput) -> Reply {
+    Checks::new()
+        .stream(&r.stream)
+        .required("currentVersion", r.current_version.as_ref())
+        .string("currentVersion", r.current_version.as_deref(), &VERSION)
+        .string("deviceName", r.device_name.as_deref(), &DEVICE_NAME)
+        .string("mediaType", r.media_type.as_deref(), &MEDIA_TYPE)
+        .finish()?;
+    let name = shared.resolve(&r.stream)?;
+    let version = r.current_version.expect("checked");
+    let status = shared.store.describe(&name).map(|s| s.status);
+    if let Some(status) = status.filter(|s| s != "ACTIVE") {
+        return Err(ApiError::new(
+            400,
+            "ResourceInUseException",
+            format!("The stream {name} is {status}; it can be updated once it is ACTIVE."),
+        ));
+    }
+    shared
+        .store
+        .update(&name, |m| {
+            if m.version != version {
+                return Err(StoreError::VersionMismatch);
+            }
+            if let Some(d) = r.device_name {
+                m.device_name = Some(d);
+            }
+            if let Some(t) = r.media_type {
+                m.media_type = Some(t);
+            }
+            Ok(())
+        })
+        .map_err(|e| store_err(e, &name))?;
     body(&json!({}))
 }

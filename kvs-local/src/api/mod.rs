@@ -134,6 +134,7 @@ fn dispatch(
         R::UntagStream(r) => control::untag_stream(shared, r),
         R::ListTagsForStream(r) => control::list_tags_for_stream(shared, &r),
         R::UpdateDataRetention(r) => control::update_data_retention(shared, r),
+        R::UpdateStream(r) => control::update_stream(shared, r),
         R::GetMedia(r) => {
             let name = shared.resolve(&r.stream)?;
             return media::get_media(shared, ctl, &name, r, rid);

@@ -47,6 +47,7 @@ operations! {
     UntagStream => "/untagStream",
     ListTagsForStream => "/listTagsForStream",
     UpdateDataRetention => "/updateDataRetention",
+    UpdateStream => "/updateStream",
     PutMedia => "/putMedia",
     GetMedia => "/getMedia",
     ListFragments => "/listFragments",
@@ -138,6 +139,17 @@ pub(crate) struct UpdateDataRetentionInput {
     pub(crate) current_version: Option<String>,
     pub(crate) operation: Option<String>,
     pub(crate) data_retention_change_in_hours: Option<Number>,
+}
+
+/// `UpdateStream`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct UpdateStreamInput {
+    #[serde(flatten)]
+    pub(crate) stream: StreamRef,
+    pub(crate) current_version: Option<String>,
+    pub(crate) device_name: Option<String>,
+    pub(crate) media_type: Option<String>,
 }
 
 /// `GetMedia`.
@@ -239,6 +251,7 @@ pub(crate) enum ApiRequest {
     UntagStream(UntagStreamInput),
     ListTagsForStream(StreamRef),
     UpdateDataRetention(UpdateDataRetentionInput),
+    UpdateStream(UpdateStreamInput),
     GetMedia(GetMediaInput),
     ListFragments(ListFragmentsInput),
     GetMediaForFragmentList(GetMediaForFragmentListInput),
@@ -277,6 +290,7 @@ impl ApiRequest {
             Operation::UntagStream => R::UntagStream(json(body)?),
             Operation::ListTagsForStream => R::ListTagsForStream(json(body)?),
             Operation::UpdateDataRetention => R::UpdateDataRetention(json(body)?),
+            Operation::UpdateStream => R::UpdateStream(json(body)?),
             Operation::GetMedia => R::GetMedia(json(body)?),
             Operation::ListFragments => R::ListFragments(json(body)?),
             Operation::GetMediaForFragmentList => R::GetMediaForFragmentList(json(body)?),
@@ -302,6 +316,7 @@ impl ApiRequest {
             Ok(R::TagStream(r)) => &r.stream,
             Ok(R::UntagStream(r)) => &r.stream,
             Ok(R::UpdateDataRetention(r)) => &r.stream,
+            Ok(R::UpdateStream(r)) => &r.stream,
             Ok(R::GetMedia(r)) => &r.stream,
             Ok(R::ListFragments(r)) => &r.stream,
             Ok(R::GetMediaForFragmentList(r)) => &r.stream,
@@ -351,5 +366,17 @@ mod tests {
         assert!(ApiRequest::parse(Operation::ListStreams, br#"{"MaxResults":-1}"#).is_ok());
         let e = ApiRequest::parse(Operation::ListStreams, br#"{"MaxResults":"1"}"#).unwrap_err();
         assert_eq!(e.error_type, "SerializationException");
+        let r = ApiRequest::parse(
+            Operation::UpdateStream,
+            br#"{"StreamARN":"arn","CurrentVersion":"v1","MediaType":"video/h265"}"#,
+        )
+        .unwrap();
+        let ApiRequest::UpdateStream(u) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(u.stream.stream_arn.as_deref(), Some("arn"));
+        assert_eq!(u.current_version.as_deref(), Some("v1"));
+        assert_eq!(u.media_type.as_deref(), Some("video/h265"));
+        assert_eq!(u.device_name, None);
     }
 }

@@ -1,7 +1,7 @@
 """Control-plane rules as a boto3 user meets them: stream names that are
 awkward file names, validation as the service does it (400
 InvalidArgumentException, with botocore's own client-side validation off so
-that the server is the judge) and ListStreams paging."""
+that the server is the judge), ListStreams paging and UpdateStream."""
 
 import pytest
 from botocore.exceptions import ClientError
@@ -110,4 +110,37 @@ def test_list_streams_pages_survive_deletes(kvs):
     with pytest.raises(ClientError) as e:
         kv.list_streams(NextToken="12")
     assert error_of(e)[:2] == (400, "InvalidArgumentException")
+
+
+def test_update_stream(start):
+    """UpdateStream as boto3 calls it: CurrentVersion checked, a new version,
+    members left out unchanged, persisted in the data dir."""
+    s = start()
+    kv = client("kinesisvideo", s.url)
+    arn = kv.create_stream(StreamName="up", MediaType="video/h264", DeviceName="dev1")["StreamARN"]
+    v1 = kv.describe_stream(StreamName="up")["StreamInfo"]["Version"]
+    with pytest.raises(kv.exceptions.VersionMismatchException):
+        kv.update_stream(StreamName="up", CurrentVersion="0", MediaType="video/h265")
+    with pytest.raises(kv.exceptions.ResourceNotFoundException):
+        kv.update_stream(StreamName="missing", CurrentVersion=v1, MediaType="video/h265")
+    kv.update_stream(StreamName="up", CurrentVersion=v1, MediaType="video/h265")
+    info = kv.describe_stream(StreamName="up")["StreamInfo"]
+    assert (info["MediaType"], info["DeviceName"], info["Status"]) == ("video/h265", "dev1", "ACTIVE")
+    assert info["Version"] != v1
+    with pytest.raises(kv.exceptions.VersionMismatchException):
+        kv.update_stream(StreamARN=arn, CurrentVersion=v1, DeviceName="dev2")
+    kv.update_stream(StreamARN=arn, CurrentVersion=info["Version"], DeviceName="dev2")
+    kvn = client("kinesisvideo", s.url, validate=False)
+    with pytest.raises(ClientError) as e:
+        kvn.update_stream(StreamName="up", CurrentVersion=info["Version"], MediaType="h265")
+    assert error_of(e)[:2] == (400, "InvalidArgumentException")
+    report = s.stop()
+    updates = [r["status"] for r in report["requests"] if r["operation"] == "UpdateStream"]
+    assert updates == [400, 404, 200, 400, 200, 400]
+    again = kvsclient.KvsLocal(s.data_dir)
+    try:
+        info = client("kinesisvideo", again.url).describe_stream(StreamName="up")["StreamInfo"]
+        assert (info["MediaType"], info["DeviceName"]) == ("video/h265", "dev2")
+    finally:
+        again.stop()
 
