@@ -808,3 +808,51 @@ async fn update_stream_checks_the_version_and_persists() {
     .await;
     assert_eq!((r.status, r.error_type()), (400, "ResourceInUseException"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unset_stream_fields_are_left_out() {
+    let s = server(cfg());
+    let u = s.url();
+    call(&u, "/createStream", json!({"StreamName": "bare"})).await;
+    call(
+        &u,
+        "/createStream",
+        json!({"StreamName": "full", "MediaType": "video/h264", "DeviceName": "d", "KmsKeyId": "my-key"}),
+    )
+    .await;
+    let info = call(&u, "/describeStream", json!({"StreamName": "bare"}))
+        .await
+        .json["StreamInfo"]
+        .clone();
+    let keys: Vec<_> = info.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(
+        keys,
+        [
+            "CreationTime",
+            "DataRetentionInHours",
+            "KmsKeyId",
+            "Status",
+            "StreamARN",
+            "StreamName",
+            "Version"
+        ],
+        "{info}"
+    );
+    assert!(
+        info["KmsKeyId"]
+            .as_str()
+            .unwrap()
+            .ends_with(":alias/aws/kinesisvideo")
+    );
+    let r = call(&u, "/listStreams", json!({})).await;
+    let list = r.json["StreamInfoList"].as_array().unwrap();
+    assert!(
+        list.iter()
+            .all(|i| i.as_object().unwrap().values().all(|v| !v.is_null())),
+        "{list:?}"
+    );
+    assert!(list[0].get("MediaType").is_none() && list[0].get("DeviceName").is_none());
+    assert_eq!(list[1]["MediaType"], "video/h264");
+    assert_eq!(list[1]["DeviceName"], "d");
+    assert_eq!(list[1]["KmsKeyId"], "my-key");
+}

@@ -37,13 +37,17 @@ pub(crate) type Reply = Result<Vec<u8>, ApiError>;
 const MAX_INTEGER: i64 = i32::MAX as i64;
 
 /// The `StreamInfo` shape (serialized with `CreationTime` in exponent form).
+/// Unset optional members are left out, as the service does (AWS's C++
+/// kvssink warns about a `"MediaType": null`).
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct StreamInfo {
     creation_time: Box<serde_json::value::RawValue>,
     data_retention_in_hours: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     device_name: Option<String>,
     kms_key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     media_type: Option<String>,
     status: String,
     #[serde(rename = "StreamARN")]

@@ -1,7 +1,8 @@
 """Control-plane rules as a boto3 user meets them: stream names that are
 awkward file names, validation as the service does it (400
 InvalidArgumentException, with botocore's own client-side validation off so
-that the server is the judge), ListStreams paging and UpdateStream."""
+that the server is the judge), ListStreams paging, UpdateStream, and the
+shape of StreamInfo."""
 
 import pytest
 from botocore.exceptions import ClientError
@@ -144,3 +145,19 @@ def test_update_stream(start):
     finally:
         again.stop()
 
+
+def test_stream_info_leaves_unset_fields_out(kvs):
+    """DescribeStream / ListStreams on the wire: no `null` members (AWS's
+    C++ kvssink warns about a null MediaType); KmsKeyId is always there."""
+    kv = client("kinesisvideo", kvs.url)
+    bodies = []
+    kv.meta.events.register("response-received.kinesis-video.*",
+                            lambda response_dict=None, **_: bodies.append(response_dict["body"]))
+    kv.create_stream(StreamName="bare")
+    info = kv.describe_stream(StreamName="bare")["StreamInfo"]
+    assert "MediaType" not in info and "DeviceName" not in info
+    assert info["KmsKeyId"].endswith(":alias/aws/kinesisvideo")
+    kv.list_streams()
+    for raw in bodies[-2:]:
+        assert b"null" not in raw and b"MediaType" not in raw and b"DeviceName" not in raw, raw
+        assert b"KmsKeyId" in raw
