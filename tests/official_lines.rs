@@ -219,3 +219,42 @@ fn iot_certificate_line_without_keys() {
         requests[0].path
     );
 }
+
+/// AWS's intermittent-streaming sample: the application stops streaming by sending EOS and
+/// waiting for it, pauses its source and flushes, then flushes again and plays the source.
+/// Each time it plays again, a new upload starts, with its header and its own account; before,
+/// the bytes after the first EOS came without a header and the stream failed.
+#[test]
+fn streaming_again_after_eos_and_a_flush_as_aws_intermittent_sample() {
+    init();
+    let server = server();
+    let registry = tempfile::tempdir().unwrap();
+    let mut cmd = host_command("/usr/bin/python3", &server.url(), registry.path());
+    cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/intermittent.py"))
+        .args(["intermittent", "2", "2.5", "1"]);
+    let run = run_host(cmd, TIMEOUT);
+    run.assert_success();
+    let outcomes: Vec<&str> = run
+        .named("kvs-summary")
+        .iter()
+        .map(|s| s.get::<&str>("outcome").unwrap())
+        .collect();
+    assert_eq!(outcomes, ["all-persisted"; 3], "{}", run.output());
+    let starts = run.named("kvs-stream-start");
+    assert_eq!(starts.len(), 3, "{}", run.output());
+    // Each part is dated when it was streamed, after the one before.
+    let times: Vec<u64> = starts
+        .iter()
+        .map(|s| s.get::<u64>("producer-start-time").unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[1] >= w[0] + 2500), "{times:?}");
+    let fragments = server.fragments("intermittent");
+    let persisted: u64 = run
+        .named("kvs-summary")
+        .iter()
+        .map(|s| s.get::<u64>("fragments-persisted").unwrap())
+        .sum();
+    assert_eq!(fragments.len() as u64, persisted);
+    assert!(fragments.len() >= 6, "{} fragments", fragments.len());
+    assert!(fragments.iter().all(|f| f.key_frame));
+}

@@ -700,6 +700,16 @@ impl BaseSinkImpl for KvsSink {
                 input.video_eos = false;
                 input.finished = false;
                 drop(input);
+                let drained = matches!(&*lock(&self.state), State::Started(s) if s.accounted);
+                if drained {
+                    // More data after EOS and a flush (AWS's intermittent-streaming sample
+                    // stops with EOS, flushes, and plays again): a new upload, as at a start.
+                    gst::info!(CAT, imp = self, "flushed after EOS: streaming again");
+                    if let Err(e) = self.stop().and_then(|()| self.start()) {
+                        self.post_error_message(e);
+                        return false;
+                    }
+                }
                 // A flushing seek restarts running time: elementary streams begin a new
                 // header, so a new session whose timecodes start again, at its first key
                 // frame. (Matroska input brings its own header, or refuses the seek.)
