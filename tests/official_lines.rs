@@ -258,3 +258,87 @@ fn streaming_again_after_eos_and_a_flush_as_aws_intermittent_sample() {
     assert!(fragments.len() >= 6, "{} fragments", fragments.len());
     assert!(fragments.iter().all(|f| f.key_frame));
 }
+
+/// Runs `tests/host/signals.py LINE`: AWS's signals connected as its samples do.
+fn with_signals(server: &Server, line: &str) -> HostRun {
+    let registry = tempfile::tempdir().unwrap();
+    let mut cmd = host_command("/usr/bin/python3", &server.url(), registry.path());
+    cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/signals.py"))
+        .arg(line);
+    run_host(cmd, TIMEOUT)
+}
+
+/// An application written for AWS's element connects `fragment-ack`, `stream-error` and
+/// `stream-client-metric` (its samples and canary do; PyGObject raises on an unknown signal).
+/// Every ack comes as a pointer to the producer SDK's `FragmentAck`, read here with ctypes:
+/// the same type, timecode and fragment number as the `kvs-ack` message.
+#[test]
+fn aws_signals_connect_and_every_ack_comes_as_a_fragment_ack() {
+    init();
+    let server = server();
+    let run = with_signals(
+        &server,
+        "videotestsrc is-live=true num-buffers=90 \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc bframes=0 key-int-max=30 tune=zerolatency \
+         ! video/x-h264,stream-format=avc,alignment=au ! kvssink name=sink stream-name=signals",
+    );
+    run.assert_all_persisted();
+    let from_signal: Vec<String> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("fragment-ack "))
+        .map(str::to_owned)
+        .collect();
+    let from_messages: Vec<String> = run
+        .named("kvs-ack")
+        .iter()
+        .map(|s| {
+            let kind = match s.get::<&str>("event-type").unwrap() {
+                "BUFFERING" => 1,
+                "RECEIVED" => 2,
+                "PERSISTED" => 3,
+                "ERROR" => 4,
+                _ => 5,
+            };
+            format!(
+                "type={kind} timestamp={} sequence={} result=200",
+                s.get::<u64>("fragment-timecode").unwrap_or(0),
+                s.get::<&str>("fragment-number").unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(from_signal, from_messages, "{}", run.output());
+    assert!(
+        from_signal
+            .iter()
+            .filter(|a| a.starts_with("type=3"))
+            .count()
+            >= 3
+    );
+    assert!(!run.stdout.contains("stream-error"));
+}
+
+/// A fatal error (here credentials the service refuses) emits `stream-error` once, with the
+/// code of the error message that follows (GST_RESOURCE_ERROR_NOT_AUTHORIZED, 15).
+#[test]
+fn a_fatal_error_emits_stream_error_once() {
+    init();
+    let server = server();
+    let run = with_signals(
+        &server,
+        "videotestsrc is-live=true num-buffers=90 \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc bframes=0 key-int-max=30 tune=zerolatency \
+         ! video/x-h264,stream-format=avc,alignment=au \
+         ! kvssink name=sink stream-name=signals-refused \
+         access-key=KVSLOCALDEMOACCESSKEY secret-key=not-the-secret",
+    );
+    assert!(!run.status.success());
+    let statuses: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("stream-error"))
+        .collect();
+    assert_eq!(statuses, ["stream-error status=15"], "{}", run.output());
+}

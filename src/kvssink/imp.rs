@@ -211,6 +211,11 @@ impl ObjectImpl for KvsSink {
         PROPERTIES.as_ref()
     }
 
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(official::signals);
+        SIGNALS.as_ref()
+    }
+
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         // Values are not logged: some are secrets.
         gst::debug!(CAT, imp = self, "setting property {}", pspec.name());
@@ -1669,6 +1674,11 @@ impl KvsSink {
                     s.set("error-name", name);
                 }
                 self.post_element_message(s);
+                // AWS's signal, for applications written for its element.
+                let mut official = official::FragmentAck::new(&ack);
+                let pointer: glib::Pointer = (&mut official as *mut official::FragmentAck).cast();
+                self.obj()
+                    .emit_by_name::<()>(official::FRAGMENT_ACK, &[&pointer]);
             }
             Event::State { state, backlog } => {
                 gst::info!(CAT, imp = self, "connection: {:?}", state);
@@ -1799,6 +1809,11 @@ impl KvsSink {
                     FatalError::Service { .. } => gst::ResourceError::Write,
                 };
                 let lost = self.post_failed_account();
+                // AWS's signal: the status is the code of the error that follows.
+                self.obj().emit_by_name::<()>(
+                    official::STREAM_ERROR,
+                    &[&(glib::error::ErrorDomain::code(domain) as u64)],
+                );
                 gst::element_imp_error!(self, domain, ("{}{}", error, lost));
             }
         }

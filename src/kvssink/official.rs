@@ -394,7 +394,7 @@ pub const OFFICIAL: &[Row] = &[
         Official::Bool(false),
         "emit stream-client-metric signals at key frames",
         Here::NoEffect(
-            "there is no such signal; read the stats property and the kvs-ack bus messages",
+            "the stream-client-metric signal is never emitted; read the stats property and the kvs-ack bus messages",
         ),
     ),
     same(
@@ -581,4 +581,73 @@ pub(crate) fn apply(settings: &mut Settings) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// The signals of AWS's element, with its names, flags and argument types, so that an
+/// application connecting to them works unchanged: `stream-error` (run-last, a `guint64`
+/// status) once before a fatal error, `fragment-ack` (action, a pointer to a [`FragmentAck`])
+/// for every ack, and `stream-client-metric` (action, a pointer), registered but never
+/// emitted (the `stats` property and the bus messages carry the figures).
+pub fn signals() -> Vec<glib::subclass::Signal> {
+    use glib::subclass::Signal;
+    vec![
+        Signal::builder(STREAM_ERROR)
+            .param_types([u64::static_type()])
+            .run_last()
+            .build(),
+        Signal::builder(FRAGMENT_ACK)
+            .param_types([glib::Type::POINTER])
+            .run_last()
+            .action()
+            .build(),
+        Signal::builder("stream-client-metric")
+            .param_types([glib::Type::POINTER])
+            .run_last()
+            .action()
+            .build(),
+    ]
+}
+
+pub const STREAM_ERROR: &str = "stream-error";
+pub const FRAGMENT_ACK: &str = "fragment-ack";
+
+/// What `fragment-ack` points to: the layout of the producer SDK's `FragmentAck` (PIC
+/// `ProducerClient` headers, version 0), which applications written for AWS's element read.
+/// Valid only during the signal's emission.
+#[repr(C)]
+pub struct FragmentAck {
+    pub version: u32,
+    /// `FRAGMENT_ACK_TYPE`: 1 BUFFERING, 2 RECEIVED, 3 PERSISTED, 4 ERROR, 5 IDLE.
+    pub ack_type: i32,
+    /// The fragment's timecode as in the ack (ms).
+    pub timestamp: u64,
+    /// The fragment number, NUL-terminated (at most 128 characters).
+    pub sequence_number: [std::ffi::c_char; 129],
+    /// `SERVICE_CALL_RESULT`: 200 for a non-error ack, else the ack's `ErrorId`.
+    pub result: i32,
+}
+
+impl FragmentAck {
+    pub fn new(ack: &crate::ack::Ack) -> FragmentAck {
+        use crate::ack::AckEventType::*;
+        let mut sequence_number = [0; 129];
+        if let Some(n) = &ack.fragment_number {
+            for (to, from) in sequence_number.iter_mut().zip(n.bytes().take(128)) {
+                *to = from as std::ffi::c_char;
+            }
+        }
+        FragmentAck {
+            version: 0,
+            ack_type: match ack.event_type {
+                Buffering => 1,
+                Received => 2,
+                Persisted => 3,
+                Error => 4,
+                Idle => 5,
+            },
+            timestamp: ack.fragment_timecode.unwrap_or(0),
+            sequence_number,
+            result: ack.error_id.map_or(200, |id| id as i32),
+        }
+    }
 }
