@@ -717,3 +717,59 @@ fn a_seek_back_while_uploading_a_recording_keeps_its_time() {
     // The recording's time of the seek's position: 1 s after its start.
     assert_eq!(starts[1], starts[0] + 1000, "sessions start at {starts:?}");
 }
+
+/// A pause shorter than a fragment (1.5 s, with 2 s groups of pictures): the fragment open at
+/// the pause ends there. Before, it took in the frames after the pause up to the next key
+/// frame, dated the pause's length too early.
+#[test]
+fn a_short_pause_ends_the_open_fragment_at_the_pause() {
+    init();
+    let server = server();
+    let line = "videotestsrc is-live=true \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=60 ! h264parse \
+         ! matroskamux streamable=true ! kvssink stream-name=short-pause";
+    let run = python_launch(
+        &server,
+        &[
+            "--pause-after-persisted",
+            "2",
+            "1.5",
+            "--stop-after-persisted",
+            "5",
+        ],
+        line,
+        TIMEOUT,
+    );
+    run.assert_success();
+    let at = |name: &str| -> u64 {
+        run.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {}", run.output()))
+            .parse()
+            .unwrap()
+    };
+    let (paused_at, playing_at) = (at("paused-at="), at("playing-at="));
+    let fragments = server.fragments("short-pause");
+    let spans: Vec<(u64, u64)> = fragments
+        .iter()
+        .map(|f| (f.producer_timestamp_ms, f.duration_ms))
+        .collect();
+    // The fragment open at the pause ends by it (a frame's capture may follow the call).
+    let open = spans
+        .iter()
+        .rfind(|(start, _)| *start <= paused_at)
+        .unwrap_or_else(|| panic!("{spans:?}"));
+    assert!(
+        open.0 + open.1 <= paused_at + 300,
+        "the fragment open at the pause ends {} ms after it (paused at {paused_at}): {spans:?}",
+        (open.0 + open.1) as i64 - paused_at as i64
+    );
+    // The next one is dated after PLAYING.
+    let next = spans.iter().find(|(start, _)| *start > open.0).unwrap();
+    assert!(
+        next.0 + 100 >= playing_at,
+        "{spans:?}, playing at {playing_at}"
+    );
+}

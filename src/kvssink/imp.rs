@@ -290,6 +290,15 @@ impl ElementImpl for KvsSink {
             _ => {}
         }
         let success = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::PausedToPlaying
+            && self.resumed_after_pause.load(Ordering::Acquire)
+            && self.upstream_latency().0
+        {
+            // The fragment open at the pause would otherwise take in the frames after it, up
+            // to the next key frame, dated a pause's length too early: the new session starts
+            // at a key frame asked for now.
+            self.request_key_unit();
+        }
         if transition == gst::StateChange::PausedToReady {
             // The streaming thread has stopped. Drained here rather than in stop() (READY to
             // NULL), so that the account reaches the bus before NULL flushes it.
