@@ -124,6 +124,9 @@ struct Frame {
     pts: u64,
     key: bool,
     data: Bytes,
+    /// A key frame whose in-band parameter sets (Annex B) differ from the stream's so far:
+    /// its codec private, for a new header before it.
+    new_private: Option<Bytes>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +145,9 @@ pub struct EsMuxer {
     video: Option<VideoTrack>,
     /// The avcC or hvcC of an Annex B stream, from its first parameter sets.
     annexb_private: Option<Bytes>,
+    /// The codec private of the last Annex B parameter sets seen (queued frames may still
+    /// be written with the one before).
+    annexb_latest: Option<Bytes>,
     audio_track: Option<AudioTrack>,
     audio: Audio,
     header_sent: bool,
@@ -165,6 +171,7 @@ impl EsMuxer {
         EsMuxer {
             video: None,
             annexb_private: None,
+            annexb_latest: None,
             audio_track: None,
             audio: Audio::Absent,
             header_sent: false,
@@ -187,6 +194,7 @@ impl EsMuxer {
         if self.video != track {
             self.video = track;
             self.annexb_private = None;
+            self.annexb_latest = None;
             self.header_sent = false;
         }
     }
@@ -251,6 +259,7 @@ impl EsMuxer {
         out: &mut Vec<Bytes>,
     ) -> Result<Written, EsError> {
         let (mut key, mut frame) = (key, frame);
+        let mut new_private = None;
         if let Some(video) = self.video.as_ref().filter(|v| v.annexb) {
             let codec = if video.codec_id == CODEC_H265 {
                 crate::annexb::Codec::H265
@@ -258,8 +267,15 @@ impl EsMuxer {
                 crate::annexb::Codec::H264
             };
             let converted = crate::annexb::to_length_prefixed(&frame, codec);
+            let private = converted.codec_private(codec);
             if self.annexb_private.is_none() {
-                self.annexb_private = converted.codec_private(codec);
+                self.annexb_private = private.clone();
+                self.annexb_latest = private;
+            } else if key && private.is_some() && private != self.annexb_latest {
+                // New parameter sets in band (a resolution change the caps do not show, as
+                // from rtph264depay): a new header from this key frame.
+                self.annexb_latest = private.clone();
+                new_private = private;
             }
             // A fragment cannot start before the decoder's configuration is known.
             key &= self.annexb_private.is_some();
@@ -270,6 +286,7 @@ impl EsMuxer {
             pts: pts_ms,
             key,
             data: frame,
+            new_private,
         });
         self.drain(out, false)
     }
@@ -286,6 +303,7 @@ impl EsMuxer {
             pts: pts_ms,
             key: true,
             data: frame,
+            new_private: None,
         });
         self.drain(out, false)
     }
@@ -355,6 +373,10 @@ impl EsMuxer {
         written: &mut Written,
     ) -> Result<(), EsError> {
         if f.key && self.video.is_some() {
+            if let Some(private) = f.new_private.clone() {
+                self.annexb_private = Some(private);
+                self.header_sent = false;
+            }
             if !self.header_sent {
                 self.header_sent = true;
                 self.header_audio = self.audio_track.is_some() && self.audio != Audio::Absent;
@@ -790,5 +812,52 @@ mod tests {
         assert_eq!(head.len(), 19);
         assert_eq!(opus_pre_skip(&head), Some(312));
         assert_eq!(opus_pre_skip(b"nothing"), None);
+    }
+
+    #[test]
+    fn new_parameter_sets_in_band_start_a_new_header() {
+        // Annex B with the same caps all along (as rtph264depay gives): the second SPS is a
+        // resolution change that only the stream shows.
+        let mut mux = EsMuxer::new();
+        mux.set_video(Some(VideoTrack {
+            annexb: true,
+            ..track()
+        }));
+        let sps1: &[u8] = &[0x67, 0x64, 0, 0x1f, 0xaa];
+        let sps2: &[u8] = &[0x67, 0x64, 0, 0x28, 0xbb];
+        let pps: &[u8] = &[0x68, 0xee, 0x3c, 0x80];
+        let au = |nals: &[&[u8]]| -> Bytes {
+            let mut v = Vec::new();
+            for nal in nals {
+                v.extend_from_slice(&[0, 0, 0, 1]);
+                v.extend_from_slice(nal);
+            }
+            Bytes::from(v)
+        };
+        let (idr, delta): (&[u8], &[u8]) = (&[0x65, 0x88, 1], &[0x41, 0x9a, 2]);
+        let mut out = Vec::new();
+        let frames = [
+            (0, true, au(&[sps1, pps, idr])),
+            (33, false, au(&[delta])),
+            // The same parameter sets again: no new header.
+            (66, true, au(&[sps1, pps, idr])),
+            (100, true, au(&[sps2, pps, idr])),
+            (133, false, au(&[delta])),
+        ];
+        for (t, key, frame) in frames {
+            mux.push_video(t, None, key, frame, &mut out).unwrap();
+        }
+        let headers: Vec<&Bytes> = out
+            .iter()
+            .filter(|p| p.starts_with(&[0x1a, 0x45, 0xdf, 0xa3]))
+            .collect();
+        let holds = |h: &Bytes, sps: &[u8]| h.windows(sps.len()).any(|w| w == sps);
+        assert_eq!(headers.len(), 2);
+        assert!(holds(headers[0], sps1) && !holds(headers[0], sps2));
+        assert!(holds(headers[1], sps2));
+        // Every frame is written, the second header before the frame that changed.
+        let parsed = parse(&out);
+        assert_eq!(parsed.headers.len(), 2);
+        assert_eq!(parsed.blocks.len(), 5);
     }
 }
