@@ -119,7 +119,7 @@ impl StartSource {
 impl fmt::Display for StartSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            StartSource::Live => "now (live source)",
+            StartSource::Live => "the clock (live source)",
             StartSource::FileStartTime => "file-start-time",
             StartSource::RecordingDate => "the recording's own date (Matroska DateUTC)",
             StartSource::OriginalPts => "the buffers' timestamps, epoch times (use-original-pts)",
@@ -449,6 +449,9 @@ pub struct Producer {
     buffer_epoch: Option<(u64, StartSource)>,
     /// Offline, after a flushing seek: where in the recording (ms) running time 0 now is.
     seek_position_ms: u64,
+    /// Live elementary streams: the epoch time (ms) of running time 0 by the pipeline's
+    /// clock, until a pause or a step of the clock makes it stale.
+    live_epoch_ms: Option<u64>,
     /// Producer time (ms since the epoch) of timecode 0 in the current header's stream.
     producer_start_ms: u64,
     /// Send no fragment before its producer time (a recording of unknown start).
@@ -883,6 +886,7 @@ impl Producer {
             upstream_date_ms: None,
             buffer_epoch: None,
             seek_position_ms: 0,
+            live_epoch_ms: None,
             producer_start_ms: 0,
             real_time: false,
             told_held_ahead: false,
@@ -906,9 +910,21 @@ impl Producer {
     /// A recording (not live): producer timestamps from the recording's own time, sent as
     /// fast as the service allows, nothing ever dropped (upstream waits instead). Set before
     /// the first bytes.
+    pub fn offline(&self) -> bool {
+        self.offline
+    }
+
     pub fn set_offline(&mut self, offline: bool) {
         self.offline = offline;
         self.uploader.set_keep_everything(offline);
+    }
+
+    /// Live, timecodes that are running times (elementary streams): running time 0 was at
+    /// `epoch_ms` by the pipeline's clock. Streams are then dated when their frames were
+    /// captured, not when their header could be written (after the encoder's latency, or
+    /// after waiting for the audio's format).
+    pub fn set_live_epoch(&mut self, epoch_ms: u64) {
+        self.live_epoch_ms = Some(epoch_ms);
     }
 
     /// A flushing seek: running time starts again at `position_ms` of the recording (its
@@ -956,7 +972,10 @@ impl Producer {
             return (ms, StartSource::OriginalPts);
         }
         if !self.offline {
-            return (now.saturating_sub(first_ms), StartSource::Live);
+            let start = self
+                .live_epoch_ms
+                .unwrap_or_else(|| now.saturating_sub(first_ms));
+            return (start, StartSource::Live);
         }
         // A date at or after this producer's start is when a muxer in this pipeline began
         // (a recording demuxed and muxed again), not when the recording was made.
@@ -1297,6 +1316,8 @@ impl Producer {
     pub fn resumed_after_pause(&mut self) {
         let original_pts = matches!(self.buffer_epoch, Some((_, StartSource::OriginalPts)));
         self.resumed = !self.offline && !original_pts && self.last_header.is_some();
+        // Running time stood still while paused.
+        self.live_epoch_ms = None;
     }
 
     /// The first fragment after a pause: when it is dated later than it happens by more than
@@ -1328,6 +1349,7 @@ impl Producer {
         }
         notices.push(Notice::ClockStepped { step_ms });
         self.wall_anchor = Some((now, Instant::now()));
+        self.live_epoch_ms = None;
         if step_ms > 0
             && let Some(header) = self.last_header.clone()
         {

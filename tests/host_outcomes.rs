@@ -773,3 +773,41 @@ fn a_short_pause_ends_the_open_fragment_at_the_pause() {
         "{spans:?}, playing at {playing_at}"
     );
 }
+
+/// A live camera through an encoder with a lookahead (x264enc's defaults hold about 1.2 s of
+/// frames here) straight into kvssink: the stream is dated when its frames were captured, by the
+/// pipeline's clock, not when the encoder let the first one go.
+#[test]
+fn a_live_elementary_stream_is_dated_at_capture_not_after_the_encoder() {
+    init();
+    let server = server();
+    let line = "videotestsrc is-live=true num-buffers=150 \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc key-int-max=30 \
+         ! video/x-h264,stream-format=avc,alignment=au ! kvssink stream-name=lookahead";
+    let run = python_launch(&server, &[], line, TIMEOUT);
+    run.assert_all_persisted();
+    let started: u64 = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("started-at="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let start = run.named("kvs-stream-start")[0]
+        .get::<u64>("producer-start-time")
+        .unwrap();
+    // Running time 0 is when the pipeline went to PLAYING (its base time): a few ms after
+    // `started-at`. Dated from the encoder's first output instead, it would be over 1 s later.
+    assert!(
+        start >= started && start < started + 400,
+        "stream dated {} ms after the pipeline started",
+        start as i64 - started as i64
+    );
+    let first = server.fragments("lookahead")[0].producer_timestamp_ms;
+    assert!(
+        first < started + 400,
+        "first fragment at {}",
+        first - started
+    );
+}

@@ -624,6 +624,9 @@ impl BaseSinkImpl for KvsSink {
                 started.producer.set_upstream_date(self.upstream_date_ms());
             }
             self.take_buffer_epoch(started, buffer, offline);
+            if !offline && lock(&self.es).has_video() && self.upstream_latency().0 {
+                self.take_live_epoch(started);
+            }
         }
         let data = Bytes::from_owner(mapped);
         let mut es = lock(&self.es);
@@ -645,6 +648,10 @@ impl BaseSinkImpl for KvsSink {
             started
                 .producer
                 .seeked_to(position.map_or(0, gst::ClockTime::mseconds));
+            // Live, running time 0 is now the seek's time.
+            if started.mode_decided && !started.producer.offline() && self.upstream_latency().0 {
+                self.take_live_epoch(started);
+            }
         }
         let Some(running) = running else {
             gst::element_imp_error!(
@@ -1069,6 +1076,22 @@ impl KvsSink {
                 );
         if let Some(ms) = reference.and_then(at_zero) {
             started.producer.set_reference_timestamp(ms);
+        }
+    }
+
+    /// Live elementary streams, whose timecodes are running times: the epoch time of running
+    /// time 0, by the pipeline's clock now.
+    fn take_live_epoch(&self, started: &mut Started) {
+        let obj = self.obj();
+        let (Some(clock), Some(base)) = (obj.clock(), obj.base_time()) else {
+            return;
+        };
+        let Some(running) = clock.time().checked_sub(base) else {
+            return;
+        };
+        let wall = crate::uploader::now_ms();
+        if let Some(ms) = wall.checked_sub(running.mseconds()) {
+            started.producer.set_live_epoch(ms);
         }
     }
 

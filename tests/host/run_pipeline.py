@@ -26,6 +26,7 @@ seconds, S seconds after PLAYING (a player's seek bar), and prints `seeked=True`
 before the pipeline is stopped (VALUE parsed for the property's type).
 --set-during-stop ELEMENT PROPERTY VALUE SECONDS sets it from another thread SECONDS after the
 stop began (an application cutting a long stop short).
+It prints `started-at=MS` (ms since the epoch) just before setting the pipeline to PLAYING.
 Exit status: 0 after EOS (or the requested stop), 1 after an error message.
 """
 import signal
@@ -119,6 +120,7 @@ def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=()
     bus = pipeline.get_bus()
     bus.add_signal_watch()
     bus.connect("message", on_message)
+    print(f"started-at={now_ms()}", flush=True)
     pipeline.set_state(Gst.State.PLAYING)
     if stop_after_s is not None:
         GLib.timeout_add(int(stop_after_s * 1000), lambda: loop.quit() and False)
