@@ -74,6 +74,38 @@ pub fn source_of(credentials: &Credentials) -> &'static str {
         .map_or("a custom provider", |s| s.0)
 }
 
+/// A part of a set of credentials, for advice on where it is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    AccessKey,
+    SecretKey,
+    SessionToken,
+}
+
+/// Where `part` of credentials from `source` ([`source_of`]) is set, to name in advice.
+pub fn setting_of(source: &str, part: Part) -> String {
+    let (property, variable, profile_key) = match part {
+        Part::AccessKey => ("access-key", "AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+        Part::SecretKey => (
+            "secret-key",
+            "AWS_SECRET_ACCESS_KEY",
+            "aws_secret_access_key",
+        ),
+        Part::SessionToken => ("session-token", "AWS_SESSION_TOKEN", "aws_session_token"),
+    };
+    match source {
+        KEY_PROPERTIES => format!("the {property} property"),
+        ENVIRONMENT => variable.to_owned(),
+        SHARED_FILES => format!("{profile_key} of the profile in the shared credentials file"),
+        file::SOURCE => "the credential-path file".to_owned(),
+        other => format!("what {other} gives"),
+    }
+}
+
+const KEY_PROPERTIES: &str = "the access-key/secret-key properties";
+const ENVIRONMENT: &str = "the environment";
+const SHARED_FILES: &str = "the shared config and credentials files";
+
 /// `credentials` marked as coming from `source`.
 pub fn from_source(mut credentials: Credentials, source: &'static str) -> Credentials {
     credentials.set_property(Source(source));
@@ -121,10 +153,7 @@ pub fn provider(sources: &Sources) -> Result<(SharedCredentialsProvider, Vec<Str
         let iot = IotProvider::new(iot, ca_file).map_err(|e| format!("iot-certificate: {e}"))?;
         SharedCredentialsProvider::new(Refreshing::new(SharedCredentialsProvider::new(iot)))
     } else if let Some(keys) = &sources.keys {
-        SharedCredentialsProvider::new(from_source(
-            keys.clone(),
-            "the access-key/secret-key properties",
-        ))
+        SharedCredentialsProvider::new(from_source(keys.clone(), KEY_PROPERTIES))
     } else if let Some(path) = &sources.credential_path {
         SharedCredentialsProvider::new(FileProvider::new(path))
     } else {
@@ -242,7 +271,7 @@ fn default_links(config: &ProviderConfig, profile: Option<&str>) -> Vec<Link> {
     let mut links = Vec::new();
     if profile.is_none() {
         links.push(link(
-            "the environment",
+            ENVIRONMENT,
             "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
             EnvironmentVariableCredentialsProvider::new(),
         ));
@@ -255,7 +284,7 @@ fn default_links(config: &ProviderConfig, profile: Option<&str>) -> Vec<Link> {
         // A profile named by the property must have the credentials.
         required: profile.is_some(),
         ..link(
-            "the shared config and credentials files",
+            SHARED_FILES,
             format!(
                 "profile {} in the shared config and credentials files ({}, {})",
                 endpoint::profile_name(profile),

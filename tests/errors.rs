@@ -198,7 +198,37 @@ fn a_bad_session_token_is_told_from_an_unknown_access_key() {
     let text = refused(&server, "badsecret", "AKIA_LONGTERMKEY00001", "nope", None).error_text();
     assert!(text.contains("InvalidSignatureException"), "{text}");
     assert!(text.contains("wrong secret key"), "{text}");
+    assert!(text.contains("check the secret-key property"), "{text}");
     assert!(!text.contains("clock of this machine"), "{text}");
+}
+
+/// A wrong secret in a `credential-path` file: the advice names the file, not a property or
+/// an environment variable that were never used.
+#[test]
+fn a_wrong_secret_in_the_credential_file_is_named_there() {
+    init();
+    let server = server_with_keys(vec![KeyPair::new(
+        "AKIA_LONGTERMKEY00001",
+        "long-term-secret",
+    )]);
+    let dir = tempdir();
+    let path = dir.path().join("credential");
+    std::fs::write(
+        &path,
+        "CREDENTIALS AKIA_LONGTERMKEY00001 2099-01-01T00:00:00Z not-the-secret\n",
+    )
+    .unwrap();
+    let line = launch_line("testsrc", &[("STREAM", "filesecret")]);
+    let (pipeline, sink) = pipeline_without_keys(&line, &server, "filesecret");
+    sink.set_property("credential-path", path.to_str().unwrap());
+    let run = run(&pipeline, TIMEOUT);
+    assert!(!run.eos);
+    let text = run.error_text();
+    assert!(text.contains("check the credential-path file"), "{text}");
+    assert!(
+        !text.contains("secret-key") && !text.contains("AWS_SECRET_ACCESS_KEY"),
+        "{text}"
+    );
 }
 
 #[test]

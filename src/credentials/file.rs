@@ -149,9 +149,12 @@ pub fn parse(text: &str, now: SystemTime) -> Result<Credentials, &'static str> {
             expiry,
             PROVIDER_NAME,
         ),
-        "credential-path",
+        SOURCE,
     ))
 }
+
+/// The source [`super::source_of`] names for credentials read from `credential-path`.
+pub const SOURCE: &str = "credential-path";
 
 #[cfg(test)]
 mod tests {

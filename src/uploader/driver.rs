@@ -15,7 +15,7 @@ use super::connection::{self, End, Failure};
 use super::{ConnectionState, Event, FatalError, Shared};
 use crate::about;
 use crate::control::{ApiError, ControlPlane, CreateStream};
-use crate::credentials;
+use crate::credentials::{self, Part};
 
 /// First pause after a failure; doubles up to `Config::max_backoff`.
 const BASE_BACKOFF: Duration = Duration::from_millis(250);
@@ -507,30 +507,35 @@ pub(crate) fn auth_advice(error: &ApiError, credentials: &Credentials) -> String
             crate::sigv4::CLOCK.skew()
         );
     }
+    let at = |part| credentials::setting_of(source, part);
     match error.kind() {
         Some("UnrecognizedClientException") if token_sent && long_term_key => format!(
             "the session token is invalid: a session token was sent with a long-term access \
-             key (AKIA...), which takes none. Unset session-token or AWS_SESSION_TOKEN (the \
-             credentials came from {source})"
+             key (AKIA...), which takes none. Remove it from {} (the credentials came from \
+             {source})",
+            at(Part::SessionToken)
         ),
         Some("UnrecognizedClientException") if token_sent => format!(
             "the session token is invalid (AWS gives this answer for an unknown key too, but a \
              token was sent): it is wrong, truncated, revoked or belongs to other temporary \
-             credentials. Check session-token or AWS_SESSION_TOKEN, or the source of the \
-             temporary credentials ({source}); an expired token is reported as \
-             ExpiredTokenException"
+             credentials. Check {} (the credentials came from {source}); an expired token is \
+             reported as ExpiredTokenException",
+            at(Part::SessionToken)
         ),
         Some("UnrecognizedClientException") if temporary_key => format!(
             "the access key is temporary (ASIA...) but no session token was sent with it: set \
-             session-token or AWS_SESSION_TOKEN as well (the credentials came from {source})"
+             {} as well (the credentials came from {source})",
+            at(Part::SessionToken)
         ),
         Some("UnrecognizedClientException") => format!(
             "the access key is not known to AWS (no session token was sent, so it is the key): \
-             check access-key or AWS_ACCESS_KEY_ID (the credentials came from {source})"
+             check {} (the credentials came from {source})",
+            at(Part::AccessKey)
         ),
         Some("InvalidSignatureException" | "SignatureDoesNotMatch") => format!(
-            "the signature does not match: usually a wrong secret key (the credentials came from \
-             {source}; check secret-key or AWS_SECRET_ACCESS_KEY)"
+            "the signature does not match: usually a wrong secret key; check {} (the \
+             credentials came from {source})",
+            at(Part::SecretKey)
         ),
         Some("ExpiredTokenException") => format!(
             "the credentials have expired (their session token is past its expiry; they came \
