@@ -305,6 +305,11 @@ impl Summary {
                     format!(": the service could not be reached ({e})")
                 }
                 Some(e) if stats.failing => format!(": the connection kept failing ({e})"),
+                // Refused before any connection (credentials, the stream, the settings).
+                Some(e) if stats.connections == 0 => format!(
+                    ": the stream did not start ({})",
+                    e.lines().next().unwrap_or_default()
+                ),
                 _ if stats.connections == 0 => ": the service never answered".to_owned(),
                 _ => String::new(),
             };
@@ -806,8 +811,11 @@ impl Uploader {
     }
 
     /// The account of a stream a fatal error ended, now: what was not persisted is lost.
-    pub fn account_failed(&self) -> Summary {
-        Summary::new(&WaitOutcome::Failed, self.stats())
+    pub fn account_failed(&self, error: &FatalError) -> Summary {
+        // Told before it is recorded (see Shared::fail): the account names it all the same.
+        let mut stats = self.stats();
+        stats.last_error.get_or_insert_with(|| error.to_string());
+        Summary::new(&WaitOutcome::Failed, stats)
     }
 
     /// Like [`Uploader::finish_and_account`], until `deadline()`, asked again as the wait
@@ -1027,8 +1035,20 @@ mod tests {
             "{:?}",
             failing.reasons
         );
-        // Nothing failed yet, and nothing ever answered (a connection attempt still waits).
+        // Refused before any connection: said so, not "never answered".
         stats.failing = false;
+        stats.connections = 0;
+        stats.last_error = Some("InvalidSignatureException (HTTP 403): ...".into());
+        let refused = Summary::new(&WaitOutcome::TimedOut { pending: 4 }, stats.clone());
+        assert!(
+            refused.reasons.last().unwrap().ends_with(
+                "4 never acknowledged (abandoned): the stream did not start \
+                 (InvalidSignatureException (HTTP 403): ...)"
+            ),
+            "{:?}",
+            refused.reasons
+        );
+        // Nothing failed yet, and nothing ever answered (a connection attempt still waits).
         stats.last_error = None;
         stats.connections = 0;
         let silent = Summary::new(&WaitOutcome::TimedOut { pending: 4 }, stats);

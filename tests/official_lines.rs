@@ -341,4 +341,10 @@ fn a_fatal_error_emits_stream_error_once() {
         .filter(|l| l.starts_with("stream-error"))
         .collect();
     assert_eq!(statuses, ["stream-error status=15"], "{}", run.output());
+    // The account says the service refused the stream, not that it never answered.
+    let reasons = run.summary().get::<&str>("loss-reasons").unwrap();
+    assert!(
+        reasons.contains("the stream did not start (stream signals-refused: InvalidSignature"),
+        "{reasons}"
+    );
 }

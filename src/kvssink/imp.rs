@@ -1642,11 +1642,11 @@ impl KvsSink {
     /// before the error, as the summary always comes, and returns what the error adds about
     /// the loss. The spool's part is counted when the streaming thread does not hold the
     /// state (it never waits for this thread while holding it: a fatal error wakes it).
-    fn post_failed_account(&self) -> String {
+    fn post_failed_account(&self, error: &FatalError) -> String {
         let Some(uploader) = lock(&self.uploader).clone() else {
             return String::new();
         };
-        let mut summary = uploader.account_failed();
+        let mut summary = uploader.account_failed(error);
         let mut stream = lock(&self.settings).stream_name.clone();
         if let Ok(state) = self.state.try_lock()
             && let State::Started(started) = &*state
@@ -1840,7 +1840,7 @@ impl KvsSink {
                     FatalError::Setup { .. } => gst::ResourceError::Settings,
                     FatalError::Service { .. } => gst::ResourceError::Write,
                 };
-                let lost = self.post_failed_account();
+                let lost = self.post_failed_account(&error);
                 // AWS's signal: the status is the code of the error that follows.
                 self.obj().emit_by_name::<()>(
                     official::STREAM_ERROR,
