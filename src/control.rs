@@ -32,6 +32,9 @@ pub enum ApiError {
     Sign(#[from] sigv4::SignError),
 }
 
+/// The error name given to an answer without one: `HTTP` and its status, e.g. `HTTP404`.
+const FOREIGN_KIND: &str = "HTTP";
+
 /// Error names that mean "too many requests, slow down": Kinesis Video Streams' own and the
 /// ones the AWS SDKs treat as throttling.
 pub const THROTTLING_ERRORS: &[&str] = &[
@@ -60,6 +63,12 @@ impl ApiError {
             }
             ApiError::Decode(_) | ApiError::Sign(_) => false,
         }
+    }
+
+    /// Whether an error answer carries no AWS error name (an HTML page, a proxy's or another
+    /// server's answer): what answered is not Kinesis Video Streams.
+    pub fn is_foreign(&self) -> bool {
+        matches!(self, ApiError::Service { kind, .. } if kind.starts_with(FOREIGN_KIND))
     }
 
     /// Whether the service answered that it is getting too many requests (HTTP 429 or a
@@ -139,7 +148,7 @@ impl ApiError {
                 let k = k.split(':').next().unwrap_or(&k);
                 k.rsplit('#').next().unwrap_or(k).to_owned()
             })
-            .unwrap_or_else(|| format!("HTTP{status}"));
+            .unwrap_or_else(|| format!("{FOREIGN_KIND}{status}"));
         let message = parsed
             .and_then(|b| b.message)
             .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());

@@ -680,3 +680,33 @@ fn a_signature_time_error_that_correction_does_not_cure_leads_with_the_clock() {
     // Retried with the corrected time before giving up.
     assert_eq!(service.requests().len(), 3, "{text}");
 }
+
+/// `control-plane-uri` pointing at a web server that is not Kinesis Video Streams (an HTML
+/// 404): the error says the answer is not the service's and names the control plane and
+/// where it came from, instead of advising about the stream name and region.
+#[test]
+fn a_web_server_that_is_not_the_service_is_named() {
+    let service = Standin::http(|_| {
+        Reply::status(404, "<html><body><h1>404 Not Found</h1></body></html>")
+            .header("content-type", "text/html")
+    });
+    let tmp = tempdir();
+    let out = gst_launch(
+        &service.url(),
+        "webserver",
+        &KeyPair::demo(),
+        None,
+        tmp.path(),
+    );
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("HTTP404 (HTTP 404)"), "{text}");
+    assert!(text.contains("not one of Kinesis Video Streams"), "{text}");
+    assert!(text.contains(&service.url()), "{text}");
+    assert!(text.contains("control-plane-uri"), "{text}");
+    assert!(!text.contains("check the stream name and region"), "{text}");
+}

@@ -275,6 +275,13 @@ async fn drive(
                             ),
                         ));
                     }
+                } else if !error.is_retriable() && error.is_foreign() {
+                    let advice = format!(
+                        "the answer is not one of Kinesis Video Streams (no AWS error in it): \
+                         check the endpoint; the control plane is {} (from {})",
+                        place.control_plane_url, place.control_plane_from
+                    );
+                    return Err(fatal(shared, &error, &advice));
                 } else if !error.is_retriable() {
                     return Err(fatal(shared, &error, "check the stream name and region"));
                 } else if !ever_authorised
