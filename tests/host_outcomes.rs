@@ -811,3 +811,34 @@ fn a_live_elementary_stream_is_dated_at_capture_not_after_the_encoder() {
         first - started
     );
 }
+
+/// Matroska input whose demuxer upstream is sent a flushing seek (matroskamux itself refuses
+/// seeks): matroskamux goes on writing into the cluster the flush cut. The error says what
+/// happened and what to do, instead of a parse error at some byte.
+#[test]
+fn a_flush_cutting_matroska_input_is_a_clear_error() {
+    init();
+    let server = server();
+    let dir = tempdir();
+    let file = record(dir.path(), "cut.mkv", 300, 30, "");
+    let line = format!(
+        "filesrc location={} ! matroskademux name=demux ! h264parse ! identity sync=true \
+         ! matroskamux streamable=true ! kvssink stream-name=cut-by-flush",
+        file.display()
+    );
+    let run = python_launch(
+        &server,
+        &["--seek-after-seconds", "3", "1", "--seek-element", "demux"],
+        &line,
+        TIMEOUT,
+    );
+    assert!(!run.status.success(), "{}", run.output());
+    assert!(run.stdout.contains("seeked=True"), "{}", run.output());
+    assert!(
+        run.output().contains("cut matroskamux's output"),
+        "{}",
+        run.output()
+    );
+    // What came before the flush is kept.
+    assert!(server.fragments("cut-by-flush").len() >= 2);
+}

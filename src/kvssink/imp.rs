@@ -44,6 +44,9 @@ struct Started {
     accounted: bool,
     /// The application cancelled the wait at EOS (NULL during the drain): stop at once.
     drain_cancelled: bool,
+    /// Matroska input has come; and a flush has cut it since (it cannot be followed).
+    matroska_seen: bool,
+    matroska_torn: bool,
     notices: Vec<Notice>,
 }
 
@@ -535,6 +538,8 @@ impl BaseSinkImpl for KvsSink {
             mode_decided: false,
             accounted: false,
             drain_cancelled: false,
+            matroska_seen: false,
+            matroska_torn: false,
             notices: Vec::with_capacity(8),
         });
         self.tell(&mut started, &mut notices);
@@ -632,6 +637,24 @@ impl BaseSinkImpl for KvsSink {
         let mut es = lock(&self.es);
         if !es.has_video() {
             drop(es);
+            if started.matroska_torn {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    (
+                        "{}",
+                        about(
+                            &started.stream_name,
+                            "a flush (a flushing seek, or a flush to stream again after EOS) \
+                             cut matroskamux's output: its byte stream cannot be followed \
+                             across a flush. Give kvssink H.264/H.265 instead (h264parse ! \
+                             kvssink), which starts a new session after a flush"
+                        )
+                    )
+                );
+                return Err(gst::FlowError::Error);
+            }
+            started.matroska_seen = true;
             self.push_matroska(started, data)?;
             return Ok(gst::FlowSuccess::Ok);
         }
@@ -721,7 +744,10 @@ impl BaseSinkImpl for KvsSink {
                 input.video_eos = false;
                 input.finished = false;
                 drop(input);
-                let drained = matches!(&*lock(&self.state), State::Started(s) if s.accounted);
+                let (drained, torn) = match &*lock(&self.state) {
+                    State::Started(s) => (s.accounted, s.matroska_seen),
+                    State::Stopped => (false, false),
+                };
                 if drained {
                     // More data after EOS and a flush (AWS's intermittent-streaming sample
                     // stops with EOS, flushes, and plays again): a new upload, as at a start.
@@ -730,6 +756,10 @@ impl BaseSinkImpl for KvsSink {
                         self.post_error_message(e);
                         return false;
                     }
+                }
+                if torn && let State::Started(s) = &mut *lock(&self.state) {
+                    // Matroska bytes after a flush continue a stream cut in the middle.
+                    s.matroska_torn = true;
                 }
                 // A flushing seek restarts running time: elementary streams begin a new
                 // header, so a new session whose timecodes start again, at its first key

@@ -21,7 +21,8 @@ doing, and prints `stop-took-ms=MS`: how long setting it to READY and NULL took.
 its stream), then waits for the EOS message as usual; with --eos-to ELEMENT, to that element
 (gst_element_send_event on the sink, as AWS's samples do).
 --seek-after-seconds S POSITION makes a flushing key-unit seek of the pipeline to POSITION
-seconds, S seconds after PLAYING (a player's seek bar), and prints `seeked=True` or `False`.
+seconds, S seconds after PLAYING (a player's seek bar), and prints `seeked=True` or `False`;
+with --seek-element NAME, the seek is sent to that element instead of the pipeline.
 --set-before-stop ELEMENT PROPERTY VALUE sets a property of the element named ELEMENT just
 before the pipeline is stopped (VALUE parsed for the property's type).
 --set-during-stop ELEMENT PROPERTY VALUE SECONDS sets it from another thread SECONDS after the
@@ -49,6 +50,7 @@ def main(argv):
     eos_after_s = None
     eos_to = None
     seek = None
+    seek_element = None
     while argv and argv[0].startswith("--"):
         flag = argv.pop(0)
         if flag == "--default-sigpipe":
@@ -63,6 +65,8 @@ def main(argv):
             eos_after_s = float(argv.pop(0))
         elif flag == "--seek-after-seconds":
             seek = (float(argv.pop(0)), float(argv.pop(0)))
+        elif flag == "--seek-element":
+            seek_element = argv.pop(0)
         elif flag == "--eos-to":
             eos_to = argv.pop(0)
         elif flag == "--set-during-stop":
@@ -73,7 +77,7 @@ def main(argv):
             raise SystemExit(f"unknown flag {flag}")
     Gst.init(None)
     return run(Gst.parse_launch(" ".join(argv)), stop_after, pause, stop_after_s, before_stop,
-               eos_after_s, eos_to, during_stop, seek)
+               eos_after_s, eos_to, during_stop, seek, seek_element)
 
 
 def now_ms():
@@ -81,7 +85,7 @@ def now_ms():
 
 
 def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=(),
-        eos_after_s=None, eos_to=None, during_stop=(), seek=None):
+        eos_after_s=None, eos_to=None, during_stop=(), seek=None, seek_element=None):
     """Plays `pipeline` until EOS, an error or `stop_after` PERSISTED acks, printing kvssink's
     messages; returns the exit status. Also used by the other host scripts here."""
     loop = GLib.MainLoop()
@@ -131,7 +135,8 @@ def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=()
     if seek is not None:
         def do_seek():
             flags = Gst.SeekFlags.FLUSH | Gst.SeekFlags.KEY_UNIT
-            done = pipeline.seek_simple(Gst.Format.TIME, flags, int(seek[1] * Gst.SECOND))
+            target = pipeline.get_by_name(seek_element) if seek_element else pipeline
+            done = target.seek_simple(Gst.Format.TIME, flags, int(seek[1] * Gst.SECOND))
             print(f"seeked={done}", flush=True)
             return False
 
