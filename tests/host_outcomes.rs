@@ -232,6 +232,16 @@ fn bad_input_keeps_what_came_before(stream: &str, tail: &[u8], error: &str) -> H
     let stored = stored(&server, stream);
     assert!(stored.len() >= 5, "only {} of 5 stored", stored.len());
     assert_eq!(stored[..5], clusters[..]);
+    // Each once: the connection broken off for the bad part waited for the acks of what it
+    // had sent before, so nothing was sent again.
+    let timecodes: Vec<u64> = server
+        .fragments(stream)
+        .iter()
+        .map(|f| f.timecode)
+        .collect();
+    let mut distinct = timecodes.clone();
+    distinct.dedup();
+    assert_eq!(distinct, timecodes, "a fragment stored twice");
     run
 }
 

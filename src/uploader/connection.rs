@@ -290,13 +290,21 @@ fn handle_ack(shared: &Arc<Shared>, ack: Ack, producer_start_ms: u64) -> Result<
         ack: ack.clone(),
         producer_time_ms,
     });
-    let (outcome, released, trim) = {
+    let (outcome, released, trim, cut_waiting) = {
         let mut inner = shared.lock();
         let before = inner.store.backlog().fragments;
         let outcome = inner.on_ack(&ack, shared.config.release_on, &shared.config.stream_name);
         let released = inner.store.backlog().fragments < before;
-        (outcome, released, inner.note_store_size())
+        let cut_waiting = if released {
+            inner.cut_waiting.take()
+        } else {
+            None
+        };
+        (outcome, released, inner.note_store_size(), cut_waiting)
     };
+    if let Some(waker) = cut_waiting {
+        waker.wake();
+    }
     if released {
         // The streaming thread may be waiting for room, or for the last acks at EOS;
         // BUFFERING and RECEIVED acks (mostly) release nothing and wake nobody.
@@ -384,6 +392,9 @@ pub(super) enum Next {
     End,
     /// The connection sent bytes that are no longer part of the fragment: break it off.
     Abort(String),
+    /// It will have to be broken off, but the service has yet to acknowledge fragments this
+    /// connection sent before: their acks first (else the next connection sends them again).
+    Hold,
 }
 
 /// Where a connection's body is in the store: the stream header first, then every pending
@@ -400,6 +411,8 @@ pub(super) struct BodyCursor {
     started: bool,
     /// Fragments this connection has started sending.
     fragments_started: u64,
+    /// The first fragment this connection sends.
+    first_seq: u64,
     /// Fragment ended early with an END_OF_FRAGMENT tag after an idle period.
     tagged: Option<u64>,
     /// The fragment's `cut_at_chunk` when this connection started sending it.
@@ -414,6 +427,11 @@ pub(super) struct BodyCursor {
 }
 
 impl BodyCursor {
+    /// Wakes `waker` when an ack releases a fragment (see [`Next::Hold`]).
+    pub(super) fn wake_at_release(&self, waker: &std::task::Waker) {
+        self.shared.lock().cut_waiting = Some(waker.clone());
+    }
+
     pub(super) fn idle_timeout(&self) -> std::time::Duration {
         self.shared.config.idle_fragment_timeout
     }
@@ -448,6 +466,7 @@ impl BodyCursor {
             chunk: 0,
             started: false,
             fragments_started: 0,
+            first_seq: seq,
             tagged: None,
             cut_seen: None,
             opened: Instant::now(),
@@ -488,6 +507,14 @@ impl BodyCursor {
                 && fragment.cut_at_chunk != self.cut_seen
                 && fragment.cut_at_chunk.is_some_and(|k| self.chunk > k)
             {
+                let unacknowledged = inner
+                    .store
+                    .pending()
+                    .next()
+                    .is_some_and(|f| f.seq >= self.first_seq && f.seq < fragment.seq);
+                if unacknowledged {
+                    return Next::Hold;
+                }
                 return Next::Abort(format!(
                     "fragment {} was cut short after part of it was sent",
                     fragment.timecode

@@ -150,6 +150,7 @@ impl http_body::Body for PutMediaBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = self.get_mut();
+        let mut registered = false;
         loop {
             match this.cursor.next() {
                 Next::Data(bytes) => {
@@ -162,6 +163,17 @@ impl http_body::Body for PutMediaBody {
                     // Breaks the request off without the final chunk: the service drops
                     // the fragment in flight, which the next connection sends again.
                     return Poll::Ready(Some(Err(std::io::Error::other(reason))));
+                }
+                Next::Hold => {
+                    // Neither data nor the idle end: woken by the ack that releases the
+                    // fragment waited for. Asked once more after registering, for an ack
+                    // that came in between.
+                    if !registered {
+                        this.cursor.wake_at_release(cx.waker());
+                        registered = true;
+                        continue;
+                    }
+                    return Poll::Pending;
                 }
                 Next::Wait => {
                     // New data comes with a poll from the streaming thread (`Conn::poll_here`).

@@ -112,6 +112,9 @@ pub(crate) struct Inner {
     /// A connection ended fragment `.0` after an idle period, with this metadata: its end
     /// writes the same ([`crate::uploader::Uploader::end_fragment_with`]).
     pub idle_ended: Option<(u64, Option<Snapshot>)>,
+    /// A connection holds back breaking off a cut fragment until the fragments it sent
+    /// before it are acknowledged: woken when an ack releases one.
+    pub cut_waiting: Option<std::task::Waker>,
     /// The most bytes the store held since memory was last given back to the system.
     trim_peak: u64,
     /// Memory was given back at a quarter of a large peak: once more at a quarter of that.
@@ -138,6 +141,7 @@ impl Inner {
             live: true,
             open_metadata: None,
             idle_ended: None,
+            cut_waiting: None,
             trim_peak: 0,
             trim_again: false,
             counters: Counters::default(),
