@@ -71,6 +71,15 @@ impl ApiError {
         matches!(self, ApiError::Service { kind, .. } if kind.starts_with(FOREIGN_KIND))
     }
 
+    /// What to say of a [`foreign`](ApiError::is_foreign) answer, with the control plane used
+    /// and where it came from.
+    pub fn foreign_advice(control_plane: &str, from: &str) -> String {
+        format!(
+            "the answer is not one of Kinesis Video Streams (no AWS error in it): check the \
+             endpoint; the control plane is {control_plane} (from {from})"
+        )
+    }
+
     /// Whether the service answered that it is getting too many requests (HTTP 429 or a
     /// throttling error such as `ClientLimitExceededException`).
     pub fn is_throttling(&self) -> bool {

@@ -247,7 +247,7 @@ impl Reader {
                         url
                     }
                     Err(e) => {
-                        self.judge(&e, &credentials, &mut auth_failures)?;
+                        self.judge(&e, &credentials, &mut auth_failures, &place)?;
                         self.retry(&mut attempt, unreached, e.to_string()).await?;
                         continue;
                     }
@@ -286,7 +286,7 @@ impl Reader {
                     if e.kind() == Some("InvalidEndpointException") {
                         endpoint = None;
                     }
-                    self.judge(&e, &credentials, &mut auth_failures)?;
+                    self.judge(&e, &credentials, &mut auth_failures, &place)?;
                     self.retry(&mut attempt, unreached, e.to_string()).await?;
                 }
             }
@@ -299,8 +299,14 @@ impl Reader {
         error: &ApiError,
         credentials: &Credentials,
         auth_failures: &mut u32,
+        place: &crate::endpoint::Resolved,
     ) -> Result<(), Stop> {
         let kind = error.kind();
+        if error.is_foreign() && !error.is_retriable() {
+            let advice =
+                ApiError::foreign_advice(&place.control_plane_url, &place.control_plane_from);
+            return Err(self.fatal(format_args!("{error}; {advice}"), kind, false));
+        }
         if kind == Some("ResourceNotFoundException") {
             return Err(self.fatal(
                 format_args!(

@@ -276,3 +276,29 @@ fn gst_launch_gives_up_on_an_endpoint_it_cannot_reach() {
         "{output}"
     );
 }
+
+/// kvssrc pointed at a web server that is not Kinesis Video Streams (an HTML 404): the error
+/// says the answer is not the service's and names the control plane.
+#[test]
+fn gst_launch_names_an_endpoint_that_is_not_the_service() {
+    init();
+    let server = server();
+    let web = common::standins::Standin::http(|_| {
+        common::standins::Reply::status(404, "<html><body>404 Not Found</body></html>")
+            .header("content-type", "text/html")
+    });
+    let run = gst_launch(
+        &server,
+        &format!(
+            "kvssrc stream-name=web start-selector=earliest control-plane-uri={} ! fakesink",
+            web.url()
+        ),
+        TIMEOUT,
+    );
+    assert!(!run.status.success(), "{}", run.output());
+    let output = run.output();
+    assert!(
+        output.contains("not one of Kinesis Video Streams") && output.contains(&web.url()),
+        "{output}"
+    );
+}

@@ -276,10 +276,9 @@ async fn drive(
                         ));
                     }
                 } else if !error.is_retriable() && error.is_foreign() {
-                    let advice = format!(
-                        "the answer is not one of Kinesis Video Streams (no AWS error in it): \
-                         check the endpoint; the control plane is {} (from {})",
-                        place.control_plane_url, place.control_plane_from
+                    let advice = ApiError::foreign_advice(
+                        &place.control_plane_url,
+                        &place.control_plane_from,
                     );
                     return Err(fatal(shared, &error, &advice));
                 } else if !error.is_retriable() {
