@@ -710,3 +710,24 @@ fn a_web_server_that_is_not_the_service_is_named() {
     assert!(text.contains("control-plane-uri"), "{text}");
     assert!(!text.contains("check the stream name and region"), "{text}");
 }
+
+/// An endpoint of one region signed for another (kvs-local with `--region`, as the service
+/// answers): the advice is about the region, not a wrong secret key.
+#[test]
+fn a_signature_for_another_region_is_named() {
+    init();
+    let server = Server::spawn(Config {
+        region: Some("us-west-2".into()),
+        ..Config::default()
+    })
+    .unwrap();
+    let line = launch_line("testsrc", &[("STREAM", "otherregion")]);
+    let (pipeline, sink) = pipeline(&line, &server, "otherregion");
+    sink.set_property("aws-region", "eu-west-1");
+    let run = run(&pipeline, TIMEOUT);
+    assert!(!run.eos);
+    let text = run.error_text();
+    assert!(text.contains("scoped to a valid region"), "{text}");
+    assert!(text.contains("check aws-region"), "{text}");
+    assert!(!text.contains("wrong secret key"), "{text}");
+}

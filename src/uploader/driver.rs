@@ -538,6 +538,13 @@ pub(crate) fn auth_advice(error: &ApiError, credentials: &Credentials) -> String
              check {} (the credentials came from {source})",
             at(Part::AccessKey)
         ),
+        Some("InvalidSignatureException" | "SignatureDoesNotMatch")
+            if error.to_string().contains("scoped to a valid region") =>
+        {
+            "the request was signed for another region than the endpoint's: check aws-region \
+             (or AWS_REGION, or the profile's region) and control-plane-uri"
+                .to_owned()
+        }
         Some("InvalidSignatureException" | "SignatureDoesNotMatch") => format!(
             "the signature does not match: usually a wrong secret key; check {} (the \
              credentials came from {source})",
