@@ -115,6 +115,9 @@ pub struct Written {
     /// The audio stream's caps never came while video waited: the header went out without
     /// an audio track.
     pub audio_given_up: bool,
+    /// Audio frames further than a block can reach (32.7 s) from the last video key frame
+    /// (video stalled while audio went on), dropped.
+    pub audio_too_far: u32,
 }
 
 #[derive(Debug)]
@@ -153,6 +156,8 @@ pub struct EsMuxer {
     header_sent: bool,
     /// The header sent has the audio track.
     header_audio: bool,
+    /// A new header is due at the next video key frame (audio joined or changed).
+    header_at_key_frame: bool,
     /// The open cluster's timecode (ms).
     cluster_ms: Option<u64>,
     video_q: VecDeque<Frame>,
@@ -176,6 +181,7 @@ impl EsMuxer {
             audio: Audio::Absent,
             header_sent: false,
             header_audio: false,
+            header_at_key_frame: false,
             cluster_ms: None,
             video_q: VecDeque::new(),
             audio_q: VecDeque::new(),
@@ -204,13 +210,20 @@ impl EsMuxer {
         self.audio = Audio::Linked;
     }
 
-    /// The audio stream's format. A new one after the header means a new header.
-    pub fn set_audio(&mut self, track: AudioTrack) {
+    /// The audio stream's format. A new one after the header means a new header, at the next
+    /// video key frame: true when it waits for one (ask upstream for it).
+    pub fn set_audio(&mut self, track: AudioTrack) -> bool {
         if self.audio_track.as_ref() != Some(&track) {
-            self.header_sent = false;
+            if self.header_sent {
+                // Video goes on under the header sent until its next key frame, where the
+                // new header (with this audio) begins; audio waits for it.
+                self.header_audio = false;
+                self.header_at_key_frame = true;
+            }
             self.audio_track = Some(track);
         }
         self.audio = Audio::Linked;
+        self.header_at_key_frame
     }
 
     /// The audio stream ended (EOS or its pad released): what it sent is written, and video
@@ -244,6 +257,7 @@ impl EsMuxer {
         self.cluster_ms = None;
         if new_session {
             self.header_sent = false;
+            self.header_at_key_frame = false;
         }
     }
 
@@ -377,6 +391,9 @@ impl EsMuxer {
                 self.annexb_private = Some(private);
                 self.header_sent = false;
             }
+            if std::mem::take(&mut self.header_at_key_frame) {
+                self.header_sent = false;
+            }
             if !self.header_sent {
                 self.header_sent = true;
                 self.header_audio = self.audio_track.is_some() && self.audio != Audio::Absent;
@@ -408,6 +425,11 @@ impl EsMuxer {
             written.audio_before_key_frame += 1;
             return Ok(());
         };
+        if i16::try_from(f.pts as i64 - cluster_ms as i64).is_err() {
+            // Video stalled: audio cannot belong to its last key frame's cluster any more.
+            written.audio_too_far += 1;
+            return Ok(());
+        }
         Self::block(out, AUDIO_TRACK, cluster_ms, f)?;
         written.frames += 1;
         Ok(())
@@ -754,7 +776,8 @@ mod tests {
             [vec![(1, TRACK_TYPE_VIDEO, CODEC_H264.to_owned())]]
         );
         // The audio format comes at last: a new header (new session) at the next key frame,
-        // with the audio track; audio before it is not written under the old header.
+        // with the audio track; audio before it is not written under the old header, video
+        // before it is (nothing of it is lost).
         out.clear();
         mux.set_audio(aac());
         mux.push_audio(t, Bytes::from_static(b"a"), &mut out)
@@ -771,7 +794,11 @@ mod tests {
         assert_eq!(parsed.headers[0].len(), 2);
         assert_eq!(
             parsed.blocks,
-            [(1, (t + 40) as i64, true), (2, (t + 40) as i64, true)]
+            [
+                (1, t as i64, false),
+                (1, (t + 40) as i64, true),
+                (2, (t + 40) as i64, true)
+            ]
         );
     }
 
@@ -859,5 +886,112 @@ mod tests {
         let parsed = parse(&out);
         assert_eq!(parsed.headers.len(), 2);
         assert_eq!(parsed.blocks.len(), 5);
+    }
+
+    #[test]
+    fn audio_joining_after_the_header_starts_a_new_one_at_the_next_key_frame() {
+        // Video alone for 40 frames, then audio links: video goes on under its header (no
+        // frame dropped) until its next key frame, where the header with audio begins.
+        let mut mux = video_muxer();
+        let mut out = Vec::new();
+        let (mut video_written, mut audio_dropped) = (0, 0);
+        for i in 0..40u64 {
+            let w = mux
+                .push_video(
+                    i * 33,
+                    None,
+                    i % 30 == 0,
+                    Bytes::from(vec![1; 10]),
+                    &mut out,
+                )
+                .unwrap();
+            video_written += w.frames;
+        }
+        mux.link_audio();
+        assert!(mux.set_audio(aac()), "a new header waits for a key frame");
+        let mut audio_t = 40 * 33;
+        for i in 40..90u64 {
+            let t = i * 33;
+            while audio_t < t {
+                let w = mux
+                    .push_audio(audio_t, Bytes::from(vec![2; 6]), &mut out)
+                    .unwrap();
+                audio_dropped += w.audio_before_key_frame;
+                video_written += w.frames;
+                audio_t += 21;
+            }
+            let w = mux
+                .push_video(t, None, i % 30 == 0, Bytes::from(vec![1; 10]), &mut out)
+                .unwrap();
+            assert_eq!(w.video_before_key_frame, 0, "no video dropped at {t}");
+            audio_dropped += w.audio_before_key_frame;
+            video_written += w.frames;
+        }
+        mux.end_audio(&mut out).unwrap();
+        mux.flush(&mut out).unwrap();
+        let parsed = parse(&out);
+        assert_eq!(parsed.headers.len(), 2);
+        assert_eq!(parsed.headers[0].len(), 1);
+        assert_eq!(parsed.headers[1].len(), 2);
+        let video: Vec<i64> = parsed
+            .blocks
+            .iter()
+            .filter(|b| b.0 == 1)
+            .map(|b| b.1)
+            .collect();
+        assert_eq!(video.len(), 90, "every video frame written");
+        // Audio before the key frame at 1980 ms has no header to go under.
+        let audio: Vec<i64> = parsed
+            .blocks
+            .iter()
+            .filter(|b| b.0 == 2)
+            .map(|b| b.1)
+            .collect();
+        assert!(audio.first().is_some_and(|&t| t >= 1980), "{audio:?}");
+        assert!(audio_dropped > 0);
+        let _ = video_written;
+    }
+
+    #[test]
+    fn audio_far_from_a_stalled_video_is_dropped_not_an_error() {
+        // Video stops after its first key frame for 40 s while audio goes on, then comes back.
+        let mut mux = video_muxer();
+        mux.link_audio();
+        mux.set_audio(aac());
+        let mut out = Vec::new();
+        let mut too_far = 0;
+        mux.push_video(0, None, true, Bytes::from(vec![1; 10]), &mut out)
+            .unwrap();
+        for i in 1..2000u64 {
+            let w = mux
+                .push_audio(i * 20, Bytes::from(vec![2; 6]), &mut out)
+                .expect("audio far from the key frame is not an error");
+            too_far += w.audio_too_far;
+        }
+        too_far += mux
+            .push_video(40_000, None, true, Bytes::from(vec![1; 10]), &mut out)
+            .unwrap()
+            .audio_too_far;
+        mux.push_audio(40_010, Bytes::from(vec![2; 6]), &mut out)
+            .unwrap();
+        let rest = mux.flush(&mut out).unwrap();
+        too_far += rest.audio_too_far;
+        // Blocks reach 32767 ms past their cluster's key frame at 0.
+        assert_eq!(
+            too_far as u64,
+            (1..2000u64).filter(|i| i * 20 > 32_767).count() as u64
+        );
+        let parsed = parse(&out);
+        let audio: Vec<i64> = parsed
+            .blocks
+            .iter()
+            .filter(|b| b.0 == 2)
+            .map(|b| b.1)
+            .collect();
+        assert_eq!(
+            audio.last(),
+            Some(&40_010),
+            "audio is sent again once video is back"
+        );
     }
 }

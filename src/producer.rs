@@ -265,8 +265,9 @@ impl fmt::Display for Notice {
                 f,
                 "the fragment at timecode {timecode} reached the service's limits (10 s, 50 MB) \
                  at {span_ms} ms and {size} bytes: it was ended there so the service keeps it, \
-                 and its frames until the next key frame are not sent. Make the encoder emit key \
-                 frames more often (x264enc key-int-max, e.g. 2 s of frames)"
+                 and its frames until the next video key frame are not sent. Make the encoder \
+                 emit key frames more often (x264enc key-int-max, e.g. 2 s of frames); with \
+                 audio, video that stops while audio goes on does the same"
             ),
             Notice::BrokeOff { timecode, not_sent } => write!(
                 f,

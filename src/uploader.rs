@@ -373,7 +373,7 @@ impl Summary {
                 self.lost, self.stats.fragments_produced
             )
         } else if self.stats.fragments_cut > 0 || self.outcome == Outcome::Incomplete {
-            "not all of the video was persisted".to_owned()
+            "not all of the stream was persisted".to_owned()
         } else {
             return None;
         };
@@ -997,7 +997,7 @@ mod tests {
         assert_eq!((cut_only.outcome, cut_only.lost), (Outcome::Incomplete, 0));
         assert_eq!(
             cut_only.loss_message("s").unwrap(),
-            "stream s: not all of the video was persisted: 1 cut at the service's limits \
+            "stream s: not all of the stream was persisted: 1 cut at the service's limits \
              (10 s, 50 MB): 100 bytes of frames after the cut were not sent"
         );
 

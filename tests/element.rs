@@ -433,7 +433,7 @@ fn a_cluster_longer_than_10_s_is_cut_with_a_warning_and_accounted_at_eos() {
     assert_eq!(s.sequence(), ["warning", "kvs-summary", "error"]);
     let errors = s.errors();
     assert!(
-        errors[0].contains("stream cut: not all of the video was persisted: 1 cut"),
+        errors[0].contains("stream cut: not all of the stream was persisted: 1 cut"),
         "{}",
         errors[0]
     );

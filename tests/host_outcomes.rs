@@ -96,7 +96,7 @@ fn a_fragment_over_the_service_limit_is_cut_not_refused() {
     let output = run.output();
     assert!(
         output.contains("reached the service's limits (10 s, 50 MB)")
-            && output.contains("not all of the video was persisted")
+            && output.contains("not all of the stream was persisted")
             && output.contains("1 cut at the service's limits"),
         "{output}"
     );

@@ -47,6 +47,12 @@ struct Started {
     /// Matroska input has come; and a flush has cut it since (it cannot be followed).
     matroska_seen: bool,
     matroska_torn: bool,
+    /// Offline: audio before the first video key frame was dropped, and said.
+    told_audio_before_video: bool,
+    /// Audio too far from the last video key frame (video stalled): said, and counted
+    /// until video is back.
+    told_audio_too_far: bool,
+    audio_too_far: u64,
     notices: Vec<Notice>,
 }
 
@@ -540,6 +546,9 @@ impl BaseSinkImpl for KvsSink {
             drain_cancelled: false,
             matroska_seen: false,
             matroska_torn: false,
+            told_audio_before_video: false,
+            told_audio_too_far: false,
+            audio_too_far: 0,
             notices: Vec::with_capacity(8),
         });
         self.tell(&mut started, &mut notices);
@@ -834,11 +843,62 @@ impl KvsSink {
             self.request_key_unit();
         }
         if written.audio_before_key_frame > 0 {
+            if started.producer.offline() && !started.told_audio_before_video {
+                // A recording whose audio begins before its video: nothing is dropped
+                // unsaid.
+                started.told_audio_before_video = true;
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Format,
+                    (
+                        "{}",
+                        about(
+                            &started.stream_name,
+                            "audio before the first video key frame is not sent: a Kinesis \
+                             Video Streams fragment begins at a video key frame"
+                        )
+                    )
+                );
+            }
             gst::debug!(
                 CAT,
                 imp = self,
                 "dropped {} audio frames before the first video key frame",
                 written.audio_before_key_frame
+            );
+        }
+        if written.audio_too_far > 0 {
+            started.audio_too_far += u64::from(written.audio_too_far);
+            if !std::mem::replace(&mut started.told_audio_too_far, true) {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Format,
+                    (
+                        "{}",
+                        about(
+                            &started.stream_name,
+                            "video stopped while audio goes on: audio more than 32.7 s after \
+                             the last video key frame is not sent (a fragment begins at a \
+                             video key frame); it is sent again once video comes back"
+                        )
+                    )
+                );
+            }
+        } else if written.frames > 0 && started.told_audio_too_far {
+            started.told_audio_too_far = false;
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "{}",
+                    about(
+                        &started.stream_name,
+                        format_args!(
+                            "video is back: {} audio frames were not sent while it was away",
+                            std::mem::take(&mut started.audio_too_far)
+                        )
+                    )
+                )
             );
         }
         if written.audio_given_up {
@@ -995,7 +1055,10 @@ impl KvsSink {
                 match es::audio_track(s) {
                     Ok(track) => {
                         gst::info!(CAT, imp = self, "audio: {:?}", track.codec_id);
-                        lock(&self.es).set_audio(track);
+                        if lock(&self.es).set_audio(track) {
+                            // Audio joins at the next key frame, with a new header.
+                            self.request_key_unit();
+                        }
                         true
                     }
                     Err(e) => {
