@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 # Reads a Kinesis video stream back into BGR frames with kvssrc ! matroskademux ! h264parse !
 # avdec_h264 ! videoconvert ! appsink, and prints each frame's timestamp and when it was produced
-# (ms since the epoch: kvssrc's timeline-origin plus the timestamp). By default it reads from the
-# earliest fragment up to now and stops (a bounded read).
+# (ms since the epoch: the timeline-origin of the frame's timeline plus the timestamp). By default
+# it reads from the earliest fragment up to now and stops (a bounded read); --selector now reads
+# live until interrupted.
 import argparse
 import sys
 import threading
@@ -16,10 +17,21 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--stream", default="cam1")
 parser.add_argument("--endpoint", help="control-plane URL (default: the region's)")
 parser.add_argument("--selector", default="earliest",
-                    help="start-selector: now, earliest, producer-timestamp, ...")
-parser.add_argument("--end-timestamp", type=int, default=int(time.time() * 1000),
-                    help="stop at this producer time, ms since the epoch (0: never)")
+                    choices=["now", "earliest", "producer-timestamp", "server-timestamp",
+                             "fragment-number", "continuation-token"],
+                    help="start-selector (default: earliest)")
+parser.add_argument("--start-timestamp", type=int,
+                    help="for the timestamp selectors: ms since the epoch")
+parser.add_argument("--start-fragment-number",
+                    help="for fragment-number: read from the fragment after this one")
+parser.add_argument("--continuation-token",
+                    help="for continuation-token: where an earlier read left off")
+parser.add_argument("--end-timestamp", type=int,
+                    help="stop at this producer time, ms since the epoch (0: never; default: now, "
+                         "or never with --selector now)")
 args = parser.parse_args()
+if args.end_timestamp is None:
+    args.end_timestamp = 0 if args.selector == "now" else int(time.time() * 1000)
 
 Gst.init(None)
 pipeline = Gst.parse_launch(
@@ -30,7 +42,28 @@ pipeline = Gst.parse_launch(
 src = pipeline.get_by_name("src")
 if args.endpoint:
     src.set_property("control-plane-uri", args.endpoint)
+for option in ("start_timestamp", "start_fragment_number", "continuation_token"):
+    if getattr(args, option) is not None:
+        src.set_property(option.replace("_", "-"), getattr(args, option))
 frames = 0
+# (timestamp in ns from which it holds, timeline-origin): a recording dated before what was
+# read starts a new timeline (a kvs-timeline message). kvssrc posts its messages before it passes
+# the fragment on, so a sync handler (on the streaming thread) has them before its frames.
+timelines = []
+
+
+def on_sync_message(bus, msg):
+    s = msg.get_structure()
+    if s.get_name() == "kvs-fragment" and not timelines and s.has_field("timeline-origin"):
+        timelines.append((0, s.get_value("timeline-origin")))
+    elif s.get_name() == "kvs-timeline":
+        timelines.append((s.get_value("start"), s.get_value("timeline-origin")))
+
+
+def origin_of(pts):
+    return next((origin for start, origin in reversed(timelines) if start <= pts), 0)
+
+
 # Frames arrive on GStreamer's streaming thread, bus messages on the main loop: one line at a
 # time.
 out_lock = threading.Lock()
@@ -52,7 +85,7 @@ def new_sample(appsink):
         data = bytes(info.data)  # width * height * 3 bytes of BGR, e.g. for numpy or OpenCV
         buf.unmap(info)
         pts_ms = buf.pts // Gst.MSECOND
-        produced_ms = src.get_property("timeline-origin") + pts_ms
+        produced_ms = origin_of(buf.pts) + pts_ms
         say("frame", pts_ms, f"{width}x{height}", len(data), produced_ms)
         frames += 1
     return Gst.FlowReturn.OK
@@ -79,6 +112,8 @@ def on_message(bus, msg):
 bus = pipeline.get_bus()
 bus.add_signal_watch()
 bus.connect("message", on_message)
+bus.enable_sync_message_emission()
+bus.connect("sync-message::element", on_sync_message)
 pipeline.set_state(Gst.State.PLAYING)
 loop.run()
 pipeline.set_state(Gst.State.NULL)

@@ -87,7 +87,7 @@ pub enum Event {
     /// Connected to GetMedia at this URL.
     Connected(String),
     /// A whole fragment, in stream order.
-    Fragment(Fragment),
+    Fragment(Box<Fragment>),
     /// The connection ended or failed; the next attempt comes after `delay`.
     Reconnecting {
         attempt: u32,
@@ -483,7 +483,7 @@ impl Reader {
                 }
                 *attempt = 0;
                 if fragment.has_cluster {
-                    self.send(Event::Fragment(fragment)).await?;
+                    self.send(Event::Fragment(Box::new(fragment))).await?;
                 }
             }
         }

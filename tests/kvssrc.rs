@@ -205,6 +205,80 @@ fn a_later_recording_reads_back_after_the_first_at_its_real_time() {
     }
 }
 
+/// A recording uploaded after the live data it precedes: GetMedia returns fragments in the
+/// order they arrived, so it comes after them, dated two minutes earlier. It starts a new
+/// timeline (a `kvs-timeline` message: its origin, and the timestamp from which it holds):
+/// timestamps never go back, and each frame's origin plus its timestamp is when it was
+/// produced, in both recordings.
+#[test]
+fn a_recording_dated_before_what_was_read_starts_a_new_timeline() {
+    common::init();
+    let server = common::server();
+    record_live(&server, "backfill", 60, (320, 240));
+    let live_at = server.fragments("backfill")[0].producer_timestamp_ms;
+    let recorded_at = live_at - 120_000;
+    let line = format!(
+        "videotestsrc num-buffers=90 ! video/x-raw,format=I420,width=320,height=240,\
+         framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! \
+         matroskamux streamable=true ! kvssink name=sink file-start-time={recorded_at}"
+    );
+    let (pipeline, _) = common::pipeline(&line, &server, "backfill");
+    let run = common::run(&pipeline, TIMEOUT);
+    assert!(run.eos && run.errors.is_empty(), "recording: {run:?}");
+    let stored = server.fragments("backfill");
+    assert_eq!(
+        stored.last().unwrap().producer_timestamp_ms / 1000,
+        (recorded_at + 2_000) / 1000
+    );
+
+    let read = read(
+        &server,
+        "backfill",
+        &format!("start-selector=earliest end-timestamp={}", now_ms()),
+    );
+    assert!(read.run.eos && read.run.errors.is_empty(), "{:?}", read.run);
+    assert_eq!(read.pts.len(), 150);
+    assert!(
+        read.pts.windows(2).all(|w| w[0] < w[1]),
+        "timestamps go back: {:?}",
+        read.pts
+    );
+    let timelines = read.run.named("kvs-timeline");
+    assert_eq!(timelines.len(), 1, "{:?}", read.run.messages);
+    let first_origin: u64 = read.fragments()[0].get("timeline-origin").unwrap();
+    let new_origin: u64 = timelines[0].get("timeline-origin").unwrap();
+    let from: gst::ClockTime = timelines[0].get("start").unwrap();
+    // The new timeline starts after the last frame of the live data, at the first of the
+    // recording.
+    assert!(
+        read.pts[59] < from && from == read.pts[60],
+        "{from} {:?}",
+        read.pts
+    );
+    let produced: Vec<u64> = read
+        .pts
+        .iter()
+        .map(|pts| {
+            pts.mseconds()
+                + if *pts >= from {
+                    new_origin
+                } else {
+                    first_origin
+                }
+        })
+        .collect();
+    let mut wanted: Vec<u64> = expected(60).iter().map(|t| live_at + t).collect();
+    wanted.extend(expected(90).iter().map(|t| recorded_at + t));
+    // Within a ms: the live frames' producer times are the clock's, in whole ms.
+    assert!(
+        produced
+            .iter()
+            .zip(&wanted)
+            .all(|(p, w)| p.abs_diff(*w) <= 1),
+        "produced {produced:?}\nwanted {wanted:?}"
+    );
+}
+
 /// A camera restarted with another resolution: its new stream header comes through, and
 /// matroskademux follows it (new caps) with the timestamps going on.
 #[test]

@@ -302,3 +302,53 @@ fn gst_launch_names_an_endpoint_that_is_not_the_service() {
         "{output}"
     );
 }
+
+/// Fragments tagged with `kvs-add-metadata` (examples/metadata.py) read back with
+/// `gst-launch-1.0 -m`: each `kvs-fragment` message says its fragment's metadata, and no Tags
+/// reach matroskademux (they did, and its tag list grew with every fragment).
+#[test]
+fn fragment_metadata_is_in_the_fragment_message_and_no_tags_reach_the_demuxer() {
+    init();
+    let server = server();
+    python_example(
+        &server,
+        "metadata.py",
+        &["--stream", "tagged", "--seconds", "4"],
+    )
+    .assert_success();
+    let stored = server.fragments("tagged");
+    assert!(stored.iter().any(|f| f.metadata.len() == 2), "{stored:?}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let read = gst_launch(
+        &server,
+        &format!(
+            "kvssrc stream-name=tagged start-selector=earliest end-timestamp={now} ! \
+             matroskademux ! h264parse ! avdec_h264 ! fakesink"
+        ),
+        TIMEOUT,
+    );
+    read.assert_success();
+    let fragments = read.named("kvs-fragment");
+    assert_eq!(fragments.len(), stored.len(), "{}", read.output());
+    for (message, stored) in fragments.iter().zip(&stored) {
+        let metadata: Vec<(String, String)> = message
+            .get::<gst::Structure>("metadata")
+            .map(|s| {
+                s.iter()
+                    .map(|(name, value)| (name.to_string(), value.get::<String>().unwrap()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(metadata, stored.metadata, "{}", read.output());
+    }
+    let output = read.output();
+    let tags: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("(tag):"))
+        .filter(|l| l.contains("AWS_KINESISVIDEO") || l.contains("front-door"))
+        .collect();
+    assert!(tags.is_empty(), "tags reached matroskademux:\n{output}");
+}

@@ -189,6 +189,57 @@ pub fn cluster_timecode(cluster: &[u8]) -> Option<ClusterTimecode> {
     }
 }
 
+/// The relative timecodes (in TimecodeScale units) of the blocks of the Cluster whose ID
+/// starts `cluster`, in the order they come: SimpleBlocks and the Blocks of BlockGroups, up to
+/// the end of a Cluster of known size, or (unknown size) to the first element that is not one
+/// of its children. Empty when `cluster` does not start with a Cluster.
+pub fn cluster_block_timecodes(cluster: &[u8]) -> Vec<i16> {
+    use crate::ebml::{read_header, read_vint};
+    let mut out = Vec::new();
+    let Ok(Some(head)) = read_header(cluster) else {
+        return out;
+    };
+    if head.id != ID_CLUSTER {
+        return out;
+    }
+    let end = head
+        .size
+        .and_then(|size| usize::try_from(size).ok())
+        .map_or(cluster.len(), |size| (head.len + size).min(cluster.len()));
+    let block_timecode = |body: &[u8]| {
+        let (_, n) = read_vint(body).ok()??;
+        let bytes = body.get(n..n + 2)?;
+        Some(i16::from_be_bytes([bytes[0], bytes[1]]))
+    };
+    let mut at = head.len;
+    while let Ok(Some(child)) = read_header(&cluster[at.min(end)..end]) {
+        let Some(size) = child.size.and_then(|s| usize::try_from(s).ok()) else {
+            break;
+        };
+        let body = &cluster[(at + child.len).min(end)..(at + child.len + size).min(end)];
+        match child.id {
+            ID_SIMPLE_BLOCK => out.extend(block_timecode(body)),
+            ID_BLOCK_GROUP => {
+                let mut rest = body;
+                while let Ok(Some(c)) = read_header(rest) {
+                    let Some(size) = c.size.and_then(|s| usize::try_from(s).ok()) else {
+                        break;
+                    };
+                    let inner = &rest[c.len.min(rest.len())..(c.len + size).min(rest.len())];
+                    if c.id == ID_BLOCK {
+                        out.extend(block_timecode(inner));
+                    }
+                    rest = &rest[(c.len + size).min(rest.len())..];
+                }
+            }
+            ID_TIMECODE | ID_CRC_32 | ID_VOID | ID_POSITION | ID_PREV_SIZE => {}
+            _ => break,
+        }
+        at += child.len + size;
+    }
+    out
+}
+
 /// The bytes that replace the first `found.head_len` bytes of `cluster` (as
 /// [`cluster_timecode`] found them) to give it the Timecode `value`, all else unchanged. The
 /// Timecode keeps its width when `value` fits in it, and the Cluster's size is then unchanged;

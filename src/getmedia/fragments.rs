@@ -12,7 +12,7 @@ use kvs_format::ebml;
 use kvs_format::ids::*;
 use kvs_format::kvs::get_media_tags as tag;
 use kvs_format::matroska::{DEFAULT_TIMECODE_SCALE, info_timecode_scale};
-use kvs_format::timeline::Timeline;
+use kvs_format::timeline::{Placed, Timeline};
 
 /// What the service's tags say about one fragment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +26,9 @@ pub struct FragmentTags {
     pub continuation_token: Option<String>,
     pub error_code: Option<String>,
     pub error_id: Option<String>,
+    /// The fragment's metadata (the producer's `kvs-add-metadata` items): its Tags' other
+    /// SimpleTags, name and value, in the order they come.
+    pub metadata: Vec<(String, String)>,
 }
 
 impl FragmentTags {
@@ -63,31 +66,49 @@ pub struct Fragment {
     pub cluster_at: Option<usize>,
     /// The TimecodeScale of the chunk's Info (nanoseconds per Cluster timecode unit).
     pub timecode_scale: u64,
+    /// Where the chunk's Tags elements lie in `bytes` (the service's and the metadata).
+    pub tags_at: Vec<std::ops::Range<usize>>,
     pub tags: FragmentTags,
 }
 
 impl Fragment {
-    /// The fragment's bytes with its Cluster put on `timeline` (see
-    /// [`kvs_format::timeline`]), in pieces: a moved Cluster's head is a new piece, the rest
-    /// are slices of `bytes`. Also when this fragment starts a new shift, by how much (ns).
-    pub fn placed(&self, timeline: &mut Timeline) -> (Vec<Bytes>, Option<i128>) {
-        let Some(at) = self.cluster_at else {
-            return (vec![self.bytes.clone()], None);
-        };
-        let placed = timeline.place_cluster(
-            &self.bytes[at..],
-            self.timecode_scale,
-            self.tags.producer_ms,
-        );
-        let pieces = match placed.head {
-            Some((head, replaced)) => vec![
-                self.bytes.slice(..at),
-                Bytes::from(head),
-                self.bytes.slice(at + replaced..),
-            ],
-            None => vec![self.bytes.clone()],
-        };
-        (pieces, placed.moved_ns)
+    /// The fragment's bytes for a demuxer, in pieces (slices of `bytes`, and a moved
+    /// Cluster's new head): from its stream header on, or after it with `skip_header`; without
+    /// its Tags (what they say is in [`FragmentTags`]: passed on, the demuxer's tag list would
+    /// grow with every fragment); its Cluster put on `timeline` (see
+    /// [`kvs_format::timeline`]).
+    pub fn placed(&self, timeline: &mut Timeline, skip_header: bool) -> (Vec<Bytes>, Placed) {
+        // What is left out or replaced: (from, to, replacement).
+        let mut cuts: Vec<(usize, usize, Option<Bytes>)> = self
+            .tags_at
+            .iter()
+            .map(|r| (r.start, r.end, None))
+            .collect();
+        let mut placed = Placed::default();
+        if let Some(at) = self.cluster_at {
+            placed = timeline.place_cluster(
+                &self.bytes[at..],
+                self.timecode_scale,
+                self.tags.producer_ms,
+            );
+            if let Some((head, replaced)) = placed.head.take() {
+                cuts.push((at, at + replaced, Some(Bytes::from(head))));
+            }
+        }
+        cuts.sort_by_key(|c| c.0);
+        let mut pieces = Vec::new();
+        let mut from = if skip_header { self.header_len } else { 0 };
+        for (start, end, replacement) in cuts {
+            if start > from {
+                pieces.push(self.bytes.slice(from..start));
+            }
+            pieces.extend(replacement);
+            from = from.max(end);
+        }
+        if from < self.bytes.len() {
+            pieces.push(self.bytes.slice(from..));
+        }
+        (pieces, placed)
     }
 }
 
@@ -111,6 +132,7 @@ pub struct Splitter {
     has_cluster: bool,
     cluster_at: Option<usize>,
     timecode_scale: Option<u64>,
+    tags_at: Vec<std::ops::Range<usize>>,
     tags: FragmentTags,
     /// Body bytes handed out as fragments so far (for error offsets).
     consumed: u64,
@@ -176,7 +198,11 @@ impl Splitter {
                     let kvs = read_simple_tags(&self.buf[self.pos + header.len..end], &mut found);
                     if kvs {
                         self.header_len.get_or_insert(self.pos);
+                    }
+                    // Tags in the stream header are the recording's, passed on with it.
+                    if self.header_len.is_some() {
                         merge(&mut self.tags, found);
+                        self.tags_at.push(self.pos..end);
                     }
                     self.pos = end;
                     if self.tags.continuation_token.is_some() && self.has_cluster
@@ -204,6 +230,7 @@ impl Splitter {
             has_cluster: std::mem::take(&mut self.has_cluster),
             cluster_at: self.cluster_at.take(),
             timecode_scale: self.timecode_scale.take().unwrap_or(DEFAULT_TIMECODE_SCALE),
+            tags_at: std::mem::take(&mut self.tags_at),
             tags: std::mem::take(&mut self.tags),
             bytes,
         }
@@ -217,7 +244,8 @@ impl Splitter {
     }
 }
 
-fn merge(into: &mut FragmentTags, from: FragmentTags) {
+fn merge(into: &mut FragmentTags, mut from: FragmentTags) {
+    into.metadata.append(&mut from.metadata);
     macro_rules! take {
         ($($f:ident),*) => { $( if from.$f.is_some() { into.$f = from.$f; } )* };
     }
@@ -257,6 +285,8 @@ fn read_simple_tags(mut body: &[u8], tags: &mut FragmentTags) -> bool {
                 if name.starts_with("AWS_KINESISVIDEO_") {
                     kvs = true;
                     tags.set(&name, value);
+                } else if !name.is_empty() {
+                    tags.metadata.push((name, value));
                 }
             }
             _ => {}
@@ -344,9 +374,19 @@ mod tests {
         out
     }
 
+    /// A chunk as `scaled_chunk` makes it, without its Tags.
+    fn untagged(scale: u64, timecode: u64) -> Vec<u8> {
+        let mut out = build::ebml_header("matroska");
+        out.extend(build::segment_unknown_size());
+        out.extend(build::info(scale));
+        out.extend(build::tracks(&[build::Track::video(1, build::AVC)]));
+        out.extend(build::simple_cluster(timecode, 3, 33, 10));
+        out
+    }
+
     #[test]
     fn a_fragment_of_a_later_recording_is_placed_whole() {
-        use kvs_format::matroska::cluster_timecode;
+        use kvs_format::matroska::{cluster_block_timecodes, cluster_timecode};
         let mut body = scaled_chunk(100_000, 0, "1700000000");
         body.extend(scaled_chunk(100_000, 0, "1700000004.5"));
         let mut s = Splitter::new();
@@ -354,26 +394,53 @@ mod tests {
         let mut timeline = Timeline::new();
         let first = s.next_fragment().unwrap().unwrap();
         assert_eq!(first.timecode_scale, 100_000);
-        assert_eq!(
-            first.placed(&mut timeline),
-            (vec![first.bytes.clone()], None)
-        );
+        let (pieces, placed) = first.placed(&mut timeline, false);
+        assert_eq!(placed.moved_ns, None);
+        assert_eq!(pieces.concat(), untagged(100_000, 0));
         let later = s.next_fragment().unwrap().unwrap();
-        let (pieces, moved) = later.placed(&mut timeline);
-        assert_eq!(moved, Some(4_500_000_000));
-        assert_eq!(pieces.len(), 3);
-        assert_eq!(pieces[0], later.bytes.slice(..later.cluster_at.unwrap()));
-        // Put together, the pieces are still one whole fragment, its Cluster 4.5 s on.
-        let mut again = Splitter::new();
-        again.push(&pieces.concat());
-        let moved = again.next_fragment().unwrap().unwrap();
-        assert_eq!(again.pending(), 0);
-        assert_eq!(
-            moved.tags.continuation_token.as_deref(),
-            Some("1700000004.5")
-        );
-        let cluster = &moved.bytes[moved.cluster_at.unwrap()..];
+        let (pieces, placed) = later.placed(&mut timeline, false);
+        assert_eq!(placed.moved_ns, Some(4_500_000_000));
+        // Put together, the pieces are the fragment without its Tags, its Cluster 4.5 s on.
+        let whole = pieces.concat();
+        let at = later.cluster_at.unwrap() - later.tags_at[0].len();
+        assert_eq!(whole[..at], untagged(100_000, 0)[..at]);
+        let cluster = &whole[at..];
         assert_eq!(cluster_timecode(cluster).unwrap().value, 45_000);
+        assert_eq!(
+            cluster_block_timecodes(cluster),
+            cluster_block_timecodes(&build::simple_cluster(0, 3, 33, 10))
+        );
+        assert!(cluster.ends_with(&[0x5A; 10]));
+        // Without its stream header, the Cluster alone.
+        let (pieces, _) = later.placed(&mut Timeline::new(), true);
+        assert_eq!(pieces.concat(), build::simple_cluster(0, 3, 33, 10));
+    }
+
+    #[test]
+    fn metadata_is_read_and_no_tags_are_passed_on() {
+        let mut body = build::simple_header();
+        body.extend(tags_with_targets(&[
+            (tag::FRAGMENT_NUMBER, "7"),
+            (tag::PRODUCER_TIMESTAMP, "1700000000"),
+        ]));
+        body.extend(build::simple_cluster(0, 3, 33, 10));
+        body.extend(tags_with_targets(&[("camera", "door"), ("motion", "1")]));
+        body.extend(tags_with_targets(&[(tag::CONTINUATION_TOKEN, "7")]));
+        let mut s = Splitter::new();
+        s.push(&body);
+        let f = s.next_fragment().unwrap().unwrap();
+        assert_eq!(
+            f.tags.metadata,
+            [
+                ("camera".to_owned(), "door".to_owned()),
+                ("motion".to_owned(), "1".to_owned())
+            ]
+        );
+        assert_eq!(f.tags.continuation_token.as_deref(), Some("7"));
+        let (pieces, _) = f.placed(&mut Timeline::new(), false);
+        let mut expected = build::simple_header();
+        expected.extend(build::simple_cluster(0, 3, 33, 10));
+        assert_eq!(pieces.concat(), expected);
     }
 
     #[test]

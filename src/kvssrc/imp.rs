@@ -314,7 +314,7 @@ impl PushSrcImpl for KvsSrc {
                     started.fragments += 1;
                     let (tags, len) = (fragment.tags.clone(), fragment.bytes.len());
                     started.last = Some((tags.number.clone(), tags.continuation_token.clone()));
-                    let buffer = self.buffer(started, fragment, repeats);
+                    let buffer = self.buffer(started, &fragment, repeats);
                     let origin = started.timeline.origin_ms();
                     if let Some(ms) = origin {
                         self.timeline_origin.store(ms, Ordering::Relaxed);
@@ -330,29 +330,46 @@ impl PushSrcImpl for KvsSrc {
 impl KvsSrc {
     /// The fragment's bytes, without its stream header when it `repeats` the first one, its
     /// Cluster on the read's timeline (see [`kvs_format::timeline`]).
-    fn buffer(&self, started: &mut Started, fragment: Fragment, repeats: bool) -> gst::Buffer {
-        let (pieces, moved_ns) = fragment.placed(&mut started.timeline);
-        if let Some(ns) = moved_ns {
+    fn buffer(&self, started: &mut Started, fragment: &Fragment, repeats: bool) -> gst::Buffer {
+        let (pieces, placed) = fragment.placed(&mut started.timeline, repeats);
+        if let Some(ns) = placed.moved_ns {
             gst::info!(
                 CAT,
                 imp = self,
-                "fragment {:?} is from another recording: its timecodes move by {} ms to its \
-                 producer time",
+                "fragment {:?} is from another recording: its timecodes move by {} ms",
                 fragment.tags.number,
                 ns / 1_000_000
             );
         }
-        let mut pieces = pieces.into_iter();
-        let mut first = pieces.next().unwrap_or_default();
-        if repeats {
-            first = first.slice(fragment.header_len..);
-        } else {
+        if let Some((origin, from)) = placed.new_origin {
+            gst::info!(
+                CAT,
+                imp = self,
+                "fragment {:?} is dated before what was passed on: a new timeline from {} ms, \
+                 timeline-origin {origin}",
+                fragment.tags.number,
+                from / 1_000_000
+            );
+            let mut s = gst::Structure::builder("kvs-timeline")
+                .field("stream", &started.stream)
+                .field("timeline-origin", origin)
+                .field("start", gst::ClockTime::from_nseconds(from))
+                .build();
+            if let Some(n) = &fragment.tags.number {
+                s.set("fragment-number", n);
+            }
+            if let Some(ms) = fragment.tags.producer_ms {
+                s.set("producer-timestamp", ms);
+            }
+            self.post(s);
+        }
+        if !repeats {
             if started.header.is_some() {
                 gst::info!(CAT, imp = self, "the stream header changed");
             }
             started.header = Some(fragment.bytes.slice(..fragment.header_len));
         }
-        let mut buffer = gst::Buffer::from_slice(first);
+        let mut buffer = gst::Buffer::new();
         let b = buffer.get_mut().expect("a new buffer");
         for piece in pieces {
             b.append_memory(gst::Memory::from_slice(piece));
@@ -428,6 +445,13 @@ impl KvsSrc {
         }
         if let Some(ms) = origin {
             s.set("timeline-origin", ms);
+        }
+        if !tags.metadata.is_empty() {
+            let mut metadata = gst::Structure::new_empty("metadata");
+            for (name, value) in &tags.metadata {
+                metadata.set(name.as_str(), value);
+            }
+            s.set("metadata", metadata);
         }
         self.post(s);
     }
