@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -277,6 +278,59 @@ fn a_recording_dated_before_what_was_read_starts_a_new_timeline() {
             .all(|(p, w)| p.abs_diff(*w) <= 1),
         "produced {produced:?}\nwanted {wanted:?}"
     );
+}
+
+/// A live read (start-selector=now) into a sink that renders each frame at its time: every
+/// frame comes at least a fragment late (a whole fragment is one buffer), so kvssrc's latency
+/// must say so, or the sink drops almost all of them as too late.
+#[test]
+fn a_live_read_renders_its_frames_at_a_synchronised_sink() {
+    common::init();
+    let server = Arc::new(common::server());
+    let writer = {
+        let server = server.clone();
+        std::thread::spawn(move || record_live(&server, "live", 240, (320, 240)))
+    };
+    // The stream exists once the writer's first fragment is in.
+    while server.try_fragments("live").map_or(true, |f| f.is_empty()) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let end = now_ms() + 5_000;
+    let line = format!(
+        "kvssrc name=src start-selector=now end-timestamp={end} ! matroskademux ! identity \
+         name=demuxed signal-handoffs=true ! h264parse ! avdec_h264 ! videoconvert ! fakesink \
+         name=out sync=true max-lateness=20000000 qos=true signal-handoffs=true"
+    );
+    let pipeline = gst::parse::launch(&line)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    common::configure_sink(&pipeline.by_name("src").unwrap(), &server, "live");
+    let count = |name: &str| {
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = n.clone();
+        pipeline
+            .by_name(name)
+            .unwrap()
+            .connect("handoff", false, move |_| {
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                None
+            });
+        n
+    };
+    let (demuxed, rendered) = (count("demuxed"), count("out"));
+    let run = common::run(&pipeline, TIMEOUT);
+    writer.join().unwrap();
+    assert!(run.eos && run.errors.is_empty(), "{run:?}");
+    let demuxed = demuxed.load(Ordering::Relaxed);
+    let rendered = rendered.load(Ordering::Relaxed);
+    assert!(demuxed >= 90, "{demuxed} frames read: {run:?}");
+    // All but a few (the sink may drop one when the latency grows).
+    assert!(
+        rendered + 5 >= demuxed,
+        "{rendered} of {demuxed} frames rendered: {run:?}"
+    );
+    assert!(run.warnings.is_empty(), "{:?}", run.warnings);
 }
 
 /// A camera restarted with another resolution: its new stream header comes through, and

@@ -55,6 +55,8 @@ pub struct Placed {
     /// the producer time (ms since the epoch) of timestamp 0 from this Cluster on, and the
     /// Cluster's timestamp (ns) from which it holds.
     pub new_origin: Option<(u64, u64)>,
+    /// The Cluster's timestamp on the timeline (ns), when it has a Timecode.
+    pub start_ns: Option<u64>,
 }
 
 impl Timeline {
@@ -158,6 +160,7 @@ impl Timeline {
             head,
             moved_ns: placement.moved_ns,
             new_origin,
+            start_ns: u64::try_from(start_ns).ok(),
         }
     }
 }
@@ -281,11 +284,15 @@ mod tests {
         let first = simple_cluster(0, 3, 33, 10);
         assert_eq!(
             t.place_cluster(&first, MS, Some(1_700_000_000_000)),
-            Placed::default()
+            Placed {
+                start_ns: Some(0),
+                ..Placed::default()
+            }
         );
         let later = simple_cluster(0, 3, 33, 10);
         let placed = t.place_cluster(&later, MS, Some(1_700_000_005_000));
         assert_eq!(placed.moved_ns, Some(5_000_000_000));
+        assert_eq!(placed.start_ns, Some(5_000_000_000));
         let (head, replaced) = placed.head.expect("a new head");
         let moved = [&head[..], &later[replaced..]].concat();
         assert_eq!(cluster_timecode(&moved).unwrap().value, 5_000);

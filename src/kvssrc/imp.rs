@@ -33,6 +33,10 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 /// Fragments read ahead of the streaming thread.
 const READ_AHEAD: usize = 4;
 
+/// What a live read's latency adds to the most a fragment's first frame was late (for the
+/// service's and the network's jitter), in parts of it.
+const LATENCY_HEADROOM_DIVISOR: u64 = 4;
+
 struct Started {
     stream: String,
     events: mpsc::Receiver<Event>,
@@ -46,6 +50,8 @@ struct Started {
     /// The number and continuation token of the last fragment passed on.
     last: Option<(Option<String>, Option<String>)>,
     fragments: u64,
+    /// The first fragment's timestamp (ns), which matroskademux's segment starts at.
+    first_ns: Option<u64>,
 }
 
 pub struct KvsSrc {
@@ -57,6 +63,8 @@ pub struct KvsSrc {
     /// The read's timeline origin, ms since the epoch (0: no fragment yet): the
     /// `timeline-origin` property.
     timeline_origin: AtomicU64,
+    /// A live read's latency: what the LATENCY query answers (see [`KvsSrc::measure_latency`]).
+    latency: Mutex<gst::ClockTime>,
 }
 
 impl Default for KvsSrc {
@@ -66,6 +74,7 @@ impl Default for KvsSrc {
             state: Mutex::default(),
             flushing: watch::Sender::new(false),
             timeline_origin: AtomicU64::new(0),
+            latency: Mutex::new(gst::ClockTime::ZERO),
         }
     }
 }
@@ -146,6 +155,7 @@ impl ElementImpl for KvsSrc {
 impl BaseSrcImpl for KvsSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         self.timeline_origin.store(0, Ordering::Relaxed);
+        *lock(&self.latency) = gst::ClockTime::ZERO;
         let settings = lock(&self.settings).clone();
         let Some(stream) = settings.stream_name.clone() else {
             return Err(gst::error_msg!(
@@ -190,6 +200,7 @@ impl BaseSrcImpl for KvsSrc {
             timeline: Timeline::new(),
             last: None,
             fragments: 0,
+            first_ns: None,
         });
         Ok(())
     }
@@ -209,6 +220,16 @@ impl BaseSrcImpl for KvsSrc {
 
     fn is_seekable(&self) -> bool {
         false
+    }
+
+    fn query(&self, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Latency(q) = query.view_mut()
+            && self.obj().is_live()
+        {
+            q.set(true, *lock(&self.latency), gst::ClockTime::NONE);
+            return true;
+        }
+        BaseSrcImplExt::parent_query(self, query)
     }
 
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
@@ -314,7 +335,12 @@ impl PushSrcImpl for KvsSrc {
                     started.fragments += 1;
                     let (tags, len) = (fragment.tags.clone(), fragment.bytes.len());
                     started.last = Some((tags.number.clone(), tags.continuation_token.clone()));
-                    let buffer = self.buffer(started, &fragment, repeats);
+                    let (buffer, start_ns) = self.buffer(started, &fragment, repeats);
+                    if self.obj().is_live()
+                        && let Some(ns) = start_ns
+                    {
+                        self.measure_latency(started, ns);
+                    }
                     let origin = started.timeline.origin_ms();
                     if let Some(ms) = origin {
                         self.timeline_origin.store(ms, Ordering::Relaxed);
@@ -330,7 +356,12 @@ impl PushSrcImpl for KvsSrc {
 impl KvsSrc {
     /// The fragment's bytes, without its stream header when it `repeats` the first one, its
     /// Cluster on the read's timeline (see [`kvs_format::timeline`]).
-    fn buffer(&self, started: &mut Started, fragment: &Fragment, repeats: bool) -> gst::Buffer {
+    fn buffer(
+        &self,
+        started: &mut Started,
+        fragment: &Fragment,
+        repeats: bool,
+    ) -> (gst::Buffer, Option<u64>) {
         let (pieces, placed) = fragment.placed(&mut started.timeline, repeats);
         if let Some(ns) = placed.moved_ns {
             gst::info!(
@@ -374,7 +405,40 @@ impl KvsSrc {
         for piece in pieces {
             b.append_memory(gst::Memory::from_slice(piece));
         }
-        buffer
+        (buffer, placed.start_ns)
+    }
+
+    /// A live read's frames come a fragment at a time, the first frame of each as late as the
+    /// fragment is long and more (the service persists it before GetMedia sends it). Its
+    /// running time, as matroskademux gives it (its segment starts at the first fragment's
+    /// timestamp), is `start_ns` less the first fragment's; by now the pipeline's running time
+    /// is on: the difference is how late the frame is. The latency is the most that was, and
+    /// a headroom; when it grows, a LATENCY message has the pipeline take it.
+    fn measure_latency(&self, started: &mut Started, start_ns: u64) {
+        let first = *started.first_ns.get_or_insert(start_ns);
+        let Some(now) = self.obj().current_running_time() else {
+            return;
+        };
+        let late = now.saturating_sub(gst::ClockTime::from_nseconds(
+            start_ns.saturating_sub(first),
+        ));
+        let wanted = late + late / LATENCY_HEADROOM_DIVISOR;
+        let mut latency = lock(&self.latency);
+        if late <= *latency {
+            return;
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "a fragment's first frame came {} ms late: latency {} ms",
+            late.mseconds(),
+            wanted.mseconds()
+        );
+        *latency = wanted;
+        drop(latency);
+        let _ = self
+            .obj()
+            .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
     }
 
     /// Whether `fragment`'s stream header repeats the first one passed on (the same bytes, or
