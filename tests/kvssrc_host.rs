@@ -352,3 +352,107 @@ fn fragment_metadata_is_in_the_fragment_message_and_no_tags_reach_the_demuxer() 
         .collect();
     assert!(tags.is_empty(), "tags reached matroskademux:\n{output}");
 }
+
+/// A bounded read with no fragment in its range (here, a window before the only recording):
+/// kvssrc says so before EOS (a warning; and `kvs-end` with `fragments=0`, by which
+/// examples/read_frames.py reports 0 frames without failing).
+#[test]
+fn a_bounded_read_with_nothing_in_range_says_so() {
+    init();
+    let server = server();
+    gst_launch(
+        &server,
+        "videotestsrc num-buffers=30 ! video/x-raw,format=I420,width=320,height=240,\
+         framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! \
+         matroskamux streamable=true ! kvssink stream-name=window",
+        TIMEOUT,
+    )
+    .assert_success();
+    let before = (server.fragments("window")[0].producer_timestamp_ms - 60_000).to_string();
+    let launch = gst_launch(
+        &server,
+        &format!(
+            "kvssrc stream-name=window start-selector=earliest end-timestamp={before} ! \
+             matroskademux ! fakesink"
+        ),
+        TIMEOUT,
+    );
+    let output = launch.output();
+    assert!(
+        output.contains("stream window: no fragment in the range read (start-selector=earliest"),
+        "{output}"
+    );
+
+    let read = python_example(
+        &server,
+        "read_frames.py",
+        &["--stream", "window", "--end-timestamp", &before],
+    );
+    read.assert_success();
+    assert!(read.stdout.contains("frames: 0"), "{}", read.output());
+    assert!(
+        read.stdout.contains("no fragment in the range read"),
+        "{}",
+        read.output()
+    );
+}
+
+/// examples/read_frames.py takes the values of the selectors its --help offers.
+#[test]
+fn read_frames_starts_where_its_options_say() {
+    init();
+    let server = server();
+    gst_launch(
+        &server,
+        "videotestsrc num-buffers=90 ! video/x-raw,format=I420,width=320,height=240,\
+         framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! \
+         matroskamux streamable=true ! kvssink stream-name=starts",
+        TIMEOUT,
+    )
+    .assert_success();
+    let stored = server.fragments("starts");
+    assert_eq!(stored.len(), 3);
+    let last = stored[2].producer_timestamp_ms.to_string();
+    for (args, frames) in [
+        (
+            vec![
+                "--selector",
+                "fragment-number",
+                "--start-fragment-number",
+                &stored[0].number,
+            ],
+            60,
+        ),
+        (
+            vec![
+                "--selector",
+                "continuation-token",
+                "--continuation-token",
+                &stored[1].number,
+            ],
+            30,
+        ),
+        (
+            vec![
+                "--selector",
+                "producer-timestamp",
+                "--start-timestamp",
+                &last,
+            ],
+            30,
+        ),
+    ] {
+        let read = python_example(
+            &server,
+            "read_frames.py",
+            &[&["--stream", "starts"], &args[..]].concat(),
+        );
+        read.assert_success();
+        assert_eq!(
+            lines(&read, "frame").len(),
+            frames,
+            "{args:?}\n{}",
+            read.output()
+        );
+    }
+}

@@ -52,6 +52,8 @@ struct Started {
     fragments: u64,
     /// The first fragment's timestamp (ns), which matroskademux's segment starts at.
     first_ns: Option<u64>,
+    /// What a bounded read asked for, in its properties' words.
+    range: String,
 }
 
 pub struct KvsSrc {
@@ -201,6 +203,11 @@ impl BaseSrcImpl for KvsSrc {
             last: None,
             fragments: 0,
             first_ns: None,
+            range: format!(
+                "start-selector={} end-timestamp={}",
+                settings.selector_nick(),
+                settings.end_timestamp
+            ),
         });
         Ok(())
     }
@@ -307,6 +314,29 @@ impl PushSrcImpl for KvsSrc {
                 }
                 Event::End => {
                     gst::info!(CAT, imp = self, "end-timestamp reached: EOS");
+                    if started.fragments == 0 {
+                        // matroskademux then fails for want of a header: say why first.
+                        gst::element_imp_warning!(
+                            self,
+                            gst::ResourceError::NotFound,
+                            (
+                                "{}",
+                                about(
+                                    &started.stream,
+                                    format_args!(
+                                        "no fragment in the range read ({}): nothing to pass \
+                                         on before EOS",
+                                        started.range
+                                    )
+                                )
+                            )
+                        );
+                    }
+                    let s = gst::Structure::builder("kvs-end")
+                        .field("stream", &started.stream)
+                        .field("fragments", started.fragments)
+                        .build();
+                    self.post(s);
                     return Err(gst::FlowError::Eos);
                 }
                 Event::Fatal(fatal) => {

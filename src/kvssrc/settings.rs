@@ -104,7 +104,7 @@ impl Settings {
         })
     }
 
-    fn selector_nick(&self) -> &'static str {
+    pub fn selector_nick(&self) -> &'static str {
         glib::EnumValue::from_value(&self.start_selector.to_value())
             .map(|(_, v)| v.nick())
             .unwrap_or("?")
