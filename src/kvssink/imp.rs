@@ -847,17 +847,10 @@ impl KvsSink {
                 // A recording whose audio begins before its video: nothing is dropped
                 // unsaid.
                 started.told_audio_before_video = true;
-                gst::element_imp_warning!(
-                    self,
-                    gst::StreamError::Format,
-                    (
-                        "{}",
-                        about(
-                            &started.stream_name,
-                            "audio before the first video key frame is not sent: a Kinesis \
-                             Video Streams fragment begins at a video key frame"
-                        )
-                    )
+                self.format_warning(
+                    &started.stream_name,
+                    "audio before the first video key frame is not sent: a Kinesis \
+                     Video Streams fragment begins at a video key frame",
                 );
             }
             gst::debug!(
@@ -870,53 +863,31 @@ impl KvsSink {
         if written.audio_too_far > 0 {
             started.audio_too_far += u64::from(written.audio_too_far);
             if !std::mem::replace(&mut started.told_audio_too_far, true) {
-                gst::element_imp_warning!(
-                    self,
-                    gst::StreamError::Format,
-                    (
-                        "{}",
-                        about(
-                            &started.stream_name,
-                            "video stopped while audio goes on: audio more than 32.7 s after \
-                             the last video key frame is not sent (a fragment begins at a \
-                             video key frame); it is sent again once video comes back"
-                        )
-                    )
+                self.format_warning(
+                    &started.stream_name,
+                    "video stopped while audio goes on: audio more than 32.7 s after \
+                     the last video key frame is not sent (a fragment begins at a \
+                     video key frame); it is sent again once video comes back",
                 );
             }
         } else if written.frames > 0 && started.told_audio_too_far {
             started.told_audio_too_far = false;
-            gst::element_imp_warning!(
-                self,
-                gst::StreamError::Format,
-                (
-                    "{}",
-                    about(
-                        &started.stream_name,
-                        format_args!(
-                            "video is back: {} audio frames were not sent while it was away",
-                            std::mem::take(&mut started.audio_too_far)
-                        )
-                    )
-                )
+            self.format_warning(
+                &started.stream_name,
+                format_args!(
+                    "video is back: {} audio frames were not sent while it was away",
+                    std::mem::take(&mut started.audio_too_far)
+                ),
             );
         }
         if written.audio_given_up {
-            gst::element_imp_warning!(
-                self,
-                gst::StreamError::Format,
-                (
-                    "{}",
-                    about(
-                        &started.stream_name,
-                        format!(
-                            "the audio pad is linked but no audio came within {} ms of video: \
-                             streaming video alone; audio joins (in a new session) when it \
-                             comes",
-                            crate::esmux::MAX_WAIT_MS
-                        )
-                    )
-                )
+            self.format_warning(
+                &started.stream_name,
+                format!(
+                    "the audio pad is linked but no audio came within {} ms of video: \
+                     streaming video alone; audio joins (in a new session) when it comes",
+                    crate::esmux::MAX_WAIT_MS
+                ),
             );
         }
         Ok(gst::FlowSuccess::Ok)
@@ -1122,17 +1093,10 @@ impl KvsSink {
         }
         if !lock(&self.es).has_video() {
             if started.use_original_pts {
-                gst::element_imp_warning!(
-                    self,
-                    gst::StreamError::Format,
-                    (
-                        "{}",
-                        about(
-                            &started.stream_name,
-                            "use-original-pts has no effect on Matroska input: its own \
-                             cluster times are sent"
-                        )
-                    )
+                self.format_warning(
+                    &started.stream_name,
+                    "use-original-pts has no effect on Matroska input: its own \
+                     cluster times are sent",
                 );
             }
             return;
@@ -1468,6 +1432,11 @@ impl KvsSink {
                 }
             }
         }
+    }
+
+    /// A warning about the stream's input (GstStreamError::Format), naming the stream.
+    fn format_warning(&self, stream: &str, what: impl std::fmt::Display) {
+        gst::element_imp_warning!(self, gst::StreamError::Format, ("{}", about(stream, what)));
     }
 
     fn request_key_unit(&self) {
