@@ -348,6 +348,19 @@ fn ca_file_may_be_a_directory_of_pem_files() {
 /// Runs the test stream with gst-launch-1.0 into `control_plane` with the key pair in the
 /// environment; `faketime` (e.g. `+7m`) shifts the wall clock of gst-launch, not its
 /// monotonic clock.
+/// [`gst_launch`] with the demo keys, which must fail: what it printed.
+fn failed_gst_launch(control_plane: &str, stream: &str) -> String {
+    let tmp = tempdir();
+    let out = gst_launch(control_plane, stream, &KeyPair::demo(), None, tmp.path());
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    text
+}
+
 fn gst_launch(
     control_plane: &str,
     stream: &str,
@@ -652,20 +665,7 @@ fn a_signature_time_error_that_correction_does_not_cure_leads_with_the_clock() {
         )
         .header("x-amzn-ErrorType", "InvalidSignatureException")
     });
-    let tmp = tempdir();
-    let out = gst_launch(
-        &service.url(),
-        "uncured",
-        &KeyPair::demo(),
-        None,
-        tmp.path(),
-    );
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+    let text = failed_gst_launch(&service.url(), "uncured");
     // gst-launch prints the error, then its debug text: the whole message.
     let error = text
         .split("ERROR: from element")
@@ -690,20 +690,7 @@ fn a_web_server_that_is_not_the_service_is_named() {
         Reply::status(404, "<html><body><h1>404 Not Found</h1></body></html>")
             .header("content-type", "text/html")
     });
-    let tmp = tempdir();
-    let out = gst_launch(
-        &service.url(),
-        "webserver",
-        &KeyPair::demo(),
-        None,
-        tmp.path(),
-    );
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+    let text = failed_gst_launch(&service.url(), "webserver");
     assert!(text.contains("HTTP404 (HTTP 404)"), "{text}");
     assert!(text.contains("not one of Kinesis Video Streams"), "{text}");
     assert!(text.contains(&service.url()), "{text}");

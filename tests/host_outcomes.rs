@@ -325,15 +325,7 @@ fn a_live_pipeline_paused_and_played_again_keeps_real_time() {
         TIMEOUT,
     );
     run.assert_success();
-    let at = |name: &str| -> u64 {
-        run.stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in {}", run.output()))
-            .parse()
-            .unwrap()
-    };
-    let (paused_at, playing_at) = (at("paused-at="), at("playing-at="));
+    let (paused_at, playing_at) = (run.printed_ms("paused-at="), run.printed_ms("playing-at="));
     assert!(playing_at >= paused_at + 3000);
     let times: Vec<u64> = server
         .fragments("paused")
@@ -752,15 +744,7 @@ fn a_short_pause_ends_the_open_fragment_at_the_pause() {
         TIMEOUT,
     );
     run.assert_success();
-    let at = |name: &str| -> u64 {
-        run.stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in {}", run.output()))
-            .parse()
-            .unwrap()
-    };
-    let (paused_at, playing_at) = (at("paused-at="), at("playing-at="));
+    let (paused_at, playing_at) = (run.printed_ms("paused-at="), run.printed_ms("playing-at="));
     let fragments = server.fragments("short-pause");
     let spans: Vec<(u64, u64)> = fragments
         .iter()
@@ -797,13 +781,7 @@ fn a_live_elementary_stream_is_dated_at_capture_not_after_the_encoder() {
          ! video/x-h264,stream-format=avc,alignment=au ! kvssink stream-name=lookahead";
     let run = python_launch(&server, &[], line, TIMEOUT);
     run.assert_all_persisted();
-    let started: u64 = run
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("started-at="))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let started = run.printed_ms("started-at=");
     let start = run.named("kvs-stream-start")[0]
         .get::<u64>("producer-start-time")
         .unwrap();

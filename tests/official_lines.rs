@@ -259,6 +259,16 @@ fn streaming_again_after_eos_and_a_flush_as_aws_intermittent_sample() {
     assert!(fragments.iter().all(|f| f.key_frame));
 }
 
+/// A live H.264 camera (3 s) into `kvssink name=sink` with `props`.
+fn camera_into_sink(props: &str) -> String {
+    format!(
+        "videotestsrc is-live=true num-buffers=90 \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc bframes=0 key-int-max=30 tune=zerolatency \
+         ! video/x-h264,stream-format=avc,alignment=au ! kvssink name=sink {props}"
+    )
+}
+
 /// Runs `tests/host/signals.py LINE`: AWS's signals connected as its samples do.
 fn with_signals(server: &Server, line: &str) -> HostRun {
     let registry = tempfile::tempdir().unwrap();
@@ -276,13 +286,7 @@ fn with_signals(server: &Server, line: &str) -> HostRun {
 fn aws_signals_connect_and_every_ack_comes_as_a_fragment_ack() {
     init();
     let server = server();
-    let run = with_signals(
-        &server,
-        "videotestsrc is-live=true num-buffers=90 \
-         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
-         ! x264enc bframes=0 key-int-max=30 tune=zerolatency \
-         ! video/x-h264,stream-format=avc,alignment=au ! kvssink name=sink stream-name=signals",
-    );
+    let run = with_signals(&server, &camera_into_sink("stream-name=signals"));
     run.assert_all_persisted();
     let from_signal: Vec<String> = run
         .stdout
@@ -327,12 +331,10 @@ fn a_fatal_error_emits_stream_error_once() {
     let server = server();
     let run = with_signals(
         &server,
-        "videotestsrc is-live=true num-buffers=90 \
-         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
-         ! x264enc bframes=0 key-int-max=30 tune=zerolatency \
-         ! video/x-h264,stream-format=avc,alignment=au \
-         ! kvssink name=sink stream-name=signals-refused \
-         access-key=KVSLOCALDEMOACCESSKEY secret-key=not-the-secret",
+        &camera_into_sink(
+            "stream-name=signals-refused access-key=KVSLOCALDEMOACCESSKEY \
+             secret-key=not-the-secret",
+        ),
     );
     assert!(!run.status.success());
     let statuses: Vec<&str> = run

@@ -60,6 +60,15 @@ impl HostRun {
         );
     }
 
+    /// A time the host printed as `NAME=MS` (ms since the epoch), e.g. `playing-at=`.
+    pub fn printed_ms(&self, name: &str) -> u64 {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {}", self.output()))
+    }
+
     /// How long the host's stop took (`run_pipeline.py --stop-after-seconds` prints it).
     pub fn stop_took_ms(&self) -> u64 {
         self.stdout
