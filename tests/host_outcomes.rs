@@ -750,20 +750,21 @@ fn a_short_pause_ends_the_open_fragment_at_the_pause() {
         .iter()
         .map(|f| (f.producer_timestamp_ms, f.duration_ms))
         .collect();
-    // The fragment open at the pause ends by it (a frame's capture may follow the call).
+    // The fragment open at the pause ends by it (frames captured as the pause is asked
+    // for may follow the call: 0.7 s for a loaded machine; it took in 1.9 s before).
     let open = spans
         .iter()
         .rfind(|(start, _)| *start <= paused_at)
         .unwrap_or_else(|| panic!("{spans:?}"));
     assert!(
-        open.0 + open.1 <= paused_at + 300,
+        open.0 + open.1 <= paused_at + 700,
         "the fragment open at the pause ends {} ms after it (paused at {paused_at}): {spans:?}",
         (open.0 + open.1) as i64 - paused_at as i64
     );
-    // The next one is dated after PLAYING.
+    // The next one is dated after PLAYING (0.3 s for the clocks' grain and a loaded machine).
     let next = spans.iter().find(|(start, _)| *start > open.0).unwrap();
     assert!(
-        next.0 + 100 >= playing_at,
+        next.0 + 300 >= playing_at,
         "{spans:?}, playing at {playing_at}"
     );
 }
