@@ -787,15 +787,16 @@ fn a_live_elementary_stream_is_dated_at_capture_not_after_the_encoder() {
         .get::<u64>("producer-start-time")
         .unwrap();
     // Running time 0 is when the pipeline went to PLAYING (its base time): a few ms after
-    // `started-at`. Dated from the encoder's first output instead, it would be over 1 s later.
+    // `started-at` (0.7 s for a loaded machine). Dated from the encoder's first output
+    // instead, it would be over 1.2 s later.
     assert!(
-        start >= started && start < started + 400,
+        start >= started && start < started + 700,
         "stream dated {} ms after the pipeline started",
         start as i64 - started as i64
     );
     let first = server.fragments("lookahead")[0].producer_timestamp_ms;
     assert!(
-        first < started + 400,
+        first < started + 700,
         "first fragment at {}",
         first - started
     );
