@@ -223,6 +223,10 @@ fn a_second_host_on_a_spool_in_use_is_told_and_takes_nothing_from_it() {
     let spool = dir.path().join("spool");
     let (copy1, copy2) = (dir.path().join("1.mkv"), dir.path().join("2.mkv"));
     let server = server();
+    // The second run streams to an endpoint of its own: the service takes one connection per
+    // stream, and two on one endpoint would take it from each other in turn, each turn sending
+    // again what was unacknowledged. What it stores there is then what it sent.
+    let server2 = common::server();
     let props = format!("spool-dir={}", spool.display());
     let line1 = live_line(14, "shared", &props, &copy1);
     let line2 = live_line(3, "shared", &props, &copy2);
@@ -230,7 +234,7 @@ fn a_second_host_on_a_spool_in_use_is_told_and_takes_nothing_from_it() {
         let first = s.spawn(|| gst_launch(&server, &line1, TIMEOUT));
         // An outage: the first run's fragments wait in its spool.
         outage_after_two_fragments(&server, "shared", &copy1, 4);
-        let second = s.spawn(|| gst_launch(&server, &line2, TIMEOUT));
+        let second = s.spawn(|| gst_launch(&server2, &line2, TIMEOUT));
         std::thread::sleep(Duration::from_millis(1500));
         server.resume_listening();
         (first.join().unwrap(), second.join().unwrap())
@@ -245,23 +249,31 @@ fn a_second_host_on_a_spool_in_use_is_told_and_takes_nothing_from_it() {
         "the second run was not told:\n{told}"
     );
     assert!(!first.output().contains("in use by another kvssink"));
-    // Every cluster of both runs is stored, none more than once but one that was in flight
-    // when the service went.
-    let stored: Vec<bytes::Bytes> = server
-        .fragments("shared")
-        .into_iter()
-        .map(|f| f.bytes)
-        .collect();
-    let (_, mut clusters) = split_bytes(std::fs::read(&copy1).unwrap());
-    clusters.extend(split_bytes(std::fs::read(&copy2).unwrap()).1);
+    // Every cluster of the first run is stored, none more than once but one that was in
+    // flight when the service went; the second sent its own clusters and nothing else (none
+    // of the first one's backlog).
+    let stored = |server: &Server| -> Vec<bytes::Bytes> {
+        server
+            .fragments("shared")
+            .into_iter()
+            .map(|f| f.bytes)
+            .collect()
+    };
+    let first_stored = stored(&server);
+    let clusters = split_bytes(std::fs::read(&copy1).unwrap()).1;
     let mut extra = 0;
     for (i, cluster) in clusters.iter().enumerate() {
-        let copies = stored.iter().filter(|f| *f == cluster).count();
+        let copies = first_stored.iter().filter(|f| *f == cluster).count();
         assert!(copies >= 1, "cluster {i} was not stored");
         extra += copies - 1;
     }
     assert!(extra <= 1, "{extra} clusters were stored more than once");
-    assert_eq!(stored.len(), clusters.len() + extra);
+    assert_eq!(first_stored.len(), clusters.len() + extra);
+    assert_eq!(
+        stored(&server2),
+        split_bytes(std::fs::read(&copy2).unwrap()).1,
+        "the second run sent its own clusters, once each, and nothing else"
+    );
     // Both ended with nothing pending: nothing is left on disk, the lock included.
     assert_eq!(walk(&spool), Vec::<std::path::PathBuf>::new());
 }
