@@ -23,6 +23,22 @@ fn python_example(server: &Server, name: &str, args: &[&str]) -> HostRun {
     run_host(cmd, TIMEOUT)
 }
 
+/// Reads `stream` from its earliest fragment to now with gst-launch-1.0, decoding the video.
+fn read_to_now(server: &Server, stream: &str) -> HostRun {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    gst_launch(
+        server,
+        &format!(
+            "kvssrc stream-name={stream} start-selector=earliest end-timestamp={now} ! \
+             matroskademux ! h264parse ! avdec_h264 ! fakesink"
+        ),
+        TIMEOUT,
+    )
+}
+
 fn lines<'a>(run: &'a HostRun, word: &str) -> Vec<Vec<&'a str>> {
     run.stdout
         .lines()
@@ -43,18 +59,7 @@ fn gst_launch_reads_a_recorded_stream() {
         TIMEOUT,
     );
     record.assert_success();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let read = gst_launch(
-        &server,
-        &format!(
-            "kvssrc stream-name=cam1 start-selector=earliest end-timestamp={now} ! \
-             matroskademux ! h264parse ! avdec_h264 ! fakesink"
-        ),
-        TIMEOUT,
-    );
+    let read = read_to_now(&server, "cam1");
     read.assert_success();
     assert_eq!(
         read.named("kvs-fragment").len(),
@@ -318,18 +323,7 @@ fn fragment_metadata_is_in_the_fragment_message_and_no_tags_reach_the_demuxer() 
     .assert_success();
     let stored = server.fragments("tagged");
     assert!(stored.iter().any(|f| f.metadata.len() == 2), "{stored:?}");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let read = gst_launch(
-        &server,
-        &format!(
-            "kvssrc stream-name=tagged start-selector=earliest end-timestamp={now} ! \
-             matroskademux ! h264parse ! avdec_h264 ! fakesink"
-        ),
-        TIMEOUT,
-    );
+    let read = read_to_now(&server, "tagged");
     read.assert_success();
     let fragments = read.named("kvs-fragment");
     assert_eq!(fragments.len(), stored.len(), "{}", read.output());
