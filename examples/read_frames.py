@@ -62,8 +62,8 @@ def on_sync_message(bus, msg):
     elif s.get_name() == "kvs-timeline":
         timelines.append((s.get_value("start"), s.get_value("timeline-origin")))
     elif s.get_name() == "kvs-end" and s.get_value("fragments") == 0:
-        # A bounded read that found no fragment: matroskademux then fails for want of a
-        # header, which is no failure of the read.
+        # A bounded read that found no fragment: kvssrc's error that follows says so, and
+        # is no failure of the read.
         empty = True
 
 

@@ -314,9 +314,17 @@ impl PushSrcImpl for KvsSrc {
                 }
                 Event::End => {
                     gst::info!(CAT, imp = self, "end-timestamp reached: EOS");
+                    let s = gst::Structure::builder("kvs-end")
+                        .field("stream", &started.stream)
+                        .field("fragments", started.fragments)
+                        .build();
+                    self.post(s);
                     if started.fragments == 0 {
-                        // matroskademux then fails for want of a header: say why first.
-                        gst::element_imp_warning!(
+                        // An EOS before any header is an error in a demuxer ("got eos and didn't
+                        // receive a complete header object"), and gst-launch-1.0 prints the first
+                        // error as it is posted, before any warning that came earlier: so this is
+                        // the error, as the service's GetClip answers an empty range.
+                        gst::element_imp_error!(
                             self,
                             gst::ResourceError::NotFound,
                             (
@@ -324,19 +332,14 @@ impl PushSrcImpl for KvsSrc {
                                 about(
                                     &started.stream,
                                     format_args!(
-                                        "no fragment in the range read ({}): nothing to pass \
-                                         on before EOS",
+                                        "no fragment in the range read ({})",
                                         started.range
                                     )
                                 )
                             )
                         );
+                        return Err(gst::FlowError::Error);
                     }
-                    let s = gst::Structure::builder("kvs-end")
-                        .field("stream", &started.stream)
-                        .field("fragments", started.fragments)
-                        .build();
-                    self.post(s);
                     return Err(gst::FlowError::Eos);
                 }
                 Event::Fatal(fatal) => {
