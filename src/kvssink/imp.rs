@@ -285,6 +285,7 @@ impl ElementImpl for KvsSink {
                 gst::StateChangeError
             })?;
         }
+        let mut resumed = false;
         match transition {
             gst::StateChange::PlayingToPaused => {
                 self.paused_after_playing.store(true, Ordering::Release)
@@ -295,14 +296,14 @@ impl ElementImpl for KvsSink {
                 // A live source's running time stood still while paused: the fragments after
                 // the pause are dated from now, not a pause's length too early.
                 self.resumed_after_pause.store(true, Ordering::Release);
+                resumed = true;
             }
             _ => {}
         }
+        // The streaming thread, let go by the parent's change, may take `resumed_after_pause`
+        // before this thread looks at it again: hence `resumed`.
         let success = self.parent_change_state(transition)?;
-        if transition == gst::StateChange::PausedToPlaying
-            && self.resumed_after_pause.load(Ordering::Acquire)
-            && self.upstream_latency().0
-        {
+        if resumed && self.upstream_latency().0 {
             // The fragment open at the pause would otherwise take in the frames after it, up
             // to the next key frame, dated a pause's length too early: the new session starts
             // at a key frame asked for now.
