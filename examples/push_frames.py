@@ -41,10 +41,19 @@ first_pts = 0 if args.captured_at is None else args.captured_at * Gst.MSECOND
 pushed = 0
 
 
+# GStreamer's layout of a raw BGR frame: each row of width*3 bytes is padded to a multiple of
+# 4 bytes (its stride), so a frame is stride*height bytes. Unpadded rows (width*height*3 bytes,
+# as numpy or OpenCV give them) are refused by videoconvert whenever width*3 is not a multiple
+# of 4 (1366x768, 642x480): a WARNING "invalid video buffer received" for every frame, and no
+# picture. Copy such rows into a padded frame, as here.
+stride = (args.width * 3 + 3) // 4 * 4
+
+
 def frame(i):
-    """One BGR frame: a colour that changes with i (any bytes of width*height*3 will do)."""
+    """One BGR frame: a colour that changes with i, its rows padded to the stride."""
     pixel = bytes(((i * 7) % 256, (i * 3) % 256, 255 - (i * 5) % 256))
-    return pixel * (args.width * args.height)
+    row = pixel * args.width + bytes(stride - args.width * 3)
+    return row * args.height
 
 
 def need_data(appsrc, _length):
@@ -72,6 +81,11 @@ def on_message(bus, msg):
     if (msg.type == Gst.MessageType.ELEMENT and s.get_name() == "kvs-ack"
             and s.get_string("event-type") != "IDLE"):
         print("ack", s.get_string("event-type"), s.get_value("fragment-timecode"), flush=True)
+    elif msg.type == Gst.MessageType.WARNING:
+        # Warnings do not stop the pipeline: a frame refused upstream, a reconnect, fragments
+        # dropped or not persisted.
+        err, debug = msg.parse_warning()
+        print("warning:", err.message, debug, file=sys.stderr, flush=True)
     elif msg.type in (Gst.MessageType.EOS, Gst.MessageType.ERROR):
         if msg.type == Gst.MessageType.ERROR:
             err, debug = msg.parse_error()
