@@ -62,7 +62,7 @@ def on_message(bus, msg):
         print("ack", s.get_string("event-type"), s.get_value("fragment-timecode"), flush=True)
     elif msg.type == Gst.MessageType.WARNING:
         err, debug = msg.parse_warning()
-        print("warning:", err.message, file=sys.stderr)
+        print("warning:", err.message, debug, file=sys.stderr)
     elif msg.type in (Gst.MessageType.EOS, Gst.MessageType.ERROR):
         if msg.type == Gst.MessageType.ERROR:
             err, debug = msg.parse_error()

@@ -24,6 +24,10 @@ def on_message(bus, msg):
         print(s.get_string("event-type"), s.get_value("fragment-timecode"))
     elif msg.type == Gst.MessageType.ELEMENT and s.get_name() == "kvs-summary":
         print("summary:", s.get_string("outcome"))
+    elif msg.type == Gst.MessageType.WARNING:
+        # A reconnect, a fragment refused or dropped: the stream goes on.
+        err, debug = msg.parse_warning()
+        print("warning:", err.message, debug, file=sys.stderr)
     elif msg.type in (Gst.MessageType.EOS, Gst.MessageType.ERROR):
         if msg.type == Gst.MessageType.ERROR:
             err, debug = msg.parse_error()
