@@ -203,7 +203,8 @@ pub enum Outcome {
     Incomplete,
     /// Fragments were still unacknowledged when `stop-stream-timeout` ran out.
     TimedOut,
-    /// The wait was cancelled (flushing seek): nothing can be said of what was left.
+    /// The wait was cancelled ([`Uploader::set_flushing`]): nothing can be said of what was
+    /// left. kvssink waits on at the stop that follows and accounts then.
     Cancelled,
     /// The stream failed with a fatal error.
     Failed,

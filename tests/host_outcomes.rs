@@ -436,14 +436,15 @@ fn a_fatal_error_comes_after_its_account() {
 }
 
 /// An application that sends EOS and, while kvssink waits for the last acks (the endpoint is
-/// down), stops the pipeline: one summary, `cancelled`. Before, a second one followed it
-/// (`timed-out`, with a warning that the stream stopped without EOS).
+/// down), stops the pipeline: the stop waits on until `stop-stream-timeout` after EOS, as
+/// AWS's element does, then gives one summary, `timed-out`, and says what was abandoned and
+/// how. Before, the wait ended at once with a summary `cancelled` and no warning.
 #[test]
-fn stopping_during_the_wait_at_eos_gives_one_summary() {
+fn stopping_during_the_wait_at_eos_waits_on_and_says_what_was_lost() {
     init();
     let server = server();
-    let line = &live_camera("stream-name=cancelled");
-    let run = with_outage_after(&server, "cancelled", 2, TIMEOUT, || {
+    let line = &live_camera("stream-name=cut-wait stop-stream-timeout=6");
+    let run = with_outage_after(&server, "cut-wait", 2, TIMEOUT, || {
         python_launch(
             &server,
             &["--eos-after-seconds", "4", "--stop-after-seconds", "7"],
@@ -455,12 +456,45 @@ fn stopping_during_the_wait_at_eos_gives_one_summary() {
     assert_eq!(summaries.len(), 1, "{}", run.output());
     assert_eq!(
         summaries[0].get::<&str>("outcome").unwrap(),
-        "cancelled",
+        "timed-out",
         "{}",
         run.output()
     );
+    assert!(summaries[0].get::<u64>("fragments-lost").unwrap() > 0);
     assert!(
-        !run.output().contains("stopped without EOS"),
+        run.stderr
+            .contains("(stopped while waiting for the last acks after EOS)"),
+        "{}",
+        run.output()
+    );
+}
+
+/// The mistake a Python application makes: EOS, then `set_state(NULL)` at once, without
+/// waiting for the EOS message. The acks still on their way (here 3 s late) are waited for,
+/// as at a stop without EOS: everything is persisted and the account says so. Before, the
+/// wait was abandoned: `cancelled`, the unacknowledged fragments lost without a warning.
+#[test]
+fn a_stop_right_after_eos_still_persists_everything() {
+    init();
+    let server = server();
+    server.inject(Fault::DelayAcks {
+        stream: None,
+        delay_ms: 3000,
+    });
+    let line = &live_camera("stream-name=eos-then-stop");
+    let run = python_launch(
+        &server,
+        &["--eos-after-seconds", "3", "--stop-after-seconds", "3.3"],
+        line,
+        TIMEOUT,
+    );
+    run.assert_all_persisted();
+    let summary = run.summary();
+    let produced = summary.get::<u64>("fragments-produced").unwrap();
+    assert!(produced >= 4, "{}", run.output());
+    assert_eq!(
+        server.fragments("eos-then-stop").len() as u64,
+        produced,
         "{}",
         run.output()
     );

@@ -42,8 +42,13 @@ struct Started {
     mode_decided: bool,
     /// The end-of-stream account was given (at EOS, or at stop).
     accounted: bool,
-    /// The application cancelled the wait at EOS (NULL during the drain): stop at once.
-    drain_cancelled: bool,
+    /// The wait for the last acks at EOS was cut short (the application stopped the pipeline,
+    /// or flushed, while it went on): the input is finished, and the stop that follows waits
+    /// and accounts, as a stop without EOS does, until `stop-stream-timeout` after the wait
+    /// began (this instant), as AWS's element, whose stop waits for the wait at EOS.
+    eos_wait_cut: Option<std::time::Instant>,
+    /// ... and the input had broken off at that EOS (said then).
+    eos_input_broken: bool,
     /// Matroska input has come; and a flush has cut it since (it cannot be followed).
     matroska_seen: bool,
     matroska_torn: bool,
@@ -544,7 +549,8 @@ impl BaseSinkImpl for KvsSink {
                 == Some(super::official::Value::Bool(true)),
             mode_decided: false,
             accounted: false,
-            drain_cancelled: false,
+            eos_wait_cut: None,
+            eos_input_broken: false,
             matroska_seen: false,
             matroska_torn: false,
             told_audio_before_video: false,
@@ -755,12 +761,18 @@ impl BaseSinkImpl for KvsSink {
                 input.finished = false;
                 drop(input);
                 let (drained, torn) = match &*lock(&self.state) {
-                    State::Started(s) => (s.accounted, s.matroska_seen),
+                    State::Started(s) => (s.accounted || s.eos_wait_cut.is_some(), s.matroska_seen),
                     State::Stopped => (false, false),
                 };
                 if drained {
                     // More data after EOS and a flush (AWS's intermittent-streaming sample
                     // stops with EOS, flushes, and plays again): a new upload, as at a start.
+                    // A flush that cut the wait for the last acks short: that wait first.
+                    if let State::Started(started) = &mut *lock(&self.state)
+                        && !started.accounted
+                    {
+                        self.drain_at_stop(started);
+                    }
                     gst::info!(CAT, imp = self, "flushed after EOS: streaming again");
                     if let Err(e) = self.stop().and_then(|()| self.start()) {
                         self.post_error_message(e);
@@ -1532,10 +1544,25 @@ impl KvsSink {
             timeout
         );
         let mut summary = uploader.finish_and_account_by(|| self.stop_deadline(begun));
+        if summary.outcome == uploader::Outcome::Cancelled {
+            // The application stopped the pipeline (or flushed) while the wait went on: the
+            // stop that follows waits for the rest, bounded as a stop without EOS, and
+            // accounts for it. Abandoning it at once lost fragments without a word.
+            gst::info!(CAT, imp = self, "the wait for the last acks was cut short");
+            if let State::Started(started) = &mut *lock(&self.state) {
+                started.accounted = false;
+                started.eos_wait_cut = Some(begun);
+                started.eos_input_broken = input_error.is_some();
+            }
+            if let Some(e) = &input_error {
+                let _ = self.matroska_error(&stream, e);
+            }
+            return input_error.is_none();
+        }
         if let State::Started(started) = &*lock(&self.state) {
             summary = summary.with_spool(&started.producer.spool_account());
         }
-        if input_error.is_some() && summary.outcome != uploader::Outcome::Cancelled {
+        if input_error.is_some() {
             // The input broke off: the stream failed, whatever was persisted of it (as at a
             // stop, and as for any other bad input).
             summary = summary.failed();
@@ -1554,14 +1581,6 @@ impl KvsSink {
         match summary.outcome {
             // The error itself was posted when it happened.
             uploader::Outcome::Failed => false,
-            uploader::Outcome::Cancelled => {
-                // Its summary (cancelled) is the stream's only one: the stop that follows
-                // waits no more and accounts no more.
-                if let State::Started(started) = &mut *lock(&self.state) {
-                    started.drain_cancelled = true;
-                }
-                input_error.is_none()
-            }
             _ => match summary.loss_message(&stream) {
                 Some(message) => {
                     self.let_the_summary_through();
@@ -1603,8 +1622,18 @@ impl KvsSink {
     fn drain_at_stop(&self, started: &mut Started) {
         let stream = started.stream_name.clone();
         let uploader = started.producer.uploader().clone();
-        let summary = if started.drain_cancelled || uploader.fatal().is_some() {
+        let summary = if uploader.fatal().is_some() {
             uploader.finish_and_account(Duration::ZERO)
+        } else if let Some(begun) = started.eos_wait_cut {
+            // The input was finished at EOS; the wait for its acks was cut short.
+            uploader.set_flushing(false);
+            gst::info!(
+                CAT,
+                imp = self,
+                "stopped while waiting for the last acks after EOS: waiting on, until \
+                 stop-stream-timeout after EOS"
+            );
+            uploader.finish_and_account_by(|| self.stop_deadline(begun))
         } else {
             match self.finish_input(started) {
                 Err(()) => return,
@@ -1629,7 +1658,7 @@ impl KvsSink {
             uploader.finish_and_account_by(|| self.stop_deadline(begun))
         };
         let mut summary = summary.with_spool(&started.producer.spool_account());
-        if started.producer.input_failed() {
+        if started.producer.input_failed() || started.eos_input_broken {
             // Its input's error ended it, whatever was persisted.
             summary = summary.failed();
         }
@@ -1640,10 +1669,15 @@ impl KvsSink {
         }
         self.post_summary(&stream, &summary);
         if let Some(message) = summary.loss_message(&stream) {
+            let how = if started.eos_wait_cut.is_some() {
+                "stopped while waiting for the last acks after EOS"
+            } else {
+                "stopped without EOS"
+            };
             gst::element_imp_warning!(
                 self,
                 gst::ResourceError::Write,
-                ("{} (stopped without EOS)", message),
+                ("{message} ({how})"),
                 ["outcome {}", summary.outcome.as_str()]
             );
         }
