@@ -286,6 +286,38 @@ fn garbage() -> Vec<u8> {
         .collect()
 }
 
+/// A Python application that pushes frames without timestamps into appsrc: matroskamux drops
+/// every one, kvssink gets a stream header and EOS. All persisted, of nothing: a warning says
+/// that nothing was uploaded, and why it may be. Before, the run ended as a success in silence.
+#[test]
+fn frames_without_timestamps_are_not_a_silent_success() {
+    init();
+    let server = server();
+    let run = python_launch(
+        &server,
+        &["--push-untimed", "30"],
+        "appsrc name=in caps=video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! videoconvert ! x264enc tune=zerolatency ! h264parse ! matroskamux \
+         ! kvssink stream-name=untimed",
+        TIMEOUT,
+    );
+    run.assert_success();
+    assert_eq!(
+        run.summary().get::<u64>("fragments-produced").unwrap(),
+        0,
+        "{}",
+        run.output()
+    );
+    assert!(
+        run.stderr.contains(
+            "stream untimed: the stream ended before any frame reached kvssink: nothing was \
+             uploaded (if frames were sent: matroskamux drops frames without a timestamp"
+        ),
+        "{}",
+        run.output()
+    );
+}
+
 #[test]
 fn garbage_after_valid_data_keeps_the_valid_fragments() {
     bad_input_keeps_what_came_before("garbage", &garbage(), "stream garbage:");

@@ -1572,6 +1572,23 @@ impl KvsSink {
         {
             self.post_summary(&stream, &summary);
         }
+        if summary.stats.fragments_produced == 0 && input_error.is_none() {
+            // All persisted, of nothing: what was meant to go up was lost before kvssink.
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Failed,
+                (
+                    "{}",
+                    about(
+                        &stream,
+                        "the stream ended before any frame reached kvssink: nothing was \
+                         uploaded (if frames were sent: matroskamux drops frames without a \
+                         timestamp; give appsrc format=time and do-timestamp=true, or set each \
+                         buffer's PTS)"
+                    )
+                )
+            );
+        }
         // Said after the wait: an error makes applications stop the pipeline, so the
         // account goes to the application first.
         if let Some(e) = &input_error {

@@ -23,6 +23,8 @@ its stream), then waits for the EOS message as usual; with --eos-to ELEMENT, to 
 --seek-after-seconds S POSITION makes a flushing key-unit seek of the pipeline to POSITION
 seconds, S seconds after PLAYING (a player's seek bar), and prints `seeked=True` or `False`;
 with --seek-element NAME, the seek is sent to that element instead of the pipeline.
+--push-untimed N pushes N black frames without timestamps into the appsrc named `in` (I420,
+its caps' size), then ends its stream: the mistake of an application that never sets a PTS.
 --set-before-stop ELEMENT PROPERTY VALUE sets a property of the element named ELEMENT just
 before the pipeline is stopped (VALUE parsed for the property's type).
 --set-during-stop ELEMENT PROPERTY VALUE SECONDS sets it from another thread SECONDS after the
@@ -51,6 +53,7 @@ def main(argv):
     eos_to = None
     seek = None
     seek_element = None
+    untimed = 0
     while argv and argv[0].startswith("--"):
         flag = argv.pop(0)
         if flag == "--default-sigpipe":
@@ -73,10 +76,20 @@ def main(argv):
             during_stop.append((argv.pop(0), argv.pop(0), argv.pop(0), float(argv.pop(0))))
         elif flag == "--set-before-stop":
             before_stop.append((argv.pop(0), argv.pop(0), argv.pop(0)))
+        elif flag == "--push-untimed":
+            untimed = int(argv.pop(0))
         else:
             raise SystemExit(f"unknown flag {flag}")
     Gst.init(None)
-    return run(Gst.parse_launch(" ".join(argv)), stop_after, pause, stop_after_s, before_stop,
+    pipeline = Gst.parse_launch(" ".join(argv))
+    if untimed:
+        source = pipeline.get_by_name("in")
+        caps = source.get_property("caps").get_structure(0)
+        size = caps.get_value("width") * caps.get_value("height") * 3 // 2
+        for _ in range(untimed):
+            source.emit("push-buffer", Gst.Buffer.new_wrapped(bytes(size)))
+        source.emit("end-of-stream")
+    return run(pipeline, stop_after, pause, stop_after_s, before_stop,
                eos_after_s, eos_to, during_stop, seek, seek_element)
 
 
