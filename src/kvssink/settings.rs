@@ -206,7 +206,9 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .nick("Stop stream timeout")
             .blurb(
                 "Seconds to wait at EOS, or at a stop without EOS, for every fragment to be \
-                 persisted (read when the wait begins: 0 before a stop stops at once)",
+                 persisted; what is still unacknowledged then is abandoned (with spool-dir, \
+                 left on disk for the next start). May be changed while playing and during \
+                 the wait, which then ends this long after it began (0: at once)",
             )
             .default_value(DEFAULT_STOP_STREAM_TIMEOUT)
             .mutable_playing()
@@ -246,8 +248,11 @@ pub fn properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecUInt::builder("storage-size")
             .nick("Storage size")
             .blurb(
-                "MB of fragments kept until acknowledged; when full the oldest whole fragments \
-                 are dropped",
+                "MB of fragments kept until acknowledged. When full, upstream is held back \
+                 until acknowledgements make room, except during an outage of a live stream \
+                 (a connection attempt failed and none has streamed since): then the oldest \
+                 whole fragments are dropped and reported. A recording (offline) is held back \
+                 even then; with spool-dir, fragments wait on disk instead",
             )
             .default_value(DEFAULT_STORAGE_SIZE_MB)
             .mutable_ready()
@@ -255,8 +260,9 @@ pub fn properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecUInt::builder("buffer-duration")
             .nick("Buffer duration")
             .blurb(
-                "Seconds of fragments kept until acknowledged; older whole fragments are \
-                 dropped",
+                "Seconds of fragments kept until acknowledged, a bound like storage-size: when \
+                 reached, upstream is held back, except during an outage of a live stream, \
+                 when the oldest whole fragments are dropped and reported",
             )
             .default_value(DEFAULT_BUFFER_DURATION)
             .mutable_ready()
@@ -296,10 +302,12 @@ pub fn properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecString::builder("spool-dir")
             .nick("Spool directory")
             .blurb(
-                "Keep every fragment on disk here (a directory per stream) until the service \
-                 acknowledges it: an outage longer than storage-size, a crash or a restart \
-                 loses nothing, and what an earlier run left is sent first at start. Unset: \
-                 memory only",
+                "Keep every fragment on disk here (a directory per stream), written when it \
+                 ends, until the service acknowledges it: an outage longer than storage-size \
+                 allows is waited out on disk, a crash loses only the fragment open then, and \
+                 what an earlier run left is sent first at start. Bounded by spool-size and \
+                 the disk: when either is full, the oldest fragments on disk are dropped and \
+                 reported. Unset: memory only",
             )
             .mutable_ready()
             .build(),
