@@ -2,9 +2,12 @@
 # Streams test video into a Kinesis video stream and tags its fragments the way AWS's kvssink
 # takes it: a "kvs-add-metadata" event sent to the kvssink element. A persistent item
 # ("camera") goes with every fragment from the first on; a non-persistent one ("motion") with
-# the fragment open when it is sent, here every 1.5 s as if a detector fired. Prints each item
-# sent and every acknowledgement. Credentials and region come from the environment (see the
-# README); --endpoint points at a KVS-compatible endpoint such as kvs-local.
+# the fragment open when it is sent, here every 1.5 s as if a detector fired. Open in kvssink:
+# that of the last cluster kvssink received, not of the frames still in the encoder; to tag the
+# fragment of a given frame, send the event into the source right after that frame
+# (appsrc.send_event, see the README's "Fragment metadata"). Prints each item sent and every
+# acknowledgement. Credentials and region come from the environment (see the README);
+# --endpoint points at a KVS-compatible endpoint such as kvs-local.
 import argparse
 import sys
 
