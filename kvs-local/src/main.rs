@@ -95,7 +95,16 @@ fn serve(args: &[String]) -> Result<(), String> {
     }
     let data_dir = cfg.data_dir.clone();
     let server = Server::spawn(cfg).map_err(|e| format!("cannot start: {e}"))?;
-    println!("kvs-local listening on {}", server.url());
+    // The address it is bound to, as a URL: `http://0.0.0.0:4566` with `--bind 0.0.0.0` (every
+    // address), not the loopback URL kvs-local uses for itself.
+    let addr = server.local_addr();
+    println!("kvs-local listening on http://{addr}");
+    if addr.ip().is_unspecified() {
+        println!(
+            "kvs-local: on every address of this machine; from this machine: {}",
+            server.url()
+        );
+    }
     let _ = std::io::stdout().flush();
     wait_for_signal()?;
     eprintln!("kvs-local: shutting down");
