@@ -25,6 +25,8 @@ args = parser.parse_args()
 
 Gst.init(None)
 caps = f"video/x-raw,format=BGR,width={args.width},height={args.height},framerate={args.fps}/1"
+# x264enc takes even widths and heights only (641x481: "Can not initialize x264 encoder"): for
+# other sizes, scale before it (videoconvert ! videoscale ! video/x-raw,format=I420,width=640,...).
 pipeline = Gst.parse_launch(
     f"appsrc name=src format=time caps={caps} "
     "! videoconvert ! video/x-raw,format=I420 "
