@@ -1,13 +1,14 @@
 #!/usr/bin/python3
 # Reads a Kinesis video stream back into BGR frames with kvssrc ! matroskademux ! h264parse !
 # avdec_h264 ! videoconvert ! appsink, and prints each frame's timestamp and when it was produced
-# (ms since the epoch: the timeline-origin of the frame's timeline plus the timestamp). By default
-# it reads from the earliest fragment up to now and stops (a bounded read); --selector now reads
-# live until interrupted.
+# (ms since the epoch: the timeline-origin of the frame's timeline plus the timestamp), and each
+# fragment's metadata items. By default it reads from the earliest fragment up to now and stops (a
+# bounded read); --selector now reads live until interrupted.
 import argparse
 import sys
 import threading
 import time
+import warnings
 
 import gi
 gi.require_version("Gst", "1.0")
@@ -103,11 +104,29 @@ loop = GLib.MainLoop()
 failed = False
 
 
+def metadata_items(s):
+    """The (name, value) metadata items of a kvs-fragment message, every one in order (its
+    "metadata" structure holds only the last value of each name). PyGObject alone cannot convert
+    the GstValueArray with get_value (gst-python can: a list); get_array gives a GValueArray, whose
+    get_nth GLib marks deprecated."""
+    ok, items = s.get_array("metadata-items")
+    if not ok:
+        return []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        # Each item is read while `items` (which holds it) is alive.
+        return [(item.get_string("name"), item.get_string("value"))
+                for item in (items.get_nth(i) for i in range(items.n_values))]
+
+
 def on_message(bus, msg):
     global failed
     s = msg.get_structure()
     if msg.type == Gst.MessageType.ELEMENT and s.get_name() == "kvs-fragment":
-        say("fragment", s.get_string("fragment-number"), s.get_value("producer-timestamp"))
+        number = s.get_string("fragment-number")
+        say("fragment", number, s.get_value("producer-timestamp"))
+        for name, value in metadata_items(s):
+            say("metadata", number, f"{name}={value}")
     elif msg.type in (Gst.MessageType.EOS, Gst.MessageType.ERROR):
         if msg.type == Gst.MessageType.ERROR and empty:
             say("no fragment in the range read")

@@ -347,6 +347,97 @@ fn fragment_metadata_is_in_the_fragment_message_and_no_tags_reach_the_demuxer() 
     assert!(tags.is_empty(), "tags reached matroskademux:\n{output}");
 }
 
+/// Streams two seconds of live test video to the stream named by its argument and, while the
+/// first fragment is open, sends kvssink a non-persistent `motion` item twice (as a detector
+/// that fires twice within a fragment) and a persistent `camera` item between them.
+const TWO_ITEMS_OF_ONE_NAME: &str = r#"
+import sys
+import gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+pipeline = Gst.parse_launch(
+    "videotestsrc is-live=true num-buffers=60 ! video/x-raw,format=I420,width=320,height=240,"
+    "framerate=30/1 ! x264enc speed-preset=ultrafast tune=zerolatency key-int-max=30 "
+    f"! h264parse ! matroskamux streamable=true ! kvssink name=sink stream-name={sys.argv[1]}")
+sink = pipeline.get_by_name("sink")
+def add(name, value, persist):
+    s = Gst.Structure.new_empty("kvs-add-metadata")
+    s.set_value("name", name)
+    s.set_value("value", value)
+    s.set_value("persist", persist)
+    assert sink.send_event(Gst.Event.new_custom(Gst.EventType.CUSTOM_DOWNSTREAM, s))
+pipeline.set_state(Gst.State.PLAYING)
+add("motion", "1", False)
+add("camera", "front-door", True)
+add("motion", "2", False)
+msg = pipeline.get_bus().timed_pop_filtered(
+    Gst.CLOCK_TIME_NONE, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+pipeline.set_state(Gst.State.NULL)
+sys.exit(0 if msg.type == Gst.MessageType.EOS else 1)
+"#;
+
+/// A fragment with two items of one name reads back with both, in order: in `metadata-items`
+/// of its `kvs-fragment` message (`gst-launch-1.0 -m`) and in examples/read_frames.py's
+/// `metadata` lines. `metadata`, a structure, keeps the last value of each name; it was all
+/// there was, and the first `motion` was lost.
+#[test]
+fn metadata_items_of_one_name_in_one_fragment_all_read_back() {
+    init();
+    let server = server();
+    let registry = tempfile::tempdir().unwrap();
+    let mut push = host_command("/usr/bin/python3", &server.url(), registry.path());
+    push.args(["-c", TWO_ITEMS_OF_ONE_NAME, "twice"]);
+    run_host(push, TIMEOUT).assert_success();
+    let item = |name: &str, value: &str| (name.to_owned(), value.to_owned());
+    let stored = server.fragments("twice");
+    assert_eq!(
+        stored[0].metadata,
+        [
+            item("motion", "1"),
+            item("camera", "front-door"),
+            item("motion", "2")
+        ],
+        "{stored:?}"
+    );
+
+    let read = read_to_now(&server, "twice");
+    read.assert_success();
+    let fragments = read.named("kvs-fragment");
+    assert_eq!(fragments.len(), stored.len(), "{}", read.output());
+    for (message, stored) in fragments.iter().zip(&stored) {
+        let items: Vec<(String, String)> = message
+            .get::<gst::Array>("metadata-items")
+            .unwrap()
+            .iter()
+            .map(|v| {
+                let s = v.get::<gst::Structure>().unwrap();
+                assert_eq!(s.name(), "metadata-item");
+                (s.get("name").unwrap(), s.get("value").unwrap())
+            })
+            .collect();
+        assert_eq!(items, stored.metadata, "{}", read.output());
+    }
+    let last = fragments[0].get::<gst::Structure>("metadata").unwrap();
+    assert_eq!(last.get::<&str>("motion").unwrap(), "2");
+    assert_eq!(last.get::<&str>("camera").unwrap(), "front-door");
+
+    let read = python_example(&server, "read_frames.py", &["--stream", "twice"]);
+    read.assert_success();
+    let number = &stored[0].number;
+    let first: Vec<&str> = lines(&read, "metadata")
+        .iter()
+        .filter(|w| w[1] == number.as_str())
+        .map(|w| w[2])
+        .collect();
+    assert_eq!(
+        first,
+        ["motion=1", "camera=front-door", "motion=2"],
+        "{}",
+        read.output()
+    );
+}
+
 /// A bounded read with no fragment in its range (here, a window before the only recording):
 /// kvssrc's own error says so, the first that gst-launch-1.0 prints (not matroskademux's "got eos
 /// and didn't receive a complete header object"), after `kvs-end` with `fragments=0`, by which

@@ -544,11 +544,22 @@ impl KvsSrc {
             s.set("timeline-origin", ms);
         }
         if !tags.metadata.is_empty() {
+            // `metadata`: one field per name, the last value of each (a fragment may carry
+            // several items of one name: the producer's non-persistent items are each one).
             let mut metadata = gst::Structure::new_empty("metadata");
             for (name, value) in &tags.metadata {
                 metadata.set(name.as_str(), value);
             }
             s.set("metadata", metadata);
+            // `metadata-items`: every item, in the fragment's order.
+            let items = tags.metadata.iter().map(|(name, value)| {
+                gst::Structure::builder("metadata-item")
+                    .field("name", name)
+                    .field("value", value)
+                    .build()
+                    .to_send_value()
+            });
+            s.set("metadata-items", gst::Array::from_values(items));
         }
         self.post(s);
     }
