@@ -229,8 +229,14 @@ pub struct Summary {
     pub outcome: Outcome,
     pub stats: Stats,
     /// Fragments that were produced and will not be persisted: rejected by the service,
-    /// dropped from a full store, or abandoned unacknowledged.
+    /// `dropped`, or `pending` (abandoned unacknowledged).
     pub lost: u64,
+    /// Dropped from the full store or from the full spool, or not written to the spool.
+    pub dropped: u64,
+    /// Abandoned unacknowledged (not those also kept in the spool).
+    pub pending: u64,
+    /// Not persisted yet but kept in the spool (`spool-dir`), sent first at the next start.
+    pub kept: u64,
     /// One phrase per cause of loss, e.g. `2 rejected by the service
     /// (MAX_FRAGMENT_DURATION_REACHED)`.
     pub reasons: Vec<String>,
@@ -275,11 +281,8 @@ impl Summary {
     fn build(wait: &WaitOutcome, mut stats: Stats, spool: &SpoolAccount) -> Summary {
         stats.fragments_produced += spool.not_handed;
         let pending = stats.backlog.fragments.saturating_sub(spool.kept_in_flight);
-        let lost = stats.fragments_rejected
-            + stats.fragments_dropped
-            + pending
-            + spool.dropped
-            + spool.unwritten;
+        let dropped = stats.fragments_dropped + spool.dropped + spool.unwritten;
+        let lost = stats.fragments_rejected + dropped + pending;
         let mut reasons = Vec::new();
         if stats.fragments_rejected > 0 {
             let names: Vec<String> = stats
@@ -360,6 +363,9 @@ impl Summary {
             outcome,
             stats,
             lost,
+            dropped,
+            pending,
+            kept: spool.kept,
             reasons,
             wait: wait.clone(),
         }
@@ -373,7 +379,10 @@ impl Summary {
                 "{} of {} fragments were not persisted",
                 self.lost, self.stats.fragments_produced
             )
-        } else if self.stats.fragments_cut > 0 || self.outcome == Outcome::Incomplete {
+        } else if self.stats.fragments_cut > 0
+            || matches!(self.outcome, Outcome::Incomplete | Outcome::TimedOut)
+        {
+            // Frames after a cut, or fragments still in the spool when the wait ran out.
             "not all of the stream was persisted".to_owned()
         } else {
             return None;

@@ -411,6 +411,12 @@ fn a_full_disk_drops_the_spools_oldest_fragments_and_says_so() {
         "{summary:?}"
     );
     assert_eq!(get("fragments-lost"), lost_at.len() as u64, "{summary:?}");
+    // fragments-lost is rejected + dropped + pending: the spool's drops are dropped too.
+    assert_eq!(
+        get("fragments-dropped"),
+        lost_at.len() as u64,
+        "{summary:?}"
+    );
     assert_eq!(
         get("fragments-persisted"),
         unique.len() as u64,
@@ -527,4 +533,40 @@ fn fragments_that_cannot_be_read_back_are_counted_lost_once() {
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// The wait at EOS runs out while fragments are still in the spool (the service takes the data
+/// but never acknowledges it): nothing is lost, they go first at the next start, but the run
+/// did not put everything up, so it ends with an error (exit status 1) that says where they
+/// are, and the summary counts them (`fragments-spooled`). Before, `timed-out` with exit
+/// status 0: a batch upload took it for done.
+#[test]
+fn a_wait_at_eos_that_runs_out_with_fragments_in_the_spool_is_an_error() {
+    init();
+    let server = server();
+    server.inject(kvs_local::Fault::StopAcks { stream: None });
+    let spool = tempdir();
+    let line = format!(
+        "videotestsrc is-live=true num-buffers=60 \
+         ! video/x-raw,format=I420,width=160,height=120,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse \
+         ! matroskamux streamable=true \
+         ! kvssink stream-name=spool-wait spool-dir={} stop-stream-timeout=2",
+        spool.path().display()
+    );
+    let run = gst_launch(&server, &line, TIMEOUT);
+    assert_eq!(run.status.code(), Some(1), "{}", run.output());
+    let summary = run.summary();
+    assert_eq!(summary.get::<&str>("outcome").unwrap(), "timed-out");
+    assert_eq!(summary.get::<u64>("fragments-lost").unwrap(), 0);
+    assert!(summary.get::<u64>("fragments-spooled").unwrap() >= 2);
+    let error = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("stream spool-wait: not all of the stream was persisted: "));
+    assert!(
+        error.is_some_and(|l| l.contains("kept in the spool (spool-dir)")),
+        "{}",
+        run.output()
+    );
 }
