@@ -253,9 +253,10 @@ pub fn ca_file_properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecString::builder("ca-file")
             .nick("CA file")
             .blurb(
-                "PEM file of extra CA certificates to trust (else KVSSINK_CA_CERT_PATH) for \
-                 every HTTPS call: control plane, PutMedia, STS, AWS IoT credentials; TLS is \
-                 always verified",
+                "Extra CA certificates to trust (else KVSSINK_CA_CERT_PATH): a PEM file, or a \
+                 directory of PEM files such as /etc/ssl/certs (one without certificates is an \
+                 error at start), for every HTTPS call: control plane, PutMedia, GetMedia, STS, \
+                 AWS IoT credentials; TLS is always verified",
             )
             .mutable_ready()
             .build(),
