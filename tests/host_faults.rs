@@ -286,6 +286,7 @@ fn connections_accepted_and_dropped_without_progress_are_warned_about_a_few_time
         .output()
         .lines()
         .filter(|l| l.starts_with("WARNING: from element") && l.contains("reconnecting in"))
+        .inspect(|l| assert!(l.contains(": stream no-progress: "), "{l}"))
         .count();
     assert!(attempts >= 5, "the premise: {attempts} reconnects");
     assert!(

@@ -240,7 +240,7 @@ fn audio_without_elementary_video_is_a_clear_error() {
     assert!(
         alone
             .stderr
-            .contains("kvssink needs a video stream with its audio"),
+            .contains("stream alone: kvssink needs a video stream with its audio"),
         "{}",
         alone.output()
     );
@@ -254,11 +254,13 @@ fn audio_without_elementary_video_is_a_clear_error() {
         TIMEOUT,
     );
     assert!(!matroska.status.success());
-    assert!(
+    assert_eq!(
         matroska
             .stderr
-            .contains("Matroska input carries its own audio"),
-        "{}",
+            .matches("stream mkv: Matroska input carries its own audio")
+            .count(),
+        1,
+        "said once, naming the stream: {}",
         matroska.output()
     );
 }

@@ -159,6 +159,8 @@ pub struct KvsSink {
     resumed_after_pause: std::sync::atomic::AtomicBool,
     /// A fatal error's account (`failed`) was posted with it: the stream's only summary.
     failed_account_posted: std::sync::atomic::AtomicBool,
+    /// The error for Matroska input beside an audio pad was posted (once, not per caps).
+    told_matroska_with_audio: std::sync::atomic::AtomicBool,
     /// A flushing seek on elementary streams: the next frame places the new segment.
     seeked: std::sync::atomic::AtomicBool,
     /// This element's entry in the process's streams in use, while started.
@@ -277,8 +279,14 @@ impl ElementImpl for KvsSink {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Negotiation,
-                ("kvssink needs a video stream with its audio: link H.264 or H.265 video to it \
-                  (audio alone is not supported)")
+                (
+                    "{}",
+                    about(
+                        &lock(&self.settings).stream_name,
+                        "kvssink needs a video stream with its audio: link H.264 or H.265 \
+                         video to it (audio alone is not supported)"
+                    )
+                )
             );
             return Err(gst::StateChangeError);
         }
@@ -442,6 +450,8 @@ impl BaseSinkImpl for KvsSink {
         self.paused_after_playing.store(false, Ordering::Release);
         self.resumed_after_pause.store(false, Ordering::Release);
         self.failed_account_posted.store(false, Ordering::Release);
+        self.told_matroska_with_audio
+            .store(false, Ordering::Release);
         let mut settings = lock(&self.settings).clone();
         // The official properties mapped onto ours; those without effect here say so once.
         let official = official::apply(&mut settings);
@@ -725,12 +735,22 @@ impl BaseSinkImpl for KvsSink {
         self.matroska_input
             .store(track.is_none(), std::sync::atomic::Ordering::Relaxed);
         if track.is_none() && lock(&self.audio).pad.is_some() {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ("Matroska input carries its own audio: link audio to matroskamux, or give \
-                  kvssink H.264/H.265 video (e.g. through h264parse) with the audio pad")
-            );
+            // Said once: upstream offers the same caps again and again.
+            if !self.told_matroska_with_audio.swap(true, Ordering::AcqRel) {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    (
+                        "{}",
+                        about(
+                            &lock(&self.settings).stream_name,
+                            "Matroska input carries its own audio: link audio to matroskamux, \
+                             or give kvssink H.264/H.265 video (e.g. through h264parse) with \
+                             the audio pad"
+                        )
+                    )
+                );
+            }
             return Err(gst::loggable_error!(
                 CAT,
                 "Matroska video with an audio pad"
@@ -1852,17 +1872,26 @@ impl KvsSink {
                             attempt,
                             reason
                         );
+                        let stream = lock(&self.settings).stream_name.clone();
                         match told {
                             Some(0) => gst::element_imp_warning!(
                                 self,
                                 gst::ResourceError::Write,
-                                ("{}", line)
+                                ("{}", about(&stream, &line))
                             ),
                             Some(untold) => gst::element_imp_warning!(
                                 self,
                                 gst::ResourceError::Write,
-                                ("still {line} ({untold} attempts since the last warning, \
-                                     each in a kvs-connection message)")
+                                (
+                                    "{}",
+                                    about(
+                                        &stream,
+                                        format_args!(
+                                            "still {line} ({untold} attempts since the last \
+                                             warning, each in a kvs-connection message)"
+                                        )
+                                    )
+                                )
                             ),
                             None => gst::debug!(CAT, imp = self, "{}", line),
                         }
@@ -1884,10 +1913,16 @@ impl KvsSink {
                     self,
                     gst::ResourceError::NoSpaceLeft,
                     (
-                        "the fragment store is full (storage-size / buffer-duration): dropped \
-                         the {} oldest fragments ({} bytes) that were not acknowledged",
-                        evicted.fragments,
-                        evicted.bytes
+                        "{}",
+                        about(
+                            &lock(&self.settings).stream_name,
+                            format_args!(
+                                "the fragment store is full (storage-size / buffer-duration): \
+                                 dropped the {} oldest fragments ({} bytes) that were not \
+                                 acknowledged",
+                                evicted.fragments, evicted.bytes
+                            )
+                        )
                     )
                 );
                 let s = gst::Structure::builder("kvs-fragments-dropped")
