@@ -308,7 +308,8 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// A client for `base` (e.g. `https://kinesisvideo.eu-west-1.amazonaws.com`), which must
-    /// be an `http` or `https` URL with a host.
+    /// be an `http` or `https` URL with a host. The operations' names are joined below its
+    /// path, whether or not it ends in `/` ([`crate::endpoint::parse_url`]).
     pub fn new(client: reqwest::Client, base: &str, region: &str) -> Result<Self, ApiError> {
         let base = crate::endpoint::parse_url(base).map_err(ApiError::Decode)?;
         Ok(ControlPlane {
@@ -469,12 +470,14 @@ impl ControlPlane {
             .call::<Out>(credentials, "getDataEndpoint", &body, timeout)
             .await?
             .endpoint;
-        let mut url = Url::parse(&endpoint)
-            .map_err(|e| ApiError::Decode(format!("GetDataEndpoint returned {endpoint:?}: {e}")))?;
-        if !url.path().ends_with('/') {
-            let path = format!("{}/", url.path());
-            url.set_path(&path);
-        }
+        let mut url = Url::parse(&endpoint).map_err(|e| {
+            let shown = crate::endpoint::without_userinfo(&endpoint);
+            ApiError::Decode(format!("GetDataEndpoint returned {shown:?}: {e}"))
+        })?;
+        // AWS puts no user name or password in it; one would not be sent, nor printed.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        crate::endpoint::with_trailing_slash(&mut url);
         Ok(url)
     }
 }

@@ -84,7 +84,10 @@ pub async fn resolve(location: &Location) -> Resolved {
         "use_dualstack_endpoint",
     );
 
-    let explicit = explicit_control_plane(location);
+    // A user name or password in it is refused (`parse_url`), and never printed: the URL
+    // goes on to messages as it is here.
+    let explicit = explicit_control_plane(location)
+        .map(|(url, from)| (without_userinfo(&url).into_owned(), from));
     let (control_plane_url, control_plane_from) = explicit.unwrap_or_else(|| {
         let mut from = format!("the {} partition", partition(&region).name);
         if fips {
@@ -144,30 +147,63 @@ pub fn check(location: &Location) -> Result<(), String> {
     }
 }
 
-/// Parses a control-plane URL: `http` or `https`, with a host, no user name or password.
+/// Parses a control-plane URL: `http` or `https`, with a host, no user name or password. A
+/// path is kept as the base the operations' names are joined to, with or without a trailing
+/// slash (as the AWS SDKs do: `http://host/prefix` calls `http://host/prefix/describeStream`):
+/// the URL returned ends in `/`. Messages never quote a user name or password in `text`.
 pub fn parse_url(text: &str) -> Result<url::Url, String> {
     let hint = "give a URL such as https://kinesisvideo.us-west-2.amazonaws.com or \
                 http://127.0.0.1:4566";
-    let url = url::Url::parse(text.trim())
-        .map_err(|e| format!("the control-plane URL {text:?} is not a URL ({e}): {hint}"))?;
+    let shown = without_userinfo(text);
+    let mut url = url::Url::parse(text.trim())
+        .map_err(|e| format!("the control-plane URL {shown:?} is not a URL ({e}): {hint}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "the control-plane URL {text:?} is not http or https ({}:// cannot be used): {hint}",
+            "the control-plane URL {shown:?} is not http or https ({}:// cannot be used): {hint}",
             url.scheme()
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(format!(
-            "the control-plane URL {text:?} has no host: {hint}"
+            "the control-plane URL {shown:?} has no host: {hint}"
         ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
-            "the control-plane URL {text:?} holds a user name or password, which AWS does not \
+            "the control-plane URL {shown:?} holds a user name or password, which AWS does not \
              use: remove it"
         ));
     }
+    with_trailing_slash(&mut url);
     Ok(url)
+}
+
+/// Makes `url`'s path end in `/`, so that names joined to it go below it.
+pub(crate) fn with_trailing_slash(url: &mut url::Url) {
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+}
+
+/// `text` (a URL, or what was meant as one) with whatever stands before an `@` in its
+/// authority replaced by `<redacted>`: a user name and password are never repeated in a
+/// message, even in a URL that does not parse.
+pub fn without_userinfo(text: &str) -> Cow<'_, str> {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let rest = &text[start..];
+    // Up to the query or fragment: a password may hold a `/`, which a user may not have
+    // percent-encoded.
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => Cow::Owned(format!(
+            "{}{}{}",
+            &text[..start],
+            crate::credentials::REDACTED,
+            &rest[at..]
+        )),
+        None => Cow::Borrowed(text),
+    }
 }
 
 /// The region alone (for the credential providers that call STS): as in [`resolve`].
@@ -406,7 +442,6 @@ mod tests {
             ("kinesisvideo.us-east-1.amazonaws.com", "not a URL"),
             ("file:///tmp/x", "not http or https"),
             ("http://", "not a URL"),
-            ("https://user:pw@example.com", "user name or password"),
             ("unix:/run/kvs.sock", "not http or https"),
         ] {
             let e = parse_url(bad).unwrap_err();
@@ -419,5 +454,68 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.ends_with("(from the control-plane-uri property)"), "{e}");
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_never_repeated() {
+        for (bad, shown, says) in [
+            (
+                "http://user:Hunter2pw@127.0.0.1:4711",
+                "http://<redacted>@127.0.0.1:4711",
+                "user name or password",
+            ),
+            (
+                "https://Hunter2pw@example.com/path",
+                "https://<redacted>@example.com/path",
+                "user name or password",
+            ),
+            // Not URLs at all: the part before the `@` is still not repeated.
+            (
+                "http://user:Hunter2pw/x@127.0.0.1:4711",
+                "http://<redacted>@127.0.0.1:4711",
+                "not a URL",
+            ),
+            (
+                "user:Hunter2pw@127.0.0.1:4711",
+                "<redacted>@127.0.0.1:4711",
+                "not http or https (user://",
+            ),
+        ] {
+            let e = parse_url(bad).unwrap_err();
+            assert!(!e.contains("Hunter2pw"), "{bad}: {e}");
+            assert!(e.contains(&format!("{shown:?}")), "{bad}: {e}");
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert_eq!(
+            without_userinfo("https://kinesisvideo.us-west-2.amazonaws.com/a@b?x=@"),
+            "https://<redacted>@b?x=@"
+        );
+        assert_eq!(
+            without_userinfo("http://127.0.0.1:4711/"),
+            "http://127.0.0.1:4711/"
+        );
+    }
+
+    #[test]
+    fn a_path_in_the_url_is_the_operations_base_with_or_without_a_slash() {
+        for base in [
+            "http://127.0.0.1:4711/prefix",
+            "http://127.0.0.1:4711/prefix/",
+        ] {
+            let url = parse_url(base).unwrap();
+            assert_eq!(
+                url.join("describeStream").unwrap().as_str(),
+                "http://127.0.0.1:4711/prefix/describeStream",
+                "{base}"
+            );
+        }
+        for base in ["http://127.0.0.1:4711", "http://127.0.0.1:4711/"] {
+            let url = parse_url(base).unwrap();
+            assert_eq!(
+                url.join("describeStream").unwrap().as_str(),
+                "http://127.0.0.1:4711/describeStream",
+                "{base}"
+            );
+        }
     }
 }
