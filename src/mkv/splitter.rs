@@ -628,6 +628,11 @@ impl Splitter {
                     self.on_header(h, from_data, data, pos, out)
                 }
                 ID_SEGMENT => Err(unexpected("a Segment inside a Segment")),
+                // Frames belong in a Cluster: these follow a Cluster whose start is missing
+                // (a buffer of matroskamux's dropped), and would be taken for header.
+                ID_SIMPLE_BLOCK | ID_BLOCK_GROUP | ID_BLOCK | ID_TIMECODE => Err(unexpected(
+                    "a frame outside a Cluster (the start of its Cluster is missing)",
+                )),
                 _ => {
                     let size = h
                         .size

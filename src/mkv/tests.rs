@@ -551,6 +551,31 @@ fn structural_errors() {
     s.extend(c);
     assert!(matches!(run(&s).1, Err(MkvError::UnexpectedElement { .. })));
 
+    // Frames before the first Cluster (matroskamux's buffer with the Cluster's start was
+    // dropped, by a pad probe): not stream header.
+    let mut s = head(&[Track::video(1, AVC)]);
+    s.extend(simple_block(1, 0, true, 10));
+    s.extend(cluster(33, false, &[simple_block(1, 0, true, 10)]));
+    assert!(matches!(
+        run(&s).1,
+        Err(MkvError::UnexpectedElement {
+            id: ID_SIMPLE_BLOCK,
+            context: "a frame outside a Cluster (the start of its Cluster is missing)",
+            ..
+        })
+    ));
+    // ... or between known-size Clusters.
+    let mut s = head(&[Track::video(1, AVC)]);
+    s.extend(cluster(0, true, &[simple_block(1, 0, true, 10)]));
+    s.extend(block_group(1, 33, true, 10));
+    assert!(matches!(
+        run(&s).1,
+        Err(MkvError::UnexpectedElement {
+            id: ID_BLOCK_GROUP,
+            ..
+        })
+    ));
+
     // Data after the Segment header that is not an element of the Segment.
     let s = [ebml_header("matroska"), vec![0xA3, 0x81, 0x00]].concat();
     assert!(matches!(
