@@ -337,7 +337,9 @@ impl Reader {
     }
 
     /// Waits before the next attempt; fails instead once the service was never reached
-    /// since `unreached` for as many `connection-timeout`s as kvssink allows at start.
+    /// since `unreached` for as many `connection-timeout`s as kvssink allows at start. The
+    /// wait ends by then (see [`pause`]), so that reading fails at that time, not a backoff
+    /// later.
     async fn retry(
         &self,
         attempt: &mut u32,
@@ -345,8 +347,9 @@ impl Reader {
         reason: String,
     ) -> Result<(), Stop> {
         let limit = self.config.connection_timeout * crate::uploader::START_ATTEMPT_FACTOR;
+        let left = unreached.map(|since| limit.saturating_sub(since.elapsed()));
         if let Some(since) = unreached
-            && since.elapsed() >= limit
+            && left == Some(Duration::ZERO)
         {
             return Err(self.fatal(
                 format_args!(
@@ -359,7 +362,10 @@ impl Reader {
             ));
         }
         *attempt += 1;
-        let delay = crate::uploader::backoff(*attempt, self.config.max_backoff);
+        let delay = pause(
+            crate::uploader::backoff(*attempt, self.config.max_backoff),
+            left,
+        );
         self.send(Event::Reconnecting {
             attempt: *attempt,
             delay,
@@ -490,6 +496,12 @@ impl Reader {
     }
 }
 
+/// The wait before the next attempt: the `backoff`, but no longer than what is `left` before
+/// reading gives up, so that the last attempt comes at that time and the failure with it.
+fn pause(backoff: Duration, left: Option<Duration>) -> Duration {
+    left.map_or(backoff, |left| backoff.min(left))
+}
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -501,6 +513,28 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader that never reaches the service waits no longer than its deadline in all: the
+    /// last wait is cut at it (kvssrc gave up after 6 s of a 3 s deadline, 14 s of 12 s).
+    #[test]
+    fn the_waits_of_an_unreached_service_end_at_the_deadline() {
+        let max = Duration::from_secs(5);
+        for limit in [1, 3, 12, 30].map(Duration::from_secs) {
+            let mut waited = Duration::ZERO;
+            let mut attempt = 0;
+            while waited < limit {
+                attempt += 1;
+                let backoff = crate::uploader::backoff(attempt, max);
+                let wait = pause(backoff, Some(limit - waited));
+                assert!(wait <= backoff);
+                waited += wait;
+            }
+            assert_eq!(waited, limit, "{attempt} attempts");
+        }
+        // Once the service was reached, the backoff as it is.
+        let backoff = Duration::from_secs(4);
+        assert_eq!(pause(backoff, None), backoff);
+    }
 
     #[test]
     fn selectors_in_the_service_form() {

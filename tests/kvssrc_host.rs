@@ -255,7 +255,9 @@ fn a_clip_is_saved_as_mp4() {
 
 /// A reader whose endpoint cannot be reached gives up with an error that says so, as kvssink
 /// does at start (3 × `connection-timeout`); before, it retried for ever without a word but
-/// `kvs-connection` messages, and the application hung.
+/// `kvs-connection` messages, and the application hung. Its waits between attempts (the
+/// `delay` of each `kvs-connection` message) end by that time: the last was a whole backoff
+/// that could take it past it (it gave up after 6 s of 3, 14 s of 12).
 #[test]
 fn gst_launch_gives_up_on_an_endpoint_it_cannot_reach() {
     init();
@@ -279,6 +281,17 @@ fn gst_launch_gives_up_on_an_endpoint_it_cannot_reach() {
             "stream nowhere: cannot reach http://127.0.0.1:{unused}"
         )) && output.contains("without reaching the service: check the network"),
         "{output}"
+    );
+    let delays: Vec<u64> = run
+        .named("kvs-connection")
+        .iter()
+        .filter(|s| s.get::<&str>("state").unwrap() == "reconnecting")
+        .map(|s| s.get::<u64>("delay").unwrap())
+        .collect();
+    assert!(delays.len() > 1, "{output}");
+    assert!(
+        delays.iter().sum::<u64>() <= 3000,
+        "waits of {delays:?} ms in 3 s:\n{output}"
     );
 }
 

@@ -310,7 +310,11 @@ impl PushSrcImpl for KvsSrc {
                             )
                         );
                     }
-                    self.post_connection(&started.stream, "reconnecting", Some(&reason));
+                    self.post_connection(
+                        &started.stream,
+                        "reconnecting",
+                        Some((attempt, delay, &reason)),
+                    );
                 }
                 Event::End => {
                     gst::info!(CAT, imp = self, "end-timestamp reached: EOS");
@@ -564,12 +568,21 @@ impl KvsSrc {
         self.post(s);
     }
 
-    fn post_connection(&self, stream: &str, state: &str, reason: Option<&str>) {
+    /// A `kvs-connection` message; a reconnection's `attempt`, `delay` (ms) and `reason` as
+    /// kvssink's.
+    fn post_connection(
+        &self,
+        stream: &str,
+        state: &str,
+        reconnecting: Option<(u32, std::time::Duration, &str)>,
+    ) {
         let mut s = gst::Structure::builder("kvs-connection")
             .field("stream", stream)
             .field("state", state)
             .build();
-        if let Some(reason) = reason {
+        if let Some((attempt, delay, reason)) = reconnecting {
+            s.set("attempt", attempt);
+            s.set("delay", delay.as_millis() as u64);
             s.set("reason", reason);
         }
         self.post(s);
