@@ -77,9 +77,9 @@ def on_message(bus, msg):
 bus = pipeline.get_bus()
 bus.add_signal_watch()
 bus.connect("message", on_message)
-pipeline.set_state(Gst.State.PLAYING)
-# kvssink takes events once it has started (READY to PAUSED, done when set_state returns).
+# Given while setting up, before the pipeline plays: kvssink keeps it for its start.
 add_metadata("camera", "front-door", True)
+pipeline.set_state(Gst.State.PLAYING)
 GLib.timeout_add(1500, on_motion)
 loop.run()
 pipeline.set_state(Gst.State.NULL)

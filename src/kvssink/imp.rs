@@ -159,6 +159,8 @@ pub struct KvsSink {
     resumed_after_pause: std::sync::atomic::AtomicBool,
     /// A fatal error's account (`failed`) was posted with it: the stream's only summary.
     failed_account_posted: std::sync::atomic::AtomicBool,
+    /// `kvs-add-metadata` events sent before the element started, for its start.
+    metadata_before_start: Mutex<Vec<gst::Event>>,
     /// The error for Matroska input beside an audio pad was posted (once, not per caps).
     told_matroska_with_audio: std::sync::atomic::AtomicBool,
     /// A flushing seek on elementary streams: the next frame places the new segment.
@@ -429,6 +431,13 @@ impl ElementImpl for KvsSink {
         // AWS's kvssink is a plain element, whose gst_element_send_event() hands a downstream
         // event to its sink pad; BaseSink's would drop it.
         if metadata::is_add_metadata(&event) {
+            if self.obj().current_state() < gst::State::Paused {
+                // Not started (the sink pad takes no event): kept for the start, so that an
+                // item given while the application sets things up is not lost.
+                gst::info!(CAT, imp = self, "kvs-add-metadata kept for the start");
+                lock(&self.metadata_before_start).push(event);
+                return true;
+            }
             return self.obj().sink_pad().send_event(event);
         }
         if event.type_() == gst::EventType::Eos {
@@ -570,6 +579,9 @@ impl BaseSinkImpl for KvsSink {
         });
         self.tell(&mut started, &mut notices);
         *lock(&self.state) = State::Started(started);
+        for event in std::mem::take(&mut *lock(&self.metadata_before_start)) {
+            self.add_metadata(&event);
+        }
         Ok(())
     }
 
