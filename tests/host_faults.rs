@@ -323,3 +323,43 @@ fn acks_slower_than_connection_staleness_are_waited_for() {
         run.output()
     );
 }
+
+/// Ctrl-C without `-e` while the endpoint is down: gst-launch-1.0 stops the pipeline, kvssink
+/// waits up to `stop-stream-timeout` for the last acks, then says what was lost in an error,
+/// which gst-launch-1.0 prints while stopping, and it exits with status 1. Before, the loss
+/// was a warning that gst-launch-1.0 no longer prints then: exit status 0, nothing said.
+#[test]
+fn ctrl_c_without_eos_while_the_endpoint_is_down_says_what_was_lost() {
+    init();
+    let server = server();
+    let registry = tempfile::tempdir().unwrap();
+    let mut cmd = host_command("gst-launch-1.0", &server.url(), registry.path());
+    cmd.arg("-m").args(split_launch(
+        "videotestsrc is-live=true ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
+         ! matroskamux streamable=true ! kvssink stream-name=ctrl-c stop-stream-timeout=2",
+    ));
+    let run = run_host_then(cmd, TIMEOUT, |pid| {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while server.fragments("ctrl-c").len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no fragment stored");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.pause_listening();
+        std::thread::sleep(Duration::from_secs(2));
+        // SAFETY: signals the host process this test started, still running.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+    });
+    server.resume_listening();
+    assert_eq!(run.status.code(), Some(1), "{}", run.output());
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("ERROR: from element")
+                && l.contains("stream ctrl-c: ")
+                && l.contains("fragments were not persisted")
+                && l.ends_with("(stopped without EOS)")),
+        "{}",
+        run.output()
+    );
+}

@@ -129,6 +129,34 @@ impl ReconnectWarnings {
     }
 }
 
+/// Drops from the full store during one outage: the first few each get a warning, then one a
+/// minute with what was dropped since (every drop has its `kvs-fragments-dropped` message).
+#[derive(Default)]
+struct DropWarnings {
+    told: u32,
+    last: Option<std::time::Instant>,
+    /// Fragments and bytes dropped since the last warning, not told.
+    untold: (u64, u64),
+}
+
+impl DropWarnings {
+    /// Whether a drop of `fragments` (`bytes`) gets a warning; if so, the totals it tells.
+    fn take(&mut self, fragments: u64, bytes: u64) -> Option<(u64, u64)> {
+        self.untold.0 += fragments;
+        self.untold.1 += bytes;
+        let due = self.told < RECONNECT_WARNINGS
+            || self
+                .last
+                .is_none_or(|at| at.elapsed() >= RECONNECT_WARNING_EVERY);
+        if !due {
+            return None;
+        }
+        self.told += 1;
+        self.last = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut self.untold))
+    }
+}
+
 #[derive(Default)]
 pub struct KvsSink {
     settings: Mutex<Settings>,
@@ -140,6 +168,7 @@ pub struct KvsSink {
     /// The reconnect warnings of the current outage (the `kvs-connection` message of every
     /// attempt is posted regardless).
     reconnect_warnings: Mutex<ReconnectWarnings>,
+    drop_warnings: Mutex<DropWarnings>,
     /// With H.264 or H.265 caps (AWS's kvssink input), and an audio pad: makes Matroska of
     /// the frames.
     es: Mutex<EsMuxer>,
@@ -1723,6 +1752,17 @@ impl KvsSink {
             } else {
                 "stopped without EOS"
             };
+            if uploader.fatal().is_none() {
+                // An error, as at EOS: gst-launch-1.0, stopping (Ctrl-C without -e), prints
+                // errors but no longer warnings, and its exit status says the run failed.
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::Write,
+                    ("{message} ({how})"),
+                    ["outcome {}", summary.outcome.as_str()]
+                );
+                return;
+            }
             gst::element_imp_warning!(
                 self,
                 gst::ResourceError::Write,
@@ -1871,7 +1911,11 @@ impl KvsSink {
                         s.set("state", "connecting");
                         s.set("attempt", attempt);
                     }
-                    ConnectionState::Streaming => s.set("state", "streaming"),
+                    ConnectionState::Streaming => {
+                        // An outage is over: the next one's drops are told anew.
+                        *lock(&self.drop_warnings) = DropWarnings::default();
+                        s.set("state", "streaming")
+                    }
                     ConnectionState::Reconnecting {
                         attempt,
                         delay,
@@ -1921,22 +1965,31 @@ impl KvsSink {
                 gst::element_imp_warning!(self, gst::ResourceError::Write, ("{}", message));
             }
             Event::Dropped(evicted) => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::ResourceError::NoSpaceLeft,
-                    (
-                        "{}",
-                        about(
-                            &lock(&self.settings).stream_name,
-                            format_args!(
-                                "the fragment store is full (storage-size / buffer-duration): \
-                                 dropped the {} oldest fragments ({} bytes) that were not \
-                                 acknowledged",
-                                evicted.fragments, evicted.bytes
+                // Once per fragment through an outage of hours: limited as reconnects are.
+                let told = lock(&self.drop_warnings).take(evicted.fragments, evicted.bytes);
+                if let Some((fragments, bytes)) = told {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::ResourceError::NoSpaceLeft,
+                        (
+                            "{}",
+                            about(
+                                &lock(&self.settings).stream_name,
+                                format_args!(
+                                    "the fragment store is full (storage-size / \
+                                     buffer-duration): dropped the {fragments} oldest \
+                                     fragments ({bytes} bytes) that were not acknowledged{}",
+                                    if fragments > evicted.fragments {
+                                        " since the last warning (each drop has its \
+                                         kvs-fragments-dropped message)"
+                                    } else {
+                                        ""
+                                    }
+                                )
                             )
                         )
-                    )
-                );
+                    );
+                }
                 let s = gst::Structure::builder("kvs-fragments-dropped")
                     .field("fragments", evicted.fragments)
                     .field("bytes", evicted.bytes)
@@ -2073,5 +2126,18 @@ mod tests {
         w.last = Some((a_minute_ago, reason));
         assert_eq!(w.take(8, "throttled by the service"), Some(1));
         assert_eq!(w.take(9, "throttled by the service"), None);
+    }
+
+    #[test]
+    fn drops_through_an_outage_warn_at_first_then_once_a_minute_with_what_was_untold() {
+        let mut w = DropWarnings::default();
+        assert_eq!(w.take(1, 100), Some((1, 100)));
+        assert_eq!(w.take(1, 100), Some((1, 100)));
+        assert_eq!(w.take(2, 200), Some((2, 200)));
+        assert_eq!(w.take(1, 100), None);
+        assert_eq!(w.take(1, 150), None);
+        w.last = std::time::Instant::now().checked_sub(RECONNECT_WARNING_EVERY);
+        assert_eq!(w.take(1, 50), Some((3, 300)));
+        assert_eq!(w.take(1, 50), None);
     }
 }

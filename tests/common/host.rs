@@ -219,8 +219,26 @@ pub fn split_launch(line: &str) -> Vec<String> {
 
 /// Starts `cmd`, collects its output and waits for it, killing it after `timeout` (the test
 /// then fails with what it printed).
-pub fn run_host(mut cmd: Command, timeout: Duration) -> HostRun {
+pub fn run_host(cmd: Command, timeout: Duration) -> HostRun {
+    run_host_then(cmd, timeout, |_| {})
+}
+
+/// [`run_host`], with `meanwhile` given the host's pid on another thread as it runs (to
+/// signal it, as a user's Ctrl-C does).
+pub fn run_host_then(
+    mut cmd: Command,
+    timeout: Duration,
+    meanwhile: impl FnOnce(libc::pid_t) + Send,
+) -> HostRun {
     let mut child = cmd.spawn().expect("start the host process");
+    let pid = child.id() as libc::pid_t;
+    std::thread::scope(|s| {
+        s.spawn(move || meanwhile(pid));
+        wait_host(child, timeout)
+    })
+}
+
+fn wait_host(mut child: std::process::Child, timeout: Duration) -> HostRun {
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let out_reader = std::thread::spawn(move || {
