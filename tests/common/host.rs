@@ -230,7 +230,7 @@ pub fn run_host_then(
     timeout: Duration,
     meanwhile: impl FnOnce(libc::pid_t) + Send,
 ) -> HostRun {
-    let mut child = cmd.spawn().expect("start the host process");
+    let child = cmd.spawn().expect("start the host process");
     let pid = child.id() as libc::pid_t;
     std::thread::scope(|s| {
         s.spawn(move || meanwhile(pid));
