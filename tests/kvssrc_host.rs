@@ -360,9 +360,9 @@ fn fragment_metadata_is_in_the_fragment_message_and_no_tags_reach_the_demuxer() 
     assert!(tags.is_empty(), "tags reached matroskademux:\n{output}");
 }
 
-/// Streams two seconds of live test video to the stream named by its argument and, while the
-/// first fragment is open, sends kvssink a non-persistent `motion` item twice (as a detector
-/// that fires twice within a fragment) and a persistent `camera` item between them.
+/// Streams two seconds of live test video to the stream named by its argument and, once it
+/// plays (a fragment is open), sends kvssink a non-persistent `motion` item twice (as a
+/// detector that fires twice within a fragment) and a persistent `camera` item between them.
 const TWO_ITEMS_OF_ONE_NAME: &str = r#"
 import sys
 import gi
@@ -381,6 +381,7 @@ def add(name, value, persist):
     s.set_value("persist", persist)
     assert sink.send_event(Gst.Event.new_custom(Gst.EventType.CUSTOM_DOWNSTREAM, s))
 pipeline.set_state(Gst.State.PLAYING)
+pipeline.get_state(Gst.CLOCK_TIME_NONE)
 add("motion", "1", False)
 add("camera", "front-door", True)
 add("motion", "2", False)
@@ -404,14 +405,17 @@ fn metadata_items_of_one_name_in_one_fragment_all_read_back() {
     run_host(push, TIMEOUT).assert_success();
     let item = |name: &str, value: &str| (name.to_owned(), value.to_owned());
     let stored = server.fragments("twice");
+    let tagged: Vec<_> = stored.iter().map(|f| &f.metadata).collect();
+    let Some(twice) = stored.iter().find(|f| f.metadata.len() == 3) else {
+        panic!("no fragment with the three items: {tagged:?}");
+    };
     assert_eq!(
-        stored[0].metadata,
+        twice.metadata,
         [
             item("motion", "1"),
             item("camera", "front-door"),
             item("motion", "2")
-        ],
-        "{stored:?}"
+        ]
     );
 
     let read = read_to_now(&server, "twice");
@@ -431,20 +435,23 @@ fn metadata_items_of_one_name_in_one_fragment_all_read_back() {
             .collect();
         assert_eq!(items, stored.metadata, "{}", read.output());
     }
-    let last = fragments[0].get::<gst::Structure>("metadata").unwrap();
+    let message = fragments
+        .iter()
+        .find(|m| m.get::<&str>("fragment-number").unwrap() == twice.number)
+        .unwrap();
+    let last = message.get::<gst::Structure>("metadata").unwrap();
     assert_eq!(last.get::<&str>("motion").unwrap(), "2");
     assert_eq!(last.get::<&str>("camera").unwrap(), "front-door");
 
     let read = python_example(&server, "read_frames.py", &["--stream", "twice"]);
     read.assert_success();
-    let number = &stored[0].number;
-    let first: Vec<&str> = lines(&read, "metadata")
+    let printed: Vec<&str> = lines(&read, "metadata")
         .iter()
-        .filter(|w| w[1] == number.as_str())
+        .filter(|w| w[1] == twice.number.as_str())
         .map(|w| w[2])
         .collect();
     assert_eq!(
-        first,
+        printed,
         ["motion=1", "camera=front-door", "motion=2"],
         "{}",
         read.output()
