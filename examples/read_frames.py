@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 # Reads a Kinesis video stream back into BGR frames with kvssrc ! matroskademux ! h264parse !
-# avdec_h264 ! videoconvert ! appsink, and prints each frame's timestamp and when it was produced
-# (ms since the epoch: the timeline-origin of the frame's timeline plus the timestamp), and each
-# fragment's metadata items. By default it reads from the earliest fragment up to now and stops (a
+# avdec_h264 ! videoconvert ! appsink, and prints each frame's timestamp, size, bytes and when it
+# was produced (ms since the epoch: the timeline-origin of the frame's timeline plus the
+# timestamp), and each fragment's metadata items. A frame's bytes are height rows of width * 3
+# bytes of BGR, tightly packed (GStreamer's rows, which it pads to a multiple of 4 bytes, without
+# their padding): numpy.frombuffer(data, numpy.uint8).reshape(height, width, 3) for OpenCV. By default it reads from the earliest fragment up to now and stops (a
 # bounded read); --selector now reads live until interrupted.
 import argparse
 import sys
@@ -12,7 +14,8 @@ import warnings
 
 import gi
 gi.require_version("Gst", "1.0")
-from gi.repository import Gst, GLib
+gi.require_version("GstVideo", "1.0")
+from gi.repository import Gst, GstVideo, GLib
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--stream", default="cam1")
@@ -82,19 +85,38 @@ def say(*words):
         print(*words, flush=True)
 
 
+def packed_bgr(buf, video):
+    """The frame in `buf` as height rows of width * 3 bytes of BGR, and GStreamer's stride (bytes
+    from one row to the next). GStreamer pads each row to a multiple of 4 bytes: a 1366-pixel row
+    is 4098 bytes of BGR in 4100, and the buffer 3148800 bytes, not 1366 * 768 * 3 = 3147264."""
+    meta = GstVideo.buffer_get_video_meta(buf)  # the buffer's own layout, if it says
+    offset, stride = (meta.offset[0], meta.stride[0]) if meta else (video.offset[0],
+                                                                    video.stride[0])
+    row = video.width * 3
+    ok, info = buf.map(Gst.MapFlags.READ)
+    if not ok:
+        return None, stride
+    try:
+        data = info.data
+        if stride == row:
+            return bytes(data[offset:offset + row * video.height]), stride
+        return b"".join(data[offset + y * stride:offset + y * stride + row]
+                        for y in range(video.height)), stride
+    finally:
+        buf.unmap(info)
+
+
 def new_sample(appsink):
     global frames
     sample = appsink.emit("pull-sample")
     buf = sample.get_buffer()
-    s = sample.get_caps().get_structure(0)
-    width, height = s.get_value("width"), s.get_value("height")
-    ok, info = buf.map(Gst.MapFlags.READ)
-    if ok:
-        data = bytes(info.data)  # width * height * 3 bytes of BGR, e.g. for numpy or OpenCV
-        buf.unmap(info)
+    video = GstVideo.VideoInfo.new_from_caps(sample.get_caps())
+    data, stride = packed_bgr(buf, video)
+    if data is not None:
         pts_ms = buf.pts // Gst.MSECOND
         produced_ms = origin_of(buf.pts) + pts_ms
-        say("frame", pts_ms, f"{width}x{height}", len(data), produced_ms)
+        say("frame", pts_ms, f"{video.width}x{video.height}", len(data), produced_ms,
+            f"stride={stride}")
         frames += 1
     return Gst.FlowReturn.OK
 

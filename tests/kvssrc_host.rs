@@ -510,6 +510,35 @@ fn a_bounded_read_with_nothing_in_range_says_so() {
     );
 }
 
+/// examples/read_frames.py gives each frame as width * height * 3 bytes of BGR, as it says (for a
+/// numpy reshape), also where GStreamer pads the rows: 1366 pixels are 4098 bytes of BGR in a
+/// 4100-byte row (the stride), and it gave the 3148800 bytes of the buffer, not 3147264.
+#[test]
+fn read_frames_gives_tightly_packed_bgr_where_rows_are_padded() {
+    init();
+    let server = server();
+    gst_launch(
+        &server,
+        "videotestsrc num-buffers=30 ! video/x-raw,format=I420,width=1366,height=768,\
+         framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! \
+         matroskamux streamable=true ! kvssink stream-name=wide",
+        TIMEOUT,
+    )
+    .assert_success();
+    let read = python_example(&server, "read_frames.py", &["--stream", "wide"]);
+    read.assert_success();
+    let frames = lines(&read, "frame");
+    assert_eq!(frames.len(), 30, "{}", read.output());
+    for frame in &frames {
+        assert_eq!(
+            (frame[2], frame[3], frame[5]),
+            ("1366x768", "3147264", "stride=4100"),
+            "{}",
+            read.output()
+        );
+    }
+}
+
 /// examples/read_frames.py takes the values of the selectors its --help offers.
 #[test]
 fn read_frames_starts_where_its_options_say() {
