@@ -5,8 +5,10 @@
 # timestamp), and each fragment's metadata items. A frame's bytes are height rows of width * 3
 # bytes of BGR, tightly packed (GStreamer's rows, which it pads to a multiple of 4 bytes, without
 # their padding): numpy.frombuffer(data, numpy.uint8).reshape(height, width, 3) for OpenCV. By default it reads from the earliest fragment up to now and stops (a
-# bounded read); --selector now reads live until interrupted.
+# bounded read); --selector now reads live until interrupted (Ctrl-C, or SIGTERM): it then stops
+# and prints the frame count as at the end of a bounded read.
 import argparse
+import signal
 import sys
 import threading
 import time
@@ -124,6 +126,20 @@ def new_sample(appsink):
 pipeline.get_by_name("out").connect("new-sample", new_sample)
 loop = GLib.MainLoop()
 failed = False
+
+
+def on_interrupt():
+    # Ctrl-C (SIGINT) or SIGTERM: the read stops like a bounded read that ended. GLib's handler,
+    # not Python's, which raised KeyboardInterrupt out of loop.run() and skipped the count. Once
+    # removed (SOURCE_REMOVE), the signal's default action is back: a second Ctrl-C ends it at
+    # once.
+    print("interrupted: stopping", file=sys.stderr, flush=True)
+    loop.quit()
+    return GLib.SOURCE_REMOVE
+
+
+for signum in (signal.SIGINT, signal.SIGTERM):
+    GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signum, on_interrupt)
 
 
 def metadata_items(s):

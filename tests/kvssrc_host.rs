@@ -539,6 +539,78 @@ fn read_frames_gives_tightly_packed_bgr_where_rows_are_padded() {
     }
 }
 
+/// A live read with examples/read_frames.py (`--selector now`) stopped by Ctrl-C (SIGINT, sent
+/// once it has printed a frame) stops cleanly: exit status 0 and the frame count. It ended
+/// with a KeyboardInterrupt traceback and never printed `frames:`.
+#[test]
+fn read_frames_stops_cleanly_on_ctrl_c() {
+    use std::io::{BufRead, Read};
+    init();
+    let server = server();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            gst_launch(
+                &server,
+                "videotestsrc is-live=true num-buffers=300 ! video/x-raw,format=I420,width=320,\
+                 height=240,framerate=30/1 ! x264enc speed-preset=ultrafast tune=zerolatency \
+                 key-int-max=30 ! h264parse ! matroskamux streamable=true ! \
+                 kvssink stream-name=live",
+                TIMEOUT,
+            )
+            .assert_success()
+        });
+        let registry = tempfile::tempdir().unwrap();
+        let mut cmd = host_command("/usr/bin/python3", &server.url(), registry.path());
+        cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/read_frames.py"))
+            .args(["--endpoint", &server.url(), "--stream", "live"])
+            .args(["--selector", "now"]);
+        let mut child = cmd.spawn().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut printed = Vec::new();
+        // Until the first frame (or the reader's end, or TIMEOUT: then the reader is killed
+        // and the test fails with what it printed).
+        while !printed.iter().any(|l: &String| l.starts_with("frame ")) {
+            match lines.recv_timeout(TIMEOUT) {
+                Ok(line) => printed.push(line),
+                Err(_) => break,
+            }
+        }
+        if printed.iter().any(|l| l.starts_with("frame ")) {
+            // SAFETY: signals our own child, which has not been reaped yet.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        }
+        while let Ok(line) = lines.recv_timeout(TIMEOUT) {
+            printed.push(line);
+        }
+        if child.try_wait().unwrap().is_none() {
+            let _ = child.kill();
+        }
+        let status = child.wait().unwrap();
+        let stderr = stderr.join().unwrap();
+        let output = format!("{}\n{stderr}", printed.join("\n"));
+        assert!(status.success(), "{status}\n{output}");
+        assert!(!stderr.contains("Traceback"), "{output}");
+        let frames = printed.iter().filter(|l| l.starts_with("frame ")).count();
+        assert_eq!(
+            printed.last().map(String::as_str),
+            Some(format!("frames: {frames}").as_str()),
+            "{output}"
+        );
+    });
+}
+
 /// examples/read_frames.py takes the values of the selectors its --help offers.
 #[test]
 fn read_frames_starts_where_its_options_say() {
