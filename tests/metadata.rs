@@ -432,3 +432,33 @@ fn a_fragment_ended_after_an_idle_period_keeps_its_metadata() {
 fn a_fragment_ended_after_an_idle_period_keeps_its_metadata_when_its_ack_comes_late() {
     idle_ended_fragment_keeps_its_metadata("idle-metadata-late-ack", false);
 }
+
+/// Items given while the application sets things up: one in NULL, before PLAYING; one right
+/// after `set_state(PLAYING)` returns, while the state change is still under way. Both are
+/// kept or taken, and go with every fragment (persistent). Before, the first was refused and,
+/// once it was kept, the second was kept after the start and never applied.
+#[test]
+fn persistent_items_given_before_and_as_the_pipeline_starts_tag_every_fragment() {
+    init();
+    let server = server();
+    let line = "videotestsrc is-live=true num-buffers=60 \
+         ! video/x-raw,format=I420,width=160,height=120,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 \
+         ! h264parse ! matroskamux streamable=true ! kvssink name=sink";
+    let (pipeline, sink) = pipeline(line, &server, "early");
+    assert!(sink.send_event(item("camera", "front-door", true)));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    assert!(sink.send_event(item("site", "north", true)));
+    let run = collect(&pipeline, TIMEOUT, |_| false);
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(run.eos, "{:?}", run.errors);
+    let read = metadata_read_back(&server, "early");
+    assert!(read.len() >= 3, "{read:?}");
+    for items in &read {
+        assert_eq!(
+            items,
+            &[pair("camera", "front-door"), pair("site", "north")],
+            "{read:?}"
+        );
+    }
+}

@@ -189,7 +189,8 @@ pub struct KvsSink {
     /// A fatal error's account (`failed`) was posted with it: the stream's only summary.
     failed_account_posted: std::sync::atomic::AtomicBool,
     /// `kvs-add-metadata` events sent before the element started, for its start.
-    metadata_before_start: Mutex<Vec<gst::Event>>,
+    /// Whether the element has started (under the same lock: an event is kept or applied).
+    metadata_before_start: Mutex<(bool, Vec<gst::Event>)>,
     /// The error for Matroska input beside an audio pad was posted (once, not per caps).
     told_matroska_with_audio: std::sync::atomic::AtomicBool,
     /// A flushing seek on elementary streams: the next frame places the new segment.
@@ -460,13 +461,15 @@ impl ElementImpl for KvsSink {
         // AWS's kvssink is a plain element, whose gst_element_send_event() hands a downstream
         // event to its sink pad; BaseSink's would drop it.
         if metadata::is_add_metadata(&event) {
-            if self.obj().current_state() < gst::State::Paused {
+            let mut before_start = lock(&self.metadata_before_start);
+            if !before_start.0 {
                 // Not started (the sink pad takes no event): kept for the start, so that an
                 // item given while the application sets things up is not lost.
                 gst::info!(CAT, imp = self, "kvs-add-metadata kept for the start");
-                lock(&self.metadata_before_start).push(event);
+                before_start.1.push(event);
                 return true;
             }
+            drop(before_start);
             return self.obj().sink_pad().send_event(event);
         }
         if event.type_() == gst::EventType::Eos {
@@ -608,13 +611,19 @@ impl BaseSinkImpl for KvsSink {
         });
         self.tell(&mut started, &mut notices);
         *lock(&self.state) = State::Started(started);
-        for event in std::mem::take(&mut *lock(&self.metadata_before_start)) {
+        let kept = {
+            let mut before_start = lock(&self.metadata_before_start);
+            before_start.0 = true;
+            std::mem::take(&mut before_start.1)
+        };
+        for event in kept {
             self.add_metadata(&event);
         }
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        lock(&self.metadata_before_start).0 = false;
         if let Some(key) = lock(&self.in_use).take() {
             streams_in_use(&key, -1);
         }
