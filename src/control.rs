@@ -291,6 +291,10 @@ fn build_http_client(options: &ClientOptions<'_>) -> Result<reqwest::Client, Str
     // HTTPS handshake (never, against a plain-HTTP endpoint).
     let tls = crate::uploader::tls_config(options.ca_file)?;
     builder = builder.tls_backend_preconfigured(rustls::ClientConfig::clone(&tls));
+    // The proxy each request goes through, as PutMedia's connection decides it.
+    builder = builder.proxy(reqwest::Proxy::custom(|url| {
+        crate::endpoint::proxy_for(url).and_then(|p| p.url().cloned())
+    }));
     builder
         .build()
         .map_err(|e| format!("cannot set up HTTPS: {e}"))

@@ -206,6 +206,264 @@ pub fn without_userinfo(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// The HTTP proxy that requests to a URL go through, as the environment names it, and the
+/// variable that does.
+///
+/// Every request decides here: the control plane's, GetMedia's (reqwest's client asks through
+/// `reqwest::Proxy::custom`) and PutMedia's own connection (`uploader::transport`), so that
+/// they all take the same way, and the errors can say which proxy was in it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Proxy {
+    /// The proxy's URL as given (`http://` when it names none), with its user name and
+    /// password: never printed. `None` when the variable's value is not a URL.
+    url: Option<url::Url>,
+    /// The variable that named it, e.g. `https_proxy`.
+    pub from: &'static str,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Proxy({self})")
+    }
+}
+
+/// `the proxy 127.0.0.1:3128 (from https_proxy)`: its host and port, never its user name or
+/// password.
+impl std::fmt::Display for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.url {
+            Some(_) => write!(f, "the proxy {} (from {})", self.host_port(), self.from),
+            None => write!(f, "the proxy in {}", self.from),
+        }
+    }
+}
+
+impl Proxy {
+    fn parse(value: &str, from: &'static str) -> Proxy {
+        // A value without a scheme is an http:// proxy, as curl and reqwest read it.
+        let with_scheme = if value.contains("://") {
+            Cow::Borrowed(value)
+        } else {
+            Cow::Owned(format!("http://{value}"))
+        };
+        let url = url::Url::parse(&with_scheme)
+            .ok()
+            .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()));
+        Proxy { url, from }
+    }
+
+    /// `http`, `https`, `socks5`...; empty when the value is not a URL.
+    pub fn scheme(&self) -> &str {
+        self.url.as_ref().map_or("", url::Url::scheme)
+    }
+
+    /// Its host, without the brackets of an IPv6 address.
+    pub fn host(&self) -> &str {
+        self.url
+            .as_ref()
+            .and_then(url::Url::host_str)
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+    }
+
+    /// Its port, or its scheme's (80 for `http://`).
+    pub fn port(&self) -> u16 {
+        self.url
+            .as_ref()
+            .and_then(url::Url::port_or_known_default)
+            .unwrap_or(80)
+    }
+
+    /// `host:port` (`[::1]:3128` for IPv6).
+    pub fn host_port(&self) -> String {
+        match self.url.as_ref().and_then(url::Url::host_str) {
+            Some(host) => format!("{host}:{}", self.port()),
+            None => "?".to_owned(),
+        }
+    }
+
+    /// Whether a user name or password is given for it.
+    pub fn has_credentials(&self) -> bool {
+        self.url
+            .as_ref()
+            .is_some_and(|u| !u.username().is_empty() || u.password().is_some())
+    }
+
+    /// The `Proxy-Authorization` value for its user name and password (percent-decoded), if
+    /// any are given.
+    pub fn basic_auth(&self) -> Option<String> {
+        let url = self.url.as_ref().filter(|_| self.has_credentials())?;
+        let pair = format!(
+            "{}:{}",
+            percent_decoded(url.username()),
+            percent_decoded(url.password().unwrap_or_default())
+        );
+        Some(format!("Basic {}", aws_smithy_types::base64::encode(pair)))
+    }
+
+    /// Why it cannot be used, if it cannot: only `http://` proxies for PutMedia's connection
+    /// (`tunnel_only`), `http://` and `https://` ones for the other requests.
+    pub fn unusable(&self, tunnel_only: bool) -> Option<String> {
+        match self.scheme() {
+            "" => Some("is not a URL such as http://proxy.example.com:3128".to_owned()),
+            "http" => None,
+            "https" if !tunnel_only => None,
+            "https" => Some(
+                "is an https:// proxy, which PutMedia's connection does not go through (only \
+                 http:// ones)"
+                    .to_owned(),
+            ),
+            other => Some(format!(
+                "is a {other}:// proxy, which is not supported (http:// ones are)"
+            )),
+        }
+    }
+
+    /// Its URL with its user name and password, for reqwest's client.
+    pub(crate) fn url(&self) -> Option<&url::Url> {
+        self.url.as_ref()
+    }
+}
+
+/// `%XX` sequences decoded (a user name or password in a proxy URL).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The proxy requests to `target` go through: `https_proxy` for `https://` URLs, `http_proxy`
+/// for `http://` ones, else `all_proxy` (each `UPPER_CASE` first, then `lower_case`; an
+/// empty value is no value), unless `no_proxy` names `target`'s host. In a CGI program
+/// (`REQUEST_METHOD` set) `HTTP_PROXY` is ignored: there it may come from a request header.
+/// The environment is read at each call.
+pub fn proxy_for(target: &url::Url) -> Option<Proxy> {
+    proxy_in(target, &|name| std::env::var(name).ok())
+}
+
+fn proxy_in(target: &url::Url, env: &dyn Fn(&str) -> Option<String>) -> Option<Proxy> {
+    let first = |names: &[&'static str]| {
+        names.iter().find_map(|name| {
+            env(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .map(|v| (*name, v))
+        })
+    };
+    let for_scheme: &[&'static str] = match target.scheme() {
+        "https" => &["HTTPS_PROXY", "https_proxy"],
+        "http" if env("REQUEST_METHOD").is_some() => &["http_proxy"],
+        "http" => &["HTTP_PROXY", "http_proxy"],
+        _ => return None,
+    };
+    let (from, value) = first(for_scheme).or_else(|| first(&["ALL_PROXY", "all_proxy"]))?;
+    let host = target.host()?;
+    let port = target.port_or_known_default();
+    if let Some((_, no_proxy)) = first(&["NO_PROXY", "no_proxy"])
+        && bypasses(&no_proxy, &host, port)
+    {
+        return None;
+    }
+    Some(Proxy::parse(&value, from))
+}
+
+/// Whether a `no_proxy` list names `host` (and `port`): comma-separated entries, each `*`
+/// (every host, IP addresses too, as curl has it), an IP address or network
+/// (`10.0.0.0/8`, `::1`, `[fd00::]/8`), or a domain name (`example.com` and `.example.com`
+/// both name it and every name under it), any of them with `:port` to name that port only.
+fn bypasses(no_proxy: &str, host: &url::Host<&str>, port: Option<u16>) -> bool {
+    use std::net::IpAddr;
+    let ip = match host {
+        url::Host::Ipv4(ip) => Some(IpAddr::V4(*ip)),
+        url::Host::Ipv6(ip) => Some(IpAddr::V6(*ip)),
+        url::Host::Domain(_) => None,
+    };
+    no_proxy
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .any(|entry| {
+            if entry == "*" {
+                return true;
+            }
+            // `host:port`, `[v6]:port`, `[v6]`; a bare IPv6 address has colons of its own.
+            let (name, entry_port) = match entry.strip_prefix('[') {
+                Some(rest) => match rest.split_once(']') {
+                    Some((addr, tail)) => (addr, tail.strip_prefix(':')),
+                    None => (rest, None),
+                },
+                None if entry.matches(':').count() == 1 => match entry.split_once(':') {
+                    Some((name, p)) => (name, Some(p)),
+                    None => (entry, None),
+                },
+                None => (entry, None),
+            };
+            if let Some(p) = entry_port
+                && p.parse::<u16>().ok() != port
+            {
+                return false;
+            }
+            match ip {
+                Some(ip) => ip_in(ip, name),
+                None => {
+                    let domain = name.trim_start_matches("*.").trim_start_matches('.');
+                    let host = host.to_string();
+                    !domain.is_empty()
+                        && (host.eq_ignore_ascii_case(domain)
+                            || host.len() > domain.len()
+                                && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
+                                && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
+                }
+            }
+        })
+}
+
+/// Whether `ip` is the address `entry`, or in the network `entry` (`addr/bits`).
+fn ip_in(ip: std::net::IpAddr, entry: &str) -> bool {
+    use std::net::IpAddr;
+    let (addr, bits) = match entry.split_once('/') {
+        Some((addr, bits)) => match bits.parse::<u32>() {
+            Ok(bits) => (addr, Some(bits)),
+            Err(_) => return false,
+        },
+        None => (entry, None),
+    };
+    let Ok(net) = addr
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    else {
+        return false;
+    };
+    let (ip, net, width) = match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, 32),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+        _ => return false,
+    };
+    let bits = bits.unwrap_or(width).min(width);
+    let mask = if bits == 0 {
+        0
+    } else {
+        (u128::MAX << (128 - bits)) >> (128 - width)
+    };
+    ip & mask == net & mask
+}
+
 /// The region alone (for the credential providers that call STS): as in [`resolve`].
 pub async fn region(location: &Location) -> String {
     if let Some(r) = location
@@ -494,6 +752,142 @@ mod tests {
             without_userinfo("http://127.0.0.1:4711/"),
             "http://127.0.0.1:4711/"
         );
+    }
+
+    fn proxy(target: &str, env: &[(&str, &str)]) -> Option<Proxy> {
+        let env: std::collections::HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        proxy_in(&url::Url::parse(target).unwrap(), &|name| {
+            env.get(name).cloned()
+        })
+    }
+
+    #[test]
+    fn the_proxy_comes_from_the_variable_of_the_scheme_then_all_proxy() {
+        let env = [
+            ("http_proxy", "http://plain:3128"),
+            ("HTTPS_PROXY", "http://secure:3129"),
+            ("all_proxy", "http://any:3130"),
+        ];
+        let p = proxy("http://127.0.0.1:4711/", &env).unwrap();
+        assert_eq!(
+            (p.host_port().as_str(), p.from),
+            ("plain:3128", "http_proxy")
+        );
+        let p = proxy("https://kinesisvideo.us-west-2.amazonaws.com/", &env).unwrap();
+        assert_eq!(
+            (p.host_port().as_str(), p.from),
+            ("secure:3129", "HTTPS_PROXY")
+        );
+        let p = proxy("https://x/", &[("ALL_PROXY", "proxy.lan")]).unwrap();
+        assert_eq!(p.to_string(), "the proxy proxy.lan:80 (from ALL_PROXY)");
+        assert_eq!(p.scheme(), "http");
+        assert!(proxy("http://x/", &[("https_proxy", "http://p:1")]).is_none());
+        assert!(proxy("http://x/", &[("http_proxy", " ")]).is_none());
+        // Upper case first, as reqwest reads them.
+        let p = proxy(
+            "http://x/",
+            &[
+                ("HTTP_PROXY", "http://upper:1"),
+                ("http_proxy", "http://lower:1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(p.from, "HTTP_PROXY");
+        // CGI: HTTP_PROXY may be a request's `Proxy:` header (httpoxy).
+        let p = proxy(
+            "http://x/",
+            &[("REQUEST_METHOD", "GET"), ("HTTP_PROXY", "http://evil:1")],
+        );
+        assert!(p.is_none());
+    }
+
+    #[test]
+    fn the_proxys_credentials_are_sent_never_shown() {
+        let p = proxy(
+            "http://x/",
+            &[("http_proxy", "http://us%20er:p%40ss:w%25rd@127.0.0.1:3128/")],
+        )
+        .unwrap();
+        assert!(p.has_credentials());
+        // base64("us er:p@ss:w%rd")
+        assert_eq!(p.basic_auth().unwrap(), "Basic dXMgZXI6cEBzczp3JXJk");
+        assert_eq!(p.to_string(), "the proxy 127.0.0.1:3128 (from http_proxy)");
+        assert_eq!(
+            format!("{p:?}"),
+            "Proxy(the proxy 127.0.0.1:3128 (from http_proxy))"
+        );
+        let p = proxy("http://x/", &[("http_proxy", "http://[::1]:3128")]).unwrap();
+        assert_eq!(
+            (p.host(), p.port(), p.host_port()),
+            ("::1", 3128, "[::1]:3128".into())
+        );
+        assert!(p.basic_auth().is_none());
+    }
+
+    #[test]
+    fn only_http_proxies_for_put_media_http_and_https_for_the_rest() {
+        let unusable = |value: &str, tunnel_only| {
+            proxy("http://x/", &[("http_proxy", value)])
+                .unwrap()
+                .unusable(tunnel_only)
+        };
+        assert_eq!(unusable("http://p:1", true), None);
+        assert_eq!(unusable("p:1", true), None);
+        assert_eq!(unusable("https://p:1", false), None);
+        assert!(
+            unusable("https://p:1", true)
+                .unwrap()
+                .contains("https:// proxy")
+        );
+        assert!(
+            unusable("socks5://p:1080", false)
+                .unwrap()
+                .contains("socks5://")
+        );
+        assert!(unusable("http://", false).unwrap().contains("not a URL"));
+    }
+
+    #[test]
+    fn no_proxy_names_hosts_networks_and_ports() {
+        let goes_direct = |target: &str, no_proxy: &str| {
+            proxy(
+                target,
+                &[("http_proxy", "http://p:3128"), ("no_proxy", no_proxy)],
+            )
+            .is_none()
+        };
+        for (target, no_proxy) in [
+            // `*` is every host, IP addresses too (as curl has it).
+            ("http://127.0.0.1:4711/", "*"),
+            ("http://kvs.example.com/", "*"),
+            ("http://127.0.0.1:4711/", "127.0.0.1"),
+            ("http://127.0.0.1:4711/", "10.0.0.1, 127.0.0.0/8"),
+            ("http://127.0.0.1:4711/", "127.0.0.1:4711"),
+            ("http://[::1]:4711/", "::1"),
+            ("http://[::1]:4711/", "[::1]:4711"),
+            ("http://[fd00::5]/", "fd00::/8"),
+            ("http://localhost:4711/", "localhost"),
+            ("http://kvs.example.com/", "example.com"),
+            ("http://kvs.example.com/", ".example.com"),
+            ("http://example.com/", ".example.com"),
+            ("http://KVS.Example.COM/", "example.com"),
+        ] {
+            assert!(goes_direct(target, no_proxy), "{target} {no_proxy}");
+        }
+        for (target, no_proxy) in [
+            ("http://127.0.0.1:4711/", "127.0.0.2"),
+            ("http://127.0.0.1:4711/", "127.0.0.1:4712"),
+            ("http://127.0.0.1:4711/", "10.0.0.0/8"),
+            ("http://[::1]:4711/", "127.0.0.1"),
+            ("http://notexample.com/", "example.com"),
+            ("http://kvs.example.com/", "kvs.example.com.evil"),
+            ("http://localhost/", ""),
+        ] {
+            assert!(!goes_direct(target, no_proxy), "{target} {no_proxy}");
+        }
     }
 
     #[test]

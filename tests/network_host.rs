@@ -62,3 +62,26 @@ fn a_password_in_the_endpoint_url_is_not_repeated() {
     assert!(!run.status.success(), "{}", run.output());
     assert!(!run.output().contains("Hunter2pw"), "{}", run.output());
 }
+
+/// A loopback port nothing listens on.
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn no_proxy_star_goes_around_the_proxy_for_ip_addresses_too() {
+    // As curl has it: `*` names every host.
+    init();
+    let server = server();
+    let down = format!("http://127.0.0.1:{}", unused_port());
+    let run = launch(
+        &server.url(),
+        &[("http_proxy", down.as_str()), ("no_proxy", "*")],
+        &camera("cam", ""),
+    );
+    run.assert_all_persisted();
+}

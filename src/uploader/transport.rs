@@ -195,7 +195,8 @@ pub(super) async fn connect(url: &Url, options: &Options<'_>) -> Result<Stream, 
         "http" => false,
         other => return Err(fail(format!("unsupported scheme {other}"))),
     };
-    let proxy = proxy_for(url);
+    // The same decision as for every other request (`crate::endpoint::proxy_for`).
+    let proxy = crate::endpoint::proxy_for(url);
     let open = async {
         let tcp = match &proxy {
             Some(proxy) => tunnel(proxy, &host, port, options.user_agent).await?,
@@ -259,36 +260,20 @@ fn tune(tcp: &TcpStream, user_timeout: Duration) {
     }
 }
 
-/// The HTTP proxy the environment names for `url` (`https_proxy`, `http_proxy`,
-/// `all_proxy`, `no_proxy`), as reqwest reads them for the other requests.
-fn proxy_for(url: &Url) -> Option<hyper_util::client::proxy::matcher::Intercept> {
-    static MATCHER: once_cell::sync::Lazy<hyper_util::client::proxy::matcher::Matcher> =
-        once_cell::sync::Lazy::new(hyper_util::client::proxy::matcher::Matcher::from_env);
-    let uri: http::Uri = url.as_str().parse().ok()?;
-    MATCHER.intercept(&uri)
-}
-
-/// A TCP connection to `host:port` through an HTTP proxy's CONNECT.
+/// A TCP connection to `host:port` through `proxy`'s CONNECT.
 async fn tunnel(
-    proxy: &hyper_util::client::proxy::matcher::Intercept,
+    proxy: &crate::endpoint::Proxy,
     host: &str,
     port: u16,
     user_agent: &str,
 ) -> Result<TcpStream, String> {
-    let uri = proxy.uri();
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "the proxy {} is not an http:// proxy, the only kind PutMedia goes through",
-            uri.host().unwrap_or_default()
-        ));
+    if let Some(unusable) = proxy.unusable(true) {
+        return Err(format!("{proxy} {unusable}"));
     }
-    let proxy_host = uri.host().unwrap_or_default().to_owned();
-    let mut tcp = tcp_connect(
-        proxy_host.trim_start_matches('[').trim_end_matches(']'),
-        uri.port_u16().unwrap_or(80),
-    )
-    .await
-    .map_err(|e| format!("proxy: {e}"))?;
+    let proxy_host = proxy.host().to_owned();
+    let mut tcp = tcp_connect(&proxy_host, proxy.port())
+        .await
+        .map_err(|e| format!("proxy: {e}"))?;
     let target = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -296,7 +281,7 @@ async fn tunnel(
     };
     let mut request =
         format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: {user_agent}\r\n");
-    if let Some(auth) = proxy.basic_auth().and_then(|v| v.to_str().ok()) {
+    if let Some(auth) = proxy.basic_auth() {
         request.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
     }
     request.push_str("\r\n");
