@@ -247,6 +247,20 @@ pub fn endpoint_properties() -> Vec<glib::ParamSpec> {
     ]
 }
 
+/// Time properties in "ms since the epoch" (`file-start-time`, kvssrc's `start-timestamp` and
+/// `end-timestamp`) also take seconds, as applications often have them (`time.time()`): values
+/// below this are seconds (10^11 s is in the year 5138; 10^11 ms is 1973).
+const EPOCH_MS_FROM: u64 = 100_000_000_000;
+
+/// A time property's value in ms since the epoch, whether it was given in seconds or ms.
+pub fn epoch_ms(value: u64) -> u64 {
+    if value >= EPOCH_MS_FROM {
+        value
+    } else {
+        value.saturating_mul(1000)
+    }
+}
+
 /// `ca-file`.
 pub fn ca_file_properties() -> Vec<glib::ParamSpec> {
     vec![

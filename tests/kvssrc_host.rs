@@ -670,3 +670,44 @@ fn read_frames_starts_where_its_options_say() {
         );
     }
 }
+
+/// A range given in seconds since the epoch (`int(time.time())`, as applications often have
+/// it) is read as kvssink's `file-start-time` takes it: values below 10^11 are seconds. Before,
+/// a start in seconds read the whole stream and an end in seconds found nothing (1970).
+#[test]
+fn a_range_in_seconds_reads_what_it_says() {
+    init();
+    let server = server();
+    gst_launch(
+        &server,
+        "videotestsrc num-buffers=90 ! video/x-raw,format=I420,width=320,height=240,\
+         framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! \
+         matroskamux streamable=true ! kvssink stream-name=seconds file-start-time=1700000000",
+        TIMEOUT,
+    )
+    .assert_success();
+    let stored: Vec<u64> = server
+        .fragments("seconds")
+        .iter()
+        .map(|f| f.producer_timestamp_ms)
+        .collect();
+    assert_eq!(
+        stored,
+        [1_700_000_000_000, 1_700_000_001_000, 1_700_000_002_000]
+    );
+    // From the second fragment (1700000001 s) to before the third (1700000001 s + 0.5 s
+    // cannot be said in seconds: end at 1700000001, the second fragment's start).
+    let read = gst_launch(
+        &server,
+        "kvssrc stream-name=seconds start-selector=producer-timestamp \
+         start-timestamp=1700000001 end-timestamp=1700000001 ! matroskademux ! fakesink",
+        TIMEOUT,
+    );
+    read.assert_success();
+    let read_back: Vec<u64> = read
+        .named("kvs-fragment")
+        .iter()
+        .map(|s| s.get::<u64>("producer-timestamp").unwrap())
+        .collect();
+    assert_eq!(read_back, [1_700_000_001_000], "{}", read.output());
+}

@@ -44,10 +44,6 @@ pub enum StreamingType {
     Auto = 3,
 }
 
-/// `file-start-time` values at or above this are milliseconds, below it seconds (10^11 s is
-/// in the year 5138; 10^11 ms is 1973).
-const FILE_START_TIME_MS_FROM: u64 = 100_000_000_000;
-
 /// Property values, copied out under the lock and read once per start.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -113,8 +109,7 @@ impl Settings {
     pub fn file_start_ms(&self) -> Option<u64> {
         match self.file_start_time {
             0 => None,
-            t if t >= FILE_START_TIME_MS_FROM => Some(t),
-            t => Some(t.saturating_mul(1000)),
+            t => Some(crate::aws_settings::epoch_ms(t)),
         }
     }
 

@@ -85,10 +85,11 @@ impl Settings {
                 if self.start_timestamp == 0 {
                     return Err(needs("start-timestamp (ms since the epoch)"));
                 }
+                let ms = crate::aws_settings::epoch_ms(self.start_timestamp);
                 if self.start_selector == StartSelector::ProducerTimestamp {
-                    Start::ProducerTimestamp(self.start_timestamp)
+                    Start::ProducerTimestamp(ms)
                 } else {
-                    Start::ServerTimestamp(self.start_timestamp)
+                    Start::ServerTimestamp(ms)
                 }
             }
             StartSelector::FragmentNumber => Start::AfterFragmentNumber(
@@ -116,7 +117,8 @@ impl Settings {
             stream_name: stream.to_owned(),
             location: self.aws.location(),
             start: self.start()?,
-            end_ms: (self.end_timestamp > 0).then_some(self.end_timestamp),
+            end_ms: (self.end_timestamp > 0)
+                .then(|| crate::aws_settings::epoch_ms(self.end_timestamp)),
             user_agent: self.user_agent.clone(),
             connection_timeout: Duration::from_secs(self.connection_timeout.into()),
             max_backoff: Duration::from_secs(5),
@@ -150,7 +152,10 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt64::builder("start-timestamp")
             .nick("Start timestamp")
-            .blurb("For the timestamp selectors: where to start, in ms since the epoch")
+            .blurb(
+                "For the timestamp selectors: where to start, in ms since the epoch (a value \
+                 below 10^11 is taken as seconds)",
+            )
             .mutable_ready()
             .build(),
         glib::ParamSpecString::builder("start-fragment-number")
@@ -170,8 +175,9 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .nick("End timestamp")
             .blurb(
                 "Bounded read: EOS before the first fragment whose producer timestamp is \
-                 after this (ms since the epoch), or once the service has nothing more and \
-                 this time has passed; 0: read on for ever",
+                 after this (ms since the epoch; a value below 10^11 is taken as seconds), or \
+                 once the service has nothing more and this time has passed; 0: read on for \
+                 ever",
             )
             .mutable_ready()
             .build(),
