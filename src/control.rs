@@ -21,9 +21,22 @@ pub enum ApiError {
         kind: String,
         message: String,
     },
-    /// The request did not reach the service or no answer came back.
+    /// The request did not reach the service or no answer came back. `url` is the endpoint's
+    /// origin, and the proxy the request went through if any ([`ApiError::via`]).
     #[error("cannot reach {url}: {reason}")]
     Transport { url: String, reason: String },
+    /// The TLS handshake with the endpoint failed for a reason that names what to change
+    /// (its certificate is not trusted, or it does not speak TLS).
+    #[error("cannot reach {url}: {reason}; {}", problem.advice())]
+    Tls {
+        url: String,
+        reason: String,
+        problem: TlsProblem,
+    },
+    /// The proxy in the way could not be reached or used, or answered in the service's
+    /// place.
+    #[error(transparent)]
+    Proxy(Box<ProxyError>),
     /// The answer could not be understood.
     #[error("unexpected answer from the service: {0}")]
     Decode(String),
@@ -31,6 +44,158 @@ pub enum ApiError {
     #[error(transparent)]
     Sign(#[from] sigv4::SignError),
 }
+
+/// Why a TLS handshake failed, when it says what to change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// The certificate's issuer is not trusted here.
+    UnknownIssuer,
+    /// The certificate is not for the host name in the URL.
+    WrongName,
+    /// The certificate has expired or is not valid yet.
+    Dates,
+    /// The certificate is refused for another reason (revoked, badly signed...).
+    Certificate,
+    /// What answered is not TLS: a plain-HTTP server, most likely.
+    NotTls,
+}
+
+impl TlsProblem {
+    /// The problem a TLS error (anywhere in `error`'s chain) is, if it is one of these.
+    pub fn of(error: &(dyn std::error::Error + 'static)) -> Option<TlsProblem> {
+        use rustls::CertificateError as C;
+        match in_chain::<rustls::Error>(error)? {
+            rustls::Error::InvalidCertificate(c) => Some(match c {
+                C::UnknownIssuer => TlsProblem::UnknownIssuer,
+                C::NotValidForName | C::NotValidForNameContext { .. } => TlsProblem::WrongName,
+                C::Expired
+                | C::ExpiredContext { .. }
+                | C::NotValidYet
+                | C::NotValidYetContext { .. } => TlsProblem::Dates,
+                _ => TlsProblem::Certificate,
+            }),
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
+                Some(TlsProblem::NotTls)
+            }
+            _ => None,
+        }
+    }
+
+    /// What to do about it.
+    pub fn advice(self) -> &'static str {
+        match self {
+            TlsProblem::UnknownIssuer => {
+                "the endpoint's certificate is not issued by a CA trusted here: give that CA's \
+                 certificate in ca-file (PEM), or in SSL_CERT_FILE or SSL_CERT_DIR"
+            }
+            TlsProblem::WrongName => {
+                "the endpoint's certificate is not for the host name in the URL: use a name it \
+                 was issued for"
+            }
+            TlsProblem::Dates => {
+                "the endpoint's certificate has expired or is not valid yet, or this machine's \
+                 clock is wrong"
+            }
+            TlsProblem::Certificate => "the endpoint's certificate is refused",
+            TlsProblem::NotTls => {
+                "what answered does not speak TLS: if the endpoint is plain HTTP, its URL \
+                 starts with http://, not https://"
+            }
+        }
+    }
+}
+
+/// The first error of type `T` in `error`'s chain, looking inside `io::Error`s too (whose
+/// `source` skips the error they wrap).
+fn in_chain<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+/// What a proxy did to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProblem {
+    /// It could not be reached: refused, not resolved, timed out.
+    Unreachable,
+    /// It asks for a user name and password (HTTP 407), or refused the ones sent.
+    Auth,
+    /// It could not reach the endpoint (HTTP 502, 503 or 504 of its own, a tunnel it could
+    /// not open).
+    Gateway,
+    /// It refused the request or the tunnel (another status, e.g. its rules' 403).
+    Refused,
+    /// It cannot be used: not a URL, or a kind kvssink does not go through.
+    Unusable,
+}
+
+/// A proxy in the way of a request to `url`.
+#[derive(Debug, Clone)]
+pub struct ProxyError {
+    pub proxy: crate::endpoint::Proxy,
+    /// The endpoint's origin.
+    pub url: String,
+    pub problem: ProxyProblem,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ProxyError {
+            proxy,
+            url,
+            problem,
+            reason,
+        } = self;
+        let from = proxy.from;
+        match problem {
+            ProxyProblem::Unreachable => {
+                write!(f, "cannot reach {proxy} for {url}: {reason}")
+            }
+            ProxyProblem::Gateway => write!(
+                f,
+                "cannot reach {url} through {proxy}: the proxy could not ({reason})"
+            ),
+            ProxyProblem::Auth if proxy.has_credentials() => write!(
+                f,
+                "{proxy} refused the user name and password given in {from} for {url} \
+                 ({reason}): check them (special characters percent-encoded, e.g. @ as %40)"
+            ),
+            ProxyProblem::Auth => write!(
+                f,
+                "{proxy} asks for a user name and password for {url} ({reason}): give them in \
+                 {from}, as http://USER:PASSWORD@{}/ (special characters percent-encoded)",
+                proxy.host_port()
+            ),
+            ProxyProblem::Refused => write!(
+                f,
+                "{proxy} refused the way to {url} ({reason}): its rules may not allow it (many \
+                 proxies open tunnels to port 443 only); ask its administrator, or let this \
+                 endpoint's host go around it in no_proxy"
+            ),
+            ProxyProblem::Unusable => write!(
+                f,
+                "{proxy}, used for {url}, {reason}: give an http:// proxy in {from}, or let \
+                 this endpoint's host go around it in no_proxy"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}
 
 /// The error name given to an answer without one: `HTTP` and its status, e.g. `HTTP404`.
 const FOREIGN_KIND: &str = "HTTP";
@@ -57,12 +222,118 @@ impl ApiError {
     /// Whether trying again later may succeed (network trouble, throttling, service errors).
     pub fn is_retriable(&self) -> bool {
         match self {
-            ApiError::Transport { .. } => true,
+            ApiError::Transport { .. } | ApiError::Tls { .. } => true,
+            ApiError::Proxy(e) => {
+                matches!(e.problem, ProxyProblem::Unreachable | ProxyProblem::Gateway)
+            }
             ApiError::Service { status, kind, .. } => {
                 *status >= 500 || self.is_throttling() || kind == "InvalidEndpointException"
             }
             ApiError::Decode(_) | ApiError::Sign(_) => false,
         }
+    }
+
+    /// Whether the request did not reach the service: the network, the endpoint, TLS or the
+    /// proxy in the way (an outage, to the element, while it once worked).
+    pub fn is_unreached(&self) -> bool {
+        match self {
+            ApiError::Transport { .. } | ApiError::Tls { .. } => true,
+            ApiError::Proxy(e) => {
+                matches!(e.problem, ProxyProblem::Unreachable | ProxyProblem::Gateway)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether trying again cannot help until something here is changed: a certificate not
+    /// trusted, an endpoint that does not speak TLS, a proxy that refuses, asks for a password
+    /// or cannot be used. At start, the element gives up at once.
+    pub fn needs_a_change(&self) -> bool {
+        match self {
+            ApiError::Tls { .. } => true,
+            ApiError::Proxy(e) => {
+                !matches!(e.problem, ProxyProblem::Unreachable | ProxyProblem::Gateway)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a proxy refused or asked for its user name and password (HTTP 407).
+    pub fn is_proxy_auth(&self) -> bool {
+        matches!(self, ApiError::Proxy(e) if e.problem == ProxyProblem::Auth)
+    }
+
+    /// The origin of `url`, and the proxy the request goes through if any: `http://host:port`
+    /// or `http://host:port through the proxy 10.0.0.1:3128 (from http_proxy)`.
+    pub fn via(url: &Url, proxy: Option<&crate::endpoint::Proxy>) -> String {
+        let origin = url.origin().ascii_serialization();
+        match proxy {
+            Some(proxy) => format!("{origin} through {proxy}"),
+            None => origin,
+        }
+    }
+
+    /// A request to `url` that failed on its way (`cause`, told as `reason`), through `proxy`
+    /// if any: a TLS problem that says what to change, else a transport error naming the
+    /// proxy.
+    pub(crate) fn unreached(
+        url: &Url,
+        proxy: Option<&crate::endpoint::Proxy>,
+        cause: Option<&(dyn std::error::Error + 'static)>,
+        reason: String,
+    ) -> Self {
+        let url = Self::via(url, proxy);
+        match cause.and_then(TlsProblem::of) {
+            Some(problem) => ApiError::Tls {
+                url,
+                reason,
+                problem,
+            },
+            None => ApiError::Transport { url, reason },
+        }
+    }
+
+    /// The proxy's `problem` with a request to `url`.
+    pub(crate) fn proxy(
+        proxy: &crate::endpoint::Proxy,
+        url: &Url,
+        problem: ProxyProblem,
+        reason: String,
+    ) -> Self {
+        ApiError::Proxy(Box::new(ProxyError {
+            proxy: proxy.clone(),
+            url: url.origin().ascii_serialization(),
+            problem,
+            reason,
+        }))
+    }
+
+    /// An error answer to a request to `url`, as the proxy it went through may have given it:
+    /// requests to `http://` URLs are handed to the proxy whole (not tunnelled), and a 407, or
+    /// a 502, 503 or 504 without an AWS error name, is the proxy's own.
+    pub fn through_proxy_of(self, url: &Url) -> Self {
+        let ApiError::Service { status, .. } = &self else {
+            return self;
+        };
+        let problem = match status {
+            407 => ProxyProblem::Auth,
+            502..=504 => ProxyProblem::Gateway,
+            _ => return self,
+        };
+        if !self.is_foreign() || url.scheme() != "http" {
+            return self;
+        }
+        let Some(proxy) = crate::endpoint::proxy_for(url) else {
+            return self;
+        };
+        let reason = http::StatusCode::from_u16(*status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .map_or_else(
+                || format!("HTTP {status}"),
+                |r| format!("HTTP {status} {r}"),
+            );
+        Self::proxy(&proxy, url, problem, reason)
     }
 
     /// Whether an error answer carries no AWS error name (an HTML page, a proxy's or another
@@ -74,10 +345,20 @@ impl ApiError {
     /// What to say of a [`foreign`](ApiError::is_foreign) answer, with the control plane used
     /// and where it came from.
     pub fn foreign_advice(control_plane: &str, from: &str) -> String {
-        format!(
+        let mut advice = format!(
             "the answer is not one of Kinesis Video Streams (no AWS error in it): check the \
              endpoint; the control plane is {control_plane} (from {from})"
-        )
+        );
+        // A request to an http:// URL is handed to the proxy, which may answer itself.
+        if let Ok(url) = Url::parse(control_plane)
+            && url.scheme() == "http"
+            && let Some(proxy) = crate::endpoint::proxy_for(&url)
+        {
+            advice.push_str(&format!(
+                ", reached through {proxy}, which may have answered in its place"
+            ));
+        }
+        advice
     }
 
     /// Whether the service answered that it is getting too many requests (HTTP 429 or a
@@ -168,11 +449,30 @@ impl ApiError {
         }
     }
 
+    /// A request of reqwest's client to `url` that failed: what is in the way (a proxy, TLS)
+    /// is named.
     pub(crate) fn transport(url: &Url, err: &reqwest::Error) -> Self {
-        ApiError::Transport {
-            url: url.origin().ascii_serialization(),
-            reason: crate::credentials::error_text(err),
+        let reason = crate::credentials::error_text(err);
+        let proxy = crate::endpoint::proxy_for(url);
+        if let Some(proxy) = &proxy
+            && TlsProblem::of(err).is_none()
+        {
+            if let Some(unusable) = proxy.unusable(false) {
+                return Self::proxy(proxy, url, ProxyProblem::Unusable, unusable);
+            }
+            // hyper-util's tunnel (CONNECT, for https:// URLs) says how the proxy answered.
+            if reason.contains("tunnel error: proxy authorization required") {
+                return Self::proxy(proxy, url, ProxyProblem::Auth, "HTTP 407".to_owned());
+            }
+            if reason.contains("tunnel error: unsuccessful") {
+                return Self::proxy(proxy, url, ProxyProblem::Gateway, reason);
+            }
+            // Otherwise connecting means connecting to the proxy.
+            if err.is_connect() {
+                return Self::proxy(proxy, url, ProxyProblem::Unreachable, reason);
+            }
         }
+        Self::unreached(url, proxy.as_ref(), Some(err), reason)
     }
 }
 
@@ -348,6 +648,16 @@ impl ControlPlane {
             .base
             .join(operation)
             .map_err(|e| ApiError::Decode(e.to_string()))?;
+        if let Some(proxy) = crate::endpoint::proxy_for(&url)
+            && let Some(unusable) = proxy.unusable(false)
+        {
+            return Err(ApiError::proxy(
+                &proxy,
+                &url,
+                ProxyProblem::Unusable,
+                unusable,
+            ));
+        }
         let body = serde_json::to_vec(body).map_err(|e| ApiError::Decode(e.to_string()))?;
         let mut request = self
             .client
@@ -388,11 +698,10 @@ impl ControlPlane {
             .await
             .map_err(|e| ApiError::transport(&url, &e))?;
         if !(200..300).contains(&status) {
-            return Err(ApiError::from_response(
-                status,
-                error_type.as_deref(),
-                &bytes,
-            ));
+            return Err(
+                ApiError::from_response(status, error_type.as_deref(), &bytes)
+                    .through_proxy_of(&url),
+            );
         }
         let bytes = if bytes.is_empty() { &b"{}"[..] } else { &bytes };
         serde_json::from_slice(bytes).map_err(|e| ApiError::Decode(format!("{operation}: {e}")))
@@ -570,6 +879,85 @@ mod tests {
         assert!(!mismatch.is_clock_skew());
         let unknown = ApiError::from_response(403, Some("UnrecognizedClientException"), b"{}");
         assert!(!unknown.is_clock_skew() && unknown.correct_clock().is_none());
+    }
+
+    #[test]
+    fn tls_errors_that_say_what_to_change_are_told_apart() {
+        use rustls::{CertificateError, InvalidMessage};
+        // As tokio-rustls gives them: inside an io::Error, whose `source` skips them.
+        let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        for (error, problem) in [
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                Some(TlsProblem::UnknownIssuer),
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+                Some(TlsProblem::WrongName),
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                Some(TlsProblem::Dates),
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Revoked),
+                Some(TlsProblem::Certificate),
+            ),
+            (
+                rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType),
+                Some(TlsProblem::NotTls),
+            ),
+            (rustls::Error::General("something else".into()), None),
+        ] {
+            assert_eq!(TlsProblem::of(&io(error.clone())), problem, "{error}");
+            assert_eq!(TlsProblem::of(&error), problem, "{error}");
+        }
+        assert_eq!(TlsProblem::of(&std::io::Error::other("refused")), None);
+
+        let url = Url::parse("https://kvs.example.com:8443/putMedia").unwrap();
+        let cause = io(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ));
+        let e = ApiError::unreached(&url, None, Some(&cause), "TLS handshake failed".into());
+        assert!(e.is_unreached() && e.is_retriable() && e.needs_a_change());
+        assert!(
+            e.to_string().starts_with(
+                "cannot reach https://kvs.example.com:8443: TLS handshake failed; the \
+                 endpoint's certificate is not issued by a CA trusted here: give that CA's \
+                 certificate in ca-file"
+            ),
+            "{e}"
+        );
+        let e = ApiError::unreached(&url, None, None, "connection refused".into());
+        assert!(matches!(e, ApiError::Transport { .. }));
+        assert!(e.is_unreached() && e.is_retriable() && !e.needs_a_change());
+    }
+
+    #[test]
+    fn what_a_proxy_did_decides_whether_to_try_again() {
+        let proxy = crate::endpoint::tests_support::proxy("http://user:Secret1@10.0.0.1:3128");
+        let url = Url::parse("http://127.0.0.1:4711/describeStream").unwrap();
+        for (problem, unreached, retriable) in [
+            (ProxyProblem::Unreachable, true, true),
+            (ProxyProblem::Gateway, true, true),
+            (ProxyProblem::Auth, false, false),
+            (ProxyProblem::Refused, false, false),
+            (ProxyProblem::Unusable, false, false),
+        ] {
+            let e = ApiError::proxy(&proxy, &url, problem, "HTTP 407".into());
+            assert_eq!(e.is_unreached(), unreached, "{problem:?}");
+            assert_eq!(e.is_retriable(), retriable, "{problem:?}");
+            assert_eq!(e.needs_a_change(), !unreached, "{problem:?}");
+            assert_eq!(e.is_proxy_auth(), problem == ProxyProblem::Auth);
+            assert!(!e.is_auth() && !e.is_foreign() && e.kind().is_none());
+            let text = e.to_string();
+            assert!(
+                text.contains("the proxy 10.0.0.1:3128 (from http_proxy)"),
+                "{text}"
+            );
+            assert!(text.contains("http://127.0.0.1:4711"), "{text}");
+            assert!(!text.contains("Secret1"), "{text}");
+        }
     }
 
     #[test]

@@ -326,6 +326,14 @@ impl Proxy {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// A proxy named by `http_proxy=value`.
+    pub fn proxy(value: &str) -> super::Proxy {
+        super::Proxy::parse(value, "http_proxy")
+    }
+}
+
 /// `%XX` sequences decoded (a user name or password in a proxy URL).
 fn percent_decoded(text: &str) -> String {
     let bytes = text.as_bytes();

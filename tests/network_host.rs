@@ -4,12 +4,140 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::host::*;
+use common::standins::{Pki, spawn_server};
 use common::*;
+use tokio::net::TcpStream;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `tests/host/proxy.py` running on a free port, with `args`; killed when dropped.
+struct Proxy {
+    child: Child,
+    port: u16,
+    /// The request lines it saw (`CONNECT host:port HTTP/1.1 auth=no`...).
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    fn start(args: &[&str]) -> Proxy {
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/proxy.py"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tests/host/proxy.py");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        let port = first
+            .trim()
+            .strip_prefix("port=")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("proxy.py said {first:?}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let seen = lines.clone();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                seen.lock().unwrap().push(line);
+            }
+        });
+        Proxy { child, port, lines }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// How many requests it saw whose line starts with `method`.
+    fn requests(&self, method: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(method))
+            .count()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nothing listens on.
+fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// kvs-local whose GetDataEndpoint answers `public_url`.
+fn server_naming(public_url: impl FnOnce(u16) -> String) -> Server {
+    // The port is known once it listens: bind a second server on a known free port instead.
+    let port = unused_port();
+    Server::spawn(Config {
+        port,
+        public_url: Some(public_url(port)),
+        ..Config::default()
+    })
+    .expect("start kvs-local")
+}
+
+/// A TLS terminator at 127.0.0.1 (certificate from `pki`'s CA) forwarding to `backend` once
+/// that is set.
+fn tls_terminator(pki: &Pki, backend: Arc<OnceLock<SocketAddr>>) -> SocketAddr {
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.open_server_config());
+    spawn_server(move |stream| {
+        let acceptor = acceptor.clone();
+        let backend = backend.clone();
+        async move {
+            let Ok(mut tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let Some(backend) = backend.get() else {
+                return;
+            };
+            let Ok(mut plain) = TcpStream::connect(backend).await else {
+                return;
+            };
+            let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+        }
+    })
+}
+
+fn assert_contains(run: &HostRun, text: &str) {
+    assert!(
+        run.output().contains(text),
+        "no {text:?} in:\n{}",
+        run.output()
+    );
+}
+
+/// The run failed at start, after its first PutMedia attempt or before: no attempt was
+/// made again.
+fn assert_given_up_at_once(run: &HostRun) {
+    assert!(!run.status.success(), "{}", run.output());
+    assert_eq!(
+        connection_states(&run.messages, "reconnecting"),
+        0,
+        "tried again:\n{}",
+        run.output()
+    );
+}
 
 /// `gst-launch-1.0 -m -e LINE` with kvssink's environment pointed at `control_plane` and
 /// `env` added (no proxy variable but the ones in `env`), run to its end.
@@ -63,13 +191,220 @@ fn a_password_in_the_endpoint_url_is_not_repeated() {
     assert!(!run.output().contains("Hunter2pw"), "{}", run.output());
 }
 
-/// A loopback port nothing listens on.
-fn unused_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+#[test]
+fn a_proxy_that_is_down_is_named_with_its_variable() {
+    init();
+    let server = server();
+    let down = unused_port();
+    let proxy = format!("http://127.0.0.1:{down}");
+    let env = [("http_proxy", proxy.as_str())];
+    let run = launch(&server.url(), &env, &camera("cam", "connection-timeout=1"));
+    assert!(!run.status.success(), "{}", run.output());
+    let named = format!("the proxy 127.0.0.1:{down} (from http_proxy)");
+    assert_contains(
+        &run,
+        &format!("cannot reach {named} for {}: ", server.url()),
+    );
+    assert_contains(
+        &run,
+        "s: check that the proxy runs and that http_proxy names it right",
+    );
+    // kvssrc's requests take the same way, and say so.
+    let run = launch(
+        &server.url(),
+        &env,
+        "kvssrc stream-name=cam start-selector=earliest connection-timeout=1 ! fakesink",
+    );
+    assert!(!run.status.success(), "{}", run.output());
+    assert_contains(&run, &format!("cannot reach {named} for "));
+}
+
+#[test]
+fn a_proxy_asking_for_a_password_is_named_and_asked_once() {
+    init();
+    let server = server();
+    let proxy = Proxy::start(&["--auth", "user:Right1pw"]);
+    let named = format!("the proxy 127.0.0.1:{} (from http_proxy)", proxy.port);
+
+    // No user name and password given.
+    let run = launch(
+        &server.url(),
+        &[("http_proxy", proxy.url().as_str())],
+        &camera("cam", ""),
+    );
+    assert!(!run.status.success(), "{}", run.output());
+    assert_contains(
+        &run,
+        &format!(
+            "{named} asks for a user name and password for {} (HTTP 407 Proxy Authentication \
+             Required): give them in http_proxy, as http://USER:PASSWORD@127.0.0.1:{}/",
+            server.url(),
+            proxy.port
+        ),
+    );
+    assert_eq!(proxy.requests("POST"), 1, "{:?}", proxy.lines);
+
+    // Wrong ones: not sent again, and never shown.
+    let wrong = format!("http://user:Wrong2pw@127.0.0.1:{}", proxy.port);
+    let run = launch(
+        &server.url(),
+        &[("http_proxy", wrong.as_str())],
+        &camera("cam", ""),
+    );
+    assert!(!run.status.success(), "{}", run.output());
+    assert_contains(
+        &run,
+        &format!("{named} refused the user name and password given in http_proxy"),
+    );
+    assert!(!run.output().contains("Wrong2pw"), "{}", run.output());
+    assert_eq!(proxy.requests("POST"), 2, "{:?}", proxy.lines);
+
+    // kvssrc says the same.
+    let run = launch(
+        &server.url(),
+        &[("http_proxy", wrong.as_str())],
+        "kvssrc stream-name=cam start-selector=earliest ! fakesink",
+    );
+    assert!(!run.status.success(), "{}", run.output());
+    assert_contains(
+        &run,
+        &format!("{named} refused the user name and password given in http_proxy"),
+    );
+    assert_eq!(proxy.requests("POST"), 3, "{:?}", proxy.lines);
+}
+
+#[test]
+fn a_proxy_that_cannot_reach_the_endpoint_is_named() {
+    init();
+    let proxy = Proxy::start(&[]);
+    // The control plane is a port nothing listens on: the proxy answers 502 Bad Gateway.
+    let nowhere = format!("http://127.0.0.1:{}", unused_port());
+    let run = launch(
+        &nowhere,
+        &[("http_proxy", proxy.url().as_str())],
+        &camera("cam", "connection-timeout=1"),
+    );
+    assert!(!run.status.success(), "{}", run.output());
+    let named = format!("the proxy 127.0.0.1:{} (from http_proxy)", proxy.port);
+    assert_contains(
+        &run,
+        &format!(
+            "cannot reach {nowhere} through {named}: the proxy could not (HTTP 502 Bad Gateway)"
+        ),
+    );
+    assert_contains(
+        &run,
+        &format!(
+            "check the network, aws-region and control-plane-uri, and {named}, which the \
+             requests go through"
+        ),
+    );
+}
+
+#[test]
+fn put_media_through_a_proxy_refusing_its_password_is_tried_once() {
+    // The control plane is reached directly (no_proxy), the data endpoint it names through
+    // the proxy's CONNECT, with a wrong password: corporate proxies lock an account after a
+    // few of those, so it is not sent again and again.
+    init();
+    let server = server_naming(|port| format!("http://localhost:{port}"));
+    let proxy = Proxy::start(&["--auth", "user:Right1pw"]);
+    let wrong = format!("http://user:Wrong2pw@127.0.0.1:{}", proxy.port);
+    let run = launch(
+        &server.url(),
+        &[("http_proxy", wrong.as_str()), ("no_proxy", "127.0.0.1")],
+        &camera("cam", "stop-stream-timeout=5"),
+    );
+    assert_given_up_at_once(&run);
+    let port = server.local_addr().port();
+    assert_contains(
+        &run,
+        &format!(
+            "the proxy 127.0.0.1:{} (from http_proxy) refused the user name and password given \
+             in http_proxy for http://localhost:{port} (it answered the CONNECT with HTTP/1.1 \
+             407 Proxy Authentication Required)",
+            proxy.port
+        ),
+    );
+    assert!(!run.output().contains("Wrong2pw"), "{}", run.output());
+    assert_eq!(proxy.requests("CONNECT"), 1, "{:?}", proxy.lines);
+}
+
+#[test]
+fn put_media_through_an_https_proxy_is_refused_at_once() {
+    init();
+    let server = server_naming(|port| format!("http://localhost:{port}"));
+    let proxy = format!("https://127.0.0.1:{}", unused_port());
+    let run = launch(
+        &server.url(),
+        &[("http_proxy", proxy.as_str()), ("no_proxy", "127.0.0.1")],
+        &camera("cam", "stop-stream-timeout=5"),
+    );
+    assert_given_up_at_once(&run);
+    assert_contains(&run, "(from http_proxy), used for http://localhost:");
+    assert_contains(
+        &run,
+        "is an https:// proxy, which PutMedia's connection does not go through (only http:// \
+         ones): give an http:// proxy in http_proxy",
+    );
+}
+
+#[test]
+fn a_data_endpoint_that_cannot_be_reached_ends_the_start() {
+    // The control plane answers, but the data endpoint it names does not resolve: kvssink
+    // gives up as it does for a control plane it cannot reach (kvssrc too).
+    init();
+    let server = server_naming(|port| format!("http://kvs.invalid:{port}"));
+    let port = server.local_addr().port();
+    let run = launch(
+        &server.url(),
+        &[],
+        &camera("cam", "connection-timeout=1 stop-stream-timeout=30"),
+    );
+    assert!(!run.status.success(), "{}", run.output());
+    assert_contains(
+        &run,
+        &format!(
+            "the control plane answered, but the data endpoint it named (GetDataEndpoint), \
+             http://kvs.invalid:{port}, was not reached in "
+        ),
+    );
+}
+
+#[test]
+fn an_untrusted_data_endpoint_ends_the_start_at_once_and_says_what_to_trust() {
+    init();
+    let pki = Pki::new();
+    let backend = Arc::new(OnceLock::new());
+    let terminator = tls_terminator(&pki, backend.clone());
+    let server = Server::spawn(Config {
+        public_url: Some(format!("https://127.0.0.1:{}", terminator.port())),
+        ..Config::default()
+    })
+    .expect("start kvs-local");
+    backend.set(server.local_addr()).unwrap();
+    let run = launch(&server.url(), &[], &camera("cam", "stop-stream-timeout=5"));
+    assert_given_up_at_once(&run);
+    assert_contains(
+        &run,
+        "TLS handshake failed: invalid peer certificate: UnknownIssuer; the endpoint's \
+         certificate is not issued by a CA trusted here: give that CA's certificate in ca-file \
+         (PEM), or in SSL_CERT_FILE or SSL_CERT_DIR",
+    );
+}
+
+#[test]
+fn https_to_a_plain_http_endpoint_says_it_does_not_speak_tls() {
+    init();
+    let server = server();
+    let https = server.url().replace("http://", "https://");
+    let run = launch(&https, &[], &camera("cam", ""));
+    assert_given_up_at_once(&run);
+    assert_contains(
+        &run,
+        "received corrupt message of type InvalidContentType; what answered does not speak TLS: \
+         if the endpoint is plain HTTP, its URL starts with http://, not https://",
+    );
 }
 
 #[test]

@@ -65,12 +65,9 @@ pub(super) async fn run(
     let url = endpoint
         .join("putMedia")
         .map_err(|e| Failure::Api(ApiError::Decode(e.to_string())))?;
-    let transport_error = |reason: String| {
-        Failure::Api(ApiError::Transport {
-            url: url.origin().ascii_serialization(),
-            reason,
-        })
-    };
+    let proxy = crate::endpoint::proxy_for(&url);
+    let transport_error =
+        |reason: String| Failure::Api(ApiError::unreached(&url, proxy.as_ref(), None, reason));
 
     let stream = super::transport::connect(
         &url,

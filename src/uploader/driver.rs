@@ -96,6 +96,10 @@ async fn drive(
     let mut endpoint: Option<Url> = None;
     let mut last_source = None;
     let started = tokio::time::Instant::now();
+    // Until a PutMedia connection has been answered, the endpoint of the step under way (the
+    // control plane, then, from its first answer on, the data endpoint) is given
+    // START_ATTEMPT_FACTOR connection timeouts from here to be reached.
+    let mut reaching_since = started;
     // Told once per attempt: not again between the control plane and PutMedia.
     let mut told_attempt = None;
     loop {
@@ -124,6 +128,8 @@ async fn drive(
             }
         };
 
+        // The data endpoint, when this attempt is PutMedia's.
+        let data_endpoint = endpoint.clone();
         let result = match &endpoint {
             Some(url) => connection::run(shared, url, region, &credentials).await,
             None => {
@@ -139,6 +145,9 @@ async fn drive(
                 };
                 match prepare_stream(shared, &control, &credentials).await {
                     Ok(url) => {
+                        if !ever_authorised {
+                            reaching_since = tokio::time::Instant::now();
+                        }
                         ever_authorised = true;
                         endpoint = Some(url);
                         let skew = crate::sigv4::CLOCK.skew();
@@ -191,7 +200,7 @@ async fn drive(
             }
         };
 
-        let unreached = matches!(&result, Err(Failure::Api(ApiError::Transport { .. })));
+        let unreached = matches!(&result, Err(Failure::Api(e)) if e.is_unreached());
         let reason = match result {
             Ok(End::Finished) => {
                 shared.emit_state(ConnectionState::Finished);
@@ -239,6 +248,7 @@ async fn drive(
             }
             Err(Failure::RetriableAck(message)) => message,
             Err(Failure::Api(error)) => {
+                let streamed = shared.lock().ever_connected();
                 if error.is_auth() {
                     auth_failures += 1;
                     // A wrong clock: sign again with the service's time (as the AWS SDKs do).
@@ -254,6 +264,21 @@ async fn drive(
                     }
                     if !ever_authorised || auth_failures >= MAX_AUTH_FAILURES {
                         return Err(fatal(shared, &error, &auth_advice(&error, &credentials)));
+                    }
+                } else if error.is_proxy_auth() {
+                    // Not sent again and again: proxies lock accounts after a few wrong
+                    // passwords. Once streaming, a refusal may be the proxy's hiccup: a few
+                    // more tries, as for AWS credentials.
+                    auth_failures += 1;
+                    if !streamed || auth_failures >= MAX_AUTH_FAILURES {
+                        return Err(fatal(shared, &error, ""));
+                    }
+                } else if error.needs_a_change() {
+                    // A certificate not trusted, a proxy that cannot be used or refuses: the
+                    // same at the next attempt. Once streaming it is an outage (a certificate
+                    // or a proxy's rules being changed), retried as any.
+                    if !streamed {
+                        return Err(fatal(shared, &error, ""));
                     }
                 } else if error.is_throttling() {
                     // The service answered: the endpoint and region are right. Keep trying, for
@@ -283,25 +308,31 @@ async fn drive(
                     return Err(fatal(shared, &error, &advice));
                 } else if !error.is_retriable() {
                     return Err(fatal(shared, &error, "check the stream name and region"));
-                } else if !ever_authorised
+                } else if error.is_unreached()
+                    && !streamed
+                    && reaching_since.elapsed() >= config.connection_timeout * START_ATTEMPT_FACTOR
+                {
+                    // Never reached since start: most likely a wrong endpoint, or a network
+                    // (or proxy) that does not lead to it.
+                    let called = data_endpoint.as_ref().unwrap_or(control.base());
+                    let since = reaching_since.elapsed();
+                    let advice = unreached_advice(&error, called, data_endpoint.is_some(), since);
+                    return Err(fatal(shared, &error, &advice));
+                } else if !error.is_unreached()
+                    && !ever_authorised
                     && started.elapsed() >= config.connection_timeout * START_ATTEMPT_FACTOR
                 {
-                    let advice = match error {
-                        // Never reached the service since start: most likely a wrong endpoint.
-                        ApiError::Transport { .. } => {
-                            "check the network, aws-region and control-plane-uri"
-                        }
-                        _ => {
-                            "the service answered with errors at every attempt since start: \
-                             try again later, and check aws-region and control-plane-uri"
-                        }
-                    };
-                    return Err(fatal(shared, &error, advice));
+                    return Err(fatal(
+                        shared,
+                        &error,
+                        "the service answered with errors at every attempt since start: try \
+                         again later, and check aws-region and control-plane-uri",
+                    ));
                 }
                 if matches!(
                     error.kind(),
                     Some("InvalidEndpointException" | "ResourceNotFoundException")
-                ) || matches!(error, ApiError::Transport { .. })
+                ) || error.is_unreached()
                 {
                     // Ask the control plane again: the stream may have moved.
                     endpoint = None;
@@ -562,11 +593,53 @@ pub(crate) fn auth_advice(error: &ApiError, credentials: &Credentials) -> String
     }
 }
 
+/// What to check when `called` (the data endpoint, or the control plane) was not reached
+/// since start, `for_how_long`, the last time for `error`.
+fn unreached_advice(
+    error: &ApiError,
+    called: &Url,
+    data_endpoint: bool,
+    for_how_long: Duration,
+) -> String {
+    if let ApiError::Proxy(e) = error
+        && e.problem == crate::control::ProxyProblem::Unreachable
+    {
+        return format!(
+            "not reached in {} s: check that the proxy runs and that {} names it right (or let \
+             the endpoint's host go around it in no_proxy)",
+            for_how_long.as_secs(),
+            e.proxy.from
+        );
+    }
+    let mut advice = if data_endpoint {
+        format!(
+            "the control plane answered, but the data endpoint it named (GetDataEndpoint), {}, \
+             was not reached in {} s: check the network between here and it (DNS, firewall)",
+            called.origin().ascii_serialization(),
+            for_how_long.as_secs()
+        )
+    } else {
+        "check the network, aws-region and control-plane-uri".to_owned()
+    };
+    if let Some(proxy) = crate::endpoint::proxy_for(called) {
+        advice.push_str(&format!(
+            ", and {proxy}, which the requests go through (or let the endpoint's host go \
+             around it in no_proxy)"
+        ));
+    }
+    advice
+}
+
+/// The element's error for `error`, with `advice` (none when the error says it).
 fn fatal(shared: &Shared, error: &ApiError, advice: &str) -> FatalError {
-    let message = about(
-        &shared.config.stream_name,
-        format_args!("{error}; {advice}"),
-    );
+    let message = if advice.is_empty() {
+        about(&shared.config.stream_name, error)
+    } else {
+        about(
+            &shared.config.stream_name,
+            format_args!("{error}; {advice}"),
+        )
+    };
     let kind = error.kind().map(str::to_owned);
     if error.is_auth() {
         FatalError::Auth { message, kind }

@@ -228,6 +228,12 @@ impl Inner {
         self.counters.fragments_persisted
     }
 
+    /// Whether a PutMedia connection has been answered since the element started: until then
+    /// it is at start, and gives up on an endpoint it cannot reach.
+    pub fn ever_connected(&self) -> bool {
+        self.counters.connections > 0
+    }
+
     /// A PutMedia connection was answered: the service is reachable again.
     pub fn on_connected(&mut self) {
         self.outage = false;

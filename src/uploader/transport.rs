@@ -176,11 +176,9 @@ pub(super) struct Options<'a> {
 
 /// Opens a connection to `url`'s host, within `connect_timeout`.
 pub(super) async fn connect(url: &Url, options: &Options<'_>) -> Result<Stream, ApiError> {
-    let origin = url.origin().ascii_serialization();
-    let fail = |reason: String| ApiError::Transport {
-        url: origin.clone(),
-        reason,
-    };
+    // The same decision as for every other request (`crate::endpoint::proxy_for`).
+    let proxy = crate::endpoint::proxy_for(url);
+    let fail = |reason: String| ApiError::unreached(url, proxy.as_ref(), None, reason);
     let host = url
         .host_str()
         .ok_or_else(|| fail("the endpoint has no host".to_owned()))?
@@ -195,34 +193,33 @@ pub(super) async fn connect(url: &Url, options: &Options<'_>) -> Result<Stream, 
         "http" => false,
         other => return Err(fail(format!("unsupported scheme {other}"))),
     };
-    // The same decision as for every other request (`crate::endpoint::proxy_for`).
-    let proxy = crate::endpoint::proxy_for(url);
     let open = async {
         let tcp = match &proxy {
-            Some(proxy) => tunnel(proxy, &host, port, options.user_agent).await?,
-            None => tcp_connect(&host, port).await?,
+            Some(proxy) => tunnel(proxy, url, &host, port, options.user_agent).await?,
+            None => tcp_connect(&host, port).await.map_err(fail)?,
         };
         tune(&tcp, options.tcp_user_timeout);
         let tcp = Tcp(tcp);
         if !tls {
             return Ok(Stream::Plain(tcp));
         }
-        let config = tls_config(options.ca_file)?;
+        let config = tls_config(options.ca_file).map_err(fail)?;
         let name = ServerName::try_from(host.clone())
-            .map_err(|e| format!("{host} is not a valid TLS server name: {e}"))?;
+            .map_err(|e| fail(format!("{host} is not a valid TLS server name: {e}")))?;
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .map_err(|e| {
-                format!(
+                let reason = format!(
                     "TLS handshake failed: {}",
                     crate::credentials::error_text(&e)
-                )
+                );
+                ApiError::unreached(url, proxy.as_ref(), Some(&e), reason)
             })?;
         Ok(Stream::Tls(Box::new(tls)))
     };
     match tokio::time::timeout(options.connect_timeout, open).await {
-        Ok(result) => result.map_err(fail),
+        Ok(result) => result,
         Err(_) => Err(fail(format!(
             "no connection within the connection timeout ({:?})",
             options.connect_timeout
@@ -260,20 +257,26 @@ fn tune(tcp: &TcpStream, user_timeout: Duration) {
     }
 }
 
-/// A TCP connection to `host:port` through `proxy`'s CONNECT.
+/// A TCP connection to `host:port` (of `url`) through `proxy`'s CONNECT.
+///
+/// An `http://` endpoint is tunnelled too, not handed to the proxy request by request as
+/// curl does: PutMedia's body never ends, and a proxy that reads a request's body whole
+/// before it sends it on (nginx's default) would never send it.
 async fn tunnel(
     proxy: &crate::endpoint::Proxy,
+    url: &Url,
     host: &str,
     port: u16,
     user_agent: &str,
-) -> Result<TcpStream, String> {
+) -> Result<TcpStream, ApiError> {
+    use crate::control::ProxyProblem;
+    let fail = |problem, reason: String| ApiError::proxy(proxy, url, problem, reason);
     if let Some(unusable) = proxy.unusable(true) {
-        return Err(format!("{proxy} {unusable}"));
+        return Err(fail(ProxyProblem::Unusable, unusable));
     }
-    let proxy_host = proxy.host().to_owned();
-    let mut tcp = tcp_connect(&proxy_host, proxy.port())
+    let mut tcp = tcp_connect(proxy.host(), proxy.port())
         .await
-        .map_err(|e| format!("proxy: {e}"))?;
+        .map_err(|e| fail(ProxyProblem::Unreachable, e))?;
     let target = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -287,29 +290,38 @@ async fn tunnel(
     request.push_str("\r\n");
     tcp.write_all(request.as_bytes())
         .await
-        .map_err(|e| format!("proxy {proxy_host}: {e}"))?;
+        .map_err(|e| fail(ProxyProblem::Unreachable, e.to_string()))?;
     // The answer's head, read byte by byte: nothing after it may be taken from the tunnel.
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         if head.len() > 16 * 1024 {
-            return Err(format!("proxy {proxy_host}: answer head too long"));
+            return Err(fail(
+                ProxyProblem::Refused,
+                "its answer's head is too long".to_owned(),
+            ));
         }
-        let byte = tcp
-            .read_u8()
-            .await
-            .map_err(|e| format!("proxy {proxy_host} closed the tunnel: {e}"))?;
+        let byte = tcp.read_u8().await.map_err(|e| {
+            fail(
+                ProxyProblem::Gateway,
+                format!("it closed the connection without answering the CONNECT: {e}"),
+            )
+        })?;
         head.push(byte);
     }
     let status_line =
         String::from_utf8_lossy(&head[..head.iter().position(|b| *b == b'\r').unwrap_or(0)])
             .into_owned();
     let status = status_line.split_whitespace().nth(1).unwrap_or_default();
-    if !status.starts_with('2') {
-        return Err(format!(
-            "proxy {proxy_host} refused the tunnel: {status_line}"
-        ));
-    }
-    Ok(tcp)
+    let problem = match status {
+        s if s.starts_with('2') => return Ok(tcp),
+        "407" => ProxyProblem::Auth,
+        "502" | "503" | "504" => ProxyProblem::Gateway,
+        _ => ProxyProblem::Refused,
+    };
+    Err(fail(
+        problem,
+        format!("it answered the CONNECT with {status_line}"),
+    ))
 }
 
 /// The TLS settings of every HTTPS request (PutMedia's connection, and reqwest's clients for
