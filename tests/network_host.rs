@@ -58,14 +58,22 @@ impl Proxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// How many requests it saw whose line starts with `method`.
-    fn requests(&self, method: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.starts_with(method))
-            .count()
+    /// How many requests it saw whose line starts with `method`, once it has told at least
+    /// `at_least` of them (its lines are read as they come; waits 10 s at most).
+    fn requests(&self, method: &str, at_least: usize) -> usize {
+        let count = || {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.starts_with(method))
+                .count()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while count() < at_least && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        count()
     }
 }
 
@@ -242,7 +250,7 @@ fn a_proxy_asking_for_a_password_is_named_and_asked_once() {
             proxy.port
         ),
     );
-    assert_eq!(proxy.requests("POST"), 1, "{:?}", proxy.lines);
+    assert_eq!(proxy.requests("POST", 1), 1, "{:?}", proxy.lines);
 
     // Wrong ones: not sent again, and never shown.
     let wrong = format!("http://user:Wrong2pw@127.0.0.1:{}", proxy.port);
@@ -257,7 +265,7 @@ fn a_proxy_asking_for_a_password_is_named_and_asked_once() {
         &format!("{named} refused the user name and password given in http_proxy"),
     );
     assert!(!run.output().contains("Wrong2pw"), "{}", run.output());
-    assert_eq!(proxy.requests("POST"), 2, "{:?}", proxy.lines);
+    assert_eq!(proxy.requests("POST", 2), 2, "{:?}", proxy.lines);
 
     // kvssrc says the same.
     let run = launch(
@@ -270,7 +278,7 @@ fn a_proxy_asking_for_a_password_is_named_and_asked_once() {
         &run,
         &format!("{named} refused the user name and password given in http_proxy"),
     );
-    assert_eq!(proxy.requests("POST"), 3, "{:?}", proxy.lines);
+    assert_eq!(proxy.requests("POST", 3), 3, "{:?}", proxy.lines);
 }
 
 #[test]
@@ -327,7 +335,7 @@ fn put_media_through_a_proxy_refusing_its_password_is_tried_once() {
         ),
     );
     assert!(!run.output().contains("Wrong2pw"), "{}", run.output());
-    assert_eq!(proxy.requests("CONNECT"), 1, "{:?}", proxy.lines);
+    assert_eq!(proxy.requests("CONNECT", 1), 1, "{:?}", proxy.lines);
 }
 
 #[test]
