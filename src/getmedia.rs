@@ -247,6 +247,10 @@ impl Reader {
                         url
                     }
                     Err(e) => {
+                        if unreached.is_some() && e.needs_a_change() {
+                            // Retrying cannot cure it (a certificate not trusted, a proxy).
+                            return Err(self.fatal(&e, e.kind(), false));
+                        }
                         self.judge(&e, &credentials, &mut auth_failures, &place)?;
                         self.retry(&mut attempt, unreached, e.to_string()).await?;
                         continue;
@@ -285,6 +289,9 @@ impl Reader {
                 Err(e) => {
                     if e.kind() == Some("InvalidEndpointException") {
                         endpoint = None;
+                    }
+                    if unreached.is_some() && e.needs_a_change() {
+                        return Err(self.fatal(&e, e.kind(), false));
                     }
                     self.judge(&e, &credentials, &mut auth_failures, &place)?;
                     self.retry(&mut attempt, unreached, e.to_string()).await?;
@@ -442,11 +449,7 @@ impl Reader {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let bytes = answer.bytes().await.unwrap_or_default();
-        Err(ApiError::from_response(
-            status,
-            error_type.as_deref(),
-            &bytes,
-        ))
+        Err(ApiError::from_response(status, error_type.as_deref(), &bytes).through_proxy_of(&url))
     }
 
     /// Reads one response to its end, handing on whole fragments and moving `start` past each.

@@ -428,3 +428,30 @@ fn no_proxy_star_goes_around_the_proxy_for_ip_addresses_too() {
     );
     run.assert_all_persisted();
 }
+
+/// kvssrc against a data endpoint whose certificate is not trusted: an error at once, with
+/// the same advice, not retried until 3 x connection-timeout has passed.
+#[test]
+fn kvssrc_ends_at_once_on_an_untrusted_data_endpoint() {
+    init();
+    let pki = Pki::new();
+    let backend = Arc::new(OnceLock::new());
+    let terminator = tls_terminator(&pki, backend.clone());
+    let server = Server::spawn(Config {
+        public_url: Some(format!("https://127.0.0.1:{}", terminator.port())),
+        ..Config::default()
+    })
+    .expect("start kvs-local");
+    backend.set(server.local_addr()).unwrap();
+    server.create_stream("cam").unwrap();
+    let run = launch(
+        &server.url(),
+        &[],
+        "kvssrc stream-name=cam start-selector=earliest ! fakesink",
+    );
+    assert_given_up_at_once(&run);
+    assert_contains(
+        &run,
+        "give that CA's certificate in ca-file (PEM), or in SSL_CERT_FILE or SSL_CERT_DIR",
+    );
+}

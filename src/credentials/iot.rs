@@ -50,16 +50,25 @@ impl IotCertificate {
         } else {
             format!("https://{}", self.endpoint)
         };
-        let mut url =
-            Url::parse(&base).map_err(|e| format!("invalid endpoint {:?}: {e}", self.endpoint))?;
+        let mut url = Url::parse(&base).map_err(|e| {
+            format!(
+                "invalid endpoint {:?}: {e}",
+                crate::endpoint::without_userinfo(&self.endpoint)
+            )
+        })?;
         if url.scheme() != "https" {
             return Err(format!(
                 "the endpoint {:?} must be https: the certificate authenticates over TLS",
-                self.endpoint
+                crate::endpoint::without_userinfo(&self.endpoint)
             ));
         }
         url.path_segments_mut()
-            .map_err(|_| format!("invalid endpoint {:?}", self.endpoint))?
+            .map_err(|_| {
+                format!(
+                    "invalid endpoint {:?}",
+                    crate::endpoint::without_userinfo(&self.endpoint)
+                )
+            })?
             .pop_if_empty()
             .extend(["role-aliases", self.role_alias.as_str(), "credentials"]);
         Ok(url)
