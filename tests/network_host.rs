@@ -379,9 +379,9 @@ fn a_data_endpoint_that_cannot_be_reached_ends_the_start() {
     );
 }
 
-#[test]
-fn an_untrusted_data_endpoint_ends_the_start_at_once_and_says_what_to_trust() {
-    init();
+/// kvs-local whose data endpoint is behind a TLS terminator with a certificate of a CA that
+/// is trusted nowhere.
+fn untrusted_data_endpoint() -> Server {
     let pki = Pki::new();
     let backend = Arc::new(OnceLock::new());
     let terminator = tls_terminator(&pki, backend.clone());
@@ -391,6 +391,13 @@ fn an_untrusted_data_endpoint_ends_the_start_at_once_and_says_what_to_trust() {
     })
     .expect("start kvs-local");
     backend.set(server.local_addr()).unwrap();
+    server
+}
+
+#[test]
+fn an_untrusted_data_endpoint_ends_the_start_at_once_and_says_what_to_trust() {
+    init();
+    let server = untrusted_data_endpoint();
     let run = launch(&server.url(), &[], &camera("cam", "stop-stream-timeout=5"));
     assert_given_up_at_once(&run);
     assert_contains(
@@ -434,15 +441,7 @@ fn no_proxy_star_goes_around_the_proxy_for_ip_addresses_too() {
 #[test]
 fn kvssrc_ends_at_once_on_an_untrusted_data_endpoint() {
     init();
-    let pki = Pki::new();
-    let backend = Arc::new(OnceLock::new());
-    let terminator = tls_terminator(&pki, backend.clone());
-    let server = Server::spawn(Config {
-        public_url: Some(format!("https://127.0.0.1:{}", terminator.port())),
-        ..Config::default()
-    })
-    .expect("start kvs-local");
-    backend.set(server.local_addr()).unwrap();
+    let server = untrusted_data_endpoint();
     server.create_stream("cam").unwrap();
     let run = launch(
         &server.url(),

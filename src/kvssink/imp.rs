@@ -308,17 +308,9 @@ impl ElementImpl for KvsSink {
             && lock(&self.audio).pad.is_some()
             && !self.video_pad().is_linked()
         {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                (
-                    "{}",
-                    about(
-                        &lock(&self.settings).stream_name,
-                        "kvssink needs a video stream with its audio: link H.264 or H.265 \
-                         video to it (audio alone is not supported)"
-                    )
-                )
+            self.negotiation_error(
+                "kvssink needs a video stream with its audio: link H.264 or H.265 video to it \
+                 (audio alone is not supported)",
             );
             return Err(gst::StateChangeError);
         }
@@ -787,18 +779,9 @@ impl BaseSinkImpl for KvsSink {
         if track.is_none() && lock(&self.audio).pad.is_some() {
             // Said once: upstream offers the same caps again and again.
             if !self.told_matroska_with_audio.swap(true, Ordering::AcqRel) {
-                gst::element_imp_error!(
-                    self,
-                    gst::CoreError::Negotiation,
-                    (
-                        "{}",
-                        about(
-                            &lock(&self.settings).stream_name,
-                            "Matroska input carries its own audio: link audio to matroskamux, \
-                             or give kvssink H.264/H.265 video (e.g. through h264parse) with \
-                             the audio pad"
-                        )
-                    )
+                self.negotiation_error(
+                    "Matroska input carries its own audio: link audio to matroskamux, or give \
+                     kvssink H.264/H.265 video (e.g. through h264parse) with the audio pad",
                 );
             }
             return Err(gst::loggable_error!(
@@ -1518,6 +1501,16 @@ impl KvsSink {
     }
 
     /// A warning about the stream's input (GstStreamError::Format), naming the stream.
+    /// Inputs kvssink cannot take together: an error naming the stream.
+    fn negotiation_error(&self, what: &str) {
+        let stream = lock(&self.settings).stream_name.clone();
+        gst::element_imp_error!(
+            self,
+            gst::CoreError::Negotiation,
+            ("{}", about(&stream, what))
+        );
+    }
+
     fn format_warning(&self, stream: &str, what: impl std::fmt::Display) {
         gst::element_imp_warning!(self, gst::StreamError::Format, ("{}", about(stream, what)));
     }
