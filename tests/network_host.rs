@@ -5,16 +5,14 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::host::*;
-use common::standins::{Pki, spawn_server};
+use common::standins::{Pki, tls_terminator};
 use common::*;
-use tokio::net::TcpStream;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -103,28 +101,6 @@ fn server_naming(public_url: impl FnOnce(u16) -> String) -> Server {
         ..Config::default()
     })
     .expect("start kvs-local")
-}
-
-/// A TLS terminator at 127.0.0.1 (certificate from `pki`'s CA) forwarding to `backend` once
-/// that is set.
-fn tls_terminator(pki: &Pki, backend: Arc<OnceLock<SocketAddr>>) -> SocketAddr {
-    let acceptor = tokio_rustls::TlsAcceptor::from(pki.open_server_config());
-    spawn_server(move |stream| {
-        let acceptor = acceptor.clone();
-        let backend = backend.clone();
-        async move {
-            let Ok(mut tls) = acceptor.accept(stream).await else {
-                return;
-            };
-            let Some(backend) = backend.get() else {
-                return;
-            };
-            let Ok(mut plain) = TcpStream::connect(backend).await else {
-                return;
-            };
-            let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-        }
-    })
 }
 
 fn assert_contains(run: &HostRun, text: &str) {

@@ -533,6 +533,28 @@ where
     rx.recv().unwrap()
 }
 
+/// A TLS terminator at 127.0.0.1 (certificate from `pki`'s CA) forwarding to `backend`, once
+/// that is set.
+pub fn tls_terminator(pki: &Pki, backend: Arc<std::sync::OnceLock<SocketAddr>>) -> SocketAddr {
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.open_server_config());
+    spawn_server(move |stream| {
+        let acceptor = acceptor.clone();
+        let backend = backend.clone();
+        async move {
+            let Ok(mut tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let Some(backend) = backend.get() else {
+                return;
+            };
+            let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                return;
+            };
+            let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+        }
+    })
+}
+
 /// A TLS terminator at 127.0.0.1 forwarding to `backend` (once set) whose certificate can be changed while it runs:
 /// `rotate` makes it present `next`'s certificate from then on and closes every connection
 /// it holds, as a server whose certificate was renewed and which restarted does.
