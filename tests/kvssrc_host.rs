@@ -47,18 +47,32 @@ fn lines<'a>(run: &'a HostRun, word: &str) -> Vec<Vec<&'a str>> {
         .collect()
 }
 
+/// Uploads `frames` of 30 fps test video of `size` (a key frame a second) into `stream` with
+/// gst-launch-1.0, kvssink given `sink_props`.
+fn upload(
+    server: &Server,
+    stream: &str,
+    frames: u32,
+    (width, height): (u32, u32),
+    sink_props: &str,
+) {
+    gst_launch(
+        server,
+        &format!(
+            "videotestsrc num-buffers={frames} ! video/x-raw,format=I420,width={width},\
+             height={height},framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! \
+             h264parse ! matroskamux streamable=true ! kvssink stream-name={stream} {sink_props}"
+        ),
+        TIMEOUT,
+    )
+    .assert_success();
+}
+
 #[test]
 fn gst_launch_reads_a_recorded_stream() {
     init();
     let server = server();
-    let record = gst_launch(
-        &server,
-        "videotestsrc num-buffers=60 ! video/x-raw,format=I420,width=320,height=240,\
-         framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! \
-         matroskamux streamable=true ! kvssink stream-name=cam1",
-        TIMEOUT,
-    );
-    record.assert_success();
+    upload(&server, "cam1", 60, (320, 240), "");
     let read = read_to_now(&server, "cam1");
     read.assert_success();
     assert_eq!(
@@ -212,14 +226,7 @@ fn a_folder_of_jpeg_images_goes_up_with_one_line_and_comes_back_frame_for_frame(
 fn a_clip_is_saved_as_mp4() {
     init();
     let server = server();
-    gst_launch(
-        &server,
-        "videotestsrc num-buffers=60 ! video/x-raw,format=I420,width=320,height=240,\
-         framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! \
-         matroskamux streamable=true ! kvssink stream-name=clip",
-        TIMEOUT,
-    )
-    .assert_success();
+    upload(&server, "clip", 60, (320, 240), "");
     let dir = tempfile::tempdir().unwrap();
     let mp4 = dir.path().join("clip.mp4");
     let now = std::time::SystemTime::now()
@@ -466,14 +473,7 @@ fn metadata_items_of_one_name_in_one_fragment_all_read_back() {
 fn a_bounded_read_with_nothing_in_range_says_so() {
     init();
     let server = server();
-    gst_launch(
-        &server,
-        "videotestsrc num-buffers=30 ! video/x-raw,format=I420,width=320,height=240,\
-         framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! \
-         matroskamux streamable=true ! kvssink stream-name=window",
-        TIMEOUT,
-    )
-    .assert_success();
+    upload(&server, "window", 30, (320, 240), "");
     let before = (server.fragments("window")[0].producer_timestamp_ms - 60_000).to_string();
     let launch = gst_launch(
         &server,
@@ -517,14 +517,7 @@ fn a_bounded_read_with_nothing_in_range_says_so() {
 fn read_frames_gives_tightly_packed_bgr_where_rows_are_padded() {
     init();
     let server = server();
-    gst_launch(
-        &server,
-        "videotestsrc num-buffers=30 ! video/x-raw,format=I420,width=1366,height=768,\
-         framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! \
-         matroskamux streamable=true ! kvssink stream-name=wide",
-        TIMEOUT,
-    )
-    .assert_success();
+    upload(&server, "wide", 30, (1366, 768), "");
     let read = python_example(&server, "read_frames.py", &["--stream", "wide"]);
     read.assert_success();
     let frames = lines(&read, "frame");
@@ -616,14 +609,7 @@ fn read_frames_stops_cleanly_on_ctrl_c() {
 fn read_frames_starts_where_its_options_say() {
     init();
     let server = server();
-    gst_launch(
-        &server,
-        "videotestsrc num-buffers=90 ! video/x-raw,format=I420,width=320,height=240,\
-         framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! \
-         matroskamux streamable=true ! kvssink stream-name=starts",
-        TIMEOUT,
-    )
-    .assert_success();
+    upload(&server, "starts", 90, (320, 240), "");
     let stored = server.fragments("starts");
     assert_eq!(stored.len(), 3);
     let last = stored[2].producer_timestamp_ms.to_string();
@@ -678,14 +664,13 @@ fn read_frames_starts_where_its_options_say() {
 fn a_range_in_seconds_reads_what_it_says() {
     init();
     let server = server();
-    gst_launch(
+    upload(
         &server,
-        "videotestsrc num-buffers=90 ! video/x-raw,format=I420,width=320,height=240,\
-         framerate=30/1 ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! \
-         matroskamux streamable=true ! kvssink stream-name=seconds file-start-time=1700000000",
-        TIMEOUT,
-    )
-    .assert_success();
+        "seconds",
+        90,
+        (320, 240),
+        "file-start-time=1700000000",
+    );
     let stored: Vec<u64> = server
         .fragments("seconds")
         .iter()
