@@ -24,7 +24,8 @@ elements=(
   fakesink:libgstreamer1.0-0 filesink:libgstreamer1.0-0 filesrc:libgstreamer1.0-0
   identity:libgstreamer1.0-0 queue:libgstreamer1.0-0 tee:libgstreamer1.0-0 valve:libgstreamer1.0-0
   appsink:gstreamer1.0-plugins-base appsrc:gstreamer1.0-plugins-base audiotestsrc:gstreamer1.0-plugins-base
-  videoconvert:gstreamer1.0-plugins-base videotestsrc:gstreamer1.0-plugins-base
+  videoconvert:gstreamer1.0-plugins-base videoscale:gstreamer1.0-plugins-base
+  videotestsrc:gstreamer1.0-plugins-base
   audioconvert:gstreamer1.0-plugins-base opusenc:gstreamer1.0-plugins-base
   opusdec:gstreamer1.0-plugins-base alawenc:gstreamer1.0-plugins-good
   alawdec:gstreamer1.0-plugins-good
