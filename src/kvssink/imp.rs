@@ -188,8 +188,8 @@ pub struct KvsSink {
     resumed_after_pause: std::sync::atomic::AtomicBool,
     /// A fatal error's account (`failed`) was posted with it: the stream's only summary.
     failed_account_posted: std::sync::atomic::AtomicBool,
-    /// `kvs-add-metadata` events sent before the element started, for its start.
-    /// Whether the element has started (under the same lock: an event is kept or applied).
+    /// Whether the element has started, and the `kvs-add-metadata` events sent before it did,
+    /// kept for its start (one lock: an event is either kept or applied).
     metadata_before_start: Mutex<(bool, Vec<gst::Event>)>,
     /// The error for Matroska input beside an audio pad was posted (once, not per caps).
     told_matroska_with_audio: std::sync::atomic::AtomicBool,
