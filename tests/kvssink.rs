@@ -393,8 +393,11 @@ fn an_endpoint_that_is_down_is_reported_and_the_pipeline_stops_at_once() {
     pipeline.set_state(gst::State::Null).unwrap();
 }
 
+/// Stopping during the wait at EOS waits on, as AWS's element does, until
+/// `stop-stream-timeout` after EOS; an application that must stop at once (the endpoint does
+/// not answer) sets `stop-stream-timeout` to 0, also while the stop waits: it then returns.
 #[test]
-fn stopping_during_the_eos_wait_does_not_wait_for_the_network() {
+fn stopping_during_the_eos_wait_returns_once_stop_stream_timeout_is_0() {
     init();
     let server = server();
     server.inject(kvs_local::Fault::StopAcks { stream: None });
@@ -410,9 +413,12 @@ fn stopping_during_the_eos_wait_does_not_wait_for_the_network() {
         p.set_state(gst::State::Null).unwrap();
         let _ = tx.send(());
     });
-    // A guard against a hang, far below the 600 s the sink would otherwise wait.
+    // The stop waits on for the acks...
+    assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
+    // ... until the application cuts it short. (A guard against a hang, far below 600 s.)
+    sink.set_property("stop-stream-timeout", 0u32);
     rx.recv_timeout(Duration::from_secs(30))
-        .expect("setting NULL must cancel the wait for acks");
+        .expect("stop-stream-timeout=0 must end the wait for acks");
 }
 
 #[test]
