@@ -40,6 +40,37 @@ use crate::endpoint::{self, Location};
 /// token in the service's messages.
 pub const REDACTED: &str = "<redacted>";
 
+/// Access keys the service refused lately (an expired or revoked session token, or a key the
+/// service does not know), most recent last: a cache holding one asks its source again instead
+/// of handing it out until the expiry it believes in.
+static REFUSED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// How many refused access keys are remembered.
+const REFUSED_KEPT: usize = 16;
+
+/// Records that the service refused `credentials`: every cache in the process that holds them
+/// gets new ones from its source at the next request (the service's word is final; the
+/// expiry the source gave, or this machine's clock, may be wrong).
+pub fn refused(credentials: &Credentials) {
+    let key = credentials.access_key_id();
+    let mut refused = REFUSED.lock().unwrap_or_else(|e| e.into_inner());
+    if !refused.iter().any(|k| k == key) {
+        if refused.len() == REFUSED_KEPT {
+            refused.remove(0);
+        }
+        refused.push(key.to_owned());
+    }
+}
+
+/// Whether the service refused the access key `key` (see [`refused`]).
+pub fn was_refused(key: &str) -> bool {
+    REFUSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|k| k == key)
+}
+
 /// Longest margin before expiry at which temporary credentials are renewed.
 pub const MAX_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 

@@ -325,6 +325,7 @@ impl Reader {
         }
         if error.is_auth() && !error.is_clock_skew() {
             *auth_failures += 1;
+            crate::credentials::refused(credentials);
             if *auth_failures >= MAX_AUTH_FAILURES || !matches!(kind, Some("ExpiredTokenException"))
             {
                 return Err(self.fatal(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use common::host;
 use common::standins::{self, Issued, Pki};
 use common::*;
 use gst::prelude::*;
@@ -353,4 +354,126 @@ fn expired_credentials_are_a_clear_error() {
     assert!(text.contains("ExpiredTokenException"), "{text}");
     assert!(text.contains("the credentials have expired"), "{text}");
     assert!(!text.contains(&expired.secret_key) && !text.contains(&expired.token));
+}
+
+/// An IoT stand-in that hands out `first`, then `second` from its second request on.
+fn iot_first_then(pki: &Pki, first: &Issued, second: &Issued) -> standins::Standin {
+    let (a, b) = (first.clone(), second.clone());
+    let calls = AtomicUsize::new(0);
+    standins::iot(pki, move || {
+        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            a.clone()
+        } else {
+            b.clone()
+        }
+    })
+}
+
+#[test]
+fn credentials_the_service_refuses_are_renewed_at_once() {
+    // The service says ExpiredTokenException for credentials whose expiry is an hour away
+    // (revoked, or a clock wrong somewhere): kvssink asks the IoT endpoint for new ones at the
+    // next attempt instead of offering the refused ones until they fail three times.
+    init();
+    let pki = Pki::new();
+    let first = Issued::new("iotrefused", far_future());
+    let second = Issued::new("iotreplaced", far_future());
+    let iot = iot_first_then(&pki, &first, &second);
+    let server = server_with(vec![first.key_pair(), second.key_pair()]);
+    let (pipeline, sink) = pipeline_without_keys(&live_line(8), &server, "refused");
+    sink.set_property(
+        "iot-certificate",
+        iot_structure(&pki, &iot.addr().to_string(), true),
+    );
+    let sent = capture(&sink);
+    let run = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            assert!(server.wait_for_fragments("refused", 2, TIMEOUT));
+            // The session ends (the service's routine 4003), and the next request with the
+            // first credentials is refused as expired.
+            server.inject(kvs_local::Fault::RejectCredentials {
+                stream: None,
+                count: 1,
+                error_type: Some("ExpiredTokenException".into()),
+            });
+            server.inject(kvs_local::Fault::MaxConnectionDuration {
+                stream: None,
+                after_ms: 1,
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            server.clear_faults();
+        });
+        run(&pipeline, TIMEOUT)
+    });
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert!(run.eos);
+    assert_stored_exactly(&server, "refused", &sent.lock().unwrap());
+    assert_eq!(refused_keys(&server).len(), 1, "one refusal, not three");
+    let keys = put_media_keys(&server);
+    assert_eq!(keys.first(), Some(&first.access_key), "{keys:?}");
+    assert_eq!(keys.last(), Some(&second.access_key), "{keys:?}");
+    assert_eq!(iot.requests().len(), 2, "one renewal, after the refusal");
+}
+
+#[test]
+fn a_camera_clock_minutes_behind_renews_iot_credentials_by_the_services_time() {
+    // A camera without a real-time clock boots minutes behind: its IoT credentials expire by
+    // the service's clock. gst-launch-1.0 under libfaketime, 5 minutes behind; the first
+    // credentials live 10 s and the service ends sessions after 12 s. Judged by the camera's
+    // clock they would still be good then, and the next session would be refused.
+    init();
+    let pki = Pki::new();
+    let first = Issued::new("iotbehind", SystemTime::now() + Duration::from_secs(10));
+    let second = Issued::new("iotbehindnext", far_future());
+    let iot = iot_first_then(&pki, &first, &second);
+    let server = server_with(vec![first.key_pair(), second.key_pair()]);
+    server.inject(kvs_local::Fault::MaxConnectionDuration {
+        stream: None,
+        after_ms: 12_000,
+    });
+    let iot_certificate = format!(
+        "iot-certificate,endpoint={},cert-path={},key-path={},ca-path={},role-aliases=kvs-role-alias",
+        iot.addr(),
+        pki.client_cert.display(),
+        pki.client_key.display(),
+        pki.ca.display()
+    );
+    let line = format!(
+        "{} stream-name=behind aws-region=us-east-1 iot-certificate=\"{iot_certificate}\"",
+        live_line(16)
+    );
+    let registry = tempdir();
+    let mut cmd = host::host_command("faketime", &server.url(), registry.path());
+    cmd.env("DONT_FAKE_MONOTONIC", "1")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(["-f", "-5m", "gst-launch-1.0", "-m", "-e"])
+        .args(host::split_launch(&line));
+    let run = host::run_host(cmd, TIMEOUT);
+    run.assert_success();
+    run.assert_all_persisted();
+    assert!(
+        run.output().contains("behind the service's"),
+        "the skew is told: {}",
+        run.output()
+    );
+    // Refused: only the first request, signed by the camera's clock (corrected from then on).
+    let refused: Vec<_> = server
+        .report()
+        .requests
+        .into_iter()
+        .filter(|r| r.auth == kvs_local::report::AuthVerdict::Rejected)
+        .map(|r| (r.operation, r.error_type, r.error_message))
+        .collect();
+    assert!(
+        refused.len() <= 1
+            && refused
+                .iter()
+                .all(|(_, _, m)| m.as_deref().unwrap_or("").contains("Signature expired")),
+        "{refused:?}"
+    );
+    let keys = put_media_keys(&server);
+    assert_eq!(keys.first(), Some(&first.access_key), "{keys:?}");
+    assert_eq!(keys.last(), Some(&second.access_key), "{keys:?}");
+    assert_eq!(server.fragments("behind").len(), 16);
 }

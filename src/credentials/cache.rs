@@ -7,9 +7,10 @@ use aws_credential_types::provider::{
     ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future,
 };
 
-use super::refresh_margin;
+use super::{refresh_margin, was_refused};
+use crate::sigv4::{CLOCK, Skew};
 
-/// Credentials and when they were obtained.
+/// Credentials and when they were obtained, by this machine's clock.
 #[derive(Debug, Clone)]
 struct Cached {
     credentials: Credentials,
@@ -17,27 +18,48 @@ struct Cached {
 }
 
 impl Cached {
-    /// Whether these are due for renewal at `now`: they expire within the refresh margin.
-    /// Credentials without expiry are never cached (their sources are cheap: re-read them).
-    fn due(&self, now: SystemTime) -> bool {
+    /// Whether these are due for renewal at `now` (this machine's clock), the service's clock
+    /// being `skew` ahead of it: they expire within the refresh margin, or the service refused
+    /// them. Credentials without expiry are never cached (their sources are cheap: re-read
+    /// them).
+    fn due(&self, now: SystemTime, skew: Skew) -> bool {
+        if self.refused() {
+            return true;
+        }
         let Some(expiry) = self.credentials.expiry() else {
             return true;
         };
-        let lifetime = expiry.duration_since(self.fetched).unwrap_or_default();
-        match expiry.duration_since(now) {
+        // The expiry is the service's time: so are the others, the skew measured once the
+        // credentials were fetched applying to when they were fetched as well.
+        let lifetime = expiry
+            .duration_since(skew.apply(self.fetched))
+            .unwrap_or_default();
+        match expiry.duration_since(skew.apply(now)) {
             Ok(left) => left <= refresh_margin(lifetime),
             Err(_) => true,
         }
     }
 
-    fn expired(&self, now: SystemTime) -> bool {
-        self.credentials.expiry().is_some_and(|e| e <= now)
+    /// Whether these can no longer be used at `now`: past their expiry, or refused.
+    fn expired(&self, now: SystemTime, skew: Skew) -> bool {
+        self.refused()
+            || self
+                .credentials
+                .expiry()
+                .is_some_and(|e| e <= skew.apply(now))
+    }
+
+    fn refused(&self) -> bool {
+        was_refused(self.credentials.access_key_id())
     }
 }
 
 /// A caching layer over a source of temporary credentials: the source is asked again once
-/// the credentials are within [`refresh_margin`] of their expiry; if it fails then, the
-/// credentials it gave last are used for as long as they are valid.
+/// the credentials are within [`refresh_margin`] of their expiry, or once the service refused
+/// them; if it fails then, the credentials it gave last are used for as long as they are
+/// valid. Expiry is judged by the service's time once a request has measured this machine's
+/// clock against it ([`CLOCK`]): the expiry comes from an AWS service, and a camera whose
+/// clock is minutes behind would otherwise keep expired credentials.
 #[derive(Debug)]
 pub struct Refreshing {
     source: SharedCredentialsProvider,
@@ -57,7 +79,7 @@ impl Refreshing {
         let mut cached = self.cached.lock().await;
         let now = SystemTime::now();
         if let Some(c) = &*cached
-            && !c.due(now)
+            && !c.due(now, CLOCK.skew())
         {
             return Ok(c.credentials.clone());
         }
@@ -70,7 +92,7 @@ impl Refreshing {
                 Ok(credentials)
             }
             Err(e) => match &*cached {
-                Some(c) if !c.expired(SystemTime::now()) => Ok(c.credentials.clone()),
+                Some(c) if !c.expired(SystemTime::now(), CLOCK.skew()) => Ok(c.credentials.clone()),
                 _ => Err(e),
             },
         }
@@ -99,6 +121,8 @@ mod tests {
         calls: Arc<AtomicU32>,
         lifetime: Option<Duration>,
         fail_after: u32,
+        /// What the access keys start with (the refused keys are remembered process-wide).
+        prefix: &'static str,
     }
 
     impl ProvideCredentials for Counting {
@@ -114,7 +138,7 @@ mod tests {
             }
             let expiry = self.lifetime.map(|l| SystemTime::now() + l);
             future::ProvideCredentials::ready(Ok(Credentials::new(
-                format!("AK{n}"),
+                format!("{}{n}", self.prefix),
                 "secret",
                 None,
                 expiry,
@@ -124,11 +148,20 @@ mod tests {
     }
 
     fn refreshing(lifetime: Option<Duration>, fail_after: u32) -> (Refreshing, Arc<AtomicU32>) {
+        refreshing_keys("AK", lifetime, fail_after)
+    }
+
+    fn refreshing_keys(
+        prefix: &'static str,
+        lifetime: Option<Duration>,
+        fail_after: u32,
+    ) -> (Refreshing, Arc<AtomicU32>) {
         let calls = Arc::new(AtomicU32::new(0));
         let source = Counting {
             calls: calls.clone(),
             lifetime,
             fail_after,
+            prefix,
         };
         (
             Refreshing::new(SharedCredentialsProvider::new(source)),
@@ -174,5 +207,47 @@ mod tests {
         assert_eq!(a.access_key_id(), b.access_key_id());
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(cache.provide_credentials().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn credentials_the_service_refused_are_renewed_at_once() {
+        // Valid for an hour by their expiry, but the service said ExpiredTokenException (a
+        // clock behind the service's, or a token revoked).
+        let (cache, calls) = refreshing_keys("REFUSED", Some(Duration::from_secs(3600)), 2);
+        let a = cache.provide_credentials().await.unwrap();
+        crate::credentials::refused(&a);
+        let b = cache.provide_credentials().await.unwrap();
+        assert_ne!(a.access_key_id(), b.access_key_id());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // The new ones are kept; if their source fails later, refused ones are never given.
+        cache.provide_credentials().await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        crate::credentials::refused(&b);
+        assert!(cache.provide_credentials().await.is_err());
+    }
+
+    #[test]
+    fn expiry_is_judged_by_the_services_clock() {
+        // Credentials for 10 minutes by the service's time, on a machine 5 minutes behind it
+        // (the skew measured after they were fetched).
+        let now = SystemTime::now();
+        let behind = Skew(5 * 60 * 1000);
+        let c = Cached {
+            credentials: Credentials::new(
+                "SKEWED",
+                "secret",
+                None,
+                Some(behind.apply(now) + Duration::from_secs(600)),
+                "test",
+            ),
+            fetched: now,
+        };
+        // By this machine's clock they would have 15 minutes left.
+        assert!(!c.due(now, behind) && !c.expired(now, behind));
+        assert!(!c.due(now + Duration::from_secs(8 * 60 + 50), behind));
+        // Due within the last minute (a quarter of 10 minutes, at most 60 s), expired after.
+        assert!(c.due(now + Duration::from_secs(9 * 60 + 5), behind));
+        assert!(c.expired(now + Duration::from_secs(10 * 60), behind));
+        assert!(!c.expired(now + Duration::from_secs(10 * 60), Skew(0)));
     }
 }

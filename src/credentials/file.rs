@@ -54,7 +54,9 @@ impl FileProvider {
     }
 
     fn get(&self) -> Result<Credentials, CredentialsError> {
-        let now = SystemTime::now();
+        // The expiry in the file is the service's time (STS's): judge it by that clock once
+        // a request has measured this machine's.
+        let now = crate::sigv4::CLOCK.now();
         let meta = std::fs::metadata(&self.path).map_err(|e| self.error(&e.to_string()))?;
         let stamp = Stamp {
             modified: meta.modified().ok(),
@@ -64,6 +66,7 @@ impl FileProvider {
         if let Some(l) = &*loaded
             && l.stamp == stamp
             && !due(&l.credentials, l.read_at, now)
+            && !super::was_refused(l.credentials.access_key_id())
         {
             return Ok(l.credentials.clone());
         }

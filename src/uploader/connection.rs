@@ -57,8 +57,9 @@ pub(super) async fn run(
 ) -> Result<End, Failure> {
     let config = &shared.config;
     // The session ends at a fragment boundary after rotation-period, or before the
-    // credentials it is signed with expire (the service ends it then), whichever comes first.
-    let max_age = crate::credentials::usable_for(credentials, SystemTime::now())
+    // credentials it is signed with expire (the service ends it then), whichever comes first;
+    // judged by the service's time, as the credentials' expiry is.
+    let max_age = crate::credentials::usable_for(credentials, sigv4::CLOCK.now())
         .map_or(config.max_session_duration, |d| {
             d.min(config.max_session_duration)
         });

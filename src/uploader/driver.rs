@@ -262,6 +262,9 @@ async fn drive(
                         retry(shared, &mut attempt, reason, None).await;
                         continue;
                     }
+                    // The service's word on these credentials is final: a source that renews
+                    // them is asked for new ones at the next attempt.
+                    credentials::refused(&credentials);
                     if !ever_authorised || auth_failures >= MAX_AUTH_FAILURES {
                         return Err(fatal(shared, &error, &auth_advice(&error, &credentials)));
                     }
