@@ -437,6 +437,8 @@ impl Verifier {
                 "{SIGNATURE_MISMATCH}\n\nThe Canonical String for this request should have been\n'{creq}'\n"
             ),
         );
+        // The report and the log keep no secret: the session token is a credential.
+        let creq = redact_token(&creq);
         r.reason = format!(
             "signature mismatch for key '{}'{}; canonical request: {creq:?}",
             key.access_key,
@@ -479,6 +481,17 @@ impl Verifier {
         out.push_str(payload_hash);
         out
     }
+}
+
+/// `creq` with the value of a signed `x-amz-security-token` header replaced.
+fn redact_token(creq: &str) -> String {
+    creq.split('\n')
+        .map(|line| match line.split_once(':') {
+            Some(("x-amz-security-token", _)) => "x-amz-security-token:<redacted>",
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn strip_port(host: &str) -> &str {

@@ -249,3 +249,19 @@ fn canonical_pieces() {
     assert_eq!(strip_port("[::1]:80"), "[::1]");
     assert_eq!(strip_port("host"), "host");
 }
+
+#[test]
+fn a_signature_mismatch_with_a_token_keeps_the_token_out_of_the_report() {
+    // The right token signed with the wrong secret: the canonical request in the report (and
+    // the log) names the token header but not its value.
+    let wrong = KeyPair::new("TESTKEYWITHTOKEN", "not-the-secret").with_session_token("tok-1");
+    let h = headers_for(&wrong, &SignOptions::json(BODY), "127.0.0.1:4566");
+    let e = check(&h, BODY, false).unwrap_err();
+    assert_eq!(e.error_type, "InvalidSignatureException");
+    assert!(
+        e.reason.contains("x-amz-security-token:<redacted>"),
+        "{}",
+        e.reason
+    );
+    assert!(!e.reason.contains("tok-1"), "{}", e.reason);
+}
