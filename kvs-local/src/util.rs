@@ -95,6 +95,34 @@ pub fn parse_amz_date(s: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(secs as u64))
 }
 
+/// Parses an HTTP date in the preferred form of RFC 9110 (`Fri, 04 Dec 2026 02:25:00 GMT`),
+/// which SigV4 accepts in a `Date` header instead of `X-Amz-Date`.
+pub fn parse_http_date(s: &str) -> Option<SystemTime> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (_, rest) = s.trim().split_once(", ")?;
+    let parts: Vec<&str> = rest.split(' ').collect();
+    let [day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let mo = MONTHS.iter().position(|m| m == month)? as u32 + 1;
+    let d: u32 = day.parse().ok()?;
+    let y: i64 = year.parse().ok()?;
+    let hms: Vec<u32> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let [h, mi, se] = hms.as_slice() else {
+        return None;
+    };
+    if !(1..=31).contains(&d) || *h > 23 || *mi > 59 || *se > 60 {
+        return None;
+    }
+    let secs = days_from_civil(y, mo, d) * 86400 + (h * 3600 + mi * 60 + se) as i64;
+    (secs >= 0).then(|| UNIX_EPOCH + Duration::from_secs(secs as u64))
+}
+
 /// Epoch seconds in the exponent form the service uses (`1.551924009774E9`).
 pub fn epoch_seconds_exp(ms: u64) -> String {
     if ms == 0 {

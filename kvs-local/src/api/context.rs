@@ -4,6 +4,7 @@
 
 use super::http::ApiError;
 use super::operation::StreamRef;
+use super::validate::{Checks, RESOURCE_ARN};
 use crate::auth::sigv4::{self, Verified, Verifier};
 use crate::config::Config;
 use crate::faults::Faults;
@@ -206,7 +207,12 @@ impl Shared {
                     .map(|_| n.clone())
                     .ok_or_else(|| not_found(n))
             }
-            (None, Some(a)) => self.store.name_for_arn(a).ok_or_else(|| not_found(a)),
+            (None, Some(a)) => {
+                Checks::new()
+                    .string("streamARN", Some(a), &RESOURCE_ARN)
+                    .finish()?;
+                self.store.name_for_arn(a).ok_or_else(|| not_found(a))
+            }
         }
     }
 }

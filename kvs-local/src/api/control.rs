@@ -7,7 +7,7 @@ use super::operation::{
     TagStreamInput, UntagStreamInput, UpdateDataRetentionInput, UpdateStreamInput,
 };
 use super::validate::{
-    Checks, DEVICE_NAME, KMS_KEY_ID, MEDIA_TYPE, NEXT_TOKEN, STREAM_NAME, VERSION,
+    Checks, DEVICE_NAME, KMS_KEY_ID, MEDIA_TYPE, NEXT_TOKEN, RESOURCE_ARN, STREAM_NAME, VERSION,
 };
 use crate::auth::sigv4::Verified;
 use crate::model::records::{ACCOUNT_ID, StoreError, StreamMeta, StreamSnapshot};
@@ -213,6 +213,7 @@ pub(crate) fn list_streams(shared: &Shared, r: ListStreamsInput) -> Reply {
 pub(crate) fn delete_stream(shared: &Shared, r: DeleteStreamInput) -> Reply {
     Checks::new()
         .required("streamARN", r.stream.stream_arn.as_ref())
+        .string("streamARN", r.stream.stream_arn.as_deref(), &RESOURCE_ARN)
         .string("currentVersion", r.current_version.as_deref(), &VERSION)
         .finish()?;
     let arn = r.stream.stream_arn.expect("checked");
@@ -232,10 +233,15 @@ pub(crate) fn delete_stream(shared: &Shared, r: DeleteStreamInput) -> Reply {
 /// `Host: 127.0.0.1` without the port).
 pub(crate) fn get_data_endpoint(shared: &Shared, r: GetDataEndpointInput, ctl: &ConnCtl) -> Reply {
     shared.resolve(&r.stream)?;
-    let api = r.api_name.unwrap_or_default();
+    let Some(api) = r.api_name else {
+        return Err(ApiError::invalid_argument(
+            "1 validation error detected: Value null at 'aPIName' failed to satisfy constraint: Member must not be null",
+        ));
+    };
     if !APIS.contains(&api.as_str()) {
         return Err(ApiError::invalid_argument(format!(
-            "1 validation error detected: Value '{api}' at 'aPIName' failed to satisfy constraint: Member must satisfy enum value set: {APIS:?}"
+            "1 validation error detected: Value '{api}' at 'aPIName' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+            APIS.join(", ")
         )));
     }
     let endpoint = match &shared.config.public_url {

@@ -46,9 +46,13 @@ pub(crate) async fn route(
                 404,
                 "UnknownOperationException",
                 match unserved(&path) {
-                    Some(what) => format!(
+                    Some(Unserved::Read(what)) => format!(
                         "kvs-local does not serve {what}; read a stream with GetMedia, \
                          ListFragments and GetMediaForFragmentList (or kvssrc)"
+                    ),
+                    Some(Unserved::Other(what)) => format!(
+                        "kvs-local does not serve {what}: it stands in for video streams only \
+                         (streams, their tags and retention, PutMedia and reading them back)"
                     ),
                     None => format!("No operation at {} {path}", req.method()),
                 },
@@ -151,14 +155,41 @@ fn dispatch(
     Ok(json_bytes_response(200, json?, rid))
 }
 
-/// The service's operations kvs-local does not serve (GetDataEndpoint names an endpoint for
-/// them, as the service does): what they are, for the error that says so.
-fn unserved(path: &str) -> Option<&'static str> {
+/// An operation of the service that kvs-local does not serve.
+enum Unserved {
+    /// A way of reading a stream (GetDataEndpoint names an endpoint for it, as the service
+    /// does).
+    Read(&'static str),
+    /// Signaling channels and the stream configurations kvs-local has no use for.
+    Other(&'static str),
+}
+
+/// The service's operations kvs-local does not serve, by path (botocore's service models):
+/// what they are, for the error that says so.
+fn unserved(path: &str) -> Option<Unserved> {
     Some(match path {
-        "/getHLSStreamingSessionURL" => "GetHLSStreamingSessionURL (HLS playback)",
-        "/getDASHStreamingSessionURL" => "GetDASHStreamingSessionURL (DASH playback)",
-        "/getClip" => "GetClip (MP4 clips)",
-        "/getImages" => "GetImages (still images)",
+        "/getHLSStreamingSessionURL" => Unserved::Read("GetHLSStreamingSessionURL (HLS playback)"),
+        "/getDASHStreamingSessionURL" => {
+            Unserved::Read("GetDASHStreamingSessionURL (DASH playback)")
+        }
+        "/getClip" => Unserved::Read("GetClip (MP4 clips)"),
+        "/getImages" => Unserved::Read("GetImages (still images)"),
+        "/createSignalingChannel"
+        | "/deleteSignalingChannel"
+        | "/describeSignalingChannel"
+        | "/getSignalingChannelEndpoint"
+        | "/listSignalingChannels"
+        | "/updateSignalingChannel" => Unserved::Other("signaling channels (WebRTC)"),
+        "/TagResource" | "/UntagResource" | "/ListTagsForResource" => Unserved::Other(
+            "TagResource, UntagResource and ListTagsForResource (tags of signaling channels; a \
+             stream's tags are TagStream, UntagStream and ListTagsForStream)",
+        ),
+        "/describeImageGenerationConfiguration" | "/updateImageGenerationConfiguration" => {
+            Unserved::Other("image generation configurations")
+        }
+        "/describeNotificationConfiguration" | "/updateNotificationConfiguration" => {
+            Unserved::Other("notification configurations")
+        }
         _ => return None,
     })
 }

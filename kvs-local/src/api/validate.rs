@@ -115,6 +115,39 @@ pub(crate) const TAG_VALUE: StrRule = StrRule {
     pattern: r"[\p{L}\p{Z}\p{N}_.:/=+\-@]*",
     matches: tag_text,
 };
+/// `ResourceARN` (`StreamARN`).
+pub(crate) const RESOURCE_ARN: StrRule = StrRule {
+    min: 1,
+    max: 1024,
+    pattern: r"arn:[a-z\d-]+:kinesisvideo:[a-z0-9-]+:[0-9]+:[a-z]+/[a-zA-Z0-9_.-]+/[0-9]+",
+    matches: resource_arn,
+};
+
+fn resource_arn(s: &str) -> bool {
+    let lower_digits_dash = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+    };
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit());
+    let parts: Vec<&str> = s.splitn(6, ':').collect();
+    let ["arn", partition, "kinesisvideo", region, account, resource] = parts.as_slice() else {
+        return false;
+    };
+    let resource: Vec<&str> = resource.split('/').collect();
+    let [kind, name, id] = resource.as_slice() else {
+        return false;
+    };
+    lower_digits_dash(partition)
+        && lower_digits_dash(region)
+        && digits(account)
+        && !kind.is_empty()
+        && kind.bytes().all(|c| c.is_ascii_lowercase())
+        && !name.is_empty()
+        && name_chars(name)
+        && digits(id)
+}
+
 /// `NextToken` of the control plane.
 pub(crate) const NEXT_TOKEN: StrRule = StrRule {
     min: 0,
@@ -191,6 +224,7 @@ impl Checks {
     /// `StreamName` of a request, when present.
     pub(crate) fn stream(&mut self, r: &StreamRef) -> &mut Self {
         self.string("streamName", r.stream_name.as_deref(), &STREAM_NAME)
+            .string("streamARN", r.stream_arn.as_deref(), &RESOURCE_ARN)
     }
 
     /// An integer member in `min..=max`, when present. A number with a
@@ -344,6 +378,23 @@ mod tests {
             assert!(!tag_text(bad), "{bad}");
         }
         assert!(!any_line("a\nb") && any_line("arn:aws:kms:x") && !any_line(""));
+        for ok in [
+            "arn:aws:kinesisvideo:us-west-2:123456789012:stream/cam1/1700000000000",
+            "arn:aws-cn:kinesisvideo:cn-north-1:1:stream/a.b_c-d/0",
+        ] {
+            assert!(resource_arn(ok), "{ok}");
+        }
+        for bad in [
+            "notanarn",
+            "arn:aws:kinesis:us-west-2:1:stream/cam1/1",
+            "arn:aws:kinesisvideo:us-west-2:12a:stream/cam1/1",
+            "arn:aws:kinesisvideo:us-west-2:1:stream/cam1",
+            "arn:aws:kinesisvideo:us-west-2:1:stream/cam 1/1",
+            "arn:aws:kinesisvideo:US-WEST-2:1:stream/cam1/1",
+            "arn:aws:kinesisvideo:us-west-2:1:stream/cam1/1/2",
+        ] {
+            assert!(!resource_arn(bad), "{bad}");
+        }
     }
 
     #[test]

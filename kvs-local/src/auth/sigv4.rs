@@ -5,7 +5,7 @@
 //! `aws_sigv4`'s key derivation and compared in constant time.
 
 use crate::config::KeyPair;
-use crate::util::{format_amz_date, parse_amz_date};
+use crate::util::{format_amz_date, parse_amz_date, parse_http_date};
 use http::HeaderMap;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, percent_encode};
 use sha2::{Digest, Sha256};
@@ -248,20 +248,40 @@ impl Verifier {
             )
         })?;
         let a = parse_authorization(auth)?;
-        let Some(amz_date) = header_str(h, "x-amz-date") else {
-            return Err(reject(
-                400,
-                "IncompleteSignatureException",
-                "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
-            ));
+        // The request's time: X-Amz-Date, else Date (ISO 8601 basic, or an HTTP date; the
+        // string to sign has the ISO 8601 form either way).
+        let (amz_date, t) = match header_str(h, "x-amz-date") {
+            Some(amz_date) => {
+                let Some(t) = parse_amz_date(amz_date) else {
+                    return Err(reject(
+                        400,
+                        "IncompleteSignatureException",
+                        format!("Date must be in ISO-8601 'basic format'. Got '{amz_date}'."),
+                    ));
+                };
+                (amz_date.to_owned(), t)
+            }
+            None => {
+                let Some(date) = header_str(h, "date") else {
+                    return Err(reject(
+                        400,
+                        "IncompleteSignatureException",
+                        "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+                    ));
+                };
+                let Some(t) = parse_amz_date(date).or_else(|| parse_http_date(date)) else {
+                    return Err(reject(
+                        400,
+                        "IncompleteSignatureException",
+                        format!(
+                            "Date must be in ISO-8601 'basic format' or an HTTP date. Got '{date}'."
+                        ),
+                    ));
+                };
+                (format_amz_date(t), t)
+            }
         };
-        let Some(t) = parse_amz_date(amz_date) else {
-            return Err(reject(
-                400,
-                "IncompleteSignatureException",
-                format!("Date must be in ISO-8601 'basic format'. Got '{amz_date}'."),
-            ));
-        };
+        let amz_date = amz_date.as_str();
         let Some(key) = self.keys.iter().find(|k| k.access_key == a.access_key) else {
             let mut r = reject(
                 403,

@@ -265,3 +265,73 @@ fn a_signature_mismatch_with_a_token_keeps_the_token_out_of_the_report() {
     );
     assert!(!e.reason.contains("tok-1"), "{}", e.reason);
 }
+
+/// Headers of a request signed by hand with a `Date` header (`date`) and no `X-Amz-Date`.
+fn signed_with_date_header(date: &str, iso: &str) -> HeaderMap {
+    use sha2::Digest;
+    let key = KeyPair::demo();
+    let host = "127.0.0.1:4566";
+    let signed = "content-type;date;host";
+    let creq = format!(
+        "POST\n/describeStream\n\ncontent-type:application/json\ndate:{date}\nhost:{host}\n\n{signed}\n{}",
+        hex::encode(sha2::Sha256::digest(BODY))
+    );
+    let scope = format!("{}/us-west-2/kinesisvideo/aws4_request", &iso[..8]);
+    let sts = format!(
+        "AWS4-HMAC-SHA256\n{iso}\n{scope}\n{}",
+        hex::encode(sha2::Sha256::digest(creq.as_bytes()))
+    );
+    let t = crate::util::parse_amz_date(iso).unwrap();
+    let signing_key =
+        aws_sigv4::sign::v4::generate_signing_key(&key.secret_key, t, "us-west-2", "kinesisvideo");
+    let signature = aws_sigv4::sign::v4::calculate_signature(signing_key.as_ref(), sts.as_bytes());
+    let mut h = HeaderMap::new();
+    h.insert("host", HeaderValue::from_static(host));
+    h.insert("content-type", HeaderValue::from_static("application/json"));
+    h.insert("date", HeaderValue::from_str(date).unwrap());
+    h.insert(
+        "authorization",
+        HeaderValue::from_str(&format!(
+            "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}",
+            key.access_key
+        ))
+        .unwrap(),
+    );
+    h
+}
+
+#[test]
+fn the_time_may_come_in_a_date_header() {
+    // SigV4 takes the time from Date when X-Amz-Date is absent, as an HTTP date or in ISO 8601
+    // basic form; the string to sign has the ISO form.
+    let now = SystemTime::now();
+    let iso = crate::util::format_amz_date(now);
+    let t = crate::util::parse_amz_date(&iso).unwrap();
+    let http = http_date(t);
+    check(&signed_with_date_header(&http, &iso), BODY, false).unwrap();
+    check(&signed_with_date_header(&iso, &iso), BODY, false).unwrap();
+    let e = check(&signed_with_date_header("yesterday", &iso), BODY, false).unwrap_err();
+    assert_eq!(e.error_type, "IncompleteSignatureException");
+    assert!(e.message.contains("Got 'yesterday'"), "{}", e.message);
+}
+
+/// `t` as an HTTP date (`Fri, 04 Dec 2026 02:25:00 GMT`).
+fn http_date(t: SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let iso = crate::util::format_amz_date(t);
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let month: usize = iso[4..6].parse().unwrap();
+    format!(
+        "{}, {} {} {} {}:{}:{} GMT",
+        DAYS[(secs / 86400 % 7) as usize],
+        &iso[6..8],
+        MONTHS[month - 1],
+        &iso[..4],
+        &iso[9..11],
+        &iso[11..13],
+        &iso[13..15]
+    )
+}

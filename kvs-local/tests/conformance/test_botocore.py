@@ -274,3 +274,53 @@ def test_unserved_playback_apis_say_so(kvs):
             call()
         assert error_code(e) == ("UnknownOperationException", 404), name
         assert f"kvs-local does not serve {name}" in e.value.response["Error"]["Message"], name
+
+    # Signaling channels and the configurations kvs-local has no use for say so too.
+    others = [
+        ("signaling channels", lambda: kv.list_signaling_channels()),
+        ("TagResource", lambda: kv.list_tags_for_resource(
+            ResourceARN="arn:aws:kinesisvideo:us-west-2:123456789012:channel/c/1")),
+        ("image generation", lambda: kv.describe_image_generation_configuration(
+            StreamName="conf-hls")),
+    ]
+    for what, call in others:
+        with pytest.raises(ClientError) as e:
+            call()
+        assert error_code(e) == ("UnknownOperationException", 404), what
+        message = e.value.response["Error"]["Message"]
+        assert "kvs-local does not serve" in message and what in message, message
+
+
+def test_the_time_may_come_in_a_date_header(kvs):
+    """SigV4 takes the request's time from Date when X-Amz-Date is absent (an HTTP date);
+    a hand-written client may sign that way."""
+    import hashlib
+    import hmac
+    import http.client
+    import urllib.parse
+
+    kv = client("kinesisvideo", kvs.url)
+    kv.create_stream(StreamName="conf-date", DataRetentionInHours=2)
+    host = urllib.parse.urlsplit(kvs.url).netloc
+    now = datetime.datetime.now(datetime.timezone.utc)
+    iso, date = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%a, %d %b %Y %H:%M:%S GMT")
+    body = b'{"StreamName":"conf-date"}'
+    headers = {"content-type": "application/json", "date": date, "host": host}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join(["POST", "/describeStream", ""] + [f"{k}:{headers[k]}" for k in sorted(headers)]
+                          + ["", signed, sha256(body)])
+    scope = f"{iso[:8]}/us-west-2/kinesisvideo/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", iso, scope, sha256(canonical.encode())])
+    key = ("AWS4" + kvsclient.DEMO_SECRET_KEY).encode()
+    for part in (iso[:8], "us-west-2", "kinesisvideo", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    conn = http.client.HTTPConnection(host)
+    conn.request("POST", "/describeStream", body=body, headers={
+        "Content-Type": "application/json", "Date": date,
+        "Authorization": f"AWS4-HMAC-SHA256 Credential={kvsclient.DEMO_ACCESS_KEY}/{scope}, "
+                         f"SignedHeaders={signed}, Signature={signature}"})
+    answer = conn.getresponse()
+    text = answer.read()
+    assert answer.status == 200, text
+    assert b'"StreamName":"conf-date"' in text, text

@@ -74,6 +74,10 @@ def test_validation_errors_as_botocore_parses_them(kvs):
         (kv.list_streams, dict(StreamNameCondition={"ComparisonOperator": "EQUALS", "ComparisonValue": "v"}), "Member must satisfy enum value set: [BEGINS_WITH]"),
         (kv.list_streams, dict(MaxResults=0), "Value '0' at 'maxResults' failed to satisfy constraint: Member must have value greater than or equal to 1"),
         (kv.list_streams, dict(MaxResults=10001), "Member must have value less than or equal to 10000"),
+        (kv.describe_stream, dict(StreamARN="notanarn"), "Value 'notanarn' at 'streamARN' failed to satisfy constraint: Member must satisfy regular expression pattern: arn:"),
+        (kv.delete_stream, dict(StreamARN="arn:aws:kinesisvideo:us-west-2:1:stream/v-ok"), "at 'streamARN' failed to satisfy constraint"),
+        (kv.get_data_endpoint, dict(StreamName="v-ok"), "Value null at 'aPIName' failed to satisfy constraint: Member must not be null"),
+        (kv.get_data_endpoint, dict(StreamName="v-ok", APIName="PUT"), "Member must satisfy enum value set: [PUT_MEDIA, GET_MEDIA,"),
     ]
     for call, kwargs, what in cases:
         with pytest.raises(ClientError) as e:

@@ -86,10 +86,16 @@ fn prepare(
     let relative = match header(parts, "x-amzn-fragment-timecode-type") {
         Some("RELATIVE") => true,
         Some("ABSOLUTE") => false,
-        other => {
+        Some(other) => {
             return Err(ApiError::invalid_argument(format!(
-                "x-amzn-fragment-timecode-type must be ABSOLUTE or RELATIVE, got {other:?}"
+                "x-amzn-fragment-timecode-type must be ABSOLUTE or RELATIVE, got '{other}'"
             )));
+        }
+        None => {
+            return Err(ApiError::invalid_argument(
+                "the x-amzn-fragment-timecode-type header is missing: it must be ABSOLUTE or \
+                 RELATIVE",
+            ));
         }
     };
     let start_ts = parse_start_ts(header(parts, "x-amzn-producer-start-timestamp"));
