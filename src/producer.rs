@@ -209,9 +209,11 @@ pub enum Notice {
     SpoolReadFailed(String),
     /// `spool-size` is more than the disk had free when the spool opened (a warning).
     SpoolDiskSmall { free: u64, size: u64 },
-    /// The producer time of the stream's first fragment was fixed (a message for the user).
+    /// The producer time of the stream's first fragment was fixed (a message for the user):
+    /// `producer_start_ms` is timecode 0's, `first_ms` the first fragment's.
     StartTime {
         producer_start_ms: u64,
+        first_ms: u64,
         source: StartSource,
     },
     /// The open fragment nears `fragment-duration`: ask upstream for a key frame now.
@@ -342,11 +344,13 @@ impl fmt::Display for Notice {
             ),
             Notice::StartTime {
                 producer_start_ms,
+                first_ms,
                 source,
             } => write!(
                 f,
-                "producer timestamps start at {producer_start_ms} ms since the epoch, from \
-                 {source}"
+                "the first fragment is dated {} ({first_ms} ms since the epoch; timecode 0 at \
+                 {producer_start_ms} ms), from {source}",
+                iso8601_ms(*first_ms)
             ),
             Notice::ClockStepped { step_ms } if *step_ms > 0 => write!(
                 f,
@@ -392,6 +396,15 @@ impl fmt::Display for Notice {
 }
 
 /// Input the producer cannot take. What came before it is kept.
+/// `ms` since the epoch as an ISO 8601 UTC time with milliseconds (`2026-12-04T02:35:00.123Z`).
+fn iso8601_ms(ms: u64) -> String {
+    let seconds = aws_smithy_types::DateTime::from_secs((ms / 1000) as i64);
+    match seconds.fmt(aws_smithy_types::date_time::Format::DateTime) {
+        Ok(text) => text.replace('Z', &format!(".{:03}Z", ms % 1000)),
+        Err(_) => format!("{ms} ms"),
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum InputError {
     #[error(
@@ -1200,7 +1213,7 @@ impl Producer {
                     } else if std::mem::take(&mut self.resumed) {
                         self.restart_after_pause(start_ns, notices);
                     } else {
-                        self.follow_clock_step(notices);
+                        self.follow_clock_step(start_ns, notices);
                     }
                     notices.push(Notice::FragmentStarted {
                         timecode: start.timecode,
@@ -1308,7 +1321,7 @@ impl Producer {
         if first_ms < YEAR_2000_MS {
             notices.push(Notice::DatedTooEarly { first_ms, source });
         }
-        self.start_stream_at(header, producer_start_ms, source, notices);
+        self.start_stream_at(header, producer_start_ms, first_ms, source, notices);
     }
 
     /// A live pipeline plays again after a pause (PAUSED to PLAYING): its running time stood
@@ -1332,14 +1345,14 @@ impl Producer {
         let now = uploader::now_ms();
         if now > dated.saturating_add(RESUME_LAG_MS) {
             let start_ms = now.saturating_sub(start_ns / 1_000_000);
-            self.start_stream_at(header, start_ms, StartSource::Resumed, notices);
+            self.start_stream_at(header, start_ms, now, StartSource::Resumed, notices);
         }
     }
 
     /// Live: when this machine's clock was set by `CLOCK_STEP_MS` or more since the start was
     /// placed (it moved that much more or less than the monotonic clock), a forward step is
     /// followed (the stream starts again, dated that much later) and a step back is told.
-    fn follow_clock_step(&mut self, notices: &mut Vec<Notice>) {
+    fn follow_clock_step(&mut self, start_ns: u64, notices: &mut Vec<Notice>) {
         let Some((wall_ms, at)) = self.wall_anchor else {
             return;
         };
@@ -1355,7 +1368,14 @@ impl Producer {
             && let Some(header) = self.last_header.clone()
         {
             let start_ms = self.producer_start_ms.saturating_add(step_ms as u64);
-            self.start_stream_at(header, start_ms, StartSource::ClockStepped, notices);
+            let first_ms = start_ms.saturating_add(start_ns / 1_000_000);
+            self.start_stream_at(
+                header,
+                start_ms,
+                first_ms,
+                StartSource::ClockStepped,
+                notices,
+            );
         }
     }
 
@@ -1363,6 +1383,7 @@ impl Producer {
         &mut self,
         header: StreamHeader,
         producer_start_ms: u64,
+        first_ms: u64,
         source: StartSource,
         notices: &mut Vec<Notice>,
     ) {
@@ -1376,6 +1397,7 @@ impl Producer {
         self.real_time = source == StartSource::NowPaced;
         notices.push(Notice::StartTime {
             producer_start_ms,
+            first_ms,
             source,
         });
         let media_type = self.media_type.clone().unwrap_or_else(|| {

@@ -161,6 +161,15 @@ fn a_recording_keeps_its_start_time_to_the_millisecond() {
         start[0].get::<u64>("producer-start-time").unwrap(),
         start_ms
     );
+    assert_eq!(
+        start[0].get::<u64>("first-fragment-time").unwrap(),
+        start_ms
+    );
+    let said = start[0].get::<&str>("message").unwrap();
+    assert!(
+        said.starts_with("the first fragment is dated 2026-06-01T08:00:00.250Z"),
+        "{said}"
+    );
 
     // Every fragment persisted, at the recording's time to the millisecond.
     let stored = stored_times(&server, "rec");

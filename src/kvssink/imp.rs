@@ -1460,12 +1460,14 @@ impl KvsSink {
                 ),
                 Notice::StartTime {
                     producer_start_ms,
+                    first_ms,
                     source,
                 } => {
                     gst::info!(CAT, imp = self, "{}", notice);
                     let s = gst::Structure::builder("kvs-stream-start")
                         .field("stream-name", stream)
                         .field("producer-start-time", *producer_start_ms)
+                        .field("first-fragment-time", *first_ms)
                         .field("source", source.as_str())
                         .field("message", notice.to_string())
                         .build();
