@@ -112,6 +112,10 @@ pub struct FragmentStore {
     release_on: AckLevel,
     /// Never drops a fragment (the spool, or a recording's back-pressure, bounds memory).
     keep_everything: bool,
+    /// Drops nothing for now: the stream is stopping, and what still comes in (the buffer the
+    /// streaming thread held when the stop released it) must not push out a fragment that
+    /// may yet be acknowledged.
+    stopping: bool,
     frags: VecDeque<Fragment>,
     /// The back fragment is open (receiving bytes).
     open: bool,
@@ -127,6 +131,7 @@ impl FragmentStore {
             limits,
             release_on,
             keep_everything: false,
+            stopping: false,
             frags: VecDeque::new(),
             open: false,
             bytes: 0,
@@ -331,11 +336,16 @@ impl FragmentStore {
         self.keep_everything = keep;
     }
 
+    /// While the stream stops, the store drops nothing (see `stopping`).
+    pub fn set_stopping(&mut self, stopping: bool) {
+        self.stopping = stopping;
+    }
+
     /// Drops oldest fragments while over a limit: never the open one, nor the one before it
     /// (see [`ALWAYS_ROOM_AFTER`]).
     fn evict(&mut self) -> Evicted {
         let mut ev = Evicted::default();
-        if self.keep_everything {
+        if self.keep_everything || self.stopping {
             return ev;
         }
         let keep = usize::from(self.open) + ALWAYS_ROOM_AFTER as usize;
@@ -475,6 +485,19 @@ mod tests {
         s.set_keep_everything(true);
         assert_eq!(add(&mut s, 4000, &[500]), Evicted::default());
         assert_eq!(s.backlog().fragments, 3);
+    }
+
+    #[test]
+    fn a_stopping_store_drops_nothing_then_evicts_again() {
+        let mut s = store(100, u64::MAX);
+        add(&mut s, 0, &[60]);
+        s.set_stopping(true);
+        assert_eq!(add(&mut s, 1000, &[60]), Evicted::default());
+        assert_eq!(add(&mut s, 2000, &[60]), Evicted::default());
+        assert_eq!(s.backlog().fragments, 3);
+        assert_eq!(s.stats().dropped_fragments, 0);
+        s.set_stopping(false);
+        assert_eq!(add(&mut s, 3000, &[10]).fragments, 2);
     }
 
     #[test]

@@ -805,8 +805,13 @@ impl Uploader {
     }
 
     /// While set, nothing on the streaming thread waits (BaseSink `unlock`).
+    /// Nor does the store drop a fragment to make room for what comes in meanwhile: a
+    /// stream stopped while held by back-pressure has nothing lost for it.
     pub fn set_flushing(&self, flushing: bool) {
-        self.shared.lock().flushing = flushing;
+        let mut inner = self.shared.lock();
+        inner.flushing = flushing;
+        inner.store.set_stopping(flushing);
+        drop(inner);
         self.shared.changed.notify_all();
     }
 

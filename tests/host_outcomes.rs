@@ -207,6 +207,47 @@ fn a_python_app_stopping_without_eos_gets_its_backlog_persisted() {
     assert!(clusters[last].starts_with(&stored[last]));
 }
 
+#[test]
+fn a_stop_while_held_by_back_pressure_drops_nothing() {
+    // A 1 MB store and acks 3 s late hold the streaming thread (back-pressure, no outage);
+    // the application then sets NULL without EOS. The buffer the stop releases must not
+    // push an older fragment, still to be acknowledged, out of the store: everything is
+    // persisted, and the account says so.
+    init();
+    let server = server();
+    server.inject(Fault::DelayAcks {
+        stream: None,
+        delay_ms: 3000,
+    });
+    let line = "videotestsrc is-live=true \
+         ! video/x-raw,format=I420,width=640,height=480,framerate=30/1 \
+         ! x264enc tune=zerolatency key-int-max=30 bitrate=6000 ! matroskamux \
+         ! kvssink stream-name=heldstop storage-size=1 stop-stream-timeout=20";
+    let run = python_launch(
+        &server,
+        &["--default-sigpipe", "--stop-after-seconds", "6"],
+        line,
+        TIMEOUT,
+    );
+    let summary = run.summary();
+    assert_eq!(
+        summary.get::<&str>("outcome").unwrap(),
+        "all-persisted",
+        "{}",
+        run.output()
+    );
+    assert_eq!(summary.get::<u64>("fragments-dropped").unwrap(), 0);
+    assert!(
+        run.named("kvs-fragments-dropped").is_empty(),
+        "{}",
+        run.output()
+    );
+    run.assert_success();
+    let produced = summary.get::<u64>("fragments-produced").unwrap();
+    assert!(produced >= 3, "{summary:?}");
+    assert_eq!(stored(&server, "heldstop").len() as u64, produced);
+}
+
 /// The clusters of a Matroska byte stream that may end inside its last cluster, as kvssink
 /// sends them.
 fn whole_clusters(data: &[u8]) -> Vec<bytes::Bytes> {
