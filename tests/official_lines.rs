@@ -281,7 +281,9 @@ fn with_signals(server: &Server, line: &str) -> HostRun {
 /// An application written for AWS's element connects `fragment-ack`, `stream-error` and
 /// `stream-client-metric` (its samples and canary do; PyGObject raises on an unknown signal).
 /// Every ack comes as a pointer to the producer SDK's `FragmentAck`, read here with ctypes:
-/// the same type, timecode and fragment number as the `kvs-ack` message.
+/// the same type and fragment number as the `kvs-ack` message, and as timestamp the
+/// fragment's producer timestamp in ms since the epoch, as AWS's element gives it with its
+/// default absolute fragment times.
 #[test]
 fn aws_signals_connect_and_every_ack_comes_as_a_fragment_ack() {
     init();
@@ -307,12 +309,26 @@ fn aws_signals_connect_and_every_ack_comes_as_a_fragment_ack() {
             };
             format!(
                 "type={kind} timestamp={} sequence={} result=200",
-                s.get::<u64>("fragment-timecode").unwrap_or(0),
+                s.get::<u64>("producer-timestamp").unwrap_or(0),
                 s.get::<&str>("fragment-number").unwrap_or("")
             )
         })
         .collect();
     assert_eq!(from_signal, from_messages, "{}", run.output());
+    // Epoch milliseconds of this year or so, not a timecode from the stream's start.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for ack in &from_signal {
+        let ms: u64 = ack
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("timestamp="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(ms.abs_diff(now_ms) < 600_000, "{ack}");
+    }
     assert!(
         from_signal
             .iter()

@@ -1898,7 +1898,7 @@ impl KvsSink {
                 }
                 self.post_element_message(s);
                 // AWS's signal, for applications written for its element.
-                let mut official = official::FragmentAck::new(&ack);
+                let mut official = official::FragmentAck::new(&ack, producer_time_ms);
                 let pointer: glib::Pointer = (&mut official as *mut official::FragmentAck).cast();
                 self.obj()
                     .emit_by_name::<()>(official::FRAGMENT_ACK, &[&pointer]);

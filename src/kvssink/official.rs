@@ -619,7 +619,8 @@ pub struct FragmentAck {
     pub version: u32,
     /// `FRAGMENT_ACK_TYPE`: 1 BUFFERING, 2 RECEIVED, 3 PERSISTED, 4 ERROR, 5 IDLE.
     pub ack_type: i32,
-    /// The fragment's timecode as in the ack (ms).
+    /// The fragment's producer timestamp (ms since the epoch), what AWS's element gives with
+    /// its default absolute fragment times; the ack's own timecode when it is not known.
     pub timestamp: u64,
     /// The fragment number, NUL-terminated (at most 128 characters).
     pub sequence_number: [std::ffi::c_char; 129],
@@ -628,7 +629,7 @@ pub struct FragmentAck {
 }
 
 impl FragmentAck {
-    pub fn new(ack: &crate::ack::Ack) -> FragmentAck {
+    pub fn new(ack: &crate::ack::Ack, producer_time_ms: Option<u64>) -> FragmentAck {
         use crate::ack::AckEventType::*;
         let mut sequence_number = [0; 129];
         if let Some(n) = &ack.fragment_number {
@@ -645,7 +646,7 @@ impl FragmentAck {
                 Error => 4,
                 Idle => 5,
             },
-            timestamp: ack.fragment_timecode.unwrap_or(0),
+            timestamp: producer_time_ms.or(ack.fragment_timecode).unwrap_or(0),
             sequence_number,
             result: ack.error_id.map_or(200, |id| id as i32),
         }

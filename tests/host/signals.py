@@ -5,7 +5,7 @@
 kvssink is named `sink`) as run_pipeline.py does, then prints one line per signal received
 (the acks come on another thread: printed at the end, so that lines do not interleave):
 
-    fragment-ack type=3 timestamp=2000 sequence=9134... result=200
+    fragment-ack type=3 timestamp=1796351342000 sequence=9134... result=200
     stream-error status=15
 
     signals.py LAUNCH-LINE
