@@ -134,7 +134,12 @@ impl AwsSettings {
             "iot-certificate" => self.iot_certificate.to_value(),
             "use-fips" => self.use_fips.to_value(),
             "use-dual-stack" => self.use_dual_stack.to_value(),
-            "control-plane-uri" => self.control_plane_uri.to_value(),
+            // A user name and password in the URL (a proxy's, a gateway's) read back redacted.
+            "control-plane-uri" => self
+                .control_plane_uri
+                .as_deref()
+                .map(|u| crate::endpoint::without_userinfo(u).into_owned())
+                .to_value(),
             "ca-file" => self.ca_file.to_value(),
             _ => return None,
         })

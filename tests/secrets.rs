@@ -253,3 +253,24 @@ fn a_refused_signature_does_not_repeat_the_session_token() {
     assert!(text.contains("InvalidSignatureException"));
     assert_clean("gst-launch's debug log", &text);
 }
+
+#[test]
+fn a_password_in_the_control_plane_uri_is_not_read_back() {
+    init();
+    for factory in ["kvssink", "kvssrc"] {
+        let element = gst::ElementFactory::make(factory).build().unwrap();
+        element.set_property(
+            "control-plane-uri",
+            "http://camera:s3cr3t-in-url@127.0.0.1:4566/",
+        );
+        let read = element.property::<Option<String>>("control-plane-uri");
+        assert_eq!(
+            read.as_deref(),
+            Some("http://<redacted>@127.0.0.1:4566/"),
+            "{factory}"
+        );
+        element.set_property("control-plane-uri", "http://127.0.0.1:4566");
+        let read = element.property::<Option<String>>("control-plane-uri");
+        assert_eq!(read.as_deref(), Some("http://127.0.0.1:4566"), "{factory}");
+    }
+}
