@@ -14,11 +14,14 @@ use once_cell::sync::Lazy;
 /// One worker thread: the work is I/O and a little parsing. With two, a connection's task
 /// moved between them and each wake-up of the body stream cost a second thread's wake-up
 /// (futex, eventfd) on top.
+/// The name of the runtime's threads.
+const THREAD_NAME: &str = "kvssink-runtime";
+
 pub static RUNTIME: Lazy<tokio::runtime::Runtime> = Lazy::new(|| {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(1)
-        .thread_name("kvssink-runtime")
+        .thread_name(THREAD_NAME)
         .on_thread_start(block_sigpipe)
         .build()
         .expect("cannot start the kvssink tokio runtime")
@@ -28,6 +31,12 @@ pub static RUNTIME: Lazy<tokio::runtime::Runtime> = Lazy::new(|| {
 ///
 /// A SIGPIPE raised by a write on this thread then stays pending for the thread and is never
 /// delivered; the write returns `EPIPE`.
+/// Whether the calling thread is one of the runtime's (where acks are read and kvssink's
+/// `fragment-ack` signal is emitted).
+pub fn on_runtime_thread() -> bool {
+    std::thread::current().name() == Some(THREAD_NAME)
+}
+
 pub fn block_sigpipe() {
     // SAFETY: plain libc calls on a local, initialised signal set; pthread_sigmask only
     // changes the calling thread's mask.

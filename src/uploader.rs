@@ -790,6 +790,11 @@ impl Uploader {
         outcome.unwrap_or(WaitOutcome::TimedOut { pending })
     }
 
+    /// Fragments not yet released by their acks (the open one included).
+    pub fn unacknowledged(&self) -> u64 {
+        self.shared.lock().store.backlog().fragments
+    }
+
     /// Whether upstream is live (from the latency query). Not live (a file), upstream is
     /// held once a few fragments wait to be sent; live, only when the store is full.
     pub fn set_live(&self, live: bool) {

@@ -339,6 +339,44 @@ fn aws_signals_connect_and_every_ack_comes_as_a_fragment_ack() {
     assert!(!run.stdout.contains("stream-error"));
 }
 
+/// A C or Python application stops its pipeline from its `fragment-ack` handler, which runs on
+/// the thread that reads the acks: the stop cannot wait there for the last acks (it used to,
+/// for the whole stop-stream-timeout, holding every stream of the process); it ends at once
+/// and a warning says why and what to do.
+#[test]
+fn a_stop_from_the_fragment_ack_handler_does_not_wait_for_itself() {
+    init();
+    let server = server();
+    server.inject(kvs_local::Fault::DelayAcks {
+        stream: None,
+        delay_ms: 1500,
+    });
+    let registry = tempfile::tempdir().unwrap();
+    let mut cmd = host_command("/usr/bin/python3", &server.url(), registry.path());
+    cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/signals.py"))
+        .args(["--stop-in-ack", "2"])
+        .arg(camera_into_sink("stream-name=stopinack stop-stream-timeout=600").replace(
+            "num-buffers=90",
+            "num-buffers=600",
+        ));
+    // Before, the stop waited 600 s: the host would be killed at the test's timeout.
+    let run = run_host(cmd, TIMEOUT);
+    let out = run.output();
+    assert!(out.contains("stopped in ack"), "{out}");
+    assert!(
+        out.contains("stopped from a handler of kvssink's fragment-ack signal"),
+        "{out}"
+    );
+    let summary = out
+        .lines()
+        .find_map(|l| l.strip_prefix("sync (element): "))
+        .expect("a summary");
+    assert!(
+        summary.contains("stream-name=(string)stopinack"),
+        "{summary}"
+    );
+}
+
 /// A fatal error (here credentials the service refuses) emits `stream-error` once, with the
 /// code of the error message that follows (GST_RESOURCE_ERROR_NOT_AUTHORIZED, 15).
 #[test]

@@ -1704,6 +1704,26 @@ impl KvsSink {
     fn drain_at_stop(&self, started: &mut Started) {
         let stream = started.stream_name.clone();
         let uploader = started.producer.uploader().clone();
+        if crate::runtime::on_runtime_thread()
+            && uploader.fatal().is_none()
+            && uploader.unacknowledged() > 0
+        {
+            gst::element_imp_warning!(
+                self,
+                gst::CoreError::StateChange,
+                (
+                    "{}",
+                    about(
+                        &stream,
+                        "the pipeline was stopped from a handler of kvssink's fragment-ack \
+                         signal, which runs on the thread that reads the acks: the last acks \
+                         cannot be waited for there. Stop it from another thread (post a \
+                         message, or g_idle_add / GLib.idle_add, and set the state from the \
+                         main loop)"
+                    )
+                )
+            );
+        }
         let summary = if uploader.fatal().is_some() {
             uploader.finish_and_account(Duration::ZERO)
         } else if let Some(begun) = started.eos_wait_cut {
@@ -1727,7 +1747,7 @@ impl KvsSink {
             }
             // unlock() set it to stop the streaming thread, which has stopped by now.
             uploader.set_flushing(false);
-            let timeout = lock(&self.settings).stop_stream_timeout();
+            let timeout = self.stop_wait();
             let begun = std::time::Instant::now();
             let deadline = begun + timeout;
             self.drain_spool(started, deadline);
@@ -1779,7 +1799,19 @@ impl KvsSink {
     /// When a wait for the last acks that began at `begun` ends: `stop-stream-timeout` as it
     /// is now (an application may shorten it while the wait goes on).
     fn stop_deadline(&self, begun: std::time::Instant) -> std::time::Instant {
-        begun + lock(&self.settings).stop_stream_timeout()
+        begun + self.stop_wait()
+    }
+
+    /// How long a stop waits for the last acks: `stop-stream-timeout`, but not at all when
+    /// the stop runs on the thread that reads the acks (an application's `fragment-ack`
+    /// handler stopping its pipeline): waiting there for acks only that thread can read
+    /// would hold every stream of the process for the whole timeout, and still lose them.
+    fn stop_wait(&self) -> Duration {
+        if crate::runtime::on_runtime_thread() {
+            Duration::ZERO
+        } else {
+            lock(&self.settings).stop_stream_timeout()
+        }
     }
 
     /// Hands what waits in the spool to the uploader, until `deadline`.

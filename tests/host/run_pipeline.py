@@ -97,11 +97,20 @@ def now_ms():
     return int(time.time() * 1000)
 
 
+_loop = None
+
+
+def quit():
+    """Ends run()'s main loop from any thread (then run() stops the pipeline as usual)."""
+    GLib.idle_add(lambda: _loop.quit() and False)
+
+
 def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=(),
         eos_after_s=None, eos_to=None, during_stop=(), seek=None, seek_element=None):
     """Plays `pipeline` until EOS, an error or `stop_after` PERSISTED acks, printing kvssink's
     messages; returns the exit status. Also used by the other host scripts here."""
-    loop = GLib.MainLoop()
+    global _loop
+    loop = _loop = GLib.MainLoop()
     status = {"code": 0, "persisted": 0}
 
     def on_message(_bus, msg):

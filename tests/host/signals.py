@@ -8,7 +8,10 @@ kvssink is named `sink`) as run_pipeline.py does, then prints one line per signa
     fragment-ack type=3 timestamp=1796351342000 sequence=9134... result=200
     stream-error status=15
 
-    signals.py LAUNCH-LINE
+    signals.py [--stop-in-ack N] LAUNCH-LINE
+
+--stop-in-ack N sets the pipeline to NULL from inside the fragment-ack handler at the Nth
+PERSISTED ack, as C applications do to stop on an ack (then prints `stopped in ack`).
 """
 import ctypes
 import sys
@@ -32,7 +35,11 @@ class FragmentAck(ctypes.Structure):
     ]
 
 
-def main(line):
+def main(args):
+    stop_in_ack = None
+    if args and args[0] == "--stop-in-ack":
+        stop_in_ack, args = int(args[1]), args[2:]
+    line = " ".join(args)
     Gst.init(None)
     pipeline = Gst.parse_launch(line)
     sink = pipeline.get_by_name("sink")
@@ -44,10 +51,28 @@ def main(line):
         ack = ctypes.cast(address, ctypes.POINTER(FragmentAck)).contents
         received.append(f"fragment-ack type={ack.ackType} timestamp={ack.timestamp} "
                         f"sequence={ack.sequenceNumber.decode()} result={ack.result}")
+        persisted = sum(1 for r in received if r.startswith("fragment-ack type=3"))
+        if stop_in_ack is not None and ack.ackType == 3 and persisted == stop_in_ack:
+            pipeline.set_state(Gst.State.NULL)
+            received.append("stopped in ack")
+            run_pipeline.quit()
 
     def on_error(_sink, status):
         received.append(f"stream-error status={status}")
 
+    if stop_in_ack is not None:
+        # The stop runs on the thread that reads the acks, and NULL flushes the bus: what it
+        # posts is printed as it is posted.
+        bus = pipeline.get_bus()
+        bus.enable_sync_message_emission()
+
+        def on_sync(_bus, msg):
+            if msg.type == Gst.MessageType.WARNING:
+                received.append(f"sync WARNING: {msg.parse_warning()[0].message}")
+            elif msg.type == Gst.MessageType.ELEMENT and msg.get_structure().get_name() == "kvs-summary":
+                received.append(f"sync (element): {msg.get_structure().to_string()}")
+
+        bus.connect("sync-message", on_sync)
     sink.connect("fragment-ack", on_ack)
     sink.connect("stream-error", on_error)
     sink.connect("stream-client-metric", lambda _sink, _pointer: None)
@@ -58,4 +83,4 @@ def main(line):
 
 
 if __name__ == "__main__":
-    sys.exit(main(" ".join(sys.argv[1:])))
+    sys.exit(main(sys.argv[1:]))
