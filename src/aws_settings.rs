@@ -51,9 +51,24 @@ impl AwsSettings {
         }
     }
 
+    /// `access-key`, `secret-key` and `session-token` as set, except AWS's element's
+    /// placeholder defaults (`access_key`, `secret_key`, `session_token`), which it takes as
+    /// unset: an application that sets them, or copies them from gst-inspect, means none.
+    fn keys(&self) -> (Option<&Secret>, Option<&Secret>, Option<&Secret>) {
+        fn real<'a>(s: &'a Option<Secret>, placeholder: &str) -> Option<&'a Secret> {
+            s.as_ref().filter(|s| s.0 != placeholder)
+        }
+        (
+            real(&self.access_key, "access_key"),
+            real(&self.secret_key, "secret_key"),
+            real(&self.session_token, "session_token"),
+        )
+    }
+
     /// Credential properties that are set but cannot be used on their own.
     pub fn credential_warnings(&self) -> Vec<String> {
-        match (&self.access_key, &self.secret_key) {
+        let (access_key, secret_key, _) = self.keys();
+        match (access_key, secret_key) {
             (Some(_), None) => vec!["access-key is set without secret-key: ignored".to_owned()],
             (None, Some(_)) => vec!["secret-key is set without access-key: ignored".to_owned()],
             _ => Vec::new(),
@@ -64,11 +79,12 @@ impl AwsSettings {
     /// to `stream`. Fails on an `iot-certificate` structure that lacks a field or has an
     /// unknown one.
     pub fn credential_sources(&self, stream: &str) -> Result<credentials::Sources, String> {
-        let keys = match (&self.access_key, &self.secret_key) {
+        let (access_key, secret_key, session_token) = self.keys();
+        let keys = match (access_key, secret_key) {
             (Some(access), Some(secret)) => Some(Credentials::new(
                 access.0.clone(),
                 secret.0.clone(),
-                self.session_token.as_ref().map(|t| t.0.clone()),
+                session_token.map(|t| t.0.clone()),
                 None,
                 "the access-key/secret-key properties",
             )),
@@ -79,9 +95,14 @@ impl AwsSettings {
             .as_ref()
             .map(|s| iot_certificate(s, stream))
             .transpose()?;
+        // AWS's element's default file, named but absent, is no choice of a file: the AWS
+        // chain looks further, as when it is not set.
+        let credential_path = self.credential_path.clone().filter(|p| {
+            p != credentials::OFFICIAL_DEFAULT_FILE || std::path::Path::new(p).exists()
+        });
         Ok(credentials::Sources {
             keys,
-            credential_path: self.credential_path.clone().map(Into::into),
+            credential_path: credential_path.map(Into::into),
             iot,
             location: self.location(),
             ca_file: self.ca_file().map(Into::into),

@@ -133,6 +133,25 @@ pub fn setting_of(source: &str, part: Part) -> String {
     }
 }
 
+/// The `credential-path` default of AWS's element (relative to the working directory).
+pub const OFFICIAL_DEFAULT_FILE: &str = ".kvs/credential";
+
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, when the first two
+/// are set.
+fn environment_keys() -> Option<Credentials> {
+    let env = crate::aws_settings::non_empty_env;
+    Some(from_source(
+        Credentials::new(
+            env("AWS_ACCESS_KEY_ID")?,
+            env("AWS_SECRET_ACCESS_KEY")?,
+            env("AWS_SESSION_TOKEN"),
+            None,
+            "environment",
+        ),
+        ENVIRONMENT,
+    ))
+}
+
 const KEY_PROPERTIES: &str = "the access-key/secret-key properties";
 const ENVIRONMENT: &str = "the environment";
 const SHARED_FILES: &str = "the shared config and credentials files";
@@ -186,7 +205,18 @@ pub fn provider(sources: &Sources) -> Result<(SharedCredentialsProvider, Vec<Str
     } else if let Some(keys) = &sources.keys {
         SharedCredentialsProvider::new(from_source(keys.clone(), KEY_PROPERTIES))
     } else if let Some(path) = &sources.credential_path {
-        SharedCredentialsProvider::new(FileProvider::new(path))
+        match environment_keys().filter(|_| sources.location.profile.is_none()) {
+            // As AWS's element: keys in the environment come before its credentials file.
+            Some(keys) => {
+                ignored.push(format!(
+                    "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set in the environment: \
+                     they are used and credential-path {} is ignored, as AWS's kvssink does",
+                    path.display()
+                ));
+                SharedCredentialsProvider::new(keys)
+            }
+            None => SharedCredentialsProvider::new(FileProvider::new(path)),
+        }
     } else {
         let http = http::ReqwestHttpClient::new(ca_file)?;
         SharedCredentialsProvider::new(Refreshing::new(SharedCredentialsProvider::new(

@@ -355,10 +355,10 @@ fn a_stop_from_the_fragment_ack_handler_does_not_wait_for_itself() {
     let mut cmd = host_command("/usr/bin/python3", &server.url(), registry.path());
     cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/signals.py"))
         .args(["--stop-in-ack", "2"])
-        .arg(camera_into_sink("stream-name=stopinack stop-stream-timeout=600").replace(
-            "num-buffers=90",
-            "num-buffers=600",
-        ));
+        .arg(
+            camera_into_sink("stream-name=stopinack stop-stream-timeout=600")
+                .replace("num-buffers=90", "num-buffers=600"),
+        );
     // Before, the stop waited 600 s: the host would be killed at the test's timeout.
     let run = run_host(cmd, TIMEOUT);
     let out = run.output();
@@ -402,5 +402,51 @@ fn a_fatal_error_emits_stream_error_once() {
     assert!(
         reasons.contains("the stream did not start (stream signals-refused: InvalidSignature"),
         "{reasons}"
+    );
+}
+
+/// AWS's element takes keys from the environment before its credentials file, and its
+/// placeholder defaults (`access_key`, `secret_key`) as unset: a line written for it, run
+/// with the keys in the environment (as gst-launch-1.0 here), streams the same with ours.
+#[test]
+fn environment_keys_come_before_credential_path_and_placeholders_are_unset() {
+    init();
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("credential");
+    std::fs::write(&bad, "CREDENTIALS AKIDNOTKNOWNHERE not-the-secret\n").unwrap();
+    for (stream, props) in [
+        (
+            "envmissingfile",
+            "credential-path=/nonexistent/.kvs/credential".to_owned(),
+        ),
+        ("envbadfile", format!("credential-path={}", bad.display())),
+        (
+            "envplaceholders",
+            "access-key=access_key secret-key=secret_key session-token=session_token".to_owned(),
+        ),
+    ] {
+        let run = gst_launch(
+            &server,
+            &camera_into_sink(&format!("stream-name={stream} {props}")),
+            TIMEOUT,
+        );
+        run.assert_all_persisted();
+        let out = run.output();
+        if props.starts_with("credential-path") {
+            assert!(
+                out.contains("credential-path")
+                    && out.contains("is ignored, as AWS's kvssink does"),
+                "{out}"
+            );
+        } else {
+            assert!(!out.contains("WARNING"), "{out}");
+        }
+        assert_eq!(server.fragments(stream).len(), 3, "{stream}");
+    }
+    assert!(
+        refused_keys(&server).is_empty(),
+        "{:?}",
+        refused_keys(&server)
     );
 }
