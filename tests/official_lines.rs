@@ -403,6 +403,12 @@ fn a_fatal_error_emits_stream_error_once() {
         reasons.contains("the stream did not start (stream signals-refused: InvalidSignature"),
         "{reasons}"
     );
+    // The error, which gives the cause first, does not repeat it in its account.
+    assert!(
+        run.output().contains("never acknowledged (abandoned))"),
+        "{}",
+        run.output()
+    );
 }
 
 /// AWS's element takes keys from the environment before its credentials file, and its

@@ -1884,11 +1884,20 @@ impl KvsSink {
         if summary.lost == 0 {
             return String::new();
         }
+        // The error says why already: the reasons leave out their copy of it.
+        let reasons: Vec<&str> = summary
+            .reasons
+            .iter()
+            .map(|r| match r.find(" (abandoned): ") {
+                Some(at) => &r[..at + " (abandoned)".len()],
+                None => r.as_str(),
+            })
+            .collect();
         format!(
             ". {} of {} fragments were not persisted ({})",
             summary.lost,
             summary.stats.fragments_produced,
-            summary.reasons.join("; ")
+            reasons.join("; ")
         )
     }
 
