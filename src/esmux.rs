@@ -5,12 +5,20 @@
 //! The header has the shape AWS's producer sends: an EBML header with its default fields,
 //! a Segment and Clusters of unknown size (short form), Info with a 1 ms TimecodeScale, the
 //! video track as number 1 and the audio track as number 2 (the service's HLS, DASH and
-//! GetClip require it). Each video key frame starts a Cluster (a fragment); every frame is a
+//! GetClip require it). A video key frame starts a Cluster (a fragment) as [`Fragmentation`]
+//! says: every key frame (AWS's `key-frame-fragmentation=true`), or the first key frame
+//! `fragment-duration` after the cluster's start (`false`); never two within
+//! [`MIN_FRAGMENT_MS`] (the service takes at most 5 fragments a second). Every frame is a
 //! SimpleBlock whose payload is the frame as it came, not copied.
 //!
 //! With two streams, frames are written in time order: each waits until the other stream has
 //! reached its time, or has been silent for [`MAX_WAIT_MS`] of the waiting stream's time, or
-//! has ended. A single stream is written as it comes.
+//! has ended. Audio waits longer for video: [`MAX_WAIT_MS`] beyond the video's own delay (how
+//! far audio had got ahead when a video frame came: an encoder's lookahead, x264enc's 1.5 s),
+//! and, until a fragment that can take it has begun, for the video key frame that begins one
+//! (at most [`MAX_AUDIO_HOLD_MS`]). Audio before that key frame cannot be sent; how much was
+//! dropped is reported once ([`Written::audio_before_video`]). A single stream is written as
+//! it comes.
 
 use std::collections::VecDeque;
 
@@ -57,8 +65,51 @@ pub const VIDEO_TRACK: u8 = 1;
 pub const AUDIO_TRACK: u8 = 2;
 
 /// How long (in the waiting stream's own time) a frame waits for the other stream before it
-/// is written without it.
+/// is written without it. Audio waits this long beyond the video's measured delay.
 pub const MAX_WAIT_MS: u64 = 1000;
+
+/// The most audio (ms of its own time) held while no fragment can take it (before the first
+/// video key frame, or the one a new header waits for), and the longest audio waits for video
+/// however late video has been: beyond it, the oldest audio is dropped (and said), so memory
+/// stays bounded when video never comes.
+pub const MAX_AUDIO_HOLD_MS: u64 = 10_000;
+
+/// The most audio frames held, whatever their times say (Opus at 2.5 ms a frame: 10 s).
+pub const MAX_AUDIO_HOLD_FRAMES: usize = 4096;
+
+/// The shortest fragment: Kinesis Video Streams takes at most 5 fragments a second per
+/// stream, so a key frame within this of the cluster's start does not begin a new one.
+pub const MIN_FRAGMENT_MS: u64 = 200;
+
+/// Where clusters (fragments) begin: AWS's `key-frame-fragmentation` and `fragment-duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragmentation {
+    /// A cluster at every video key frame (at least [`MIN_FRAGMENT_MS`] apart); else at the
+    /// first key frame `duration_ms` or more after the cluster's start.
+    pub key_frame: bool,
+    /// `fragment-duration` (ms).
+    pub duration_ms: u64,
+}
+
+impl Default for Fragmentation {
+    fn default() -> Self {
+        Fragmentation {
+            key_frame: true,
+            duration_ms: 2000,
+        }
+    }
+}
+
+impl Fragmentation {
+    /// How long after a cluster's start a key frame may begin the next one.
+    pub fn min_cluster_ms(&self) -> u64 {
+        if self.key_frame {
+            MIN_FRAGMENT_MS
+        } else {
+            self.duration_ms.max(MIN_FRAGMENT_MS)
+        }
+    }
+}
 
 /// The WAVEFORMATEX of G.711 (8-bit samples): CodecPrivate of an `A_MS/ACM` track.
 pub fn g711_codec_private(format_tag: u16, rate: u32, channels: u16) -> Bytes {
@@ -118,6 +169,37 @@ pub struct Written {
     /// Audio frames further than a block can reach (32.7 s) from the last video key frame
     /// (video stalled while audio went on), dropped.
     pub audio_too_far: u32,
+    /// Audio that came before the video key frame that began the first fragment able to
+    /// take it (the stream's first, or the one a new header waited for) was dropped: the
+    /// whole of it, given once, when that fragment begins (or at the end, if none did).
+    pub audio_before_video: Option<AudioDropped>,
+    /// No fragment could take audio for [`MAX_AUDIO_HOLD_MS`] (video has not come, or
+    /// brings no key frame): from now on the oldest audio is dropped. Set once until a
+    /// fragment takes audio again.
+    pub audio_hold_full: bool,
+}
+
+/// Audio dropped because no fragment could take it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AudioDropped {
+    /// Frames dropped.
+    pub frames: u32,
+    /// How much audio (ms): from the first frame dropped to the key frame that began the
+    /// fragment, or to the last frame dropped.
+    pub ms: u64,
+    /// The key frame that began the fragment (ms), if one did.
+    pub key_frame_ms: Option<u64>,
+    /// Some of it was dropped because video did not come within [`MAX_AUDIO_HOLD_MS`].
+    pub held_too_long: bool,
+}
+
+/// Audio being dropped until a fragment can take it.
+#[derive(Debug, Clone, Copy)]
+struct Dropping {
+    frames: u32,
+    first_ms: u64,
+    last_ms: u64,
+    held_too_long: bool,
 }
 
 #[derive(Debug)]
@@ -162,6 +244,16 @@ pub struct EsMuxer {
     cluster_ms: Option<u64>,
     video_q: VecDeque<Frame>,
     audio_q: VecDeque<Frame>,
+    /// Where clusters begin.
+    fragmentation: Fragmentation,
+    /// The latest audio time pushed (ms): how far audio has got when a video frame comes.
+    audio_reached: Option<u64>,
+    /// The video's delay behind audio (ms): the most audio had got ahead of a video frame
+    /// when it came (an encoder's lookahead), at most [`MAX_AUDIO_HOLD_MS`].
+    video_lag_ms: u64,
+    /// Audio dropped since the last fragment that took audio began (said when the next
+    /// one begins).
+    dropping: Option<Dropping>,
 }
 
 impl Default for EsMuxer {
@@ -185,7 +277,26 @@ impl EsMuxer {
             cluster_ms: None,
             video_q: VecDeque::new(),
             audio_q: VecDeque::new(),
+            fragmentation: Fragmentation::default(),
+            audio_reached: None,
+            video_lag_ms: 0,
+            dropping: None,
         }
+    }
+
+    /// Where clusters (fragments) begin, from now on.
+    pub fn set_fragmentation(&mut self, fragmentation: Fragmentation) {
+        self.fragmentation = fragmentation;
+    }
+
+    /// Where clusters (fragments) begin.
+    pub fn fragmentation(&self) -> Fragmentation {
+        self.fragmentation
+    }
+
+    /// How long (ms of audio) audio waits for video once a fragment can take it.
+    pub fn audio_wait_ms(&self) -> u64 {
+        (MAX_WAIT_MS + self.video_lag_ms).min(MAX_AUDIO_HOLD_MS)
     }
 
     /// Whether the video input is an elementary stream (else it is Matroska, and this muxer
@@ -255,6 +366,9 @@ impl EsMuxer {
         self.video_q.clear();
         self.audio_q.clear();
         self.cluster_ms = None;
+        // Running time starts again; the video's delay stays what it was measured to be.
+        self.audio_reached = None;
+        self.dropping = None;
         if new_session {
             self.header_sent = false;
             self.header_at_key_frame = false;
@@ -295,8 +409,14 @@ impl EsMuxer {
             key &= self.annexb_private.is_some();
             frame = converted.frame;
         }
+        let order = dts_ms.unwrap_or(pts_ms);
+        if let Some(reached) = self.audio_reached {
+            // Audio this far ahead had to wait for this frame: audio waits as long from now on.
+            let lag = reached.saturating_sub(order).min(MAX_AUDIO_HOLD_MS);
+            self.video_lag_ms = self.video_lag_ms.max(lag);
+        }
         self.video_q.push_back(Frame {
-            order: dts_ms.unwrap_or(pts_ms),
+            order,
             pts: pts_ms,
             key,
             data: frame,
@@ -312,6 +432,7 @@ impl EsMuxer {
         frame: Bytes,
         out: &mut Vec<Bytes>,
     ) -> Result<Written, EsError> {
+        self.audio_reached = Some(self.audio_reached.map_or(pts_ms, |r| r.max(pts_ms)));
         self.audio_q.push_back(Frame {
             order: pts_ms,
             pts: pts_ms,
@@ -322,9 +443,23 @@ impl EsMuxer {
         self.drain(out, false)
     }
 
-    /// Writes every queued frame (end of stream).
+    /// Writes every queued frame (end of stream); audio dropped and not yet reported is.
     pub fn flush(&mut self, out: &mut Vec<Bytes>) -> Result<Written, EsError> {
-        self.drain(out, true)
+        let mut written = self.drain(out, true)?;
+        if let Some(d) = self.dropping.take() {
+            written.audio_before_video = Some(AudioDropped {
+                frames: d.frames,
+                ms: d.last_ms.saturating_sub(d.first_ms),
+                key_frame_ms: None,
+                held_too_long: d.held_too_long,
+            });
+        }
+        Ok(written)
+    }
+
+    /// Whether a fragment that takes audio is open.
+    fn audio_has_a_fragment(&self) -> bool {
+        self.cluster_ms.is_some() && self.header_audio
     }
 
     fn span(q: &VecDeque<Frame>) -> u64 {
@@ -350,8 +485,33 @@ impl EsMuxer {
                 }
                 (None, Some(_)) => {
                     // Audio waits for video, which always exists.
-                    if !all && Self::span(&self.audio_q) < MAX_WAIT_MS {
-                        break;
+                    if !all {
+                        let span = Self::span(&self.audio_q);
+                        if self.audio_has_a_fragment() {
+                            // As long as video has been late, and a second more.
+                            if span < self.audio_wait_ms() {
+                                break;
+                            }
+                        } else if span < MAX_AUDIO_HOLD_MS
+                            && self.audio_q.len() < MAX_AUDIO_HOLD_FRAMES
+                        {
+                            // No fragment can take audio yet: it waits for the key frame
+                            // that begins one, as long as memory allows.
+                            break;
+                        } else if let Some(d) = self.dropping.as_mut()
+                            && !d.held_too_long
+                        {
+                            d.held_too_long = true;
+                            written.audio_hold_full = true;
+                        } else if self.dropping.is_none() {
+                            written.audio_hold_full = true;
+                            self.dropping = Some(Dropping {
+                                frames: 0,
+                                first_ms: self.audio_q.front().map_or(0, |f| f.pts),
+                                last_ms: 0,
+                                held_too_long: true,
+                            });
+                        }
                     }
                     false
                 }
@@ -394,15 +554,34 @@ impl EsMuxer {
             if std::mem::take(&mut self.header_at_key_frame) {
                 self.header_sent = false;
             }
+            let header_was_sent = self.header_sent;
             if !self.header_sent {
                 self.header_sent = true;
                 self.header_audio = self.audio_track.is_some() && self.audio != Audio::Absent;
                 out.push(Bytes::from(self.header()));
             }
-            out.push(Bytes::copy_from_slice(&kvs_format::kvs::cluster_head(
-                f.pts,
-            )));
-            self.cluster_ms = Some(f.pts);
+            let since = self.cluster_ms.map(|start| f.pts as i64 - start as i64);
+            let new_cluster = !header_was_sent
+                || since.is_none_or(|since| {
+                    // Timecodes going back, or far enough from the cluster's start.
+                    since < 0 || since as u64 >= self.fragmentation.min_cluster_ms()
+                });
+            if new_cluster {
+                out.push(Bytes::copy_from_slice(&kvs_format::kvs::cluster_head(
+                    f.pts,
+                )));
+                self.cluster_ms = Some(f.pts);
+                if self.header_audio
+                    && let Some(d) = self.dropping.take()
+                {
+                    written.audio_before_video = Some(AudioDropped {
+                        frames: d.frames,
+                        ms: f.pts.max(d.last_ms).saturating_sub(d.first_ms),
+                        key_frame_ms: Some(f.pts),
+                        held_too_long: d.held_too_long,
+                    });
+                }
+            }
         } else if !self.header_sent {
             self.cluster_ms = None;
         }
@@ -423,6 +602,17 @@ impl EsMuxer {
     ) -> Result<(), EsError> {
         let Some(cluster_ms) = self.cluster_ms.filter(|_| self.header_audio) else {
             written.audio_before_key_frame += 1;
+            let d = self.dropping.get_or_insert(Dropping {
+                frames: 0,
+                first_ms: f.pts,
+                last_ms: f.pts,
+                held_too_long: false,
+            });
+            if d.frames == 0 {
+                d.first_ms = f.pts;
+            }
+            d.frames += 1;
+            d.last_ms = d.last_ms.max(f.pts);
             return Ok(());
         };
         if i16::try_from(f.pts as i64 - cluster_ms as i64).is_err() {
@@ -993,5 +1183,172 @@ mod tests {
             Some(&40_010),
             "audio is sent again once video is back"
         );
+    }
+
+    #[test]
+    fn audio_waits_for_a_late_first_video_frame_and_only_what_precedes_it_is_dropped() {
+        // An encoder 1.5 s behind (x264enc's lookahead): audio from 0 ms comes 1.5 s before
+        // the first video frame (key, at 10 ms).
+        let mut mux = video_muxer();
+        mux.link_audio();
+        mux.set_audio(aac());
+        let mut out = Vec::new();
+        let mut dropped = Written::default();
+        let mut said = Vec::new();
+        let (mut a, mut v) = (0u64, 0u64);
+        // Wall time in ms: audio frame i (21 ms each) comes at i*21, video frame j at 10 +
+        // j*33 + 1500.
+        for wall in 0..6000u64 {
+            while a * 21 <= wall && a < 250 {
+                let w = mux
+                    .push_audio(a * 21, Bytes::from(vec![2; 6]), &mut out)
+                    .unwrap();
+                dropped.audio_before_key_frame += w.audio_before_key_frame;
+                said.extend(w.audio_before_video);
+                assert!(!w.audio_hold_full);
+                a += 1;
+            }
+            while 10 + v * 33 + 1500 <= wall && v < 150 {
+                let w = mux
+                    .push_video(
+                        10 + v * 33,
+                        None,
+                        v % 45 == 0,
+                        Bytes::from(vec![1; 10]),
+                        &mut out,
+                    )
+                    .unwrap();
+                dropped.audio_before_key_frame += w.audio_before_key_frame;
+                said.extend(w.audio_before_video);
+                v += 1;
+            }
+        }
+        let w = mux.end_audio(&mut out).unwrap();
+        said.extend(w.audio_before_video);
+        let w = mux.flush(&mut out).unwrap();
+        said.extend(w.audio_before_video);
+        let parsed = parse(&out);
+        let audio: Vec<i64> = parsed
+            .blocks
+            .iter()
+            .filter(|b| b.0 == 2)
+            .map(|b| b.1)
+            .collect();
+        // Only the frame at 0 ms precedes the key frame at 10 ms.
+        assert_eq!(audio.len(), 249, "{audio:?}");
+        assert_eq!(audio.first(), Some(&21));
+        assert_eq!(dropped.audio_before_key_frame, 1);
+        assert_eq!(
+            said,
+            [AudioDropped {
+                frames: 1,
+                ms: 10,
+                key_frame_ms: Some(10),
+                held_too_long: false
+            }]
+        );
+        // Audio waited for the late video, in time order.
+        let times: Vec<i64> = parsed.blocks.iter().map(|b| b.1).collect();
+        assert!(times.is_sorted(), "{times:?}");
+        assert!(mux.audio_wait_ms() >= MAX_WAIT_MS + 1400);
+    }
+
+    #[test]
+    fn audio_without_video_is_held_at_most_max_hold_then_dropped_and_said() {
+        let mut mux = video_muxer();
+        mux.link_audio();
+        mux.set_audio(aac());
+        let mut out = Vec::new();
+        let mut full = 0;
+        let mut said = Vec::new();
+        let mut dropped = 0;
+        for i in 0..1000u64 {
+            let w = mux
+                .push_audio(i * 20, Bytes::from(vec![2; 6]), &mut out)
+                .unwrap();
+            full += u32::from(w.audio_hold_full);
+            dropped += w.audio_before_key_frame;
+            said.extend(w.audio_before_video);
+            assert!(mux.audio_ahead_ms() <= MAX_AUDIO_HOLD_MS, "memory bounded");
+        }
+        assert_eq!(full, 1, "said once");
+        assert_eq!(dropped, 1000 - (MAX_AUDIO_HOLD_MS / 20) as u32);
+        assert!(said.is_empty(), "the whole is said when video comes");
+        // Video comes at last, at 19 s: what precedes it is dropped, the rest sent.
+        let w = mux
+            .push_video(19_000, None, true, Bytes::from(vec![1; 10]), &mut out)
+            .unwrap();
+        let d = w.audio_before_video.expect("said");
+        assert_eq!(d.frames, 950);
+        assert_eq!(d.ms, 19_000);
+        assert!(d.held_too_long);
+        mux.flush(&mut out).unwrap();
+        let audio = parse(&out).blocks.iter().filter(|b| b.0 == 2).count();
+        assert_eq!(audio, 50);
+    }
+
+    /// Cluster start times of `frames` (pts, key) under `fragmentation`.
+    fn cluster_starts(fragmentation: Fragmentation, frames: &[(u64, bool)]) -> Vec<i64> {
+        let mut mux = video_muxer();
+        mux.set_fragmentation(fragmentation);
+        let mut out = Vec::new();
+        for &(pts, key) in frames {
+            mux.push_video(pts, None, key, Bytes::from(vec![1; 10]), &mut out)
+                .unwrap();
+        }
+        let parsed = parse(&out);
+        assert_eq!(parsed.blocks.len(), frames.len(), "every frame written");
+        let mut starts = Vec::new();
+        let mut at = 0;
+        let all: Vec<u8> = out.iter().flat_map(|p| p.iter().copied()).collect();
+        while let Some(i) = all[at..]
+            .windows(4)
+            .position(|w| w == [0x1f, 0x43, 0xb6, 0x75])
+        {
+            let h = at + i + 5;
+            let t = read_header(&all[h..]).unwrap().unwrap();
+            starts.push(
+                read_uint(&all[h + t.len..h + t.len + t.size.unwrap() as usize]).unwrap() as i64,
+            );
+            at = h;
+        }
+        starts
+    }
+
+    #[test]
+    fn key_frame_fragmentation_false_cuts_at_the_first_key_frame_after_fragment_duration() {
+        // A key frame every 5 frames at 30 fps (167 ms).
+        let frames: Vec<(u64, bool)> = (0..150u64).map(|i| (i * 100 / 3, i % 5 == 0)).collect();
+        let starts = cluster_starts(
+            Fragmentation {
+                key_frame: false,
+                duration_ms: 2000,
+            },
+            &frames,
+        );
+        assert_eq!(starts, [0, 2000, 4000]);
+        let starts = cluster_starts(
+            Fragmentation {
+                key_frame: false,
+                duration_ms: 1900,
+            },
+            &frames,
+        );
+        assert_eq!(starts, [0, 2000, 4000]);
+    }
+
+    #[test]
+    fn a_key_frame_within_200_ms_of_the_cluster_start_does_not_begin_one() {
+        let frames: Vec<(u64, bool)> = (0..150u64).map(|i| (i * 100 / 3, i % 5 == 0)).collect();
+        let starts = cluster_starts(Fragmentation::default(), &frames);
+        assert_eq!(starts.len(), 15, "{starts:?}");
+        assert!(
+            starts
+                .windows(2)
+                .all(|w| w[1] - w[0] >= MIN_FRAGMENT_MS as i64)
+        );
+        // A GOP of 10 frames (333 ms): every key frame.
+        let frames: Vec<(u64, bool)> = (0..150u64).map(|i| (i * 100 / 3, i % 10 == 0)).collect();
+        assert_eq!(cluster_starts(Fragmentation::default(), &frames).len(), 15);
     }
 }

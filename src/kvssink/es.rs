@@ -140,3 +140,55 @@ pub fn audio_track(s: &gst::StructureRef) -> Result<AudioTrack, String> {
         other => Err(format!("kvssink takes no audio of type {other}")),
     }
 }
+
+/// Where the elementary-stream muxer begins fragments: AWS's `key-frame-fragmentation` (a
+/// fragment at every key frame, else at the first key frame `fragment-duration` after the
+/// fragment's start) and `fragment-duration`, as set (after `official::apply`).
+pub fn fragmentation(settings: &super::settings::Settings) -> esmux::Fragmentation {
+    esmux::Fragmentation {
+        key_frame: settings.official.value("key-frame-fragmentation")
+            != Some(super::official::Value::Bool(false)),
+        duration_ms: settings.fragment_duration.into(),
+    }
+}
+
+/// The warnings of what the muxer dropped for want of a fragment to put it in: audio before
+/// the first video key frame (once, with how much), and audio held as long as it may be
+/// while no video key frame comes.
+pub fn drop_warnings(written: &esmux::Written) -> Vec<String> {
+    let mut said = Vec::new();
+    if written.audio_hold_full {
+        said.push(format!(
+            "no video key frame came within {} ms of audio: audio is held at most that long \
+             for one, and older audio is dropped until one comes",
+            esmux::MAX_AUDIO_HOLD_MS
+        ));
+    }
+    if let Some(d) = written.audio_before_video {
+        let upto = match d.key_frame_ms {
+            Some(key) => format!("the first video key frame (at {key} ms)"),
+            None => "any video key frame that could begin a fragment with it".to_owned(),
+        };
+        said.push(format!(
+            "{} audio frames ({} ms of audio) came before {upto} and are not sent: a Kinesis \
+             Video Streams fragment begins at a video key frame{}",
+            d.frames,
+            d.ms,
+            if d.held_too_long {
+                format!(
+                    "; audio waits for it at most {} ms",
+                    esmux::MAX_AUDIO_HOLD_MS
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
+    said
+}
+
+/// Said once when `key-frame-fragmentation=false` meets Matroska input.
+pub const MATROSKA_KEY_FRAME_FRAGMENTATION: &str = "key-frame-fragmentation=false has no effect \
+     on Matroska input: its fragments are matroskamux's clusters, which begin at every key \
+     frame; for longer fragments make key frames rarer, or give kvssink the H.264/H.265 \
+     stream itself";

@@ -52,8 +52,6 @@ struct Started {
     /// Matroska input has come; and a flush has cut it since (it cannot be followed).
     matroska_seen: bool,
     matroska_torn: bool,
-    /// Offline: audio before the first video key frame was dropped, and said.
-    told_audio_before_video: bool,
     /// Audio too far from the last video key frame (video stalled): said, and counted
     /// until video is back.
     told_audio_too_far: bool,
@@ -584,6 +582,7 @@ impl BaseSinkImpl for KvsSink {
             );
         }
         *lock(&self.in_use) = Some(key);
+        lock(&self.es).set_fragmentation(es::fragmentation(&settings));
         let mut started = Box::new(Started {
             producer,
             stream_name: stream,
@@ -596,7 +595,6 @@ impl BaseSinkImpl for KvsSink {
             eos_input_broken: false,
             matroska_seen: false,
             matroska_torn: false,
-            told_audio_before_video: false,
             told_audio_too_far: false,
             audio_too_far: 0,
             notices: Vec::with_capacity(8),
@@ -722,7 +720,11 @@ impl BaseSinkImpl for KvsSink {
                 );
                 return Err(gst::FlowError::Error);
             }
-            started.matroska_seen = true;
+            if !std::mem::replace(&mut started.matroska_seen, true)
+                && !lock(&self.es).fragmentation().key_frame
+            {
+                self.format_warning(&started.stream_name, es::MATROSKA_KEY_FRAME_FRAGMENTATION);
+            }
             self.push_matroska(started, data)?;
             return Ok(gst::FlowSuccess::Ok);
         }
@@ -908,17 +910,12 @@ impl KvsSink {
             );
             self.request_key_unit();
         }
+        // Audio with no fragment to go in (before the first video key frame): said once, with
+        // how much, live or not.
+        for text in es::drop_warnings(&written) {
+            self.format_warning(&started.stream_name, text);
+        }
         if written.audio_before_key_frame > 0 {
-            if started.producer.offline() && !started.told_audio_before_video {
-                // A recording whose audio begins before its video: nothing is dropped
-                // unsaid.
-                started.told_audio_before_video = true;
-                self.format_warning(
-                    &started.stream_name,
-                    "audio before the first video key frame is not sent: a Kinesis \
-                     Video Streams fragment begins at a video key frame",
-                );
-            }
             gst::debug!(
                 CAT,
                 imp = self,

@@ -172,9 +172,12 @@ pub const OFFICIAL: &[Row] = &[
         Official::Bool(true),
         "a new fragment at every key frame (else at the first key frame after \
          fragment-duration)",
-        Here::NoEffect(
-            "kvssink fragments at matroskamux clusters, which start at key frames; for longer \
-             fragments make key frames rarer (fragment-duration asks upstream for them)",
+        Here::Mapped(
+            "implemented for H.264/H.265 input: true (the default), a fragment at every key \
+             frame, at least 200 ms apart (the service takes at most 5 fragments a second); \
+             false, at the first key frame fragment-duration or more after the fragment's \
+             start. With Matroska input the fragments are matroskamux's clusters, which start \
+             at every key frame",
         ),
     ),
     own(
