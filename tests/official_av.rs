@@ -244,6 +244,18 @@ fn audio_without_elementary_video_is_a_clear_error() {
         "{}",
         alone.output()
     );
+    // What the error advises streams.
+    let muxed = gst_launch(
+        &server,
+        &format!(
+            "{} ! matroskamux ! kvssink stream-name=alonemuxed",
+            audio(true, 48_000, "avenc_aac")
+        ),
+        TIMEOUT,
+    );
+    assert!(alone.stderr.contains("! avenc_aac ! matroskamux ! kvssink"));
+    muxed.assert_all_persisted();
+    assert!(!server.fragments("alonemuxed").is_empty());
     let matroska = gst_launch(
         &server,
         &format!(

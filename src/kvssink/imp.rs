@@ -307,8 +307,9 @@ impl ElementImpl for KvsSink {
             && !self.video_pad().is_linked()
         {
             self.negotiation_error(
-                "kvssink needs a video stream with its audio: link H.264 or H.265 video to it \
-                 (audio alone is not supported)",
+                "kvssink needs a video stream with its audio: link H.264 or H.265 video to it. \
+                 For audio alone, mux it into Matroska first: ... ! avenc_aac ! matroskamux \
+                 ! kvssink (fragments of matroskamux's clusters, about every half second)",
             );
             return Err(gst::StateChangeError);
         }
