@@ -489,35 +489,250 @@ fn record_sum(kind: SumKind, seed: u64, data: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The file of segment `n` in a stream's directory.
 /// The stream directory's lock file, held (`flock`) while a spool is open and released by the
 /// kernel when the process ends, however it ends. It names the holder's process id.
 const LOCK_FILE: &str = "lock";
 
+/// The lock files this process has open, so that a child it forks closes them (see
+/// [`close_locks_in_child`]). A `flock` belongs to the open file, which a forked child
+/// shares: a child that does not exec (a watchdog, a pre-fork worker) would otherwise hold
+/// every spool locked that was open when it was forked, long after this process closed it.
+/// Close-on-exec only helps a child that execs.
+mod fork_guard {
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::sync::Once;
+    use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+
+    /// Lock files open at once in one process (a stream's spool has one); beyond this a
+    /// lock is still taken, but a child forked then keeps its copy.
+    const SLOTS: usize = 512;
+    const FREE: i32 = -1;
+    const CLAIMED: i32 = -2;
+
+    struct Slot {
+        /// The descriptor, `FREE`, or `CLAIMED` while it is being filled in.
+        fd: AtomicI32,
+        /// Its file, so that a child closes nothing else under a reused number.
+        dev: AtomicU64,
+        ino: AtomicU64,
+        /// This process holds the lock through it (a spool is open).
+        held: AtomicBool,
+    }
+
+    static SLOTS_TABLE: [Slot; SLOTS] = [const {
+        Slot {
+            fd: AtomicI32::new(FREE),
+            dev: AtomicU64::new(0),
+            ino: AtomicU64::new(0),
+            held: AtomicBool::new(false),
+        }
+    }; SLOTS];
+
+    /// Forks begun and ended: odd while one is under way (incremented before it, and after
+    /// it in both processes).
+    static FORKS: AtomicUsize = AtomicUsize::new(0);
+
+    extern "C" fn before_fork() {
+        FORKS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    extern "C" fn after_fork_in_parent() {
+        FORKS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// In a forked child, before `fork()` returns there: closes the child's copies of the
+    /// lock files (the parent's locks stay held by the parent's copies). Only
+    /// async-signal-safe calls, no lock, no allocation.
+    extern "C" fn close_locks_in_child() {
+        FORKS.fetch_add(1, Ordering::SeqCst);
+        for slot in &SLOTS_TABLE {
+            let fd = slot.fd.swap(FREE, Ordering::SeqCst);
+            slot.held.store(false, Ordering::SeqCst);
+            if fd < 0 {
+                continue;
+            }
+            // The large-file call where glibc has both: the other fails with EOVERFLOW for an
+            // inode number beyond 32 bits on a 32-bit system.
+            #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+            use libc::{fstat, stat};
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            use libc::{fstat64 as fstat, stat64 as stat};
+            let mut st = std::mem::MaybeUninit::<stat>::uninit();
+            // SAFETY: fstat and close are async-signal-safe; `st` is written by fstat before
+            // it is read. A descriptor closed by the parent before the fork (its slot not
+            // freed yet) may have been reused for another file: that one is left open.
+            unsafe {
+                if fstat(fd, st.as_mut_ptr()) == 0 {
+                    let st = st.assume_init();
+                    // dev_t and ino_t are not 64 bits everywhere.
+                    #[allow(clippy::unnecessary_cast)]
+                    let (dev, ino) = (st.st_dev as u64, st.st_ino as u64);
+                    if dev == slot.dev.load(Ordering::SeqCst)
+                        && ino == slot.ino.load(Ordering::SeqCst)
+                    {
+                        libc::close(fd);
+                    }
+                }
+            }
+        }
+    }
+
+    fn install() {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            // SAFETY: the handlers are plain functions of this library that take no lock.
+            unsafe {
+                libc::pthread_atfork(
+                    Some(before_fork),
+                    Some(after_fork_in_parent),
+                    Some(close_locks_in_child),
+                );
+            }
+        });
+    }
+
+    /// A lock file's descriptor, known to the fork handler from before it is locked until
+    /// it is closed.
+    pub(super) struct Registered {
+        file: Option<std::fs::File>,
+        slot: Option<usize>,
+    }
+
+    impl Registered {
+        /// Opens `open()`'s file and registers it. A fork between the open and the
+        /// registration would give the child an unregistered copy, which would share the
+        /// lock once taken: the file is then closed and opened again.
+        pub(super) fn open(
+            mut open: impl FnMut() -> std::io::Result<std::fs::File>,
+        ) -> std::io::Result<Registered> {
+            install();
+            loop {
+                let forks = FORKS.load(Ordering::SeqCst);
+                if forks % 2 == 1 {
+                    std::thread::yield_now();
+                    continue;
+                }
+                let file = open()?;
+                let meta = file.metadata()?;
+                let slot = register(file.as_raw_fd(), &meta);
+                let registered = Registered {
+                    file: Some(file),
+                    slot,
+                };
+                if FORKS.load(Ordering::SeqCst) == forks {
+                    return Ok(registered);
+                }
+            }
+        }
+
+        pub(super) fn file(&mut self) -> &mut std::fs::File {
+            self.file.as_mut().expect("open until dropped")
+        }
+
+        /// Its lock is taken: this process holds the spool.
+        pub(super) fn set_held(&self) {
+            if let Some(i) = self.slot {
+                SLOTS_TABLE[i].held.store(true, Ordering::SeqCst);
+            }
+        }
+
+        /// Whether this process holds the lock of the file `meta` describes through another
+        /// descriptor (another spool of this process has it open).
+        pub(super) fn held_elsewhere_in_this_process(&self, meta: &std::fs::Metadata) -> bool {
+            use std::os::unix::fs::MetadataExt;
+            SLOTS_TABLE.iter().enumerate().any(|(i, s)| {
+                Some(i) != self.slot
+                    && s.held.load(Ordering::SeqCst)
+                    && s.dev.load(Ordering::SeqCst) == meta.dev()
+                    && s.ino.load(Ordering::SeqCst) == meta.ino()
+            })
+        }
+    }
+
+    impl Drop for Registered {
+        /// Closes the descriptor, then forgets it: a child forked in between closes only
+        /// what is still that file.
+        fn drop(&mut self) {
+            if let Some(i) = self.slot {
+                SLOTS_TABLE[i].held.store(false, Ordering::SeqCst);
+            }
+            drop(self.file.take());
+            if let Some(i) = self.slot {
+                SLOTS_TABLE[i].fd.store(FREE, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn register(fd: RawFd, meta: &std::fs::Metadata) -> Option<usize> {
+        use std::os::unix::fs::MetadataExt;
+        let i = SLOTS_TABLE.iter().position(|s| {
+            s.fd.compare_exchange(FREE, CLAIMED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        })?;
+        let slot = &SLOTS_TABLE[i];
+        slot.held.store(false, Ordering::SeqCst);
+        slot.dev.store(meta.dev(), Ordering::SeqCst);
+        slot.ino.store(meta.ino(), Ordering::SeqCst);
+        slot.fd.store(fd, Ordering::SeqCst);
+        Some(i)
+    }
+}
+
+/// A stream directory's lock, held until dropped.
+struct StreamLock {
+    _file: fork_guard::Registered,
+}
+
 /// Takes the stream directory's lock, or fails if another spool (another process, or another
 /// element of this one) holds it: two writers of one spool would each cut off the record the
 /// other is writing, reuse its segment and send its fragments again.
-fn lock_stream_dir(dir: &Path, stream: &str) -> io::Result<File> {
+fn lock_stream_dir(dir: &Path, stream: &str) -> io::Result<StreamLock> {
     use std::io::Write;
     use std::os::unix::fs::MetadataExt;
     let path = dir.join(LOCK_FILE);
+    // A child forked a moment ago may not have closed its copy of this process's lock yet.
+    let patience = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
-        match file.try_lock() {
+        let mut lock = fork_guard::Registered::open(|| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        })?;
+        match lock.file().try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
+                let _ = lock.file().read_to_string(&mut holder);
                 let holder = holder.trim();
-                let holder = if holder.is_empty() {
+                let me = std::process::id().to_string();
+                let ours = lock
+                    .file()
+                    .metadata()
+                    .is_ok_and(|m| lock.held_elsewhere_in_this_process(&m));
+                if !ours
+                    && (holder == me || holder.is_empty())
+                    && std::time::Instant::now() < patience
+                {
+                    // Held by a child forked a moment ago that has not closed its copy yet, or
+                    // taken by another element of this process and not yet marked: ask again.
+                    drop(lock);
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+                let holder = if ours {
+                    format!(" (another element of this process, {me})")
+                } else if holder == me {
+                    // The lock file names this process, which does not hold the lock.
+                    format!(
+                        " (another process: the lock file names this process, {me}, so it is \
+                         one forked from this process, or one with the same id in another PID \
+                         namespace)"
+                    )
+                } else if holder.is_empty() {
                     String::new()
-                } else if holder == std::process::id().to_string() {
-                    format!(" (another element of this process, {holder})")
                 } else {
                     format!(" (process {holder})")
                 };
@@ -537,22 +752,24 @@ fn lock_stream_dir(dir: &Path, stream: &str) -> io::Result<File> {
                     Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
                 ) =>
             {
-                return Ok(file);
+                return Ok(StreamLock { _file: lock });
             }
             Err(fs::TryLockError::Error(e)) => return Err(e),
         }
+        lock.set_held();
         // The holder before us removes the file when it closes (with nothing pending): a lock
         // taken on the file it removed is no lock, so take the one at the path.
-        let held = file.metadata()?;
+        let held = lock.file().metadata()?;
         match fs::metadata(&path) {
             Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {}
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         }
+        let file = lock.file();
         file.set_len(0)?;
         file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
-        return Ok(file);
+        return Ok(StreamLock { _file: lock });
     }
 }
 
@@ -564,6 +781,7 @@ fn sync_parent(path: &Path) {
     }
 }
 
+/// The file of segment `n` in a stream's directory.
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("seg-{n:020}.log"))
 }
@@ -809,7 +1027,7 @@ pub struct Spool {
     /// returned.
     untold: SpoolDropped,
     /// The stream directory's lock, held as long as the spool is open.
-    _lock: File,
+    _lock: StreamLock,
 }
 
 impl Spool {
@@ -1805,6 +2023,103 @@ mod tests {
         assert_eq!(r, Recovered::default());
         assert!(Spool::open(dir.path(), "cam/1", 1 << 30).is_err());
         drop(s);
+    }
+
+    /// Forks a child that runs `then` (async-signal-safe calls only: the test process has
+    /// other threads) and then waits to be killed. Returns its pid.
+    fn fork_child(then: impl FnOnce()) -> libc::pid_t {
+        // SAFETY: the child makes only async-signal-safe calls and never returns.
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0, "fork: {}", io::Error::last_os_error());
+            if pid == 0 {
+                then();
+                loop {
+                    libc::pause();
+                }
+            }
+            pid
+        }
+    }
+
+    fn kill_child(pid: libc::pid_t) {
+        // SAFETY: our own child, not reaped yet.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+
+    /// A flock belongs to the open file, which a forked child shares: a child that does not
+    /// exec (a watchdog) kept the spool locked after this process closed it, and the next
+    /// spool of this process was refused "by another element of this process".
+    #[test]
+    fn a_forked_child_keeps_no_spool_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = spool(dir.path(), 1 << 30);
+        let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+        s.append_fragment(h, 0, (0, 1), &[Bytes::from_static(b"kept")])
+            .unwrap();
+        let child = fork_child(|| {});
+        // The child closed its copy; this process's lock holds.
+        let e = Spool::open(dir.path(), "cam/1", 1 << 30).err().unwrap();
+        assert!(
+            e.to_string().contains(&format!(
+                "(another element of this process, {})",
+                std::process::id()
+            )),
+            "{e}"
+        );
+        drop(s);
+        let opened = Spool::open(dir.path(), "cam/1", 1 << 30);
+        kill_child(child);
+        let (s, r) = opened.expect("the spool is free once this process closed it");
+        assert_eq!(r.fragments, 1);
+        drop(s);
+    }
+
+    /// A lock file that names this process, held by another one (a process forked from this
+    /// one some other way, or one in another PID namespace): the warning does not say the
+    /// holder is this process.
+    #[test]
+    fn a_lock_held_by_another_process_is_not_told_as_this_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream_dir = dir.path().join("cam_1");
+        fs::create_dir_all(&stream_dir).unwrap();
+        let path = stream_dir.join(LOCK_FILE);
+        fs::write(&path, format!("{}\n", std::process::id())).unwrap();
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        let mut pipe = [0; 2];
+        // SAFETY: a two-int array for pipe(2).
+        assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+        let child = fork_child(|| unsafe {
+            // SAFETY (the closure's): open, flock and write are async-signal-safe.
+            let fd = libc::open(c_path.as_ptr(), libc::O_RDWR);
+            let told: &[u8; 1] = if fd >= 0 && libc::flock(fd, libc::LOCK_EX) == 0 {
+                b"x"
+            } else {
+                b"-"
+            };
+            libc::write(pipe[1], told.as_ptr().cast(), 1);
+        });
+        let mut locked = [0u8; 1];
+        // SAFETY: reads one byte into a one-byte buffer.
+        let n = unsafe { libc::read(pipe[0], locked.as_mut_ptr().cast(), 1) };
+        let opened = Spool::open(dir.path(), "cam/1", 1 << 30);
+        kill_child(child);
+        // SAFETY: the pipe's descriptors, closed once.
+        unsafe {
+            libc::close(pipe[0]);
+            libc::close(pipe[1]);
+        }
+        assert_eq!((n, &locked), (1, b"x"), "the child took the lock");
+        let text = opened.err().unwrap().to_string();
+        assert!(
+            text.contains(
+                "in use by another kvssink (another process: the lock file names this process"
+            ) && !text.contains("another element of this process"),
+            "{text}"
+        );
     }
 
     #[test]
