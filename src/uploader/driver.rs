@@ -310,7 +310,16 @@ async fn drive(
                     );
                     return Err(fatal(shared, &error, &advice));
                 } else if !error.is_retriable() {
-                    return Err(fatal(shared, &error, "check the stream name and region"));
+                    let advice = match error.kind() {
+                        // The service names the member it refused (CreateStream's
+                        // parameters come from the properties).
+                        Some("InvalidArgumentException") => {
+                            "check the stream's settings: stream-name, retention-period, \
+                             kms-key-id, content-type, stream-tags"
+                        }
+                        _ => "check the stream name and region",
+                    };
+                    return Err(fatal(shared, &error, advice));
                 } else if error.is_unreached()
                     && !streamed
                     && reaching_since.elapsed() >= config.connection_timeout * START_ATTEMPT_FACTOR
