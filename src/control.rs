@@ -449,6 +449,33 @@ impl ApiError {
         }
     }
 
+    /// This error with the secret key and session token of `credentials` (the request's)
+    /// replaced by `<redacted>` wherever the service's (or a gateway's) message repeats them,
+    /// in whatever form it quotes the request.
+    pub fn without_secrets_of(self, credentials: &aws_credential_types::Credentials) -> Self {
+        match self {
+            ApiError::Service {
+                status,
+                kind,
+                mut message,
+            } => {
+                let secrets = [
+                    Some(credentials.secret_access_key()),
+                    credentials.session_token(),
+                ];
+                for secret in secrets.into_iter().flatten().filter(|s| s.len() >= 8) {
+                    message = message.replace(secret, crate::credentials::REDACTED);
+                }
+                ApiError::Service {
+                    status,
+                    kind,
+                    message,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// A request of reqwest's client to `url` that failed: what is in the way (a proxy, TLS)
     /// is named.
     pub(crate) fn transport(url: &Url, err: &reqwest::Error) -> Self {
@@ -486,15 +513,24 @@ fn without_session_token(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut from = 0;
     while let Some(at) = lower[from..].find(NAME).map(|i| from + i + NAME.len()) {
+        // `name:value`, `name=value`, `name: value` (a header), `"name": "value"` (JSON).
         let rest = &message[at..];
-        let Some(sep) = rest.chars().next().filter(|c| matches!(c, ':' | '=')) else {
+        let after_key = rest.len() - rest.trim_start_matches(['"', '\'']).len();
+        let spaced = &rest[after_key..];
+        let before_sep = spaced.len() - spaced.trim_start().len();
+        let Some(sep) = spaced[before_sep..]
+            .chars()
+            .next()
+            .filter(|c| matches!(c, ':' | '='))
+        else {
             out.push_str(&message[from..at]);
             from = at;
             continue;
         };
-        let value_at = at + sep.len_utf8();
+        let after_sep = &spaced[before_sep + sep.len_utf8()..];
+        let value_at = message.len() - after_sep.trim_start().trim_start_matches(['"', '\'']).len();
         let value_len = message[value_at..]
-            .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '&' | ',' | ';'))
+            .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '&' | ',' | ';' | '<'))
             .unwrap_or(message.len() - value_at);
         out.push_str(&message[from..value_at]);
         if value_len > 0 {
@@ -586,6 +622,9 @@ fn build_http_client(options: &ClientOptions<'_>) -> Result<reqwest::Client, Str
         .http1_only()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(2)
+        // A signed request is valid for its host only, and reqwest would carry the session
+        // token (not Authorization) to wherever a redirect points, https to http included.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(options.user_agent.to_owned());
     // PutMedia's TLS settings: one set of roots for every request, loaded at the first
     // HTTPS handshake (never, against a plain-HTTP endpoint).
@@ -693,13 +732,30 @@ impl ControlPlane {
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let location = header("location").map(str::to_owned);
         let bytes = response
             .bytes()
             .await
             .map_err(|e| ApiError::transport(&url, &e))?;
+        if (300..400).contains(&status) {
+            let to = location.as_deref().map(crate::endpoint::without_userinfo);
+            return Err(ApiError::Service {
+                status,
+                kind: format!("{FOREIGN_KIND}{status}"),
+                message: format!(
+                    "{} redirects to {}: a signed request holds for its own host only, so \
+                     kvssink does not follow redirects. Set control-plane-uri to the endpoint \
+                     itself",
+                    crate::endpoint::without_userinfo(url.as_str()),
+                    to.as_deref().unwrap_or("another place")
+                ),
+            }
+            .through_proxy_of(&url));
+        }
         if !(200..300).contains(&status) {
             return Err(
                 ApiError::from_response(status, error_type.as_deref(), &bytes)
+                    .without_secrets_of(credentials)
                     .through_proxy_of(&url),
             );
         }
@@ -817,6 +873,39 @@ mod tests {
             "{text}"
         );
         assert!(text.starts_with("InvalidSignatureException (HTTP 403): The request signature"));
+    }
+
+    #[test]
+    fn a_session_token_quoted_as_a_header_or_in_json_is_redacted_too() {
+        // A gateway's page or JSON echoing the request's headers.
+        for body in [
+            &b"<pre>x-amz-security-token: IQoJTOKEN3 </pre>"[..],
+            br#"{"headers":{"x-amz-security-token": "IQoJTOKEN4"}}"#,
+            b"X-Amz-Security-Token =IQoJTOKEN5\n",
+        ] {
+            let text = ApiError::from_response(502, None, body).to_string();
+            assert!(!text.contains("TOKEN"), "{text}");
+            assert!(text.contains("<redacted>"), "{text}");
+        }
+        // Any other form: the values sent are replaced wherever they appear.
+        let credentials = aws_credential_types::Credentials::new(
+            "ASIAEXAMPLE",
+            "wJalrSECRETKEYEXAMPLE",
+            Some("IQoJTOKEN6abcdef".to_owned()),
+            None,
+            "test",
+        );
+        let e = ApiError::from_response(
+            400,
+            None,
+            b"echo: token IQoJTOKEN6abcdef, key wJalrSECRETKEYEXAMPLE",
+        )
+        .without_secrets_of(&credentials);
+        let text = e.to_string();
+        assert!(
+            !text.contains("TOKEN6") && !text.contains("SECRETKEY"),
+            "{text}"
+        );
     }
 
     #[test]

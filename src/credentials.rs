@@ -394,7 +394,41 @@ pub fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
         }
         source = s.source();
     }
-    text
+    scrubbed(&text)
+}
+
+/// An error text of a library with what must never be shown taken out: aws-smithy's "failed
+/// to apply endpoint `X` to request `Request { .. }`" prints the whole request, whose body
+/// may hold a web identity token (a bearer credential: STS's AssumeRoleWithWebIdentity is
+/// not signed); parameters that name secrets; user names and passwords in URLs.
+fn scrubbed(text: &str) -> String {
+    const REQUEST: &str = " to request `";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(REQUEST) {
+        out.push_str(&rest[..at]);
+        out.push_str(" to the request");
+        let body = &rest[at + REQUEST.len()..];
+        rest = body.find('`').map_or("", |end| &body[end + 1..]);
+    }
+    out.push_str(rest);
+    for name in [
+        "WebIdentityToken=",
+        "SessionToken=",
+        "SecretAccessKey=",
+        "secretAccessKey=",
+        "sessionToken=",
+    ] {
+        let mut from = 0;
+        while let Some(i) = out[from..].find(name).map(|i| from + i + name.len()) {
+            let len = out[i..]
+                .find(|c: char| c.is_whitespace() || "&\"',;)`".contains(c))
+                .unwrap_or(out.len() - i);
+            out.replace_range(i..i + len, REDACTED);
+            from = i + REDACTED.len();
+        }
+    }
+    crate::endpoint::without_userinfo_in(&out).into_owned()
 }
 
 /// What a [`CredentialsError`] says, without the generic words the variants print.
@@ -414,6 +448,32 @@ pub fn is_not_found(error: &CredentialsError) -> bool {
 mod tests {
     use super::*;
     use std::time::SystemTime;
+
+    #[test]
+    fn library_errors_are_scrubbed_of_requests_secrets_and_passwords() {
+        // aws-smithy, given an STS endpoint that does not parse, prints the request.
+        let text = scrubbed(
+            "failed to apply endpoint `sts.example` to request `Request { body: SdkBody { \
+             inner: Once(Some(b\"Action=AssumeRoleWithWebIdentity&WebIdentityToken=eyJ.SECRETJWT.sig\")) } }`: \
+             invalid URL",
+        );
+        assert!(!text.contains("SECRETJWT"), "{text}");
+        assert_eq!(
+            text,
+            "failed to apply endpoint `sts.example` to the request: invalid URL"
+        );
+        let text = scrubbed("answer: WebIdentityToken=eyJ.SECRETJWT.sig&RoleArn=x");
+        assert_eq!(text, "answer: WebIdentityToken=<redacted>&RoleArn=x");
+        let text = scrubbed(
+            "invalid full URI for ECS provider (URI did not refer to an allowed IP address): \
+             http://u:PrOxYpAsS@192.0.2.1/creds",
+        );
+        assert!(!text.contains("PrOxYpAsS"), "{text}");
+        assert!(
+            text.ends_with("http://<redacted>@192.0.2.1/creds"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn margins() {

@@ -206,6 +206,36 @@ pub fn without_userinfo(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// `text` (a message) with the user name and password of every URL in it replaced by
+/// `<redacted>`: a URL ends at white space, a quote, a bracket or a comma.
+pub fn without_userinfo_in(text: &str) -> Cow<'_, str> {
+    if !text.contains("://") || !text.contains('@') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let start = at + 3;
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        let url_end = after
+            .find(|c: char| c.is_whitespace() || "\"'`<>()[]{},".contains(c))
+            .unwrap_or(after.len());
+        // The authority ends at the path, query or fragment; a password may hold a `/`.
+        let authority = &after[..url_end];
+        let query = authority.find(['?', '#']).unwrap_or(authority.len());
+        match authority[..query].rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str(crate::credentials::REDACTED);
+                rest = &after[userinfo_end..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    Cow::Owned(out)
+}
+
 /// The HTTP proxy that requests to a URL go through, as the environment names it, and the
 /// variable that does.
 ///

@@ -450,7 +450,11 @@ impl Reader {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let bytes = answer.bytes().await.unwrap_or_default();
-        Err(ApiError::from_response(status, error_type.as_deref(), &bytes).through_proxy_of(&url))
+        Err(
+            ApiError::from_response(status, error_type.as_deref(), &bytes)
+                .without_secrets_of(credentials)
+                .through_proxy_of(&url),
+        )
     }
 
     /// Reads one response to its end, handing on whole fragments and moving `start` past each.

@@ -458,6 +458,36 @@ fn web_identity_token_from_sts() {
     );
 }
 
+/// The web identity token is a bearer credential (AssumeRoleWithWebIdentity is not signed):
+/// an STS endpoint that does not parse (no scheme) makes aws-smithy print the whole request,
+/// body and token included; the error shows neither. So with a password in a container
+/// credentials URI that is refused.
+#[test]
+fn credential_errors_never_show_a_web_identity_token_or_a_password() {
+    let env = TestEnv::new();
+    let token = env.write("token", "eyJhbGciOiJSUzI1NiJ9.SECRETJWTBODY.sig");
+    set("AWS_WEB_IDENTITY_TOKEN_FILE", &token);
+    set("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/kvs-camera");
+    set("AWS_ENDPOINT_URL_STS", "sts.us-west-2.amazonaws.com");
+    let server = server();
+    let (run, _) = run_testsrc(&server, "webidentity-badsts", |_| {});
+    let text = format!("{} {:?}", run.error_text(), run.messages);
+    assert!(text.contains("web identity"), "{text}");
+    assert!(!text.contains("SECRETJWTBODY"), "{text}");
+    remove("AWS_WEB_IDENTITY_TOKEN_FILE");
+    remove("AWS_ROLE_ARN");
+    remove("AWS_ENDPOINT_URL_STS");
+
+    set(
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "http://camera:PrOxYpAsS@192.0.2.1/creds",
+    );
+    let (run, _) = run_testsrc(&server, "container-password", |_| {});
+    let text = format!("{} {:?}", run.error_text(), run.messages);
+    assert!(text.contains("192.0.2.1"), "{text}");
+    assert!(!text.contains("PrOxYpAsS"), "{text}");
+}
+
 #[test]
 fn container_credentials_with_an_authorization_token() {
     let _env = TestEnv::new();

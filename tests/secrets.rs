@@ -274,3 +274,34 @@ fn a_password_in_the_control_plane_uri_is_not_read_back() {
         assert_eq!(read.as_deref(), Some("http://127.0.0.1:4566"), "{factory}");
     }
 }
+
+/// A control plane that answers with a redirect to another host (a misconfigured gateway, or
+/// an attacker's): the session token must not follow it (reqwest drops Authorization on a
+/// redirect, not x-amz-security-token), and the error says why kvssink does not follow.
+#[test]
+fn a_redirect_does_not_carry_the_session_token_elsewhere() {
+    init();
+    let elsewhere = standins::Standin::http(|_| standins::Reply::ok("{}"));
+    let to = format!("{}/capture", elsewhere.url());
+    let redirecting =
+        standins::Standin::http(move |_| standins::Reply::status(307, "").header("location", &to));
+    let registry = tempdir();
+    let mut cmd = common::host::host_command("gst-launch-1.0", &redirecting.url(), registry.path());
+    cmd.env("AWS_ACCESS_KEY_ID", ACCESS)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_SESSION_TOKEN", TOKEN)
+        .args(["-m", "-e"])
+        .args(common::host::split_launch(&format!(
+            "{} stream-name=redirected connection-timeout=2",
+            live_line(2)
+        )));
+    let run = common::host::run_host(cmd, Duration::from_secs(60));
+    assert!(!run.status.success());
+    assert!(elsewhere.requests().is_empty(), "the redirect was followed");
+    assert!(
+        run.output().contains("kvssink does not follow redirects"),
+        "{}",
+        run.output()
+    );
+    assert_clean("the output", &run.output());
+}

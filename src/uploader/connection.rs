@@ -156,11 +156,10 @@ pub(super) async fn run(
                     break;
                 }
             }
-            return Err(Failure::Api(ApiError::from_response(
-                status,
-                kind.as_deref(),
-                &text,
-            )));
+            return Err(Failure::Api(
+                ApiError::from_response(status, kind.as_deref(), &text)
+                    .without_secrets_of(credentials),
+            ));
         }
         shared.lock().on_connected();
         shared.emit_state(super::ConnectionState::Streaming);
