@@ -105,6 +105,24 @@ fn serve(args: &[String]) -> Result<(), String> {
             server.url()
         );
     }
+    if !addr.ip().is_loopback() {
+        // Reachable from other machines: say what anyone who reaches it can do.
+        let keys = &server.config().keys;
+        let demo = keys.is_empty()
+            || keys
+                .iter()
+                .any(|k| k.access_key == kvs_local::DEMO_ACCESS_KEY);
+        eprintln!(
+            "kvs-local: WARNING: reachable from other machines. Its admin API (/__kvs-local/: \
+             report, faults) takes no credentials{}",
+            if demo {
+                ", and the demo key pair (public) is accepted: anyone who reaches this address \
+                 can read, write and delete streams. Give --key for keys of your own"
+            } else {
+                ""
+            }
+        );
+    }
     let _ = std::io::stdout().flush();
     wait_for_signal()?;
     eprintln!("kvs-local: shutting down");
