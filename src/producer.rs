@@ -992,8 +992,14 @@ impl Producer {
             return (start, StartSource::Live);
         }
         // A date at or after this producer's start is when a muxer in this pipeline began
-        // (a recording demuxed and muxed again), not when the recording was made.
-        let recorded = |date: Option<u64>| date.filter(|&ms| ms <= now && ms < self.started_ms);
+        // (a recording demuxed and muxed again), not when the recording was made. A date is
+        // the time of the recording's first frame (matroskamux writes when it started, and
+        // a segment of splitmuxsink starts at the running time the one before ended): timecode
+        // 0 was that much earlier.
+        let recorded = |date: Option<u64>| {
+            date.filter(|&ms| ms <= now && ms < self.started_ms)
+                .map(|ms| ms.saturating_sub(first_ms))
+        };
         if let Some(ms) = self.file_start_ms {
             (ms, StartSource::FileStartTime)
         } else if let Some(ms) = recorded(header.date_utc_ms) {

@@ -218,6 +218,40 @@ fn without_a_start_time_a_recording_keeps_the_date_its_muxer_wrote() {
 }
 
 #[test]
+fn a_recording_whose_timecodes_begin_late_is_dated_by_its_first_frame() {
+    // A segment of `splitmuxsink muxer=matroskamux` after the first (or a muxer started in a
+    // running pipeline) begins at a later timecode, here 2 h; its DateUTC is when it began,
+    // the time of its first frame, not of timecode 0 (that put it 2 h in the future).
+    init();
+    let dir = tempdir();
+    let file = dir.path().join("segment.mkv");
+    record(
+        &format!(
+            "videotestsrc num-buffers=50 timestamp-offset=7200000000000 \
+             ! video/x-raw,format=I420,width=160,height=120,framerate=5/1 \
+             ! x264enc speed-preset=ultrafast key-int-max=20 ! h264parse ! matroskamux \
+             ! filesink location={}",
+            file.display()
+        ),
+        Some("-1h"),
+    );
+    let server = server();
+    let run = upload(&server, &file, "segment", "");
+    let start = run.named("kvs-stream-start");
+    assert_eq!(start[0].get::<&str>("source").unwrap(), "recording-date");
+    let first_ms = start[0].get::<u64>("first-fragment-time").unwrap();
+    let an_hour_ago = now_ms() - 3_600_000;
+    assert!(
+        first_ms.abs_diff(an_hour_ago) < 120_000,
+        "{first_ms} is not about an hour ago ({an_hour_ago})"
+    );
+    let stored = stored_times(&server, "segment");
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert_eq!(stored[0].0, 7_200_000, "{stored:?}");
+    assert_eq!(stored[0].1, first_ms, "{stored:?}");
+}
+
+#[test]
 fn a_recording_made_just_now_is_not_sent_into_the_future() {
     init();
     let dir = tempdir();
