@@ -672,3 +672,36 @@ fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+#[test]
+fn ctrl_c_during_a_matroska_upload_is_not_blamed_on_the_input() {
+    // Ctrl-C without -e stops the upload wherever filesrc was, inside a Matroska element:
+    // that is the stop's doing. Every fragment sent is persisted, the cut one at its whole
+    // frames, and the run is no error.
+    init();
+    let dir = tempdir();
+    let file = recording(dir.path(), 240, None);
+    let server = server();
+    let registry = tempdir();
+    let mut cmd = common::host::host_command("gst-launch-1.0", &server.url(), registry.path());
+    cmd.arg("-m").args(common::host::split_launch(&format!(
+        "filesrc location={} ! kvssink stream-name=stopped file-start-time=1700000000",
+        file.display()
+    )));
+    let run = common::host::run_host_then(cmd, TIMEOUT, |pid| {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while server.fragments("stopped").len() < 3 {
+            assert!(std::time::Instant::now() < deadline, "no fragment stored");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: signals the host process this test started, still running.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+    });
+    // gst-launch-1.0 prints errors (its sync handler) but not the messages of a stop.
+    let out = run.output();
+    assert!(!out.contains("in the middle of a Matroska element"), "{out}");
+    assert!(!out.contains("ERROR"), "{out}");
+    assert_eq!(run.status.code(), Some(0), "{out}");
+    let stored = server.fragments("stopped").len();
+    assert!((3..60).contains(&stored), "{stored} of 60 fragments stored");
+}

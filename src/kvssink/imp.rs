@@ -1737,9 +1737,11 @@ impl KvsSink {
         } else {
             match self.finish_input(started) {
                 Err(()) => return,
-                // Already said when it was found (render), or said now.
+                // A stop without EOS cuts the input wherever it was (a file upload stopped
+                // with Ctrl-C): the element it broke off is the stop's doing, not the
+                // input's; its whole frames are kept.
                 Ok(Some(e)) if !started.producer.input_failed() => {
-                    let _ = self.matroska_error(&stream, &e);
+                    gst::info!(CAT, imp = self, "stopped inside an element: {e}");
                 }
                 Ok(_) => {}
             }
