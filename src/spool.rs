@@ -33,6 +33,13 @@
 //! it is cut off when the spool is opened, and reported, never sent. Fragments are counted
 //! as spooled only once their fdatasync has returned.
 //!
+//! The spool holds the camera's video: the directories it creates are its user's only
+//! (0700), its files too (0600), and none is opened through a symbolic link (`O_NOFOLLOW`): a
+//! link where a spool file should be (planted by someone who can write the directory) is
+//! refused, never followed, and the spool is then not used. A stream directory others can
+//! write, or another user's, is used but warned of. A stream named only of dots (`.`, `..`)
+//! has its dots written `%2E` in its directory's name, which stays inside `spool-dir`.
+//!
 //! Spools of the first format (no segment record, records `[len][kind][payload][checksum]`
 //! packed end to end, FNV checksums) are still read and recovered; new records always go to
 //! a new segment of the current format.
@@ -40,7 +47,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -688,18 +695,20 @@ struct StreamLock {
 /// other is writing, reuse its segment and send its fragments again.
 fn lock_stream_dir(dir: &Path, stream: &str) -> io::Result<StreamLock> {
     use std::io::Write;
-    use std::os::unix::fs::MetadataExt;
     let path = dir.join(LOCK_FILE);
     // A child forked a moment ago may not have closed its copy of this process's lock yet.
     let patience = std::time::Instant::now() + std::time::Duration::from_secs(1);
     loop {
         let mut lock = fork_guard::Registered::open(|| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
+            open_spool_file(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false),
+                0,
+                &path,
+            )
         })?;
         match lock.file().try_lock() {
             Ok(()) => {}
@@ -760,7 +769,7 @@ fn lock_stream_dir(dir: &Path, stream: &str) -> io::Result<StreamLock> {
         // The holder before us removes the file when it closes (with nothing pending): a lock
         // taken on the file it removed is no lock, so take the one at the path.
         let held = lock.file().metadata()?;
-        match fs::metadata(&path) {
+        match fs::symlink_metadata(&path) {
             Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {}
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -771,6 +780,92 @@ fn lock_stream_dir(dir: &Path, stream: &str) -> io::Result<StreamLock> {
         file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
         return Ok(StreamLock { _file: lock });
     }
+}
+
+/// The mode of the directories kvssink creates for a spool (`spool-dir` too, if it does not
+/// exist): its owner's only. The fragments are the camera's video.
+const DIR_MODE: u32 = 0o700;
+/// The mode of the files of a spool.
+const FILE_MODE: u32 = 0o600;
+
+/// Opens the spool file `path` with `options` (and `flags`), never through a symbolic link
+/// (`O_NOFOLLOW`): one planted there by someone who can write the directory would have this
+/// process (often root) truncate or overwrite its target. A file it creates is its owner's
+/// only.
+fn open_spool_file(options: &mut OpenOptions, flags: i32, path: &Path) -> io::Result<File> {
+    options
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | flags)
+        .open(path)
+        .map_err(|e| refuse_link(path, e))
+}
+
+/// `e`, or the clear refusal of a symbolic link if that is what `path` is.
+fn refuse_link(path: &Path, e: io::Error) -> io::Error {
+    let is_link = || fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    // O_NOFOLLOW's error: ELOOP on Linux, EMLINK on the BSDs.
+    if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EMLINK)) && is_link() {
+        symlink_refused(path)
+    } else {
+        e
+    }
+}
+
+fn symlink_refused(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{} is a symbolic link, where the spool keeps its own file: refused, not followed \
+             (someone who can write the spool's directory may have planted it; remove it)",
+            path.display()
+        ),
+    )
+}
+
+/// The name of `stream`'s directory under `spool-dir`: the name itself, its characters
+/// outside `[a-zA-Z0-9_.-]` (none in a valid stream name) made `_`. A name of dots only
+/// (`.`, `..`, valid stream names) would be `spool-dir` itself or its parent: its dots are
+/// written `%2E`, which no stream name gives (`%` is not in one).
+fn stream_dir_name(stream: &str) -> String {
+    let safe: String = stream
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.is_empty() {
+        "%".to_owned()
+    } else if safe.bytes().all(|b| b == b'.') {
+        safe.replace('.', "%2E")
+    } else {
+        safe
+    }
+}
+
+/// Whether users other than this process's can change what is in `dir` (described by `meta`):
+/// it is writable by its group or others, or not this process's user's. A warning, then.
+fn exposed_to_others(dir: &Path, meta: &fs::Metadata) -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let who = if meta.mode() & 0o022 != 0 {
+        format!("is writable by others (mode {:o})", meta.mode() & 0o7777)
+    } else if meta.uid() != euid {
+        format!(
+            "belongs to another user (uid {}, this process's is {euid})",
+            meta.uid()
+        )
+    } else {
+        return None;
+    };
+    Some(format!(
+        "the spool's directory {} {who}: they can read, remove or change the fragments kept \
+         there before they are sent; make it this user's, with mode 0700",
+        dir.display()
+    ))
 }
 
 /// Makes a new entry in `path`'s directory durable (best effort: some filesystems cannot
@@ -830,6 +925,9 @@ pub struct Recovered {
     /// Bytes damaged on disk before valid records (a bad block, a damaged file): skipped;
     /// whatever they held is lost.
     pub damaged_bytes: u64,
+    /// Warnings for the user, told once when the spool opens: the stream's directory can be
+    /// changed by other users (it is writable by others, or another user's).
+    pub warnings: Vec<String>,
 }
 
 /// Fragments dropped to stay within the spool's size, or to write on a full disk.
@@ -898,21 +996,22 @@ struct SegmentFile {
 
 impl SegmentFile {
     fn create(path: &Path) -> io::Result<SegmentFile> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
+        let file = open_spool_file(
+            OpenOptions::new().create(true).truncate(false).write(true),
+            0,
+            path,
+        )?;
         // The file's name is durable before any fragment in it is counted as spooled.
         sync_parent(path);
         #[cfg(any(target_os = "linux", target_os = "android"))]
         let direct = {
-            use std::os::unix::fs::OpenOptionsExt;
-            OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(path)
+            let same = |direct: &File| {
+                let (a, b) = (file.metadata(), direct.metadata());
+                a.is_ok_and(|a| b.is_ok_and(|b| a.dev() == b.dev() && a.ino() == b.ino()))
+            };
+            open_spool_file(OpenOptions::new().write(true), libc::O_DIRECT, path)
                 .ok()
+                .filter(same)
         };
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         let direct = None;
@@ -1034,35 +1133,50 @@ impl Spool {
     /// Opens (creating it if needed) the spool of `stream` under `dir`, recovering what an
     /// earlier run left.
     pub fn open(dir: &Path, stream: &str, max_bytes: u64) -> io::Result<(Spool, Recovered)> {
-        let safe: String = stream
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let dir = dir.join(safe);
-        fs::create_dir_all(&dir)?;
+        let dir = dir.join(stream_dir_name(stream));
+        // Directories made here are this user's only; existing ones are left as they are.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&dir)?;
         sync_parent(&dir);
+        let meta = fs::symlink_metadata(&dir)?;
+        if meta.file_type().is_symlink() {
+            return Err(symlink_refused(&dir));
+        }
+        let mut recovered = Recovered::default();
+        recovered.warnings.extend(exposed_to_others(&dir, &meta));
         // Before anything is read: what another writer is in the middle of is not touched.
         let lock = lock_stream_dir(&dir, stream)?;
-        let mut numbers: Vec<u64> = fs::read_dir(&dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
+        let mut numbers = Vec::new();
+        for e in fs::read_dir(&dir)? {
+            let Ok(e) = e else { continue };
+            let Some(n) = e.file_name().to_str().and_then(|name| {
                 name.strip_prefix("seg-")?
                     .strip_suffix(".log")?
-                    .parse()
+                    .parse::<u64>()
                     .ok()
-            })
-            .collect();
+            }) else {
+                continue;
+            };
+            // Not opened at all (a FIFO would block the open), never followed.
+            match e.file_type() {
+                Ok(t) if t.is_symlink() => return Err(symlink_refused(&e.path())),
+                Ok(t) if !t.is_file() => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "{} is not a regular file, where the spool keeps its own: refused",
+                            e.path().display()
+                        ),
+                    ));
+                }
+                _ => numbers.push(n),
+            }
+        }
         numbers.sort_unstable();
         let mut headers = BTreeMap::new();
         let mut pending = BTreeMap::new();
-        let mut recovered = Recovered::default();
         let mut segments = VecDeque::new();
         // Ids keep growing across runs: a done record never names a later fragment.
         let (mut next_id, mut next_header_id) = (0, 0);
@@ -1396,7 +1510,7 @@ impl Spool {
     /// Reads a pending fragment's bytes back.
     pub fn read(&self, f: &SpooledFragment) -> io::Result<Bytes> {
         let path = segment_path(&self.dir, f.segment);
-        let mut file = File::open(path)?;
+        let mut file = open_spool_file(OpenOptions::new().read(true), 0, &path)?;
         file.seek(SeekFrom::Start(f.offset))?;
         let mut buf = vec![0; f.len as usize];
         file.read_exact(&mut buf)?;
@@ -1614,7 +1728,9 @@ fn scan(
     pending: &mut BTreeMap<u64, SpooledFragment>,
     next_id: &mut u64,
 ) -> io::Result<(u64, u64, u64)> {
-    let data = fs::read(path)?;
+    let mut file = open_spool_file(OpenOptions::new().read(true), 0, path)?;
+    let mut data = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize));
+    file.read_to_end(&mut data)?;
     let mut found = Found {
         n,
         headers,
@@ -1636,7 +1752,7 @@ fn scan(
         },
     };
     if data.len() > pos {
-        let file = OpenOptions::new().write(true).open(path)?;
+        let file = open_spool_file(OpenOptions::new().write(true), 0, path)?;
         file.set_len(pos as u64)?;
         file.sync_all()?;
     }
@@ -2559,6 +2675,187 @@ mod tests {
         assert_eq!(s.read(&pending[0]).unwrap(), small);
         assert_eq!(s.read(&pending[1]).unwrap(), large);
         assert_eq!(s.read(&pending[2]).unwrap(), small);
+    }
+
+    /// The mode bits of `path` itself (a symbolic link's own).
+    fn mode_of(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn spool_files_and_directories_are_private_under_a_022_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: umask only sets the process's file mode mask (022 is the usual one).
+        unsafe { libc::umask(0o022) };
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let (mut s, _) = Spool::open(&spool_dir, "cam", 1 << 30).unwrap();
+        let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+        s.append_fragment(h, 0, (0, 1), &[Bytes::from_static(b"video")])
+            .unwrap();
+        s.new_segment().unwrap();
+        assert_eq!(mode_of(&spool_dir), 0o700, "spool-dir, created by kvssink");
+        assert_eq!(mode_of(s.dir()), 0o700, "the stream's directory");
+        let files: Vec<PathBuf> = fs::read_dir(s.dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(files.len() >= 3, "{files:?}");
+        for f in &files {
+            assert_eq!(mode_of(f), 0o600, "{}", f.display());
+        }
+        drop(s);
+        // A directory the user made is not changed behind their back.
+        let mine = dir.path().join("mine");
+        fs::create_dir(&mine).unwrap();
+        fs::set_permissions(&mine, fs::Permissions::from_mode(0o750)).unwrap();
+        let (s, _) = Spool::open(&mine, "cam", 1 << 30).unwrap();
+        assert_eq!(mode_of(&mine), 0o750);
+        assert_eq!(mode_of(s.dir()), 0o700);
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_a_spool_file_is_refused_and_never_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let stream_dir = spool_dir.join("cam");
+        let target = dir.path().join("target");
+        let precious = b"not kvssink's".to_vec();
+        let planted = |name: &str| {
+            fs::create_dir_all(&stream_dir).unwrap();
+            fs::write(&target, &precious).unwrap();
+            let link = stream_dir.join(name);
+            symlink(&target, &link).unwrap();
+            link
+        };
+        let refused = |link: &Path| {
+            let e = Spool::open(&spool_dir, "cam", 1 << 30).err().unwrap();
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("{} is a symbolic link", link.display())),
+                "{text}"
+            );
+            assert_eq!(fs::read(&target).unwrap(), precious, "{}", link.display());
+            assert!(fs::symlink_metadata(link).unwrap().file_type().is_symlink());
+            fs::remove_file(link).unwrap();
+        };
+        // The lock (it was created through the link, with the process id in it) and an
+        // earlier run's segment (it was truncated to 0 bytes as a torn record).
+        refused(&planted(LOCK_FILE));
+        refused(&planted("seg-00000000000000000000.log"));
+        fs::remove_file(&target).unwrap();
+        let link = stream_dir.join(LOCK_FILE);
+        fs::remove_file(&link).unwrap();
+        symlink(&target, &link).unwrap();
+        assert!(Spool::open(&spool_dir, "cam", 1 << 30).is_err());
+        assert!(!target.exists(), "a dangling link's target is not created");
+        fs::remove_file(&link).unwrap();
+
+        // The next segment, planted while the spool is open: that write fails, and says why.
+        let (mut s, _) = Spool::open(&spool_dir, "cam", 1 << 30).unwrap();
+        let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+        let next = segment_path(s.dir(), s.segments.back().unwrap().n + 1);
+        fs::write(&target, &precious).unwrap();
+        symlink(&target, &next).unwrap();
+        let e = s.new_segment().err().unwrap();
+        assert!(
+            e.to_string()
+                .contains(&format!("{} is a symbolic link", next.display())),
+            "{e}"
+        );
+        let _ = s.append_fragment(h, 0, (0, 1), &[Bytes::from_static(b"x")]);
+        assert_eq!(fs::read(&target).unwrap(), precious);
+        drop(s);
+        fs::remove_file(&next).unwrap();
+
+        // The stream's directory itself a link to another directory: refused too.
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        let linked = spool_dir.join("other");
+        symlink(&elsewhere, &linked).unwrap();
+        let e = Spool::open(&spool_dir, "other", 1 << 30).err().unwrap();
+        assert!(
+            e.to_string()
+                .contains(&format!("{} is a symbolic link", linked.display())),
+            "{e}"
+        );
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_stream_directory_others_can_change_is_warned_of_once_and_left_as_it_is() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (s, r) = Spool::open(dir.path(), "private", 1 << 30).unwrap();
+        assert_eq!(r.warnings, Vec::<String>::new());
+        drop(s);
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let (s, r) = Spool::open(dir.path(), "open", 1 << 30).unwrap();
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].contains(&format!(
+                "the spool's directory {} is writable by others (mode 777)",
+                open.display()
+            )),
+            "{:?}",
+            r.warnings
+        );
+        assert_eq!(mode_of(&open), 0o777, "not changed behind the user's back");
+        drop(s);
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let theirs = dir.path().join("theirs");
+            fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+            let (_s, r) = Spool::open(dir.path(), "theirs", 1 << 30).unwrap();
+            assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+            assert!(
+                r.warnings[0].contains("belongs to another user (uid 65534"),
+                "{:?}",
+                r.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn stream_names_of_dots_stay_inside_spool_dir_each_in_its_own_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let names = [".", "..", "...", "cam", "a.b", "-_.x"];
+        let mut dirs = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let (mut s, _) = Spool::open(&spool_dir, name, 1 << 30).unwrap();
+            assert_eq!(s.dir().parent(), Some(spool_dir.as_path()), "{name}");
+            let h = s.append_header(0, "v", &Bytes::from_static(b"H")).unwrap();
+            let bytes = Bytes::from(name.as_bytes().to_vec());
+            s.append_fragment(h, i as u64, (0, 1), &[bytes]).unwrap();
+            dirs.push(s.dir().to_owned());
+        }
+        let names_on_disk: Vec<String> = dirs
+            .iter()
+            .map(|d| d.file_name().unwrap().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names_on_disk,
+            ["%2E", "%2E%2E", "%2E%2E%2E", "cam", "a.b", "-_.x"],
+            "ordinary names are unchanged: earlier runs' spools are found"
+        );
+        assert!(
+            !dir.path().join("seg-00000000000000000000.log").exists()
+                && !spool_dir.join("seg-00000000000000000000.log").exists()
+        );
+        // Each stream finds its own fragment, and only it.
+        for (i, name) in names.iter().enumerate() {
+            let (s, r) = Spool::open(&spool_dir, name, 1 << 30).unwrap();
+            assert_eq!(r.fragments, 1, "{name}");
+            let f = s.pending().next().unwrap();
+            assert_eq!(f.timecode, i as u64, "{name}");
+            assert_eq!(s.read(f).unwrap(), name.as_bytes(), "{name}");
+        }
     }
 
     #[test]

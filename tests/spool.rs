@@ -570,3 +570,80 @@ fn a_wait_at_eos_that_runs_out_with_fragments_in_the_spool_is_an_error() {
         run.output()
     );
 }
+
+/// A symbolic link planted in the spool's directory (where a segment would be) and in
+/// `KVS_DEBUG_DUMP_DATA_FILE_DIR` (where the session's file would be) is refused, never
+/// followed: their targets are untouched (before, the segment's target was truncated to 0 bytes
+/// and the dump's overwritten with Matroska), each is told with its path, and the stream,
+/// kept in memory, is still all persisted.
+#[test]
+fn symlinks_planted_in_the_spool_and_dump_directories_are_not_followed() {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    init();
+    let dir = tempdir();
+    let copy = dir.path().join("copy.mkv");
+    let spool = dir.path().join("spool");
+    let dump = dir.path().join("dump");
+    std::fs::create_dir_all(spool.join("planted")).unwrap();
+    std::fs::create_dir(&dump).unwrap();
+    let precious = b"precious, not kvssink's";
+    let (seg_target, dump_target) = (
+        dir.path().join("seg-target"),
+        dir.path().join("dump-target"),
+    );
+    for target in [&seg_target, &dump_target] {
+        std::fs::write(target, precious).unwrap();
+        std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let seg_link = spool.join("planted/seg-00000000000000000000.log");
+    let dump_link = dump.join("planted_0.mkv");
+    symlink(&seg_target, &seg_link).unwrap();
+    symlink(&dump_target, &dump_link).unwrap();
+    let server = server();
+    let line = live_line(
+        4,
+        "planted",
+        &format!("spool-dir={}", spool.display()),
+        &copy,
+    );
+    let registry = tempdir();
+    let mut cmd = host_command("gst-launch-1.0", &server.url(), registry.path());
+    cmd.env("KVS_DEBUG_DUMP_DATA_FILE_DIR", &dump)
+        .args(["-m", "-e"])
+        .args(split_launch(&line));
+    let run = run_host(cmd, TIMEOUT);
+    run.assert_all_persisted();
+    let sent = std::fs::read(&copy).unwrap();
+    assert_nothing_lost(&server, "planted", &sent);
+    for target in [&seg_target, &dump_target] {
+        assert_eq!(
+            std::fs::read(target).unwrap(),
+            precious,
+            "{}",
+            target.display()
+        );
+        let mode = std::fs::metadata(target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "{}", target.display());
+    }
+    for link in [&seg_link, &dump_link] {
+        assert!(
+            std::fs::symlink_metadata(link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{}",
+            link.display()
+        );
+    }
+    let output = run.output();
+    for told in [
+        format!("{} is a symbolic link", seg_link.display()),
+        format!("{}: it is a symbolic link", dump_link.display()),
+    ] {
+        assert!(output.contains(&told), "not told: {told}\n{output}");
+    }
+    assert!(
+        output.contains("fragments are kept in memory only"),
+        "{output}"
+    );
+}

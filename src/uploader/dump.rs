@@ -6,9 +6,14 @@
 //!
 //! For debugging: each HTTP chunk is one `write` to the file, from the runtime's thread,
 //! unbuffered, so the file is whole up to the last chunk sent even if the process dies.
+//!
+//! The files hold the camera's video: they are created readable and writable by their owner
+//! only (0600), and never opened through a symbolic link (`O_NOFOLLOW`): one planted in the
+//! directory by another user would have this process (often root) overwrite its target.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The environment variable AWS's producer reads.
@@ -53,10 +58,12 @@ impl Dump {
         let result = match &mut self.file {
             Some(file) => file.write_all(bytes).map_err(|e| (e, None)),
             None => {
-                let path = self
-                    .dir
-                    .join(format!("{}_{}.mkv", self.stream, next_session()));
-                File::create(&path)
+                let path = self.dir.join(format!(
+                    "{}_{}.mkv",
+                    file_stem(&self.stream),
+                    next_session()
+                ));
+                create(&path)
                     .and_then(|mut file| {
                         file.write_all(bytes)?;
                         Ok(file)
@@ -71,6 +78,46 @@ impl Dump {
             format!("cannot write the PutMedia body to {ENV}{path}: {e}; not dumping it further")
         })
     }
+}
+
+/// The stream's name as the start of a file name: its characters outside `[a-zA-Z0-9_.-]`
+/// (none in a valid stream name; a `/` would put the file in another directory) made `_`.
+/// `.` and `..` give `._0.mkv` and `.._0.mkv`, files in the directory.
+fn file_stem(stream: &str) -> String {
+    stream
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Creates (or empties) the file `path`, its owner's only, refusing a symbolic link.
+fn create(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            // O_NOFOLLOW's error: ELOOP on Linux, EMLINK on the BSDs.
+            if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EMLINK)) && is_link {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "it is a symbolic link: refused, not followed (someone who can write the \
+                     directory may have planted it; remove it)",
+                )
+            } else {
+                e
+            }
+        })
 }
 
 #[cfg(test)]
@@ -107,5 +154,52 @@ mod tests {
         let e = dump.write(b"ab", || 0).unwrap_err();
         assert!(e.contains(ENV) && e.contains("cam_0.mkv"), "{e}");
         assert_eq!(dump.write(b"cd", || 1), Ok(()));
+    }
+
+    #[test]
+    fn files_are_private_and_a_planted_symlink_is_refused_untouched() {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: umask only sets the process's file mode mask (022 is the usual one).
+        unsafe { libc::umask(0o022) };
+        let dir = tempfile::tempdir().unwrap();
+        let mut dump = Dump::new(dir.path(), "cam");
+        dump.write(b"ab", || 0).unwrap();
+        let mode = std::fs::metadata(dir.path().join("cam_0.mkv"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"not kvssink's").unwrap();
+        let link = dir.path().join("cam_1.mkv");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut dump = Dump::new(dir.path(), "cam");
+        let e = dump.write(b"MKV", || 1).unwrap_err();
+        assert!(
+            e.contains(&format!("{}: it is a symbolic link", link.display())),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"not kvssink's");
+    }
+
+    #[test]
+    fn every_stream_name_gives_a_file_in_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let inside = dir.path().join("dump");
+        std::fs::create_dir(&inside).unwrap();
+        for (stream, file) in [
+            ("..", ".._0.mkv"),
+            (".", "._0.mkv"),
+            ("cam-1.a_b", "cam-1.a_b_0.mkv"),
+            ("../x", ".._x_0.mkv"),
+        ] {
+            let mut dump = Dump::new(&inside, stream);
+            dump.write(b"ab", || 0).unwrap();
+            let path = inside.join(file);
+            assert_eq!(std::fs::read(&path).unwrap(), b"ab", "{stream}");
+            assert!(path.is_file() && path.parent() == Some(inside.as_path()));
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
