@@ -335,7 +335,7 @@ const ADVICE: &[(u32, &str)] = &[
     ),
     (
         4007,
-        "the producer timestamp is invalid: check the system clock and the fragment timecode type (absolute vs relative)",
+        "its producer timestamp is too far in the future or the past for the service: for a recording, check file-start-time (seconds since the epoch, or milliseconds) and the recording's own date (kvs-stream-start says which was used); live, this machine's clock",
     ),
     (
         4008,

@@ -616,7 +616,7 @@ fn a_rejected_fragment_makes_eos_incomplete_with_an_error() {
     let warnings = s.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].contains("rejected fragment 1000 with INVALID_MKV_DATA (4006)"),
+        warnings[0].contains("rejected the fragment at timecode 1000 ms with INVALID_MKV_DATA (4006)"),
         "{}",
         warnings[0]
     );

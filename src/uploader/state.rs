@@ -320,7 +320,10 @@ impl Inner {
                     stream,
                     format_args!(
                         "Kinesis Video Streams rejected {} with {name} ({id}): {}",
-                        tc.map_or_else(|| "the stream".to_owned(), |t| format!("fragment {t}")),
+                        tc.map_or_else(
+                            || "the stream".to_owned(),
+                            |t| format!("the fragment at timecode {t} ms")
+                        ),
                         error_advice(id)
                     ),
                 );
