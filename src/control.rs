@@ -54,6 +54,8 @@ pub enum TlsProblem {
     WrongName,
     /// The certificate has expired or is not valid yet.
     Dates,
+    /// The certificate is a CA's (basic constraints CA:TRUE) presented as the server's own.
+    CaAsServer,
     /// The certificate is refused for another reason (revoked, badly signed...).
     Certificate,
     /// What answered is not TLS: a plain-HTTP server, most likely.
@@ -72,6 +74,10 @@ impl TlsProblem {
                 | C::ExpiredContext { .. }
                 | C::NotValidYet
                 | C::NotValidYetContext { .. } => TlsProblem::Dates,
+                // webpki's error, which rustls passes on as `Other`.
+                C::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+                    TlsProblem::CaAsServer
+                }
                 _ => TlsProblem::Certificate,
             }),
             rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => {
@@ -95,6 +101,13 @@ impl TlsProblem {
             TlsProblem::Dates => {
                 "the endpoint's certificate has expired or is not valid yet, or this machine's \
                  clock is wrong"
+            }
+            TlsProblem::CaAsServer => {
+                "the endpoint presents a CA certificate (basic constraints CA:TRUE) as its own, \
+                 which TLS refuses even when it is trusted (a self-signed certificate from \
+                 `openssl req -x509` is one by default): give the server a certificate with \
+                 CA:FALSE (`-addext basicConstraints=critical,CA:FALSE`), or one signed by a CA \
+                 given in ca-file"
             }
             TlsProblem::Certificate => "the endpoint's certificate is refused",
             TlsProblem::NotTls => {
@@ -855,6 +868,18 @@ impl ControlPlane {
 mod tests {
     use super::*;
 
+    /// Stands for webpki's error of that name (what rustls shows of it is its Debug).
+    #[derive(Debug)]
+    struct CaUsedAsEndEntity;
+
+    impl std::fmt::Display for CaUsedAsEndEntity {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("CA used as end entity")
+        }
+    }
+
+    impl std::error::Error for CaUsedAsEndEntity {}
+
     #[test]
     fn a_session_token_in_the_service_message_is_redacted() {
         // AWS's signature error repeats the canonical request it expected, token included.
@@ -995,6 +1020,13 @@ mod tests {
             (
                 rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType),
                 Some(TlsProblem::NotTls),
+            ),
+            (
+                // webpki's CaUsedAsEndEntity, as rustls passes it on.
+                rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+                    std::sync::Arc::new(CaUsedAsEndEntity),
+                ))),
+                Some(TlsProblem::CaAsServer),
             ),
             (rustls::Error::General("something else".into()), None),
         ] {
