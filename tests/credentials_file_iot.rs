@@ -314,7 +314,15 @@ fn iot_certificate_problems_are_clear_errors() {
     incomplete.remove_field("role-aliases");
     let mut misspelt = iot_structure(&pki, &iot.url(), true);
     misspelt.set("role-alias", "kvs-role-alias");
+    // A key that is not the certificate's (another device's).
+    let mut mismatched = iot_structure(&pki, &iot.url(), true);
+    mismatched.set("key-path", pki.renewed_key.to_str().unwrap());
     let cases = [
+        (
+            "mismatched",
+            mismatched,
+            "does not go with the certificate cert-path",
+        ),
         ("stranger", stranger, "cannot get AWS credentials from"),
         ("untrusted", untrusted, "cannot get AWS credentials from"),
         (

@@ -199,9 +199,21 @@ fn build_client(cert: &IotCertificate, extra_ca: Option<&Path>) -> Result<reqwes
             builder = builder.add_root_certificate(root);
         }
     }
-    builder
-        .build()
-        .map_err(|e| format!("cannot set up mutual TLS: {e}"))
+    builder.build().map_err(|e| {
+        let why = crate::credentials::error_text(&e);
+        // rustls checks that the key is the certificate's ("builder error: ... key").
+        if why.to_ascii_lowercase().contains("key") {
+            format!(
+                "cannot set up mutual TLS: the private key key-path {} does not go with the \
+                 certificate cert-path {} (each device's key and certificate are made \
+                 together; check that both files are this device's) ({why})",
+                cert.key_path.display(),
+                cert.cert_path.display()
+            )
+        } else {
+            format!("cannot set up mutual TLS: {why}")
+        }
+    })
 }
 
 /// What a failed connection to the credentials provider most likely means.
