@@ -134,6 +134,18 @@ pub struct FragmentSummary {
     /// `FragmentEnd` of a cluster cut in the middle of an element (a truncated stream):
     /// the bytes past it are an incomplete frame that must not be sent.
     pub whole_size: u64,
+    /// Of `size`, the bytes up to the end of the cluster's first block (SimpleBlock or
+    /// BlockGroup, any track); 0 while it has none. The fragment holds a whole frame once
+    /// this many bytes are emitted, and in `FragmentEnd` when `whole_size` reaches it: a
+    /// fragment without one is refused by the service (see [`FragmentSummary::has_frame`]).
+    pub frame_end: u64,
+}
+
+impl FragmentSummary {
+    /// In `FragmentEnd` (or `FragmentCut`): the fragment holds at least one whole frame.
+    pub fn has_frame(&self) -> bool {
+        self.frame_end > 0 && self.whole_size >= self.frame_end
+    }
 }
 
 /// Output of the splitter, in stream order.

@@ -229,6 +229,29 @@ pub enum Notice {
     /// inside a group of pictures, e.g. on a branch added to a running pipeline): clusters
     /// are skipped until one does (a warning; a key unit is requested).
     SkippingToKeyFrame { timecode: u64 },
+    /// A cluster after the stream's first does not start with a key frame (the rest of a
+    /// group of pictures longer than the service's 10 s, after a fragment cut there; or
+    /// matroskamux clusters shorter than the encoder's key frame interval): it is skipped
+    /// whole, as are the next ones until one does (debug log; a key unit is requested).
+    /// [`Notice::SkippedToKeyFrame`] follows when they end.
+    SkippingMidStream { timecode: u64 },
+    /// Clusters skipped mid-stream (see [`Notice::SkippingMidStream`]) until a key frame
+    /// began one again, or the stream ended (a warning). The account counts them.
+    SkippedToKeyFrame {
+        timecode: u64,
+        clusters: u64,
+        frames: u64,
+        ms: u64,
+        bytes: u64,
+        /// They followed a fragment cut at the service's limits.
+        after_cut: bool,
+        /// Where the key frame that ended the run is (timecode), if one did.
+        key_frame: Option<u64>,
+    },
+    /// A fragment ended without a whole frame (a stop while it was held for its time, or a
+    /// cluster without blocks): the service refuses such a fragment, so it is not sent, nor
+    /// counted (debug log).
+    FragmentWithoutFrames { timecode: u64 },
 }
 
 impl fmt::Display for Notice {
@@ -372,6 +395,55 @@ impl fmt::Display for Notice {
                  {timecode}, does not start with a key frame): clusters are skipped until one \
                  does, and a key unit is requested"
             ),
+            Notice::SkippingMidStream { timecode } => write!(
+                f,
+                "the cluster at timecode {timecode} does not start with a key frame: it is \
+                 skipped, as are those after it until one does; a key unit is requested"
+            ),
+            Notice::SkippedToKeyFrame {
+                timecode,
+                clusters,
+                frames,
+                ms,
+                bytes,
+                after_cut,
+                key_frame,
+            } => {
+                write!(
+                    f,
+                    "{clusters} {} from timecode {timecode} did not start with a key frame, \
+                     which Kinesis Video Streams needs every fragment to start with: {} \
+                     {frames} frames ({ms} ms, {bytes} bytes) were not sent",
+                    if *clusters == 1 {
+                        "cluster"
+                    } else {
+                        "clusters"
+                    },
+                    if *clusters == 1 { "its" } else { "their" },
+                )?;
+                match key_frame {
+                    Some(tc) => write!(f, "; the stream goes on at the key frame at {tc}")?,
+                    None => f.write_str("; no key frame came before the end")?,
+                }
+                if *after_cut {
+                    f.write_str(
+                        ". They are the rest of a group of pictures longer than the service's \
+                         10 s (matroskamux starts a cluster every 32.7 s however long the group \
+                         is): make the encoder emit key frames more often (x264enc \
+                         key-int-max, e.g. 2 s of frames)",
+                    )
+                } else {
+                    f.write_str(
+                        ". Do not set matroskamux max-cluster-duration below the encoder's key \
+                         frame interval, or make key frames more frequent",
+                    )
+                }
+            }
+            Notice::FragmentWithoutFrames { timecode } => write!(
+                f,
+                "fragment {timecode} ended without a whole frame: not sent (the service refuses \
+                 a fragment without frames)"
+            ),
             Notice::DatedTooEarly { first_ms, source } => write!(
                 f,
                 "its first fragment is dated {first_ms} ms since the epoch, before the year \
@@ -407,12 +479,6 @@ fn iso8601_ms(ms: u64) -> String {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum InputError {
-    #[error(
-        "the cluster at timecode {timecode} does not start with a key frame; Kinesis Video \
-         Streams needs every fragment to start with one. Do not set matroskamux \
-         max-cluster-duration below the encoder's key frame interval"
-    )]
-    NoKeyFrame { timecode: u64 },
     /// Not Matroska, or Matroska that breaks off or goes back in time.
     #[error(transparent)]
     Matroska(#[from] MkvError),
@@ -491,8 +557,26 @@ pub struct Producer {
     /// end-of-fragment tag, and its end writes none.
     metadata_written: bool,
     /// The stream began inside a group of pictures: its clusters are skipped until one
-    /// starts with a key frame.
+    /// starts with a key frame. Also set while `skip_run` is.
     skipping: bool,
+    /// Clusters skipped mid-stream (not starting with a key frame), until one does.
+    skip_run: Option<SkipRun>,
+    /// The last fragment was cut at the service's limits.
+    last_cut: bool,
+    /// The open fragment is held back from the connection until its first frame is whole
+    /// ([`Uploader::hold_back_open`]).
+    held_back: bool,
+}
+
+/// Clusters skipped mid-stream: see [`Notice::SkippedToKeyFrame`].
+#[derive(Debug, Clone, Copy)]
+struct SkipRun {
+    timecode: u64,
+    clusters: u64,
+    frames: u64,
+    bytes: u64,
+    last_block_time: i64,
+    after_cut: bool,
 }
 
 /// The spool's state shared with the ack handler (runtime threads).
@@ -915,6 +999,9 @@ impl Producer {
             metadata: FragmentMetadata::default(),
             metadata_written: false,
             skipping: false,
+            skip_run: None,
+            last_cut: false,
+            held_back: false,
         };
         // Fragments left from an earlier run go first.
         producer.feed(&mut notices);
@@ -1124,15 +1211,8 @@ impl Producer {
         // matroskamux pushes a block's header and its frame as two buffers: the connection
         // is woken once the element is whole, so both go out in one write.
         let whole = self.splitter.at_element_boundary();
-        let handled = self.apply_then_wake(&mut events, notices, whole);
+        self.apply_then_wake(&mut events, notices, whole);
         self.events = events;
-        if let Err(e) = handled {
-            // A fragment the service would refuse (no key frame first): the stream ends
-            // before it; everything complete is sent.
-            self.uploader.finish();
-            self.input_failed = true;
-            return Err(e);
-        }
         if let Err(e) = result {
             self.end_before_bad_input();
             self.input_failed = true;
@@ -1147,9 +1227,9 @@ impl Producer {
     pub fn end_input(&mut self, notices: &mut Vec<Notice>) -> Result<Option<MkvError>, InputError> {
         let mut events = std::mem::take(&mut self.events);
         let result = self.splitter.finish(&mut events);
-        let handled = self.apply_then_wake(&mut events, notices, true);
+        self.apply_then_wake(&mut events, notices, true);
         self.events = events;
-        handled?;
+        self.end_skip_run(None, notices);
         Ok(result.err())
     }
 
@@ -1166,18 +1246,53 @@ impl Producer {
         events: &mut Vec<mkv::Event>,
         notices: &mut Vec<Notice>,
         whole: bool,
-    ) -> Result<(), InputError> {
-        let result = self.apply(events, notices);
+    ) {
+        self.apply(events, notices);
+        if self.held_back
+            && self
+                .splitter
+                .current_fragment()
+                .is_some_and(|c| c.frame_end > 0 && c.size >= c.frame_end)
+        {
+            // Its first frame is whole: the fragment may go out.
+            self.release_held_back();
+        }
         let batch = self.ahead_of_real_time() || self.fragment_ahead();
         self.uploader.wake(whole, batch);
-        result
     }
 
-    fn apply(
-        &mut self,
-        events: &mut Vec<mkv::Event>,
-        notices: &mut Vec<Notice>,
-    ) -> Result<(), InputError> {
+    fn release_held_back(&mut self) {
+        if std::mem::take(&mut self.held_back) {
+            self.uploader.hold_back_open(false);
+        }
+    }
+
+    /// Clusters were skipped mid-stream until now: they are told and counted; `key_frame`
+    /// is the timecode of the cluster that begins with one, if one does.
+    fn end_skip_run(&mut self, key_frame: Option<u64>, notices: &mut Vec<Notice>) {
+        let Some(run) = self.skip_run.take() else {
+            return;
+        };
+        self.skipping = false;
+        let end = key_frame.map_or(run.last_block_time, |tc| tc as i64);
+        let ms = self.ns(end - run.timecode as i64) / 1_000_000;
+        self.uploader.count_skipped(uploader::Skipped {
+            frames: run.frames,
+            bytes: run.bytes,
+            ms,
+        });
+        notices.push(Notice::SkippedToKeyFrame {
+            timecode: run.timecode,
+            clusters: run.clusters,
+            frames: run.frames,
+            ms,
+            bytes: run.bytes,
+            after_cut: run.after_cut,
+            key_frame,
+        });
+    }
+
+    fn apply(&mut self, events: &mut Vec<mkv::Event>, notices: &mut Vec<Notice>) {
         for event in events.drain(..) {
             match event {
                 mkv::Event::Header(header) => {
@@ -1192,15 +1307,31 @@ impl Producer {
                             .into_iter()
                             .map(Notice::Playback),
                     );
+                    self.end_skip_run(None, notices);
                     self.timecode_scale = header.timecode_scale;
                     self.pending_header = Some(*header);
                 }
                 mkv::Event::FragmentStart(start) => {
                     if !start.key_frame {
                         if self.pending_header.is_none() {
-                            return Err(InputError::NoKeyFrame {
-                                timecode: start.timecode,
-                            });
+                            // Mid-stream: the rest of a group of pictures (after a cut at the
+                            // service's limits, or clusters shorter than it). Skipped whole
+                            // and counted until a cluster starts with a key frame.
+                            if self.skip_run.is_none() {
+                                self.skip_run = Some(SkipRun {
+                                    timecode: start.timecode,
+                                    clusters: 0,
+                                    frames: 0,
+                                    bytes: 0,
+                                    last_block_time: start.timecode as i64,
+                                    after_cut: self.last_cut,
+                                });
+                                notices.push(Notice::SkippingMidStream {
+                                    timecode: start.timecode,
+                                });
+                            }
+                            self.skipping = true;
+                            continue;
                         }
                         // Nothing of this stream sent yet: what comes before its first key
                         // frame cannot be decoded anyway.
@@ -1212,7 +1343,9 @@ impl Producer {
                         }
                         continue;
                     }
+                    self.end_skip_run(Some(start.timecode), notices);
                     self.skipping = false;
+                    self.last_cut = false;
                     let start_ns = self.ns(start.timecode as i64);
                     if let Some(header) = self.pending_header.take() {
                         self.start_stream(header, start_ns, notices);
@@ -1227,7 +1360,15 @@ impl Producer {
                     self.begin(start.timecode, start_ns);
                 }
                 mkv::Event::FragmentData(_) if self.skipping => {}
-                mkv::Event::FragmentCut(_) | mkv::Event::FragmentEnd(_) if self.skipping => {}
+                mkv::Event::FragmentCut(_) if self.skipping => {}
+                mkv::Event::FragmentEnd(summary) if self.skipping => {
+                    if let Some(run) = &mut self.skip_run {
+                        run.clusters += 1;
+                        run.frames += summary.blocks;
+                        run.bytes += summary.size + summary.cut_bytes;
+                        run.last_block_time = run.last_block_time.max(summary.last_block_time);
+                    }
+                }
                 mkv::Event::FragmentData(bytes) => {
                     if self.take_for_spool(&bytes) {
                         self.pace_bytes(bytes.len());
@@ -1240,6 +1381,8 @@ impl Producer {
                     // The fragment's metadata goes before the tag that ends it.
                     let tags = self.metadata.take_for_fragment();
                     self.metadata_written = true;
+                    self.last_cut = true;
+                    self.release_held_back();
                     if self.passthrough {
                         self.uploader
                             .cut_fragment(summary.whole_size, tags.clone(), end_ns);
@@ -1252,7 +1395,25 @@ impl Producer {
                         size: summary.whole_size,
                     });
                 }
+                mkv::Event::FragmentEnd(summary) if !summary.has_frame() => {
+                    // Refused by the service ("fragment without frames"): never sent, not
+                    // counted; its metadata goes with the next fragment.
+                    notices.push(Notice::FragmentWithoutFrames {
+                        timecode: summary.timecode,
+                    });
+                    self.held_back = false;
+                    self.metadata_written = false;
+                    self.key_unit_requested_at = None;
+                    if self.passthrough {
+                        self.uploader.drop_frameless();
+                        self.uploader.set_open_metadata(self.metadata.snapshot());
+                    }
+                    if let Some(mode) = &mut self.spool {
+                        mode.open = None;
+                    }
+                }
                 mkv::Event::FragmentEnd(summary) => {
+                    self.release_held_back();
                     let end_ns = self.ns(summary.last_block_time);
                     if let Some(at) = self.key_unit_requested_at.take() {
                         // The encoder answered this much later than asked: ask that much
@@ -1313,7 +1474,6 @@ impl Producer {
                 }
             }
         }
-        Ok(())
     }
 
     /// A new stream header meets its first fragment: the producer time of timecode 0 is
@@ -1455,6 +1615,9 @@ impl Producer {
         if self.passthrough {
             self.pace_fragment(start_ns);
             self.uploader.begin_fragment(timecode, start_ns, 0);
+            // Shown to the connection once its first frame is whole (see apply_then_wake).
+            self.held_back = true;
+            self.uploader.hold_back_open(true);
         }
         self.fragment_began = Some(Instant::now());
     }

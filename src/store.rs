@@ -54,6 +54,11 @@ pub struct Fragment {
     pub cut_at_chunk: Option<usize>,
     /// The chunk holding the fragment's metadata (its Tags), appended when it ended.
     pub metadata_chunk: Option<usize>,
+    /// Ended without a frame after a connection may have sent its first bytes
+    /// ([`FragmentStore::void_open`]): it has no bytes, is never acknowledged and is not
+    /// counted anywhere; it stays only so that such a connection sees it was cut short
+    /// (`cut_at_chunk`), until a later fragment is released.
+    pub void: bool,
 }
 
 /// Fragments dropped to stay within the limits.
@@ -98,6 +103,9 @@ pub struct StoreStats {
     pub discarded_bytes: u64,
     /// Bytes passed to `append` while no fragment was open (ignored).
     pub orphan_bytes: u64,
+    /// Fragments that ended without a frame and were taken back (`remove_open`,
+    /// `void_open`): not in `stored_fragments`.
+    pub frameless_fragments: u64,
 }
 
 /// Bounded, ordered store of unacknowledged fragments.
@@ -117,6 +125,8 @@ pub struct FragmentStore {
     /// may yet be acknowledged.
     stopping: bool,
     frags: VecDeque<Fragment>,
+    /// Of `frags`, the void ones (see [`Fragment::void`]).
+    voids: usize,
     /// The back fragment is open (receiving bytes).
     open: bool,
     bytes: u64,
@@ -133,6 +143,7 @@ impl FragmentStore {
             keep_everything: false,
             stopping: false,
             frags: VecDeque::new(),
+            voids: 0,
             open: false,
             bytes: 0,
             next_seq: 0,
@@ -161,6 +172,7 @@ impl FragmentStore {
             end_ns: start_ns,
             cut_at_chunk: None,
             metadata_chunk: None,
+            void: false,
         });
         self.next_seq += 1;
         self.open = true;
@@ -242,6 +254,51 @@ impl FragmentStore {
         removed
     }
 
+    /// The open fragment ended without a frame before any of its bytes could be sent: it is
+    /// removed, and not counted as stored. Returns its bytes.
+    pub fn remove_open(&mut self) -> u64 {
+        if !self.open {
+            return 0;
+        }
+        let Some(f) = self.frags.pop_back() else {
+            return 0;
+        };
+        self.open = false;
+        self.bytes -= f.size;
+        self.stats.stored_fragments -= 1;
+        self.stats.frameless_fragments += 1;
+        f.size
+    }
+
+    /// The open fragment ended without a frame after a connection may have sent its first
+    /// bytes: it is emptied (a connection that sent some sees it was cut short, as after
+    /// [`FragmentStore::truncate_open`]) and made void: never sent nor acknowledged, left
+    /// out of the backlog and the counts, and forgotten once a later fragment is released.
+    /// Returns the bytes removed.
+    pub fn void_open(&mut self) -> u64 {
+        if !self.open {
+            return 0;
+        }
+        let Some(f) = self.frags.back_mut() else {
+            return 0;
+        };
+        let removed = f.size;
+        if !f.chunks.is_empty() {
+            f.cut_at_chunk = Some(0);
+        }
+        f.chunks.clear();
+        f.size = 0;
+        f.metadata_chunk = None;
+        f.void = true;
+        f.complete = true;
+        self.open = false;
+        self.voids += 1;
+        self.bytes -= removed;
+        self.stats.stored_fragments -= 1;
+        self.stats.frameless_fragments += 1;
+        removed
+    }
+
     /// An ack of `level` for `timecode`: when `level` is the release level, removes and
     /// returns the oldest unreleased fragment with that timecode (timecodes may repeat
     /// after an upstream restart). Other levels, and unknown timecodes, return `None`.
@@ -292,10 +349,10 @@ impl FragmentStore {
         self.frags.back().filter(|_| self.open)
     }
 
-    /// What the store holds now.
+    /// What the store holds now (void fragments are not counted).
     pub fn backlog(&self) -> Backlog {
         Backlog {
-            fragments: self.frags.len() as u64,
+            fragments: (self.frags.len() - self.voids) as u64,
             bytes: self.bytes,
             duration_ns: self.duration(),
         }
@@ -310,24 +367,35 @@ impl FragmentStore {
     /// bytes of a fragment that was open are then ignored until the next `begin`.
     pub fn clear(&mut self) {
         self.frags.clear();
+        self.voids = 0;
         self.open = false;
         self.bytes = 0;
     }
 
     fn duration(&self) -> u64 {
-        match (self.frags.front(), self.frags.back()) {
+        let mut frags = self.frags.iter().filter(|f| !f.void);
+        match (frags.next(), frags.next_back()) {
+            (Some(first), None) => first.end_ns.saturating_sub(first.start_ns),
             (Some(first), Some(last)) => last.end_ns.saturating_sub(first.start_ns),
             _ => 0,
         }
     }
 
     fn remove(&mut self, timecode: u64) -> Option<Fragment> {
-        let i = self.frags.iter().position(|f| f.timecode == timecode)?;
+        let i = self
+            .frags
+            .iter()
+            .position(|f| f.timecode == timecode && !f.void)?;
         if self.open && i + 1 == self.frags.len() {
             self.open = false;
         }
         let f = self.frags.remove(i)?;
         self.bytes -= f.size;
+        if self.voids > 0 {
+            // A connection got past the void fragments before this one (or was replaced).
+            self.frags.retain(|v| !(v.void && v.seq < f.seq));
+            self.voids = self.frags.iter().filter(|v| v.void).count();
+        }
         Some(f)
     }
 
@@ -349,10 +417,12 @@ impl FragmentStore {
             return ev;
         }
         let keep = usize::from(self.open) + ALWAYS_ROOM_AFTER as usize;
-        while self.frags.len() > keep
+        while self.frags.len() - self.voids > keep
             && (self.bytes > self.limits.max_bytes || self.duration() > self.limits.max_duration_ns)
         {
-            let f = self.frags.pop_front().expect("non-empty");
+            // The oldest that is not void (a void one may be what a connection is on).
+            let i = self.frags.iter().position(|f| !f.void).expect("non-empty");
+            let f = self.frags.remove(i).expect("non-empty");
             self.bytes -= f.size;
             ev.fragments += 1;
             ev.bytes += f.size;

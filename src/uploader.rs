@@ -240,7 +240,34 @@ pub struct Summary {
     /// One phrase per cause of loss, e.g. `2 rejected by the service
     /// (MAX_FRAGMENT_DURATION_REACHED)`.
     pub reasons: Vec<String>,
+    /// Frames not sent because no fragment could begin with them (mid-stream, until the
+    /// next key frame).
+    pub skipped: Skipped,
     wait: WaitOutcome,
+}
+
+/// Frames left out mid-stream because they could not be sent before the next key frame: a
+/// cluster that did not begin with a key frame (skipped whole), or video further from its
+/// key frame than a Matroska block reaches (32.7 s). Not a lost fragment, but not all of the
+/// stream: the outcome is `incomplete`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Skipped {
+    pub frames: u64,
+    pub bytes: u64,
+    /// How much of the stream (ms) they covered.
+    pub ms: u64,
+}
+
+impl Skipped {
+    pub fn is_empty(&self) -> bool {
+        self.frames == 0 && self.bytes == 0
+    }
+
+    pub fn add(&mut self, other: Skipped) {
+        self.frames += other.frames;
+        self.bytes += other.bytes;
+        self.ms += other.ms;
+    }
 }
 
 /// The spool's part of the end-of-stream account (`spool-dir`).
@@ -271,14 +298,20 @@ impl Summary {
     /// The account again, with the spool's part: fragments on disk are not lost (nor
     /// persisted), those dropped from it or not written to it are.
     pub fn with_spool(self, spool: &SpoolAccount) -> Summary {
-        Summary::build(&self.wait, self.stats, spool)
+        Summary::build(&self.wait, self.stats, spool, self.skipped)
     }
 
+    #[cfg(test)]
     fn new(wait: &WaitOutcome, stats: Stats) -> Summary {
-        Summary::build(wait, stats, &SpoolAccount::default())
+        Summary::build(wait, stats, &SpoolAccount::default(), Skipped::default())
     }
 
-    fn build(wait: &WaitOutcome, mut stats: Stats, spool: &SpoolAccount) -> Summary {
+    fn build(
+        wait: &WaitOutcome,
+        mut stats: Stats,
+        spool: &SpoolAccount,
+        skipped: Skipped,
+    ) -> Summary {
         stats.fragments_produced += spool.not_handed;
         let pending = stats.backlog.fragments.saturating_sub(spool.kept_in_flight);
         let dropped = stats.fragments_dropped + spool.dropped + spool.unwritten;
@@ -350,11 +383,20 @@ impl Summary {
                 stats.fragments_cut, stats.bytes_cut
             ));
         }
+        if !skipped.is_empty() {
+            reasons.push(format!(
+                "{} frames ({} ms, {} bytes) skipped until the next key frame, which a fragment \
+                 must begin with",
+                skipped.frames, skipped.ms, skipped.bytes
+            ));
+        }
         let outcome = match wait {
             WaitOutcome::Failed => Outcome::Failed,
             WaitOutcome::Cancelled => Outcome::Cancelled,
             WaitOutcome::TimedOut { .. } => Outcome::TimedOut,
-            WaitOutcome::AllPersisted if lost > 0 || stats.fragments_cut > 0 || spool.kept > 0 => {
+            WaitOutcome::AllPersisted
+                if lost > 0 || stats.fragments_cut > 0 || spool.kept > 0 || !skipped.is_empty() =>
+            {
                 Outcome::Incomplete
             }
             WaitOutcome::AllPersisted => Outcome::AllPersisted,
@@ -367,6 +409,7 @@ impl Summary {
             pending,
             kept: spool.kept,
             reasons,
+            skipped,
             wait: wait.clone(),
         }
     }
@@ -380,6 +423,7 @@ impl Summary {
                 self.lost, self.stats.fragments_produced
             )
         } else if self.stats.fragments_cut > 0
+            || !self.skipped.is_empty()
             || matches!(self.outcome, Outcome::Incomplete | Outcome::TimedOut)
         {
             // Frames after a cut, or fragments still in the spool when the wait ran out.
@@ -492,6 +536,11 @@ pub struct Uploader {
     /// Bytes appended (or fragments ended) since the connection was last woken; only the
     /// streaming thread touches it.
     unannounced: AtomicU64,
+    /// The open fragment holds no whole frame yet: its bytes are not shown to the connection
+    /// (see [`Uploader::hold_back_open`]).
+    open_held_back: std::sync::atomic::AtomicBool,
+    /// Frames skipped mid-stream, for the account.
+    skipped: Mutex<Skipped>,
 }
 
 impl Uploader {
@@ -521,6 +570,8 @@ impl Uploader {
             shared,
             driver,
             unannounced: AtomicU64::new(0),
+            open_held_back: std::sync::atomic::AtomicBool::new(false),
+            skipped: Mutex::new(Skipped::default()),
         }
     }
 
@@ -587,7 +638,10 @@ impl Uploader {
     /// after `idle_fragment_timeout` at the latest.
     pub fn wake(&self, whole: bool, batch: bool) {
         let pending = self.unannounced.load(Ordering::Relaxed);
-        if pending == 0 || (!whole && pending < WAKE_BYTES) {
+        if pending == 0
+            || (!whole && pending < WAKE_BYTES)
+            || self.open_held_back.load(Ordering::Relaxed)
+        {
             return;
         }
         if batch && pending < BATCH_BYTES {
@@ -627,6 +681,58 @@ impl Uploader {
         backlog.fragments <= ALWAYS_ROOM_AFTER
             || (backlog.bytes + bytes <= limits.max_bytes
                 && backlog.duration_ns + duration_ns < limits.max_duration_ns)
+    }
+
+    /// While `held`, the open fragment's bytes are not shown to the connection (what came
+    /// before it is, at the next wake): the producer holds a fragment back until its first
+    /// frame is whole, so that one that ends without any (a stop while it was held for its
+    /// time) is removed with nothing of it sent ([`Uploader::drop_frameless`]). Released
+    /// before the streaming thread waits for room in the store.
+    pub fn hold_back_open(&self, held: bool) {
+        self.open_held_back.store(held, Ordering::Relaxed);
+    }
+
+    /// The open fragment ended without a frame, which the service refuses ("fragment without
+    /// frames"): it is never sent and not counted as produced. If nothing of it was shown to
+    /// the connection, it is removed; otherwise it is emptied, and a connection that sent its
+    /// first bytes is broken off, as for a fragment cut short after they were sent
+    /// ([`Uploader::end_fragment_with`]), and goes on without it. Returns the bytes removed.
+    pub fn drop_frameless(&self) -> u64 {
+        self.open_held_back.store(false, Ordering::Relaxed);
+        let mut inner = self.shared.lock();
+        let Some(open) = inner.store.open_fragment() else {
+            return 0;
+        };
+        let seq = open.seq;
+        let shown = inner.visible.chunks_of(seq, open.chunks.len()) > 0;
+        if inner.idle_ended.as_ref().is_some_and(|(s, _)| *s == seq) {
+            inner.idle_ended = None;
+        }
+        inner.open_metadata = None;
+        if !shown {
+            let removed = inner.store.remove_open();
+            inner.publish();
+            return removed;
+        }
+        let removed = inner.store.void_open();
+        inner.on_not_sent(removed);
+        inner.publish();
+        drop(inner);
+        self.shared.changed.notify_all();
+        self.shared.kick();
+        removed
+    }
+
+    /// Frames skipped mid-stream (until the next key frame): the account says so.
+    pub fn count_skipped(&self, skipped: Skipped) {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(skipped);
+    }
+
+    fn skipped(&self) -> Skipped {
+        *self.skipped.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Bytes of a cut fragment that were not sent.
@@ -670,9 +776,14 @@ impl Uploader {
             {
                 break;
             }
-            if !inner.held && self.unannounced.swap(0, Ordering::Relaxed) > 0 {
+            if !inner.held
+                && (self.unannounced.swap(0, Ordering::Relaxed) > 0
+                    || self.open_held_back.swap(false, Ordering::Relaxed))
+            {
                 // Everything appended goes out before the wait: what the service is to
-                // acknowledge must not wait for more input.
+                // acknowledge must not wait for more input (the fragment before the open one
+                // is acknowledged once the service sees the open one begin).
+                self.open_held_back.store(false, Ordering::Relaxed);
                 inner.publish();
                 self.shared.kick_later();
             }
@@ -835,7 +946,7 @@ impl Uploader {
         // Told before it is recorded (see Shared::fail): the account names it all the same.
         let mut stats = self.stats();
         stats.last_error.get_or_insert_with(|| error.to_string());
-        Summary::new(&WaitOutcome::Failed, stats)
+        self.summary(&WaitOutcome::Failed, stats)
     }
 
     /// Like [`Uploader::finish_and_account`], until `deadline()`, asked again as the wait
@@ -848,7 +959,7 @@ impl Uploader {
                 .min(Duration::from_millis(250));
             match self.wait_persisted(slice) {
                 WaitOutcome::TimedOut { .. } if Instant::now() < deadline() => {}
-                wait => return Summary::new(&wait, self.stats()),
+                wait => return self.summary(&wait, self.stats()),
             }
         }
     }
@@ -857,7 +968,11 @@ impl Uploader {
     pub fn finish_and_account(&self, timeout: Duration) -> Summary {
         self.finish();
         let wait = self.wait_persisted(timeout);
-        Summary::new(&wait, self.stats())
+        self.summary(&wait, self.stats())
+    }
+
+    fn summary(&self, wait: &WaitOutcome, stats: Stats) -> Summary {
+        Summary::build(wait, stats, &SpoolAccount::default(), self.skipped())
     }
 
     /// The metadata the open fragment carries if the connection ends it after an idle

@@ -616,7 +616,8 @@ fn a_rejected_fragment_makes_eos_incomplete_with_an_error() {
     let warnings = s.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        warnings[0].contains("rejected the fragment at timecode 1000 ms with INVALID_MKV_DATA (4006)"),
+        warnings[0]
+            .contains("rejected the fragment at timecode 1000 ms with INVALID_MKV_DATA (4006)"),
         "{}",
         warnings[0]
     );
@@ -645,54 +646,57 @@ fn a_rejected_fragment_makes_eos_incomplete_with_an_error() {
 
 // 5. Input kvssink cannot take.
 
-/// A cluster that does not start with a key frame is an error naming it; the fragments
-/// before it are persisted, it is not. Like invalid Matroska, it ends the input there (see
-/// the test below).
+/// A cluster that does not start with a key frame mid-stream is skipped whole, with the ones
+/// after it until one does: said once (how many frames, how long), counted in the account
+/// (`incomplete`), and the stream goes on at the next key frame instead of ending there.
 #[test]
-fn a_cluster_without_a_key_frame_is_an_error_and_earlier_fragments_are_kept() {
+fn a_cluster_without_a_key_frame_is_skipped_until_the_next_key_frame() {
     let server = server();
     let mut s = Sink::new(&server, "nokey", |_| {});
     s.feed(simple_header());
     let first = cluster(0, &[33]);
     s.feed(first.clone());
-    let mut keyless = cluster_start(1000);
-    keyless.extend(frame(0, false));
-    keyless.extend(frame(33, false));
-    assert_eq!(s.push(keyless), Err(gst::FlowError::Error));
+    for start in [1000, 2000] {
+        let mut keyless = cluster_start(start);
+        keyless.extend(frame(0, false));
+        keyless.extend(frame(33, false));
+        s.feed(keyless);
+    }
+    let last = cluster(3000, &[33]);
+    s.feed(last.clone());
+    assert!(!s.eos(), "not all of the stream was persisted");
+    assert_eq!(s.stored(&server), [0, 3000]);
+    let fragments = server.fragments("nokey");
+    assert_eq!(fragments[0].bytes, sent(&first));
+    assert_eq!(fragments[1].bytes, sent(&last));
+    let warnings = s.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with(
+            "stream nokey: 2 clusters from timecode 1000 did not start with a key frame"
+        ) && warnings[0].contains("their 4 frames (2000 ms, ")
+            && warnings[0].contains("the stream goes on at the key frame at 3000")
+            && warnings[0].contains("max-cluster-duration"),
+        "{}",
+        warnings[0]
+    );
+    let summary = s.summary();
+    assert_eq!(summary.get::<&str>("outcome").unwrap(), "incomplete");
+    assert_eq!(summary.get::<u64>("fragments-persisted").unwrap(), 2);
+    assert_eq!(summary.get::<u64>("fragments-lost").unwrap(), 0);
+    let reasons = summary.get::<&str>("loss-reasons").unwrap();
+    assert!(
+        reasons.starts_with("4 frames (2000 ms, ")
+            && reasons.contains("skipped until the next key frame"),
+        "{reasons}"
+    );
     let errors = s.errors();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
-        errors[0].starts_with(
-            "stream nokey: the cluster at timecode 1000 does not start with a key frame"
-        ),
+        errors[0].starts_with("stream nokey: not all of the stream was persisted: 4 frames"),
         "{}",
         errors[0]
     );
-    // The application stops the pipeline: what came before is persisted, nothing after.
-    s.stop();
-    let fragments = server.fragments("nokey");
-    assert_eq!(fragments.len(), 1);
-    assert_eq!(fragments[0].bytes, sent(&first));
-    // The account of the stop follows the error.
-    assert_eq!(s.sequence(), ["error", "kvs-summary"]);
-}
-
-/// What a real pipeline does after kvssink's error: the source posts its own error and
-/// sends EOS. After a cluster without a key frame, that EOS must not pass as a success (as it
-/// does not after invalid Matroska), and kvssink must not take data after its error.
-#[test]
-fn the_eos_after_a_keyless_cluster_is_not_a_success() {
-    let server = server();
-    let mut s = Sink::new(&server, "nokey-eos", |_| {});
-    s.feed(simple_header());
-    s.feed(cluster(0, &[33]));
-    let mut keyless = cluster_start(1000);
-    keyless.extend(frame(0, false));
-    assert_eq!(s.push(keyless), Err(gst::FlowError::Error));
-    assert_eq!(s.push(cluster(2000, &[33])), Err(gst::FlowError::Error));
-    assert!(!s.eos());
-    s.stop();
-    assert_eq!(s.stored(&server), [0]);
 }
 
 /// Bytes that are not Matroska are an error saying what they look like; the EOS after it is

@@ -187,6 +187,40 @@ pub fn drop_warnings(written: &esmux::Written) -> Vec<String> {
     said
 }
 
+/// The warnings of video the muxer dropped: before the first key frame (the stream began
+/// inside a group of pictures), and further from its key frame than a block reaches (a group
+/// of pictures longer than 32.7 s); each once per run of frames, with how much.
+pub fn video_drop_warnings(written: &esmux::Written) -> Vec<String> {
+    let mut said = Vec::new();
+    let until = |key: Option<u64>, verb: &str| match key {
+        Some(ms) => format!("the stream {verb} at the key frame at {ms} ms"),
+        None => "no key frame came before the end".to_owned(),
+    };
+    if let Some(d) = written.video_before_first_key {
+        said.push(format!(
+            "the stream begins inside a group of pictures: its first {} video frames ({} ms) \
+             came before a key frame and are not sent, as a Kinesis Video Streams fragment \
+             begins with one (they cannot be decoded without it); {}",
+            d.frames,
+            d.ms,
+            until(d.key_frame_ms, "begins")
+        ));
+    }
+    if let Some(d) = written.video_too_far {
+        said.push(format!(
+            "{} video frames ({} ms, {} bytes) more than 32.7 s after their key frame were not \
+             sent: a Matroska block reaches 32.7 s from the key frame its cluster begins with \
+             (and the fragment was cut at the service's 10 s long before); {}. Make the \
+             encoder emit key frames more often (x264enc key-int-max, e.g. 2 s of frames)",
+            d.frames,
+            d.ms,
+            d.bytes,
+            until(d.key_frame_ms, "goes on")
+        ));
+    }
+    said
+}
+
 /// Said once when `key-frame-fragmentation=false` meets Matroska input.
 pub const MATROSKA_KEY_FRAME_FRAGMENTATION: &str = "key-frame-fragmentation=false has no effect \
      on Matroska input: its fragments are matroskamux's clusters, which begin at every key \

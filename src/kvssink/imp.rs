@@ -887,21 +887,26 @@ impl KvsSink {
     fn write_muxed(
         &self,
         started: &mut Started,
-        written: Result<Written, crate::esmux::EsError>,
+        written: Written,
         pieces: Vec<Bytes>,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        // What was written before an error goes first.
         for piece in pieces {
             self.push_matroska(started, piece)?;
         }
-        let written = written.map_err(|e| {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Format,
-                ("{}", about(&started.stream_name, e))
-            );
-            gst::FlowError::Error
-        })?;
+        for text in es::video_drop_warnings(&written) {
+            self.format_warning(&started.stream_name, text);
+        }
+        if let Some(d) = written.video_too_far {
+            // Not all of the stream: the account says so.
+            started
+                .producer
+                .uploader()
+                .count_skipped(crate::uploader::Skipped {
+                    frames: u64::from(d.frames),
+                    bytes: d.bytes,
+                    ms: d.ms,
+                });
+        }
         if written.video_before_key_frame > 0 {
             gst::debug!(
                 CAT,
@@ -1473,7 +1478,13 @@ impl KvsSink {
                 }
                 Notice::FragmentStarted { .. }
                 | Notice::FragmentEnded { .. }
+                | Notice::FragmentWithoutFrames { .. }
                 | Notice::Skipped { .. } => gst::debug!(CAT, imp = self, "{}", notice),
+                Notice::SkippingMidStream { .. } => {
+                    gst::info!(CAT, imp = self, "{}", notice);
+                    self.request_key_unit();
+                }
+                Notice::SkippedToKeyFrame { .. } => self.format_warning(stream, &notice),
                 Notice::KeyUnitDue { .. } => {
                     gst::debug!(CAT, imp = self, "{}", notice);
                     self.request_key_unit();
@@ -1536,14 +1547,6 @@ impl KvsSink {
             // Said when it happened.
             InputError::AlreadyFailed => gst::FlowError::Error,
             InputError::Matroska(e) => self.matroska_error(stream, e),
-            InputError::NoKeyFrame { .. } => {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Format,
-                    ("{}", about(stream, error))
-                );
-                gst::FlowError::Error
-            }
         }
     }
 

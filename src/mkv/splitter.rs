@@ -314,7 +314,16 @@ impl Splitter {
             }
             return Ok(());
         }
-        let whole = self.whole_size();
+        // Between two children of the cluster (a known-size one cut short), everything
+        // emitted is whole, the child just read included.
+        let between_children = self.st == St::Head
+            && self.sl == 0
+            && self.cluster.as_ref().is_some_and(|c| c.group_end.is_none());
+        let whole = if between_children {
+            self.cluster.as_ref().map(|c| c.summary.size)
+        } else {
+            self.whole_size()
+        };
         if let Some(mut c) = self.cluster.take()
             && c.started
         {

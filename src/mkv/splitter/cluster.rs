@@ -93,6 +93,16 @@ impl Splitter {
             self.skip_header(from_data, data, pos, out);
             return Ok(());
         }
+        if !in_group
+            && matches!(h.id, ID_SIMPLE_BLOCK | ID_BLOCK_GROUP)
+            && let Some(c) = &mut self.cluster
+            && c.summary.frame_end == 0
+            && !c.cut
+        {
+            // Where the first frame ends in what is emitted (what was rewritten or left out
+            // before it is in `delta`).
+            c.summary.frame_end = (end - c.start).saturating_add_signed(c.delta).max(1);
+        }
         let st = match (h.id, in_group) {
             (ID_TIMECODE, false) if !started => {
                 if size > 8 {
