@@ -699,9 +699,204 @@ fn ctrl_c_during_a_matroska_upload_is_not_blamed_on_the_input() {
     });
     // gst-launch-1.0 prints errors (its sync handler) but not the messages of a stop.
     let out = run.output();
-    assert!(!out.contains("in the middle of a Matroska element"), "{out}");
+    assert!(
+        !out.contains("in the middle of a Matroska element"),
+        "{out}"
+    );
     assert!(!out.contains("ERROR"), "{out}");
     assert_eq!(run.status.code(), Some(0), "{out}");
     let stored = server.fragments("stopped").len();
     assert!((3..60).contains(&stored), "{stored} of 60 fragments stored");
+}
+
+/// 70 s of H.264 at 5 frames a second with key frames at 0 s and 60 s only (a camera's long
+/// group of pictures): matroskamux starts a cluster every 32.767 s, so the second cluster
+/// (32.8 s) does not start with a key frame.
+fn long_gop_recording(dir: &Path) -> PathBuf {
+    let path = dir.join("gop60.mkv");
+    record(
+        &format!(
+            "videotestsrc num-buffers=350 \
+             ! video/x-raw,format=I420,width=160,height=120,framerate=5/1 \
+             ! x264enc speed-preset=ultrafast key-int-max=300 ! h264parse ! matroskamux \
+             ! filesink location={}",
+            path.display()
+        ),
+        None,
+    );
+    path
+}
+
+/// A group of pictures longer than 32.7 s: the fragment is cut at the service's 10 s, and
+/// what follows until the next key frame is skipped (said once, counted), not a fatal error
+/// that loses every later group of pictures. The same with Matroska input (the cluster at
+/// 32.8 s does not start with a key frame) and with H.264 (a frame further than a block
+/// reaches from its key frame).
+#[test]
+fn a_group_of_pictures_longer_than_32_s_goes_on_at_the_next_key_frame() {
+    init();
+    let dir = tempdir();
+    let file = long_gop_recording(dir.path());
+    let server = server();
+    for (stream, input) in [
+        ("gop-mkv", ""),
+        ("gop-h264", "! matroskademux ! h264parse "),
+    ] {
+        let run = gst_launch(
+            &server,
+            &format!(
+                "filesrc location={} {input}! kvssink stream-name={stream} \
+                 file-start-time=1700002000",
+                file.display()
+            ),
+            TIMEOUT,
+        );
+        let output = run.output();
+        let timecodes: Vec<u64> = stored_times(&server, stream).iter().map(|t| t.0).collect();
+        assert_eq!(timecodes, [0, 60_000], "{stream}: {output}");
+        assert_eq!(run.status.code(), Some(1), "{stream}: {output}");
+        let summary = run.summary();
+        assert_eq!(
+            summary.get::<&str>("outcome").unwrap(),
+            "incomplete",
+            "{output}"
+        );
+        assert_eq!(summary.get::<u64>("fragments-persisted").unwrap(), 2);
+        assert_eq!(summary.get::<u64>("fragments-lost").unwrap(), 0);
+        let reasons = summary.get::<&str>("loss-reasons").unwrap();
+        assert!(
+            reasons.contains("1 cut at the service's limits"),
+            "{reasons}"
+        );
+        assert!(
+            reasons.contains("136 frames (27200 ms,")
+                && reasons.contains("skipped until the next key frame"),
+            "{reasons}"
+        );
+        // Said once, with how much, and where the stream goes on.
+        let said: Vec<&str> = output
+            .lines()
+            .filter(|l| l.starts_with("WARNING") && l.contains("(27200 ms,"))
+            .collect();
+        assert_eq!(said.len(), 1, "{stream}: {output}");
+        assert!(said[0].contains("key frame at 60000"), "{}", said[0]);
+        assert!(!output.contains("max-cluster-duration"), "{output}");
+        assert!(!output.contains("32800 ms away"), "{output}");
+    }
+}
+
+/// H.264 that begins inside a group of pictures (a recording cut after its first key frame):
+/// the frames before the first key frame cannot be sent, and a warning says how many, as for
+/// Matroska input.
+#[test]
+fn elementary_video_that_begins_inside_a_group_of_pictures_is_told() {
+    init();
+    let dir = tempdir();
+    let raw = dir.path().join("raw.h264");
+    record(
+        &format!(
+            "videotestsrc num-buffers=100 \
+             ! video/x-raw,format=I420,width=160,height=120,framerate=25/1 \
+             ! x264enc speed-preset=ultrafast key-int-max=40 ! h264parse \
+             ! video/x-h264,stream-format=byte-stream ! filesink location={}",
+            raw.display()
+        ),
+        None,
+    );
+    // Without its first IDR picture: its parameter sets, then 39 frames that refer to it.
+    let data = std::fs::read(&raw).unwrap();
+    let starts: Vec<(usize, u8)> = (0..data.len() - 3)
+        .filter(|&i| data[i..i + 3] == [0, 0, 1])
+        .map(|i| (i, data[i + 3] & 0x1f))
+        .collect();
+    let idr = starts.iter().position(|s| s.1 == 5).unwrap();
+    let back = |i: usize| if data[i - 1] == 0 { i - 1 } else { i };
+    let (from, to) = (back(starts[idr].0), back(starts[idr + 1].0));
+    let nokey = dir.path().join("nokey.h264");
+    std::fs::write(&nokey, [&data[..from], &data[to..]].concat()).unwrap();
+    let ts = dir.path().join("nokey.ts");
+    record(
+        &format!(
+            "filesrc location={} ! h264parse ! mpegtsmux ! filesink location={}",
+            nokey.display(),
+            ts.display()
+        ),
+        None,
+    );
+    let server = server();
+    let run = gst_launch(
+        &server,
+        &format!(
+            "filesrc location={} ! tsdemux ! h264parse ! kvssink stream-name=nokey \
+             file-start-time=1700002000",
+            ts.display()
+        ),
+        TIMEOUT,
+    );
+    run.assert_all_persisted();
+    let output = run.output();
+    let said: Vec<&str> = output
+        .lines()
+        .filter(|l| l.starts_with("WARNING") && l.contains("inside a group of pictures"))
+        .collect();
+    assert_eq!(said.len(), 1, "{output}");
+    assert!(
+        said[0].contains("its first 39 video frames (1560 ms)"),
+        "{}",
+        said[0]
+    );
+}
+
+/// A recording held for its time (dated ahead) and stopped without EOS meanwhile: a fragment
+/// begun at the stop that holds no frame yet is not sent (the service refuses a fragment
+/// without frames: 4006 INVALID_MKV_DATA), nor counted. Several runs, as the stop can come
+/// at any point of the fragment's first bytes.
+#[test]
+fn a_fragment_without_frames_is_never_sent_at_a_stop() {
+    init();
+    let dir = tempdir();
+    let file = recording(dir.path(), 4, None);
+    let server = server();
+    for run_no in 0..4 {
+        let stream = format!("held-empty-{run_no}");
+        let start_s = now_ms() / 1000 + 30;
+        let run = python_launch(
+            &server,
+            &["--stop-after-seconds", "2"],
+            &format!(
+                "filesrc location={} ! kvssink stream-name={stream} file-start-time={start_s} \
+                 stop-stream-timeout=10",
+                file.display()
+            ),
+            TIMEOUT,
+        );
+        let output = run.output();
+        assert!(!output.contains("INVALID_MKV_DATA"), "{output}");
+        let summary = run.summary();
+        assert_eq!(
+            summary.get::<u64>("fragments-rejected").unwrap(),
+            0,
+            "{output}"
+        );
+        assert_eq!(summary.get::<u64>("fragments-lost").unwrap(), 0, "{output}");
+        // What was stored is what was persisted: whole frames (a fragment the stop cut
+        // after its first frame is sent up to there), never a fragment without one.
+        let persisted = summary.get::<u64>("fragments-persisted").unwrap();
+        assert_eq!(
+            summary.get::<u64>("fragments-produced").unwrap(),
+            persisted,
+            "{output}"
+        );
+        assert_eq!(
+            summary.get::<&str>("outcome").unwrap(),
+            "all-persisted",
+            "{output}"
+        );
+        assert_eq!(run.status.code(), Some(0), "{output}");
+        assert_eq!(
+            server.fragments(&stream).len() as u64,
+            persisted,
+            "{output}"
+        );
+    }
 }
