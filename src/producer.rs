@@ -209,6 +209,8 @@ pub enum Notice {
     SpoolReadFailed(String),
     /// `spool-size` is more than the disk had free when the spool opened (a warning).
     SpoolDiskSmall { free: u64, size: u64 },
+    /// Other users can change the spool's directory (a warning, once at the start).
+    SpoolExposed(String),
     /// The producer time of the stream's first fragment was fixed (a message for the user):
     /// `producer_start_ms` is timecode 0's, `first_ms` the first fragment's.
     StartTime {
@@ -354,6 +356,7 @@ impl fmt::Display for Notice {
                 f,
                 "cannot read a fragment back from the spool (spool-dir): {e}; it is lost"
             ),
+            Notice::SpoolExposed(why) => f.write_str(why),
             Notice::SpoolDiskSmall { free, size } => write!(
                 f,
                 "spool-size is {} MB but the disk of spool-dir had {} MB free: once it is full, \
@@ -895,6 +898,7 @@ impl Producer {
                             damaged_bytes: recovered.damaged_bytes,
                         });
                     }
+                    notices.extend(recovered.warnings.into_iter().map(Notice::SpoolExposed));
                     let backlog: VecDeque<u64> = spool.pending().map(|f| f.id).collect();
                     let first_run_id = backlog.back().map_or(0, |id| id + 1);
                     // An earlier run's fragments dropped to begin on a full disk.

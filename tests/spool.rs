@@ -647,3 +647,39 @@ fn symlinks_planted_in_the_spool_and_dump_directories_are_not_followed() {
         "{output}"
     );
 }
+
+/// A spool directory other users can write (made by hand, mode 0777): kvssink uses it and
+/// leaves its mode alone, but warns once that others could read or change its fragments.
+#[test]
+fn a_spool_directory_others_can_write_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    init();
+    let dir = tempdir();
+    let copy = dir.path().join("copy.mkv");
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(spool.join("exposed")).unwrap();
+    std::fs::set_permissions(
+        spool.join("exposed"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let server = server();
+    let line = live_line(
+        2,
+        "exposed",
+        &format!("spool-dir={}", spool.display()),
+        &copy,
+    );
+    let registry = tempdir();
+    let mut cmd = host_command("gst-launch-1.0", &server.url(), registry.path());
+    cmd.args(["-m", "-e"]).args(split_launch(&line));
+    let run = run_host(cmd, TIMEOUT);
+    run.assert_all_persisted();
+    let out = run.output();
+    assert!(out.contains("is writable by others (mode 777)"), "{out}");
+    let mode = std::fs::metadata(spool.join("exposed"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o777, "left as it is");
+}

@@ -1431,6 +1431,11 @@ impl KvsSink {
                         ("{}", about(stream, &notice))
                     )
                 }
+                Notice::SpoolExposed(_) => gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::OpenReadWrite,
+                    ("{}", about(stream, &notice))
+                ),
                 Notice::SpoolDiskSmall { .. } => gst::element_imp_warning!(
                     self,
                     gst::ResourceError::NoSpaceLeft,
