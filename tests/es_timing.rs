@@ -46,38 +46,6 @@ fn clock_ms(t: &str) -> Option<f64> {
     Some((h * 3600.0 + m * 60.0 + s) * 1000.0)
 }
 
-/// (track, absolute timecode ms) of every SimpleBlock of a stored fragment, in order.
-fn block_times(fragment: &[u8]) -> Vec<(u8, i64)> {
-    use kvs_format::ebml::{read_header, read_uint};
-    use kvs_format::ids::*;
-    let mut out = Vec::new();
-    let (mut at, mut cluster) = (0, 0i64);
-    while at < fragment.len() {
-        let Ok(Some(h)) = read_header(&fragment[at..]) else {
-            break;
-        };
-        let body = at + h.len;
-        match (h.id, h.size) {
-            (ID_SEGMENT | ID_CLUSTER, _) => at = body,
-            (_, None) => break,
-            (ID_TIMECODE, Some(n)) => {
-                cluster = read_uint(&fragment[body..body + n as usize]).unwrap() as i64;
-                at = body + n as usize;
-            }
-            (ID_SIMPLE_BLOCK, Some(n)) => {
-                let b = &fragment[body..];
-                out.push((
-                    b[0] & 0x7F,
-                    cluster + i16::from_be_bytes([b[1], b[2]]) as i64,
-                ));
-                at = body + n as usize;
-            }
-            (_, Some(n)) => at = body + n as usize,
-        }
-    }
-    out
-}
-
 /// Every block stored for `stream`, in stream order.
 fn stored_blocks(server: &Server, stream: &str) -> Vec<(u8, i64)> {
     server

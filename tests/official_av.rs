@@ -169,38 +169,6 @@ fn a_recording_faster_than_real_time_is_interleaved_in_time_order() {
     assert!(audio >= AUDIO_BUFFERS - 3, "{audio} audio frames read back");
 }
 
-/// (track, absolute timecode) of every SimpleBlock in a stored fragment, in order.
-fn block_times(fragment: &[u8]) -> Vec<(u8, i64)> {
-    use kvs_format::ebml::{read_header, read_uint};
-    use kvs_format::ids::*;
-    let mut out = Vec::new();
-    let (mut at, mut cluster) = (0, 0i64);
-    while let Ok(Some(h)) = read_header(&fragment[at..]) {
-        let body = at + h.len;
-        match (h.id, h.size) {
-            (ID_SEGMENT | ID_CLUSTER, _) => at = body,
-            (_, None) => break,
-            (ID_TIMECODE, Some(n)) => {
-                cluster = read_uint(&fragment[body..body + n as usize]).unwrap() as i64;
-                at = body + n as usize;
-            }
-            (ID_SIMPLE_BLOCK, Some(n)) => {
-                let b = &fragment[body..];
-                out.push((
-                    b[0] & 0x7F,
-                    cluster + i16::from_be_bytes([b[1], b[2]]) as i64,
-                ));
-                at = body + n as usize;
-            }
-            (_, Some(n)) => at = body + n as usize,
-        }
-        if at >= fragment.len() {
-            break;
-        }
-    }
-    out
-}
-
 /// A Python application asks for `video_%u` and `audio_%u` by name, as AWS's samples do.
 #[test]
 fn request_pads_by_name_from_python() {
