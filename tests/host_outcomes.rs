@@ -944,3 +944,52 @@ fn a_flush_cutting_matroska_input_is_a_clear_error() {
     // What came before the flush is kept.
     assert!(server.fragments("cut-by-flush").len() >= 2);
 }
+
+/// Properties set in READY hold for the run (GstBaseSink took the settings going to READY),
+/// and a `kvs-add-metadata` item sent before the start is still applied.
+#[test]
+fn properties_set_in_ready_hold_for_the_run() {
+    init();
+    let server = server();
+    let script = r#"
+import gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+p = Gst.parse_launch("videotestsrc is-live=true num-buffers=45 ! video/x-raw,format=I420,width=320,height=240 ! x264enc tune=zerolatency key-int-max=30 ! h264parse ! kvssink name=k stream-name=first-name")
+k = p.get_by_name("k")
+s = Gst.Structure.new_empty("kvs-add-metadata")
+s.set_value("name", "site")
+s.set_value("value", "lab-in-ready")
+s.set_value("persist", True)
+assert k.send_event(Gst.Event.new_custom(Gst.EventType.CUSTOM_DOWNSTREAM, s))
+p.set_state(Gst.State.READY)
+k.set_property("stream-name", "set-in-ready")
+p.set_state(Gst.State.PLAYING)
+msg = p.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.MessageType.ERROR)
+print("ended", msg.type.first_value_nick)
+p.set_state(Gst.State.NULL)
+"#;
+    let registry = tempdir();
+    let mut cmd = common::host::host_command("/usr/bin/python3", &server.url(), registry.path());
+    cmd.args(["-c", script]);
+    let run = run_host(cmd, TIMEOUT);
+    assert!(run.stdout.contains("ended eos"), "{}", run.output());
+    assert!(
+        server.fragments("first-name").is_empty(),
+        "{}",
+        run.output()
+    );
+    let stored = server.fragments("set-in-ready");
+    assert_eq!(stored.len(), 2, "{}", run.output());
+    let tagged = |f: &kvs_local::StoredFragment| {
+        f.metadata
+            .iter()
+            .any(|(n, v)| n == "site" && v == "lab-in-ready")
+    };
+    assert!(
+        stored.iter().all(tagged),
+        "the item kept for the start is applied: {:?}",
+        stored.iter().map(|f| &f.metadata).collect::<Vec<_>>()
+    );
+}

@@ -52,6 +52,9 @@ struct Started {
     /// Matroska input has come; and a flush has cut it since (it cannot be followed).
     matroska_seen: bool,
     matroska_torn: bool,
+    /// The `kvs-add-metadata` events sent before the start and applied at it: applied again
+    /// if properties set in READY make the element start again before any data.
+    kept_metadata: Vec<gst::Event>,
     /// Audio too far from the last video key frame (video stalled): said, and counted
     /// until video is back.
     told_audio_too_far: bool,
@@ -191,6 +194,9 @@ pub struct KvsSink {
     metadata_before_start: Mutex<(bool, Vec<gst::Event>)>,
     /// The error for Matroska input beside an audio pad was posted (once, not per caps).
     told_matroska_with_audio: std::sync::atomic::AtomicBool,
+    /// A property was set since `start` took the settings (at NULL to READY): set in READY,
+    /// it must hold for the run that READY to PAUSED begins.
+    settings_changed: std::sync::atomic::AtomicBool,
     /// A flushing seek on elementary streams: the next frame places the new segment.
     seeked: std::sync::atomic::AtomicBool,
     /// This element's entry in the process's streams in use, while started.
@@ -266,6 +272,7 @@ impl ObjectImpl for KvsSink {
         // Values are not logged: some are secrets.
         gst::debug!(CAT, imp = self, "setting property {}", pspec.name());
         settings::set(&mut lock(&self.settings), value, pspec);
+        self.settings_changed.store(true, Ordering::Release);
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
@@ -313,8 +320,19 @@ impl ElementImpl for KvsSink {
             );
             return Err(gst::StateChangeError);
         }
-        if transition == gst::StateChange::ReadyToPaused && self.accounted() {
-            // Playing again after a stop: a new stream with a new uploader.
+        if transition == gst::StateChange::ReadyToPaused
+            && (self.accounted() || self.settings_changed.load(Ordering::Acquire))
+        {
+            // Playing again after a stop, or properties set in READY (GstBaseSink took the
+            // settings going to READY): a new stream with a new uploader, with them.
+            if !self.accounted() {
+                // Nothing was streamed: the metadata kept for the start is kept for this one.
+                let kept = match &mut *lock(&self.state) {
+                    State::Started(started) => std::mem::take(&mut started.kept_metadata),
+                    State::Stopped => Vec::new(),
+                };
+                lock(&self.metadata_before_start).1.extend(kept);
+            }
             let _ = BaseSinkImpl::stop(self);
             BaseSinkImpl::start(self).map_err(|e| {
                 self.post_error_message(e);
@@ -484,7 +502,11 @@ impl BaseSinkImpl for KvsSink {
         self.failed_account_posted.store(false, Ordering::Release);
         self.told_matroska_with_audio
             .store(false, Ordering::Release);
-        let mut settings = lock(&self.settings).clone();
+        let mut settings = {
+            let settings = lock(&self.settings);
+            self.settings_changed.store(false, Ordering::Release);
+            settings.clone()
+        };
         // The official properties mapped onto ours; those without effect here say so once.
         let official = official::apply(&mut settings);
         let stream = settings.stream_name.clone();
@@ -599,6 +621,7 @@ impl BaseSinkImpl for KvsSink {
             told_audio_too_far: false,
             audio_too_far: 0,
             notices: Vec::with_capacity(8),
+            kept_metadata: Vec::new(),
         });
         self.tell(&mut started, &mut notices);
         *lock(&self.state) = State::Started(started);
@@ -607,8 +630,11 @@ impl BaseSinkImpl for KvsSink {
             before_start.0 = true;
             std::mem::take(&mut before_start.1)
         };
-        for event in kept {
-            self.add_metadata(&event);
+        for event in &kept {
+            self.add_metadata(event);
+        }
+        if let State::Started(started) = &mut *lock(&self.state) {
+            started.kept_metadata = kept;
         }
         Ok(())
     }
