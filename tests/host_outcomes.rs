@@ -993,3 +993,46 @@ p.set_state(Gst.State.NULL)
         stored.iter().map(|f| &f.metadata).collect::<Vec<_>>()
     );
 }
+
+/// A pause during the wait for the last acks after EOS (a pause button pressed at the end) is
+/// no stop: as GstBaseSink's own wait at EOS, the wait goes on once the pipeline plays again,
+/// and EOS reaches the bus after the last PERSISTED ack and the summary, as always.
+#[test]
+fn a_pause_during_the_wait_at_eos_waits_on() {
+    init();
+    let server = server();
+    server.inject(Fault::DelayAcks {
+        stream: None,
+        delay_ms: 2500,
+    });
+    // 2 s of video (two fragments); EOS comes before the first PERSISTED ack, at which the
+    // application pauses for 1 s.
+    let line = "videotestsrc is-live=true num-buffers=60 \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse \
+         ! matroskamux streamable=true ! kvssink stream-name=pausedateos";
+    let run = python_launch(
+        &server,
+        &["--pause-after-persisted", "1", "1"],
+        line,
+        TIMEOUT,
+    );
+    run.assert_success();
+    let summary_line = run
+        .stdout
+        .lines()
+        .position(|l| l.contains("kvs-summary"))
+        .expect("a summary");
+    let eos_line = run
+        .stdout
+        .lines()
+        .position(|l| l.starts_with("eos-at="))
+        .expect("EOS");
+    assert!(summary_line < eos_line, "{}", run.stdout);
+    assert!(run.printed_ms("eos-at=") >= run.printed_ms("playing-at="));
+    assert_eq!(
+        run.summary().get::<&str>("outcome").unwrap(),
+        "all-persisted"
+    );
+    assert_eq!(server.fragments("pausedateos").len(), 2);
+}
