@@ -15,6 +15,7 @@ PERSISTED ack, as C applications do to stop on an ack (then prints `stopped in a
 """
 import ctypes
 import sys
+import threading
 
 import gi
 
@@ -44,6 +45,7 @@ def main(args):
     pipeline = Gst.parse_launch(line)
     sink = pipeline.get_by_name("sink")
     received = []
+    stopped = threading.Event()
 
     def on_ack(_sink, pointer):
         # PyGObject hands a gpointer over as a gobject.GPointer, whose hash is the address.
@@ -55,6 +57,7 @@ def main(args):
         if stop_in_ack is not None and ack.ackType == 3 and persisted == stop_in_ack:
             pipeline.set_state(Gst.State.NULL)
             received.append("stopped in ack")
+            stopped.set()
             run_pipeline.quit()
 
     def on_error(_sink, status):
@@ -77,6 +80,9 @@ def main(args):
     sink.connect("stream-error", on_error)
     sink.connect("stream-client-metric", lambda _sink, _pointer: None)
     code = run_pipeline.run(pipeline)
+    if stop_in_ack is not None:
+        # The main loop may end (at the stop's error) before the handler's set_state returns.
+        stopped.wait(600)
     for line in received:
         print(line, flush=True)
     return code
