@@ -1640,17 +1640,7 @@ impl KvsSink {
             "EOS: waiting up to {:?} for the last acks",
             timeout
         );
-        let mut summary = loop {
-            let summary = uploader.finish_and_account_by(|| self.stop_deadline(begun));
-            // A pause (PLAYING to PAUSED unlocks the sink) is no stop: as GstBaseSink's own
-            // wait at EOS, wait to play again and wait on; a flush or a stop ends the wait.
-            if summary.outcome == uploader::Outcome::Cancelled && self.obj().wait_preroll().is_ok()
-            {
-                uploader.set_flushing(false);
-                continue;
-            }
-            break summary;
-        };
+        let mut summary = uploader.finish_and_account_by(|| self.stop_deadline(begun));
         if summary.outcome == uploader::Outcome::Cancelled {
             // The application stopped the pipeline (or flushed) while the wait went on: the
             // stop that follows waits for the rest, bounded as a stop without EOS, and

@@ -141,7 +141,6 @@ def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=()
             status["code"] = 1
             loop.quit()
         elif msg.type == Gst.MessageType.EOS:
-            print(f"eos-at={now_ms()}", flush=True)
             loop.quit()
 
     bus = pipeline.get_bus()
