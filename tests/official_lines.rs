@@ -456,3 +456,53 @@ fn environment_keys_come_before_credential_path_and_placeholders_are_unset() {
         refused_keys(&server)
     );
 }
+
+/// H.264 caps without codec_data pass ACCEPT_CAPS but cannot be muxed: the error says so on
+/// the bus (upstream only sees not-negotiated), and the run does not end as a success.
+#[test]
+fn h264_caps_without_codec_data_are_a_clear_error() {
+    init();
+    let server = server();
+    let run = gst_launch(
+        &server,
+        "videotestsrc num-buffers=5 ! video/x-raw,format=I420,width=320,height=240 ! x264enc \
+         ! h264parse ! video/x-h264,stream-format=avc ! capssetter replace=true \
+         caps=\"video/x-h264,stream-format=avc,alignment=au,width=320,height=240,framerate=30/1\" \
+         ! kvssink stream-name=nocodecdata",
+        TIMEOUT,
+    );
+    assert!(!run.status.success(), "{}", run.output());
+    assert!(
+        run.output()
+            .contains("kvssink cannot take these caps: video/x-h264 caps without codec_data"),
+        "{}",
+        run.output()
+    );
+}
+
+/// GstBaseSink's max-lateness would drop late buffers (with sync=true) before kvssink sees
+/// them, a loss no summary counted: kvssink sets it to -1, says so, and every frame is sent.
+#[test]
+fn max_lateness_drops_nothing() {
+    init();
+    let server = server();
+    let run = gst_launch(
+        &server,
+        "videotestsrc is-live=true num-buffers=60 ! video/x-raw,format=I420,width=320,height=240 \
+         ! x264enc tune=zerolatency key-int-max=30 ! h264parse ! identity sleep-time=45000 \
+         ! kvssink stream-name=notlate sync=true max-lateness=20000000 qos=true",
+        TIMEOUT,
+    );
+    run.assert_all_persisted();
+    assert!(
+        run.output().contains("max-lateness is ignored"),
+        "{}",
+        run.output()
+    );
+    let frames: usize = server
+        .fragments("notlate")
+        .iter()
+        .map(|f| block_times(&f.bytes).len())
+        .sum();
+    assert_eq!(frames, 60);
+}

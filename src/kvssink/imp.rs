@@ -192,7 +192,8 @@ pub struct KvsSink {
     /// Whether the element has started, and the `kvs-add-metadata` events sent before it did,
     /// kept for its start (one lock: an event is either kept or applied).
     metadata_before_start: Mutex<(bool, Vec<gst::Event>)>,
-    /// The error for Matroska input beside an audio pad was posted (once, not per caps).
+    /// The error for caps kvssink refuses (Matroska input beside an audio pad, H.264 without
+    /// its codec data) was posted (once, not per caps).
     told_matroska_with_audio: std::sync::atomic::AtomicBool,
     /// A property was set since `start` took the settings (at NULL to READY): set in READY,
     /// it must hold for the run that READY to PAUSED begins.
@@ -338,6 +339,24 @@ impl ElementImpl for KvsSink {
                 self.post_error_message(e);
                 gst::StateChangeError
             })?;
+        }
+        if transition == gst::StateChange::ReadyToPaused && self.obj().max_lateness() != -1 {
+            // GstBaseSink drops buffers later than max-lateness (with sync=true) before
+            // render sees them: frames lost, matroskamux's header even. kvssink loses nothing.
+            self.obj().set_max_lateness(-1);
+            let stream = lock(&self.settings).stream_name.clone();
+            gst::element_imp_warning!(
+                self,
+                gst::CoreError::Clock,
+                (
+                    "{}",
+                    about(
+                        &stream,
+                        "max-lateness is ignored (set to -1): kvssink sends every buffer, late \
+                         or not"
+                    )
+                )
+            );
         }
         let mut resumed = false;
         match transition {
@@ -802,7 +821,17 @@ impl BaseSinkImpl for KvsSink {
         let s = caps
             .structure(0)
             .ok_or_else(|| gst::loggable_error!(CAT, "empty caps"))?;
-        let track = es::video_track(s).map_err(|e| gst::loggable_error!(CAT, "{}", e))?;
+        let track = match es::video_track(s) {
+            Ok(track) => track,
+            Err(e) => {
+                // Upstream sees only not-negotiated: the reason goes on the bus, once (caps
+                // are offered again and again).
+                if !self.told_matroska_with_audio.swap(true, Ordering::AcqRel) {
+                    self.negotiation_error(&format!("kvssink cannot take these caps: {e}"));
+                }
+                return Err(gst::loggable_error!(CAT, "{}", e));
+            }
+        };
         self.matroska_input
             .store(track.is_none(), std::sync::atomic::Ordering::Relaxed);
         if track.is_none() && lock(&self.audio).pad.is_some() {
