@@ -809,6 +809,14 @@ mod tests {
         mux
     }
 
+    /// A muxer with H.264 video and AAC audio linked.
+    fn av_muxer() -> EsMuxer {
+        let mut mux = video_muxer();
+        mux.link_audio();
+        mux.set_audio(aac());
+        mux
+    }
+
     /// (track, absolute ms, key) of every SimpleBlock, and the track numbers and types of
     /// every header, in stream order.
     #[derive(Debug, Default)]
@@ -1226,9 +1234,7 @@ mod tests {
     #[test]
     fn audio_far_from_a_stalled_video_is_dropped_not_an_error() {
         // Video stops after its first key frame for 40 s while audio goes on, then comes back.
-        let mut mux = video_muxer();
-        mux.link_audio();
-        mux.set_audio(aac());
+        let mut mux = av_muxer();
         let mut out = Vec::new();
         let mut too_far = 0;
         mux.push_video(0, None, true, Bytes::from(vec![1; 10]), &mut out);
@@ -1265,9 +1271,7 @@ mod tests {
     fn audio_waits_for_a_late_first_video_frame_and_only_what_precedes_it_is_dropped() {
         // An encoder 1.5 s behind (x264enc's lookahead): audio from 0 ms comes 1.5 s before
         // the first video frame (key, at 10 ms).
-        let mut mux = video_muxer();
-        mux.link_audio();
-        mux.set_audio(aac());
+        let mut mux = av_muxer();
         let mut out = Vec::new();
         let mut dropped = Written::default();
         let mut said = Vec::new();
@@ -1327,9 +1331,7 @@ mod tests {
 
     #[test]
     fn audio_without_video_is_held_at_most_max_hold_then_dropped_and_said() {
-        let mut mux = video_muxer();
-        mux.link_audio();
-        mux.set_audio(aac());
+        let mut mux = av_muxer();
         let mut out = Vec::new();
         let mut full = 0;
         let mut said = Vec::new();
