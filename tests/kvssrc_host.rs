@@ -552,6 +552,12 @@ fn read_frames_stops_cleanly_on_ctrl_c() {
             )
             .assert_success()
         });
+        // The reader reads a stream that exists (kvssrc, as GetMedia, refuses one that does
+        // not): on a loaded machine gst-launch-1.0 may take a while to create it.
+        assert!(
+            server.wait_for_fragments("live", 1, TIMEOUT),
+            "no fragment stored"
+        );
         let registry = tempfile::tempdir().unwrap();
         let mut cmd = host_command("/usr/bin/python3", &server.url(), registry.path());
         cmd.arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/read_frames.py"))
