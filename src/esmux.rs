@@ -825,6 +825,17 @@ mod tests {
         blocks: Vec<(u8, i64, bool)>,
     }
 
+    impl Parsed {
+        /// The absolute times (ms) of `track`'s blocks, in stream order.
+        fn times(&self, track: u8) -> Vec<i64> {
+            self.blocks
+                .iter()
+                .filter(|b| b.0 == track)
+                .map(|b| b.1)
+                .collect()
+        }
+    }
+
     fn parse(pieces: &[Bytes]) -> Parsed {
         let all: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
         let mut parsed = Parsed::default();
@@ -1212,20 +1223,10 @@ mod tests {
         assert_eq!(parsed.headers.len(), 2);
         assert_eq!(parsed.headers[0].len(), 1);
         assert_eq!(parsed.headers[1].len(), 2);
-        let video: Vec<i64> = parsed
-            .blocks
-            .iter()
-            .filter(|b| b.0 == 1)
-            .map(|b| b.1)
-            .collect();
+        let video = parsed.times(1);
         assert_eq!(video.len(), 90, "every video frame written");
         // Audio before the key frame at 1980 ms has no header to go under.
-        let audio: Vec<i64> = parsed
-            .blocks
-            .iter()
-            .filter(|b| b.0 == 2)
-            .map(|b| b.1)
-            .collect();
+        let audio = parsed.times(2);
         assert!(audio.first().is_some_and(|&t| t >= 1980), "{audio:?}");
         assert!(audio_dropped > 0);
         let _ = video_written;
@@ -1254,12 +1255,7 @@ mod tests {
             (1..2000u64).filter(|i| i * 20 > 32_767).count() as u64
         );
         let parsed = parse(&out);
-        let audio: Vec<i64> = parsed
-            .blocks
-            .iter()
-            .filter(|b| b.0 == 2)
-            .map(|b| b.1)
-            .collect();
+        let audio = parsed.times(2);
         assert_eq!(
             audio.last(),
             Some(&40_010),
@@ -1304,12 +1300,7 @@ mod tests {
         let w = mux.flush(&mut out);
         said.extend(w.audio_before_video);
         let parsed = parse(&out);
-        let audio: Vec<i64> = parsed
-            .blocks
-            .iter()
-            .filter(|b| b.0 == 2)
-            .map(|b| b.1)
-            .collect();
+        let audio = parsed.times(2);
         // Only the frame at 0 ms precedes the key frame at 10 ms.
         assert_eq!(audio.len(), 249, "{audio:?}");
         assert_eq!(audio.first(), Some(&21));
