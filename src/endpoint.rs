@@ -57,6 +57,13 @@ pub async fn resolve(location: &Location) -> Resolved {
     };
 
     let (region, region_from) = if let Some(r) = &location.region {
+        // AWS's kvssink lets AWS_DEFAULT_REGION override its property: someone switching from
+        // it with both set would otherwise stream into another region without a word.
+        if let Some(env_region) = env("AWS_DEFAULT_REGION").filter(|e| e != r) {
+            notes.push(format!(
+                "aws-region={r} is used; AWS_DEFAULT_REGION={env_region} in the environment is                  not (AWS's kvssink would use {env_region}): unset one of them"
+            ));
+        }
         (r.clone(), "the aws-region property".to_owned())
     } else if let Some(r) = env("AWS_REGION") {
         (r, "AWS_REGION".to_owned())

@@ -313,6 +313,17 @@ fn region_property_then_aws_region_then_aws_default_region_then_profile() {
     let r = resolve(&with_property);
     assert_eq!(r.region, "eu-west-1");
     assert_eq!(r.region_from, "the aws-region property");
+    // ... and says so, naming the region AWS's element would have used.
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("aws-region=eu-west-1 is used")
+                && n.contains("AWS_DEFAULT_REGION=ca-central-1")),
+        "{:?}",
+        r.notes
+    );
+    set("AWS_DEFAULT_REGION", "eu-west-1");
+    assert!(resolve(&with_property).notes.is_empty());
 
     remove("AWS_REGION");
     remove("AWS_DEFAULT_REGION");

@@ -296,7 +296,7 @@ pub const OFFICIAL: &[Row] = &[
         Official::Str("us-west-2"),
         "AWS region",
         "implemented; unset by default (then the environment, the profile, us-west-2); the \
-         property wins over AWS_DEFAULT_REGION",
+         property wins over AWS_DEFAULT_REGION (a warning when they differ)",
     ),
     bounded(
         same(
