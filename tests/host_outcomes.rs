@@ -993,3 +993,66 @@ p.set_state(Gst.State.NULL)
         stored.iter().map(|f| &f.metadata).collect::<Vec<_>>()
     );
 }
+
+/// A stream-name set while PLAYING is for the next start: the running stream keeps its name in
+/// every message (a reconnect's warning named the new one), and names it once.
+#[test]
+fn messages_name_the_running_stream_after_stream_name_is_set_while_playing() {
+    init();
+    let server = server();
+    server.inject(Fault::MaxConnectionDuration {
+        stream: None,
+        after_ms: 2000,
+    });
+    let script = r#"
+import gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+p = Gst.parse_launch("videotestsrc is-live=true num-buffers=150 ! video/x-raw,format=I420,width=320,height=240 ! x264enc tune=zerolatency key-int-max=15 ! h264parse ! kvssink name=k stream-name=running-name")
+k = p.get_by_name("k")
+p.set_state(Gst.State.PLAYING)
+bus = p.get_bus()
+renamed = False
+while True:
+    msg = bus.timed_pop(60 * Gst.SECOND)
+    if msg is None:
+        print("timeout")
+        break
+    if msg.type == Gst.MessageType.ELEMENT and msg.get_structure().get_name() == "kvs-ack" and not renamed:
+        k.set_property("stream-name", "next-camera")
+        renamed = True
+    elif msg.type == Gst.MessageType.WARNING:
+        print("warning", msg.parse_warning()[0].message)
+    elif msg.type in (Gst.MessageType.EOS, Gst.MessageType.ERROR):
+        print("ended", msg.type.first_value_nick)
+        break
+p.set_state(Gst.State.NULL)
+"#;
+    let registry = tempdir();
+    let mut cmd = common::host::host_command("/usr/bin/python3", &server.url(), registry.path());
+    cmd.args(["-c", script]);
+    let run = run_host(cmd, TIMEOUT);
+    assert!(run.stdout.contains("ended eos"), "{}", run.output());
+    let reconnects: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("warning") && l.contains("reconnecting in"))
+        .collect();
+    assert!(!reconnects.is_empty(), "{}", run.output());
+    for line in &reconnects {
+        assert!(
+            line.starts_with("warning stream running-name: reconnecting in"),
+            "{}",
+            run.output()
+        );
+        assert_eq!(line.matches("stream running-name").count(), 1, "{line}");
+    }
+    assert!(!run.stdout.contains("next-camera"), "{}", run.output());
+    assert!(server.fragments("next-camera").is_empty());
+    assert!(
+        server.fragments("running-name").len() >= 10,
+        "{}",
+        run.output()
+    );
+}

@@ -202,6 +202,9 @@ pub struct KvsSink {
     seeked: std::sync::atomic::AtomicBool,
     /// This element's entry in the process's streams in use, while started.
     in_use: Mutex<Option<String>>,
+    /// The stream-name of the run started last: what messages name, whatever the property
+    /// has been set to since (a new value is for the next start).
+    running_stream: Mutex<Option<String>>,
 }
 
 /// Adds `delta` to the count of kvssinks of this process streaming to `key` (a stream name
@@ -344,7 +347,7 @@ impl ElementImpl for KvsSink {
             // GstBaseSink drops buffers later than max-lateness (with sync=true) before
             // render sees them: frames lost, matroskamux's header even. kvssink loses nothing.
             self.obj().set_max_lateness(-1);
-            let stream = lock(&self.settings).stream_name.clone();
+            let stream = self.stream_name();
             gst::element_imp_warning!(
                 self,
                 gst::CoreError::Clock,
@@ -624,6 +627,7 @@ impl BaseSinkImpl for KvsSink {
             );
         }
         *lock(&self.in_use) = Some(key);
+        *lock(&self.running_stream) = Some(stream.clone());
         lock(&self.es).set_fragmentation(es::fragmentation(&settings));
         let mut started = Box::new(Started {
             producer,
@@ -1574,12 +1578,19 @@ impl KvsSink {
     /// A warning about the stream's input (GstStreamError::Format), naming the stream.
     /// Inputs kvssink cannot take together: an error naming the stream.
     fn negotiation_error(&self, what: &str) {
-        let stream = lock(&self.settings).stream_name.clone();
+        let stream = self.stream_name();
         gst::element_imp_error!(
             self,
             gst::CoreError::Negotiation,
             ("{}", about(&stream, what))
         );
+    }
+
+    /// The stream messages name: the running one's, else the property's.
+    fn stream_name(&self) -> String {
+        lock(&self.running_stream)
+            .clone()
+            .unwrap_or_else(|| lock(&self.settings).stream_name.clone())
     }
 
     fn format_warning(&self, stream: &str, what: impl std::fmt::Display) {
@@ -1933,7 +1944,7 @@ impl KvsSink {
             return String::new();
         };
         let mut summary = uploader.account_failed(error);
-        let mut stream = lock(&self.settings).stream_name.clone();
+        let mut stream = self.stream_name();
         if let Ok(state) = self.state.try_lock()
             && let State::Started(started) = &*state
         {
@@ -2030,13 +2041,16 @@ impl KvsSink {
                         reason,
                     } => {
                         let told = lock(&self.reconnect_warnings).take(attempt, &reason);
+                        let stream = self.stream_name();
+                        // The warning names the stream once, though the reason may too.
                         let line = format!(
                             "reconnecting in {} ms (attempt {}): {}",
                             delay.as_millis(),
                             attempt,
                             reason
+                                .strip_prefix(about(&stream, "").as_str())
+                                .unwrap_or(&reason)
                         );
-                        let stream = lock(&self.settings).stream_name.clone();
                         match told {
                             Some(0) => gst::element_imp_warning!(
                                 self,
@@ -2082,7 +2096,7 @@ impl KvsSink {
                         (
                             "{}",
                             about(
-                                &lock(&self.settings).stream_name,
+                                &self.stream_name(),
                                 format_args!(
                                     "the fragment store is full (storage-size / \
                                      buffer-duration): dropped the {fragments} oldest \
@@ -2107,7 +2121,7 @@ impl KvsSink {
             Event::BackPressure { held, backlog } => {
                 // A file upload waits for the service by design; a live source falls behind.
                 let live = self.upstream_latency().0;
-                let stream = lock(&self.settings).stream_name.clone();
+                let stream = self.stream_name();
                 if live {
                     gst::element_imp_warning!(
                         self,
