@@ -620,3 +620,36 @@ fn a_ca_file_replaced_while_reading_is_trusted_by_the_next_connection() {
     terminator.assert_used_after_rotation();
     read.assert_every_fragment_once(&server, "cam1", 90);
 }
+
+/// `start-selector` set while reading is for the next start: the running read stays live (a
+/// synchronised sink downstream would otherwise drop frames as late), and the next start is
+/// not live when the selector reads what is stored.
+#[test]
+fn start_selector_set_while_playing_does_not_change_the_running_read() {
+    common::init();
+    let server = common::server();
+    record(&server, "liveness", 30);
+    let pipeline = gst::parse::launch("kvssrc name=src start-selector=now ! fakesink async=false")
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let src = pipeline.by_name("src").unwrap();
+    common::configure_sink(&src, &server, "liveness");
+    let live = |src: &gst::Element| {
+        let mut q = gst::query::Latency::new();
+        assert!(src.query(&mut q));
+        q.result().0
+    };
+    pipeline.set_state(gst::State::Playing).unwrap();
+    assert_eq!(
+        pipeline.state(gst::ClockTime::from_seconds(10)).1,
+        gst::State::Playing
+    );
+    assert!(live(&src));
+    src.set_property_from_str("start-selector", "earliest");
+    assert!(live(&src), "the running read turned into another");
+    pipeline.set_state(gst::State::Null).unwrap();
+    pipeline.set_state(gst::State::Paused).unwrap();
+    assert!(!live(&src), "the next start reads what is stored");
+    pipeline.set_state(gst::State::Null).unwrap();
+}

@@ -100,9 +100,10 @@ impl ObjectImpl for KvsSrc {
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         settings::set(&mut lock(&self.settings), value, pspec);
-        if pspec.name() == "start-selector" {
-            let live = lock(&self.settings).start_selector == StartSelector::Now;
-            self.obj().set_live(live);
+        // Whether the source is live follows the selector from the next start on (see
+        // `change_state`): set while playing, it must not turn a running read into another.
+        if pspec.name() == "start-selector" && self.obj().current_state() <= gst::State::Ready {
+            self.apply_liveness();
         }
     }
 
@@ -137,6 +138,17 @@ impl ElementImpl for KvsSrc {
         Some(&*META)
     }
 
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        // GstBaseSrc decides on NO_PREROLL before its parent's change (which starts us).
+        if transition == gst::StateChange::ReadyToPaused {
+            self.apply_liveness();
+        }
+        self.parent_change_state(transition)
+    }
+
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let caps = gst::Caps::builder("video/x-matroska").build();
@@ -151,6 +163,15 @@ impl ElementImpl for KvsSrc {
             ]
         });
         TEMPLATES.as_ref()
+    }
+}
+
+impl KvsSrc {
+    /// A read from now on is live; any other selector reads what is stored, as fast as it
+    /// comes.
+    fn apply_liveness(&self) {
+        let live = lock(&self.settings).start_selector == StartSelector::Now;
+        self.obj().set_live(live);
     }
 }
 
@@ -203,11 +224,7 @@ impl BaseSrcImpl for KvsSrc {
             last: None,
             fragments: 0,
             first_ns: None,
-            range: format!(
-                "start-selector={} end-timestamp={}",
-                settings.selector_nick(),
-                settings.end_timestamp
-            ),
+            range: settings.range(),
         });
         Ok(())
     }

@@ -105,6 +105,25 @@ impl Settings {
         })
     }
 
+    /// The range a read covers, in its properties' words (for a message about it).
+    pub fn range(&self) -> String {
+        let start = match self.start_selector {
+            StartSelector::ProducerTimestamp | StartSelector::ServerTimestamp => {
+                format!(" start-timestamp={}", self.start_timestamp)
+            }
+            StartSelector::FragmentNumber => format!(
+                " start-fragment-number={}",
+                self.start_fragment_number.as_deref().unwrap_or_default()
+            ),
+            _ => String::new(),
+        };
+        let end = match self.end_timestamp {
+            0 => String::new(),
+            end => format!(" end-timestamp={end}"),
+        };
+        format!("start-selector={}{start}{end}", self.selector_nick())
+    }
+
     pub fn selector_nick(&self) -> &'static str {
         glib::EnumValue::from_value(&self.start_selector.to_value())
             .map(|(_, v)| v.nick())
@@ -241,5 +260,34 @@ pub fn get(settings: &Settings, pspec: &glib::ParamSpec) -> glib::Value {
         "end-timestamp" => settings.end_timestamp.to_value(),
         "connection-timeout" => settings.connection_timeout.to_value(),
         name => unreachable!("unknown property {name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_range_names_where_a_read_starts_and_ends() {
+        let mut s = Settings {
+            start_selector: StartSelector::ProducerTimestamp,
+            start_timestamp: 1_000_000_000_000,
+            end_timestamp: 1_000_000_001_000,
+            ..Settings::default()
+        };
+        assert_eq!(
+            s.range(),
+            "start-selector=producer-timestamp start-timestamp=1000000000000 \
+             end-timestamp=1000000001000"
+        );
+        s.start_selector = StartSelector::FragmentNumber;
+        s.start_fragment_number = Some("9100".into());
+        s.end_timestamp = 0;
+        assert_eq!(
+            s.range(),
+            "start-selector=fragment-number start-fragment-number=9100"
+        );
+        s.start_selector = StartSelector::Earliest;
+        assert_eq!(s.range(), "start-selector=earliest");
     }
 }
