@@ -296,6 +296,31 @@ fn official_values_outside_what_kvssink_can_use_are_brought_in_range_with_a_warn
     server.shutdown();
 }
 
+/// Below 200 ms, key frames asked of the encoder made matroskamux's clusters 100-133 ms
+/// apart: 7.5 fragments a second, where the service takes 5.
+#[test]
+fn a_fragment_duration_under_200_ms_is_brought_to_it() {
+    init();
+    let server = server();
+    let line = format!("{} fragment-duration=100", live_line(3));
+    let (pipeline, sink) = pipeline(&line, &server, "short-fragments");
+    let sent = capture(&sink);
+    let run = run(&pipeline, Duration::from_secs(60));
+    assert!(run.errors.is_empty(), "{}", run.error_text());
+    assert_nothing_lost(&server, "short-fragments", &sent.lock().unwrap());
+    let said: Vec<_> = run
+        .warnings
+        .iter()
+        .filter(|w| w.contains("fragment-duration=100"))
+        .collect();
+    assert_eq!(said.len(), 1, "{:#?}", run.warnings);
+    assert!(said[0].contains("using 200"), "{}", said[0]);
+    // 3 s of video: at most 5 fragments a second.
+    let fragments = server.fragments("short-fragments").len();
+    assert!((5..=16).contains(&fragments), "{fragments} fragments");
+    server.shutdown();
+}
+
 /// Seconds until a pipeline whose control plane accepts connections but never answers fails.
 fn seconds_to_fail_on_a_silent_endpoint(timeouts: &str) -> f64 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -154,9 +154,10 @@ pub const OFFICIAL: &[Row] = &[
             Official::UInt(2000),
             "fragment length, ms",
             "implemented (ms): kvssink asks upstream for a key frame this long into a \
-             fragment; usable 100 to 10000 ms (the service's limit)",
+             fragment; usable 200 to 10000 ms (the service takes at most 5 fragments a second \
+             and 10 s each)",
         ),
-        100,
+        crate::esmux::MIN_FRAGMENT_MS as u32,
         10_000,
     ),
     own(

@@ -269,8 +269,8 @@ pub fn properties() -> Vec<glib::ParamSpec> {
                  frame this long into a fragment, earlier by the encoder's measured delay, so \
                  a new fragment starts; also how long a stream may go without data before \
                  its open fragment is ended. Any value is accepted, as by AWS's kvssink; \
-                 values outside 100..10000 (the service's limit) are brought into it at \
-                 start, with a warning",
+                 values outside 200..10000 (the service takes at most 5 fragments a second, \
+                 10 s each) are brought into it at start, with a warning",
             )
             .default_value(DEFAULT_FRAGMENT_DURATION_MS)
             .mutable_ready()
