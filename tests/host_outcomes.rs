@@ -1056,3 +1056,51 @@ p.set_state(Gst.State.NULL)
         run.output()
     );
 }
+
+/// A raw .h264 file (what many cameras and encoders write): h264parse dates its frames by DTS
+/// alone. kvssink refused it ("a frame without a timestamp"); it now uses the DTS, and says so.
+#[test]
+fn a_raw_h264_file_goes_up_through_h264parse() {
+    init();
+    let server = server();
+    let dir = tempdir();
+    let file = dir.path().join("camera.h264");
+    let made = std::process::Command::new("gst-launch-1.0")
+        .args(split_launch(&format!(
+            "videotestsrc num-buffers=90 ! video/x-raw,format=I420,width=320,height=240,\
+             framerate=30/1 ! x264enc bframes=0 key-int-max=30 speed-preset=ultrafast ! \
+             video/x-h264,stream-format=byte-stream ! filesink location={}",
+            file.display()
+        )))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let run = gst_launch(
+        &server,
+        &format!(
+            "filesrc location={} ! h264parse ! kvssink stream-name=raw-file",
+            file.display()
+        ),
+        TIMEOUT,
+    );
+    run.assert_success();
+    assert_eq!(
+        run.summary().get::<String>("outcome").unwrap(),
+        "all-persisted",
+        "{}",
+        run.output()
+    );
+    assert!(
+        run.output().contains("their decoding times are used"),
+        "{}",
+        run.output()
+    );
+    let times: Vec<i64> = server
+        .fragments("raw-file")
+        .iter()
+        .flat_map(|f| block_times(&f.bytes))
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(times.len(), 90, "{}", run.output());
+    assert!(times.windows(2).all(|w| w[1] > w[0]), "{times:?}");
+}

@@ -58,6 +58,8 @@ struct Started {
     /// Audio too far from the last video key frame (video stalled): said, and counted
     /// until video is back.
     told_audio_too_far: bool,
+    /// Frames without a PTS were given their DTS, and the user was told (once).
+    told_dts_as_pts: bool,
     audio_too_far: u64,
     notices: Vec<Notice>,
 }
@@ -205,6 +207,12 @@ pub struct KvsSink {
     /// The stream-name of the run started last: what messages name, whatever the property
     /// has been set to since (a new value is for the next start).
     running_stream: Mutex<Option<String>>,
+}
+
+/// A video frame's presentation time: its PTS, else its DTS (h264parse dates the frames of a
+/// raw .h264 file by DTS alone; without B-frames the two are the same).
+fn presentation_time(buffer: &gst::BufferRef) -> Option<gst::ClockTime> {
+    buffer.pts().or(buffer.dts())
 }
 
 /// Adds `delta` to the count of kvssinks of this process streaming to `key` (a stream name
@@ -642,6 +650,7 @@ impl BaseSinkImpl for KvsSink {
             matroska_seen: false,
             matroska_torn: false,
             told_audio_too_far: false,
+            told_dts_as_pts: false,
             audio_too_far: 0,
             notices: Vec::with_capacity(8),
             kept_metadata: Vec::new(),
@@ -781,7 +790,18 @@ impl BaseSinkImpl for KvsSink {
         // Elementary stream: the frame becomes Matroska first.
         let segment = self.obj().segment();
         let segment = segment.downcast_ref::<gst::ClockTime>();
-        let running = segment.and_then(|s| s.to_running_time(buffer.pts()));
+        if buffer.pts().is_none()
+            && buffer.dts().is_some()
+            && !std::mem::replace(&mut started.told_dts_as_pts, true)
+        {
+            self.format_warning(
+                &started.stream_name,
+                "the frames come without a presentation time (h264parse gives none for a raw \
+                 .h264 file): their decoding times are used, which is right for a stream \
+                 without B-frames",
+            );
+        }
+        let running = segment.and_then(|s| s.to_running_time(presentation_time(buffer)));
         let decoded = segment.and_then(|s| s.to_running_time(buffer.dts()));
         if self.seeked.swap(false, Ordering::AcqRel) {
             // Where in the recording running time 0 now is (offline times follow it).
@@ -802,7 +822,10 @@ impl BaseSinkImpl for KvsSink {
                 gst::StreamError::Format,
                 (
                     "{}",
-                    about(&started.stream_name, "a frame without a timestamp")
+                    about(
+                        &started.stream_name,
+                        "a frame without a timestamp (neither PTS nor DTS)"
+                    )
                 )
             );
             return Err(gst::FlowError::Error);
@@ -1230,10 +1253,10 @@ impl KvsSink {
             return;
         }
         let segment = self.obj().segment();
-        let Some((pts, running)) = segment
-            .downcast_ref::<gst::ClockTime>()
-            .and_then(|s| Some((buffer.pts()?, s.to_running_time(buffer.pts())?)))
-        else {
+        let Some((pts, running)) = segment.downcast_ref::<gst::ClockTime>().and_then(|s| {
+            let pts = presentation_time(buffer)?;
+            Some((pts, s.to_running_time(pts)?))
+        }) else {
             return;
         };
         // In whole milliseconds each, as the timecodes (the running time's) are: the first
