@@ -107,6 +107,10 @@ pub struct FragmentStart {
     /// when the stream has no video track; `false` when the cluster ended without a
     /// block of that track.
     pub key_frame: bool,
+    /// `key_frame` was decided on a block of the first video track; `false` when the cluster
+    /// has none (audio before the video, or a stream without video) or none within the
+    /// bytes held back.
+    pub video: bool,
 }
 
 /// Figures of a cluster, running while it is open, final in `FragmentEnd`.

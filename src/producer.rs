@@ -227,10 +227,20 @@ pub enum Notice {
     /// The first fragment of a stream is dated before 2000: its times are likely wrong (a
     /// warning).
     DatedTooEarly { first_ms: u64, source: StartSource },
-    /// The stream's first cluster does not start with a key frame (matroskamux started
-    /// inside a group of pictures, e.g. on a branch added to a running pipeline): clusters
-    /// are skipped until one does (a warning; a key unit is requested).
+    /// The stream's first cluster with video does not start with a key frame (matroskamux
+    /// started inside a group of pictures, e.g. on a branch added to a running pipeline):
+    /// clusters are skipped until one does (info; a key unit is requested).
     SkippingToKeyFrame { timecode: u64 },
+    /// What was skipped before the stream's first key frame (see
+    /// [`Notice::SkippingToKeyFrame`]), or only audio that came before the video (a
+    /// warning): `frames` blocks of any track over `ms`; `key_frame` is the timecode of the
+    /// cluster that begins with one, if one came.
+    SkippedAtStart {
+        frames: u64,
+        ms: u64,
+        video: bool,
+        key_frame: Option<u64>,
+    },
     /// A cluster after the stream's first does not start with a key frame (the rest of a
     /// group of pictures longer than the service's 10 s, after a fragment cut there; or
     /// matroskamux clusters shorter than the encoder's key frame interval): it is skipped
@@ -398,6 +408,32 @@ impl fmt::Display for Notice {
                  {timecode}, does not start with a key frame): clusters are skipped until one \
                  does, and a key unit is requested"
             ),
+            Notice::SkippedAtStart {
+                frames,
+                ms,
+                video,
+                key_frame,
+            } => {
+                let until = match key_frame {
+                    Some(tc) => format!("the stream begins at the key frame at timecode {tc}"),
+                    None => "no video key frame came before the end".to_owned(),
+                };
+                if *video {
+                    write!(
+                        f,
+                        "the stream begins inside a group of pictures: its first {frames} \
+                         frames ({ms} ms) came before a video key frame and are not sent, as a Kinesis Video Streams fragment begins with one (they \
+                         cannot be decoded without it); {until}"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "{frames} audio frames ({ms} ms of audio) came before the first video \
+                         frame and are not sent: a Kinesis Video Streams fragment begins at a \
+                         video key frame; {until}"
+                    )
+                }
+            }
             Notice::SkippingMidStream { timecode } => write!(
                 f,
                 "the cluster at timecode {timecode} does not start with a key frame: it is \
@@ -562,7 +598,7 @@ pub struct Producer {
     /// The stream began inside a group of pictures: its clusters are skipped until one
     /// starts with a key frame. Also set while `skip_run` is.
     skipping: bool,
-    /// Clusters skipped mid-stream (not starting with a key frame), until one does.
+    /// Clusters skipped (not starting with a key frame), until one does.
     skip_run: Option<SkipRun>,
     /// The last fragment was cut at the service's limits.
     last_cut: bool,
@@ -580,6 +616,11 @@ struct SkipRun {
     bytes: u64,
     last_block_time: i64,
     after_cut: bool,
+    /// Before the first key frame of a stream header: nothing of it was sent yet, and what
+    /// is skipped could not have been decoded (told, not counted as lost).
+    at_start: bool,
+    /// A skipped cluster had a block of the video track (else only audio came so far).
+    video: bool,
 }
 
 /// The spool's state shared with the ack handler (runtime threads).
@@ -1280,6 +1321,15 @@ impl Producer {
         self.skipping = false;
         let end = key_frame.map_or(run.last_block_time, |tc| tc as i64);
         let ms = self.ns(end - run.timecode as i64) / 1_000_000;
+        if run.at_start {
+            notices.push(Notice::SkippedAtStart {
+                frames: run.frames,
+                ms,
+                video: run.video,
+                key_frame,
+            });
+            return;
+        }
         self.uploader.count_skipped(uploader::Skipped {
             frames: run.frames,
             bytes: run.bytes,
@@ -1329,6 +1379,8 @@ impl Producer {
                                     bytes: 0,
                                     last_block_time: start.timecode as i64,
                                     after_cut: self.last_cut,
+                                    at_start: false,
+                                    video: true,
                                 });
                                 notices.push(Notice::SkippingMidStream {
                                     timecode: start.timecode,
@@ -1338,13 +1390,24 @@ impl Producer {
                             continue;
                         }
                         // Nothing of this stream sent yet: what comes before its first key
-                        // frame cannot be decoded anyway.
-                        if !self.skipping {
-                            self.skipping = true;
+                        // frame cannot be decoded anyway (audio before the video would have
+                        // no fragment to begin). Told with how much when the key frame comes.
+                        let run = self.skip_run.get_or_insert(SkipRun {
+                            timecode: start.timecode,
+                            clusters: 0,
+                            frames: 0,
+                            bytes: 0,
+                            last_block_time: start.timecode as i64,
+                            after_cut: false,
+                            at_start: true,
+                            video: false,
+                        });
+                        if start.video && !std::mem::replace(&mut run.video, true) {
                             notices.push(Notice::SkippingToKeyFrame {
                                 timecode: start.timecode,
                             });
                         }
+                        self.skipping = true;
                         continue;
                     }
                     self.end_skip_run(Some(start.timecode), notices);

@@ -671,8 +671,10 @@ fn a_stream_beginning_inside_a_group_of_pictures_starts_at_its_first_key_frame()
         .collect();
     assert_eq!(stored, [2000, 3000]);
     assert!(
-        run.output()
-            .contains("stream mid-gop: the stream begins inside a group of pictures"),
+        run.output().contains(
+            "stream mid-gop: the stream begins inside a group of pictures: its first \
+                       60 frames (2000 ms) came before a video key frame and are not sent"
+        ),
         "{}",
         run.output()
     );
@@ -1103,4 +1105,42 @@ fn a_raw_h264_file_goes_up_through_h264parse() {
         .collect();
     assert_eq!(times.len(), 90, "{}", run.output());
     assert!(times.windows(2).all(|w| w[1] > w[0]), "{times:?}");
+}
+
+/// Matroska input whose audio starts before its video (a camera's audio encoder is quicker):
+/// matroskamux's first cluster is audio alone, which cannot begin a fragment. It was dropped
+/// with a warning about a group of pictures, and no word of how much; now the audio is told.
+#[test]
+fn audio_before_the_video_in_matroska_input_is_told_with_how_much() {
+    init();
+    let server = server();
+    let run = gst_launch(
+        &server,
+        "videotestsrc num-buffers=60 timestamp-offset=1000000000 ! \
+         video/x-raw,format=I420,width=320,height=240,framerate=30/1 ! x264enc \
+         speed-preset=ultrafast key-int-max=30 ! h264parse ! queue ! matroskamux name=m ! \
+         kvssink stream-name=audio-first audiotestsrc num-buffers=150 samplesperbuffer=960 ! \
+         audioconvert ! avenc_aac ! queue ! m.",
+        TIMEOUT,
+    );
+    run.assert_success();
+    let output = run.output();
+    assert!(!output.contains("group of pictures"), "{output}");
+    let told = output
+        .lines()
+        .find(|l| l.contains("audio frames (") && l.contains("came before the first video frame"))
+        .unwrap_or_else(|| panic!("{output}"));
+    // About a second of AAC frames (1024 samples at 48 kHz: 21.3 ms each).
+    let frames: u64 = told
+        .split("stream audio-first: ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{told}"));
+    assert!((40..=50).contains(&frames), "{told}");
+    assert_eq!(
+        run.summary().get::<&str>("outcome").unwrap(),
+        "all-persisted",
+        "{output}"
+    );
 }

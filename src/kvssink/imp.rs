@@ -1587,13 +1587,11 @@ impl KvsSink {
                     ("{}", about(stream, &notice))
                 ),
                 Notice::SkippingToKeyFrame { .. } => {
-                    gst::element_imp_warning!(
-                        self,
-                        gst::StreamError::Format,
-                        ("{}", about(stream, &notice))
-                    );
+                    // Told with how much at the key frame (SkippedAtStart).
+                    gst::info!(CAT, imp = self, "{}", notice);
                     self.request_key_unit();
                 }
+                Notice::SkippedAtStart { .. } => self.format_warning(stream, &notice),
             }
         }
     }

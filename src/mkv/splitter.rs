@@ -552,7 +552,7 @@ impl Splitter {
                 c.group_end = None;
                 if c.group_decides && !c.started {
                     let key = !c.group_ref;
-                    self.start_fragment(key, data, pos, out);
+                    self.start_fragment(key, true, data, pos, out);
                 }
                 return Ok(true);
             }
@@ -955,7 +955,7 @@ impl Splitter {
                 // Bound what is held back: a cluster whose first video block does not show
                 // up within `max_block_size` bytes starts as a non-key-frame fragment.
                 if c.has_timecode && c.summary.size > self.limits.max_block_size {
-                    self.start_flushed(false, out);
+                    self.start_flushed(false, false, out);
                 }
             }
         }

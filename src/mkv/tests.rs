@@ -140,7 +140,8 @@ fn splits_header_and_fragments() {
             *st,
             FragmentStart {
                 timecode: i as u64 * 2000,
-                key_frame: true
+                key_frame: true,
+                video: true
             }
         );
         assert_eq!(&d[..4], &[0x1F, 0x43, 0xB6, 0x75]);
@@ -279,6 +280,28 @@ fn fragment_start_waits_for_the_video_block() {
 }
 
 #[test]
+fn a_cluster_of_audio_before_the_video_says_it_has_no_video() {
+    // matroskamux with audio that starts before the video: the first cluster is audio only.
+    let mut s = header_av();
+    s.extend(cluster(0, true, &[simple_block(2, 0, true, 50)]));
+    s.extend(cluster(
+        20,
+        true,
+        &[simple_block(1, 0, true, 500), simple_block(2, 1, true, 50)],
+    ));
+    let (ev, r) = run(&s);
+    r.unwrap();
+    let starts: Vec<_> = normalize(&ev)
+        .into_iter()
+        .filter_map(|n| match n {
+            N::Start(s) => Some((s.key_frame, s.video)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts, [(false, false), (true, true)]);
+}
+
+#[test]
 fn held_prefix_is_bounded() {
     // A video stream whose cluster carries only audio: without a video block, the cluster
     // starts (as a non-key-frame fragment) once max_block_size bytes are held.
@@ -298,7 +321,8 @@ fn held_prefix_is_bounded() {
             n[1],
             N::Start(FragmentStart {
                 timecode: 0,
-                key_frame: false
+                key_frame: false,
+                video: false
             })
         );
         let N::Data(d) = &n[2] else { panic!() };
@@ -371,14 +395,16 @@ fn no_video_track_means_key_frame() {
         n[1],
         N::Start(FragmentStart {
             timecode: 0,
-            key_frame: true
+            key_frame: true,
+            video: false
         })
     );
     assert_eq!(
         n[4],
         N::Start(FragmentStart {
             timecode: 20,
-            key_frame: true
+            key_frame: true,
+            video: false
         })
     );
     let N::End(empty) = &n[6] else {

@@ -147,16 +147,17 @@ impl Splitter {
     pub(super) fn start_fragment(
         &mut self,
         key_frame: bool,
+        video: bool,
         data: &Bytes,
         pos: usize,
         out: &mut Vec<Event>,
     ) {
         self.flush_run(data, pos, out);
-        self.start_flushed(key_frame, out);
+        self.start_flushed(key_frame, video, out);
     }
 
     /// `start_fragment` once the run has been flushed; no-op if already started.
-    pub(super) fn start_flushed(&mut self, key_frame: bool, out: &mut Vec<Event>) {
+    pub(super) fn start_flushed(&mut self, key_frame: bool, video: bool, out: &mut Vec<Event>) {
         let Some(c) = &mut self.cluster else { return };
         if c.started {
             return;
@@ -166,6 +167,7 @@ impl Splitter {
         out.push(Event::FragmentStart(FragmentStart {
             timecode: c.summary.timecode,
             key_frame,
+            video,
         }));
         let size = c.summary.size;
         if self.prefix.len() > 1 && size <= PREFIX_COALESCE {
@@ -200,7 +202,7 @@ impl Splitter {
                 });
             }
             let key = self.video_track.is_none();
-            self.start_fragment(key, data, pos, out);
+            self.start_fragment(key, false, data, pos, out);
         }
         let mut c = self.cluster.take().expect("open cluster");
         c.summary.end_of_fragment_tag = eof_tag;
@@ -283,10 +285,10 @@ impl Splitter {
             return Ok(());
         }
         match video {
-            None => self.start_fragment(true, data, pos, out),
+            None => self.start_fragment(true, false, data, pos, out),
             Some(v) if v == track => {
                 if simple {
-                    self.start_fragment(flags & 0x80 != 0, data, pos, out);
+                    self.start_fragment(flags & 0x80 != 0, true, data, pos, out);
                 } else {
                     c.group_decides = true;
                 }
