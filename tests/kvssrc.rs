@@ -653,3 +653,26 @@ fn start_selector_set_while_playing_does_not_change_the_running_read() {
     assert!(!live(&src), "the next start reads what is stored");
     pipeline.set_state(gst::State::Null).unwrap();
 }
+
+/// A live read of an idle stream: the service (kvs-local after 2 s) ends GetMedia and kvssrc
+/// opens the next one. That is no change of the connection's state to post every time.
+#[test]
+fn a_new_getmedia_after_the_service_ended_one_is_no_new_connection_state() {
+    common::init();
+    let server = common::server();
+    record(&server, "idle", 30);
+    let end = now_ms() + 5_000;
+    let r = read(
+        &server,
+        "idle",
+        &format!("start-selector=earliest end-timestamp={end}"),
+    );
+    assert!(r.run.errors.is_empty(), "{:?}", r.run);
+    let states: Vec<String> = r
+        .run
+        .named("kvs-connection")
+        .iter()
+        .map(|s| s.get::<String>("state").unwrap())
+        .collect();
+    assert_eq!(states, ["streaming"], "{:?}", r.run);
+}

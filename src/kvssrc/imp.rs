@@ -54,6 +54,9 @@ struct Started {
     first_ns: Option<u64>,
     /// What a bounded read asked for, in its properties' words.
     range: String,
+    /// The last `kvs-connection` state posted was `streaming`: a new GetMedia after the
+    /// service ended one (it does after a while) is no change to post.
+    streaming: bool,
 }
 
 pub struct KvsSrc {
@@ -225,6 +228,7 @@ impl BaseSrcImpl for KvsSrc {
             fragments: 0,
             first_ns: None,
             range: settings.range(),
+            streaming: false,
         });
         Ok(())
     }
@@ -300,7 +304,9 @@ impl PushSrcImpl for KvsSrc {
                 Event::Info(text) => gst::info!(CAT, imp = self, "{text}"),
                 Event::Connected(url) => {
                     gst::info!(CAT, imp = self, "reading from {url}");
-                    self.post_connection(&started.stream, "streaming", None);
+                    if !std::mem::replace(&mut started.streaming, true) {
+                        self.post_connection(&started.stream, "streaming", None);
+                    }
                 }
                 Event::Reconnecting {
                     attempt,
@@ -327,6 +333,7 @@ impl PushSrcImpl for KvsSrc {
                             )
                         );
                     }
+                    started.streaming = false;
                     self.post_connection(
                         &started.stream,
                         "reconnecting",
