@@ -1144,3 +1144,92 @@ fn audio_before_the_video_in_matroska_input_is_told_with_how_much() {
         "{output}"
     );
 }
+
+/// An application ends an upload with `send_event(EOS)` on kvssink while its live source goes
+/// on (a branch it removes next). The EOS ended with a loss, so kvssink refused it with an
+/// error, and GstBaseSink then let the next buffers through into the finished upload: a
+/// second, wrong error ("not a Matroska stream"), and that flow error stopped the source.
+#[test]
+fn data_after_an_eos_that_ended_with_a_loss_is_refused_quietly() {
+    init();
+    let server = server();
+    server.inject(Fault::ErrorAck {
+        stream: None,
+        fragment: Some(1),
+        timecode: None,
+        error_id: 4006,
+    });
+    let script = r#"
+import gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst, GLib
+Gst.init(None)
+p = Gst.parse_launch("videotestsrc is-live=true ! video/x-raw,format=I420,width=320,height=240 ! x264enc tune=zerolatency key-int-max=15 ! h264parse ! queue ! kvssink name=k stream-name=eos-then-more")
+k = p.get_by_name("k")
+loop = GLib.MainLoop()
+def on_message(bus, msg):
+    if msg.type == Gst.MessageType.ERROR:
+        print("error", msg.src.get_name(), msg.parse_error()[0].message)
+    elif msg.type == Gst.MessageType.ELEMENT and msg.get_structure().get_name() == "kvs-summary":
+        print("summary", msg.get_structure().get_string("outcome"))
+bus = p.get_bus()
+bus.add_signal_watch()
+bus.connect("message", on_message)
+def end():
+    print("eos sent", k.send_event(Gst.Event.new_eos()))
+    GLib.timeout_add(1500, loop.quit)
+    return False
+GLib.timeout_add(2500, end)
+p.set_state(Gst.State.PLAYING)
+loop.run()
+p.set_state(Gst.State.NULL)
+"#;
+    let registry = tempdir();
+    let mut cmd = common::host::host_command("/usr/bin/python3", &server.url(), registry.path());
+    cmd.args(["-c", script]);
+    let run = run_host(cmd, TIMEOUT);
+    assert!(
+        run.stdout.contains("summary incomplete"),
+        "{}",
+        run.output()
+    );
+    let errors: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("error"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", run.output());
+    assert!(
+        errors[0].starts_with("error k stream eos-then-more: 1 of"),
+        "{}",
+        run.output()
+    );
+}
+
+/// A stream that ends before its first key frame (a motion branch removed at once): its frames
+/// are told as not sent, and the hint for a stream that brought no frame at all is not given.
+#[test]
+fn a_stream_ending_before_its_first_key_frame_says_so_and_nothing_else() {
+    use kvs_format::build::{cluster, simple_block, simple_header};
+    init();
+    let dir = tempdir();
+    let mut bytes = simple_header();
+    bytes.extend(cluster(
+        0,
+        &(0..10)
+            .map(|i| simple_block(1, i * 33, false, &[0x5A; 200]))
+            .collect::<Vec<_>>(),
+    ));
+    let file = write(dir.path(), "no-key.mkv", &bytes);
+    let server = server();
+    let run = gst_launch(&server, &file_line(&file, "no-key", ""), TIMEOUT);
+    let output = run.output();
+    assert!(
+        output.contains("its first 10 frames (") && output.contains("no video key frame came"),
+        "{output}"
+    );
+    assert!(
+        !output.contains("before any frame reached kvssink"),
+        "{output}"
+    );
+}

@@ -49,6 +49,9 @@ struct Started {
     eos_wait_cut: Option<std::time::Instant>,
     /// ... and the input had broken off at that EOS (said then).
     eos_input_broken: bool,
+    /// Frames came that could not begin a fragment (before the first key frame), told with
+    /// how many: a stream that ends without a fragment did not end "before any frame".
+    frames_before_key_frame: bool,
     /// Matroska input has come; and a flush has cut it since (it cannot be followed).
     matroska_seen: bool,
     matroska_torn: bool,
@@ -647,6 +650,7 @@ impl BaseSinkImpl for KvsSink {
             accounted: false,
             eos_wait_cut: None,
             eos_input_broken: false,
+            frames_before_key_frame: false,
             matroska_seen: false,
             matroska_torn: false,
             told_audio_too_far: false,
@@ -718,6 +722,13 @@ impl BaseSinkImpl for KvsSink {
         if started.producer.uploader().fatal().is_some() {
             // Already posted as an error message.
             return Err(gst::FlowError::Error);
+        }
+        if started.accounted {
+            // Data after an EOS that ended the upload. GstBaseSink refuses it after an EOS it
+            // handled, but not after one refused with an error (a loss: no host may take the
+            // run for a success), and the finished upload must not be fed (a flush starts
+            // the next one).
+            return Err(gst::FlowError::Eos);
         }
         let mapped = buffer.clone().into_mapped_buffer_readable().map_err(|_| {
             gst::element_imp_error!(self, gst::ResourceError::Read, ("cannot map buffer"));
@@ -978,6 +989,9 @@ impl KvsSink {
         for text in es::video_drop_warnings(&written) {
             self.format_warning(&started.stream_name, text);
         }
+        if written.video_before_first_key.is_some() || written.audio_before_video.is_some() {
+            started.frames_before_key_frame = true;
+        }
         if let Some(d) = written.video_too_far {
             // Not all of the stream: the account says so.
             started
@@ -1156,6 +1170,10 @@ impl KvsSink {
         };
         if started.producer.uploader().fatal().is_some() || started.producer.input_failed() {
             return Err(gst::FlowError::Error);
+        }
+        if started.accounted {
+            // After the video's EOS ended the upload (see `render`).
+            return Err(gst::FlowError::Eos);
         }
         let data = Bytes::from_owner(buffer.into_mapped_buffer_readable().map_err(|_| {
             gst::element_imp_error!(self, gst::ResourceError::Read, ("cannot map buffer"));
@@ -1591,7 +1609,10 @@ impl KvsSink {
                     gst::info!(CAT, imp = self, "{}", notice);
                     self.request_key_unit();
                 }
-                Notice::SkippedAtStart { .. } => self.format_warning(stream, &notice),
+                Notice::SkippedAtStart { .. } => {
+                    self.format_warning(stream, &notice);
+                    started.frames_before_key_frame = true;
+                }
             }
         }
     }
@@ -1684,6 +1705,11 @@ impl KvsSink {
                 // pipeline, and the drain happens then.
                 return false;
             }
+            if started.accounted {
+                // Another EOS after the one that ended the upload with a loss (a queue
+                // before kvssink sends one when kvssink refuses its data): told already.
+                return false;
+            }
             let Ok(input_error) = self.finish_input(started) else {
                 return false;
             };
@@ -1730,7 +1756,9 @@ impl KvsSink {
         {
             self.post_summary(&stream, &summary);
         }
-        if summary.stats.fragments_produced == 0 && input_error.is_none() {
+        let frames_came = matches!(&*lock(&self.state),
+            State::Started(started) if started.frames_before_key_frame);
+        if summary.stats.fragments_produced == 0 && input_error.is_none() && !frames_came {
             // All persisted, of nothing: what was meant to go up was lost before kvssink.
             gst::element_imp_warning!(
                 self,
