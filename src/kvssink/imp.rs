@@ -312,9 +312,10 @@ impl ElementImpl for KvsSink {
             gst::subclass::ElementMetadata::new(
                 "Kinesis Video Streams sink",
                 "Sink/Network",
-                "Streams Matroska (matroskamux output) into Amazon Kinesis Video Streams \
-                 with PutMedia, posting every acknowledgement on the bus",
-                "kvssink developers",
+                "Streams video (matroskamux output, or H.264/H.265 with audio on request pads) \
+                 into Amazon Kinesis Video Streams with PutMedia, posting every acknowledgement \
+                 on the bus",
+                "kvssink contributors",
             )
         });
         Some(&*METADATA)

@@ -15,8 +15,14 @@ pub struct AddMetadata {
 
 /// Whether `event` is a `kvs-add-metadata` event.
 pub fn is_add_metadata(event: &gst::EventRef) -> bool {
-    event.type_() == gst::EventType::CustomDownstream
-        && event.structure().is_some_and(|s| s.name() == EVENT_NAME)
+    // AWS's element reads only CUSTOM_DOWNSTREAM; the out-of-band and sticky kinds are taken
+    // too, rather than acknowledged (true) and never applied.
+    matches!(
+        event.type_(),
+        gst::EventType::CustomDownstream
+            | gst::EventType::CustomDownstreamOob
+            | gst::EventType::CustomDownstreamSticky
+    ) && event.structure().is_some_and(|s| s.name() == EVENT_NAME)
 }
 
 /// The item of a `kvs-add-metadata` structure: `name` and `value` strings and the boolean
@@ -68,6 +74,23 @@ mod tests {
     }
 
     #[test]
+    fn the_event_is_taken_in_each_custom_downstream_kind() {
+        gst::init().unwrap();
+        let item = || gst::Structure::from_str("kvs-add-metadata, name=a, value=b").unwrap();
+        assert!(is_add_metadata(&gst::event::CustomDownstream::new(item())));
+        assert!(is_add_metadata(&gst::event::CustomDownstreamOob::new(
+            item()
+        )));
+        assert!(is_add_metadata(&gst::event::CustomDownstreamSticky::new(
+            item()
+        )));
+        assert!(!is_add_metadata(&gst::event::CustomUpstream::new(item())));
+        let other = gst::Structure::from_str("other, name=a").unwrap();
+        assert!(!is_add_metadata(&gst::event::CustomDownstream::new(other)));
+        assert!(!is_add_metadata(&gst::event::Eos::new()));
+    }
+
+    #[test]
     fn reads_the_fields_of_aws_element() {
         assert_eq!(
             parsed(
@@ -95,23 +118,5 @@ mod tests {
         assert!(e.contains("\"value\" is not a string"), "{e}");
         assert!(e.contains("\"persist\" is not a boolean"), "{e}");
         assert!(e.contains("value=(int)3"), "the structure is quoted: {e}");
-    }
-
-    #[test]
-    fn only_custom_downstream_events_of_that_name() {
-        gst::init().unwrap();
-        let s = gst::Structure::from_str(
-            "kvs-add-metadata, name=(string)a, value=(string)b, persist=(boolean)true",
-        )
-        .unwrap();
-        assert!(is_add_metadata(&gst::event::CustomDownstream::new(
-            s.clone()
-        )));
-        assert!(!is_add_metadata(&gst::event::CustomDownstreamOob::new(
-            s.clone()
-        )));
-        let other = gst::Structure::new_empty("other");
-        assert!(!is_add_metadata(&gst::event::CustomDownstream::new(other)));
-        assert!(!is_add_metadata(&gst::event::Eos::new()));
     }
 }

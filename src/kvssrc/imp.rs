@@ -135,7 +135,7 @@ impl ElementImpl for KvsSrc {
                 "Kinesis Video Streams source",
                 "Source/Network",
                 "Reads a Kinesis video stream with GetMedia, as Matroska",
-                "kvssink-rs contributors",
+                "kvssink contributors",
             )
         });
         Some(&*META)
