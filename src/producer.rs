@@ -1534,6 +1534,9 @@ impl Producer {
                         choose(None)
                     };
                     self.uploader.set_open_metadata(self.metadata.snapshot());
+                    if !self.passthrough && self.spool.is_none() {
+                        self.uploader.drop_unadmitted(summary.size);
+                    }
                     self.spool_close(keep, tags, false, end_ns, notices);
                 }
                 mkv::Event::Interstitial(bytes) => {
@@ -1678,6 +1681,10 @@ impl Producer {
                 chunks: Vec::new(),
                 passthrough: self.passthrough,
             });
+        } else {
+            // A live stream whose uplink cannot keep up drops new fragments whole rather than
+            // hold its source (see `Uploader::admits_fragment`); counted when it ends.
+            self.passthrough = self.uploader.admits_fragment();
         }
         if self.passthrough {
             self.pace_fragment(start_ns);

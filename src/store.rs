@@ -114,6 +114,9 @@ pub struct StoreStats {
 /// whatever `storage-size` says, and keeps them, or nothing would ever be released.
 pub const ALWAYS_ROOM_AFTER: u64 = 1;
 
+/// How many dropped fragments are remembered for a late PERSISTED ack.
+const DROPPED_KEPT: usize = 1024;
+
 #[derive(Debug)]
 pub struct FragmentStore {
     limits: StoreLimits,
@@ -124,6 +127,13 @@ pub struct FragmentStore {
     /// streaming thread held when the stop released it) must not push out a fragment that
     /// may yet be acknowledged.
     stopping: bool,
+    /// Whether a full store drops its oldest fragments (the uploader allows it during an
+    /// outage, when no connection is in the middle of one); else it holds more than its
+    /// limits until acks make room.
+    may_drop: bool,
+    /// Timecodes and sizes of the fragments dropped last, so that one the service persists
+    /// after all (it had been sent) is counted persisted, not dropped.
+    dropped_recently: VecDeque<(u64, u64)>,
     frags: VecDeque<Fragment>,
     /// Of `frags`, the void ones (see [`Fragment::void`]).
     voids: usize,
@@ -142,6 +152,8 @@ impl FragmentStore {
             release_on,
             keep_everything: false,
             stopping: false,
+            may_drop: true,
+            dropped_recently: VecDeque::new(),
             frags: VecDeque::new(),
             voids: 0,
             open: false,
@@ -409,11 +421,40 @@ impl FragmentStore {
         self.stopping = stopping;
     }
 
+    /// Whether a full store may drop its oldest fragments now (see `may_drop`).
+    pub fn set_may_drop(&mut self, may_drop: bool) {
+        self.may_drop = may_drop;
+    }
+
+    /// A fragment of `bytes` that was produced but never stored (a live stream's newest,
+    /// while the store was full): counted as produced and dropped.
+    pub fn drop_unstored(&mut self, bytes: u64) {
+        self.stats.stored_fragments += 1;
+        self.stats.dropped_fragments += 1;
+        self.stats.dropped_bytes += bytes;
+    }
+
+    /// The service persisted the fragment at `timecode` after the store dropped it (it had
+    /// been sent before): it is no longer counted as dropped. Whether it was.
+    pub fn persisted_after_drop(&mut self, timecode: u64) -> bool {
+        let Some(i) = self
+            .dropped_recently
+            .iter()
+            .position(|&(t, _)| t == timecode)
+        else {
+            return false;
+        };
+        let (_, size) = self.dropped_recently.remove(i).expect("found");
+        self.stats.dropped_fragments -= 1;
+        self.stats.dropped_bytes -= size;
+        true
+    }
+
     /// Drops oldest fragments while over a limit: never the open one, nor the one before it
     /// (see [`ALWAYS_ROOM_AFTER`]).
     fn evict(&mut self) -> Evicted {
         let mut ev = Evicted::default();
-        if self.keep_everything || self.stopping {
+        if self.keep_everything || self.stopping || !self.may_drop {
             return ev;
         }
         let keep = usize::from(self.open) + ALWAYS_ROOM_AFTER as usize;
@@ -426,6 +467,10 @@ impl FragmentStore {
             self.bytes -= f.size;
             ev.fragments += 1;
             ev.bytes += f.size;
+            if self.dropped_recently.len() >= DROPPED_KEPT {
+                self.dropped_recently.pop_front();
+            }
+            self.dropped_recently.push_back((f.timecode, f.size));
         }
         self.stats.dropped_fragments += ev.fragments;
         self.stats.dropped_bytes += ev.bytes;
@@ -515,6 +560,33 @@ mod tests {
         assert!(r.ack(AckLevel::Persisted, 7).is_none());
         assert!(r.ack(AckLevel::Received, 7).is_some());
         assert_eq!(r.backlog(), Backlog::default());
+    }
+
+    #[test]
+    fn drops_nothing_unless_allowed_and_a_dropped_fragment_persisted_is_not_lost() {
+        let mut s = store(u64::MAX, 1500);
+        s.set_may_drop(false);
+        // A jump in time stretches the store past its duration: nothing goes while a
+        // connection may be in the middle of the oldest fragments.
+        for tc in [0, 1000, 20_000] {
+            assert_eq!(add(&mut s, tc, &[10]), Evicted::default());
+        }
+        assert_eq!(s.backlog().fragments, 3);
+        s.set_may_drop(true);
+        let ev = add(&mut s, 21_000, &[10]);
+        assert_eq!(ev.fragments, 2);
+        assert_eq!(s.stats().dropped_fragments, 2);
+        // The first had been sent: the service persists it after all.
+        assert!(s.ack(AckLevel::Persisted, 0).is_none());
+        assert!(s.persisted_after_drop(0));
+        assert!(!s.persisted_after_drop(0));
+        assert_eq!(s.stats().dropped_fragments, 1);
+        assert_eq!(s.stats().dropped_bytes, 10);
+        // A live stream's fragment never stored counts as produced and dropped.
+        s.drop_unstored(70);
+        assert_eq!(s.stats().stored_fragments, 5);
+        assert_eq!(s.stats().dropped_fragments, 2);
+        assert_eq!(s.stats().dropped_bytes, 80);
     }
 
     #[test]

@@ -128,6 +128,9 @@ pub enum Event {
     Warning(String),
     /// The store was full: these oldest whole fragments were dropped.
     Dropped(Evicted),
+    /// The store was full while a live stream's uplink was slower than the stream: its
+    /// newest fragment was dropped whole, unsent ([`Uploader::admits_fragment`]).
+    DroppedNewest(Evicted),
     /// No data came for a while: the open fragment (this timecode) was ended with an
     /// END_OF_FRAGMENT tag; the next data must start a new cluster (ask for a key frame).
     IdleFragmentEnded { timecode: u64 },
@@ -331,8 +334,8 @@ impl Summary {
         }
         if stats.fragments_dropped > 0 {
             reasons.push(format!(
-                "{} dropped from the full fragment store during an outage (storage-size / \
-                 buffer-duration)",
+                "{} dropped from the full fragment store (storage-size / buffer-duration): \
+                 during an outage, or while the uplink was slower than the live stream",
                 stats.fragments_dropped
             ));
         }
@@ -673,6 +676,42 @@ impl Uploader {
         removed
     }
 
+    /// Whether a live stream's next fragment is kept. A live source cannot wait: held, it
+    /// loses frames where nothing counts them (a camera's driver, a leaky queue) and holds
+    /// every other branch of a `tee` with it. So while the uplink is slower than the stream
+    /// and the store is full (`storage-size`, `buffer-duration`), each new fragment is
+    /// dropped whole, before any byte of it is sent, and counted; the fragments already
+    /// stored go on being sent, and the stream is kept as soon as there is room again.
+    /// Always true for a recording (it waits instead), during an outage (the store drops its
+    /// oldest) and with a spool.
+    pub fn admits_fragment(&self) -> bool {
+        let limits = self.shared.config.store_limits;
+        let inner = self.shared.lock();
+        if !inner.live
+            || inner.keep_everything
+            || inner.outage
+            || inner.spooled
+            || inner.flushing
+            || inner.fatal().is_some()
+        {
+            return true;
+        }
+        let backlog = inner.store.backlog();
+        let full =
+            backlog.bytes > limits.max_bytes || backlog.duration_ns >= limits.max_duration_ns;
+        !full || backlog.fragments <= ALWAYS_ROOM_AFTER
+    }
+
+    /// A live stream's fragment of `bytes`, not admitted ([`Uploader::admits_fragment`]),
+    /// ended: it counts as produced and dropped, and the element is told.
+    pub fn drop_unadmitted(&self, bytes: u64) {
+        self.shared.lock().store.drop_unstored(bytes);
+        self.shared.emit(Event::DroppedNewest(Evicted {
+            fragments: 1,
+            bytes,
+        }));
+    }
+
     /// Whether a fragment of about `bytes` and `duration_ns` fits in the store now, with no
     /// waiting. A store holding one fragment always has room for the next, however large.
     pub fn has_room(&self, bytes: u64, duration_ns: u64) -> bool {
@@ -750,13 +789,18 @@ impl Uploader {
 
     /// Unless the service is out of reach (a connection attempt failed and none has streamed
     /// since), waits for it to catch up rather than dropping fragments; during an outage lets
-    /// the store drop its oldest fragments.
+    /// the store drop its oldest fragments. A live stream is never held: whether its next
+    /// fragment is kept is decided when it begins ([`Uploader::admits_fragment`]), and the
+    /// fragment it is in goes on, however full the store.
     fn wait_for_room(&self, extra: u64) -> MutexGuard<'_, Inner> {
         let limits = self.shared.config.store_limits;
         let mut inner = self.shared.lock();
         let mut held_since: Option<Instant> = None;
         let mut reported = false;
         loop {
+            // Only then is no connection in the middle of the oldest fragments.
+            let may_drop = (inner.outage && !inner.keep_everything) || inner.spooled;
+            inner.store.set_may_drop(may_drop);
             let backlog = inner.store.backlog();
             // A file upload goes as fast as the service acknowledges it, a few fragments
             // ahead, rather than filling the whole store (`storage-size`) with fragments
@@ -769,8 +813,8 @@ impl Uploader {
             if !full
                 || backlog.fragments <= ALWAYS_ROOM_AFTER
                 || next_not_begun
-                || (inner.outage && !inner.keep_everything)
-                || inner.spooled
+                || may_drop
+                || (inner.live && !inner.keep_everything)
                 || inner.flushing
                 || inner.fatal().is_some()
             {

@@ -363,3 +363,57 @@ fn ctrl_c_without_eos_while_the_endpoint_is_down_says_what_was_lost() {
         run.output()
     );
 }
+
+/// A camera (a live source that drops frames when it is held, as v4l2src does: here a leaky
+/// queue) with a local branch on a tee, and an uplink slower than the stream (acks 2.5 s late,
+/// 1 s of store). kvssink held the pipeline: the camera lost seconds of frames inside the
+/// fragments it sent, uncounted ("all-persisted"), and the tee's other branch stopped with
+/// it. Now new fragments are dropped whole, told and counted, and what is sent has no hole.
+#[test]
+fn a_camera_on_a_slow_uplink_loses_whole_fragments_told_never_frames_untold() {
+    init();
+    let server = server();
+    server.inject(Fault::DelayAcks {
+        stream: None,
+        delay_ms: 2500,
+    });
+    let run = gst_launch(
+        &server,
+        "videotestsrc is-live=true num-buffers=240 ! video/x-raw,format=I420,width=320,\
+         height=240,framerate=30/1 ! tee name=t ! queue ! fakesink t. ! queue leaky=downstream \
+         max-size-buffers=3 max-size-time=0 max-size-bytes=0 ! x264enc tune=zerolatency \
+         key-int-max=30 speed-preset=ultrafast ! h264parse ! matroskamux ! kvssink \
+         stream-name=camera buffer-duration=1 fragment-duration=1000",
+        TIMEOUT,
+    );
+    let output = run.output();
+    let summary = run.summary();
+    assert_eq!(
+        summary.get::<&str>("outcome").unwrap(),
+        "incomplete",
+        "{output}"
+    );
+    let dropped = summary.get::<u64>("fragments-dropped").unwrap();
+    assert!(dropped > 0, "{output}");
+    assert!(
+        run.messages
+            .iter()
+            .filter(|m| m.name() == "kvs-fragments-dropped")
+            .all(|m| m.get::<&str>("from") == Ok("input")),
+        "{output}"
+    );
+    let stored = server.fragments("camera");
+    assert_eq!(
+        stored.len() as u64 + dropped,
+        summary.get::<u64>("fragments-produced").unwrap(),
+        "{output}"
+    );
+    for f in &stored {
+        let times: Vec<i64> = block_times(&f.bytes).into_iter().map(|(_, t)| t).collect();
+        assert!(
+            times.windows(2).all(|w| w[1] - w[0] <= 100),
+            "a hole in the fragment at {}: {times:?}",
+            f.timecode
+        );
+    }
+}

@@ -2136,10 +2136,26 @@ impl KvsSink {
             Event::Warning(message) => {
                 gst::element_imp_warning!(self, gst::ResourceError::Write, ("{}", message));
             }
-            Event::Dropped(evicted) => {
+            Event::Dropped(evicted) | Event::DroppedNewest(evicted) => {
+                let newest = matches!(event, Event::DroppedNewest(_));
                 // Once per fragment through an outage of hours: limited as reconnects are.
                 let told = lock(&self.drop_warnings).take(evicted.fragments, evicted.bytes);
                 if let Some((fragments, bytes)) = told {
+                    let what = if newest {
+                        format!(
+                            "the uplink is slower than the stream and the fragment store is \
+                             full (storage-size / buffer-duration): {fragments} new fragments \
+                             ({bytes} bytes) were dropped unsent, so that the stream stays live \
+                             and the pipeline is never held; lower the bitrate or check the \
+                             network"
+                        )
+                    } else {
+                        format!(
+                            "the fragment store is full (storage-size / buffer-duration): \
+                             dropped the {fragments} oldest fragments ({bytes} bytes) that were \
+                             not acknowledged"
+                        )
+                    };
                     gst::element_imp_warning!(
                         self,
                         gst::ResourceError::NoSpaceLeft,
@@ -2148,9 +2164,7 @@ impl KvsSink {
                             about(
                                 &self.stream_name(),
                                 format_args!(
-                                    "the fragment store is full (storage-size / \
-                                     buffer-duration): dropped the {fragments} oldest \
-                                     fragments ({bytes} bytes) that were not acknowledged{}",
+                                    "{what}{}",
                                     if fragments > evicted.fragments {
                                         " since the last warning (each drop has its \
                                          kvs-fragments-dropped message)"
@@ -2162,10 +2176,13 @@ impl KvsSink {
                         )
                     );
                 }
-                let s = gst::Structure::builder("kvs-fragments-dropped")
+                let mut s = gst::Structure::builder("kvs-fragments-dropped")
                     .field("fragments", evicted.fragments)
                     .field("bytes", evicted.bytes)
                     .build();
+                if newest {
+                    s.set("from", "input");
+                }
                 self.post_element_message(s);
             }
             Event::BackPressure { held, backlog } => {

@@ -306,6 +306,9 @@ impl Inner {
                 }
                 if let Some(fragment) = self.store.ack(AckLevel::Persisted, tc) {
                     self.counters.bytes_persisted += fragment.size;
+                } else {
+                    // Dropped from the full store after it was sent: persisted, not lost.
+                    self.store.persisted_after_drop(tc);
                 }
             }
             (AckEventType::Error, tc) => {
