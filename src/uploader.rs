@@ -55,6 +55,9 @@ pub struct Config {
     /// When no data arrives for this long, the open fragment is ended with an
     /// `AWS_KINESISVIDEO_END_OF_FRAGMENT` tag so the service persists it.
     pub idle_fragment_timeout: Duration,
+    /// A live stream whose unacknowledged fragments span more than this is told about
+    /// ([`Event::FallingBehind`]), once until it catches up to half of it.
+    pub max_latency: Option<Duration>,
     pub store_limits: StoreLimits,
     /// Which ack releases a fragment from the store.
     pub release_on: AckLevel,
@@ -128,6 +131,9 @@ pub enum Event {
     Warning(String),
     /// The store was full: these oldest whole fragments were dropped.
     Dropped(Evicted),
+    /// A live stream's unacknowledged fragments span `behind`, more than `max_latency`: the
+    /// uplink does not keep up.
+    FallingBehind { behind: Duration, max: Duration },
     /// The store was full while a live stream's uplink was slower than the stream: its
     /// newest fragment was dropped whole, unsent ([`Uploader::admits_fragment`]).
     DroppedNewest(Evicted),
@@ -609,7 +615,28 @@ impl Uploader {
         let mut inner = self.wait_for_room(size_hint);
         let evicted = inner.store.begin(timecode, start_ns);
         inner.next_seq += 1;
+        let behind = self.falling_behind(&mut inner);
         self.after_store_change(inner, evicted);
+        if let Some(event) = behind {
+            self.shared.emit(event);
+        }
+    }
+
+    /// Whether a live stream has just fallen more than `max_latency` behind (told once,
+    /// again after it caught up to half of it).
+    fn falling_behind(&self, inner: &mut Inner) -> Option<Event> {
+        let max = self.shared.config.max_latency?;
+        if !inner.live || inner.keep_everything || inner.outage {
+            // A recording waits by design; an outage has its own warnings.
+            return None;
+        }
+        let behind = Duration::from_nanos(inner.store.backlog().duration_ns);
+        if behind < max / 2 {
+            inner.behind_told = false;
+        } else if behind > max && !std::mem::replace(&mut inner.behind_told, true) {
+            return Some(Event::FallingBehind { behind, max });
+        }
+        None
     }
 
     /// Appends bytes to the open fragment. The connection sees them at the next

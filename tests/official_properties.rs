@@ -197,7 +197,6 @@ fn the_readme_says_what_each_official_property_does_here() {
 
 /// Official-only properties set to a value without effect here, and what they are set to.
 const WITHOUT_EFFECT: &[(&str, &str)] = &[
-    ("max-latency", "30"),
     ("framerate", "30"),
     ("avg-bandwidth-bps", "2097152"),
     ("replay-duration", "20"),
@@ -209,6 +208,7 @@ const WITHOUT_EFFECT: &[(&str, &str)] = &[
 /// Official properties set to what kvssink does anyway (or mapped): no warning.
 const AS_KVSSINK_DOES: &[(&str, &str)] = &[
     ("streaming-type", "0"),
+    ("max-latency", "30"),
     ("key-frame-fragmentation", "true"),
     ("frame-timecodes", "true"),
     ("absolute-fragment-times", "true"),

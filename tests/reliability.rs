@@ -500,8 +500,16 @@ fn a_slow_service_drops_a_live_stream_s_new_fragments_and_never_holds_it() {
     let (pipeline, sink) = live(&server, "slow", 6);
     sink.set_property("buffer-duration", 1u32);
     sink.set_property("fragment-duration", 1000u32);
+    // AWS's max-latency: told once that the stream falls behind.
+    sink.set_property("max-latency", 1u32);
     let run = run(&pipeline, TIMEOUT);
     assert!(run.eos || !run.errors.is_empty(), "{run:?}");
+    let behind: Vec<_> = run
+        .warnings
+        .iter()
+        .filter(|w| w.contains("falling behind") && w.contains("more than max-latency (1 s)"))
+        .collect();
+    assert_eq!(behind.len(), 1, "{:?}", run.warnings);
     let stats = sink.property::<gst::Structure>("stats");
     assert_eq!(stats.get::<u64>("backpressure-time").unwrap(), 0);
     let dropped: u64 = run

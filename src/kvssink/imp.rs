@@ -584,6 +584,7 @@ impl BaseSinkImpl for KvsSink {
             connection_staleness: Duration::from_secs(settings.connection_staleness.into()),
             max_session_duration: Duration::from_secs(settings.rotation_period.into()),
             idle_fragment_timeout: Duration::from_millis(settings.fragment_duration.into()),
+            max_latency: settings.official.max_latency(),
             store_limits: StoreLimits {
                 max_bytes: u64::from(settings.storage_size) * 1024 * 1024,
                 max_duration_ns: u64::from(settings.buffer_duration) * 1_000_000_000,
@@ -2135,6 +2136,26 @@ impl KvsSink {
             Event::Info(message) => gst::info!(CAT, imp = self, "{}", message),
             Event::Warning(message) => {
                 gst::element_imp_warning!(self, gst::ResourceError::Write, ("{}", message));
+            }
+            Event::FallingBehind { behind, max } => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::Write,
+                    (
+                        "{}",
+                        about(
+                            &self.stream_name(),
+                            format_args!(
+                                "falling behind: the fragments not yet acknowledged span {:.1} \
+                                 s, more than max-latency ({} s); the uplink is slower than \
+                                 the stream. At buffer-duration new fragments are dropped: \
+                                 lower the bitrate or check the network",
+                                behind.as_secs_f64(),
+                                max.as_secs()
+                            )
+                        )
+                    )
+                );
             }
             Event::Dropped(evicted) | Event::DroppedNewest(evicted) => {
                 let newest = matches!(event, Event::DroppedNewest(_));

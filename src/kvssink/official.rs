@@ -143,9 +143,10 @@ pub const OFFICIAL: &[Row] = &[
         Official::UInt(60),
         "seconds of unacknowledged data after which the SDK reports latency pressure (a log \
          line)",
-        Here::NoEffect(
-            "the backlog is bounded by buffer-duration and storage-size, and a connection \
-             without acks is reopened after connection-staleness",
+        Here::Mapped(
+            "a live stream whose unacknowledged fragments span more than this many seconds \
+             is warned about once (\"falling behind\"), again after it caught up to half of \
+             it; 0: never. (At buffer-duration new fragments are dropped.)",
         ),
     ),
     bounded(
@@ -535,6 +536,12 @@ impl Values {
     /// Whether the property was set (to any value, the default included).
     fn is_set(&self, name: &str) -> bool {
         self.0.contains_key(name)
+    }
+
+    /// AWS's `max-latency`: a live stream this far behind is warned about (0: never).
+    pub fn max_latency(&self) -> Option<std::time::Duration> {
+        let s = self.uint("max-latency");
+        (s > 0).then(|| std::time::Duration::from_secs(s.into()))
     }
 
     fn uint(&self, name: &str) -> u32 {

@@ -96,6 +96,8 @@ pub(crate) struct Inner {
     pub keep_everything: bool,
     /// A spool takes what memory has no room for: appends never wait.
     pub spooled: bool,
+    /// A live stream was told it is falling behind (`max_latency`), and has not caught up.
+    pub behind_told: bool,
     fatal: Option<FatalError>,
     /// Sequence number of the open or next fragment.
     pub next_seq: u64,
@@ -134,6 +136,7 @@ impl Inner {
             held: false,
             keep_everything: false,
             spooled: false,
+            behind_told: false,
             fatal: None,
             next_seq: 0,
             max_seq_sent: None,
