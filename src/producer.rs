@@ -298,6 +298,21 @@ impl fmt::Display for Notice {
                 timecode,
                 span_ms,
                 size,
+            } if *span_ms < kvs::MAX_FRAGMENT_DURATION.as_millis() as u64 * 9 / 10
+                && *size < kvs::MAX_FRAGMENT_SIZE * 9 / 10 =>
+            {
+                write!(
+                    f,
+                    "the fragment at timecode {timecode} ({span_ms} ms, {size} bytes so far) was \
+                 ended where the frames' time jumped past the service's 10 s for a fragment (a \
+                 source that stalled, or frames lost upstream): its frames until the next video \
+                 key frame are not sent"
+                )
+            }
+            Notice::FragmentCut {
+                timecode,
+                span_ms,
+                size,
             } => write!(
                 f,
                 "the fragment at timecode {timecode} reached the service's limits (10 s, 50 MB) \
@@ -1999,6 +2014,24 @@ fn truncate_chunks(chunks: &mut Vec<Bytes>, keep: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fragment cut short of the service's limits was cut where the frames' time jumped
+    /// past them: the advice about key frames would be wrong.
+    #[test]
+    fn a_cut_at_a_jump_in_time_is_not_blamed_on_key_frames() {
+        let cut = |span_ms, size| {
+            Notice::FragmentCut {
+                timecode: 0,
+                span_ms,
+                size,
+            }
+            .to_string()
+        };
+        assert!(cut(0, 80_000).contains("the frames' time jumped"));
+        assert!(!cut(0, 80_000).contains("key-int-max"));
+        assert!(cut(10_000, 80_000).contains("x264enc key-int-max"));
+        assert!(cut(2_000, 50 << 20).contains("x264enc key-int-max"));
+    }
 
     /// An ack that comes while the streaming thread holds the spool (writing a fragment) is
     /// not waited for: it is queued, and applied when the spool is let go.
