@@ -179,19 +179,20 @@ fn export(args: &[String]) -> Result<(), String> {
     };
     let stats = kvs_local::export_stream(&dir, &stream, &out).map_err(|e| e.to_string())?;
     eprintln!(
-        "kvs-local: wrote {} fragments ({} bytes) of {stream} to {}{}",
-        stats.fragments,
-        stats.bytes,
-        out.display(),
-        if stats.skipped > 0 {
-            format!(
-                " ({} fragments with a stream header of other tracks skipped)",
-                stats.skipped
-            )
-        } else {
-            String::new()
-        }
+        "kvs-local: wrote {} fragments ({} bytes) of {stream}",
+        stats.fragments, stats.bytes
     );
+    for (i, (path, fragments)) in stats.files.iter().enumerate() {
+        eprintln!(
+            "kvs-local:   {}: {fragments} fragments{}",
+            path.display(),
+            if i > 0 {
+                " (the stream header changed to other tracks: a file of its own)"
+            } else {
+                ""
+            }
+        );
+    }
     if stats.moved > 0 {
         eprintln!(
             "kvs-local: {} later recordings (PutMedia sessions) placed at their producer time",

@@ -367,6 +367,56 @@ async fn binary_kill_9_loses_nothing_persisted_and_export_works() {
     assert!(!st.success());
 }
 
+/// A camera that came back with another codec: the second session's header has other tracks,
+/// which one Matroska file cannot hold. Its fragments go to a second file instead of being
+/// left out (most of a recording could be missing from the export).
+#[tokio::test(flavor = "multi_thread")]
+async fn export_writes_a_file_per_change_of_tracks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(Config {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..cfg()
+    });
+    s.create_stream("cam").unwrap();
+    for (codec, start) in [
+        (AVC, "1700000000.000"),
+        ("V_MPEGH/ISO/HEVC", "1700000010.000"),
+    ] {
+        let mut opts = PutOpts::new("cam");
+        opts.start_ts = Some(start.into());
+        let mut p = put_media(&s.url(), &opts).await;
+        let mut data = kvs_format::build::header_with_tracks(&[Track::video(1, codec)]);
+        data.extend(simple_cluster(0, 3, 10, 2000));
+        data.extend(simple_cluster(100, 3, 10, 2000));
+        p.send_chunked(&data, 1000).await;
+        p.finish();
+        p.drain(T).await;
+    }
+    s.shutdown();
+    let out = dir.path().join("out.mkv");
+    let stats = kvs_local::export_stream(dir.path(), "cam", &out).unwrap();
+    let second = dir.path().join("out-2.mkv");
+    assert_eq!(stats.fragments, 4);
+    assert_eq!(stats.files, [(out.clone(), 2), (second.clone(), 2)]);
+    for (path, codec) in [(&out, AVC), (&second, "V_MPEGH/ISO/HEVC")] {
+        let bytes = std::fs::read(path).unwrap();
+        assert!(
+            bytes.windows(codec.len()).any(|w| w == codec.as_bytes()),
+            "{}",
+            path.display()
+        );
+        let mut p = Parser::new(1 << 30);
+        let mut ev = Vec::new();
+        p.push(Bytes::from(bytes), &mut ev).unwrap();
+        p.finish(&mut ev).unwrap();
+        let clusters = ev
+            .iter()
+            .filter(|e| matches!(e, Event::ClusterTimecode { .. }))
+            .count();
+        assert_eq!(clusters, 2, "{}", path.display());
+    }
+}
+
 /// A producer that restarted: a second session 10 s after the first, its timecodes from 0
 /// again and its header new only in its UIDs. The export holds both, on one timeline.
 #[tokio::test(flavor = "multi_thread")]
@@ -408,7 +458,7 @@ async fn export_puts_a_later_session_at_its_producer_time() {
     s.shutdown();
     let out = dir.path().join("out.mkv");
     let stats = kvs_local::export_stream(dir.path(), "cam", &out).unwrap();
-    assert_eq!((stats.fragments, stats.skipped, stats.moved), (4, 0, 1));
+    assert_eq!((stats.fragments, stats.files.len(), stats.moved), (4, 1, 1));
     let mut p = Parser::new(1 << 30);
     let mut ev = Vec::new();
     p.push(Bytes::from(std::fs::read(&out).unwrap()), &mut ev)
