@@ -30,6 +30,14 @@ fn stored(server: &Server, stream: &str) -> Vec<bytes::Bytes> {
         .collect()
 }
 
+/// Runs `script` in Debian's python3 (PyGObject) against `server`, as an application does.
+fn python_script(server: &Server, script: &str) -> HostRun {
+    let registry = tempdir();
+    let mut cmd = host_command("/usr/bin/python3", &server.url(), registry.path());
+    cmd.args(["-c", script]);
+    run_host(cmd, TIMEOUT)
+}
+
 /// Writes `bytes` to a file in `dir`.
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     let path = dir.join(name);
@@ -972,10 +980,7 @@ msg = p.get_bus().timed_pop_filtered(60 * Gst.SECOND, Gst.MessageType.EOS | Gst.
 print("ended", msg.type.first_value_nick)
 p.set_state(Gst.State.NULL)
 "#;
-    let registry = tempdir();
-    let mut cmd = common::host::host_command("/usr/bin/python3", &server.url(), registry.path());
-    cmd.args(["-c", script]);
-    let run = run_host(cmd, TIMEOUT);
+    let run = python_script(&server, script);
     assert!(run.stdout.contains("ended eos"), "{}", run.output());
     assert!(
         server.fragments("first-name").is_empty(),
@@ -1031,10 +1036,7 @@ while True:
         break
 p.set_state(Gst.State.NULL)
 "#;
-    let registry = tempdir();
-    let mut cmd = common::host::host_command("/usr/bin/python3", &server.url(), registry.path());
-    cmd.args(["-c", script]);
-    let run = run_host(cmd, TIMEOUT);
+    let run = python_script(&server, script);
     assert!(run.stdout.contains("ended eos"), "{}", run.output());
     let reconnects: Vec<&str> = run
         .stdout
@@ -1184,10 +1186,7 @@ p.set_state(Gst.State.PLAYING)
 loop.run()
 p.set_state(Gst.State.NULL)
 "#;
-    let registry = tempdir();
-    let mut cmd = common::host::host_command("/usr/bin/python3", &server.url(), registry.path());
-    cmd.args(["-c", script]);
-    let run = run_host(cmd, TIMEOUT);
+    let run = python_script(&server, script);
     assert!(
         run.stdout.contains("summary incomplete"),
         "{}",
