@@ -176,8 +176,8 @@ pub struct Stats {
     pub rejected_reasons: BTreeMap<String, u64>,
     pub connections: u64,
     pub reconnects: u64,
-    /// Total time the streaming thread was held waiting for the service (back-pressure): how
-    /// far a live pipeline fell behind real time.
+    /// Total time the streaming thread was held waiting for the service (back-pressure): a
+    /// recording's upload (a live stream is never held).
     pub backpressure: Duration,
     pub errors: u64,
     pub last_error: Option<String>,

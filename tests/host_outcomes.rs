@@ -1232,3 +1232,35 @@ fn a_stream_ending_before_its_first_key_frame_says_so_and_nothing_else() {
         "{output}"
     );
 }
+
+/// `gst-launch-1.0 -e` reaching EOS while the endpoint is down waits up to
+/// `stop-stream-timeout` for the last acks, and printed nothing meanwhile: a user took it for
+/// a hang. A warning now says what it waits for, and how long at most.
+#[test]
+fn eos_while_the_endpoint_is_down_says_what_it_waits_for() {
+    init();
+    let server = server();
+    let line = "videotestsrc is-live=true num-buffers=150 ! video/x-raw,format=I420,width=320,\
+                height=240,framerate=30/1 ! x264enc tune=zerolatency speed-preset=ultrafast \
+                key-int-max=15 ! h264parse ! matroskamux streamable=true ! kvssink \
+                stream-name=eos-down stop-stream-timeout=3";
+    let run = with_outage_after(&server, "eos-down", 2, TIMEOUT, || {
+        gst_launch(&server, line, TIMEOUT)
+    });
+    let output = run.output();
+    assert_eq!(
+        run.summary().get::<&str>("outcome").unwrap(),
+        "timed-out",
+        "{output}"
+    );
+    let told = output
+        .lines()
+        .find(|l| l.contains("stream eos-down: at EOS "))
+        .unwrap_or_else(|| panic!("{output}"));
+    assert!(
+        told.contains("are not acknowledged and the service cannot be reached now (")
+            && told.contains("waiting up to 3 s (stop-stream-timeout)")
+            && told.matches("stream eos-down").count() == 1,
+        "{told}"
+    );
+}

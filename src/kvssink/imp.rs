@@ -1729,6 +1729,30 @@ impl KvsSink {
             "EOS: waiting up to {:?} for the last acks",
             timeout
         );
+        let now = uploader.stats();
+        if (now.unreachable || now.failing) && now.backlog.fragments > 0 && !timeout.is_zero() {
+            // The wait may be long, and a host (gst-launch-1.0 -e) shows nothing meanwhile.
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Write,
+                (
+                    "{}",
+                    about(
+                        &stream,
+                        format_args!(
+                            "at EOS {} fragments are not acknowledged and the service cannot \
+                             be reached now ({}): waiting up to {} s (stop-stream-timeout) \
+                             for it, then the account",
+                            now.backlog.fragments,
+                            now.last_error.as_deref().map_or("no answer", |e| e
+                                .strip_prefix(about(&stream, "").as_str())
+                                .unwrap_or(e)),
+                            timeout.as_secs()
+                        )
+                    )
+                )
+            );
+        }
         let mut summary = uploader.finish_and_account_by(|| self.stop_deadline(begun));
         if summary.outcome == uploader::Outcome::Cancelled {
             // The application stopped the pipeline (or flushed) while the wait went on: the
