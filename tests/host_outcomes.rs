@@ -217,20 +217,22 @@ fn a_python_app_stopping_without_eos_gets_its_backlog_persisted() {
 
 #[test]
 fn a_stop_while_held_by_back_pressure_drops_nothing() {
-    // A 1 MB store and acks 3 s late hold the streaming thread (back-pressure, no outage);
-    // the application then sets NULL without EOS. The buffer the stop releases must not
-    // push an older fragment, still to be acknowledged, out of the store: everything is
-    // persisted, and the account says so.
+    // A 1 MB store and acks 3 s late hold the streaming thread of an upload that is not
+    // live (back-pressure, no outage: a live stream is never held); the application then
+    // sets NULL without EOS. The buffer the stop releases must not push an older fragment,
+    // still to be acknowledged, out of the store: everything is persisted, and the account
+    // says so. (`streaming-type=realtime`: not a recording, whose store never drops.)
     init();
     let server = server();
     server.inject(Fault::DelayAcks {
         stream: None,
         delay_ms: 3000,
     });
-    let line = "videotestsrc is-live=true \
+    let line = "videotestsrc pattern=snow \
          ! video/x-raw,format=I420,width=640,height=480,framerate=30/1 \
          ! x264enc tune=zerolatency key-int-max=30 bitrate=6000 ! matroskamux \
-         ! kvssink stream-name=heldstop storage-size=1 stop-stream-timeout=20";
+         ! kvssink stream-name=heldstop storage-size=1 stop-stream-timeout=20 \
+         streaming-type=realtime";
     let run = python_launch(
         &server,
         &["--default-sigpipe", "--stop-after-seconds", "6"],
