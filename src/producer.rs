@@ -1699,7 +1699,7 @@ impl Producer {
         } else {
             // A live stream whose uplink cannot keep up drops new fragments whole rather than
             // hold its source (see `Uploader::admits_fragment`); counted when it ends.
-            self.passthrough = self.uploader.admits_fragment();
+            self.passthrough = self.uploader.admits_fragment(start_ns);
         }
         if self.passthrough {
             self.pace_fragment(start_ns);

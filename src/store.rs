@@ -89,8 +89,11 @@ pub struct StoreStats {
     pub stored_fragments: u64,
     /// Bytes appended.
     pub stored_bytes: u64,
-    /// Fragments evicted because the store was full.
+    /// Fragments evicted because the store was full, and those never stored
+    /// ([`FragmentStore::drop_unstored`]).
     pub dropped_fragments: u64,
+    /// Of `dropped_fragments`, those never stored (so never sent).
+    pub dropped_unsent_fragments: u64,
     /// Their bytes.
     pub dropped_bytes: u64,
     /// Fragments released by an ack.
@@ -431,7 +434,16 @@ impl FragmentStore {
     pub fn drop_unstored(&mut self, bytes: u64) {
         self.stats.stored_fragments += 1;
         self.stats.dropped_fragments += 1;
+        self.stats.dropped_unsent_fragments += 1;
         self.stats.dropped_bytes += bytes;
+    }
+
+    /// From the start of the oldest fragment kept to `ns` (0 when none is kept).
+    pub fn span_to(&self, ns: u64) -> u64 {
+        self.frags
+            .iter()
+            .find(|f| !f.void)
+            .map_or(0, |f| ns.saturating_sub(f.start_ns))
     }
 
     /// The service persisted the fragment at `timecode` after the store dropped it (it had
@@ -582,11 +594,14 @@ mod tests {
         assert!(!s.persisted_after_drop(0));
         assert_eq!(s.stats().dropped_fragments, 1);
         assert_eq!(s.stats().dropped_bytes, 10);
+        // The span to a new fragment counts the time of those dropped between.
+        assert_eq!(s.span_to(30_000 * MS), 10_000 * MS);
         // A live stream's fragment never stored counts as produced and dropped.
         s.drop_unstored(70);
         assert_eq!(s.stats().stored_fragments, 5);
         assert_eq!(s.stats().dropped_fragments, 2);
         assert_eq!(s.stats().dropped_bytes, 80);
+        assert_eq!(s.stats().dropped_unsent_fragments, 1);
     }
 
     #[test]

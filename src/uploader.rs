@@ -166,6 +166,9 @@ pub struct Stats {
     pub fragments_received: u64,
     pub fragments_persisted: u64,
     pub fragments_dropped: u64,
+    /// Of `fragments_dropped`, a live stream's new fragments dropped unsent while its uplink
+    /// could not keep up (the others: the store's oldest, during an outage).
+    pub fragments_dropped_unsent: u64,
     pub fragments_rejected: u64,
     /// Fragments ended early at the service's limits (10 s, 50 MB) and their bytes not sent.
     pub fragments_cut: u64,
@@ -338,11 +341,18 @@ impl Summary {
                 names.join(", ")
             ));
         }
-        if stats.fragments_dropped > 0 {
+        let unsent = stats.fragments_dropped_unsent;
+        if unsent > 0 {
             reasons.push(format!(
-                "{} dropped from the full fragment store (storage-size / buffer-duration): \
-                 during an outage, or while the uplink was slower than the live stream",
-                stats.fragments_dropped
+                "{unsent} dropped unsent while the uplink was slower than the live stream \
+                 (storage-size / buffer-duration full)"
+            ));
+        }
+        if stats.fragments_dropped > unsent {
+            reasons.push(format!(
+                "{} dropped from the full fragment store during an outage (storage-size / \
+                 buffer-duration)",
+                stats.fragments_dropped - unsent
             ));
         }
         if pending > 0 {
@@ -711,12 +721,12 @@ impl Uploader {
     /// stored go on being sent, and the stream is kept as soon as there is room again.
     /// Always true for a recording (it waits instead), during an outage (the store drops its
     /// oldest) and with a spool.
-    pub fn admits_fragment(&self) -> bool {
+    pub fn admits_fragment(&self, start_ns: u64) -> bool {
         let limits = self.shared.config.store_limits;
         let inner = self.shared.lock();
         if !inner.live
             || inner.keep_everything
-            || inner.outage
+            || inner.unreachable()
             || inner.spooled
             || inner.flushing
             || inner.fatal().is_some()
@@ -724,8 +734,10 @@ impl Uploader {
             return true;
         }
         let backlog = inner.store.backlog();
-        let full =
-            backlog.bytes > limits.max_bytes || backlog.duration_ns >= limits.max_duration_ns;
+        // From the oldest kept to this one: the fragments dropped between count too, or
+        // buffer-duration would not bound how far behind the stream is.
+        let span = backlog.duration_ns.max(inner.store.span_to(start_ns));
+        let full = backlog.bytes > limits.max_bytes || span >= limits.max_duration_ns;
         !full || backlog.fragments <= ALWAYS_ROOM_AFTER
     }
 
@@ -825,8 +837,10 @@ impl Uploader {
         let mut held_since: Option<Instant> = None;
         let mut reported = false;
         loop {
-            // Only then is no connection in the middle of the oldest fragments.
-            let may_drop = (inner.outage && !inner.keep_everything) || inner.spooled;
+            // Only then is no connection in the middle of the oldest fragments, nor will an
+            // ack for one come. (A service that answers but fails, or does not acknowledge,
+            // may have stored what it was sent: a live stream drops its new fragments then.)
+            let may_drop = (inner.unreachable() && !inner.keep_everything) || inner.spooled;
             inner.store.set_may_drop(may_drop);
             let backlog = inner.store.backlog();
             // A file upload goes as fast as the service acknowledges it, a few fragments

@@ -2187,12 +2187,15 @@ impl KvsSink {
                 let told = lock(&self.drop_warnings).take(evicted.fragments, evicted.bytes);
                 if let Some((fragments, bytes)) = told {
                     let what = if newest {
+                        let (what, were) = match fragments {
+                            1 => ("a new fragment".to_owned(), "was"),
+                            n => (format!("{n} new fragments"), "were"),
+                        };
                         format!(
                             "the uplink is slower than the stream and the fragment store is \
-                             full (storage-size / buffer-duration): {fragments} new fragments \
-                             ({bytes} bytes) were dropped unsent, so that the stream stays live \
-                             and the pipeline is never held; lower the bitrate or check the \
-                             network"
+                             full (storage-size / buffer-duration): {what} ({bytes} bytes) \
+                             {were} dropped unsent, so that the stream stays live and the \
+                             pipeline is never held; lower the bitrate or check the network"
                         )
                     } else {
                         format!(

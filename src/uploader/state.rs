@@ -194,6 +194,7 @@ impl Inner {
             fragments_received: c.fragments_received,
             fragments_persisted: c.fragments_persisted,
             fragments_dropped: store.dropped_fragments,
+            fragments_dropped_unsent: store.dropped_unsent_fragments,
             fragments_rejected: c.fragments_rejected,
             fragments_cut: c.fragments_cut,
             bytes_cut: c.bytes_cut,
@@ -235,6 +236,13 @@ impl Inner {
     /// it is at start, and gives up on an endpoint it cannot reach.
     pub fn ever_connected(&self) -> bool {
         self.counters.connections > 0
+    }
+
+    /// The service cannot be reached (the last attempt failed before it answered): no
+    /// connection is in the middle of the oldest fragments, and none of them can be
+    /// acknowledged now.
+    pub fn unreachable(&self) -> bool {
+        self.outage && self.last_unreached
     }
 
     /// A PutMedia connection was answered: the service is reachable again.
