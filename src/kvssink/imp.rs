@@ -1526,13 +1526,7 @@ impl KvsSink {
                 Notice::SpoolRecovered { .. }
                 | Notice::SpoolFailed(_)
                 | Notice::SpoolWriteFailed { .. }
-                | Notice::SpoolReadFailed(_) => {
-                    gst::element_imp_warning!(
-                        self,
-                        gst::ResourceError::Write,
-                        ("{}", about(stream, &notice))
-                    )
-                }
+                | Notice::SpoolReadFailed(_) => self.write_warning(stream, &notice),
                 Notice::SpoolExposed(_) => gst::element_imp_warning!(
                     self,
                     gst::ResourceError::OpenReadWrite,
@@ -1637,6 +1631,11 @@ impl KvsSink {
             .unwrap_or_else(|| lock(&self.settings).stream_name.clone())
     }
 
+    /// A warning about sending to the service (GstResourceError::Write), naming the stream.
+    fn write_warning(&self, stream: &str, what: impl std::fmt::Display) {
+        gst::element_imp_warning!(self, gst::ResourceError::Write, ("{}", about(stream, what)));
+    }
+
     fn format_warning(&self, stream: &str, what: impl std::fmt::Display) {
         gst::element_imp_warning!(self, gst::StreamError::Format, ("{}", about(stream, what)));
     }
@@ -1732,25 +1731,18 @@ impl KvsSink {
         let now = uploader.stats();
         if (now.unreachable || now.failing) && now.backlog.fragments > 0 && !timeout.is_zero() {
             // The wait may be long, and a host (gst-launch-1.0 -e) shows nothing meanwhile.
-            gst::element_imp_warning!(
-                self,
-                gst::ResourceError::Write,
-                (
-                    "{}",
-                    about(
-                        &stream,
-                        format_args!(
-                            "at EOS {} fragments are not acknowledged and the service cannot \
+            self.write_warning(
+                &stream,
+                format_args!(
+                    "at EOS {} fragments are not acknowledged and the service cannot \
                              be reached now ({}): waiting up to {} s (stop-stream-timeout) \
                              for it, then the account",
-                            now.backlog.fragments,
-                            now.last_error.as_deref().map_or("no answer", |e| e
-                                .strip_prefix(about(&stream, "").as_str())
-                                .unwrap_or(e)),
-                            timeout.as_secs()
-                        )
-                    )
-                )
+                    now.backlog.fragments,
+                    now.last_error.as_deref().map_or("no answer", |e| e
+                        .strip_prefix(about(&stream, "").as_str())
+                        .unwrap_or(e)),
+                    timeout.as_secs()
+                ),
             );
         }
         let mut summary = uploader.finish_and_account_by(|| self.stop_deadline(begun));
@@ -2127,24 +2119,13 @@ impl KvsSink {
                                 .unwrap_or(&reason)
                         );
                         match told {
-                            Some(0) => gst::element_imp_warning!(
-                                self,
-                                gst::ResourceError::Write,
-                                ("{}", about(&stream, &line))
-                            ),
-                            Some(untold) => gst::element_imp_warning!(
-                                self,
-                                gst::ResourceError::Write,
-                                (
-                                    "{}",
-                                    about(
-                                        &stream,
-                                        format_args!(
-                                            "still {line} ({untold} attempts since the last \
+                            Some(0) => self.write_warning(&stream, &line),
+                            Some(untold) => self.write_warning(
+                                &stream,
+                                format_args!(
+                                    "still {line} ({untold} attempts since the last \
                                              warning, each in a kvs-connection message)"
-                                        )
-                                    )
-                                )
+                                ),
                             ),
                             None => gst::debug!(CAT, imp = self, "{}", line),
                         }
@@ -2162,23 +2143,16 @@ impl KvsSink {
                 gst::element_imp_warning!(self, gst::ResourceError::Write, ("{}", message));
             }
             Event::FallingBehind { behind, max } => {
-                gst::element_imp_warning!(
-                    self,
-                    gst::ResourceError::Write,
-                    (
-                        "{}",
-                        about(
-                            &self.stream_name(),
-                            format_args!(
-                                "falling behind: the fragments not yet acknowledged span {:.1} \
+                self.write_warning(
+                    &self.stream_name(),
+                    format_args!(
+                        "falling behind: the fragments not yet acknowledged span {:.1} \
                                  s, more than max-latency ({} s); the uplink is slower than \
                                  the stream. At buffer-duration new fragments are dropped: \
                                  lower the bitrate or check the network",
-                                behind.as_secs_f64(),
-                                max.as_secs()
-                            )
-                        )
-                    )
+                        behind.as_secs_f64(),
+                        max.as_secs()
+                    ),
                 );
             }
             Event::Dropped(evicted) | Event::DroppedNewest(evicted) => {
@@ -2238,25 +2212,18 @@ impl KvsSink {
                 let live = self.upstream_latency().0;
                 let stream = self.stream_name();
                 if live {
-                    gst::element_imp_warning!(
-                        self,
-                        gst::ResourceError::Write,
-                        (
-                            "{}",
-                            about(
-                                &stream,
-                                format_args!(
-                                    "the uplink is slower than the stream: the pipeline has \
+                    self.write_warning(
+                        &stream,
+                        format_args!(
+                            "the uplink is slower than the stream: the pipeline has \
                                      been held {} ms waiting for the service ({} fragments, {} \
                                      bytes not yet acknowledged) and is falling behind real \
                                      time; lower the bitrate or check the network (stats: \
                                      backpressure-time)",
-                                    held.as_millis(),
-                                    backlog.fragments,
-                                    backlog.bytes
-                                )
-                            )
-                        )
+                            held.as_millis(),
+                            backlog.fragments,
+                            backlog.bytes
+                        ),
                     );
                 } else {
                     gst::info!(
