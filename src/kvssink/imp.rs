@@ -1735,8 +1735,8 @@ impl KvsSink {
                 &stream,
                 format_args!(
                     "at EOS {} fragments are not acknowledged and the service cannot \
-                             be reached now ({}): waiting up to {} s (stop-stream-timeout) \
-                             for it, then the account",
+                     be reached now ({}): waiting up to {} s (stop-stream-timeout) \
+                     for it, then the account",
                     now.backlog.fragments,
                     now.last_error.as_deref().map_or("no answer", |e| e
                         .strip_prefix(about(&stream, "").as_str())
@@ -2124,7 +2124,7 @@ impl KvsSink {
                                 &stream,
                                 format_args!(
                                     "still {line} ({untold} attempts since the last \
-                                             warning, each in a kvs-connection message)"
+                                     warning, each in a kvs-connection message)"
                                 ),
                             ),
                             None => gst::debug!(CAT, imp = self, "{}", line),
@@ -2147,9 +2147,9 @@ impl KvsSink {
                     &self.stream_name(),
                     format_args!(
                         "falling behind: the fragments not yet acknowledged span {:.1} \
-                                 s, more than max-latency ({} s); the uplink is slower than \
-                                 the stream. At buffer-duration new fragments are dropped: \
-                                 lower the bitrate or check the network",
+                         s, more than max-latency ({} s); the uplink is slower than \
+                         the stream. At buffer-duration new fragments are dropped: \
+                         lower the bitrate or check the network",
                         behind.as_secs_f64(),
                         max.as_secs()
                     ),
@@ -2216,10 +2216,10 @@ impl KvsSink {
                         &stream,
                         format_args!(
                             "the uplink is slower than the stream: the pipeline has \
-                                     been held {} ms waiting for the service ({} fragments, {} \
-                                     bytes not yet acknowledged) and is falling behind real \
-                                     time; lower the bitrate or check the network (stats: \
-                                     backpressure-time)",
+                             been held {} ms waiting for the service ({} fragments, {} \
+                             bytes not yet acknowledged) and is falling behind real \
+                             time; lower the bitrate or check the network (stats: \
+                             backpressure-time)",
                             held.as_millis(),
                             backlog.fragments,
                             backlog.bytes
