@@ -22,6 +22,13 @@ pub struct StoreLimits {
     pub max_duration_ns: u64,
 }
 
+impl StoreLimits {
+    /// Whether fragments of `bytes` spanning `duration_ns` fill the store.
+    pub fn full(&self, bytes: u64, duration_ns: u64) -> bool {
+        bytes > self.max_bytes || duration_ns >= self.max_duration_ns
+    }
+}
+
 /// Which ack releases a fragment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AckLevel {

@@ -737,8 +737,7 @@ impl Uploader {
         // From the oldest kept to this one: the fragments dropped between count too, or
         // buffer-duration would not bound how far behind the stream is.
         let span = backlog.duration_ns.max(inner.store.span_to(start_ns));
-        let full = backlog.bytes > limits.max_bytes || span >= limits.max_duration_ns;
-        !full || backlog.fragments <= ALWAYS_ROOM_AFTER
+        !limits.full(backlog.bytes, span) || backlog.fragments <= ALWAYS_ROOM_AFTER
     }
 
     /// A live stream's fragment of `bytes`, not admitted ([`Uploader::admits_fragment`]),
@@ -757,8 +756,7 @@ impl Uploader {
         let limits = self.shared.config.store_limits;
         let backlog = self.shared.lock().store.backlog();
         backlog.fragments <= ALWAYS_ROOM_AFTER
-            || (backlog.bytes + bytes <= limits.max_bytes
-                && backlog.duration_ns + duration_ns < limits.max_duration_ns)
+            || !limits.full(backlog.bytes + bytes, backlog.duration_ns + duration_ns)
     }
 
     /// While `held`, the open fragment's bytes are not shown to the connection (what came
@@ -846,8 +844,7 @@ impl Uploader {
             // A file upload goes as fast as the service acknowledges it, a few fragments
             // ahead, rather than filling the whole store (`storage-size`) with fragments
             // queued before the connection or in the sockets' buffers.
-            let full = backlog.bytes + extra > limits.max_bytes
-                || backlog.duration_ns >= limits.max_duration_ns
+            let full = limits.full(backlog.bytes + extra, backlog.duration_ns)
                 || (!inner.live && backlog.fragments > MAX_PENDING_NOT_LIVE);
             // The open fragment's first bytes always go in (see ALWAYS_ROOM_AFTER).
             let next_not_begun = inner.store.open_fragment().is_some_and(|f| f.size == 0);
