@@ -58,8 +58,12 @@ pub struct TrackInfo {
     pub track_type: u64,
     /// CodecID.
     pub codec_id: String,
-    /// Length of CodecPrivate (0 when absent).
-    pub codec_private_len: usize,
+    /// CodecPrivate (empty when absent).
+    pub codec_private: Vec<u8>,
+    /// Video PixelWidth and PixelHeight (0 when absent).
+    pub pixel_size: (u64, u64),
+    /// Audio SamplingFrequency in Hz, rounded (0 when absent), and Channels (1 when absent).
+    pub audio: (u64, u64),
 }
 
 /// A complete stream header: everything from the EBML header up to (not
@@ -174,15 +178,44 @@ pub(crate) fn parse_tracks(data: &[u8]) -> Result<Vec<TrackInfo>, MkvError> {
             number: 0,
             track_type: 0,
             codec_id: String::new(),
-            codec_private_len: 0,
+            codec_private: Vec::new(),
+            pixel_size: (0, 0),
+            audio: (0, 1),
         };
         for c in children(body) {
             let (cid, cb) = c?;
             match cid {
                 ID_TRACK_NUMBER => t.number = read_uint(cb)?,
                 ID_TRACK_TYPE => t.track_type = read_uint(cb)?,
-                ID_CODEC_ID => t.codec_id = String::from_utf8_lossy(cb).to_string(),
-                ID_CODEC_PRIVATE => t.codec_private_len = cb.len(),
+                ID_CODEC_ID => t.codec_id = kvs_format::ebml::read_string(cb),
+                ID_CODEC_PRIVATE => t.codec_private = cb.to_vec(),
+                ID_VIDEO => {
+                    for v in children(cb) {
+                        let (vid, vb) = v?;
+                        match vid {
+                            ID_PIXEL_WIDTH => t.pixel_size.0 = read_uint(vb)?,
+                            ID_PIXEL_HEIGHT => t.pixel_size.1 = read_uint(vb)?,
+                            _ => {}
+                        }
+                    }
+                }
+                ID_AUDIO => {
+                    for a in children(cb) {
+                        let (aid, ab) = a?;
+                        match aid {
+                            ID_SAMPLING_FREQUENCY => {
+                                let hz = kvs_format::ebml::read_float(ab).unwrap_or(0.0);
+                                t.audio.0 = if hz.is_finite() && hz > 0.0 {
+                                    hz.round() as u64
+                                } else {
+                                    0
+                                };
+                            }
+                            ID_CHANNELS => t.audio.1 = read_uint(ab)?.max(1),
+                            _ => {}
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -195,6 +228,122 @@ pub(crate) fn parse_tracks(data: &[u8]) -> Result<Vec<TrackInfo>, MkvError> {
         tracks.push(t);
     }
     Ok(tracks)
+}
+
+/// The TimecodeScale and the tracks of a stored stream header (EBML header, Segment, Info,
+/// Tracks...: what PutMedia's parser kept before the first Cluster).
+pub fn header_tracks(mut header: &[u8]) -> Result<(u64, Vec<TrackInfo>), MkvError> {
+    let mut scale = kvs_format::matroska::DEFAULT_TIMECODE_SCALE;
+    let mut tracks = None;
+    while !header.is_empty() {
+        let (id, size, len) = match parse_header(header) {
+            HeaderParse::Ok { id, size, len } => (id, size, len),
+            HeaderParse::Incomplete => return invalid("truncated stream header"),
+            HeaderParse::Invalid(e) => return invalid(e),
+        };
+        if id == ID_SEGMENT {
+            header = &header[len..];
+            continue;
+        }
+        let Some(end) = size
+            .and_then(|s| usize::try_from(s).ok())
+            .and_then(|s| s.checked_add(len))
+            .filter(|end| *end <= header.len())
+        else {
+            return invalid(format!("element 0x{id:X} exceeds the stream header"));
+        };
+        match id {
+            ID_INFO => scale = kvs_format::matroska::info_timecode_scale(&header[len..end]),
+            ID_TRACKS => tracks = Some(parse_tracks(&header[len..end])?),
+            _ => {}
+        }
+        header = &header[end..];
+    }
+    Ok((scale, tracks.unwrap_or_default()))
+}
+
+/// A frame of a Cluster, as [`cluster_frames`] found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// TrackNumber.
+    pub track: u64,
+    /// Timecode relative to the Cluster's (TimecodeScale units).
+    pub timecode: i16,
+    /// Key frame (SimpleBlock flag 0x80; a Block without ReferenceBlock).
+    pub key: bool,
+    /// Where the frame's data lies in the Cluster's bytes.
+    pub data: std::ops::Range<usize>,
+}
+
+/// The Timecode and the frames, in order, of the Cluster whose bytes (from its ID on) are
+/// `cluster`: SimpleBlocks and the Blocks of BlockGroups, up to the end of a Cluster of known
+/// size, or (unknown size) to the end of `cluster`. A laced block is refused: a frame of it
+/// cannot be told from the next without decoding the lacing, which PutMedia's producers do
+/// not use.
+pub fn cluster_frames(cluster: &[u8]) -> Result<(u64, Vec<Frame>), MkvError> {
+    let (id, size, len) = match parse_header(cluster) {
+        HeaderParse::Ok { id, size, len } => (id, size, len),
+        HeaderParse::Incomplete => return invalid("truncated Cluster"),
+        HeaderParse::Invalid(e) => return invalid(e),
+    };
+    if id != ID_CLUSTER {
+        return invalid(format!("element 0x{id:X} where a Cluster was expected"));
+    }
+    let end = match size.map(usize::try_from) {
+        None => cluster.len(),
+        Some(Ok(s)) if s <= cluster.len() - len => len + s,
+        Some(_) => return invalid("Cluster exceeds its bytes"),
+    };
+    let block = |at: usize, body: &[u8], key: Option<bool>| -> Result<Frame, MkvError> {
+        let Ok(Some((track, n))) = kvs_format::ebml::read_vint(body) else {
+            return invalid("block without a track number");
+        };
+        let Some(head) = body.get(n..n + 3) else {
+            return invalid("truncated block header");
+        };
+        if head[2] & 0x06 != 0 {
+            return invalid(format!("laced block of track {track}"));
+        }
+        Ok(Frame {
+            track,
+            timecode: i16::from_be_bytes([head[0], head[1]]),
+            key: key.unwrap_or(head[2] & 0x80 != 0),
+            data: at + n + 3..at + body.len(),
+        })
+    };
+    let mut timecode = None;
+    let mut frames = Vec::new();
+    for child in children(&cluster[len..end]) {
+        let (cid, body) = child?;
+        // where `body` starts in `cluster`
+        let body_at = body.as_ptr() as usize - cluster.as_ptr() as usize;
+        match cid {
+            ID_TIMECODE => timecode = Some(read_uint(body)?),
+            ID_SIMPLE_BLOCK => frames.push(block(body_at, body, None)?),
+            ID_BLOCK_GROUP => {
+                let mut found = None;
+                let mut referenced = false;
+                for g in children(body) {
+                    let (gid, gb) = g?;
+                    match gid {
+                        ID_BLOCK => {
+                            found = Some((gb.as_ptr() as usize - cluster.as_ptr() as usize, gb))
+                        }
+                        ID_REFERENCE_BLOCK => referenced = true,
+                        _ => {}
+                    }
+                }
+                if let Some((gat, gb)) = found {
+                    frames.push(block(gat, gb, Some(!referenced))?);
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(timecode) = timecode else {
+        return invalid("Cluster without a Timecode");
+    };
+    Ok((timecode, frames))
 }
 
 fn simple_tag_is_eof(data: &[u8]) -> Result<bool, MkvError> {
