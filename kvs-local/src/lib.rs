@@ -16,6 +16,7 @@
 
 mod api;
 mod auth;
+mod clip;
 mod config;
 mod faults;
 pub mod mkv;

@@ -11,7 +11,10 @@
 
 use super::context::{ConnCtl, Shared, store_err};
 use super::http::{ApiError, ChannelBody, Delivery, RespBody, full, json_response};
-use super::operation::{GetMediaForFragmentListInput, GetMediaInput, ListFragmentsInput, Page};
+use super::operation::{
+    FragmentSelector, GetClipInput, GetMediaForFragmentListInput, GetMediaInput,
+    ListFragmentsInput, Page,
+};
 use super::validate::Checks;
 use crate::model::records::{FragMeta, StoredFragment};
 use crate::util::{epoch_seconds_json, epoch_seconds_plain, now_ms};
@@ -31,6 +34,49 @@ fn timestamp_ms(v: Option<f64>, k: &str) -> Result<Option<u64>, ApiError> {
         Some(_) => Err(ApiError::invalid_argument(format!(
             "{k} must be epoch seconds"
         ))),
+    }
+}
+
+/// A `FragmentSelector`: fragments whose producer (or server) timestamp is in a range, ends
+/// included.
+struct TimeRange {
+    producer: bool,
+    from: u64,
+    to: u64,
+}
+
+impl TimeRange {
+    fn of(sel: FragmentSelector) -> Result<TimeRange, ApiError> {
+        let producer = match sel.fragment_selector_type.as_deref() {
+            Some("PRODUCER_TIMESTAMP") => true,
+            Some("SERVER_TIMESTAMP") => false,
+            other => {
+                return Err(ApiError::invalid_argument(format!(
+                    "FragmentSelectorType must be PRODUCER_TIMESTAMP or SERVER_TIMESTAMP, not {other:?}"
+                )));
+            }
+        };
+        let range = sel.timestamp_range;
+        let from = timestamp_ms(
+            range.as_ref().and_then(|r| r.start_timestamp),
+            "StartTimestamp",
+        )?;
+        let to = timestamp_ms(range.as_ref().and_then(|r| r.end_timestamp), "EndTimestamp")?;
+        match (from, to) {
+            (Some(from), Some(to)) => Ok(TimeRange { producer, from, to }),
+            _ => Err(ApiError::invalid_argument(
+                "TimestampRange needs StartTimestamp and EndTimestamp",
+            )),
+        }
+    }
+
+    fn holds(&self, m: &FragMeta) -> bool {
+        let t = if self.producer {
+            m.producer_timestamp_ms
+        } else {
+            m.server_timestamp_ms
+        };
+        (self.from..=self.to).contains(&t)
     }
 }
 
@@ -55,40 +101,11 @@ pub(crate) fn list_fragments(
         .integer("maxResults", r.max_results.as_ref(), 1, 1000)
         .finish()?;
     let page = Page::new(r.max_results.as_ref(), r.next_token.as_deref(), 1000)?;
-    let (producer, from, to) = match r.fragment_selector {
-        None => (true, None, None),
-        Some(sel) => {
-            let producer = match sel.fragment_selector_type.as_deref() {
-                Some("PRODUCER_TIMESTAMP") => true,
-                Some("SERVER_TIMESTAMP") => false,
-                other => {
-                    return Err(ApiError::invalid_argument(format!(
-                        "FragmentSelectorType must be PRODUCER_TIMESTAMP or SERVER_TIMESTAMP, not {other:?}"
-                    )));
-                }
-            };
-            let range = sel.timestamp_range;
-            let from = timestamp_ms(
-                range.as_ref().and_then(|r| r.start_timestamp),
-                "StartTimestamp",
-            )?;
-            let to = timestamp_ms(range.as_ref().and_then(|r| r.end_timestamp), "EndTimestamp")?;
-            if from.is_none() || to.is_none() {
-                return Err(ApiError::invalid_argument(
-                    "TimestampRange needs StartTimestamp and EndTimestamp",
-                ));
-            }
-            (producer, from, to)
-        }
+    let range = match r.fragment_selector {
+        None => None,
+        Some(sel) => Some(TimeRange::of(sel)?),
     };
-    let in_range = |m: &FragMeta| {
-        let t = if producer {
-            m.producer_timestamp_ms
-        } else {
-            m.server_timestamp_ms
-        };
-        from.is_none_or(|f| t >= f) && to.is_none_or(|e| t <= e)
-    };
+    let in_range = |m: &FragMeta| range.as_ref().is_none_or(|r| r.holds(m));
     let all: Vec<FragMeta> = shared
         .store
         .fragment_metas(name)
@@ -154,10 +171,15 @@ pub(crate) fn fragment_chunk(header: &Bytes, f: &StoredFragment, trailer: bool) 
     out
 }
 
+/// A media response: `video/webm` (MKV fragments), or `video/mp4` for a clip.
 fn media_response(body: RespBody, rid: &str) -> Response<RespBody> {
+    typed_response(body, "video/webm", rid)
+}
+
+fn typed_response(body: RespBody, content_type: &'static str, rid: &str) -> Response<RespBody> {
     let mut r = Response::new(body);
     let h = r.headers_mut();
-    h.insert("content-type", HeaderValue::from_static("video/webm"));
+    h.insert("content-type", HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(rid) {
         h.insert("x-amzn-requestid", v);
     }
@@ -201,6 +223,73 @@ pub(crate) fn fragment_list(
         }
     }
     Ok(media_response(full(out), rid))
+}
+
+/// Longest range of a clip: the service's 24 hours.
+const MAX_CLIP_RANGE_MS: u64 = 24 * 3600 * 1000;
+
+/// `GetClip`: the fragments whose producer (or server) timestamp is in the range, as one MP4
+/// file (the first 200 of them, and at most 100 MB), or the service's errors.
+pub(crate) fn get_clip(
+    shared: &Shared,
+    name: &str,
+    r: GetClipInput,
+    rid: &str,
+) -> Result<Response<RespBody>, ApiError> {
+    let sel = r
+        .clip_fragment_selector
+        .ok_or_else(|| ApiError::invalid_argument("ClipFragmentSelector is required"))?;
+    let range = TimeRange::of(sel)?;
+    if range.to <= range.from {
+        return Err(ApiError::invalid_argument(
+            "EndTimestamp must be later than StartTimestamp",
+        ));
+    }
+    if range.to - range.from > MAX_CLIP_RANGE_MS {
+        return Err(ApiError::invalid_argument(
+            "the TimestampRange of a clip must be no longer than 24 hours",
+        ));
+    }
+    let retention = shared
+        .store
+        .describe(name)
+        .map_or(0, |s| s.meta.data_retention_hours);
+    if retention == 0 {
+        return Err(ApiError::new(
+            400,
+            "NoDataRetentionException",
+            format!(
+                "stream {name} retains no data (DataRetentionInHours is 0); GetClip needs a \
+                 stream created with a retention (kvssink's retention-period, CreateStream's \
+                 DataRetentionInHours) or one raised with UpdateDataRetention"
+            ),
+        ));
+    }
+    let metas = shared.store.fragment_metas(name);
+    let chosen = crate::clip::clip_limit(
+        metas
+            .iter()
+            .enumerate()
+            .filter(|(_, (m, _))| range.holds(m))
+            .map(|(i, (m, _))| (i, m.size)),
+    );
+    if chosen.is_empty() {
+        return Err(ApiError::not_found(
+            "No fragments found in the stream for the clip request.",
+        ));
+    }
+    let fragments = shared
+        .store
+        .fragments_where(name, |i, _| chosen.contains(&i))
+        .map_err(|e| store_err(e, name))?;
+    let headers = shared.store.headers(name);
+    let pieces = crate::clip::clip(&headers, &fragments)
+        .map_err(|e| ApiError::new(400, e.error_type(), e.message()))?;
+    Ok(typed_response(
+        full(Bytes::from(pieces.concat())),
+        "video/mp4",
+        rid,
+    ))
 }
 
 /// `GetMedia`: what is stored from the selector on, then the stream as it

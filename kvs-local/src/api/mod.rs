@@ -48,7 +48,7 @@ pub(crate) async fn route(
                 match unserved(&path) {
                     Some(Unserved::Read(what)) => format!(
                         "kvs-local does not serve {what}; read a stream with GetMedia, \
-                         ListFragments and GetMediaForFragmentList (or kvssrc)"
+                         ListFragments, GetMediaForFragmentList and GetClip (or kvssrc)"
                     ),
                     Some(Unserved::Other(what)) => format!(
                         "kvs-local does not serve {what}: it stands in for video streams only \
@@ -151,6 +151,10 @@ fn dispatch(
             let name = shared.resolve(&r.stream)?;
             return media::fragment_list(shared, &name, r, rid);
         }
+        R::GetClip(r) => {
+            let name = shared.resolve(&r.stream)?;
+            return media::get_clip(shared, &name, r, rid);
+        }
     };
     Ok(json_bytes_response(200, json?, rid))
 }
@@ -172,7 +176,6 @@ fn unserved(path: &str) -> Option<Unserved> {
         "/getDASHStreamingSessionURL" => {
             Unserved::Read("GetDASHStreamingSessionURL (DASH playback)")
         }
-        "/getClip" => Unserved::Read("GetClip (MP4 clips)"),
         "/getImages" => Unserved::Read("GetImages (still images)"),
         "/createSignalingChannel"
         | "/deleteSignalingChannel"

@@ -52,6 +52,7 @@ operations! {
     GetMedia => "/getMedia",
     ListFragments => "/listFragments",
     GetMediaForFragmentList => "/getMediaForFragmentList",
+    GetClip => "/getClip",
 }
 
 /// `StreamName` and/or `StreamARN`, as most requests carry them.
@@ -207,6 +208,15 @@ pub(crate) struct GetMediaForFragmentListInput {
     pub(crate) fragments: Option<Vec<String>>,
 }
 
+/// `GetClip`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct GetClipInput {
+    #[serde(flatten)]
+    pub(crate) stream: StreamRef,
+    pub(crate) clip_fragment_selector: Option<FragmentSelector>,
+}
+
 /// A page of a listing: `MaxResults` items (already validated to be 1 to
 /// `limit`; `limit` when absent) from the offset in `NextToken`.
 pub(crate) struct Page {
@@ -255,6 +265,7 @@ pub(crate) enum ApiRequest {
     GetMedia(GetMediaInput),
     ListFragments(ListFragmentsInput),
     GetMediaForFragmentList(GetMediaForFragmentListInput),
+    GetClip(GetClipInput),
 }
 
 fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -294,6 +305,7 @@ impl ApiRequest {
             Operation::GetMedia => R::GetMedia(json(body)?),
             Operation::ListFragments => R::ListFragments(json(body)?),
             Operation::GetMediaForFragmentList => R::GetMediaForFragmentList(json(body)?),
+            Operation::GetClip => R::GetClip(json(body)?),
             Operation::PutMedia => {
                 return Err(ApiError::new(
                     500,
@@ -320,6 +332,7 @@ impl ApiRequest {
             Ok(R::GetMedia(r)) => &r.stream,
             Ok(R::ListFragments(r)) => &r.stream,
             Ok(R::GetMediaForFragmentList(r)) => &r.stream,
+            Ok(R::GetClip(r)) => &r.stream,
             Ok(R::ListStreams(_)) => return StreamRef::default(),
             Err(_) => return serde_json::from_slice(body).unwrap_or_default(),
         };

@@ -253,8 +253,9 @@ def test_creating_delay_is_an_option(start, mkv):
 
 
 def test_unserved_playback_apis_say_so(kvs):
-    """GetDataEndpoint names an endpoint for HLS, DASH, GetClip and GetImages, as the service
-    does; calling them then tells a boto3 user that kvs-local does not serve them."""
+    """GetDataEndpoint names an endpoint for HLS, DASH and GetImages, as the service does;
+    calling them then tells a boto3 user that kvs-local does not serve them. (GetClip is
+    served: test_kvssink.py.)"""
     kv = client("kinesisvideo", kvs.url)
     kv.create_stream(StreamName="conf-hls", DataRetentionInHours=2, MediaType="video/h264")
     ep = kv.get_data_endpoint(StreamName="conf-hls", APIName="GET_HLS_STREAMING_SESSION_URL")
@@ -264,10 +265,6 @@ def test_unserved_playback_apis_say_so(kvs):
             StreamName="conf-hls", PlaybackMode="LIVE")),
         ("GetDASHStreamingSessionURL", lambda: archived.get_dash_streaming_session_url(
             StreamName="conf-hls", PlaybackMode="LIVE")),
-        ("GetClip", lambda: archived.get_clip(StreamName="conf-hls", ClipFragmentSelector={
-            "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
-                "StartTimestamp": datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
-                "EndTimestamp": datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc)}})),
     ]
     for name, call in calls:
         with pytest.raises(ClientError) as e:

@@ -2,8 +2,12 @@
 binary, as a user runs it: CONTROL_PLANE_URI and the demo keys; then read
 back with boto3, the report and `kvs-local export`."""
 
+import datetime
 import os
 import subprocess
+
+import pytest
+from botocore.exceptions import ClientError
 
 import kvsclient
 from kvsclient import client, sha256
@@ -52,3 +56,71 @@ def test_kvssink_streams_into_kvs_local(kvs, tmp_path):
     assert sorted(sha256(c) for _, c in clusters) == sorted(f["sha256"] for f in persisted)
     subprocess.run(["gst-launch-1.0", "-q", "filesrc", f"location={out}", "!", "matroskademux",
                     "!", "h264parse", "!", "avdec_h264", "!", "fakesink"], check=True, timeout=60)
+
+
+def count_buffers(args, sink):
+    """Runs a gst-launch-1.0 line ending in fakesinks and counts the buffers `sink` got."""
+    r = subprocess.run(["gst-launch-1.0", "-v"] + args, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return sum(1 for line in r.stdout.splitlines() if f"{sink}:sink" in line and "chain" in line)
+
+
+def test_get_clip_gives_an_mp4_of_every_frame(kvs, tmp_path):
+    """A boto3 user's GetClip of what kvssink sent (H.264 with B-frames and AAC): an MP4 that
+    GStreamer's qtdemux reads, with every video frame of the fragments in the range; then the
+    service's errors for an empty range and a stream that retains nothing."""
+    env = dict(os.environ)
+    env.update({
+        "GST_PLUGIN_PATH": PLUGIN_DIR,
+        "CONTROL_PLANE_URI": kvs.url,
+        "AWS_ACCESS_KEY_ID": kvsclient.DEMO_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": kvsclient.DEMO_SECRET_KEY,
+        "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    })
+    start = 1_764_000_000
+    r = subprocess.run(
+        ["gst-launch-1.0", "-e", "videotestsrc", "num-buffers=120",
+         "!", "video/x-raw,format=I420,width=160,height=120,framerate=30/1",
+         "!", "x264enc", "key-int-max=30", "bframes=2", "!", "h264parse", "!", "queue", "!", "mux.",
+         "audiotestsrc", "num-buffers=170", "!", "audio/x-raw,rate=44100",
+         "!", "avenc_aac", "!", "aacparse", "!", "queue", "!", "mux.",
+         "matroskamux", "name=mux", "streamable=true",
+         "!", "kvssink", "stream-name=rs-clip", "aws-region=us-west-2", f"file-start-time={start}"],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    kv = client("kinesisvideo", kvs.url)
+    archived = client("kinesis-video-archived-media",
+                      kv.get_data_endpoint(StreamName="rs-clip", APIName="GET_CLIP")["DataEndpoint"])
+    utc = datetime.timezone.utc
+    frags = archived.list_fragments(StreamName="rs-clip")["Fragments"]
+    assert len(frags) == 4, frags
+    clip = archived.get_clip(StreamName="rs-clip", ClipFragmentSelector={
+        "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
+            "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
+            "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}})
+    assert clip["ContentType"] == "video/mp4"
+    out = tmp_path / "clip.mp4"
+    out.write_bytes(clip["Payload"].read())
+    line = ["filesrc", f"location={out}", "!", "qtdemux", "name=d",
+            "d.video_0", "!", "queue", "!", "h264parse", "!", "avdec_h264", "!",
+            "fakesink", "name=v", "sync=false", "silent=false",
+            "d.audio_0", "!", "queue", "!", "aacparse", "!", "avdec_aac", "!",
+            "fakesink", "name=a", "sync=false", "silent=false"]
+    assert count_buffers(line, "v") == 120
+    assert count_buffers(line, "a") >= 160
+
+    # a range with no fragment, and a stream without retention: as the service answers them
+    with pytest.raises(ClientError) as e:
+        archived.get_clip(StreamName="rs-clip", ClipFragmentSelector={
+            "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
+                "StartTimestamp": datetime.datetime.fromtimestamp(start - 100, utc),
+                "EndTimestamp": datetime.datetime.fromtimestamp(start - 50, utc)}})
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    kv.create_stream(StreamName="rs-noretention")
+    with pytest.raises(ClientError) as e:
+        archived.get_clip(StreamName="rs-noretention", ClipFragmentSelector={
+            "FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": {
+                "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
+                "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}})
+    assert e.value.response["Error"]["Code"] == "NoDataRetentionException"
