@@ -497,11 +497,11 @@ fn stbl(o: &mut Vec<u8>, t: &Track, chunks: &[(u64, &Chunk)], wide: bool) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The boxes directly in `data`: (type, body).
-    fn boxes(mut data: &[u8]) -> Vec<([u8; 4], &[u8])> {
+    pub(crate) fn boxes(mut data: &[u8]) -> Vec<([u8; 4], &[u8])> {
         let mut out = Vec::new();
         while data.len() >= 8 {
             let size = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;

@@ -1,3 +1,4 @@
+use super::mp4::tests::boxes;
 use super::*;
 use kvs_format::build::{
     block_group, cluster, cluster_sized, ebml_header, info, segment_unknown_size, simple_block,
@@ -69,17 +70,6 @@ fn fragment(index: usize, producer_ms: u64, bytes: Vec<u8>) -> StoredFragment {
         header_index: 0,
         metadata: Vec::new(),
     }
-}
-
-/// The boxes directly in `data`: (type, body).
-fn boxes(mut data: &[u8]) -> Vec<([u8; 4], &[u8])> {
-    let mut out = Vec::new();
-    while data.len() >= 8 {
-        let size = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
-        out.push((data[4..8].try_into().unwrap(), &data[8..size]));
-        data = &data[size..];
-    }
-    out
 }
 
 fn child<'a>(data: &'a [u8], kind: &[u8; 4]) -> &'a [u8] {
