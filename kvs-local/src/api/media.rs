@@ -280,7 +280,7 @@ pub(crate) fn get_clip(
     }
     let fragments = shared
         .store
-        .fragments_where(name, |i, _| chosen.contains(&i))
+        .fragments_where(name, |i, _| chosen.binary_search(&i).is_ok())
         .map_err(|e| store_err(e, name))?;
     let headers = shared.store.headers(name);
     let pieces = crate::clip::clip(&headers, &fragments)

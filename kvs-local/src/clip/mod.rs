@@ -59,8 +59,9 @@ impl ClipError {
 }
 
 /// The fragments a clip holds, of those in its range (in stream order): the first
-/// [`MAX_CLIP_FRAGMENTS`], and no more than [`MAX_CLIP_BYTES`] (at least one).
-pub(crate) fn clip_limit<'a>(in_range: impl Iterator<Item = (usize, u64)> + 'a) -> Vec<usize> {
+/// [`MAX_CLIP_FRAGMENTS`], and no more than [`MAX_CLIP_BYTES`] (at least one), in ascending
+/// order of index.
+pub(crate) fn clip_limit(in_range: impl Iterator<Item = (usize, u64)>) -> Vec<usize> {
     let mut bytes = 0u64;
     let mut out = Vec::new();
     for (index, size) in in_range.take(MAX_CLIP_FRAGMENTS) {

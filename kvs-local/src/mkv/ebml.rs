@@ -294,7 +294,10 @@ pub fn cluster_frames(cluster: &[u8]) -> Result<(u64, Vec<Frame>), MkvError> {
         Some(Ok(s)) if s <= cluster.len() - len => len + s,
         Some(_) => return invalid("Cluster exceeds its bytes"),
     };
-    let block = |at: usize, body: &[u8], key: Option<bool>| -> Result<Frame, MkvError> {
+    // where `body`, a slice of `cluster`, starts in it
+    let offset = |body: &[u8]| body.as_ptr() as usize - cluster.as_ptr() as usize;
+    let block = |body: &[u8], key: Option<bool>| -> Result<Frame, MkvError> {
+        let at = offset(body);
         let Ok(Some((track, n))) = kvs_format::ebml::read_vint(body) else {
             return invalid("block without a track number");
         };
@@ -315,26 +318,22 @@ pub fn cluster_frames(cluster: &[u8]) -> Result<(u64, Vec<Frame>), MkvError> {
     let mut frames = Vec::new();
     for child in children(&cluster[len..end]) {
         let (cid, body) = child?;
-        // where `body` starts in `cluster`
-        let body_at = body.as_ptr() as usize - cluster.as_ptr() as usize;
         match cid {
             ID_TIMECODE => timecode = Some(read_uint(body)?),
-            ID_SIMPLE_BLOCK => frames.push(block(body_at, body, None)?),
+            ID_SIMPLE_BLOCK => frames.push(block(body, None)?),
             ID_BLOCK_GROUP => {
                 let mut found = None;
                 let mut referenced = false;
                 for g in children(body) {
                     let (gid, gb) = g?;
                     match gid {
-                        ID_BLOCK => {
-                            found = Some((gb.as_ptr() as usize - cluster.as_ptr() as usize, gb))
-                        }
+                        ID_BLOCK => found = Some(gb),
                         ID_REFERENCE_BLOCK => referenced = true,
                         _ => {}
                     }
                 }
-                if let Some((gat, gb)) = found {
-                    frames.push(block(gat, gb, Some(!referenced))?);
+                if let Some(gb) = found {
+                    frames.push(block(gb, Some(!referenced))?);
                 }
             }
             _ => {}
