@@ -55,6 +55,13 @@ const PACE_SLACK: Duration = Duration::from_millis(25);
 /// A live stream's first fragment after a pause starts a new session when it would otherwise
 /// be dated this much (ms) earlier than it happens: shorter pauses keep the session.
 const RESUME_LAG_MS: u64 = 1_000;
+/// Live input's running times date its frames by the pipeline's clock when the first
+/// fragment is at most this far (ms) behind the clock (the encoder's and the muxer's
+/// latency)...
+const LIVE_EPOCH_BEHIND_MS: u64 = 60_000;
+/// ... and at most this far ahead of it. Other timecodes are not this pipeline's running
+/// times (a stream muxed elsewhere): the first fragment is dated now.
+const LIVE_EPOCH_AHEAD_MS: u64 = 1_000;
 
 /// A live stream follows this machine's clock when it is set (stepped) by this much (ms) or
 /// more while streaming; NTP's gradual corrections move both clocks alike.
@@ -142,8 +149,8 @@ impl fmt::Display for StartSource {
                  upload it at full speed)"
             }
             StartSource::Resumed => {
-                "now, as the pipeline plays again after a pause (the fragments after it keep \
-                 their real time, not the running time that stood still)"
+                "the clock, as the pipeline plays again after a pause (the fragments after it \
+                 keep their real time, not the running time that stood still)"
             }
             StartSource::ClockStepped => {
                 "this machine's clock, set forward while streaming (the fragments from now on \
@@ -552,6 +559,9 @@ pub struct Producer {
     last_header: Option<StreamHeader>,
     /// Live and playing again after a pause: the next fragment may start a new session.
     resumed: bool,
+    /// At the last resume, by the pipeline's clock: the epoch time (ms) of running time 0,
+    /// and the running time (ns) at which the pause began.
+    resume_epoch: Option<(u64, u64)>,
     /// Live: this machine's clock and the monotonic clock when the current start was
     /// placed; they part when the clock is set (a step), which the dates then follow.
     wall_anchor: Option<(u64, Instant)>,
@@ -1030,6 +1040,7 @@ impl Producer {
             pending_header: None,
             last_header: None,
             resumed: false,
+            resume_epoch: None,
             wall_anchor: None,
             timecode_scale: 1_000_000,
             media_type,
@@ -1080,10 +1091,10 @@ impl Producer {
         self.uploader.set_keep_everything(offline);
     }
 
-    /// Live, timecodes that are running times (elementary streams): running time 0 was at
-    /// `epoch_ms` by the pipeline's clock. Streams are then dated when their frames were
-    /// captured, not when their header could be written (after the encoder's latency, or
-    /// after waiting for the audio's format).
+    /// Live, timecodes that are running times (matroskamux's, and kvssink's own for
+    /// elementary streams): running time 0 was at `epoch_ms` by the pipeline's clock.
+    /// Streams are then dated when their frames were captured, not when they reach kvssink
+    /// (after the encoder's latency, or after waiting for the audio's format).
     pub fn set_live_epoch(&mut self, epoch_ms: u64) {
         self.live_epoch_ms = Some(epoch_ms);
     }
@@ -1135,6 +1146,11 @@ impl Producer {
         if !self.offline {
             let start = self
                 .live_epoch_ms
+                .filter(|&epoch| {
+                    let first = epoch.saturating_add(first_ms);
+                    first <= now.saturating_add(LIVE_EPOCH_AHEAD_MS)
+                        && first.saturating_add(LIVE_EPOCH_BEHIND_MS) >= now
+                })
                 .unwrap_or_else(|| now.saturating_sub(first_ms));
             return (start, StartSource::Live);
         }
@@ -1577,26 +1593,39 @@ impl Producer {
 
     /// A live pipeline plays again after a pause (PAUSED to PLAYING): its running time stood
     /// still, so without a new start the fragments after the pause would be dated the pause's
-    /// length too early. Call before the first bytes after the pause.
-    pub fn resumed_after_pause(&mut self) {
+    /// length too early. `epoch` is, by the pipeline's clock, the epoch time (ms) of running
+    /// time 0 from now on and the running time (ns) at which the pause began, when known.
+    /// Call before the first bytes after the pause.
+    pub fn resumed_after_pause(&mut self, epoch: Option<(u64, u64)>) {
         let original_pts = matches!(self.buffer_epoch, Some((_, StartSource::OriginalPts)));
         self.resumed = !self.offline && !original_pts && self.last_header.is_some();
+        self.resume_epoch = epoch.filter(|_| self.resumed);
         // Running time stood still while paused.
-        self.live_epoch_ms = None;
+        self.live_epoch_ms = epoch.map(|(ms, _)| ms);
     }
 
-    /// The first fragment after a pause: when it is dated later than it happens by more than
-    /// `RESUME_LAG_MS`, the stream starts again, with its header, as the first fragment
-    /// did (now, less its running time), in a new session. Never earlier than before.
+    /// A fragment after a pause. One that began before the pause (it was in the encoder, or
+    /// its first frame's capture began before the pause) keeps its date, and the next is
+    /// looked at. The first that began after it is dated by
+    /// the pipeline's clock (or, without one, as happening now); when that is later than
+    /// the current dates by more than `RESUME_LAG_MS`, the stream starts again there, with
+    /// its header, in a new session. Never earlier than before.
     fn restart_after_pause(&mut self, start_ns: u64, notices: &mut Vec<Notice>) {
         let Some(header) = self.last_header.clone() else {
             return;
         };
-        let dated = self.producer_start_ms.saturating_add(start_ns / 1_000_000);
-        let now = uploader::now_ms();
-        if now > dated.saturating_add(RESUME_LAG_MS) {
-            let start_ms = now.saturating_sub(start_ns / 1_000_000);
-            self.start_stream_at(header, start_ms, now, StartSource::Resumed, notices);
+        let start_ms = match self.resume_epoch {
+            Some((_, paused_ns)) if start_ns < paused_ns => {
+                self.resumed = true;
+                return;
+            }
+            Some((epoch_ms, _)) => epoch_ms,
+            None => uploader::now_ms().saturating_sub(start_ns / 1_000_000),
+        };
+        self.resume_epoch = None;
+        if start_ms > self.producer_start_ms.saturating_add(RESUME_LAG_MS) {
+            let first_ms = start_ms.saturating_add(start_ns / 1_000_000);
+            self.start_stream_at(header, start_ms, first_ms, StartSource::Resumed, notices);
         }
     }
 

@@ -437,6 +437,98 @@ fn a_live_pipeline_paused_and_played_again_keeps_real_time() {
     assert_eq!(sources, ["live", "resumed"]);
 }
 
+#[test]
+fn live_fragments_are_dated_when_captured_through_encoder_latency_and_a_pause() {
+    // A camera pipeline with x264enc's default settings (its look-ahead holds frames for
+    // about a second) feeds matroskamux and kvssink's own muxing; the application pauses it
+    // for 3 s. Every fragment, before and after the pause, is dated when its first frame was
+    // captured: not when it reached kvssink (a second later), nor by the running time that
+    // stood still while paused (3 s early).
+    init();
+    let server = server();
+    let line = "videotestsrc name=src is-live=true \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc key-int-max=15 ! tee name=t \
+         t. ! queue ! matroskamux streamable=true ! kvssink stream-name=late-mkv \
+         t. ! queue ! h264parse ! kvssink stream-name=late-es";
+    let run = python_launch(
+        &server,
+        &[
+            "--capture-times",
+            "src",
+            "--pause-after-persisted",
+            "4",
+            "3",
+            "--stop-after-persisted",
+            "16",
+        ],
+        line,
+        TIMEOUT,
+    );
+    run.assert_success();
+    let captured: std::collections::BTreeMap<u64, u64> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("captured="))
+        .map(|v| {
+            let (pts, at) = v.split_once(':').unwrap();
+            (pts.parse().unwrap(), at.parse().unwrap())
+        })
+        .collect();
+    let playing_at = run.printed_ms("playing-at=");
+    for stream in ["late-mkv", "late-es"] {
+        let fragments = server.fragments(stream);
+        assert!(
+            fragments.len() >= 4,
+            "{stream}: {} fragments",
+            fragments.len()
+        );
+        let errors: Vec<(u64, i64)> = fragments
+            .iter()
+            .map(|f| {
+                // The frame captured at the fragment's timecode (a running time, in ms).
+                let (pts, at) = captured
+                    .range(f.timecode.saturating_sub(20)..)
+                    .next()
+                    .unwrap_or_else(|| panic!("{stream}: no frame at {}", f.timecode));
+                assert!(
+                    pts.abs_diff(f.timecode) <= 20,
+                    "{stream}: {pts} for {}",
+                    f.timecode
+                );
+                (f.timecode, f.producer_timestamp_ms as i64 - *at as i64)
+            })
+            .collect();
+        // The probe's time is taken in Python as the frame leaves the source, once its
+        // capture is over: a little later than the capture began, by more on a loaded
+        // machine. The frame whose capture the pause cut (begun before it, over after it)
+        // is dated when it began: the pause's length before it left the source.
+        let pause = (playing_at - run.printed_ms("paused-at=")) as i64;
+        let cut = |e: i64| (-300..=100).contains(&(e + pause));
+        let wrong: Vec<_> = errors
+            .iter()
+            .filter(|&&(_, e)| !(-300..=100).contains(&e))
+            .collect();
+        assert!(
+            wrong.is_empty() || (wrong.len() == 1 && cut(wrong[0].1)),
+            "{stream}: fragments (timecode, producer time minus capture in ms): {errors:?}"
+        );
+        assert!(
+            fragments
+                .iter()
+                .any(|f| f.producer_timestamp_ms >= playing_at),
+            "{stream}: nothing after the pause: {errors:?}"
+        );
+        let sources: Vec<&str> = run
+            .named("kvs-stream-start")
+            .iter()
+            .filter(|s| s.get::<&str>("stream-name") == Ok(stream))
+            .map(|s| s.get::<&str>("source").unwrap())
+            .collect();
+        assert_eq!(sources, ["live", "resumed"], "{stream}");
+    }
+}
+
 /// An application that must stop at once while the endpoint is down (the user is quitting)
 /// sets `stop-stream-timeout` to 0 while playing, then stops without EOS: the stop does not
 /// wait (the default is 120 s), and the summary says what was abandoned.

@@ -192,6 +192,9 @@ pub struct KvsSink {
     /// (offline pacing, back-pressure) holds: a state change must not wait for it.
     paused_after_playing: std::sync::atomic::AtomicBool,
     resumed_after_pause: std::sync::atomic::AtomicBool,
+    /// At the last resume: the epoch time (ms) of running time 0 by the new base time, and
+    /// the running time (ns) at which the pause began.
+    resume_epoch: Mutex<Option<(u64, u64)>>,
     /// A fatal error's account (`failed`) was posted with it: the stream's only summary.
     failed_account_posted: std::sync::atomic::AtomicBool,
     /// Whether the element has started, and the `kvs-add-metadata` events sent before it did,
@@ -382,7 +385,9 @@ impl ElementImpl for KvsSink {
                 if self.paused_after_playing.swap(false, Ordering::AcqRel) =>
             {
                 // A live source's running time stood still while paused: the fragments after
-                // the pause are dated from now, not a pause's length too early.
+                // the pause are dated by the new base time, not a pause's length too early.
+                // The pipeline has set it; the running time now is where the pause began.
+                *lock(&self.resume_epoch) = self.clock_epoch();
                 self.resumed_after_pause.store(true, Ordering::Release);
                 resumed = true;
             }
@@ -767,7 +772,7 @@ impl BaseSinkImpl for KvsSink {
                 started.producer.set_upstream_date(self.upstream_date_ms());
             }
             self.take_buffer_epoch(started, buffer, offline);
-            if !offline && lock(&self.es).has_video() && self.upstream_latency().0 {
+            if !offline && self.upstream_latency().0 {
                 self.take_live_epoch(started);
             }
         }
@@ -1307,20 +1312,22 @@ impl KvsSink {
         }
     }
 
-    /// Live elementary streams, whose timecodes are running times: the epoch time of running
-    /// time 0, by the pipeline's clock now.
+    /// Live input, whose timecodes are running times (matroskamux's cluster timecodes and
+    /// elementary streams alike): the epoch time of running time 0, by the pipeline's clock
+    /// now.
     fn take_live_epoch(&self, started: &mut Started) {
-        let obj = self.obj();
-        let (Some(clock), Some(base)) = (obj.clock(), obj.base_time()) else {
-            return;
-        };
-        let Some(running) = clock.time().checked_sub(base) else {
-            return;
-        };
-        let wall = crate::uploader::now_ms();
-        if let Some(ms) = wall.checked_sub(running.mseconds()) {
+        if let Some((ms, _)) = self.clock_epoch() {
             started.producer.set_live_epoch(ms);
         }
+    }
+
+    /// The epoch time (ms) of running time 0 by the pipeline's clock, and the running time
+    /// now (ns).
+    fn clock_epoch(&self) -> Option<(u64, u64)> {
+        let obj = self.obj();
+        let running = obj.clock()?.time().checked_sub(obj.base_time()?)?;
+        let wall = crate::uploader::now_ms();
+        Some((wall.checked_sub(running.mseconds())?, running.nseconds()))
     }
 
     /// The `datetime` tag of the video pad's sticky tag events (the recording's date, to the
@@ -1440,7 +1447,11 @@ impl KvsSink {
         if self.resumed_after_pause.load(Ordering::Relaxed)
             && self.resumed_after_pause.swap(false, Ordering::AcqRel)
         {
-            started.producer.resumed_after_pause();
+            // Running times are capture times only from a live source.
+            let epoch = lock(&self.resume_epoch)
+                .take()
+                .filter(|_| self.upstream_latency().0);
+            started.producer.resumed_after_pause(epoch);
         }
         let mut notices = std::mem::take(&mut started.notices);
         let result = started.producer.push(data, &mut notices);

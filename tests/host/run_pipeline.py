@@ -6,7 +6,7 @@ printing kvssink's element messages like `gst-launch-1.0 -m` so the Rust tests c
                     [--pause-after-persisted N SECONDS] [--stop-after-seconds S]
                     [--set-before-stop ELEMENT PROPERTY VALUE]
                     [--set-during-stop ELEMENT PROPERTY VALUE SECONDS] [--eos-after-seconds S]
-                    [--seek-after-seconds S POSITION] LAUNCH-LINE
+                    [--seek-after-seconds S POSITION] [--capture-times ELEMENT] LAUNCH-LINE
 
 --default-sigpipe restores the default SIGPIPE action, as many applications (and anything
 started from them) do: CPython itself ignores SIGPIPE at start-up.
@@ -29,6 +29,9 @@ its caps' size), then ends its stream: the mistake of an application that never 
 before the pipeline is stopped (VALUE parsed for the property's type).
 --set-during-stop ELEMENT PROPERTY VALUE SECONDS sets it from another thread SECONDS after the
 stop began (an application cutting a long stop short).
+--capture-times ELEMENT notes when (ms since the epoch) each buffer leaves the element named
+ELEMENT (a live source: when it was captured) and prints `captured=PTS:MS` for each at the end
+(PTS in ms).
 It prints `started-at=MS` (ms since the epoch) just before setting the pipeline to PLAYING.
 Exit status: 0 after EOS (or the requested stop), 1 after an error message.
 """
@@ -54,6 +57,7 @@ def main(argv):
     seek = None
     seek_element = None
     untimed = 0
+    capture = None
     while argv and argv[0].startswith("--"):
         flag = argv.pop(0)
         if flag == "--default-sigpipe":
@@ -76,6 +80,8 @@ def main(argv):
             during_stop.append((argv.pop(0), argv.pop(0), argv.pop(0), float(argv.pop(0))))
         elif flag == "--set-before-stop":
             before_stop.append((argv.pop(0), argv.pop(0), argv.pop(0)))
+        elif flag == "--capture-times":
+            capture = argv.pop(0)
         elif flag == "--push-untimed":
             untimed = int(argv.pop(0))
         else:
@@ -89,8 +95,19 @@ def main(argv):
         for _ in range(untimed):
             source.emit("push-buffer", Gst.Buffer.new_wrapped(bytes(size)))
         source.emit("end-of-stream")
-    return run(pipeline, stop_after, pause, stop_after_s, before_stop,
+    captured = []
+    if capture:
+        def note(_pad, info):
+            captured.append((info.get_buffer().pts // Gst.MSECOND, now_ms()))
+            return Gst.PadProbeReturn.OK
+
+        pad = pipeline.get_by_name(capture).get_static_pad("src")
+        pad.add_probe(Gst.PadProbeType.BUFFER, note)
+    code = run(pipeline, stop_after, pause, stop_after_s, before_stop,
                eos_after_s, eos_to, during_stop, seek, seek_element)
+    for pts, at in captured:
+        print(f"captured={pts}:{at}")
+    return code
 
 
 def now_ms():
