@@ -854,6 +854,7 @@ impl Uploader {
                 || may_drop
                 || (inner.live && !inner.keep_everything)
                 || inner.flushing
+                || inner.ending
                 || inner.fatal().is_some()
             {
                 break;
@@ -1008,9 +1009,26 @@ impl Uploader {
     pub fn set_flushing(&self, flushing: bool) {
         let mut inner = self.shared.lock();
         inner.flushing = flushing;
+        // A flush after EOS begins a new stream.
+        inner.ending &= flushing;
         inner.store.set_stopping(flushing);
         drop(inner);
         self.shared.changed.notify_all();
+    }
+
+    /// The application is ending the stream: an EOS is on its way, and cannot reach kvssink
+    /// while the streaming thread is held for room (a source's EOS waits for its streaming
+    /// thread). From now on nothing is held: what comes before the EOS is kept in memory
+    /// beyond the store's limits (a buffer or a queue's worth), and the EOS's wait for the
+    /// service (`stop-stream-timeout`) bounds the rest.
+    pub fn end_soon(&self) {
+        self.shared.lock().ending = true;
+        self.shared.changed.notify_all();
+    }
+
+    /// Whether the application is ending the stream ([`Uploader::end_soon`]).
+    pub fn ending(&self) -> bool {
+        self.shared.lock().ending
     }
 
     /// The fatal error, if the stream failed.

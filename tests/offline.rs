@@ -709,6 +709,94 @@ fn ctrl_c_during_a_matroska_upload_is_not_blamed_on_the_input() {
     assert!((3..60).contains(&stored), "{stored} of 60 fragments stored");
 }
 
+/// `gst-launch-1.0 -m -e` uploads a 240 s recording to `stream`; once 3 fragments are
+/// stored, the service goes away if `outage`, and a second later the user presses Ctrl-C
+/// (SIGINT; as systemd's `KillSignal=SIGINT` does). Returns the run and how long the host
+/// took to exit after the Ctrl-C.
+fn ctrl_c_with_eos(server: &Server, stream: &str, outage: bool) -> (HostRun, Duration) {
+    let dir = tempdir();
+    let file = recording(dir.path(), 240, None);
+    let registry = tempdir();
+    let mut cmd = common::host::host_command("gst-launch-1.0", &server.url(), registry.path());
+    cmd.args(["-m", "-e"])
+        .args(common::host::split_launch(&format!(
+            "filesrc location={} ! kvssink stream-name={stream} file-start-time=1700000000 \
+         stop-stream-timeout=5",
+            file.display()
+        )));
+    let pressed = std::sync::Mutex::new(None);
+    let run = common::host::run_host_then(cmd, TIMEOUT, |pid| {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while server.fragments(stream).len() < 3 {
+            assert!(std::time::Instant::now() < deadline, "no fragment stored");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if outage {
+            server.pause_listening();
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        *pressed.lock().unwrap() = Some(std::time::Instant::now());
+        // SAFETY: signals the host process this test started, still running.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+    });
+    let took = pressed.lock().unwrap().expect("Ctrl-C pressed").elapsed();
+    server.resume_listening();
+    (run, took)
+}
+
+#[test]
+fn ctrl_c_with_eos_during_an_outage_ends_after_stop_stream_timeout() {
+    // A recording's upload is held for room while the service is away; Ctrl-C with -e
+    // sends EOS to filesrc, which waits for its streaming thread: kvssink lets it go, the
+    // EOS waits stop-stream-timeout (5 s) for the service, and the account names what was
+    // abandoned. It used to wait until the service came back (here: never).
+    init();
+    let server = server();
+    let (run, took) = ctrl_c_with_eos(&server, "interrupted", true);
+    let out = run.output();
+    assert!(
+        took < Duration::from_secs(30),
+        "exited {took:?} after Ctrl-C: {out}"
+    );
+    assert_eq!(run.status.code(), Some(1), "{out}");
+    assert!(!out.contains("takes the output of matroskamux"), "{out}");
+    let summary = run.summary();
+    let count = |field: &str| summary.get::<u64>(field).unwrap();
+    assert!(count("fragments-lost") >= 1, "{summary:?}");
+    assert_eq!(
+        count("fragments-produced"),
+        count("fragments-persisted") + count("fragments-lost"),
+        "{summary:?}"
+    );
+    assert_eq!(
+        count("fragments-persisted") as usize,
+        server.fragments("interrupted").len(),
+        "{summary:?}"
+    );
+}
+
+#[test]
+fn ctrl_c_with_eos_during_an_upload_sends_what_came_before_it() {
+    // The same Ctrl-C with the service up: filesrc stops wherever it was, inside a Matroska
+    // element. That is the user's doing (as without -e): a warning says where the input was
+    // cut, every fragment before it is persisted, and the run succeeds.
+    init();
+    let server = server();
+    let (run, _) = ctrl_c_with_eos(&server, "ended", false);
+    let out = run.output();
+    assert_eq!(run.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("the application ended the stream inside a Matroska element"),
+        "{out}"
+    );
+    let summary = run.summary();
+    assert_eq!(summary.get::<&str>("outcome").unwrap(), "all-persisted");
+    let persisted = summary.get::<u64>("fragments-persisted").unwrap() as usize;
+    let stored = server.fragments("ended").len();
+    assert_eq!(persisted, stored);
+    assert!((3..60).contains(&stored), "{stored} of 60 fragments stored");
+}
+
 /// 70 s of H.264 at 5 frames a second with key frames at 0 s and 60 s only (a camera's long
 /// group of pictures): matroskamux starts a cluster every 32.767 s, so the second cluster
 /// (32.8 s) does not start with a key frame.

@@ -195,6 +195,8 @@ pub struct KvsSink {
     /// At the last resume: the epoch time (ms) of running time 0 by the new base time, and
     /// the running time (ns) at which the pause began.
     resume_epoch: Mutex<Option<(u64, u64)>>,
+    /// The pipeline's bus and the handler that sees `gst-launch-1.0 -e` interrupted.
+    interrupt_watch: Mutex<Option<(gst::Bus, glib::SignalHandlerId)>>,
     /// A fatal error's account (`failed`) was posted with it: the stream's only summary.
     failed_account_posted: std::sync::atomic::AtomicBool,
     /// Whether the element has started, and the `kvs-add-metadata` events sent before it did,
@@ -522,7 +524,11 @@ impl ElementImpl for KvsSink {
         }
         if event.type_() == gst::EventType::Eos {
             // An application ending the stream this way (AWS's samples do): every input
-            // ends, the audio's too (the video's EOS waits for it).
+            // ends, the audio's too (the video's EOS waits for it). A streaming thread held
+            // for room (a recording, during an outage) lets go first: the EOS waits for it.
+            if let Some(uploader) = &*lock(&self.uploader) {
+                uploader.end_soon();
+            }
             let audio = lock(&self.audio).pad.clone();
             let mut sent = self.obj().sink_pad().send_event(event.clone());
             if let Some(pad) = audio {
@@ -627,6 +633,7 @@ impl BaseSinkImpl for KvsSink {
             events,
         );
         *lock(&self.uploader) = Some(producer.uploader().clone());
+        self.watch_for_interrupt(producer.uploader().clone());
         let key = format!("{stream}\u{0}{:?}", settings.location());
         if streams_in_use(&key, 1) > 1 {
             gst::element_imp_warning!(
@@ -684,6 +691,10 @@ impl BaseSinkImpl for KvsSink {
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         lock(&self.metadata_before_start).0 = false;
+        if let Some((bus, handler)) = lock(&self.interrupt_watch).take() {
+            bus.disconnect(handler);
+            bus.disable_sync_message_emission();
+        }
         if let Some(key) = lock(&self.in_use).take() {
             streams_in_use(&key, -1);
         }
@@ -1312,6 +1323,35 @@ impl KvsSink {
         }
     }
 
+    /// `gst-launch-1.0 -e` interrupted (Ctrl-C, or systemd's `KillSignal=SIGINT`) sends EOS
+    /// to the pipeline's sources, from its main loop, and that waits for each source's
+    /// streaming thread: a recording's, held for room in the store while the service is out
+    /// of reach, would keep it waiting until the service came back. Its interrupt message is
+    /// seen as it is posted, and the streaming thread let go.
+    fn watch_for_interrupt(&self, uploader: std::sync::Arc<crate::uploader::Uploader>) {
+        // The top-level pipeline's bus: a bin gives its children a bus of its own.
+        let mut top: gst::Object = self.obj().clone().upcast();
+        while let Some(parent) = top.parent() {
+            top = parent;
+        }
+        let Some(bus) = top.downcast::<gst::Element>().ok().and_then(|e| e.bus()) else {
+            return;
+        };
+        bus.enable_sync_message_emission();
+        let handler = bus.connect_sync_message(Some("application"), move |_, message| {
+            if message
+                .structure()
+                .is_some_and(|s| s.name() == "GstLaunchInterrupt")
+            {
+                uploader.end_soon();
+            }
+        });
+        if let Some((bus, handler)) = lock(&self.interrupt_watch).replace((bus, handler)) {
+            bus.disconnect(handler);
+            bus.disable_sync_message_emission();
+        }
+    }
+
     /// Live input, whose timecodes are running times (matroskamux's cluster timecodes and
     /// elementary streams alike): the epoch time of running time 0, by the pipeline's clock
     /// now.
@@ -1732,6 +1772,22 @@ impl KvsSink {
                 started.stream_name.clone(),
                 input_error,
             )
+        };
+        let input_error = match input_error {
+            Some(mkv::MkvError::Truncated { offset }) if uploader.ending() => {
+                // The application ended the stream (Ctrl-C with gst-launch-1.0 -e) where a
+                // file read happened to be: its doing, as a stop without EOS is.
+                self.format_warning(
+                    &stream,
+                    format_args!(
+                        "the application ended the stream inside a Matroska element (at \
+                         byte {offset}), before the end of its input: the fragments before \
+                         the cut are sent, the cut one with its whole frames"
+                    ),
+                );
+                None
+            }
+            e => e,
         };
         gst::info!(
             CAT,

@@ -84,6 +84,9 @@ pub(crate) struct Inner {
     pub eos: bool,
     /// The streaming thread must not wait (flushing / shutting down).
     pub flushing: bool,
+    /// The application is ending the stream (an EOS is on its way): upstream is not held
+    /// for room any more, since its EOS cannot come while it is.
+    pub ending: bool,
     /// A connection attempt failed and none has streamed since: the store may drop fragments.
     pub outage: bool,
     /// The last failed attempt did not reach the service (a transport error).
@@ -131,6 +134,7 @@ impl Inner {
             headers: VecDeque::new(),
             eos: false,
             flushing: false,
+            ending: false,
             outage: false,
             last_unreached: false,
             held: false,
