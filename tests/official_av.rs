@@ -169,6 +169,35 @@ fn a_recording_faster_than_real_time_is_interleaved_in_time_order() {
     assert!(audio >= AUDIO_BUFFERS - 3, "{audio} audio frames read back");
 }
 
+/// Not live, with x264enc's default look-ahead: its first frame comes out only after it has
+/// read 4 s of video, while the G.711 audio (20 s, encoded at once) is read on. The audio waits
+/// for the first video frame instead of running 20 s ahead, beyond what kvssink holds for a
+/// fragment to take it (10 s): all of it is stored.
+#[test]
+fn a_recordings_audio_waits_for_an_encoders_first_frame() {
+    init();
+    let server = server();
+    let stream = "lookahead";
+    let line = format!(
+        "videotestsrc num-buffers=200 \
+         ! video/x-raw,format=I420,width=160,height=120,framerate=10/1 \
+         ! x264enc bframes=0 key-int-max=20 ! video/x-h264,stream-format=avc,alignment=au \
+         ! kvssink name=sink stream-name={stream} file-start-time=1700000000 \
+         audiotestsrc num-buffers=160 samplesperbuffer=1000 ! audio/x-raw,rate=8000,channels=1 \
+         ! alawenc ! sink."
+    );
+    let run = gst_launch(&server, &line, TIMEOUT);
+    check_stored(&server, stream, &run);
+    let out = run.output();
+    assert!(
+        !out.contains("is dropped") && !out.contains("not sent"),
+        "{out}"
+    );
+    let (video, audio) = read_back(&server, stream, "alawdec");
+    assert_eq!(video, 200);
+    assert!(audio >= 158, "{audio} audio frames read back, of 160");
+}
+
 /// A Python application asks for `video_%u` and `audio_%u` by name, as AWS's samples do.
 #[test]
 fn request_pads_by_name_from_python() {

@@ -255,6 +255,10 @@ struct AudioInput {
     /// When each stream last brought a frame: a stream waits only for one that is coming.
     last_video: Option<std::time::Instant>,
     last_audio: Option<std::time::Instant>,
+    /// Whether the audio's upstream is live (asked once).
+    audio_live: Option<bool>,
+    /// When audio began to wait for the first video frame.
+    first_video_wait: Option<std::time::Instant>,
 }
 
 /// How long the video's EOS waits for the audio stream's EOS.
@@ -263,6 +267,9 @@ const AUDIO_EOS_WAIT: Duration = Duration::from_secs(2);
 /// the other has brought a frame within this time; a stream silent for longer is not waited
 /// for (the muxer then writes the other alone, after `esmux::MAX_WAIT_MS`).
 const SILENT_STREAM: Duration = Duration::from_secs(1);
+/// A recording's audio waits this long at most for the first video frame (which an encoder's
+/// lookahead delays), rather than running ahead of it.
+const FIRST_VIDEO_WAIT: Duration = Duration::from_secs(10);
 /// The queue span at which the faster stream starts waiting (ms).
 const AHEAD_MS: u64 = crate::esmux::MAX_WAIT_MS / 2;
 
@@ -710,6 +717,8 @@ impl BaseSinkImpl for KvsSink {
             audio.finished = false;
             audio.last_video = None;
             audio.last_audio = None;
+            audio.audio_live = None;
+            audio.first_video_wait = None;
             if audio.pad.is_some() {
                 audio.eos = false;
                 es.link_audio();
@@ -1181,6 +1190,7 @@ impl KvsSink {
         let Some(running) = running else {
             return Ok(gst::FlowSuccess::Ok);
         };
+        self.learn_audio_liveness();
         self.wait_for_the_other(true)?;
         let mut state = lock(&self.state);
         let State::Started(started) = &mut *state else {
@@ -1388,6 +1398,24 @@ impl KvsSink {
             })
     }
 
+    /// Whether the audio's upstream is live, asked of it once (not under the lock: the
+    /// query goes upstream).
+    fn learn_audio_liveness(&self) {
+        let pad = {
+            let audio = lock(&self.audio);
+            if audio.audio_live.is_some() {
+                return;
+            }
+            audio.pad.clone()
+        };
+        let Some(pad) = pad else {
+            return;
+        };
+        let mut q = gst::query::Latency::new();
+        let live = pad.peer_query(&mut q) && q.result().0;
+        lock(&self.audio).audio_live = Some(live);
+    }
+
     /// A frame of one stream (audio or video) reached the muxer.
     fn stream_moved(&self, audio: bool) {
         let mut input = lock(&self.audio);
@@ -1428,8 +1456,22 @@ impl KvsSink {
             } else {
                 input.last_audio
             };
-            let Some(other) = other.filter(|t| t.elapsed() < SILENT_STREAM) else {
-                return Ok(());
+            let wait = match other {
+                Some(t) if t.elapsed() < SILENT_STREAM => SILENT_STREAM - t.elapsed(),
+                // A recording's audio, before the first video frame (an encoder holds the
+                // first frames for its lookahead while the audio is read on): it waits for
+                // it, as it would for a later one, rather than run so far ahead that the
+                // muxer must drop it.
+                None if audio && input.audio_live == Some(false) => {
+                    let since = *input
+                        .first_video_wait
+                        .get_or_insert_with(std::time::Instant::now);
+                    match FIRST_VIDEO_WAIT.checked_sub(since.elapsed()) {
+                        Some(left) if !left.is_zero() => left,
+                        _ => return Ok(()),
+                    }
+                }
+                _ => return Ok(()),
             };
             let ahead = {
                 let es = lock(&self.es);
@@ -1446,7 +1488,7 @@ impl KvsSink {
             }
             input = self
                 .progress
-                .wait_timeout(input, SILENT_STREAM.saturating_sub(other.elapsed()))
+                .wait_timeout(input, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
