@@ -13,7 +13,12 @@
 //!   allowed. Block times are not compared across clusters: with B-frames, Matroska block
 //!   times are presentation times and are legitimately non-monotonic. The check restarts
 //!   after a new stream header.
-//! * A block before the cluster's Timecode, a cluster without Timecode, an unknown-size
+//! * A video key frame (SimpleBlock) earlier than the previous one, or at its time in the
+//!   same cluster, is refused ([`MkvError::KeyFrameBackwards`]): time went backwards within
+//!   a cluster (matroskamux keeps writing blocks before the cluster's Timecode) or by less
+//!   than a cluster. Other blocks are not compared (B-frames). The check restarts after a
+//!   new stream header.
+//! * A cluster without Timecode, an unknown-size
 //!   element other than Segment/Cluster, or a child overrunning its parent are
 //!   [`MkvError::UnexpectedElement`].
 //! * In an unknown-size cluster, any Segment-level ID (or an EBML header) ends the
@@ -246,6 +251,19 @@ pub enum MkvError {
         /// Previous cluster Timecode.
         previous: i64,
         /// This cluster's Timecode.
+        current: i64,
+    },
+    /// A video key frame is not later than the one before it (upstream timestamps went
+    /// backwards, by as much as a group of pictures or more).
+    #[error(
+        "a video key frame at timecode {current} is not later than the one before it, at \
+         {previous}: upstream timestamps went backwards, and Kinesis Video Streams needs \
+         increasing times"
+    )]
+    KeyFrameBackwards {
+        /// The previous key frame's time.
+        previous: i64,
+        /// This key frame's time.
         current: i64,
     },
     /// The stream ended inside an element.

@@ -83,6 +83,8 @@ struct Cluster {
     child_start: u64,
     /// Cut at a limit: no more of its bytes are emitted.
     cut: bool,
+    /// It holds a video key frame (one at the same time after it went backwards).
+    key_seen: bool,
     /// Bytes emitted minus bytes of the input, over the cluster before `child_start`: what
     /// the rewritten head (AWS shape) changed; 0 otherwise.
     delta: i64,
@@ -126,6 +128,8 @@ pub struct Splitter {
     header: Option<StreamHeader>,
     cluster: Option<Cluster>,
     prev_timecode: Option<u64>,
+    /// The last video key frame's time (TimecodeScale units).
+    prev_key_time: Option<i64>,
     /// Index in the current buffer where not-yet-emitted cluster bytes begin.
     run: Option<usize>,
     /// Cluster bytes held until `FragmentStart`.
@@ -171,6 +175,7 @@ impl Splitter {
             header: None,
             cluster: None,
             prev_timecode: None,
+            prev_key_time: None,
             run: None,
             prefix: Vec::new(),
             aws_shape: false,
@@ -285,6 +290,7 @@ impl Splitter {
         self.hold_buf.clear();
         self.cluster = None;
         self.prev_timecode = None;
+        self.prev_key_time = None;
         self.run = None;
         self.prefix.clear();
     }
@@ -619,6 +625,7 @@ impl Splitter {
                         group_decides: false,
                         child_start: start,
                         cut: false,
+                        key_seen: false,
                         delta: 0,
                     });
                     if self.aws_shape {
@@ -691,6 +698,7 @@ impl Splitter {
                     self.track_map = None;
                     self.renumbered.clear();
                     self.prev_timecode = None;
+                    self.prev_key_time = None;
                     self.begin_hold(h, from_data, data, pos, Dest::EbmlHeader, out);
                     Ok(())
                 }

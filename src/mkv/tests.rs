@@ -513,6 +513,59 @@ fn timecode_rules() {
     assert_eq!((f.first_block_time, f.last_block_time), (934, 1000));
 }
 
+/// Time going backwards inside a cluster (matroskamux writes the blocks on, before the
+/// cluster's Timecode; kvssink's muxing keeps a key frame too close to the cluster's start
+/// in it) is refused at the key frame, before any byte of it goes out.
+#[test]
+fn a_key_frame_going_back_in_time_is_refused() {
+    for (back, current) in [(-3000i16, 1000i64), (-1000, 3000)] {
+        let mut s = header_av();
+        s.extend(cluster(3000, false, &[simple_block(1, 0, true, 10)]));
+        s.extend(cluster(
+            4000,
+            false,
+            &[
+                simple_block(1, 0, true, 10),
+                simple_block(1, 33, false, 10),
+                simple_block(1, back, true, 10),
+            ],
+        ));
+        let (ev, r) = run(&s);
+        let previous = 4000;
+        assert_eq!(r, Err(MkvError::KeyFrameBackwards { previous, current }));
+        let n = normalize(&ev);
+        // The first cluster ended; the second begun, the bad key frame not in it.
+        assert_eq!(fragments(&n), 1);
+        assert_eq!(n.iter().filter(|e| matches!(e, N::Start(_))).count(), 2);
+        let data: Vec<u8> = n
+            .iter()
+            .filter_map(|e| match e {
+                N::Data(d) => Some(&d[..]),
+                _ => None,
+            })
+            .flatten()
+            .copied()
+            .collect();
+        let bad = simple_block(1, back, true, 10);
+        assert!(!data.windows(bad.len()).any(|w| w == &bad[..]));
+    }
+    // The same time in one cluster is refused; two clusters may begin at the same time.
+    let mut s = header_av();
+    s.extend(cluster(
+        4000,
+        false,
+        &[simple_block(1, 0, true, 10), simple_block(1, 0, true, 10)],
+    ));
+    let (_, r) = run(&s);
+    assert_eq!(
+        r,
+        Err(MkvError::KeyFrameBackwards {
+            previous: 4000,
+            current: 4000
+        })
+    );
+}
+
 #[test]
 fn structural_errors() {
     let head = |tr: &[Track]| {
@@ -675,9 +728,11 @@ fn huge_declared_sizes_do_not_allocate() {
     let mut sp = Splitter::new(limits);
     let mut out = Vec::new();
     sp.push(Bytes::from(s), &mut out).unwrap();
-    let chunk = Bytes::from(simple_block(1, 0, true, (1 << 20) - 16));
-    for _ in 0..32 {
-        sp.push(chunk.clone(), &mut out).unwrap();
+    let key = Bytes::from(simple_block(1, 0, true, (1 << 20) - 16));
+    let chunk = Bytes::from(simple_block(1, 0, false, (1 << 20) - 16));
+    for i in 0..32 {
+        let chunk = if i == 0 { key.clone() } else { chunk.clone() };
+        sp.push(chunk, &mut out).unwrap();
         out.retain(|e| !matches!(e, Event::FragmentData(_)));
     }
     assert!(sp.current_fragment().unwrap().size > 31 << 20);

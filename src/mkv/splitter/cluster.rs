@@ -263,6 +263,20 @@ impl Splitter {
         let t = i64::try_from(c.summary.timecode)
             .unwrap_or(i64::MAX)
             .saturating_add(i64::from(rel));
+        if simple && flags & 0x80 != 0 && video == Some(track) {
+            // Two clusters may begin at the same time (as the service allows); two key
+            // frames in one cannot.
+            if let Some(previous) = self.prev_key_time
+                && (t < previous || (t == previous && c.key_seen))
+            {
+                return Err(MkvError::KeyFrameBackwards {
+                    previous,
+                    current: t,
+                });
+            }
+            self.prev_key_time = Some(t);
+            c.key_seen = true;
+        }
         if c.started && !c.cut && c.summary.blocks > 0 {
             let first = c.summary.first_block_time.min(t);
             let last = c.summary.last_block_time.max(t);

@@ -136,6 +136,7 @@ impl Splitter {
         self.header_buf.clear();
         self.header_done = true;
         self.prev_timecode = None;
+        self.prev_key_time = None;
         self.header = Some(header.clone());
         out.push(Event::Header(Box::new(header)));
         Ok(())
