@@ -1898,13 +1898,14 @@ impl Producer {
         }
     }
 
-    /// At the end: hands what waits on disk to the uploader until `deadline` (or until the
-    /// upload is cut short).
-    pub fn drain_spool(&mut self, deadline: Instant, notices: &mut Vec<Notice>) {
+    /// At the end: hands what waits on disk to the uploader until `deadline()` (read again
+    /// as it waits: `stop-stream-timeout` set meanwhile counts) or until the upload is cut
+    /// short.
+    pub fn drain_spool(&mut self, deadline: impl Fn() -> Instant, notices: &mut Vec<Notice>) {
         loop {
             self.feed(notices);
             let waiting = self.spool.as_ref().is_some_and(|m| !m.backlog.is_empty());
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline().saturating_duration_since(Instant::now());
             if !waiting
                 || left.is_zero()
                 || !self.uploader.hold(left.min(Duration::from_millis(100)))
@@ -1912,6 +1913,11 @@ impl Producer {
                 return;
             }
         }
+    }
+
+    /// Spooled fragments not handed to the uploader yet (it has no room for them).
+    pub fn spool_backlog(&self) -> usize {
+        self.spool.as_ref().map_or(0, |m| m.backlog.len())
     }
 
     /// The spool's part of the end-of-stream account.

@@ -1327,6 +1327,62 @@ fn a_stream_ending_before_its_first_key_frame_says_so_and_nothing_else() {
     );
 }
 
+/// With a spool, EOS during an outage waits for what is in memory and on disk: the warning
+/// that the wait begins counts both, and an application that cuts the wait
+/// short (`stop-stream-timeout` set to 0 while it goes on) is heard at once, not after the
+/// timeout it had at EOS. What is on disk is kept for the next run (`fragments-spooled`).
+#[test]
+fn eos_with_a_spool_during_an_outage_says_what_it_waits_for_and_can_be_cut_short() {
+    init();
+    let server = server();
+    let spool = tempdir();
+    let line = live_camera(&format!(
+        "name=k stream-name=eos-spool storage-size=1 buffer-duration=2 stop-stream-timeout=120 \
+         spool-dir={}",
+        spool.path().display()
+    ));
+    let run = with_outage_after(&server, "eos-spool", 2, TIMEOUT, || {
+        python_launch(
+            &server,
+            &[
+                "--eos-after-seconds",
+                "8",
+                "--set-after-seconds",
+                "k",
+                "stop-stream-timeout",
+                "0",
+                "11",
+            ],
+            &line,
+            TIMEOUT,
+        )
+    });
+    let output = run.output();
+    let ended = run.printed_ms("ended-at=") - run.printed_ms("started-at=");
+    assert!(
+        ended < 60_000,
+        "EOS wait ended {ended} ms after the start: {output}"
+    );
+    let told = output
+        .lines()
+        .find(|l| l.contains("stream eos-spool: at EOS "))
+        .unwrap_or_else(|| panic!("{output}"));
+    let waited_for: u64 = told
+        .split("at EOS ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{told}"));
+    let summary = run.summary();
+    let count = |field: &str| summary.get::<u64>(field).unwrap();
+    assert!(count("fragments-spooled") > 0, "{summary:?}");
+    // All that was waited for is either persisted since, kept in the spool, or lost.
+    assert!(
+        waited_for >= count("fragments-spooled"),
+        "{told}\n{summary:?}"
+    );
+}
+
 /// `gst-launch-1.0 -e` reaching EOS while the endpoint is down waits up to
 /// `stop-stream-timeout` for the last acks, and printed nothing meanwhile: a user took it for
 /// a hang. A warning now says what it waits for, and how long at most.

@@ -1788,7 +1788,6 @@ impl KvsSink {
     fn drain_at_eos(&self) -> bool {
         let timeout = lock(&self.settings).stop_stream_timeout();
         let begun = std::time::Instant::now();
-        let deadline = begun + timeout;
         let (uploader, stream, input_error) = {
             let mut state = lock(&self.state);
             let State::Started(started) = &mut *state else {
@@ -1807,7 +1806,10 @@ impl KvsSink {
             let Ok(input_error) = self.finish_input(started) else {
                 return false;
             };
-            self.drain_spool(started, deadline);
+            // Said before the wait (the spool's part of it too): it may be long, and a host
+            // (gst-launch-1.0 -e) shows nothing meanwhile.
+            self.tell_eos_wait(started, timeout);
+            self.drain_spool(started, begun);
             started.accounted = true;
             (
                 started.producer.uploader().clone(),
@@ -1837,23 +1839,6 @@ impl KvsSink {
             "EOS: waiting up to {:?} for the last acks",
             timeout
         );
-        let now = uploader.stats();
-        if (now.unreachable || now.failing) && now.backlog.fragments > 0 && !timeout.is_zero() {
-            // The wait may be long, and a host (gst-launch-1.0 -e) shows nothing meanwhile.
-            self.write_warning(
-                &stream,
-                format_args!(
-                    "at EOS {} fragments are not acknowledged and the service cannot \
-                     be reached now ({}): waiting up to {} s (stop-stream-timeout) \
-                     for it, then the account",
-                    now.backlog.fragments,
-                    now.last_error.as_deref().map_or("no answer", |e| e
-                        .strip_prefix(about(&stream, "").as_str())
-                        .unwrap_or(e)),
-                    timeout.as_secs()
-                ),
-            );
-        }
         let mut summary = uploader.finish_and_account_by(|| self.stop_deadline(begun));
         if summary.outcome == uploader::Outcome::Cancelled {
             // The application stopped the pipeline (or flushed) while the wait went on: the
@@ -1999,8 +1984,7 @@ impl KvsSink {
             uploader.set_flushing(false);
             let timeout = self.stop_wait();
             let begun = std::time::Instant::now();
-            let deadline = begun + timeout;
-            self.drain_spool(started, deadline);
+            self.drain_spool(started, begun);
             gst::info!(
                 CAT,
                 imp = self,
@@ -2065,9 +2049,36 @@ impl KvsSink {
     }
 
     /// Hands what waits in the spool to the uploader, until `deadline`.
-    fn drain_spool(&self, started: &mut Started, deadline: std::time::Instant) {
+    /// At EOS, when the service cannot be reached: a warning that the wait for it begins,
+    /// how many fragments it is for (in memory and in the spool) and how long it may take.
+    fn tell_eos_wait(&self, started: &Started, timeout: Duration) {
+        let now = started.producer.uploader().stats();
+        let fragments = now.backlog.fragments + started.producer.spool_backlog() as u64;
+        if (now.unreachable || now.failing) && fragments > 0 && !timeout.is_zero() {
+            let stream = &started.stream_name;
+            self.write_warning(
+                stream,
+                format_args!(
+                    "at EOS {fragments} fragment{} not acknowledged and the service \
+                     cannot be reached now ({}): waiting up to {} s (stop-stream-timeout) \
+                     for it, then the account",
+                    if fragments == 1 { " is" } else { "s are" },
+                    now.last_error.as_deref().map_or("no answer", |e| e
+                        .strip_prefix(about(stream, "").as_str())
+                        .unwrap_or(e)),
+                    timeout.as_secs()
+                ),
+            );
+        }
+    }
+
+    /// Hands the spool's backlog to the uploader until `stop-stream-timeout` after `begun`
+    /// (read again as it waits).
+    fn drain_spool(&self, started: &mut Started, begun: std::time::Instant) {
         let mut notices = std::mem::take(&mut started.notices);
-        started.producer.drain_spool(deadline, &mut notices);
+        started
+            .producer
+            .drain_spool(|| self.stop_deadline(begun), &mut notices);
         self.tell(started, &mut notices);
         started.notices = notices;
     }

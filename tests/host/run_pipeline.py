@@ -27,12 +27,15 @@ with --seek-element NAME, the seek is sent to that element instead of the pipeli
 its caps' size), then ends its stream: the mistake of an application that never sets a PTS.
 --set-before-stop ELEMENT PROPERTY VALUE sets a property of the element named ELEMENT just
 before the pipeline is stopped (VALUE parsed for the property's type).
+--set-after-seconds ELEMENT PROPERTY VALUE SECONDS sets it from the main loop SECONDS after
+PLAYING, whatever the pipeline is doing (waiting at EOS, say).
 --set-during-stop ELEMENT PROPERTY VALUE SECONDS sets it from another thread SECONDS after the
 stop began (an application cutting a long stop short).
 --capture-times ELEMENT notes when (ms since the epoch) each buffer leaves the element named
 ELEMENT (a live source: when it was captured) and prints `captured=PTS:MS` for each at the end
 (PTS in ms).
-It prints `started-at=MS` (ms since the epoch) just before setting the pipeline to PLAYING.
+It prints `started-at=MS` (ms since the epoch) just before setting the pipeline to PLAYING, and
+`ended-at=MS` when the run ends (EOS, an error or the requested stop), before stopping it.
 Exit status: 0 after EOS (or the requested stop), 1 after an error message.
 """
 import signal
@@ -52,6 +55,7 @@ def main(argv):
     stop_after_s = None
     before_stop = []
     during_stop = []
+    set_after = []
     eos_after_s = None
     eos_to = None
     seek = None
@@ -78,6 +82,8 @@ def main(argv):
             eos_to = argv.pop(0)
         elif flag == "--set-during-stop":
             during_stop.append((argv.pop(0), argv.pop(0), argv.pop(0), float(argv.pop(0))))
+        elif flag == "--set-after-seconds":
+            set_after.append((argv.pop(0), argv.pop(0), argv.pop(0), float(argv.pop(0))))
         elif flag == "--set-before-stop":
             before_stop.append((argv.pop(0), argv.pop(0), argv.pop(0)))
         elif flag == "--capture-times":
@@ -103,6 +109,10 @@ def main(argv):
 
         pad = pipeline.get_by_name(capture).get_static_pad("src")
         pad.add_probe(Gst.PadProbeType.BUFFER, note)
+    for name, prop, value, delay in set_after:
+        element = pipeline.get_by_name(name)
+        GLib.timeout_add(int(delay * 1000),
+                         lambda e=element, p=prop, v=value: Gst.util_set_object_arg(e, p, v))
     code = run(pipeline, stop_after, pause, stop_after_s, before_stop,
                eos_after_s, eos_to, during_stop, seek, seek_element)
     for pts, at in captured:
@@ -181,6 +191,7 @@ def run(pipeline, stop_after=None, pause=None, stop_after_s=None, before_stop=()
 
         GLib.timeout_add(int(seek[0] * 1000), do_seek)
     loop.run()
+    print(f"ended-at={now_ms()}", flush=True)
     # kvssink gives its account of a stop without EOS while going to READY; read it before
     # NULL, which flushes the bus.
     for name, prop, value in before_stop:
