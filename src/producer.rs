@@ -230,7 +230,12 @@ pub enum Notice {
     /// This machine's clock was set this far (ms, negative: back) while a live stream ran
     /// (a warning). Forward, the stream follows it (a new start follows); back, it keeps its
     /// times, so that no fragment is dated before one already sent.
-    ClockStepped { step_ms: i64 },
+    ClockStepped {
+        step_ms: i64,
+        /// A forward step that took this machine's clock this far (ms) ahead of the
+        /// service's (measured from its answers): not followed.
+        away_ms: Option<u64>,
+    },
     /// The first fragment of a stream is dated before 2000: its times are likely wrong (a
     /// warning).
     DatedTooEarly { first_ms: u64, source: StartSource },
@@ -410,14 +415,26 @@ impl fmt::Display for Notice {
                  {producer_start_ms} ms), from {source}",
                 iso8601_ms(*first_ms)
             ),
-            Notice::ClockStepped { step_ms } if *step_ms > 0 => write!(
+            Notice::ClockStepped {
+                step_ms,
+                away_ms: Some(away),
+            } => write!(
+                f,
+                "this machine's clock was set {:.1} s forward while streaming, to {:.1} s \
+                 ahead of the service's clock (as its answers tell it): the step is not \
+                 followed, and the fragments keep the times they had. Correct this machine's \
+                 clock (NTP)",
+                *step_ms as f64 / 1000.0,
+                *away as f64 / 1000.0
+            ),
+            Notice::ClockStepped { step_ms, .. } if *step_ms > 0 => write!(
                 f,
                 "this machine's clock was set {:.1} s forward while streaming (NTP setting a \
                  clock that was behind, or a suspend): the fragments from now on are dated by \
                  it, in a new session",
                 *step_ms as f64 / 1000.0
             ),
-            Notice::ClockStepped { step_ms } => write!(
+            Notice::ClockStepped { step_ms, .. } => write!(
                 f,
                 "this machine's clock was set {:.1} s back while streaming: the fragments keep \
                  the times they had, that much ahead of the clock now, so that none is dated \
@@ -1641,8 +1658,18 @@ impl Producer {
         if step_ms.unsigned_abs() < CLOCK_STEP_MS {
             return;
         }
-        notices.push(Notice::ClockStepped { step_ms });
         self.wall_anchor = Some((now, Instant::now()));
+        // A forward step that leaves this machine's clock ahead of the service's (a wrong
+        // time set, not a clock that was behind put right) is not followed: the service
+        // would refuse every fragment dated by it as in the future.
+        let away_ms = crate::sigv4::CLOCK
+            .measured_skew()
+            .filter(|skew| step_ms > 0 && skew.0 <= -(CLOCK_STEP_MS as i64))
+            .map(|skew| skew.0.unsigned_abs());
+        notices.push(Notice::ClockStepped { step_ms, away_ms });
+        if away_ms.is_some() {
+            return;
+        }
         self.live_epoch_ms = None;
         if step_ms > 0
             && let Some(header) = self.last_header.clone()

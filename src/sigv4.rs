@@ -285,6 +285,14 @@ impl Clock {
         }
     }
 
+    /// The skew, if the service's clock was ever measured.
+    pub fn measured_skew(&self) -> Option<Skew> {
+        self.measured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|m| m.skew_at(wall_ms(), boot_ms()))
+    }
+
     /// This machine's time now, corrected for the skew.
     pub fn now(&self) -> SystemTime {
         self.skew().apply(SystemTime::now())

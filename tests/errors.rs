@@ -628,6 +628,27 @@ fn a_clock_set_forward_while_streaming_dates_the_fragments_after_it_by_it() {
 }
 
 #[test]
+fn a_clock_set_forward_away_from_the_services_is_not_followed() {
+    // A wrong time set while streaming (15 minutes ahead): the service's answers say this
+    // machine's clock is now ahead of it, so the step is not followed. Followed, every later
+    // fragment was refused as dated in the future until the stream was started again.
+    let (text, times, set_at, refused) = stream_while_the_clock_is_set("away", "+0", "+15m");
+    assert_eq!(
+        text.matches("s forward while streaming, to 900.").count(),
+        1,
+        "the setting is not told once: {text}"
+    );
+    assert!(text.contains("the step is not followed"), "{text}");
+    assert_eq!(start_sources(&text), ["live"], "{text}");
+    assert_eq!(refused, 0, "{text}");
+    let last = *times.last().unwrap();
+    assert!(
+        last > set_at && last < epoch_ms(SystemTime::now()),
+        "{times:?}"
+    );
+}
+
+#[test]
 fn a_clock_set_back_while_streaming_is_told_and_the_dates_go_on() {
     // Set ten minutes back: the fragments keep their times (none dated before one already
     // sent), and the warning says what to do.
