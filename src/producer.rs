@@ -55,6 +55,9 @@ const PACE_SLACK: Duration = Duration::from_millis(25);
 /// A live stream's first fragment after a pause starts a new session when it would otherwise
 /// be dated this much (ms) earlier than it happens: shorter pauses keep the session.
 const RESUME_LAG_MS: u64 = 1_000;
+/// A live fragment dated this far (ms) ahead of the clock is told: its input's timestamps
+/// jumped, or the pipeline's clock runs fast.
+const LIVE_OFF_AHEAD_TOLD_MS: u64 = 5_000;
 /// Live input's running times date its frames by the pipeline's clock when the first
 /// fragment is at most this far (ms) behind the clock (the encoder's and the muxer's
 /// latency)...
@@ -230,6 +233,9 @@ pub enum Notice {
     /// This machine's clock was set this far (ms, negative: back) while a live stream ran
     /// (a warning). Forward, the stream follows it (a new start follows); back, it keeps its
     /// times, so that no fragment is dated before one already sent.
+    /// A live fragment is dated this far (ms) ahead of the clock (positive) or behind it: the
+    /// input's timestamps jumped, or its clock runs at another rate (a warning).
+    LiveOffClock { off_ms: i64 },
     ClockStepped {
         step_ms: i64,
         /// A forward step that took this machine's clock this far (ms) ahead of the
@@ -414,6 +420,21 @@ impl fmt::Display for Notice {
                 "the first fragment is dated {} ({first_ms} ms since the epoch; timecode 0 at \
                  {producer_start_ms} ms), from {source}",
                 iso8601_ms(*first_ms)
+            ),
+            Notice::LiveOffClock { off_ms } if *off_ms > 0 => write!(
+                f,
+                "a live fragment is dated {:.1} s ahead of this machine's clock: the input's \
+                 timestamps jumped forward, or the pipeline's clock runs faster than this \
+                 machine's. Its fragments keep that date (none may be dated before one \
+                 already sent); start the stream again to date it by the clock",
+                *off_ms as f64 / 1000.0
+            ),
+            Notice::LiveOffClock { off_ms } => write!(
+                f,
+                "a live fragment is dated {:.1} s behind this machine's clock: the input's \
+                 timestamps jumped back, the pipeline's clock runs slower than this machine's, \
+                 or the input reaches kvssink that late",
+                off_ms.unsigned_abs() as f64 / 1000.0
             ),
             Notice::ClockStepped {
                 step_ms,
@@ -619,6 +640,9 @@ pub struct Producer {
     real_time: bool,
     /// A fragment was held for its producer time ahead of the clock, and the application told.
     told_held_ahead: bool,
+    /// Live: the fragments are dated this far (ms) from the clock, told; untold again once
+    /// they are back within half of it.
+    told_live_off: bool,
     /// When the last fragments began (offline pacing).
     recent_starts: VecDeque<Instant>,
     /// Bytes sent since `paced_since` (offline pacing).
@@ -1076,6 +1100,7 @@ impl Producer {
             producer_start_ms: 0,
             real_time: false,
             told_held_ahead: false,
+            told_live_off: false,
             recent_starts: VecDeque::new(),
             paced_bytes: 0,
             paced_since: None,
@@ -1469,6 +1494,7 @@ impl Producer {
                     } else {
                         self.follow_clock_step(start_ns, notices);
                     }
+                    self.check_live_date(start_ns, notices);
                     notices.push(Notice::FragmentStarted {
                         timecode: start.timecode,
                     });
@@ -1683,6 +1709,27 @@ impl Producer {
                 StartSource::ClockStepped,
                 notices,
             );
+        }
+    }
+
+    /// Live: a fragment dated more than `LIVE_EPOCH_AHEAD_MS` ahead of the clock, or more
+    /// than `LIVE_EPOCH_BEHIND_MS` behind it (its frames' capture, after the encoder's
+    /// latency), is told once, until the dates come back within half of that.
+    fn check_live_date(&mut self, start_ns: u64, notices: &mut Vec<Notice>) {
+        // Not before the first fragment begun after a pause: those before it are dated
+        // when their frames were captured, before the pause.
+        if self.wall_anchor.is_none() || self.resumed {
+            return;
+        }
+        let dated = self.producer_start_ms.saturating_add(start_ns / 1_000_000) as i64;
+        let off_ms = dated - uploader::now_ms() as i64;
+        let (ahead, behind) = (LIVE_OFF_AHEAD_TOLD_MS as i64, LIVE_EPOCH_BEHIND_MS as i64);
+        if off_ms > ahead || off_ms < -behind {
+            if !std::mem::replace(&mut self.told_live_off, true) {
+                notices.push(Notice::LiveOffClock { off_ms });
+            }
+        } else if off_ms < ahead / 2 && off_ms > -behind / 2 {
+            self.told_live_off = false;
         }
     }
 

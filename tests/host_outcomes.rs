@@ -529,6 +529,40 @@ fn live_fragments_are_dated_when_captured_through_encoder_latency_and_a_pause() 
     }
 }
 
+#[test]
+fn a_live_stream_whose_time_jumps_ahead_of_the_clock_is_told() {
+    // The pipeline's running time jumps 30 s ahead (an application setting the base time,
+    // a clock that jumps): the live source's frames are then dated up to 30 s in the future.
+    // A warning says so, once.
+    init();
+    let server = server();
+    let line = live_camera("stream-name=jumped");
+    let run = python_launch(
+        &server,
+        &[
+            "--shift-base-time-after-seconds",
+            "2",
+            "30000",
+            "--eos-after-seconds",
+            "6",
+        ],
+        &line,
+        TIMEOUT,
+    );
+    let output = run.output();
+    assert_eq!(
+        output
+            .matches("stream jumped: a live fragment is dated ")
+            .count(),
+        1,
+        "{output}"
+    );
+    assert!(
+        output.contains("s ahead of this machine's clock"),
+        "{output}"
+    );
+}
+
 /// An application that must stop at once while the endpoint is down (the user is quitting)
 /// sets `stop-stream-timeout` to 0 while playing, then stops without EOS: the stop does not
 /// wait (the default is 120 s), and the summary says what was abandoned.

@@ -1688,6 +1688,11 @@ impl KvsSink {
                     gst::CoreError::Clock,
                     ("{}", about(stream, &notice))
                 ),
+                Notice::LiveOffClock { .. } => gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::Clock,
+                    ("{}", about(stream, &notice))
+                ),
                 Notice::DatedTooEarly { .. } => gst::element_imp_warning!(
                     self,
                     gst::StreamError::Format,

@@ -29,6 +29,9 @@ its caps' size), then ends its stream: the mistake of an application that never 
 before the pipeline is stopped (VALUE parsed for the property's type).
 --set-after-seconds ELEMENT PROPERTY VALUE SECONDS sets it from the main loop SECONDS after
 PLAYING, whatever the pipeline is doing (waiting at EOS, say).
+--shift-base-time-after-seconds S MS moves the base time of the pipeline and of every element
+in it MS ms earlier, S seconds after PLAYING: running time jumps MS ms ahead of the clock (a
+live source then makes the frames it is late for at once).
 --set-during-stop ELEMENT PROPERTY VALUE SECONDS sets it from another thread SECONDS after the
 stop began (an application cutting a long stop short).
 --capture-times ELEMENT notes when (ms since the epoch) each buffer leaves the element named
@@ -56,6 +59,7 @@ def main(argv):
     before_stop = []
     during_stop = []
     set_after = []
+    shift = None
     eos_after_s = None
     eos_to = None
     seek = None
@@ -82,6 +86,8 @@ def main(argv):
             eos_to = argv.pop(0)
         elif flag == "--set-during-stop":
             during_stop.append((argv.pop(0), argv.pop(0), argv.pop(0), float(argv.pop(0))))
+        elif flag == "--shift-base-time-after-seconds":
+            shift = (float(argv.pop(0)), int(argv.pop(0)))
         elif flag == "--set-after-seconds":
             set_after.append((argv.pop(0), argv.pop(0), argv.pop(0), float(argv.pop(0))))
         elif flag == "--set-before-stop":
@@ -113,6 +119,20 @@ def main(argv):
         element = pipeline.get_by_name(name)
         GLib.timeout_add(int(delay * 1000),
                          lambda e=element, p=prop, v=value: Gst.util_set_object_arg(e, p, v))
+    if shift is not None:
+        def shift_base_time():
+            base = pipeline.get_base_time() - shift[1] * Gst.MSECOND
+            pipeline.set_start_time(Gst.CLOCK_TIME_NONE)
+            pipeline.set_base_time(base)
+            elements = pipeline.iterate_recurse()
+            while True:
+                result, element = elements.next()
+                if result != Gst.IteratorResult.OK:
+                    break
+                element.set_base_time(base)
+            return False
+
+        GLib.timeout_add(int(shift[0] * 1000), shift_base_time)
     code = run(pipeline, stop_after, pause, stop_after_s, before_stop,
                eos_after_s, eos_to, during_stop, seek, seek_element)
     for pts, at in captured:
