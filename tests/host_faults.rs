@@ -296,6 +296,53 @@ fn connections_accepted_and_dropped_without_progress_are_warned_about_a_few_time
     );
 }
 
+/// A service that takes the data but stops acknowledging for 12 s: kvssink reconnects (stale
+/// connections), and its small store drops new fragments. The drops are warned about a few
+/// times, not anew at each connection the service accepts (before: a warning at every
+/// reconnect); once fragments are persisted again, one line says so.
+#[test]
+fn a_service_that_stops_acknowledging_is_told_a_few_times_and_its_return_once() {
+    init();
+    let server = server();
+    let line = "videotestsrc is-live=true num-buffers=720 \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
+         ! matroskamux streamable=true ! kvssink stream-name=no-acks buffer-duration=2 \
+         connection-staleness=2 stop-stream-timeout=30";
+    let run = std::thread::scope(|s| {
+        let run = s.spawn(|| gst_launch(&server, line, TIMEOUT));
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while server.fragments("no-acks").len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "no fragment stored");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.inject(Fault::StopAcks { stream: None });
+        std::thread::sleep(Duration::from_secs(12));
+        server.clear_faults();
+        run.join().unwrap()
+    });
+    let output = run.output();
+    let warnings = |what: &str| {
+        output
+            .lines()
+            .filter(|l| l.starts_with("WARNING: from element") && l.contains(what))
+            .count()
+    };
+    let drop_warnings = warnings("dropped unsent");
+    assert!(reconnects(&run) >= 3, "the premise: {output}");
+    assert!(
+        (1..=4).contains(&drop_warnings),
+        "{drop_warnings} drop warnings:\n{output}"
+    );
+    assert_eq!(
+        output
+            .matches("stream no-acks: the service persists fragments again")
+            .count(),
+        1,
+        "{output}"
+    );
+}
+
 /// A service slower to acknowledge than `connection-staleness` (acks 3 s late, staleness 1 s):
 /// each stale connection makes the next one wait twice as long, so the acks are received and
 /// everything is persisted. Before, kvssink reconnected every second for ever, resending its

@@ -82,6 +82,9 @@ struct ReconnectWarnings {
     last: Option<(std::time::Instant, String)>,
     /// Attempts since, not told.
     untold: u32,
+    /// When the first warning of this incident was posted, and how many attempts failed:
+    /// the first PERSISTED ack after it says the service is back.
+    since: Option<(std::time::Instant, u32)>,
 }
 
 /// What kind of reason a failed attempt had: a change of kind is told at once, not the
@@ -126,12 +129,21 @@ impl ReconnectWarnings {
             }
             None => true,
         };
+        let since = self.since.get_or_insert((std::time::Instant::now(), 0));
+        since.1 = since.1.max(attempt);
         if !due {
             self.untold += 1;
             return None;
         }
         self.last = Some((std::time::Instant::now(), kind));
         Some(std::mem::take(&mut self.untold))
+    }
+
+    /// A fragment was persisted: if reconnects were told, how long ago the first was and how
+    /// many attempts failed (once per incident).
+    fn recovered(&mut self) -> Option<(Duration, u32)> {
+        let (at, attempts) = self.since.take()?;
+        Some((at.elapsed(), attempts))
     }
 }
 
@@ -2182,6 +2194,28 @@ impl KvsSink {
                 producer_time_ms,
             } => {
                 gst::log!(CAT, imp = self, "ack {:?}", ack);
+                if ack.event_type == crate::ack::AckEventType::Persisted
+                    && let Some((took, attempts)) = lock(&self.reconnect_warnings).recovered()
+                {
+                    // The outage is over: said, and the next one's drops are told anew.
+                    *lock(&self.drop_warnings) = DropWarnings::default();
+                    let text = about(
+                        &self.stream_name(),
+                        format_args!(
+                            "the service persists fragments again, {:.1} s after the first \
+                             failed attempt ({attempts} attempt{} failed)",
+                            took.as_secs_f64(),
+                            if attempts == 1 { "" } else { "s" }
+                        ),
+                    );
+                    // gst-launch-1.0 prints an INFO message's debug text alone.
+                    gst::element_imp_info!(
+                        self,
+                        gst::ResourceError::Write,
+                        ("{}", text),
+                        ["{}", text]
+                    );
+                }
                 let mut s = gst::Structure::builder("kvs-ack")
                     .field("event-type", ack.event_type.as_str())
                     .build();
@@ -2222,11 +2256,9 @@ impl KvsSink {
                         s.set("state", "connecting");
                         s.set("attempt", attempt);
                     }
-                    ConnectionState::Streaming => {
-                        // An outage is over: the next one's drops are told anew.
-                        *lock(&self.drop_warnings) = DropWarnings::default();
-                        s.set("state", "streaming")
-                    }
+                    // (A connection accepted is no sign that an outage is over: a service that
+                    // answers but does not acknowledge accepts one after another.)
+                    ConnectionState::Streaming => s.set("state", "streaming"),
                     ConnectionState::Reconnecting {
                         attempt,
                         delay,
@@ -2291,16 +2323,22 @@ impl KvsSink {
                             n => (format!("{n} new fragments"), "were"),
                         };
                         format!(
-                            "the uplink is slower than the stream and the fragment store is \
-                             full (storage-size / buffer-duration): {what} ({bytes} bytes) \
-                             {were} dropped unsent, so that the stream stays live and the \
-                             pipeline is never held; lower the bitrate or check the network"
+                            "fragments are not acknowledged as fast as the stream makes them \
+                             (an uplink slower than the stream, or a service that stopped \
+                             acknowledging) and the fragment store is full (storage-size / \
+                             buffer-duration): {what} ({bytes} bytes) {were} dropped unsent, so \
+                             that the stream stays live and the pipeline is never held; lower \
+                             the bitrate or check the network"
                         )
                     } else {
+                        let oldest = match fragments {
+                            1 => "the oldest fragment".to_owned(),
+                            n => format!("the {n} oldest fragments"),
+                        };
                         format!(
                             "the fragment store is full (storage-size / buffer-duration): \
-                             dropped the {fragments} oldest fragments ({bytes} bytes) that were \
-                             not acknowledged"
+                             dropped {oldest} ({bytes} bytes) that {} not acknowledged",
+                            if fragments == 1 { "was" } else { "were" }
                         )
                     };
                     gst::element_imp_warning!(
