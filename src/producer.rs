@@ -350,10 +350,17 @@ impl fmt::Display for Notice {
                 torn_bytes,
                 damaged_bytes,
             } => {
+                let (what, they) = match fragments {
+                    1 => ("1 fragment".to_owned(), "it is"),
+                    n => (format!("{n} fragments"), "they are"),
+                };
                 write!(
                     f,
-                    "the spool holds {fragments} fragments ({bytes} bytes) the service never \
-                     acknowledged: they are sent first, with their own time"
+                    "the spool holds {what} ({bytes} bytes) of an earlier run that the service \
+                     never acknowledged: {they} sent first, with {} own time (the summary \
+                     counts {} among the fragments produced)",
+                    if *fragments == 1 { "its" } else { "their" },
+                    if *fragments == 1 { "it" } else { "them" }
                 )?;
                 if *torn_bytes > 0 {
                     write!(

@@ -173,6 +173,13 @@ fn a_host_killed_during_an_outage_sends_everything_at_the_next_start() {
             .chain(run.stdout.lines())
             .all(|l| !l.contains("cut short by a crash") || l.contains("discarded"))
     );
+    // gst-launch-1.0 shows the recovery (an INFO message, or a warning for a torn record).
+    let output = run.output();
+    assert!(
+        output.contains("stream killed: the spool holds ")
+            && output.contains("of an earlier run that the service never acknowledged"),
+        "{output}"
+    );
 }
 
 /// Once `stream` has 2 fragments stored, the service goes (it stops listening) until the

@@ -1626,7 +1626,14 @@ impl KvsSink {
                     damaged_bytes: 0,
                     ..
                 } => {
-                    gst::info!(CAT, imp = self, "{}", about(stream, &notice))
+                    // gst-launch-1.0 prints an INFO message's debug text alone.
+                    let text = about(stream, &notice);
+                    gst::element_imp_info!(
+                        self,
+                        gst::ResourceError::Read,
+                        ("{}", text),
+                        ["{}", text]
+                    );
                 }
                 Notice::SpoolRecovered { .. }
                 | Notice::SpoolFailed(_)
