@@ -1261,7 +1261,8 @@ impl Producer {
                     (at - now) as f64 / 1000.0
                 ));
             }
-            self.uploader.hold(Duration::from_millis(at - now));
+            self.uploader
+                .hold_unless_ending(Duration::from_millis(at - now));
         }
     }
 

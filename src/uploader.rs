@@ -923,6 +923,16 @@ impl Uploader {
         cut_short.is_none()
     }
 
+    /// [`Uploader::hold`], cut short as well when the application ends the stream
+    /// ([`Uploader::end_soon`]): a long hold (a recording sent in real time) would keep the
+    /// application's EOS waiting.
+    pub fn hold_unless_ending(&self, duration: Duration) -> bool {
+        let cut_short = self.wait_until(Instant::now() + duration, |inner| {
+            (inner.flushing || inner.ending || inner.fatal().is_some()).then_some(())
+        });
+        cut_short.is_none()
+    }
+
     /// Holds the streaming thread like [`Uploader::hold`] to keep to the service's limits
     /// (fragments and bytes per second): counted as back-pressure.
     pub fn hold_for_service(&self, duration: Duration) -> bool {

@@ -797,6 +797,51 @@ fn ctrl_c_with_eos_during_an_upload_sends_what_came_before_it() {
     assert!((3..60).contains(&stored), "{stored} of 60 fragments stored");
 }
 
+#[test]
+fn ctrl_c_with_eos_while_a_recording_is_held_for_its_future_time_ends() {
+    // A file-start-time 20 minutes ahead: kvssink holds the upload until then (the service
+    // refuses fragments from the future), and says so. Ctrl-C with -e used to wait the 20
+    // minutes (filesrc's EOS waits for its streaming thread); now the hold ends, the EOS
+    // waits stop-stream-timeout, and what the service refused is named.
+    init();
+    let dir = tempdir();
+    let file = recording(dir.path(), 60, None);
+    let server = server();
+    let registry = tempdir();
+    let mut cmd = common::host::host_command("gst-launch-1.0", &server.url(), registry.path());
+    cmd.args(["-m", "-e"])
+        .args(common::host::split_launch(&format!(
+            "filesrc location={} ! kvssink stream-name=ahead file-start-time={} \
+         stop-stream-timeout=5",
+            file.display(),
+            now_ms() / 1000 + 1200
+        )));
+    let pressed = std::sync::Mutex::new(None);
+    let run = common::host::run_host_then(cmd, Duration::from_secs(90), |pid| {
+        std::thread::sleep(Duration::from_secs(3));
+        *pressed.lock().unwrap() = Some(std::time::Instant::now());
+        // SAFETY: signals the host process this test started, still running.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+    });
+    let took = pressed.lock().unwrap().expect("Ctrl-C pressed").elapsed();
+    let out = run.output();
+    assert!(
+        took < Duration::from_secs(30),
+        "exited {took:?} after Ctrl-C: {out}"
+    );
+    assert!(
+        out.contains("ahead of this machine's clock: held until then"),
+        "{out}"
+    );
+    assert!(!out.contains("matroskamux drops frames"), "{out}");
+    let summary = run.summary();
+    assert_eq!(
+        summary.get::<u64>("fragments-persisted").unwrap() as usize,
+        server.fragments("ahead").len(),
+        "{summary:?}"
+    );
+}
+
 /// 70 s of H.264 at 5 frames a second with key frames at 0 s and 60 s only (a camera's long
 /// group of pictures): matroskamux starts a cluster every 32.767 s, so the second cluster
 /// (32.8 s) does not start with a key frame.

@@ -1895,21 +1895,17 @@ impl KvsSink {
         let frames_came = matches!(&*lock(&self.state),
             State::Started(started) if started.frames_before_key_frame);
         if summary.stats.fragments_produced == 0 && input_error.is_none() && !frames_came {
-            // All persisted, of nothing: what was meant to go up was lost before kvssink.
-            gst::element_imp_warning!(
-                self,
-                gst::StreamError::Failed,
-                (
-                    "{}",
-                    about(
-                        &stream,
-                        "the stream ended before any frame reached kvssink: nothing was \
-                         uploaded (if frames were sent: matroskamux drops frames without a \
-                         timestamp; give appsrc format=time and do-timestamp=true, or set each \
-                         buffer's PTS)"
-                    )
-                )
-            );
+            // All persisted, of nothing: what was meant to go up was lost before kvssink,
+            // unless the application ended the stream first.
+            let what = if uploader.ending() {
+                "the application ended the stream before a whole frame reached kvssink: \
+                 nothing was uploaded"
+            } else {
+                "the stream ended before any frame reached kvssink: nothing was uploaded (if \
+                 frames were sent: matroskamux drops frames without a timestamp; give appsrc \
+                 format=time and do-timestamp=true, or set each buffer's PTS)"
+            };
+            gst::element_imp_warning!(self, gst::StreamError::Failed, ("{}", about(&stream, what)));
         }
         // Said after the wait: an error makes applications stop the pipeline, so the
         // account goes to the application first.
