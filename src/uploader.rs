@@ -790,6 +790,9 @@ impl Uploader {
             inner.publish();
             return removed;
         }
+        if inner.max_seq_sent.is_some_and(|sent| sent >= seq) {
+            inner.on_frameless_started();
+        }
         let removed = inner.store.void_open();
         inner.on_not_sent(removed);
         inner.publish();

@@ -744,6 +744,17 @@ fn ctrl_c_with_eos(server: &Server, stream: &str, outage: bool) -> (HostRun, Dur
     (run, took)
 }
 
+/// Every fragment counted as sent is one produced: a fragment that began to go out but held
+/// no whole frame when the input was cut (not a fragment: the service refuses it) is neither.
+fn sent_were_produced(run: &HostRun) {
+    let summary = run.summary();
+    let count = |field: &str| summary.get::<u64>(field).unwrap();
+    assert!(
+        count("fragments-sent") <= count("fragments-produced"),
+        "{summary:?}"
+    );
+}
+
 #[test]
 fn ctrl_c_with_eos_during_an_outage_ends_after_stop_stream_timeout() {
     // A recording's upload is held for room while the service is away; Ctrl-C with -e
@@ -754,6 +765,7 @@ fn ctrl_c_with_eos_during_an_outage_ends_after_stop_stream_timeout() {
     let server = server();
     let (run, took) = ctrl_c_with_eos(&server, "interrupted", true);
     let out = run.output();
+    sent_were_produced(&run);
     assert!(
         took < Duration::from_secs(30),
         "exited {took:?} after Ctrl-C: {out}"
@@ -784,6 +796,7 @@ fn ctrl_c_with_eos_during_an_upload_sends_what_came_before_it() {
     let server = server();
     let (run, _) = ctrl_c_with_eos(&server, "ended", false);
     let out = run.output();
+    sent_were_produced(&run);
     assert_eq!(run.status.code(), Some(0), "{out}");
     assert!(
         out.contains("the application ended the stream inside a Matroska element"),

@@ -275,6 +275,12 @@ impl Inner {
         self.counters.fragments_resent += resent;
     }
 
+    /// A fragment that had begun to go out turned out to hold no whole frame (the input
+    /// ended inside its first): it is no fragment, and not counted as one sent.
+    pub fn on_frameless_started(&mut self) {
+        self.counters.fragments_sent = self.counters.fragments_sent.saturating_sub(1);
+    }
+
     /// Bytes removed from a fragment before they were sent.
     pub fn on_not_sent(&mut self, bytes: u64) {
         self.counters.bytes_not_sent += bytes;
