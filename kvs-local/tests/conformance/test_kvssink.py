@@ -128,3 +128,39 @@ def test_get_clip_gives_an_mp4_of_every_frame(kvs, tmp_path):
                 "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
                 "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}})
     assert e.value.response["Error"]["Code"] == "NoDataRetentionException"
+
+
+def test_get_clip_of_g711_on_kvssinks_audio_pad(kvs, tmp_path):
+    """AWS's line for audio: H.264 on kvssink's video pad and G.711 A-law on its audio pad
+    (kvssink muxes them itself). GetClip gives an MP4 with every frame and every sample."""
+    env = kvssink_env(kvs)
+    start = 1_764_001_000
+    r = subprocess.run(
+        ["gst-launch-1.0", "-e", "videotestsrc", "num-buffers=150",
+         "!", "video/x-raw,format=I420,width=160,height=120,framerate=30/1",
+         "!", "x264enc", "key-int-max=30", "!", "h264parse", "!", "kvssink", "name=k",
+         "stream-name=rs-clip-alaw", "aws-region=us-west-2", f"file-start-time={start}",
+         "audiotestsrc", "num-buffers=40", "samplesperbuffer=1000",
+         "!", "audio/x-raw,rate=8000,channels=1", "!", "alawenc", "!", "k."],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    kv = client("kinesisvideo", kvs.url)
+    archived = client("kinesis-video-archived-media", kv.get_data_endpoint(
+        StreamName="rs-clip-alaw", APIName="GET_CLIP")["DataEndpoint"])
+    utc = datetime.timezone.utc
+    clip = archived.get_clip(StreamName="rs-clip-alaw", ClipFragmentSelector={
+        "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
+            "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
+            "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}})
+    out = tmp_path / "clip.mp4"
+    out.write_bytes(clip["Payload"].read())
+    video = decoded_bytes(["filesrc", f"location={out}", "!", "qtdemux", "!", "h264parse", "!",
+                           "avdec_h264", "!", "videoconvert", "!", "video/x-raw,format=I420",
+                           "!", "filesink", "location=@OUT@"], tmp_path, "video.raw")
+    assert video == 150 * 160 * 120 * 3 // 2
+    # 40,000 A-law samples, 2 bytes each decoded
+    audio = decoded_bytes(["filesrc", f"location={out}", "!", "qtdemux", "!", "alawdec", "!",
+                           "audio/x-raw,format=S16LE", "!", "filesink", "location=@OUT@"],
+                          tmp_path, "audio.raw")
+    assert audio == 40_000 * 2, audio
