@@ -25,10 +25,11 @@ elements=(
   identity:libgstreamer1.0-0 queue:libgstreamer1.0-0 tee:libgstreamer1.0-0 valve:libgstreamer1.0-0
   appsink:gstreamer1.0-plugins-base appsrc:gstreamer1.0-plugins-base audiotestsrc:gstreamer1.0-plugins-base
   videoconvert:gstreamer1.0-plugins-base videoscale:gstreamer1.0-plugins-base
-  videotestsrc:gstreamer1.0-plugins-base
+  videotestsrc:gstreamer1.0-plugins-base uridecodebin3:gstreamer1.0-plugins-base
   audioconvert:gstreamer1.0-plugins-base opusenc:gstreamer1.0-plugins-base
   opusdec:gstreamer1.0-plugins-base alawenc:gstreamer1.0-plugins-good
-  alawdec:gstreamer1.0-plugins-good
+  alawdec:gstreamer1.0-plugins-good hlsdemux2:gstreamer1.0-plugins-good
+  souphttpsrc:gstreamer1.0-plugins-good
   aacparse:gstreamer1.0-plugins-good jpegenc:gstreamer1.0-plugins-good
   jpegdec:gstreamer1.0-plugins-good multifilesrc:gstreamer1.0-plugins-good
   multifilesink:gstreamer1.0-plugins-good mp4mux:gstreamer1.0-plugins-good

@@ -69,6 +69,21 @@ pub fn format_amz_date(t: SystemTime) -> String {
     )
 }
 
+/// Formats ms since the epoch as extended ISO-8601 with ms, e.g.
+/// `2024-01-02T03:04:05.678Z` (HLS's `EXT-X-PROGRAM-DATE-TIME`).
+pub fn iso8601_ms(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86400));
+    let s = secs.rem_euclid(86400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        (s / 60) % 60,
+        s % 60,
+        ms % 1000
+    )
+}
+
 /// Parses `YYYYMMDDTHHMMSSZ`.
 pub fn parse_amz_date(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Epoch seconds (as sent, possibly fractional) to ms.
-fn timestamp_ms(v: Option<f64>, k: &str) -> Result<Option<u64>, ApiError> {
+pub(super) fn timestamp_ms(v: Option<f64>, k: &str) -> Result<Option<u64>, ApiError> {
     match v {
         None => Ok(None),
         Some(f) if f >= 0.0 && f.is_finite() => Ok(Some((f * 1000.0).round() as u64)),
@@ -39,14 +39,14 @@ fn timestamp_ms(v: Option<f64>, k: &str) -> Result<Option<u64>, ApiError> {
 
 /// A `FragmentSelector`: fragments whose producer (or server) timestamp is in a range, ends
 /// included.
-struct TimeRange {
-    producer: bool,
-    from: u64,
-    to: u64,
+pub(super) struct TimeRange {
+    pub(super) producer: bool,
+    pub(super) from: u64,
+    pub(super) to: u64,
 }
 
 impl TimeRange {
-    fn of(sel: FragmentSelector) -> Result<TimeRange, ApiError> {
+    pub(super) fn of(sel: FragmentSelector) -> Result<TimeRange, ApiError> {
         let producer = match sel.fragment_selector_type.as_deref() {
             Some("PRODUCER_TIMESTAMP") => true,
             Some("SERVER_TIMESTAMP") => false,
@@ -70,7 +70,7 @@ impl TimeRange {
         }
     }
 
-    fn holds(&self, m: &FragMeta) -> bool {
+    pub(super) fn holds(&self, m: &FragMeta) -> bool {
         let t = if self.producer {
             m.producer_timestamp_ms
         } else {
@@ -176,7 +176,11 @@ fn media_response(body: RespBody, rid: &str) -> Response<RespBody> {
     typed_response(body, "video/webm", rid)
 }
 
-fn typed_response(body: RespBody, content_type: &'static str, rid: &str) -> Response<RespBody> {
+pub(super) fn typed_response(
+    body: RespBody,
+    content_type: &'static str,
+    rid: &str,
+) -> Response<RespBody> {
     let mut r = Response::new(body);
     let h = r.headers_mut();
     h.insert("content-type", HeaderValue::from_static(content_type));

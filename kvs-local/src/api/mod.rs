@@ -5,6 +5,7 @@
 mod admin;
 pub(crate) mod context;
 mod control;
+mod hls;
 pub(crate) mod http;
 mod media;
 pub(crate) mod operation;
@@ -32,6 +33,11 @@ pub(crate) async fn route(
         return admin::handle(&shared, rest, req).await;
     }
     let rid = crate::util::request_id();
+    if let Some(rest) = path.strip_prefix("/hls/v1/")
+        && req.method() == ::http::Method::GET
+    {
+        return hls::handle(&shared, &ctl, rest, req, &rid);
+    }
     let op = Operation::from_path(&path);
     match op {
         Some(Operation::PutMedia) if req.method() == ::http::Method::POST => {
@@ -48,7 +54,7 @@ pub(crate) async fn route(
                 match unserved(&path) {
                     Some(Unserved::Read(what)) => format!(
                         "kvs-local does not serve {what}; read a stream with GetMedia, \
-                         ListFragments, GetMediaForFragmentList and GetClip (or kvssrc)"
+                         ListFragments, GetMediaForFragmentList, GetClip and HLS (or kvssrc)"
                     ),
                     Some(Unserved::Other(what)) => format!(
                         "kvs-local does not serve {what}: it stands in for video streams only \
@@ -155,6 +161,10 @@ fn dispatch(
             let name = shared.resolve(&r.stream)?;
             return media::get_clip(shared, &name, r, rid);
         }
+        R::GetHLSStreamingSessionURL(r) => {
+            let name = shared.resolve(&r.stream)?;
+            hls::session_url(shared, &name, r, ctl)
+        }
     };
     Ok(json_bytes_response(200, json?, rid))
 }
@@ -172,7 +182,6 @@ enum Unserved {
 /// what they are, for the error that says so.
 fn unserved(path: &str) -> Option<Unserved> {
     Some(match path {
-        "/getHLSStreamingSessionURL" => Unserved::Read("GetHLSStreamingSessionURL (HLS playback)"),
         "/getDASHStreamingSessionURL" => {
             Unserved::Read("GetDASHStreamingSessionURL (DASH playback)")
         }

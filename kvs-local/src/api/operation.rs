@@ -53,6 +53,7 @@ operations! {
     ListFragments => "/listFragments",
     GetMediaForFragmentList => "/getMediaForFragmentList",
     GetClip => "/getClip",
+    GetHLSStreamingSessionURL => "/getHLSStreamingSessionURL",
 }
 
 /// `StreamName` and/or `StreamARN`, as most requests carry them.
@@ -217,6 +218,22 @@ pub(crate) struct GetClipInput {
     pub(crate) clip_fragment_selector: Option<FragmentSelector>,
 }
 
+/// `GetHLSStreamingSessionURL`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct GetHlsInput {
+    #[serde(flatten)]
+    pub(crate) stream: StreamRef,
+    pub(crate) playback_mode: Option<String>,
+    #[serde(rename = "HLSFragmentSelector")]
+    pub(crate) hls_fragment_selector: Option<FragmentSelector>,
+    pub(crate) container_format: Option<String>,
+    pub(crate) discontinuity_mode: Option<String>,
+    pub(crate) display_fragment_timestamp: Option<String>,
+    pub(crate) expires: Option<Number>,
+    pub(crate) max_media_playlist_fragment_results: Option<Number>,
+}
+
 /// A page of a listing: `MaxResults` items (already validated to be 1 to
 /// `limit`; `limit` when absent) from the offset in `NextToken`.
 pub(crate) struct Page {
@@ -266,6 +283,7 @@ pub(crate) enum ApiRequest {
     ListFragments(ListFragmentsInput),
     GetMediaForFragmentList(GetMediaForFragmentListInput),
     GetClip(GetClipInput),
+    GetHLSStreamingSessionURL(GetHlsInput),
 }
 
 fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -306,6 +324,7 @@ impl ApiRequest {
             Operation::ListFragments => R::ListFragments(json(body)?),
             Operation::GetMediaForFragmentList => R::GetMediaForFragmentList(json(body)?),
             Operation::GetClip => R::GetClip(json(body)?),
+            Operation::GetHLSStreamingSessionURL => R::GetHLSStreamingSessionURL(json(body)?),
             Operation::PutMedia => {
                 return Err(ApiError::new(
                     500,
@@ -333,6 +352,7 @@ impl ApiRequest {
             Ok(R::ListFragments(r)) => &r.stream,
             Ok(R::GetMediaForFragmentList(r)) => &r.stream,
             Ok(R::GetClip(r)) => &r.stream,
+            Ok(R::GetHLSStreamingSessionURL(r)) => &r.stream,
             Ok(R::ListStreams(_)) => return StreamRef::default(),
             Err(_) => return serde_json::from_slice(body).unwrap_or_default(),
         };

@@ -5,6 +5,7 @@
 //! The frames are read with kvs-local's own Matroska reading ([`crate::mkv`]) and written
 //! with [`mp4`]; their bytes are not copied until the response is assembled.
 
+pub(crate) mod hls;
 pub(crate) mod mp4;
 
 use crate::mkv::{Frame, TrackInfo, cluster_frames, header_tracks};
@@ -231,7 +232,7 @@ fn nal_units_fit(frame: &[u8], length: usize) -> bool {
 /// A track's samples from its frames' presentation times: decode times are the presentation
 /// times in order (moved back by the largest reordering, so that no frame is shown before it
 /// is decoded), each after the one before.
-fn samples(src: &Source) -> (Vec<Sample>, i128) {
+fn samples(src: &Source) -> (Vec<Sample>, i128, i128) {
     let pts: Vec<i128> = src.frames.iter().map(|(t, ..)| *t).collect();
     let mut sorted = pts.clone();
     sorted.sort_unstable();
@@ -276,8 +277,8 @@ fn samples(src: &Source) -> (Vec<Sample>, i128) {
             sync: frame.key || !matches!(src.codec, Codec::Avc(_) | Codec::Hevc(_)),
         });
     }
-    // presented first at the earliest presentation time
-    (out, sorted.first().copied().unwrap_or(0))
+    // presented first at the earliest presentation time; decoded first at `base`
+    (out, sorted.first().copied().unwrap_or(0), base)
 }
 
 /// The MP4 file of `fragments` (in stream order, at least one), whose stream headers are
@@ -286,6 +287,61 @@ pub(crate) fn clip(
     headers: &[Bytes],
     fragments: &[StoredFragment],
 ) -> Result<Vec<Bytes>, ClipError> {
+    let sources = sources(headers, fragments, false)?;
+    let built: Vec<(Vec<Sample>, i128, i128)> = sources.iter().map(samples).collect();
+    let origin = built.iter().map(|(_, start, _)| *start).min().unwrap_or(0);
+    let mut movie = Movie {
+        tracks: Vec::new(),
+        chunks: Vec::new(),
+        created_unix_s: u64::try_from(origin.div_euclid(1_000_000_000)).unwrap_or(0),
+    };
+    for (src, (samples, start, _)) in sources.iter().zip(built) {
+        movie.tracks.push(Track {
+            codec: src.codec.clone(),
+            size: src.size,
+            audio: src.audio,
+            timescale: src.timescale,
+            samples,
+            delay_ms: u32::try_from((start - origin + 500_000) / 1_000_000).unwrap_or(0),
+        });
+    }
+    movie.chunks = chunks(&sources, fragments);
+    Ok(movie.write())
+}
+
+/// One chunk per track and fragment, in the fragments' order.
+fn chunks(sources: &[Source], fragments: &[StoredFragment]) -> Vec<Chunk> {
+    let mut out = Vec::new();
+    let mut next = vec![0usize; sources.len()];
+    for (index, f) in fragments.iter().enumerate() {
+        for (track, src) in sources.iter().enumerate() {
+            let of_fragment: Vec<Bytes> = src.frames[next[track]..]
+                .iter()
+                .take_while(|(_, i, _)| *i == index)
+                .map(|(_, _, frame)| f.bytes.slice(frame.data.clone()))
+                .collect();
+            if !of_fragment.is_empty() {
+                next[track] += of_fragment.len();
+                out.push(Chunk {
+                    track,
+                    samples: of_fragment.len(),
+                    data: of_fragment,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The tracks of `fragments` with their frames, checked as the service checks a clip's: the
+/// same tracks throughout, H.264 or H.265 video first with its codec private data, then AAC
+/// or G.711 audio; video frames made of length-prefixed NAL units. Tracks without frames
+/// are left out unless `keep_empty`; the video always has some.
+fn sources(
+    headers: &[Bytes],
+    fragments: &[StoredFragment],
+    keep_empty: bool,
+) -> Result<Vec<Source>, ClipError> {
     let invalid = |m: String| ClipError::InvalidMediaFrame(m);
     let Some(first) = fragments.first() else {
         return Err(invalid("no fragment".into()));
@@ -364,44 +420,10 @@ pub(crate) fn clip(
     if sources[0].frames.is_empty() {
         return Err(invalid("the clip's fragments hold no video frame".into()));
     }
-    sources.retain(|s| !s.frames.is_empty());
-    let built: Vec<(Vec<Sample>, i128)> = sources.iter().map(samples).collect();
-    let origin = built.iter().map(|(_, start)| *start).min().unwrap_or(0);
-    let mut movie = Movie {
-        tracks: Vec::new(),
-        chunks: Vec::new(),
-        created_unix_s: u64::try_from(origin.div_euclid(1_000_000_000)).unwrap_or(0),
-    };
-    for (src, (samples, start)) in sources.iter().zip(built) {
-        movie.tracks.push(Track {
-            codec: src.codec.clone(),
-            size: src.size,
-            audio: src.audio,
-            timescale: src.timescale,
-            samples,
-            delay_ms: u32::try_from((start - origin + 500_000) / 1_000_000).unwrap_or(0),
-        });
+    if !keep_empty {
+        sources.retain(|s| !s.frames.is_empty());
     }
-    // one chunk per track and fragment, in the fragments' order
-    let mut next = vec![0usize; sources.len()];
-    for (index, f) in fragments.iter().enumerate() {
-        for (track, src) in sources.iter().enumerate() {
-            let of_fragment: Vec<Bytes> = src.frames[next[track]..]
-                .iter()
-                .take_while(|(_, i, _)| *i == index)
-                .map(|(_, _, frame)| f.bytes.slice(frame.data.clone()))
-                .collect();
-            if !of_fragment.is_empty() {
-                next[track] += of_fragment.len();
-                movie.chunks.push(Chunk {
-                    track,
-                    samples: of_fragment.len(),
-                    data: of_fragment,
-                });
-            }
-        }
-    }
-    Ok(movie.write())
+    Ok(sources)
 }
 
 #[cfg(test)]

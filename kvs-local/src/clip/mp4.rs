@@ -1,7 +1,8 @@
 //! A "traditional" MP4 file (ISO/IEC 14496-12, with the sample entries of 14496-14 and
 //! 14496-15): `ftyp`, one `moov` holding every sample table, then one `mdat`. What GetClip
 //! answers. Built from samples already in decode order; the payloads are not copied until the
-//! response is assembled.
+//! response is assembled. And fragmented MP4, what HLS serves: an initialization segment
+//! (`ftyp`, a `moov` with empty sample tables and `mvex`) and media segments (`moof`, `mdat`).
 
 use bytes::Bytes;
 
@@ -187,7 +188,7 @@ impl Movie {
         // The chunk offsets depend on the size of moov, which does not depend on their values
         // (the width of each offset is chosen from the file's size): write it once to measure.
         let wide = data_len + (64 << 20) > u64::from(u32::MAX);
-        let moov_len = self.moov(&vec![0; self.chunks.len()], wide).len() as u64;
+        let moov_len = self.moov(&vec![0; self.chunks.len()], wide, false).len() as u64;
         let mut offsets = Vec::with_capacity(self.chunks.len());
         let mut at = ftyp.len() as u64 + moov_len + mdat_head;
         for c in &self.chunks {
@@ -195,7 +196,7 @@ impl Movie {
             at += c.data.iter().map(|b| b.len() as u64).sum::<u64>();
         }
         let mut head = ftyp;
-        head.extend_from_slice(&self.moov(&offsets, wide));
+        head.extend_from_slice(&self.moov(&offsets, wide, false));
         if mdat_head == 16 {
             u32b(&mut head, 1);
             put(&mut head, b"mdat");
@@ -232,7 +233,93 @@ impl Movie {
             .unwrap_or(0)
     }
 
-    fn moov(&self, offsets: &[u64], wide: bool) -> Vec<u8> {
+    /// A fragmented MP4's initialization segment: the tracks' sample entries, no samples
+    /// (the tracks' samples are ignored).
+    pub(crate) fn write_init(&self) -> Vec<u8> {
+        let mut empty = self.clone();
+        empty.chunks.clear();
+        for t in &mut empty.tracks {
+            t.samples.clear();
+            t.delay_ms = 0;
+        }
+        let mut out = empty.ftyp();
+        out.extend_from_slice(&empty.moov(&[], false, true));
+        out
+    }
+
+    /// A fragmented MP4's media segment number `sequence`: every track's samples (one chunk
+    /// each, in [`Movie::chunks`]), the first decoded at `decode_times[track]` in its
+    /// timescale.
+    pub(crate) fn write_segment(&self, sequence: u32, decode_times: &[u64]) -> Vec<Bytes> {
+        let moof = |offsets: &[u32]| {
+            let mut o = Vec::new();
+            boxed(&mut o, b"moof", |o| {
+                full(o, b"mfhd", 0, 0, |o| u32b(o, sequence));
+                for (c, offset) in self.chunks.iter().zip(offsets) {
+                    let t = &self.tracks[c.track];
+                    let samples = &t.samples;
+                    boxed(o, b"traf", |o| {
+                        if let Codec::G711 { .. } = t.codec {
+                            // One MP4 sample per audio frame: given by defaults, not listed.
+                            full(o, b"tfhd", 0, 0x02_0000 | 0x08 | 0x10 | 0x20, |o| {
+                                u32b(o, c.track as u32 + 1);
+                                u32b(o, 1);
+                                u32b(o, t.channels());
+                                u32b(o, 0x0200_0000);
+                            });
+                        } else {
+                            full(o, b"tfhd", 0, 0x02_0000, |o| u32b(o, c.track as u32 + 1));
+                        }
+                        full(o, b"tfdt", 1, 0, |o| {
+                            put(
+                                o,
+                                &decode_times
+                                    .get(c.track)
+                                    .copied()
+                                    .unwrap_or(0)
+                                    .to_be_bytes(),
+                            )
+                        });
+                        if let Codec::G711 { .. } = t.codec {
+                            let frames: u32 = samples.iter().map(|s| t.frames_of(s)).sum();
+                            full(o, b"trun", 0, 0x01, |o| {
+                                u32b(o, frames);
+                                u32b(o, *offset);
+                            });
+                        } else {
+                            full(o, b"trun", 1, 0x01 | 0x100 | 0x200 | 0x400 | 0x800, |o| {
+                                u32b(o, samples.len() as u32);
+                                u32b(o, *offset);
+                                for s in samples {
+                                    u32b(o, s.duration);
+                                    u32b(o, s.size);
+                                    u32b(o, if s.sync { 0x0200_0000 } else { 0x0101_0000 });
+                                    u32b(o, s.cts);
+                                }
+                            });
+                        }
+                    });
+                }
+            });
+            o
+        };
+        // The data offsets (from the start of moof) depend on its size, not on their values.
+        let len = moof(&vec![0; self.chunks.len()]).len() as u32;
+        let mut offsets = Vec::with_capacity(self.chunks.len());
+        let mut at = len + 8;
+        for c in &self.chunks {
+            offsets.push(at);
+            at += c.data.iter().map(|b| b.len() as u32).sum::<u32>();
+        }
+        let mut head = moof(&offsets);
+        u32b(&mut head, at - len);
+        put(&mut head, b"mdat");
+        let mut out = vec![Bytes::from(head)];
+        out.extend(self.chunks.iter().flat_map(|c| c.data.iter().cloned()));
+        out
+    }
+
+    fn moov(&self, offsets: &[u64], wide: bool, fragmented: bool) -> Vec<u8> {
         let created = sat32(self.created_unix_s + MP4_EPOCH_OFFSET_S);
         let mut o = Vec::new();
         boxed(&mut o, b"moov", |o| {
@@ -257,6 +344,17 @@ impl Movie {
                     .map(|(c, off)| (*off, c))
                     .collect();
                 trak(o, index as u32 + 1, track, created, &mine, wide);
+            }
+            if fragmented {
+                boxed(o, b"mvex", |o| {
+                    for index in 0..self.tracks.len() {
+                        full(o, b"trex", 0, 0, |o| {
+                            u32b(o, index as u32 + 1);
+                            u32b(o, 1); // sample description
+                            put(o, &[0; 12]); // default duration, size, flags
+                        });
+                    }
+                });
             }
         });
         o
@@ -287,20 +385,24 @@ fn trak(o: &mut Vec<u8>, id: u32, t: &Track, created: u32, chunks: &[(u64, &Chun
             u32b(o, u32::from(t.size.0) << 16);
             u32b(o, u32::from(t.size.1) << 16);
         });
-        boxed(o, b"edts", |o| {
-            let empty = t.delay_ms > 0;
-            full(o, b"elst", 0, 0, |o| {
-                u32b(o, 1 + u32::from(empty));
-                if empty {
-                    u32b(o, t.delay_ms);
-                    u32b(o, u32::MAX); // media time -1: nothing shown
+        // (A fragmented MP4's tracks, without samples here, are timed by their fragments:
+        // no edit.)
+        if !t.samples.is_empty() {
+            boxed(o, b"edts", |o| {
+                let empty = t.delay_ms > 0;
+                full(o, b"elst", 0, 0, |o| {
+                    u32b(o, 1 + u32::from(empty));
+                    if empty {
+                        u32b(o, t.delay_ms);
+                        u32b(o, u32::MAX); // media time -1: nothing shown
+                        u32b(o, 0x1_0000);
+                    }
+                    u32b(o, sat32(media_ms));
+                    u32b(o, sat32(t.first_presented()));
                     u32b(o, 0x1_0000);
-                }
-                u32b(o, sat32(media_ms));
-                u32b(o, sat32(t.first_presented()));
-                u32b(o, 0x1_0000);
+                });
             });
-        });
+        }
         boxed(o, b"mdia", |o| {
             full(o, b"mdhd", 0, 0, |o| {
                 u32b(o, created);

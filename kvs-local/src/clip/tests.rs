@@ -291,3 +291,53 @@ fn g711_audio_is_one_mp4_sample_per_byte() {
     let stsd = child(stbl, b"stsd");
     assert!(boxes(&stsd[8..]).iter().any(|(k, _)| k == b"alaw"));
 }
+
+#[test]
+fn hls_has_an_initialization_segment_and_a_media_segment_per_fragment() {
+    let blocks = |fill: u8| -> Vec<Vec<u8>> {
+        vec![
+            simple_block(1, 0, true, &nal(4, fill)),
+            simple_block(1, 120, false, &nal(5, fill)),
+            simple_block(1, 40, false, &nal(6, fill)),
+        ]
+    };
+    let f1 = fragment(1, 1_700_000_000_000, cluster(0, &blocks(1)));
+    let f2 = fragment(2, 1_700_000_000_160, cluster(160, &blocks(2)));
+    let headers = [video_header()];
+    // the initialization segment: the sample entry, no samples, no edit, mvex with a trex
+    let (init, variant) = hls::init(&headers, &f1).unwrap();
+    assert_eq!(variant.codecs, "avc1.64001F");
+    assert_eq!(variant.resolution, (320, 240));
+    let moov = child(&init, b"moov");
+    let trak = child(moov, b"trak");
+    assert!(boxes(trak).iter().all(|(k, _)| k != b"edts"));
+    let stbl = child(child(child(trak, b"mdia"), b"minf"), b"stbl");
+    assert_eq!(be32(child(stbl, b"stsz"), 8), 0);
+    assert_eq!(be32(child(child(moov, b"mvex"), b"trex"), 4), 1);
+    // a media segment: moof (sequence number, decode time from the epoch, samples) and mdat
+    let segment: Vec<u8> = hls::segment(&headers, &f2, 7).unwrap().concat();
+    let moof = child(&segment, b"moof");
+    assert_eq!(be32(child(moof, b"mfhd"), 4), 7);
+    let traf = child(moof, b"traf");
+    // presented 0, 120 and 40 ms after the fragment's producer time; decoded from 80 ms
+    // before it (moved back by the reordering), in 90 kHz ticks since the epoch
+    let tfdt = child(traf, b"tfdt");
+    let base = u64::from_be_bytes(tfdt[4..12].try_into().unwrap());
+    assert_eq!(base, 1_700_000_000_080 * 90);
+    let trun = child(traf, b"trun");
+    assert_eq!(be32(trun, 4), 3);
+    // the data offset, from moof's start, is where the first frame's bytes are
+    let offset = be32(trun, 8) as usize;
+    assert_eq!(&segment[offset..offset + 8], nal(4, 2).as_slice());
+    // sizes as sent, the key frame first, presentation offsets 80, 160 and 0 ms
+    let samples: Vec<[u32; 4]> = (0..3)
+        .map(|i| std::array::from_fn(|j| be32(trun, 12 + 16 * i + 4 * j)))
+        .collect();
+    assert_eq!(samples[0][1], 8);
+    assert_eq!(samples[0][2], 0x0200_0000);
+    assert_eq!(
+        samples.iter().map(|s| s[3]).collect::<Vec<_>>(),
+        [7200, 14400, 0]
+    );
+    assert!(boxes(&segment).iter().any(|(k, _)| k == b"mdat"));
+}

@@ -4,7 +4,9 @@ back with boto3, the report and `kvs-local export`."""
 
 import datetime
 import os
+import re
 import subprocess
+import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
@@ -164,3 +166,96 @@ def test_get_clip_of_g711_on_kvssinks_audio_pad(kvs, tmp_path):
                            "audio/x-raw,format=S16LE", "!", "filesink", "location=@OUT@"],
                           tmp_path, "audio.raw")
     assert audio == 40_000 * 2, audio
+
+
+def fetch(url):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.read()
+
+
+def test_hls_session_plays_every_frame(kvs, tmp_path):
+    """A boto3 user's HLS session (GetHLSStreamingSessionURL, fragmented MP4) of what kvssink
+    sent (H.264 with B-frames and AAC), fetched as a player does: the master playlist, the
+    media playlist, the initialization segment and each fragment's media segment. Their
+    concatenation decodes with qtdemux to every video frame and all the audio. LIVE mode
+    lists the last fragments without an end; the service's errors for what it refuses."""
+    env = kvssink_env(kvs)
+    start = 1_764_002_000
+    r = subprocess.run(
+        ["gst-launch-1.0", "-e", "videotestsrc", "num-buffers=120",
+         "!", "video/x-raw,format=I420,width=160,height=120,framerate=30/1",
+         "!", "x264enc", "key-int-max=30", "bframes=2", "!", "h264parse", "!", "queue", "!", "mux.",
+         "audiotestsrc", "num-buffers=170", "!", "audio/x-raw,rate=44100",
+         "!", "avenc_aac", "!", "aacparse", "!", "queue", "!", "mux.",
+         "matroskamux", "name=mux", "streamable=true",
+         "!", "kvssink", "stream-name=rs-hls", "aws-region=us-west-2", f"file-start-time={start}"],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    kv = client("kinesisvideo", kvs.url)
+    archived = client("kinesis-video-archived-media", kv.get_data_endpoint(
+        StreamName="rs-hls", APIName="GET_HLS_STREAMING_SESSION_URL")["DataEndpoint"])
+    utc = datetime.timezone.utc
+    url = archived.get_hls_streaming_session_url(
+        StreamName="rs-hls", PlaybackMode="ON_DEMAND", HLSFragmentSelector={
+            "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
+                "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
+                "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}},
+        DisplayFragmentTimestamp="ALWAYS")["HLSStreamingSessionURL"]
+    base = url.rsplit("/", 1)[0] + "/"
+    master = fetch(url).decode()
+    assert master.startswith("#EXTM3U"), master
+    assert 'CODECS="avc1.' in master and "mp4a.40.2" in master and "RESOLUTION=160x120" in master
+    media_uri = [line for line in master.splitlines() if line and not line.startswith("#")]
+    media = fetch(base + media_uri[0]).decode()
+    segments = [line for line in media.splitlines() if line and not line.startswith("#")]
+    assert len(segments) == 4 and media.rstrip().endswith("#EXT-X-ENDLIST"), media
+    assert "#EXT-X-PLAYLIST-TYPE:VOD" in media
+    assert "#EXT-X-PROGRAM-DATE-TIME:2025-11-24T" in media, media
+    durations = [float(line[8:].rstrip(",")) for line in media.splitlines()
+                 if line.startswith("#EXTINF:")]
+    assert abs(sum(durations) - 4.0) < 0.1, durations
+    init = re.search(r'#EXT-X-MAP:URI="([^"]+)"', media).group(1)
+    out = tmp_path / "hls.mp4"
+    with open(out, "wb") as f:
+        f.write(fetch(base + init))
+        for segment in segments:
+            f.write(fetch(base + segment))
+    video = decoded_bytes(["filesrc", f"location={out}", "!", "qtdemux", "!", "h264parse", "!",
+                           "avdec_h264", "!", "videoconvert", "!", "video/x-raw,format=I420",
+                           "!", "filesink", "location=@OUT@"], tmp_path, "video.raw")
+    assert video == 120 * 160 * 120 * 3 // 2
+    audio = decoded_bytes(["filesrc", f"location={out}", "!", "qtdemux", "!", "aacparse", "!",
+                           "avdec_aac", "!", "audioconvert", "!", "audio/x-raw,format=S16LE",
+                           "!", "filesink", "location=@OUT@"], tmp_path, "audio.raw")
+    assert audio >= 160 * 1024 * 2, audio
+    # GStreamer's own HLS client (uridecodebin3, hlsdemux2 over souphttpsrc) plays the URL
+    played = decoded_bytes(["uridecodebin3", f"uri={url}", "caps=video/x-raw", "!",
+                            "videoconvert", "!", "video/x-raw,format=I420",
+                            "!", "filesink", "location=@OUT@"], tmp_path, "played.raw")
+    assert played == 120 * 160 * 120 * 3 // 2
+
+    # LIVE: the last fragments, no end, numbered as in the stream
+    live = archived.get_hls_streaming_session_url(
+        StreamName="rs-hls", MaxMediaPlaylistFragmentResults=2)["HLSStreamingSessionURL"]
+    live_master = fetch(live).decode()
+    live_media = fetch(live.rsplit("/", 1)[0] + "/" + [
+        line for line in live_master.splitlines() if line and not line.startswith("#")][0]).decode()
+    assert "#EXT-X-ENDLIST" not in live_media and "#EXT-X-MEDIA-SEQUENCE:2" in live_media
+    assert live_media.count("getMP4MediaFragment.mp4") == 2, live_media
+
+    # what the service refuses
+    with pytest.raises(ClientError) as e:
+        archived.get_hls_streaming_session_url(
+            StreamName="rs-hls", PlaybackMode="ON_DEMAND", HLSFragmentSelector={
+                "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
+                    "StartTimestamp": datetime.datetime.fromtimestamp(start - 100, utc),
+                    "EndTimestamp": datetime.datetime.fromtimestamp(start - 50, utc)}})
+    assert e.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    with pytest.raises(ClientError) as e:
+        archived.get_hls_streaming_session_url(StreamName="rs-hls", PlaybackMode="ON_DEMAND")
+    assert e.value.response["Error"]["Code"] == "InvalidArgumentException"
+    kv.create_stream(StreamName="rs-hls-noretention")
+    with pytest.raises(ClientError) as e:
+        archived.get_hls_streaming_session_url(StreamName="rs-hls-noretention")
+    assert e.value.response["Error"]["Code"] == "NoDataRetentionException"

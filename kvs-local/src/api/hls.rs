@@ -1,0 +1,414 @@
+//! HLS playback: `GetHLSStreamingSessionURL`, and the session's master and media playlists,
+//! initialization segment and media segments (fragmented MP4, one segment per fragment), as
+//! a player fetches them from the URL it was given.
+//!
+//! The session token carries the session itself (stream, mode, range, expiry; hex of its
+//! JSON): kvs-local keeps no state for it. The service's token is opaque to clients too.
+
+use super::context::{ConnCtl, Shared, store_err};
+use super::control::Reply;
+use super::http::{ApiError, RespBody, full};
+use super::media::{timestamp_ms, typed_response};
+use super::operation::GetHlsInput;
+use crate::model::records::FragMeta;
+use crate::util::now_ms;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+
+/// `Expires` bounds and default (seconds).
+const EXPIRES_S: (u64, u64, u64) = (300, 43_200, 300);
+/// `MaxMediaPlaylistFragmentResults` bound, and its defaults live and on demand.
+const MAX_PLAYLIST_FRAGMENTS: (u64, usize, usize) = (5_000, 5, 1_000);
+
+/// A session, as its token carries it.
+#[derive(Serialize, Deserialize)]
+struct Session {
+    /// Stream name.
+    s: String,
+    /// `LIVE`, `LIVE_REPLAY` or `ON_DEMAND`.
+    m: String,
+    /// Fragments selected by producer (else server) timestamp.
+    p: bool,
+    /// Range (ms since the epoch), ends included.
+    f: Option<u64>,
+    t: Option<u64>,
+    /// Expiry (ms since the epoch).
+    x: u64,
+    /// Most fragments in a media playlist.
+    n: usize,
+    /// Add `#EXT-X-PROGRAM-DATE-TIME` to the media playlist.
+    d: bool,
+}
+
+impl Session {
+    fn token(&self) -> String {
+        hex::encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn of_token(token: &str) -> Result<Session, ApiError> {
+        let session: Session = hex::decode(token)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| ApiError::invalid_argument("SessionToken is not a valid token"))?;
+        if now_ms() > session.x {
+            return Err(ApiError::new(
+                403,
+                "ExpiredSessionTokenException",
+                "the session token has expired (the session's Expires passed): ask for a new \
+                 session URL",
+            ));
+        }
+        Ok(session)
+    }
+
+    /// The fragments of the media playlist, in stream order: (index in the stream, meta).
+    fn fragments(&self, metas: &[(FragMeta, usize)]) -> Vec<(usize, FragMeta)> {
+        let time = |m: &FragMeta| {
+            if self.p {
+                m.producer_timestamp_ms
+            } else {
+                m.server_timestamp_ms
+            }
+        };
+        let all = metas.iter().enumerate().map(|(i, (m, _))| (i, m));
+        let chosen: Vec<(usize, &FragMeta)> = match self.m.as_str() {
+            "LIVE" => {
+                let skip = metas.len().saturating_sub(self.n);
+                all.skip(skip).collect()
+            }
+            "LIVE_REPLAY" => all
+                .filter(|(_, m)| self.f.is_none_or(|f| time(m) >= f))
+                .take(self.n)
+                .collect(),
+            _ => all
+                .filter(|(_, m)| {
+                    self.f.is_none_or(|f| time(m) >= f) && self.t.is_none_or(|t| time(m) <= t)
+                })
+                .take(self.n)
+                .collect(),
+        };
+        // One stream header (one initialization segment) per playlist: the first's.
+        let header = chosen.first().map(|(_, m)| m.header_digest.clone());
+        chosen
+            .into_iter()
+            .take_while(|(_, m)| Some(&m.header_digest) == header.as_ref())
+            .map(|(i, m)| (i, m.clone()))
+            .collect()
+    }
+}
+
+/// `GetHLSStreamingSessionURL`: checks what the service checks, and answers the URL of a
+/// master playlist on this endpoint.
+pub(crate) fn session_url(shared: &Shared, name: &str, r: GetHlsInput, ctl: &ConnCtl) -> Reply {
+    let mode = r.playback_mode.unwrap_or_else(|| "LIVE".into());
+    if !["LIVE", "LIVE_REPLAY", "ON_DEMAND"].contains(&mode.as_str()) {
+        return Err(ApiError::invalid_argument(format!(
+            "PlaybackMode must be LIVE, LIVE_REPLAY or ON_DEMAND, not {mode}"
+        )));
+    }
+    if let Some(format) = r.container_format.as_deref()
+        && format != "FRAGMENTED_MP4"
+    {
+        return Err(ApiError::invalid_argument(format!(
+            "kvs-local serves HLS in ContainerFormat FRAGMENTED_MP4 (the default), not {format}"
+        )));
+    }
+    if let Some(d) = r.discontinuity_mode.as_deref()
+        && !["ALWAYS", "NEVER", "ON_DISCONTINUITY"].contains(&d)
+    {
+        return Err(ApiError::invalid_argument(format!(
+            "DiscontinuityMode must be ALWAYS, NEVER or ON_DISCONTINUITY, not {d}"
+        )));
+    }
+    let selector = r.hls_fragment_selector;
+    let producer = match selector
+        .as_ref()
+        .and_then(|s| s.fragment_selector_type.as_deref())
+    {
+        None | Some("SERVER_TIMESTAMP") => false,
+        Some("PRODUCER_TIMESTAMP") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_argument(format!(
+                "FragmentSelectorType must be PRODUCER_TIMESTAMP or SERVER_TIMESTAMP, not {other}"
+            )));
+        }
+    };
+    let range = selector.and_then(|s| s.timestamp_range);
+    let from = timestamp_ms(
+        range.as_ref().and_then(|r| r.start_timestamp),
+        "StartTimestamp",
+    )?;
+    let to = timestamp_ms(range.as_ref().and_then(|r| r.end_timestamp), "EndTimestamp")?;
+    match mode.as_str() {
+        "LIVE" if from.is_some() || to.is_some() => {
+            return Err(ApiError::invalid_argument(
+                "TimestampRange must not be given with PlaybackMode LIVE",
+            ));
+        }
+        "LIVE_REPLAY" if from.is_none() => {
+            return Err(ApiError::invalid_argument(
+                "PlaybackMode LIVE_REPLAY needs a StartTimestamp",
+            ));
+        }
+        "ON_DEMAND" if from.is_none() || to.is_none() => {
+            return Err(ApiError::invalid_argument(
+                "PlaybackMode ON_DEMAND needs StartTimestamp and EndTimestamp",
+            ));
+        }
+        _ => {}
+    }
+    if let (Some(f), Some(t)) = (from, to)
+        && (t <= f || t - f > 24 * 3_600_000)
+    {
+        return Err(ApiError::invalid_argument(
+            "EndTimestamp must be later than StartTimestamp, and at most 24 hours after it",
+        ));
+    }
+    let number =
+        |v: Option<serde_json::Number>, what: &str, (lo, hi, default): (u64, u64, u64)| match v
+            .map(|n| n.as_u64())
+        {
+            None => Ok(default),
+            Some(Some(n)) if (lo..=hi).contains(&n) => Ok(n),
+            _ => Err(ApiError::invalid_argument(format!(
+                "{what} must be from {lo} to {hi}"
+            ))),
+        };
+    let expires = number(r.expires, "Expires", EXPIRES_S)?;
+    let (max, live_default, demand_default) = MAX_PLAYLIST_FRAGMENTS;
+    let default = if mode == "ON_DEMAND" {
+        demand_default
+    } else {
+        live_default
+    };
+    let n = number(
+        r.max_media_playlist_fragment_results,
+        "MaxMediaPlaylistFragmentResults",
+        (1, max, default as u64),
+    )? as usize;
+    let retention = shared
+        .store
+        .describe(name)
+        .map_or(0, |s| s.meta.data_retention_hours);
+    if retention == 0 {
+        return Err(ApiError::new(
+            400,
+            "NoDataRetentionException",
+            format!(
+                "stream {name} retains no data (DataRetentionInHours is 0); HLS needs a stream \
+                 created with a retention (kvssink's retention-period, CreateStream's \
+                 DataRetentionInHours) or one raised with UpdateDataRetention"
+            ),
+        ));
+    }
+    let session = Session {
+        s: name.to_owned(),
+        m: mode,
+        p: producer,
+        f: from,
+        t: to,
+        x: now_ms() + expires * 1000,
+        n,
+        d: r.display_fragment_timestamp.as_deref() == Some("ALWAYS"),
+    };
+    let metas = shared.store.fragment_metas(name);
+    let chosen = session.fragments(&metas);
+    let Some((_, first)) = chosen.first() else {
+        return Err(ApiError::not_found(
+            "No fragments found in the stream for the HLS streaming request.",
+        ));
+    };
+    // The service checks the media of the session's fragments when it is asked for: so here.
+    let fragment = shared
+        .store
+        .fragments_where(name, |_, m| m.number == first.number)
+        .map_err(|e| store_err(e, name))?;
+    if let Some(f) = fragment.first() {
+        crate::clip::hls::init(&shared.store.headers(name), f).map_err(clip_error)?;
+    }
+    let endpoint = match &shared.config.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{}", ctl.local),
+    };
+    let url = format!(
+        "{endpoint}/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken={}",
+        session.token()
+    );
+    serde_json::to_vec(&serde_json::json!({ "HLSStreamingSessionURL": url }))
+        .map_err(|e| ApiError::new(500, "InternalFailure", e.to_string()))
+}
+
+fn clip_error(e: crate::clip::ClipError) -> ApiError {
+    ApiError::new(400, e.error_type(), e.message())
+}
+
+/// A GET of the session's URLs (`rest` is the path after `/hls/v1/`).
+pub(crate) fn handle(
+    shared: &Shared,
+    _ctl: &ConnCtl,
+    rest: &str,
+    req: ::http::Request<hyper::body::Incoming>,
+    rid: &str,
+) -> ::http::Response<RespBody> {
+    let query = req.uri().query().unwrap_or("");
+    let param = |key: &str| {
+        query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == key).then(|| v.to_owned())
+        })
+    };
+    let result = (|| {
+        let token = param("SessionToken")
+            .ok_or_else(|| ApiError::invalid_argument("SessionToken is required"))?;
+        let session = Session::of_token(&token)?;
+        let metas = shared.store.fragment_metas(&session.s);
+        match rest {
+            "getHLSMasterPlaylist.m3u8" => master(shared, &session, &metas, &token),
+            "getHLSMediaPlaylist.m3u8" => Ok(media(&session, &metas, &token)),
+            "getMP4InitFragment.mp4" => {
+                let first = session.fragments(&metas).into_iter().next();
+                let (_, m) = first.ok_or_else(|| ApiError::not_found("No fragments found"))?;
+                let f = fragment(shared, &session.s, &m.number)?;
+                let (init, _) = crate::clip::hls::init(&shared.store.headers(&session.s), &f)
+                    .map_err(clip_error)?;
+                Ok((Bytes::from(init), "video/mp4"))
+            }
+            "getMP4MediaFragment.mp4" => {
+                let number = param("FragmentNumber")
+                    .ok_or_else(|| ApiError::invalid_argument("FragmentNumber is required"))?;
+                let index = metas
+                    .iter()
+                    .position(|(m, _)| m.number == number)
+                    .ok_or_else(|| ApiError::not_found(format!("no fragment {number}")))?;
+                let f = fragment(shared, &session.s, &number)?;
+                let pieces = crate::clip::hls::segment(
+                    &shared.store.headers(&session.s),
+                    &f,
+                    index as u32 + 1,
+                )
+                .map_err(clip_error)?;
+                Ok((Bytes::from(pieces.concat()), "video/mp4"))
+            }
+            _ => Err(ApiError::new(
+                404,
+                "UnknownOperationException",
+                format!(
+                    "kvs-local serves HLS with fragmented MP4: no {rest} (MPEG-TS is not served)"
+                ),
+            )),
+        }
+    })();
+    shared.log(format_args!(
+        "HLS {rest} -> {}",
+        result.as_ref().map_or_else(|e| e.status, |_| 200)
+    ));
+    match result {
+        Ok((body, content_type)) => typed_response(full(body), content_type, rid),
+        Err(e) => e.response(rid),
+    }
+}
+
+fn fragment(
+    shared: &Shared,
+    name: &str,
+    number: &str,
+) -> Result<crate::model::records::StoredFragment, ApiError> {
+    shared
+        .store
+        .fragments_where(name, |_, m| m.number == number)
+        .map_err(|e| store_err(e, name))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::not_found(format!("no fragment {number}")))
+}
+
+fn master(
+    shared: &Shared,
+    session: &Session,
+    metas: &[(FragMeta, usize)],
+    token: &str,
+) -> Result<(Bytes, &'static str), ApiError> {
+    let chosen = session.fragments(metas);
+    let (_, first) = chosen
+        .first()
+        .ok_or_else(|| ApiError::not_found("No fragments found"))?;
+    let f = fragment(shared, &session.s, &first.number)?;
+    let (_, variant) =
+        crate::clip::hls::init(&shared.store.headers(&session.s), &f).map_err(clip_error)?;
+    let (bytes, ms) = chosen.iter().fold((0u64, 0u64), |(b, d), (_, m)| {
+        (b + m.size, d + m.duration_ms)
+    });
+    let bandwidth = bytes * 8 * 1000 / ms.max(1);
+    let (w, h) = variant.resolution;
+    let body = format!(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+         #EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{}\",RESOLUTION={w}x{h}\n\
+         getHLSMediaPlaylist.m3u8?SessionToken={token}\n",
+        variant.codecs
+    );
+    Ok((Bytes::from(body), "application/x-mpegURL"))
+}
+
+fn media(session: &Session, metas: &[(FragMeta, usize)], token: &str) -> (Bytes, &'static str) {
+    let chosen = session.fragments(metas);
+    // A fragment lasts until the next one begins (its own duration spans its frames' times,
+    // one frame short); the last, its own.
+    let durations: Vec<u64> = chosen
+        .iter()
+        .map(|(index, m)| {
+            metas
+                .get(index + 1)
+                .map(|(n, _)| {
+                    n.producer_timestamp_ms
+                        .saturating_sub(m.producer_timestamp_ms)
+                })
+                .filter(|&d| d > m.duration_ms && d < m.duration_ms * 2 + 1000)
+                .unwrap_or(m.duration_ms)
+        })
+        .collect();
+    let target = durations
+        .iter()
+        .map(|d| d.div_ceil(1000))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut body = String::from("#EXTM3U\n#EXT-X-VERSION:7\n");
+    let _ = writeln!(body, "#EXT-X-TARGETDURATION:{target}");
+    let _ = writeln!(
+        body,
+        "#EXT-X-MEDIA-SEQUENCE:{}",
+        chosen.first().map_or(0, |(i, _)| *i)
+    );
+    if session.m == "ON_DEMAND" {
+        body.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
+    }
+    let _ = writeln!(
+        body,
+        "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?SessionToken={token}\""
+    );
+    for ((_, m), duration_ms) in chosen.iter().zip(durations) {
+        if session.d {
+            let t = if session.p {
+                m.producer_timestamp_ms
+            } else {
+                m.server_timestamp_ms
+            };
+            let _ = writeln!(
+                body,
+                "#EXT-X-PROGRAM-DATE-TIME:{}",
+                crate::util::iso8601_ms(t)
+            );
+        }
+        let _ = writeln!(
+            body,
+            "#EXTINF:{:.3},\ngetMP4MediaFragment.mp4?FragmentNumber={}&SessionToken={token}",
+            duration_ms as f64 / 1000.0,
+            m.number
+        );
+    }
+    if session.m == "ON_DEMAND" {
+        body.push_str("#EXT-X-ENDLIST\n");
+    }
+    (Bytes::from(body), "application/x-mpegURL")
+}
