@@ -244,11 +244,16 @@ pub(crate) fn get_data_endpoint(shared: &Shared, r: GetDataEndpointInput, ctl: &
             APIS.join(", ")
         )));
     }
-    let endpoint = match &shared.config.public_url {
+    body(&json!({ "DataEndpoint": data_endpoint(shared, ctl) }))
+}
+
+/// This endpoint's URL, as clients reach it: `--public-url`, or the address the connection
+/// came to.
+pub(super) fn data_endpoint(shared: &Shared, ctl: &ConnCtl) -> String {
+    match &shared.config.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => format!("http://{}", ctl.local),
-    };
-    body(&json!({ "DataEndpoint": endpoint }))
+    }
 }
 
 /// `TagStream` (at most 50 tags in all).

@@ -8,7 +8,7 @@
 use super::context::{ConnCtl, Shared, store_err};
 use super::control::Reply;
 use super::http::{ApiError, RespBody, full};
-use super::media::{timestamp_ms, typed_response};
+use super::media::{needs_retention, timestamp_ms, typed_response};
 use super::operation::GetHlsInput;
 use crate::model::records::FragMeta;
 use crate::util::now_ms;
@@ -187,21 +187,7 @@ pub(crate) fn session_url(shared: &Shared, name: &str, r: GetHlsInput, ctl: &Con
         "MaxMediaPlaylistFragmentResults",
         (1, max, default as u64),
     )? as usize;
-    let retention = shared
-        .store
-        .describe(name)
-        .map_or(0, |s| s.meta.data_retention_hours);
-    if retention == 0 {
-        return Err(ApiError::new(
-            400,
-            "NoDataRetentionException",
-            format!(
-                "stream {name} retains no data (DataRetentionInHours is 0); HLS needs a stream \
-                 created with a retention (kvssink's retention-period, CreateStream's \
-                 DataRetentionInHours) or one raised with UpdateDataRetention"
-            ),
-        ));
-    }
+    needs_retention(shared, name, "HLS")?;
     let session = Session {
         s: name.to_owned(),
         m: mode,
@@ -227,12 +213,9 @@ pub(crate) fn session_url(shared: &Shared, name: &str, r: GetHlsInput, ctl: &Con
     if let Some(f) = fragment.first() {
         crate::clip::hls::init(&shared.store.headers(name), f).map_err(clip_error)?;
     }
-    let endpoint = match &shared.config.public_url {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => format!("http://{}", ctl.local),
-    };
     let url = format!(
-        "{endpoint}/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken={}",
+        "{}/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken={}",
+        super::control::data_endpoint(shared, ctl),
         session.token()
     );
     serde_json::to_vec(&serde_json::json!({ "HLSStreamingSessionURL": url }))

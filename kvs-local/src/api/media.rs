@@ -26,6 +26,27 @@ use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
+/// `NoDataRetentionException` for a stream that retains nothing: `what` (GetClip, HLS) reads
+/// what it retains.
+pub(super) fn needs_retention(shared: &Shared, name: &str, what: &str) -> Result<(), ApiError> {
+    let retention = shared
+        .store
+        .describe(name)
+        .map_or(0, |s| s.meta.data_retention_hours);
+    if retention > 0 {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        400,
+        "NoDataRetentionException",
+        format!(
+            "stream {name} retains no data (DataRetentionInHours is 0); {what} needs a stream \
+             created with a retention (kvssink's retention-period, CreateStream's \
+             DataRetentionInHours) or one raised with UpdateDataRetention"
+        ),
+    ))
+}
+
 /// Epoch seconds (as sent, possibly fractional) to ms.
 pub(super) fn timestamp_ms(v: Option<f64>, k: &str) -> Result<Option<u64>, ApiError> {
     match v {
@@ -254,21 +275,7 @@ pub(crate) fn get_clip(
             "the TimestampRange of a clip must be no longer than 24 hours",
         ));
     }
-    let retention = shared
-        .store
-        .describe(name)
-        .map_or(0, |s| s.meta.data_retention_hours);
-    if retention == 0 {
-        return Err(ApiError::new(
-            400,
-            "NoDataRetentionException",
-            format!(
-                "stream {name} retains no data (DataRetentionInHours is 0); GetClip needs a \
-                 stream created with a retention (kvssink's retention-period, CreateStream's \
-                 DataRetentionInHours) or one raised with UpdateDataRetention"
-            ),
-        ));
-    }
+    needs_retention(shared, name, "GetClip")?;
     let metas = shared.store.fragment_metas(name);
     let chosen = crate::clip::clip_limit(
         metas

@@ -76,12 +76,9 @@ def decoded_bytes(args, tmp_path, name):
     return out.stat().st_size
 
 
-def test_get_clip_gives_an_mp4_of_every_frame(kvs, tmp_path):
-    """A boto3 user's GetClip of what kvssink sent (H.264 with B-frames and AAC): an MP4 that
-    GStreamer's qtdemux reads, with every video frame of the fragments in the range; then the
-    service's errors for an empty range and a stream that retains nothing."""
-    env = kvssink_env(kvs)
-    start = 1_764_000_000
+def record_av(kvs, stream, start):
+    """kvssink in gst-launch-1.0 uploads 4 s of H.264 (with B-frames) and AAC, muxed by
+    matroskamux, into `stream`, its timecode 0 at `start` (epoch seconds): 4 fragments."""
     r = subprocess.run(
         ["gst-launch-1.0", "-e", "videotestsrc", "num-buffers=120",
          "!", "video/x-raw,format=I420,width=160,height=120,framerate=30/1",
@@ -89,9 +86,18 @@ def test_get_clip_gives_an_mp4_of_every_frame(kvs, tmp_path):
          "audiotestsrc", "num-buffers=170", "!", "audio/x-raw,rate=44100",
          "!", "avenc_aac", "!", "aacparse", "!", "queue", "!", "mux.",
          "matroskamux", "name=mux", "streamable=true",
-         "!", "kvssink", "stream-name=rs-clip", "aws-region=us-west-2", f"file-start-time={start}"],
-        env=env, capture_output=True, text=True, timeout=120)
+         "!", "kvssink", f"stream-name={stream}", "aws-region=us-west-2",
+         f"file-start-time={start}"],
+        env=kvssink_env(kvs), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_get_clip_gives_an_mp4_of_every_frame(kvs, tmp_path):
+    """A boto3 user's GetClip of what kvssink sent (H.264 with B-frames and AAC): an MP4 that
+    GStreamer's qtdemux reads, with every video frame of the fragments in the range; then the
+    service's errors for an empty range and a stream that retains nothing."""
+    start = 1_764_000_000
+    record_av(kvs, "rs-clip", start)
 
     kv = client("kinesisvideo", kvs.url)
     archived = client("kinesis-video-archived-media",
@@ -179,18 +185,8 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
     media playlist, the initialization segment and each fragment's media segment. Their
     concatenation decodes with qtdemux to every video frame and all the audio. LIVE mode
     lists the last fragments without an end; the service's errors for what it refuses."""
-    env = kvssink_env(kvs)
     start = 1_764_002_000
-    r = subprocess.run(
-        ["gst-launch-1.0", "-e", "videotestsrc", "num-buffers=120",
-         "!", "video/x-raw,format=I420,width=160,height=120,framerate=30/1",
-         "!", "x264enc", "key-int-max=30", "bframes=2", "!", "h264parse", "!", "queue", "!", "mux.",
-         "audiotestsrc", "num-buffers=170", "!", "audio/x-raw,rate=44100",
-         "!", "avenc_aac", "!", "aacparse", "!", "queue", "!", "mux.",
-         "matroskamux", "name=mux", "streamable=true",
-         "!", "kvssink", "stream-name=rs-hls", "aws-region=us-west-2", f"file-start-time={start}"],
-        env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
+    record_av(kvs, "rs-hls", start)
 
     kv = client("kinesisvideo", kvs.url)
     archived = client("kinesis-video-archived-media", kv.get_data_endpoint(
