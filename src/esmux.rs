@@ -77,6 +77,14 @@ pub const MAX_AUDIO_HOLD_MS: u64 = 10_000;
 /// The most audio frames held, whatever their times say (Opus at 2.5 ms a frame: 10 s).
 pub const MAX_AUDIO_HOLD_FRAMES: usize = 4096;
 
+/// For a recording (audio read faster than real time, ahead of an encoder's first video
+/// frame), the hold while no fragment can take audio is bounded by memory alone: this much
+/// audio (ms)...
+pub const RECORDING_AUDIO_HOLD_MS: u64 = 600_000;
+/// ... in at most this many frames (G.711 at 1,000 samples a frame and AAC at 1,024: 10
+/// minutes, a few MB).
+pub const RECORDING_AUDIO_HOLD_FRAMES: usize = 65_536;
+
 /// The shortest fragment: Kinesis Video Streams takes at most 5 fragments a second per
 /// stream, so a key frame within this of the cluster's start does not begin a new one.
 pub const MIN_FRAGMENT_MS: u64 = 200;
@@ -276,6 +284,8 @@ pub struct EsMuxer {
     dropping: Option<Dropping>,
     /// Video being dropped (said when the next key frame begins a fragment).
     video_dropping: Option<VideoRun>,
+    /// The most audio (ms, frames) held while no fragment can take it.
+    audio_hold: (u64, usize),
 }
 
 impl Default for EsMuxer {
@@ -304,6 +314,7 @@ impl EsMuxer {
             video_lag_ms: 0,
             dropping: None,
             video_dropping: None,
+            audio_hold: (MAX_AUDIO_HOLD_MS, MAX_AUDIO_HOLD_FRAMES),
         }
     }
 
@@ -317,8 +328,28 @@ impl EsMuxer {
         self.fragmentation
     }
 
-    /// How long (ms of audio) audio waits for video once a fragment can take it.
+    /// Audio is read faster than real time (a recording): while no fragment can take it, it
+    /// is held up to [`RECORDING_AUDIO_HOLD_MS`], not [`MAX_AUDIO_HOLD_MS`].
+    pub fn set_recording(&mut self, recording: bool) {
+        self.audio_hold = if recording {
+            (RECORDING_AUDIO_HOLD_MS, RECORDING_AUDIO_HOLD_FRAMES)
+        } else {
+            (MAX_AUDIO_HOLD_MS, MAX_AUDIO_HOLD_FRAMES)
+        };
+    }
+
+    /// How long (ms of audio) audio is held while no fragment can take it.
+    pub fn audio_hold_ms(&self) -> u64 {
+        self.audio_hold.0
+    }
+
+    /// How long (ms of audio) audio waits for video once a fragment can take it: a recording's
+    /// as long as it is held (its video comes, however far behind), a live stream's as long
+    /// as video has been late and a second more.
     pub fn audio_wait_ms(&self) -> u64 {
+        if self.audio_hold.0 > MAX_AUDIO_HOLD_MS {
+            return self.audio_hold.0;
+        }
         (MAX_WAIT_MS + self.video_lag_ms).min(MAX_AUDIO_HOLD_MS)
     }
 
@@ -549,8 +580,7 @@ impl EsMuxer {
                             if span < self.audio_wait_ms() {
                                 break;
                             }
-                        } else if span < MAX_AUDIO_HOLD_MS
-                            && self.audio_q.len() < MAX_AUDIO_HOLD_FRAMES
+                        } else if span < self.audio_hold.0 && self.audio_q.len() < self.audio_hold.1
                         {
                             // No fragment can take audio yet: it waits for the key frame
                             // that begins one, as long as memory allows.
@@ -1346,6 +1376,34 @@ mod tests {
         mux.flush(&mut out);
         let audio = parse(&out).blocks.iter().filter(|b| b.0 == 2).count();
         assert_eq!(audio, 50);
+    }
+
+    /// A recording: 20 s of audio read before the first video frame (an encoder's look-ahead)
+    /// is held, not dropped at 10 s, and goes out in time order with the video.
+    #[test]
+    fn a_recordings_audio_is_held_for_its_video_as_memory_allows() {
+        let mut mux = av_muxer();
+        mux.set_recording(true);
+        let mut out = Vec::new();
+        for i in 0..1000u64 {
+            let w = mux.push_audio(i * 20, Bytes::from(vec![2; 6]), &mut out);
+            assert!(!w.audio_hold_full && w.audio_before_key_frame == 0);
+        }
+        for v in 0..200u64 {
+            let w = mux.push_video(
+                v * 100,
+                None,
+                v % 10 == 0,
+                Bytes::from(vec![1; 10]),
+                &mut out,
+            );
+            assert!(w.audio_before_video.is_none());
+        }
+        mux.flush(&mut out);
+        let parsed = parse(&out);
+        assert_eq!(parsed.times(2).len(), 1000);
+        let times: Vec<i64> = parsed.blocks.iter().map(|b| b.1).collect();
+        assert!(times.is_sorted(), "{times:?}");
     }
 
     /// Cluster start times of `frames` (pts, key) under `fragmentation`.

@@ -170,11 +170,11 @@ fn a_recording_faster_than_real_time_is_interleaved_in_time_order() {
 }
 
 /// Not live, with x264enc's default look-ahead: its first frame comes out only after it has
-/// read 4 s of video, while the G.711 audio (20 s, encoded at once) is read on. The audio waits
-/// for the first video frame instead of running 20 s ahead, beyond what kvssink holds for a
-/// fragment to take it (10 s): all of it is stored.
+/// read 4 s of video, while the G.711 audio (20 s, encoded at once) is read on, 20 s ahead of
+/// the first video key frame. A live stream's audio is held 10 s for it; a recording's is held
+/// as memory allows (10 minutes of audio): all of it is stored.
 #[test]
-fn a_recordings_audio_waits_for_an_encoders_first_frame() {
+fn a_recordings_audio_is_kept_while_an_encoder_holds_its_first_frame() {
     init();
     let server = server();
     let stream = "lookahead";

@@ -155,13 +155,12 @@ pub fn fragmentation(settings: &super::settings::Settings) -> esmux::Fragmentati
 /// The warnings of what the muxer dropped for want of a fragment to put it in: audio before
 /// the first video key frame (once, with how much), and audio held as long as it may be
 /// while no video key frame comes.
-pub fn drop_warnings(written: &esmux::Written) -> Vec<String> {
+pub fn drop_warnings(written: &esmux::Written, hold_ms: u64) -> Vec<String> {
     let mut said = Vec::new();
     if written.audio_hold_full {
         said.push(format!(
-            "no video key frame came within {} ms of audio: audio is held at most that long \
-             for one, and older audio is dropped until one comes",
-            esmux::MAX_AUDIO_HOLD_MS
+            "no video key frame came within {hold_ms} ms of audio: audio is held at most that \
+             long for one, and older audio is dropped until one comes"
         ));
     }
     if let Some(d) = written.audio_before_video {
@@ -175,10 +174,7 @@ pub fn drop_warnings(written: &esmux::Written) -> Vec<String> {
             d.frames,
             d.ms,
             if d.held_too_long {
-                format!(
-                    "; audio waits for it at most {} ms",
-                    esmux::MAX_AUDIO_HOLD_MS
-                )
+                format!("; audio waits for it at most {hold_ms} ms")
             } else {
                 String::new()
             }

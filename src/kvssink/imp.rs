@@ -269,8 +269,6 @@ struct AudioInput {
     last_audio: Option<std::time::Instant>,
     /// Whether the audio's upstream is live (asked once).
     audio_live: Option<bool>,
-    /// When audio began to wait for the first video frame.
-    first_video_wait: Option<std::time::Instant>,
 }
 
 /// How long the video's EOS waits for the audio stream's EOS.
@@ -279,9 +277,6 @@ const AUDIO_EOS_WAIT: Duration = Duration::from_secs(2);
 /// the other has brought a frame within this time; a stream silent for longer is not waited
 /// for (the muxer then writes the other alone, after `esmux::MAX_WAIT_MS`).
 const SILENT_STREAM: Duration = Duration::from_secs(1);
-/// A recording's audio waits this long at most for the first video frame (which an encoder's
-/// lookahead delays), rather than running ahead of it.
-const FIRST_VIDEO_WAIT: Duration = Duration::from_secs(10);
 /// The queue span at which the faster stream starts waiting (ms).
 const AHEAD_MS: u64 = crate::esmux::MAX_WAIT_MS / 2;
 
@@ -730,7 +725,6 @@ impl BaseSinkImpl for KvsSink {
             audio.last_video = None;
             audio.last_audio = None;
             audio.audio_live = None;
-            audio.first_video_wait = None;
             if audio.pad.is_some() {
                 audio.eos = false;
                 es.link_audio();
@@ -1053,7 +1047,8 @@ impl KvsSink {
         }
         // Audio with no fragment to go in (before the first video key frame): said once, with
         // how much, live or not.
-        for text in es::drop_warnings(&written) {
+        let hold_ms = lock(&self.es).audio_hold_ms();
+        for text in es::drop_warnings(&written, hold_ms) {
             self.format_warning(&started.stream_name, text);
         }
         if written.audio_before_key_frame > 0 {
@@ -1426,6 +1421,10 @@ impl KvsSink {
         let mut q = gst::query::Latency::new();
         let live = pad.peer_query(&mut q) && q.result().0;
         lock(&self.audio).audio_live = Some(live);
+        // A recording's audio, read on while an encoder holds its first video frames for
+        // its look-ahead, may run far ahead of the first video key frame: it is held in
+        // memory for it (waiting would stall a demuxer that feeds both pads from one thread).
+        lock(&self.es).set_recording(!live);
     }
 
     /// A frame of one stream (audio or video) reached the muxer.
@@ -1468,22 +1467,8 @@ impl KvsSink {
             } else {
                 input.last_audio
             };
-            let wait = match other {
-                Some(t) if t.elapsed() < SILENT_STREAM => SILENT_STREAM - t.elapsed(),
-                // A recording's audio, before the first video frame (an encoder holds the
-                // first frames for its lookahead while the audio is read on): it waits for
-                // it, as it would for a later one, rather than run so far ahead that the
-                // muxer must drop it.
-                None if audio && input.audio_live == Some(false) => {
-                    let since = *input
-                        .first_video_wait
-                        .get_or_insert_with(std::time::Instant::now);
-                    match FIRST_VIDEO_WAIT.checked_sub(since.elapsed()) {
-                        Some(left) if !left.is_zero() => left,
-                        _ => return Ok(()),
-                    }
-                }
-                _ => return Ok(()),
+            let Some(other) = other.filter(|t| t.elapsed() < SILENT_STREAM) else {
+                return Ok(());
             };
             let ahead = {
                 let es = lock(&self.es);
@@ -1500,7 +1485,7 @@ impl KvsSink {
             }
             input = self
                 .progress
-                .wait_timeout(input, wait)
+                .wait_timeout(input, SILENT_STREAM.saturating_sub(other.elapsed()))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
