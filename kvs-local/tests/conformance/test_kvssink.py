@@ -76,6 +76,26 @@ def decoded_bytes(args, tmp_path, name):
     return out.stat().st_size
 
 
+def clip_file(archived, stream, start, tmp_path):
+    """boto3's get_clip of `stream`'s first minute from `start` (epoch seconds), as a file."""
+    utc = datetime.timezone.utc
+    clip = archived.get_clip(StreamName=stream, ClipFragmentSelector={
+        "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
+            "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
+            "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}})
+    assert clip["ContentType"] == "video/mp4"
+    out = tmp_path / f"{stream}.mp4"
+    out.write_bytes(clip["Payload"].read())
+    return out
+
+
+def decoded_video(mp4, tmp_path):
+    """Bytes of I420 that qtdemux and avdec_h264 decode from the MP4 file `mp4`."""
+    return decoded_bytes(["filesrc", f"location={mp4}", "!", "qtdemux", "!", "h264parse", "!",
+                          "avdec_h264", "!", "videoconvert", "!", "video/x-raw,format=I420",
+                          "!", "filesink", "location=@OUT@"], tmp_path, "video.raw")
+
+
 def record_av(kvs, stream, start):
     """kvssink in gst-launch-1.0 uploads 4 s of H.264 (with B-frames) and AAC, muxed by
     matroskamux, into `stream`, its timecode 0 at `start` (epoch seconds): 4 fragments."""
@@ -105,18 +125,9 @@ def test_get_clip_gives_an_mp4_of_every_frame(kvs, tmp_path):
     utc = datetime.timezone.utc
     frags = archived.list_fragments(StreamName="rs-clip")["Fragments"]
     assert len(frags) == 4, frags
-    clip = archived.get_clip(StreamName="rs-clip", ClipFragmentSelector={
-        "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
-            "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
-            "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}})
-    assert clip["ContentType"] == "video/mp4"
-    out = tmp_path / "clip.mp4"
-    out.write_bytes(clip["Payload"].read())
+    out = clip_file(archived, "rs-clip", start, tmp_path)
     # every frame decodes: 120 raw I420 frames of 160x120, and all the audio
-    video = decoded_bytes(["filesrc", f"location={out}", "!", "qtdemux", "!", "h264parse", "!",
-                           "avdec_h264", "!", "videoconvert", "!", "video/x-raw,format=I420",
-                           "!", "filesink", "location=@OUT@"], tmp_path, "video.raw")
-    assert video == 120 * 160 * 120 * 3 // 2
+    assert decoded_video(out, tmp_path) == 120 * 160 * 120 * 3 // 2
     audio = decoded_bytes(["filesrc", f"location={out}", "!", "qtdemux", "!", "aacparse", "!",
                            "avdec_aac", "!", "audioconvert", "!", "audio/x-raw,format=S16LE",
                            "!", "filesink", "location=@OUT@"], tmp_path, "audio.raw")
@@ -156,17 +167,8 @@ def test_get_clip_of_g711_on_kvssinks_audio_pad(kvs, tmp_path):
     kv = client("kinesisvideo", kvs.url)
     archived = client("kinesis-video-archived-media", kv.get_data_endpoint(
         StreamName="rs-clip-alaw", APIName="GET_CLIP")["DataEndpoint"])
-    utc = datetime.timezone.utc
-    clip = archived.get_clip(StreamName="rs-clip-alaw", ClipFragmentSelector={
-        "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
-            "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
-            "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}})
-    out = tmp_path / "clip.mp4"
-    out.write_bytes(clip["Payload"].read())
-    video = decoded_bytes(["filesrc", f"location={out}", "!", "qtdemux", "!", "h264parse", "!",
-                           "avdec_h264", "!", "videoconvert", "!", "video/x-raw,format=I420",
-                           "!", "filesink", "location=@OUT@"], tmp_path, "video.raw")
-    assert video == 150 * 160 * 120 * 3 // 2
+    out = clip_file(archived, "rs-clip-alaw", start, tmp_path)
+    assert decoded_video(out, tmp_path) == 150 * 160 * 120 * 3 // 2
     # 40,000 A-law samples, 2 bytes each decoded
     audio = decoded_bytes(["filesrc", f"location={out}", "!", "qtdemux", "!", "alawdec", "!",
                            "audio/x-raw,format=S16LE", "!", "filesink", "location=@OUT@"],
@@ -217,10 +219,7 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
         f.write(fetch(base + init))
         for segment in segments:
             f.write(fetch(base + segment))
-    video = decoded_bytes(["filesrc", f"location={out}", "!", "qtdemux", "!", "h264parse", "!",
-                           "avdec_h264", "!", "videoconvert", "!", "video/x-raw,format=I420",
-                           "!", "filesink", "location=@OUT@"], tmp_path, "video.raw")
-    assert video == 120 * 160 * 120 * 3 // 2
+    assert decoded_video(out, tmp_path) == 120 * 160 * 120 * 3 // 2
     audio = decoded_bytes(["filesrc", f"location={out}", "!", "qtdemux", "!", "aacparse", "!",
                            "avdec_aac", "!", "audioconvert", "!", "audio/x-raw,format=S16LE",
                            "!", "filesink", "location=@OUT@"], tmp_path, "audio.raw")
