@@ -88,13 +88,24 @@ impl Session {
                 .take(self.n)
                 .collect(),
         };
-        // One stream header (one initialization segment) per playlist: the first's.
-        let header = chosen.first().map(|(_, m)| m.header_digest.clone());
-        chosen
-            .into_iter()
-            .take_while(|(_, m)| Some(&m.header_digest) == header.as_ref())
-            .map(|(i, m)| (i, m.clone()))
-            .collect()
+        // One stream header (one initialization segment) per playlist: the first's, or live,
+        // the newest's (a producer that started again is followed).
+        let live = self.m == "LIVE";
+        let keep = if live { chosen.last() } else { chosen.first() };
+        let header = keep.map(|(_, m)| m.header_digest.clone());
+        let same = |(_, m): &&(usize, &FragMeta)| Some(&m.header_digest) == header.as_ref();
+        let mut run: Vec<(usize, FragMeta)> = if live {
+            chosen.iter().rev().take_while(same).collect::<Vec<_>>()
+        } else {
+            chosen.iter().take_while(same).collect::<Vec<_>>()
+        }
+        .into_iter()
+        .map(|(i, m)| (*i, (*m).clone()))
+        .collect();
+        if live {
+            run.reverse();
+        }
+        run
     }
 }
 
@@ -250,9 +261,19 @@ pub(crate) fn handle(
             "getHLSMasterPlaylist.m3u8" => master(shared, &session, &metas, &token),
             "getHLSMediaPlaylist.m3u8" => Ok(media(&session, &metas, &token)),
             "getMP4InitFragment.mp4" => {
-                let first = session.fragments(&metas).into_iter().next();
-                let (_, m) = first.ok_or_else(|| ApiError::not_found("No fragments found"))?;
-                let f = fragment(shared, &session.s, &m.number)?;
+                // The header of the fragment the playlist names (its first), else the
+                // session's first.
+                let number = match param("FragmentNumber") {
+                    Some(n) => n,
+                    None => {
+                        let first = session.fragments(&metas).into_iter().next();
+                        first
+                            .ok_or_else(|| ApiError::not_found("No fragments found"))?
+                            .1
+                            .number
+                    }
+                };
+                let f = fragment(shared, &session.s, &number)?;
                 let (init, _) = crate::clip::hls::init(&shared.store.headers(&session.s), &f)
                     .map_err(clip_error)?;
                 Ok((Bytes::from(init), "video/mp4"))
@@ -366,9 +387,12 @@ fn media(session: &Session, metas: &[(FragMeta, usize)], token: &str) -> (Bytes,
     if session.m == "ON_DEMAND" {
         body.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
     }
+    // The initialization segment of the playlist's first fragment: its URI changes with the
+    // stream header, so that a player does not keep an old one.
     let _ = writeln!(
         body,
-        "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?SessionToken={token}\""
+        "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?FragmentNumber={}&SessionToken={token}\"",
+        chosen.first().map_or("", |(_, m)| m.number.as_str())
     );
     for ((_, m), duration_ms) in chosen.iter().zip(durations) {
         if session.d {

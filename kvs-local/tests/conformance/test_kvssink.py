@@ -96,12 +96,13 @@ def decoded_video(mp4, tmp_path):
                           "!", "filesink", "location=@OUT@"], tmp_path, "video.raw")
 
 
-def record_av(kvs, stream, start):
-    """kvssink in gst-launch-1.0 uploads 4 s of H.264 (with B-frames) and AAC, muxed by
-    matroskamux, into `stream`, its timecode 0 at `start` (epoch seconds): 4 fragments."""
+def record_av(kvs, stream, start, frames=120, size=(160, 120)):
+    """kvssink in gst-launch-1.0 uploads `frames` of H.264 (30 a second, with B-frames) and AAC,
+    muxed by matroskamux, into `stream`, its timecode 0 at `start` (epoch seconds): a fragment
+    a second."""
     r = subprocess.run(
-        ["gst-launch-1.0", "-e", "videotestsrc", "num-buffers=120",
-         "!", "video/x-raw,format=I420,width=160,height=120,framerate=30/1",
+        ["gst-launch-1.0", "-e", "videotestsrc", f"num-buffers={frames}",
+         "!", f"video/x-raw,format=I420,width={size[0]},height={size[1]},framerate=30/1",
          "!", "x264enc", "key-int-max=30", "bframes=2", "!", "h264parse", "!", "queue", "!", "mux.",
          "audiotestsrc", "num-buffers=170", "!", "audio/x-raw,rate=44100",
          "!", "avenc_aac", "!", "aacparse", "!", "queue", "!", "mux.",
@@ -238,6 +239,17 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
         line for line in live_master.splitlines() if line and not line.startswith("#")][0]).decode()
     assert "#EXT-X-ENDLIST" not in live_media and "#EXT-X-MEDIA-SEQUENCE:2" in live_media
     assert live_media.count("getMP4MediaFragment.mp4") == 2, live_media
+    # the producer starts again (a new stream header, another size): LIVE follows it, with
+    # an initialization segment of its own
+    record_av(kvs, "rs-hls", start + 100, frames=60, size=(320, 240))
+    live = archived.get_hls_streaming_session_url(
+        StreamName="rs-hls", MaxMediaPlaylistFragmentResults=5)["HLSStreamingSessionURL"]
+    live_master = fetch(live).decode()
+    assert "RESOLUTION=320x240" in live_master, live_master
+    live_media = fetch(live.rsplit("/", 1)[0] + "/" + [
+        line for line in live_master.splitlines() if line and not line.startswith("#")][0]).decode()
+    assert live_media.count("getMP4MediaFragment.mp4") == 2, live_media
+    assert "#EXT-X-MEDIA-SEQUENCE:4" in live_media, live_media
 
     # what the service refuses
     with pytest.raises(ClientError) as e:
