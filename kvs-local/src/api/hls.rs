@@ -5,7 +5,7 @@
 //! The session token carries the session itself (stream, mode, range, expiry; hex of its
 //! JSON): kvs-local keeps no state for it. The service's token is opaque to clients too.
 
-use super::context::{ConnCtl, Shared, store_err};
+use super::context::{ConnCtl, Shared, new_record, record_error, store_err};
 use super::control::Reply;
 use super::http::{ApiError, RespBody, full};
 use super::media::{needs_retention, timestamp_ms, typed_response};
@@ -240,11 +240,18 @@ fn clip_error(e: crate::clip::ClipError) -> ApiError {
 /// A GET of the session's URLs (`rest` is the path after `/hls/v1/`).
 pub(crate) fn handle(
     shared: &Shared,
-    _ctl: &ConnCtl,
+    ctl: &ConnCtl,
     rest: &str,
     req: ::http::Request<hyper::body::Incoming>,
     rid: &str,
 ) -> ::http::Response<RespBody> {
+    // In the report as the service names them (GetHLSMasterPlaylist, GetMP4MediaFragment, ...).
+    let name = rest.split('.').next().unwrap_or(rest);
+    let operation: String = name
+        .char_indices()
+        .map(|(i, c)| if i == 0 { c.to_ascii_uppercase() } else { c })
+        .collect();
+    let mut rec = new_record(&req, ctl, &operation);
     let query = req.uri().query().unwrap_or("");
     let param = |key: &str| {
         query.split('&').find_map(|kv| {
@@ -256,6 +263,7 @@ pub(crate) fn handle(
         let token = param("SessionToken")
             .ok_or_else(|| ApiError::invalid_argument("SessionToken is required"))?;
         let session = Session::of_token(&token)?;
+        rec.stream = Some(session.s.clone());
         let metas = shared.store.fragment_metas(&session.s);
         match rest {
             "getHLSMasterPlaylist.m3u8" => master(shared, &session, &metas, &token),
@@ -307,10 +315,18 @@ pub(crate) fn handle(
         "HLS {rest} -> {}",
         result.as_ref().map_or_else(|e| e.status, |_| 200)
     ));
-    match result {
-        Ok((body, content_type)) => typed_response(full(body), content_type, rid),
-        Err(e) => e.response(rid),
-    }
+    let response = match result {
+        Ok((body, content_type)) => {
+            rec.status = 200;
+            typed_response(full(body), content_type, rid)
+        }
+        Err(e) => {
+            record_error(&mut rec, &e);
+            e.response(rid)
+        }
+    };
+    shared.recorder.request(rec);
+    response
 }
 
 fn fragment(

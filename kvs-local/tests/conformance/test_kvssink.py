@@ -225,6 +225,11 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
                            "avdec_aac", "!", "audioconvert", "!", "audio/x-raw,format=S16LE",
                            "!", "filesink", "location=@OUT@"], tmp_path, "audio.raw")
     assert audio >= 160 * 1024 * 2, audio
+    # the report shows the player's requests as the service names them
+    ops = [(r["operation"], r["stream"], r["status"]) for r in kvs.report()["requests"]]
+    for op in ("GetHLSMasterPlaylist", "GetHLSMediaPlaylist", "GetMP4InitFragment",
+               "GetMP4MediaFragment"):
+        assert (op, "rs-hls", 200) in ops, ops
     # GStreamer's own HLS client (uridecodebin3, hlsdemux2 over souphttpsrc) plays the URL
     played = decoded_bytes(["uridecodebin3", f"uri={url}", "caps=video/x-raw", "!",
                             "videoconvert", "!", "video/x-raw,format=I420",
