@@ -1039,6 +1039,12 @@ impl Uploader {
         self.shared.changed.notify_all();
     }
 
+    /// The pipeline is paused (or plays again): while it is, the open fragment is not ended
+    /// as idle, since its last frames may still be in the encoder.
+    pub fn set_paused(&self, paused: bool) {
+        self.shared.lock().paused = paused;
+    }
+
     /// Whether the application is ending the stream ([`Uploader::end_soon`]).
     pub fn ending(&self) -> bool {
         self.shared.lock().ending

@@ -443,7 +443,7 @@ fn live_fragments_are_dated_when_captured_through_encoder_latency_and_a_pause() 
     // about a second) feeds matroskamux and kvssink's own muxing; the application pauses it
     // for 3 s. Every fragment, before and after the pause, is dated when its first frame was
     // captured: not when it reached kvssink (a second later), nor by the running time that
-    // stood still while paused (3 s early).
+    // stood still while paused (3 s early). And no frame is lost to the pause.
     init();
     let server = server();
     let line = "videotestsrc name=src is-live=true \
@@ -459,8 +459,8 @@ fn live_fragments_are_dated_when_captured_through_encoder_latency_and_a_pause() 
             "--pause-after-persisted",
             "4",
             "3",
-            "--stop-after-persisted",
-            "16",
+            "--eos-after-seconds",
+            "9",
         ],
         line,
         TIMEOUT,
@@ -482,6 +482,17 @@ fn live_fragments_are_dated_when_captured_through_encoder_latency_and_a_pause() 
             fragments.len() >= 4,
             "{stream}: {} fragments",
             fragments.len()
+        );
+        // Every frame is stored: those still in the encoder's look-ahead at the pause too
+        // (the fragment they belong to was not ended as idle during the pause).
+        let frames: usize = fragments
+            .iter()
+            .map(|f| block_times(&f.bytes).iter().filter(|b| b.0 == 1).count())
+            .sum();
+        assert_eq!(
+            frames,
+            captured.len(),
+            "{stream}: frames stored of those captured"
         );
         let errors: Vec<(u64, i64)> = fragments
             .iter()

@@ -395,7 +395,10 @@ impl ElementImpl for KvsSink {
         let mut resumed = false;
         match transition {
             gst::StateChange::PlayingToPaused => {
-                self.paused_after_playing.store(true, Ordering::Release)
+                self.paused_after_playing.store(true, Ordering::Release);
+                if let Some(uploader) = &*lock(&self.uploader) {
+                    uploader.set_paused(true);
+                }
             }
             gst::StateChange::PausedToPlaying
                 if self.paused_after_playing.swap(false, Ordering::AcqRel) =>
@@ -403,8 +406,16 @@ impl ElementImpl for KvsSink {
                 // A live source's running time stood still while paused: the fragments after
                 // the pause are dated by the new base time, not a pause's length too early.
                 // The pipeline has set it; the running time now is where the pause began.
-                *lock(&self.resume_epoch) = self.clock_epoch();
+                // The pause began at the element's start time (running time stood still
+                // there); the running time read now is a little later.
+                let start = self.obj().start_time().map(gst::ClockTime::nseconds);
+                *lock(&self.resume_epoch) = self
+                    .clock_epoch()
+                    .map(|(epoch, running)| (epoch, start.unwrap_or(running)));
                 self.resumed_after_pause.store(true, Ordering::Release);
+                if let Some(uploader) = &*lock(&self.uploader) {
+                    uploader.set_paused(false);
+                }
                 resumed = true;
             }
             _ => {}

@@ -352,8 +352,9 @@ impl BodyCursor {
     /// END_OF_FRAGMENT tag, once.
     pub(super) fn end_idle_fragment(&mut self) -> Option<Bytes> {
         let mut inner = self.shared.lock();
-        if inner.held {
-            // No data because kvssink itself holds upstream back (back-pressure).
+        if inner.held || inner.paused {
+            // No data because kvssink itself holds upstream back (back-pressure), or the
+            // pipeline is paused with the fragment's last frames still in the encoder.
             return None;
         }
         let fragment = inner.store.first_from(self.seq)?;

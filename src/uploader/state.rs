@@ -87,6 +87,9 @@ pub(crate) struct Inner {
     /// The application is ending the stream (an EOS is on its way): upstream is not held
     /// for room any more, since its EOS cannot come while it is.
     pub ending: bool,
+    /// The pipeline is paused: data is not missing, so the open fragment must not be ended
+    /// as idle (an encoder's look-ahead still holds its last frames).
+    pub paused: bool,
     /// A connection attempt failed and none has streamed since: the store may drop fragments.
     pub outage: bool,
     /// The last failed attempt did not reach the service (a transport error).
@@ -135,6 +138,7 @@ impl Inner {
             eos: false,
             flushing: false,
             ending: false,
+            paused: false,
             outage: false,
             last_unreached: false,
             held: false,
