@@ -1599,7 +1599,9 @@ impl Producer {
                     let tags = if self.passthrough {
                         let (tags, not_sent) =
                             self.uploader.end_fragment_with(keep, end_ns, choose);
-                        if broke_off && not_sent > 0 {
+                        // (The application ending the stream inside a frame is said once, by
+                        // the element.)
+                        if broke_off && not_sent > 0 && !self.uploader.ending() {
                             notices.push(Notice::BrokeOff {
                                 timecode: summary.timecode,
                                 not_sent,
@@ -1607,7 +1609,8 @@ impl Producer {
                         }
                         tags
                     } else {
-                        if broke_off && summary.size > summary.whole_size {
+                        if broke_off && summary.size > summary.whole_size && !self.uploader.ending()
+                        {
                             notices.push(Notice::BrokeOff {
                                 timecode: summary.timecode,
                                 not_sent: summary.size - summary.whole_size,

@@ -3,7 +3,9 @@
 //! a player fetches them from the URL it was given.
 //!
 //! The session token carries the session itself (stream, mode, range, expiry; hex of its
-//! JSON): kvs-local keeps no state for it. The service's token is opaque to clients too.
+//! JSON) and an HMAC-SHA256 of it with a key of this process: kvs-local keeps no state for
+//! it, and a token cannot be made or changed without asking for a session (which is signed
+//! with SigV4). Tokens end with the process, as they expire.
 
 use super::context::{ConnCtl, Shared, new_record, record_error, store_err};
 use super::control::Reply;
@@ -14,12 +16,16 @@ use crate::model::records::FragMeta;
 use crate::util::now_ms;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use std::fmt::Write;
 
 /// `Expires` bounds and default (seconds).
 const EXPIRES_S: (u64, u64, u64) = (300, 43_200, 300);
 /// `MaxMediaPlaylistFragmentResults` bound, and its defaults live and on demand.
 const MAX_PLAYLIST_FRAGMENTS: (u64, usize, usize) = (5_000, 5, 1_000);
+
+/// LIVE needs a fragment received this recently (ms), as the service does.
+const LIVE_RECENT_MS: u64 = 30_000;
 
 /// A session, as its token carries it.
 #[derive(Serialize, Deserialize)]
@@ -41,16 +47,42 @@ struct Session {
     d: bool,
 }
 
+/// The key of this process's session tokens.
+fn token_key() -> &'static [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut key = [0u8; 32];
+        let random = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut key));
+        if random.is_err() {
+            // No /dev/urandom: the time and the address of a stack value, hashed.
+            let seed = format!("{:?}{:p}", std::time::SystemTime::now(), &key);
+            key.copy_from_slice(&sha2::Sha256::digest(seed.as_bytes()));
+        }
+        key
+    })
+}
+
+fn mac(payload: &str) -> String {
+    aws_sigv4::sign::v4::calculate_signature(token_key(), payload.as_bytes())
+}
+
 impl Session {
     fn token(&self) -> String {
-        hex::encode(serde_json::to_vec(self).unwrap_or_default())
+        let payload = hex::encode(serde_json::to_vec(self).unwrap_or_default());
+        format!("{payload}-{}", mac(&payload))
     }
 
     fn of_token(token: &str) -> Result<Session, ApiError> {
-        let session: Session = hex::decode(token)
+        let invalid = || ApiError::invalid_argument("SessionToken is not a valid token");
+        let (payload, signature) = token.split_once('-').ok_or_else(invalid)?;
+        if mac(payload) != signature {
+            return Err(invalid());
+        }
+        let session: Session = hex::decode(payload)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| ApiError::invalid_argument("SessionToken is not a valid token"))?;
+            .ok_or_else(invalid)?;
         if now_ms() > session.x {
             return Err(ApiError::new(
                 403,
@@ -210,6 +242,17 @@ pub(crate) fn session_url(shared: &Shared, name: &str, r: GetHlsInput, ctl: &Con
         d: r.display_fragment_timestamp.as_deref() == Some("ALWAYS"),
     };
     let metas = shared.store.fragment_metas(name);
+    // LIVE plays what the stream receives now: none in the last 30 s is no live stream.
+    if session.m == "LIVE"
+        && metas
+            .last()
+            .is_none_or(|(m, _)| m.server_timestamp_ms + LIVE_RECENT_MS < now_ms())
+    {
+        return Err(ApiError::not_found(
+            "No fragments found in the stream in the last 30 seconds for the LIVE HLS \
+             streaming request (use LIVE_REPLAY or ON_DEMAND for older ones).",
+        ));
+    }
     let chosen = session.fragments(&metas);
     let Some((_, first)) = chosen.first() else {
         return Err(ApiError::not_found(
@@ -383,7 +426,7 @@ fn media(session: &Session, metas: &[(FragMeta, usize)], token: &str) -> (Bytes,
                     n.producer_timestamp_ms
                         .saturating_sub(m.producer_timestamp_ms)
                 })
-                .filter(|&d| d > m.duration_ms && d < m.duration_ms * 2 + 1000)
+                .filter(|&d| d > 0 && d < m.duration_ms * 2 + 1000)
                 .unwrap_or(m.duration_ms)
         })
         .collect();

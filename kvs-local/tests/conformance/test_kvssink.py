@@ -6,6 +6,7 @@ import datetime
 import os
 import re
 import subprocess
+import urllib.error
 import urllib.request
 
 import pytest
@@ -255,6 +256,14 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
         line for line in live_master.splitlines() if line and not line.startswith("#")][0]).decode()
     assert live_media.count("getMP4MediaFragment.mp4") == 2, live_media
     assert "#EXT-X-MEDIA-SEQUENCE:4" in live_media, live_media
+
+    # a token changed by hand (a later expiry, another stream) is refused
+    token = url.split("SessionToken=")[1]
+    payload, mac = token.split("-")
+    forged = bytes.fromhex(payload).replace(b'"s":"rs-hls"', b'"s":"rs-clip"').hex()
+    with pytest.raises(urllib.error.HTTPError) as e:
+        fetch(url.replace(token, f"{forged}-{mac}"))
+    assert e.value.code == 400
 
     # what the service refuses
     with pytest.raises(ClientError) as e:
