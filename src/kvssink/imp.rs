@@ -1058,9 +1058,11 @@ impl KvsSink {
         }
         // Audio with no fragment to go in (before the first video key frame): said once, with
         // how much, live or not.
-        let hold_ms = lock(&self.es).audio_hold_ms();
-        for text in es::drop_warnings(&written, hold_ms) {
-            self.format_warning(&started.stream_name, text);
+        if written.audio_hold_full || written.audio_before_video.is_some() {
+            let hold_ms = lock(&self.es).audio_hold_ms();
+            for text in es::drop_warnings(&written, hold_ms) {
+                self.format_warning(&started.stream_name, text);
+            }
         }
         if written.audio_before_key_frame > 0 {
             gst::debug!(
