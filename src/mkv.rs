@@ -18,6 +18,11 @@
 //!   a cluster (matroskamux keeps writing blocks before the cluster's Timecode) or by less
 //!   than a cluster. Other blocks are not compared (B-frames). The check restarts after a
 //!   new stream header.
+//! * In AWS shape (what kvssink sends) neither is refused: time that goes back is sent on
+//!   after the last frame sent ([`Event::TimeWentBack`]). A cluster that goes back is sent
+//!   with its Timecode moved; a key frame that goes back inside a cluster ends the fragment
+//!   there, and the rest of the cluster goes out in fragments of their own, one per key
+//!   frame, their block headers rewritten.
 //! * A cluster without Timecode, an unknown-size
 //!   element other than Segment/Cluster, or a child overrunning its parent are
 //!   [`MkvError::UnexpectedElement`].
@@ -148,6 +153,10 @@ pub struct FragmentSummary {
     /// this many bytes are emitted, and in `FragmentEnd` when `whole_size` reaches it: a
     /// fragment without one is refused by the service (see [`FragmentSummary::has_frame`]).
     pub frame_end: u64,
+    /// In `FragmentEnd`: the input cluster goes on in the next fragment, re-timed (AWS
+    /// shape, see [`Event::TimeWentBack`]). Bytes past `whole_size` are the start of the
+    /// block that begins the next fragment, sent again there: not a loss.
+    pub continued: bool,
 }
 
 impl FragmentSummary {
@@ -182,6 +191,18 @@ pub enum Event {
     /// A Segment-level element other than Cluster after the header (Tags, Cues, Void,
     /// SeekHead...), verbatim.
     Interstitial(Bytes),
+    /// AWS shape: upstream's time went back (a cluster Timecode lower than the one before,
+    /// or a video key frame not later than the one before). From here every time is sent
+    /// `shift` units later than the input says, so that the next fragment (whose `timecode`
+    /// this is) follows the last frame sent; emitted before its `FragmentStart`. A cluster
+    /// whose key frame went back is ended before it, and the rest of the cluster goes on
+    /// in fragments of their own, one per key frame, with rewritten block times.
+    TimeWentBack {
+        /// The timecode of the fragment that follows (units of the header's TimecodeScale).
+        timecode: u64,
+        /// How much later than upstream's times everything from here is sent (units).
+        shift: u64,
+    },
 }
 
 /// Why the splitter refused the stream.

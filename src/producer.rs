@@ -193,6 +193,9 @@ pub enum Notice {
     },
     /// The input broke off inside a frame: the fragment ends before it (a warning).
     BrokeOff { timecode: u64, not_sent: u64 },
+    /// Upstream's time went back: the fragments from `timecode` on are sent `shift_ms`
+    /// later than their timestamps, after the last frame sent (a warning).
+    TimeWentBack { timecode: u64, shift_ms: u64 },
     /// Top-level elements between clusters were skipped (debug log).
     Skipped { bytes: usize },
     /// The spool held fragments of an earlier run that the service never acknowledged: they
@@ -343,6 +346,15 @@ impl fmt::Display for Notice {
                 f,
                 "the stream broke off inside a frame of fragment {timecode}: its last \
                  {not_sent} bytes were not sent; the whole frames before them were"
+            ),
+            Notice::TimeWentBack { timecode, shift_ms } => write!(
+                f,
+                "upstream timestamps went back (a restarted source, or timestamps not from the \
+                 pipeline's clock?): Kinesis Video Streams needs increasing times, so from \
+                 timecode {timecode} on the frames are sent {}.{:03} s later than their \
+                 timestamps, right after the last frame sent; none is dropped",
+                shift_ms / 1000,
+                shift_ms % 1000
             ),
             Notice::SpoolRecovered {
                 fragments,
@@ -1580,7 +1592,10 @@ impl Producer {
                     if summary.cut_bytes > 0 {
                         self.uploader.count_cut_bytes(summary.cut_bytes);
                     }
-                    let broke_off = summary.whole_size < summary.size;
+                    // (A cluster that goes on re-timed: what is past `whole_size` is sent
+                    // again in the next fragment.)
+                    let broke_off = summary.whole_size < summary.size && !summary.continued;
+                    let keep = (summary.whole_size < summary.size).then_some(summary.whole_size);
                     // The fragment's metadata follows its cluster (a cut one's went already;
                     // after an idle period the connection wrote it before the tag that ended
                     // the fragment, and items added since go with the next one).
@@ -1595,7 +1610,6 @@ impl Producer {
                         None if written => None,
                         None => metadata.take_for_fragment(),
                     };
-                    let keep = broke_off.then_some(summary.whole_size);
                     let tags = if self.passthrough {
                         let (tags, not_sent) =
                             self.uploader.end_fragment_with(keep, end_ns, choose);
@@ -1626,6 +1640,12 @@ impl Producer {
                 }
                 mkv::Event::Interstitial(bytes) => {
                     notices.push(Notice::Skipped { bytes: bytes.len() })
+                }
+                mkv::Event::TimeWentBack { timecode, shift } => {
+                    notices.push(Notice::TimeWentBack {
+                        timecode,
+                        shift_ms: self.ns(i64::try_from(shift).unwrap_or(i64::MAX)) / 1_000_000,
+                    })
                 }
             }
         }

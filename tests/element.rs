@@ -738,42 +738,41 @@ fn bytes_that_are_not_matroska_are_an_error() {
     assert_eq!(s.summary().get::<u64>("fragments-produced").unwrap(), 0);
 }
 
-/// A cluster timecode lower than the previous one is an error; the fragments before it are
-/// persisted at once (the upload ends there), it is not.
+/// A cluster timecode lower than the previous one (upstream's time went back) is not an
+/// error: a warning says so, and from there on every time is sent later by as much as it
+/// went back and one frame's spacing, right after the last frame sent. Every fragment is
+/// persisted, in order. Before, the upload ended there with an error.
 #[test]
-fn time_going_backwards_is_an_error_and_earlier_fragments_are_kept() {
+fn time_going_backwards_is_sent_on_after_the_last_frame() {
     let server = server();
     let mut s = Sink::new(&server, "backwards", |_| {});
     s.feed(simple_header());
-    let kept = [cluster(0, &[33]), cluster(2000, &[33])];
-    for c in &kept {
-        s.feed(c.clone());
-    }
-    assert_eq!(s.push(cluster(1000, &[33])), Err(gst::FlowError::Error));
-    let errors = s.errors();
-    assert_eq!(errors.len(), 1, "{errors:?}");
+    s.feed(cluster(0, &[33]));
+    s.feed(cluster(2000, &[33]));
+    // Back to 1000 (the last frame sent is at 2033, 33 after the one before it), then on.
+    s.feed(cluster(1000, &[33]));
+    s.feed(cluster(2000, &[33]));
+    assert!(s.eos(), "{}", s.describe());
+    let warnings = s.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
-        errors[0].starts_with(
-            "stream backwards: cluster timecode 1000 is lower than the previous cluster's 2000"
-        ),
+        warnings[0].starts_with("stream backwards: upstream timestamps went back")
+            && warnings[0].contains("from timecode 2066 on the frames are sent 1.066 s later"),
         "{}",
-        errors[0]
+        warnings[0]
     );
-    // What came before is sent and persisted at once, without waiting for the stop.
-    assert!(server.wait_for_fragments("backwards", 2, WAIT));
-    assert!(!s.eos());
-    s.stop();
+    assert_eq!(s.stored(&server), [0, 2000, 2066, 3066]);
     let stored: Vec<_> = server
         .fragments("backwards")
         .into_iter()
         .map(|f| f.bytes)
         .collect();
-    assert_eq!(stored, kept.map(|c| sent(&c)));
-    assert_eq!(s.sequence(), ["error", "kvs-summary"]);
-    // The run failed (its input's error ended it), having lost nothing it produced.
+    // The frames as they came, under the shifted cluster timecodes.
+    let want = [0, 2000, 2066, 3066].map(|tc| sent(&cluster(tc, &[33])));
+    assert_eq!(stored, want);
     let summary = s.summary();
-    assert_eq!(summary.get::<&str>("outcome").unwrap(), "failed");
-    assert_eq!(summary.get::<u64>("fragments-persisted").unwrap(), 2);
+    assert_eq!(summary.get::<&str>("outcome").unwrap(), "all-persisted");
+    assert_eq!(summary.get::<u64>("fragments-persisted").unwrap(), 4);
     assert_eq!(summary.get::<u64>("fragments-lost").unwrap(), 0);
 }
 

@@ -1667,7 +1667,7 @@ impl KvsSink {
                     gst::StreamError::Encode,
                     ("{}", about(stream, &notice))
                 ),
-                Notice::BrokeOff { .. } => gst::element_imp_warning!(
+                Notice::BrokeOff { .. } | Notice::TimeWentBack { .. } => gst::element_imp_warning!(
                     self,
                     gst::StreamError::Format,
                     ("{}", about(stream, &notice))

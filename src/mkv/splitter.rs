@@ -23,7 +23,13 @@ enum St {
     /// Reading the cluster Timecode value (cluster bytes).
     Value { end: u64 },
     /// Reading a block header: track vint, int16 timecode, flags (cluster bytes).
-    BlockHead { end: u64, simple: bool, start: u64 },
+    /// `elem` is where the block element starts, `start` where its body does.
+    BlockHead {
+        end: u64,
+        simple: bool,
+        start: u64,
+        elem: u64,
+    },
     /// Passing over cluster bytes that are left out (AWS shape) up to `end`.
     Drop { end: u64 },
     /// Copying a whole element into memory.
@@ -85,6 +91,13 @@ struct Cluster {
     cut: bool,
     /// It holds a video key frame (one at the same time after it went backwards).
     key_seen: bool,
+    /// The output time (TimecodeScale units) of the input's block time 0 in this cluster:
+    /// its Timecode plus the splitter's `shift`, as it was when the cluster began.
+    base: i64,
+    /// Re-timed: a fragment that goes on with the rest of an input cluster whose key frame
+    /// went back ([`Event::TimeWentBack`]). Its block headers are held until read whole and
+    /// sent rewritten (block time relative to `summary.timecode`, not the input's).
+    retimed: bool,
     /// Bytes emitted minus bytes of the input, over the cluster before `child_start`: what
     /// the rewritten head (AWS shape) changed; 0 otherwise.
     delta: i64,
@@ -130,6 +143,14 @@ pub struct Splitter {
     prev_timecode: Option<u64>,
     /// The last video key frame's time (TimecodeScale units).
     prev_key_time: Option<i64>,
+    /// AWS shape: how much later than the input's times everything is sent (units), after
+    /// time went back (see [`Event::TimeWentBack`]); 0 until then, and after a new header.
+    shift: u64,
+    /// The latest block time of the clusters ended so far (units, as sent).
+    prev_last_time: Option<i64>,
+    /// The typical spacing of blocks in the last cluster with two or more (units, at least
+    /// 1): where the first frame after a jump back is placed after the last one.
+    spacing: i64,
     /// Index in the current buffer where not-yet-emitted cluster bytes begin.
     run: Option<usize>,
     /// Cluster bytes held until `FragmentStart`.
@@ -176,6 +197,9 @@ impl Splitter {
             cluster: None,
             prev_timecode: None,
             prev_key_time: None,
+            shift: 0,
+            prev_last_time: None,
+            spacing: 1,
             run: None,
             prefix: Vec::new(),
             aws_shape: false,
@@ -289,10 +313,18 @@ impl Splitter {
         self.header_buf.clear();
         self.hold_buf.clear();
         self.cluster = None;
-        self.prev_timecode = None;
-        self.prev_key_time = None;
+        self.forget_times();
         self.run = None;
         self.prefix.clear();
+    }
+
+    /// A new stream (header): its times are compared with nothing before them.
+    fn forget_times(&mut self) {
+        self.prev_timecode = None;
+        self.prev_key_time = None;
+        self.shift = 0;
+        self.prev_last_time = None;
+        self.spacing = 1;
     }
 
     fn finish_inner(&mut self, out: &mut Vec<Event>) -> Result<(), MkvError> {
@@ -407,7 +439,7 @@ impl Splitter {
                 St::Value { end } => {
                     if off == end {
                         self.st = St::Head;
-                        self.on_timecode()?;
+                        self.on_timecode(out)?;
                         if self.aws_shape {
                             self.write_cluster_head(end, out);
                         }
@@ -435,7 +467,12 @@ impl Splitter {
                     }
                     pos += (end - off).min((len - pos) as u64) as usize;
                 }
-                St::BlockHead { end, simple, start } => {
+                St::BlockHead {
+                    end,
+                    simple,
+                    start,
+                    elem,
+                } => {
                     let need = match self.vl {
                         0 => 1,
                         _ => match ebml::vint_len(self.vbuf[0]) {
@@ -445,7 +482,7 @@ impl Splitter {
                     };
                     if self.vl == need && self.vl > 1 {
                         self.st = St::Skip { end };
-                        self.on_block_header(simple, start, data, pos, out)?;
+                        self.on_block_header(simple, start, elem, end, data, pos, out)?;
                         continue;
                     }
                     if off == end {
@@ -479,7 +516,10 @@ impl Splitter {
                     let n = n as usize;
                     self.vbuf[self.vl..self.vl + n].copy_from_slice(&data[pos..pos + n]);
                     self.vl += n;
-                    self.take_cluster(pos);
+                    // A re-timed cluster's block header goes out rewritten once read.
+                    if !self.cluster.as_ref().is_some_and(|c| c.retimed) {
+                        self.take_cluster(pos);
+                    }
                     if in_track && ebml::vint_len(self.vbuf[0]) == Some(self.vl) {
                         self.renumber_block(data, pos + n - 1, simple, end, out);
                     }
@@ -626,6 +666,8 @@ impl Splitter {
                         child_start: start,
                         cut: false,
                         key_seen: false,
+                        base: 0,
+                        retimed: false,
                         delta: 0,
                     });
                     if self.aws_shape {
@@ -697,8 +739,7 @@ impl Splitter {
                     self.have_tracks = false;
                     self.track_map = None;
                     self.renumbered.clear();
-                    self.prev_timecode = None;
-                    self.prev_key_time = None;
+                    self.forget_times();
                     self.begin_hold(h, from_data, data, pos, Dest::EbmlHeader, out);
                     Ok(())
                 }
@@ -854,6 +895,10 @@ impl Splitter {
         // Numbers up to 126 lie in the last byte alone (with the marker bit in a 1-byte vint).
         let byte = if len == 1 { 0x80 | new } else { new };
         self.vbuf[len - 1] = byte;
+        if self.cluster.as_ref().is_some_and(|c| c.retimed) {
+            // Sent whole, rewritten, once read (see `on_block_header`).
+            return;
+        }
         // The time (2 bytes) and flags follow the track number.
         let head_end = at + 4;
         if let Some(run) = self.run

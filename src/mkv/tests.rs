@@ -440,6 +440,7 @@ fn end_of_fragment_tags() {
                 N::Cut(_) => "C".into(),
                 N::End(f) => format!("E{}", f.end_of_fragment_tag as u8),
                 N::Inter(b) => format!("I{}", b.len()),
+                N::Back(..) => "B".into(),
             })
             .collect();
         let eof = super::end_of_fragment_tags().len();
@@ -513,7 +514,8 @@ fn timecode_rules() {
     assert_eq!((f.first_block_time, f.last_block_time), (934, 1000));
 }
 
-/// Time going backwards inside a cluster (matroskamux writes the blocks on, before the
+/// Without AWS shape (which kvssink uses, see `aws_shape::time_going_back_is_sent_on_after_the_last_frame`),
+/// time going backwards inside a cluster (matroskamux writes the blocks on, before the
 /// cluster's Timecode; kvssink's muxing keeps a key frame too close to the cluster's start
 /// in it) is refused at the key frame, before any byte of it goes out.
 #[test]

@@ -37,6 +37,9 @@ stop began (an application cutting a long stop short).
 --capture-times ELEMENT notes when (ms since the epoch) each buffer leaves the element named
 ELEMENT (a live source: when it was captured) and prints `captured=PTS:MS` for each at the end
 (PTS in ms).
+--timestamps-back ELEMENT SECONDS MS: from the first key frame leaving the element named ELEMENT
+SECONDS after PLAYING, every buffer it sends is stamped MS ms earlier (PTS and DTS): a source
+that restarted with its time behind.
 It prints `started-at=MS` (ms since the epoch) just before setting the pipeline to PLAYING, and
 `ended-at=MS` when the run ends (EOS, an error or the requested stop), before stopping it.
 Exit status: 0 after EOS (or the requested stop), 1 after an error message.
@@ -66,6 +69,7 @@ def main(argv):
     seek_element = None
     untimed = 0
     capture = None
+    back = None
     while argv and argv[0].startswith("--"):
         flag = argv.pop(0)
         if flag == "--default-sigpipe":
@@ -94,6 +98,8 @@ def main(argv):
             before_stop.append((argv.pop(0), argv.pop(0), argv.pop(0)))
         elif flag == "--capture-times":
             capture = argv.pop(0)
+        elif flag == "--timestamps-back":
+            back = (argv.pop(0), float(argv.pop(0)), int(argv.pop(0)))
         elif flag == "--push-untimed":
             untimed = int(argv.pop(0))
         else:
@@ -115,6 +121,29 @@ def main(argv):
 
         pad = pipeline.get_by_name(capture).get_static_pad("src")
         pad.add_probe(Gst.PadProbeType.BUFFER, note)
+    if back:
+        name, after_s, back_ms = back
+        state = {"since": None, "from": None}
+
+        def restamp(_pad, info):
+            buf = info.get_buffer()
+            if state["since"] is None:
+                state["since"] = time.monotonic()
+            key = not buf.has_flags(Gst.BufferFlags.DELTA_UNIT)
+            if (state["from"] is None and key
+                    and time.monotonic() - state["since"] >= after_s):
+                state["from"] = buf.pts
+                print(f"timestamps-back-at={buf.pts // Gst.MSECOND}", flush=True)
+            if state["from"] is not None:
+                # (PyGObject sets the fields of the buffer being pushed in place.)
+                for field in ("pts", "dts"):
+                    t = getattr(buf, field)
+                    if t != Gst.CLOCK_TIME_NONE:
+                        setattr(buf, field, max(0, t - back_ms * Gst.MSECOND))
+            return Gst.PadProbeReturn.OK
+
+        pad = pipeline.get_by_name(name).get_static_pad("src")
+        pad.add_probe(Gst.PadProbeType.BUFFER, restamp)
     for name, prop, value, delay in set_after:
         element = pipeline.get_by_name(name)
         GLib.timeout_add(int(delay * 1000),

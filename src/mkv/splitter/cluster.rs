@@ -120,6 +120,7 @@ impl Splitter {
                     end,
                     simple: !in_group,
                     start: body,
+                    elem: start,
                 }
             }
             (ID_BLOCK_GROUP, false) => {
@@ -139,7 +140,12 @@ impl Splitter {
             _ => St::Skip { end },
         };
         self.st = st;
-        self.attach_cluster(from_data, pos, out);
+        if matches!(st, St::BlockHead { .. }) && self.cluster.as_ref().is_some_and(|c| c.retimed) {
+            // Sent rewritten once its header is read (see `on_block_header`).
+            self.skip_header(from_data, data, pos, out);
+        } else {
+            self.attach_cluster(from_data, pos, out);
+        }
         Ok(())
     }
 
@@ -207,39 +213,78 @@ impl Splitter {
         let mut c = self.cluster.take().expect("open cluster");
         c.summary.end_of_fragment_tag = eof_tag;
         c.summary.whole_size = c.summary.size;
-        self.prev_timecode = Some(c.summary.timecode);
+        self.ended(&c.summary);
         out.push(Event::FragmentEnd(c.summary));
         Ok(())
     }
 
-    pub(super) fn on_timecode(&mut self) -> Result<(), MkvError> {
-        let tc = ebml::read_uint(&self.vbuf[..self.vl]).unwrap_or(0);
-        let Some(c) = &mut self.cluster else {
-            return Ok(());
-        };
-        if c.has_timecode {
+    /// Remembers the times of a cluster that ends (or a fragment a jump back ended).
+    fn ended(&mut self, summary: &FragmentSummary) {
+        self.prev_timecode = Some(summary.timecode);
+        if summary.blocks > 0 {
+            self.prev_last_time = Some(
+                self.prev_last_time
+                    .map_or(summary.last_block_time, |t| t.max(summary.last_block_time)),
+            );
+        }
+        if summary.blocks > 1 {
+            let span = summary.last_block_time - summary.first_block_time;
+            self.spacing = (span / (summary.blocks as i64 - 1)).max(1);
+        }
+    }
+
+    /// Where the next fragment goes after time went back: one block spacing after the
+    /// latest time sent (and never before `at_least`).
+    fn after_last(&self, at_least: i64) -> i64 {
+        let last = self.prev_last_time.unwrap_or(at_least).max(at_least);
+        last.saturating_add(self.spacing)
+    }
+
+    pub(super) fn on_timecode(&mut self, out: &mut Vec<Event>) -> Result<(), MkvError> {
+        let input = ebml::read_uint(&self.vbuf[..self.vl]).unwrap_or(0);
+        if self.cluster.as_ref().is_none_or(|c| c.has_timecode) {
             return Ok(());
         }
+        let mut tc = input.saturating_add(self.shift);
         if let Some(prev) = self.prev_timecode
             && tc < prev
         {
-            return Err(MkvError::TimecodeBackwards {
-                previous: i64::try_from(prev).unwrap_or(i64::MAX),
-                current: i64::try_from(tc).unwrap_or(i64::MAX),
+            if !self.aws_shape {
+                return Err(MkvError::TimecodeBackwards {
+                    previous: i64::try_from(prev).unwrap_or(i64::MAX),
+                    current: i64::try_from(tc).unwrap_or(i64::MAX),
+                });
+            }
+            // Sent on from just after the last frame (see `Event::TimeWentBack`).
+            let to = self.after_last(i64::try_from(prev).unwrap_or(i64::MAX)) as u64;
+            self.shift = self.shift.saturating_add(to - tc);
+            out.push(Event::TimeWentBack {
+                timecode: to,
+                shift: to - tc,
             });
+            tc = to;
         }
+        let Some(c) = &mut self.cluster else {
+            return Ok(());
+        };
         c.has_timecode = true;
         c.summary.timecode = tc;
         let t = i64::try_from(tc).unwrap_or(i64::MAX);
+        c.base = t;
         c.summary.first_block_time = t;
         c.summary.last_block_time = t;
         Ok(())
     }
 
+    /// A block's header (track, time, flags) was read; `elem` is where the block starts,
+    /// `start` its body, `end` its end.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_block_header(
         &mut self,
         simple: bool,
         start: u64,
+        elem: u64,
+        end: u64,
         data: &Bytes,
         pos: usize,
         out: &mut Vec<Event>,
@@ -257,31 +302,64 @@ impl Splitter {
             });
         }
         let video = self.video_track;
-        let Some(c) = &mut self.cluster else {
+        let Some(c) = &self.cluster else {
             return Ok(());
         };
-        let t = i64::try_from(c.summary.timecode)
-            .unwrap_or(i64::MAX)
-            .saturating_add(i64::from(rel));
+        let mut t = c.base.saturating_add(i64::from(rel));
         if simple && flags & 0x80 != 0 && video == Some(track) {
             // Two clusters may begin at the same time (as the service allows); two key
             // frames in one cannot.
-            if let Some(previous) = self.prev_key_time
-                && (t < previous || (t == previous && c.key_seen))
-            {
-                return Err(MkvError::KeyFrameBackwards {
-                    previous,
-                    current: t,
-                });
+            let back = self
+                .prev_key_time
+                .filter(|&previous| t < previous || (t == previous && c.key_seen));
+            if let Some(previous) = back {
+                if !self.aws_shape {
+                    return Err(MkvError::KeyFrameBackwards {
+                        previous,
+                        current: t,
+                    });
+                }
+                // Time went back inside a cluster (matroskamux writes on into the cluster
+                // it has open, at negative block times): the rest of it goes on in
+                // fragments of its own, re-timed. (In a cluster that has not started, its
+                // Timecode did not go back, and the fragment is sent as it is.)
+                if c.started {
+                    t = self.split_at_key(Some(previous), t, elem, end, data, out);
+                }
+            } else if c.retimed && c.summary.blocks > 0 {
+                // Each group of pictures of a re-timed cluster is a fragment of its own.
+                t = self.split_at_key(None, t, elem, end, data, out);
             }
             self.prev_key_time = Some(t);
-            c.key_seen = true;
+            if let Some(c) = &mut self.cluster {
+                c.key_seen = true;
+            }
         }
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
         if c.started && !c.cut && c.summary.blocks > 0 {
             let first = c.summary.first_block_time.min(t);
             let last = c.summary.last_block_time.max(t);
             if last.saturating_sub(first) > self.max_span_ticks {
                 self.cut_cluster(data, out);
+            }
+        }
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        if c.retimed {
+            let sent = t - c.summary.timecode as i64;
+            match i16::try_from(sent) {
+                Ok(sent) => self.emit_block_head(simple, elem, start, end, sent, out),
+                Err(_) => {
+                    // Too far from the fragment's start for a block time: cut there (the
+                    // rest of the group of pictures is counted as cut, not sent).
+                    if !c.cut {
+                        self.cut_cluster(data, out);
+                    }
+                    self.emit_block_head(simple, elem, start, end, 0, out);
+                }
             }
         }
         let Some(c) = &mut self.cluster else {
@@ -310,6 +388,115 @@ impl Splitter {
             Some(_) => {}
         }
         Ok(())
+    }
+
+    /// A video key frame (the SimpleBlock at `elem`, ending at `end`, at time `t`) begins a
+    /// fragment of its own: the open cluster's fragment ends before it, and a re-timed one
+    /// begins. `back_from`: the key frame went back from there, and from now on times are
+    /// sent shifted (see [`Event::TimeWentBack`]). Returns the key frame's time as sent.
+    #[cold]
+    #[inline(never)]
+    fn split_at_key(
+        &mut self,
+        back_from: Option<i64>,
+        t: i64,
+        elem: u64,
+        end: u64,
+        data: &Bytes,
+        out: &mut Vec<Event>,
+    ) -> i64 {
+        // This buffer's bytes before the block belong to the fragment that ends; those of
+        // the block's header emitted already (from an earlier buffer) are past its
+        // `whole_size`, and the header goes out again, rewritten, in the next one.
+        if let Some(run) = self.run.take() {
+            let before = elem.saturating_sub(self.base).min(data.len() as u64) as usize;
+            if before > run {
+                self.emit_cluster(data.slice(run..before), out);
+            }
+        }
+        let whole = self.whole_size().unwrap_or(0);
+        let Some(mut ended) = self.cluster.take() else {
+            return t;
+        };
+        if !ended.cut {
+            ended.summary.whole_size = whole;
+        } else {
+            ended.summary.whole_size = ended.summary.size;
+        }
+        ended.summary.continued = ended.summary.whole_size < ended.summary.size;
+        self.ended(&ended.summary);
+        out.push(Event::FragmentEnd(ended.summary.clone()));
+        let (mut t, mut base) = (t, ended.base);
+        if let Some(previous) = back_from {
+            let to = self.after_last(previous.max(ended.summary.timecode as i64));
+            let shift = to.saturating_sub(t).max(0) as u64;
+            self.shift = self.shift.saturating_add(shift);
+            base = base.saturating_add(shift as i64);
+            t = to;
+            out.push(Event::TimeWentBack {
+                timecode: t as u64,
+                shift,
+            });
+        }
+        let head = kvs_format::kvs::cluster_head(t as u64);
+        self.cluster = Some(Cluster {
+            start: elem,
+            end: ended.end,
+            summary: FragmentSummary {
+                timecode: t as u64,
+                first_block_time: t,
+                last_block_time: t,
+                key_frame: true,
+                // Where the key frame ends in what is sent (the header is rewritten to the
+                // same length).
+                frame_end: (end - elem) + head.len() as u64,
+                ..FragmentSummary::default()
+            },
+            has_timecode: true,
+            started: true,
+            group_end: None,
+            group_ref: false,
+            group_decides: false,
+            child_start: elem,
+            cut: false,
+            key_seen: false,
+            base,
+            retimed: true,
+            delta: head.len() as i64,
+        });
+        out.push(Event::FragmentStart(FragmentStart {
+            timecode: t as u64,
+            key_frame: true,
+            video: true,
+        }));
+        let piece = self.small_piece(&head);
+        self.emit_cluster(piece, out);
+        t
+    }
+
+    /// A re-timed cluster's block header, read whole (in `vbuf`), goes out with its time
+    /// rewritten to `time` (relative to the fragment's Timecode): the element's ID and size
+    /// (of the input's width, so that sizes stay as they were), then track, time and flags.
+    fn emit_block_head(
+        &mut self,
+        simple: bool,
+        elem: u64,
+        body: u64,
+        end: u64,
+        time: i16,
+        out: &mut Vec<Event>,
+    ) {
+        let id = if simple { ID_SIMPLE_BLOCK } else { ID_BLOCK };
+        let mut head = Vec::with_capacity(MAX_HEADER_LEN + self.vl);
+        kvs_format::ebml::write_id(&mut head, id);
+        let size_len = (body - elem) as usize - head.len();
+        kvs_format::ebml::write_vint_len(&mut head, end - body, size_len);
+        let track_len = self.vl - 3;
+        head.extend_from_slice(&self.vbuf[..track_len]);
+        head.extend_from_slice(&time.to_be_bytes());
+        head.push(self.vbuf[track_len + 2]);
+        let piece = self.small_piece(&head);
+        self.emit_cluster(piece, out);
     }
 }
 

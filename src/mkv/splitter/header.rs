@@ -135,8 +135,7 @@ impl Splitter {
             .unwrap_or(i64::MAX);
         self.header_buf.clear();
         self.header_done = true;
-        self.prev_timecode = None;
-        self.prev_key_time = None;
+        self.forget_times();
         self.header = Some(header.clone());
         out.push(Event::Header(Box::new(header)));
         Ok(())

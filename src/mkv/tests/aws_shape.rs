@@ -492,3 +492,136 @@ fn random_input_never_panics_and_is_cut_independent_in_aws_shape() {
         }
     }
 }
+
+/// A SimpleBlock of 60 bytes of frame whose payload depends on `seed` only (not on its time,
+/// which the splitter may rewrite).
+fn frame(track: u64, rel: i16, key: bool, seed: u8) -> Vec<u8> {
+    build::simple_block(track, rel, key, &payload(60, seed))
+}
+
+/// A delta frame of track 1 with its track number in the long (2-byte) form.
+fn long_form_delta(rel: i16) -> Vec<u8> {
+    let mut body = vec![0x40, 1];
+    body.extend_from_slice(&rel.to_be_bytes());
+    body.push(0x00);
+    body.extend(payload(60, 3));
+    build::element(ID_SIMPLE_BLOCK, &body)
+}
+
+/// Like [`frame`], in a BlockGroup (a delta frame: with a ReferenceBlock).
+fn grouped(track: u64, rel: i16, seed: u8) -> Vec<u8> {
+    build::block_group(track, rel, false, &payload(60, seed))
+}
+
+/// Time going back is neither refused nor dropped in AWS shape: from the jump on, every time
+/// is sent shifted, so that the fragment after it follows the last frame sent by one block
+/// spacing. A whole cluster that goes back (kvssink's own muxing) keeps its blocks; a key
+/// frame that goes back inside a cluster (matroskamux writes on into its open cluster, at
+/// negative block times) ends the fragment there, and the rest of the cluster is sent in
+/// fragments of its own, one per key frame, with rewritten block times. The expected bytes
+/// are built here; the same at every cut, known-size clusters or not.
+#[test]
+fn time_going_back_is_sent_on_after_the_last_frame() {
+    for known in [false, true] {
+        let three = |seed: u8| {
+            vec![
+                frame(1, 0, true, seed),
+                frame(1, 33, false, seed + 1),
+                frame(1, 66, false, seed + 2),
+            ]
+        };
+        let header = header_av();
+        let mut s = header.clone();
+        s.extend(cluster(1000, known, &three(10)));
+        s.extend(cluster(2000, known, &three(20)));
+        // A whole cluster 1566 earlier than the last frame.
+        s.extend(cluster(500, known, &three(30)));
+        s.extend(cluster(1500, known, &three(40)));
+        // Inside one cluster: key frames at 1000 and 2000 after 4000, an audio frame, a
+        // BlockGroup and a long-form track number among them.
+        s.extend(cluster(
+            4000,
+            known,
+            &[
+                frame(1, 0, true, 50),
+                frame(1, 33, false, 51),
+                frame(1, -3000, true, 52),
+                frame(2, -2990, true, 53),
+                long_form_delta(-2967),
+                frame(1, -2000, true, 54),
+                grouped(1, -1967, 55),
+            ],
+        ));
+        s.extend(cluster(5000, known, &three(60)));
+        let (ev, r) = aws(&s);
+        r.unwrap();
+        let reference = normalize(&ev);
+        let backs: Vec<_> = reference
+            .iter()
+            .filter_map(|e| match e {
+                N::Back(to, shift) => Some((*to, *shift)),
+                _ => None,
+            })
+            .collect();
+        // 2066 + 33 for 500; then 1500 + 1599 = 3099, 4000 + 1599 = 5599 and 5632 after
+        // it, so the key frame at 1000 (sent at 2599 until then) goes to 5632 + 33.
+        assert_eq!(backs, [(2099, 1599), (5665, 5665 - 2599)]);
+        let shift = 5665 - 1000;
+        let want = expected(
+            &header,
+            &[
+                (1000, three(10).concat()),
+                (2000, three(20).concat()),
+                (2099, three(30).concat()),
+                (3099, three(40).concat()),
+                (
+                    5599,
+                    [frame(1, 0, true, 50), frame(1, 33, false, 51)].concat(),
+                ),
+                (
+                    1000 + shift,
+                    [
+                        frame(1, 0, true, 52),
+                        frame(2, 10, true, 53),
+                        long_form_delta(33),
+                    ]
+                    .concat(),
+                ),
+                (
+                    2000 + shift,
+                    [frame(1, 0, true, 54), grouped(1, 33, 55)].concat(),
+                ),
+                (5000 + shift, three(60).concat()),
+            ],
+        );
+        assert_eq!(header_and_data(&reference), want, "known size {known}");
+        let tcs: Vec<_> = reference
+            .iter()
+            .filter_map(|e| match e {
+                N::End(f) => Some((f.timecode, f.first_block_time, f.last_block_time)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            tcs,
+            [
+                (1000, 1000, 1066),
+                (2000, 2000, 2066),
+                (2099, 2099, 2165),
+                (3099, 3099, 3165),
+                (5599, 5599, 5632),
+                (1000 + shift, 1000 + shift as i64, 1033 + shift as i64),
+                (2000 + shift, 2000 + shift as i64, 2033 + shift as i64),
+                (5000 + shift, 5000 + shift as i64, 5066 + shift as i64),
+            ]
+        );
+        same_at_every_cut(&s, header.len(), &reference);
+        // Cut one byte at a time, the key frame's header went out before it was known to
+        // go back: that fragment says where it ends and that the cluster goes on.
+        let (ev, _) = run_cuts_aws(&s, &every(1, s.len()), Limits::default());
+        assert!(ev.iter().any(|e| matches!(
+            e,
+            Event::FragmentEnd(f) if f.continued && f.whole_size < f.size
+        )));
+    }
+}

@@ -16,6 +16,8 @@ pub enum N {
     Cut(FragmentSummary),
     End(FragmentSummary),
     Inter(Vec<u8>),
+    /// Time went back: the next fragment's timecode, and the shift.
+    Back(u64, u64),
 }
 
 impl std::fmt::Debug for N {
@@ -36,6 +38,7 @@ impl std::fmt::Debug for N {
             N::Cut(s) => write!(f, "Cut {s:?}"),
             N::End(s) => write!(f, "{s:?}"),
             N::Inter(b) => write!(f, "Inter({} bytes #{:x})", b.len(), sum(b)),
+            N::Back(t, s) => write!(f, "Back(to {t}, shifted {s})"),
         }
     }
 }
@@ -59,8 +62,22 @@ pub fn normalize(events: &[Event]) -> Vec<N> {
                 }
             }
             Event::FragmentCut(s) => v.push(N::Cut(s.clone())),
+            Event::FragmentEnd(s) if s.continued => {
+                // What is sent: the bytes past `whole_size` (the start of the block that
+                // begins the next fragment) go again there, so the same stream cut
+                // elsewhere gives the same values.
+                let mut s = s.clone();
+                let extra = (s.size - s.whole_size) as usize;
+                if let Some(N::Data(d)) = v.last_mut() {
+                    d.truncate(d.len() - extra);
+                }
+                s.size = s.whole_size;
+                s.continued = false;
+                v.push(N::End(s));
+            }
             Event::FragmentEnd(s) => v.push(N::End(s.clone())),
             Event::Interstitial(b) => v.push(N::Inter(b.to_vec())),
+            Event::TimeWentBack { timecode, shift } => v.push(N::Back(*timecode, *shift)),
         }
     }
     v
