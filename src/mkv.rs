@@ -18,11 +18,12 @@
 //!   a cluster (matroskamux keeps writing blocks before the cluster's Timecode) or by less
 //!   than a cluster. Other blocks are not compared (B-frames). The check restarts after a
 //!   new stream header.
-//! * In AWS shape (what kvssink sends) neither is refused: time that goes back is sent on
-//!   after the last frame sent ([`Event::TimeWentBack`]). A cluster that goes back is sent
-//!   with its Timecode moved; a key frame that goes back inside a cluster ends the fragment
-//!   there, and the rest of the cluster goes out in fragments of their own, one per key
-//!   frame, their block headers rewritten.
+//! * In AWS shape (what kvssink sends) neither is refused: time that goes back (either of
+//!   those, or a video key frame earlier than a video frame already sent) is sent on after
+//!   the last frame sent ([`Event::TimeWentBack`]). A cluster that goes back is sent with its
+//!   Timecode moved; a key frame that goes back inside a cluster ends the fragment there,
+//!   and the rest of the cluster goes out in fragments of their own, one per key frame,
+//!   their block headers rewritten.
 //! * A cluster without Timecode, an unknown-size
 //!   element other than Segment/Cluster, or a child overrunning its parent are
 //!   [`MkvError::UnexpectedElement`].

@@ -462,10 +462,14 @@ fn a_live_source_whose_timestamps_go_back_goes_on_in_order() {
         1,
         "{output}"
     );
-    assert!(
-        output.contains("frames are sent 2.000 s later than their timestamps"),
-        "{output}"
-    );
+    // By 2 s, give or take the spacing of the frames it follows.
+    let later: f64 = output
+        .split("frames are sent ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{output}"));
+    assert!((1.95..=2.05).contains(&later), "{later} s: {output}");
     let summary = run.summary();
     assert_eq!(summary.get::<&str>("outcome").unwrap(), "all-persisted");
     assert_eq!(summary.get::<u64>("fragments-lost").unwrap(), 0);

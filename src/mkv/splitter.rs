@@ -148,6 +148,8 @@ pub struct Splitter {
     shift: u64,
     /// The latest block time of the clusters ended so far (units, as sent).
     prev_last_time: Option<i64>,
+    /// The latest video block time so far (units, as sent; `i64::MIN` before the first).
+    video_max: i64,
     /// The typical spacing of blocks in the last cluster with two or more (units, at least
     /// 1): where the first frame after a jump back is placed after the last one.
     spacing: i64,
@@ -199,6 +201,7 @@ impl Splitter {
             prev_key_time: None,
             shift: 0,
             prev_last_time: None,
+            video_max: i64::MIN,
             spacing: 1,
             run: None,
             prefix: Vec::new(),
@@ -324,6 +327,7 @@ impl Splitter {
         self.prev_key_time = None;
         self.shift = 0;
         self.prev_last_time = None;
+        self.video_max = i64::MIN;
         self.spacing = 1;
     }
 

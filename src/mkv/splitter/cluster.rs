@@ -312,20 +312,28 @@ impl Splitter {
             let back = self
                 .prev_key_time
                 .filter(|&previous| t < previous || (t == previous && c.key_seen));
-            if let Some(previous) = back {
-                if !self.aws_shape {
-                    return Err(MkvError::KeyFrameBackwards {
-                        previous,
-                        current: t,
-                    });
-                }
-                // Time went back inside a cluster (matroskamux writes on into the cluster
-                // it has open, at negative block times): the rest of it goes on in
-                // fragments of its own, re-timed. (In a cluster that has not started, its
-                // Timecode did not go back, and the fragment is sent as it is.)
-                if c.started {
-                    t = self.split_at_key(Some(previous), t, elem, end, data, out);
-                }
+            if let Some(previous) = back
+                && !self.aws_shape
+            {
+                return Err(MkvError::KeyFrameBackwards {
+                    previous,
+                    current: t,
+                });
+            }
+            // In AWS shape, also a key frame before a video frame already sent: time went
+            // back by less than a group of pictures (the frames between are sent as they
+            // came, in the fragment they belong to).
+            let behind = self.aws_shape && (back.is_some() || t < self.video_max);
+            if behind {
+                let from = back.unwrap_or(i64::MIN).max(self.video_max);
+                t = if c.started {
+                    // Inside a cluster (matroskamux writes on into the cluster it has open,
+                    // at negative block times): the rest of it goes on in fragments of
+                    // their own, re-timed.
+                    self.split_at_key(Some(from), t, elem, end, data, out)
+                } else {
+                    self.shift_unstarted(from, t, out)
+                };
             } else if c.retimed && c.summary.blocks > 0 {
                 // Each group of pictures of a re-timed cluster is a fragment of its own.
                 t = self.split_at_key(None, t, elem, end, data, out);
@@ -361,6 +369,9 @@ impl Splitter {
                     self.emit_block_head(simple, elem, start, end, 0, out);
                 }
             }
+        }
+        if video == Some(track) {
+            self.video_max = self.video_max.max(t);
         }
         let Some(c) = &mut self.cluster else {
             return Ok(());
@@ -472,6 +483,36 @@ impl Splitter {
         let piece = self.small_piece(&head);
         self.emit_cluster(piece, out);
         t
+    }
+
+    /// A video key frame at `t` went back before `from` (a frame already sent) in a cluster
+    /// whose fragment has not started: the whole cluster is sent shifted (its head, still
+    /// held, rewritten), after the last frame sent. Returns the key frame's time as sent.
+    #[cold]
+    #[inline(never)]
+    fn shift_unstarted(&mut self, from: i64, t: i64, out: &mut Vec<Event>) -> i64 {
+        let to = self.after_last(from);
+        let shift = to.saturating_sub(t).max(0);
+        let Some(c) = &mut self.cluster else {
+            return t;
+        };
+        c.summary.timecode = c.summary.timecode.saturating_add(shift as u64);
+        c.base = c.base.saturating_add(shift);
+        c.summary.first_block_time = c.summary.first_block_time.saturating_add(shift);
+        c.summary.last_block_time = c.summary.last_block_time.saturating_add(shift);
+        let timecode = c.summary.timecode;
+        self.shift = self.shift.saturating_add(shift as u64);
+        // AWS shape: the held bytes begin with the cluster's head (what came before its
+        // Timecode is left out), rewritten at the same length.
+        let head = kvs_format::kvs::cluster_head(timecode);
+        if self.prefix.first().is_some_and(|p| p.len() == head.len()) {
+            self.prefix[0] = self.small_piece(&head);
+        }
+        out.push(Event::TimeWentBack {
+            timecode,
+            shift: shift as u64,
+        });
+        t.saturating_add(shift)
     }
 
     /// A re-timed cluster's block header, read whole (in `vbuf`), goes out with its time

@@ -625,3 +625,45 @@ fn time_going_back_is_sent_on_after_the_last_frame() {
         )));
     }
 }
+
+/// A key frame earlier than a video frame already sent, in a cluster whose Timecode did not
+/// go back (time went back by less than a group of pictures): that cluster, its audio ahead
+/// of the key frame included, is sent shifted to follow the last frame sent.
+#[test]
+fn a_key_frame_before_a_frame_already_sent_moves_its_cluster() {
+    for known in [false, true] {
+        let header = header_av();
+        let mut s = header.clone();
+        let first = [
+            frame(1, 0, true, 1),
+            frame(1, 33, false, 2),
+            frame(1, 66, false, 3),
+            frame(1, 100, false, 4),
+        ];
+        s.extend(cluster(1000, known, &first));
+        // The next group of pictures 50 ms early: its key frame at 1050, before the frame
+        // at 1100 (its audio at 1040 ahead of it in the cluster).
+        let second = [
+            frame(2, 0, true, 5),
+            frame(1, 10, true, 6),
+            frame(1, 43, false, 7),
+        ];
+        s.extend(cluster(1040, known, &second));
+        s.extend(cluster(1500, known, &[frame(1, 0, true, 8)]));
+        let (ev, r) = aws(&s);
+        r.unwrap();
+        let reference = normalize(&ev);
+        // After 1100 by the first cluster's spacing (33): the key frame at 1133.
+        assert!(reference.contains(&N::Back(1123, 83)), "{reference:?}");
+        let want = expected(
+            &header,
+            &[
+                (1000, first.concat()),
+                (1123, second.concat()),
+                (1583, frame(1, 0, true, 8)),
+            ],
+        );
+        assert_eq!(header_and_data(&reference), want, "known size {known}");
+        same_at_every_cut(&s, header.len(), &reference);
+    }
+}
