@@ -173,6 +173,11 @@ pub struct Stats {
     /// Fragments ended early at the service's limits (10 s, 50 MB) and their bytes not sent.
     pub fragments_cut: u64,
     pub bytes_cut: u64,
+    /// Fragments ended after an idle period (`kvs-idle`) that then got more frames of their
+    /// group of pictures, and those frames' bytes, not sent (the encoder did not start a new
+    /// key frame when asked).
+    pub fragments_late: u64,
+    pub bytes_late: u64,
     pub bytes_dropped: u64,
     pub bytes_persisted: u64,
     /// Why fragments were rejected: the service's error name and how many times.
@@ -402,6 +407,18 @@ impl Summary {
                 stats.fragments_cut, stats.bytes_cut
             ));
         }
+        if stats.fragments_late > 0 {
+            reasons.push(format!(
+                "{} ended after no data came for fragment-duration, then got more frames of \
+                 the same group of pictures: {} bytes of them were not sent (the encoder did not \
+                 start a new key frame when asked)",
+                match stats.fragments_late {
+                    1 => "1 fragment".to_owned(),
+                    n => format!("{n} fragments"),
+                },
+                stats.bytes_late
+            ));
+        }
         if !skipped.is_empty() {
             reasons.push(format!(
                 "{} frames ({} ms, {} bytes) skipped until the next key frame, which a fragment \
@@ -414,7 +431,11 @@ impl Summary {
             WaitOutcome::Cancelled => Outcome::Cancelled,
             WaitOutcome::TimedOut { .. } => Outcome::TimedOut,
             WaitOutcome::AllPersisted
-                if lost > 0 || stats.fragments_cut > 0 || spool.kept > 0 || !skipped.is_empty() =>
+                if lost > 0
+                    || stats.fragments_cut > 0
+                    || stats.fragments_late > 0
+                    || spool.kept > 0
+                    || !skipped.is_empty() =>
             {
                 Outcome::Incomplete
             }
@@ -442,6 +463,7 @@ impl Summary {
                 self.lost, self.stats.fragments_produced
             )
         } else if self.stats.fragments_cut > 0
+            || self.stats.fragments_late > 0
             || !self.skipped.is_empty()
             || matches!(self.outcome, Outcome::Incomplete | Outcome::TimedOut)
         {
@@ -654,10 +676,19 @@ impl Uploader {
     pub fn append(&self, data: Bytes) {
         let len = data.len() as u64;
         let mut inner = self.wait_for_room(len);
+        // (No fragment open: its PERSISTED ack released it after an idle end.)
+        let late = match inner.store.open_fragment() {
+            Some(_) => None,
+            None => inner.on_orphan(len),
+        };
         let evicted = inner.store.append(data);
         inner.note_store_size();
         self.unannounced.fetch_add(len.max(1), Ordering::Relaxed);
         self.after_store_change(inner, evicted);
+        if let Some(timecode) = late {
+            self.shared
+                .emit(late_frames(&self.shared.config.stream_name, timecode));
+        }
     }
 
     /// Closes the open fragment. The connection sees it, and is woken, at the next
@@ -1150,6 +1181,19 @@ impl Drop for Uploader {
         self.set_flushing(true);
         self.driver.abort();
     }
+}
+
+/// The warning for frames that came for fragment `timecode` after a connection ended it
+/// after an idle period: they cannot be sent (see `Stats::fragments_late`).
+pub(crate) fn late_frames(stream: &str, timecode: u64) -> Event {
+    Event::Warning(crate::about(
+        stream,
+        format_args!(
+            "frames came for fragment {timecode} after it was ended because no data came for \
+             fragment-duration: they are not sent (lost) until the next key frame, which the \
+             encoder did not start when asked"
+        ),
+    ))
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -572,6 +572,55 @@ fn an_idle_fragment_is_ended_with_a_tag_after_fragment_duration() {
     assert_eq!(summary.get::<u64>("fragments-persisted").unwrap(), 2);
 }
 
+/// More frames of the same cluster after it was ended as idle (a source that stalled inside
+/// a group of pictures, an encoder that did not start a new key frame when asked) cannot be
+/// sent in it: a warning says so once, the run is `incomplete` and its loss reasons say why.
+/// Before, they were dropped with a warning at every buffer and the run was `all-persisted`.
+#[test]
+fn frames_after_an_idle_end_are_lost_and_said_so() {
+    let server = server();
+    let mut s = Sink::new(&server, "late", |e| {
+        e.set_property("fragment-duration", 300u32)
+    });
+    s.feed(simple_header());
+    let mut open = cluster_start(0);
+    open.extend(frame(0, true));
+    open.extend(frame(33, false));
+    s.feed(open);
+    s.wait_until("kvs-idle message", |s| !s.named("kvs-idle").is_empty());
+    // The source goes on inside the cluster that was ended, one frame a buffer.
+    for rel in [66, 99, 133] {
+        s.feed(frame(rel, false));
+    }
+    s.feed(cluster(1000, &[33]));
+    s.eos();
+    let warnings = s.warnings();
+    let late: Vec<_> = warnings
+        .iter()
+        .filter(|w| w.contains("frames came for fragment 0 after it was ended"))
+        .collect();
+    assert_eq!(late.len(), 1, "{warnings:?}");
+    assert_eq!(s.stored(&server), [0, 1000]);
+    let summary = s.summary();
+    assert_eq!(summary.get::<&str>("outcome").unwrap(), "incomplete");
+    let reasons = summary.get::<&str>("loss-reasons").unwrap();
+    assert!(
+        reasons.contains("1 fragment ended after no data came for fragment-duration")
+            && reasons.contains(&format!(
+                "{} bytes of them were not sent",
+                3 * frame(0, false).len()
+            )),
+        "{reasons}"
+    );
+    // Said at EOS with what was lost (the fragments themselves were all persisted).
+    let errors = s.errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("stream late: not all of the stream was persisted: "),
+        "{errors:?}"
+    );
+}
+
 // 4. The account at EOS.
 
 /// EOS waits for the service: the last PERSISTED ack and the summary are on the bus when

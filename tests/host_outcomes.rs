@@ -1197,6 +1197,67 @@ fn a_flush_cutting_matroska_input_is_a_clear_error() {
     assert!(server.fragments("cut-by-flush").len() >= 2);
 }
 
+/// A Python application's live source stalls inside a group of pictures for longer than
+/// `fragment-duration`, then goes on without a new key frame: the open fragment was ended so
+/// the service persists it, and the frames after the stall cannot be sent in it. A warning
+/// says so once, the run ends `incomplete` with the reason, and EOS brings an error. Before,
+/// the run ended `all-persisted`.
+#[test]
+fn frames_after_a_stall_inside_a_group_of_pictures_are_counted_lost() {
+    init();
+    let server = server();
+    let script = r#"
+import time, gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+enc = Gst.parse_launch("videotestsrc num-buffers=60 ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 ! x264enc tune=zerolatency key-int-max=60 ! h264parse ! video/x-h264,stream-format=avc,alignment=au ! appsink name=s sync=false")
+s = enc.get_by_name("s"); enc.set_state(Gst.State.PLAYING); frames = []
+while (smp := s.emit("pull-sample")) is not None:
+    caps = smp.get_caps(); frames.append(smp.get_buffer())
+enc.set_state(Gst.State.NULL)
+p = Gst.parse_launch("appsrc name=a is-live=true format=time ! h264parse ! matroskamux streamable=true ! kvssink stream-name=stalled fragment-duration=500")
+a = p.get_by_name("a"); a.set_property("caps", caps); p.set_state(Gst.State.PLAYING)
+start = time.monotonic()
+for i, f in enumerate(frames):
+    if i == 20:
+        time.sleep(1.5)  # the source stalls, inside the group of pictures
+    else:
+        time.sleep(max(0, start + i / 30 - time.monotonic()))
+    a.emit("push-buffer", f)
+a.emit("end-of-stream")
+bus = p.get_bus()
+while (m := bus.timed_pop(60 * Gst.SECOND)) is not None:
+    st = m.get_structure()
+    if m.type == Gst.MessageType.WARNING: print("warning", m.parse_warning()[0].message)
+    if m.type == Gst.MessageType.ERROR: print("error", m.parse_error()[0].message); break
+    if st and st.get_name() == "kvs-idle": print("idle")
+    if st and st.get_name() == "kvs-summary": print("summary", st.get_string("outcome"), st.get_string("loss-reasons"))
+    if m.type == Gst.MessageType.EOS: print("eos"); break
+p.set_state(Gst.State.NULL)
+"#;
+    let run = python_script(&server, script);
+    let out = run.output();
+    assert!(out.lines().any(|l| l == "idle"), "{out}");
+    assert_eq!(
+        out.matches("warning stream stalled: frames came for fragment ")
+            .count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "summary incomplete 1 fragment ended after no data came for fragment-duration"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("error stream stalled: not all of the stream was persisted"),
+        "{out}"
+    );
+    assert_eq!(server.fragments("stalled").len(), 1, "{out}");
+}
+
 /// Properties set in READY hold for the run (GstBaseSink took the settings going to READY),
 /// and a `kvs-add-metadata` item sent before the start is still applied.
 #[test]

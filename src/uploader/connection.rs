@@ -377,6 +377,7 @@ impl BodyCursor {
             None => end,
         };
         inner.idle_ended = Some((seq, metadata));
+        inner.idle_timecode = timecode;
         inner.on_sent(tag.len());
         drop(inner);
         self.shared.emit(Event::IdleFragmentEnded { timecode });
@@ -487,7 +488,7 @@ impl BodyCursor {
         }
         let mut newly_started = 0;
         let mut replayed = 0;
-        let mut late_bytes = 0;
+        let mut late = None;
         let mut max_started = None;
         let mut end = false;
         loop {
@@ -545,14 +546,17 @@ impl BodyCursor {
             if self.tagged == Some(fragment.seq) && self.chunk < fragment.chunks.len() {
                 // The service already closed this fragment: its late bytes cannot follow the
                 // tag as part of it. Its metadata went before the tag.
-                let late: u64 = fragment.chunks[self.chunk..]
+                let late_bytes: u64 = fragment.chunks[self.chunk..]
                     .iter()
                     .enumerate()
                     .filter(|(i, _)| fragment.metadata_chunk != Some(self.chunk + i))
                     .map(|(_, c)| c.len() as u64)
                     .sum();
                 self.chunk = fragment.chunks.len();
-                late_bytes += late;
+                if late_bytes > 0 {
+                    let before = late.map_or(0, |(_, _, b)| b);
+                    late = Some((fragment.seq, fragment.timecode, before + late_bytes));
+                }
                 continue;
             }
             if self.chunk < visible {
@@ -575,16 +579,14 @@ impl BodyCursor {
                 break;
             }
         }
-        if late_bytes > 0 {
-            inner.on_not_sent(late_bytes);
+        if let Some((seq, timecode, bytes)) = late
+            && inner.on_late(seq, bytes)
+        {
             drop(inner);
-            self.shared.emit(Event::Warning(about(
+            self.shared.emit(super::late_frames(
                 &self.shared.config.stream_name,
-                format_args!(
-                    "{late_bytes} bytes arrived for a fragment already ended after an idle \
-                     period and were not sent; the encoder did not start a new key frame"
-                ),
-            )));
+                timecode,
+            ));
             inner = self.shared.lock();
         }
         inner.on_fragments_started(newly_started, replayed);

@@ -25,6 +25,11 @@ struct Counters {
     bytes_cut: u64,
     /// Bytes removed from fragments (a broken-off frame, late bytes after an idle tag).
     bytes_not_sent: u64,
+    /// Fragments ended after an idle period that then got more frames (not sent), those
+    /// frames' bytes, and the last such fragment (counted once).
+    fragments_late: u64,
+    bytes_late: u64,
+    last_late: Option<u64>,
     bytes_persisted: u64,
     connections: u64,
     reconnects: u64,
@@ -120,6 +125,8 @@ pub(crate) struct Inner {
     /// A connection ended fragment `.0` after an idle period, with this metadata: its end
     /// writes the same ([`crate::uploader::Uploader::end_fragment_with`]).
     pub idle_ended: Option<(u64, Option<Snapshot>)>,
+    /// The timecode of the last fragment a connection ended after an idle period.
+    pub idle_timecode: u64,
     /// A connection holds back breaking off a cut fragment until the fragments it sent
     /// before it are acknowledged: woken when an ack releases one.
     pub cut_waiting: Option<std::task::Waker>,
@@ -152,6 +159,7 @@ impl Inner {
             live: true,
             open_metadata: None,
             idle_ended: None,
+            idle_timecode: 0,
             cut_waiting: None,
             trim_peak: 0,
             trim_again: false,
@@ -206,6 +214,8 @@ impl Inner {
             fragments_rejected: c.fragments_rejected,
             fragments_cut: c.fragments_cut,
             bytes_cut: c.bytes_cut,
+            fragments_late: c.fragments_late,
+            bytes_late: c.bytes_late,
             bytes_dropped: store.dropped_bytes + c.bytes_not_sent,
             bytes_persisted: c.bytes_persisted,
             rejected_reasons: c.rejected_reasons.clone(),
@@ -288,6 +298,30 @@ impl Inner {
     /// Bytes removed from a fragment before they were sent.
     pub fn on_not_sent(&mut self, bytes: u64) {
         self.counters.bytes_not_sent += bytes;
+    }
+
+    /// `bytes` were appended when no fragment was open in the store: when that is the
+    /// fragment a connection ended after an idle period (its PERSISTED ack released it),
+    /// they are its late frames ([`Inner::on_late`]); returns its timecode if they are the
+    /// first.
+    pub fn on_orphan(&mut self, bytes: u64) -> Option<u64> {
+        let (seq, _) = self.idle_ended.as_ref()?;
+        let seq = *seq;
+        if Some(seq) != self.store.last_begun() {
+            return None;
+        }
+        self.on_late(seq, bytes).then_some(self.idle_timecode)
+    }
+
+    /// Frames (`bytes`) came for fragment `seq` after it was ended as idle: not sent, lost.
+    /// Whether they are the first such frames of that fragment.
+    pub fn on_late(&mut self, seq: u64, bytes: u64) -> bool {
+        let c = &mut self.counters;
+        c.bytes_not_sent += bytes;
+        c.bytes_late += bytes;
+        let first = c.last_late.replace(seq) != Some(seq);
+        c.fragments_late += u64::from(first);
+        first
     }
 
     /// A fragment was ended at the service's limits; `bytes` of it (so far) will not be sent.
