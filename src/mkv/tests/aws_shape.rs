@@ -667,3 +667,51 @@ fn a_key_frame_before_a_frame_already_sent_moves_its_cluster() {
         same_at_every_cut(&s, header.len(), &reference);
     }
 }
+
+/// A key frame going back inside a cluster of a renumbered stream (audio track 1, video
+/// track 2): the re-timed blocks keep their renumbered track (video sent as 1, audio as 2).
+#[test]
+fn time_going_back_in_a_renumbered_stream() {
+    let header = header_audio_first();
+    let mut s = header.clone();
+    s.extend(cluster(
+        4000,
+        false,
+        &[
+            frame(2, 0, true, 1),
+            frame(1, 10, true, 2),
+            frame(2, 33, false, 3),
+            // Back to 1000.
+            frame(2, -3000, true, 4),
+            frame(1, -2990, true, 5),
+            long_form_block(1, -2980, 20),
+        ],
+    ));
+    let (ev, r) = aws(&s);
+    r.unwrap();
+    let reference = normalize(&ev);
+    // After 4033 by the spacing of the frames before (16): 4049.
+    assert!(reference.contains(&N::Back(4049, 3049)), "{reference:?}");
+    // (the audio's track number in the long form, renumbered in its last byte)
+    let long = long_form_block(2, 20, 20);
+    let want = expected(
+        &header_av(),
+        &[
+            (
+                4000,
+                [
+                    frame(1, 0, true, 1),
+                    frame(2, 10, true, 2),
+                    frame(1, 33, false, 3),
+                ]
+                .concat(),
+            ),
+            (
+                4049,
+                [frame(1, 0, true, 4), frame(2, 10, true, 5), long].concat(),
+            ),
+        ],
+    );
+    assert_eq!(header_and_data(&reference), want);
+    same_at_every_cut(&s, header.len(), &reference);
+}
