@@ -433,23 +433,20 @@ fn a_recording_whose_time_goes_back_is_sent_whole_and_in_order() {
 fn a_live_source_whose_timestamps_go_back_goes_on_in_order() {
     init();
     let server = server();
-    let line = "videotestsrc is-live=true \
-         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
-         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 \
-         ! h264parse name=parse ! matroskamux streamable=true ! kvssink stream-name=restarted";
+    let line = live_camera("stream-name=restarted");
     let run = python_launch(
         &server,
         &[
             "--timestamps-back",
-            "parse",
+            "h264parse0",
             "3",
             "2000",
             "--capture-times",
-            "parse",
+            "h264parse0",
             "--eos-after-seconds",
             "7",
         ],
-        line,
+        &line,
         TIMEOUT,
     );
     run.assert_success();
