@@ -333,6 +333,74 @@ fn a_live_read_renders_its_frames_at_a_synchronised_sink() {
     assert!(run.warnings.is_empty(), "{:?}", run.warnings);
 }
 
+/// A live read through an outage (the service unreachable for 4 s, for the camera and the
+/// reader): its latency grows while the fragments made during the outage come late, and comes
+/// down again once they come on time, so that the view catches up with live instead of
+/// staying behind by the outage for the rest of the read.
+#[test]
+fn a_live_reads_latency_comes_down_after_an_outage() {
+    common::init();
+    let server = Arc::new(common::server());
+    let writer = {
+        let server = server.clone();
+        std::thread::spawn(move || record_live(&server, "outage", 30 * 30, (320, 240)))
+    };
+    while server
+        .try_fragments("outage")
+        .map_or(true, |f| f.is_empty())
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let end = now_ms() + 27_000;
+    let line = format!(
+        "kvssrc name=src start-selector=now end-timestamp={end} ! matroskademux ! h264parse \
+         ! avdec_h264 ! videoconvert ! fakesink sync=true max-lateness=20000000 qos=true"
+    );
+    let pipeline = gst::parse::launch(&line)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let src = pipeline.by_name("src").unwrap();
+    common::configure_sink(&src, &server, "outage");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The latency kvssrc answers, every 200 ms: (s since the start, latency).
+    let watcher = {
+        let (server, done, src) = (server.clone(), done.clone(), src.clone());
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut seen = Vec::new();
+            let mut outage = false;
+            while !done.load(Ordering::Relaxed) {
+                let at = started.elapsed();
+                if !outage && at > Duration::from_secs(4) {
+                    outage = true;
+                    server.pause_listening();
+                    std::thread::sleep(Duration::from_secs(4));
+                    server.resume_listening();
+                }
+                let mut q = gst::query::Latency::new();
+                if src.query(&mut q) {
+                    seen.push((at.as_secs_f64(), q.result().1));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            seen
+        })
+    };
+    let run = common::run(&pipeline, TIMEOUT);
+    done.store(true, Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    writer.join().unwrap();
+    assert!(run.eos && run.errors.is_empty(), "{run:?}");
+    let peak = seen.iter().map(|(_, l)| *l).max().unwrap();
+    let (_, last) = *seen.last().unwrap();
+    assert!(peak >= gst::ClockTime::from_seconds(4), "{seen:?}");
+    assert!(
+        last + gst::ClockTime::from_seconds(2) <= peak && last <= gst::ClockTime::from_seconds(3),
+        "{seen:?}"
+    );
+}
+
 /// A camera restarted with another resolution: its new stream header comes through, and
 /// matroskademux follows it (new caps) with the timestamps going on.
 #[test]

@@ -37,6 +37,14 @@ const READ_AHEAD: usize = 4;
 /// service's and the network's jitter), in parts of it.
 const LATENCY_HEADROOM_DIVISOR: u64 = 4;
 
+/// A live read's latency comes down when, over this long (wall time, since it last changed),
+/// every fragment's first frame came early enough for a lower one (after an outage: the view
+/// catches up with live instead of staying behind by it).
+const LATENCY_DECAY_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// ... and only by at least this much (ns): jitter does not move it.
+const LATENCY_DECAY_MIN_STEP: u64 = 500_000_000;
+
 struct Started {
     stream: String,
     events: mpsc::Receiver<Event>,
@@ -52,6 +60,10 @@ struct Started {
     fragments: u64,
     /// The first fragment's timestamp (ns), which matroskademux's segment starts at.
     first_ns: Option<u64>,
+    /// How late each fragment's first frame came in the last `LATENCY_DECAY_WINDOW`, and
+    /// when the latency last changed.
+    lateness: std::collections::VecDeque<(std::time::Instant, gst::ClockTime)>,
+    latency_set: std::time::Instant,
     /// What a bounded read asked for, in its properties' words.
     range: String,
     /// The last `kvs-connection` state posted was `streaming`: a new GetMedia after the
@@ -227,6 +239,8 @@ impl BaseSrcImpl for KvsSrc {
             last: None,
             fragments: 0,
             first_ns: None,
+            lateness: std::collections::VecDeque::new(),
+            latency_set: std::time::Instant::now(),
             range: settings.range(),
             streaming: false,
         });
@@ -474,7 +488,10 @@ impl KvsSrc {
     /// running time, as matroskademux gives it (its segment starts at the first fragment's
     /// timestamp), is `start_ns` less the first fragment's; by now the pipeline's running time
     /// is on: the difference is how late the frame is. The latency is the most that was, and
-    /// a headroom; when it grows, a LATENCY message has the pipeline take it.
+    /// a headroom; when it grows, a LATENCY message has the pipeline take it. It comes down
+    /// when every fragment of the last `LATENCY_DECAY_WINDOW` would have been on time with
+    /// `LATENCY_DECAY_MIN_STEP` less (a sink then drops what it would show late, and the view
+    /// is live again).
     fn measure_latency(&self, started: &mut Started, start_ns: u64) {
         let first = *started.first_ns.get_or_insert(start_ns);
         let Some(now) = self.obj().current_running_time() else {
@@ -483,20 +500,50 @@ impl KvsSrc {
         let late = now.saturating_sub(gst::ClockTime::from_nseconds(
             start_ns.saturating_sub(first),
         ));
-        let wanted = late + late / LATENCY_HEADROOM_DIVISOR;
-        let mut latency = lock(&self.latency);
-        if late <= *latency {
-            return;
+        let arrived = std::time::Instant::now();
+        started.lateness.push_back((arrived, late));
+        while started
+            .lateness
+            .front()
+            .is_some_and(|(at, _)| arrived.duration_since(*at) > LATENCY_DECAY_WINDOW)
+        {
+            started.lateness.pop_front();
         }
-        gst::info!(
-            CAT,
-            imp = self,
-            "a fragment's first frame came {} ms late: latency {} ms",
-            late.mseconds(),
-            wanted.mseconds()
-        );
+        let mut latency = lock(&self.latency);
+        let wanted = if late > *latency {
+            gst::info!(
+                CAT,
+                imp = self,
+                "a fragment's first frame came {} ms late",
+                late.mseconds()
+            );
+            late + late / LATENCY_HEADROOM_DIVISOR
+        } else {
+            let recent = started
+                .lateness
+                .iter()
+                .map(|(_, l)| *l)
+                .max()
+                .unwrap_or(late);
+            let lower = recent + recent / LATENCY_HEADROOM_DIVISOR;
+            if started.latency_set.elapsed() < LATENCY_DECAY_WINDOW
+                || lower + gst::ClockTime::from_nseconds(LATENCY_DECAY_MIN_STEP) > *latency
+            {
+                return;
+            }
+            gst::info!(
+                CAT,
+                imp = self,
+                "every fragment of the last {} s came at most {} ms late",
+                LATENCY_DECAY_WINDOW.as_secs(),
+                recent.mseconds()
+            );
+            lower
+        };
+        gst::info!(CAT, imp = self, "latency {} ms", wanted.mseconds());
         *latency = wanted;
         drop(latency);
+        started.latency_set = arrived;
         let _ = self
             .obj()
             .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
