@@ -39,7 +39,7 @@ ELEMENT (a live source: when it was captured) and prints `captured=PTS:MS` for e
 (PTS in ms).
 --timestamps-back ELEMENT SECONDS MS: from the first key frame leaving the element named ELEMENT
 SECONDS after PLAYING, every buffer it sends is stamped MS ms earlier (PTS and DTS): a source
-that restarted with its time behind.
+that restarted with its time behind. May be given for several elements (audio and video).
 It prints `started-at=MS` (ms since the epoch) just before setting the pipeline to PLAYING, and
 `ended-at=MS` when the run ends (EOS, an error or the requested stop), before stopping it.
 Exit status: 0 after EOS (or the requested stop), 1 after an error message.
@@ -69,7 +69,7 @@ def main(argv):
     seek_element = None
     untimed = 0
     capture = None
-    back = None
+    backs = []
     while argv and argv[0].startswith("--"):
         flag = argv.pop(0)
         if flag == "--default-sigpipe":
@@ -99,7 +99,7 @@ def main(argv):
         elif flag == "--capture-times":
             capture = argv.pop(0)
         elif flag == "--timestamps-back":
-            back = (argv.pop(0), float(argv.pop(0)), int(argv.pop(0)))
+            backs.append((argv.pop(0), float(argv.pop(0)), int(argv.pop(0))))
         elif flag == "--push-untimed":
             untimed = int(argv.pop(0))
         else:
@@ -121,11 +121,10 @@ def main(argv):
 
         pad = pipeline.get_by_name(capture).get_static_pad("src")
         pad.add_probe(Gst.PadProbeType.BUFFER, note)
-    if back:
-        name, after_s, back_ms = back
+    for name, after_s, back_ms in backs:
         state = {"since": None, "from": None}
 
-        def restamp(_pad, info):
+        def restamp(_pad, info, state=state, after_s=after_s, back_ms=back_ms):
             buf = info.get_buffer()
             if state["since"] is None:
                 state["since"] = time.monotonic()
