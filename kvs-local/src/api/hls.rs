@@ -27,6 +27,13 @@ const MAX_PLAYLIST_FRAGMENTS: (u64, usize, usize) = (5_000, 5, 1_000);
 /// LIVE needs a fragment received this recently (ms), as the service does.
 const LIVE_RECENT_MS: u64 = 30_000;
 
+/// `ON_DISCONTINUITY`: a gap or an overlap of more than this (ms) between two fragments marks
+/// a discontinuity, as the service says.
+const DISCONTINUITY_MS: i64 = 50;
+/// ... past what a fragment's duration leaves out: it spans its frames' times, so the next
+/// fragment begins a frame after its end (at 10 frames a second or more, at most this, ms).
+const LAST_FRAME_MS: i64 = 100;
+
 /// A session, as its token carries it.
 #[derive(Serialize, Deserialize)]
 struct Session {
@@ -45,6 +52,8 @@ struct Session {
     n: usize,
     /// Add `#EXT-X-PROGRAM-DATE-TIME` to the media playlist.
     d: bool,
+    /// `DiscontinuityMode`: 0 `NEVER`, 1 `ALWAYS`, 2 `ON_DISCONTINUITY`.
+    c: u8,
 }
 
 /// The key of this process's session tokens.
@@ -94,15 +103,18 @@ impl Session {
         Ok(session)
     }
 
+    /// A fragment's time as the session selects by: its producer's or the server's.
+    fn time(&self, m: &FragMeta) -> u64 {
+        if self.p {
+            m.producer_timestamp_ms
+        } else {
+            m.server_timestamp_ms
+        }
+    }
+
     /// The fragments of the media playlist, in stream order: (index in the stream, meta).
     fn fragments(&self, metas: &[(FragMeta, usize)]) -> Vec<(usize, FragMeta)> {
-        let time = |m: &FragMeta| {
-            if self.p {
-                m.producer_timestamp_ms
-            } else {
-                m.server_timestamp_ms
-            }
-        };
+        let time = |m: &FragMeta| self.time(m);
         let all = metas.iter().enumerate().map(|(i, (m, _))| (i, m));
         let chosen: Vec<(usize, &FragMeta)> = match self.m.as_str() {
             "LIVE" => {
@@ -157,13 +169,17 @@ pub(crate) fn session_url(shared: &Shared, name: &str, r: GetHlsInput, ctl: &Con
             "kvs-local serves HLS in ContainerFormat FRAGMENTED_MP4 (the default), not {format}"
         )));
     }
-    if let Some(d) = r.discontinuity_mode.as_deref()
-        && !["ALWAYS", "NEVER", "ON_DISCONTINUITY"].contains(&d)
-    {
-        return Err(ApiError::invalid_argument(format!(
-            "DiscontinuityMode must be ALWAYS, NEVER or ON_DISCONTINUITY, not {d}"
-        )));
-    }
+    let discontinuity = match r.discontinuity_mode.as_deref() {
+        None => None,
+        Some("NEVER") => Some(0),
+        Some("ALWAYS") => Some(1),
+        Some("ON_DISCONTINUITY") => Some(2),
+        Some(d) => {
+            return Err(ApiError::invalid_argument(format!(
+                "DiscontinuityMode must be ALWAYS, NEVER or ON_DISCONTINUITY, not {d}"
+            )));
+        }
+    };
     let selector = r.hls_fragment_selector;
     let producer = match selector
         .as_ref()
@@ -240,6 +256,8 @@ pub(crate) fn session_url(shared: &Shared, name: &str, r: GetHlsInput, ctl: &Con
         x: now_ms() + expires * 1000,
         n,
         d: r.display_fragment_timestamp.as_deref() == Some("ALWAYS"),
+        // The service's default: ALWAYS for server timestamps, NEVER for the producer's.
+        c: discontinuity.unwrap_or(if producer { 0 } else { 1 }),
     };
     let metas = shared.store.fragment_metas(name);
     // LIVE plays what the stream receives now: none in the last 30 s is no live stream.
@@ -436,13 +454,26 @@ fn media(session: &Session, metas: &[(FragMeta, usize)], token: &str) -> (Bytes,
         .max()
         .unwrap_or(1)
         .max(1);
+    // Whether fragment `i` of the stream follows fragment `i - 1` with a discontinuity.
+    let time = |m: &FragMeta| session.time(m);
+    let broken = |i: usize| match (session.c, i.checked_sub(1).and_then(|p| metas.get(p))) {
+        (_, None) | (0, _) => false,
+        (1, _) => true,
+        (_, Some((prev, _))) => {
+            let gap = time(&metas[i].0) as i64 - (time(prev) + prev.duration_ms) as i64;
+            !(-DISCONTINUITY_MS..=DISCONTINUITY_MS + LAST_FRAME_MS).contains(&gap)
+        }
+    };
+    let first = chosen.first().map_or(0, |(i, _)| *i);
     let mut body = String::from("#EXTM3U\n#EXT-X-VERSION:7\n");
     let _ = writeln!(body, "#EXT-X-TARGETDURATION:{target}");
-    let _ = writeln!(
-        body,
-        "#EXT-X-MEDIA-SEQUENCE:{}",
-        chosen.first().map_or(0, |(i, _)| *i)
-    );
+    let _ = writeln!(body, "#EXT-X-MEDIA-SEQUENCE:{first}");
+    if session.c != 0 {
+        // The discontinuities before the playlist's first fragment (a live playlist's window
+        // moves on), as HLS needs to keep timelines apart.
+        let before = (1..=first.min(metas.len())).filter(|&i| broken(i)).count();
+        let _ = writeln!(body, "#EXT-X-DISCONTINUITY-SEQUENCE:{before}");
+    }
     if session.m == "ON_DEMAND" {
         body.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
     }
@@ -453,13 +484,12 @@ fn media(session: &Session, metas: &[(FragMeta, usize)], token: &str) -> (Bytes,
         "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?FragmentNumber={}&SessionToken={token}\"",
         chosen.first().map_or("", |(_, m)| m.number.as_str())
     );
-    for ((_, m), duration_ms) in chosen.iter().zip(durations) {
+    for (k, ((index, m), duration_ms)) in chosen.iter().zip(durations).enumerate() {
+        if k > 0 && broken(*index) {
+            body.push_str("#EXT-X-DISCONTINUITY\n");
+        }
         if session.d {
-            let t = if session.p {
-                m.producer_timestamp_ms
-            } else {
-                m.server_timestamp_ms
-            };
+            let t = session.time(m);
             let _ = writeln!(
                 body,
                 "#EXT-X-PROGRAM-DATE-TIME:{}",
@@ -477,4 +507,100 @@ fn media(session: &Session, metas: &[(FragMeta, usize)], token: &str) -> (Bytes,
         body.push_str("#EXT-X-ENDLIST\n");
     }
     (Bytes::from(body), "application/x-mpegURL")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fragments of one stream header at these producer times (ms), each `duration_ms` long
+    /// (its frames' span), received 10 ms after.
+    fn metas(times: &[u64], duration_ms: u64) -> Vec<(FragMeta, usize)> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let meta = FragMeta {
+                    number: format!("{i}"),
+                    timecode: t,
+                    producer_timestamp_ms: t,
+                    server_timestamp_ms: t + 10,
+                    duration_ms,
+                    key_frame: true,
+                    header_digest: "h".into(),
+                    size: 1,
+                    metadata: Vec::new(),
+                };
+                (meta, 0)
+            })
+            .collect()
+    }
+
+    fn session(mode: &str, c: u8, n: usize) -> Session {
+        Session {
+            s: "s".into(),
+            m: mode.into(),
+            p: true,
+            f: Some(0),
+            t: Some(u64::MAX / 2),
+            x: u64::MAX,
+            n,
+            d: false,
+            c,
+        }
+    }
+
+    /// The media playlist's lines: `D` for a discontinuity, the fragment number for a
+    /// segment, and its discontinuity sequence (when written).
+    fn playlist(session: &Session, metas: &[(FragMeta, usize)]) -> (String, Option<usize>) {
+        let (body, _) = media(session, metas, "t");
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        let mut out = String::new();
+        for line in body.lines() {
+            if line == "#EXT-X-DISCONTINUITY" {
+                out.push('D');
+            } else if let Some(rest) = line.strip_prefix("getMP4MediaFragment.mp4?FragmentNumber=")
+            {
+                out.push_str(rest.split('&').next().unwrap());
+            }
+        }
+        let sequence = body
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:"))
+            .map(|n| n.parse().unwrap());
+        (out, sequence)
+    }
+
+    /// `DiscontinuityMode`: `NEVER` writes no marker, `ALWAYS` one between every two
+    /// fragments, `ON_DISCONTINUITY` one where the next fragment does not follow within 50 ms
+    /// (past the frame a fragment's duration leaves out): a gap of 2 s, an overlap of 60 ms.
+    #[test]
+    fn discontinuities_are_marked_as_the_mode_says() {
+        // 30 fps, fragments of a second: 967 ms of frame times each.
+        let m = metas(&[0, 1000, 2000, 5000, 6000, 6907, 7907], 967);
+        assert_eq!(
+            playlist(&session("ON_DEMAND", 0, 100), &m),
+            ("0123456".into(), None)
+        );
+        assert_eq!(
+            playlist(&session("ON_DEMAND", 1, 100), &m),
+            ("0D1D2D3D4D5D6".into(), Some(0))
+        );
+        assert_eq!(
+            playlist(&session("ON_DEMAND", 2, 100), &m),
+            ("012D34D56".into(), Some(0))
+        );
+        // 10 fps: the next fragment begins 100 ms after the last frame; no discontinuity.
+        let slow = metas(&[0, 1000, 2000], 900);
+        assert_eq!(playlist(&session("ON_DEMAND", 2, 100), &slow).0, "012");
+        // A live window of the last 3: the discontinuities before it are counted.
+        assert_eq!(
+            playlist(&session("LIVE", 2, 3), &m),
+            ("4D56".into(), Some(1))
+        );
+        assert_eq!(
+            playlist(&session("LIVE", 1, 3), &m),
+            ("4D5D6".into(), Some(4))
+        );
+    }
 }

@@ -211,6 +211,8 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
     segments = [line for line in media.splitlines() if line and not line.startswith("#")]
     assert len(segments) == 4 and media.rstrip().endswith("#EXT-X-ENDLIST"), media
     assert "#EXT-X-PLAYLIST-TYPE:VOD" in media
+    # by producer timestamps the service's default DiscontinuityMode is NEVER
+    assert "#EXT-X-DISCONTINUITY" not in media, media
     assert "#EXT-X-PROGRAM-DATE-TIME:2025-11-24T" in media, media
     durations = [float(line[8:].rstrip(",")) for line in media.splitlines()
                  if line.startswith("#EXTINF:")]
@@ -236,6 +238,23 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
                             "videoconvert", "!", "video/x-raw,format=I420",
                             "!", "filesink", "location=@OUT@"], tmp_path, "played.raw")
     assert played == 120 * 160 * 120 * 3 // 2
+    # DiscontinuityMode ALWAYS: a marker between every two fragments, and the player still
+    # plays every frame
+    always = archived.get_hls_streaming_session_url(
+        StreamName="rs-hls", PlaybackMode="ON_DEMAND", HLSFragmentSelector={
+            "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
+                "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
+                "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}},
+        DiscontinuityMode="ALWAYS")["HLSStreamingSessionURL"]
+    always_media = fetch(always.rsplit("/", 1)[0] + "/" + [
+        line for line in fetch(always).decode().splitlines()
+        if line and not line.startswith("#")][0]).decode()
+    assert always_media.count("#EXT-X-DISCONTINUITY\n") == 3, always_media
+    assert "#EXT-X-DISCONTINUITY-SEQUENCE:0" in always_media, always_media
+    played = decoded_bytes(["uridecodebin3", f"uri={always}", "caps=video/x-raw", "!",
+                            "videoconvert", "!", "video/x-raw,format=I420",
+                            "!", "filesink", "location=@OUT@"], tmp_path, "always.raw")
+    assert played == 120 * 160 * 120 * 3 // 2
 
     # LIVE: the last fragments, no end, numbered as in the stream
     live = archived.get_hls_streaming_session_url(
@@ -245,6 +264,9 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
         line for line in live_master.splitlines() if line and not line.startswith("#")][0]).decode()
     assert "#EXT-X-ENDLIST" not in live_media and "#EXT-X-MEDIA-SEQUENCE:2" in live_media
     assert live_media.count("getMP4MediaFragment.mp4") == 2, live_media
+    # by server timestamps the default is ALWAYS, the two markers before the window counted
+    assert live_media.count("#EXT-X-DISCONTINUITY\n") == 1, live_media
+    assert "#EXT-X-DISCONTINUITY-SEQUENCE:2" in live_media, live_media
     # the producer starts again (a new stream header, another size): LIVE follows it, with
     # an initialization segment of its own
     record_av(kvs, "rs-hls", start + 100, frames=60, size=(320, 240))
