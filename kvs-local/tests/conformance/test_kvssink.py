@@ -196,12 +196,17 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
     archived = client("kinesis-video-archived-media", kv.get_data_endpoint(
         StreamName="rs-hls", APIName="GET_HLS_STREAMING_SESSION_URL")["DataEndpoint"])
     utc = datetime.timezone.utc
-    url = archived.get_hls_streaming_session_url(
-        StreamName="rs-hls", PlaybackMode="ON_DEMAND", HLSFragmentSelector={
-            "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
-                "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
-                "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}},
-        DisplayFragmentTimestamp="ALWAYS")["HLSStreamingSessionURL"]
+
+    def on_demand(**more):
+        """The URL of an ON_DEMAND session of the recording's minute, by producer time."""
+        return archived.get_hls_streaming_session_url(
+            StreamName="rs-hls", PlaybackMode="ON_DEMAND", HLSFragmentSelector={
+                "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
+                    "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
+                    "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}},
+            **more)["HLSStreamingSessionURL"]
+
+    url = on_demand(DisplayFragmentTimestamp="ALWAYS")
     base = url.rsplit("/", 1)[0] + "/"
     master = fetch(url).decode()
     assert master.startswith("#EXTM3U"), master
@@ -240,12 +245,7 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
     assert played == 120 * 160 * 120 * 3 // 2
     # DiscontinuityMode ALWAYS: a marker between every two fragments, and the player still
     # plays every frame
-    always = archived.get_hls_streaming_session_url(
-        StreamName="rs-hls", PlaybackMode="ON_DEMAND", HLSFragmentSelector={
-            "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
-                "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
-                "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}},
-        DiscontinuityMode="ALWAYS")["HLSStreamingSessionURL"]
+    always = on_demand(DiscontinuityMode="ALWAYS")
     always_media = fetch(always.rsplit("/", 1)[0] + "/" + [
         line for line in fetch(always).decode().splitlines()
         if line and not line.startswith("#")][0]).decode()
