@@ -29,6 +29,7 @@ elements=(
   audioconvert:gstreamer1.0-plugins-base opusenc:gstreamer1.0-plugins-base
   opusdec:gstreamer1.0-plugins-base alawenc:gstreamer1.0-plugins-good
   alawdec:gstreamer1.0-plugins-good hlsdemux2:gstreamer1.0-plugins-good
+  dashdemux2:gstreamer1.0-plugins-good
   souphttpsrc:gstreamer1.0-plugins-good
   aacparse:gstreamer1.0-plugins-good jpegenc:gstreamer1.0-plugins-good
   jpegdec:gstreamer1.0-plugins-good multifilesrc:gstreamer1.0-plugins-good

@@ -11,7 +11,7 @@ use super::context::{ConnCtl, Shared, new_record, record_error, store_err};
 use super::control::Reply;
 use super::http::{ApiError, RespBody, full};
 use super::media::{needs_retention, timestamp_ms, typed_response};
-use super::operation::GetHlsInput;
+use super::operation::{GetDashInput, GetHlsInput};
 use crate::model::records::FragMeta;
 use crate::util::now_ms;
 use bytes::Bytes;
@@ -54,6 +54,12 @@ struct Session {
     d: bool,
     /// `DiscontinuityMode`: 0 `NEVER`, 1 `ALWAYS`, 2 `ON_DISCONTINUITY`.
     c: u8,
+    /// An MPEG-DASH session (else HLS).
+    #[serde(default)]
+    k: bool,
+    /// DASH: `DisplayFragmentNumber=ALWAYS` (`kvs:fn` on each segment).
+    #[serde(default)]
+    g: bool,
 }
 
 /// The key of this process's session tokens.
@@ -153,9 +159,56 @@ impl Session {
     }
 }
 
+/// `GetDASHStreamingSessionURL`: an HLS session's checks (without its container format and
+/// discontinuity mode, with `DisplayFragmentNumber`), and the URL of an MPEG-DASH manifest.
+pub(crate) fn dash_session_url(
+    shared: &Shared,
+    name: &str,
+    r: GetDashInput,
+    ctl: &ConnCtl,
+) -> Reply {
+    let display = |v: Option<&str>, what: &str| match v {
+        None | Some("NEVER") => Ok(false),
+        Some("ALWAYS") => Ok(true),
+        Some(other) => Err(ApiError::invalid_argument(format!(
+            "{what} must be ALWAYS or NEVER, not {other}"
+        ))),
+    };
+    let numbers = display(
+        r.display_fragment_number.as_deref(),
+        "DisplayFragmentNumber",
+    )?;
+    display(
+        r.display_fragment_timestamp.as_deref(),
+        "DisplayFragmentTimestamp",
+    )?;
+    let hls = GetHlsInput {
+        stream: r.stream,
+        playback_mode: r.playback_mode,
+        hls_fragment_selector: r.dash_fragment_selector,
+        container_format: None,
+        discontinuity_mode: None,
+        display_fragment_timestamp: r.display_fragment_timestamp,
+        expires: r.expires,
+        max_media_playlist_fragment_results: r.max_manifest_fragment_results,
+    };
+    open_session(shared, name, hls, ctl, Some(numbers))
+}
+
 /// `GetHLSStreamingSessionURL`: checks what the service checks, and answers the URL of a
 /// master playlist on this endpoint.
 pub(crate) fn session_url(shared: &Shared, name: &str, r: GetHlsInput, ctl: &ConnCtl) -> Reply {
+    open_session(shared, name, r, ctl, None)
+}
+
+/// A session's checks and URL; `dash`: an MPEG-DASH session, with `DisplayFragmentNumber`.
+fn open_session(
+    shared: &Shared,
+    name: &str,
+    r: GetHlsInput,
+    ctl: &ConnCtl,
+    dash: Option<bool>,
+) -> Reply {
     let mode = r.playback_mode.unwrap_or_else(|| "LIVE".into());
     if !["LIVE", "LIVE_REPLAY", "ON_DEMAND"].contains(&mode.as_str()) {
         return Err(ApiError::invalid_argument(format!(
@@ -243,7 +296,11 @@ pub(crate) fn session_url(shared: &Shared, name: &str, r: GetHlsInput, ctl: &Con
     };
     let n = number(
         r.max_media_playlist_fragment_results,
-        "MaxMediaPlaylistFragmentResults",
+        if dash.is_some() {
+            "MaxManifestFragmentResults"
+        } else {
+            "MaxMediaPlaylistFragmentResults"
+        },
         (1, max, default as u64),
     )? as usize;
     needs_retention(shared, name, "HLS")?;
@@ -258,6 +315,8 @@ pub(crate) fn session_url(shared: &Shared, name: &str, r: GetHlsInput, ctl: &Con
         d: r.display_fragment_timestamp.as_deref() == Some("ALWAYS"),
         // The service's default: ALWAYS for server timestamps, NEVER for the producer's.
         c: discontinuity.unwrap_or(if producer { 0 } else { 1 }),
+        k: dash.is_some(),
+        g: dash == Some(true),
     };
     let metas = shared.store.fragment_metas(name);
     // LIVE plays what the stream receives now: none in the last 30 s is no live stream.
@@ -283,14 +342,19 @@ pub(crate) fn session_url(shared: &Shared, name: &str, r: GetHlsInput, ctl: &Con
         .fragments_where(name, |_, m| m.number == first.number)
         .map_err(|e| store_err(e, name))?;
     if let Some(f) = fragment.first() {
-        crate::clip::hls::init(&shared.store.headers(name), f).map_err(clip_error)?;
+        crate::clip::hls::init(&shared.store.headers(name), f, session.k).map_err(clip_error)?;
     }
+    let (path, key) = if session.k {
+        ("dash/v1/getDASHManifest.mpd", "DASHStreamingSessionURL")
+    } else {
+        ("hls/v1/getHLSMasterPlaylist.m3u8", "HLSStreamingSessionURL")
+    };
     let url = format!(
-        "{}/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken={}",
+        "{}/{path}?SessionToken={}",
         super::control::data_endpoint(shared, ctl),
         session.token()
     );
-    serde_json::to_vec(&serde_json::json!({ "HLSStreamingSessionURL": url }))
+    serde_json::to_vec(&serde_json::json!({ key: url }))
         .map_err(|e| ApiError::new(500, "InternalFailure", e.to_string()))
 }
 
@@ -327,8 +391,9 @@ pub(crate) fn handle(
         rec.stream = Some(session.s.clone());
         let metas = shared.store.fragment_metas(&session.s);
         match rest {
-            "getHLSMasterPlaylist.m3u8" => master(shared, &session, &metas, &token),
-            "getHLSMediaPlaylist.m3u8" => Ok(media(&session, &metas, &token)),
+            "getHLSMasterPlaylist.m3u8" if !session.k => master(shared, &session, &metas, &token),
+            "getHLSMediaPlaylist.m3u8" if !session.k => Ok(media(&session, &metas, &token)),
+            "getDASHManifest.mpd" if session.k => manifest(shared, &session, &metas, &token),
             "getMP4InitFragment.mp4" => {
                 // The header of the fragment the playlist names (its first), else the
                 // session's first.
@@ -343,8 +408,9 @@ pub(crate) fn handle(
                     }
                 };
                 let f = fragment(shared, &session.s, &number)?;
-                let (init, _) = crate::clip::hls::init(&shared.store.headers(&session.s), &f)
-                    .map_err(clip_error)?;
+                let (init, _) =
+                    crate::clip::hls::init(&shared.store.headers(&session.s), &f, session.k)
+                        .map_err(clip_error)?;
                 Ok((Bytes::from(init), "video/mp4"))
             }
             "getMP4MediaFragment.mp4" => {
@@ -359,6 +425,7 @@ pub(crate) fn handle(
                     &shared.store.headers(&session.s),
                     &f,
                     index as u32 + 1,
+                    session.k,
                 )
                 .map_err(clip_error)?;
                 Ok((Bytes::from(pieces.concat()), "video/mp4"))
@@ -367,7 +434,8 @@ pub(crate) fn handle(
                 404,
                 "UnknownOperationException",
                 format!(
-                    "kvs-local serves HLS with fragmented MP4: no {rest} (MPEG-TS is not served)"
+                    "kvs-local serves HLS and MPEG-DASH with fragmented MP4: no {rest} for this \
+                     session (MPEG-TS is not served)"
                 ),
             )),
         }
@@ -416,11 +484,8 @@ fn master(
         .ok_or_else(|| ApiError::not_found("No fragments found"))?;
     let f = fragment(shared, &session.s, &first.number)?;
     let (_, variant) =
-        crate::clip::hls::init(&shared.store.headers(&session.s), &f).map_err(clip_error)?;
-    let (bytes, ms) = chosen.iter().fold((0u64, 0u64), |(b, d), (_, m)| {
-        (b + m.size, d + m.duration_ms)
-    });
-    let bandwidth = bytes * 8 * 1000 / ms.max(1);
+        crate::clip::hls::init(&shared.store.headers(&session.s), &f, false).map_err(clip_error)?;
+    let bandwidth = bandwidth(&chosen);
     let (w, h) = variant.resolution;
     let body = format!(
         "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n\
@@ -431,11 +496,18 @@ fn master(
     Ok((Bytes::from(body), "application/x-mpegURL"))
 }
 
-fn media(session: &Session, metas: &[(FragMeta, usize)], token: &str) -> (Bytes, &'static str) {
-    let chosen = session.fragments(metas);
-    // A fragment lasts until the next one begins (its own duration spans its frames' times,
-    // one frame short); the last, its own.
-    let durations: Vec<u64> = chosen
+/// Bits a second of the `chosen` fragments.
+fn bandwidth(chosen: &[(usize, FragMeta)]) -> u64 {
+    let (bytes, ms) = chosen.iter().fold((0u64, 0u64), |(b, d), (_, m)| {
+        (b + m.size, d + m.duration_ms)
+    });
+    bytes * 8 * 1000 / ms.max(1)
+}
+
+/// How long (ms) each of the `chosen` fragments plays: until the next one begins (its own
+/// duration spans its frames' times, one frame short); the last, its own.
+fn durations(chosen: &[(usize, FragMeta)], metas: &[(FragMeta, usize)]) -> Vec<u64> {
+    chosen
         .iter()
         .map(|(index, m)| {
             metas
@@ -447,7 +519,99 @@ fn media(session: &Session, metas: &[(FragMeta, usize)], token: &str) -> (Bytes,
                 .filter(|&d| d > 0 && d < m.duration_ms * 2 + 1000)
                 .unwrap_or(m.duration_ms)
         })
-        .collect();
+        .collect()
+}
+
+/// The MPEG-DASH manifest of a session: one Period, one Representation of the fragments'
+/// fragmented MP4 (video and audio together), a SegmentList whose SegmentTimeline places
+/// each fragment at its producer time (ms, the media segments' decode time), with `kvs:ts`
+/// and `kvs:fn` on its S elements when the session asks. `ON_DEMAND` is static, from 0;
+/// `LIVE` and `LIVE_REPLAY` dynamic (updated every second), available from the Unix epoch so
+/// that a segment is when its fragment is.
+fn manifest(
+    shared: &Shared,
+    session: &Session,
+    metas: &[(FragMeta, usize)],
+    token: &str,
+) -> Result<(Bytes, &'static str), ApiError> {
+    let chosen = session.fragments(metas);
+    let (_, first) = chosen
+        .first()
+        .ok_or_else(|| ApiError::not_found("No fragments found"))?;
+    let f = fragment(shared, &session.s, &first.number)?;
+    let (_, variant) =
+        crate::clip::hls::init(&shared.store.headers(&session.s), &f, true).map_err(clip_error)?;
+    let durations = durations(&chosen, metas);
+    let total_ms: u64 = durations.iter().sum();
+    let seconds = |ms: u64| format!("PT{}.{:03}S", ms / 1000, ms % 1000);
+    let dynamic = session.m != "ON_DEMAND";
+    let offset = if dynamic {
+        0
+    } else {
+        first.producer_timestamp_ms
+    };
+    let mut body = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = write!(
+        body,
+        "<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" xmlns:kvs=\"urn:aws:kinesisvideo:dash\" \
+         profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" minBufferTime=\"PT2S\" "
+    );
+    if dynamic {
+        let _ = writeln!(
+            body,
+            "type=\"dynamic\" availabilityStartTime=\"1970-01-01T00:00:00Z\" publishTime=\"{}\" \
+             minimumUpdatePeriod=\"PT1S\" timeShiftBufferDepth=\"{}\">",
+            crate::util::iso8601_ms(now_ms()),
+            seconds(total_ms.max(1000) * 2)
+        );
+    } else {
+        let _ = writeln!(
+            body,
+            "type=\"static\" mediaPresentationDuration=\"{}\">",
+            seconds(total_ms)
+        );
+    }
+    let (w, h) = variant.resolution;
+    let _ = write!(
+        body,
+        "<Period id=\"0\" start=\"PT0S\">\n\
+         <AdaptationSet id=\"0\" mimeType=\"video/mp4\" segmentAlignment=\"true\" \
+         startWithSAP=\"1\">\n\
+         <Representation id=\"0\" bandwidth=\"{}\" codecs=\"{}\" width=\"{w}\" \
+         height=\"{h}\">\n\
+         <SegmentList timescale=\"1000\" presentationTimeOffset=\"{offset}\">\n\
+         <Initialization sourceURL=\"getMP4InitFragment.mp4?FragmentNumber={}&amp;\
+         SessionToken={token}\"/>\n<SegmentTimeline>\n",
+        bandwidth(&chosen),
+        variant.codecs,
+        first.number,
+    );
+    for ((_, m), d) in chosen.iter().zip(&durations) {
+        let _ = write!(body, "<S t=\"{}\" d=\"{d}\"", m.producer_timestamp_ms);
+        if session.d {
+            let _ = write!(body, " kvs:ts=\"{}\"", session.time(m));
+        }
+        if session.g {
+            let _ = write!(body, " kvs:fn=\"{}\"", m.number);
+        }
+        body.push_str("/>\n");
+    }
+    body.push_str("</SegmentTimeline>\n");
+    for (_, m) in &chosen {
+        let _ = writeln!(
+            body,
+            "<SegmentURL media=\"getMP4MediaFragment.mp4?FragmentNumber={}&amp;\
+             SessionToken={token}\"/>",
+            m.number
+        );
+    }
+    body.push_str("</SegmentList>\n</Representation>\n</AdaptationSet>\n</Period>\n</MPD>\n");
+    Ok((Bytes::from(body), "application/dash+xml"))
+}
+
+fn media(session: &Session, metas: &[(FragMeta, usize)], token: &str) -> (Bytes, &'static str) {
+    let chosen = session.fragments(metas);
+    let durations = durations(&chosen, metas);
     let target = durations
         .iter()
         .map(|d| d.div_ceil(1000))
@@ -547,6 +711,8 @@ mod tests {
             n,
             d: false,
             c,
+            k: false,
+            g: false,
         }
     }
 

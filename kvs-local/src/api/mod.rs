@@ -33,7 +33,9 @@ pub(crate) async fn route(
         return admin::handle(&shared, rest, req).await;
     }
     let rid = crate::util::request_id();
-    if let Some(rest) = path.strip_prefix("/hls/v1/")
+    if let Some(rest) = path
+        .strip_prefix("/hls/v1/")
+        .or_else(|| path.strip_prefix("/dash/v1/"))
         && req.method() == ::http::Method::GET
     {
         return hls::handle(&shared, &ctl, rest, req, &rid);
@@ -54,7 +56,7 @@ pub(crate) async fn route(
                 match unserved(&path) {
                     Some(Unserved::Read(what)) => format!(
                         "kvs-local does not serve {what}; read a stream with GetMedia, \
-                         ListFragments, GetMediaForFragmentList, GetClip and HLS (or kvssrc)"
+                         ListFragments, GetMediaForFragmentList, GetClip, HLS and MPEG-DASH (or kvssrc)"
                     ),
                     Some(Unserved::Other(what)) => format!(
                         "kvs-local does not serve {what}: it stands in for video streams only \
@@ -165,6 +167,10 @@ fn dispatch(
             let name = shared.resolve(&r.stream)?;
             hls::session_url(shared, &name, r, ctl)
         }
+        R::GetDASHStreamingSessionURL(r) => {
+            let name = shared.resolve(&r.stream)?;
+            hls::dash_session_url(shared, &name, r, ctl)
+        }
     };
     Ok(json_bytes_response(200, json?, rid))
 }
@@ -182,9 +188,6 @@ enum Unserved {
 /// what they are, for the error that says so.
 fn unserved(path: &str) -> Option<Unserved> {
     Some(match path {
-        "/getDASHStreamingSessionURL" => {
-            Unserved::Read("GetDASHStreamingSessionURL (DASH playback)")
-        }
         "/getImages" => Unserved::Read("GetImages (still images)"),
         "/createSignalingChannel"
         | "/deleteSignalingChannel"

@@ -54,6 +54,7 @@ operations! {
     GetMediaForFragmentList => "/getMediaForFragmentList",
     GetClip => "/getClip",
     GetHLSStreamingSessionURL => "/getHLSStreamingSessionURL",
+    GetDASHStreamingSessionURL => "/getDASHStreamingSessionURL",
 }
 
 /// `StreamName` and/or `StreamARN`, as most requests carry them.
@@ -234,6 +235,21 @@ pub(crate) struct GetHlsInput {
     pub(crate) max_media_playlist_fragment_results: Option<Number>,
 }
 
+/// `GetDASHStreamingSessionURL`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct GetDashInput {
+    #[serde(flatten)]
+    pub(crate) stream: StreamRef,
+    pub(crate) playback_mode: Option<String>,
+    #[serde(rename = "DASHFragmentSelector")]
+    pub(crate) dash_fragment_selector: Option<FragmentSelector>,
+    pub(crate) display_fragment_timestamp: Option<String>,
+    pub(crate) display_fragment_number: Option<String>,
+    pub(crate) expires: Option<Number>,
+    pub(crate) max_manifest_fragment_results: Option<Number>,
+}
+
 /// A page of a listing: `MaxResults` items (already validated to be 1 to
 /// `limit`; `limit` when absent) from the offset in `NextToken`.
 pub(crate) struct Page {
@@ -284,6 +300,7 @@ pub(crate) enum ApiRequest {
     GetMediaForFragmentList(GetMediaForFragmentListInput),
     GetClip(GetClipInput),
     GetHLSStreamingSessionURL(GetHlsInput),
+    GetDASHStreamingSessionURL(GetDashInput),
 }
 
 fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -325,6 +342,7 @@ impl ApiRequest {
             Operation::GetMediaForFragmentList => R::GetMediaForFragmentList(json(body)?),
             Operation::GetClip => R::GetClip(json(body)?),
             Operation::GetHLSStreamingSessionURL => R::GetHLSStreamingSessionURL(json(body)?),
+            Operation::GetDASHStreamingSessionURL => R::GetDASHStreamingSessionURL(json(body)?),
             Operation::PutMedia => {
                 return Err(ApiError::new(
                     500,
@@ -353,6 +371,7 @@ impl ApiRequest {
             Ok(R::GetMediaForFragmentList(r)) => &r.stream,
             Ok(R::GetClip(r)) => &r.stream,
             Ok(R::GetHLSStreamingSessionURL(r)) => &r.stream,
+            Ok(R::GetDASHStreamingSessionURL(r)) => &r.stream,
             Ok(R::ListStreams(_)) => return StreamRef::default(),
             Err(_) => return serde_json::from_slice(body).unwrap_or_default(),
         };

@@ -1,6 +1,7 @@
-//! HLS with fragmented MP4, as `GetHLSStreamingSessionURL`'s sessions serve it: an
-//! initialization segment from a stream header, and one media segment per fragment. The
-//! service's rules are a clip's ([`super::sources`]), and its audio is AAC.
+//! HLS and MPEG-DASH with fragmented MP4, as `GetHLSStreamingSessionURL`'s and
+//! `GetDASHStreamingSessionURL`'s sessions serve them: an initialization segment from a
+//! stream header, and one media segment per fragment. The service's rules are a clip's
+//! ([`super::sources`]), and its audio is AAC (HLS) or AAC and G.711 (DASH).
 
 use super::mp4::{Codec, Movie, Track};
 use super::{ClipError, chunks, samples, sources};
@@ -20,8 +21,9 @@ pub(crate) struct Variant {
 pub(crate) fn init(
     headers: &[Bytes],
     fragment: &StoredFragment,
+    g711: bool,
 ) -> Result<(Vec<u8>, Variant), ClipError> {
-    let sources = checked_sources(headers, fragment)?;
+    let sources = checked_sources(headers, fragment, g711)?;
     let movie = Movie {
         tracks: sources
             .iter()
@@ -52,8 +54,9 @@ pub(crate) fn segment(
     headers: &[Bytes],
     fragment: &StoredFragment,
     sequence: u32,
+    g711: bool,
 ) -> Result<Vec<Bytes>, ClipError> {
-    let sources = checked_sources(headers, fragment)?;
+    let sources = checked_sources(headers, fragment, g711)?;
     let mut decode_times = Vec::with_capacity(sources.len());
     let mut tracks = Vec::with_capacity(sources.len());
     for src in &sources {
@@ -81,13 +84,16 @@ pub(crate) fn segment(
     Ok(movie.write_segment(sequence, &decode_times))
 }
 
-/// The fragment's tracks, as HLS takes them: a clip's, with AAC audio.
+/// The fragment's tracks, as HLS takes them: a clip's, with AAC audio (or G.711 too, with
+/// `g711`: MPEG-DASH's).
 fn checked_sources(
     headers: &[Bytes],
     fragment: &StoredFragment,
+    g711: bool,
 ) -> Result<Vec<super::Source>, ClipError> {
     let sources = sources(headers, std::slice::from_ref(fragment), true)?;
     if let Some(audio) = sources.get(1)
+        && !g711
         && !matches!(audio.codec, Codec::Aac(_))
     {
         return Err(ClipError::UnsupportedStreamMediaType(

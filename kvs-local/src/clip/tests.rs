@@ -305,7 +305,7 @@ fn hls_has_an_initialization_segment_and_a_media_segment_per_fragment() {
     let f2 = fragment(2, 1_700_000_000_160, cluster(160, &blocks(2)));
     let headers = [video_header()];
     // the initialization segment: the sample entry, no samples, no edit, mvex with a trex
-    let (init, variant) = hls::init(&headers, &f1).unwrap();
+    let (init, variant) = hls::init(&headers, &f1, false).unwrap();
     assert_eq!(variant.codecs, "avc1.64001F");
     assert_eq!(variant.resolution, (320, 240));
     let moov = child(&init, b"moov");
@@ -315,7 +315,7 @@ fn hls_has_an_initialization_segment_and_a_media_segment_per_fragment() {
     assert_eq!(be32(child(stbl, b"stsz"), 8), 0);
     assert_eq!(be32(child(child(moov, b"mvex"), b"trex"), 4), 1);
     // a media segment: moof (sequence number, decode time from the epoch, samples) and mdat
-    let segment: Vec<u8> = hls::segment(&headers, &f2, 7).unwrap().concat();
+    let segment: Vec<u8> = hls::segment(&headers, &f2, 7, false).unwrap().concat();
     let moof = child(&segment, b"moof");
     assert_eq!(be32(child(moof, b"mfhd"), 4), 7);
     let traf = child(moof, b"traf");

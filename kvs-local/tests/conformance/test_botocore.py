@@ -253,16 +253,18 @@ def test_creating_delay_is_an_option(start, mkv):
 
 
 def test_unserved_playback_apis_say_so(kvs):
-    """GetDataEndpoint names an endpoint for DASH and GetImages, as the service does;
-    calling them then tells a boto3 user that kvs-local does not serve them. (GetClip and
-    HLS are served: test_kvssink.py.)"""
+    """GetDataEndpoint names an endpoint for GetImages, as the service does; calling it then
+    tells a boto3 user that kvs-local does not serve it. (GetClip, HLS and MPEG-DASH are
+    served: test_kvssink.py.)"""
     kv = client("kinesisvideo", kvs.url)
     kv.create_stream(StreamName="conf-hls", DataRetentionInHours=2, MediaType="video/h264")
-    ep = kv.get_data_endpoint(StreamName="conf-hls", APIName="GET_DASH_STREAMING_SESSION_URL")
+    ep = kv.get_data_endpoint(StreamName="conf-hls", APIName="GET_IMAGES")
     archived = client("kinesis-video-archived-media", ep["DataEndpoint"])
     calls = [
-        ("GetDASHStreamingSessionURL", lambda: archived.get_dash_streaming_session_url(
-            StreamName="conf-hls", PlaybackMode="LIVE")),
+        ("GetImages", lambda: archived.get_images(
+            StreamName="conf-hls", ImageSelectorType="PRODUCER_TIMESTAMP",
+            StartTimestamp=1_700_000_000, EndTimestamp=1_700_000_010, SamplingInterval=3000,
+            Format="JPEG")),
     ]
     for name, call in calls:
         with pytest.raises(ClientError) as e:

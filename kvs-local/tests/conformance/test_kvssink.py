@@ -302,3 +302,90 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
     with pytest.raises(ClientError) as e:
         archived.get_hls_streaming_session_url(StreamName="rs-hls-noretention")
     assert e.value.response["Error"]["Code"] == "NoDataRetentionException"
+
+
+def test_dash_session_plays_every_frame(kvs, tmp_path):
+    """A boto3 user's MPEG-DASH session (GetDASHStreamingSessionURL) of what kvssink sent
+    (H.264 with B-frames and AAC): a static manifest for ON_DEMAND, one segment per fragment
+    at its producer time with kvs:ts and kvs:fn when asked, that GStreamer's own DASH client
+    (uridecodebin3, dashdemux2) plays to every frame; a dynamic one for LIVE; G.711 audio,
+    which HLS refuses, is served; the service's errors for what it refuses."""
+    import xml.etree.ElementTree as ET
+    start = 1_764_003_000
+    record_av(kvs, "rs-dash", start)
+    kv = client("kinesisvideo", kvs.url)
+    archived = client("kinesis-video-archived-media", kv.get_data_endpoint(
+        StreamName="rs-dash", APIName="GET_DASH_STREAMING_SESSION_URL")["DataEndpoint"])
+    utc = datetime.timezone.utc
+    selector = {"FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
+        "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
+        "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}}
+    url = archived.get_dash_streaming_session_url(
+        StreamName="rs-dash", PlaybackMode="ON_DEMAND", DASHFragmentSelector=selector,
+        DisplayFragmentTimestamp="ALWAYS", DisplayFragmentNumber="ALWAYS",
+    )["DASHStreamingSessionURL"]
+    assert "/dash/v1/getDASHManifest.mpd?SessionToken=" in url, url
+    ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+    mpd = ET.fromstring(fetch(url))
+    assert mpd.get("type") == "static", mpd.attrib
+    rep = mpd.find("d:Period/d:AdaptationSet/d:Representation", ns)
+    assert rep.get("codecs").startswith("avc1.") and "mp4a.40.2" in rep.get("codecs")
+    assert (rep.get("width"), rep.get("height")) == ("160", "120")
+    timeline = rep.findall("d:SegmentList/d:SegmentTimeline/d:S", ns)
+    segments = rep.findall("d:SegmentList/d:SegmentURL", ns)
+    assert len(timeline) == len(segments) == 4
+    frags = archived.list_fragments(StreamName="rs-dash")["Fragments"]
+    numbers = sorted(f["FragmentNumber"] for f in frags)
+    kvs_ns = "{urn:aws:kinesisvideo:dash}"
+    assert sorted(s.get(kvs_ns + "fn") for s in timeline) == numbers
+    times = [int(s.get("t")) for s in timeline]
+    assert times[0] == start * 1000 and times == sorted(times), times
+    assert [int(s.get(kvs_ns + "ts")) for s in timeline] == times
+    played = decoded_bytes(["uridecodebin3", f"uri={url}", "caps=video/x-raw", "!",
+                            "videoconvert", "!", "video/x-raw,format=I420",
+                            "!", "filesink", "location=@OUT@"], tmp_path, "dash.raw")
+    assert played == 120 * 160 * 120 * 3 // 2
+    ops = [(r["operation"], r["stream"], r["status"]) for r in kvs.report()["requests"]]
+    for op in ("GetDASHManifest", "GetMP4InitFragment", "GetMP4MediaFragment"):
+        assert (op, "rs-dash", 200) in ops, ops
+
+    # LIVE: dynamic, the last fragments, available from the epoch (a segment when its
+    # fragment is); recorded a minute ago at most, so record one now
+    record_av(kvs, "rs-dash-live", int(datetime.datetime.now(utc).timestamp()) - 10)
+    live = archived.get_dash_streaming_session_url(
+        StreamName="rs-dash-live", MaxManifestFragmentResults=2)["DASHStreamingSessionURL"]
+    live_mpd = ET.fromstring(fetch(live))
+    assert live_mpd.get("type") == "dynamic", live_mpd.attrib
+    assert live_mpd.get("availabilityStartTime") == "1970-01-01T00:00:00Z"
+    assert len(live_mpd.findall(".//d:SegmentURL", ns)) == 2
+
+    # G.711 audio: DASH serves it (HLS does not)
+    env = kvssink_env(kvs)
+    r = subprocess.run(
+        ["gst-launch-1.0", "-e", "videotestsrc", "num-buffers=60",
+         "!", "video/x-raw,format=I420,width=160,height=120,framerate=30/1",
+         "!", "x264enc", "key-int-max=30", "!", "h264parse", "!", "kvssink", "name=k",
+         "stream-name=rs-dash-alaw", "aws-region=us-west-2", f"file-start-time={start}",
+         "audiotestsrc", "num-buffers=16", "samplesperbuffer=1000",
+         "!", "audio/x-raw,rate=8000,channels=1", "!", "alawenc", "!", "k."],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    alaw = archived.get_dash_streaming_session_url(
+        StreamName="rs-dash-alaw", PlaybackMode="ON_DEMAND",
+        DASHFragmentSelector=selector)["DASHStreamingSessionURL"]
+    alaw_rep = ET.fromstring(fetch(alaw)).find(".//d:Representation", ns)
+    assert alaw_rep.get("codecs").endswith(",alaw"), alaw_rep.attrib
+    with pytest.raises(ClientError) as e:
+        archived.get_hls_streaming_session_url(
+            StreamName="rs-dash-alaw", PlaybackMode="ON_DEMAND", HLSFragmentSelector=selector)
+    assert e.value.response["Error"]["Code"] == "UnsupportedStreamMediaTypeException"
+
+    # what the service refuses
+    with pytest.raises(ClientError) as e:
+        archived.get_dash_streaming_session_url(
+            StreamName="rs-dash", PlaybackMode="ON_DEMAND", DASHFragmentSelector=selector,
+            DisplayFragmentNumber="SOMETIMES")
+    assert e.value.response["Error"]["Code"] in ("InvalidArgumentException", "ValidationException")
+    with pytest.raises(ClientError) as e:
+        archived.get_dash_streaming_session_url(StreamName="rs-dash", PlaybackMode="ON_DEMAND")
+    assert e.value.response["Error"]["Code"] == "InvalidArgumentException"
