@@ -472,19 +472,29 @@ fn fragment(
         .ok_or_else(|| ApiError::not_found(format!("no fragment {number}")))
 }
 
+/// The session's fragments (at least one), and what its first one's tracks are.
+fn chosen_tracks(
+    shared: &Shared,
+    session: &Session,
+    metas: &[(FragMeta, usize)],
+) -> Result<(Vec<(usize, FragMeta)>, crate::clip::hls::Variant), ApiError> {
+    let chosen = session.fragments(metas);
+    let (_, first) = chosen
+        .first()
+        .ok_or_else(|| ApiError::not_found("No fragments found"))?;
+    let f = fragment(shared, &session.s, &first.number)?;
+    let (_, variant) = crate::clip::hls::init(&shared.store.headers(&session.s), &f, session.k)
+        .map_err(clip_error)?;
+    Ok((chosen, variant))
+}
+
 fn master(
     shared: &Shared,
     session: &Session,
     metas: &[(FragMeta, usize)],
     token: &str,
 ) -> Result<(Bytes, &'static str), ApiError> {
-    let chosen = session.fragments(metas);
-    let (_, first) = chosen
-        .first()
-        .ok_or_else(|| ApiError::not_found("No fragments found"))?;
-    let f = fragment(shared, &session.s, &first.number)?;
-    let (_, variant) =
-        crate::clip::hls::init(&shared.store.headers(&session.s), &f, false).map_err(clip_error)?;
+    let (chosen, variant) = chosen_tracks(shared, session, metas)?;
     let bandwidth = bandwidth(&chosen);
     let (w, h) = variant.resolution;
     let body = format!(
@@ -534,13 +544,8 @@ fn manifest(
     metas: &[(FragMeta, usize)],
     token: &str,
 ) -> Result<(Bytes, &'static str), ApiError> {
-    let chosen = session.fragments(metas);
-    let (_, first) = chosen
-        .first()
-        .ok_or_else(|| ApiError::not_found("No fragments found"))?;
-    let f = fragment(shared, &session.s, &first.number)?;
-    let (_, variant) =
-        crate::clip::hls::init(&shared.store.headers(&session.s), &f, true).map_err(clip_error)?;
+    let (chosen, variant) = chosen_tracks(shared, session, metas)?;
+    let first = &chosen[0].1;
     let durations = durations(&chosen, metas);
     let total_ms: u64 = durations.iter().sum();
     let seconds = |ms: u64| format!("PT{}.{:03}S", ms / 1000, ms % 1000);
