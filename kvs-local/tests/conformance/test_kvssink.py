@@ -151,20 +151,25 @@ def test_get_clip_gives_an_mp4_of_every_frame(kvs, tmp_path):
     assert e.value.response["Error"]["Code"] == "NoDataRetentionException"
 
 
+def record_alaw(kvs, stream, start, frames, audio_buffers):
+    """AWS's line for audio: H.264 (160x120, 30 fps) on kvssink's video pad and G.711 A-law
+    (8 kHz, 1000 samples a buffer) on its audio pad, recorded from `start`."""
+    r = subprocess.run(
+        ["gst-launch-1.0", "-e", "videotestsrc", f"num-buffers={frames}",
+         "!", "video/x-raw,format=I420,width=160,height=120,framerate=30/1",
+         "!", "x264enc", "key-int-max=30", "!", "h264parse", "!", "kvssink", "name=k",
+         f"stream-name={stream}", "aws-region=us-west-2", f"file-start-time={start}",
+         "audiotestsrc", f"num-buffers={audio_buffers}", "samplesperbuffer=1000",
+         "!", "audio/x-raw,rate=8000,channels=1", "!", "alawenc", "!", "k."],
+        env=kvssink_env(kvs), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_get_clip_of_g711_on_kvssinks_audio_pad(kvs, tmp_path):
     """AWS's line for audio: H.264 on kvssink's video pad and G.711 A-law on its audio pad
     (kvssink muxes them itself). GetClip gives an MP4 with every frame and every sample."""
-    env = kvssink_env(kvs)
     start = 1_764_001_000
-    r = subprocess.run(
-        ["gst-launch-1.0", "-e", "videotestsrc", "num-buffers=150",
-         "!", "video/x-raw,format=I420,width=160,height=120,framerate=30/1",
-         "!", "x264enc", "key-int-max=30", "!", "h264parse", "!", "kvssink", "name=k",
-         "stream-name=rs-clip-alaw", "aws-region=us-west-2", f"file-start-time={start}",
-         "audiotestsrc", "num-buffers=40", "samplesperbuffer=1000",
-         "!", "audio/x-raw,rate=8000,channels=1", "!", "alawenc", "!", "k."],
-        env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
+    record_alaw(kvs, "rs-clip-alaw", start, 150, 40)
 
     kv = client("kinesisvideo", kvs.url)
     archived = client("kinesis-video-archived-media", kv.get_data_endpoint(
@@ -360,16 +365,7 @@ def test_dash_session_plays_every_frame(kvs, tmp_path):
     assert len(live_mpd.findall(".//d:SegmentURL", ns)) == 2
 
     # G.711 audio: DASH serves it (HLS does not)
-    env = kvssink_env(kvs)
-    r = subprocess.run(
-        ["gst-launch-1.0", "-e", "videotestsrc", "num-buffers=60",
-         "!", "video/x-raw,format=I420,width=160,height=120,framerate=30/1",
-         "!", "x264enc", "key-int-max=30", "!", "h264parse", "!", "kvssink", "name=k",
-         "stream-name=rs-dash-alaw", "aws-region=us-west-2", f"file-start-time={start}",
-         "audiotestsrc", "num-buffers=16", "samplesperbuffer=1000",
-         "!", "audio/x-raw,rate=8000,channels=1", "!", "alawenc", "!", "k."],
-        env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
+    record_alaw(kvs, "rs-dash-alaw", start, 60, 16)
     alaw = archived.get_dash_streaming_session_url(
         StreamName="rs-dash-alaw", PlaybackMode="ON_DEMAND",
         DASHFragmentSelector=selector)["DASHStreamingSessionURL"]
