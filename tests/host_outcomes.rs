@@ -423,6 +423,41 @@ fn a_recording_whose_time_goes_back_is_sent_whole_and_in_order() {
     assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
 }
 
+/// Runs `line` (kvssink's stream `stream`) in Python with the timestamps leaving each of
+/// `elements` 2 s earlier from the first key frame 3 s into the run, for 7 s; checks that it
+/// ended `all-persisted` with the jump told. Returns the output, how many frames left the
+/// first of `elements` (the video parser), and the (track, time) of every stored block.
+fn jump_back(line: &str, stream: &str, elements: &[&str]) -> (String, usize, Vec<(u8, i64)>) {
+    init();
+    let server = server();
+    let mut flags = Vec::new();
+    for element in elements {
+        flags.extend(["--timestamps-back", element, "3", "2000"]);
+    }
+    flags.extend(["--capture-times", elements[0], "--eos-after-seconds", "7"]);
+    let run = python_launch(&server, &flags, line, TIMEOUT);
+    run.assert_success();
+    let output = run.output();
+    assert!(output.contains("timestamps-back-at="), "{output}");
+    let told = format!("stream {stream}: upstream timestamps went back");
+    assert!(output.contains(&told), "{output}");
+    let summary = run.summary();
+    assert_eq!(summary.get::<&str>("outcome").unwrap(), "all-persisted");
+    assert_eq!(summary.get::<u64>("fragments-lost").unwrap(), 0);
+    let made = output
+        .lines()
+        .filter(|l| l.starts_with("captured="))
+        .count();
+    let fragments = server.fragments(stream);
+    let timecodes: Vec<u64> = fragments.iter().map(|f| f.timecode).collect();
+    assert!(timecodes.windows(2).all(|w| w[0] < w[1]), "{timecodes:?}");
+    let blocks = fragments
+        .iter()
+        .flat_map(|f| block_times(&f.bytes))
+        .collect();
+    (output, made, blocks)
+}
+
 /// A live source whose timestamps go back by 2 s at a key frame (a source that restarted,
 /// its time behind), into `matroskamux`, which writes the frames on into its open cluster at
 /// negative times: in a Python application, the stream goes on. The fragment ends before
@@ -431,31 +466,10 @@ fn a_recording_whose_time_goes_back_is_sent_whole_and_in_order() {
 /// says so. Before, the run ended with an error at the jump.
 #[test]
 fn a_live_source_whose_timestamps_go_back_goes_on_in_order() {
-    init();
-    let server = server();
     let line = live_camera("stream-name=restarted");
-    let run = python_launch(
-        &server,
-        &[
-            "--timestamps-back",
-            "h264parse0",
-            "3",
-            "2000",
-            "--capture-times",
-            "h264parse0",
-            "--eos-after-seconds",
-            "7",
-        ],
-        &line,
-        TIMEOUT,
-    );
-    run.assert_success();
-    let output = run.output();
-    assert!(output.contains("timestamps-back-at="), "{output}");
+    let (output, made, blocks) = jump_back(&line, "restarted", &["h264parse0"]);
     assert_eq!(
-        output
-            .matches("stream restarted: upstream timestamps went back")
-            .count(),
+        output.matches("upstream timestamps went back").count(),
         1,
         "{output}"
     );
@@ -467,19 +481,7 @@ fn a_live_source_whose_timestamps_go_back_goes_on_in_order() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("{output}"));
     assert!((1.95..=2.05).contains(&later), "{later} s: {output}");
-    let summary = run.summary();
-    assert_eq!(summary.get::<&str>("outcome").unwrap(), "all-persisted");
-    assert_eq!(summary.get::<u64>("fragments-lost").unwrap(), 0);
-    let made = output
-        .lines()
-        .filter(|l| l.starts_with("captured="))
-        .count();
-    let times: Vec<i64> = server
-        .fragments("restarted")
-        .iter()
-        .flat_map(|f| block_times(&f.bytes))
-        .map(|(_, t)| t)
-        .collect();
+    let times: Vec<i64> = blocks.iter().map(|b| b.1).collect();
     assert_eq!(times.len(), made, "{output}");
     assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
 }
@@ -490,55 +492,12 @@ fn a_live_source_whose_timestamps_go_back_goes_on_in_order() {
 /// audio goes on with it, and the fragments follow one another.
 #[test]
 fn live_audio_and_video_whose_timestamps_go_back_go_on_in_order() {
-    init();
-    let server = server();
     let line = "videotestsrc is-live=true \
          ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
          ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
          ! kvssink name=sink stream-name=restarted-av \
          audiotestsrc is-live=true ! audioconvert ! avenc_aac ! aacparse ! sink.";
-    let run = python_launch(
-        &server,
-        &[
-            "--timestamps-back",
-            "h264parse0",
-            "3",
-            "2000",
-            "--timestamps-back",
-            "aacparse0",
-            "3",
-            "2000",
-            "--capture-times",
-            "h264parse0",
-            "--eos-after-seconds",
-            "7",
-        ],
-        line,
-        TIMEOUT,
-    );
-    run.assert_success();
-    let output = run.output();
-    assert!(
-        output
-            .matches("stream restarted-av: upstream timestamps went back")
-            .count()
-            >= 1,
-        "{output}"
-    );
-    assert_eq!(
-        run.summary().get::<&str>("outcome").unwrap(),
-        "all-persisted",
-        "{output}"
-    );
-    let made = output
-        .lines()
-        .filter(|l| l.starts_with("captured="))
-        .count();
-    let blocks: Vec<(u8, i64)> = server
-        .fragments("restarted-av")
-        .iter()
-        .flat_map(|f| block_times(&f.bytes))
-        .collect();
+    let (output, made, blocks) = jump_back(line, "restarted-av", &["h264parse0", "aacparse0"]);
     let track = |n: u8| -> Vec<i64> { blocks.iter().filter(|b| b.0 == n).map(|b| b.1).collect() };
     let (video, audio) = (track(1), track(2));
     assert_eq!(video.len(), made, "{output}");
@@ -546,12 +505,6 @@ fn live_audio_and_video_whose_timestamps_go_back_go_on_in_order() {
     // About 6 s of AAC at 1024 samples a frame, 44.1 kHz: none lost. (Audio that went back
     // before the video's key frame did is sent as it came, in the fragment of its time.)
     assert!(audio.len() > 200, "{} audio frames: {output}", audio.len());
-    let timecodes: Vec<u64> = server
-        .fragments("restarted-av")
-        .iter()
-        .map(|f| f.timecode)
-        .collect();
-    assert!(timecodes.windows(2).all(|w| w[0] < w[1]), "{timecodes:?}");
 }
 
 #[test]
