@@ -233,11 +233,19 @@ impl Splitter {
         }
     }
 
-    /// Where the next fragment goes after time went back: one block spacing after the
-    /// latest time sent (and never before `at_least`).
-    fn after_last(&self, at_least: i64) -> i64 {
-        let last = self.prev_last_time.unwrap_or(at_least).max(at_least);
-        last.saturating_add(self.spacing)
+    /// Time went back to `t` (units, as it would be sent) from `from`: from here on everything
+    /// is sent shifted, so that `t` comes one block spacing after the latest time sent (and
+    /// after `from`), told in [`Event::TimeWentBack`] with `fragment` (the time of the
+    /// fragment that follows, before the shift). Returns the shift.
+    fn shift_after_last(&mut self, from: i64, t: i64, fragment: i64, out: &mut Vec<Event>) -> i64 {
+        let last = self.prev_last_time.unwrap_or(from).max(from);
+        let shift = last.saturating_add(self.spacing).saturating_sub(t).max(0);
+        self.shift = self.shift.saturating_add(shift as u64);
+        out.push(Event::TimeWentBack {
+            timecode: fragment.saturating_add(shift) as u64,
+            shift: shift as u64,
+        });
+        shift
     }
 
     pub(super) fn on_timecode(&mut self, out: &mut Vec<Event>) -> Result<(), MkvError> {
@@ -255,14 +263,9 @@ impl Splitter {
                     current: i64::try_from(tc).unwrap_or(i64::MAX),
                 });
             }
-            // Sent on from just after the last frame (see `Event::TimeWentBack`).
-            let to = self.after_last(i64::try_from(prev).unwrap_or(i64::MAX)) as u64;
-            self.shift = self.shift.saturating_add(to - tc);
-            out.push(Event::TimeWentBack {
-                timecode: to,
-                shift: to - tc,
-            });
-            tc = to;
+            let at = i64::try_from(tc).unwrap_or(i64::MAX);
+            let from = i64::try_from(prev).unwrap_or(i64::MAX);
+            tc += self.shift_after_last(from, at, at, out) as u64;
         }
         let Some(c) = &mut self.cluster else {
             return Ok(());
@@ -325,7 +328,8 @@ impl Splitter {
             // came, in the fragment they belong to).
             let behind = self.aws_shape && (back.is_some() || t < self.video_max);
             if behind {
-                let from = back.unwrap_or(i64::MIN).max(self.video_max);
+                // (The previous key frame is a video frame sent: `video_max` is past it.)
+                let from = self.video_max;
                 t = if c.started {
                     // Inside a cluster (matroskamux writes on into the cluster it has open,
                     // at negative block times): the rest of it goes on in fragments of
@@ -439,15 +443,10 @@ impl Splitter {
         out.push(Event::FragmentEnd(ended.summary.clone()));
         let (mut t, mut base) = (t, ended.base);
         if let Some(previous) = back_from {
-            let to = self.after_last(previous.max(ended.summary.timecode as i64));
-            let shift = to.saturating_sub(t).max(0) as u64;
-            self.shift = self.shift.saturating_add(shift);
-            base = base.saturating_add(shift as i64);
-            t = to;
-            out.push(Event::TimeWentBack {
-                timecode: t as u64,
-                shift,
-            });
+            let from = previous.max(ended.summary.timecode as i64);
+            let shift = self.shift_after_last(from, t, t, out);
+            base = base.saturating_add(shift);
+            t = t.saturating_add(shift);
         }
         let head = kvs_format::kvs::cluster_head(t as u64);
         self.cluster = Some(Cluster {
@@ -491,8 +490,10 @@ impl Splitter {
     #[cold]
     #[inline(never)]
     fn shift_unstarted(&mut self, from: i64, t: i64, out: &mut Vec<Event>) -> i64 {
-        let to = self.after_last(from);
-        let shift = to.saturating_sub(t).max(0);
+        let Some(timecode) = self.cluster.as_ref().map(|c| c.summary.timecode as i64) else {
+            return t;
+        };
+        let shift = self.shift_after_last(from, t, timecode, out);
         let Some(c) = &mut self.cluster else {
             return t;
         };
@@ -501,17 +502,12 @@ impl Splitter {
         c.summary.first_block_time = c.summary.first_block_time.saturating_add(shift);
         c.summary.last_block_time = c.summary.last_block_time.saturating_add(shift);
         let timecode = c.summary.timecode;
-        self.shift = self.shift.saturating_add(shift as u64);
         // AWS shape: the held bytes begin with the cluster's head (what came before its
         // Timecode is left out), rewritten at the same length.
         let head = kvs_format::kvs::cluster_head(timecode);
         if self.prefix.first().is_some_and(|p| p.len() == head.len()) {
             self.prefix[0] = self.small_piece(&head);
         }
-        out.push(Event::TimeWentBack {
-            timecode,
-            shift: shift as u64,
-        });
         t.saturating_add(shift)
     }
 
