@@ -812,7 +812,7 @@ impl Uploader {
         };
         let seq = open.seq;
         let shown = inner.visible.chunks_of(seq, open.chunks.len()) > 0;
-        if inner.idle_ended.as_ref().is_some_and(|(s, _)| *s == seq) {
+        if inner.idle_ended.as_ref().is_some_and(|i| i.seq == seq) {
             inner.idle_ended = None;
         }
         inner.open_metadata = None;
@@ -1152,8 +1152,8 @@ impl Uploader {
         let idle = inner
             .idle_ended
             .take()
-            .filter(|(seq, _)| Some(*seq) == ending)
-            .map(|(_, sent)| sent);
+            .filter(|i| Some(i.seq) == ending)
+            .map(|i| i.metadata);
         let tags = metadata(idle);
         inner.open_metadata = None;
         let removed = keep.map_or(0, |keep| inner.store.truncate_open(keep));

@@ -376,8 +376,11 @@ impl BodyCursor {
             Some(m) => Bytes::from([&m.tags[..], &end[..]].concat()),
             None => end,
         };
-        inner.idle_ended = Some((seq, metadata));
-        inner.idle_timecode = timecode;
+        inner.idle_ended = Some(super::state::IdleEnded {
+            seq,
+            timecode,
+            metadata,
+        });
         inner.on_sent(tag.len());
         drop(inner);
         self.shared.emit(Event::IdleFragmentEnded { timecode });

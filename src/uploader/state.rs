@@ -82,6 +82,14 @@ impl Visible {
     }
 }
 
+/// A fragment a connection ended after an idle period, with the metadata it wrote before
+/// the tag: the fragment's end writes the same ([`crate::uploader::Uploader::end_fragment_with`]).
+pub(crate) struct IdleEnded {
+    pub seq: u64,
+    pub timecode: u64,
+    pub metadata: Option<Snapshot>,
+}
+
 pub(crate) struct Inner {
     pub store: FragmentStore,
     pub headers: VecDeque<HeaderGen>,
@@ -122,11 +130,8 @@ pub(crate) struct Inner {
     pub live: bool,
     /// The metadata the open fragment carries if a connection ends it after an idle period.
     pub open_metadata: Option<Snapshot>,
-    /// A connection ended fragment `.0` after an idle period, with this metadata: its end
-    /// writes the same ([`crate::uploader::Uploader::end_fragment_with`]).
-    pub idle_ended: Option<(u64, Option<Snapshot>)>,
-    /// The timecode of the last fragment a connection ended after an idle period.
-    pub idle_timecode: u64,
+    /// The open fragment a connection ended after an idle period.
+    pub idle_ended: Option<IdleEnded>,
     /// A connection holds back breaking off a cut fragment until the fragments it sent
     /// before it are acknowledged: woken when an ack releases one.
     pub cut_waiting: Option<std::task::Waker>,
@@ -159,7 +164,6 @@ impl Inner {
             live: true,
             open_metadata: None,
             idle_ended: None,
-            idle_timecode: 0,
             cut_waiting: None,
             trim_peak: 0,
             trim_again: false,
@@ -305,12 +309,11 @@ impl Inner {
     /// they are its late frames ([`Inner::on_late`]); returns its timecode if they are the
     /// first.
     pub fn on_orphan(&mut self, bytes: u64) -> Option<u64> {
-        let (seq, _) = self.idle_ended.as_ref()?;
-        let seq = *seq;
+        let (seq, timecode) = self.idle_ended.as_ref().map(|i| (i.seq, i.timecode))?;
         if Some(seq) != self.store.last_begun() {
             return None;
         }
-        self.on_late(seq, bytes).then_some(self.idle_timecode)
+        self.on_late(seq, bytes).then_some(timecode)
     }
 
     /// Frames (`bytes`) came for fragment `seq` after it was ended as idle: not sent, lost.
