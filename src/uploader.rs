@@ -1099,6 +1099,17 @@ impl Uploader {
         self.summary(&WaitOutcome::Failed, stats)
     }
 
+    /// The account as things stand, without waiting: what is not yet acknowledged (the open
+    /// fragment included) counts as abandoned.
+    pub fn account_now(&self) -> Summary {
+        let stats = self.stats();
+        let wait = match stats.backlog.fragments as usize {
+            0 => WaitOutcome::AllPersisted,
+            pending => WaitOutcome::TimedOut { pending },
+        };
+        self.summary(&wait, stats)
+    }
+
     /// Like [`Uploader::finish_and_account`], until `deadline()`, asked again as the wait
     /// goes on (the application may shorten it: `stop-stream-timeout` set while waiting).
     pub fn finish_and_account_by(&self, deadline: impl Fn() -> Instant) -> Summary {

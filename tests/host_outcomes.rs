@@ -1643,3 +1643,181 @@ fn eos_while_the_endpoint_is_down_says_what_it_waits_for() {
         "{told}"
     );
 }
+
+/// A live camera at 30 fps with a key frame every half second, through a `tee` named `t`,
+/// into `sinks` (the rest of the launch line).
+fn camera_into(sinks: &str) -> String {
+    format!(
+        "videotestsrc is-live=true \
+         ! video/x-raw,format=I420,width=320,height=240,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! h264parse \
+         ! matroskamux streamable=true ! tee name=t {sinks}"
+    )
+}
+
+/// The one line of `run`'s standard error about `stream` cut short, which must say `how`
+/// and what to do instead.
+fn cut_short_line(run: &HostRun, stream: &str, how: &str) -> String {
+    let prefix = format!("kvssink: stream {stream}: ");
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stream}: {}", run.output());
+    assert!(
+        lines[0].contains(&format!(" ({how}"))
+            && lines[0].ends_with(
+                ", without EOS and without the pipeline set to NULL: send EOS and wait for it \
+                 on the bus, or set the pipeline to NULL, first)"
+            ),
+        "{}",
+        lines[0]
+    );
+    lines[0].to_owned()
+}
+
+/// Checks `N of M fragments were not persisted: N never acknowledged (abandoned)` in `line`:
+/// at least two (the open one and one unacknowledged). (The last fragment the application
+/// saw PERSISTED may be among them: the ack is told before it is counted.)
+fn assert_abandoned(line: &str) {
+    let counts: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        line.contains(&format!(
+            "{} of {} fragments were not persisted: {} never acknowledged (abandoned)",
+            counts[0], counts[1], counts[0]
+        )) && counts[0] >= 2
+            && counts[0] <= counts[1],
+        "{line}"
+    );
+}
+
+/// A Python script that ends (`sys.exit`) with its pipeline PLAYING, while the service's
+/// acks lag 3 s behind, streaming to two streams, one of them with a spool. The interpreter
+/// drops the pipeline as it exits: what was not acknowledged is lost, or kept in the spool,
+/// and standard error says which, per stream, with what to do instead; the next start sends
+/// what the spool kept. Before, nothing was said.
+#[test]
+fn a_python_script_exiting_while_streaming_says_what_it_cut_short() {
+    init();
+    let dir = tempdir();
+    let spool = dir.path().join("spool");
+    let server = server();
+    server.inject(Fault::DelayAcks {
+        stream: None,
+        delay_ms: 3000,
+    });
+    let line = camera_into(&format!(
+        "! queue ! kvssink stream-name=exits \
+         t. ! queue ! kvssink stream-name=exits-spooled spool-dir={}",
+        spool.display()
+    ));
+    // Exits at the first PERSISTED ack, about 3 s of fragments behind it.
+    let script = format!(
+        r#"
+import sys, time, gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst
+Gst.init(None)
+pipeline = Gst.parse_launch("{line}")
+pipeline.set_state(Gst.State.PLAYING)
+bus = pipeline.get_bus()
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    msg = bus.timed_pop(100 * Gst.MSECOND)
+    if msg is None or msg.type != Gst.MessageType.ELEMENT:
+        continue
+    s = msg.get_structure()
+    if s.get_name() == "kvs-ack" and s.get_string("event-type") == "PERSISTED":
+        break
+print("exiting", flush=True)
+sys.exit(0)
+"#
+    );
+    let run = python_script(&server, &script);
+    run.assert_success();
+    assert!(run.stdout.contains("exiting"), "{}", run.output());
+    // Said as the interpreter destroys the pipeline, or else at the process's exit.
+    let how = "";
+    assert_abandoned(&cut_short_line(&run, "exits", how));
+    // Kept on disk, but for the open fragment.
+    let kept = cut_short_line(&run, "exits-spooled", how);
+    let n: u64 = kept
+        .split(" not sent yet, kept in the spool (spool-dir) and sent first at the next start")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{kept}"));
+    assert!(
+        n >= 2 && kept.contains(": 1 never acknowledged (abandoned); "),
+        "{kept}"
+    );
+    // The next start sends them first.
+    let before = server.fragments("exits-spooled").len();
+    let again = gst_launch(
+        &server,
+        &camera_into(&format!(
+            "! kvssink stream-name=exits-spooled spool-dir={}",
+            spool.display()
+        ))
+        .replace("is-live=true", "is-live=true num-buffers=15"),
+        TIMEOUT,
+    );
+    again.assert_all_persisted();
+    assert!(
+        again
+            .output()
+            .contains(&format!("the spool holds {n} fragments (")),
+        "{}",
+        again.output()
+    );
+    let after = server.fragments("exits-spooled").len();
+    assert!(
+        after > before + n as usize,
+        "{before} then {after}: {}",
+        again.output()
+    );
+}
+
+/// A C application that calls `exit()` with its pipeline PLAYING (it never drops it), while
+/// the service's acks lag 3 s behind: standard error says what was lost, as the process
+/// exits.
+#[test]
+fn a_c_application_exiting_while_streaming_says_what_it_cut_short() {
+    init();
+    let dir = tempdir();
+    let program = dir.path().join("exit_playing");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/exit_playing.c");
+    let flags = std::process::Command::new("pkg-config")
+        .args(["--cflags", "--libs", "gstreamer-1.0"])
+        .output()
+        .unwrap();
+    assert!(flags.status.success(), "{flags:?}");
+    let built = std::process::Command::new("cc")
+        .arg(&source)
+        .arg("-o")
+        .arg(&program)
+        .args(String::from_utf8(flags.stdout).unwrap().split_whitespace())
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    let server = server();
+    server.inject(Fault::DelayAcks {
+        stream: None,
+        delay_ms: 3000,
+    });
+    let registry = tempdir();
+    let mut cmd = host_command(program.to_str().unwrap(), &server.url(), registry.path());
+    cmd.arg(camera_into("! queue ! kvssink stream-name=exits-c"));
+    let run = run_host(cmd, TIMEOUT);
+    run.assert_success();
+    assert!(run.stdout.contains("exiting"), "{}", run.output());
+    assert_abandoned(&cut_short_line(
+        &run,
+        "exits-c",
+        "the process exited while kvssink was streaming",
+    ));
+}

@@ -13,6 +13,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::es;
+use super::exit;
 use super::metadata;
 use super::official;
 use super::settings::{self, Settings, StreamingType};
@@ -65,6 +66,8 @@ struct Started {
     told_dts_as_pts: bool,
     audio_too_far: u64,
     notices: Vec<Notice>,
+    /// Its entry among the streams a process's exit would cut short (dropped with it).
+    _at_exit: exit::Registration,
 }
 
 #[derive(Default)]
@@ -229,6 +232,11 @@ pub struct KvsSink {
     running_stream: Mutex<Option<String>>,
 }
 
+/// Why a stream was cut short without a word, and what to do instead: the end of the
+/// message of the process's exit and of the element's destruction while streaming.
+const CUT_SHORT: &str = "without EOS and without the pipeline set to NULL: send EOS and wait \
+                         for it on the bus, or set the pipeline to NULL, first";
+
 /// A video frame's presentation time: its PTS, else its DTS (h264parse dates the frames of a
 /// raw .h264 file by DTS alone; without B-frames the two are the same).
 fn presentation_time(buffer: &gst::BufferRef) -> Option<gst::ClockTime> {
@@ -320,6 +328,18 @@ impl ObjectImpl for KvsSink {
         self.parent_constructed();
         // A network sink must not wait on the clock.
         self.obj().set_sync(false);
+    }
+
+    /// The last reference dropped while streaming, the pipeline never set to NULL: as
+    /// Python's interpreter does at its exit with a pipeline left PLAYING. No one reads the
+    /// bus now; standard error is told what is lost, as at the process's exit ([`exit`]).
+    fn dispose(&self) {
+        if let Some(message) = self.cut_short(&format!(
+            "kvssink was destroyed while streaming (its last reference dropped, as Python's \
+             interpreter does as it exits), {CUT_SHORT}"
+        )) {
+            exit::tell(&message);
+        }
     }
 }
 
@@ -697,6 +717,14 @@ impl BaseSinkImpl for KvsSink {
             audio_too_far: 0,
             notices: Vec::with_capacity(8),
             kept_metadata: Vec::new(),
+            _at_exit: exit::register({
+                let weak = self.obj().downgrade();
+                Box::new(move || {
+                    weak.upgrade()?.imp().cut_short(&format!(
+                        "the process exited while kvssink was streaming, {CUT_SHORT}"
+                    ))
+                })
+            }),
         });
         self.tell(&mut started, &mut notices);
         *lock(&self.state) = State::Started(started);
@@ -2046,6 +2074,42 @@ impl KvsSink {
                 ["outcome {}", summary.outcome.as_str()]
             );
         }
+    }
+
+    /// What ending the stream now, without a word (the process exits, or the element is
+    /// destroyed, `how`), would lose of it (see [`exit`]); `None` when nothing (stopped, or
+    /// accounted at EOS). It cannot wait: the streaming thread may hold the state (held for
+    /// room, or waiting for the last acks), and then only the uploader's part is told,
+    /// without the spool's.
+    fn cut_short(&self, how: &str) -> Option<String> {
+        let deadline = std::time::Instant::now() + Duration::from_millis(200);
+        let summary = loop {
+            match self.state.try_lock() {
+                Ok(state) => match &*state {
+                    State::Started(started) if !started.accounted => {
+                        let producer = &started.producer;
+                        break producer
+                            .uploader()
+                            .account_now()
+                            .with_spool(&producer.spool_account());
+                    }
+                    _ => return None,
+                },
+                Err(std::sync::TryLockError::Poisoned(_)) => return None,
+                Err(std::sync::TryLockError::WouldBlock)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    break lock(&self.uploader).clone()?.account_now();
+                }
+            }
+        };
+        let message = summary.loss_message(&self.stream_name())?;
+        let message = format!("{message} ({how})");
+        gst::error!(CAT, imp = self, "{message}");
+        Some(message)
     }
 
     /// When a wait for the last acks that began at `begun` ends: `stop-stream-timeout` as it

@@ -4,6 +4,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod es;
+mod exit;
 mod imp;
 pub mod metadata;
 pub mod official;
