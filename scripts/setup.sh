@@ -26,13 +26,15 @@ elements=(
   appsink:gstreamer1.0-plugins-base appsrc:gstreamer1.0-plugins-base audiotestsrc:gstreamer1.0-plugins-base
   videoconvert:gstreamer1.0-plugins-base videoscale:gstreamer1.0-plugins-base
   videotestsrc:gstreamer1.0-plugins-base uridecodebin3:gstreamer1.0-plugins-base
+  decodebin:gstreamer1.0-plugins-base
   audioconvert:gstreamer1.0-plugins-base opusenc:gstreamer1.0-plugins-base
   opusdec:gstreamer1.0-plugins-base alawenc:gstreamer1.0-plugins-good
   alawdec:gstreamer1.0-plugins-good hlsdemux2:gstreamer1.0-plugins-good
   dashdemux2:gstreamer1.0-plugins-good
   souphttpsrc:gstreamer1.0-plugins-good
   aacparse:gstreamer1.0-plugins-good jpegenc:gstreamer1.0-plugins-good
-  jpegdec:gstreamer1.0-plugins-good multifilesrc:gstreamer1.0-plugins-good
+  jpegdec:gstreamer1.0-plugins-good pngenc:gstreamer1.0-plugins-good
+  multifilesrc:gstreamer1.0-plugins-good
   multifilesink:gstreamer1.0-plugins-good mp4mux:gstreamer1.0-plugins-good
   qtdemux:gstreamer1.0-plugins-good rtph264pay:gstreamer1.0-plugins-good
   rtph264depay:gstreamer1.0-plugins-good rtspsrc:gstreamer1.0-plugins-good

@@ -7,6 +7,7 @@ pub(crate) mod context;
 mod control;
 mod hls;
 pub(crate) mod http;
+mod images;
 mod media;
 pub(crate) mod operation;
 mod putmedia;
@@ -54,11 +55,7 @@ pub(crate) async fn route(
                 404,
                 "UnknownOperationException",
                 match unserved(&path) {
-                    Some(Unserved::Read(what)) => format!(
-                        "kvs-local does not serve {what}; read a stream with GetMedia, \
-                         ListFragments, GetMediaForFragmentList, GetClip, HLS and MPEG-DASH (or kvssrc)"
-                    ),
-                    Some(Unserved::Other(what)) => format!(
+                    Some(what) => format!(
                         "kvs-local does not serve {what}: it stands in for video streams only \
                          (streams, their tags and retention, PutMedia and reading them back)"
                     ),
@@ -100,7 +97,23 @@ async fn handle_json(
             payload: Payload::Body(&body),
         };
         let who = shared.check_auth(&signed, op.name(), hint.as_deref(), &mut rec)?;
-        dispatch(&shared, parsed?, &who, &ctl, &rid)
+        match parsed? {
+            // Decoding video blocks: off the server's async threads.
+            ApiRequest::GetImages(r) => {
+                let name = shared.resolve(&r.stream)?;
+                let (shared, rid) = (shared.clone(), rid.clone());
+                tokio::task::spawn_blocking(move || images::get_images(&shared, &name, r, &rid))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ApiError::new(
+                            500,
+                            "InternalFailure",
+                            format!("GetImages: {e}"),
+                        ))
+                    })
+            }
+            parsed => dispatch(&shared, parsed, &who, &ctl, &rid),
+        }
     }
     .await;
     let resp = match result {
@@ -167,6 +180,7 @@ fn dispatch(
             let name = shared.resolve(&r.stream)?;
             hls::session_url(shared, &name, r, ctl)
         }
+        R::GetImages(_) => unreachable!("answered by handle_json"),
         R::GetDASHStreamingSessionURL(r) => {
             let name = shared.resolve(&r.stream)?;
             hls::dash_session_url(shared, &name, r, ctl)
@@ -175,35 +189,26 @@ fn dispatch(
     Ok(json_bytes_response(200, json?, rid))
 }
 
-/// An operation of the service that kvs-local does not serve.
-enum Unserved {
-    /// A way of reading a stream (GetDataEndpoint names an endpoint for it, as the service
-    /// does).
-    Read(&'static str),
-    /// Signaling channels and the stream configurations kvs-local has no use for.
-    Other(&'static str),
-}
-
-/// The service's operations kvs-local does not serve, by path (botocore's service models):
+/// The service's operations kvs-local does not serve (signaling channels and the stream
+/// configurations it has no use for), by path (botocore's service models):
 /// what they are, for the error that says so.
-fn unserved(path: &str) -> Option<Unserved> {
+fn unserved(path: &str) -> Option<&'static str> {
     Some(match path {
-        "/getImages" => Unserved::Read("GetImages (still images)"),
         "/createSignalingChannel"
         | "/deleteSignalingChannel"
         | "/describeSignalingChannel"
         | "/getSignalingChannelEndpoint"
         | "/listSignalingChannels"
-        | "/updateSignalingChannel" => Unserved::Other("signaling channels (WebRTC)"),
-        "/TagResource" | "/UntagResource" | "/ListTagsForResource" => Unserved::Other(
+        | "/updateSignalingChannel" => "signaling channels (WebRTC)",
+        "/TagResource" | "/UntagResource" | "/ListTagsForResource" => {
             "TagResource, UntagResource and ListTagsForResource (tags of signaling channels; a \
-             stream's tags are TagStream, UntagStream and ListTagsForStream)",
-        ),
+             stream's tags are TagStream, UntagStream and ListTagsForStream)"
+        }
         "/describeImageGenerationConfiguration" | "/updateImageGenerationConfiguration" => {
-            Unserved::Other("image generation configurations")
+            "image generation configurations"
         }
         "/describeNotificationConfiguration" | "/updateNotificationConfiguration" => {
-            Unserved::Other("notification configurations")
+            "notification configurations"
         }
         _ => return None,
     })

@@ -55,6 +55,7 @@ operations! {
     GetClip => "/getClip",
     GetHLSStreamingSessionURL => "/getHLSStreamingSessionURL",
     GetDASHStreamingSessionURL => "/getDASHStreamingSessionURL",
+    GetImages => "/getImages",
 }
 
 /// `StreamName` and/or `StreamARN`, as most requests carry them.
@@ -219,6 +220,24 @@ pub(crate) struct GetClipInput {
     pub(crate) clip_fragment_selector: Option<FragmentSelector>,
 }
 
+/// `GetImages`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct GetImagesInput {
+    #[serde(flatten)]
+    pub(crate) stream: StreamRef,
+    pub(crate) image_selector_type: Option<String>,
+    pub(crate) start_timestamp: Option<f64>,
+    pub(crate) end_timestamp: Option<f64>,
+    pub(crate) sampling_interval: Option<Number>,
+    pub(crate) format: Option<String>,
+    pub(crate) format_config: Option<BTreeMap<String, String>>,
+    pub(crate) width_pixels: Option<Number>,
+    pub(crate) height_pixels: Option<Number>,
+    pub(crate) max_results: Option<Number>,
+    pub(crate) next_token: Option<String>,
+}
+
 /// `GetHLSStreamingSessionURL`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -301,6 +320,7 @@ pub(crate) enum ApiRequest {
     GetClip(GetClipInput),
     GetHLSStreamingSessionURL(GetHlsInput),
     GetDASHStreamingSessionURL(GetDashInput),
+    GetImages(GetImagesInput),
 }
 
 fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -343,6 +363,7 @@ impl ApiRequest {
             Operation::GetClip => R::GetClip(json(body)?),
             Operation::GetHLSStreamingSessionURL => R::GetHLSStreamingSessionURL(json(body)?),
             Operation::GetDASHStreamingSessionURL => R::GetDASHStreamingSessionURL(json(body)?),
+            Operation::GetImages => R::GetImages(json(body)?),
             Operation::PutMedia => {
                 return Err(ApiError::new(
                     500,
@@ -372,6 +393,7 @@ impl ApiRequest {
             Ok(R::GetClip(r)) => &r.stream,
             Ok(R::GetHLSStreamingSessionURL(r)) => &r.stream,
             Ok(R::GetDASHStreamingSessionURL(r)) => &r.stream,
+            Ok(R::GetImages(r)) => &r.stream,
             Ok(R::ListStreams(_)) => return StreamRef::default(),
             Err(_) => return serde_json::from_slice(body).unwrap_or_default(),
         };

@@ -252,27 +252,12 @@ def test_creating_delay_is_an_option(start, mkv):
     put_all(s.url, "slow", header, clusters)
 
 
-def test_unserved_playback_apis_say_so(kvs):
-    """GetDataEndpoint names an endpoint for GetImages, as the service does; calling it then
-    tells a boto3 user that kvs-local does not serve it. (GetClip, HLS and MPEG-DASH are
-    served: test_kvssink.py.)"""
+def test_unserved_apis_say_so(kvs):
+    """Signaling channels and the configurations kvs-local has no use for tell a boto3 user
+    that kvs-local does not serve them. (GetClip, GetImages, HLS and MPEG-DASH are served:
+    test_kvssink.py.)"""
     kv = client("kinesisvideo", kvs.url)
     kv.create_stream(StreamName="conf-hls", DataRetentionInHours=2, MediaType="video/h264")
-    ep = kv.get_data_endpoint(StreamName="conf-hls", APIName="GET_IMAGES")
-    archived = client("kinesis-video-archived-media", ep["DataEndpoint"])
-    calls = [
-        ("GetImages", lambda: archived.get_images(
-            StreamName="conf-hls", ImageSelectorType="PRODUCER_TIMESTAMP",
-            StartTimestamp=1_700_000_000, EndTimestamp=1_700_000_010, SamplingInterval=3000,
-            Format="JPEG")),
-    ]
-    for name, call in calls:
-        with pytest.raises(ClientError) as e:
-            call()
-        assert error_code(e) == ("UnknownOperationException", 404), name
-        assert f"kvs-local does not serve {name}" in e.value.response["Error"]["Message"], name
-
-    # Signaling channels and the configurations kvs-local has no use for say so too.
     others = [
         ("signaling channels", lambda: kv.list_signaling_channels()),
         ("TagResource", lambda: kv.list_tags_for_resource(

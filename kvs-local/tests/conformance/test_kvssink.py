@@ -97,12 +97,12 @@ def decoded_video(mp4, tmp_path):
                           "!", "filesink", "location=@OUT@"], tmp_path, "video.raw")
 
 
-def record_av(kvs, stream, start, frames=120, size=(160, 120)):
+def record_av(kvs, stream, start, frames=120, size=(160, 120), pattern="smpte"):
     """kvssink in gst-launch-1.0 uploads `frames` of H.264 (30 a second, with B-frames) and AAC,
     muxed by matroskamux, into `stream`, its timecode 0 at `start` (epoch seconds): a fragment
     a second."""
     r = subprocess.run(
-        ["gst-launch-1.0", "-e", "videotestsrc", f"num-buffers={frames}",
+        ["gst-launch-1.0", "-e", "videotestsrc", f"num-buffers={frames}", f"pattern={pattern}",
          "!", f"video/x-raw,format=I420,width={size[0]},height={size[1]},framerate=30/1",
          "!", "x264enc", "key-int-max=30", "bframes=2", "!", "h264parse", "!", "queue", "!", "mux.",
          "audiotestsrc", "num-buffers=170", "!", "audio/x-raw,rate=44100",
@@ -385,3 +385,85 @@ def test_dash_session_plays_every_frame(kvs, tmp_path):
     with pytest.raises(ClientError) as e:
         archived.get_dash_streaming_session_url(StreamName="rs-dash", PlaybackMode="ON_DEMAND")
     assert e.value.response["Error"]["Code"] == "InvalidArgumentException"
+
+
+def image_size(data):
+    """(format, width, height) of a JPEG (its first SOF marker) or a PNG (its IHDR)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ("PNG", int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"))
+    assert data.startswith(b"\xff\xd8"), data[:4]
+    at = 2
+    while at < len(data):
+        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2):
+            return ("JPEG", int.from_bytes(data[at + 7:at + 9], "big"),
+                    int.from_bytes(data[at + 5:at + 7], "big"))
+        at += 2 + length
+    raise AssertionError("no SOF marker")
+
+
+def test_get_images_gives_a_picture_per_sampled_time(kvs):
+    """A boto3 user's GetImages of what kvssink sent (H.264 with B-frames, a moving ball):
+    one JPEG per sampled time, each of its own frame, at the video's size; PNG scaled to a
+    width, its height following the picture; NO_MEDIA where nothing was recorded; pages of
+    MaxResults with NextToken; the service's errors for what it refuses."""
+    import base64
+    start = 1_764_004_000
+    record_av(kvs, "rs-images", start, pattern="ball")
+    kv = client("kinesisvideo", kvs.url)
+    # Debian's botocore has the first model of GetImages (SamplingInterval 3000 ms at least,
+    # and required); the service takes 200 ms on, and a default, as newer ones say.
+    archived = client("kinesis-video-archived-media", kv.get_data_endpoint(
+        StreamName="rs-images", APIName="GET_IMAGES")["DataEndpoint"], validate=False)
+    utc = datetime.timezone.utc
+    at = lambda s: datetime.datetime.fromtimestamp(s, utc)  # noqa: E731
+    got = archived.get_images(
+        StreamName="rs-images", ImageSelectorType="PRODUCER_TIMESTAMP",
+        StartTimestamp=at(start), EndTimestamp=at(start + 6), SamplingInterval=1000,
+        Format="JPEG", FormatConfig={"JPEGQuality": "90"})
+    images = got["Images"]
+    assert "NextToken" not in got
+    assert [i["TimeStamp"] for i in images] == [at(start + s) for s in range(7)]
+    # Recorded: 120 frames, the last fragment to 4.018 s (its audio and B-frames); nothing
+    # after. (Debian's botocore sends whole seconds.)
+    assert [i.get("Error") for i in images] == [None] * 5 + ["NO_MEDIA"] * 2, images
+    pictures = [base64.b64decode(i["ImageContent"]) for i in images[:5]]
+    assert all(image_size(p) == ("JPEG", 160, 120) for p in pictures)
+    assert len(set(pictures)) == 5, "the ball moves: each second is another picture"
+
+    png = archived.get_images(
+        StreamName="rs-images", ImageSelectorType="PRODUCER_TIMESTAMP",
+        StartTimestamp=at(start), EndTimestamp=at(start + 3), SamplingInterval=200,
+        Format="PNG", WidthPixels=80, MaxResults=10)
+    assert len(png["Images"]) == 10 and png["NextToken"]
+    rest = archived.get_images(
+        StreamName="rs-images", ImageSelectorType="PRODUCER_TIMESTAMP",
+        StartTimestamp=at(start), EndTimestamp=at(start + 3), SamplingInterval=200,
+        Format="PNG", WidthPixels=80, MaxResults=10, NextToken=png["NextToken"])
+    pages = png["Images"] + rest["Images"]
+    assert len(pages) == 16 and "NextToken" not in rest
+    assert all(image_size(base64.b64decode(i["ImageContent"])) == ("PNG", 80, 60)
+               for i in pages), [i.get("Error") for i in pages]
+
+    # SERVER_TIMESTAMP: the fragments' arrival times (a recording uploaded at once: all
+    # within a second or so), each lasting as long as its media; in whole seconds.
+    frags = archived.list_fragments(StreamName="rs-images")["Fragments"]
+    first = at(int(min(f["ServerTimestamp"] for f in frags).timestamp()) + 1)
+    server = archived.get_images(
+        StreamName="rs-images", ImageSelectorType="SERVER_TIMESTAMP",
+        StartTimestamp=first, EndTimestamp=first, Format="JPEG")["Images"]
+    assert len(server) == 1 and image_size(base64.b64decode(server[0]["ImageContent"])) == \
+        ("JPEG", 160, 120), server
+
+    for bad, says in [
+        ({"EndTimestamp": at(start + 301)}, "300 seconds"),
+        ({"SamplingInterval": 100}, "SamplingInterval"),
+        ({"FormatConfig": {"JPEGQuality": "101"}}, "JPEGQuality"),
+    ]:
+        args = dict(StreamName="rs-images", ImageSelectorType="PRODUCER_TIMESTAMP",
+                    StartTimestamp=at(start), EndTimestamp=at(start + 6), Format="JPEG")
+        args.update(bad)
+        with pytest.raises(ClientError) as e:
+            archived.get_images(**args)
+        assert e.value.response["Error"]["Code"] == "InvalidArgumentException", bad
+        assert says in e.value.response["Error"]["Message"], e.value.response
