@@ -82,3 +82,21 @@ extern "C" fn at_exit() {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_running_stream_is_told_once_and_a_stopped_one_never() {
+        let told = register(Box::new(|| Some("stream a: lost".to_owned())));
+        let quiet = register(Box::new(|| None));
+        let stopped = register(Box::new(|| Some("stream c: lost".to_owned())));
+        drop(stopped);
+        assert_eq!(losses(), vec!["stream a: lost".to_owned()]);
+        // Taken out: a second exit handler (or one after a fork) says nothing again.
+        assert!(losses().is_empty());
+        drop((told, quiet));
+        assert!(losses().is_empty());
+    }
+}

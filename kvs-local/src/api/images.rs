@@ -306,8 +306,7 @@ fn decode(
     let (timecode, frames) = cluster_frames(&f.bytes).map_err(|e| e.to_string())?;
     // Presentation times (ns since the epoch), as GetClip places them.
     let scale = i128::from(scale);
-    let base = i128::from(f.producer_timestamp_ms) * 1_000_000
-        + (i128::from(timecode) * scale) % 1_000_000;
+    let base = crate::clip::time_base(f, timecode, scale);
     let mut shown: Vec<i128> = frames
         .iter()
         .filter(|fr| fr.track == video.number)

@@ -399,9 +399,7 @@ fn sources(
     for (index, f) in fragments.iter().enumerate() {
         let (timecode, frames) =
             cluster_frames(&f.bytes).map_err(|e| invalid(format!("fragment {}: {e}", f.number)))?;
-        // the fragment's producer time is its Cluster's, to the ms
-        let cluster_ns = i128::from(timecode) * scale;
-        let base = i128::from(f.producer_timestamp_ms) * 1_000_000 + cluster_ns % 1_000_000;
+        let base = time_base(f, timecode, scale);
         for frame in frames {
             let Some(src) = sources.iter_mut().find(|s| s.number == frame.track) else {
                 continue; // a third track: not in a clip
@@ -424,6 +422,14 @@ fn sources(
         sources.retain(|s| !s.frames.is_empty());
     }
     Ok(sources)
+}
+
+/// The presentation time (ns since the epoch) of time 0 of the Cluster of `f`, whose
+/// Timecode is `timecode` (in units of `scale` ns): a frame is shown at this plus its
+/// Cluster-relative time. The fragment's producer time is its Cluster's, to the ms.
+pub(crate) fn time_base(f: &StoredFragment, timecode: u64, scale: i128) -> i128 {
+    let cluster_ns = i128::from(timecode) * scale;
+    i128::from(f.producer_timestamp_ms) * 1_000_000 + cluster_ns % 1_000_000
 }
 
 #[cfg(test)]
