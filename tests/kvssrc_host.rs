@@ -702,3 +702,86 @@ fn a_range_in_seconds_reads_what_it_says() {
         .collect();
     assert_eq!(read_back, [1_700_000_001_000], "{}", read.output());
 }
+
+/// The width and height of a baseline JPEG (its SOF0 segment).
+fn jpeg_size(data: &[u8]) -> Option<(u16, u16)> {
+    let mut at = 2;
+    while at + 9 <= data.len() && data[at] == 0xFF {
+        let length = usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]]));
+        if data[at + 1] == 0xC0 {
+            let h = u16::from_be_bytes([data[at + 5], data[at + 6]]);
+            let w = u16::from_be_bytes([data[at + 7], data[at + 8]]);
+            return Some((w, h));
+        }
+        at += 2 + length;
+    }
+    None
+}
+
+/// Still pictures from Python with boto3's GetImages (`examples/read_images.py`): a recording
+/// of 3 s dated by `file-start-time`, sampled every 2 s for 4 s, scaled to 160 pixels wide:
+/// two JPEGs of 160x120, and the time after the recording said to have none.
+#[test]
+fn read_images_saves_a_picture_every_interval() {
+    init();
+    let server = server();
+    let start_s = 1_764_005_000u64;
+    upload(
+        &server,
+        "stills",
+        90,
+        (320, 240),
+        &format!("file-start-time={start_s}"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pictures");
+    let start_ms = (start_s * 1000).to_string();
+    let read = python_example(
+        &server,
+        "read_images.py",
+        &[
+            "--stream",
+            "stills",
+            "--start",
+            &start_ms,
+            "--seconds",
+            "4",
+            "--interval",
+            "2000",
+            "--width",
+            "160",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    read.assert_success();
+    let images = lines(&read, "image");
+    let at: Vec<u64> = images.iter().map(|w| w[1].parse().unwrap()).collect();
+    assert_eq!(
+        at,
+        vec![start_s * 1000, start_s * 1000 + 2000],
+        "{}",
+        read.output()
+    );
+    for w in &images {
+        let data = std::fs::read(w[2]).unwrap();
+        assert_eq!(data.len().to_string(), w[3]);
+        assert_eq!(jpeg_size(&data), Some((160, 120)), "{}", w[2]);
+    }
+    let missing = lines(&read, "missing");
+    assert_eq!(
+        missing,
+        vec![vec![
+            "missing",
+            &(start_s * 1000 + 4000).to_string(),
+            "NO_MEDIA"
+        ]],
+        "{}",
+        read.output()
+    );
+    assert!(
+        read.stdout.contains("images 2 missing 1"),
+        "{}",
+        read.output()
+    );
+}
