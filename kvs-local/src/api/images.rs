@@ -10,7 +10,7 @@
 
 use super::context::{Shared, store_err};
 use super::http::{ApiError, RespBody, json_response};
-use super::media::{needs_retention, timestamp_ms};
+use super::media::{by_producer_time, needs_retention, timestamp_ms};
 use super::operation::{GetImagesInput, Page};
 use crate::mkv::{cluster_frames, header_tracks};
 use crate::model::records::StoredFragment;
@@ -92,16 +92,7 @@ fn in_range(
 
 impl Images {
     fn of(r: &GetImagesInput) -> Result<Images, ApiError> {
-        let producer = match r.image_selector_type.as_deref() {
-            Some("PRODUCER_TIMESTAMP") => true,
-            Some("SERVER_TIMESTAMP") => false,
-            other => {
-                return Err(ApiError::invalid_argument(format!(
-                    "ImageSelectorType must be PRODUCER_TIMESTAMP or SERVER_TIMESTAMP, not \
-                     {other:?}"
-                )));
-            }
-        };
+        let producer = by_producer_time(r.image_selector_type.as_deref(), "ImageSelectorType")?;
         let (Some(start), Some(end)) = (
             timestamp_ms(r.start_timestamp, "StartTimestamp")?,
             timestamp_ms(r.end_timestamp, "EndTimestamp")?,

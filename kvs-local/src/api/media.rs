@@ -66,17 +66,24 @@ pub(super) struct TimeRange {
     pub(super) to: u64,
 }
 
+/// Whether a selector (`field`, e.g. `FragmentSelectorType`) of `value` selects by producer
+/// timestamps (else by server timestamps).
+pub(super) fn by_producer_time(value: Option<&str>, field: &str) -> Result<bool, ApiError> {
+    match value {
+        Some("PRODUCER_TIMESTAMP") => Ok(true),
+        Some("SERVER_TIMESTAMP") => Ok(false),
+        other => Err(ApiError::invalid_argument(format!(
+            "{field} must be PRODUCER_TIMESTAMP or SERVER_TIMESTAMP, not {other:?}"
+        ))),
+    }
+}
+
 impl TimeRange {
     pub(super) fn of(sel: FragmentSelector) -> Result<TimeRange, ApiError> {
-        let producer = match sel.fragment_selector_type.as_deref() {
-            Some("PRODUCER_TIMESTAMP") => true,
-            Some("SERVER_TIMESTAMP") => false,
-            other => {
-                return Err(ApiError::invalid_argument(format!(
-                    "FragmentSelectorType must be PRODUCER_TIMESTAMP or SERVER_TIMESTAMP, not {other:?}"
-                )));
-            }
-        };
+        let producer = by_producer_time(
+            sel.fragment_selector_type.as_deref(),
+            "FragmentSelectorType",
+        )?;
         let range = sel.timestamp_range;
         let from = timestamp_ms(
             range.as_ref().and_then(|r| r.start_timestamp),
