@@ -785,3 +785,122 @@ fn read_images_saves_a_picture_every_interval() {
         read.output()
     );
 }
+
+/// A live view in a Python application (`kvssrc start-selector=now` into a sink that renders
+/// each frame at its time) through an outage of 4 s, the camera (gst-launch-1.0) and the
+/// reader both cut off: the application recalculates the latency at each LATENCY message, as
+/// the README says, so the frames of the outage, which come late, are rendered, not dropped;
+/// the latency grows past the outage, then comes down once fragments are on time again.
+#[test]
+fn a_live_view_in_python_renders_through_an_outage() {
+    init();
+    let server = std::sync::Arc::new(server());
+    let camera = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            gst_launch(
+                &server,
+                "videotestsrc is-live=true num-buffers=1100 ! video/x-raw,format=I420,width=320,\
+                 height=240,framerate=30/1 ! x264enc tune=zerolatency speed-preset=ultrafast \
+                 key-int-max=30 ! h264parse ! matroskamux streamable=true ! kvssink \
+                 stream-name=view",
+                TIMEOUT,
+            )
+        })
+    };
+    while server.try_fragments("view").map_or(true, |f| f.is_empty()) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 32_000;
+    let script = format!(
+        r#"
+import sys, gi
+gi.require_version("Gst", "1.0")
+from gi.repository import Gst, GLib
+Gst.init(None)
+pipeline = Gst.parse_launch(
+    "kvssrc start-selector=now stream-name=view end-timestamp={end} ! matroskademux "
+    "! identity name=demuxed signal-handoffs=true ! h264parse ! avdec_h264 ! videoconvert "
+    "! fakesink name=out sync=true max-lateness=20000000 qos=true signal-handoffs=true")
+counts = {{"demuxed": 0, "out": 0}}
+def counter(name):
+    def handoff(*_):
+        counts[name] += 1
+    return handoff
+for name in counts:
+    pipeline.get_by_name(name).connect("handoff", counter(name))
+loop = GLib.MainLoop()
+def on_message(_bus, msg):
+    if msg.type == Gst.MessageType.LATENCY:
+        pipeline.recalculate_latency()
+        query = Gst.Query.new_latency()
+        if pipeline.query(query):
+            print("latency", query.parse_latency()[1] // Gst.MSECOND, counts["demuxed"],
+                  counts["out"], flush=True)
+    elif msg.type in (Gst.MessageType.EOS, Gst.MessageType.ERROR):
+        if msg.type == Gst.MessageType.ERROR:
+            print("error", msg.parse_error()[0].message, flush=True)
+        loop.quit()
+bus = pipeline.get_bus()
+bus.add_signal_watch()
+bus.connect("message", on_message)
+pipeline.set_state(Gst.State.PLAYING)
+loop.run()
+pipeline.set_state(Gst.State.NULL)
+print("frames", counts["demuxed"], counts["out"], flush=True)
+"#
+    );
+    let reader = {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            let registry = tempfile::tempdir().unwrap();
+            let mut cmd = host_command("/usr/bin/python3", &server.url(), registry.path());
+            cmd.args(["-c", &script]);
+            run_host(cmd, TIMEOUT)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(5));
+    server.pause_listening();
+    std::thread::sleep(Duration::from_secs(4));
+    server.resume_listening();
+    let read = reader.join().unwrap();
+    camera.join().unwrap();
+    read.assert_success();
+    let frames = lines(&read, "frames");
+    let (demuxed, rendered): (u64, u64) =
+        (frames[0][1].parse().unwrap(), frames[0][2].parse().unwrap());
+    assert!(demuxed >= 800 && rendered >= 500, "{}", read.output());
+    // (latency, frames demuxed, frames rendered) at each LATENCY message.
+    let latencies: Vec<(u64, u64, u64)> = lines(&read, "latency")
+        .iter()
+        .map(|w| {
+            (
+                w[1].parse().unwrap(),
+                w[2].parse().unwrap(),
+                w[3].parse().unwrap(),
+            )
+        })
+        .collect();
+    let peak = latencies.iter().map(|l| l.0).max().unwrap_or(0);
+    assert!(peak >= 4000, "{latencies:?}\n{}", read.output());
+    // It came down, at least 2 s, once fragments were on time again.
+    let (last, demuxed_then, rendered_then) = *latencies.last().unwrap();
+    assert!(last + 2000 <= peak, "{latencies:?}\n{}", read.output());
+    // Until then, through the outage, every frame but a fragment's at most was rendered, late.
+    assert!(
+        rendered_then + 30 >= demuxed_then,
+        "{latencies:?}\n{}",
+        read.output()
+    );
+    // Then the frames it would show too late are dropped (and a decoder's QoS skips as much
+    // again), and the view goes on, live.
+    assert!(
+        rendered > rendered_then + 30,
+        "{latencies:?}\n{}",
+        read.output()
+    );
+}

@@ -69,6 +69,9 @@ pub struct Fragment {
     /// Where the chunk's Tags elements lie in `bytes` (the service's and the metadata).
     pub tags_at: Vec<std::ops::Range<usize>>,
     pub tags: FragmentTags,
+    /// When its last byte was read from the response: a consumer that takes it later (held
+    /// by its own pipeline) knows how long it waited.
+    pub received: std::time::Instant,
 }
 
 impl Fragment {
@@ -233,6 +236,7 @@ impl Splitter {
             tags_at: std::mem::take(&mut self.tags_at),
             tags: std::mem::take(&mut self.tags),
             bytes,
+            received: std::time::Instant::now(),
         }
     }
 

@@ -30,8 +30,11 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// Fragments read ahead of the streaming thread.
-const READ_AHEAD: usize = 4;
+/// Fragments read ahead of the streaming thread. A live view behind by an outage (its
+/// latency grown to the outage's length) holds that many seconds of fragments while its sink
+/// waits: when the reader has no room for them, they stay in the socket, come late, and the
+/// latency could never come down.
+const READ_AHEAD: usize = 16;
 
 /// What a live read's latency adds to the most a fragment's first frame was late (for the
 /// service's and the network's jitter), in parts of it.
@@ -414,7 +417,7 @@ impl PushSrcImpl for KvsSrc {
                     if self.obj().is_live()
                         && let Some(ns) = start_ns
                     {
-                        self.measure_latency(started, ns);
+                        self.measure_latency(started, ns, fragment.received);
                     }
                     let origin = started.timeline.origin_ms();
                     if let Some(ms) = origin {
@@ -492,15 +495,23 @@ impl KvsSrc {
     /// when every fragment of the last `LATENCY_DECAY_WINDOW` would have been on time with
     /// `LATENCY_DECAY_MIN_STEP` less (a sink then drops what it would show late, and the view
     /// is live again).
-    fn measure_latency(&self, started: &mut Started, start_ns: u64) {
+    ///
+    /// How late a fragment is counts from when it was `received`, not from now: with a large
+    /// latency, a sink that syncs holds the streaming thread, and the fragments wait for it
+    /// after they came; counted from now they would always look as late as the latency they
+    /// caused, and it would never come down.
+    fn measure_latency(&self, started: &mut Started, start_ns: u64, received: std::time::Instant) {
         let first = *started.first_ns.get_or_insert(start_ns);
         let Some(now) = self.obj().current_running_time() else {
             return;
         };
-        let late = now.saturating_sub(gst::ClockTime::from_nseconds(
-            start_ns.saturating_sub(first),
-        ));
-        let arrived = std::time::Instant::now();
+        let waited = gst::ClockTime::from_nseconds(received.elapsed().as_nanos() as u64);
+        let late = now
+            .saturating_sub(waited)
+            .saturating_sub(gst::ClockTime::from_nseconds(
+                start_ns.saturating_sub(first),
+            ));
+        let arrived = received;
         started.lateness.push_back((arrived, late));
         while started
             .lateness
