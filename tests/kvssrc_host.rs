@@ -800,7 +800,7 @@ fn a_live_view_in_python_renders_through_an_outage() {
         std::thread::spawn(move || {
             gst_launch(
                 &server,
-                "videotestsrc is-live=true num-buffers=1100 ! video/x-raw,format=I420,width=320,\
+                "videotestsrc is-live=true num-buffers=1400 ! video/x-raw,format=I420,width=320,\
                  height=240,framerate=30/1 ! x264enc tune=zerolatency speed-preset=ultrafast \
                  key-int-max=30 ! h264parse ! matroskamux streamable=true ! kvssink \
                  stream-name=view",
@@ -815,7 +815,7 @@ fn a_live_view_in_python_renders_through_an_outage() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis()
-        + 32_000;
+        + 42_000;
     let script = format!(
         r#"
 import sys, gi
@@ -897,7 +897,8 @@ print("frames", counts["demuxed"], counts["out"], flush=True)
         read.output()
     );
     // Then the frames it would show too late are dropped (and a decoder's QoS skips as much
-    // again), and the view goes on, live.
+    // again: the view stands still for about twice what it was behind), and the view goes on,
+    // live.
     assert!(
         rendered > rendered_then + 30,
         "{latencies:?}\n{}",

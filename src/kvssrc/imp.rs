@@ -30,11 +30,12 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// Fragments read ahead of the streaming thread. A live view behind by an outage (its
-/// latency grown to the outage's length) holds that many seconds of fragments while its sink
-/// waits: when the reader has no room for them, they stay in the socket, come late, and the
-/// latency could never come down.
-const READ_AHEAD: usize = 16;
+/// Fragments read ahead of the streaming thread, reading what is stored.
+const READ_AHEAD: usize = 4;
+/// ... and reading live. A live view behind by an outage (its latency grown to the outage's
+/// length) holds that many seconds of fragments while its sink waits: when the reader has no
+/// room for them, they stay in the socket, come late, and the latency could never come down.
+const LIVE_READ_AHEAD: usize = 16;
 
 /// What a live read's latency adds to the most a fragment's first frame was late (for the
 /// service's and the network's jitter), in parts of it.
@@ -231,7 +232,12 @@ impl BaseSrcImpl for KvsSrc {
             "starting: stream {stream}, from {:?}",
             config.start
         );
-        let (tx, events) = mpsc::channel(READ_AHEAD);
+        let ahead = if self.obj().is_live() {
+            LIVE_READ_AHEAD
+        } else {
+            READ_AHEAD
+        };
+        let (tx, events) = mpsc::channel(ahead);
         let task = getmedia::spawn(crate::runtime::RUNTIME.handle(), config, credentials, tx);
         *lock(&self.state) = Some(Started {
             stream,
