@@ -225,6 +225,9 @@ pub struct KvsSink {
     settings_changed: std::sync::atomic::AtomicBool,
     /// A flushing seek on elementary streams: the next frame places the new segment.
     seeked: std::sync::atomic::AtomicBool,
+    /// What ending the stream without a word cut short was told ([`KvsSink::cut_short`]):
+    /// once, by `dispose` or at the process's exit, whichever comes first.
+    told_cut_short: std::sync::atomic::AtomicBool,
     /// This element's entry in the process's streams in use, while started.
     in_use: Mutex<Option<String>>,
     /// The stream-name of the run started last: what messages name, whatever the property
@@ -590,6 +593,7 @@ impl BaseSinkImpl for KvsSink {
         self.paused_after_playing.store(false, Ordering::Release);
         self.resumed_after_pause.store(false, Ordering::Release);
         self.failed_account_posted.store(false, Ordering::Release);
+        self.told_cut_short.store(false, Ordering::Release);
         self.told_matroska_with_audio
             .store(false, Ordering::Release);
         let mut settings = {
@@ -2107,6 +2111,9 @@ impl KvsSink {
             }
         };
         let message = summary.loss_message(&self.stream_name())?;
+        if self.told_cut_short.swap(true, Ordering::AcqRel) {
+            return None;
+        }
         let message = format!("{message} ({how})");
         gst::error!(CAT, imp = self, "{message}");
         Some(message)
