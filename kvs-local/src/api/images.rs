@@ -501,28 +501,23 @@ mod tests {
             "WidthPixels must be from 1 to 3840",
         );
         bad(r#""HeightPixels":0"#, "HeightPixels must be from 1 to 2160");
-        let e = Images::of(&input(
-            r#"{"ImageSelectorType":"SERVER_TIMESTAMP","StartTimestamp":10,"EndTimestamp":311,"Format":"PNG"}"#,
-        ))
-        .unwrap_err();
-        assert!(
-            e.message.contains("no longer than 300 seconds"),
-            "{}",
-            e.message
+        // Whole requests: the range, its order, the format.
+        let refused = |json: &str, says: &str| {
+            let e = Images::of(&input(json)).unwrap_err();
+            assert!(e.message.contains(says), "{json}: {}", e.message);
+        };
+        let server = r#""ImageSelectorType":"SERVER_TIMESTAMP","StartTimestamp":10"#;
+        refused(
+            &format!(r#"{{{server},"EndTimestamp":311,"Format":"PNG"}}"#),
+            "no longer than 300 seconds",
         );
-        let e = Images::of(&input(
-            r#"{"ImageSelectorType":"SERVER_TIMESTAMP","StartTimestamp":10,"EndTimestamp":9,"Format":"PNG"}"#,
-        ))
-        .unwrap_err();
-        assert!(e.message.contains("not be earlier"), "{}", e.message);
-        let e = Images::of(&input(
-            r#"{"ImageSelectorType":"SERVER_TIMESTAMP","StartTimestamp":10,"EndTimestamp":11,"Format":"GIF"}"#,
-        ))
-        .unwrap_err();
-        assert!(
-            e.message.contains("Format must be JPEG or PNG"),
-            "{}",
-            e.message
+        refused(
+            &format!(r#"{{{server},"EndTimestamp":9,"Format":"PNG"}}"#),
+            "not be earlier",
+        );
+        refused(
+            &format!(r#"{{{server},"EndTimestamp":11,"Format":"GIF"}}"#),
+            "Format must be JPEG or PNG",
         );
     }
 
