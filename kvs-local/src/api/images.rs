@@ -200,7 +200,9 @@ pub(crate) fn get_images(
             m.server_timestamp_ms
         }
     };
-    let mut by_fragment: BTreeMap<usize, Vec<(usize, u64)>> = BTreeMap::new();
+    // By fragment index: its number, and the (slot, producer time) of the times it holds.
+    type Held<'a> = (&'a str, Vec<(usize, u64)>);
+    let mut by_fragment: BTreeMap<usize, Held> = BTreeMap::new();
     for (slot, t) in times.iter().enumerate() {
         let holder = metas
             .iter()
@@ -214,7 +216,8 @@ pub(crate) fn get_images(
             let producer_ms = m.producer_timestamp_ms + (t - begin(m));
             by_fragment
                 .entry(index)
-                .or_default()
+                .or_insert_with(|| (m.number.as_str(), Vec::new()))
+                .1
                 .push((slot, producer_ms));
         }
     }
@@ -225,7 +228,12 @@ pub(crate) fn get_images(
             .fragments_where(name, |i, _| by_fragment.contains_key(&i))
             .map_err(|e| store_err(e, name))?;
         let headers = shared.store.headers(name);
-        for ((_, wanted), f) in by_fragment.iter().zip(&fragments) {
+        // Matched by number: a stream deleted and made again meanwhile has other fragments
+        // (its times are then NO_MEDIA).
+        for (number, wanted) in by_fragment.values() {
+            let Some(f) = fragments.iter().find(|f| f.number == *number) else {
+                continue;
+            };
             let at: Vec<u64> = wanted.iter().map(|(_, t)| *t).collect();
             let made = headers
                 .get(f.header_index)
@@ -287,13 +295,12 @@ fn decode(
     req: &Images,
 ) -> Result<Vec<Vec<u8>>, String> {
     let (scale, tracks) = header_tracks(header).map_err(|e| e.to_string())?;
+    // The first video track: the one the launch line decodes (`video_0`).
     let video = tracks
         .iter()
-        .find(|t| {
-            t.track_type == TRACK_TYPE_VIDEO
-                && [CODEC_H264, CODEC_H265].contains(&t.codec_id.as_str())
-        })
-        .ok_or("the stream has no H.264 or H.265 video track")?;
+        .find(|t| t.track_type == TRACK_TYPE_VIDEO)
+        .filter(|t| [CODEC_H264, CODEC_H265].contains(&t.codec_id.as_str()))
+        .ok_or("the stream's first video track is not H.264 or H.265")?;
     let (timecode, frames) = cluster_frames(&f.bytes).map_err(|e| e.to_string())?;
     // Presentation times (ns since the epoch), as GetClip places them.
     let scale = i128::from(scale);
