@@ -57,6 +57,8 @@ pub struct Placed {
     pub new_origin: Option<(u64, u64)>,
     /// The Cluster's timestamp on the timeline (ns), when it has a Timecode.
     pub start_ns: Option<u64>,
+    /// ... and its last frame's (the latest of its blocks').
+    pub end_ns: Option<u64>,
 }
 
 impl Timeline {
@@ -138,14 +140,15 @@ impl Timeline {
         blocks.sort_unstable();
         let unit = i128::from(scale.max(1));
         let start_ns = i128::from(value) * unit;
-        if let Some(&last) = blocks.last() {
+        let end_ns = start_ns + blocks.last().map_or(0, |&last| i128::from(last) * unit);
+        if !blocks.is_empty() {
             let step = blocks
                 .windows(2)
                 .map(|w| i128::from(w[1]) - i128::from(w[0]))
                 .filter(|d| *d > 0)
                 .min()
                 .unwrap_or(1);
-            self.passed(start_ns + i128::from(last) * unit, step * unit);
+            self.passed(end_ns, step * unit);
         }
         let new_origin = placement
             .new_origin
@@ -161,6 +164,7 @@ impl Timeline {
             moved_ns: placement.moved_ns,
             new_origin,
             start_ns: u64::try_from(start_ns).ok(),
+            end_ns: u64::try_from(end_ns).ok(),
         }
     }
 }
@@ -286,6 +290,7 @@ mod tests {
             t.place_cluster(&first, MS, Some(1_700_000_000_000)),
             Placed {
                 start_ns: Some(0),
+                end_ns: Some(66_000_000),
                 ..Placed::default()
             }
         );
@@ -293,6 +298,7 @@ mod tests {
         let placed = t.place_cluster(&later, MS, Some(1_700_000_005_000));
         assert_eq!(placed.moved_ns, Some(5_000_000_000));
         assert_eq!(placed.start_ns, Some(5_000_000_000));
+        assert_eq!(placed.end_ns, Some(5_066_000_000));
         let (head, replaced) = placed.head.expect("a new head");
         let moved = [&head[..], &later[replaced..]].concat();
         assert_eq!(cluster_timecode(&moved).unwrap().value, 5_000);
