@@ -40,6 +40,7 @@ elements=(
   rtph264depay:gstreamer1.0-plugins-good rtspsrc:gstreamer1.0-plugins-good
   matroskademux:gstreamer1.0-plugins-good matroskamux:gstreamer1.0-plugins-good
   v4l2src:gstreamer1.0-plugins-good capssetter:gstreamer1.0-plugins-good
+  autovideosink:gstreamer1.0-plugins-good
   h264parse:gstreamer1.0-plugins-bad voaacenc:gstreamer1.0-plugins-bad
   mpegtsmux:gstreamer1.0-plugins-bad tsdemux:gstreamer1.0-plugins-bad
   h265parse:gstreamer1.0-plugins-bad openh264enc:gstreamer1.0-plugins-bad

@@ -791,9 +791,27 @@ fn read_images_saves_a_picture_every_interval() {
 /// reader both cut off: the application recalculates the latency at each LATENCY message, as
 /// the README says, so the frames of the outage, which come late, are rendered, not dropped;
 /// the latency grows past the outage, then comes down once fragments are on time again.
-#[test]
-fn a_live_view_in_python_renders_through_an_outage() {
-    init();
+/// What a live view in Python saw through a 4 s outage (see [`live_view_through_an_outage`]).
+struct LiveView {
+    read: HostRun,
+    /// Frames demuxed and rendered.
+    demuxed: u64,
+    rendered: u64,
+    /// (latency ms, frames demuxed, frames rendered) at each LATENCY message.
+    latencies: Vec<(u64, u64, u64)>,
+    /// `kvs-fragment` messages with `skipped=true`, QOS messages from kvssrc, and the
+    /// `skipped` of its `kvs-end` message.
+    skipped: u64,
+    qos: u64,
+    end_skipped: u64,
+    /// The longest time (ms, wall clock) the view stood still after its first frame.
+    still_ms: u64,
+}
+
+/// A camera streams live for about 45 s; 5 s in, a live view in Python (kvssrc `props`,
+/// latency applied as GStreamer asks: `recalculate_latency()` on a LATENCY message, a sink
+/// that syncs and a decoder's QoS) reads it for 42 s, through a 4 s outage of the endpoint.
+fn live_view_through_an_outage(props: &str) -> LiveView {
     let server = std::sync::Arc::new(server());
     let camera = {
         let server = server.clone();
@@ -818,21 +836,28 @@ fn a_live_view_in_python_renders_through_an_outage() {
         + 42_000;
     let script = format!(
         r#"
-import sys, gi
+import sys, time, gi
 gi.require_version("Gst", "1.0")
 from gi.repository import Gst, GLib
 Gst.init(None)
 pipeline = Gst.parse_launch(
-    "kvssrc start-selector=now stream-name=view end-timestamp={end} ! matroskademux "
-    "! identity name=demuxed signal-handoffs=true ! h264parse ! avdec_h264 ! videoconvert "
-    "! fakesink name=out sync=true max-lateness=20000000 qos=true signal-handoffs=true")
-counts = {{"demuxed": 0, "out": 0}}
-def counter(name):
-    def handoff(*_):
-        counts[name] += 1
-    return handoff
-for name in counts:
-    pipeline.get_by_name(name).connect("handoff", counter(name))
+    "kvssrc name=src start-selector=now stream-name=view end-timestamp={end} {props} "
+    "! matroskademux ! identity name=demuxed signal-handoffs=true ! h264parse ! avdec_h264 "
+    "! videoconvert ! fakesink name=out sync=true max-lateness=20000000 qos=true "
+    "signal-handoffs=true")
+counts = {{"demuxed": 0, "out": 0, "skipped": 0, "qos": 0}}
+shown = {{"last": None, "still": 0.0}}
+def demuxed(*_):
+    counts["demuxed"] += 1
+def rendered(*_):
+    counts["out"] += 1
+    now = time.monotonic()
+    if shown["last"] is not None:
+        shown["still"] = max(shown["still"], now - shown["last"])
+    shown["last"] = now
+pipeline.get_by_name("demuxed").connect("handoff", demuxed)
+pipeline.get_by_name("out").connect("handoff", rendered)
+src = pipeline.get_by_name("src")
 loop = GLib.MainLoop()
 def on_message(_bus, msg):
     if msg.type == Gst.MessageType.LATENCY:
@@ -841,6 +866,13 @@ def on_message(_bus, msg):
         if pipeline.query(query):
             print("latency", query.parse_latency()[1] // Gst.MSECOND, counts["demuxed"],
                   counts["out"], flush=True)
+    elif msg.type == Gst.MessageType.QOS and msg.src == src:
+        counts["qos"] += 1
+    elif msg.type == Gst.MessageType.ELEMENT and msg.get_structure().get_name() == "kvs-fragment":
+        if msg.get_structure().get_value("skipped"):
+            counts["skipped"] += 1
+    elif msg.type == Gst.MessageType.ELEMENT and msg.get_structure().get_name() == "kvs-end":
+        print("end", msg.get_structure().get_value("skipped"), flush=True)
     elif msg.type in (Gst.MessageType.EOS, Gst.MessageType.ERROR):
         if msg.type == Gst.MessageType.ERROR:
             print("error", msg.parse_error()[0].message, flush=True)
@@ -851,7 +883,8 @@ bus.connect("message", on_message)
 pipeline.set_state(Gst.State.PLAYING)
 loop.run()
 pipeline.set_state(Gst.State.NULL)
-print("frames", counts["demuxed"], counts["out"], flush=True)
+print("frames", counts["demuxed"], counts["out"], counts["skipped"], counts["qos"],
+      int(shown["still"] * 1000), flush=True)
 "#
     );
     let reader = {
@@ -870,27 +903,50 @@ print("frames", counts["demuxed"], counts["out"], flush=True)
     let read = reader.join().unwrap();
     camera.join().unwrap();
     read.assert_success();
-    let frames = lines(&read, "frames");
-    let (demuxed, rendered): (u64, u64) =
-        (frames[0][1].parse().unwrap(), frames[0][2].parse().unwrap());
-    assert!(demuxed >= 800 && rendered >= 500, "{}", read.output());
-    // (latency, frames demuxed, frames rendered) at each LATENCY message.
-    let latencies: Vec<(u64, u64, u64)> = lines(&read, "latency")
+    let number = |w: &str| w.parse::<u64>().unwrap();
+    let frames: Vec<u64> = lines(&read, "frames")[0][1..]
         .iter()
-        .map(|w| {
-            (
-                w[1].parse().unwrap(),
-                w[2].parse().unwrap(),
-                w[3].parse().unwrap(),
-            )
-        })
+        .map(|w| number(w))
         .collect();
+    let latencies = lines(&read, "latency")
+        .iter()
+        .map(|w| (number(w[1]), number(w[2]), number(w[3])))
+        .collect();
+    LiveView {
+        demuxed: frames[0],
+        rendered: frames[1],
+        skipped: frames[2],
+        qos: frames[3],
+        still_ms: frames[4],
+        end_skipped: number(lines(&read, "end")[0][1]),
+        latencies,
+        read,
+    }
+}
+
+#[test]
+fn a_live_view_in_python_renders_through_an_outage() {
+    init();
+    let LiveView {
+        read,
+        demuxed,
+        rendered,
+        latencies,
+        skipped,
+        ..
+    } = live_view_through_an_outage("");
+    assert!(demuxed >= 800 && rendered >= 500, "{}", read.output());
+    assert_eq!(skipped, 0, "{}", read.output());
     let peak = latencies.iter().map(|l| l.0).max().unwrap_or(0);
     assert!(peak >= 4000, "{latencies:?}\n{}", read.output());
     // It came down, at least 2 s, once fragments were on time again.
-    let (last, demuxed_then, rendered_then) = *latencies.last().unwrap();
+    let last = latencies.last().unwrap().0;
     assert!(last + 2000 <= peak, "{latencies:?}\n{}", read.output());
-    // Until then, through the outage, every frame but a fragment's at most was rendered, late.
+    // Until it first came down, through the outage, every frame but a fragment's at most was
+    // rendered, late.
+    let at_peak = latencies.iter().position(|l| l.0 == peak).unwrap();
+    let (_, demuxed_then, rendered_then) =
+        *latencies[at_peak..].iter().find(|l| l.0 < peak).unwrap();
     assert!(
         rendered_then + 30 >= demuxed_then,
         "{latencies:?}\n{}",
@@ -904,4 +960,36 @@ print("frames", counts["demuxed"], counts["out"], flush=True)
         "{latencies:?}\n{}",
         read.output()
     );
+}
+
+#[test]
+fn a_live_view_dropping_on_latency_goes_on_live_after_an_outage() {
+    init();
+    let view = live_view_through_an_outage("drop-on-latency=true");
+    let LiveView { read, .. } = &view;
+    let seen = format!(
+        "demuxed {}, rendered {}, skipped {} (QOS {}, kvs-end {}), stood still {} ms, \
+         latencies {:?}\n{}",
+        view.demuxed,
+        view.rendered,
+        view.skipped,
+        view.qos,
+        view.end_skipped,
+        view.still_ms,
+        view.latencies,
+        read.output()
+    );
+    assert!(view.demuxed >= 800 && view.rendered >= 500, "{seen}");
+    // The outage's fragments, which came about 4 s late, were skipped and said so, each in a
+    // QOS message and its kvs-fragment message, and counted at the end...
+    assert!(view.skipped >= 2, "{seen}");
+    assert_eq!(view.qos, view.skipped, "{seen}");
+    assert_eq!(view.end_skipped, view.skipped, "{seen}");
+    // ... instead of raising the latency to hold them (the view above: 4 s and more). The
+    // first fragment after them, partly late, may raise it by up to its length.
+    let peak = view.latencies.iter().map(|l| l.0).max().unwrap_or(0);
+    assert!(peak < 4000, "{seen}");
+    // What reached the sink came in time: the sink and a decoder's QoS dropped less than an
+    // outage's worth of frames (the view above drops the outage's frames, then as many again).
+    assert!(view.demuxed - view.rendered < 120, "{seen}");
 }

@@ -20,7 +20,7 @@ use crate::about;
 use crate::getmedia::fragments::FragmentTags;
 use crate::getmedia::{self, Event, Fragment};
 use kvs_format::matroska::{header_codecs, same_tracks};
-use kvs_format::timeline::Timeline;
+use kvs_format::timeline::{Placed, Timeline};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -62,6 +62,8 @@ struct Started {
     /// The number and continuation token of the last fragment passed on.
     last: Option<(Option<String>, Option<String>)>,
     fragments: u64,
+    /// Fragments `drop-on-latency` skipped.
+    skipped: u64,
     /// The first fragment's timestamp (ns), which matroskademux's segment starts at.
     first_ns: Option<u64>,
     /// How late each fragment's first frame came in the last `LATENCY_DECAY_WINDOW`, and
@@ -247,6 +249,7 @@ impl BaseSrcImpl for KvsSrc {
             timeline: Timeline::new(),
             last: None,
             fragments: 0,
+            skipped: 0,
             first_ns: None,
             lateness: std::collections::VecDeque::new(),
             latency_set: std::time::Instant::now(),
@@ -368,6 +371,7 @@ impl PushSrcImpl for KvsSrc {
                     let s = gst::Structure::builder("kvs-end")
                         .field("stream", &started.stream)
                         .field("fragments", started.fragments)
+                        .field("skipped", started.skipped)
                         .build();
                     self.post(s);
                     if started.fragments == 0 {
@@ -416,20 +420,29 @@ impl PushSrcImpl for KvsSrc {
                             return Err(gst::FlowError::Error);
                         }
                     };
-                    started.fragments += 1;
                     let (tags, len) = (fragment.tags.clone(), fragment.bytes.len());
-                    started.last = Some((tags.number.clone(), tags.continuation_token.clone()));
-                    let (buffer, start_ns) = self.buffer(started, &fragment, repeats);
-                    if self.obj().is_live()
-                        && let Some(ns) = start_ns
-                    {
-                        self.measure_latency(started, ns, fragment.received);
-                    }
+                    let (buffer, placed) = self.buffer(started, &fragment, repeats);
                     let origin = started.timeline.origin_ms();
+                    if self.obj().is_live()
+                        && let (Some(start_ns), Some(end_ns)) = (placed.start_ns, placed.end_ns)
+                    {
+                        // The first fragment, and one that brings a new stream header, are
+                        // always passed on.
+                        if repeats
+                            && lock(&self.settings).drop_on_latency
+                            && let Some(late) = self.too_late(started, end_ns)
+                        {
+                            self.skip(started, &tags, len, origin, (start_ns, end_ns), late);
+                            continue;
+                        }
+                        self.measure_latency(started, start_ns, fragment.received);
+                    }
+                    started.fragments += 1;
+                    started.last = Some((tags.number.clone(), tags.continuation_token.clone()));
                     if let Some(ms) = origin {
                         self.timeline_origin.store(ms, Ordering::Relaxed);
                     }
-                    self.post_fragment(&started.stream, &tags, len, origin);
+                    self.post_fragment(&started.stream, &tags, len, origin, false);
                     return Ok(CreateSuccess::NewBuffer(buffer));
                 }
             }
@@ -445,7 +458,7 @@ impl KvsSrc {
         started: &mut Started,
         fragment: &Fragment,
         repeats: bool,
-    ) -> (gst::Buffer, Option<u64>) {
+    ) -> (gst::Buffer, Placed) {
         let (pieces, placed) = fragment.placed(&mut started.timeline, repeats);
         if let Some(ns) = placed.moved_ns {
             gst::info!(
@@ -489,7 +502,55 @@ impl KvsSrc {
         for piece in pieces {
             b.append_memory(gst::Memory::from_slice(piece));
         }
-        (buffer, placed.start_ns)
+        (buffer, placed)
+    }
+
+    /// With `drop-on-latency`: how much later than the latency allows the last frame of a
+    /// fragment ending at `end_ns` (on the read's timeline) would be shown if it were passed
+    /// on now, when it would be (see [`late_by`]).
+    fn too_late(&self, started: &Started, end_ns: u64) -> Option<gst::ClockTime> {
+        let now = self.obj().current_running_time()?;
+        late_by(now, started.first_ns?, end_ns, *lock(&self.latency))
+    }
+
+    /// Skips a fragment `drop-on-latency` found `late` (its frames span `ns` on the read's
+    /// timeline): says so in a QOS message, as an element that drops data for lateness does,
+    /// and in its `kvs-fragment` message (`skipped`), so that its metadata is not lost.
+    fn skip(
+        &self,
+        started: &mut Started,
+        tags: &FragmentTags,
+        len: usize,
+        origin: Option<u64>,
+        (start_ns, end_ns): (u64, u64),
+        late: gst::ClockTime,
+    ) {
+        started.skipped += 1;
+        gst::info!(
+            CAT,
+            imp = self,
+            "skipping fragment {:?}: its last frame would be shown {} ms late",
+            tags.number,
+            late.mseconds()
+        );
+        let first = started.first_ns.unwrap_or(start_ns);
+        let timestamp = gst::ClockTime::from_nseconds(start_ns);
+        let qos = gst::message::Qos::builder(true)
+            .running_time(gst::ClockTime::from_nseconds(
+                start_ns.saturating_sub(first),
+            ))
+            .stream_time(timestamp)
+            .timestamp(timestamp)
+            .duration(gst::ClockTime::from_nseconds(end_ns.saturating_sub(start_ns)))
+            .values(late.nseconds() as i64, 1.0, 1_000_000)
+            .stats(
+                gst::format::Buffers::from_u64(started.fragments),
+                gst::format::Buffers::from_u64(started.skipped),
+            )
+            .src(&*self.obj())
+            .build();
+        let _ = self.obj().post_message(qos);
+        self.post_fragment(&started.stream, tags, len, origin, true);
     }
 
     /// A live read's frames come a fragment at a time, the first frame of each as late as the
@@ -605,7 +666,14 @@ impl KvsSrc {
         ))
     }
 
-    fn post_fragment(&self, stream: &str, tags: &FragmentTags, len: usize, origin: Option<u64>) {
+    fn post_fragment(
+        &self,
+        stream: &str,
+        tags: &FragmentTags,
+        len: usize,
+        origin: Option<u64>,
+        skipped: bool,
+    ) {
         gst::debug!(
             CAT,
             imp = self,
@@ -616,6 +684,7 @@ impl KvsSrc {
         );
         let mut s = gst::Structure::builder("kvs-fragment")
             .field("stream", stream)
+            .field("skipped", skipped)
             .build();
         if let Some(n) = &tags.number {
             s.set("fragment-number", n);
@@ -681,5 +750,41 @@ impl KvsSrc {
             .src(&*self.obj())
             .build();
         let _ = self.obj().post_message(msg);
+    }
+}
+
+/// How much later than `latency` allows a frame at `end_ns` (a timestamp on the read's
+/// timeline, which matroskademux's segment starts at `first_ns`) would be shown at running
+/// time `now`: `None` when it would be in time.
+fn late_by(
+    now: gst::ClockTime,
+    first_ns: u64,
+    end_ns: u64,
+    latency: gst::ClockTime,
+) -> Option<gst::ClockTime> {
+    let shown = gst::ClockTime::from_nseconds(end_ns.saturating_sub(first_ns)) + latency;
+    now.checked_sub(shown)
+        .filter(|late| *late > gst::ClockTime::ZERO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fragment_is_too_late_when_its_last_frame_would_be_shown_after_the_latency() {
+        let ms = gst::ClockTime::from_mseconds;
+        let (first, latency) = (5_000_000_000, ms(1_500));
+        // The last frame 2 s into the read, with 1.5 s of latency, is shown at 3.5 s.
+        let end = first + 2_000_000_000;
+        assert_eq!(late_by(ms(3_000), first, end, latency), None);
+        assert_eq!(late_by(ms(3_500), first, end, latency), None);
+        assert_eq!(late_by(ms(3_600), first, end, latency), Some(ms(100)));
+        // After a 4 s outage.
+        assert_eq!(late_by(ms(7_500), first, end, latency), Some(ms(4_000)));
+        // A larger latency takes it.
+        assert_eq!(late_by(ms(7_500), first, end, ms(6_000)), None);
+        // A timestamp before the first fragment's (not on this timeline) is as the first.
+        assert_eq!(late_by(ms(1_000), first, 0, latency), None);
     }
 }

@@ -55,6 +55,7 @@ pub struct Settings {
     pub continuation_token: Option<String>,
     pub end_timestamp: u64,
     pub connection_timeout: u32,
+    pub drop_on_latency: bool,
     pub user_agent: String,
 }
 
@@ -69,6 +70,7 @@ impl Default for Settings {
             continuation_token: None,
             end_timestamp: 0,
             connection_timeout: DEFAULT_CONNECTION_TIMEOUT,
+            drop_on_latency: false,
             user_agent: format!("kvssrc-rs/{} GStreamer", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -207,6 +209,18 @@ pub fn properties() -> Vec<glib::ParamSpec> {
             .default_value(DEFAULT_CONNECTION_TIMEOUT)
             .mutable_ready()
             .build(),
+        glib::ParamSpecBoolean::builder("drop-on-latency")
+            .nick("Drop on latency")
+            .blurb(
+                "Reading live: skip a fragment that comes so late that even its last frame would \
+                 be shown later than the latency allows, instead of raising the latency for it \
+                 (after an outage, the view goes on live at once instead of showing the outage \
+                 late and catching up later); each skip posts a QOS message and a kvs-fragment \
+                 message with skipped=true",
+            )
+            .default_value(false)
+            .mutable_playing()
+            .build(),
         glib::ParamSpecUInt64::builder(TIMELINE_ORIGIN)
             .nick("Timeline origin")
             .blurb(
@@ -242,6 +256,7 @@ pub fn set(settings: &mut Settings, value: &glib::Value, pspec: &glib::ParamSpec
         "continuation-token" => settings.continuation_token = string(),
         "end-timestamp" => settings.end_timestamp = value.get().expect("u64"),
         "connection-timeout" => settings.connection_timeout = value.get().expect("u32"),
+        "drop-on-latency" => settings.drop_on_latency = value.get().expect("bool"),
         name => unreachable!("unknown property {name}"),
     }
 }
@@ -259,6 +274,7 @@ pub fn get(settings: &Settings, pspec: &glib::ParamSpec) -> glib::Value {
         "continuation-token" => settings.continuation_token.to_value(),
         "end-timestamp" => settings.end_timestamp.to_value(),
         "connection-timeout" => settings.connection_timeout.to_value(),
+        "drop-on-latency" => settings.drop_on_latency.to_value(),
         name => unreachable!("unknown property {name}"),
     }
 }
