@@ -541,7 +541,9 @@ impl KvsSrc {
             ))
             .stream_time(timestamp)
             .timestamp(timestamp)
-            .duration(gst::ClockTime::from_nseconds(end_ns.saturating_sub(start_ns)))
+            .duration(gst::ClockTime::from_nseconds(
+                end_ns.saturating_sub(start_ns),
+            ))
             .values(late.nseconds() as i64, 1.0, 1_000_000)
             .stats(
                 gst::format::Buffers::from_u64(started.fragments),
