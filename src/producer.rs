@@ -2021,6 +2021,18 @@ impl Producer {
     }
 
     /// Spooled fragments not handed to the uploader yet (it has no room for them).
+    /// With a spool, whether the open fragment has frames that went neither to the uploader
+    /// (not passed through: older fragments waited on disk, or memory had no room) nor yet to
+    /// disk (only whole fragments go there): what ending the process now loses of the stream
+    /// beyond what the uploader and the spool hold.
+    pub fn open_unhanded(&self) -> bool {
+        self.spool.as_ref().is_some_and(|m| {
+            m.open
+                .as_ref()
+                .is_some_and(|open| !open.passthrough && !open.chunks.is_empty())
+        })
+    }
+
     pub fn spool_backlog(&self) -> usize {
         self.spool.as_ref().map_or(0, |m| m.backlog.len())
     }
@@ -2044,6 +2056,7 @@ impl Producer {
             dropped_disk_full: c.dropped_disk_full,
             unwritten: c.unwritten,
             not_handed: c.spooled.saturating_sub(c.handed) + c.earlier_run_lost,
+            open_lost: 0,
         }
     }
 

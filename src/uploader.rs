@@ -302,6 +302,10 @@ pub struct SpoolAccount {
     pub unwritten: u64,
     /// Fragments produced that never reached the uploader (kept, dropped or unwritten).
     pub not_handed: u64,
+    /// A stream cut short (its process ending) inside a fragment that was going neither to
+    /// the uploader as it came nor yet to disk (it would have, whole, from the spool): 1, lost
+    /// and in no other count.
+    pub open_lost: u64,
 }
 
 impl Summary {
@@ -329,8 +333,9 @@ impl Summary {
         spool: &SpoolAccount,
         skipped: Skipped,
     ) -> Summary {
-        stats.fragments_produced += spool.not_handed;
-        let pending = stats.backlog.fragments.saturating_sub(spool.kept_in_flight);
+        stats.fragments_produced += spool.not_handed + spool.open_lost;
+        let pending =
+            stats.backlog.fragments.saturating_sub(spool.kept_in_flight) + spool.open_lost;
         let dropped = stats.fragments_dropped + spool.dropped + spool.unwritten;
         let lost = stats.fragments_rejected + dropped + pending;
         let mut reasons = Vec::new();
@@ -1270,6 +1275,43 @@ mod tests {
             "video/h264,audio/alaw"
         );
         assert_eq!(media_type_for(&[]), "video/x-matroska");
+    }
+
+    #[test]
+    fn a_fragment_open_when_the_process_ends_outside_memory_and_disk_is_counted_lost() {
+        // 10 handed to the uploader, 3 of them unacknowledged and also on disk, 4 more on
+        // disk only; the process ends inside the next, which went to neither.
+        let stats = Stats {
+            fragments_produced: 10,
+            backlog: Backlog {
+                fragments: 3,
+                ..Backlog::default()
+            },
+            connections: 1,
+            ..Stats::default()
+        };
+        let mut spool = SpoolAccount {
+            kept: 7,
+            kept_in_flight: 3,
+            not_handed: 4,
+            ..SpoolAccount::default()
+        };
+        let wait = WaitOutcome::TimedOut { pending: 3 };
+        let kept = Summary::new(&wait, stats.clone()).with_spool(&spool);
+        assert_eq!(
+            kept.loss_message("s").unwrap(),
+            "stream s: not all of the stream was persisted: 7 not sent yet, kept in the spool \
+             (spool-dir) and sent first at the next start"
+        );
+        spool.open_lost = 1;
+        let cut = Summary::new(&wait, stats).with_spool(&spool);
+        assert_eq!(cut.lost, 1);
+        assert_eq!(
+            cut.loss_message("s").unwrap(),
+            "stream s: 1 of 15 fragments were not persisted: 1 never acknowledged \
+             (abandoned); 7 not sent yet, kept in the spool (spool-dir) and sent first at the \
+             next start"
+        );
     }
 
     #[test]

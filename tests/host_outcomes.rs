@@ -1696,7 +1696,8 @@ fn assert_abandoned(line: &str) {
 }
 
 /// A Python script that ends (`sys.exit`) with its pipeline PLAYING, while the service's
-/// acks lag 3 s behind, streaming to two streams, one of them with a spool. The interpreter
+/// acks lag 3 s behind, streaming to three streams, two of them with a spool (one of those
+/// with too little memory to send fragments as they come: they go from the spool). The interpreter
 /// drops the pipeline as it exits: what was not acknowledged is lost, or kept in the spool,
 /// and standard error says which, per stream, with what to do instead; the next start sends
 /// what the spool kept. Before, nothing was said.
@@ -1710,9 +1711,12 @@ fn a_python_script_exiting_while_streaming_says_what_it_cut_short() {
         stream: None,
         delay_ms: 3000,
     });
+    // The third stream's memory holds 2 s of fragments: with acks 3 s late, its fragments
+    // go to the uploader from the spool once whole, not as they come.
     let line = camera_into(&format!(
         "! queue ! kvssink stream-name=exits \
-         t. ! queue ! kvssink stream-name=exits-spooled spool-dir={}",
+         t. ! queue ! kvssink stream-name=exits-spooled spool-dir={0} \
+         t. ! queue ! kvssink stream-name=exits-from-spool spool-dir={0} buffer-duration=2",
         spool.display()
     ));
     // Exits at the first PERSISTED ack, about 3 s of fragments behind it.
@@ -1754,6 +1758,12 @@ sys.exit(0)
     assert!(
         n >= 2 && kept.contains(": 1 never acknowledged (abandoned); "),
         "{kept}"
+    );
+    // The open fragment, which went neither to memory nor to disk, is counted lost too.
+    let from_spool = cut_short_line(&run, "exits-from-spool", how);
+    assert!(
+        from_spool.contains(": 1 never acknowledged (abandoned); "),
+        "{from_spool}"
     );
     // The next start sends them first.
     let before = server.fragments("exits-spooled").len();

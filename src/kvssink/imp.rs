@@ -2092,10 +2092,11 @@ impl KvsSink {
                 Ok(state) => match &*state {
                     State::Started(started) if !started.accounted => {
                         let producer = &started.producer;
-                        break producer
-                            .uploader()
-                            .account_now()
-                            .with_spool(&producer.spool_account());
+                        let spool = uploader::SpoolAccount {
+                            open_lost: producer.open_unhanded().into(),
+                            ..producer.spool_account()
+                        };
+                        break producer.uploader().account_now().with_spool(&spool);
                     }
                     _ => return None,
                 },
