@@ -1,6 +1,7 @@
 //! HLS playback: `GetHLSStreamingSessionURL`, and the session's master and media playlists,
-//! initialization segment and media segments (fragmented MP4, one segment per fragment), as
-//! a player fetches them from the URL it was given.
+//! initialization segment and media segments (one segment per fragment: fragmented MP4, or
+//! MPEG-TS with `ContainerFormat` `MPEG_TS`), as a player fetches them from the URL it was
+//! given.
 //!
 //! The session token carries the session itself (stream, mode, range, expiry; hex of its
 //! JSON) and an HMAC-SHA256 of it with a key of this process: kvs-local keeps no state for
@@ -12,6 +13,7 @@ use super::control::Reply;
 use super::http::{ApiError, RespBody, full};
 use super::media::{needs_retention, timestamp_ms, typed_response};
 use super::operation::{GetDashInput, GetHlsInput};
+use super::validate::Checks;
 use crate::model::records::FragMeta;
 use crate::util::now_ms;
 use bytes::Bytes;
@@ -23,6 +25,16 @@ use std::fmt::Write;
 const EXPIRES_S: (u64, u64, u64) = (300, 43_200, 300);
 /// `MaxMediaPlaylistFragmentResults` bound, and its defaults live and on demand.
 const MAX_PLAYLIST_FRAGMENTS: (u64, usize, usize) = (5_000, 5, 1_000);
+
+/// `ContainerFormat`'s values: HLS's segments in fragmented MP4 (the default), or MPEG-TS.
+const CONTAINER_FORMATS: [&str; 2] = ["FRAGMENTED_MP4", "MPEG_TS"];
+/// The `ContainerFormat` of MPEG-TS segments.
+const MPEG_TS: &str = CONTAINER_FORMATS[1];
+
+/// The path (after `/hls/v1/`) of an MPEG-TS media segment: `GetTSFragment`.
+const TS_SEGMENT: &str = "getTSFragment.ts";
+/// The path of a fragmented MP4 media segment: `GetMP4MediaFragment`.
+const MP4_SEGMENT: &str = "getMP4MediaFragment.mp4";
 
 /// LIVE needs a fragment received this recently (ms), as the service does.
 const LIVE_RECENT_MS: u64 = 30_000;
@@ -60,6 +72,9 @@ struct Session {
     /// DASH: `DisplayFragmentNumber=ALWAYS` (`kvs:fn` on each segment).
     #[serde(default)]
     g: bool,
+    /// HLS: MPEG-TS media segments (`ContainerFormat=MPEG_TS`), else fragmented MP4.
+    #[serde(default)]
+    e: bool,
 }
 
 /// The key of this process's session tokens.
@@ -215,13 +230,15 @@ fn open_session(
             "PlaybackMode must be LIVE, LIVE_REPLAY or ON_DEMAND, not {mode}"
         )));
     }
-    if let Some(format) = r.container_format.as_deref()
-        && format != "FRAGMENTED_MP4"
-    {
-        return Err(ApiError::invalid_argument(format!(
-            "kvs-local serves HLS in ContainerFormat FRAGMENTED_MP4 (the default), not {format}"
-        )));
-    }
+    // (MPEG-DASH has no ContainerFormat: its sessions are fragmented MP4.)
+    Checks::new()
+        .one_of(
+            "containerFormat",
+            r.container_format.as_deref(),
+            &CONTAINER_FORMATS,
+        )
+        .finish()?;
+    let ts = r.container_format.as_deref() == Some(MPEG_TS);
     let discontinuity = match r.discontinuity_mode.as_deref() {
         None => None,
         Some("NEVER") => Some(0),
@@ -317,6 +334,7 @@ fn open_session(
         c: discontinuity.unwrap_or(if producer { 0 } else { 1 }),
         k: dash.is_some(),
         g: dash == Some(true),
+        e: ts,
     };
     let metas = shared.store.fragment_metas(name);
     // LIVE plays what the stream receives now: none in the last 30 s is no live stream.
@@ -342,7 +360,11 @@ fn open_session(
         .fragments_where(name, |_, m| m.number == first.number)
         .map_err(|e| store_err(e, name))?;
     if let Some(f) = fragment.first() {
-        crate::clip::hls::init(&shared.store.headers(name), f, session.k).map_err(clip_error)?;
+        let headers = shared.store.headers(name);
+        crate::clip::hls::init(&headers, f, session.k).map_err(clip_error)?;
+        if session.e {
+            crate::clip::ts::check(&headers, f).map_err(clip_error)?;
+        }
     }
     let (path, key) = if session.k {
         ("dash/v1/getDASHManifest.mpd", "DASHStreamingSessionURL")
@@ -370,7 +392,8 @@ pub(crate) fn handle(
     req: ::http::Request<hyper::body::Incoming>,
     rid: &str,
 ) -> ::http::Response<RespBody> {
-    // In the report as the service names them (GetHLSMasterPlaylist, GetMP4MediaFragment, ...).
+    // In the report as the service names them (GetHLSMasterPlaylist, GetMP4MediaFragment,
+    // GetTSFragment, ...).
     let name = rest.split('.').next().unwrap_or(rest);
     let operation: String = name
         .char_indices()
@@ -413,29 +436,17 @@ pub(crate) fn handle(
                         .map_err(clip_error)?;
                 Ok((Bytes::from(init), "video/mp4"))
             }
-            "getMP4MediaFragment.mp4" => {
-                let number = param("FragmentNumber")
-                    .ok_or_else(|| ApiError::invalid_argument("FragmentNumber is required"))?;
-                let index = metas
-                    .iter()
-                    .position(|(m, _)| m.number == number)
-                    .ok_or_else(|| ApiError::not_found(format!("no fragment {number}")))?;
-                let f = fragment(shared, &session.s, &number)?;
-                let pieces = crate::clip::hls::segment(
-                    &shared.store.headers(&session.s),
-                    &f,
-                    index as u32 + 1,
-                    session.k,
-                )
-                .map_err(clip_error)?;
-                Ok((Bytes::from(pieces.concat()), "video/mp4"))
+            MP4_SEGMENT => media_segment(shared, &session, &metas, param("FragmentNumber"), false),
+            TS_SEGMENT if !session.k => {
+                media_segment(shared, &session, &metas, param("FragmentNumber"), true)
             }
             _ => Err(ApiError::new(
                 404,
                 "UnknownOperationException",
                 format!(
-                    "kvs-local serves HLS and MPEG-DASH with fragmented MP4: no {rest} for this \
-                     session (MPEG-TS is not served)"
+                    "kvs-local serves HLS (fragmented MP4 or MPEG-TS) and MPEG-DASH (fragmented \
+                     MP4): no {rest} for this {} session",
+                    if session.k { "MPEG-DASH" } else { "HLS" }
                 ),
             )),
         }
@@ -456,6 +467,31 @@ pub(crate) fn handle(
     };
     shared.recorder.request(rec);
     response
+}
+
+/// The media segment of fragment `number` (`FragmentNumber`): MPEG-TS with `ts`, else
+/// fragmented MP4.
+fn media_segment(
+    shared: &Shared,
+    session: &Session,
+    metas: &[(FragMeta, usize)],
+    number: Option<String>,
+    ts: bool,
+) -> Result<(Bytes, &'static str), ApiError> {
+    let number = number.ok_or_else(|| ApiError::invalid_argument("FragmentNumber is required"))?;
+    let index = metas
+        .iter()
+        .position(|(m, _)| m.number == number)
+        .ok_or_else(|| ApiError::not_found(format!("no fragment {number}")))?;
+    let f = fragment(shared, &session.s, &number)?;
+    let headers = shared.store.headers(&session.s);
+    if ts {
+        let segment = crate::clip::ts::segment(&headers, &f, index).map_err(clip_error)?;
+        return Ok((Bytes::from(segment), "video/mp2t"));
+    }
+    let pieces =
+        crate::clip::hls::segment(&headers, &f, index as u32 + 1, session.k).map_err(clip_error)?;
+    Ok((Bytes::from(pieces.concat()), "video/mp4"))
 }
 
 fn fragment(
@@ -605,8 +641,7 @@ fn manifest(
     for (_, m) in &chosen {
         let _ = writeln!(
             body,
-            "<SegmentURL media=\"getMP4MediaFragment.mp4?FragmentNumber={}&amp;\
-             SessionToken={token}\"/>",
+            "<SegmentURL media=\"{MP4_SEGMENT}?FragmentNumber={}&amp;SessionToken={token}\"/>",
             m.number
         );
     }
@@ -647,12 +682,16 @@ fn media(session: &Session, metas: &[(FragMeta, usize)], token: &str) -> (Bytes,
         body.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
     }
     // The initialization segment of the playlist's first fragment: its URI changes with the
-    // stream header, so that a player does not keep an old one.
-    let _ = writeln!(
-        body,
-        "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?FragmentNumber={}&SessionToken={token}\"",
-        chosen.first().map_or("", |(_, m)| m.number.as_str())
-    );
+    // stream header, so that a player does not keep an old one. (MPEG-TS has none: each
+    // segment carries its PAT, PMT and parameter sets.)
+    if !session.e {
+        let _ = writeln!(
+            body,
+            "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?FragmentNumber={}&SessionToken={token}\"",
+            chosen.first().map_or("", |(_, m)| m.number.as_str())
+        );
+    }
+    let segment = if session.e { TS_SEGMENT } else { MP4_SEGMENT };
     for (k, ((index, m), duration_ms)) in chosen.iter().zip(durations).enumerate() {
         if k > 0 && broken(*index) {
             body.push_str("#EXT-X-DISCONTINUITY\n");
@@ -667,7 +706,7 @@ fn media(session: &Session, metas: &[(FragMeta, usize)], token: &str) -> (Bytes,
         }
         let _ = writeln!(
             body,
-            "#EXTINF:{:.3},\ngetMP4MediaFragment.mp4?FragmentNumber={}&SessionToken={token}",
+            "#EXTINF:{:.3},\n{segment}?FragmentNumber={}&SessionToken={token}",
             duration_ms as f64 / 1000.0,
             m.number
         );
@@ -718,6 +757,7 @@ mod tests {
             c,
             k: false,
             g: false,
+            e: false,
         }
     }
 
@@ -730,7 +770,9 @@ mod tests {
         for line in body.lines() {
             if line == "#EXT-X-DISCONTINUITY" {
                 out.push('D');
-            } else if let Some(rest) = line.strip_prefix("getMP4MediaFragment.mp4?FragmentNumber=")
+            } else if let Some(rest) = line
+                .strip_prefix("getMP4MediaFragment.mp4?FragmentNumber=")
+                .or_else(|| line.strip_prefix("getTSFragment.ts?FragmentNumber="))
             {
                 out.push_str(rest.split('&').next().unwrap());
             }
@@ -773,5 +815,35 @@ mod tests {
             playlist(&session("LIVE", 1, 3), &m),
             ("4D5D6".into(), Some(4))
         );
+    }
+
+    /// `ContainerFormat=MPEG_TS`: the segments are `getTSFragment.ts`, with no
+    /// initialization segment; fragmented MP4's are `getMP4MediaFragment.mp4` after
+    /// `#EXT-X-MAP`.
+    #[test]
+    fn mpeg_ts_playlists_list_ts_segments_without_a_map() {
+        let m = metas(&[0, 1000, 2000], 967);
+        let mut ts = session("ON_DEMAND", 0, 100);
+        ts.e = true;
+        let body = String::from_utf8(media(&ts, &m, "t").0.to_vec()).unwrap();
+        assert!(!body.contains("#EXT-X-MAP"), "{body}");
+        assert!(!body.contains(".mp4"), "{body}");
+        assert!(body.contains("\ngetTSFragment.ts?FragmentNumber=0&SessionToken=t\n"));
+        assert_eq!(playlist(&ts, &m).0, "012");
+        let mp4 = session("ON_DEMAND", 0, 100);
+        let body = String::from_utf8(media(&mp4, &m, "t").0.to_vec()).unwrap();
+        assert!(body.contains(
+            "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?FragmentNumber=0&SessionToken=t\"\n"
+        ));
+        assert!(body.contains("\ngetMP4MediaFragment.mp4?FragmentNumber=2&SessionToken=t\n"));
+        assert!(!body.contains(".ts?"), "{body}");
+        // the token keeps the container format; older tokens (without it) are fragmented MP4
+        let back = |t: &str| Session::of_token(t).ok().map(|s| s.e);
+        assert_eq!(back(&ts.token()), Some(true));
+        assert_eq!(back(&mp4.token()), Some(false));
+        let mut old = serde_json::to_value(&mp4).unwrap();
+        old.as_object_mut().unwrap().remove("e");
+        let payload = hex::encode(serde_json::to_vec(&old).unwrap());
+        assert_eq!(back(&format!("{payload}-{}", mac(&payload))), Some(false));
     }
 }

@@ -86,7 +86,7 @@ pub(crate) fn segment(
 
 /// The fragment's tracks, as HLS takes them: a clip's, with AAC audio (or G.711 too, with
 /// `g711`: MPEG-DASH's).
-fn checked_sources(
+pub(super) fn checked_sources(
     headers: &[Bytes],
     fragment: &StoredFragment,
     g711: bool,

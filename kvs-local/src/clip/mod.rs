@@ -7,6 +7,7 @@
 
 pub(crate) mod hls;
 pub(crate) mod mp4;
+pub(crate) mod ts;
 
 use crate::mkv::{Frame, TrackInfo, cluster_frames, header_tracks};
 use crate::model::records::StoredFragment;

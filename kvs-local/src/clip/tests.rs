@@ -10,11 +10,11 @@ use kvs_format::ids::*;
 const AVCC: [u8; 7] = [1, 0x64, 0, 0x1F, 0xFF, 0xE0, 0];
 
 /// (number, type, codec, codec private, (width, height) or (rate, channels)).
-type TestTrack<'a> = (u64, u64, &'a str, &'a [u8], (u64, u64));
+pub(super) type TestTrack<'a> = (u64, u64, &'a str, &'a [u8], (u64, u64));
 
 /// A stream header with the given (number, type, codec, codec private, (width, height) or
 /// (rate, channels)) tracks.
-fn header(tracks: &[TestTrack<'_>]) -> Bytes {
+pub(super) fn header(tracks: &[TestTrack<'_>]) -> Bytes {
     let mut out = ebml_header("matroska");
     out.extend(segment_unknown_size());
     out.extend(info(1_000_000));
@@ -52,13 +52,13 @@ fn video_header() -> Bytes {
 }
 
 /// A frame of one NAL unit of `n` bytes of `fill`.
-fn nal(n: usize, fill: u8) -> Vec<u8> {
+pub(super) fn nal(n: usize, fill: u8) -> Vec<u8> {
     let mut out = (n as u32).to_be_bytes().to_vec();
     out.extend(std::iter::repeat_n(fill, n));
     out
 }
 
-fn fragment(index: usize, producer_ms: u64, bytes: Vec<u8>) -> StoredFragment {
+pub(super) fn fragment(index: usize, producer_ms: u64, bytes: Vec<u8>) -> StoredFragment {
     StoredFragment {
         number: format!("{index}"),
         timecode: 0,

@@ -188,6 +188,44 @@ def fetch(url):
         return r.read()
 
 
+def played_video(url, tmp_path, name):
+    """Bytes of I420 video GStreamer's own HLS or DASH client (uridecodebin3: hlsdemux2 or
+    dashdemux2 over souphttpsrc) decodes from a session's URL."""
+    return decoded_bytes(["uridecodebin3", f"uri={url}", "caps=video/x-raw", "!", "videoconvert",
+                          "!", "video/x-raw,format=I420", "!", "filesink", "location=@OUT@"],
+                         tmp_path, name)
+
+
+def hls_client(kvs, stream):
+    """The kinesis-video-archived-media client of `stream`'s HLS endpoint."""
+    kv = client("kinesisvideo", kvs.url)
+    return client("kinesis-video-archived-media", kv.get_data_endpoint(
+        StreamName=stream, APIName="GET_HLS_STREAMING_SESSION_URL")["DataEndpoint"])
+
+
+def hls_on_demand(archived, stream, start, **more):
+    """The URL of an ON_DEMAND HLS session of the minute from `start`, by producer time."""
+    utc = datetime.timezone.utc
+    return archived.get_hls_streaming_session_url(
+        StreamName=stream, PlaybackMode="ON_DEMAND", HLSFragmentSelector={
+            "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
+                "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
+                "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}},
+        **more)["HLSStreamingSessionURL"]
+
+
+def hls_playlists(url):
+    """A session's master playlist, media playlist and the media playlist's URIs, fetched as
+    a player does, and the base the URIs are relative to."""
+    base = url.rsplit("/", 1)[0] + "/"
+    master = fetch(url).decode()
+    assert master.startswith("#EXTM3U"), master
+    media_uri = [line for line in master.splitlines() if line and not line.startswith("#")]
+    media = fetch(base + media_uri[0]).decode()
+    segments = [line for line in media.splitlines() if line and not line.startswith("#")]
+    return master, media, segments, base
+
+
 def test_hls_session_plays_every_frame(kvs, tmp_path):
     """A boto3 user's HLS session (GetHLSStreamingSessionURL, fragmented MP4) of what kvssink
     sent (H.264 with B-frames and AAC), fetched as a player does: the master playlist, the
@@ -198,27 +236,15 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
     record_av(kvs, "rs-hls", start)
 
     kv = client("kinesisvideo", kvs.url)
-    archived = client("kinesis-video-archived-media", kv.get_data_endpoint(
-        StreamName="rs-hls", APIName="GET_HLS_STREAMING_SESSION_URL")["DataEndpoint"])
+    archived = hls_client(kvs, "rs-hls")
     utc = datetime.timezone.utc
 
     def on_demand(**more):
-        """The URL of an ON_DEMAND session of the recording's minute, by producer time."""
-        return archived.get_hls_streaming_session_url(
-            StreamName="rs-hls", PlaybackMode="ON_DEMAND", HLSFragmentSelector={
-                "FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": {
-                    "StartTimestamp": datetime.datetime.fromtimestamp(start, utc),
-                    "EndTimestamp": datetime.datetime.fromtimestamp(start + 60, utc)}},
-            **more)["HLSStreamingSessionURL"]
+        return hls_on_demand(archived, "rs-hls", start, **more)
 
     url = on_demand(DisplayFragmentTimestamp="ALWAYS")
-    base = url.rsplit("/", 1)[0] + "/"
-    master = fetch(url).decode()
-    assert master.startswith("#EXTM3U"), master
+    master, media, segments, base = hls_playlists(url)
     assert 'CODECS="avc1.' in master and "mp4a.40.2" in master and "RESOLUTION=160x120" in master
-    media_uri = [line for line in master.splitlines() if line and not line.startswith("#")]
-    media = fetch(base + media_uri[0]).decode()
-    segments = [line for line in media.splitlines() if line and not line.startswith("#")]
     assert len(segments) == 4 and media.rstrip().endswith("#EXT-X-ENDLIST"), media
     assert "#EXT-X-PLAYLIST-TYPE:VOD" in media
     # by producer timestamps the service's default DiscontinuityMode is NEVER
@@ -244,9 +270,7 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
                "GetMP4MediaFragment"):
         assert (op, "rs-hls", 200) in ops, ops
     # GStreamer's own HLS client (uridecodebin3, hlsdemux2 over souphttpsrc) plays the URL
-    played = decoded_bytes(["uridecodebin3", f"uri={url}", "caps=video/x-raw", "!",
-                            "videoconvert", "!", "video/x-raw,format=I420",
-                            "!", "filesink", "location=@OUT@"], tmp_path, "played.raw")
+    played = played_video(url, tmp_path, "played.raw")
     assert played == 120 * 160 * 120 * 3 // 2
     # DiscontinuityMode ALWAYS: a marker between every two fragments, and the player still
     # plays every frame
@@ -256,9 +280,7 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
         if line and not line.startswith("#")][0]).decode()
     assert always_media.count("#EXT-X-DISCONTINUITY\n") == 3, always_media
     assert "#EXT-X-DISCONTINUITY-SEQUENCE:0" in always_media, always_media
-    played = decoded_bytes(["uridecodebin3", f"uri={always}", "caps=video/x-raw", "!",
-                            "videoconvert", "!", "video/x-raw,format=I420",
-                            "!", "filesink", "location=@OUT@"], tmp_path, "always.raw")
+    played = played_video(always, tmp_path, "always.raw")
     assert played == 120 * 160 * 120 * 3 // 2
 
     # LIVE: the last fragments, no end, numbered as in the stream
@@ -309,6 +331,68 @@ def test_hls_session_plays_every_frame(kvs, tmp_path):
     assert e.value.response["Error"]["Code"] == "NoDataRetentionException"
 
 
+def test_hls_session_in_mpeg_ts_plays_every_frame(kvs, tmp_path):
+    """A boto3 user's HLS session in ContainerFormat MPEG_TS of what kvssink sent (H.264 with
+    B-frames and AAC), fetched as a player does: the master playlist, the media playlist (one
+    getTSFragment.ts per fragment, no initialization segment) and each fragment's MPEG-TS
+    segment. Their concatenation decodes with tsdemux to every video frame and all the audio,
+    and GStreamer's HLS client plays the URL to every frame. LIVE lists TS segments too; an
+    unknown ContainerFormat is refused as the service refuses it."""
+    start = 1_764_005_000
+    record_av(kvs, "rs-hls-ts", start)
+
+    archived = hls_client(kvs, "rs-hls-ts")
+    url = hls_on_demand(archived, "rs-hls-ts", start, ContainerFormat="MPEG_TS")
+    master, media, segments, base = hls_playlists(url)
+    assert 'CODECS="avc1.' in master and "mp4a.40.2" in master and "RESOLUTION=160x120" in master
+    assert len(segments) == 4 and media.rstrip().endswith("#EXT-X-ENDLIST"), media
+    # MPEG-TS segments carry their own PAT, PMT and parameter sets: no initialization segment
+    assert "#EXT-X-MAP" not in media and ".mp4" not in media, media
+    assert all(re.fullmatch(r"getTSFragment\.ts\?FragmentNumber=\d+&SessionToken=[0-9a-f]+-\w+",
+                            segment) for segment in segments), media
+    out = tmp_path / "hls.ts"
+    with open(out, "wb") as f:
+        for segment in segments:
+            with urllib.request.urlopen(base + segment, timeout=30) as r:
+                assert r.headers["Content-Type"] == "video/mp2t"
+                data = r.read()
+            # 188-byte packets, each with its sync byte
+            assert len(data) % 188 == 0 and data[::188] == b"\x47" * (len(data) // 188)
+            f.write(data)
+    video = decoded_bytes(["filesrc", f"location={out}", "!", "tsdemux", "!", "h264parse", "!",
+                           "avdec_h264", "!", "videoconvert", "!", "video/x-raw,format=I420",
+                           "!", "filesink", "location=@OUT@"], tmp_path, "video.raw")
+    assert video == 120 * 160 * 120 * 3 // 2
+    audio = decoded_bytes(["filesrc", f"location={out}", "!", "tsdemux", "!", "aacparse", "!",
+                           "avdec_aac", "!", "audioconvert", "!", "audio/x-raw,format=S16LE",
+                           "!", "filesink", "location=@OUT@"], tmp_path, "audio.raw")
+    assert audio >= 160 * 1024 * 2, audio
+    # GStreamer's own HLS client (uridecodebin3, hlsdemux2 over souphttpsrc) plays the URL
+    played = played_video(url, tmp_path, "played.raw")
+    assert played == 120 * 160 * 120 * 3 // 2
+    # the report names the requests as the service does; no initialization segment asked for
+    ops = [(r["operation"], r["stream"], r["status"]) for r in kvs.report()["requests"]]
+    for op in ("GetHLSMasterPlaylist", "GetHLSMediaPlaylist", "GetTSFragment"):
+        assert (op, "rs-hls-ts", 200) in ops, ops
+    assert not [o for o in ops if o[0].startswith("GetMP4")], ops
+
+    # LIVE: the last fragments as TS segments, no end
+    live = archived.get_hls_streaming_session_url(
+        StreamName="rs-hls-ts", ContainerFormat="MPEG_TS",
+        MaxMediaPlaylistFragmentResults=2)["HLSStreamingSessionURL"]
+    live_media = fetch(live.rsplit("/", 1)[0] + "/" + [
+        line for line in fetch(live).decode().splitlines()
+        if line and not line.startswith("#")][0]).decode()
+    assert "#EXT-X-ENDLIST" not in live_media and "#EXT-X-MAP" not in live_media, live_media
+    assert live_media.count("\ngetTSFragment.ts?FragmentNumber=") == 2, live_media
+
+    # a ContainerFormat the service does not know: its validation error
+    with pytest.raises(ClientError) as e:
+        archived.get_hls_streaming_session_url(StreamName="rs-hls-ts", ContainerFormat="MP4")
+    assert e.value.response["Error"]["Code"] == "InvalidArgumentException"
+    assert "'MP4' at 'containerFormat'" in e.value.response["Error"]["Message"]
+
+
 def test_dash_session_plays_every_frame(kvs, tmp_path):
     """A boto3 user's MPEG-DASH session (GetDASHStreamingSessionURL) of what kvssink sent
     (H.264 with B-frames and AAC): a static manifest for ON_DEMAND, one segment per fragment
@@ -346,9 +430,7 @@ def test_dash_session_plays_every_frame(kvs, tmp_path):
     times = [int(s.get("t")) for s in timeline]
     assert times[0] == start * 1000 and times == sorted(times), times
     assert [int(s.get(kvs_ns + "ts")) for s in timeline] == times
-    played = decoded_bytes(["uridecodebin3", f"uri={url}", "caps=video/x-raw", "!",
-                            "videoconvert", "!", "video/x-raw,format=I420",
-                            "!", "filesink", "location=@OUT@"], tmp_path, "dash.raw")
+    played = played_video(url, tmp_path, "dash.raw")
     assert played == 120 * 160 * 120 * 3 // 2
     ops = [(r["operation"], r["stream"], r["status"]) for r in kvs.report()["requests"]]
     for op in ("GetDASHManifest", "GetMP4InitFragment", "GetMP4MediaFragment"):
