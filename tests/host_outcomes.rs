@@ -1833,3 +1833,53 @@ fn a_c_application_exiting_while_streaming_says_what_it_cut_short() {
         "the process exited while kvssink was streaming",
     ));
 }
+
+/// A camera (a live source whose driver keeps 3 frames: a leaky queue) streaming with a spool
+/// on a slow card (every fsync 400 ms, `tests/host/slow_fsync.c` preloaded), as the README
+/// advises: a `queue` before kvssink, which writes the spool on its streaming thread. Every
+/// frame is stored; without the queue the camera's thread waits for each fragment's fsync and
+/// its driver drops frames.
+#[test]
+fn a_camera_spooling_to_a_slow_card_behind_a_queue_loses_no_frame() {
+    init();
+    let dir = tempdir();
+    let shim = dir.path().join("libslow_fsync.so");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/slow_fsync.c");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&shim)
+        .arg(&source)
+        .arg("-ldl")
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    let server = server();
+    let line = format!(
+        "videotestsrc is-live=true num-buffers=300 \
+         ! video/x-raw,format=I420,width=640,height=480,framerate=30/1 \
+         ! queue leaky=downstream max-size-buffers=3 max-size-time=0 max-size-bytes=0 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse \
+         ! matroskamux streamable=true \
+         ! queue max-size-time=3000000000 max-size-bytes=0 max-size-buffers=0 \
+         ! kvssink stream-name=slow-card spool-dir={}",
+        dir.path().join("spool").display()
+    );
+    let registry = tempdir();
+    let mut cmd = host_command("gst-launch-1.0", &server.url(), registry.path());
+    cmd.env("LD_PRELOAD", &shim).env("SLOW_FSYNC_MS", "400");
+    cmd.args(["-m", "-e"]).args(split_launch(&line));
+    let run = run_host(cmd, TIMEOUT);
+    run.assert_all_persisted();
+    // The card was slow for every fragment (10, a second each).
+    assert!(
+        run.stderr.matches("slow card: fsync").count() >= 9,
+        "{}",
+        run.output()
+    );
+    let frames: usize = server
+        .fragments("slow-card")
+        .iter()
+        .map(|f| kvs_format::matroska::cluster_block_timecodes(&f.bytes).len())
+        .sum();
+    assert_eq!(frames, 300, "{}", run.output());
+}
