@@ -222,6 +222,9 @@ pub enum Notice {
     SpoolReadFailed(String),
     /// `spool-size` is more than the disk had free when the spool opened (a warning).
     SpoolDiskSmall { free: u64, size: u64 },
+    /// Writing a fragment to the spool held the streaming thread for `ms` (at least
+    /// [`SLOW_SPOOL_WRITE`]; a warning, once a run, when upstream has no queue to wait in).
+    SpoolSlow { ms: u64 },
     /// Other users can change the spool's directory (a warning, once at the start).
     SpoolExposed(String),
     /// The producer time of the stream's first fragment was fixed (a message for the user):
@@ -419,6 +422,13 @@ impl fmt::Display for Notice {
                 "cannot read a fragment back from the spool (spool-dir): {e}; it is lost"
             ),
             Notice::SpoolExposed(why) => f.write_str(why),
+            Notice::SpoolSlow { ms } => write!(
+                f,
+                "writing a fragment to the spool (spool-dir) took {ms} ms, and the streaming \
+                 thread that writes it is upstream's: a live source (a camera) may drop frames \
+                 meanwhile; on a disk this slow, put a queue before kvssink (queue \
+                 max-size-time=3000000000 max-size-bytes=0 max-size-buffers=0)"
+            ),
             Notice::SpoolDiskSmall { free, size } => write!(
                 f,
                 "spool-size is {} MB but the disk of spool-dir had {} MB free: once it is full, \
@@ -708,6 +718,10 @@ struct SkipRun {
     video: bool,
 }
 
+/// A fragment's write to the spool (with its fsync) that takes this long is told
+/// ([`Notice::SpoolSlow`]): a camera's driver keeps a few frames, about this long.
+pub const SLOW_SPOOL_WRITE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The spool's state shared with the ack handler (runtime threads).
 struct SpoolShared {
     spool: Spool,
@@ -896,6 +910,8 @@ struct SpoolMode {
     write_error: Option<(String, bool)>,
     /// Live headers so far.
     header_seq: u64,
+    /// A slow write was told ([`Notice::SpoolSlow`]).
+    told_slow: bool,
 }
 
 impl SpoolMode {
@@ -1051,6 +1067,7 @@ impl Producer {
                         counts,
                         write_error: None,
                         header_seq: 0,
+                        told_slow: false,
                     })
                 }
                 Err(e) => {
@@ -1886,6 +1903,7 @@ impl Producer {
             mode.counts.spooled += 1;
         }
         // Its header first, if it could not be written when it came.
+        let began = std::time::Instant::now();
         let appended = mode.spool_live_header(notices).and_then(|header_id| {
             let mut shared = mode.shared.lock();
             let appended = shared.spool.append_fragment(
@@ -1903,6 +1921,12 @@ impl Producer {
             mode.count_dropped(&dropped, notices);
             appended.map(|(fragment, _)| (fragment, header_id))
         });
+        let took = began.elapsed();
+        if took >= SLOW_SPOOL_WRITE && !std::mem::replace(&mut mode.told_slow, true) {
+            notices.push(Notice::SpoolSlow {
+                ms: took.as_millis() as u64,
+            });
+        }
         match appended {
             Ok((fragment, header_id)) => {
                 mode.write_error = None;
@@ -2020,7 +2044,6 @@ impl Producer {
         }
     }
 
-    /// Spooled fragments not handed to the uploader yet (it has no room for them).
     /// With a spool, whether the open fragment has frames that went neither to the uploader
     /// (not passed through: older fragments waited on disk, or memory had no room) nor yet to
     /// disk (only whole fragments go there): what ending the process now loses of the stream
@@ -2033,6 +2056,7 @@ impl Producer {
         })
     }
 
+    /// Spooled fragments not handed to the uploader yet (it has no room for them).
     pub fn spool_backlog(&self) -> usize {
         self.spool.as_ref().map_or(0, |m| m.backlog.len())
     }

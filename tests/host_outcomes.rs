@@ -1834,16 +1834,10 @@ fn a_c_application_exiting_while_streaming_says_what_it_cut_short() {
     ));
 }
 
-/// A camera (a live source whose driver keeps 3 frames: a leaky queue) streaming with a spool
-/// on a slow card (every fsync 400 ms, `tests/host/slow_fsync.c` preloaded), as the README
-/// advises: a `queue` before kvssink, which writes the spool on its streaming thread. Every
-/// frame is stored; without the queue the camera's thread waits for each fragment's fsync and
-/// its driver drops frames.
-#[test]
-fn a_camera_spooling_to_a_slow_card_behind_a_queue_loses_no_frame() {
-    init();
-    let dir = tempdir();
-    let shim = dir.path().join("libslow_fsync.so");
+/// `gst-launch-1.0 LINE` with every fsync of the process made `ms` long (a slow card:
+/// `tests/host/slow_fsync.c`, built into `dir` and preloaded).
+fn on_a_slow_card(server: &Server, dir: &Path, ms: u32, line: &str) -> HostRun {
+    let shim = dir.join("libslow_fsync.so");
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/slow_fsync.c");
     let built = std::process::Command::new("cc")
         .args(["-shared", "-fPIC", "-o"])
@@ -1853,23 +1847,78 @@ fn a_camera_spooling_to_a_slow_card_behind_a_queue_loses_no_frame() {
         .output()
         .unwrap();
     assert!(built.status.success(), "{built:?}");
-    let server = server();
-    let line = format!(
-        "videotestsrc is-live=true num-buffers=300 \
+    let registry = tempdir();
+    let mut cmd = host_command("gst-launch-1.0", &server.url(), registry.path());
+    cmd.env("LD_PRELOAD", &shim)
+        .env("SLOW_FSYNC_MS", ms.to_string());
+    cmd.args(["-m", "-e"]).args(split_launch(line));
+    run_host(cmd, TIMEOUT)
+}
+
+/// A camera: a live source whose driver keeps 3 frames (a leaky queue), `frames` of 640x480
+/// at 30 fps, encoded and muxed, then `rest`.
+fn camera_with_a_small_ring(frames: u32, rest: &str) -> String {
+    format!(
+        "videotestsrc is-live=true num-buffers={frames} \
          ! video/x-raw,format=I420,width=640,height=480,framerate=30/1 \
          ! queue leaky=downstream max-size-buffers=3 max-size-time=0 max-size-bytes=0 \
          ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse \
-         ! matroskamux streamable=true \
-         ! queue max-size-time=3000000000 max-size-bytes=0 max-size-buffers=0 \
-         ! kvssink stream-name=slow-card spool-dir={}",
-        dir.path().join("spool").display()
+         ! matroskamux streamable=true {rest}"
+    )
+}
+
+/// What kvssink says when writing a fragment to the spool holds its streaming thread long.
+const SLOW_SPOOL: &str = "writing a fragment to the spool (spool-dir) took";
+
+/// A camera streaming with a spool on a slow card (every fsync 400 ms): kvssink writes the
+/// spool on its streaming thread, which is upstream's. Without a queue before kvssink, the
+/// camera's thread waits for each fragment's fsync and its driver drops frames: a warning
+/// says so, once, and what to do. With the queue the README advises, every frame is stored,
+/// and nothing is said.
+#[test]
+fn a_camera_spooling_to_a_slow_card_behind_a_queue_loses_no_frame() {
+    init();
+    let dir = tempdir();
+    let server = server();
+    let spool = dir.path().join("spool");
+    let bare = on_a_slow_card(
+        &server,
+        dir.path(),
+        400,
+        &camera_with_a_small_ring(
+            90,
+            &format!(
+                "! kvssink stream-name=slow-bare spool-dir={}",
+                spool.display()
+            ),
+        ),
     );
-    let registry = tempdir();
-    let mut cmd = host_command("gst-launch-1.0", &server.url(), registry.path());
-    cmd.env("LD_PRELOAD", &shim).env("SLOW_FSYNC_MS", "400");
-    cmd.args(["-m", "-e"]).args(split_launch(&line));
-    let run = run_host(cmd, TIMEOUT);
+    bare.assert_all_persisted();
+    let output = bare.output();
+    let warned: Vec<&str> = output
+        .lines()
+        .filter(|l| l.starts_with("WARNING") && l.contains(SLOW_SPOOL))
+        .collect();
+    assert!(
+        warned.len() == 1 && warned[0].contains("put a queue before kvssink"),
+        "{}",
+        bare.output()
+    );
+    let run = on_a_slow_card(
+        &server,
+        dir.path(),
+        400,
+        &camera_with_a_small_ring(
+            300,
+            &format!(
+                "! queue max-size-time=3000000000 max-size-bytes=0 max-size-buffers=0 \
+                 ! kvssink stream-name=slow-card spool-dir={}",
+                spool.display()
+            ),
+        ),
+    );
     run.assert_all_persisted();
+    assert!(!run.output().contains(SLOW_SPOOL), "{}", run.output());
     // The card was slow for every fragment (10, a second each).
     assert!(
         run.stderr.matches("slow card: fsync").count() >= 9,

@@ -1674,6 +1674,26 @@ impl KvsSink {
                     gst::ResourceError::OpenReadWrite,
                     ("{}", about(stream, &notice))
                 ),
+                Notice::SpoolSlow { .. } => {
+                    // Behind a queue, upstream's thread does not wait for the disk.
+                    let queued = self
+                        .video_pad()
+                        .peer()
+                        .and_then(|peer| peer.parent_element())
+                        .and_then(|upstream| upstream.factory())
+                        .is_some_and(|f| {
+                            matches!(f.name().as_str(), "queue" | "queue2" | "multiqueue")
+                        });
+                    if self.upstream_latency().0 && !queued {
+                        gst::element_imp_warning!(
+                            self,
+                            gst::ResourceError::Write,
+                            ("{}", about(stream, &notice))
+                        );
+                    } else {
+                        gst::info!(CAT, imp = self, "{}", notice);
+                    }
+                }
                 Notice::SpoolDiskSmall { .. } => gst::element_imp_warning!(
                     self,
                     gst::ResourceError::NoSpaceLeft,
