@@ -222,8 +222,9 @@ pub enum Notice {
     SpoolReadFailed(String),
     /// `spool-size` is more than the disk had free when the spool opened (a warning).
     SpoolDiskSmall { free: u64, size: u64 },
-    /// Writing a fragment to the spool held the streaming thread for `ms` (at least
-    /// [`SLOW_SPOOL_WRITE`]; a warning, once a run, when upstream has no queue to wait in).
+    /// The streaming thread waited `ms` (at least [`SLOW_SPOOL_WRITE`]) for a fragment's
+    /// write to the spool, still under way when the next one ended (a warning, once a run,
+    /// when upstream is live and has no queue to wait in).
     SpoolSlow { ms: u64 },
     /// Other users can change the spool's directory (a warning, once at the start).
     SpoolExposed(String),
@@ -424,10 +425,11 @@ impl fmt::Display for Notice {
             Notice::SpoolExposed(why) => f.write_str(why),
             Notice::SpoolSlow { ms } => write!(
                 f,
-                "writing a fragment to the spool (spool-dir) took {ms} ms, and the streaming \
-                 thread that writes it is upstream's: a live source (a camera) may drop frames \
-                 meanwhile; on a disk this slow, put a queue before kvssink (queue \
-                 max-size-time=3000000000 max-size-bytes=0 max-size-buffers=0)"
+                "the spool's disk (spool-dir) is slower than the stream: a fragment was not \
+                 written yet when the next one ended, and the streaming thread, which is \
+                 upstream's, waited {ms} ms for it; a live source (a camera) may drop frames \
+                 meanwhile. Use a faster disk, or put a queue before kvssink to ride out slow \
+                 moments (queue max-size-time=3000000000 max-size-bytes=0 max-size-buffers=0)"
             ),
             Notice::SpoolDiskSmall { free, size } => write!(
                 f,
@@ -718,7 +720,7 @@ struct SkipRun {
     video: bool,
 }
 
-/// A fragment's write to the spool (with its fsync) that takes this long is told
+/// A wait this long for a fragment's write to the spool (with its fsync) is told
 /// ([`Notice::SpoolSlow`]): a camera's driver keeps a few frames, about this long.
 pub const SLOW_SPOOL_WRITE: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -769,9 +771,9 @@ impl SpoolShared {
 }
 
 /// The spool, and the acks that release its fragments. The ack handler (on the runtime's
-/// thread, which every stream's connection shares) never waits for the spool, which the
-/// streaming thread holds through a fragment's write and fsync (long on a slow card): it
-/// queues the ack, and whoever holds the spool next applies it.
+/// thread, which every stream's connection shares) never waits for the spool, which a
+/// fragment's write holds through its write and fsync (long on a slow card): it queues the
+/// ack, and whoever holds the spool next applies it.
 struct SpoolLink {
     spool: Mutex<SpoolShared>,
     acked: Mutex<Vec<u64>>,
@@ -889,9 +891,11 @@ struct OpenFragment {
     passthrough: bool,
 }
 
-/// Spool mode: every fragment goes to disk when it ends; fragments go to the uploader as
-/// they arrive while memory has room and nothing older waits on disk, else from disk, in
-/// order, once there is room.
+/// Spool mode: every fragment goes to disk when it ends (written on the runtime's blocking
+/// pool, one at a time, its outcome applied on the streaming thread by the next fragment's
+/// end at the latest); fragments go to the uploader as they arrive while memory has room and
+/// nothing older waits on disk (or is being written), else from disk, in order, once there is
+/// room.
 struct SpoolMode {
     shared: Arc<SpoolLink>,
     /// Spooled fragment ids not yet handed to the uploader, oldest first.
@@ -912,6 +916,30 @@ struct SpoolMode {
     header_seq: u64,
     /// A slow write was told ([`Notice::SpoolSlow`]).
     told_slow: bool,
+    /// Where fragments are written: the runtime's blocking pool, off the streaming thread.
+    runtime: tokio::runtime::Handle,
+    /// The last fragment's write, until its outcome is applied ([`Producer::settle_spool`]).
+    writing: Option<Writing>,
+}
+
+/// A fragment being written to the spool off the streaming thread, and what applying its
+/// outcome needs.
+struct Writing {
+    passthrough: bool,
+    header_id: u64,
+    timecode: u64,
+    start_ns: u64,
+    end_ns: u64,
+    size: u64,
+    done: std::sync::mpsc::Receiver<Written>,
+}
+
+/// How a fragment's write to the spool went: its record, or the error (with its chunks, to
+/// be sent from memory instead); what the spool dropped to make room.
+struct Written {
+    appended: std::io::Result<crate::spool::SpooledFragment>,
+    dropped: SpoolDropped,
+    chunks: Vec<Bytes>,
 }
 
 impl SpoolMode {
@@ -1068,6 +1096,8 @@ impl Producer {
                         write_error: None,
                         header_seq: 0,
                         told_slow: false,
+                        runtime: runtime.clone(),
+                        writing: None,
                     })
                 }
                 Err(e) => {
@@ -1385,6 +1415,8 @@ impl Producer {
         self.apply_then_wake(&mut events, notices, true);
         self.events = events;
         self.end_skip_run(None, notices);
+        // The last fragment on disk before anything is accounted.
+        self.settle_spool(true, notices);
         Ok(result.err())
     }
 
@@ -1813,6 +1845,8 @@ impl Producer {
         // Sent in the shape AWS's producer sends (the splitter renumbered the tracks and
         // rewrites the cluster heads; the frames are untouched).
         let bytes = mkv::normalize_header(&header.bytes).unwrap_or_else(|| header.bytes.clone());
+        // The last fragment's write is applied under the header it was written with.
+        self.settle_spool(true, notices);
         if let Some(mode) = &mut self.spool {
             // Kept in memory; written to the spool now, or (if that fails) with the first
             // fragment that can be written.
@@ -1836,7 +1870,9 @@ impl Producer {
     fn begin(&mut self, timecode: u64, start_ns: u64) {
         if let Some(mode) = &mut self.spool {
             let room = (2 * mode.largest).max(1 << 20);
+            // Not while the last fragment, which waits for the spool, is being written.
             self.passthrough = mode.backlog.is_empty()
+                && mode.writing.as_ref().is_none_or(|w| w.passthrough)
                 && self.uploader.has_room(room, 2 * self.fragment_duration_ns);
             if self.passthrough {
                 mode.give_live_header(&self.uploader);
@@ -1902,48 +1938,126 @@ impl Producer {
         if !open.passthrough {
             mode.counts.spooled += 1;
         }
-        // Its header first, if it could not be written when it came.
-        let began = std::time::Instant::now();
-        let appended = mode.spool_live_header(notices).and_then(|header_id| {
-            let mut shared = mode.shared.lock();
-            let appended = shared.spool.append_fragment(
-                header_id,
-                open.timecode,
-                (open.start_ns, end_ns),
-                &open.chunks,
-            );
-            // What the spool dropped to make room, whether the append then succeeded or not.
-            let dropped = match &appended {
-                Ok((_, dropped)) => dropped.clone(),
-                Err(_) => shared.spool.take_dropped(),
-            };
-            drop(shared);
-            mode.count_dropped(&dropped, notices);
-            appended.map(|(fragment, _)| (fragment, header_id))
-        });
-        let took = began.elapsed();
-        if took >= SLOW_SPOOL_WRITE && !std::mem::replace(&mut mode.told_slow, true) {
+        // The last fragment's write first: it had this one's length to be done. A wait here
+        // holds upstream (a camera's driver keeps a few frames): told once.
+        let began = Instant::now();
+        self.settle_spool(true, notices);
+        let waited = began.elapsed();
+        let Some(mode) = &mut self.spool else {
+            return;
+        };
+        if waited >= SLOW_SPOOL_WRITE && !std::mem::replace(&mut mode.told_slow, true) {
             notices.push(Notice::SpoolSlow {
-                ms: took.as_millis() as u64,
+                ms: waited.as_millis() as u64,
             });
         }
+        // Its header first, if it could not be written when it came.
+        let header_id = match mode.spool_live_header(notices) {
+            Ok(id) => id,
+            Err(e) => {
+                let (tx, done) = std::sync::mpsc::sync_channel(1);
+                let _ = tx.send(Written {
+                    appended: Err(e),
+                    dropped: SpoolDropped::default(),
+                    chunks: open.chunks,
+                });
+                mode.writing = Some(Writing {
+                    passthrough: open.passthrough,
+                    header_id: 0,
+                    timecode: open.timecode,
+                    start_ns: open.start_ns,
+                    end_ns,
+                    size,
+                    done,
+                });
+                self.settle_spool(true, notices);
+                return;
+            }
+        };
+        // Written (and made durable) off the streaming thread, which is upstream's: a camera
+        // does not wait for a slow card. Applied at the next fragment's end, or sooner.
+        let (tx, done) = std::sync::mpsc::sync_channel(1);
+        let link = mode.shared.clone();
+        let (timecode, span, chunks) = (open.timecode, (open.start_ns, end_ns), open.chunks);
+        mode.runtime.spawn_blocking(move || {
+            let mut shared = link.lock();
+            let appended = shared
+                .spool
+                .append_fragment(header_id, timecode, span, &chunks);
+            // What the spool dropped to make room, whether the append then succeeded or not.
+            let (appended, dropped) = match appended {
+                Ok((fragment, dropped)) => (Ok(fragment), dropped),
+                Err(e) => (Err(e), shared.spool.take_dropped()),
+            };
+            drop(shared);
+            let _ = tx.send(Written {
+                appended,
+                dropped,
+                chunks,
+            });
+        });
+        mode.writing = Some(Writing {
+            passthrough: open.passthrough,
+            header_id,
+            timecode,
+            start_ns: span.0,
+            end_ns,
+            size,
+            done,
+        });
+    }
+
+    /// Applies the outcome of the last fragment's write to the spool: its record waits for
+    /// its ack (and, if it did not go to the uploader as it came, for room there), what the
+    /// spool dropped is told, a failed write is told and the fragment sent from memory if
+    /// nothing older waits on disk (else lost). Waits for the write when `wait`; otherwise
+    /// returns false if it is not done yet.
+    fn settle_spool(&mut self, wait: bool, notices: &mut Vec<Notice>) -> bool {
+        let Some(mode) = &mut self.spool else {
+            return true;
+        };
+        let Some(writing) = mode.writing.take() else {
+            return true;
+        };
+        let written = if wait {
+            writing.done.recv().ok()
+        } else {
+            match writing.done.try_recv() {
+                Ok(written) => Some(written),
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    mode.writing = Some(writing);
+                    return false;
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+            }
+        };
+        let Written {
+            appended,
+            dropped,
+            chunks,
+        } = written.unwrap_or_else(|| Written {
+            appended: Err(std::io::Error::other("the spool's writer stopped")),
+            dropped: SpoolDropped::default(),
+            chunks: Vec::new(),
+        });
+        mode.count_dropped(&dropped, notices);
         match appended {
-            Ok((fragment, header_id)) => {
+            Ok(fragment) => {
                 mode.write_error = None;
                 let mut shared = mode.shared.lock();
                 let start_ms = shared
                     .spool
-                    .header(header_id)
+                    .header(writing.header_id)
                     .map_or(0, |h| h.producer_start_ms);
-                shared.expect(start_ms.saturating_add(open.timecode), fragment.id);
+                shared.expect(start_ms.saturating_add(writing.timecode), fragment.id);
                 drop(shared);
-                if !open.passthrough {
+                if !writing.passthrough {
                     mode.backlog.push_back(fragment.id);
                 }
             }
             Err(e) => {
                 // Not on disk: sent from memory if nothing older waits there.
-                let lost = !open.passthrough && !mode.backlog.is_empty();
+                let lost = !writing.passthrough && (!mode.backlog.is_empty() || chunks.is_empty());
                 let told = (e.to_string(), lost);
                 if mode.write_error.as_ref() != Some(&told) {
                     notices.push(Notice::SpoolWriteFailed {
@@ -1954,23 +2068,28 @@ impl Producer {
                 }
                 if lost {
                     mode.counts.unwritten += 1;
-                } else if !open.passthrough {
+                } else if !writing.passthrough {
                     mode.counts.handed += 1;
                     mode.give_live_header(&self.uploader);
                     self.uploader
-                        .begin_fragment(open.timecode, open.start_ns, size);
-                    for chunk in open.chunks {
+                        .begin_fragment(writing.timecode, writing.start_ns, writing.size);
+                    for chunk in chunks {
                         self.uploader.append(chunk);
                     }
-                    self.uploader.end_fragment(end_ns);
+                    self.uploader.end_fragment(writing.end_ns);
                     self.uploader.wake(true, false);
                 }
             }
         }
+        true
     }
 
     /// Hands spooled fragments to the uploader, oldest first, while memory has room.
     fn feed(&mut self, notices: &mut Vec<Notice>) {
+        // Not while a fragment is being written: the writer holds the spool.
+        if !self.settle_spool(false, notices) {
+            return;
+        }
         let Some(mode) = &mut self.spool else {
             return;
         };
@@ -2031,6 +2150,7 @@ impl Producer {
     /// as it waits: `stop-stream-timeout` set meanwhile counts) or until the upload is cut
     /// short.
     pub fn drain_spool(&mut self, deadline: impl Fn() -> Instant, notices: &mut Vec<Notice>) {
+        self.settle_spool(true, notices);
         loop {
             self.feed(notices);
             let waiting = self.spool.as_ref().is_some_and(|m| !m.backlog.is_empty());
@@ -2062,7 +2182,10 @@ impl Producer {
     }
 
     /// The spool's part of the end-of-stream account.
-    pub fn spool_account(&self) -> uploader::SpoolAccount {
+    pub fn spool_account(&mut self) -> uploader::SpoolAccount {
+        // A write still under way (a stop from another thread, an exit): its outcome first.
+        // What it would tell is not told now.
+        self.settle_spool(true, &mut Vec::new());
         let Some(m) = &self.spool else {
             return uploader::SpoolAccount::default();
         };

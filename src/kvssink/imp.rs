@@ -1929,7 +1929,7 @@ impl KvsSink {
             }
             return input_error.is_none();
         }
-        if let State::Started(started) = &*lock(&self.state) {
+        if let State::Started(started) = &mut *lock(&self.state) {
             summary = summary.with_spool(&started.producer.spool_account());
         }
         if input_error.is_some() {
@@ -2109,9 +2109,9 @@ impl KvsSink {
         let deadline = std::time::Instant::now() + Duration::from_millis(200);
         let summary = loop {
             match self.state.try_lock() {
-                Ok(state) => match &*state {
+                Ok(mut state) => match &mut *state {
                     State::Started(started) if !started.accounted => {
-                        let producer = &started.producer;
+                        let producer = &mut started.producer;
                         let spool = uploader::SpoolAccount {
                             open_lost: producer.open_unhanded().into(),
                             ..producer.spool_account()
@@ -2242,8 +2242,8 @@ impl KvsSink {
         };
         let mut summary = uploader.account_failed(error);
         let mut stream = self.stream_name();
-        if let Ok(state) = self.state.try_lock()
-            && let State::Started(started) = &*state
+        if let Ok(mut state) = self.state.try_lock()
+            && let State::Started(started) = &mut *state
         {
             summary = summary.with_spool(&started.producer.spool_account());
             stream.clone_from(&started.stream_name);
