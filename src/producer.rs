@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -740,14 +741,13 @@ struct SpoolShared {
 }
 
 impl SpoolShared {
-    /// The fragment `id`, of producer time `t`, waits for its ack (or had it already).
-    fn expect(&mut self, t: u64, id: u64) {
+    /// The fragment `id`, of producer time `t`, waits for its ack; true if it had it already
+    /// (then to be applied as if it came now, see [`SpoolLink::acked`]).
+    #[must_use]
+    fn expect(&mut self, t: u64, id: u64) -> bool {
         self.newest = self.newest.max(Some(t));
-        if self.early.remove(&t) {
-            let _ = self.spool.mark_done(id);
-        } else {
-            self.by_time.entry(t).or_default().push_back(id);
-        }
+        self.by_time.entry(t).or_default().push_back(id);
+        self.early.remove(&t)
     }
 
     fn done(&mut self, producer_time_ms: u64) {
@@ -770,53 +770,56 @@ impl SpoolShared {
     }
 }
 
-/// The spool, and the acks that release its fragments. The ack handler (on the runtime's
-/// thread, which every stream's connection shares) never waits for the spool, which a
-/// fragment's write holds through its write and fsync (long on a slow card): it queues the
-/// ack, and whoever holds the spool next applies it.
+/// The spool, and the acks that release its fragments. Every write to the spool's disk runs on
+/// the runtime's blocking pool: a fragment's (its header first if new, then its fsync) and the
+/// done records of acknowledged fragments. A slow card (hundreds of milliseconds for a write)
+/// then holds neither the streaming thread, which is upstream's, nor the runtime's thread,
+/// which every stream's connection shares. The ack handler queues an ack and makes sure a job
+/// will apply it; the streaming thread reads and updates the spool's state without applying.
 struct SpoolLink {
     spool: Mutex<SpoolShared>,
     acked: Mutex<Vec<u64>>,
+    /// A job that will apply the queued acks is on its way.
+    applying: AtomicBool,
+    runtime: tokio::runtime::Handle,
 }
 
 impl SpoolLink {
-    fn new(spool: SpoolShared) -> SpoolLink {
+    fn new(spool: SpoolShared, runtime: tokio::runtime::Handle) -> SpoolLink {
         SpoolLink {
             spool: Mutex::new(spool),
             acked: Mutex::new(Vec::new()),
+            applying: AtomicBool::new(false),
+            runtime,
         }
     }
 
-    /// The spool, with the acks queued so far applied (and those queued while it is held,
-    /// when it is let go, unless another thread holds it then).
-    fn lock(&self) -> SpoolGuard<'_> {
-        let mut guard = lock(&self.spool);
-        self.apply(&mut guard);
-        SpoolGuard {
-            link: self,
-            guard: Some(guard),
-        }
+    /// The spool as it is: the acks still queued are not applied (that writes to the disk).
+    fn lock(&self) -> MutexGuard<'_, SpoolShared> {
+        lock(&self.spool)
     }
 
-    /// From the ack handler: the fragment of producer time `t` is done.
-    fn acked(&self, t: u64) {
-        lock(&self.acked).push(t);
-        self.try_apply();
-    }
-
-    fn try_apply(&self) {
-        let mut guard = match self.spool.try_lock() {
-            Ok(guard) => guard,
-            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return,
-        };
-        self.apply(&mut guard);
-    }
-
-    fn apply(&self, spool: &mut SpoolShared) {
+    /// The spool with the acks queued so far applied (their done records written): for the
+    /// blocking pool's jobs, and for the end-of-stream account.
+    fn lock_applied(&self) -> MutexGuard<'_, SpoolShared> {
+        let mut spool = lock(&self.spool);
+        // Acks queued from here on are applied by a job of their own.
+        self.applying.store(false, Ordering::Release);
         let acked = std::mem::take(&mut *lock(&self.acked));
         for t in acked {
             spool.done(t);
+        }
+        spool
+    }
+
+    /// From the ack handler, or for a fragment acknowledged before it was spooled: the
+    /// fragment of producer time `t` is done. Applied on the blocking pool.
+    fn acked(self: &Arc<Self>, t: u64) {
+        lock(&self.acked).push(t);
+        if !self.applying.swap(true, Ordering::AcqRel) {
+            let link = self.clone();
+            self.runtime
+                .spawn_blocking(move || drop(link.lock_applied()));
         }
     }
 }
@@ -827,33 +830,6 @@ impl Drop for SpoolLink {
         let spool = self.spool.get_mut().unwrap_or_else(|e| e.into_inner());
         for t in acked {
             spool.done(t);
-        }
-    }
-}
-
-struct SpoolGuard<'a> {
-    link: &'a SpoolLink,
-    guard: Option<MutexGuard<'a, SpoolShared>>,
-}
-
-impl std::ops::Deref for SpoolGuard<'_> {
-    type Target = SpoolShared;
-    fn deref(&self) -> &SpoolShared {
-        self.guard.as_ref().expect("held")
-    }
-}
-
-impl std::ops::DerefMut for SpoolGuard<'_> {
-    fn deref_mut(&mut self) -> &mut SpoolShared {
-        self.guard.as_mut().expect("held")
-    }
-}
-
-impl Drop for SpoolGuard<'_> {
-    fn drop(&mut self) {
-        self.guard = None;
-        if !lock(&self.link.acked).is_empty() {
-            self.link.try_apply();
         }
     }
 }
@@ -926,7 +902,6 @@ struct SpoolMode {
 /// outcome needs.
 struct Writing {
     passthrough: bool,
-    header_id: u64,
     timecode: u64,
     start_ns: u64,
     end_ns: u64,
@@ -934,35 +909,53 @@ struct Writing {
     done: std::sync::mpsc::Receiver<Written>,
 }
 
-/// How a fragment's write to the spool went: its record, or the error (with its chunks, to
-/// be sent from memory instead); what the spool dropped to make room.
+/// How a fragment's write to the spool went: its header's id and its record, or the error
+/// (with its chunks, to be sent from memory instead); the live header's id if the write put it
+/// in the spool first; what the spool dropped to make room.
 struct Written {
-    appended: std::io::Result<crate::spool::SpooledFragment>,
+    header_written: Option<u64>,
+    appended: std::io::Result<(u64, crate::spool::SpooledFragment)>,
     dropped: SpoolDropped,
     chunks: Vec<Bytes>,
 }
 
+/// The header a fragment is written under: in the spool already, or the live one, which its
+/// write puts there first.
+enum SpoolHeader {
+    Spooled(u64),
+    Live {
+        producer_start_ms: u64,
+        media_type: String,
+        bytes: Bytes,
+    },
+}
+
 impl SpoolMode {
-    /// Writes the live header to the spool if it is not there yet; its spool id.
-    fn spool_live_header(&mut self, notices: &mut Vec<Notice>) -> std::io::Result<u64> {
-        let live = self.live.as_mut().expect("a live header");
-        if let Some(id) = live.spooled {
-            return Ok(id);
+    /// The header the next fragment is written under: the live one, and whether it is in the
+    /// spool yet.
+    fn header_for_write(&self) -> Option<SpoolHeader> {
+        let live = self.live.as_ref()?;
+        Some(match live.spooled {
+            Some(id) => SpoolHeader::Spooled(id),
+            None => SpoolHeader::Live {
+                producer_start_ms: live.producer_start_ms,
+                media_type: live.media_type.clone(),
+                bytes: live.bytes.clone(),
+            },
+        })
+    }
+
+    /// The live header was written to the spool as `id`.
+    fn live_header_spooled(&mut self, id: u64) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        if live.spooled.is_none() {
+            if self.uploader_header == Some(live.key()) {
+                self.uploader_header = Some(HeaderKey::Spooled(id));
+            }
+            live.spooled = Some(id);
         }
-        let mut shared = self.shared.lock();
-        let written =
-            shared
-                .spool
-                .append_header(live.producer_start_ms, &live.media_type, &live.bytes);
-        let dropped = shared.spool.take_dropped();
-        drop(shared);
-        let id = written?;
-        if self.uploader_header == Some(live.key()) {
-            self.uploader_header = Some(HeaderKey::Spooled(id));
-        }
-        live.spooled = Some(id);
-        self.count_dropped(&dropped, notices);
-        Ok(id)
     }
 
     /// Gives the uploader the live header if it has another one.
@@ -1078,12 +1071,15 @@ impl Producer {
                     if let Some(free) = spool.disk_free_at_open().filter(|&free| free < size) {
                         notices.push(Notice::SpoolDiskSmall { free, size });
                     }
-                    let shared = Arc::new(SpoolLink::new(SpoolShared {
-                        spool,
-                        by_time: HashMap::new(),
-                        early: HashSet::new(),
-                        newest: None,
-                    }));
+                    let shared = Arc::new(SpoolLink::new(
+                        SpoolShared {
+                            spool,
+                            by_time: HashMap::new(),
+                            early: HashSet::new(),
+                            newest: None,
+                        },
+                        runtime.clone(),
+                    ));
                     Some(SpoolMode {
                         shared,
                         backlog,
@@ -1848,8 +1844,8 @@ impl Producer {
         // The last fragment's write is applied under the header it was written with.
         self.settle_spool(true, notices);
         if let Some(mode) = &mut self.spool {
-            // Kept in memory; written to the spool now, or (if that fails) with the first
-            // fragment that can be written.
+            // Kept in memory; written to the spool with the first fragment's write, off the
+            // streaming thread (or, if that fails, with the next one's).
             mode.header_seq += 1;
             mode.live = Some(LiveHeader {
                 spooled: None,
@@ -1858,7 +1854,6 @@ impl Producer {
                 producer_start_ms,
                 media_type,
             });
-            let _ = mode.spool_live_header(notices);
             return;
         }
         self.uploader
@@ -1932,9 +1927,9 @@ impl Producer {
         }
         let size: u64 = open.chunks.iter().map(|c| c.len() as u64).sum();
         mode.largest = mode.largest.max(size);
-        if mode.live.is_none() {
+        let Some(header) = mode.header_for_write() else {
             return;
-        }
+        };
         if !open.passthrough {
             mode.counts.spooled += 1;
         }
@@ -1951,46 +1946,42 @@ impl Producer {
                 ms: waited.as_millis() as u64,
             });
         }
-        // Its header first, if it could not be written when it came.
-        let header_id = match mode.spool_live_header(notices) {
-            Ok(id) => id,
-            Err(e) => {
-                let (tx, done) = std::sync::mpsc::sync_channel(1);
-                let _ = tx.send(Written {
-                    appended: Err(e),
-                    dropped: SpoolDropped::default(),
-                    chunks: open.chunks,
-                });
-                mode.writing = Some(Writing {
-                    passthrough: open.passthrough,
-                    header_id: 0,
-                    timecode: open.timecode,
-                    start_ns: open.start_ns,
-                    end_ns,
-                    size,
-                    done,
-                });
-                self.settle_spool(true, notices);
-                return;
-            }
-        };
         // Written (and made durable) off the streaming thread, which is upstream's: a camera
-        // does not wait for a slow card. Applied at the next fragment's end, or sooner.
+        // does not wait for a slow card. Applied at the next fragment's end, or sooner. The
+        // live header goes first if it is not in the spool yet.
         let (tx, done) = std::sync::mpsc::sync_channel(1);
         let link = mode.shared.clone();
         let (timecode, span, chunks) = (open.timecode, (open.start_ns, end_ns), open.chunks);
         mode.runtime.spawn_blocking(move || {
-            let mut shared = link.lock();
-            let appended = shared
-                .spool
-                .append_fragment(header_id, timecode, span, &chunks);
+            let mut shared = link.lock_applied();
+            let (header, header_written) = match header {
+                SpoolHeader::Spooled(id) => (Ok(id), None),
+                SpoolHeader::Live {
+                    producer_start_ms,
+                    media_type,
+                    bytes,
+                } => {
+                    let written =
+                        shared
+                            .spool
+                            .append_header(producer_start_ms, &media_type, &bytes);
+                    let id = written.as_ref().ok().copied();
+                    (written, id)
+                }
+            };
             // What the spool dropped to make room, whether the append then succeeded or not.
-            let (appended, dropped) = match appended {
-                Ok((fragment, dropped)) => (Ok(fragment), dropped),
+            let (appended, dropped) = match header.and_then(|id| {
+                shared
+                    .spool
+                    .append_fragment(id, timecode, span, &chunks)
+                    .map(|(fragment, dropped)| ((id, fragment), dropped))
+            }) {
+                Ok((appended, dropped)) => (Ok(appended), dropped),
                 Err(e) => (Err(e), shared.spool.take_dropped()),
             };
             drop(shared);
             let _ = tx.send(Written {
+                header_written,
                 appended,
                 dropped,
                 chunks,
@@ -1998,7 +1989,6 @@ impl Producer {
         });
         mode.writing = Some(Writing {
             passthrough: open.passthrough,
-            header_id,
             timecode,
             start_ns: span.0,
             end_ns,
@@ -2032,25 +2022,34 @@ impl Producer {
             }
         };
         let Written {
+            header_written,
             appended,
             dropped,
             chunks,
         } = written.unwrap_or_else(|| Written {
+            header_written: None,
             appended: Err(std::io::Error::other("the spool's writer stopped")),
             dropped: SpoolDropped::default(),
             chunks: Vec::new(),
         });
+        if let Some(id) = header_written {
+            mode.live_header_spooled(id);
+        }
         mode.count_dropped(&dropped, notices);
         match appended {
-            Ok(fragment) => {
+            Ok((header_id, fragment)) => {
                 mode.write_error = None;
                 let mut shared = mode.shared.lock();
                 let start_ms = shared
                     .spool
-                    .header(writing.header_id)
+                    .header(header_id)
                     .map_or(0, |h| h.producer_start_ms);
-                shared.expect(start_ms.saturating_add(writing.timecode), fragment.id);
+                let t = start_ms.saturating_add(writing.timecode);
+                let acknowledged = shared.expect(t, fragment.id);
                 drop(shared);
+                if acknowledged {
+                    mode.shared.acked(t);
+                }
                 if !writing.passthrough {
                     mode.backlog.push_back(fragment.id);
                 }
@@ -2124,8 +2123,12 @@ impl Producer {
             };
             // Its ack takes it out of the spool (an earlier run's fragments too).
             let start_ms = header.as_ref().map_or(0, |h| h.producer_start_ms);
-            shared.expect(start_ms.saturating_add(fragment.timecode), fragment.id);
+            let t = start_ms.saturating_add(fragment.timecode);
+            let acknowledged = shared.expect(t, fragment.id);
             drop(shared);
+            if acknowledged {
+                mode.shared.acked(t);
+            }
             if fragment.id >= mode.first_run_id {
                 mode.counts.handed += 1;
             }
@@ -2189,7 +2192,7 @@ impl Producer {
         let Some(m) = &self.spool else {
             return uploader::SpoolAccount::default();
         };
-        let shared = m.shared.lock();
+        let shared = m.shared.lock_applied();
         let kept_in_flight = shared
             .spool
             .pending()
@@ -2333,10 +2336,11 @@ mod tests {
         assert!(cut(2_000, 50 << 20).contains("x264enc key-int-max"));
     }
 
-    /// An ack that comes while the streaming thread holds the spool (writing a fragment) is
-    /// not waited for: it is queued, and applied when the spool is let go.
+    /// An ack is applied (its done record written) on the blocking pool, never by the thread
+    /// it comes on, nor by one that only reads the spool: one that comes while the spool is
+    /// held (a fragment being written) is applied once it is let go.
     #[test]
-    fn an_ack_during_a_spool_write_is_applied_when_the_spool_is_let_go() {
+    fn an_ack_is_applied_on_the_blocking_pool_once_the_spool_is_let_go() {
         let dir = tempfile::tempdir().unwrap();
         let (mut spool, _) = Spool::open(dir.path(), "s", 1 << 30).unwrap();
         let h = spool
@@ -2351,17 +2355,40 @@ mod tests {
             early: HashSet::new(),
             newest: None,
         };
-        shared.expect(1_000, f.id);
-        let link = SpoolLink::new(shared);
+        assert!(!shared.expect(1_000, f.id));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let link = Arc::new(SpoolLink::new(shared, runtime.handle().clone()));
         let held = link.lock();
         // The runtime's thread: returns at once, the spool still held.
         std::thread::scope(|s| s.spawn(|| link.acked(1_000)).join().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
         assert!(held.spool.get(f.id).is_some(), "applied while held");
         drop(held);
+        let applied = |id: u64| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while link.lock().spool.get(id).is_some() {
+                assert!(Instant::now() < deadline, "not applied when let go");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        applied(f.id);
+
+        // A fragment acknowledged before it was spooled (an idle fragment) is released too.
+        let (g, _) = link
+            .lock()
+            .spool
+            .append_fragment(h, 2_000, (2, 3), &[Bytes::from_static(b"idle")])
+            .unwrap();
+        link.lock().done(3_000);
         assert!(
-            link.lock().spool.get(f.id).is_none(),
-            "not applied when let go"
+            link.lock().expect(3_000, g.id),
+            "the early ack is forgotten"
         );
+        link.acked(3_000);
+        applied(g.id);
 
         // An ack for a time not yet spooled (an idle fragment acknowledged early) is kept
         // for it; one for a time already done is not (PERSISTED after RECEIVED).
