@@ -22,7 +22,7 @@ use kvs_format::kvs;
 use crate::ack::{Ack, AckEventType, ErrorClass, classify};
 use crate::metadata::{Added, FragmentMetadata, MetadataError, Snapshot};
 use crate::mkv::{self, MkvError, Splitter, StreamHeader, TrackInfo};
-use crate::spool::{Spool, SpoolDropped};
+use crate::spool::{Spool, SpoolDropped, SpooledFragment, SpooledHeader};
 use crate::store::AckLevel;
 use crate::uploader::{self, EventSink, Summary, Uploader};
 
@@ -741,13 +741,20 @@ struct SpoolShared {
 }
 
 impl SpoolShared {
-    /// The fragment `id`, of producer time `t`, waits for its ack; true if it had it already
-    /// (then to be applied as if it came now, see [`SpoolLink::acked`]).
-    #[must_use]
-    fn expect(&mut self, t: u64, id: u64) -> bool {
+    /// The spooled fragment `f` waits for its ack (or had it already). On the blocking pool:
+    /// an early ack writes the fragment's done record.
+    fn expect(&mut self, f: &SpooledFragment) {
+        let start_ms = self
+            .spool
+            .header(f.header_id)
+            .map_or(0, |h| h.producer_start_ms);
+        let t = start_ms.saturating_add(f.timecode);
         self.newest = self.newest.max(Some(t));
-        self.by_time.entry(t).or_default().push_back(id);
-        self.early.remove(&t)
+        if self.early.remove(&t) {
+            let _ = self.spool.mark_done(f.id);
+        } else {
+            self.by_time.entry(t).or_default().push_back(f.id);
+        }
     }
 
     fn done(&mut self, producer_time_ms: u64) {
@@ -775,7 +782,8 @@ impl SpoolShared {
 /// done records of acknowledged fragments. A slow card (hundreds of milliseconds for a write)
 /// then holds neither the streaming thread, which is upstream's, nor the runtime's thread,
 /// which every stream's connection shares. The ack handler queues an ack and makes sure a job
-/// will apply it; the streaming thread reads and updates the spool's state without applying.
+/// will apply it. Fragments are read back from the spool there too: the streaming thread never
+/// takes the spool's lock while it streams (a job may hold it through a slow write).
 struct SpoolLink {
     spool: Mutex<SpoolShared>,
     acked: Mutex<Vec<u64>>,
@@ -795,6 +803,7 @@ impl SpoolLink {
     }
 
     /// The spool as it is: the acks still queued are not applied (that writes to the disk).
+    #[cfg(test)]
     fn lock(&self) -> MutexGuard<'_, SpoolShared> {
         lock(&self.spool)
     }
@@ -812,8 +821,8 @@ impl SpoolLink {
         spool
     }
 
-    /// From the ack handler, or for a fragment acknowledged before it was spooled: the
-    /// fragment of producer time `t` is done. Applied on the blocking pool.
+    /// From the ack handler: the fragment of producer time `t` is done. Applied on the
+    /// blocking pool.
     fn acked(self: &Arc<Self>, t: u64) {
         lock(&self.acked).push(t);
         if !self.applying.swap(true, Ordering::AcqRel) {
@@ -871,11 +880,12 @@ struct OpenFragment {
 /// pool, one at a time, its outcome applied on the streaming thread by the next fragment's
 /// end at the latest); fragments go to the uploader as they arrive while memory has room and
 /// nothing older waits on disk (or is being written), else from disk, in order, once there is
-/// room.
+/// room (read back on the blocking pool too, one at a time).
 struct SpoolMode {
     shared: Arc<SpoolLink>,
-    /// Spooled fragment ids not yet handed to the uploader, oldest first.
-    backlog: VecDeque<u64>,
+    /// Spooled fragments not yet handed to the uploader, oldest first (the first one may be
+    /// being read back: `reading`).
+    backlog: VecDeque<SpooledFragment>,
     /// The live stream's header, and the header the uploader has.
     live: Option<LiveHeader>,
     uploader_header: Option<HeaderKey>,
@@ -896,6 +906,17 @@ struct SpoolMode {
     runtime: tokio::runtime::Handle,
     /// The last fragment's write, until its outcome is applied ([`Producer::settle_spool`]).
     writing: Option<Writing>,
+    /// The backlog's first fragment being read back off the streaming thread, until it is
+    /// handed to the uploader ([`Producer::take_read`]).
+    reading: Option<(u64, std::sync::mpsc::Receiver<ReadBack>)>,
+}
+
+/// A spooled fragment read back: its bytes and its header, or why not.
+enum ReadBack {
+    Read(Bytes, Option<SpooledHeader>),
+    /// Acknowledged meanwhile (sent before a restart), or dropped.
+    Gone,
+    Failed(std::io::Error),
 }
 
 /// A fragment being written to the spool off the streaming thread, and what applying its
@@ -909,12 +930,12 @@ struct Writing {
     done: std::sync::mpsc::Receiver<Written>,
 }
 
-/// How a fragment's write to the spool went: its header's id and its record, or the error
+/// How a fragment's write to the spool went: its record (waiting for its ack), or the error
 /// (with its chunks, to be sent from memory instead); the live header's id if the write put it
 /// in the spool first; what the spool dropped to make room.
 struct Written {
     header_written: Option<u64>,
-    appended: std::io::Result<(u64, crate::spool::SpooledFragment)>,
+    appended: std::io::Result<SpooledFragment>,
     dropped: SpoolDropped,
     chunks: Vec<Bytes>,
 }
@@ -980,8 +1001,8 @@ impl SpoolMode {
         }
         self.counts
             .count_dropped(self.first_run_id, Some(&self.backlog), dropped, notices);
-        let shared = self.shared.lock();
-        self.backlog.retain(|id| shared.spool.get(*id).is_some());
+        self.backlog
+            .retain(|f| !dropped.each.iter().any(|&(id, _)| id == f.id));
     }
 }
 
@@ -1010,13 +1031,13 @@ impl SpoolCounts {
     fn count_dropped(
         &mut self,
         first_run_id: u64,
-        backlog: Option<&VecDeque<u64>>,
+        backlog: Option<&VecDeque<SpooledFragment>>,
         dropped: &SpoolDropped,
         notices: &mut Vec<Notice>,
     ) {
         let (mut fragments, mut bytes) = (0, 0);
         for &(id, len) in &dropped.each {
-            if backlog.is_some_and(|b| !b.contains(&id)) {
+            if backlog.is_some_and(|b| !b.iter().any(|f| f.id == id)) {
                 continue;
             }
             fragments += 1;
@@ -1062,8 +1083,8 @@ impl Producer {
                         });
                     }
                     notices.extend(recovered.warnings.into_iter().map(Notice::SpoolExposed));
-                    let backlog: VecDeque<u64> = spool.pending().map(|f| f.id).collect();
-                    let first_run_id = backlog.back().map_or(0, |id| id + 1);
+                    let backlog: VecDeque<SpooledFragment> = spool.pending().cloned().collect();
+                    let first_run_id = backlog.back().map_or(0, |f| f.id + 1);
                     // An earlier run's fragments dropped to begin on a full disk.
                     let mut counts = SpoolCounts::default();
                     counts.count_dropped(u64::MAX, None, &spool.take_dropped(), &mut notices);
@@ -1094,6 +1115,7 @@ impl Producer {
                         told_slow: false,
                         runtime: runtime.clone(),
                         writing: None,
+                        reading: None,
                     })
                 }
                 Err(e) => {
@@ -1179,7 +1201,7 @@ impl Producer {
             held_back: false,
         };
         // Fragments left from an earlier run go first.
-        producer.feed(&mut notices);
+        producer.feed(false, &mut notices);
         (producer, notices)
     }
 
@@ -1386,7 +1408,7 @@ impl Producer {
         if self.input_failed {
             return Err(InputError::AlreadyFailed);
         }
-        self.feed(notices);
+        self.feed(false, notices);
         let mut events = std::mem::take(&mut self.events);
         let result = self.splitter.push(data, &mut events);
         // matroskamux pushes a block's header and its frame as two buffers: the connection
@@ -1970,13 +1992,13 @@ impl Producer {
                 }
             };
             // What the spool dropped to make room, whether the append then succeeded or not.
-            let (appended, dropped) = match header.and_then(|id| {
-                shared
-                    .spool
-                    .append_fragment(id, timecode, span, &chunks)
-                    .map(|(fragment, dropped)| ((id, fragment), dropped))
-            }) {
-                Ok((appended, dropped)) => (Ok(appended), dropped),
+            let (appended, dropped) = match header
+                .and_then(|id| shared.spool.append_fragment(id, timecode, span, &chunks))
+            {
+                Ok((fragment, dropped)) => {
+                    shared.expect(&fragment);
+                    (Ok(fragment), dropped)
+                }
                 Err(e) => (Err(e), shared.spool.take_dropped()),
             };
             drop(shared);
@@ -2037,21 +2059,10 @@ impl Producer {
         }
         mode.count_dropped(&dropped, notices);
         match appended {
-            Ok((header_id, fragment)) => {
+            Ok(fragment) => {
                 mode.write_error = None;
-                let mut shared = mode.shared.lock();
-                let start_ms = shared
-                    .spool
-                    .header(header_id)
-                    .map_or(0, |h| h.producer_start_ms);
-                let t = start_ms.saturating_add(writing.timecode);
-                let acknowledged = shared.expect(t, fragment.id);
-                drop(shared);
-                if acknowledged {
-                    mode.shared.acked(t);
-                }
                 if !writing.passthrough {
-                    mode.backlog.push_back(fragment.id);
+                    mode.backlog.push_back(fragment);
                 }
             }
             Err(e) => {
@@ -2083,70 +2094,116 @@ impl Producer {
         true
     }
 
-    /// Hands spooled fragments to the uploader, oldest first, while memory has room.
-    fn feed(&mut self, notices: &mut Vec<Notice>) {
+    /// Hands spooled fragments to the uploader, oldest first, while memory has room. Each is
+    /// read back on the blocking pool (the streaming thread does not wait for the disk) and
+    /// handed over by a later call, or by this one when it may `wait`.
+    fn feed(&mut self, wait: bool, notices: &mut Vec<Notice>) {
         // Not while a fragment is being written: the writer holds the spool.
-        if !self.settle_spool(false, notices) {
+        if !self.settle_spool(wait, notices) {
             return;
         }
-        let Some(mode) = &mut self.spool else {
-            return;
-        };
-        while let Some(&id) = mode.backlog.front() {
-            let mut shared = mode.shared.lock();
-            let Some(fragment) = shared.spool.get(id).cloned() else {
-                // Acknowledged meanwhile (sent before a restart), or dropped.
-                drop(shared);
-                mode.backlog.pop_front();
-                continue;
+        while self.take_read(wait, notices) {
+            let Some(mode) = &mut self.spool else {
+                return;
             };
-            let duration = fragment.end_ns.saturating_sub(fragment.start_ns);
-            if !self.uploader.has_room(fragment.len, duration) {
-                break;
+            let Some(front) = mode.backlog.front() else {
+                return;
+            };
+            let duration = front.end_ns.saturating_sub(front.start_ns);
+            if !self.uploader.has_room(front.len, duration) {
+                return;
             }
-            let read = shared.spool.read(&fragment);
-            let header = shared.spool.header(fragment.header_id).cloned();
-            mode.backlog.pop_front();
-            let bytes = match read {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    // Lost, and told; not left on disk to be counted as kept.
-                    let _ = shared.spool.mark_done(fragment.id);
-                    drop(shared);
-                    notices.push(Notice::SpoolReadFailed(e.to_string()));
-                    mode.counts.unwritten += 1;
-                    if fragment.id < mode.first_run_id {
-                        mode.counts.earlier_run_lost += 1;
+            let (id, fragment) = (front.id, front.clone());
+            let (tx, done) = std::sync::mpsc::sync_channel(1);
+            let link = mode.shared.clone();
+            mode.runtime.spawn_blocking(move || {
+                let mut shared = link.lock_applied();
+                let read = if shared.spool.get(fragment.id).is_none() {
+                    ReadBack::Gone
+                } else {
+                    match shared.spool.read(&fragment) {
+                        Ok(bytes) => {
+                            // Its ack takes it out of the spool (an earlier run's fragments
+                            // too).
+                            shared.expect(&fragment);
+                            let header = shared.spool.header(fragment.header_id).cloned();
+                            ReadBack::Read(bytes, header)
+                        }
+                        Err(e) => {
+                            // Lost, and told; not left on disk to be counted as kept.
+                            let _ = shared.spool.mark_done(fragment.id);
+                            ReadBack::Failed(e)
+                        }
                     }
-                    continue;
-                }
-            };
-            // Its ack takes it out of the spool (an earlier run's fragments too).
-            let start_ms = header.as_ref().map_or(0, |h| h.producer_start_ms);
-            let t = start_ms.saturating_add(fragment.timecode);
-            let acknowledged = shared.expect(t, fragment.id);
-            drop(shared);
-            if acknowledged {
-                mode.shared.acked(t);
-            }
-            if fragment.id >= mode.first_run_id {
-                mode.counts.handed += 1;
-            }
-            let key = HeaderKey::Spooled(fragment.header_id);
-            if mode.uploader_header != Some(key)
-                && let Some(h) = header
-            {
-                self.uploader
-                    .push_header(h.bytes, h.producer_start_ms, h.media_type);
-                mode.uploader_header = Some(key);
-            }
-            self.uploader
-                .begin_fragment(fragment.timecode, fragment.start_ns, fragment.len);
-            self.uploader.append(bytes);
-            self.uploader.end_fragment(fragment.end_ns);
-            // Whole fragments: the connection may take them now.
-            self.uploader.wake(true, false);
+                };
+                drop(shared);
+                let _ = tx.send(read);
+            });
+            mode.reading = Some((id, done));
         }
+    }
+
+    /// Hands the fragment read back from the spool to the uploader once the read is done
+    /// (waiting for it when `wait`); false while it is not.
+    fn take_read(&mut self, wait: bool, notices: &mut Vec<Notice>) -> bool {
+        let Some(mode) = &mut self.spool else {
+            return true;
+        };
+        let Some((id, reading)) = mode.reading.take() else {
+            return true;
+        };
+        let read = if wait {
+            reading.recv().ok()
+        } else {
+            match reading.try_recv() {
+                Ok(read) => Some(read),
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    mode.reading = Some((id, reading));
+                    return false;
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+            }
+        };
+        // Read from the backlog's front, unless the spool dropped it meanwhile (counted then).
+        if mode.backlog.front().is_none_or(|f| f.id != id) {
+            return true;
+        }
+        let Some(fragment) = mode.backlog.pop_front() else {
+            return true;
+        };
+        let read = read.unwrap_or_else(|| {
+            ReadBack::Failed(std::io::Error::other("the spool's reader stopped"))
+        });
+        match read {
+            ReadBack::Gone => {}
+            ReadBack::Failed(e) => {
+                notices.push(Notice::SpoolReadFailed(e.to_string()));
+                mode.counts.unwritten += 1;
+                if fragment.id < mode.first_run_id {
+                    mode.counts.earlier_run_lost += 1;
+                }
+            }
+            ReadBack::Read(bytes, header) => {
+                if fragment.id >= mode.first_run_id {
+                    mode.counts.handed += 1;
+                }
+                let key = HeaderKey::Spooled(fragment.header_id);
+                if mode.uploader_header != Some(key)
+                    && let Some(h) = header
+                {
+                    self.uploader
+                        .push_header(h.bytes, h.producer_start_ms, h.media_type);
+                    mode.uploader_header = Some(key);
+                }
+                self.uploader
+                    .begin_fragment(fragment.timecode, fragment.start_ns, fragment.len);
+                self.uploader.append(bytes);
+                self.uploader.end_fragment(fragment.end_ns);
+                // Whole fragments: the connection may take them now.
+                self.uploader.wake(true, false);
+            }
+        }
+        true
     }
 
     /// At the end: hands what waits on disk to the uploader until `deadline()` (read again
@@ -2155,7 +2212,7 @@ impl Producer {
     pub fn drain_spool(&mut self, deadline: impl Fn() -> Instant, notices: &mut Vec<Notice>) {
         self.settle_spool(true, notices);
         loop {
-            self.feed(notices);
+            self.feed(true, notices);
             let waiting = self.spool.as_ref().is_some_and(|m| !m.backlog.is_empty());
             let left = deadline().saturating_duration_since(Instant::now());
             if !waiting
@@ -2196,7 +2253,7 @@ impl Producer {
         let kept_in_flight = shared
             .spool
             .pending()
-            .filter(|f| !m.backlog.contains(&f.id))
+            .filter(|f| !m.backlog.iter().any(|b| b.id == f.id))
             .count() as u64;
         let c = &m.counts;
         uploader::SpoolAccount {
@@ -2355,7 +2412,7 @@ mod tests {
             early: HashSet::new(),
             newest: None,
         };
-        assert!(!shared.expect(1_000, f.id));
+        shared.expect(&f);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .build()
@@ -2376,19 +2433,20 @@ mod tests {
         };
         applied(f.id);
 
-        // A fragment acknowledged before it was spooled (an idle fragment) is released too.
-        let (g, _) = link
-            .lock()
+        // A fragment acknowledged before it was spooled (an idle fragment) is released as
+        // its write registers it.
+        let mut guard = link.lock();
+        guard.done(3_000);
+        let (g, _) = guard
             .spool
             .append_fragment(h, 2_000, (2, 3), &[Bytes::from_static(b"idle")])
             .unwrap();
-        link.lock().done(3_000);
+        guard.expect(&g);
         assert!(
-            link.lock().expect(3_000, g.id),
+            guard.spool.get(g.id).is_none(),
             "the early ack is forgotten"
         );
-        link.acked(3_000);
-        applied(g.id);
+        drop(guard);
 
         // An ack for a time not yet spooled (an idle fragment acknowledged early) is kept
         // for it; one for a time already done is not (PERSISTED after RECEIVED).

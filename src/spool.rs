@@ -46,7 +46,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -1510,10 +1510,9 @@ impl Spool {
     /// Reads a pending fragment's bytes back.
     pub fn read(&self, f: &SpooledFragment) -> io::Result<Bytes> {
         let path = segment_path(&self.dir, f.segment);
-        let mut file = open_spool_file(OpenOptions::new().read(true), 0, &path)?;
-        file.seek(SeekFrom::Start(f.offset))?;
+        let file = open_spool_file(OpenOptions::new().read(true), 0, &path)?;
         let mut buf = vec![0; f.len as usize];
-        file.read_exact(&mut buf)?;
+        file.read_exact_at(&mut buf, f.offset)?;
         Ok(Bytes::from(buf))
     }
 

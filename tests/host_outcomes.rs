@@ -1854,14 +1854,19 @@ fn on_a_slow_card(server: &Server, dir: &Path, card: SlowCard, line: &str) -> Ho
     if let Some(ms) = card.pwrite_ms {
         cmd.env("SLOW_PWRITE_MS", ms.to_string());
     }
+    if let Some(ms) = card.pread_ms {
+        cmd.env("SLOW_PREAD_MS", ms.to_string());
+    }
     cmd.args(["-m", "-e"]).args(split_launch(line));
     run_host(cmd, TIMEOUT)
 }
 
-/// How long a slow card takes for each fsync, and for each write if not at once.
+/// How long a slow card takes for each fsync, and for each write and read if not at once.
+#[derive(Default)]
 struct SlowCard {
     fsync_ms: u32,
     pwrite_ms: Option<u32>,
+    pread_ms: Option<u32>,
 }
 
 /// A camera: a live source whose driver keeps 3 frames (a leaky queue), `frames` of 640x480
@@ -1909,6 +1914,7 @@ fn a_camera_spooling_to_a_slow_card_loses_no_frame() {
         SlowCard {
             fsync_ms: 300,
             pwrite_ms: Some(150),
+            ..SlowCard::default()
         },
         &camera_with_a_small_ring(
             300,
@@ -1931,7 +1937,7 @@ fn a_camera_spooling_to_a_slow_card_loses_no_frame() {
         dir.path(),
         SlowCard {
             fsync_ms: 1500,
-            pwrite_ms: None,
+            ..SlowCard::default()
         },
         &camera_with_a_small_ring(
             120,
@@ -1951,4 +1957,48 @@ fn a_camera_spooling_to_a_slow_card_loses_no_frame() {
         warned.len() == 1 && warned[0].contains("put a queue before kvssink"),
         "{output}"
     );
+}
+
+/// After an outage, the fragments that waited in the spool are read back off the streaming
+/// thread: a camera on a card slow to read (every read 200 ms) loses no frame while they are
+/// sent. When the streaming thread read them itself, 420 of 450 frames were stored.
+#[test]
+fn a_camera_sending_its_backlog_from_a_slow_card_loses_no_frame() {
+    init();
+    let dir = tempdir();
+    let server = server();
+    let spool = dir.path().join("spool");
+    // Memory for 2 s of fragments: most of a 5 s outage waits in the spool.
+    let line = camera_with_a_small_ring(
+        450,
+        &format!(
+            "! kvssink stream-name=slow-read buffer-duration=2 spool-dir={}",
+            spool.display()
+        ),
+    );
+    let run = with_outage_between(
+        &server,
+        "slow-read",
+        2,
+        Duration::from_secs(5),
+        TIMEOUT,
+        || {
+            on_a_slow_card(
+                &server,
+                dir.path(),
+                SlowCard {
+                    pread_ms: Some(200),
+                    ..SlowCard::default()
+                },
+                &line,
+            )
+        },
+    );
+    run.assert_all_persisted();
+    assert!(
+        run.stderr.matches("slow card: pread").count() >= 2,
+        "nothing was read back from the spool: {}",
+        run.output()
+    );
+    assert_eq!(stored_frames(&server, "slow-read"), 450, "{}", run.output());
 }

@@ -170,8 +170,6 @@ pub fn python_launch(server: &Server, flags: &[&str], line: &str, timeout: Durat
     run_host(cmd, timeout)
 }
 
-/// Splits a launch line into arguments the way a shell would for an unquoted line: on
-/// whitespace, keeping `"..."` together.
 /// Runs `host` (a launch of a pipeline streaming to `stream`); once `server` holds `fragments`
 /// of it, the service goes (it stops listening, open connections closed) until the host
 /// ends. Returns the host's run.
@@ -196,6 +194,31 @@ pub fn with_outage_after(
     run
 }
 
+/// [`with_outage_after`], the service back after `outage` while the host runs on.
+pub fn with_outage_between(
+    server: &Server,
+    stream: &str,
+    fragments: usize,
+    outage: Duration,
+    timeout: Duration,
+    host: impl FnOnce() -> HostRun + Send,
+) -> HostRun {
+    std::thread::scope(|s| {
+        let run = s.spawn(host);
+        let deadline = Instant::now() + timeout;
+        while server.fragments(stream).len() < fragments {
+            assert!(Instant::now() < deadline, "no {fragments} fragments stored");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.pause_listening();
+        std::thread::sleep(outage);
+        server.resume_listening();
+        run.join().unwrap()
+    })
+}
+
+/// Splits a launch line into arguments the way a shell would for an unquoted line: on
+/// whitespace, keeping `"..."` together.
 pub fn split_launch(line: &str) -> Vec<String> {
     let mut args = Vec::new();
     let mut cur = String::new();

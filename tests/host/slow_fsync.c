@@ -2,7 +2,8 @@
  * the process wait SLOW_FSYNC_MS milliseconds (default 400) before doing it, as an SD card
  * under load can, and says so on standard error ("slow card: fsync"). With SLOW_PWRITE_MS
  * set, every pwrite (how the spool writes its records) waits that long too ("slow card:
- * pwrite"). */
+ * pwrite"); with SLOW_PREAD_MS, every pread (how it reads fragments back: "slow card:
+ * pread"). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdlib.h>
@@ -48,5 +49,15 @@ ssize_t pwrite64(int fd, const void *buf, size_t count, off64_t offset)
         real = (ssize_t (*)(int, const void *, size_t, off64_t)) dlsym(RTLD_NEXT, "pwrite64");
     if (getenv("SLOW_PWRITE_MS"))
         wait_as_a_slow_card("SLOW_PWRITE_MS", 0, "slow card: pwrite\n");
+    return real(fd, buf, count, offset);
+}
+
+ssize_t pread64(int fd, void *buf, size_t count, off64_t offset)
+{
+    static ssize_t (*real)(int, void *, size_t, off64_t);
+    if (!real)
+        real = (ssize_t (*)(int, void *, size_t, off64_t)) dlsym(RTLD_NEXT, "pread64");
+    if (getenv("SLOW_PREAD_MS"))
+        wait_as_a_slow_card("SLOW_PREAD_MS", 0, "slow card: pread\n");
     return real(fd, buf, count, offset);
 }
