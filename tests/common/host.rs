@@ -180,18 +180,7 @@ pub fn with_outage_after(
     timeout: Duration,
     host: impl FnOnce() -> HostRun + Send,
 ) -> HostRun {
-    let run = std::thread::scope(|s| {
-        let run = s.spawn(host);
-        let deadline = Instant::now() + timeout;
-        while server.fragments(stream).len() < fragments {
-            assert!(Instant::now() < deadline, "no {fragments} fragments stored");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server.pause_listening();
-        run.join().unwrap()
-    });
-    server.resume_listening();
-    run
+    outage(server, stream, fragments, None, timeout, host)
 }
 
 /// [`with_outage_after`], the service back after `outage` while the host runs on.
@@ -203,7 +192,18 @@ pub fn with_outage_between(
     timeout: Duration,
     host: impl FnOnce() -> HostRun + Send,
 ) -> HostRun {
-    std::thread::scope(|s| {
+    self::outage(server, stream, fragments, Some(outage), timeout, host)
+}
+
+fn outage(
+    server: &Server,
+    stream: &str,
+    fragments: usize,
+    back_after: Option<Duration>,
+    timeout: Duration,
+    host: impl FnOnce() -> HostRun + Send,
+) -> HostRun {
+    let run = std::thread::scope(|s| {
         let run = s.spawn(host);
         let deadline = Instant::now() + timeout;
         while server.fragments(stream).len() < fragments {
@@ -211,10 +211,14 @@ pub fn with_outage_between(
             std::thread::sleep(Duration::from_millis(50));
         }
         server.pause_listening();
-        std::thread::sleep(outage);
-        server.resume_listening();
+        if let Some(outage) = back_after {
+            std::thread::sleep(outage);
+            server.resume_listening();
+        }
         run.join().unwrap()
-    })
+    });
+    server.resume_listening();
+    run
 }
 
 /// Splits a launch line into arguments the way a shell would for an unquoted line: on
