@@ -789,6 +789,7 @@ struct SpoolLink {
     acked: Mutex<Vec<u64>>,
     /// A job that will apply the queued acks is on its way.
     applying: AtomicBool,
+    /// Where every job runs: the runtime's blocking pool, off the streaming thread.
     runtime: tokio::runtime::Handle,
 }
 
@@ -902,8 +903,6 @@ struct SpoolMode {
     header_seq: u64,
     /// A slow write was told ([`Notice::SpoolSlow`]).
     told_slow: bool,
-    /// Where fragments are written: the runtime's blocking pool, off the streaming thread.
-    runtime: tokio::runtime::Handle,
     /// The last fragment's write, until its outcome is applied ([`Producer::settle_spool`]).
     writing: Option<Writing>,
     /// The backlog's first fragment being read back off the streaming thread, until it is
@@ -1113,7 +1112,6 @@ impl Producer {
                         write_error: None,
                         header_seq: 0,
                         told_slow: false,
-                        runtime: runtime.clone(),
                         writing: None,
                         reading: None,
                     })
@@ -1974,7 +1972,7 @@ impl Producer {
         let (tx, done) = std::sync::mpsc::sync_channel(1);
         let link = mode.shared.clone();
         let (timecode, span, chunks) = (open.timecode, (open.start_ns, end_ns), open.chunks);
-        mode.runtime.spawn_blocking(move || {
+        mode.shared.runtime.spawn_blocking(move || {
             let mut shared = link.lock_applied();
             let (header, header_written) = match header {
                 SpoolHeader::Spooled(id) => (Ok(id), None),
@@ -2116,7 +2114,7 @@ impl Producer {
             let (id, fragment) = (front.id, front.clone());
             let (tx, done) = std::sync::mpsc::sync_channel(1);
             let link = mode.shared.clone();
-            mode.runtime.spawn_blocking(move || {
+            mode.shared.runtime.spawn_blocking(move || {
                 let mut shared = link.lock_applied();
                 let read = if shared.spool.get(fragment.id).is_none() {
                     ReadBack::Gone
