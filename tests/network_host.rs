@@ -430,3 +430,68 @@ fn kvssrc_ends_at_once_on_an_untrusted_data_endpoint() {
         "give that CA's certificate in ca-file (PEM), or in SSL_CERT_FILE or SSL_CERT_DIR",
     );
 }
+
+/// Frames of a camera at a high bit rate (tens of KB each) reach the service as one HTTP chunk
+/// each, with their block header: a lone 8-byte chunk per frame doubled the chunks the
+/// service decodes. Counted at kvs-local, which records every body chunk as hyper hands it
+/// over (a chunk split across socket reads may arrive in pieces, never merged with another).
+#[test]
+fn a_large_frame_and_its_block_header_are_one_http_chunk() {
+    init();
+    let server = Server::spawn(Config {
+        record_body_reads: true,
+        ..Config::default()
+    })
+    .expect("start kvs-local");
+    let line = "videotestsrc is-live=true num-buffers=60 pattern=snow \
+                ! video/x-raw,width=640,height=360,framerate=30/1 \
+                ! x264enc tune=zerolatency speed-preset=ultrafast bitrate=8000 key-int-max=30 \
+                ! matroskamux ! kvssink stream-name=chunks";
+    let run = launch(&server.url(), &[], line);
+    run.assert_success();
+    run.assert_all_persisted();
+    // The frames of 16 KiB or more (which go out without a copy), from what was stored.
+    let large: usize = server
+        .fragments("chunks")
+        .iter()
+        .map(|f| simple_blocks_of_at_least(&f.bytes, 16 * 1024))
+        .sum();
+    assert!(large >= 30, "only {large} frames of 16 KiB or more");
+    let report = server.report();
+    let reads = &report.sessions[0].reads;
+    let sizes: Vec<u64> = reads
+        .iter()
+        .scan(0, |before, r| {
+            let size = r.bytes - *before;
+            *before = r.bytes;
+            Some(size)
+        })
+        .collect();
+    let lone_headers = sizes.iter().filter(|&&s| s <= 16).count();
+    assert!(
+        lone_headers <= large / 10,
+        "{lone_headers} chunks of at most 16 bytes for {large} large frames: {sizes:?}"
+    );
+}
+
+/// The SimpleBlocks of `size` bytes or more in `fragment` (a Cluster, then its tags).
+fn simple_blocks_of_at_least(fragment: &[u8], size: usize) -> usize {
+    use kvs_format::ebml::read_header;
+    use kvs_format::ids::{ID_CLUSTER, ID_SIMPLE_BLOCK};
+    let Ok(Some(cluster)) = read_header(fragment) else {
+        return 0;
+    };
+    assert_eq!(cluster.id, ID_CLUSTER);
+    let mut at = cluster.len;
+    let mut count = 0;
+    while let Ok(Some(child)) = read_header(&fragment[at..]) {
+        let Some(len) = child.size.map(|s| s as usize) else {
+            break;
+        };
+        if child.id == ID_SIMPLE_BLOCK && len >= size {
+            count += 1;
+        }
+        at = (at + child.len + len).min(fragment.len());
+    }
+    count
+}

@@ -21,7 +21,8 @@ use crate::control::ApiError;
 use crate::sigv4::{self, Payload};
 
 /// Chunks smaller than this (block headers, cluster starts, frames) are copied together
-/// into one HTTP chunk; larger ones go out as they are, without a copy.
+/// into one HTTP chunk; larger ones go out as they are, without a copy, ending the HTTP chunk
+/// that the small ones before them began.
 const COPY_LIMIT: usize = 16 * 1024;
 /// An HTTP chunk of copied chunks stops growing at this size.
 const COALESCE_LIMIT: usize = 64 * 1024;
@@ -389,7 +390,7 @@ impl BodyCursor {
 }
 
 pub(super) enum Next {
-    Data(Bytes),
+    Data(BodyChunk),
     Wait,
     End,
     /// The connection sent bytes that are no longer part of the fragment: break it off.
@@ -607,52 +608,123 @@ impl BodyCursor {
     }
 }
 
-/// Collects what is ready into one HTTP chunk (one write): a chunk of at least
-/// [`COPY_LIMIT`] bytes as it is, without a copy; smaller ones (block headers, cluster starts,
-/// frames up to the limit) copied together, up to [`COALESCE_LIMIT`] bytes.
+/// One HTTP chunk of the body: small store chunks, copied together (`head`), then at most one
+/// large store chunk as it is (`tail`), so that a block header and its frame are one HTTP chunk
+/// with no copy of the frame.
+#[derive(Debug, Default)]
+pub(super) struct BodyChunk {
+    head: Bytes,
+    tail: Bytes,
+}
+
+impl BodyChunk {
+    pub(super) fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    /// Its bytes, in order.
+    pub(super) fn parts(&self) -> [&[u8]; 2] {
+        [&self.head, &self.tail]
+    }
+}
+
+impl From<Bytes> for BodyChunk {
+    fn from(head: Bytes) -> Self {
+        BodyChunk {
+            head,
+            tail: Bytes::new(),
+        }
+    }
+}
+
+impl bytes::Buf for BodyChunk {
+    fn remaining(&self) -> usize {
+        self.len()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        if self.head.is_empty() {
+            &self.tail
+        } else {
+            &self.head
+        }
+    }
+
+    fn advance(&mut self, cnt: usize) {
+        let from_head = cnt.min(self.head.len());
+        self.head.advance(from_head);
+        self.tail.advance(cnt - from_head);
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for part in [&self.head, &self.tail] {
+            if n == dst.len() {
+                break;
+            }
+            if !part.is_empty() {
+                dst[n] = std::io::IoSlice::new(part);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// Collects what is ready into one HTTP chunk (one write): small chunks (block headers,
+/// cluster starts, frames under [`COPY_LIMIT`]) copied together up to [`COALESCE_LIMIT`]
+/// bytes, then at most one large chunk as it is, without a copy.
 struct Gather<'a> {
     parts: &'a mut Vec<Bytes>,
     len: usize,
+    tail: Option<Bytes>,
 }
 
 impl<'a> Gather<'a> {
     fn new(parts: &'a mut Vec<Bytes>) -> Self {
         parts.clear();
-        Gather { parts, len: 0 }
+        Gather {
+            parts,
+            len: 0,
+            tail: None,
+        }
     }
 
-    /// Takes `chunk` unless it would be better sent on its own in the next write.
+    /// Takes `chunk` unless it would be better sent in the next HTTP chunk.
     fn take(&mut self, chunk: &Bytes) -> bool {
-        if self.parts.is_empty() {
-            // Alone, nothing is copied.
-        } else if chunk.len() >= COPY_LIMIT
-            || self.len + chunk.len() > COALESCE_LIMIT
-            || self.parts[0].len() >= COPY_LIMIT
-        {
+        if self.full() {
             return false;
         }
-        self.len += chunk.len();
-        self.parts.push(chunk.clone());
+        if chunk.len() >= COPY_LIMIT {
+            self.tail = Some(chunk.clone());
+        } else if self.len + chunk.len() > COALESCE_LIMIT && !self.parts.is_empty() {
+            return false;
+        } else {
+            self.len += chunk.len();
+            self.parts.push(chunk.clone());
+        }
         true
     }
 
     fn full(&self) -> bool {
-        self.len >= COALESCE_LIMIT || self.parts.first().is_some_and(|p| p.len() >= COPY_LIMIT)
+        self.tail.is_some() || self.len >= COALESCE_LIMIT
     }
 
-    fn finish(self) -> Option<Bytes> {
-        match &mut self.parts[..] {
-            [] => None,
-            [one] => Some(std::mem::take(one)),
+    fn finish(self) -> Option<BodyChunk> {
+        let head = match &mut self.parts[..] {
+            [] => Bytes::new(),
+            [one] => std::mem::take(one),
             parts => {
                 let mut buf = Vec::with_capacity(self.len);
                 for part in parts.iter() {
                     buf.extend_from_slice(part);
                 }
-                self.parts.clear();
-                Some(Bytes::from(buf))
+                Bytes::from(buf)
             }
-        }
+        };
+        self.parts.clear();
+        let tail = self.tail.unwrap_or_default();
+        (!head.is_empty() || !tail.is_empty()).then_some(BodyChunk { head, tail })
     }
 }
 
@@ -660,21 +732,69 @@ impl<'a> Gather<'a> {
 mod tests {
     use super::*;
 
+    /// The bytes a `Buf` yields, through `chunks_vectored` (as a vectored write takes them)
+    /// and advancing by `step`.
+    fn written(mut chunk: BodyChunk, step: usize) -> Vec<u8> {
+        use bytes::Buf;
+        let mut out = Vec::new();
+        while chunk.has_remaining() {
+            let mut slices = [std::io::IoSlice::new(&[]); 4];
+            let n = chunk.chunks_vectored(&mut slices);
+            assert!(n > 0);
+            let all: Vec<u8> = slices[..n].iter().flat_map(|s| s.to_vec()).collect();
+            assert_eq!(
+                all.len(),
+                chunk.remaining(),
+                "every part is in the vectored write"
+            );
+            let take = step.min(chunk.remaining());
+            out.extend_from_slice(&all[..take]);
+            chunk.advance(take);
+        }
+        out
+    }
+
     #[test]
     fn gather_passes_large_chunks_through_and_merges_small_ones() {
         let mut parts = Vec::new();
         let big = Bytes::from(vec![1u8; COPY_LIMIT]);
         let mut g = Gather::new(&mut parts);
         assert!(g.take(&big));
-        assert!(g.full(), "a large chunk goes alone");
+        assert!(g.full(), "a large chunk ends its HTTP chunk");
         let out = g.finish().unwrap();
-        assert_eq!(out.as_ptr(), big.as_ptr(), "a large chunk is not copied");
+        assert_eq!(
+            out.parts()[1].as_ptr(),
+            big.as_ptr(),
+            "a large chunk is not copied"
+        );
+        assert_eq!(out.len(), COPY_LIMIT);
 
+        // Small chunks are copied together, and a large one after them ends the same HTTP
+        // chunk: a block header and its frame are one chunk, the frame not copied.
         let mut g = Gather::new(&mut parts);
         assert!(g.take(&Bytes::from_static(b"abc")));
         assert!(g.take(&Bytes::from_static(b"defg")));
-        assert!(!g.take(&big), "a large chunk waits for its own write");
-        assert_eq!(g.finish().unwrap(), Bytes::from_static(b"abcdefg"));
+        assert!(
+            g.take(&big),
+            "a large chunk ends the small ones' HTTP chunk"
+        );
+        assert!(
+            !g.take(&Bytes::from_static(b"h")),
+            "nothing follows a large chunk"
+        );
+        let out = g.finish().unwrap();
+        assert_eq!(out.parts()[0], b"abcdefg");
+        assert_eq!(out.parts()[1].as_ptr(), big.as_ptr());
+        let mut expected = b"abcdefg".to_vec();
+        expected.extend_from_slice(&big);
+        for step in [1, 5, 7, 8, COPY_LIMIT, usize::MAX] {
+            let mut g = Gather::new(&mut parts);
+            for piece in [&b"abc"[..], b"defg"] {
+                g.take(&Bytes::copy_from_slice(piece));
+            }
+            g.take(&big);
+            assert_eq!(written(g.finish().unwrap(), step), expected, "step {step}");
+        }
 
         // A block header and a small frame go out as one chunk, up to COALESCE_LIMIT.
         let frame = Bytes::from(vec![2u8; COPY_LIMIT - 1]);
@@ -683,9 +803,15 @@ mod tests {
         while g.take(&Bytes::from_static(b"header!!")) && g.take(&frame) {
             taken += 1;
         }
-        assert!(!g.full() || taken > 0);
+        assert!(taken > 0);
         let out = g.finish().unwrap();
         assert!(out.len() <= COALESCE_LIMIT && out.len() > COALESCE_LIMIT - COPY_LIMIT - 8);
-        assert_eq!(&out[..8], b"header!!");
+        assert_eq!(&out.parts()[0][..8], b"header!!");
+        assert!(out.parts()[1].is_empty());
+
+        assert!(
+            Gather::new(&mut parts).finish().is_none(),
+            "nothing to send"
+        );
     }
 }

@@ -15,13 +15,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use http_body::Frame;
 use hyper::client::conn::http1::Connection;
 use hyper_util::rt::TokioIo;
 
-use super::connection::{BodyCursor, Next};
+use super::connection::{BodyChunk, BodyCursor, Next};
 use super::transport::Stream;
 
 type Http1 = Connection<TokioIo<Stream>, PutMediaBody>;
@@ -142,21 +141,23 @@ impl PutMediaBody {
 }
 
 impl http_body::Body for PutMediaBody {
-    type Data = Bytes;
+    type Data = BodyChunk;
     type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    ) -> Poll<Option<Result<Frame<BodyChunk>, std::io::Error>>> {
         let this = self.get_mut();
         let mut registered = false;
         loop {
             match this.cursor.next() {
-                Next::Data(bytes) => {
+                Next::Data(chunk) => {
                     this.quiet_since = tokio::time::Instant::now();
-                    this.cursor.dump(&bytes);
-                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                    for part in chunk.parts() {
+                        this.cursor.dump(part);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
                 Next::End => return Poll::Ready(None),
                 Next::Abort(reason) => {
@@ -192,7 +193,7 @@ impl http_body::Body for PutMediaBody {
                     this.idle.as_mut().reset(now + this.cursor.idle_timeout());
                     if let Some(tag) = this.cursor.end_idle_fragment() {
                         this.cursor.dump(&tag);
-                        return Poll::Ready(Some(Ok(Frame::data(tag))));
+                        return Poll::Ready(Some(Ok(Frame::data(BodyChunk::from(tag)))));
                     }
                 }
             }

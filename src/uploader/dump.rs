@@ -4,8 +4,9 @@
 //! that sent something, from 0. Each file is a Matroska stream: the stream header, then the
 //! fragments of that session (a replayed fragment again). Unset or empty: nothing is done.
 //!
-//! For debugging: each HTTP chunk is one `write` to the file, from the runtime's thread,
-//! unbuffered, so the file is whole up to the last chunk sent even if the process dies.
+//! For debugging: each HTTP chunk is written to the file as it is sent (one `write` for its
+//! copied small pieces, one for the frame that ends it), unbuffered, so the file is whole up
+//! to the last chunk sent even if the process dies.
 //!
 //! The files hold the camera's video: they are created readable and writable by their owner
 //! only (0600), and never opened through a symbolic link (`O_NOFOLLOW`): one planted in the
