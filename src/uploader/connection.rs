@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::Credentials;
 use bytes::Bytes;
+use smallvec::SmallVec;
 use url::Url;
 
 use super::direct::{Conn, PutMediaBody};
@@ -20,12 +21,17 @@ use crate::ack::{AckEventType, ErrorClass, classify};
 use crate::control::ApiError;
 use crate::sigv4::{self, Payload};
 
-/// Chunks smaller than this (block headers, cluster starts, frames) are copied together
-/// into one HTTP chunk; larger ones go out as they are, without a copy, ending the HTTP chunk
-/// that the small ones before them began.
+/// Chunks smaller than this (block headers, cluster starts, frames) are copied together;
+/// larger ones go out as they are, without a copy.
 const COPY_LIMIT: usize = 16 * 1024;
-/// An HTTP chunk of copied chunks stops growing at this size.
+/// A run of copied chunks stops growing at this size.
 const COALESCE_LIMIT: usize = 64 * 1024;
+/// An HTTP chunk takes what is ready up to this size (a file upload's batch; a live stream's
+/// chunk is what one frame brought: its block header and the frame)...
+const CHUNK_LIMIT: usize = 256 * 1024;
+/// ... and up to this many pieces, so that it goes out in one vectored write (hyper's takes
+/// up to 64, the chunk's size line and end among them).
+const CHUNK_PIECES: usize = 32;
 
 /// How a connection that did not fail ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -608,123 +614,154 @@ impl BodyCursor {
     }
 }
 
-/// One HTTP chunk of the body: small store chunks, copied together (`head`), then at most one
-/// large store chunk as it is (`tail`), so that a block header and its frame are one HTTP chunk
-/// with no copy of the frame.
+/// One HTTP chunk of the body: the store's chunks in order, large ones as they are and runs of
+/// small ones copied together, written with one vectored write.
 #[derive(Debug, Default)]
 pub(super) struct BodyChunk {
-    head: Bytes,
-    tail: Bytes,
+    /// None empty; the first `sent` of them are written.
+    pieces: SmallVec<[Bytes; 2]>,
+    sent: usize,
+    remaining: usize,
 }
 
 impl BodyChunk {
     pub(super) fn len(&self) -> usize {
-        self.head.len() + self.tail.len()
+        self.remaining
     }
 
-    /// Its bytes, in order.
-    pub(super) fn parts(&self) -> [&[u8]; 2] {
-        [&self.head, &self.tail]
+    /// Its bytes not yet written, in order.
+    pub(super) fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        self.pieces[self.sent..].iter().map(|p| &p[..])
+    }
+
+    fn push(&mut self, piece: Bytes) {
+        if !piece.is_empty() {
+            self.remaining += piece.len();
+            self.pieces.push(piece);
+        }
     }
 }
 
 impl From<Bytes> for BodyChunk {
-    fn from(head: Bytes) -> Self {
-        BodyChunk {
-            head,
-            tail: Bytes::new(),
-        }
+    fn from(piece: Bytes) -> Self {
+        let mut chunk = BodyChunk::default();
+        chunk.push(piece);
+        chunk
     }
 }
 
 impl bytes::Buf for BodyChunk {
     fn remaining(&self) -> usize {
-        self.len()
+        self.remaining
     }
 
     fn chunk(&self) -> &[u8] {
-        if self.head.is_empty() {
-            &self.tail
-        } else {
-            &self.head
-        }
+        self.pieces.get(self.sent).map_or(&[], |p| &p[..])
     }
 
-    fn advance(&mut self, cnt: usize) {
-        let from_head = cnt.min(self.head.len());
-        self.head.advance(from_head);
-        self.tail.advance(cnt - from_head);
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(
+            cnt <= self.remaining,
+            "advance past the end of a body chunk"
+        );
+        self.remaining -= cnt;
+        while cnt > 0 {
+            let piece = &mut self.pieces[self.sent];
+            if cnt < piece.len() {
+                piece.advance(cnt);
+                return;
+            }
+            cnt -= piece.len();
+            // Written: its memory can go (the store keeps the fragment until acknowledged).
+            *piece = Bytes::new();
+            self.sent += 1;
+        }
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for part in [&self.head, &self.tail] {
-            if n == dst.len() {
-                break;
-            }
-            if !part.is_empty() {
-                dst[n] = std::io::IoSlice::new(part);
-                n += 1;
-            }
+        for (slot, piece) in dst.iter_mut().zip(&self.pieces[self.sent..]) {
+            *slot = std::io::IoSlice::new(piece);
+            n += 1;
         }
         n
     }
 }
 
-/// Collects what is ready into one HTTP chunk (one write): small chunks (block headers,
-/// cluster starts, frames under [`COPY_LIMIT`]) copied together up to [`COALESCE_LIMIT`]
-/// bytes, then at most one large chunk as it is, without a copy.
+/// Collects what is ready into one HTTP chunk (one write), up to [`CHUNK_LIMIT`] bytes and
+/// [`CHUNK_PIECES`] pieces: chunks of [`COPY_LIMIT`] or more as they are, without a copy;
+/// runs of smaller ones (block headers, cluster starts, small frames) copied together, up to
+/// [`COALESCE_LIMIT`] bytes a run.
 struct Gather<'a> {
-    parts: &'a mut Vec<Bytes>,
+    /// The run of small chunks not copied yet.
+    run: &'a mut Vec<Bytes>,
+    run_len: usize,
+    chunk: BodyChunk,
     len: usize,
-    tail: Option<Bytes>,
 }
 
 impl<'a> Gather<'a> {
-    fn new(parts: &'a mut Vec<Bytes>) -> Self {
-        parts.clear();
+    fn new(run: &'a mut Vec<Bytes>) -> Self {
+        run.clear();
         Gather {
-            parts,
+            run,
+            run_len: 0,
+            chunk: BodyChunk::default(),
             len: 0,
-            tail: None,
         }
     }
 
-    /// Takes `chunk` unless it would be better sent in the next HTTP chunk.
+    /// Takes `chunk` unless it would make the HTTP chunk too large.
     fn take(&mut self, chunk: &Bytes) -> bool {
-        if self.full() {
+        if self.len > 0 && self.len + chunk.len() > CHUNK_LIMIT {
             return false;
         }
-        if chunk.len() >= COPY_LIMIT {
-            self.tail = Some(chunk.clone());
-        } else if self.len + chunk.len() > COALESCE_LIMIT && !self.parts.is_empty() {
+        let small = chunk.len() < COPY_LIMIT;
+        let run_ends = !small || self.run_len + chunk.len() > COALESCE_LIMIT;
+        // The pieces once it is taken: those made, the run that ends here, and this one (or
+        // the run it begins or goes on with).
+        let pieces = self.chunk.pieces.len() + usize::from(run_ends && !self.run.is_empty()) + 1;
+        if pieces > CHUNK_PIECES {
             return false;
+        }
+        if run_ends {
+            self.end_run();
+        }
+        if small {
+            self.run_len += chunk.len();
+            self.run.push(chunk.clone());
         } else {
-            self.len += chunk.len();
-            self.parts.push(chunk.clone());
+            self.chunk.push(chunk.clone());
         }
+        self.len += chunk.len();
         true
     }
 
     fn full(&self) -> bool {
-        self.tail.is_some() || self.len >= COALESCE_LIMIT
+        self.len >= CHUNK_LIMIT || self.chunk.pieces.len() + 1 >= CHUNK_PIECES
     }
 
-    fn finish(self) -> Option<BodyChunk> {
-        let head = match &mut self.parts[..] {
-            [] => Bytes::new(),
+    /// The run of small chunks becomes one piece: copied, unless it is one chunk.
+    fn end_run(&mut self) {
+        let piece = match &mut self.run[..] {
+            [] => return,
             [one] => std::mem::take(one),
-            parts => {
-                let mut buf = Vec::with_capacity(self.len);
-                for part in parts.iter() {
+            run => {
+                let mut buf = Vec::with_capacity(self.run_len);
+                for part in run.iter() {
                     buf.extend_from_slice(part);
                 }
                 Bytes::from(buf)
             }
         };
-        self.parts.clear();
-        let tail = self.tail.unwrap_or_default();
-        (!head.is_empty() || !tail.is_empty()).then_some(BodyChunk { head, tail })
+        self.run.clear();
+        self.run_len = 0;
+        self.chunk.push(piece);
+    }
+
+    fn finish(mut self) -> Option<BodyChunk> {
+        self.end_run();
+        (self.chunk.remaining > 0).then_some(self.chunk)
     }
 }
 
@@ -754,64 +791,73 @@ mod tests {
         out
     }
 
-    #[test]
-    fn gather_passes_large_chunks_through_and_merges_small_ones() {
-        let mut parts = Vec::new();
-        let big = Bytes::from(vec![1u8; COPY_LIMIT]);
-        let mut g = Gather::new(&mut parts);
-        assert!(g.take(&big));
-        assert!(g.full(), "a large chunk ends its HTTP chunk");
-        let out = g.finish().unwrap();
-        assert_eq!(
-            out.parts()[1].as_ptr(),
-            big.as_ptr(),
-            "a large chunk is not copied"
-        );
-        assert_eq!(out.len(), COPY_LIMIT);
-
-        // Small chunks are copied together, and a large one after them ends the same HTTP
-        // chunk: a block header and its frame are one chunk, the frame not copied.
-        let mut g = Gather::new(&mut parts);
-        assert!(g.take(&Bytes::from_static(b"abc")));
-        assert!(g.take(&Bytes::from_static(b"defg")));
-        assert!(
-            g.take(&big),
-            "a large chunk ends the small ones' HTTP chunk"
-        );
-        assert!(
-            !g.take(&Bytes::from_static(b"h")),
-            "nothing follows a large chunk"
-        );
-        let out = g.finish().unwrap();
-        assert_eq!(out.parts()[0], b"abcdefg");
-        assert_eq!(out.parts()[1].as_ptr(), big.as_ptr());
-        let mut expected = b"abcdefg".to_vec();
-        expected.extend_from_slice(&big);
-        for step in [1, 5, 7, 8, COPY_LIMIT, usize::MAX] {
-            let mut g = Gather::new(&mut parts);
-            for piece in [&b"abc"[..], b"defg"] {
-                g.take(&Bytes::copy_from_slice(piece));
-            }
-            g.take(&big);
-            assert_eq!(written(g.finish().unwrap(), step), expected, "step {step}");
-        }
-
-        // A block header and a small frame go out as one chunk, up to COALESCE_LIMIT.
-        let frame = Bytes::from(vec![2u8; COPY_LIMIT - 1]);
-        let mut g = Gather::new(&mut parts);
+    /// Gathers `chunks` into one body chunk: its pieces' lengths, and how many were taken.
+    fn gather(chunks: &[Bytes]) -> (BodyChunk, usize) {
+        let mut run = Vec::new();
+        let mut g = Gather::new(&mut run);
         let mut taken = 0;
-        while g.take(&Bytes::from_static(b"header!!")) && g.take(&frame) {
+        for c in chunks {
+            if g.full() || !g.take(c) {
+                break;
+            }
             taken += 1;
         }
-        assert!(taken > 0);
-        let out = g.finish().unwrap();
-        assert!(out.len() <= COALESCE_LIMIT && out.len() > COALESCE_LIMIT - COPY_LIMIT - 8);
-        assert_eq!(&out.parts()[0][..8], b"header!!");
-        assert!(out.parts()[1].is_empty());
+        (g.finish().unwrap(), taken)
+    }
 
-        assert!(
-            Gather::new(&mut parts).finish().is_none(),
-            "nothing to send"
+    fn lens(chunk: &BodyChunk) -> Vec<usize> {
+        chunk.parts().map(<[u8]>::len).collect()
+    }
+
+    #[test]
+    fn gather_passes_large_chunks_through_and_merges_small_ones() {
+        let big = Bytes::from(vec![1u8; COPY_LIMIT]);
+        let (out, _) = gather(std::slice::from_ref(&big));
+        assert_eq!(
+            out.parts().next().unwrap().as_ptr(),
+            big.as_ptr(),
+            "not copied"
         );
+
+        // A block header and its frame are one HTTP chunk, the frame not copied; small chunks
+        // around large ones are copied together.
+        let header = |b: &'static [u8]| Bytes::from_static(b);
+        let chunks = [header(b"abc"), header(b"defg"), big.clone(), header(b"h")];
+        let (out, taken) = gather(&chunks);
+        assert_eq!(taken, 4);
+        assert_eq!(lens(&out), [7, COPY_LIMIT, 1]);
+        assert_eq!(out.parts().nth(1).unwrap().as_ptr(), big.as_ptr());
+        let expected: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
+        for step in [1, 5, 7, 8, COPY_LIMIT, usize::MAX] {
+            assert_eq!(written(gather(&chunks).0, step), expected, "step {step}");
+        }
+
+        // Small frames: runs of up to COALESCE_LIMIT copied bytes.
+        let small = Bytes::from(vec![2u8; COPY_LIMIT - 1]);
+        let (out, _) = gather(&vec![small.clone(); 8]);
+        let runs = lens(&out);
+        assert!(
+            runs.len() >= 2 && runs.iter().all(|&l| l <= COALESCE_LIMIT),
+            "{runs:?}"
+        );
+        assert_eq!(runs.iter().sum::<usize>(), 8 * small.len());
+
+        // A file's batch: pairs of header and frame up to CHUNK_LIMIT bytes and CHUNK_PIECES
+        // pieces; what is left goes in the next chunk.
+        let pairs: Vec<Bytes> = (0..100)
+            .flat_map(|_| [header(b"header!!"), big.clone()])
+            .collect();
+        let (out, taken) = gather(&pairs);
+        assert!(taken < pairs.len() && taken > 10, "took {taken}");
+        assert!(out.len() <= CHUNK_LIMIT, "{} bytes", out.len());
+        assert!(lens(&out).len() <= CHUNK_PIECES);
+
+        // A chunk larger than the limit still goes, alone.
+        let huge = Bytes::from(vec![3u8; CHUNK_LIMIT + 1]);
+        let (out, taken) = gather(&[huge.clone(), header(b"x")]);
+        assert_eq!((taken, out.len()), (1, huge.len()));
+
+        let mut run = Vec::new();
+        assert!(Gather::new(&mut run).finish().is_none(), "nothing to send");
     }
 }
