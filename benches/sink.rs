@@ -23,6 +23,10 @@
 //!    throughput per MB, and the ratios ours / AWS's. `official.rs`
 //! 5. RSS after an outage: before, peak, and once the backlog was persisted. `outage.rs`
 //! 6. Soak: RSS over hours of simulated stream. `soak.rs`
+//! 7. Instructions per MB of the file upload (valgrind's cachegrind: user space, counted, so
+//!    they do not move with the machine's load): what kvssink adds over fakesink next to curl,
+//!    and what kvs-local executes to receive each. Skipped without valgrind.
+//!    `instructions.rs`
 //!
 //! The stream is made in `stream.rs`, kvs-local runs from `server.rs`, CPU and children are
 //! measured in `process.rs`, the table is printed by `report.rs`.
@@ -33,6 +37,8 @@
 
 #[path = "sink/file.rs"]
 mod file;
+#[path = "sink/instructions.rs"]
+mod instructions;
 #[path = "sink/latency.rs"]
 mod latency;
 #[path = "sink/official.rs"]
@@ -97,8 +103,8 @@ fn main() {
         tput.frame_ms,
     );
 
-    // KVSSINK_BENCH_ONLY=kvs-local,discard,push,es,file,offline,paced,latency,rss,outage,soak runs only
-    // those parts.
+    // KVSSINK_BENCH_ONLY=kvs-local,discard,push,es,file,instructions,offline,paced,latency,rss,
+    // outage,soak runs only those parts.
     let only = std::env::var("KVSSINK_BENCH_ONLY").ok();
     let want = |part: &str| {
         only.as_ref()
@@ -153,6 +159,9 @@ fn main() {
         if let Some(o) = &official {
             official::compare(o, file_frames, reps, false, &mut report);
         }
+    }
+    if want("instructions") {
+        instructions::measure(file_frames, &mut report);
     }
     if want("offline") {
         file::measure_offline(file_frames, reps.min(3), &mut report);

@@ -45,7 +45,7 @@ pub struct Files {
     /// x264 in Matroska: what `filesrc ! matroskademux` reads.
     pub source: PathBuf,
     /// The pipeline's matroskamux output (`streamable=true`): what curl uploads.
-    muxed: PathBuf,
+    pub muxed: PathBuf,
     pub muxed_bytes: u64,
     pub clusters: usize,
 }
@@ -79,7 +79,7 @@ pub fn gst_launch(args: &str) -> Result<(), String> {
 /// The short file whose counts are taken off the long one's.
 pub const SHORT_FRAMES: u32 = 60;
 
-const DEMUX: &str = "matroskademux ! h264parse ! matroskamux streamable=true";
+pub const DEMUX: &str = "matroskademux ! h264parse ! matroskamux streamable=true";
 
 /// The source file of `frames` frames and its matroskamux output, made once.
 pub fn prepare(frames: u32) -> Result<Files, String> {
@@ -242,7 +242,7 @@ fn first_child(pid: u32) -> Option<u32> {
     children.split_whitespace().next()?.parse().ok()
 }
 
-fn pipeline(env: &[(&'static str, String)], files: &Files, tail: &str) -> Command {
+pub fn pipeline(env: &[(&'static str, String)], files: &Files, tail: &str) -> Command {
     paced_pipeline(env, files, tail, false)
 }
 
@@ -263,7 +263,7 @@ fn paced_pipeline(
 }
 
 /// `gst-launch-1.0 -q filesrc location=<the source file> ! <chain>` with `env`.
-fn launch(env: &[(&'static str, String)], files: &Files, chain: &str) -> Command {
+pub fn launch(env: &[(&'static str, String)], files: &Files, chain: &str) -> Command {
     let mut cmd = Command::new("gst-launch-1.0");
     cmd.arg("-q")
         .arg("filesrc")

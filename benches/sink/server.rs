@@ -116,9 +116,27 @@ pub fn older_than_sources(built: &std::path::Path, dirs: &[&str]) -> bool {
 impl KvsLocal {
     /// Starts kvs-local on a free port; `record_reads` adds `--record-body-reads`.
     pub fn spawn(mode: Mode, record_reads: bool) -> Result<KvsLocal, String> {
+        KvsLocal::spawn_under(&[], &[], mode, record_reads)
+    }
+
+    /// [`KvsLocal::spawn`] with kvs-local run by `wrapper` (a program and its arguments, such
+    /// as `valgrind ...`) and given `args` as well; see [`KvsLocal::terminate`].
+    pub fn spawn_under(
+        wrapper: &[String],
+        args: &[String],
+        mode: Mode,
+        record_reads: bool,
+    ) -> Result<KvsLocal, String> {
         let program = binary()?;
-        let mut cmd = Command::new(&program);
-        cmd.args(["--port", "0"]);
+        let mut cmd = match wrapper {
+            [] => Command::new(&program),
+            [first, rest @ ..] => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(&program);
+                cmd
+            }
+        };
+        cmd.args(["--port", "0"]).args(args);
         if mode == Mode::Discarding {
             cmd.arg("--discard-media");
         }
@@ -244,6 +262,14 @@ impl KvsLocal {
     /// Stops kvs-local (SIGKILL: nothing of it is needed any more).
     pub fn stop(self) {
         drop(self);
+    }
+
+    /// Stops kvs-local with SIGTERM and waits for it to exit, so that what runs it (a
+    /// wrapper of [`KvsLocal::spawn_under`]) ends as well and says what it has to say.
+    pub fn terminate(mut self) {
+        // SAFETY: signals our own child, which has not been waited for.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
     }
 }
 
