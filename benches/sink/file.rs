@@ -143,24 +143,12 @@ pub fn measure(mut cmd: Command, count: bool) -> Result<(Run, String), String> {
     let mut cmd = if count {
         let mut events = vec!["raw_syscalls:sys_enter".to_owned()];
         events.extend(CALLS.iter().map(|c| format!("syscalls:sys_enter_{c}")));
-        let mut perf = Command::new("perf");
-        perf.args(["stat", "-x", ",", "-e", &events.join(","), "-o"])
-            .arg(&perf_out)
-            .arg("--")
-            .arg(cmd.get_program())
-            .args(cmd.get_args())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // perf runs the command with the command's environment and working directory.
-        for (k, v) in cmd.get_envs() {
-            match v {
-                Some(v) => perf.env(k, v),
-                None => perf.env_remove(k),
-            };
-        }
-        if let Some(dir) = cmd.get_current_dir() {
-            perf.current_dir(dir);
-        }
+        let perf = ["perf", "stat", "-x", ",", "-e", &events.join(","), "-o"]
+            .map(String::from)
+            .into_iter()
+            .chain([perf_out.display().to_string(), "--".into()]);
+        let mut perf = under(&perf.collect::<Vec<_>>(), &cmd);
+        perf.stdout(Stdio::piped()).stderr(Stdio::piped());
         perf
     } else {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -234,6 +222,25 @@ pub fn measure(mut cmd: Command, count: bool) -> Result<(Run, String), String> {
         },
         out,
     ))
+}
+
+/// `cmd` run by `wrapper` (a program and its arguments: `perf stat ...`, `valgrind ...`), with
+/// the command's environment and working directory.
+pub fn under(wrapper: &[String], cmd: &Command) -> Command {
+    let mut run = Command::new(&wrapper[0]);
+    run.args(&wrapper[1..])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => run.env(k, v),
+            None => run.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        run.current_dir(dir);
+    }
+    run
 }
 
 /// The first child of `pid` (the program perf runs).

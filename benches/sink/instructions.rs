@@ -13,7 +13,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::file::{DEMUX, Files, SHORT_FRAMES, launch, pipeline, prepare};
+use crate::file::{DEMUX, Files, SHORT_FRAMES, launch, pipeline, prepare, under};
 use crate::report::{MB, Report, Row};
 use crate::rss::PluginEnv;
 use crate::server::{KvsLocal, Mode};
@@ -56,20 +56,11 @@ fn total(log: &std::path::Path) -> Result<u64, String> {
 fn counted(cmd: &Command) -> Result<(u64, String), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let log = dir.path().join("log");
-    let wrapper = valgrind(&log);
-    let mut run = Command::new(&wrapper[0]);
-    run.args(&wrapper[1..])
-        .arg(cmd.get_program())
-        .args(cmd.get_args())
+    let out = under(&valgrind(&log), cmd)
         .stdin(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => run.env(k, v),
-            None => run.env_remove(k),
-        };
-    }
-    let out = run.output().map_err(|e| format!("valgrind: {e}"))?;
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("valgrind: {e}"))?;
     if !out.status.success() {
         return Err(format!("{:?} failed under valgrind: {}", cmd, out.status));
     }
