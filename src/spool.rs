@@ -316,7 +316,9 @@ fn crc32c_stripes_sse42(lanes: &mut [u64; 4], data: &[u8]) {
 }
 
 /// `crc32c_stripes_sse42` over `src`, copying it to `dst` on the way (one pass instead of a
-/// copy and a second read).
+/// copy and a second read). `dst` is the staging buffer, which only the disk reads (O_DIRECT):
+/// streaming stores write it without first reading each line into the cache, and leave the
+/// caches to the pipeline.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
 fn crc32c_copy_sse42(lanes: &mut [u64; 4], dst: &mut [u8], src: &[u8]) {
@@ -328,13 +330,16 @@ fn crc32c_copy_sse42(lanes: &mut [u64; 4], dst: &mut [u8], src: &[u8]) {
     for (t, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
         let w = [s[0], s[1], s[2], s[3]].map(u64::from_le_bytes);
         for (t, w) in t.iter_mut().zip(w) {
-            *t = w.to_le_bytes();
+            // SAFETY: `t` is 8 writable bytes; movnti has no alignment requirement.
+            unsafe { std::arch::x86_64::_mm_stream_si64(t.as_mut_ptr().cast::<i64>(), w as i64) };
         }
         a = _mm_crc32_u64(a, w[0]);
         b = _mm_crc32_u64(b, w[1]);
         c = _mm_crc32_u64(c, w[2]);
         d = _mm_crc32_u64(d, w[3]);
     }
+    // The streaming stores are visible before anything that follows (the write reads them).
+    std::arch::x86_64::_mm_sfence();
     *lanes = [a, b, c, d];
 }
 
