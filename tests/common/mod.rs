@@ -423,8 +423,8 @@ pub fn simple_tags(mut data: &[u8]) -> Vec<(String, String)> {
     out
 }
 
-/// (track, absolute timecode ms) of every SimpleBlock of a stored fragment, in order.
-pub fn block_times(fragment: &[u8]) -> Vec<(u8, i64)> {
+/// Every SimpleBlock of a stored fragment, in order: its Cluster's timecode and its body.
+pub fn simple_blocks(fragment: &[u8]) -> Vec<(i64, &[u8])> {
     use kvs_format::ebml::{read_header, read_uint};
     use kvs_format::ids::*;
     let mut out = Vec::new();
@@ -442,15 +442,24 @@ pub fn block_times(fragment: &[u8]) -> Vec<(u8, i64)> {
                 at = body + n as usize;
             }
             (ID_SIMPLE_BLOCK, Some(n)) => {
-                let b = &fragment[body..];
-                out.push((
-                    b[0] & 0x7F,
-                    cluster + i16::from_be_bytes([b[1], b[2]]) as i64,
-                ));
+                out.push((cluster, &fragment[body..body + n as usize]));
                 at = body + n as usize;
             }
             (_, Some(n)) => at = body + n as usize,
         }
     }
     out
+}
+
+/// (track, absolute timecode ms) of every SimpleBlock of a stored fragment, in order.
+pub fn block_times(fragment: &[u8]) -> Vec<(u8, i64)> {
+    simple_blocks(fragment)
+        .into_iter()
+        .map(|(cluster, b)| {
+            (
+                b[0] & 0x7F,
+                cluster + i16::from_be_bytes([b[1], b[2]]) as i64,
+            )
+        })
+        .collect()
 }
