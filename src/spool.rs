@@ -317,8 +317,7 @@ fn crc32c_stripes_sse42(lanes: &mut [u64; 4], data: &[u8]) {
 
 /// `crc32c_stripes_sse42` over `src`, copying it to `dst` on the way (one pass instead of a
 /// copy and a second read). `dst` is the staging buffer, which only the disk reads (O_DIRECT):
-/// streaming stores write it without first reading each line into the cache, and leave the
-/// caches to the pipeline.
+/// streaming stores write it without first reading each line into the cache.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
 fn crc32c_copy_sse42(lanes: &mut [u64; 4], dst: &mut [u8], src: &[u8]) {

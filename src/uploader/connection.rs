@@ -697,7 +697,6 @@ struct Gather<'a> {
     run: &'a mut Vec<Bytes>,
     run_len: usize,
     chunk: BodyChunk,
-    len: usize,
 }
 
 impl<'a> Gather<'a> {
@@ -707,13 +706,18 @@ impl<'a> Gather<'a> {
             run,
             run_len: 0,
             chunk: BodyChunk::default(),
-            len: 0,
         }
+    }
+
+    /// Bytes taken so far.
+    fn len(&self) -> usize {
+        self.chunk.remaining + self.run_len
     }
 
     /// Takes `chunk` unless it would make the HTTP chunk too large.
     fn take(&mut self, chunk: &Bytes) -> bool {
-        if self.len > 0 && self.len + chunk.len() > CHUNK_LIMIT {
+        let len = self.len();
+        if len > 0 && len + chunk.len() > CHUNK_LIMIT {
             return false;
         }
         let small = chunk.len() < COPY_LIMIT;
@@ -733,12 +737,11 @@ impl<'a> Gather<'a> {
         } else {
             self.chunk.push(chunk.clone());
         }
-        self.len += chunk.len();
         true
     }
 
     fn full(&self) -> bool {
-        self.len >= CHUNK_LIMIT || self.chunk.pieces.len() + 1 >= CHUNK_PIECES
+        self.len() >= CHUNK_LIMIT || self.chunk.pieces.len() + 1 >= CHUNK_PIECES
     }
 
     /// The run of small chunks becomes one piece: copied, unless it is one chunk.
